@@ -1,0 +1,34 @@
+"""weightvault: keep model weights from being stolen, tampered with or misused.
+
+The public API is re-exported here lazily, so ``import weightvault`` stays cheap and the CLI
+starts fast. Capability packages: :mod:`weightvault.signing` (sign / verify in the OpenSSF Model
+Signing format), :mod:`weightvault.scan`, :mod:`weightvault.crypt`, :mod:`weightvault.tlog`,
+:mod:`weightvault.custody`, :mod:`weightvault.tamper`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; resolved on first attribute access (PEP 562).
+_LAZY: dict[str, str] = {
+    "WeightvaultError": "weightvault.errors",
+    "VerificationError": "weightvault.errors",
+    "walk_model": "weightvault.tree",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'weightvault' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

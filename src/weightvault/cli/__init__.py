@@ -1,0 +1,1 @@
+"""The ``weightvault`` command line: thin Typer commands over the public API."""

@@ -1,0 +1,82 @@
+"""Shared pieces of the command line: consoles, JSON output, progress bars, option parsing.
+
+Only rendering lives here; decisions are made by the capability packages.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["emit_json", "err_console", "out_console", "progress_bytes"]
+
+#: Models above this size get a progress bar (when standard error is a terminal).
+PROGRESS_THRESHOLD_BYTES = 256 * 1024 * 1024
+
+
+
+_consoles: dict[str, Console] = {}
+
+
+def out_console() -> Console:
+    """Rich console on standard output (created on first use: keeps ``--help`` fast)."""
+    if "out" not in _consoles:
+        from rich.console import Console
+
+        _consoles["out"] = Console(highlight=False, soft_wrap=True)
+    return _consoles["out"]
+
+
+def err_console() -> Console:
+    """Rich console on standard error, for messages and progress."""
+    if "err" not in _consoles:
+        from rich.console import Console
+
+        _consoles["err"] = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _consoles["err"]
+
+
+def emit_json(document: Any) -> None:
+    """Print one JSON document on standard output (sorted keys, stable for scripts)."""
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def progress_bytes(description: str, total: int, *, enabled: bool | None = None) -> Iterator[Any]:
+    """Yield a callback ``advance(nbytes)``; shows a Rich bar for large jobs on a terminal.
+
+    ``enabled=None`` decides automatically: on when ``total`` exceeds
+    :data:`PROGRESS_THRESHOLD_BYTES` and standard error is a TTY.
+    """
+    if enabled is None:
+        enabled = total >= PROGRESS_THRESHOLD_BYTES and sys.stderr.isatty()
+    if not enabled:
+        yield lambda _n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)

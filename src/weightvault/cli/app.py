@@ -1,0 +1,115 @@
+"""Entry point of the ``weightvault`` command.
+
+Command modules live beside this one (``cli/<group>.py``); each defines ``register(app)`` and an
+integer ``ORDER`` for its place in ``--help``. They are discovered, not listed, so capabilities
+plug in without editing this file. Modules import only Typer at load time: heavy libraries are
+imported inside the command functions, which keeps ``weightvault --help`` fast.
+
+Every :class:`~weightvault.errors.WeightvaultError` becomes one line on standard error and its exit
+code; an unexpected exception becomes one line too (set ``WEIGHTVAULT_DEBUG=1`` for the traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+
+import typer
+
+from weightvault import __version__
+from weightvault.errors import WeightvaultError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="weightvault",
+    help=(
+        "Keep model weights from being stolen, tampered with or misused.\n\n"
+        "Exit codes: 0 success, 1 the check failed (mismatch, finding, denial), "
+        "2 the check could not run (usage or input error)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"weightvault {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Keep model weights from being stolen, tampered with or misused."""
+
+
+def _register_commands() -> None:
+    import weightvault.cli as cli_package
+
+    modules = []
+    for info in pkgutil.iter_modules(cli_package.__path__):
+        if info.name.startswith("_") or info.name == "app":
+            continue
+        module = importlib.import_module(f"weightvault.cli.{info.name}")
+        if hasattr(module, "register"):
+            modules.append(module)
+    for module in sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
+        module.register(app)
+
+
+_register_commands()
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (the testable core of :func:`main`)."""
+    import click
+
+    try:
+        result = app(args=argv, prog_name="weightvault", standalone_mode=False)
+    except WeightvaultError as exc:
+        return _fail(exc.one_line(), exc.exit_code)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        # Usage errors: keep click's one-line message, point at --help.
+        return _fail(f"{exc.format_message()} (see --help)", 2)
+    except click.exceptions.Abort:
+        return _fail("aborted", 130)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
+        if os.environ.get("WEIGHTVAULT_DEBUG"):
+            raise
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return _fail(
+            f"internal error ({type(exc).__name__}): {text}; "
+            "please report it (WEIGHTVAULT_DEBUG=1 shows the traceback)",
+            3,
+        )
+    return int(result) if isinstance(result, int) else 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
