@@ -76,7 +76,7 @@ class VerificationError(WeightvaultError):
 
 
 class PolicyError(WeightvaultError):
-    """A well-formed request or artifact was refused by policy (identity, role, budget, threshold)."""
+    """A well-formed request or artifact was refused by policy (identity, role, budget)."""
 
     exit_code = 1
 

@@ -77,24 +77,22 @@ def _fail(message: str, code: int) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the testable core of :func:`main`)."""
-    import click
-
     try:
         result = app(args=argv, prog_name="weightvault", standalone_mode=False)
     except WeightvaultError as exc:
         return _fail(exc.one_line(), exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.ClickException as exc:
-        # Usage errors: keep click's one-line message, point at --help.
-        return _fail(f"{exc.format_message()} (see --help)", 2)
-    except click.exceptions.Abort:
+    except typer.TyperException as exc:
+        # Usage errors (unknown option, bad value): keep the parser's message, point at --help.
+        return _fail(f"{' '.join(exc.format_message().split())} (see --help)", 2)
+    except typer.Abort:
         return _fail("aborted", 130)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
+    except Exception as exc:  # the last line of defence: never a traceback
         if os.environ.get("WEIGHTVAULT_DEBUG"):
             raise
         text = " ".join(str(exc).split()) or type(exc).__name__
