@@ -31,10 +31,14 @@ stamp=.venv/.weightvault-setup-stamp
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing Python packages into .venv (first run takes a few minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip
+  pip_quiet() {
+    # pip -q still prints a warning per missing local index folder; keep real errors only.
+    { .venv/bin/python -m pip install -q "$@" 2>&1 || return 1; } | { grep -v '^WARNING: Location' || true; }
+  }
+  pip_quiet --upgrade pip
   # The CPU build of PyTorch first, so nothing later pulls a multi-GB CUDA build.
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[test,pkcs11,sigstore,scan,server,tamper]"
+  pip_quiet "torch==2.13.0"
+  pip_quiet -e ".[test,pkcs11,sigstore,scan,server,tamper]"
   echo "$want" > "$stamp"
 fi
 echo "setup: ready (.venv/bin/weightvault)"
