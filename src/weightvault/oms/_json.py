@@ -1,0 +1,146 @@
+"""Strict JSON reading for the OMS formats: one way to load, type-check and name fields.
+
+Signatures arrive from untrusted places, so parsing refuses what a lenient reader would
+silently accept: duplicate keys (which a dict would collapse), wrong JSON types (a bool is not a
+number), non-canonical base64/hex, and documents above a size limit. Every error names the field
+path (``dsseEnvelope.signatures[0].sig``) so the one-line message says what is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+from weightvault.errors import FormatError
+
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "b64decode_field",
+    "field_bool",
+    "field_list",
+    "field_object",
+    "field_str",
+    "hex_field",
+    "load_json",
+    "reject_unknown",
+]
+
+#: Upper bound for a signature or payload document; a manifest of a multi-terabyte model with
+#: 1 GB shards is a few hundred kilobytes, so this leaves room without inviting memory blow-ups.
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
+
+_HEX_RE = re.compile(r"[0-9a-f]*")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise FormatError(f"{key}: duplicate key in JSON object")
+        result[key] = value
+    return result
+
+
+def load_json(data: bytes, what: str) -> dict[str, Any]:
+    """Parse one JSON object, refusing duplicates, NaN/Infinity and oversized input."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise FormatError(f"{what}: larger than {MAX_DOCUMENT_BYTES} bytes; not a signature")
+
+    def _no_constant(name: str) -> Any:
+        raise FormatError(f"{what}: {name} is not valid JSON")
+
+    try:
+        text = data.decode("utf-8")
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{what}: not UTF-8 text; is this a signature file?") from exc
+    except json.JSONDecodeError as exc:
+        raise FormatError(
+            f"{what}: malformed JSON at line {exc.lineno} column {exc.colno} ({exc.msg})"
+        ) from exc
+    except RecursionError as exc:
+        raise FormatError(f"{what}: JSON nested too deeply") from exc
+    except FormatError as exc:
+        raise FormatError(f"{what}: {exc.message}") from exc
+    if not isinstance(value, dict):
+        raise FormatError(f"{what}: expected a JSON object at the top level")
+    return value
+
+
+def reject_unknown(obj: dict[str, Any], allowed: set[str] | frozenset[str], path: str) -> None:
+    """Refuse keys the format does not define (a typo or a smuggled field)."""
+    for key in obj:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else key
+            raise FormatError(f"{where}: unknown field")
+
+
+def _where(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def field_object(obj: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+    value = obj.get(key)
+    if value is None:
+        raise FormatError(f"{_where(path, key)}: missing")
+    if not isinstance(value, dict):
+        raise FormatError(f"{_where(path, key)}: expected an object")
+    return value
+
+
+def field_list(obj: dict[str, Any], key: str, path: str) -> list[Any]:
+    value = obj.get(key)
+    if value is None:
+        raise FormatError(f"{_where(path, key)}: missing")
+    if not isinstance(value, list):
+        raise FormatError(f"{_where(path, key)}: expected a list")
+    return value
+
+
+def field_str(obj: dict[str, Any], key: str, path: str, *, optional: bool = False) -> str:
+    value = obj.get(key)
+    if value is None:
+        if optional:
+            return ""
+        raise FormatError(f"{_where(path, key)}: missing")
+    if not isinstance(value, str):
+        raise FormatError(f"{_where(path, key)}: expected a string")
+    return value
+
+
+def field_bool(obj: dict[str, Any], key: str, path: str) -> bool:
+    value = obj.get(key)
+    if value is None:
+        raise FormatError(f"{_where(path, key)}: missing")
+    if not isinstance(value, bool):
+        raise FormatError(f"{_where(path, key)}: expected true or false")
+    return value
+
+
+def b64decode_field(value: str, where: str) -> bytes:
+    """Decode standard base64 (padding required), refusing stray characters.
+
+    Both the peer (protobuf JSON) and sigstore write standard base64 with padding; URL-safe input
+    is accepted too because the protobuf JSON mapping allows it on input.
+    """
+    text = value.strip()
+    if not text:
+        return b""
+    try:
+        if "-" in text or "_" in text:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise FormatError(f"{where}: not valid base64") from exc
+
+
+def hex_field(value: Any, where: str) -> bytes:
+    """Decode a lowercase hex digest."""
+    if not isinstance(value, str):
+        raise FormatError(f"{where}: expected a hex string")
+    if len(value) % 2 or not _HEX_RE.fullmatch(value):
+        raise FormatError(f"{where}: not lowercase hex")
+    return bytes.fromhex(value)
