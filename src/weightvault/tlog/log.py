@@ -1,0 +1,590 @@
+"""The append-only log: O(log n) appends and proofs over stored subtree hashes.
+
+Every complete subtree's hash is stored once, when its last leaf is appended (amortized two hashes
+per entry). An append reads only the right edge of the tree (one hash per set bit of the size); an
+inclusion or consistency proof reads at most ~2 log2(n) stored hashes in one query. Nothing ever
+reads the whole log except :meth:`TransparencyLog.export`.
+
+The log refuses to sign a checkpoint that is not consistent with the last one it signed: before
+signing, it proves (from its own storage) that the previous signed tree is a prefix of the current
+one and checks that proof against the previous checkpoint's signed root. An insider who edits
+stored entries or hashes therefore cannot get a new signature over the altered history.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from weightvault.errors import FormatError, InputError, KeyMaterialError, VerificationError
+from weightvault.tlog.checkpoint import (
+    Checkpoint,
+    VerifiedCheckpoint,
+    WitnessPolicy,
+    verify_checkpoint,
+)
+from weightvault.tlog.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    consistency_ranges,
+    inclusion_ranges,
+    leaf_hash,
+    node_hash,
+    range_blocks,
+    stored_hash_id,
+    verify_consistency,
+    verify_inclusion,
+)
+from weightvault.tlog.note import NoteSigner, VerifierKey, b64decode_strict, sign_note
+from weightvault.tlog.proof import ConsistencyProof, TlogProof
+from weightvault.tlog.storage import LogStore, StoreWriter, open_store
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "MAX_ENTRY_BYTES",
+    "ExportVerification",
+    "LogExport",
+    "TransparencyLog",
+    "verify_export",
+]
+
+MAX_ENTRY_BYTES = 1 << 20
+"""Largest entry accepted (1 MiB): entries are digests and audit events, not blobs."""
+EXPORT_FORMAT = "weightvault.dev/tlog-export@v1"
+_CACHE_LIMIT = 1 << 17
+_APPEND_CHUNK = 50_000
+
+
+def _check_origin(origin: str) -> None:
+    if (
+        not isinstance(origin, str)
+        or not origin
+        or origin != origin.strip()
+        or any(c.isspace() or c == "+" or ord(c) < 0x20 for c in origin)
+    ):
+        raise ValueError(
+            "origin must be a non-empty name without spaces or '+' (e.g. example.com/log)"
+        )
+
+
+class TransparencyLog:
+    """An RFC 9162 log over a :class:`~weightvault.tlog.storage.LogStore`. Thread-safe."""
+
+    def __init__(self, store: LogStore) -> None:
+        self.store = store
+        meta = store.meta()
+        self.origin = meta["origin"]
+        self._cache: dict[int, bytes] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, location: str | Path | LogStore, origin: str) -> TransparencyLog:
+        """Create a new empty log at ``location`` (SQLite path or ``postgresql://`` URL)."""
+        _check_origin(origin)
+        store = location if isinstance(location, LogStore) else open_store(location)
+        store.initialize(origin)
+        return cls(store)
+
+    @classmethod
+    def open(cls, location: str | Path | LogStore) -> TransparencyLog:
+        """Open an existing log."""
+        store = location if isinstance(location, LogStore) else open_store(location)
+        return cls(store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> TransparencyLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- appends -----------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Entries committed so far."""
+        return self.store.size()
+
+    def append(self, entry: bytes) -> int:
+        """Append one entry durably; returns its index once committed."""
+        return self.append_many([entry])
+
+    def append_many(self, entries: Sequence[bytes]) -> int:
+        """Append entries in one durable transaction; returns the index of the first.
+
+        Leaf hashes are computed before taking the write lock; under the lock only the right
+        edge of the tree is read (one hash per set bit of the size) and the new hashes written.
+        """
+        for position, entry in enumerate(entries):
+            if not isinstance(entry, bytes | bytearray | memoryview):
+                raise TypeError(f"entries[{position}] must be bytes")
+            if len(entry) > MAX_ENTRY_BYTES:
+                raise InputError(
+                    f"entries[{position}]: {len(entry)} bytes is larger than the "
+                    f"{MAX_ENTRY_BYTES}-byte limit",
+                    hint="log a digest of large data instead",
+                )
+        if not entries:
+            raise ValueError("append_many needs at least one entry")
+        blobs = [bytes(e) for e in entries]
+        leaves = [leaf_hash(e) for e in blobs]
+        with self.store.writer() as writer:
+            first = writer.size()
+            blocks = range_blocks(0, first)
+            ids = [stored_hash_id(level, index) for level, index in blocks]
+            found = writer.read_hashes(ids)
+            if len(found) != len(ids):
+                raise FormatError(f"{self.store.location}: stored hashes are missing; log corrupt")
+            stack = [found[i] for i in ids]
+            new_hashes: list[tuple[int, bytes]] = []
+            for offset, leaf in enumerate(leaves):
+                index = first + offset
+                new_hashes.append((stored_hash_id(0, index), leaf))
+                stack.append(leaf)
+                level = 0
+                while index & 1:  # this leaf completes subtrees: one per trailing one-bit
+                    right = stack.pop()
+                    parent = node_hash(stack.pop(), right)
+                    stack.append(parent)
+                    level += 1
+                    index >>= 1
+                    new_hashes.append((stored_hash_id(level, index), parent))
+            writer.write(first, blobs, new_hashes)
+        return first
+
+    # -- reads and proofs --------------------------------------------------------------------
+
+    def _hashes_for_ranges(
+        self, ranges: Sequence[tuple[int, int]], reader: StoreWriter | None = None
+    ) -> list[bytes]:
+        """MTH(D[lo:hi]) for each range, from stored hashes fetched in one query."""
+        per_range = [range_blocks(lo, hi) for lo, hi in ranges]
+        wanted = {stored_hash_id(level, index) for blocks in per_range for level, index in blocks}
+        have = {i: self._cache[i] for i in wanted if i in self._cache}
+        missing = [i for i in wanted if i not in have]
+        if missing:
+            fetched = (reader or self.store).read_hashes(missing)
+            if len(fetched) != len(missing):
+                raise FormatError(f"{self.store.location}: stored hashes are missing; log corrupt")
+            if len(self._cache) > _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache.update(fetched)
+            have.update(fetched)
+        out = []
+        for blocks in per_range:
+            level, index = blocks[-1]
+            value = have[stored_hash_id(level, index)]
+            for level, index in reversed(blocks[:-1]):
+                value = node_hash(have[stored_hash_id(level, index)], value)
+            out.append(value)
+        return out
+
+    def _checked_size(self, size: int | None, what: str = "size") -> int:
+        current = self.size()
+        if size is None:
+            return current
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= current:
+            raise InputError(f"{what} {size} is not in [0, {current}] (the log's size)")
+        return size
+
+    def root(self, size: int | None = None) -> bytes:
+        """MTH of the first ``size`` entries (default: all)."""
+        size = self._checked_size(size)
+        if size == 0:
+            return EMPTY_ROOT
+        return self._hashes_for_ranges([(0, size)])[0]
+
+    def entry(self, index: int) -> bytes:
+        entries = self.store.read_entries(index, index + 1)
+        if not entries:
+            raise InputError(f"index {index}: no such entry (the log has {self.size()})")
+        return entries[0]
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """PATH(index, D[0:size]) (RFC 9162 §2.1.3.1): at most ceil(log2 size) hashes."""
+        size = self._checked_size(size, "tree size")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
+            raise InputError(f"index {index} is not below the tree size {size}")
+        return self._hashes_for_ranges(inclusion_ranges(index, size))
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """PROOF(old_size, D[0:new_size]) (RFC 9162 §2.1.4.1)."""
+        new_size = self._checked_size(new_size, "new size")
+        if isinstance(old_size, bool) or not isinstance(old_size, int):
+            raise TypeError("old_size must be an int")
+        if not 0 < old_size <= new_size:
+            raise InputError(f"old size {old_size} is not in [1, {new_size}]")
+        return self._hashes_for_ranges(consistency_ranges(old_size, new_size))
+
+    def consistency(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+        """A :class:`ConsistencyProof` file object (old size 0 gives an empty proof)."""
+        new_size = self._checked_size(new_size, "new size")
+        hashes = () if old_size == 0 else tuple(self.consistency_proof(old_size, new_size))
+        return ConsistencyProof(old_size=old_size, new_size=new_size, hashes=hashes)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def sign_checkpoint(self, signer: NoteSigner, *, extensions: Sequence[str] = ()) -> bytes:
+        """Sign and record a checkpoint of the current tree; returns the signed note.
+
+        Refuses (``VerificationError``) when the current tree is not an extension of the last
+        checkpoint this log signed, or when that checkpoint's signature does not verify.
+        """
+        if signer.name != self.origin:
+            raise KeyMaterialError(
+                f"key name {signer.name!r} is not this log's origin {self.origin!r}",
+                hint="use the key created with 'weightvault log keygen' for this origin",
+            )
+        log_key = signer.verifier_key
+        with self.store.writer() as writer:
+            size = writer.size()
+            root = EMPTY_ROOT if size == 0 else self._fresh_root(size, writer)
+            previous = writer.latest_checkpoint()
+            if previous is not None:
+                self._check_extends(previous[1], log_key, size, root, writer)
+            checkpoint = Checkpoint(
+                origin=self.origin, size=size, root=root, extensions=tuple(extensions)
+            )
+            note = sign_note(checkpoint.to_text(), [signer]).to_bytes()
+            writer.put_checkpoint(size, note)
+        return note
+
+    def _fresh_root(self, size: int, writer: StoreWriter) -> bytes:
+        """The root read inside the writer transaction, bypassing the cache."""
+        blocks = range_blocks(0, size)
+        ids = [stored_hash_id(level, index) for level, index in blocks]
+        found = writer.read_hashes(ids)
+        if len(found) != len(ids):
+            raise FormatError(f"{self.store.location}: stored hashes are missing; log corrupt")
+        value = found[ids[-1]]
+        for row_id in reversed(ids[:-1]):
+            value = node_hash(found[row_id], value)
+        return value
+
+    def _check_extends(
+        self,
+        previous_note: bytes,
+        log_key: VerifierKey,
+        size: int,
+        root: bytes,
+        writer: StoreWriter,
+    ) -> None:
+        refusal = (
+            "refusing to sign: the log's current tree is not consistent with the checkpoint "
+            "it signed before"
+        )
+        hint = "the log storage was altered or rolled back; restore it from a verified export"
+        try:
+            previous = verify_checkpoint(previous_note, log_key, origin=self.origin).checkpoint
+        except (VerificationError, FormatError) as exc:
+            raise VerificationError(refusal, hint=hint) from exc
+        if previous.size > size:
+            raise VerificationError(refusal, hint=hint)
+        if previous.size == 0:
+            if not hmac.compare_digest(previous.root, EMPTY_ROOT):
+                raise VerificationError(refusal, hint=hint)
+            return
+        if previous.size == size:
+            if not hmac.compare_digest(previous.root, root):
+                raise VerificationError(refusal, hint=hint)
+            return
+        self._cache.clear()
+        proof = self._hashes_for_ranges(consistency_ranges(previous.size, size), writer)
+        try:
+            verify_consistency(previous.size, size, proof, previous.root, root)
+        except VerificationError as exc:
+            raise VerificationError(refusal, hint=hint) from exc
+
+    def latest_checkpoint(self) -> bytes | None:
+        """The most recent signed checkpoint note, if any."""
+        checkpoints = self.store.checkpoints()
+        return checkpoints[-1][1] if checkpoints else None
+
+    def checkpoints(self) -> list[bytes]:
+        return [note for _, note in self.store.checkpoints()]
+
+    # -- offline proofs ----------------------------------------------------------------------
+
+    def prove(
+        self, index: int, *, checkpoint: bytes | None = None, extra: bytes | None = None
+    ) -> TlogProof:
+        """A ``tlog-proof`` for entry ``index`` under ``checkpoint`` (default: the latest).
+
+        ``checkpoint`` may carry witness cosignatures; its body is parsed (not trusted) to learn
+        the tree size, and the proof is checked against its root before it is returned.
+        """
+        note = checkpoint if checkpoint is not None else self.latest_checkpoint()
+        if note is None:
+            raise InputError(
+                "the log has no signed checkpoint yet",
+                hint="run 'weightvault log checkpoint' first",
+            )
+        from weightvault.tlog.note import parse_note
+
+        body = Checkpoint.from_text(parse_note(note).text)
+        if body.origin != self.origin:
+            raise InputError(f"checkpoint is for log {body.origin!r}, not {self.origin!r}")
+        if not 0 <= index < body.size:
+            raise InputError(
+                f"index {index} is not covered by the checkpoint (tree size {body.size})",
+                hint="sign a newer checkpoint with 'weightvault log checkpoint'",
+            )
+        hashes = self.inclusion_proof(index, body.size)
+        leaf = leaf_hash(self.entry(index))
+        try:
+            verify_inclusion(leaf, index, body.size, hashes, body.root)
+        except VerificationError as exc:
+            raise VerificationError(
+                f"entry {index} is not in the tree the checkpoint signed",
+                hint="the log storage was altered; verify an export against an earlier checkpoint",
+            ) from exc
+        return TlogProof(index=index, hashes=tuple(hashes), checkpoint=note, extra=extra)
+
+    # -- export / import ---------------------------------------------------------------------
+
+    def export(self) -> LogExport:
+        """Everything a verifier needs, up to the latest signed checkpoint."""
+        note = self.latest_checkpoint()
+        if note is None:
+            raise InputError(
+                "the log has no signed checkpoint to export",
+                hint="run 'weightvault log checkpoint' first",
+            )
+        from weightvault.tlog.note import parse_note
+
+        size = Checkpoint.from_text(parse_note(note).text).size
+        entries: list[bytes] = []
+        for start in range(0, size, _APPEND_CHUNK):
+            entries.extend(self.store.read_entries(start, min(size, start + _APPEND_CHUNK)))
+        ids = [stored_hash_id(0, i) for i in range(size)]
+        leaf_hashes: list[bytes] = []
+        for start in range(0, size, _APPEND_CHUNK):
+            chunk = ids[start : start + _APPEND_CHUNK]
+            found = self.store.read_hashes(chunk)
+            leaf_hashes.extend(found[i] for i in chunk if i in found)
+        return LogExport(
+            origin=self.origin,
+            checkpoints=tuple(n for s, n in self.store.checkpoints() if s <= size),
+            entries=tuple(entries),
+            leaf_hashes=tuple(leaf_hashes),
+        )
+
+    @classmethod
+    def import_export(
+        cls,
+        location: str | Path | LogStore,
+        export: LogExport,
+        log_key: VerifierKey,
+        *,
+        trusted_checkpoint: bytes | None = None,
+    ) -> TransparencyLog:
+        """Create a new log from an export after verifying it end to end."""
+        verified = verify_export(export, log_key, trusted_checkpoint=trusted_checkpoint)
+        log = cls.create(location, export.origin)
+        for start in range(0, len(export.entries), _APPEND_CHUNK):
+            log.append_many(export.entries[start : start + _APPEND_CHUNK])
+        if not hmac.compare_digest(log.root(), verified.root):
+            raise VerificationError("imported log's root does not match the export's checkpoint")
+        with log.store.writer() as writer:
+            for note in export.checkpoints:
+                from weightvault.tlog.note import parse_note
+
+                body = Checkpoint.from_text(parse_note(note).text)
+                writer.put_checkpoint(body.size, note)
+        return log
+
+
+def _b64_list(value: object, field: str, *, hashes: bool = False) -> tuple[bytes, ...]:
+    if not isinstance(value, list):
+        raise FormatError(f"export: {field}: not a list")
+    out = []
+    for position, item in enumerate(value):
+        if not isinstance(item, str):
+            raise FormatError(f"export: {field}[{position}]: not a string")
+        raw = b64decode_strict(item, f"export: {field}[{position}]")
+        if hashes and len(raw) != HASH_SIZE:
+            raise FormatError(f"export: {field}[{position}]: not a 32-byte hash")
+        out.append(raw)
+    return tuple(out)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise FormatError(f"export: duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+@dataclass(frozen=True)
+class LogExport:
+    """An exported log: entries, their leaf hashes, and every checkpoint the log signed.
+
+    The leaf hashes let a verifier name the first bad entry: once they reproduce a signed root
+    they are authentic, and the first entry whose hash differs from its leaf hash is the change.
+    """
+
+    origin: str
+    checkpoints: tuple[bytes, ...]
+    entries: tuple[bytes, ...]
+    leaf_hashes: tuple[bytes, ...]
+
+    @classmethod
+    def from_json(cls, data: bytes) -> LogExport:
+        try:
+            doc = json.loads(data, object_pairs_hook=_no_duplicate_keys)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FormatError(f"export: not valid JSON ({exc})") from exc
+        if not isinstance(doc, dict):
+            raise FormatError("export: not a JSON object")
+        expected = {"format", "origin", "checkpoints", "entries", "leaf_hashes"}
+        if set(doc) != expected:
+            unknown = sorted(set(doc) - expected)
+            missing = sorted(expected - set(doc))
+            raise FormatError(f"export: unknown fields {unknown}, missing fields {missing}")
+        if doc["format"] != EXPORT_FORMAT:
+            raise FormatError(f"export: format must be {EXPORT_FORMAT!r}")
+        if not isinstance(doc["origin"], str) or not doc["origin"]:
+            raise FormatError("export: origin: not a non-empty string")
+        checkpoints = doc["checkpoints"]
+        if not isinstance(checkpoints, list) or not all(isinstance(c, str) for c in checkpoints):
+            raise FormatError("export: checkpoints: not a list of strings")
+        return cls(
+            origin=doc["origin"],
+            checkpoints=tuple(c.encode() for c in checkpoints),
+            entries=_b64_list(doc["entries"], "entries"),
+            leaf_hashes=_b64_list(doc["leaf_hashes"], "leaf_hashes", hashes=True),
+        )
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": EXPORT_FORMAT,
+            "origin": self.origin,
+            "checkpoints": [c.decode() for c in self.checkpoints],
+            "entries": [base64.b64encode(e).decode() for e in self.entries],
+            "leaf_hashes": [base64.b64encode(h).decode() for h in self.leaf_hashes],
+        }
+        return (json.dumps(doc, indent=1) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class ExportVerification:
+    """An export that verified: its size and root, under which checkpoints."""
+
+    origin: str
+    size: int
+    root: bytes
+    checkpoint: VerifiedCheckpoint
+    trusted_size: int | None
+    """Size of the earlier trusted checkpoint it was checked against, if one was given."""
+    checkpoints_checked: int
+
+
+def _roots_at(leaves: Sequence[bytes], sizes: Iterable[int]) -> dict[int, bytes]:
+    """MTH(D[0:s]) for every s in ``sizes`` in one pass (s <= len(leaves))."""
+    wanted = sorted(set(sizes))
+    out: dict[int, bytes] = {}
+    if wanted and wanted[0] == 0:
+        out[0] = EMPTY_ROOT
+    pending = [s for s in wanted if s > 0]
+    stack: list[bytes] = []
+    position = 0
+    for count, value in enumerate(leaves, start=1):
+        if position >= len(pending):
+            break
+        stack.append(value)
+        for _ in range((count & -count).bit_length() - 1):
+            right = stack.pop()
+            stack.append(node_hash(stack.pop(), right))
+        while position < len(pending) and pending[position] == count:
+            root = stack[-1]
+            for left in reversed(stack[:-1]):
+                root = node_hash(left, root)
+            out[count] = root
+            position += 1
+    return out
+
+
+def _first_bad_index(export: LogExport, size: int, signed_root: bytes) -> str:
+    """Name the first entry that differs from what the log signed, when that can be known."""
+    authentic = len(export.leaf_hashes) == size and hmac.compare_digest(
+        _roots_at(export.leaf_hashes, [size]).get(size, b""), signed_root
+    )
+    limit = max(len(export.entries), size)
+    for index in range(limit):
+        if index >= len(export.entries):
+            return f"entry {index}: missing (the signed tree has {size} entries)"
+        if index >= len(export.leaf_hashes):
+            return f"entry {index}: not covered by the signed checkpoint (size {size})"
+        if leaf_hash(export.entries[index]) != export.leaf_hashes[index]:
+            what = "changed, removed, reordered or inserted" if authentic else "altered"
+            return f"entry {index}: {what}"
+    return "the export's hashes do not match the signed checkpoint (hash records altered)"
+
+
+def verify_export(
+    export: LogExport | bytes,
+    log_key: VerifierKey,
+    *,
+    trusted_checkpoint: bytes | None = None,
+    witnesses: WitnessPolicy | None = None,
+) -> ExportVerification:
+    """Check an exported log end to end against the log's key and an earlier checkpoint.
+
+    Steps: (1) parse; (2) verify every checkpoint's log signature (the latest also against the
+    witness policy) and the trusted checkpoint; (3) recompute the tree from the entries and
+    require every checkpoint's root, including the trusted one, to match at its size (this is
+    consistency by recomputation: each signed tree is a prefix of the export); (4) on mismatch,
+    name the first entry that was changed, removed, reordered or inserted.
+    """
+    # Step 1.
+    parsed = export if isinstance(export, LogExport) else LogExport.from_json(export)
+    if not parsed.checkpoints:
+        raise VerificationError("export: contains no signed checkpoint")
+    # Step 2.
+    verified = [
+        verify_checkpoint(note, log_key, origin=parsed.origin) for note in parsed.checkpoints
+    ]
+    latest = max(verified, key=lambda v: v.checkpoint.size)
+    if witnesses is not None:
+        latest = verify_checkpoint(
+            latest.raw, log_key, origin=parsed.origin, witnesses=witnesses
+        )
+    trusted = (
+        verify_checkpoint(trusted_checkpoint, log_key, origin=parsed.origin)
+        if trusted_checkpoint is not None
+        else None
+    )
+    size = latest.checkpoint.size
+    if trusted is not None and trusted.checkpoint.size > size:
+        raise VerificationError(
+            f"export: its latest checkpoint (size {size}) is older than the trusted checkpoint "
+            f"(size {trusted.checkpoint.size}): the log was rolled back or this export is stale"
+        )
+    # Step 3.
+    leaves = [leaf_hash(e) for e in parsed.entries]
+    targets = [v.checkpoint for v in verified] + ([trusted.checkpoint] if trusted else [])
+    roots = _roots_at(leaves, [c.size for c in targets if c.size <= len(leaves)])
+    bad = len(parsed.entries) != size or any(
+        not hmac.compare_digest(roots.get(c.size, b""), c.root) for c in targets
+    )
+    if bad:
+        # Step 4.
+        where = _first_bad_index(parsed, size, latest.checkpoint.root)
+        raise VerificationError(f"exported log does not match its signed checkpoints: {where}")
+    return ExportVerification(
+        origin=parsed.origin,
+        size=size,
+        root=latest.checkpoint.root,
+        checkpoint=latest,
+        trusted_size=trusted.checkpoint.size if trusted else None,
+        checkpoints_checked=len(targets),
+    )
