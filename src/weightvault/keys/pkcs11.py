@@ -779,7 +779,8 @@ class Pkcs11Session:
 
     @_locked
     def key_kind(self) -> KeyKind:
-        """The kind of the private (or, failing that, secret) key the URI names."""
+        """The kind of the private (or, with ``type=secret-key``, secret) key the URI names."""
+        self._require_login("reading the key's type")
         if self.uri.type == "secret-key":
             return _key_kind(self.find_key("SECRET_KEY", purpose="this operation"))
         return _key_kind(self.find_key("PRIVATE_KEY", purpose="signing"))
@@ -817,12 +818,15 @@ class Pkcs11Session:
             "are supported"
         )
 
-    def _private_key_of(self, kinds: tuple[KeyKind, ...], purpose: str) -> tuple[Any, KeyKind]:
+    def _require_login(self, purpose: str) -> None:
         if not self.logged_in:
             raise KeyMaterialError(
                 f"PKCS#11 token {self.token_label!r}: {purpose} needs the user PIN",
                 hint=f"add pin-value or pin-source to the URI, or set {PIN_ENV}",
             )
+
+    def _private_key_of(self, kinds: tuple[KeyKind, ...], purpose: str) -> tuple[Any, KeyKind]:
+        self._require_login(purpose)
         key = self.find_key("PRIVATE_KEY", purpose=purpose)
         kind = _key_kind(key)
         if kind not in kinds:
@@ -881,11 +885,7 @@ class Pkcs11Session:
             ) from None
 
     def _kek(self, purpose: str) -> Any:
-        if not self.logged_in:
-            raise KeyMaterialError(
-                f"PKCS#11 token {self.token_label!r}: {purpose} needs the user PIN",
-                hint=f"add pin-value or pin-source to the URI, or set {PIN_ENV}",
-            )
+        self._require_login(purpose)
         key = self.find_key("SECRET_KEY", purpose=purpose)
         if _key_kind(key) is not KeyKind.AES:
             raise KeyMaterialError(
@@ -1009,11 +1009,7 @@ class Pkcs11Session:
     # --- key generation -------------------------------------------------------------------------
 
     def _generation_template(self, label: str, key_id: bytes | None) -> dict[Any, Any]:
-        if not self.logged_in:
-            raise KeyMaterialError(
-                f"PKCS#11 token {self.token_label!r}: generating keys needs the user PIN",
-                hint=f"add pin-value or pin-source to the URI, or set {PIN_ENV}",
-            )
+        self._require_login("generating keys")
         attribute = self._pkcs11.Attribute
         template: dict[Any, Any] = {attribute.LABEL: label, attribute.TOKEN: True}
         if key_id is not None:
