@@ -555,9 +555,7 @@ def verify_export(
     ]
     latest = max(verified, key=lambda v: v.checkpoint.size)
     if witnesses is not None:
-        latest = verify_checkpoint(
-            latest.raw, log_key, origin=parsed.origin, witnesses=witnesses
-        )
+        latest = verify_checkpoint(latest.raw, log_key, origin=parsed.origin, witnesses=witnesses)
     trusted = (
         verify_checkpoint(trusted_checkpoint, log_key, origin=parsed.origin)
         if trusted_checkpoint is not None

@@ -35,11 +35,13 @@ __all__ = [
     "Note",
     "NoteSignature",
     "NoteSigner",
+    "Pkcs11NoteSigner",
     "VerifiedNote",
     "VerifierKey",
     "b64decode_strict",
     "cosignature_message",
     "key_id",
+    "load_note_signer",
     "open_note",
     "parse_note",
     "sign_note",
@@ -101,7 +103,7 @@ class VerifierKey:
     def from_text(cls, text: str) -> VerifierKey:
         """Parse ``name+hex8+base64(type || key)``; the key id must match the key."""
         text = text.strip()
-        parts = text.split("+")
+        parts = text.split("+", 2)
         if len(parts) != 3:
             raise FormatError("verifier key: expected name+keyid+key")
         name, hex_id, b64 = parts
@@ -174,9 +176,7 @@ class Note:
     def with_signature(self, signature: NoteSignature) -> Note:
         """This note plus one more signature line (replacing one from the same key)."""
         kept = tuple(
-            s
-            for s in self.signatures
-            if (s.name, s.key_id) != (signature.name, signature.key_id)
+            s for s in self.signatures if (s.name, s.key_id) != (signature.name, signature.key_id)
         )
         return Note(text=self.text, signatures=(*kept, signature))
 
@@ -313,7 +313,7 @@ class Ed25519NoteSigner(NoteSigner):
             "signer key: not a valid PRIVATE+KEY+name+id+key string",
             hint="create one with 'weightvault log keygen'",
         )
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 4)
         if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
             raise failure
         name, hex_id, b64 = parts[2], parts[3], parts[4]
@@ -365,3 +365,80 @@ def sign_note(text: str, signers: list[NoteSigner], *, timestamp: int | None = N
         text=text,
         signatures=tuple(s.signature_for(text, timestamp=timestamp) for s in signers),
     )
+
+
+class Pkcs11NoteSigner(NoteSigner):
+    """A note signer whose Ed25519 key stays on a PKCS#11 token (``CKM_EDDSA``).
+
+    ``uri`` is an RFC 7512 URI naming the private key (PIN from the URI, a pin-source file, or
+    ``WEIGHTVAULT_PKCS11_PIN``). The public key is read from the token once, at construction.
+    """
+
+    def __init__(self, name: str, uri: str, *, sig_type: int = SIG_ED25519) -> None:
+        from cryptography.hazmat.primitives import serialization
+
+        from weightvault.keys.pkcs11 import load_public_key
+
+        _check_key_name(name, "signer key")
+        if sig_type not in (SIG_ED25519, SIG_COSIGNATURE_V1):
+            raise ValueError("sig_type must be 0x01 (log) or 0x04 (cosigner)")
+        public = load_public_key(uri)
+        if not isinstance(public, Ed25519PublicKey):
+            raise KeyMaterialError(
+                "the PKCS#11 key is not an Ed25519 key; checkpoints are signed with Ed25519",
+                hint="generate one with pkcs11-tool --keypairgen --key-type EC:edwards25519",
+            )
+        self.name = name
+        self.sig_type = sig_type
+        self.uri = uri
+        self._public = public.public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    @property
+    def public_key(self) -> bytes:
+        return self._public
+
+    def sign_message(self, message: bytes) -> bytes:
+        from weightvault.keys.pkcs11 import sign_ed25519
+
+        return sign_ed25519(self.uri, message)
+
+    def __repr__(self) -> str:
+        return f"Pkcs11NoteSigner(name={self.name!r}, type={self.sig_type:#04x})"
+
+
+def load_note_signer(
+    spec: str, *, name: str | None = None, sig_type: int | None = None
+) -> NoteSigner:
+    """A signer from a ``pkcs11:`` URI (needs ``name``) or a file holding a PRIVATE+KEY string.
+
+    ``sig_type`` (when given) must match the key: a log key (0x01) cannot cosign and a witness key
+    (0x04) cannot sign checkpoints.
+    """
+    signer: NoteSigner
+    if spec.startswith("pkcs11:"):
+        if name is None:
+            raise ValueError("a PKCS#11 note signer needs a key name")
+        signer = Pkcs11NoteSigner(name, spec, sig_type=sig_type or SIG_ED25519)
+    else:
+        from pathlib import Path
+
+        path = Path(spec)
+        if not path.is_file():
+            raise KeyMaterialError(f"{path}: no such key file")
+        if path.stat().st_size > 4096:
+            raise KeyMaterialError(f"{path}: too large to be a note signer key")
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyMaterialError(f"{path}: not a PRIVATE+KEY key file") from exc
+        signer = Ed25519NoteSigner.from_text(text)
+    if sig_type is not None and signer.sig_type != sig_type:
+        kind = (
+            "a witness (cosignature) key" if signer.sig_type == SIG_COSIGNATURE_V1 else "a log key"
+        )
+        raise KeyMaterialError(f"{spec}: is {kind}, which cannot be used here")
+    if name is not None and signer.name != name:
+        raise KeyMaterialError(f"{spec}: key name {signer.name!r} is not {name!r}")
+    return signer

@@ -134,9 +134,7 @@ def verify_tlog_proof(
     (RFC 9162 §2.1.3.2). Any mismatch in (3) is the opaque "inclusion proof failed".
     """
     parsed = proof if isinstance(proof, TlogProof) else TlogProof.from_bytes(proof)
-    verified = verify_checkpoint(
-        parsed.checkpoint, log_key, origin=origin, witnesses=witnesses
-    )
+    verified = verify_checkpoint(parsed.checkpoint, log_key, origin=origin, witnesses=witnesses)
     leaf = leaf_hash(entry)
     cp = verified.checkpoint
     verify_inclusion(leaf, parsed.index, cp.size, parsed.hashes, cp.root)

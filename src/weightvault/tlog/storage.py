@@ -232,15 +232,19 @@ class SQLiteStore(LogStore):
         return _sqlite_read_hashes(self._conn(), ids)
 
     def read_entries(self, lo: int, hi: int) -> list[bytes]:
-        rows = self._conn().execute(
-            "SELECT data FROM tlog_entries WHERE idx >= ? AND idx < ? ORDER BY idx", (lo, hi)
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT data FROM tlog_entries WHERE idx >= ? AND idx < ? ORDER BY idx", (lo, hi)
+            )
+            .fetchall()
+        )
         return [bytes(r[0]) for r in rows]
 
     def checkpoints(self) -> list[tuple[int, bytes]]:
-        rows = self._conn().execute(
-            "SELECT size, note FROM tlog_checkpoints ORDER BY size"
-        ).fetchall()
+        rows = (
+            self._conn().execute("SELECT size, note FROM tlog_checkpoints ORDER BY size").fetchall()
+        )
         return [(int(s), bytes(n)) for s, n in rows]
 
     @contextlib.contextmanager
@@ -386,15 +390,19 @@ class PostgresStore(LogStore):
         return _pg_read_hashes(self._conn(), ids)
 
     def read_entries(self, lo: int, hi: int) -> list[bytes]:
-        rows = self._conn().execute(
-            "SELECT data FROM tlog_entries WHERE idx >= %s AND idx < %s ORDER BY idx", (lo, hi)
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT data FROM tlog_entries WHERE idx >= %s AND idx < %s ORDER BY idx", (lo, hi)
+            )
+            .fetchall()
+        )
         return [bytes(r[0]) for r in rows]
 
     def checkpoints(self) -> list[tuple[int, bytes]]:
-        rows = self._conn().execute(
-            "SELECT size, note FROM tlog_checkpoints ORDER BY size"
-        ).fetchall()
+        rows = (
+            self._conn().execute("SELECT size, note FROM tlog_checkpoints ORDER BY size").fetchall()
+        )
         return [(int(s), bytes(n)) for s, n in rows]
 
     @contextlib.contextmanager

@@ -1,0 +1,440 @@
+"""``weightvault log ...`` and ``weightvault witness ...``: the transparency log from the shell.
+
+Only parsing and rendering here; everything else is :mod:`weightvault.tlog`. Heavy imports stay
+inside the commands so ``weightvault --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from weightvault.tlog.checkpoint import WitnessPolicy
+    from weightvault.tlog.note import VerifierKey
+
+ORDER = 50
+
+log_app = typer.Typer(
+    name="log",
+    help=(
+        "Tamper-evident transparency log (RFC 9162 Merkle tree, C2SP signed checkpoints). "
+        "LOG is a SQLite file or a postgresql:// URL."
+    ),
+    no_args_is_help=True,
+)
+witness_app = typer.Typer(
+    name="witness",
+    help="Witness a log: verify consistency with the last checkpoint seen, then cosign.",
+    no_args_is_help=True,
+)
+
+_JSON = typer.Option(False, "--json", help="Print a JSON document instead of text.")
+_FORCE = typer.Option(False, "--force", help="Overwrite the output file if it exists.")
+
+
+def _read_file(path: Path, what: str, limit: int = 1 << 30) -> bytes:
+    from weightvault.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what} file")
+    if path.stat().st_size > limit:
+        raise InputError(f"{path}: larger than the {limit}-byte limit for a {what}")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+
+
+def _verifier_key(spec: str, what: str = "--key") -> VerifierKey:
+    """A verifier key given literally (name+id+key) or as a file holding one."""
+    from weightvault.errors import FormatError
+    from weightvault.tlog.note import VerifierKey
+
+    text = spec
+    path = Path(spec)
+    if "+" not in spec or path.is_file():
+        text = _read_file(path, "verifier key", 4096).decode("ascii", "replace").strip()
+    try:
+        return VerifierKey.from_text(text)
+    except FormatError as exc:
+        raise FormatError(f"{what}: {exc.message}") from exc
+
+
+def _witness_policy(witness_keys: list[str], min_witnesses: int) -> WitnessPolicy | None:
+    from weightvault.errors import UsageError
+    from weightvault.tlog.checkpoint import WitnessPolicy
+
+    if not witness_keys:
+        if min_witnesses:
+            raise UsageError("--min-witnesses needs at least one --witness-key")
+        return None
+    keys = tuple(_verifier_key(k, "--witness-key") for k in witness_keys)
+    threshold = min_witnesses or len(keys)
+    try:
+        return WitnessPolicy(witnesses=keys, threshold=threshold)
+    except ValueError as exc:
+        raise UsageError(f"witness policy: {exc}") from exc
+
+
+def _write_or_print(data: bytes, out: Path | None, force: bool) -> None:
+    from weightvault._fs import write_bytes_atomic
+
+    if out is None:
+        sys.stdout.write(data.decode())
+        sys.stdout.flush()
+    else:
+        write_bytes_atomic(out, data, force=force)
+
+
+def _open_log(location: str) -> Any:
+    from weightvault.tlog import TransparencyLog
+
+    return TransparencyLog.open(location)
+
+
+def _keygen(name: str, out: Path, force: bool, witness: bool, as_json: bool) -> None:
+    from weightvault._fs import write_bytes_atomic
+    from weightvault.cli._ui import emit_json
+    from weightvault.errors import UsageError
+    from weightvault.tlog.note import SIG_COSIGNATURE_V1, SIG_ED25519, Ed25519NoteSigner
+
+    sig_type = SIG_COSIGNATURE_V1 if witness else SIG_ED25519
+    try:
+        signer = Ed25519NoteSigner.generate(name, sig_type=sig_type)
+    except Exception as exc:
+        raise UsageError(f"--name: {getattr(exc, 'message', exc)}") from exc
+    public_path = out.with_name(out.name + ".pub")
+    vkey = signer.verifier_key.to_text()
+    write_bytes_atomic(out, (signer.to_text() + "\n").encode(), force=force, mode=0o600)
+    write_bytes_atomic(public_path, (vkey + "\n").encode(), force=force)
+    if as_json:
+        emit_json({"private_key_file": str(out), "public_key_file": str(public_path), "vkey": vkey})
+    else:
+        typer.echo(f"wrote {out} (secret) and {public_path}")
+        typer.echo(vkey)
+
+
+@log_app.command("keygen")
+def log_keygen(
+    name: str = typer.Option(
+        ..., "--name", help="Key name = the log's origin, e.g. example.com/log."
+    ),
+    out: Path = typer.Option(..., "--out", help="Private key file to write (mode 0600)."),
+    force: bool = _FORCE,
+    as_json: bool = _JSON,
+) -> None:
+    """Create an Ed25519 checkpoint-signing key (C2SP signed-note format) and its .pub file."""
+    _keygen(name, out, force, False, as_json)
+
+
+@log_app.command("init")
+def log_init(
+    log: str = typer.Argument(
+        ..., help="New SQLite file, or postgresql:// URL of an empty database."
+    ),
+    origin: str = typer.Option(
+        ..., "--origin", help="The log's unique name, e.g. example.com/log."
+    ),
+) -> None:
+    """Create a new, empty log."""
+    from weightvault.errors import UsageError
+    from weightvault.tlog import TransparencyLog
+
+    try:
+        TransparencyLog.create(log, origin).close()
+    except ValueError as exc:
+        raise UsageError(f"--origin: {exc}") from exc
+    typer.echo(f"created log {origin!r} at {log}")
+
+
+@log_app.command("append")
+def log_append(
+    log: str = typer.Argument(..., help="The log."),
+    files: list[Path] = typer.Argument(None, help="Files: each file's bytes become one entry."),
+    text: list[str] = typer.Option([], "--text", help="An entry given as text (repeatable)."),
+    as_json: bool = _JSON,
+) -> None:
+    """Append entries durably (one transaction) and print their indices."""
+    from weightvault.cli._ui import emit_json
+    from weightvault.errors import UsageError
+
+    entries = [_read_file(f, "entry", 1 << 20) for f in files or []]
+    entries += [t.encode() for t in text]
+    if not entries:
+        raise UsageError("nothing to append: give FILES or --text")
+    with _open_log(log) as opened:
+        first = opened.append_many(entries)
+    indices = list(range(first, first + len(entries)))
+    if as_json:
+        emit_json({"indices": indices, "size": first + len(entries)})
+    else:
+        for index in indices:
+            typer.echo(f"appended entry {index}")
+
+
+@log_app.command("checkpoint")
+def log_checkpoint(
+    log: str = typer.Argument(..., help="The log."),
+    key: str = typer.Option(..., "--key", help="Signing key file, or a pkcs11: URI (Ed25519)."),
+    out: Path = typer.Option(
+        None, "--out", help="Write the signed checkpoint here (default: stdout)."
+    ),
+    force: bool = _FORCE,
+) -> None:
+    """Sign a checkpoint of the current tree (refused if inconsistent with an earlier one)."""
+    from weightvault.tlog.note import SIG_ED25519, load_note_signer
+
+    with _open_log(log) as opened:
+        signer = load_note_signer(key, name=opened.origin, sig_type=SIG_ED25519)
+        note = opened.sign_checkpoint(signer)
+    _write_or_print(note, out, force)
+
+
+@log_app.command("prove")
+def log_prove(
+    log: str = typer.Argument(..., help="The log."),
+    index: int = typer.Option(
+        None, "--index", min=0, help="Entry to prove (inclusion, tlog-proof)."
+    ),
+    from_size: int = typer.Option(
+        None, "--from-size", min=0, help="Old tree size (consistency proof, for witnesses)."
+    ),
+    to_size: int = typer.Option(
+        None, "--to-size", min=0, help="New tree size (default: latest checkpoint)."
+    ),
+    checkpoint: Path = typer.Option(
+        None,
+        "--checkpoint",
+        help="Prove under this (e.g. cosigned) checkpoint; default the latest.",
+    ),
+    out: Path = typer.Option(None, "--out", help="Output file (default: stdout)."),
+    force: bool = _FORCE,
+) -> None:
+    """Write a tlog-proof for one entry (--index) or a consistency proof (--from-size)."""
+    from weightvault.errors import InputError, UsageError
+    from weightvault.tlog.checkpoint import Checkpoint
+    from weightvault.tlog.note import parse_note
+
+    if (index is None) == (from_size is None):
+        raise UsageError("give exactly one of --index (inclusion) or --from-size (consistency)")
+    note = _read_file(checkpoint, "checkpoint", 1 << 16) if checkpoint else None
+    with _open_log(log) as opened:
+        if index is not None:
+            data = opened.prove(index, checkpoint=note).to_bytes()
+        else:
+            if to_size is None:
+                latest = note or opened.latest_checkpoint()
+                if latest is None:
+                    raise InputError("the log has no signed checkpoint; give --to-size")
+                to_size = Checkpoint.from_text(parse_note(latest).text).size
+            if from_size > to_size:
+                raise UsageError(f"--from-size {from_size} is larger than the new size {to_size}")
+            data = opened.consistency(from_size, to_size).to_bytes()
+    _write_or_print(data, out, force)
+
+
+@log_app.command("verify")
+def log_verify(
+    export: Path = typer.Argument(..., help="An exported log (from 'weightvault log export')."),
+    key: str = typer.Option(..., "--key", help="The log's verifier key (name+id+key, or a file)."),
+    trusted: Path = typer.Option(
+        None, "--trusted-checkpoint", help="An earlier checkpoint you trust (detects rewrites)."
+    ),
+    witness_key: list[str] = typer.Option(
+        [], "--witness-key", help="Witness verifier key (repeatable)."
+    ),
+    min_witnesses: int = typer.Option(0, "--min-witnesses", min=0, help="k of the n witness keys."),
+    as_json: bool = _JSON,
+) -> None:
+    """Check an exported log end to end: signatures, every root, the trusted checkpoint."""
+    import base64
+
+    from weightvault.cli._ui import emit_json
+    from weightvault.tlog import verify_export
+
+    log_key = _verifier_key(key)
+    policy = _witness_policy(witness_key, min_witnesses)
+    trusted_note = _read_file(trusted, "checkpoint", 1 << 16) if trusted else None
+    result = verify_export(
+        _read_file(export, "export"), log_key, trusted_checkpoint=trusted_note, witnesses=policy
+    )
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "origin": result.origin,
+                "size": result.size,
+                "root": base64.b64encode(result.root).decode(),
+                "trusted_size": result.trusted_size,
+                "witnesses": list(result.checkpoint.witnesses),
+            }
+        )
+    else:
+        against = (
+            f", consistent with the trusted checkpoint at size {result.trusted_size}"
+            if result.trusted_size is not None
+            else ""
+        )
+        typer.echo(
+            f"OK: {result.size} entries of {result.origin} match "
+            f"{result.checkpoints_checked} signed checkpoint(s){against}"
+        )
+
+
+@log_app.command("verify-proof")
+def log_verify_proof(
+    proof: Path = typer.Argument(..., help="A .tlog-proof file."),
+    entry: Path = typer.Option(..., "--entry", help="The entry's bytes (a file)."),
+    key: str = typer.Option(..., "--key", help="The log's verifier key (name+id+key, or a file)."),
+    witness_key: list[str] = typer.Option(
+        [], "--witness-key", help="Witness verifier key (repeatable)."
+    ),
+    min_witnesses: int = typer.Option(0, "--min-witnesses", min=0, help="k of the n witness keys."),
+    as_json: bool = _JSON,
+) -> None:
+    """Check a tlog-proof offline with only the log's (and witnesses') public keys."""
+    from weightvault.cli._ui import emit_json
+    from weightvault.tlog import verify_tlog_proof
+
+    result = verify_tlog_proof(
+        _read_file(proof, "proof", 1 << 17),
+        _read_file(entry, "entry", 1 << 20),
+        _verifier_key(key),
+        witnesses=_witness_policy(witness_key, min_witnesses),
+    )
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "index": result.index,
+                "tree_size": result.tree_size,
+                "witnesses": list(result.checkpoint.witnesses),
+            }
+        )
+    else:
+        witnesses = ", ".join(result.checkpoint.witnesses) or "none"
+        typer.echo(
+            f"OK: entry {result.index} is in {result.checkpoint.checkpoint.origin} "
+            f"(tree size {result.tree_size}); witnesses: {witnesses}"
+        )
+
+
+@log_app.command("export")
+def log_export(
+    log: str = typer.Argument(..., help="The log."),
+    out: Path = typer.Option(..., "--out", help="Export file to write (JSON)."),
+    force: bool = _FORCE,
+) -> None:
+    """Export entries, leaf hashes and signed checkpoints, up to the latest checkpoint."""
+    from weightvault._fs import write_bytes_atomic
+
+    with _open_log(log) as opened:
+        exported = opened.export()
+    write_bytes_atomic(out, exported.to_json(), force=force)
+    typer.echo(f"exported {len(exported.entries)} entries to {out}")
+
+
+@log_app.command("import")
+def log_import(
+    export: Path = typer.Argument(..., help="An exported log."),
+    log: str = typer.Argument(
+        ..., help="New SQLite file, or postgresql:// URL of an empty database."
+    ),
+    key: str = typer.Option(..., "--key", help="The log's verifier key (name+id+key, or a file)."),
+    trusted: Path = typer.Option(
+        None, "--trusted-checkpoint", help="An earlier checkpoint you trust."
+    ),
+) -> None:
+    """Verify an export end to end, then load it into a new log."""
+    from weightvault.tlog import LogExport, TransparencyLog
+
+    parsed = LogExport.from_json(_read_file(export, "export"))
+    trusted_note = _read_file(trusted, "checkpoint", 1 << 16) if trusted else None
+    imported = TransparencyLog.import_export(
+        log, parsed, _verifier_key(key), trusted_checkpoint=trusted_note
+    )
+    size = imported.size()
+    imported.close()
+    typer.echo(f"imported {size} entries of {parsed.origin} into {log}")
+
+
+@witness_app.command("keygen")
+def witness_keygen(
+    name: str = typer.Option(..., "--name", help="Witness name, e.g. witness.example.com/w1."),
+    out: Path = typer.Option(..., "--out", help="Private key file to write (mode 0600)."),
+    force: bool = _FORCE,
+    as_json: bool = _JSON,
+) -> None:
+    """Create an Ed25519 cosigning key (C2SP tlog-cosignature, type 0x04) and its .pub file."""
+    _keygen(name, out, force, True, as_json)
+
+
+@witness_app.command("cosign")
+def witness_cosign(
+    checkpoint: Path = typer.Argument(..., help="The log's signed checkpoint."),
+    key: str = typer.Option(..., "--key", help="Witness key file, or a pkcs11: URI (with --name)."),
+    name: str = typer.Option(None, "--name", help="Witness name (needed with a pkcs11: key)."),
+    log_key: str = typer.Option(..., "--log-key", help="The log's verifier key."),
+    state: Path = typer.Option(..., "--state", help="State file: the last checkpoint cosigned."),
+    proof: Path = typer.Option(
+        None,
+        "--proof",
+        help="Consistency proof from the remembered size ('log prove --from-size').",
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="Write the cosigned checkpoint here (default: stdout)."
+    ),
+    force: bool = _FORCE,
+) -> None:
+    """Verify a checkpoint is consistent with the last one seen, remember it, and cosign it."""
+    from weightvault.tlog import ConsistencyProof, cosign_checkpoint
+    from weightvault.tlog.note import SIG_COSIGNATURE_V1, load_note_signer
+
+    witness = load_note_signer(key, name=name, sig_type=SIG_COSIGNATURE_V1)
+    consistency = (
+        ConsistencyProof.from_bytes(_read_file(proof, "consistency proof", 1 << 17))
+        if proof
+        else None
+    )
+    cosigned = cosign_checkpoint(
+        _read_file(checkpoint, "checkpoint", 1 << 16),
+        witness=witness,
+        log_key=_verifier_key(log_key, "--log-key"),
+        state_path=state,
+        consistency=consistency,
+    )
+    _write_or_print(cosigned, out, force)
+
+
+@witness_app.command("verify")
+def witness_verify(
+    checkpoint: Path = typer.Argument(..., help="A signed (and cosigned) checkpoint."),
+    log_key: str = typer.Option(..., "--log-key", help="The log's verifier key."),
+    witness_key: list[str] = typer.Option(
+        ..., "--witness-key", help="Witness verifier key (repeatable)."
+    ),
+    min_witnesses: int = typer.Option(
+        0, "--min-witnesses", min=0, help="k of the n (default: all)."
+    ),
+) -> None:
+    """Check a checkpoint's log signature and at least k of n witness cosignatures."""
+    from weightvault.tlog import verify_checkpoint
+
+    result = verify_checkpoint(
+        _read_file(checkpoint, "checkpoint", 1 << 16),
+        _verifier_key(log_key, "--log-key"),
+        witnesses=_witness_policy(witness_key, min_witnesses),
+    )
+    typer.echo(
+        f"OK: {result.checkpoint.origin} size {result.checkpoint.size}, cosigned by "
+        f"{', '.join(result.witnesses)}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(log_app, name="log")
+    app.add_typer(witness_app, name="witness")
