@@ -1,0 +1,301 @@
+"""``weightvault encrypt | decrypt | rewrap | inspect | x25519-keygen``: encryption at rest.
+
+Parsing and rendering only; the work is done by :mod:`weightvault.crypt`. Heavy imports happen
+inside the commands so ``weightvault --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from weightvault.crypt import CryptResult, Identity, Recipient
+
+ORDER = 30
+
+_TO_HELP = (
+    "Recipient (repeatable): keyring (default), keyring:PATH, wvx25519:KEY, a file of "
+    "wvx25519: lines or an identity file, passphrase, pkcs11:URI (AES key on an HSM)."
+)
+_IDENTITY_HELP = (
+    "Identity that opens the files (repeatable): keyring (default), keyring:PATH, an X25519 "
+    "identity or keyring file, passphrase, pkcs11:URI."
+)
+_PASSPHRASE_ENV_HELP = (
+    "Read the passphrase from this environment variable instead of prompting "  # noqa: S105
+    "(never put a passphrase itself on the command line)."
+)
+
+
+def _passphrase_source(env_var: str | None, *, confirm: bool) -> Callable[[], bytes]:
+    """A callable reading the passphrase once: from ``$env_var`` or a terminal prompt."""
+    from weightvault.errors import UsageError
+
+    cache: list[bytes] = []
+
+    def read() -> bytes:
+        if cache:
+            return cache[0]
+        if env_var:
+            value = os.environ.get(env_var)
+            if not value:
+                raise UsageError(f"--passphrase-env {env_var}: variable is not set or empty")
+            cache.append(value.encode("utf-8"))
+            return cache[0]
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "a passphrase is needed and there is no terminal to ask for it",
+                hint="set it in an environment variable and pass --passphrase-env NAME",
+            )
+        import getpass
+
+        first = getpass.getpass("Passphrase: ")
+        if not first:
+            raise UsageError("empty passphrase")
+        if confirm and getpass.getpass("Passphrase (again): ") != first:
+            raise UsageError("the passphrases do not match")
+        cache.append(first.encode("utf-8"))
+        return cache[0]
+
+    return read
+
+
+def _recipients(
+    specs: list[str] | None, passphrase_env: str | None, scrypt_log_n: int
+) -> list[Recipient]:
+    from weightvault.crypt import parse_recipient
+
+    source = _passphrase_source(passphrase_env, confirm=True)
+    result: list[Recipient] = []
+    for spec in specs or ["keyring"]:
+        result.extend(parse_recipient(spec, passphrase=source, scrypt_log_n=scrypt_log_n))
+    return result
+
+
+def _identities(specs: list[str] | None, passphrase_env: str | None) -> list[Identity]:
+    from weightvault.crypt import parse_identity
+
+    source = _passphrase_source(passphrase_env, confirm=False)
+    return [parse_identity(spec, passphrase=source) for spec in specs or ["keyring"]]
+
+
+def _report(verb: str, result: CryptResult, as_json: bool) -> None:
+    from weightvault.cli._ui import emit_json, out_console
+
+    if as_json:
+        emit_json(result.to_json())
+        return
+    console = out_console()
+    count = len(result.files)
+    console.print(
+        f"{verb} {count} file{'s' if count != 1 else ''} of model {result.model!r} "
+        f"({result.plaintext_size:,} bytes of weights) -> {result.output}"
+    )
+    if result.recipients:
+        console.print("recipients: " + ", ".join(result.recipients))
+
+
+def _default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def register(app: typer.Typer) -> None:
+    """Add the encryption commands."""
+
+    @app.command("encrypt")
+    def encrypt_command(
+        model_path: Path = typer.Argument(..., help="Model file or folder to encrypt."),
+        output: Path | None = typer.Option(
+            None, "-o", "--output", help="Output file or folder (default: MODEL_PATH.wvenc)."
+        ),
+        to: list[str] | None = typer.Option(None, "--to", "-r", help=_TO_HELP),
+        model_name: str | None = typer.Option(
+            None, "--model-name", help="Model name bound into every file (default: its name)."
+        ),
+        manifest_digest: str | None = typer.Option(
+            None,
+            "--manifest-digest",
+            help="sha256:HEX of the signed manifest/bundle to bind into every file's context.",
+        ),
+        ignore_paths: list[str] | None = typer.Option(
+            None, "--ignore-paths", help="Paths inside the model to leave out (repeatable)."
+        ),
+        workers: int = typer.Option(
+            None, "--workers", "-j", help="Files encrypted in parallel (default: all cores)."
+        ),
+        force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+        passphrase_env: str | None = typer.Option(
+            None, "--passphrase-env", help=_PASSPHRASE_ENV_HELP
+        ),
+        scrypt_log_n: int = typer.Option(
+            18, "--scrypt-log-n", help="scrypt work factor for passphrase recipients (2^N)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Encrypt a model file or folder (one data key per file, wrapped for each recipient)."""
+        from weightvault.cli._ui import progress_bytes
+        from weightvault.crypt import encrypt_path
+        from weightvault.tree import walk_model
+
+        recipients = _recipients(to, passphrase_env, scrypt_log_n)
+        total = walk_model(model_path, ignore_paths=ignore_paths or ()).total_size
+        with progress_bytes("encrypting", total) as advance:
+            result = encrypt_path(
+                model_path,
+                output,
+                recipients=recipients,
+                model_name=model_name,
+                manifest_digest=manifest_digest,
+                ignore_paths=ignore_paths or (),
+                workers=workers or _default_workers(),
+                force=force,
+                progress=advance,
+            )
+        _report("encrypted", result, as_json)
+
+    @app.command("decrypt")
+    def decrypt_command(
+        encrypted_path: Path = typer.Argument(..., help="A .wvenc file or folder of them."),
+        output: Path | None = typer.Option(
+            None, "-o", "--output", help="Output file or folder (default: name without .wvenc)."
+        ),
+        identity: list[str] | None = typer.Option(None, "--identity", "-i", help=_IDENTITY_HELP),
+        workers: int = typer.Option(
+            None, "--workers", "-j", help="Files decrypted in parallel (default: all cores)."
+        ),
+        force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+        expect_model: str | None = typer.Option(
+            None, "--expect-model", help="Refuse files encrypted for another model name."
+        ),
+        unsafe_any_path: bool = typer.Option(
+            False,
+            "--unsafe-any-path",
+            help="Skip the check that each file sits at the path it was encrypted for.",
+        ),
+        passphrase_env: str | None = typer.Option(
+            None, "--passphrase-env", help=_PASSPHRASE_ENV_HELP
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Decrypt a .wvenc file or folder; nothing is written unless every chunk authenticates."""
+        from weightvault.cli._ui import progress_bytes
+        from weightvault.crypt import decrypt_path
+
+        identities = _identities(identity, passphrase_env)
+        total = (
+            sum(f.stat().st_size for f in encrypted_path.rglob("*") if f.is_file())
+            if encrypted_path.is_dir()
+            else (encrypted_path.stat().st_size if encrypted_path.is_file() else 0)
+        )
+        with progress_bytes("decrypting", total) as advance:
+            result = decrypt_path(
+                encrypted_path,
+                output,
+                identities=identities,
+                workers=workers or _default_workers(),
+                force=force,
+                expect_model=expect_model,
+                unsafe_any_path=unsafe_any_path,
+                progress=advance,
+            )
+        _report("decrypted", result, as_json)
+
+    @app.command("rewrap")
+    def rewrap_command(
+        encrypted_path: Path = typer.Argument(..., help="A .wvenc file or folder of them."),
+        identity: list[str] | None = typer.Option(None, "--identity", "-i", help=_IDENTITY_HELP),
+        to: list[str] | None = typer.Option(None, "--to", "-r", help=_TO_HELP),
+        add: bool = typer.Option(
+            False, "--add", help="Keep the current recipients and add the --to ones."
+        ),
+        output: Path | None = typer.Option(
+            None, "-o", "--output", help="Write here instead of replacing the files in place."
+        ),
+        force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+        passphrase_env: str | None = typer.Option(
+            None, "--passphrase-env", help=_PASSPHRASE_ENV_HELP
+        ),
+        scrypt_log_n: int = typer.Option(
+            18, "--scrypt-log-n", help="scrypt work factor for passphrase recipients (2^N)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Re-wrap the data keys for new recipients (rotate, add, remove); bodies stay untouched."""
+        from weightvault.crypt import rewrap_path
+        from weightvault.errors import UsageError
+
+        if not to:
+            raise UsageError("rewrap needs at least one --to (the new recipients)")
+        identities = _identities(identity, passphrase_env)
+        recipients = _recipients(to, passphrase_env, scrypt_log_n)
+        result = rewrap_path(
+            encrypted_path,
+            identities=identities,
+            recipients=recipients,
+            keep_existing=add,
+            output=output,
+            force=force,
+        )
+        _report("re-wrapped", result, as_json)
+
+    @app.command("inspect")
+    def inspect_command(
+        encrypted_path: Path = typer.Argument(..., help="A .wvenc file or folder of them."),
+        as_json: bool = typer.Option(False, "--json", help="Print the headers as JSON."),
+    ) -> None:
+        """Show the headers of encrypted files: context, recipients, sizes (no key, no secrets)."""
+        from weightvault.cli._ui import emit_json, out_console
+        from weightvault.crypt import inspect_path
+
+        infos = inspect_path(encrypted_path)
+        if as_json:
+            emit_json([info.to_json() for info in infos])
+            return
+        console = out_console()
+        for info in infos:
+            doc = info.to_json()
+            context = doc["context"]
+            console.print(f"{doc['file']}", markup=False)
+            console.print(
+                f"  model {context['model']!r}, path {context['path']!r}, file "
+                f"{context['file_index'] + 1} of {context['file_count']}, run {context['set_id']}",
+                markup=False,
+            )
+            if context["manifest_digest"]:
+                console.print(f"  manifest digest {context['manifest_digest']}", markup=False)
+            console.print(
+                f"  {doc['plaintext_size']:,} bytes in {doc['chunks']:,} chunks; file "
+                f"{doc['file_size']:,} bytes (header {doc['header_size']}); {doc['suite']} "
+                f"v{doc['format_version']}",
+                markup=False,
+            )
+            console.print("  recipients: " + "; ".join(_describe(r) for r in doc["recipients"]))
+
+    @app.command("x25519-keygen")
+    def keygen_command(
+        output: Path = typer.Option(..., "-o", "--output", help="Identity file to create (0600)."),
+        force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+    ) -> None:
+        """Create an X25519 identity for encryption and print its recipient (public key)."""
+        from weightvault.cli._ui import out_console
+        from weightvault.crypt.recipients.x25519 import generate_identity_file
+
+        identity = generate_identity_file(output, force=force)
+        out_console().print(identity.recipient().to_string(), markup=False)
+
+
+def _describe(entry: dict[str, Any]) -> str:
+    kind = str(entry["type"])
+    if kind == "keyring":
+        return f"keyring {entry['kid']}"
+    if kind == "pkcs11":
+        return f"pkcs11 {entry['key']}"
+    if kind == "scrypt":
+        return f"passphrase (scrypt 2^{entry['log_n']})"
+    return kind

@@ -1,0 +1,644 @@
+"""Whole-model operations: encrypt, decrypt, rewrap and inspect a file or a model folder.
+
+Layout: a model folder ``M`` becomes a folder of ``<name>.wvenc`` files with the same relative
+paths; a single file ``w.bin`` becomes ``w.bin.wvenc``. Each file gets its own data key and its
+own context (model name, path, index, file count, run id, optional manifest digest), so a file
+moved to another path or model, dropped, or mixed in from another run is refused on decryption.
+
+Headers are made and opened in this process (PKCS#11 sessions and passphrase prompts stay here);
+bodies are encrypted and decrypted by a pool of worker processes, one file per task, largest
+first. Results never depend on the number of workers. If any file fails, the outputs this run
+already wrote are removed before the error is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from weightvault import errors
+from weightvault.crypt.envelope import read_file_header, seal, unlock
+from weightvault.crypt.format import (
+    SUFFIX,
+    FileContext,
+    Header,
+    body_context_for,
+    plaintext_size_for,
+    serialize_header,
+)
+from weightvault.crypt.recipients._base import Identity, Random, Recipient
+from weightvault.crypt.stream import copy_body, decrypt_body, encrypt_body
+from weightvault.errors import InputError, UsageError, VerificationError
+from weightvault.tree import walk_model
+
+__all__ = [
+    "CryptResult",
+    "FileInfo",
+    "FileResult",
+    "decrypt_path",
+    "encrypt_path",
+    "inspect_path",
+    "rewrap_path",
+]
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One file processed by an operation."""
+
+    name: str
+    """Path within the model (the context path)."""
+    source: Path
+    destination: Path
+    plaintext_size: int
+    ciphertext_size: int
+
+
+@dataclass(frozen=True)
+class CryptResult:
+    """What an operation did, file by file, in the model's canonical order."""
+
+    model: str
+    set_id: str
+    output: Path
+    files: tuple[FileResult, ...]
+    recipients: tuple[str, ...] = field(default=())
+
+    @property
+    def plaintext_size(self) -> int:
+        return sum(f.plaintext_size for f in self.files)
+
+    @property
+    def ciphertext_size(self) -> int:
+        return sum(f.ciphertext_size for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "set_id": self.set_id,
+            "output": str(self.output),
+            "recipients": list(self.recipients),
+            "plaintext_size": self.plaintext_size,
+            "ciphertext_size": self.ciphertext_size,
+            "files": [
+                {
+                    "name": f.name,
+                    "source": str(f.source),
+                    "destination": str(f.destination),
+                    "plaintext_size": f.plaintext_size,
+                    "ciphertext_size": f.ciphertext_size,
+                }
+                for f in self.files
+            ],
+        }
+
+
+# --- running tasks ------------------------------------------------------------------------
+
+
+def _call(function: Callable[..., int], args: tuple[Any, ...]) -> tuple[str, Any, Any, Any]:
+    """Worker entry: return errors as data so their class and hint survive the process hop."""
+    try:
+        return ("ok", function(*args), None, None)
+    except errors.WeightvaultError as exc:
+        return ("error", type(exc).__name__, exc.message, exc.hint)
+    except OSError as exc:
+        return ("error", "InputError", f"{exc.filename or ''}: {exc.strerror or exc}", None)
+
+
+def _raise(kind: str, message: str, hint: str | None) -> None:
+    cls = getattr(errors, kind, errors.WeightvaultError)
+    raise cls(message, hint=hint)
+
+
+@dataclass
+class _Task:
+    function: Callable[..., int]
+    args: tuple[Any, ...]
+    size: int
+    destination: Path
+
+
+def _run(tasks: Sequence[_Task], workers: int, progress: Progress | None) -> list[int]:
+    """Run tasks (largest first); on failure remove every destination written, then raise."""
+    results: dict[int, int] = {}
+    done_paths: list[Path] = []
+    order = sorted(range(len(tasks)), key=lambda i: -tasks[i].size)
+    failure: tuple[str, Any, Any] | None = None
+    interrupted: BaseException | None = None
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            for i in order:
+                status, value, message, hint = _call(tasks[i].function, tasks[i].args)
+                if status != "ok":
+                    failure = (value, message, hint)
+                    break
+                results[i] = value
+                done_paths.append(tasks[i].destination)
+                if progress:
+                    progress(tasks[i].size)
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+                futures: dict[Future[tuple[str, Any, Any, Any]], int] = {
+                    pool.submit(_call, tasks[i].function, tasks[i].args): i for i in order
+                }
+                pending = set(futures)
+                while pending and failure is None:
+                    finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    for future in finished:
+                        i = futures[future]
+                        status, value, message, hint = future.result()
+                        if status != "ok":
+                            failure = failure or (value, message, hint)
+                            continue
+                        results[i] = value
+                        done_paths.append(tasks[i].destination)
+                        if progress:
+                            progress(tasks[i].size)
+                if failure is not None:
+                    for future in pending:
+                        future.cancel()
+                    for future in pending:
+                        with contextlib.suppress(Exception):
+                            status, value, _m, _h = future.result()
+                            if status == "ok":
+                                done_paths.append(tasks[futures[future]].destination)
+    except BrokenProcessPool:
+        failure = (
+            "InputError",
+            "a worker process died (out of memory or killed)",
+            "retry with --workers 1",
+        )
+    except BaseException as exc:  # KeyboardInterrupt included: clean up, then re-raise
+        interrupted = exc
+    if failure is not None or interrupted is not None:
+        for path in done_paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if interrupted is not None:
+            raise interrupted
+        assert failure is not None
+        _raise(*failure)
+    return [results[i] for i in range(len(tasks))]
+
+
+def _workers(workers: int | None) -> int:
+    if workers is None:
+        return 1
+    if workers < 1:
+        raise UsageError("--workers must be at least 1")
+    return workers
+
+
+def _prepare_output_folder(folder: Path, *, force: bool) -> bool:
+    """Create the output folder (True if created); refuse a non-empty one without ``force``."""
+    if folder.exists():
+        if not folder.is_dir():
+            raise InputError(f"{folder}: exists and is not a folder")
+        if any(folder.iterdir()) and not force:
+            raise InputError(f"{folder}: folder exists and is not empty; pass --force")
+        return False
+    if not folder.parent.exists():
+        raise InputError(f"{folder.parent}: folder does not exist; create it first")
+    folder.mkdir(mode=0o755)
+    return True
+
+
+def _make_parents(root: Path, names: Iterable[str]) -> None:
+    for name in names:
+        parent = root.joinpath(*PurePosixPath(name).parts[:-1])
+        parent.mkdir(parents=True, exist_ok=True)
+
+
+def _remove_empty_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
+        if path.is_dir():
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+# --- encrypt ------------------------------------------------------------------------------
+
+
+def encrypt_path(
+    model_path: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    recipients: Sequence[Recipient],
+    model_name: str | None = None,
+    manifest_digest: str | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    ignore_paths: Iterable[str | os.PathLike[str]] = (),
+    rng: Random = os.urandom,
+    progress: Progress | None = None,
+) -> CryptResult:
+    """Encrypt a model file or folder for ``recipients``.
+
+    Output: ``<file>.wvenc`` (or ``output``) for a file; for a folder, ``output`` (default
+    ``<folder>.wvenc``) holding ``<name>.wvenc`` for every file, layout preserved.
+    """
+    workers = _workers(workers)
+    if not recipients:
+        raise UsageError("no recipients: give at least one --to")
+    source = Path(model_path)
+    tree = walk_model(source, ignore_paths=ignore_paths)
+    model = model_name if model_name is not None else Path(os.path.abspath(source)).name
+    set_id = rng(16).hex()
+    count = len(tree.files)
+    created_folder: Path | None = None
+    if tree.is_single_file:
+        destination = Path(output) if output is not None else Path(f"{source}{SUFFIX}")
+        if destination.is_dir():
+            destination = destination / f"{source.name}{SUFFIX}"
+        plan = [(source.name, tree.files[0].path, destination, tree.files[0].size)]
+        out_root = destination
+    else:
+        out_root = Path(output) if output is not None else Path(f"{source}{SUFFIX}")
+        root_abs = Path(os.path.abspath(source))
+        out_abs = Path(os.path.abspath(out_root))
+        if out_abs == root_abs or root_abs in out_abs.parents:
+            raise UsageError(f"{out_root}: the output folder must not be inside the model")
+        if _prepare_output_folder(out_root, force=force):
+            created_folder = out_root
+        _make_parents(out_root, (f.name for f in tree.files))
+        plan = [
+            (f.name, f.path, out_root.joinpath(*PurePosixPath(f.name + SUFFIX).parts), f.size)
+            for f in tree.files
+        ]
+    try:
+        tasks: list[_Task] = []
+        for index, (name, path, destination, size) in enumerate(plan):
+            context = FileContext(
+                model=model,
+                path=name,
+                file_index=index,
+                file_count=count,
+                set_id=set_id,
+                manifest_digest=manifest_digest,
+            )
+            header, dek = seal(context, recipients, rng=rng)
+            args = (
+                str(path),
+                str(destination),
+                header,
+                dek,
+                body_context_for(context),
+                force,
+                size,
+            )
+            tasks.append(_Task(_encrypt_task, args, size, destination))
+        sizes = _run(tasks, workers, progress)
+    except BaseException:
+        if created_folder is not None:
+            _remove_empty_tree(created_folder)
+        raise
+    files = tuple(
+        FileResult(name, path, destination, size, written)
+        for (name, path, destination, size), written in zip(plan, sizes, strict=True)
+    )
+    return CryptResult(
+        model=model,
+        set_id=set_id,
+        output=out_root,
+        files=files,
+        recipients=tuple(r.describe() for r in recipients),
+    )
+
+
+def _encrypt_task(
+    source: str,
+    destination: str,
+    header: bytes,
+    dek: bytes,
+    body_context: bytes,
+    force: bool,
+    size: int,
+) -> int:
+    return encrypt_body(
+        source, destination, header, dek, body_context, force=force, expected_size=size
+    )
+
+
+def _decrypt_task(
+    source: str,
+    destination: str,
+    body_offset: int,
+    dek: bytes,
+    body_context: bytes,
+    name: str,
+    force: bool,
+) -> int:
+    return decrypt_body(source, destination, body_offset, dek, body_context, name, force=force)
+
+
+def _rewrap_task(source: str, destination: str, body_offset: int, header: bytes) -> int:
+    return copy_body(source, destination, body_offset, header, force=True)
+
+
+# --- decrypt ------------------------------------------------------------------------------
+
+
+def _encrypted_files(path: Path) -> tuple[bool, list[tuple[str, Path]]]:
+    """(is_single_file, [(location name without suffix, file path)]) of an encrypted input."""
+    tree = walk_model(path)
+    if tree.is_single_file:
+        return True, [(path.name, tree.files[0].path)]
+    found: list[tuple[str, Path]] = []
+    for item in tree.files:
+        if not item.name.endswith(SUFFIX):
+            raise InputError(
+                f"{tree.root / item.name}: not a {SUFFIX} file; an encrypted model folder holds "
+                f"only {SUFFIX} files (move it out)"
+            )
+        found.append((item.name[: -len(SUFFIX)], item.path))
+    return False, found
+
+
+def _check_tree_contexts(root: Path, headers: Sequence[tuple[str, Path, Header]]) -> None:
+    """A folder must be one complete model from one run, every file at its own path."""
+    first = headers[0][2].context
+    indexes: set[int] = set()
+    for location, path, header in headers:
+        context = header.context
+        if context.path != location:
+            raise VerificationError(
+                f"{path}: encrypted for path {context.path!r}, found at {location!r}; a file "
+                "moved within or between models is refused"
+            )
+        if (context.model, context.set_id) != (first.model, first.set_id):
+            raise VerificationError(
+                f"{path}: belongs to model {context.model!r} (run {context.set_id[:8]}), not to "
+                f"{first.model!r} (run {first.set_id[:8]}) like {headers[0][1]}; files from "
+                "different models or encryption runs do not mix"
+            )
+        if context.file_count != len(headers):
+            raise VerificationError(
+                f"{root}: model {first.model!r} was encrypted as {context.file_count} files, "
+                f"found {len(headers)}; a file is missing or was added"
+            )
+        if context.file_index in indexes:
+            raise VerificationError(f"{path}: file index {context.file_index} appears twice")
+        indexes.add(context.file_index)
+
+
+def decrypt_path(
+    encrypted_path: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    identities: Sequence[Identity],
+    workers: int | None = None,
+    force: bool = False,
+    expect_model: str | None = None,
+    unsafe_any_path: bool = False,
+    progress: Progress | None = None,
+) -> CryptResult:
+    """Decrypt a ``.wvenc`` file or a folder of them.
+
+    Every header is opened and every context checked before any plaintext is written; the
+    bodies are then decrypted, each into an unnamed file that gets its name only once its last
+    chunk authenticated.
+    """
+    workers = _workers(workers)
+    source = Path(encrypted_path)
+    single, found = _encrypted_files(source)
+    unlocked = [unlock(path, identities) for _location, path in found]
+    for item in unlocked:
+        if expect_model is not None and item.header.context.model != expect_model:
+            raise VerificationError(
+                f"{item.name}: encrypted for model {item.header.context.model!r}, "
+                f"expected {expect_model!r}"
+            )
+    created_folder: Path | None = None
+    if single:
+        item = unlocked[0]
+        context = item.header.context
+        location = source.name[: -len(SUFFIX)] if source.name.endswith(SUFFIX) else None
+        expected_name = PurePosixPath(context.path).name
+        if not unsafe_any_path and location is not None and location != expected_name:
+            raise VerificationError(
+                f"{source}: encrypted for {context.path!r} of model {context.model!r}, but named "
+                f"{source.name!r}; rename it back to {expected_name}{SUFFIX} or pass "
+                "--unsafe-any-path"
+            )
+        if output is None:
+            if location is None:
+                raise UsageError(f"{source}: name does not end in {SUFFIX}; give -o OUTPUT")
+            destination = source.with_name(location)
+        else:
+            destination = Path(output)
+            if destination.is_dir():
+                destination = destination / expected_name
+        plan = [(context.path, item, destination)]
+        out_root = destination
+    else:
+        if not unsafe_any_path:
+            _check_tree_contexts(
+                source,
+                [(loc, path, u.header) for (loc, path), u in zip(found, unlocked, strict=True)],
+            )
+        if output is None:
+            name = source.name
+            if not name.endswith(SUFFIX):
+                raise UsageError(f"{source}: folder name does not end in {SUFFIX}; give -o OUTPUT")
+            output = source.with_name(name[: -len(SUFFIX)])
+        out_root = Path(output)
+        if _prepare_output_folder(out_root, force=force):
+            created_folder = out_root
+        names = [loc for loc, _path in found]
+        _make_parents(out_root, names)
+        plan = [
+            (loc, u, out_root.joinpath(*PurePosixPath(loc).parts))
+            for loc, u in zip(names, unlocked, strict=True)
+        ]
+    tasks = [
+        _Task(
+            _decrypt_task,
+            (
+                str(u.path),
+                str(destination),
+                u.body_offset,
+                u.dek,
+                u.header.body_context(),
+                u.name,
+                force,
+            ),
+            u.body_size,
+            destination,
+        )
+        for _name, u, destination in plan
+    ]
+    try:
+        sizes = _run(tasks, workers, progress)
+    except BaseException:
+        if created_folder is not None:
+            _remove_empty_tree(created_folder)
+        raise
+    first = unlocked[0].header.context
+    return CryptResult(
+        model=first.model,
+        set_id=first.set_id,
+        output=out_root,
+        files=tuple(
+            FileResult(name, u.path, destination, size, u.file_size)
+            for (name, u, destination), size in zip(plan, sizes, strict=True)
+        ),
+    )
+
+
+# --- rewrap -------------------------------------------------------------------------------
+
+
+def rewrap_path(
+    encrypted_path: str | os.PathLike[str],
+    *,
+    identities: Sequence[Identity],
+    recipients: Sequence[Recipient],
+    keep_existing: bool = False,
+    output: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    workers: int | None = None,
+) -> CryptResult:
+    """Re-wrap each file's data key for a new set of recipients; bodies are copied untouched.
+
+    In place by default (each file replaced atomically). ``keep_existing`` keeps the current
+    stanzas and adds ``recipients``; otherwise ``recipients`` replace them (rotation/removal).
+    """
+    workers = _workers(workers)
+    if not recipients and not keep_existing:
+        raise UsageError("no recipients: give at least one --to")
+    source = Path(encrypted_path)
+    single, found = _encrypted_files(source)
+    out_root = Path(output) if output is not None else source
+    in_place = output is None or Path(os.path.abspath(out_root)) == Path(os.path.abspath(source))
+    created_folder: Path | None = None
+    if not in_place:
+        if single:
+            if out_root.is_dir():
+                out_root = out_root / source.name
+            if out_root.exists() and not force:
+                raise InputError(f"{out_root}: already exists; pass --force to overwrite it")
+        else:
+            if _prepare_output_folder(out_root, force=force):
+                created_folder = out_root
+            _make_parents(out_root, (loc + SUFFIX for loc, _p in found))
+    tasks: list[_Task] = []
+    plan: list[tuple[str, Path, Path, int, int]] = []
+    for location, path in found:
+        item = unlock(path, identities)
+        stanzas = (item.header.recipients if keep_existing else ()) + tuple(
+            r.wrap(item.dek) for r in recipients
+        )
+        header = serialize_header(item.header.context, stanzas, item.dek)
+        if single:
+            destination = out_root if not in_place else path
+        else:
+            destination = (
+                path if in_place else out_root.joinpath(*PurePosixPath(location + SUFFIX).parts)
+            )
+        tasks.append(
+            _Task(
+                _rewrap_task,
+                (str(path), str(destination), item.body_offset, header),
+                item.body_size,
+                destination,
+            )
+        )
+        plan.append(
+            (
+                item.header.context.path,
+                path,
+                destination,
+                item.plaintext_size,
+                len(header) + item.body_size,
+            )
+        )
+    try:
+        if in_place:
+            # A failure must not delete the (still valid) originals: run without clean-up.
+            _run_in_place(tasks)
+        else:
+            _run(tasks, workers, None)
+    except BaseException:
+        if created_folder is not None:
+            _remove_empty_tree(created_folder)
+        raise
+    header0, _size = read_file_header(plan[0][2])
+    return CryptResult(
+        model=header0.context.model,
+        set_id=header0.context.set_id,
+        output=out_root,
+        files=tuple(FileResult(n, s, d, p, c) for n, s, d, p, c in plan),
+        recipients=tuple(r.describe() for r in recipients),
+    )
+
+
+def _run_in_place(tasks: Sequence[_Task]) -> None:
+    for task in tasks:
+        status, value, message, hint = _call(task.function, task.args)
+        if status != "ok":
+            _raise(value, message, hint)
+
+
+# --- inspect ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """Public facts about one encrypted file (no secrets, no key needed)."""
+
+    location: Path
+    header: Header
+    file_size: int
+
+    @property
+    def plaintext_size(self) -> int:
+        size = plaintext_size_for(self.file_size - self.header.size)
+        assert size is not None
+        return size
+
+    @property
+    def chunk_count(self) -> int:
+        return self.plaintext_size // 16384 + 1
+
+    def to_json(self) -> dict[str, Any]:
+        recipients = []
+        for stanza in self.header.recipients:
+            entry: dict[str, Any] = {"type": stanza.TYPE}
+            for key in ("kid", "key", "log_n"):
+                if hasattr(stanza, key):
+                    entry[key] = getattr(stanza, key)
+            recipients.append(entry)
+        return {
+            "file": str(self.location),
+            "format_version": self.header.version,
+            "suite": self.header.suite,
+            "context": self.header.context.to_json(),
+            "recipients": recipients,
+            "header_size": self.header.size,
+            "file_size": self.file_size,
+            "plaintext_size": self.plaintext_size,
+            "chunks": self.chunk_count,
+        }
+
+
+def inspect_path(encrypted_path: str | os.PathLike[str]) -> list[FileInfo]:
+    """Read the headers of a ``.wvenc`` file or folder; needs no key and reveals no secret."""
+    _single, found = _encrypted_files(Path(encrypted_path))
+    infos = []
+    for _location, path in found:
+        header, size = read_file_header(path)
+        infos.append(FileInfo(path, header, size))
+    return infos

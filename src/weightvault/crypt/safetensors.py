@@ -1,0 +1,169 @@
+"""Load tensors from an encrypted safetensors file, decrypting only the tensors asked for.
+
+safetensors layout: an 8-byte little-endian header length ``n``, ``n`` bytes of JSON
+(``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``), then the
+data; offsets are relative to the end of the JSON. Through :class:`EncryptedFile` the header and
+each requested tensor are read as plaintext ranges, so loading one tensor of a 10 GB file
+decrypts that tensor's chunks and the header's, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from weightvault.crypt.reader import EncryptedFile, open_encrypted
+from weightvault.crypt.recipients._base import Identity
+from weightvault.errors import FormatError, UsageError
+
+__all__ = ["TensorInfo", "load_encrypted_safetensors", "read_safetensors_index"]
+
+MAX_HEADER = 100 * 1024 * 1024
+
+_ITEM_SIZE = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+}  # fmt: skip
+_NUMPY = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+    "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
+}  # fmt: skip
+_ML_DTYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+_TORCH = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16",
+    "U8": "uint8", "BOOL": "bool",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lies in the plaintext."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    """Absolute plaintext offset of the tensor's first byte."""
+    end: int
+
+
+def read_safetensors_index(
+    reader: EncryptedFile,
+) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse the safetensors header of an encrypted file: tensors by name, and metadata."""
+    name = reader.name
+    if reader.size < 8:
+        raise FormatError(f"{name}: too short to be a safetensors file")
+    length = int.from_bytes(reader.read(0, 8), "little")
+    if length > min(MAX_HEADER, reader.size - 8):
+        raise FormatError(f"{name}: safetensors header length {length} is out of range")
+    try:
+        document = json.loads(reader.read(8, length).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FormatError(f"{name}: safetensors header is not valid JSON") from exc
+    if not isinstance(document, dict):
+        raise FormatError(f"{name}: safetensors header is not an object")
+    data_start = 8 + length
+    metadata = document.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise FormatError(f"{name}: __metadata__ must map strings to strings")
+    tensors: dict[str, TensorInfo] = {}
+    for tensor_name, entry in document.items():
+        where = f"{name}: tensor {tensor_name!r}"
+        if not isinstance(entry, dict):
+            raise FormatError(f"{where}: entry is not an object")
+        dtype = entry.get("dtype")
+        shape = entry.get("shape")
+        offsets = entry.get("data_offsets")
+        if dtype not in _ITEM_SIZE:
+            raise FormatError(f"{where}: unsupported dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise FormatError(f"{where}: shape must be a list of non-negative integers")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise FormatError(f"{where}: data_offsets must be [begin, end] with begin <= end")
+        begin, end = offsets
+        if end - begin != math.prod(shape) * _ITEM_SIZE[dtype]:
+            raise FormatError(f"{where}: data_offsets do not match dtype and shape")
+        if data_start + end > reader.size:
+            raise FormatError(f"{where}: data lies beyond the end of the file")
+        tensors[tensor_name] = TensorInfo(
+            tensor_name, dtype, tuple(shape), data_start + begin, data_start + end
+        )
+    return tensors, metadata
+
+
+def _numpy_dtype(dtype: str) -> Any:
+    import numpy as np
+
+    if dtype in _NUMPY:
+        return np.dtype(_NUMPY[dtype])
+    try:
+        import ml_dtypes
+    except ImportError as exc:
+        raise UsageError(
+            f"dtype {dtype} needs the ml_dtypes package for NumPy; install it or load with "
+            "framework='torch'"
+        ) from exc
+    return np.dtype(getattr(ml_dtypes, _ML_DTYPES[dtype]))
+
+
+def _to_numpy(info: TensorInfo, data: bytearray) -> Any:
+    import numpy as np
+
+    return np.frombuffer(data, dtype=_numpy_dtype(info.dtype)).reshape(info.shape)
+
+
+def _to_torch(info: TensorInfo, data: bytearray) -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise UsageError("framework='torch' needs PyTorch installed") from exc
+    dtype = getattr(torch, _TORCH[info.dtype], None)
+    if dtype is None:
+        raise UsageError(f"dtype {info.dtype} is not supported by this PyTorch version")
+    if not data:
+        return torch.empty(info.shape, dtype=dtype)
+    return torch.frombuffer(data, dtype=dtype).reshape(info.shape)
+
+
+def load_encrypted_safetensors(
+    path: str | os.PathLike[str],
+    identities: Sequence[Identity],
+    names: Iterable[str] | None = None,
+    *,
+    framework: str = "numpy",
+) -> dict[str, Any]:
+    """Decrypt and return the tensors ``names`` (all when None) as NumPy arrays or torch tensors.
+
+    Only the header's chunks and the chunks of the requested tensors are read and decrypted.
+    """
+    if framework not in ("numpy", "torch"):
+        raise UsageError(f"framework must be 'numpy' or 'torch', not {framework!r}")
+    convert = _to_numpy if framework == "numpy" else _to_torch
+    with open_encrypted(path, identities) as reader:
+        tensors, _metadata = read_safetensors_index(reader)
+        wanted = list(tensors) if names is None else list(names)
+        missing = [n for n in wanted if n not in tensors]
+        if missing:
+            raise UsageError(f"{reader.name}: no tensor named {missing[0]!r}")
+        result: dict[str, Any] = {}
+        for tensor_name in wanted:
+            info = tensors[tensor_name]
+            data = reader.read_bytearray(info.start, info.end - info.start)
+            result[tensor_name] = convert(info, data)
+        return result

@@ -1,0 +1,167 @@
+"""Streaming encryption and decryption of one file, in constant memory.
+
+Both run in 1 MiB blocks (64 chunks) through preallocated buffers with the library's
+``Cobblestone256Encryptor`` / ``Cobblestone256Decryptor``. The functions take only plain,
+picklable arguments: the tree operations run them in worker processes (the library holds the GIL,
+so threads would not scale).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
+from cryptography.exceptions import InvalidTag
+
+from weightvault._fs import atomic_output
+from weightvault.crypt._plainout import plaintext_output
+from weightvault.crypt.envelope import cannot_decrypt
+from weightvault.crypt.format import BODY_HEADER_SIZE, CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, TAG_SIZE
+from weightvault.errors import InputError
+
+__all__ = ["BLOCK_CHUNKS", "copy_body", "decrypt_body", "encrypt_body"]
+
+BLOCK_CHUNKS = 64
+PLAIN_BLOCK = BLOCK_CHUNKS * CHUNK_SIZE
+CIPHER_BLOCK = BLOCK_CHUNKS * ENCRYPTED_CHUNK_SIZE
+_OUT_SLACK = BODY_HEADER_SIZE + TAG_SIZE * (BLOCK_CHUNKS + 2) + CHUNK_SIZE
+
+Progress = Callable[[int], None]
+
+
+def _nothing(_n: int) -> None:
+    return None
+
+
+def encrypt_body(
+    source: str,
+    destination: str,
+    header: bytes,
+    dek: bytes,
+    body_context: bytes,
+    *,
+    force: bool = False,
+    expected_size: int | None = None,
+    progress: Progress = _nothing,
+) -> int:
+    """Write ``header`` + C2SP body of ``source`` to ``destination`` atomically; return the size."""
+    read_total = 0
+    written = 0
+    try:
+        src = open(source, "rb", buffering=0)
+    except OSError as exc:
+        raise InputError(f"{source}: cannot read: {exc.strerror}") from exc
+    with src, atomic_output(Path(destination), force=force) as out:
+        out.write(header)
+        written += len(header)
+        encryptor = Cobblestone256Encryptor(dek, body_context)
+        in_buffer = bytearray(PLAIN_BLOCK)
+        in_view = memoryview(in_buffer)
+        out_buffer = bytearray(PLAIN_BLOCK + _OUT_SLACK)
+        out_view = memoryview(out_buffer)
+        while True:
+            count = src.readinto(in_view)
+            if not count:
+                break
+            read_total += count
+            produced = encryptor.update_into(in_view[:count], out_view)
+            out.write(out_view[:produced])
+            written += produced
+            progress(count)
+        tail = encryptor.finalize()
+        out.write(tail)
+        written += len(tail)
+        if expected_size is not None and read_total != expected_size:
+            raise InputError(
+                f"{source}: changed size while being encrypted ({expected_size} -> {read_total}); "
+                "encrypt a model that is not being written to"
+            )
+    return written
+
+
+def decrypt_body(
+    source: str,
+    destination: str,
+    body_offset: int,
+    dek: bytes,
+    body_context: bytes,
+    name: str,
+    *,
+    force: bool = False,
+    progress: Progress = _nothing,
+) -> int:
+    """Decrypt the body of ``source`` to ``destination``; the output gets its name only after
+    the final chunk authenticated. Returns the plaintext size."""
+    written = 0
+    try:
+        src = open(source, "rb", buffering=0)
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror}") from exc
+    with src, plaintext_output(Path(destination), force=force) as out:
+        src.seek(body_offset)
+        decryptor = Cobblestone256Decryptor(dek, body_context)
+        # The first read includes the 56-byte salt + commitment, so blocks stay chunk-aligned.
+        in_buffer = bytearray(CIPHER_BLOCK + BODY_HEADER_SIZE)
+        in_view = memoryview(in_buffer)
+        out_buffer = bytearray(CIPHER_BLOCK + _OUT_SLACK)
+        out_view = memoryview(out_buffer)
+        first = True
+        try:
+            while True:
+                want = CIPHER_BLOCK + BODY_HEADER_SIZE if first else CIPHER_BLOCK
+                first = False
+                count = _read_full(src, in_view[:want])
+                if not count:
+                    break
+                produced = decryptor.update_into(in_view[:count], out_view)
+                out.write(out_view[:produced])
+                written += produced
+                progress(count)
+            tail = decryptor.finalize()
+        except InvalidTag as exc:
+            raise cannot_decrypt(name) from exc
+        out.write(tail)
+        written += len(tail)
+    return written
+
+
+def _read_full(handle: object, view: memoryview) -> int:
+    """readinto until ``view`` is full or the file ends (keeps blocks chunk-aligned)."""
+    total = 0
+    readinto = handle.readinto  # type: ignore[attr-defined]
+    while total < len(view):
+        count = readinto(view[total:])
+        if not count:
+            break
+        total += count
+    return int(total)
+
+
+def copy_body(
+    source: str, destination: str, body_offset: int, header: bytes, *, force: bool = False
+) -> int:
+    """Write a new header followed by the body bytes of ``source``, untouched (for rewrap)."""
+    written = 0
+    with (
+        open(source, "rb", buffering=0) as src,
+        atomic_output(Path(destination), force=force) as out,
+    ):
+        out.write(header)
+        written += len(header)
+        out.flush()
+        src.seek(body_offset)
+        buffer = bytearray(CIPHER_BLOCK)
+        view = memoryview(buffer)
+        while True:
+            count = src.readinto(view)
+            if not count:
+                break
+            out.write(view[:count])
+            written += count
+    return written
+
+
+def file_size(path: str) -> int:
+    return os.stat(path).st_size
