@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from weightvault.errors import KeyMaterialError
-from weightvault.keys.pkcs11 import DEFAULT_MODULE, MODULE_ENV, PIN_ENV, Pkcs11Uri
+from weightvault.keys.pkcs11 import DEFAULT_MODULE, MODULE_ENV, PIN_ENV, Pkcs11Uri, redacted_uri
 
 
 def test_parses_every_supported_attribute() -> None:
@@ -45,6 +45,11 @@ def test_pin_never_in_str_repr_or_default_format() -> None:
     for text in (str(uri), repr(uri), uri.format(), uri.describe_object(), uri.describe_token()):
         assert "s3cr3t" not in text
     assert "s3cr3t-pin" in uri.format(include_pin=True)
+
+
+def test_redacted_uri_for_messages() -> None:
+    assert redacted_uri("pkcs11:token=t;object=k?pin-value=hunter2") == "pkcs11:token=t;object=k"
+    assert redacted_uri("pkcs11:token=t;bogus=1?pin-value=hunter2") == "pkcs11:<malformed URI>"
 
 
 def test_empty_path_is_allowed() -> None:

@@ -54,6 +54,7 @@ __all__ = [
     "Pkcs11Session",
     "Pkcs11Uri",
     "load_public_key",
+    "redacted_uri",
     "sign_ecdsa",
     "sign_ed25519",
     "unwrap_key",
@@ -333,6 +334,17 @@ class Pkcs11Uri:
             return _read_pin_source(self.pin_source)
         env_pin = os.environ.get(PIN_ENV)
         return env_pin if env_pin else None
+
+
+def redacted_uri(text: str) -> str:
+    """``text`` as a PKCS#11 URI safe to print: the PIN removed, or a placeholder if unparsable.
+
+    Use it wherever a user-supplied URI goes into a message or log line.
+    """
+    try:
+        return str(Pkcs11Uri.parse(text))
+    except (KeyMaterialError, TypeError):
+        return "pkcs11:<malformed URI>"
 
 
 def _read_pin_source(source: str) -> str:
