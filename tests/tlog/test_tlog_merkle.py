@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import random
 from pathlib import Path
 
 import pytest
+from tests.tlog.tlog_helpers import reference_root
 
 from weightvault.errors import VerificationError
 from weightvault.tlog import merkle
@@ -18,20 +18,6 @@ VECTORS = json.loads((Path(__file__).parent / "data" / "merkle_vectors.json").re
 
 def _b64(value: str) -> bytes:
     return base64.b64decode(value)
-
-
-def reference_root(entries: list[bytes]) -> bytes:
-    """MTH straight from RFC 9162 §2.1.1's recursive definition."""
-    if not entries:
-        return hashlib.sha256(b"").digest()
-    if len(entries) == 1:
-        return hashlib.sha256(b"\x00" + entries[0]).digest()
-    k = 1
-    while k * 2 < len(entries):
-        k *= 2
-    return hashlib.sha256(
-        b"\x01" + reference_root(entries[:k]) + reference_root(entries[k:])
-    ).digest()
 
 
 def _hashes_for(ranges: list[tuple[int, int]], entries: list[bytes]) -> list[bytes]:
@@ -84,8 +70,12 @@ def test_every_size_root_inclusion_and_consistency_up_to_300() -> None:
     rng = random.Random(5)
     for n in range(1, len(ENTRIES) + 1):
         assert merkle.root_of_leaf_hashes(LEAVES[:n]) == roots[n]
-        assert merkle.subtree_hash(0, n, lambda lvl, i: reference_root(
-            ENTRIES[i << lvl:(i + 1) << lvl])) == roots[n]
+        assert (
+            merkle.subtree_hash(
+                0, n, lambda lvl, i: reference_root(ENTRIES[i << lvl : (i + 1) << lvl])
+            )
+            == roots[n]
+        )
         indices = range(n) if n <= 40 else [*rng.sample(range(n), 12), 0, n - 1]
         for index in indices:
             proof = _hashes_for(merkle.inclusion_ranges(index, n), ENTRIES)
@@ -99,9 +89,11 @@ def test_every_size_root_inclusion_and_consistency_up_to_300() -> None:
 
 def _mutations(proof: list[bytes]) -> list[list[bytes]]:
     out = [[*proof, proof[-1] if proof else b"\x00" * 32], proof[:-1] if proof else None]
-    out += [proof[:i] + proof[i + 1:] for i in range(len(proof))]
-    out += [[bytes([b[0] ^ 1]) + b[1:] if j == i else b for j, b in enumerate(proof)]
-            for i in range(len(proof))]
+    out += [proof[:i] + proof[i + 1 :] for i in range(len(proof))]
+    out += [
+        [bytes([b[0] ^ 1]) + b[1:] if j == i else b for j, b in enumerate(proof)]
+        for i in range(len(proof))
+    ]
     return [p for p in out if p is not None and p != proof]
 
 
