@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_IGNORED_NAMES",
     "ModelFile",
     "ModelTree",
+    "SymlinkError",
     "normalize_ignore_path",
     "sort_key",
     "walk_model",
@@ -32,6 +33,18 @@ __all__ = [
 
 #: Git metadata never belongs to a model's weights; ignored unless the caller opts out.
 DEFAULT_IGNORED_NAMES: tuple[str, ...] = (".git", ".gitattributes", ".github", ".gitignore")
+
+
+class SymlinkError(InputError):
+    """A symlink the policy refuses; ``name`` is its model-relative name (``"."`` for the root).
+
+    Verification turns this into a mismatch (a file was replaced by a link), signing into an
+    input error.
+    """
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 def sort_key(name: str) -> tuple[str, ...]:
@@ -82,7 +95,11 @@ def normalize_ignore_path(root: Path, ignored: str | os.PathLike[str]) -> str | 
         # which is how users type paths such as ``model/ignore-me``.
         inside = Path(os.path.abspath(root_abs / candidate))
         from_cwd = Path(os.path.abspath(candidate))
-        if inside.exists() or inside.is_symlink() or not (from_cwd.exists() or from_cwd.is_symlink()):
+        if (
+            inside.exists()
+            or inside.is_symlink()
+            or not (from_cwd.exists() or from_cwd.is_symlink())
+        ):
             absolute = inside
         else:
             absolute = from_cwd
@@ -128,9 +145,11 @@ def walk_model(
     if not root.exists() and not root.is_symlink():
         raise InputError(f"{root}: no such file or directory; check the model path")
     if root.is_symlink() and not allow_symlinks:
-        raise InputError(f"{root}: model path is a symlink; pass the real path or --allow-symlinks")
+        raise SymlinkError(
+            f"{root}: model path is a symlink; pass the real path or --allow-symlinks", name="."
+        )
     if not root.exists():
-        raise InputError(f"{root}: model path is a dangling symlink")
+        raise SymlinkError(f"{root}: model path is a dangling symlink", name=".")
 
     ignored_names: set[str] = set()
     if ignore_git_paths:
@@ -165,7 +184,9 @@ def walk_model(
         try:
             entries = list(os.scandir(folder))
         except PermissionError as exc:
-            raise InputError(f"{folder}: permission denied; the model folder must be readable") from exc
+            raise InputError(
+                f"{folder}: permission denied; the model folder must be readable"
+            ) from exc
         kept = 0
         for entry in entries:
             name = f"{prefix}{entry.name}"
@@ -176,19 +197,22 @@ def walk_model(
             _check_name(name, where)
             if entry.is_symlink():
                 if not allow_symlinks:
-                    raise InputError(
-                        f"{where}: is a symlink; symlinks are refused unless --allow-symlinks"
+                    raise SymlinkError(
+                        f"{where}: is a symlink; symlinks are refused unless --allow-symlinks",
+                        name=name,
                     )
                 target = Path(os.path.realpath(where))
                 if not target.exists():
-                    raise InputError(f"{where}: dangling symlink")
+                    raise SymlinkError(f"{where}: dangling symlink", name=name)
                 if target != root_real and root_real not in target.parents:
-                    raise InputError(
-                        f"{where}: symlink points outside the model ({target}); refused always"
+                    raise SymlinkError(
+                        f"{where}: symlink points outside the model ({target}); refused always",
+                        name=name,
                     )
                 if target.is_dir():
-                    raise InputError(
-                        f"{where}: symlink to a folder; only symlinks to files can be followed"
+                    raise SymlinkError(
+                        f"{where}: symlink to a folder; only symlinks to files can be followed",
+                        name=name,
                     )
                 files.append(ModelFile(name, target, target.stat().st_size, True))
                 continue
