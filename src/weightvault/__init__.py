@@ -18,6 +18,8 @@ _LAZY: dict[str, str] = {
     "WeightvaultError": "weightvault.errors",
     "VerificationError": "weightvault.errors",
     "walk_model": "weightvault.tree",
+    "scan_paths": "weightvault.scan",
+    "ScanReport": "weightvault.scan",
 }
 
 

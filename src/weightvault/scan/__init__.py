@@ -1,0 +1,196 @@
+"""Scan model files for code-execution payloads without running them; convert to safetensors.
+
+Public API::
+
+    from weightvault.scan import scan_paths, Severity
+    report = scan_paths(["model/"], allow=["mypkg.MyLayer"])
+    if report.max_severity.at_least(Severity.SUSPICIOUS) or report.errors: ...
+
+:func:`scan_paths` reports (never raises for a bad file: each file's problems are errors in the
+report); :func:`verify_paths` enforces, raising :class:`~weightvault.errors.UnsafeFileError` on the
+first finding at or above the threshold. Nothing from a scanned file is imported or executed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from weightvault.errors import InputError, UnsafeFileError
+from weightvault.scan._engine import FileContext, ScanLimits
+from weightvault.scan.policy import DEFAULT_POLICY, Policy, Severity
+from weightvault.scan.report import FileResult, Finding, ScanReport
+
+__all__ = [
+    "FileResult",
+    "Finding",
+    "Policy",
+    "ScanLimits",
+    "ScanReport",
+    "Severity",
+    "convert_checkpoint",
+    "scan_file",
+    "scan_paths",
+    "verify_paths",
+]
+
+_IGNORED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__"})
+
+
+def scan_file(
+    path: str | os.PathLike[str], *, display: str | None = None, policy: Policy = DEFAULT_POLICY,
+    limits: ScanLimits | None = None,
+) -> FileResult:
+    """Scan one file; problems reading it become errors in the result, never exceptions."""
+    from weightvault.scan._io import ByteReader, Truncated
+    from weightvault.scan.formats import scan_reader
+
+    target = Path(path)
+    name = display if display is not None else str(path)
+    ctx = FileContext(path=name, policy=policy, limits=limits or ScanLimits())
+    fmt = "unknown"
+    size: int | None = None
+    try:
+        with open(target, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            reader = ByteReader(handle, 0, size)
+            fmt = scan_reader(ctx, reader, handle, "", name=target.name, depth=0)
+    except PermissionError:
+        ctx.error("", "permission denied; the file must be readable")
+    except IsADirectoryError:
+        ctx.error("", "is a directory")
+    except FileNotFoundError:
+        ctx.error("", "no such file")
+    except OSError as exc:
+        ctx.error("", f"read error: {exc.strerror or exc}")
+    except Truncated as exc:
+        ctx.error("", f"truncated: {exc}")
+    except RecursionError:
+        ctx.error("", "structure nested too deeply to scan")
+    except MemoryError:
+        ctx.error("", "ran out of memory while scanning")
+    return FileResult(
+        path=name,
+        format=fmt,
+        size=size,
+        findings=tuple(_dedupe(ctx.findings)),
+        errors=tuple(ctx.errors),
+    )
+
+
+def _dedupe(findings: list[Finding]) -> Iterator[Finding]:
+    seen: set[tuple[str, str, str, str]] = set()
+    for finding in findings:
+        if finding.severity == Severity.CLEAN:
+            continue
+        key = (finding.location.split("@")[0], finding.kind, finding.subject, finding.message)
+        if key in seen:
+            continue
+        seen.add(key)
+        yield finding
+
+
+def _walk(root: Path) -> Iterator[tuple[Path | None, str, str | None]]:
+    """Yield ``(path, display, error)`` for every file under ``root``, sorted, not following
+    folder symlinks (loops); symlinks to files are followed (Hugging Face caches use them)."""
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as exc:
+        yield None, str(root), f"cannot list folder: {exc.strerror or exc}"
+        return
+    for entry in entries:
+        display = str(Path(entry.path))
+        try:
+            if entry.is_symlink():
+                if not entry.is_file():
+                    yield None, display, "symlink to a folder or dangling symlink; not followed"
+                    continue
+                yield Path(entry.path), display, None
+                continue
+            mode = entry.stat(follow_symlinks=False).st_mode
+        except OSError as exc:
+            yield None, display, f"cannot stat: {exc.strerror or exc}"
+            continue
+        if stat.S_ISDIR(mode):
+            if entry.name in _IGNORED_DIRS:
+                continue
+            yield from _walk(Path(entry.path))
+        elif stat.S_ISREG(mode):
+            yield Path(entry.path), display, None
+        else:
+            yield None, display, "not a regular file (device, socket or FIFO); not read"
+
+
+def scan_paths(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    allow: Iterable[str] = (),
+    limits: ScanLimits | None = None,
+    workers: int = 1,
+) -> ScanReport:
+    """Scan files and folder trees; one :class:`FileResult` per file, in a stable order.
+
+    ``allow`` adds trusted imports (``module.name`` or ``module.*``). A missing path is an error
+    result for that path; the other paths are still scanned. ``workers > 1`` scans files in
+    threads (results are identical and in the same order).
+    """
+    policy = Policy.with_allowed(allow) if allow else DEFAULT_POLICY
+    limits = limits or ScanLimits()
+    jobs: list[tuple[Path | None, str, str | None]] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir() and not path.is_symlink():
+            jobs.extend(_walk(path))
+        elif path.exists():
+            jobs.append((path, str(item), None))
+        else:
+            jobs.append((None, str(item), "no such file or directory"))
+
+    def run(job: tuple[Path | None, str, str | None]) -> FileResult:
+        path, display, error = job
+        if path is None:
+            return FileResult(path=display, format="unknown", size=None, errors=(error or "",))
+        return scan_file(path, display=display, policy=policy, limits=limits)
+
+    if workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(run, jobs))
+    else:
+        results = [run(job) for job in jobs]
+    return ScanReport(files=tuple(results))
+
+
+def verify_paths(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    fail_on: Severity = Severity.SUSPICIOUS,
+    allow: Iterable[str] = (),
+    limits: ScanLimits | None = None,
+) -> ScanReport:
+    """Scan and enforce: raise on the first finding at or above ``fail_on``, or on any error.
+
+    Raises :class:`UnsafeFileError` (a finding) or :class:`InputError` (a file could not be
+    scanned: an unscannable file is never treated as safe). Returns the report otherwise.
+    """
+    report = scan_paths(paths, allow=allow, limits=limits)
+    for finding in report.findings:
+        if finding.severity.at_least(fail_on):
+            raise UnsafeFileError(
+                f"{finding.path}: {finding.severity.label} {finding.kind} {finding.subject} "
+                f"at {finding.location or 'top level'}: {finding.message}",
+                hint="inspect the file; allow a trusted import with --allow module.name",
+            )
+    for path, message in report.errors:
+        raise InputError(f"{path}: could not be scanned: {message}")
+    return report
+
+
+def convert_checkpoint(*args: object, **kwargs: object) -> object:
+    """See :func:`weightvault.scan.convert.convert_checkpoint` (imported lazily)."""
+    from weightvault.scan.convert import convert_checkpoint as _convert
+
+    return _convert(*args, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,64 @@
+"""Shared state of one file's scan: limits, the policy, and where findings and errors go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from weightvault.scan.policy import Policy, Severity
+from weightvault.scan.report import Finding
+
+__all__ = ["FileContext", "ScanLimits", "join_location"]
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """Bounds that keep hostile files from exhausting memory or time."""
+
+    max_archive_depth: int = 4
+    """Archives inside archives (zip in tar in zip ...) deeper than this are an error."""
+    max_archive_members: int = 100_000
+    max_decompressed_bytes: int = 16 << 30
+    """Total bytes one compressed member or stream may expand to."""
+    max_compression_ratio: int = 1_000
+    """Ratio above which a large compressed member is reported as a bomb and not expanded."""
+    max_pickle_values: int = 5_000_000
+    """Stack + memo values one pickle may create (the real unpickler would need gigabytes)."""
+    max_kept_string: int = 1 << 16
+    """Strings longer than this are skipped, not read (they cannot be module names)."""
+    max_line: int = 1 << 20
+    """Longest text-opcode argument (protocol 0)."""
+    max_nested_depth: int = 4
+    """Pickles inside bytes inside pickles, deeper than this are not followed (an error)."""
+    max_nested_blob: int = 64 << 20
+    """Byte strings up to this size are checked for an embedded pickle."""
+    max_json_bytes: int = 64 << 20
+    """Largest JSON header or config read (safetensors header, Keras config)."""
+    max_spool_bytes: int = 8 << 30
+    """Largest compressed member copied to a temporary file to be scanned as a seekable file."""
+
+
+@dataclass
+class FileContext:
+    """Collects what one top-level file's scan finds (members of archives included)."""
+
+    path: str
+    policy: Policy
+    limits: ScanLimits
+    findings: list[Finding] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    formats: list[str] = field(default_factory=list)
+    depth: int = 0
+
+    def find(
+        self, severity: Severity, kind: str, subject: str, message: str, location: str
+    ) -> None:
+        self.findings.append(Finding(self.path, location, severity, kind, subject, message))
+
+    def error(self, location: str, message: str) -> None:
+        text = " ".join(message.split())
+        self.errors.append(f"{location}: {text}" if location else text)
+
+
+def join_location(prefix: str, member: str) -> str:
+    """``outer.zip`` + ``inner/data.pkl`` -> ``outer.zip!inner/data.pkl``."""
+    return f"{prefix}!{member}" if prefix else member

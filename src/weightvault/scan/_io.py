@@ -1,0 +1,253 @@
+"""Bounded, buffered byte readers over files, file slices and decompression streams.
+
+Parsers read through :class:`ByteReader` so that large payloads (tensor bytes in a pickle, a
+safetensors data section, GGUF tensors) are *skipped by seeking*, never read into memory, and so
+that a declared length beyond the end of the data is a truncation error instead of a huge read.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import BinaryIO, Protocol
+
+__all__ = ["ByteReader", "DecompressingStream", "RawStream", "Truncated"]
+
+_CHUNK = 1 << 16
+
+
+class Truncated(Exception):
+    """The data ended before a declared length (a malformed or truncated file)."""
+
+
+class RawStream(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class ByteReader:
+    """Read a byte range ``[start, end)`` of ``raw`` with a small buffer.
+
+    ``raw`` may be shared between readers (zip members of one file): every refill seeks first.
+    When ``seekable`` is false ``raw`` is read strictly forward and ``end`` may be ``None``
+    (unknown length, e.g. a decompression stream).
+    """
+
+    __slots__ = ("_buf", "_buf_pos", "_end", "_i", "_next", "_raw", "_seekable")
+
+    def __init__(
+        self, raw: RawStream | BinaryIO, start: int = 0, end: int | None = None, *,
+        seekable: bool = True,
+    ) -> None:
+        self._raw = raw
+        self._seekable = seekable
+        self._end = end
+        self._buf = b""
+        self._i = 0
+        self._buf_pos = start  # file offset of _buf[0]
+        self._next = start  # file offset of the next byte to fetch from raw
+
+    # -- position -------------------------------------------------------------------------------
+    def tell(self) -> int:
+        return self._buf_pos + self._i
+
+    @property
+    def end(self) -> int | None:
+        return self._end
+
+    def remaining(self) -> int | None:
+        return None if self._end is None else self._end - self.tell()
+
+    # -- refill ---------------------------------------------------------------------------------
+    def _fill(self, want: int) -> bool:
+        """Make at least ``want`` bytes available in the buffer; False at end of data."""
+        avail = len(self._buf) - self._i
+        if avail >= want:
+            return True
+        keep = self._buf[self._i :]
+        self._buf_pos += self._i
+        self._i = 0
+        parts = [keep]
+        have = len(keep)
+        while have < want:
+            size = max(_CHUNK, want - have)
+            if self._end is not None:
+                size = min(size, self._end - self._next)
+                if size <= 0:
+                    break
+            if self._seekable:
+                self._raw.seek(self._next)  # type: ignore[union-attr]
+            data = self._raw.read(size)
+            if not data:
+                break
+            self._next += len(data)
+            parts.append(data)
+            have += len(data)
+        self._buf = b"".join(parts) if len(parts) > 1 else keep
+        return have >= want
+
+    # -- reads ----------------------------------------------------------------------------------
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes, or :class:`Truncated`."""
+        i = self._i
+        if i + n <= len(self._buf):
+            self._i = i + n
+            return self._buf[i : i + n]
+        if not self._fill(n):
+            raise Truncated(f"needed {n} bytes at offset {self.tell()}, data ended")
+        i = self._i
+        self._i = i + n
+        return self._buf[i : i + n]
+
+    def read_byte(self) -> int:
+        """One byte as an int, or -1 at end of data."""
+        i = self._i
+        if i < len(self._buf):
+            self._i = i + 1
+            return self._buf[i]
+        if not self._fill(1):
+            return -1
+        self._i += 1
+        return self._buf[self._i - 1]
+
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` bytes without consuming them."""
+        self._fill(n)
+        return self._buf[self._i : self._i + n]
+
+    def at_eof(self) -> bool:
+        return not self._fill(1)
+
+    def readline(self, limit: int) -> bytes:
+        """Bytes up to (not including) the next ``\\n``; :class:`Truncated` if none within limit."""
+        while True:
+            j = self._buf.find(b"\n", self._i, self._i + limit + 1)
+            if j >= 0:
+                line = self._buf[self._i : j]
+                self._i = j + 1
+                return line
+            have = len(self._buf) - self._i
+            if have > limit:
+                raise Truncated(f"line longer than {limit} bytes at offset {self.tell()}")
+            if not self._fill(have + 1):
+                raise Truncated(f"line without newline at offset {self.tell()}, data ended")
+
+    def skip(self, n: int) -> None:
+        """Advance ``n`` bytes without keeping them; seeks when possible."""
+        if n < 0:
+            raise Truncated(f"negative length {n} at offset {self.tell()}")
+        avail = len(self._buf) - self._i
+        if n <= avail:
+            self._i += n
+            return
+        target = self.tell() + n
+        if self._end is not None and target > self._end:
+            raise Truncated(
+                f"declared length {n} at offset {self.tell()} runs past the end ({self._end})"
+            )
+        if self._seekable:
+            self._buf = b""
+            self._i = 0
+            self._buf_pos = target
+            self._next = target
+            return
+        n -= avail
+        self._buf_pos += len(self._buf)
+        self._buf = b""
+        self._i = 0
+        while n > 0:
+            data = self._raw.read(min(n, 1 << 20))
+            if not data:
+                raise Truncated(f"data ended {n} bytes short of a declared length")
+            self._next += len(data)
+            self._buf_pos += len(data)
+            n -= len(data)
+
+    def sub_reader(self, length: int) -> ByteReader:
+        """A reader over the next ``length`` bytes (seekable sources only); skips them here."""
+        start = self.tell()
+        if self._end is not None and start + length > self._end:
+            raise Truncated(f"declared length {length} at offset {start} runs past the end")
+        if not self._seekable:
+            raise Truncated("nested region in a non-seekable stream")
+        self.skip(length)
+        return ByteReader(self._raw, start, start + length, seekable=True)
+
+
+class DecompressingStream:
+    """A forward-only ``read(n)`` over compressed bytes, with a cap on the output size.
+
+    The cap is how zip bombs and gzip bombs are bounded: crossing it raises :class:`Truncated`
+    with a message the caller turns into a finding.
+    """
+
+    def __init__(self, source: ByteReader, kind: str, *, max_output: int) -> None:
+        import bz2
+        import lzma
+
+        self._src = source
+        self._max_output = max_output
+        self._produced = 0
+        self._pending = b""
+        self._eof = False
+        if kind == "deflate":
+            self._dec: object = zlib.decompressobj(-15)
+        elif kind == "zlib":
+            self._dec = zlib.decompressobj()
+        elif kind == "gzip":
+            self._dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif kind == "bz2":
+            self._dec = bz2.BZ2Decompressor()
+        elif kind == "xz":
+            self._dec = lzma.LZMADecompressor()
+        else:
+            raise ValueError(f"unknown compression {kind}")
+
+    @property
+    def produced(self) -> int:
+        return self._produced
+
+    def _next_compressed(self) -> bytes:
+        chunk = self._src.peek(_CHUNK)
+        self._src.skip(len(chunk))
+        return chunk
+
+    def read(self, n: int = -1, /) -> bytes:
+        if n < 0:
+            n = 1 << 20
+        out = [self._pending] if self._pending else []
+        have = len(self._pending)
+        self._pending = b""
+        dec = self._dec
+        while have < n and not self._eof:
+            want = max(n - have, _CHUNK)
+            try:
+                if isinstance(dec, type(zlib.decompressobj())):
+                    tail = dec.unconsumed_tail
+                    chunk = tail if tail else self._next_compressed()
+                    if not chunk:
+                        raise Truncated("compressed data ended before its end marker")
+                    data = dec.decompress(chunk, want)
+                else:
+                    if dec.needs_input:  # type: ignore[attr-defined]
+                        chunk = self._next_compressed()
+                        if not chunk:
+                            raise Truncated("compressed data ended before its end marker")
+                    else:
+                        chunk = b""
+                    data = dec.decompress(chunk, want)  # type: ignore[attr-defined]
+            except (zlib.error, OSError, EOFError, ValueError) as exc:
+                raise Truncated(f"corrupt compressed data: {exc}") from exc
+            if dec.eof:  # type: ignore[attr-defined]
+                self._eof = True
+            self._produced += len(data)
+            if self._produced > self._max_output:
+                raise Truncated(
+                    f"decompressed data exceeds the limit of {self._max_output} bytes "
+                    "(compression bomb?)"
+                )
+            out.append(data)
+            have += len(data)
+        blob = b"".join(out)
+        if len(blob) > n:
+            self._pending = blob[n:]
+            blob = blob[:n]
+        return blob

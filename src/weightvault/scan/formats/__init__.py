@@ -1,0 +1,137 @@
+"""Format detection by content, and dispatch to the format scanners.
+
+Extensions are only hints: a pickle named ``.safetensors``, a safetensors file named ``.bin`` or
+a zip named ``.pt`` are recognized by their bytes. A pickle whose name claims a non-pickle format
+is reported (a disguise is itself a finding).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import BinaryIO
+
+from weightvault.scan._engine import FileContext
+from weightvault.scan._io import ByteReader, Truncated
+from weightvault.scan.policy import Severity
+
+__all__ = ["RegionFile", "scan_reader"]
+
+PICKLE_SUFFIXES = (
+    ".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib", ".p",
+    ".pyt", ".mar", ".npy", ".sav",
+)
+NON_PICKLE_SUFFIXES = (
+    ".safetensors", ".gguf", ".onnx", ".json", ".txt", ".md", ".h5", ".keras", ".msgpack",
+    ".model", ".tflite", ".yaml", ".yml",
+)
+
+
+class RegionFile(io.RawIOBase):
+    """A read-only, seekable file object over ``[start, end)`` of another seekable file.
+
+    Lets ``zipfile``, ``tarfile`` and ``h5py`` open an archive member in place, without a copy.
+    """
+
+    def __init__(self, raw: BinaryIO, start: int, end: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._start = start
+        self._end = end
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 0:
+            pos = offset
+        elif whence == 1:
+            pos = self._pos + offset
+        else:
+            pos = self._end - self._start + offset
+        if pos < 0:
+            raise OSError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        size = self._end - self._start
+        n = min(len(buffer), size - self._pos)
+        if n <= 0:
+            return 0
+        self._raw.seek(self._start + self._pos)
+        data = self._raw.read(n)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+def scan_reader(
+    ctx: FileContext, r: ByteReader, raw: BinaryIO, location: str, *, name: str, depth: int,
+) -> str:
+    """Detect the format of ``r`` (a seekable region of ``raw``) and scan it; returns the format."""
+    from weightvault.scan.formats import archive, gguf, keras, numpy_files, onnx, safetensors
+    from weightvault.scan.formats.pickle import looks_like_pickle_start, scan_pickle_file
+
+    start = r.tell()
+    end = r.end if r.end is not None else start
+    size = end - start
+    head = r.peek(512)
+    lower = name.lower()
+    if not head:
+        return "empty"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return archive.scan_zip(ctx, raw, start, end, location, name=name, depth=depth)
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return archive.scan_tar(ctx, raw, start, end, location, depth=depth)
+    for magic, kind in archive.COMPRESSION_MAGIC:
+        if head.startswith(magic):
+            return archive.scan_compressed(ctx, r, kind, location, name=name, depth=depth)
+    if archive.looks_like_zlib(head) and not lower.endswith(NON_PICKLE_SUFFIXES):
+        return archive.scan_compressed(ctx, r, "zlib", location, name=name, depth=depth)
+    if head.startswith((b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07")):
+        kind = "7z" if head.startswith(b"7z") else "rar"
+        ctx.error(location, f"{kind} archive: not supported; extract it and scan the contents")
+        return kind
+    if head.startswith(b"GGUF"):
+        gguf.scan_gguf(ctx, r, location)
+        return "gguf"
+    if head.startswith(b"\x93NUMPY"):
+        numpy_files.scan_npy(ctx, r, location)
+        return "numpy"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        keras.scan_hdf5(ctx, RegionFile(raw, start, end), location)
+        return "hdf5"
+    if len(head) >= 9 and head[8:9] == b"{":
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if 2 <= header_len <= size - 8:
+            safetensors.scan_safetensors(ctx, r, location)
+            return "safetensors"
+    if lower.endswith(".onnx") or onnx.looks_like_onnx(head):
+        if onnx.scan_onnx(ctx, r, location, claimed=lower.endswith(".onnx")):
+            return "onnx"
+        r = ByteReader(raw, start, end)
+    if looks_like_pickle_start(head):
+        claimed = lower.endswith(PICKLE_SUFFIXES)
+        try:
+            result = scan_pickle_file(r, ctx, location, claimed=claimed)
+        except Truncated as exc:  # pragma: no cover - the machine converts these
+            ctx.error(location, f"truncated: {exc}")
+            return "pickle"
+        if result is not None:
+            if lower.endswith(NON_PICKLE_SUFFIXES):
+                ctx.find(
+                    Severity.SUSPICIOUS, "structure", "<disguised pickle>",
+                    f"a pickle named like a non-pickle format ({name})", location or ".",
+                )
+            return result
+    if lower.endswith((".pkl", ".pickle", ".joblib")):
+        ctx.error(location, "named like a pickle but is not one (unknown content)")
+    return "data"

@@ -1,0 +1,341 @@
+"""Zip and tar archives (PyTorch checkpoints, Keras v3, ``.npz`` included) and compressed streams.
+
+Zip members are read the way PyTorch's reader (miniz) reads them, not the way ``zipfile`` does:
+the central directory names the members, the local header is only skipped, and the "encrypted"
+flag does not stop us reading plain data. Each disagreement between the two headers, each
+traversal name and each bomb-like ratio is a finding, so container tricks that make other scanners
+skip a member (or crash) are visible instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import tarfile
+import tempfile
+import zipfile
+from typing import BinaryIO
+
+from weightvault.scan._engine import FileContext, join_location
+from weightvault.scan._io import ByteReader, DecompressingStream, Truncated
+from weightvault.scan.policy import Severity
+
+__all__ = ["COMPRESSION_MAGIC", "looks_like_zlib", "scan_compressed", "scan_tar", "scan_zip"]
+
+COMPRESSION_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+
+_STORAGE_MEMBER = re.compile(r"(^|/)data/\d+$")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def looks_like_zlib(head: bytes) -> bool:
+    """A zlib stream header (joblib's ``compress=`` default) : CMF 0x78 and a valid FCHECK."""
+    return len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0
+
+
+def _unsafe_member_name(name: str) -> str | None:
+    if name.startswith(("/", "\\")) or _DRIVE.match(name):
+        return "absolute path"
+    parts = re.split(r"[\\/]", name)
+    if ".." in parts:
+        return "parent-directory component '..'"
+    if "\x00" in name:
+        return "NUL byte in the name"
+    return None
+
+
+def _check_depth(ctx: FileContext, location: str, depth: int) -> bool:
+    if depth > ctx.limits.max_archive_depth:
+        ctx.error(
+            location,
+            f"archives nested more than {ctx.limits.max_archive_depth} deep; not followed",
+        )
+        return False
+    return True
+
+
+def _scan_member_bytes(
+    ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str, name: str, depth: int,
+) -> None:
+    from weightvault.scan.formats import scan_reader
+
+    reader = ByteReader(raw, start, end)
+    fmt = scan_reader(ctx, reader, raw, location, name=name, depth=depth)
+    ctx.formats.append(fmt)
+
+
+def _spool_and_scan(
+    ctx: FileContext, stream: DecompressingStream, location: str, name: str, depth: int,
+) -> None:
+    """Copy a decompressing stream to a temporary file (bounded), then scan it seekably."""
+    with tempfile.TemporaryFile(prefix="wv-scan-") as spool:
+        try:
+            shutil.copyfileobj(stream, spool, 1 << 20)  # type: ignore[misc]
+        except Truncated as exc:
+            ctx.find(
+                Severity.SUSPICIOUS, "archive", "<compression bomb>", str(exc), location,
+            )
+            ctx.error(location, f"not scanned: {exc}")
+            return
+        size = spool.tell()
+        _scan_member_bytes(ctx, spool, 0, size, location, name, depth)
+
+
+def scan_compressed(
+    ctx: FileContext, r: ByteReader, kind: str, location: str, *, name: str, depth: int,
+) -> str:
+    """gzip / bz2 / xz / zlib stream (compressed joblib files, ``.tar.gz``): expand and scan."""
+    if not _check_depth(ctx, location, depth + 1):
+        return kind
+    start = r.tell()
+    compressed = (r.end or start) - start
+    limit = min(
+        ctx.limits.max_decompressed_bytes,
+        max(compressed, 1) * ctx.limits.max_compression_ratio + (64 << 20),
+    )
+    stream = DecompressingStream(r, kind, max_output=limit)
+    inner_name = name[: -len(os.path.splitext(name)[1])] if os.path.splitext(name)[1] else name
+    try:
+        _spool_and_scan(ctx, stream, join_location(location, f"<{kind}>"), inner_name, depth + 1)
+    except Truncated as exc:
+        ctx.error(location, f"{kind} stream: {exc}")
+    return f"{kind}"
+
+
+def scan_zip(
+    ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str, *, name: str,
+    depth: int,
+) -> str:
+    """Every member of a zip, by content; PyTorch storages only sniffed for an embedded pickle."""
+    from weightvault.scan.formats import RegionFile
+    from weightvault.scan.formats.keras import scan_keras_config
+
+    if not _check_depth(ctx, location, depth):
+        return "zip"
+    region = RegionFile(raw, start, end)
+    try:
+        archive = zipfile.ZipFile(region)  # type: ignore[arg-type]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        ctx.error(location, f"zip: unreadable central directory: {exc}")
+        return "zip"
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > ctx.limits.max_archive_members:
+            ctx.error(
+                location, f"zip has {len(infos)} members, over the limit of "
+                f"{ctx.limits.max_archive_members}; not scanned",
+            )
+            return "zip"
+        names = [i.filename for i in infos]
+        is_torch = any(n.endswith("/data.pkl") or n == "data.pkl" for n in names)
+        is_torchscript = is_torch and any(
+            "/code/" in n or n.endswith("/constants.pkl") for n in names
+        )
+        is_keras = "config.json" in names and (
+            "metadata.json" in names or "model.weights.h5" in names
+        )
+        is_npz = bool(names) and all(n.endswith(".npy") for n in names)
+        fmt = (
+            "torchscript" if is_torchscript else "pytorch-zip" if is_torch
+            else "keras" if is_keras else "npz" if is_npz else "zip"
+        )
+        seen: set[str] = set()
+        total_declared = 0
+        for info in infos:
+            member_loc = join_location(location, info.filename)
+            if info.filename in seen:
+                ctx.find(
+                    Severity.SUSPICIOUS, "archive", info.filename,
+                    "duplicate member name: readers disagree on which copy they load",
+                    member_loc,
+                )
+            seen.add(info.filename)
+            problem = _unsafe_member_name(info.filename)
+            if problem:
+                ctx.find(
+                    Severity.DANGEROUS, "archive", info.filename,
+                    f"path traversal in member name ({problem}): extraction writes outside "
+                    "the target folder", member_loc,
+                )
+            if info.is_dir():
+                continue
+            total_declared += info.file_size
+            _scan_zip_member(ctx, raw, start, end, info, member_loc, fmt, depth)
+            if is_keras and info.filename == "config.json":
+                scan_keras_config(ctx, archive, info, member_loc)
+        if is_torchscript:
+            code = sorted(n for n in names if "/code/" in n and n.endswith(".py"))
+            if code:
+                ctx.find(
+                    Severity.SUSPICIOUS, "structure", "<torchscript code>",
+                    f"TorchScript archive with {len(code)} code file(s) that torch.jit.load "
+                    "compiles and runs", join_location(location, code[0]),
+                )
+    return fmt
+
+
+def _scan_zip_member(
+    ctx: FileContext, raw: BinaryIO, start: int, end: int, info: zipfile.ZipInfo,
+    location: str, fmt: str, depth: int,
+) -> None:
+    from weightvault.scan.formats.pickle import PickleError, PickleMachine
+
+    # 1. The local header, read as miniz does: only its lengths matter for the data offset.
+    header_at = start + info.header_offset
+    raw.seek(header_at)
+    header = raw.read(30)
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        ctx.error(location, "zip member has no local header at its recorded offset")
+        return
+    (flags, method) = struct.unpack("<HH", header[6:10])
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    local_name = raw.read(name_len)
+    if local_name.decode("utf-8", "replace") != info.filename and local_name != info.orig_filename.encode(
+        "cp437", "replace"
+    ):
+        ctx.find(
+            Severity.SUSPICIOUS, "archive", info.filename,
+            f"local header names the member {local_name.decode('utf-8', 'replace')!r}, "
+            "the central directory names it differently (scanners disagree on what it is)",
+            location,
+        )
+    if info.flag_bits & 0x1 or flags & 0x1:
+        ctx.find(
+            Severity.SUSPICIOUS, "archive", info.filename,
+            "member flagged as encrypted; PyTorch ignores the flag and reads plain data, "
+            "so it was scanned as plain data", location,
+        )
+    data_start = header_at + 30 + name_len + extra_len
+    data_end = data_start + info.compress_size
+    if data_end > end:
+        ctx.error(location, "zip member data runs past the end of the archive")
+        return
+    compression = info.compress_type
+
+    # 2. PyTorch storages are raw tensor bytes: only a pickle hidden there is of interest.
+    if fmt in ("pytorch-zip", "torchscript") and _STORAGE_MEMBER.search(info.filename):
+        if compression != zipfile.ZIP_STORED:
+            ctx.find(
+                Severity.SUSPICIOUS, "archive", info.filename,
+                "compressed tensor storage (PyTorch writes them stored)", location,
+            )
+        reader = ByteReader(raw, data_start, data_end)
+        head = reader.peek(2)
+        if compression == zipfile.ZIP_STORED and len(head) == 2 and head[0] == 0x80 and head[1] <= 5:
+            machine = PickleMachine(ctx, location)
+            try:
+                run = machine.run_one(reader)
+            except PickleError:
+                return
+            if run.imports:
+                ctx.findings.extend(run.findings)
+                ctx.find(
+                    Severity.SUSPICIOUS, "structure", "<pickle in storage>",
+                    "a tensor storage member holds a pickle", location,
+                )
+        return
+
+    # 3. Everything else by content.
+    if compression == zipfile.ZIP_STORED:
+        if info.file_size != info.compress_size:
+            ctx.find(
+                Severity.SUSPICIOUS, "archive", info.filename,
+                "stored member whose sizes disagree (central directory vs data)", location,
+            )
+        _scan_member_bytes(ctx, raw, data_start, data_end, location, info.filename, depth + 1)
+        return
+    kinds = {zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bz2", zipfile.ZIP_LZMA: "xz"}
+    kind = kinds.get(compression)
+    if kind is None or kind == "xz":
+        ctx.error(location, f"zip compression method {compression} is not supported")
+        return
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > (1 << 20) and ratio > ctx.limits.max_compression_ratio:
+        ctx.find(
+            Severity.SUSPICIOUS, "archive", info.filename,
+            f"compression ratio {ratio:.0f}:1 (zip bomb?); member not expanded", location,
+        )
+        ctx.error(location, "member not scanned: compression ratio over the limit")
+        return
+    limit = min(
+        ctx.limits.max_decompressed_bytes,
+        max(info.file_size, 1 << 20),
+        info.compress_size * ctx.limits.max_compression_ratio + (1 << 20),
+    )
+    stream = DecompressingStream(ByteReader(raw, data_start, data_end), kind, max_output=limit)
+    _spool_and_scan(ctx, stream, location, info.filename, depth + 1)
+
+
+def scan_tar(
+    ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str, *, depth: int,
+) -> str:
+    """Every regular member of a tar; links and special files that escape are findings."""
+    from weightvault.scan.formats import RegionFile
+
+    if not _check_depth(ctx, location, depth):
+        return "tar"
+    region = RegionFile(raw, start, end)
+    try:
+        archive = tarfile.open(fileobj=region, mode="r:")  # type: ignore[call-overload]
+    except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
+        ctx.error(location, f"tar: unreadable: {exc}")
+        return "tar"
+    count = 0
+    members: list[tarfile.TarInfo] = []
+    with archive:
+        try:
+            for member in archive:
+                count += 1
+                if count > ctx.limits.max_archive_members:
+                    ctx.error(location, "tar has too many members; stopped")
+                    break
+                members.append(member)
+        except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
+            ctx.error(location, f"tar: malformed after {count} members: {exc}")
+    names = {m.name for m in members}
+    legacy_torch = {"sys_info", "pickle", "storages", "tensors"} <= names
+    for member in members:
+        member_loc = join_location(location, member.name)
+        problem = _unsafe_member_name(member.name)
+        if problem:
+            ctx.find(
+                Severity.DANGEROUS, "archive", member.name,
+                f"path traversal in member name ({problem})", member_loc,
+            )
+        if member.issym() or member.islnk():
+            target = member.linkname
+            resolved = os.path.normpath(os.path.join(os.path.dirname(member.name), target))
+            if target.startswith("/") or resolved.startswith(".."):
+                ctx.find(
+                    Severity.DANGEROUS, "archive", member.name,
+                    f"link to {target!r} points outside the archive", member_loc,
+                )
+            continue
+        if member.isdev() or member.isfifo():
+            ctx.find(
+                Severity.SUSPICIOUS, "archive", member.name,
+                "device or FIFO member", member_loc,
+            )
+            continue
+        if not member.isfile():
+            continue
+        data_start = start + member.offset_data
+        data_end = data_start + member.size
+        if data_end > end:
+            ctx.error(member_loc, "tar member data runs past the end of the archive")
+            continue
+        if legacy_torch and member.name in ("storages", "tensors"):
+            from weightvault.scan.formats.torch_legacy import scan_legacy_tar_member
+
+            scan_legacy_tar_member(ctx, ByteReader(raw, data_start, data_end), member_loc,
+                                   member.name)
+            continue
+        _scan_member_bytes(ctx, raw, data_start, data_end, member_loc, member.name, depth + 1)
+    return "pytorch-legacy-tar" if legacy_torch else "tar"
+

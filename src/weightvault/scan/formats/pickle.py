@@ -1,0 +1,892 @@
+"""A static interpreter of pickle opcode streams that sees the stream as CPython's C unpickler does.
+
+Nothing is imported or called: globals become :class:`Global` records, calls become :class:`Obj`
+records. What it reproduces from ``Modules/_pickle.c`` (and why it matters for a scanner):
+
+* **Framing.** The C unpickler's ``load_frame`` only checks that the declared frame length is
+  available and then keeps reading opcodes linearly; opcodes may straddle frame ends. A frame
+  longer than the remaining data fails *at the FRAME opcode*, before later opcodes run. We do the
+  same (``pickletools`` validates differently, which scanners built on it get wrong).
+* **Stack, marks and memo** are tracked, so a ``STACK_GLOBAL`` whose strings came from the memo,
+  from text opcodes or from ``BINUNICODE`` is resolved; a ``GET`` of a missing memo key is an
+  error *after* everything before it was recorded.
+* **Imports**: ``GLOBAL``/``INST`` (text lines), ``STACK_GLOBAL`` (two strings), Python 2 module
+  renaming for protocols < 3 (``_compat_pickle`` tables), dotted names resolved attribute by
+  attribute (done by :class:`~weightvault.scan.policy.Policy`). ``EXT1/2/4`` codes refer to the
+  loading process's extension registry and are reported.
+* **Calls**: ``REDUCE``, ``BUILD``, ``INST``, ``OBJ``, ``NEWOBJ``, ``NEWOBJ_EX``, and the implicit
+  method calls of ``APPEND(S)``/``SETITEM(S)``/``ADDITEMS`` on non-builtin targets.
+* Stacked pickles (legacy PyTorch files, joblib) are read one after another; joblib's raw array
+  bytes between opcodes are skipped exactly as joblib's unpickler reads them.
+
+Binary payloads (``BINBYTES*``, ``BYTEARRAY8``, long strings) are skipped by seeking. Byte strings
+that start like a pickle are interpreted as nested pickles (bounded depth).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from weightvault.scan._engine import FileContext
+from weightvault.scan._io import ByteReader, Truncated
+from weightvault.scan.policy import Severity, Verdict
+from weightvault.scan.report import Finding
+
+__all__ = [
+    "Global",
+    "Obj",
+    "PickleError",
+    "PickleMachine",
+    "PickleRun",
+    "scan_pickle_file",
+    "scan_pickle_stream_once",
+]
+
+HIGHEST_PROTOCOL = 5
+LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class PickleError(Exception):
+    """The stream is malformed where the real unpickler would fail too."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+# -- symbolic values ----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Global:
+    module: str
+    name: str
+    full: str
+    verdict: Verdict
+
+
+@dataclass(eq=False)
+class Obj:
+    """The result of a call (REDUCE, NEWOBJ, INST, OBJ); BUILD stores its state here."""
+
+    func: Any
+    args: Any
+    state: Any = None
+    kwargs: Any = None
+
+
+@dataclass(eq=False)
+class Opaque:
+    kind: str
+    size: int = 0
+
+
+@dataclass(eq=False)
+class Persistent:
+    pid: Any
+
+
+class PList(list[Any]):
+    pass
+
+
+class PSet(list[Any]):
+    pass
+
+
+@dataclass(eq=False)
+class PDict:
+    items: list[tuple[Any, Any]] = field(default_factory=list)
+
+    def get(self, key: str) -> Any:
+        for k, v in self.items:
+            if k == key and isinstance(k, str):
+                return v
+        return None
+
+
+_BUILTIN_CONTAINERS = (PList, PSet, PDict)
+
+
+def _global_name(value: Any) -> str:
+    if isinstance(value, Global):
+        return value.full
+    if isinstance(value, Obj):
+        return f"<result of {_global_name(value.func)}>"
+    return f"<{type(value).__name__}>"
+
+
+@dataclass
+class PickleRun:
+    """What one pickle (up to its STOP) contained."""
+
+    stopped: bool = False
+    value: Any = None
+    protocol: int = 0
+    first_opcode: int = -1
+    opcodes: int = 0
+    imports: int = 0
+    persistent_ids: list[Any] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    joblib_arrays: int = 0
+
+    @property
+    def max_severity(self) -> Severity:
+        return max((f.severity for f in self.findings), default=Severity.CLEAN)
+
+
+_SAFE_METHOD_TARGETS = (PList, PSet, PDict)
+
+_DTYPE_RE = re.compile(r"^[<>|=]?([biufcmMOSUV?])(\d*)$")
+_DTYPE_SIZES = {"b": 1, "?": 1}
+
+
+def numpy_itemsize(descr: str) -> int | None:
+    """Item size of a simple NumPy dtype string (``<f4``, ``|b1``, ``<U3``); ``None`` for object.
+
+    Raises ``ValueError`` for strings it does not understand.
+    """
+    aliases = {
+        "f8": "<f8", "float64": "<f8", "float32": "<f4", "f4": "<f4", "f2": "<f2",
+        "int64": "<i8", "int32": "<i4", "i8": "<i8", "i4": "<i4", "i2": "<i2", "i1": "|i1",
+        "u1": "|u1", "uint8": "|u1", "bool": "|b1", "b1": "|b1", "O": "|O", "O8": "|O",
+        "c8": "<c8", "c16": "<c16", "complex128": "<c16", "float16": "<f2",
+    }
+    descr = aliases.get(descr, descr)
+    match = _DTYPE_RE.match(descr)
+    if not match:
+        raise ValueError(f"unsupported dtype {descr!r}")
+    kind, digits = match.group(1), match.group(2)
+    if kind == "O":
+        return None
+    if kind in _DTYPE_SIZES and not digits:
+        return _DTYPE_SIZES[kind]
+    if not digits:
+        raise ValueError(f"dtype {descr!r} without a size")
+    size = int(digits)
+    return size * 4 if kind == "U" else size
+
+
+class PickleMachine:
+    """Interprets one pickle at a time from a reader, recording imports and calls.
+
+    ``location`` names the stream in findings (``archive/data.pkl``); offsets are appended.
+    """
+
+    def __init__(
+        self, ctx: FileContext, location: str, *, nested_depth: int = 0,
+        python_unpickler: bool = False,
+    ) -> None:
+        self.ctx = ctx
+        self.location = location
+        self.limits = ctx.limits
+        self.policy = ctx.policy
+        self.nested_depth = nested_depth
+        self.python_unpickler = python_unpickler
+        self._seen: dict[tuple[str, str, str], Finding] = {}
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _where(self, offset: int) -> str:
+        return f"{self.location}@{offset}" if self.location else f"@{offset}"
+
+    def _add(
+        self, run: PickleRun, severity: Severity, kind: str, subject: str, message: str,
+        offset: int,
+    ) -> None:
+        key = (kind, subject, message)
+        if key in self._seen:
+            return
+        finding = Finding(self.ctx.path, self._where(offset), severity, kind, subject, message)
+        self._seen[key] = finding
+        run.findings.append(finding)
+
+    # -- the interpreter ------------------------------------------------------------------------
+    def run_one(self, r: ByteReader) -> PickleRun:  # noqa: C901 - one opcode table
+        """Interpret up to and including STOP. Raises :class:`PickleError` when malformed.
+
+        Findings recorded before an error stay in the returned run (``run`` is attached to the
+        exception as ``exc.run``).
+        """
+        run = PickleRun()
+        try:
+            self._run(r, run)
+        except PickleError as exc:
+            exc.run = run  # type: ignore[attr-defined]
+            raise
+        except Truncated as exc:
+            err = PickleError(f"truncated pickle: {exc}", r.tell())
+            err.run = run  # type: ignore[attr-defined]
+            raise err from exc
+        return run
+
+    def _run(self, r: ByteReader, run: PickleRun) -> None:  # noqa: C901, PLR0912, PLR0915
+        stack: list[Any] = []
+        marks: list[int] = []
+        memo: dict[int, Any] = {}
+        limits = self.limits
+        max_values = limits.max_pickle_values
+        max_line = limits.max_line
+        values = 0
+        proto = 0
+        read = r.read
+        read_byte = r.read_byte
+        readline = r.readline
+        unpack_i = struct.Struct("<i").unpack
+        unpack_I = struct.Struct("<I").unpack
+        unpack_Q = struct.Struct("<Q").unpack
+        unpack_H = struct.Struct("<H").unpack
+
+        def fail(message: str, offset: int) -> PickleError:
+            return PickleError(message, offset)
+
+        def pop(offset: int) -> Any:
+            if len(stack) <= (marks[-1] if marks else 0):
+                raise fail("unpickling stack underflow", offset)
+            return stack.pop()
+
+        def pop_mark(offset: int) -> list[Any]:
+            if not marks:
+                raise fail("could not find MARK", offset)
+            base = marks.pop()
+            items = stack[base:]
+            del stack[base:]
+            return items
+
+        def top(offset: int) -> Any:
+            if len(stack) <= (marks[-1] if marks else 0):
+                raise fail("unpickling stack underflow", offset)
+            return stack[-1]
+
+        def text_str(raw: bytes, offset: int) -> str:
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise fail("GLOBAL argument is not UTF-8", offset) from exc
+
+        def do_import(module: str, name: str, offset: int, opname: str) -> Global:
+            full, verdict = self.policy.classify_pickle_global(module, name, proto)
+            run.imports += 1
+            if verdict.severity > Severity.CLEAN:
+                self._add(run, verdict.severity, "import", full, verdict.reason, offset)
+            return Global(module, name, full, verdict)
+
+        def do_call(func: Any, offset: int, opname: str) -> None:
+            if isinstance(func, Global):
+                return  # the import itself carries the verdict
+            self._add(
+                run, Severity.SUSPICIOUS, "call", _global_name(func),
+                f"{opname} calls a computed object, not an imported global", offset,
+            )
+
+        def method_target(target: Any, offset: int, opname: str) -> None:
+            if isinstance(target, _SAFE_METHOD_TARGETS):
+                return
+            if isinstance(target, Global):
+                self._add(
+                    run, Severity.DANGEROUS, "call", target.full,
+                    f"{opname} calls a method of an imported object", offset,
+                )
+            elif isinstance(target, Obj) and isinstance(target.func, Global):
+                if target.func.verdict.severity > Severity.CLEAN:
+                    return  # already reported as an import
+                if target.func.full in ("collections.OrderedDict", "collections.defaultdict",
+                                        "builtins.dict", "builtins.list", "builtins.set"):
+                    return
+                self._add(
+                    run, Severity.SUSPICIOUS, "call", target.func.full,
+                    f"{opname} calls a method of an object built by {target.func.full}", offset,
+                )
+            elif not isinstance(target, Opaque | Persistent | Obj):
+                return  # a builtin literal: the real unpickler fails on it
+
+        def push(value: Any) -> None:
+            nonlocal values
+            values += 1
+            if values > max_values:
+                raise fail(
+                    f"pickle creates more than {max_values} values; refusing to interpret it",
+                    r.tell(),
+                )
+            stack.append(value)
+
+        def read_string(n: int, offset: int, kind: str) -> Any:
+            if n < 0:
+                raise fail(f"{kind}: negative byte count", offset)
+            if n > limits.max_kept_string:
+                r.skip(n)
+                return Opaque("str", n)
+            data = read(n)
+            try:
+                return data.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError as exc:
+                raise fail(f"{kind}: invalid UTF-8", offset) from exc
+
+        def read_bytes(n: int, offset: int, kind: str) -> Any:
+            if n < 0:
+                raise fail(f"{kind}: negative byte count", offset)
+            if (
+                n >= 4
+                and n <= limits.max_nested_blob
+                and r.remaining() is not None
+                and (r.remaining() or 0) >= n
+            ):
+                head = r.peek(2)
+                if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= HIGHEST_PROTOCOL:
+                    self._nested(r, n, offset, run)
+                    return Opaque(kind, n)
+            r.skip(n)
+            return Opaque(kind, n)
+
+        first = True
+        while True:
+            offset = r.tell()
+            op = read_byte()
+            if op < 0:
+                raise fail("pickle data was truncated (no STOP opcode)", offset)
+            run.opcodes += 1
+            if first:
+                run.first_opcode = op
+                first = False
+
+            if op == 0x80:  # PROTO
+                proto = read(1)[0]
+                if proto > HIGHEST_PROTOCOL:
+                    raise fail(f"unsupported pickle protocol: {proto}", offset)
+                run.protocol = proto
+            elif op == 0x95:  # FRAME
+                (length,) = unpack_Q(read(8))
+                remaining = r.remaining()
+                if remaining is not None and length > remaining:
+                    raise fail(
+                        f"FRAME declares {length} bytes but only {remaining} follow "
+                        "(the C unpickler stops here)", offset,
+                    )
+            elif op == 0x2E:  # STOP
+                run.value = pop(offset)
+                run.stopped = True
+                return
+            # -- globals and calls
+            elif op == 0x63:  # GLOBAL
+                module = text_str(readline(max_line), offset)
+                name = text_str(readline(max_line), offset)
+                push(do_import(module, name, offset, "GLOBAL"))
+            elif op == 0x93:  # STACK_GLOBAL
+                name_v = pop(offset)
+                module_v = pop(offset)
+                if not isinstance(name_v, str) or not isinstance(module_v, str):
+                    if isinstance(name_v, Opaque | Global | Obj) or isinstance(
+                        module_v, Opaque | Global | Obj
+                    ):
+                        self._add(
+                            run, Severity.DANGEROUS, "import", "<unresolved>",
+                            "STACK_GLOBAL operands are not plain strings "
+                            "(computed or oversized); cannot tell what is imported", offset,
+                        )
+                    raise fail("STACK_GLOBAL requires str", offset)
+                push(do_import(module_v, name_v, offset, "STACK_GLOBAL"))
+            elif op == 0x69:  # INST
+                module = text_str(readline(max_line), offset)
+                name = text_str(readline(max_line), offset)
+                args = pop_mark(offset)
+                cls = do_import(module, name, offset, "INST")
+                push(Obj(cls, tuple(args)))
+            elif op == 0x6F:  # OBJ
+                items = pop_mark(offset)
+                if not items:
+                    raise fail("OBJ without a class", offset)
+                do_call(items[0], offset, "OBJ")
+                push(Obj(items[0], tuple(items[1:])))
+            elif op == 0x52:  # REDUCE
+                args = pop(offset)
+                func = pop(offset)
+                do_call(func, offset, "REDUCE")
+                push(Obj(func, args))
+            elif op == 0x81:  # NEWOBJ
+                args = pop(offset)
+                cls = pop(offset)
+                do_call(cls, offset, "NEWOBJ")
+                push(Obj(cls, args))
+            elif op == 0x92:  # NEWOBJ_EX
+                kwargs = pop(offset)
+                args = pop(offset)
+                cls = pop(offset)
+                do_call(cls, offset, "NEWOBJ_EX")
+                push(Obj(cls, args, kwargs=kwargs))
+            elif op == 0x62:  # BUILD
+                state = pop(offset)
+                inst = top(offset)
+                if isinstance(inst, Global):
+                    self._add(
+                        run, Severity.DANGEROUS, "build", inst.full,
+                        "BUILD sets attributes on an imported module, class or function "
+                        "(monkey-patching at load time)", offset,
+                    )
+                elif isinstance(inst, Obj):
+                    inst.state = state
+                    if (
+                        isinstance(inst.func, Global)
+                        and inst.func.full == "joblib.numpy_pickle.NumpyArrayWrapper"
+                    ):
+                        self._joblib_array(r, inst, offset, run)
+                elif not isinstance(inst, PList | PSet | PDict | Persistent | Opaque):
+                    pass
+            elif op in (0x82, 0x83, 0x84):  # EXT1 / EXT2 / EXT4
+                size = {0x82: 1, 0x83: 2, 0x84: 4}[op]
+                code = int.from_bytes(read(size), "little", signed=size == 4)
+                self._add(
+                    run, Severity.SUSPICIOUS, "import", f"<extension {code}>",
+                    "EXT opcode imports whatever the loading process registered under this "
+                    "code (copyreg extension registry)", offset,
+                )
+                push(Opaque("extension"))
+            elif op == 0x50:  # PERSID
+                pid = readline(max_line).decode("ascii", "replace")
+                run.persistent_ids.append(pid)
+                push(Persistent(pid))
+            elif op == 0x51:  # BINPERSID
+                pid = pop(offset)
+                run.persistent_ids.append(pid)
+                push(Persistent(pid))
+            # -- memo
+            elif op == 0x71:  # BINPUT
+                idx = read(1)[0]
+                memo[idx] = top(offset)
+            elif op == 0x72:  # LONG_BINPUT
+                (idx,) = unpack_I(read(4))
+                memo[idx] = top(offset)
+            elif op == 0x94:  # MEMOIZE
+                memo[len(memo)] = top(offset)
+            elif op == 0x70:  # PUT
+                line = readline(max_line)
+                try:
+                    idx = int(line)
+                except ValueError as exc:
+                    raise fail("PUT argument is not an integer", offset) from exc
+                if idx < 0:
+                    raise fail("negative PUT argument", offset)
+                memo[idx] = top(offset)
+            elif op in (0x68, 0x6A, 0x67):  # BINGET, LONG_BINGET, GET
+                if op == 0x68:
+                    idx = read(1)[0]
+                elif op == 0x6A:
+                    (idx,) = unpack_I(read(4))
+                else:
+                    try:
+                        idx = int(readline(max_line))
+                    except ValueError as exc:
+                        raise fail("GET argument is not an integer", offset) from exc
+                if idx not in memo:
+                    raise fail(f"memo key {idx} not found (GET before PUT)", offset)
+                push(memo[idx])
+            # -- stack
+            elif op == 0x28:  # MARK
+                marks.append(len(stack))
+            elif op == 0x30:  # POP
+                if marks and marks[-1] >= len(stack):
+                    marks.pop()
+                else:
+                    pop(offset)
+            elif op == 0x31:  # POP_MARK
+                pop_mark(offset)
+            elif op == 0x32:  # DUP
+                push(top(offset))
+            # -- containers
+            elif op == 0x5D:  # EMPTY_LIST
+                push(PList())
+            elif op == 0x7D:  # EMPTY_DICT
+                push(PDict())
+            elif op == 0x29:  # EMPTY_TUPLE
+                push(())
+            elif op == 0x8F:  # EMPTY_SET
+                push(PSet())
+            elif op == 0x6C:  # LIST
+                push(PList(pop_mark(offset)))
+            elif op == 0x74:  # TUPLE
+                push(tuple(pop_mark(offset)))
+            elif op == 0x91:  # FROZENSET
+                push(tuple(pop_mark(offset)))
+            elif op == 0x64:  # DICT
+                items = pop_mark(offset)
+                if len(items) % 2:
+                    raise fail("odd number of items for DICT", offset)
+                push(PDict(list(zip(items[0::2], items[1::2], strict=True))))
+            elif op == 0x85:  # TUPLE1
+                push((pop(offset),))
+            elif op == 0x86:  # TUPLE2
+                b = pop(offset)
+                a = pop(offset)
+                push((a, b))
+            elif op == 0x87:  # TUPLE3
+                c = pop(offset)
+                b = pop(offset)
+                a = pop(offset)
+                push((a, b, c))
+            elif op == 0x61:  # APPEND
+                value = pop(offset)
+                target = top(offset)
+                method_target(target, offset, "APPEND")
+                if isinstance(target, list):
+                    target.append(value)
+            elif op == 0x65:  # APPENDS
+                items = pop_mark(offset)
+                target = top(offset)
+                method_target(target, offset, "APPENDS")
+                if isinstance(target, list):
+                    target.extend(items)
+            elif op == 0x73:  # SETITEM
+                value = pop(offset)
+                key = pop(offset)
+                target = top(offset)
+                method_target(target, offset, "SETITEM")
+                if isinstance(target, PDict):
+                    target.items.append((key, value))
+            elif op == 0x75:  # SETITEMS
+                items = pop_mark(offset)
+                if len(items) % 2:
+                    raise fail("odd number of items for SETITEMS", offset)
+                target = top(offset)
+                method_target(target, offset, "SETITEMS")
+                if isinstance(target, PDict):
+                    target.items.extend(zip(items[0::2], items[1::2], strict=True))
+            elif op == 0x90:  # ADDITEMS
+                items = pop_mark(offset)
+                target = top(offset)
+                method_target(target, offset, "ADDITEMS")
+                if isinstance(target, PSet):
+                    target.extend(items)
+            # -- scalars
+            elif op == 0x4E:  # NONE
+                push(None)
+            elif op == 0x88:  # NEWTRUE
+                push(True)
+            elif op == 0x89:  # NEWFALSE
+                push(False)
+            elif op == 0x4B:  # BININT1
+                push(read(1)[0])
+            elif op == 0x4D:  # BININT2
+                push(unpack_H(read(2))[0])
+            elif op == 0x4A:  # BININT
+                push(unpack_i(read(4))[0])
+            elif op == 0x49:  # INT
+                push(self._parse_int(readline(max_line), offset))
+            elif op == 0x4C:  # LONG
+                line = readline(max_line)
+                if line.endswith(b"L"):
+                    line = line[:-1]
+                try:
+                    push(int(line) if len(line) <= 4300 else Opaque("int"))
+                except ValueError as exc:
+                    raise fail("LONG argument is not an integer", offset) from exc
+            elif op == 0x8A:  # LONG1
+                n = read(1)[0]
+                push(int.from_bytes(read(n), "little", signed=True))
+            elif op == 0x8B:  # LONG4
+                (n,) = unpack_i(read(4))
+                if n < 0:
+                    raise fail("LONG pickle has negative byte count", offset)
+                if n > 1024:
+                    r.skip(n)
+                    push(Opaque("int"))
+                else:
+                    push(int.from_bytes(read(n), "little", signed=True))
+            elif op == 0x46:  # FLOAT
+                line = readline(max_line)
+                try:
+                    push(float(line))
+                except ValueError as exc:
+                    raise fail("could not convert FLOAT argument", offset) from exc
+            elif op == 0x47:  # BINFLOAT
+                push(struct.unpack(">d", read(8))[0])
+            # -- strings and bytes
+            elif op == 0x58:  # BINUNICODE
+                push(read_string(unpack_I(read(4))[0], offset, "BINUNICODE"))
+            elif op == 0x8C:  # SHORT_BINUNICODE
+                push(read_string(read(1)[0], offset, "SHORT_BINUNICODE"))
+            elif op == 0x8D:  # BINUNICODE8
+                push(read_string(unpack_Q(read(8))[0], offset, "BINUNICODE8"))
+            elif op == 0x56:  # UNICODE
+                line = readline(max_line)
+                try:
+                    push(line.decode("raw-unicode-escape"))
+                except UnicodeDecodeError as exc:
+                    raise fail("UNICODE argument is not raw-unicode-escape", offset) from exc
+            elif op == 0x53:  # STRING
+                push(self._parse_string(readline(max_line), offset))
+            elif op == 0x54:  # BINSTRING
+                (n,) = unpack_i(read(4))
+                push(self._decode_binstring(n, r, offset))
+            elif op == 0x55:  # SHORT_BINSTRING
+                push(self._decode_binstring(read(1)[0], r, offset))
+            elif op == 0x42:  # BINBYTES
+                push(read_bytes(unpack_I(read(4))[0], offset, "bytes"))
+            elif op == 0x43:  # SHORT_BINBYTES
+                push(read_bytes(read(1)[0], offset, "bytes"))
+            elif op == 0x8E:  # BINBYTES8
+                push(read_bytes(unpack_Q(read(8))[0], offset, "bytes"))
+            elif op == 0x96:  # BYTEARRAY8
+                push(read_bytes(unpack_Q(read(8))[0], offset, "bytearray"))
+            elif op == 0x97:  # NEXT_BUFFER
+                push(Opaque("buffer"))
+            elif op == 0x98:  # READONLY_BUFFER
+                top(offset)
+            else:
+                raise fail(f"invalid load key, {bytes([op])!r}", offset)
+
+    # -- opcode argument parsing ----------------------------------------------------------------
+    @staticmethod
+    def _parse_int(line: bytes, offset: int) -> Any:
+        if line in (b"00", b"01"):
+            return line == b"01"
+        text = line.decode("ascii", "replace").strip()
+        if len(text) > 4300:
+            return Opaque("int")
+        for base in (0, 10):
+            try:
+                return int(text, base)
+            except ValueError:
+                continue
+        raise PickleError("INT argument is not an integer", offset)
+
+    @staticmethod
+    def _parse_string(line: bytes, offset: int) -> Any:
+        if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
+            raise PickleError("the STRING opcode argument must be quoted", offset)
+        try:
+            data = codecs.escape_decode(line[1:-1])[0]
+        except ValueError as exc:
+            raise PickleError("bad escape in STRING argument", offset) from exc
+        return data.decode("latin-1")
+
+    def _decode_binstring(self, n: int, r: ByteReader, offset: int) -> Any:
+        if n < 0:
+            raise PickleError("BINSTRING pickle has negative byte count", offset)
+        if n > self.limits.max_kept_string:
+            r.skip(n)
+            return Opaque("str", n)
+        return r.read(n).decode("latin-1")
+
+    # -- nested pickles and joblib arrays -------------------------------------------------------
+    def _nested(self, r: ByteReader, n: int, offset: int, run: PickleRun) -> None:
+        """Interpret a byte string that starts like a pickle; keep findings only if it is one."""
+        sub = r.sub_reader(n)
+        if self.nested_depth >= self.limits.max_nested_depth:
+            self._add(
+                run, Severity.SUSPICIOUS, "nested", "<nested pickle>",
+                f"pickle nested more than {self.limits.max_nested_depth} levels deep in byte "
+                "strings; not followed", offset,
+            )
+            return
+        inner = PickleMachine(
+            self.ctx, f"{self._where(offset)}/bytes", nested_depth=self.nested_depth + 1,
+        )
+        try:
+            result = inner.run_one(sub)
+        except PickleError as exc:
+            partial: PickleRun = exc.run  # type: ignore[attr-defined]
+            if partial.max_severity >= Severity.DANGEROUS:
+                run.findings.extend(partial.findings)
+            return
+        if result.imports:
+            run.findings.extend(result.findings)
+
+    def _joblib_array(self, r: ByteReader, wrapper: Obj, offset: int, run: PickleRun) -> None:
+        """Skip the raw array joblib writes right after a NumpyArrayWrapper's BUILD."""
+        state = wrapper.state
+        if not isinstance(state, PDict):
+            raise PickleError("joblib NumpyArrayWrapper state is not a dict", offset)
+        shape = state.get("shape")
+        dtype = state.get("dtype")
+        if not isinstance(shape, tuple) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape
+        ):
+            raise PickleError("joblib array shape is not a tuple of sizes", offset)
+        descr = None
+        if isinstance(dtype, Obj) and isinstance(dtype.args, tuple) and dtype.args:
+            descr = dtype.args[0]
+        if not isinstance(descr, str):
+            raise PickleError("joblib array dtype is not numpy.dtype(<str>)", offset)
+        try:
+            itemsize = numpy_itemsize(descr)
+        except ValueError as exc:
+            raise PickleError(f"joblib array: {exc}", offset) from exc
+        if itemsize is not None and isinstance(dtype.state, tuple) and len(dtype.state) > 5:
+            elsize = dtype.state[5]
+            if isinstance(elsize, int) and elsize > 0 and descr.lstrip("<>|=")[:1] in "SUV":
+                itemsize = elsize
+        run.joblib_arrays += 1
+        if itemsize is None:
+            # Object arrays: a complete nested pickle follows, read by a fresh unpickler.
+            inner = PickleMachine(
+                self.ctx, f"{self._where(r.tell())}/object-array",
+                nested_depth=self.nested_depth, python_unpickler=True,
+            )
+            try:
+                result = inner.run_one(r)
+            except PickleError as exc:
+                run.findings.extend(exc.run.findings)  # type: ignore[attr-defined]
+                raise
+            run.findings.extend(result.findings)
+            return
+        count = 1
+        for dim in shape:
+            count *= dim
+        if state.get("numpy_array_alignment_bytes") is not None:
+            padding = r.read(1)[0]
+            r.skip(padding)
+        r.skip(count * itemsize)
+
+
+def scan_pickle_stream_once(
+    r: ByteReader, ctx: FileContext, location: str
+) -> PickleRun:
+    """Interpret one pickle and commit its findings; errors become per-file errors."""
+    machine = PickleMachine(ctx, location)
+    try:
+        run = machine.run_one(r)
+    except PickleError as exc:
+        partial: PickleRun = exc.run  # type: ignore[attr-defined]
+        ctx.findings.extend(partial.findings)
+        ctx.error(f"{location}@{exc.offset}" if location else f"@{exc.offset}", str(exc))
+        return partial
+    ctx.findings.extend(run.findings)
+    return run
+
+
+_PICKLE_FIRST_BYTES = frozenset(b"(.012FGIJKLMNPQRSTUVXabcdeghijlopqrstu}])" + bytes(range(0x80, 0x99)))
+
+
+def looks_like_pickle_start(head: bytes) -> bool:
+    """Cheap test on the first bytes: a PROTO opcode, or any opcode of protocols 0-1."""
+    if not head:
+        return False
+    if head[0] == 0x80:
+        return len(head) >= 2 and head[1] <= HIGHEST_PROTOCOL
+    return head[0] in _PICKLE_FIRST_BYTES
+
+
+def scan_pickle_file(
+    r: ByteReader, ctx: FileContext, location: str, *, claimed: bool,
+) -> str | None:
+    """Scan a raw pickle file: every stacked pickle, legacy PyTorch layout included.
+
+    ``claimed`` is true when the caller already knows this is a pickle (name or container says
+    so). Otherwise a stream that fails before STOP without a dangerous finding is "not a pickle"
+    and ``None`` is returned so the caller can treat it as plain data. Returns the format name.
+    """
+    machine = PickleMachine(ctx, location)
+    start = r.tell()
+    try:
+        first = machine.run_one(r)
+    except PickleError as exc:
+        partial: PickleRun = exc.run  # type: ignore[attr-defined]
+        is_pickle = (
+            claimed
+            or partial.first_opcode == 0x80
+            or partial.max_severity >= Severity.DANGEROUS
+        )
+        if not is_pickle:
+            return None
+        ctx.findings.extend(partial.findings)
+        ctx.error(_loc(location, exc.offset), str(exc))
+        return "pickle"
+    if not claimed and first.first_opcode != 0x80 and first.imports == 0 and r.tell() - start < 2:
+        return None
+    ctx.findings.extend(first.findings)
+    if first.value == LEGACY_TORCH_MAGIC and not isinstance(first.value, bool):
+        _scan_legacy_torch(r, ctx, location, machine)
+        return "pytorch-legacy"
+    count = 1
+    while not r.at_eof():
+        count += 1
+        try:
+            run = machine.run_one(r)
+        except PickleError as exc:
+            partial = exc.run  # type: ignore[attr-defined]
+            ctx.findings.extend(partial.findings)
+            ctx.error(
+                _loc(location, exc.offset),
+                f"data after pickle {count - 1} is not a valid pickle: {exc}",
+            )
+            break
+        ctx.findings.extend(run.findings)
+    return "pickle" if count == 1 else f"pickle (stacked x{count})"
+
+
+def _loc(location: str, offset: int) -> str:
+    return f"{location}@{offset}" if location else f"@{offset}"
+
+
+_STORAGE_ELEMENT_SIZE = {
+    "Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2,
+    "Char": 1, "Byte": 1, "Bool": 1, "ComplexDouble": 16, "ComplexFloat": 8, "QUInt8": 1,
+    "QInt8": 1, "QInt32": 4, "QUInt4x2": 1, "QUInt2x4": 1, "Untyped": 1,
+}
+
+
+def _scan_legacy_torch(
+    r: ByteReader, ctx: FileContext, location: str, machine: PickleMachine
+) -> None:
+    """Legacy ``torch.save(..., _use_new_zipfile_serialization=False)``: 4 more pickles + data.
+
+    Layout: magic, protocol version, sys_info, the object, the list of storage keys; then per key
+    an 8-byte element count and the raw storage bytes.
+    """
+    runs: list[PickleRun] = []
+    for index in range(4):
+        try:
+            run = machine.run_one(r)
+        except PickleError as exc:
+            ctx.findings.extend(exc.run.findings)  # type: ignore[attr-defined]
+            ctx.error(_loc(location, exc.offset), f"legacy PyTorch pickle {index + 2}: {exc}")
+            return
+        ctx.findings.extend(run.findings)
+        runs.append(run)
+    main, keys_run = runs[2], runs[3]
+    sizes: dict[str, int] = {}
+    for pid in main.persistent_ids:
+        if (
+            isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"
+            and isinstance(pid[1], Global) and isinstance(pid[2], str)
+        ):
+            kind = pid[1].name.removesuffix("Storage")
+            sizes[pid[2]] = _STORAGE_ELEMENT_SIZE.get(kind, 0)
+    keys = keys_run.value
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        ctx.error(_loc(location, r.tell()), "legacy PyTorch storage key list is malformed")
+        return
+    for key in keys:
+        element = sizes.get(key)
+        if not element:
+            ctx.error(
+                _loc(location, r.tell()),
+                f"legacy PyTorch storage {key!r} has no known element type",
+            )
+            return
+        try:
+            (count,) = struct.unpack("<q", r.read(8))
+            if count < 0:
+                raise Truncated("negative storage size")
+            r.skip(count * element)
+        except Truncated as exc:
+            ctx.error(_loc(location, r.tell()), f"legacy PyTorch storage {key!r}: {exc}")
+            return
+    if not r.at_eof():
+        offset = r.tell()
+        tail = PickleMachine(ctx, location)
+        try:
+            extra = tail.run_one(r)
+        except PickleError:
+            ctx.find(
+                Severity.SUSPICIOUS, "structure", "<trailing data>",
+                "bytes after the last storage of a legacy PyTorch file", _loc(location, offset),
+            )
+            return
+        ctx.findings.extend(extra.findings)
+        ctx.find(
+            Severity.SUSPICIOUS, "structure", "<trailing pickle>",
+            "a pickle after the last storage of a legacy PyTorch file", _loc(location, offset),
+        )

@@ -1,0 +1,259 @@
+"""What a scan found: findings and errors per file, and their JSON, SARIF 2.1.0 and table forms.
+
+"Report" and "enforce" are separate calls (python-tuf's pattern): :class:`ScanReport` only
+describes; :meth:`ScanReport.exit_code` and :func:`weightvault.scan.verify_paths` decide.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from weightvault import __version__
+from weightvault.errors import FormatError
+from weightvault.scan.policy import Severity
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["FileResult", "Finding", "ScanReport", "render_table"]
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing worth a look: an import, a call, or a structural problem in a file."""
+
+    path: str
+    """The scanned file as given (directory scans: the file's path under the given folder)."""
+    location: str
+    """Where inside the file: archive member chain and byte offset (``archive/data.pkl@120``)."""
+    severity: Severity
+    kind: str
+    """``import``, ``call``, ``build``, ``structure``, ``archive``, ``config``, ``nested``, ..."""
+    subject: str
+    """What was found, e.g. ``os.system`` or ``Lambda``: the name ``--allow`` takes for imports."""
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "location": self.location,
+            "severity": self.severity.label,
+            "kind": self.kind,
+            "subject": self.subject,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Finding:
+        expected = {"path", "location", "severity", "kind", "subject", "message"}
+        if not isinstance(doc, dict) or set(doc) != expected:
+            raise FormatError(f"finding: expected exactly the fields {sorted(expected)}")
+        for key in expected:
+            if not isinstance(doc[key], str):
+                raise FormatError(f"finding.{key}: not a string")
+        try:
+            severity = Severity.parse(doc["severity"])
+        except ValueError as exc:
+            raise FormatError(f"finding.severity: {exc}") from exc
+        return cls(
+            doc["path"], doc["location"], severity, doc["kind"], doc["subject"], doc["message"]
+        )
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """The outcome for one file: its detected format, findings and errors."""
+
+    path: str
+    format: str
+    size: int | None
+    findings: tuple[Finding, ...] = ()
+    errors: tuple[str, ...] = ()
+    """One-line messages; a file with errors is never "clean" (its status is ``error``)."""
+
+    @property
+    def max_severity(self) -> Severity:
+        return max((f.severity for f in self.findings), default=Severity.CLEAN)
+
+    @property
+    def status(self) -> str:
+        if self.findings and self.max_severity > Severity.CLEAN:
+            return self.max_severity.label
+        return "error" if self.errors else "clean"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "size": self.size,
+            "status": self.status,
+            "severity": self.max_severity.label,
+            "findings": [f.to_json() for f in self.findings],
+            "errors": list(self.errors),
+        }
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """All files of one scan, in the order they were given and walked."""
+
+    files: tuple[FileResult, ...] = field(default=())
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(f for result in self.files for f in result.findings)
+
+    @property
+    def errors(self) -> tuple[tuple[str, str], ...]:
+        """``(path, message)`` for every file that could not be scanned completely."""
+        return tuple((result.path, msg) for result in self.files for msg in result.errors)
+
+    @property
+    def max_severity(self) -> Severity:
+        return max((f.severity for f in self.findings), default=Severity.CLEAN)
+
+    def failed(self, threshold: Severity = Severity.SUSPICIOUS) -> bool:
+        """True when some finding is at or above ``threshold``."""
+        return any(f.severity.at_least(threshold) for f in self.findings)
+
+    def exit_code(self, threshold: Severity = Severity.SUSPICIOUS) -> int:
+        """CLI exit code: 1 findings at/above threshold, else 2 if any error, else 0.
+
+        A finding wins over an error: "this file is malicious" is the more useful answer, and
+        both are non-zero, so a CI gate stops either way.
+        """
+        if threshold > Severity.CLEAN and self.failed(threshold):
+            return 1
+        if self.errors:
+            return 2
+        return 0
+
+    def to_json(self) -> dict[str, Any]:
+        counts = {s.label: 0 for s in Severity}
+        for result in self.files:
+            if result.status in counts:
+                counts[result.status] += 1
+        return {
+            "tool": "weightvault",
+            "version": __version__,
+            "format_version": _FORMAT_VERSION,
+            "max_severity": self.max_severity.label,
+            "summary": {
+                "files": len(self.files),
+                "findings": len(self.findings),
+                "errors": len(self.errors),
+                "by_status": {**counts, "error": sum(1 for r in self.files if r.status == "error")},
+            },
+            "files": [r.to_json() for r in self.files],
+        }
+
+    def to_sarif(self) -> dict[str, Any]:
+        """SARIF 2.1.0: one rule per finding kind + subject, one result per finding or error."""
+        rules: dict[str, dict[str, Any]] = {}
+        results: list[dict[str, Any]] = []
+        level = {Severity.DANGEROUS: "error", Severity.SUSPICIOUS: "warning", Severity.CLEAN: "note"}
+        for finding in self.findings:
+            rule_id = f"weightvault/{finding.kind}/{finding.subject}"
+            if rule_id not in rules:
+                rules[rule_id] = {
+                    "id": rule_id,
+                    "name": f"{finding.kind}:{finding.subject}",
+                    "shortDescription": {"text": f"{finding.kind} {finding.subject}"},
+                    "defaultConfiguration": {"level": level[finding.severity]},
+                    "properties": {"severity": finding.severity.label},
+                }
+            results.append(
+                {
+                    "ruleId": rule_id,
+                    "level": level[finding.severity],
+                    "message": {"text": f"{finding.location}: {finding.message}"},
+                    "locations": [_sarif_location(finding.path)],
+                    "properties": {
+                        "severity": finding.severity.label,
+                        "location": finding.location,
+                    },
+                }
+            )
+        if self.errors:
+            rules["weightvault/error"] = {
+                "id": "weightvault/error",
+                "name": "scan-error",
+                "shortDescription": {"text": "the file could not be scanned completely"},
+                "defaultConfiguration": {"level": "error"},
+            }
+        for path, message in self.errors:
+            results.append(
+                {
+                    "ruleId": "weightvault/error",
+                    "level": "error",
+                    "message": {"text": message},
+                    "locations": [_sarif_location(path)],
+                }
+            )
+        return {
+            "$schema": SARIF_SCHEMA,
+            "version": "2.1.0",
+            "runs": [
+                {
+                    "tool": {
+                        "driver": {
+                            "name": "weightvault",
+                            "version": __version__,
+                            "informationUri": "https://github.com/weightvault/weightvault",
+                            "rules": list(rules.values()),
+                        }
+                    },
+                    "results": results,
+                }
+            ],
+        }
+
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True)
+
+
+def _sarif_location(path: str) -> dict[str, Any]:
+    return {"physicalLocation": {"artifactLocation": {"uri": path.replace("\\", "/")}}}
+
+
+def render_table(report: ScanReport, console: Console, *, verbose: bool = False) -> None:
+    """Print a Rich table of findings (all files with ``verbose``), then a one-line summary."""
+    from rich.table import Table
+
+    style = {"dangerous": "bold red", "suspicious": "yellow", "error": "magenta", "clean": "green"}
+    table = Table(show_lines=False, header_style="bold")
+    table.add_column("file", overflow="fold")
+    table.add_column("format")
+    table.add_column("severity")
+    table.add_column("where", overflow="fold")
+    table.add_column("finding", overflow="fold")
+    for result in report.files:
+        if not result.findings and not result.errors and not verbose:
+            continue
+        if not result.findings and not result.errors:
+            table.add_row(result.path, result.format, f"[green]clean[/]", "", "")
+        for finding in result.findings:
+            label = finding.severity.label
+            table.add_row(
+                result.path,
+                result.format,
+                f"[{style[label]}]{label}[/]",
+                finding.location,
+                f"{finding.subject}: {finding.message}",
+            )
+        for message in result.errors:
+            table.add_row(result.path, result.format, "[magenta]error[/]", "", message)
+    if table.row_count:
+        console.print(table)
+    statuses = [r.status for r in report.files]
+    parts = [f"{len(report.files)} file(s) scanned"]
+    for key in ("dangerous", "suspicious", "error", "clean"):
+        count = statuses.count(key)
+        if count:
+            parts.append(f"[{style[key]}]{count} {key}[/]")
+    console.print(", ".join(parts))
