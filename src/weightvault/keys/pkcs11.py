@@ -612,6 +612,7 @@ class Pkcs11Session:
         loaded = _acquire_module(self._module_path)
         self._lock = loaded.call_lock
         self._closed = False
+        self._found: dict[str, Any] = {}
         try:
             with self._lock:
                 self._token = _find_token(loaded.lib, self.uri)
@@ -742,6 +743,9 @@ class Pkcs11Session:
         """The single object of ``object_class`` (``PRIVATE_KEY``, ``PUBLIC_KEY``, ``SECRET_KEY``)
         the URI names; errors say whether nothing, something of another class, or several match.
         """
+        cached = self._found.get(object_class)
+        if cached is not None:
+            return cached
         wanted_type = _TYPE_FOR_CLASS[object_class]
         if (
             self.uri.type is not None
@@ -787,6 +791,7 @@ class Pkcs11Session:
                 f"{self.token_label!r}: {self.uri.describe_object()}",
                 hint="add id= to the URI to pick one",
             )
+        self._found[object_class] = found[0]
         return found[0]
 
     @_locked
