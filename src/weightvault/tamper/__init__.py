@@ -1,0 +1,65 @@
+"""Tamper-resistance lab: red-team a released model with fine-tuning attacks; train defenses.
+
+Public API (needs the ``[tamper]`` extra: torch, numpy, scikit-learn, matplotlib, safetensors;
+names resolve lazily, so importing :mod:`weightvault.tamper.spec` alone does not load torch):
+
+* specs: :class:`AttackSpec`, :class:`ProbeSpec`, :class:`SearchSpec`, :class:`AttackSuite`,
+  :func:`preset_suite`;
+* testbeds and adapters: :class:`Testbed` (bring your own), :class:`TamperModel`,
+  :class:`TamperData`, :class:`Split`, :func:`load_adapter`, :func:`save_model`,
+  :func:`load_model`;
+* attacks and evaluation: :func:`run_attack`, :func:`run_suite`, :class:`SuiteResult`;
+* defenses: :func:`defend`, :func:`train_mlac`, :func:`train_tar`, :class:`MLACConfig`,
+  :class:`TARConfig`, :class:`DefenseRecord`;
+* reports: :func:`summarize`, :func:`write_report`.
+
+What it measures is a *cost*: how many steps and examples an attacker needs to get the harmful
+capability back. It never certifies a model as tamper-proof.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "AttackRun": "weightvault.tamper.attacks",
+    "run_attack": "weightvault.tamper.attacks",
+    "DefenseRecord": "weightvault.tamper.defenses",
+    "MLACConfig": "weightvault.tamper.defenses",
+    "TARConfig": "weightvault.tamper.defenses",
+    "defend": "weightvault.tamper.defenses",
+    "train_mlac": "weightvault.tamper.defenses",
+    "train_tar": "weightvault.tamper.defenses",
+    "SuiteResult": "weightvault.tamper.evaluate",
+    "run_suite": "weightvault.tamper.evaluate",
+    "summarize": "weightvault.tamper.report",
+    "write_report": "weightvault.tamper.report",
+    "AttackSpec": "weightvault.tamper.spec",
+    "AttackSuite": "weightvault.tamper.spec",
+    "ProbeSpec": "weightvault.tamper.spec",
+    "SearchSpec": "weightvault.tamper.spec",
+    "preset_suite": "weightvault.tamper.spec",
+    "Split": "weightvault.tamper.testbed",
+    "TamperData": "weightvault.tamper.testbed",
+    "TamperModel": "weightvault.tamper.testbed",
+    "Testbed": "weightvault.tamper.testbed",
+    "load_adapter": "weightvault.tamper.testbed",
+    "load_model": "weightvault.tamper.testbed",
+    "save_model": "weightvault.tamper.testbed",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'weightvault.tamper' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
