@@ -13,6 +13,7 @@ Public nouns and verbs:
 
 from __future__ import annotations
 
+from weightvault.tlog.bundle import record_bundle, verify_bundle_log_entry
 from weightvault.tlog.checkpoint import (
     Checkpoint,
     VerifiedCheckpoint,
@@ -63,7 +64,9 @@ __all__ = [
     "node_hash",
     "open_note",
     "parse_note",
+    "record_bundle",
     "sign_note",
+    "verify_bundle_log_entry",
     "verify_checkpoint",
     "verify_consistency",
     "verify_export",
