@@ -156,7 +156,9 @@ class ScanReport:
         """SARIF 2.1.0: one rule per finding kind + subject, one result per finding or error."""
         rules: dict[str, dict[str, Any]] = {}
         results: list[dict[str, Any]] = []
-        level = {Severity.DANGEROUS: "error", Severity.SUSPICIOUS: "warning", Severity.CLEAN: "note"}
+        level = {
+            Severity.DANGEROUS: "error", Severity.SUSPICIOUS: "warning", Severity.CLEAN: "note"
+        }
         for finding in self.findings:
             rule_id = f"weightvault/{finding.kind}/{finding.subject}"
             if rule_id not in rules:
@@ -236,7 +238,7 @@ def render_table(report: ScanReport, console: Console, *, verbose: bool = False)
         if not result.findings and not result.errors and not verbose:
             continue
         if not result.findings and not result.errors:
-            table.add_row(result.path, result.format, f"[green]clean[/]", "", "")
+            table.add_row(result.path, result.format, "[green]clean[/]", "", "")
         for finding in result.findings:
             label = finding.severity.label
             table.add_row(

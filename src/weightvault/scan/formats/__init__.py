@@ -107,7 +107,7 @@ def scan_reader(
         numpy_files.scan_npy(ctx, r, location)
         return "numpy"
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        keras.scan_hdf5(ctx, RegionFile(raw, start, end), location)
+        keras.scan_hdf5(ctx, RegionFile(raw, start, end), location)  # type: ignore[arg-type]
         return "hdf5"
     if len(head) >= 9 and head[8:9] == b"{":
         (header_len,) = struct.unpack("<Q", head[:8])

@@ -76,7 +76,7 @@ def _spool_and_scan(
     """Copy a decompressing stream to a temporary file (bounded), then scan it seekably."""
     with tempfile.TemporaryFile(prefix="wv-scan-") as spool:
         try:
-            shutil.copyfileobj(stream, spool, 1 << 20)  # type: ignore[misc]
+            shutil.copyfileobj(stream, spool, 1 << 20)
         except Truncated as exc:
             ctx.find(
                 Severity.SUSPICIOUS, "archive", "<compression bomb>", str(exc), location,
@@ -120,7 +120,7 @@ def scan_zip(
         return "zip"
     region = RegionFile(raw, start, end)
     try:
-        archive = zipfile.ZipFile(region)  # type: ignore[arg-type]
+        archive = zipfile.ZipFile(region)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         ctx.error(location, f"zip: unreadable central directory: {exc}")
         return "zip"
@@ -193,10 +193,11 @@ def _scan_zip_member(
     if len(header) < 30 or header[:4] != b"PK\x03\x04":
         ctx.error(location, "zip member has no local header at its recorded offset")
         return
-    (flags, method) = struct.unpack("<HH", header[6:10])
+    (flags,) = struct.unpack("<H", header[6:8])
     name_len, extra_len = struct.unpack("<HH", header[26:30])
     local_name = raw.read(name_len)
-    if local_name.decode("utf-8", "replace") != info.filename and local_name != info.orig_filename.encode(
+    central = info.orig_filename
+    if local_name.decode("utf-8", "replace") != central and local_name != central.encode(
         "cp437", "replace"
     ):
         ctx.find(
@@ -227,7 +228,8 @@ def _scan_zip_member(
             )
         reader = ByteReader(raw, data_start, data_end)
         head = reader.peek(2)
-        if compression == zipfile.ZIP_STORED and len(head) == 2 and head[0] == 0x80 and head[1] <= 5:
+        stored = compression == zipfile.ZIP_STORED
+        if stored and len(head) == 2 and head[0] == 0x80 and head[1] <= 5:
             machine = PickleMachine(ctx, location)
             try:
                 run = machine.run_one(reader)
@@ -282,7 +284,7 @@ def scan_tar(
         return "tar"
     region = RegionFile(raw, start, end)
     try:
-        archive = tarfile.open(fileobj=region, mode="r:")  # type: ignore[call-overload]
+        archive = tarfile.open(fileobj=region, mode="r:")
     except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
         ctx.error(location, f"tar: unreadable: {exc}")
         return "tar"

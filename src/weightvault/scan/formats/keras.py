@@ -58,7 +58,7 @@ def walk_config(ctx: FileContext, config: Any, location: str) -> None:
             if verdict.severity == Severity.DANGEROUS:
                 report(Severity.DANGEROUS, f"{module}.{name}",
                        f"config references {module}.{name}: {verdict.reason}")
-            elif not module.split(".")[0] in _KERAS_MODULES and verdict.severity > Severity.CLEAN:
+            elif module.split(".")[0] not in _KERAS_MODULES and verdict.severity > Severity.CLEAN:
                 report(Severity.SUSPICIOUS, f"{module}.{name}",
                        "custom object: the loader imports this module")
         registered = node.get("registered_name")

@@ -205,7 +205,7 @@ class PickleMachine:
         run.findings.append(finding)
 
     # -- the interpreter ------------------------------------------------------------------------
-    def run_one(self, r: ByteReader) -> PickleRun:  # noqa: C901 - one opcode table
+    def run_one(self, r: ByteReader) -> PickleRun:
         """Interpret up to and including STOP. Raises :class:`PickleError` when malformed.
 
         Findings recorded before an error stay in the returned run (``run`` is attached to the
@@ -223,7 +223,7 @@ class PickleMachine:
             raise err from exc
         return run
 
-    def _run(self, r: ByteReader, run: PickleRun) -> None:  # noqa: C901, PLR0912, PLR0915
+    def _run(self, r: ByteReader, run: PickleRun) -> None:
         stack: list[Any] = []
         marks: list[int] = []
         memo: dict[int, Any] = {}
@@ -756,7 +756,9 @@ def scan_pickle_stream_once(
     return run
 
 
-_PICKLE_FIRST_BYTES = frozenset(b"(.012FGIJKLMNPQRSTUVXabcdeghijlopqrstu}])" + bytes(range(0x80, 0x99)))
+_PICKLE_FIRST_BYTES = frozenset(
+    b"(.012FGIJKLMNPQRSTUVXabcdeghijlopqrstu}])" + bytes(range(0x80, 0x99))
+)
 
 
 def looks_like_pickle_start(head: bytes) -> bool:

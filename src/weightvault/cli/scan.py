@@ -1,0 +1,93 @@
+"""``weightvault scan`` and ``weightvault convert``: parsing and rendering only.
+
+The decisions live in :mod:`weightvault.scan`; heavy imports stay inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+ORDER = 20
+
+_FAIL_ON_HELP = "Exit 1 when a finding is at or above this severity: suspicious or dangerous."
+
+
+def scan_command(
+    paths: list[Path] = typer.Argument(..., help="Model files or folders to scan."),
+    json_output: bool = typer.Option(False, "--json", help="Print a JSON report."),
+    sarif_output: bool = typer.Option(False, "--sarif", help="Print a SARIF 2.1.0 report."),
+    fail_on: str = typer.Option("suspicious", "--fail-on", help=_FAIL_ON_HELP),
+    allow: list[str] = typer.Option(
+        [], "--allow", help="Trust this import (module.name, or module.* for a whole module)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="List clean files too."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Files scanned in parallel."),
+) -> None:
+    """Scan model files for code-execution payloads without loading them.
+
+    Formats are recognized by content: pickle (protocols 0-5), PyTorch zip / legacy, joblib,
+    NumPy, Keras (.keras, .h5), ONNX, GGUF, safetensors, and zip/tar/gzip archives of them.
+    Exit codes: 0 clean, 1 findings at or above --fail-on, 2 a file could not be scanned.
+    """
+    from weightvault.cli._ui import emit_json, err_console, out_console
+    from weightvault.errors import UsageError
+    from weightvault.scan import Severity, scan_paths
+    from weightvault.scan.report import render_table
+
+    if json_output and sarif_output:
+        raise UsageError("--json and --sarif are exclusive; pick one")
+    try:
+        threshold = Severity.parse(fail_on)
+    except ValueError as exc:
+        raise UsageError(f"--fail-on: {exc}") from exc
+    if threshold == Severity.CLEAN:
+        raise UsageError("--fail-on: use suspicious or dangerous")
+    try:
+        report = scan_paths(paths, allow=allow, workers=workers)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if json_output:
+        emit_json(report.to_json())
+    elif sarif_output:
+        emit_json(report.to_sarif())
+    else:
+        render_table(report, out_console(), verbose=verbose)
+    if not json_output and not sarif_output:
+        console = err_console()
+        for path, message in report.errors:
+            console.print(f"error: {path}: {message}", markup=False, highlight=False)
+    raise typer.Exit(report.exit_code(threshold))
+
+
+def convert_command(
+    checkpoint: Path = typer.Argument(..., help="PyTorch checkpoint (zip or legacy pickle)."),
+    output: Path = typer.Option(..., "--output", "-o", help="The .safetensors file to write."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+    allow: list[str] = typer.Option(
+        [], "--allow", help="Also accept this suspicious import while converting (not dangerous)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Convert a PyTorch pickle checkpoint to safetensors without running any of its code.
+
+    Only allow-listed globals (tensor rebuild helpers, storages, OrderedDict) are admitted and
+    none of them is called; a checkpoint with other imports is refused, naming the finding.
+    """
+    from weightvault.cli._ui import emit_json, out_console
+    from weightvault.scan.convert import convert_checkpoint
+
+    result = convert_checkpoint(checkpoint, output, force=force, allow=allow)
+    if json_output:
+        emit_json(result.to_json())
+    else:
+        out_console().print(
+            f"wrote {output}: {len(result.tensors)} tensors, {result.total_bytes} bytes of data",
+            markup=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan")(scan_command)
+    app.command("convert")(convert_command)
