@@ -131,6 +131,21 @@ def log_keygen(
     _keygen(name, out, force, False, as_json)
 
 
+@log_app.command("vkey")
+def log_vkey(
+    key: str = typer.Option(..., "--key", help="Signing key file, or a pkcs11: URI."),
+    name: str = typer.Option(None, "--name", help="Key name (the origin); needed with pkcs11:."),
+    witness: bool = typer.Option(False, "--witness", help="A witness (cosignature) key."),
+) -> None:
+    """Print the verifier key (name+id+key) that checks signatures of a key file or token key."""
+    from weightvault.tlog.note import SIG_COSIGNATURE_V1, SIG_ED25519, load_note_signer
+
+    signer = load_note_signer(
+        key, name=name, sig_type=SIG_COSIGNATURE_V1 if witness else SIG_ED25519
+    )
+    typer.echo(signer.verifier_key.to_text())
+
+
 @log_app.command("init")
 def log_init(
     log: str = typer.Argument(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from weightvault.errors import FormatError, KeyMaterialError, VerificationError
+from weightvault.errors import FormatError, KeyMaterialError, UsageError, VerificationError
 
 __all__ = [
     "EM_DASH",
@@ -419,7 +419,9 @@ def load_note_signer(
     signer: NoteSigner
     if spec.startswith("pkcs11:"):
         if name is None:
-            raise ValueError("a PKCS#11 note signer needs a key name")
+            raise UsageError(
+                "a pkcs11: key needs a key name", hint="pass --name (the log origin or witness)"
+            )
         signer = Pkcs11NoteSigner(name, spec, sig_type=sig_type or SIG_ED25519)
     else:
         from pathlib import Path
