@@ -142,7 +142,7 @@ def test_cosignature_matches_the_c2sp_message_layout() -> None:
 
     Ed25519PublicKey.from_public_bytes(witness.public_key).verify(raw[12:], message)
     vkey = witness.verifier_key
-    assert base64.b64decode(vkey.to_text().split("+")[2])[0] == 0x04
+    assert base64.b64decode(vkey.to_text().split("+", 2)[2])[0] == 0x04
     note = parse_note(GO_NOTE).with_signature(line)
     opened = open_note(note.to_bytes(), [VerifierKey.from_text(GO_VKEY), vkey])
     assert opened.cosignature_times == {"witness.example/w1": 1679315147}
