@@ -18,6 +18,11 @@ _LAZY: dict[str, str] = {
     "WeightvaultError": "weightvault.errors",
     "VerificationError": "weightvault.errors",
     "walk_model": "weightvault.tree",
+    "TransparencyLog": "weightvault.tlog",
+    "verify_tlog_proof": "weightvault.tlog",
+    "verify_export": "weightvault.tlog",
+    "record_bundle": "weightvault.tlog",
+    "verify_bundle_log_entry": "weightvault.tlog",
     "scan_paths": "weightvault.scan",
     "ScanReport": "weightvault.scan",
 }
