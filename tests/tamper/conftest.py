@@ -26,14 +26,20 @@ def digits() -> DigitsTestbed:
     return DigitsTestbed(pretrain_steps=150)
 
 
-def tiny_suite(name: str = "tiny") -> AttackSuite:
+@pytest.fixture
+def tiny_suite() -> AttackSuite:
     """Seconds-long suite with trained-against and held-out families."""
     return AttackSuite(
-        name,
+        "tiny",
         (
             AttackSpec("adam-full", 20, optimizer="adam", lr=3e-3, steps=15, batch_size=16),
             AttackSpec(
-                "sgdm-lora", 20, optimizer="sgd-momentum", lr=3e-2, steps=15, mode="lora",
+                "sgdm-lora",
+                20,
+                optimizer="sgd-momentum",
+                lr=3e-2,
+                steps=15,
+                mode="lora",
                 schedule="warmup-cosine",
             ),
             ProbeSpec("probe", 20),

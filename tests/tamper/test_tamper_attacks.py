@@ -17,17 +17,26 @@ def test_fixed_seed_gives_identical_results(digits: DigitsTestbed) -> None:
     data = digits.data()
     for spec in (
         ADAM,
-        AttackSpec("lora", 20, optimizer="adamw", lr=1e-2, steps=15, mode="lora",
-                   data="benign-then-harmful", schedule="warmup-cosine"),
+        AttackSpec(
+            "lora",
+            20,
+            optimizer="adamw",
+            lr=1e-2,
+            steps=15,
+            mode="lora",
+            data="benign-then-harmful",
+            schedule="warmup-cosine",
+        ),
         ProbeSpec("probe", 20),
     ):
         first = run_attack(release, "m", spec, data, seed=3, points=4)
         second = run_attack(release, "m", spec, data, seed=3, points=4)
         assert first.to_dict() == second.to_dict()
     other = run_attack(release, "m", ADAM, data, seed=4, points=4)
-    assert other.curve != first.curve or other.to_dict() != run_attack(
-        release, "m", ADAM, data, seed=3, points=4
-    ).to_dict()
+    assert (
+        other.curve != first.curve
+        or other.to_dict() != run_attack(release, "m", ADAM, data, seed=3, points=4).to_dict()
+    )
 
 
 def test_results_do_not_depend_on_ambient_thread_count(digits: DigitsTestbed) -> None:

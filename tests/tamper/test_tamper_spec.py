@@ -31,8 +31,9 @@ def test_preset_suites_cover_required_axes() -> None:
 
 
 def test_family_names_the_axes() -> None:
-    spec = AttackSpec("x", 10, optimizer="sgd", schedule="warmup", mode="lora",
-                      data="benign-then-harmful")
+    spec = AttackSpec(
+        "x", 10, optimizer="sgd", schedule="warmup", mode="lora", data="benign-then-harmful"
+    )
     assert spec.family == "sgd/warmup/lora/benign-then-harmful"
 
 
@@ -67,16 +68,21 @@ def test_suite_level_errors() -> None:
         AttackSuite.from_json(b'{"name": "s", "name": "t", "attacks": []}')
     with pytest.raises(FormatError, match="not valid JSON"):
         AttackSuite.from_json(b'{"name": ')
-    with pytest.raises(FormatError, match="suite.attacks: missing"):
+    with pytest.raises(FormatError, match=r"suite\.attacks: missing"):
         AttackSuite.from_json(b'{"name": "s"}')
     with pytest.raises(FormatError, match="duplicate attack name"):
         AttackSuite.from_json(
-            b'{"name": "s", "attacks": [{"name": "a", "examples": 3}, {"name": "a", "examples": 4}]}'
+            b'{"name": "s", "attacks": '
+            b'[{"name": "a", "examples": 3}, {"name": "a", "examples": 4}]}'
         )
     with pytest.raises(FormatError, match="seeds must be distinct"):
-        AttackSuite.from_json(b'{"name": "s", "seeds": [1, 1], "attacks": [{"name": "a", "examples": 3}]}')
+        AttackSuite.from_json(
+            b'{"name": "s", "seeds": [1, 1], "attacks": [{"name": "a", "examples": 3}]}'
+        )
     with pytest.raises(FormatError, match="unsupported version"):
-        AttackSuite.from_json(b'{"version": 2, "name": "s", "attacks": [{"name": "a", "examples": 3}]}')
+        AttackSuite.from_json(
+            b'{"version": 2, "name": "s", "attacks": [{"name": "a", "examples": 3}]}'
+        )
 
 
 def test_search_grid_and_validation_split() -> None:

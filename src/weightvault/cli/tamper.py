@@ -70,9 +70,12 @@ def defend_command(
     _import_lab()
     from weightvault._fs import ensure_writable_destination
     from weightvault.cli._ui import emit_json, err_console, out_console
+    from weightvault.errors import UsageError
     from weightvault.tamper.defenses import defend
     from weightvault.tamper.testbed import load_adapter, save_model
 
+    if method not in ("mlac", "tar", "none"):
+        raise UsageError(f"defense method {method!r}: use mlac, tar or none")
     ensure_writable_destination(out, force=force)
     bed = load_adapter(testbed)
     err_console().print(f"training {method} defense on testbed {bed.name} ...")
