@@ -405,3 +405,10 @@ def test_signing_refuses_non_statement_payloads(no_ambient_token: None) -> None:
         signer.sign("application/json", b"{}")
     with pytest.raises(FormatError, match="in-toto statement"):
         signer.sign(INTOTO_PAYLOAD_TYPE, b'{"not": "a statement"}')
+
+
+def test_missing_token_is_reported_before_any_network_use(no_ambient_token: None) -> None:
+    # No trust config: the production root would need TUF over the network; the token check
+    # comes first, so the message is about the token.
+    with pytest.raises(KeyMaterialError, match="identity token"):
+        SigstoreSigner(use_ambient_credentials=False)

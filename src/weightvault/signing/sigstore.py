@@ -103,6 +103,19 @@ class SigstoreSigner(Signer):
         oidc_issuer: str | None = None,
     ) -> None:
         sigstore = _import_sigstore()
+        # The token first: a missing or expired token is the likeliest mistake and needs no
+        # network to report.
+        token = self._identity_token(
+            identity_token, use_ambient_credentials=use_ambient_credentials, client_id=client_id
+        )
+        if token is None and not interactive:
+            raise KeyMaterialError(
+                "Sigstore signing needs an OIDC identity token and none was found",
+                hint=(
+                    f"set {IDENTITY_TOKEN_ENV} (or pass identity_token), or run in a CI job with "
+                    "an OIDC identity (e.g. GitHub Actions with id-token: write)"
+                ),
+            )
         if trust_config is not None:
             config = _load_trust_config(trust_config)
         else:
@@ -113,7 +126,6 @@ class SigstoreSigner(Signer):
                     f"cannot fetch Sigstore's production trust root: {_short(exc)}",
                     hint="give --trust-config FILE (a client trust config) when offline",
                 ) from None
-        self._trust_config = config
         try:
             self._context = sigstore.sign.SigningContext.from_trust_config(config)
         except Exception as exc:
@@ -121,27 +133,23 @@ class SigstoreSigner(Signer):
                 f"the trust config has no usable signing services: {_short(exc)}",
                 hint="the client trust config must list Fulcio (caUrls) and Rekor URLs",
             ) from None
-        self._token = self._identity_token(
-            identity_token,
-            use_ambient_credentials=use_ambient_credentials,
-            interactive=interactive,
-            client_id=client_id,
-            oidc_issuer=oidc_issuer,
-        )
+        if token is None:
+            try:
+                issuer_url = oidc_issuer or config.signing_config.get_oidc_url()
+                token = sigstore.oidc.Issuer(issuer_url).identity_token(client_id=client_id)
+            except Exception as exc:
+                raise KeyMaterialError(f"interactive OIDC sign-in failed: {_short(exc)}") from None
+        self._token = token
 
+    @staticmethod
     def _identity_token(
-        self,
-        explicit: str | None,
-        *,
-        use_ambient_credentials: bool,
-        interactive: bool,
-        client_id: str,
-        oidc_issuer: str | None,
+        explicit: str | None, *, use_ambient_credentials: bool, client_id: str
     ) -> Any:
+        """The checked token from the argument, the environment or the CI, or None."""
         sigstore = _import_sigstore()
         oidc = sigstore.oidc
         raw = explicit or os.environ.get(IDENTITY_TOKEN_ENV) or None
-        source = "the identity token" if explicit else f"{IDENTITY_TOKEN_ENV}"
+        source = "the identity token" if explicit else IDENTITY_TOKEN_ENV
         if raw is None and use_ambient_credentials:
             try:
                 raw = oidc.detect_credential(client_id)
@@ -150,20 +158,8 @@ class SigstoreSigner(Signer):
                     f"ambient OIDC credential detection failed: {_short(exc)}"
                 ) from None
             source = "the ambient CI credential"
-        if raw is None and interactive:
-            try:
-                issuer_url = oidc_issuer or self._trust_config.signing_config.get_oidc_url()
-                return oidc.Issuer(issuer_url).identity_token(client_id=client_id)
-            except Exception as exc:
-                raise KeyMaterialError(f"interactive OIDC sign-in failed: {_short(exc)}") from None
         if raw is None:
-            raise KeyMaterialError(
-                "Sigstore signing needs an OIDC identity token and none was found",
-                hint=(
-                    f"pass --identity-token, set {IDENTITY_TOKEN_ENV}, or run in a CI job with "
-                    "an OIDC identity (e.g. GitHub Actions with id-token: write)"
-                ),
-            )
+            return None
         try:
             return oidc.IdentityToken(raw.strip(), client_id)
         except Exception as exc:
