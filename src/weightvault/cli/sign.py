@@ -1,0 +1,389 @@
+"""``weightvault sign``, ``verify`` and ``digest``: OMS model signatures on the command line.
+
+Options pick the method (exactly one per command):
+
+* key: ``--key PRIVATE.pem`` to sign, ``--key PUBLIC.pem`` to verify (``--password``);
+* certificate: ``--key`` + ``--certificate LEAF.pem [--chain CHAIN.pem]`` to sign,
+  ``--trust-root ROOTS.pem [--identity NAME]`` to verify;
+* PKCS#11: ``--pkcs11-uri 'pkcs11:...'`` (optionally with ``--certificate``/``--chain``);
+* Sigstore: ``--sigstore`` (verify with ``--identity`` and ``--issuer``, ``--trust-config``).
+
+Only Typer is imported at load time; everything else is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from weightvault.errors import UsageError
+
+if TYPE_CHECKING:
+    from weightvault.signing._base import Signer, Verifier
+
+ORDER = 10
+
+_HASH_HELP = "Hash for each file or shard: sha256 (default), blake2 (BLAKE2b-512) or blake3."
+_SERIALIZATION_HELP = (
+    "files (one digest per file, default) or shards (files cut into --shard-size pieces)."
+)
+
+
+def _method_unavailable(method: str, exc: ImportError) -> UsageError:
+    return UsageError(
+        f"the {method} method is unavailable in this installation ({exc})",
+        hint=f"install weightvault[{method}]",
+    )
+
+
+def _pick_one(chosen: list[str], command: str) -> str:
+    if len(chosen) != 1:
+        what = ", ".join(chosen) if chosen else "none"
+        raise UsageError(
+            f"{command} needs exactly one signing method (given: {what})",
+            hint="use one of --key, --certificate with --key, --pkcs11-uri, --sigstore"
+            if command == "sign"
+            else "use one of --key, --trust-root, --pkcs11-uri, --sigstore",
+        )
+    return chosen[0]
+
+
+def _build_signer(
+    key: Path | None,
+    password: str | None,
+    certificate: Path | None,
+    chain: list[Path],
+    pkcs11_uri: str | None,
+    sigstore: bool,
+    trust_config: Path | None,
+) -> Signer:
+    chosen = []
+    if key is not None:
+        chosen.append("--key")
+    if pkcs11_uri is not None:
+        chosen.append("--pkcs11-uri")
+    if sigstore:
+        chosen.append("--sigstore")
+    method = _pick_one(chosen, "sign")
+    if (certificate is None) and chain:
+        raise UsageError("--chain needs --certificate (the signing certificate)")
+    if method != "--sigstore" and trust_config is not None:
+        raise UsageError("--trust-config applies to --sigstore only")
+    if method == "--key":
+        assert key is not None
+        if certificate is not None:
+            from weightvault.signing.certificate import CertificateSigner
+
+            return CertificateSigner.from_files(key, certificate, chain, password)
+        from weightvault.signing.key import KeySigner
+
+        return KeySigner.from_file(key, password)
+    if method == "--pkcs11-uri":
+        assert pkcs11_uri is not None
+        if len(chain) > 1:
+            raise UsageError("--pkcs11-uri takes at most one --chain file")
+        try:
+            from weightvault.signing.pkcs11 import Pkcs11Signer
+        except ImportError as exc:
+            raise _method_unavailable("pkcs11", exc) from exc
+        return Pkcs11Signer.from_uri(
+            pkcs11_uri, certificate=certificate, chain=chain[0] if chain else None
+        )
+    if certificate is not None:
+        raise UsageError("--certificate does not apply to --sigstore (Fulcio issues one)")
+    try:
+        from weightvault.signing.sigstore import SigstoreSigner
+    except ImportError as exc:
+        raise _method_unavailable("sigstore", exc) from exc
+    return SigstoreSigner(trust_config=trust_config)
+
+
+def _build_verifier(
+    key: Path | None,
+    password: str | None,
+    trust_root: Path | None,
+    identity: str | None,
+    issuer: str | None,
+    pkcs11_uri: str | None,
+    sigstore: bool,
+    trust_config: Path | None,
+) -> Verifier:
+    chosen = []
+    if key is not None:
+        chosen.append("--key")
+    if trust_root is not None:
+        chosen.append("--trust-root")
+    if pkcs11_uri is not None:
+        chosen.append("--pkcs11-uri")
+    if sigstore:
+        chosen.append("--sigstore")
+    method = _pick_one(chosen, "verify")
+    if identity is not None and method not in ("--trust-root", "--sigstore"):
+        raise UsageError("--identity applies to --trust-root and --sigstore only")
+    if issuer is not None and method != "--sigstore":
+        raise UsageError("--issuer applies to --sigstore only")
+    if trust_config is not None and method != "--sigstore":
+        raise UsageError("--trust-config applies to --sigstore only")
+    if method == "--key":
+        assert key is not None
+        from weightvault.signing.key import KeyVerifier
+
+        return KeyVerifier.from_file(key, password)
+    if method == "--trust-root":
+        assert trust_root is not None
+        from weightvault.signing.certificate import CertificateVerifier
+
+        return CertificateVerifier.from_file(trust_root, identity=identity)
+    if method == "--pkcs11-uri":
+        assert pkcs11_uri is not None
+        try:
+            from weightvault.signing.pkcs11 import Pkcs11Verifier
+        except ImportError as exc:
+            raise _method_unavailable("pkcs11", exc) from exc
+        return Pkcs11Verifier.from_uri(pkcs11_uri)
+    if identity is None or issuer is None:
+        raise UsageError(
+            "--sigstore verification needs the expected --identity and --issuer",
+            hint="for example --identity you@example.com --issuer https://accounts.google.com",
+        )
+    try:
+        from weightvault.signing.sigstore import SigstoreVerifier
+    except ImportError as exc:
+        raise _method_unavailable("sigstore", exc) from exc
+    return SigstoreVerifier(identity, issuer, trust_config)
+
+
+def _check_choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    if value not in allowed:
+        raise UsageError(f"{option}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _model_size(model_path: Path, **walk: Any) -> int:
+    """Total bytes to hash, for the progress bar (0 if the tree cannot be listed yet)."""
+    from weightvault.errors import WeightvaultError
+    from weightvault.tree import walk_model
+
+    try:
+        return walk_model(model_path, **walk).total_size
+    except WeightvaultError:
+        return 0
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``sign``, ``verify`` and ``digest`` to the application."""
+
+    @app.command("sign")
+    def sign_command(
+        model_path: Path = typer.Argument(..., help="Model file or folder to sign."),
+        signature: Path | None = typer.Option(
+            None, "--signature", help="Where to write the signature (default MODEL/model.sig)."
+        ),
+        key: Path | None = typer.Option(None, "--key", help="EC private key (PEM)."),
+        password: str | None = typer.Option(
+            None, "--password", envvar="WEIGHTVAULT_KEY_PASSWORD", help="Private key password."
+        ),
+        certificate: Path | None = typer.Option(
+            None, "--certificate", help="Signing certificate (PEM) matching --key."
+        ),
+        chain: list[Path] = typer.Option(
+            [], "--chain", help="Intermediate certificates (PEM), repeatable."
+        ),
+        pkcs11_uri: str | None = typer.Option(
+            None, "--pkcs11-uri", help="Sign with a key on a PKCS#11 token (RFC 7512 URI)."
+        ),
+        sigstore: bool = typer.Option(False, "--sigstore", help="Keyless signing via Sigstore."),
+        trust_config: Path | None = typer.Option(
+            None, "--trust-config", help="Sigstore client trust config (JSON)."
+        ),
+        hash_type: str = typer.Option("sha256", "--hash", help=_HASH_HELP),
+        serialization: str = typer.Option("files", "--serialization", help=_SERIALIZATION_HELP),
+        shard_size: int = typer.Option(
+            1_000_000_000, "--shard-size", min=1, help="Shard size in bytes (with shards)."
+        ),
+        ignore: list[Path] = typer.Option(
+            [], "--ignore", help="Path to leave out of the signature, repeatable."
+        ),
+        no_ignore_git: bool = typer.Option(
+            False, "--no-ignore-git", help="Sign .git, .github, .gitattributes, .gitignore too."
+        ),
+        allow_symlinks: bool = typer.Option(
+            False, "--allow-symlinks", help="Follow symlinks to files inside the model."
+        ),
+        workers: int | None = typer.Option(
+            None, "--workers", min=1, help="Hashing threads (default: all cores)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Sign a model file or folder in the OpenSSF Model Signing format."""
+        from weightvault.cli._ui import emit_json, out_console, progress_bytes
+        from weightvault.signing import sign
+
+        _check_choice(hash_type, ("sha256", "blake2", "blake3"), "--hash")
+        _check_choice(serialization, ("files", "shards"), "--serialization")
+        signer = _build_signer(
+            key, password, certificate, chain, pkcs11_uri, sigstore, trust_config
+        )
+        total = _model_size(
+            model_path,
+            ignore_paths=ignore,
+            ignore_git_paths=not no_ignore_git,
+            allow_symlinks=allow_symlinks,
+        )
+        with progress_bytes("hashing", total) as advance:
+            result = sign(
+                model_path,
+                signer,
+                signature_path=signature,
+                hash_type=hash_type,
+                serialization=serialization,
+                shard_size=shard_size,
+                ignore_paths=ignore,
+                ignore_git_paths=not no_ignore_git,
+                allow_symlinks=allow_symlinks,
+                max_workers=workers,
+                progress=advance,
+            )
+        if as_json:
+            emit_json(result.to_json())
+            return
+        params = result.manifest.serialization
+        console = out_console()
+        console.print(
+            f"signed {model_path} ({len(result.manifest.resources)} resources,"
+            f" {params.method}/{params.hash_type}) -> {result.signature_path}"
+        )
+        console.print(f"root digest: sha256:{result.manifest.root_digest.hex()}")
+        console.print(f"signer: {result.signer.method} {result.signer.subject}")
+
+    @app.command("verify")
+    def verify_command(
+        model_path: Path = typer.Argument(..., help="Model file or folder to verify."),
+        signature: Path | None = typer.Option(
+            None, "--signature", help="Signature file (default MODEL/model.sig)."
+        ),
+        key: Path | None = typer.Option(None, "--key", help="EC public key (PEM)."),
+        password: str | None = typer.Option(
+            None,
+            "--password",
+            envvar="WEIGHTVAULT_KEY_PASSWORD",
+            help="Password, if --key is an encrypted private key.",
+        ),
+        trust_root: Path | None = typer.Option(
+            None, "--trust-root", help="Trusted root certificates (PEM) for the certificate method."
+        ),
+        identity: str | None = typer.Option(
+            None, "--identity", help="Expected signer: certificate SAN/CN, or Sigstore identity."
+        ),
+        issuer: str | None = typer.Option(None, "--issuer", help="Expected Sigstore OIDC issuer."),
+        pkcs11_uri: str | None = typer.Option(
+            None, "--pkcs11-uri", help="Verify with the public key on a PKCS#11 token."
+        ),
+        sigstore: bool = typer.Option(False, "--sigstore", help="Verify a Sigstore signature."),
+        trust_config: Path | None = typer.Option(
+            None, "--trust-config", help="Sigstore client trust config (JSON), for offline use."
+        ),
+        ignore: list[Path] = typer.Option(
+            [], "--ignore", help="Also leave this path out when checking, repeatable."
+        ),
+        workers: int | None = typer.Option(
+            None, "--workers", min=1, help="Hashing threads (default: all cores)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Verify a model against its signature; exit 1 naming each changed/missing/extra file.
+
+        Hash type, serialization and ignored paths are read from the signature.
+        """
+        from weightvault.cli._ui import emit_json, out_console, progress_bytes
+        from weightvault.errors import VerificationError
+        from weightvault.signing import check
+
+        verifier = _build_verifier(
+            key, password, trust_root, identity, issuer, pkcs11_uri, sigstore, trust_config
+        )
+        total = _model_size(model_path, ignore_paths=ignore, allow_symlinks=True)
+        with progress_bytes("verifying", total) as advance:
+            result = check(
+                model_path,
+                signature,
+                verifier,
+                ignore_paths=ignore,
+                max_workers=workers,
+                progress=advance,
+            )
+        if as_json:
+            emit_json(result.to_json())
+            if not result.ok:
+                raise typer.Exit(1)
+            return
+        if not result.ok:
+            console = out_console()
+            for line in result.problems():
+                console.print(line, markup=False)
+            raise VerificationError(result.summary())
+        signer = result.signer
+        who = f" (signer: {signer.method} {signer.subject})" if signer else ""
+        out_console().print(f"{model_path}: signature OK{who}", markup=False)
+
+    @app.command("digest")
+    def digest_command(
+        model_path: Path = typer.Argument(..., help="Model file or folder."),
+        hash_type: str = typer.Option("sha256", "--hash", help=_HASH_HELP),
+        serialization: str = typer.Option("files", "--serialization", help=_SERIALIZATION_HELP),
+        shard_size: int = typer.Option(
+            1_000_000_000, "--shard-size", min=1, help="Shard size in bytes (with shards)."
+        ),
+        ignore: list[Path] = typer.Option([], "--ignore", help="Path to leave out, repeatable."),
+        no_ignore_git: bool = typer.Option(False, "--no-ignore-git", help="Include git files."),
+        allow_symlinks: bool = typer.Option(
+            False, "--allow-symlinks", help="Follow symlinks to files inside the model."
+        ),
+        workers: int | None = typer.Option(None, "--workers", min=1, help="Hashing threads."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Print the model's root digest and per-file digests (what a signature would hold)."""
+        from weightvault.cli._ui import emit_json, out_console, progress_bytes
+        from weightvault.signing import digest
+
+        _check_choice(hash_type, ("sha256", "blake2", "blake3"), "--hash")
+        _check_choice(serialization, ("files", "shards"), "--serialization")
+        total = _model_size(
+            model_path,
+            ignore_paths=ignore,
+            ignore_git_paths=not no_ignore_git,
+            allow_symlinks=allow_symlinks,
+        )
+        with progress_bytes("hashing", total) as advance:
+            manifest = digest(
+                model_path,
+                hash_type=hash_type,
+                serialization=serialization,
+                shard_size=shard_size,
+                ignore_paths=ignore,
+                ignore_git_paths=not no_ignore_git,
+                allow_symlinks=allow_symlinks,
+                max_workers=workers,
+                progress=advance,
+            )
+        if as_json:
+            emit_json(
+                {
+                    "model": str(model_path),
+                    "root_digest": manifest.root_digest.hex(),
+                    "serialization": manifest.serialization.to_json_obj(),
+                    "resources": [r.to_json_obj() for r in manifest.resources],
+                }
+            )
+            return
+        console = out_console()
+        params = manifest.serialization
+        console.print(
+            f"root digest: sha256:{manifest.root_digest.hex()}"
+            f"  ({len(manifest.resources)} resources, {params.method}/{params.hash_type})",
+            markup=False,
+        )
+        for resource in manifest.resources:
+            console.print(f"{resource.digest.hex()}  {resource.name}", markup=False)
