@@ -80,6 +80,7 @@ class TransparencyLog:
         meta = store.meta()
         self.origin = meta["origin"]
         self._cache: dict[int, bytes] = {}
+        self._known_size = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -187,7 +188,12 @@ class TransparencyLog:
         return out
 
     def _checked_size(self, size: int | None, what: str = "size") -> int:
+        # A log only grows, so a size at or below one already seen needs no database read.
+        if size is not None and not isinstance(size, bool) and isinstance(size, int):
+            if 0 <= size <= self._known_size:
+                return size
         current = self.size()
+        self._known_size = max(self._known_size, current)
         if size is None:
             return current
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= current:

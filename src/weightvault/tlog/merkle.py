@@ -110,6 +110,10 @@ def range_blocks(lo: int, hi: int) -> list[tuple[int, int]]:
     level)``. For the ranges that occur in RFC 9162 proofs (``lo`` aligned to the next power of
     two at or above ``hi - lo``) folding these right-to-left gives MTH(D[lo:hi]).
     """
+    width = hi - lo
+    if width > 0 and width & (width - 1) == 0 and lo & (width - 1) == 0:
+        level = width.bit_length() - 1  # fast path: already one complete subtree
+        return [(level, lo >> level)]
     blocks: list[tuple[int, int]] = []
     while lo < hi:
         # Largest power of two dividing lo (all of them when lo == 0), capped by what is left.
