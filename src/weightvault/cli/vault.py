@@ -1,0 +1,459 @@
+"""``weightvault serve``, ``weightvault vault ...``, ``weightvault audit verify`` and
+``weightvault breakglass split|recover``: the custody service and its client.
+
+Only Typer is imported at load time; the service, the HTTP client and the crypto come in inside
+the commands.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+
+ORDER = 60
+
+vault_app = typer.Typer(
+    name="vault",
+    help="Client of the custody service: push, request, approve, pull, revoke, audit.",
+    no_args_is_help=True,
+)
+audit_app = typer.Typer(name="audit", help="Check an exported custody audit log offline.")
+breakglass_app = typer.Typer(
+    name="breakglass", help="Split the service KEK into Shamir shares, or recover it."
+)
+
+_URL = typer.Option(None, "--url", help="Server URL (else WEIGHTVAULT_URL, else vault login).")
+_TOKEN = typer.Option(None, "--token", help="API token (else WEIGHTVAULT_TOKEN, else login).")
+_JSON = typer.Option(False, "--json", help="Print JSON.")
+_SIZE_RE = re.compile(r"([0-9]+)\s*([kKmMgGtT]?)(i?[bB])?")
+
+
+def _bytes(text: str, option: str) -> int:
+    from weightvault.errors import UsageError
+
+    match = _SIZE_RE.fullmatch(text.strip())
+    if not match:
+        raise UsageError(f"{option}: expected a size like 500M, 10G or 1048576")
+    number, unit, _ = match.groups()
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[unit.lower()]
+    return int(number) * scale
+
+
+def _client(url: str | None, token: str | None) -> Any:
+    from weightvault.custody.client import VaultClient, resolve_config
+
+    return VaultClient(resolve_config(url, token))
+
+
+def _show(doc: Any, as_json: bool, lines: list[str]) -> None:
+    from weightvault.cli._ui import emit_json
+
+    if as_json:
+        emit_json(doc)
+    else:
+        for line in lines:
+            typer.echo(line)
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def serve(
+    data: Path = typer.Option(..., "--data", help="Data folder (keys, SQLite, blobs)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8443, "--port", help="TCP port."),
+    database: str = typer.Option("", "--database", help="postgresql://... (default: SQLite)."),
+    blobs: str = typer.Option("", "--blobs", help="Folder or s3://BUCKET/PREFIX."),
+    kek: str = typer.Option("", "--kek", help="keyring:PATH or a pkcs11: URI for the KEK."),
+    log: str = typer.Option("", "--log", help="Audit log location (default: beside the data)."),
+    webhook: str | None = typer.Option(None, "--webhook", help="POST alerts to this URL."),
+    replica: str = typer.Option("", "--replica", help="This replica's name (in audit entries)."),
+    window: int = typer.Option(86400, "--window-s", help="Egress budget window in seconds."),
+    principal_budget: str = typer.Option(
+        "1T", "--principal-budget", help="Egress per principal per window (e.g. 100G)."
+    ),
+    init_admin: str | None = typer.Option(
+        None, "--init-admin", help="Create this admin on an empty database; print its token."
+    ),
+    admin_token_file: Path | None = typer.Option(
+        None, "--admin-token-file", help="Write the new admin's token here (0600)."
+    ),
+    ready_file: Path | None = typer.Option(
+        None, "--ready-file", help="Touch this file once the service is about to listen."
+    ),
+) -> None:
+    """Run the custody service (FastAPI + uvicorn)."""
+    from weightvault.custody.config import ServiceConfig
+    from weightvault.custody.server import run_server
+
+    config = ServiceConfig(
+        data_dir=data,
+        database=database,
+        blobs=blobs,
+        kek=kek,
+        log=log,
+        webhook_url=webhook,
+        replica=replica,
+        window_s=window,
+        principal_egress_bytes_per_window=_bytes(principal_budget, "--principal-budget"),
+    )
+    run_server(
+        config,
+        host=host,
+        port=port,
+        init_admin=init_admin,
+        admin_token_file=admin_token_file,
+        on_ready=(lambda: ready_file.touch()) if ready_file else None,
+    )
+
+
+# -- vault --------------------------------------------------------------------------------------
+
+
+@vault_app.command("login")
+def login(
+    url: str = typer.Option(..., "--url", help="Server URL."),
+    token: str = typer.Option(..., "--token", prompt=True, hide_input=True, help="API token."),
+) -> None:
+    """Check the token against the server and save URL + token to $WEIGHTVAULT_HOME/vault.json."""
+    from weightvault.custody.client import ClientConfig, VaultClient, save_config
+
+    config = ClientConfig(url.rstrip("/"), token)
+    with VaultClient(config) as client:
+        me = client.whoami()
+    path = save_config(config)
+    typer.echo(f"logged in as {me['name']} ({', '.join(me['roles'])}); saved to {path}")
+
+
+@vault_app.command("whoami")
+def whoami(url: str | None = _URL, token: str | None = _TOKEN, as_json: bool = _JSON) -> None:
+    """Show the principal behind the token."""
+    with _client(url, token) as client:
+        me = client.whoami()
+    _show(me, as_json, [f"{me['name']}: {', '.join(me['roles'])}"])
+
+
+@vault_app.command("principal")
+def principal(
+    name: str = typer.Argument(..., help="Principal name."),
+    roles: list[str] = typer.Option(..., "--role", help="admin, owner, approver, reader, auditor."),
+    recipient: str | None = typer.Option(None, "--recipient", help="wvx25519:... for pulls."),
+    approval_key: Path | None = typer.Option(
+        None, "--approval-key", help="PEM Ed25519 public key that signs this approver's decisions."
+    ),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Create a principal (admin only); prints its first token once."""
+    from weightvault.errors import InputError
+
+    pem = None
+    if approval_key is not None:
+        try:
+            pem = approval_key.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{approval_key}: cannot read the public key") from exc
+    with _client(url, token) as client:
+        result = client.create_principal(name, roles, recipient=recipient, approval_key_pem=pem)
+    _show(result, as_json, [f"created {name}; token (shown once): {result['token']}"])
+
+
+@vault_app.command("model")
+def model(
+    name: str = typer.Argument(..., help="Model name."),
+    policy: Path = typer.Option(..., "--policy", help="Policy JSON file."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Register a model with its custody policy (owner or admin)."""
+    import json
+
+    from weightvault.errors import InputError
+
+    try:
+        doc = json.loads(policy.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{policy}: not a readable JSON policy ({exc})") from exc
+    with _client(url, token) as client:
+        result = client.create_model(name, doc)
+    _show(result, as_json, [f"registered model {name}"])
+
+
+@vault_app.command("push")
+def push(
+    model_path: Path = typer.Argument(..., help="Model file or folder."),
+    model_name: str = typer.Option(..., "--model", help="Registered model name."),
+    version: str = typer.Option(..., "--version", help="New version name."),
+    signature: Path = typer.Option(..., "--signature", help="OMS signature bundle (model.sig)."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Upload a signed model version; the server verifies, scans and encrypts it."""
+    from weightvault.errors import InputError
+
+    try:
+        bundle = signature.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{signature}: cannot read the signature") from exc
+    if not model_path.exists():
+        raise InputError(f"{model_path}: no such file or folder")
+    with _client(url, token) as client:
+        result = client.push(model_name, version, model_path, bundle, ignore=(signature,))
+    _show(
+        result,
+        as_json,
+        [
+            f"registered {result['model']}@{result['version']}: {result['files']} files, "
+            f"{result['size']} bytes, signer {result['signer']}, scan {result['scan']}"
+        ],
+    )
+
+
+@vault_app.command("request")
+def request(
+    model_name: str = typer.Option(..., "--model", help="Model name."),
+    version: str = typer.Option(..., "--version", help="Version."),
+    justification: str = typer.Option(..., "--justification", help="Why you need the weights."),
+    duration: int = typer.Option(3600, "--duration-s", help="Grant window in seconds."),
+    budget: str = typer.Option(..., "--bytes", help="Byte budget (e.g. 20G)."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """File a grant request; it needs M approvals before you can pull."""
+    with _client(url, token) as client:
+        result = client.request(
+            model_name, version, justification, duration, _bytes(budget, "--bytes")
+        )
+    _show(
+        result,
+        as_json,
+        [f"request {result['id']}: pending, needs {result['approvals_required']} approvals"],
+    )
+
+
+def _decide(
+    request_id: str,
+    key: Path | None,
+    pkcs11_uri: str | None,
+    valid_for: int,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
+    decision: str,
+) -> None:
+    import datetime as dt
+
+    from weightvault.custody.approvals import load_approval_signer
+
+    signer = load_approval_signer(key, pkcs11_uri)
+    with _client(url, token) as client:
+        me = client.whoami()
+        result = client.decide(
+            request_id,
+            signer,
+            approver=me["name"],
+            decision=decision,
+            valid_for=dt.timedelta(seconds=valid_for),
+        )
+    _show(result, as_json, [f"request {request_id}: {decision}d; status {result['status']}"])
+
+
+_KEY = typer.Option(None, "--key", help="Ed25519 private key (PEM) that signs the decision.")
+_PKCS11 = typer.Option(None, "--pkcs11-uri", help="Ed25519 key on a PKCS#11 token.")
+_VALID = typer.Option(3600, "--valid-for-s", help="How long the signed decision stays valid.")
+
+
+@vault_app.command("approve")
+def approve(
+    request_id: str = typer.Argument(..., help="Request id."),
+    key: Path | None = _KEY,
+    pkcs11_uri: str | None = _PKCS11,
+    valid_for: int = _VALID,
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Sign an approval of exactly this request with your approval key, and submit it."""
+    _decide(request_id, key, pkcs11_uri, valid_for, url, token, as_json, "approve")
+
+
+@vault_app.command("deny")
+def deny(
+    request_id: str = typer.Argument(..., help="Request id."),
+    key: Path | None = _KEY,
+    pkcs11_uri: str | None = _PKCS11,
+    valid_for: int = _VALID,
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Sign a denial of this request and submit it (one denial closes the request)."""
+    _decide(request_id, key, pkcs11_uri, valid_for, url, token, as_json, "deny")
+
+
+@vault_app.command("grants")
+def grants(
+    status: str | None = typer.Option(None, "--status", help="pending, active, denied, revoked."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """List requests and grants you may see."""
+    with _client(url, token) as client:
+        result = client.list_requests(status)
+    lines = [
+        f"{g['id']}  {g['model']}@{g['version']}  {g['requester']}  {g['status']}  "
+        f"{len(g['approvals'])}/{g['approvals_required']} approvals  "
+        f"{g['bytes_used']}/{g['byte_budget']} bytes"
+        for g in result
+    ]
+    _show(result, as_json, lines or ["no requests"])
+
+
+@vault_app.command("pull")
+def pull(
+    grant_id: str = typer.Argument(..., help="Grant (request) id."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder to write the model into."),
+    identity: Path | None = typer.Option(
+        None, "--identity", help="Your X25519 identity file (decrypts and checks digests)."
+    ),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Download a granted version (encrypted to you; resumable), then decrypt it locally."""
+    from weightvault.cli._ui import progress_bytes
+    from weightvault.crypt.recipients import parse_identity
+
+    ident = parse_identity(str(identity)) if identity is not None else None
+    with _client(url, token) as client:
+        listing = client.grant_files(grant_id)
+        total = sum(f["delivered_size"] for f in listing["files"])
+        with progress_bytes("pull", total) as advance:
+            result = client.pull(grant_id, output, ident, progress=advance)
+    _show(
+        result,
+        as_json,
+        [f"pulled {len(result['files'])} files of {result['model']} into {output}"],
+    )
+
+
+@vault_app.command("revoke")
+def revoke(
+    request_id: str = typer.Argument(..., help="Request or grant id."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Revoke a grant (or withdraw a request) at once."""
+    with _client(url, token) as client:
+        result = client.revoke(request_id)
+    _show(result, as_json, [f"request {request_id}: revoked"])
+
+
+@vault_app.command("inventory")
+def inventory(url: str | None = _URL, token: str | None = _TOKEN, as_json: bool = _JSON) -> None:
+    """Every model version: owner, size, signer, who has access, time to exfiltrate."""
+    with _client(url, token) as client:
+        result = client.inventory()
+    lines = []
+    for entry in result:
+        for version in entry["versions"]:
+            days = version["time_to_exfiltrate_s"] / 86400
+            lines.append(
+                f"{entry['model']}@{version['version']}  owner {entry['owner']}  "
+                f"{version['size']} bytes  signer {version['signer']}  "
+                f"access {','.join(version['access']) or '-'}  exfiltration {days:.1f} days"
+            )
+    _show(result, as_json, lines or ["no models"])
+
+
+@vault_app.command("audit")
+def audit_export(
+    output: Path = typer.Option(..., "-o", "--output", help="Write the exported log here."),
+    key_output: Path | None = typer.Option(
+        None, "--key-output", help="Also write the log's public key here."
+    ),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+) -> None:
+    """Export the audit log (auditor or admin) for 'weightvault audit verify'."""
+    from weightvault._fs import write_bytes_atomic
+
+    with _client(url, token) as client:
+        data = client.audit_export()
+        key = client.audit_key()["log_key"]
+    write_bytes_atomic(output, data)
+    if key_output is not None:
+        write_bytes_atomic(key_output, (key + "\n").encode())
+    typer.echo(f"exported the audit log to {output}; log key: {key}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    export: Path = typer.Argument(..., help="Exported audit log (from 'vault audit')."),
+    log_key: str = typer.Option(..., "--log-key", help="The log's public key, or a file with it."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="An earlier checkpoint you trust (detects rollbacks)."
+    ),
+    as_json: bool = _JSON,
+) -> None:
+    """Verify an exported audit log offline: signatures, every entry, consistency."""
+    from weightvault.custody.audit import verify_audit
+    from weightvault.errors import InputError
+
+    try:
+        data = export.read_bytes()
+        key_text = Path(log_key).read_text() if Path(log_key).is_file() else log_key
+        trusted = checkpoint.read_bytes() if checkpoint else None
+    except OSError as exc:
+        raise InputError(f"cannot read input: {exc}") from exc
+    result = verify_audit(data, key_text, trusted_checkpoint=trusted)
+    _show(
+        {"size": result.size, "origin": result.origin, "counts": result.counts},
+        as_json,
+        [
+            f"audit log OK: {result.size} entries under {result.origin}, "
+            f"{result.denied} denied requests"
+        ],
+    )
+
+
+@breakglass_app.command("split")
+def breakglass_split(
+    kek: Path = typer.Option(..., "--kek", help="The service keyring (KEK) file."),
+    threshold: int = typer.Option(..., "-k", "--threshold", help="Shares needed to recover."),
+    count: int = typer.Option(..., "-n", "--shares", help="Shares to make."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for share-N.txt files."),
+) -> None:
+    """Split the KEK into n Shamir shares, any k of which recover it."""
+    from weightvault.custody.breakglass_files import split_keyring
+
+    paths = split_keyring(kek, threshold, count, output)
+    typer.echo(f"wrote {len(paths)} shares ({threshold} needed) to {output}")
+
+
+@breakglass_app.command("recover")
+def breakglass_recover(
+    shares: list[Path] = typer.Argument(..., help="Share files."),
+    output: Path = typer.Option(..., "-o", "--output", help="Recovered keyring file (0600)."),
+) -> None:
+    """Recover the KEK from k shares; refuses a result that does not authenticate."""
+    from weightvault.custody.breakglass_files import recover_keyring
+
+    kid = recover_keyring(shares, output)
+    typer.echo(f"recovered keyring {kid} to {output}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve", help="Run the custody service.")(serve)
+    app.add_typer(vault_app, name="vault")
+    app.add_typer(audit_app, name="audit")
+    app.add_typer(breakglass_app, name="breakglass")

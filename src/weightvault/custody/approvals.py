@@ -1,0 +1,386 @@
+"""Approval statements: what an approver's Ed25519 key signs to approve (or deny) one request.
+
+The statement names the exact request (id and a digest of all its terms), model, version,
+grantee, grant duration and byte budget, and its own expiry. It travels in a DSSE envelope
+(payload type :data:`PAYLOAD_TYPE`, signature over DSSE's PAE), so the bytes the key signed are
+the bytes the server stores and the auditor re-checks. The server holds only public keys: it
+cannot produce an approval, and a statement signed for one request fails for every other.
+
+Signing keys come from a PEM file (PKCS#8 Ed25519) or a PKCS#11 token (``CKM_EDDSA``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from weightvault.custody import _names
+from weightvault.errors import FormatError, KeyMaterialError, VerificationError
+
+__all__ = [
+    "MAX_ENVELOPE_BYTES",
+    "PAYLOAD_TYPE",
+    "STATEMENT_TYPE",
+    "ApprovalSigner",
+    "ApprovalStatement",
+    "RequestTerms",
+    "key_id_of",
+    "load_approval_signer",
+    "load_public_key_bytes",
+    "open_envelope",
+    "pae",
+    "sign_statement",
+]
+
+PAYLOAD_TYPE = "application/vnd.weightvault.approval+json"
+STATEMENT_TYPE = "https://weightvault.dev/custody/approval/v1"
+MAX_ENVELOPE_BYTES = 16 * 1024
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def format_time(value: dt.datetime) -> str:
+    """One exact spelling for times in signed statements: UTC, seconds, ``Z``."""
+    return value.astimezone(dt.UTC).strftime(_TIME_FORMAT)
+
+
+def parse_time(value: object, field: str) -> dt.datetime:
+    """Parse :func:`format_time`'s spelling, refusing every other."""
+    if not isinstance(value, str):
+        raise FormatError(f"{field}: expected a time string")
+    try:
+        parsed = dt.datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=dt.UTC)
+    except ValueError as exc:
+        raise FormatError(f"{field}: expected YYYY-MM-DDTHH:MM:SSZ") from exc
+    if format_time(parsed) != value:
+        raise FormatError(f"{field}: not in canonical form")
+    return parsed
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE pre-authentication encoding: ``DSSEv1 SP len(type) SP type SP len(body) SP body``."""
+    kind = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def key_id_of(public_key: bytes) -> str:
+    """Hex SHA-256 of the raw 32-byte Ed25519 public key."""
+    return hashlib.sha256(public_key).hexdigest()
+
+
+@dataclass(frozen=True)
+class RequestTerms:
+    """The terms of a grant request that an approval binds to."""
+
+    request_id: str
+    model: str
+    version: str
+    grantee: str
+    justification: str
+    duration_s: int
+    byte_budget: int
+
+    def digest(self) -> str:
+        """Hex SHA-256 over the canonical JSON of every term."""
+        doc = {
+            "byte_budget": self.byte_budget,
+            "duration_s": self.duration_s,
+            "grantee": self.grantee,
+            "justification": self.justification,
+            "model": self.model,
+            "request_id": self.request_id,
+            "version": self.version,
+        }
+        blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+_STATEMENT_FIELDS = frozenset(
+    {
+        "_type",
+        "approver",
+        "byte_budget",
+        "decision",
+        "duration_s",
+        "expires_at",
+        "grantee",
+        "issued_at",
+        "model",
+        "request_digest",
+        "request_id",
+        "version",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ApprovalStatement:
+    """One approver's decision on one request, valid until ``expires_at``."""
+
+    request_id: str
+    request_digest: str
+    model: str
+    version: str
+    grantee: str
+    duration_s: int
+    byte_budget: int
+    approver: str
+    decision: str
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+
+    @classmethod
+    def for_request(
+        cls,
+        terms: RequestTerms,
+        *,
+        approver: str,
+        decision: str,
+        issued_at: dt.datetime,
+        valid_for: dt.timedelta,
+    ) -> ApprovalStatement:
+        """The statement an approver signs for ``terms``."""
+        return cls(
+            request_id=terms.request_id,
+            request_digest=terms.digest(),
+            model=terms.model,
+            version=terms.version,
+            grantee=terms.grantee,
+            duration_s=terms.duration_s,
+            byte_budget=terms.byte_budget,
+            approver=approver,
+            decision=decision,
+            issued_at=issued_at.replace(microsecond=0),
+            expires_at=(issued_at + valid_for).replace(microsecond=0),
+        )
+
+    def to_json(self) -> bytes:
+        """Canonical JSON (sorted keys, no spaces): the exact bytes that get signed."""
+        doc = {
+            "_type": STATEMENT_TYPE,
+            "approver": self.approver,
+            "byte_budget": self.byte_budget,
+            "decision": self.decision,
+            "duration_s": self.duration_s,
+            "expires_at": format_time(self.expires_at),
+            "grantee": self.grantee,
+            "issued_at": format_time(self.issued_at),
+            "model": self.model,
+            "request_digest": self.request_digest,
+            "request_id": self.request_id,
+            "version": self.version,
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ApprovalStatement:
+        """Strict parse: every field present, right types, nothing extra, canonical bytes."""
+        try:
+            doc = json.loads(data, object_pairs_hook=_no_duplicates)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FormatError(f"approval statement: not valid JSON ({exc})") from exc
+        if not isinstance(doc, dict):
+            raise FormatError("approval statement: expected a JSON object")
+        missing = _STATEMENT_FIELDS - doc.keys()
+        extra = doc.keys() - _STATEMENT_FIELDS
+        if missing:
+            raise FormatError(f"approval statement: missing field {sorted(missing)[0]}")
+        if extra:
+            raise FormatError(f"approval statement: unknown field {sorted(extra)[0]}")
+        if doc["_type"] != STATEMENT_TYPE:
+            raise FormatError(f"approval statement._type: expected {STATEMENT_TYPE}")
+        decision = doc["decision"]
+        if decision not in ("approve", "deny"):
+            raise FormatError("approval statement.decision: expected 'approve' or 'deny'")
+        digest = doc["request_digest"]
+        if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
+            raise FormatError("approval statement.request_digest: expected 64 lowercase hex")
+        statement = cls(
+            request_id=_names.check_request_id(doc["request_id"], "approval statement.request_id"),
+            request_digest=digest,
+            model=_names.check_model_name(doc["model"], "approval statement.model"),
+            version=_names.check_version_name(doc["version"], "approval statement.version"),
+            grantee=_names.check_principal_name(doc["grantee"], "approval statement.grantee"),
+            duration_s=_names.check_duration(doc["duration_s"], "approval statement.duration_s"),
+            byte_budget=_names.check_byte_count(
+                doc["byte_budget"], "approval statement.byte_budget"
+            ),
+            approver=_names.check_principal_name(doc["approver"], "approval statement.approver"),
+            decision=decision,
+            issued_at=parse_time(doc["issued_at"], "approval statement.issued_at"),
+            expires_at=parse_time(doc["expires_at"], "approval statement.expires_at"),
+        )
+        if statement.to_json() != data:
+            raise FormatError("approval statement: not in canonical JSON form")
+        return statement
+
+    def check_binds(self, terms: RequestTerms) -> None:
+        """Raise :class:`VerificationError` unless this statement is for exactly ``terms``."""
+        mismatches = [
+            name
+            for name, ours, theirs in (
+                ("request_id", self.request_id, terms.request_id),
+                ("model", self.model, terms.model),
+                ("version", self.version, terms.version),
+                ("grantee", self.grantee, terms.grantee),
+                ("duration_s", self.duration_s, terms.duration_s),
+                ("byte_budget", self.byte_budget, terms.byte_budget),
+                ("request_digest", self.request_digest, terms.digest()),
+            )
+            if ours != theirs
+        ]
+        if mismatches:
+            raise VerificationError(
+                f"approval is for another request ({mismatches[0]} differs)",
+                hint="sign a fresh approval for this request",
+            )
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise FormatError(f"duplicate JSON key {key!r}")
+        result[key] = value
+    return result
+
+
+def _b64(value: object, field: str) -> bytes:
+    if not isinstance(value, str):
+        raise FormatError(f"{field}: expected a base64 string")
+    try:
+        data = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise FormatError(f"{field}: not valid base64") from exc
+    if base64.b64encode(data).decode("ascii") != value:
+        raise FormatError(f"{field}: base64 is not in canonical form")
+    return data
+
+
+def open_envelope(envelope: bytes, public_key: bytes) -> ApprovalStatement:
+    """Check a DSSE envelope's single Ed25519 signature and parse the statement inside.
+
+    Steps: (1) size limit, (2) strict envelope JSON, (3) payload type, (4) key id matches the
+    registered key, (5) signature over PAE, (6) strict statement parse.
+    """
+    if len(envelope) > MAX_ENVELOPE_BYTES:
+        raise FormatError(f"approval envelope: larger than {MAX_ENVELOPE_BYTES} bytes")
+    try:
+        doc = json.loads(envelope, object_pairs_hook=_no_duplicates)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FormatError(f"approval envelope: not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict) or set(doc) != {"payload", "payloadType", "signatures"}:
+        raise FormatError("approval envelope: expected exactly payload, payloadType, signatures")
+    if doc["payloadType"] != PAYLOAD_TYPE:
+        raise FormatError(f"approval envelope.payloadType: expected {PAYLOAD_TYPE}")
+    payload = _b64(doc["payload"], "approval envelope.payload")
+    signatures = doc["signatures"]
+    if not isinstance(signatures, list) or len(signatures) != 1:
+        raise FormatError("approval envelope.signatures: expected exactly one signature")
+    entry = signatures[0]
+    if not isinstance(entry, dict) or set(entry) != {"keyid", "sig"}:
+        raise FormatError("approval envelope.signatures[0]: expected keyid and sig")
+    if entry["keyid"] != key_id_of(public_key):
+        raise VerificationError("approval is not signed by the approver's registered key")
+    signature = _b64(entry["sig"], "approval envelope.signatures[0].sig")
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(
+            signature, pae(PAYLOAD_TYPE, payload)
+        )
+    except InvalidSignature as exc:
+        raise VerificationError("approval signature does not verify") from exc
+    return ApprovalStatement.from_json(payload)
+
+
+class ApprovalSigner:
+    """An approver's Ed25519 key: a private key object or a PKCS#11 URI."""
+
+    def __init__(
+        self,
+        *,
+        private_key: ed25519.Ed25519PrivateKey | None = None,
+        pkcs11_uri: str | None = None,
+    ) -> None:
+        if (private_key is None) == (pkcs11_uri is None):
+            raise ValueError("give exactly one of private_key or pkcs11_uri")
+        self._private_key = private_key
+        self._uri = pkcs11_uri
+        if private_key is not None:
+            self.public_key = private_key.public_key().public_bytes_raw()
+        else:
+            from weightvault.keys import pkcs11
+
+            assert pkcs11_uri is not None
+            public = pkcs11.load_public_key(pkcs11_uri)
+            if not isinstance(public, ed25519.Ed25519PublicKey):
+                raise KeyMaterialError(f"{pkcs11_uri}: not an Ed25519 key")
+            self.public_key = public.public_bytes_raw()
+
+    @property
+    def key_id(self) -> str:
+        return key_id_of(self.public_key)
+
+    def sign(self, data: bytes) -> bytes:
+        """Sign ``data`` (the PAE bytes)."""
+        if self._private_key is not None:
+            return self._private_key.sign(data)
+        from weightvault.keys import pkcs11
+
+        assert self._uri is not None
+        return pkcs11.sign_ed25519(self._uri, data)
+
+
+def sign_statement(statement: ApprovalStatement, signer: ApprovalSigner) -> bytes:
+    """Wrap ``statement`` in a DSSE envelope signed by ``signer``; return its JSON bytes."""
+    payload = statement.to_json()
+    signature = signer.sign(pae(PAYLOAD_TYPE, payload))
+    doc = {
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "payloadType": PAYLOAD_TYPE,
+        "signatures": [
+            {"keyid": signer.key_id, "sig": base64.b64encode(signature).decode("ascii")}
+        ],
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def load_approval_signer(key_path: Path | None, pkcs11_uri: str | None) -> ApprovalSigner:
+    """Load an approval key from a PEM file (PKCS#8 Ed25519, unencrypted) or a PKCS#11 URI."""
+    if (key_path is None) == (pkcs11_uri is None):
+        raise KeyMaterialError("give an approval key: --key FILE or --pkcs11-uri URI")
+    if pkcs11_uri is not None:
+        return ApprovalSigner(pkcs11_uri=pkcs11_uri)
+    assert key_path is not None
+    try:
+        data = key_path.read_bytes()
+    except OSError as exc:
+        raise KeyMaterialError(
+            f"{key_path}: cannot read the approval key ({exc.strerror})"
+        ) from exc
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyMaterialError(f"{key_path}: not an unencrypted PEM private key") from exc
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise KeyMaterialError(f"{key_path}: approval keys must be Ed25519")
+    return ApprovalSigner(private_key=key)
+
+
+def load_public_key_bytes(data: bytes, where: str) -> bytes:
+    """Raw 32-byte Ed25519 public key from PEM (SubjectPublicKeyInfo)."""
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise KeyMaterialError(f"{where}: not a PEM public key") from exc
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise KeyMaterialError(f"{where}: approval keys must be Ed25519")
+    return key.public_bytes_raw()

@@ -1,0 +1,287 @@
+"""The audit trail: every request's outcome appended to the transparency log before the response.
+
+Entries are canonical JSON (``weightvault.dev/custody-audit@v1``). Secrets never enter the log:
+tokens (and anything else sensitive) are HMAC-SHA256'd with the service's audit key, so the log can
+be handed to auditors while an operator can still answer "was this token used?"
+(:meth:`AuditTrail.hmac_secret`).
+
+Appends go through one writer thread that commits whatever is queued in one durable transaction
+(group commit): 50 concurrent requests cost a handful of fsyncs, not 50. A caller blocks until
+its entry is durable and gets its index; if the log cannot be written the caller gets
+:class:`AuditUnavailable` and must fail the request (fail closed).
+
+Checkpoints are signed with the service's log key (a C2SP signed note) after appends when more
+than ``checkpoint_every`` entries or ``checkpoint_interval_s`` seconds have passed, and on demand
+(before a pull, so that approvals can be proven to be in a signed tree).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from weightvault.errors import VerificationError, WeightvaultError
+
+if TYPE_CHECKING:
+    from weightvault.tlog.log import TransparencyLog
+    from weightvault.tlog.note import NoteSigner, VerifierKey
+
+__all__ = ["AUDIT_FORMAT", "AuditTrail", "AuditUnavailable", "AuditVerification", "verify_audit"]
+
+AUDIT_FORMAT = "weightvault.dev/custody-audit@v1"
+_MAX_BATCH = 512
+
+
+class AuditUnavailable(WeightvaultError):
+    """The audit log could not be written: the request must fail."""
+
+    exit_code = 1
+
+
+def canonical(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+class AuditTrail:
+    """Appends audit entries to a :class:`~weightvault.tlog.log.TransparencyLog` (thread-safe)."""
+
+    def __init__(
+        self,
+        log_location: str,
+        origin: str,
+        signer: NoteSigner,
+        hmac_key: bytes,
+        *,
+        replica: str = "",
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._location = log_location
+        self._origin = origin
+        self._signer = signer
+        self._hmac_key = hmac_key
+        self.replica = replica
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_interval_s = checkpoint_interval_s
+        self._clock = clock
+        self._queue: queue.Queue[tuple[bytes, Future[int]] | None] = queue.Queue()
+        self._log: TransparencyLog | None = None
+        self._read_lock = threading.Lock()
+        self._read_log: TransparencyLog | None = None
+        self._since_checkpoint = 0
+        self._last_checkpoint = clock()
+        self._checkpoint_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def open_or_create(location: str, origin: str) -> TransparencyLog:
+        """Open the log at ``location``, creating it (empty) the first time."""
+        from weightvault.tlog.log import TransparencyLog
+
+        try:
+            return TransparencyLog.open(location)
+        except WeightvaultError:
+            try:
+                return TransparencyLog.create(location, origin)
+            except WeightvaultError:
+                return TransparencyLog.open(location)  # another replica created it meanwhile
+            except Exception:
+                return TransparencyLog.open(location)
+
+    @property
+    def verifier_key(self) -> VerifierKey:
+        return self._signer.verifier_key
+
+    def hmac_secret(self, secret: str) -> str:
+        """``hmac-sha256:<hex>`` of a secret under the audit key."""
+        digest = hmac.new(self._hmac_key, secret.encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"hmac-sha256:{digest}"
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._log = self.open_or_create(self._location, self._origin)
+        except BaseException as exc:
+            self._start_error = exc
+            self._started.set()
+            return
+        self._started.set()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            try:
+                first = self._log.append_many([entry for entry, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for offset, (_, future) in enumerate(batch):
+                future.set_result(first + offset)
+            self._since_checkpoint += len(batch)
+            if (
+                self._since_checkpoint >= self._checkpoint_every
+                or self._clock() - self._last_checkpoint >= self._checkpoint_interval_s
+            ):
+                try:
+                    self._sign(self._log)
+                except Exception:  # noqa: S110 - a failed checkpoint is retried on the next append
+                    pass
+
+    def _sign(self, log: TransparencyLog) -> bytes:
+        with self._checkpoint_lock:
+            note = log.sign_checkpoint(self._signer)
+            self._since_checkpoint = 0
+            self._last_checkpoint = self._clock()
+            return note
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def append(self, event: dict[str, Any]) -> tuple[int, bytes]:
+        """Append one event durably; returns ``(index, entry bytes)``.
+
+        Raises :class:`AuditUnavailable` when the log cannot be written.
+        """
+        document = {"format": AUDIT_FORMAT, "replica": self.replica, **event}
+        entry = canonical(document)
+        future: Future[int] = Future()
+        self._queue.put((entry, future))
+        try:
+            index = future.result(timeout=60)
+        except Exception as exc:
+            raise AuditUnavailable(
+                "the audit log cannot be written; the request was refused (fail closed)",
+            ) from exc
+        return index, entry
+
+    def _reader(self) -> TransparencyLog:
+        if self._read_log is None:
+            from weightvault.tlog.log import TransparencyLog
+
+            self._read_log = TransparencyLog.open(self._location)
+        return self._read_log
+
+    def checkpoint(self) -> bytes:
+        """Sign a checkpoint of the current tree now; returns the signed note."""
+        with self._read_lock:
+            try:
+                return self._sign(self._reader())
+            except WeightvaultError:
+                raise
+            except Exception as exc:
+                raise AuditUnavailable("the audit log cannot sign a checkpoint") from exc
+
+    def require_included(self, items: list[tuple[int, bytes]]) -> None:
+        """Prove that each ``(index, entry)`` is in a tree signed by the log key.
+
+        Signs a fresh checkpoint if the latest one does not cover every index, then checks each
+        inclusion proof against the checkpoint's signed root. Raises :class:`VerificationError`.
+        """
+        from weightvault.tlog.checkpoint import verify_checkpoint
+        from weightvault.tlog.merkle import leaf_hash, verify_inclusion
+
+        with self._read_lock:
+            log = self._reader()
+            note = log.latest_checkpoint()
+            needed = max((index for index, _ in items), default=-1) + 1
+            checkpoint = None
+            if note is not None:
+                checkpoint = verify_checkpoint(note, self.verifier_key, origin=self._origin)
+            if checkpoint is None or checkpoint.checkpoint.size < needed:
+                note = self._sign(log)
+                checkpoint = verify_checkpoint(note, self.verifier_key, origin=self._origin)
+            size = checkpoint.checkpoint.size
+            for index, entry in items:
+                proof = log.inclusion_proof(index, size)
+                try:
+                    verify_inclusion(
+                        leaf_hash(entry), index, size, proof, checkpoint.checkpoint.root
+                    )
+                except VerificationError as exc:
+                    raise VerificationError(
+                        f"audit entry {index} is not in the signed log",
+                        hint="the audit log was altered; run 'weightvault audit verify'",
+                    ) from exc
+
+    def export(self) -> bytes:
+        """A signed checkpoint of everything so far, then the log export (JSON bytes)."""
+        self.checkpoint()
+        with self._read_lock:
+            return self._reader().export().to_json()
+
+    def latest_checkpoint(self) -> bytes | None:
+        with self._read_lock:
+            return self._reader().latest_checkpoint()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    """An exported audit log that verified, with a tally of what it records."""
+
+    size: int
+    origin: str
+    counts: dict[str, int]
+    denied: int
+
+
+def verify_audit(
+    export: bytes, log_key_text: str, *, trusted_checkpoint: bytes | None = None
+) -> AuditVerification:
+    """Verify an exported audit log offline (see :func:`weightvault.tlog.log.verify_export`),
+    then parse every entry as an audit event and tally actions and denials."""
+    from weightvault.tlog.log import verify_export
+    from weightvault.tlog.note import VerifierKey
+
+    key = VerifierKey.from_text(log_key_text)
+    result = verify_export(export, key, trusted_checkpoint=trusted_checkpoint)
+    from weightvault.tlog.log import LogExport
+
+    parsed = LogExport.from_json(export)
+    counts: dict[str, int] = {}
+    denied = 0
+    for index, entry in enumerate(parsed.entries[: result.size]):
+        try:
+            doc = json.loads(entry)
+        except ValueError as exc:
+            raise VerificationError(f"entry {index}: not an audit event") from exc
+        if not isinstance(doc, dict) or doc.get("format") != AUDIT_FORMAT:
+            raise VerificationError(f"entry {index}: not a weightvault custody audit event")
+        action = str(doc.get("action", "?"))
+        counts[action] = counts.get(action, 0) + 1
+        if doc.get("outcome") == "denied":
+            denied += 1
+    return AuditVerification(size=result.size, origin=result.origin, counts=counts, denied=denied)

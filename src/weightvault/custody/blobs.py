@@ -1,0 +1,172 @@
+"""Where the ciphertext lives: a local folder (default) or an S3-compatible bucket.
+
+Keys are chosen by the service (``<random upload id>/<file index>.wvenc``), never by clients, so
+no client string ever becomes a path. Writes are atomic in both stores (a temp file renamed into
+place; an S3 object appears only when its upload completes), and reads stream fixed-size pieces
+of any byte range, so memory stays flat whatever the size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from weightvault._fs import atomic_output
+from weightvault.errors import InputError, UsageError
+
+__all__ = ["BlobStore", "FileBlobStore", "S3BlobStore", "open_blob_store"]
+
+READ_PIECE = 1024 * 1024
+_KEY_RE = re.compile(r"[0-9a-f]{32}/[0-9]{1,6}\.wvenc")
+
+
+def _check_key(key: str) -> str:
+    if not _KEY_RE.fullmatch(key):
+        raise ValueError(f"bad blob key {key!r}")
+    return key
+
+
+class BlobStore(Protocol):
+    """The operations the service needs from a blob store."""
+
+    def put_file(self, key: str, source: Path) -> None:
+        """Store the file at ``source`` under ``key`` (atomically)."""
+
+    def size(self, key: str) -> int:
+        """Size of the stored object."""
+
+    def read_range(self, key: str, start: int, length: int) -> Iterator[bytes]:
+        """Yield the bytes ``[start, start + length)`` in pieces of at most 1 MiB."""
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object under ``prefix/`` (cleanup of failed uploads)."""
+
+    def describe(self) -> str:
+        """Where the blobs are, for messages."""
+
+
+class FileBlobStore:
+    """Blobs as files under one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put_file(self, key: str, source: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(target, force=True, mode=0o600) as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out, READ_PIECE)
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+    def read_range(self, key: str, start: int, length: int) -> Iterator[bytes]:
+        with self._path(key).open("rb", buffering=0) as handle:
+            handle.seek(start)
+            remaining = length
+            buffer = bytearray(READ_PIECE)
+            view = memoryview(buffer)
+            while remaining > 0:
+                got = handle.readinto(view[: min(READ_PIECE, remaining)])
+                if not got:
+                    raise InputError(f"blob {key}: shorter than recorded")
+                remaining -= got
+                yield bytes(view[:got])
+
+    def delete_prefix(self, prefix: str) -> None:
+        if not re.fullmatch(r"[0-9a-f]{32}", prefix):
+            raise ValueError(f"bad blob prefix {prefix!r}")
+        shutil.rmtree(self.root / prefix, ignore_errors=True)
+
+    def describe(self) -> str:
+        return str(self.root)
+
+
+class S3BlobStore:
+    """Blobs in an S3-compatible bucket under a prefix (boto3; endpoint from the environment)."""
+
+    def __init__(self, bucket: str, prefix: str, *, endpoint_url: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._client: Any = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or os.environ.get("WEIGHTVAULT_S3_ENDPOINT") or None,
+            config=Config(
+                retries={"max_attempts": 3, "mode": "standard"},
+                max_pool_connections=32,
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def _name(self, key: str) -> str:
+        key = _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put_file(self, key: str, source: Path) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        self._client.upload_file(
+            str(source),
+            self.bucket,
+            self._name(key),
+            Config=TransferConfig(multipart_threshold=64 * 1024 * 1024, max_concurrency=4),
+        )
+
+    def size(self, key: str) -> int:
+        head = self._client.head_object(Bucket=self.bucket, Key=self._name(key))
+        return int(head["ContentLength"])
+
+    def read_range(self, key: str, start: int, length: int) -> Iterator[bytes]:
+        if length <= 0:
+            return
+        response = self._client.get_object(
+            Bucket=self.bucket, Key=self._name(key), Range=f"bytes={start}-{start + length - 1}"
+        )
+        body = response["Body"]
+        try:
+            received = 0
+            for piece in body.iter_chunks(READ_PIECE):
+                received += len(piece)
+                yield piece
+            if received != length:
+                raise InputError(f"blob {key}: object shorter than recorded")
+        finally:
+            with contextlib.suppress(Exception):
+                body.close()
+
+    def delete_prefix(self, prefix: str) -> None:
+        if not re.fullmatch(r"[0-9a-f]{32}", prefix):
+            raise ValueError(f"bad blob prefix {prefix!r}")
+        full = f"{self.prefix}/{prefix}/" if self.prefix else f"{prefix}/"
+        listing = self._client.list_objects_v2(Bucket=self.bucket, Prefix=full)
+        for item in listing.get("Contents", []):
+            self._client.delete_object(Bucket=self.bucket, Key=item["Key"])
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def open_blob_store(spec: str, data_dir: Path) -> BlobStore:
+    """``s3://bucket/prefix`` or a folder path (default ``DATA_DIR/blobs``)."""
+    if spec.startswith("s3://"):
+        parsed = urllib.parse.urlsplit(spec)
+        if not parsed.netloc:
+            raise UsageError("--blobs: expected s3://BUCKET/PREFIX")
+        return S3BlobStore(parsed.netloc, parsed.path)
+    if "://" in spec:
+        raise UsageError("--blobs: expected a folder or s3://BUCKET/PREFIX")
+    path = Path(spec) if spec else data_dir / "blobs"
+    return FileBlobStore(path)

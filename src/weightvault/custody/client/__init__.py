@@ -1,0 +1,439 @@
+"""Client of the custody service, used by the ``weightvault vault`` commands.
+
+Server URL and token come from, in order: explicit arguments (command-line flags), the
+environment (``WEIGHTVAULT_URL``, ``WEIGHTVAULT_TOKEN``), then ``$WEIGHTVAULT_HOME/vault.json``
+(written by ``weightvault vault login``, mode 0600).
+
+Pulls are resumable: each file is downloaded to ``NAME.wvenc.part`` with HTTP range requests that
+continue where the last attempt stopped; only when the whole ciphertext is there is it decrypted
+(with the grantee's X25519 identity) and checked against the registered SHA-256.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from weightvault.errors import InputError, PolicyError, UsageError, VerificationError
+
+__all__ = ["ClientConfig", "VaultClient", "VaultHTTPError", "config_path", "resolve_config"]
+
+URL_ENV = "WEIGHTVAULT_URL"
+TOKEN_ENV = "WEIGHTVAULT_TOKEN"  # noqa: S105 - the variable's name, not a token
+CONFIG_FILE = "vault.json"
+_PIECE = 4 * 1024 * 1024
+
+
+class VaultHTTPError(PolicyError):
+    """The service refused a request; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"server refused ({status}): {message}")
+        self.status = status
+        if status >= 500 or status in (400, 404, 409, 413, 416, 422):
+            self.exit_code = 2 if status < 500 else 1
+
+
+def config_path() -> Path:
+    from weightvault.crypt.recipients.keyring import weightvault_home
+
+    return weightvault_home() / CONFIG_FILE
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    url: str
+    token: str
+
+    def __repr__(self) -> str:
+        return f"ClientConfig(url={self.url!r})"
+
+
+def resolve_config(url: str | None = None, token: str | None = None) -> ClientConfig:
+    """Flags, then environment, then the config file."""
+    url = url or os.environ.get(URL_ENV)
+    token = token or os.environ.get(TOKEN_ENV)
+    if not url or not token:
+        path = config_path()
+        if path.is_file():
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{path}: not a valid vault config ({exc})") from exc
+            if isinstance(doc, dict):
+                url = url or doc.get("url")
+                token = token or doc.get("token")
+    if not url:
+        raise UsageError(
+            "no server URL: pass --url, set WEIGHTVAULT_URL, or run 'weightvault vault login'"
+        )
+    if not token:
+        raise UsageError(
+            "no token: pass --token, set WEIGHTVAULT_TOKEN, or run 'weightvault vault login'"
+        )
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"{url!r}: the server URL must start with http:// or https://")
+    return ClientConfig(url.rstrip("/"), token)
+
+
+def save_config(config: ClientConfig) -> Path:
+    """Write ``vault.json`` (0600) under ``$WEIGHTVAULT_HOME``."""
+    from weightvault.crypt.recipients._base import write_secret_file
+
+    path = config_path()
+    write_secret_file(
+        path, json.dumps({"url": config.url, "token": config.token}) + "\n", force=True
+    )
+    return path
+
+
+class VaultClient:
+    """Thin typed wrapper over the service's HTTP API."""
+
+    def __init__(self, config: ClientConfig, *, timeout: float = 60.0) -> None:
+        import httpx
+
+        self.config = config
+        self._http = httpx.Client(
+            base_url=config.url,
+            headers={"Authorization": f"Bearer {config.token}"},
+            timeout=httpx.Timeout(timeout, connect=10.0),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> VaultClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise InputError(f"cannot reach {self.config.url}: {exc}") from exc
+        return self._decode(response)
+
+    @staticmethod
+    def _decode(response: Any) -> Any:
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text[:200]
+            raise VaultHTTPError(response.status_code, str(message))
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content
+
+    # -- identity and admin --------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/whoami")
+        return result
+
+    def create_principal(
+        self,
+        name: str,
+        roles: list[str],
+        *,
+        recipient: str | None = None,
+        approval_key_pem: str | None = None,
+    ) -> dict[str, Any]:
+        body = {"name": name, "roles": roles}
+        if recipient:
+            body["recipient"] = recipient
+        if approval_key_pem:
+            body["approval_key_pem"] = approval_key_pem
+        result: dict[str, Any] = self._call("POST", "/v1/principals", json=body)
+        return result
+
+    def update_principal(self, name: str, **changes: Any) -> None:
+        self._call("PATCH", f"/v1/principals/{name}", json=changes)
+
+    def issue_token(self, name: str, label: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/principals/{name}/tokens", json={"label": label}
+        )
+        return result
+
+    def revoke_token(self, token_id: str) -> None:
+        self._call("DELETE", f"/v1/tokens/{token_id}")
+
+    def create_model(self, name: str, policy: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/v1/models", json={"name": name, "policy": policy}
+        )
+        return result
+
+    def set_policy(self, name: str, policy: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "PUT", f"/v1/models/{name}/policy", json={"policy": policy}
+        )
+        return result
+
+    def inventory(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/v1/inventory")
+        return result
+
+    def alerts(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/v1/alerts")
+        return result
+
+    # -- push ----------------------------------------------------------------------------------
+
+    def push(
+        self,
+        model: str,
+        version: str,
+        model_path: Path,
+        signature: bytes,
+        *,
+        ignore: tuple[Path, ...] = (),
+    ) -> dict[str, Any]:
+        """Upload a signed model tree (streamed; the server verifies, scans and encrypts it)."""
+        from weightvault.tree import walk_model
+
+        tree = walk_model(model_path, ignore_paths=ignore)
+        single = tree.is_single_file
+        files = [
+            (model_path.name if single else entry.name, entry.path, entry.size)
+            for entry in tree.files
+        ]
+        manifest = {
+            "single_file": single,
+            "signature": base64.b64encode(signature).decode("ascii"),
+            "files": [{"path": name, "size": size} for name, _, size in files],
+        }
+        head = json.dumps(manifest).encode("utf-8") + b"\n"
+
+        def body() -> Iterator[bytes]:
+            yield head
+            for _name, source, size in files:
+                sent = 0
+                with source.open("rb") as handle:
+                    while True:
+                        piece = handle.read(_PIECE)
+                        if not piece:
+                            break
+                        sent += len(piece)
+                        yield piece
+                if sent != size:
+                    raise InputError(f"{source}: changed size while being uploaded")
+
+        total = len(head) + sum(size for _, _, size in files)
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/v1/models/{model}/versions/{version}/upload",
+            content=body(),
+            headers={"Content-Length": str(total), "Content-Type": "application/octet-stream"},
+            timeout=None,
+        )
+        return result
+
+    # -- requests and approvals ----------------------------------------------------------------
+
+    def request(
+        self, model: str, version: str, justification: str, duration_s: int, byte_budget: int
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST",
+            "/v1/requests",
+            json={
+                "model": model,
+                "version": version,
+                "justification": justification,
+                "duration_s": duration_s,
+                "byte_budget": byte_budget,
+            },
+        )
+        return result
+
+    def get_request(self, request_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/requests/{request_id}")
+        return result
+
+    def list_requests(self, status: str | None = None) -> list[dict[str, Any]]:
+        params = {"status": status} if status else {}
+        result: list[dict[str, Any]] = self._call("GET", "/v1/requests", params=params)
+        return result
+
+    def decide(
+        self,
+        request_id: str,
+        signer: Any,
+        *,
+        approver: str,
+        decision: str = "approve",
+        valid_for: dt.timedelta = dt.timedelta(hours=1),
+        now: dt.datetime | None = None,
+    ) -> dict[str, Any]:
+        """Fetch the request, check what it asks, sign a statement for it locally, submit it."""
+        from weightvault.custody.approvals import ApprovalStatement, RequestTerms, sign_statement
+
+        request = self.get_request(request_id)
+        terms = RequestTerms(
+            request_id=request["id"],
+            model=request["model"],
+            version=request["version"],
+            grantee=request["requester"],
+            justification=request["justification"],
+            duration_s=request["duration_s"],
+            byte_budget=request["byte_budget"],
+        )
+        if terms.digest() != request.get("request_digest"):
+            raise VerificationError("the server's request digest does not match its terms")
+        statement = ApprovalStatement.for_request(
+            terms,
+            approver=approver,
+            decision=decision,
+            issued_at=now or dt.datetime.now(dt.UTC),
+            valid_for=valid_for,
+        )
+        envelope = sign_statement(statement, signer)
+        return self.submit_envelope(request_id, envelope)
+
+    def submit_envelope(self, request_id: str, envelope: bytes) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/v1/requests/{request_id}/approvals",
+            json={"envelope": base64.b64encode(envelope).decode("ascii")},
+        )
+        return result
+
+    def revoke(self, request_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/requests/{request_id}/revoke")
+        return result
+
+    # -- pull ----------------------------------------------------------------------------------
+
+    def grant_files(self, grant_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/grants/{grant_id}/files")
+        return result
+
+    def download_file(
+        self,
+        grant_id: str,
+        index: int,
+        target: Path,
+        expected_size: int,
+        *,
+        progress: Callable[[int], None] = lambda _n: None,
+    ) -> None:
+        """Download one delivered (encrypted) file to ``target``, resuming a partial one."""
+        import httpx
+
+        have = target.stat().st_size if target.exists() else 0
+        if have > expected_size:
+            target.unlink()
+            have = 0
+        if have == expected_size:
+            return
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        try:
+            with self._http.stream(
+                "GET", f"/v1/grants/{grant_id}/files/{index}", headers=headers, timeout=None
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._decode(response)
+                if have and response.status_code != 206:
+                    raise VerificationError("server ignored the range request; retry the pull")
+                with target.open("ab") as out:
+                    for piece in response.iter_raw(_PIECE):
+                        out.write(piece)
+                        progress(len(piece))
+        except httpx.HTTPError as exc:
+            raise InputError(
+                f"transfer of file {index} interrupted ({exc}); run the same pull again to resume"
+            ) from exc
+        if target.stat().st_size != expected_size:
+            raise InputError(
+                f"transfer of file {index} incomplete; run the same pull again to resume"
+            )
+
+    def pull(
+        self,
+        grant_id: str,
+        output: Path,
+        identity: Any | None,
+        *,
+        progress: Callable[[int], None] = lambda _n: None,
+    ) -> dict[str, Any]:
+        """Pull every file of a grant into ``output``; decrypt unless ``identity`` is None."""
+        listing = self.grant_files(grant_id)
+        output.mkdir(parents=True, exist_ok=True)
+        results = []
+        for item in listing["files"]:
+            from weightvault.custody._names import check_file_path
+
+            path = check_file_path(item["path"], "server file path")
+            name = path
+            encrypted = output / f"{name}.wvenc"
+            encrypted.parent.mkdir(parents=True, exist_ok=True)
+            part = encrypted.with_name(encrypted.name + ".part")
+            if not encrypted.exists():
+                self.download_file(
+                    grant_id, item["index"], part, item["delivered_size"], progress=progress
+                )
+                os.replace(part, encrypted)
+            if identity is not None:
+                plain = output / name
+                _decrypt_checked(encrypted, plain, identity, item["sha256"])
+                encrypted.unlink()
+                results.append({"path": name, "size": item["size"], "sha256": item["sha256"]})
+            else:
+                results.append({"path": f"{name}.wvenc", "size": encrypted.stat().st_size})
+        return {"grant_id": grant_id, "model": listing["model"], "files": results}
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def audit_export(self) -> bytes:
+        import httpx
+
+        try:
+            response = self._http.get("/v1/audit/export", timeout=None)
+        except httpx.HTTPError as exc:
+            raise InputError(f"cannot reach {self.config.url}: {exc}") from exc
+        if response.status_code >= 400:
+            self._decode(response)
+        content: bytes = response.content
+        return content
+
+    def audit_key(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/audit/key")
+        return result
+
+
+def _decrypt_checked(encrypted: Path, plain: Path, identity: Any, sha256: str) -> None:
+    from weightvault.crypt.envelope import unlock
+    from weightvault.crypt.stream import decrypt_body
+
+    unlocked = unlock(encrypted, [identity])
+    decrypt_body(
+        str(encrypted),
+        str(plain),
+        unlocked.body_offset,
+        unlocked.dek,
+        unlocked.header.body_context(),
+        str(encrypted),
+        force=True,
+    )
+    digest = hashlib.sha256()
+    with plain.open("rb") as handle:
+        for piece in iter(lambda: handle.read(_PIECE), b""):
+            digest.update(piece)
+    if digest.hexdigest() != sha256:
+        plain.unlink()
+        raise VerificationError(f"{plain}: SHA-256 does not match the registered digest")

@@ -1,0 +1,297 @@
+"""The custody service's metadata: SQLAlchemy 2 models on SQLite (default) or PostgreSQL.
+
+Everything the service knows except the ciphertext lives here: principals and their token hashes,
+models and versions, grant requests, signed approvals, egress records and alert events. Several
+service replicas may share one PostgreSQL database; rows that must not be updated concurrently
+(a grant's byte counter) are read ``FOR UPDATE``. SQLite runs in WAL mode and every transaction
+starts ``BEGIN IMMEDIATE``, so concurrent writers queue instead of failing on lock upgrades.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from weightvault.errors import UsageError
+
+__all__ = [
+    "Alert",
+    "Approval",
+    "Base",
+    "DeliveryHeader",
+    "Egress",
+    "GrantRequest",
+    "Model",
+    "ModelVersion",
+    "Principal",
+    "Store",
+    "Token",
+    "VersionFile",
+    "utcnow",
+]
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-aware UTC now (the default clock; the service injects its own)."""
+    return dt.datetime.now(dt.UTC)
+
+
+class _UtcDateTime(TypeDecorator[dt.datetime]):
+    """Stored naive in UTC (SQLite has no zones), returned aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the custody schema."""
+
+
+class Principal(Base):
+    """A person or service with roles; authenticates with tokens, approves with an Ed25519 key."""
+
+    __tablename__ = "principals"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    roles: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    recipient: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The principal's X25519 recipient (pulls are encrypted to it)."""
+    approval_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """Raw 32-byte Ed25519 public key that signs this principal's approvals."""
+    approval_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    """Hex SHA-256 of the raw public key; unique, so one key cannot serve two principals."""
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(r for r in self.roles.split(",") if r)
+
+
+class Token(Base):
+    """An API token: only its SHA-256 is stored; the secret is shown once at creation."""
+
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    principal: Mapped[str] = mapped_column(ForeignKey("principals.name"), index=True)
+    secret_sha256: Mapped[bytes] = mapped_column(LargeBinary)
+    label: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(_UtcDateTime(), nullable=True)
+
+
+class Model(Base):
+    """A registered model: its owner and its custody policy (JSON, see :mod:`.policy`)."""
+
+    __tablename__ = "models"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str] = mapped_column(ForeignKey("principals.name"))
+    policy_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+
+
+class ModelVersion(Base):
+    """A registered, signed, scanned and encrypted version. Inserted in one transaction with its
+    files, so a crash never leaves a half-registered version."""
+
+    __tablename__ = "versions"
+    model: Mapped[str] = mapped_column(ForeignKey("models.name"), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    file_count: Mapped[int] = mapped_column(Integer)
+    signer: Mapped[str] = mapped_column(Text)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    scan_summary: Mapped[str] = mapped_column(Text)
+    registered_by: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    blob_prefix: Mapped[str] = mapped_column(String(128))
+
+
+class VersionFile(Base):
+    """One file of a version: plaintext size and digest, where its ciphertext lives."""
+
+    __tablename__ = "version_files"
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    blob_key: Mapped[str] = mapped_column(String(256))
+    header_size: Mapped[int] = mapped_column(Integer)
+    body_size: Mapped[int] = mapped_column(BigInteger)
+
+
+class GrantRequest(Base):
+    """A request for time- and byte-limited access; becomes a grant once M approvals arrive."""
+
+    __tablename__ = "grant_requests"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    requester: Mapped[str] = mapped_column(String(64), index=True)
+    justification: Mapped[str] = mapped_column(Text)
+    duration_s: Mapped[int] = mapped_column(Integer)
+    byte_budget: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    request_expires_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    status: Mapped[str] = mapped_column(String(16))
+    """``pending``, ``active``, ``denied`` or ``revoked`` (expiry is computed, not stored)."""
+    approvals_required: Mapped[int] = mapped_column(Integer)
+    activated_at: Mapped[dt.datetime | None] = mapped_column(_UtcDateTime(), nullable=True)
+    grant_expires_at: Mapped[dt.datetime | None] = mapped_column(_UtcDateTime(), nullable=True)
+    bytes_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(_UtcDateTime(), nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Approval(Base):
+    """A signed approval (or denial) statement, exactly as the approver's key signed it."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        UniqueConstraint("request_id", "approver", name="one_approval_per_approver"),
+        UniqueConstraint("request_id", "key_id", name="one_approval_per_key"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("grant_requests.id"), index=True)
+    approver: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    log_index: Mapped[int] = mapped_column(BigInteger)
+    log_entry: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Egress(Base):
+    """Bytes released under a grant, debited before they are sent (sliding-window budgets)."""
+
+    __tablename__ = "egress"
+    __table_args__ = (
+        Index("egress_principal_time", "principal", "time"),
+        Index("egress_model_time", "model", "time"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    principal: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(128))
+    grant_id: Mapped[str] = mapped_column(String(32))
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeliveryHeader(Base):
+    """The header re-wrapped for a grantee, kept so resumed byte ranges see the same bytes."""
+
+    __tablename__ = "delivery_headers"
+    grant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    file_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    header: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Alert(Base):
+    """An alert event (also written to the audit log and sent to the webhook)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("alerts_kind_principal", "kind", "principal", "time"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    kind: Mapped[str] = mapped_column(String(64))
+    principal: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    detail: Mapped[str] = mapped_column(Text)
+
+
+class Denial(Base):
+    """A refused request, counted for the "repeated denials" alert."""
+
+    __tablename__ = "denials"
+    __table_args__ = (Index("denials_subject_time", "subject", "time"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    subject: Mapped[str] = mapped_column(String(128))
+
+
+def _sqlite_begin_immediate(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """Engine + session factory for one database URL (``sqlite:///...`` or ``postgresql://...``)."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        self.url = url
+        if url.startswith("sqlite"):
+            self.engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            _sqlite_begin_immediate(self.engine)
+            self.dialect = "sqlite"
+        elif url.startswith("postgresql+psycopg://"):
+            self.engine = create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
+            self.dialect = "postgresql"
+        else:
+            raise UsageError(
+                "--database: expected sqlite:///PATH or postgresql://USER@HOST/DB",
+            )
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        """Create missing tables (idempotent; replicas may race, so errors on exists are fine)."""
+        Base.metadata.create_all(self.engine, checkfirst=True)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any exception."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
