@@ -285,3 +285,20 @@ def test_verifier_refuses_non_ec_keys(tmp_path: Path) -> None:
         Pkcs11Verifier.from_public_key_file(bad)
     with pytest.raises(InputError, match="cannot be read"):
         Pkcs11Verifier.from_public_key_file(tmp_path / "missing.pem")
+
+
+HISTORY = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "model-signing-history"
+)
+
+
+@pytest.mark.skipif(not HISTORY.is_dir(), reason=f"shared fixtures not present at {HISTORY}")
+@pytest.mark.parametrize("version", ["v0.3.1", "v1.0.0", "v1.0.1", "v1.1.0"])
+def test_verifier_reads_every_key_bundle_shape_the_peer_wrote(version: str) -> None:
+    """Pre-1.1 bundles embed the key (rawBytes), 1.1 records its hint: both bind the key."""
+    verifier = Pkcs11Verifier.from_public_key_file(HISTORY / "keys" / "signing-key-pub.pem")
+    bundle_json = (HISTORY / f"{version}-elliptic-key" / "model.sig").read_bytes()
+    assert verifier.verify(bundle_json).payload_type == INTOTO_PAYLOAD_TYPE
+    other = Pkcs11Verifier(ec.generate_private_key(ec.SECP384R1()).public_key())
+    with pytest.raises(VerificationError, match="different key"):
+        other.verify(bundle_json)
