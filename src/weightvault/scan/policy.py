@@ -250,17 +250,13 @@ class Policy:
     def classify_pickle_global(self, module: str, name: str, protocol: int) -> tuple[str, Verdict]:
         """Classify a pickle global, with Python 2 remapping; returns the effective name too.
 
-        Both the raw and the remapped spelling are classified and the louder verdict wins, so a
-        stream cannot hide a name by changing the protocol number halfway.
+        Exactly as ``_pickle.c`` does it: the remapping applies while the stream's current
+        protocol (the last PROTO opcode seen) is below 3.
         """
-        raw = self.classify(module, name)
-        mapped_module, mapped_name = remap_python2(module, name)
-        if (mapped_module, mapped_name) == (module, name):
-            return f"{module}.{name}", raw
-        mapped = self.classify(mapped_module, mapped_name)
-        effective = (mapped_module, mapped_name) if protocol < 3 else (module, name)
-        verdict = mapped if mapped.severity >= raw.severity else raw
-        return f"{effective[0]}.{effective[1]}", verdict
+        if protocol < 3:
+            mapped_module, mapped_name = remap_python2(module, name)
+            return f"{mapped_module}.{mapped_name}", self.classify(mapped_module, mapped_name)
+        return f"{module}.{name}", self.classify(module, name)
 
 
 def _looks_like_identifier_path(module: str, name: str) -> bool:
