@@ -101,7 +101,13 @@ def _report(verb: str, result: CryptResult, as_json: bool) -> None:
         console.print("recipients: " + ", ".join(result.recipients))
 
 
-def _default_workers() -> int:
+#: Below this much data, starting worker processes costs more than it saves.
+_PARALLEL_THRESHOLD = 64 * 1024 * 1024
+
+
+def _default_workers(total_bytes: int) -> int:
+    if total_bytes < _PARALLEL_THRESHOLD:
+        return 1
     return os.cpu_count() or 1
 
 
@@ -127,7 +133,10 @@ def register(app: typer.Typer) -> None:
             None, "--ignore-paths", help="Paths inside the model to leave out (repeatable)."
         ),
         workers: int = typer.Option(
-            None, "--workers", "-j", help="Files encrypted in parallel (default: all cores)."
+            None,
+            "--workers",
+            "-j",
+            help="Files encrypted in parallel (default: all cores for models over 64 MiB).",
         ),
         force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
         passphrase_env: str | None = typer.Option(
@@ -153,7 +162,7 @@ def register(app: typer.Typer) -> None:
                 model_name=model_name,
                 manifest_digest=manifest_digest,
                 ignore_paths=ignore_paths or (),
-                workers=workers or _default_workers(),
+                workers=workers or _default_workers(total),
                 force=force,
                 progress=advance,
             )
@@ -167,7 +176,10 @@ def register(app: typer.Typer) -> None:
         ),
         identity: list[str] | None = typer.Option(None, "--identity", "-i", help=_IDENTITY_HELP),
         workers: int = typer.Option(
-            None, "--workers", "-j", help="Files decrypted in parallel (default: all cores)."
+            None,
+            "--workers",
+            "-j",
+            help="Files decrypted in parallel (default: all cores for models over 64 MiB).",
         ),
         force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
         expect_model: str | None = typer.Option(
@@ -198,7 +210,7 @@ def register(app: typer.Typer) -> None:
                 encrypted_path,
                 output,
                 identities=identities,
-                workers=workers or _default_workers(),
+                workers=workers or _default_workers(total),
                 force=force,
                 expect_model=expect_model,
                 unsafe_any_path=unsafe_any_path,
