@@ -18,7 +18,7 @@ import anyio.from_thread
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -136,7 +136,7 @@ class AuditMiddleware:
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PrincipalIn(_Body):
@@ -150,7 +150,7 @@ class PrincipalPatch(_Body):
     roles: list[str] | None = Field(default=None, max_length=5)
     recipient: str | None = Field(default=None, max_length=200)
     approval_key_pem: str | None = Field(default=None, max_length=4096)
-    disabled: bool | None = None
+    disabled: StrictBool | None = None
 
 
 class TokenIn(_Body):
@@ -170,8 +170,8 @@ class RequestIn(_Body):
     model: str = Field(max_length=128)
     version: str = Field(max_length=64)
     justification: str = Field(max_length=2000)
-    duration_s: int = Field(ge=1, le=30 * 24 * 3600)
-    byte_budget: int = Field(ge=1, le=1 << 50)
+    duration_s: StrictInt = Field(ge=1, le=30 * 24 * 3600)
+    byte_budget: StrictInt = Field(ge=1, le=1 << 50)
 
 
 class ApprovalIn(_Body):

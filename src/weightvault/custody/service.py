@@ -576,6 +576,8 @@ class Custody:
             if not isinstance(item, dict) or set(item) != {"path", "size"}:
                 raise FormatError(f"{where}: expected path and size")
             path = _names.check_file_path(item["path"], f"{where}.path")
+            if path == ".":
+                raise FormatError(f"{where}.path: name the file (single_file: true for one file)")
             size = item["size"]
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise FormatError(f"{where}.size: expected a non-negative integer")
@@ -675,10 +677,15 @@ class Custody:
         root.mkdir(mode=0o700)
         for path, size in entries:
             target = root / path
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             hasher = hashlib.sha256()
             remaining = size
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as exc:
+                raise FormatError(
+                    f"upload manifest: file path {path!r} collides with another file's folder"
+                ) from exc
             with os.fdopen(fd, "wb") as out:
                 while remaining:
                     piece = body.read(min(remaining, 1 << 20))
