@@ -127,7 +127,10 @@ def register(app: typer.Typer) -> None:
         manifest_digest: str | None = typer.Option(
             None,
             "--manifest-digest",
-            help="sha256:HEX of the signed manifest/bundle to bind into every file's context.",
+            help=(
+                "Bind a signature into every file's context: sha256:HEX, or the signature "
+                "file (e.g. MODEL/model.sig) whose SHA-256 is taken."
+            ),
         ),
         ignore_paths: list[str] | None = typer.Option(
             None, "--ignore-paths", help="Paths inside the model to leave out (repeatable)."
@@ -152,6 +155,10 @@ def register(app: typer.Typer) -> None:
         from weightvault.crypt import encrypt_path
         from weightvault.tree import walk_model
 
+        if manifest_digest is not None and not manifest_digest.startswith("sha256:"):
+            from weightvault.crypt import manifest_digest_of
+
+            manifest_digest = manifest_digest_of(Path(manifest_digest))
         recipients = _recipients(to, passphrase_env, scrypt_log_n)
         total = walk_model(model_path, ignore_paths=ignore_paths or ()).total_size
         with progress_bytes("encrypting", total) as advance:

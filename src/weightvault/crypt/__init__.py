@@ -26,6 +26,7 @@ from weightvault.crypt.ops import (
     decrypt_path,
     encrypt_path,
     inspect_path,
+    manifest_digest_of,
     rewrap_path,
 )
 from weightvault.crypt.reader import EncryptedFile, open_encrypted
@@ -61,6 +62,7 @@ __all__ = [
     "encrypt_path",
     "inspect_path",
     "load_encrypted_safetensors",
+    "manifest_digest_of",
     "open_encrypted",
     "parse_identity",
     "parse_recipient",

@@ -45,6 +45,7 @@ __all__ = [
     "decrypt_path",
     "encrypt_path",
     "inspect_path",
+    "manifest_digest_of",
     "rewrap_path",
 ]
 
@@ -369,8 +370,11 @@ def _encrypted_files(path: Path) -> tuple[bool, list[tuple[str, Path]]]:
 
 def _check_tree_contexts(root: Path, headers: Sequence[tuple[str, Path, Header]]) -> None:
     """A folder must be one complete model from one run, every file at its own path."""
-    first = headers[0][2].context
-    indexes: set[int] = set()
+    from collections import Counter
+
+    # The run most files belong to is the reference; the odd ones out are named.
+    runs = Counter((h.context.model, h.context.set_id) for _l, _p, h in headers)
+    (model, set_id), _count = runs.most_common(1)[0]
     for location, path, header in headers:
         context = header.context
         if context.path != location:
@@ -378,15 +382,18 @@ def _check_tree_contexts(root: Path, headers: Sequence[tuple[str, Path, Header]]
                 f"{path}: encrypted for path {context.path!r}, found at {location!r}; a file "
                 "moved within or between models is refused"
             )
-        if (context.model, context.set_id) != (first.model, first.set_id):
+        if (context.model, context.set_id) != (model, set_id):
             raise VerificationError(
                 f"{path}: belongs to model {context.model!r} (run {context.set_id[:8]}), not to "
-                f"{first.model!r} (run {first.set_id[:8]}) like {headers[0][1]}; files from "
-                "different models or encryption runs do not mix"
+                f"model {model!r} (run {set_id[:8]}) like the other files; files from different "
+                "models or encryption runs do not mix"
             )
+    indexes: set[int] = set()
+    for _location, path, header in headers:
+        context = header.context
         if context.file_count != len(headers):
             raise VerificationError(
-                f"{root}: model {first.model!r} was encrypted as {context.file_count} files, "
+                f"{root}: model {model!r} was encrypted as {context.file_count} files, "
                 f"found {len(headers)}; a file is missing or was added"
             )
         if context.file_index in indexes:
@@ -590,6 +597,19 @@ def _run_in_place(tasks: Sequence[_Task]) -> None:
         status, value, message, hint = _call(task.function, task.args)
         if status != "ok":
             _raise(value, message, hint)
+
+
+def manifest_digest_of(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes, e.g. a signature bundle, for ``manifest_digest``."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as handle:
+            return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise InputError(
+            f"{path}: cannot read the manifest/signature file: {exc.strerror}"
+        ) from exc
 
 
 # --- inspect ------------------------------------------------------------------------------
