@@ -36,6 +36,12 @@ _LAZY: dict[str, str] = {
     "CertificateVerifier": "weightvault.signing.certificate",
     "scan_paths": "weightvault.scan",
     "ScanReport": "weightvault.scan",
+    "encrypt_path": "weightvault.crypt",
+    "decrypt_path": "weightvault.crypt",
+    "rewrap_path": "weightvault.crypt",
+    "inspect_path": "weightvault.crypt",
+    "open_encrypted": "weightvault.crypt",
+    "load_encrypted_safetensors": "weightvault.crypt",
 }
 
 
