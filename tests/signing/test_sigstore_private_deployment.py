@@ -506,3 +506,25 @@ def test_entry_logged_after_the_certificate_expired_is_rejected(
     assert not outcome.ok
     assert outcome.signature_error is not None
     assert "not valid at validation time" in outcome.signature_error
+
+
+def test_keyless_signing_through_the_cli(
+    deployment: tuple[_Deployment, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from weightvault.cli.app import run
+
+    _, trust_config = deployment
+    model = _model(tmp_path)
+    monkeypatch.setenv(IDENTITY_TOKEN_ENV, _token())
+    assert run(["sign", str(model), "--sigstore", "--trust-config", str(trust_config)]) == 0
+    assert f"signer: sigstore {IDENTITY}" in capsys.readouterr().out
+    verify_args = ["verify", str(model), "--sigstore", "--identity", IDENTITY]
+    verify_args += ["--issuer", ISSUER, "--trust-config", str(trust_config)]
+    assert run(verify_args) == 0
+    assert "signature OK (signer: sigstore" in capsys.readouterr().out
+    (model / "config.json").write_text('{"layers": 5}\n')
+    assert run(verify_args) == 1
+    assert "changed: config.json" in capsys.readouterr().out
