@@ -28,6 +28,11 @@ Keys are generated through :class:`weightvault.keys.pkcs11.Pkcs11Session`, so th
 once per process (loading it twice in one process and unloading one copy would finalize the other).
 SoftHSM2 2.6 supports everything used here, Ed25519 included; ``CKM_ECDSA_SHA256`` it does not
 (weightvault hashes outside the token).
+
+SoftHSM2 reads its configuration and token folder when the module is initialised; weightvault
+re-initialises it whenever no session is open, so create tokens before opening a long-lived
+:class:`~weightvault.keys.pkcs11.Pkcs11Session` (one-shot calls such as ``sign_ecdsa`` always see
+tokens made earlier).
 """
 
 from __future__ import annotations
