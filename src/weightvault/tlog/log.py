@@ -32,7 +32,6 @@ from weightvault.tlog.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     consistency_ranges,
-    inclusion_ranges,
     leaf_hash,
     node_hash,
     range_blocks,
@@ -81,6 +80,7 @@ class TransparencyLog:
         self.origin = meta["origin"]
         self._cache: dict[int, bytes] = {}
         self._known_size = 0
+        self._ragged: dict[tuple[int, int], bytes] = {}  # MTH(D[lo:size]) at the right edge
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -168,15 +168,14 @@ class TransparencyLog:
         """MTH(D[lo:hi]) for each range, from stored hashes fetched in one query."""
         per_range = [range_blocks(lo, hi) for lo, hi in ranges]
         wanted = {stored_hash_id(level, index) for blocks in per_range for level, index in blocks}
-        have = {i: self._cache[i] for i in wanted if i in self._cache}
+        if len(self._cache) > _CACHE_LIMIT:
+            self._cache.clear()
+        have = self._cache
         missing = [i for i in wanted if i not in have]
         if missing:
             fetched = (reader or self.store).read_hashes(missing)
             if len(fetched) != len(missing):
                 raise FormatError(f"{self.store.location}: stored hashes are missing; log corrupt")
-            if len(self._cache) > _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache.update(fetched)
             have.update(fetched)
         out = []
         for blocks in per_range:
@@ -218,7 +217,36 @@ class TransparencyLog:
         size = self._checked_size(size, "tree size")
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
             raise InputError(f"index {index} is not below the tree size {size}")
-        return self._hashes_for_ranges(inclusion_ranges(index, size))
+        # Level by level (the same path as RFC 9162 §2.1.3.1, read bottom-up): the sibling of
+        # the node holding ``index`` is a stored complete subtree, or the one ragged subtree at
+        # the right edge, or empty (no proof hash at that level).
+        plan: list[int | bytes] = []
+        level = 0
+        while (1 << level) < size:
+            sibling = ((index >> level) ^ 1) << level
+            if sibling < size:
+                if sibling + (1 << level) <= size:
+                    last = sibling + (1 << level) - 1
+                    plan.append(2 * last - last.bit_count() + level)
+                else:
+                    ragged = self._ragged.get((sibling, size))
+                    if ragged is None:
+                        ragged = self._hashes_for_ranges([(sibling, size)])[0]
+                        if len(self._ragged) > 1024:
+                            self._ragged.clear()
+                        self._ragged[(sibling, size)] = ragged
+                    plan.append(ragged)
+            level += 1
+        cache = self._cache
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        missing = [i for i in plan if isinstance(i, int) and i not in cache]
+        if missing:
+            fetched = self.store.read_hashes(missing)
+            if len(fetched) != len(set(missing)):
+                raise FormatError(f"{self.store.location}: stored hashes are missing; log corrupt")
+            cache.update(fetched)
+        return [cache[item] if isinstance(item, int) else item for item in plan]
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """PROOF(old_size, D[0:new_size]) (RFC 9162 §2.1.4.1)."""
@@ -302,6 +330,7 @@ class TransparencyLog:
                 raise VerificationError(refusal, hint=hint)
             return
         self._cache.clear()
+        self._ragged.clear()
         proof = self._hashes_for_ranges(consistency_ranges(previous.size, size), writer)
         try:
             verify_consistency(previous.size, size, proof, previous.root, root)
