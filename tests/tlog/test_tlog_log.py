@@ -64,6 +64,8 @@ def test_roots_and_proofs_match_the_reference_for_every_size(log: TransparencyLo
             proof = log.consistency_proof(m, n)
             merkle.verify_consistency(m, n, proof, reference_root(entries[:m]), root)
     assert log.entry(77) == b"e77"
+    indices = [0, 5, 64, 129, 5]
+    assert log.inclusion_proofs(indices, 130) == [log.inclusion_proof(i, 130) for i in indices]
 
 
 def test_proofs_read_o_log_n_hashes(log: TransparencyLog, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -214,12 +214,34 @@ class TransparencyLog:
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """PATH(index, D[0:size]) (RFC 9162 §2.1.3.1): at most ceil(log2 size) hashes."""
+        return self.inclusion_proofs([index], size)[0]
+
+    def inclusion_proofs(
+        self, indices: Sequence[int], size: int | None = None
+    ) -> list[list[bytes]]:
+        """Inclusion proofs for many entries under one tree size, with one storage read."""
         size = self._checked_size(size, "tree size")
+        plans = [self._inclusion_plan(index, size) for index in indices]
+        cache = self._cache
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        missing = list({i for plan in plans for i in plan if isinstance(i, int) and i not in cache})
+        if missing:
+            fetched = self.store.read_hashes(missing)
+            if len(fetched) != len(missing):
+                raise FormatError(f"{self.store.location}: stored hashes are missing; log corrupt")
+            cache.update(fetched)
+        return [[cache[i] if isinstance(i, int) else i for i in plan] for plan in plans]
+
+    def _inclusion_plan(self, index: int, size: int) -> list[int | bytes]:
+        """Stored-hash ids (or right-edge hashes) of PATH(index, D[0:size]), leaf first.
+
+        Level by level (the same path as RFC 9162 §2.1.3.1, read bottom-up): the sibling of the
+        node holding ``index`` is a stored complete subtree, or the one ragged subtree at the
+        right edge (computed once per size and cached), or empty (no hash at that level).
+        """
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
             raise InputError(f"index {index} is not below the tree size {size}")
-        # Level by level (the same path as RFC 9162 §2.1.3.1, read bottom-up): the sibling of
-        # the node holding ``index`` is a stored complete subtree, or the one ragged subtree at
-        # the right edge, or empty (no proof hash at that level).
         plan: list[int | bytes] = []
         level = 0
         while (1 << level) < size:
@@ -227,7 +249,7 @@ class TransparencyLog:
             if sibling < size:
                 if sibling + (1 << level) <= size:
                     last = sibling + (1 << level) - 1
-                    plan.append(2 * last - last.bit_count() + level)
+                    plan.append(2 * last - last.bit_count() + level)  # stored_hash_id
                 else:
                     ragged = self._ragged.get((sibling, size))
                     if ragged is None:
@@ -237,16 +259,7 @@ class TransparencyLog:
                         self._ragged[(sibling, size)] = ragged
                     plan.append(ragged)
             level += 1
-        cache = self._cache
-        if len(cache) > _CACHE_LIMIT:
-            cache.clear()
-        missing = [i for i in plan if isinstance(i, int) and i not in cache]
-        if missing:
-            fetched = self.store.read_hashes(missing)
-            if len(fetched) != len(set(missing)):
-                raise FormatError(f"{self.store.location}: stored hashes are missing; log corrupt")
-            cache.update(fetched)
-        return [cache[item] if isinstance(item, int) else item for item in plan]
+        return plan
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """PROOF(old_size, D[0:new_size]) (RFC 9162 §2.1.4.1)."""
