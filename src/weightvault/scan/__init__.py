@@ -71,6 +71,8 @@ def scan_file(
         ctx.error("", "structure nested too deeply to scan")
     except MemoryError:
         ctx.error("", "ran out of memory while scanning")
+    except Exception as exc:  # a scanner bug must not stop the other files, nor pass as clean
+        ctx.error("", f"internal error while scanning ({type(exc).__name__}: {exc}); please report")
     return FileResult(
         path=name,
         format=fmt,

@@ -100,20 +100,36 @@ class _TensorRef:
     stride: tuple[int, ...]
 
 
-class _Placeholder:
-    """What an ``--allow``-ed unknown global becomes: accepts anything, does nothing."""
+class _PlaceholderBase:
+    """Instances of an ``--allow``-ed unknown global: accept anything, do nothing."""
 
-    def __init__(self, full_name: str) -> None:
-        self.full_name = full_name
+    placeholder_for = ""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> _Placeholder:
-        return _Placeholder(self.full_name)
+    def __new__(cls, *args: Any, **kwargs: Any) -> _PlaceholderBase:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
     def __setstate__(self, state: Any) -> None:
         return None
 
+    def __setitem__(self, key: Any, value: Any) -> None:
+        return None
+
+    def append(self, value: Any) -> None:
+        return None
+
+    def extend(self, values: Any) -> None:
+        return None
+
     def __repr__(self) -> str:
-        return f"<placeholder {self.full_name}>"
+        return f"<placeholder {self.placeholder_for}>"
+
+
+def _placeholder(full_name: str) -> type[_PlaceholderBase]:
+    """A fresh inert class standing in for ``full_name`` (which is never imported)."""
+    return type("Placeholder", (_PlaceholderBase,), {"placeholder_for": full_name})
 
 
 def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
@@ -164,7 +180,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _StorageType(name)
         verdict = self._policy.classify(module, name)
         if verdict.reason == "allowed by --allow":
-            return _Placeholder(f"{module}.{name}")
+            return _placeholder(f"{module}.{name}")
         raise UnsafeFileError(
             f"checkpoint imports {module}.{name}, which convert does not admit "
             f"({verdict.severity.label}: {verdict.reason})",

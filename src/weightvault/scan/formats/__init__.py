@@ -26,6 +26,14 @@ NON_PICKLE_SUFFIXES = (
     ".model", ".tflite", ".yaml", ".yml",
 )
 
+#: Extensions that promise a format: content that is none of the known formats is an error.
+CLAIMED_FORMATS = {
+    ".safetensors": "safetensors", ".gguf": "GGUF", ".npy": "NumPy", ".npz": "a zip of arrays",
+    ".onnx": "ONNX", ".h5": "HDF5", ".hdf5": "HDF5", ".keras": "a Keras zip",
+    ".pt": "a PyTorch checkpoint", ".pth": "a PyTorch checkpoint", ".ckpt": "a checkpoint",
+    ".pkl": "a pickle", ".pickle": "a pickle", ".joblib": "a joblib file",
+}
+
 
 class RegionFile(io.RawIOBase):
     """A read-only, seekable file object over ``[start, end)`` of another seekable file.
@@ -86,6 +94,8 @@ def scan_reader(
     head = r.peek(512)
     lower = name.lower()
     if not head:
+        if lower.endswith(tuple(CLAIMED_FORMATS)):
+            ctx.error(location, "empty file where a model file is expected")
         return "empty"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return archive.scan_zip(ctx, raw, start, end, location, name=name, depth=depth)
@@ -111,7 +121,9 @@ def scan_reader(
         return "hdf5"
     if len(head) >= 9 and head[8:9] == b"{":
         (header_len,) = struct.unpack("<Q", head[:8])
-        if 2 <= header_len <= size - 8:
+        if 2 <= header_len <= size - 8 or header_len < 100_000_000 or lower.endswith(
+            ".safetensors"
+        ):
             safetensors.scan_safetensors(ctx, r, location)
             return "safetensors"
     if lower.endswith(".onnx") or onnx.looks_like_onnx(head):
@@ -132,6 +144,9 @@ def scan_reader(
                     f"a pickle named like a non-pickle format ({name})", location or ".",
                 )
             return result
-    if lower.endswith((".pkl", ".pickle", ".joblib")):
-        ctx.error(location, "named like a pickle but is not one (unknown content)")
+    for suffix, expected in CLAIMED_FORMATS.items():
+        if lower.endswith(suffix):
+            ctx.error(location, f"named {suffix} but the content is not {expected} "
+                      "(truncated or unknown bytes)")
+            return "unknown"
     return "data"

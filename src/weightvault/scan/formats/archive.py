@@ -209,8 +209,8 @@ def _scan_zip_member(
     if info.flag_bits & 0x1 or flags & 0x1:
         ctx.find(
             Severity.SUSPICIOUS, "archive", info.filename,
-            "member flagged as encrypted; PyTorch ignores the flag and reads plain data, "
-            "so it was scanned as plain data", location,
+            "member flagged as encrypted; lenient readers ignore the flag and read plain "
+            "data, so it was scanned as plain data", location,
         )
     data_start = header_at + 30 + name_len + extra_len
     data_end = data_start + info.compress_size

@@ -690,8 +690,7 @@ class PickleMachine:
             if partial.max_severity >= Severity.DANGEROUS:
                 run.findings.extend(partial.findings)
             return
-        if result.imports:
-            run.findings.extend(result.findings)
+        run.findings.extend(result.findings)
 
     def _joblib_array(self, r: ByteReader, wrapper: Obj, offset: int, run: PickleRun) -> None:
         """Skip the raw array joblib writes right after a NumpyArrayWrapper's BUILD."""

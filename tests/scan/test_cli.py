@@ -1,0 +1,109 @@
+"""``weightvault scan`` / ``convert`` from the command line: outputs and exit codes."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+from weightvault.cli.app import run
+
+
+def _bu(text: str) -> bytes:
+    data = text.encode()
+    return b"\x8c" + bytes([len(data)]) + data
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    root = tmp_path / "model"
+    root.mkdir()
+    (root / "good.pkl").write_bytes(pickle.dumps({"a": [1, 2]}))
+    (root / "custom.pkl").write_bytes(b"\x80\x04" + _bu("mypkg.layers") + _bu("Block") + b"\x93.")
+    return root
+
+
+def test_clean_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.pkl").write_bytes(pickle.dumps([1]))
+    assert run(["scan", str(tmp_path / "a.pkl")]) == 0
+    assert "1 clean" in capsys.readouterr().out
+
+
+def test_suspicious_fails_by_default_and_fail_on_dangerous_passes(
+    model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["scan", str(model)]) == 1
+    out = capsys.readouterr().out
+    assert "mypkg.layers.Block" in out and "suspicious" in out
+    assert run(["scan", "--fail-on", "dangerous", str(model)]) == 0
+    assert run(["scan", "--allow", "mypkg.layers.Block", str(model)]) == 0
+    assert run(["scan", "--allow", "mypkg.*", str(model)]) == 0
+
+
+def test_dangerous_exit_1_and_error_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(b"\x80\x04" + _bu("os") + _bu("system") + b"\x93.")
+    broken = tmp_path / "broken.pkl"
+    broken.write_bytes(b"\x80\x04\x8c\x05ab")
+    assert run(["scan", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert run(["scan", str(broken), str(evil), str(tmp_path / "missing")]) == 1
+    captured = capsys.readouterr()
+    assert "os.system" in captured.out
+    assert len(captured.err.strip().splitlines()) == 2  # one line per failed file
+    assert "Traceback" not in captured.err
+
+
+def test_json_output(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["scan", "--json", str(model)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["max_severity"] == "suspicious"
+    assert doc["summary"]["files"] == 2
+    by_name = {Path(f["path"]).name: f for f in doc["files"]}
+    assert by_name["custom.pkl"]["findings"][0]["subject"] == "mypkg.layers.Block"
+    assert by_name["good.pkl"]["status"] == "clean"
+
+
+def test_sarif_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(b"\x80\x04" + _bu("os") + _bu("system") + b"\x93.")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 4)
+    assert run(["scan", "--sarif", str(tmp_path)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["version"] == "2.1.0"
+    assert doc["$schema"].endswith("sarif-2.1.0.json")
+    results = doc["runs"][0]["results"]
+    levels = sorted(r["level"] for r in results)
+    assert levels == ["error", "error"]
+    rule_ids = {r["id"] for r in doc["runs"][0]["tool"]["driver"]["rules"]}
+    assert {r["ruleId"] for r in results} <= rule_ids
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in results}
+    assert any(u.endswith("evil.pkl") for u in uris)
+
+
+def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["scan", "--json", "--sarif", str(tmp_path)]) == 2
+    assert run(["scan", "--fail-on", "bogus", str(tmp_path)]) == 2
+    assert run(["scan", "--allow", "bad name", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert all(line.startswith("error: ") for line in err.strip().splitlines())
+
+
+def test_convert_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    source = tmp_path / "m.pt"
+    torch.save({"w": torch.ones(2, 2)}, source)
+    out = tmp_path / "m.safetensors"
+    assert run(["convert", str(source), "-o", str(out)]) == 0
+    assert out.exists()
+    assert run(["convert", str(source), "-o", str(out)]) == 2  # exists, no --force
+    assert "--force" in capsys.readouterr().err
+    assert run(["convert", str(source), "-o", str(out), "--force", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["tensors"][0]["name"] == "w"

@@ -1,0 +1,215 @@
+"""Structure checks of the non-pickle formats, archives and bombs: errors and findings, no crash."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from weightvault.scan import ScanLimits, Severity, scan_file
+
+
+def _safetensors_bytes() -> bytes:
+    buffer = io.BytesIO()
+    from safetensors.numpy import save
+
+    buffer.write(save({"a": np.arange(4, dtype=np.float32), "b": np.ones(2, dtype=np.int64)}))
+    return buffer.getvalue()
+
+
+def _with_header(header: dict[str, object], data: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def _write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_real_safetensors_is_clean(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_file({"x": np.zeros((2, 3), dtype=np.float16)}, str(path))
+    result = scan_file(path)
+    assert (result.format, result.status) == ("safetensors", "clean")
+
+
+@pytest.mark.parametrize(("header", "data", "message"), [
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, "overlaps"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 12, "belong to no"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, "gap"),
+    ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, "bytes for shape"),
+    ({"a": {"dtype": "X99", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, "unknown dtype"),
+    ({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, b"\0" * 8, "shape"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 80]}}, b"\0" * 8, "outside"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8], "x": 1}}, b"\0" * 8,
+     "exactly"),
+    ({"__metadata__": {"k": 1}}, b"", "__metadata__"),
+])
+def test_safetensors_header_violations_are_errors(
+    tmp_path: Path, header: dict[str, object], data: bytes, message: str
+) -> None:
+    result = scan_file(_write(tmp_path, "bad.safetensors", _with_header(header, data)))
+    assert result.status == "error"
+    assert any(message in e for e in result.errors), result.errors
+
+
+def test_safetensors_duplicate_keys_and_huge_header(tmp_path: Path) -> None:
+    raw = b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "a": {"dtype": "U8", ' \
+          b'"shape": [1], "data_offsets": [0, 1]}}'
+    data = struct.pack("<Q", len(raw)) + raw + b"x"
+    result = scan_file(_write(tmp_path, "dup.safetensors", data))
+    assert any("duplicate" in e for e in result.errors)
+    huge = struct.pack("<Q", 1 << 40) + b"{" + b" " * 16
+    result = scan_file(_write(tmp_path, "huge.safetensors", huge))
+    assert result.status != "clean"
+
+
+def test_every_truncation_of_safetensors_is_never_clean(tmp_path: Path) -> None:
+    data = _safetensors_bytes()
+    for cut in range(1, len(data), 7):
+        result = scan_file(_write(tmp_path, "t.safetensors", data[:-cut]))
+        assert result.status != "clean", cut
+
+
+def _gguf_bytes(tmp_path: Path) -> bytes:
+    import gguf
+
+    path = tmp_path / "g.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("t")
+    writer.add_tensor("w", np.zeros((2, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+def test_gguf_inconsistent_counts_and_lengths(tmp_path: Path) -> None:
+    data = bytearray(_gguf_bytes(tmp_path))
+    assert scan_file(_write(tmp_path, "ok.gguf", bytes(data))).status == "clean"
+    for offset, value in ((8, 1 << 40), (16, 1 << 40)):  # tensor count, kv count
+        broken = bytearray(data)
+        struct.pack_into("<Q", broken, offset, value)
+        result = scan_file(_write(tmp_path, "bad.gguf", bytes(broken)))
+        assert result.status == "error" and "cannot fit" in result.errors[0]
+    broken = bytearray(data)
+    struct.pack_into("<Q", broken, 24, 1 << 50)  # first key's string length
+    result = scan_file(_write(tmp_path, "bad.gguf", bytes(broken)))
+    assert result.status == "error" and "string length" in result.errors[0]
+    for cut in (1, 40, 130):
+        assert scan_file(_write(tmp_path, "cut.gguf", bytes(data[:-cut]))).status == "error"
+
+
+def test_npy_truncated_and_trailing(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(10.0))
+    data = buffer.getvalue()
+    assert scan_file(_write(tmp_path, "a.npy", data[:-3])).status == "error"
+    trailing = scan_file(_write(tmp_path, "b.npy", data + b"\x80\x04N."))
+    assert trailing.max_severity == Severity.SUSPICIOUS
+
+
+def _zip(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_zip_bomb_is_not_expanded(tmp_path: Path) -> None:
+    bomb = _zip({"big.bin": b"\0" * (64 << 20)})
+    assert len(bomb) < 200_000
+    result = scan_file(_write(tmp_path, "bomb.zip", bomb))
+    assert any("ratio" in f.message for f in result.findings)
+    assert result.errors
+
+
+def test_nested_archive_depth_is_bounded(tmp_path: Path) -> None:
+    data = b"\x80\x04N."
+    for level in range(7):
+        data = _zip({f"level{level}.zip" if level else "x.pkl": data})
+    result = scan_file(_write(tmp_path, "deep.zip", data), limits=ScanLimits(max_archive_depth=3))
+    assert any("nested more than 3" in e for e in result.errors)
+    assert result.status == "error"
+
+
+def test_too_many_members(tmp_path: Path) -> None:
+    data = _zip({f"f{i}.txt": b"x" for i in range(20)})
+    result = scan_file(_write(tmp_path, "many.zip", data),
+                       limits=ScanLimits(max_archive_members=10))
+    assert result.errors and "over the limit" in result.errors[0]
+
+
+def test_corrupt_zip_is_an_error(tmp_path: Path) -> None:
+    data = bytearray(_zip({"a.pkl": b"\x80\x04N."}))
+    data[-10:] = b"\xff" * 10
+    assert scan_file(_write(tmp_path, "c.zip", bytes(data))).status == "error"
+
+
+def test_tar_traversal_and_devices(tmp_path: Path) -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        info = tarfile.TarInfo("../outside.pkl")
+        info.size = 4
+        archive.addfile(info, io.BytesIO(b"\x80\x04N."))
+        dev = tarfile.TarInfo("dev")
+        dev.type = tarfile.CHRTYPE
+        archive.addfile(dev)
+    result = scan_file(_write(tmp_path, "t.tar", raw.getvalue()))
+    kinds = {(f.subject, f.severity) for f in result.findings}
+    assert ("../outside.pkl", Severity.DANGEROUS) in kinds
+    assert ("dev", Severity.SUSPICIOUS) in kinds
+
+
+def test_gzip_bomb_is_bounded(tmp_path: Path) -> None:
+    import gzip
+
+    data = gzip.compress(b"\0" * (32 << 20), 9)
+    result = scan_file(_write(tmp_path, "b.gz", data),
+                       limits=ScanLimits(max_decompressed_bytes=1 << 20))
+    assert result.errors
+
+
+def test_hdf5_without_h5py_is_an_error_not_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import h5py
+
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as h5:
+        h5.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": {}})
+    import sys
+
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    result = scan_file(path)
+    assert result.status == "error" and "weightvault[scan]" in result.errors[0]
+
+
+def test_onnx_malformed_and_claimed(tmp_path: Path) -> None:
+    result = scan_file(_write(tmp_path, "m.onnx", b"\x08\x07\x3a\xff\xff\xff\x0f"))
+    assert result.status == "error" and "onnx" in result.errors[0]
+
+
+def test_special_files_and_read_errors_are_errors(tmp_path: Path) -> None:
+    import os
+
+    from weightvault.scan import scan_paths
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "ok.pkl").write_bytes(b"\x80\x04N.")
+    report = scan_paths([tmp_path])
+    statuses = {Path(r.path).name: r.status for r in report.files}
+    assert statuses == {"pipe": "error", "ok.pkl": "clean"}
+    assert scan_file(tmp_path).status == "error"  # a folder given as a file: read error
