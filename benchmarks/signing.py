@@ -1,0 +1,337 @@
+"""Benchmark: weightvault sign/verify against model-signing and against the machine's limit.
+
+Builds a synthetic model (default: four 1 GB files plus one 4 GB file, as in issue 2) under
+``bench-data/`` in the checkout, reads it once so it is page-cached, then in ONE run times:
+
+* ``weightvault sign`` / ``verify`` (the CLI, process start-up included);
+* model-signing 1.1 ``sign`` / ``verify`` with the same method (EC key) and hash settings (its
+  CLI for the default case, its Python API in a child process where the CLI has no option);
+* the machine's hashing limit: one core's speed for each hash, measured with the same library on
+  an in-memory buffer, times the ideal schedule over the available cores (a file cannot be split
+  in ``files`` mode, so the limit is ``max(largest item / speed, total / (cores x speed))``);
+* ``weightvault --help`` start-up time and the peak RSS of each weightvault process.
+
+Prints one table with the ratios the issue sets as targets. Usage::
+
+    .venv/bin/python benchmarks/signing.py            # 8 GB model (needs ~8 GB free RAM)
+    .venv/bin/python benchmarks/signing.py --scale 0.25 --keep
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GB = 1_000_000_000
+
+
+@dataclass
+class Run:
+    seconds: float
+    max_rss_mb: float
+    returncode: int
+
+
+def run_child(argv: list[str]) -> Run:
+    """Run a process, returning wall time and its own peak RSS.
+
+    The RSS comes from ``/usr/bin/time -f %M``: ``wait4``'s ``ru_maxrss`` would include this
+    (large) benchmark process's memory, which a forked child inherits until it execs.
+    """
+    start = time.perf_counter()
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    err = proc.stderr.decode().strip().splitlines()
+    max_rss_kb = float(err[-1]) if err and err[-1].isdigit() else float("nan")
+    if proc.returncode != 0:
+        print(f"  ! {' '.join(argv[:4])}... exited {proc.returncode}: {' '.join(err)[:300]}")
+    return Run(elapsed, max_rss_kb / 1024, proc.returncode)
+
+
+def build_model(root: Path, sizes: list[int]) -> None:
+    """Write files of random-looking bytes (a repeated 64 MiB block: hashing cost is the same)."""
+    root.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(64 << 20)
+    for index, size in enumerate(sizes):
+        path = root / f"model-{index:05d}-of-{len(sizes):05d}.safetensors"
+        if path.exists() and path.stat().st_size == size:
+            continue
+        with open(path, "wb") as handle:
+            remaining = size
+            while remaining:
+                chunk = block[: min(len(block), remaining)]
+                handle.write(chunk)
+                remaining -= len(chunk)
+    (root / "config.json").write_text(json.dumps({"model_type": "synthetic", "files": len(sizes)}))
+
+
+def warm_page_cache(root: Path) -> None:
+    buffer = bytearray(16 << 20)
+    for path in sorted(root.iterdir()):
+        with open(path, "rb", buffering=0) as handle:
+            while handle.readinto(buffer):
+                pass
+
+
+def per_core_speed(hash_type: str, seconds: float = 1.0) -> float:
+    """Bytes/s one core hashes an in-memory buffer with the library weightvault uses."""
+    import blake3
+
+    data = memoryview(os.urandom(16 << 20))
+    best = 0.0
+    for _ in range(3):
+        hasher = (
+            hashlib.sha256()
+            if hash_type == "sha256"
+            else hashlib.blake2b()
+            if hash_type == "blake2"
+            else blake3.blake3(max_threads=1)
+        )
+        done = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds / 3:
+            hasher.update(data)
+            done += len(data)
+        best = max(best, done / (time.perf_counter() - start))
+    return best
+
+
+def read_and_hash_speed(path: Path, hash_type: str) -> float:
+    """Bytes/s one core reads a page-cached file into a buffer and hashes it (no scheduling)."""
+    from weightvault.hashing import HashJob, hash_jobs
+
+    size = path.stat().st_size
+    start = time.perf_counter()
+    hash_jobs([HashJob(path, path.name, size)], hash_type, max_workers=1)
+    return size / (time.perf_counter() - start)
+
+
+def machine_limit(
+    sizes: list[int], hash_type: str, method: str, shard: int, cores: int, speed: float
+) -> float:
+    if hash_type == "blake3":
+        items = [sum(sizes) / cores]  # BLAKE3 splits one file across cores itself
+    elif method == "shards":
+        items = [min(shard, s - start) for s in sizes for start in range(0, s, shard)]
+    else:
+        items = list(sizes)
+    return max(max(items) / speed, sum(sizes) / (cores * speed))
+
+
+PEER_SIGN = """
+import sys, model_signing
+model, sig, key, method, hash_type, shard = sys.argv[1:7]
+hc = model_signing.hashing.Config().set_ignored_paths(paths=[sig])
+if method == "shards":
+    hc.use_shard_serialization(hashing_algorithm=hash_type, shard_size=int(shard))
+else:
+    hc.use_file_serialization(hashing_algorithm=hash_type)
+cfg = model_signing.signing.Config().use_elliptic_key_signer(private_key=key)
+cfg.set_hashing_config(hc).sign(model, sig)
+"""
+PEER_VERIFY = """
+import sys, model_signing
+model, sig, key, method, hash_type, shard = sys.argv[1:7]
+hc = model_signing.hashing.Config().set_ignored_paths(paths=[sig])
+if method == "shards":
+    hc.use_shard_serialization(hashing_algorithm=hash_type, shard_size=int(shard))
+else:
+    hc.use_file_serialization(hashing_algorithm=hash_type)
+cfg = model_signing.verifying.Config().use_elliptic_key_verifier(public_key=key)
+cfg.set_hashing_config(hc).verify(model, sig)
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every file size")
+    parser.add_argument("--data", type=Path, default=REPO / "bench-data" / "signing")
+    parser.add_argument("--keep", action="store_true", help="keep the model files afterwards")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per case (best is kept)")
+    args = parser.parse_args()
+
+    cores = len(os.sched_getaffinity(0))
+    sizes = [int(s * args.scale) for s in (GB, GB, GB, GB, 4 * GB)]
+    shard = GB
+    model = args.data / "model"
+    work = Path(tempfile.mkdtemp(prefix="wv-bench-"))
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1/5 min), cores: {cores}")
+    print(f"model: {len(sizes)} files, {sum(sizes) / GB:.2f} GB, largest {max(sizes) / GB:.2f} GB")
+    build_model(model, sizes)
+    warm_page_cache(model)
+
+    key = work / "key.pem"
+    pub = work / "key.pub"
+    subprocess.run(
+        ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key)],
+        check=True,
+    )
+    subprocess.run(
+        ["openssl", "ec", "-in", str(key), "-pubout", "-out", str(pub)],
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
+
+    wv = str(BIN / "weightvault")
+    helps = [run_child([wv, "--help"]).seconds for _ in range(5)]
+    help_time = statistics.median(helps)
+
+    cases = [
+        ("files", "sha256", "default: files/sha256"),
+        ("shards", "sha256", "shards/sha256 (1 GB)"),
+        ("files", "blake2", "files/blake2"),
+        ("files", "blake3", "files/blake3"),
+    ]
+    rows = []
+    worst_rss = 0.0
+    for method, hash_type, label in cases:
+        sig_wv = work / f"wv-{method}-{hash_type}.sig"
+        sig_peer = work / f"peer-{method}-{hash_type}.sig"
+        opts = ["--hash", hash_type, "--serialization", method, "--shard-size", str(shard)]
+        best: dict[str, Run] = {}
+
+        def keep(name: str, result: Run, best: dict[str, Run] = best) -> None:
+            if name not in best or result.seconds < best[name].seconds:
+                best[name] = result
+
+        for _ in range(args.repeat):
+            keep(
+                "wv_sign",
+                run_child(
+                    [wv, "sign", str(model), "--key", str(key), "--signature", str(sig_wv), *opts]
+                ),
+            )
+            keep(
+                "wv_verify",
+                run_child(
+                    [wv, "verify", str(model), "--key", str(pub), "--signature", str(sig_wv)]
+                ),
+            )
+            if (method, hash_type) == ("files", "sha256"):
+                peer = str(BIN / "model_signing")
+                keep(
+                    "peer_sign",
+                    run_child(
+                        [
+                            peer,
+                            "sign",
+                            "key",
+                            "--private_key",
+                            str(key),
+                            "--signature",
+                            str(sig_peer),
+                            str(model),
+                        ]
+                    ),
+                )
+                keep(
+                    "peer_verify",
+                    run_child(
+                        [
+                            peer,
+                            "verify",
+                            "key",
+                            "--public_key",
+                            str(pub),
+                            "--signature",
+                            str(sig_peer),
+                            str(model),
+                        ]
+                    ),
+                )
+            else:
+                extra = [str(model), str(sig_peer), str(key), method, hash_type, str(shard)]
+                keep("peer_sign", run_child([sys.executable, "-c", PEER_SIGN, *extra]))
+                extra[2] = str(pub)
+                keep("peer_verify", run_child([sys.executable, "-c", PEER_VERIFY, *extra]))
+        hash_speed = per_core_speed(hash_type)
+        limit = machine_limit(sizes, hash_type, method, shard, cores, hash_speed)
+        biggest = max(model.iterdir(), key=lambda p: p.stat().st_size)
+        io_speed = read_and_hash_speed(biggest, hash_type)
+        io_limit = machine_limit(sizes, hash_type, method, shard, cores, io_speed)
+        print(
+            f"  {label}: one core hashes {hash_speed / GB:.2f} GB/s in memory, "
+            f"{io_speed / GB:.2f} GB/s reading the page cache"
+        )
+        worst_rss = max(worst_rss, best["wv_sign"].max_rss_mb, best["wv_verify"].max_rss_mb)
+        rows.append((label, limit, io_limit, best))
+
+    print()
+    header = (
+        f"{'case':24} {'limit s':>8} {'wv sign':>8} {'wv ver':>8} {'peer sign':>9} "
+        f"{'peer ver':>9} {'sign/limit':>10} {'ver/limit':>9} {'peer/wv sign':>12} "
+        f"{'peer/wv ver':>11} {'wv RSS MB':>9} {'io limit s':>10} {'max/io':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, limit, io_limit, best in rows:
+        ws, wvv = best["wv_sign"].seconds, best["wv_verify"].seconds
+        ps, pv = best["peer_sign"].seconds, best["peer_verify"].seconds
+        rss = max(best["wv_sign"].max_rss_mb, best["wv_verify"].max_rss_mb)
+        print(
+            f"{label:24} {limit:8.2f} {ws:8.2f} {wvv:8.2f} {ps:9.2f} {pv:9.2f} "
+            f"{ws / limit:10.2f} {wvv / limit:9.2f} {ps / ws:12.2f} {pv / wvv:11.2f} {rss:9.0f}"
+            f" {io_limit:10.2f} {max(ws, wvv) / io_limit:6.2f}"
+        )
+    print()
+    default = rows[0][3]
+    speedup = default["peer_sign"].seconds / default["wv_sign"].seconds
+    worst_limit = max(
+        max(b["wv_sign"].seconds, b["wv_verify"].seconds) / limit for _, limit, _, b in rows
+    )
+    worst_io = max(max(b["wv_sign"].seconds, b["wv_verify"].seconds) / io for _, _, io, b in rows)
+    slowest_vs_peer = min(
+        min(
+            b["peer_sign"].seconds / b["wv_sign"].seconds,
+            b["peer_verify"].seconds / b["wv_verify"].seconds,
+        )
+        for _, _, _, b in rows
+    )
+    print("targets:")
+    print(
+        f"  every case within 1.15x of the machine limit: worst {worst_limit:.2f}x "
+        f"{'OK' if worst_limit <= 1.15 else 'MISSED'}"
+    )
+    print(
+        f"  (the same with the measured per-core read+hash speed as the limit: worst "
+        f"{worst_io:.2f}x {'OK' if worst_io <= 1.15 else 'MISSED'})"
+    )
+    print(
+        f"  never slower than model-signing: worst peer/wv {slowest_vs_peer:.2f}x "
+        f"{'OK' if slowest_vs_peer >= 1.0 else 'MISSED'}"
+    )
+    print(
+        f"  >= 1.3x faster on the mixed model, defaults: {speedup:.2f}x "
+        f"{'OK' if speedup >= 1.3 else 'MISSED'}"
+    )
+    print(
+        f"  weightvault --help < 0.3 s: {help_time:.3f} s {'OK' if help_time < 0.3 else 'MISSED'}"
+    )
+    print(f"  peak memory < 200 MB: {worst_rss:.0f} MB {'OK' if worst_rss < 200 else 'MISSED'}")
+    print(f"load after: {os.getloadavg()[0]:.2f}")
+
+    shutil.rmtree(work)
+    if not args.keep:
+        shutil.rmtree(args.data)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
