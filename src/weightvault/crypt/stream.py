@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from cryptography.exceptions import InvalidTag
@@ -21,7 +22,14 @@ from weightvault.crypt.envelope import cannot_decrypt
 from weightvault.crypt.format import BODY_HEADER_SIZE, CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, TAG_SIZE
 from weightvault.errors import InputError
 
-__all__ = ["BLOCK_CHUNKS", "copy_body", "decrypt_body", "encrypt_body"]
+__all__ = [
+    "BLOCK_CHUNKS",
+    "copy_body",
+    "decrypt_body",
+    "decrypt_stream",
+    "encrypt_body",
+    "encrypt_stream",
+]
 
 BLOCK_CHUNKS = 64
 PLAIN_BLOCK = BLOCK_CHUNKS * CHUNK_SIZE
@@ -33,6 +41,78 @@ Progress = Callable[[int], None]
 
 def _nothing(_n: int) -> None:
     return None
+
+
+def encrypt_stream(
+    source: BinaryIO,
+    out: BinaryIO,
+    dek: bytes,
+    body_context: bytes,
+    *,
+    progress: Progress = _nothing,
+) -> tuple[int, int]:
+    """Write the C2SP body of ``source`` (read to its end) to ``out``: (bytes read, written)."""
+    read_total = 0
+    written = 0
+    encryptor = Cobblestone256Encryptor(dek, body_context)
+    in_buffer = bytearray(PLAIN_BLOCK)
+    in_view = memoryview(in_buffer)
+    out_buffer = bytearray(PLAIN_BLOCK + _OUT_SLACK)
+    out_view = memoryview(out_buffer)
+    readinto = source.readinto  # type: ignore[attr-defined]
+    write = out.write
+    while True:
+        count = readinto(in_view)
+        if not count:
+            break
+        read_total += count
+        produced = encryptor.update_into(in_view[:count], out_view)
+        write(out_view[:produced])
+        written += produced
+        progress(count)
+    tail = encryptor.finalize()
+    write(tail)
+    return read_total, written + len(tail)
+
+
+def decrypt_stream(
+    source: BinaryIO,
+    out: BinaryIO,
+    dek: bytes,
+    body_context: bytes,
+    name: str,
+    *,
+    progress: Progress = _nothing,
+) -> int:
+    """Decrypt the C2SP body read from ``source`` (positioned at the body) into ``out``.
+
+    Raises the uniform :func:`cannot_decrypt` error on any authentication failure; what was
+    written to ``out`` before that must then be discarded by the caller.
+    """
+    written = 0
+    decryptor = Cobblestone256Decryptor(dek, body_context)
+    # The first read includes the 56-byte salt + commitment, so blocks stay chunk-aligned.
+    in_buffer = bytearray(CIPHER_BLOCK + BODY_HEADER_SIZE)
+    in_view = memoryview(in_buffer)
+    out_buffer = bytearray(CIPHER_BLOCK + _OUT_SLACK)
+    out_view = memoryview(out_buffer)
+    want = CIPHER_BLOCK + BODY_HEADER_SIZE
+    write = out.write
+    try:
+        while True:
+            count = _read_full(source, in_view[:want])
+            want = CIPHER_BLOCK
+            if not count:
+                break
+            produced = decryptor.update_into(in_view[:count], out_view)
+            write(out_view[:produced])
+            written += produced
+            progress(count)
+        tail = decryptor.finalize()
+    except InvalidTag as exc:
+        raise cannot_decrypt(name) from exc
+    write(tail)
+    return written + len(tail)
 
 
 def encrypt_body(
@@ -47,38 +127,19 @@ def encrypt_body(
     progress: Progress = _nothing,
 ) -> int:
     """Write ``header`` + C2SP body of ``source`` to ``destination`` atomically; return the size."""
-    read_total = 0
-    written = 0
     try:
         src = open(source, "rb", buffering=0)
     except OSError as exc:
         raise InputError(f"{source}: cannot read: {exc.strerror}") from exc
     with src, atomic_output(Path(destination), force=force) as out:
         out.write(header)
-        written += len(header)
-        encryptor = Cobblestone256Encryptor(dek, body_context)
-        in_buffer = bytearray(PLAIN_BLOCK)
-        in_view = memoryview(in_buffer)
-        out_buffer = bytearray(PLAIN_BLOCK + _OUT_SLACK)
-        out_view = memoryview(out_buffer)
-        while True:
-            count = src.readinto(in_view)
-            if not count:
-                break
-            read_total += count
-            produced = encryptor.update_into(in_view[:count], out_view)
-            out.write(out_view[:produced])
-            written += produced
-            progress(count)
-        tail = encryptor.finalize()
-        out.write(tail)
-        written += len(tail)
+        read_total, written = encrypt_stream(src, out, dek, body_context, progress=progress)
         if expected_size is not None and read_total != expected_size:
             raise InputError(
                 f"{source}: changed size while being encrypted ({expected_size} -> {read_total}); "
                 "encrypt a model that is not being written to"
             )
-    return written
+    return len(header) + written
 
 
 def decrypt_body(
@@ -94,37 +155,13 @@ def decrypt_body(
 ) -> int:
     """Decrypt the body of ``source`` to ``destination``; the output gets its name only after
     the final chunk authenticated. Returns the plaintext size."""
-    written = 0
     try:
         src = open(source, "rb", buffering=0)
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {exc.strerror}") from exc
     with src, plaintext_output(Path(destination), force=force) as out:
         src.seek(body_offset)
-        decryptor = Cobblestone256Decryptor(dek, body_context)
-        # The first read includes the 56-byte salt + commitment, so blocks stay chunk-aligned.
-        in_buffer = bytearray(CIPHER_BLOCK + BODY_HEADER_SIZE)
-        in_view = memoryview(in_buffer)
-        out_buffer = bytearray(CIPHER_BLOCK + _OUT_SLACK)
-        out_view = memoryview(out_buffer)
-        first = True
-        try:
-            while True:
-                want = CIPHER_BLOCK + BODY_HEADER_SIZE if first else CIPHER_BLOCK
-                first = False
-                count = _read_full(src, in_view[:want])
-                if not count:
-                    break
-                produced = decryptor.update_into(in_view[:count], out_view)
-                out.write(out_view[:produced])
-                written += produced
-                progress(count)
-            tail = decryptor.finalize()
-        except InvalidTag as exc:
-            raise cannot_decrypt(name) from exc
-        out.write(tail)
-        written += len(tail)
-    return written
+        return decrypt_stream(src, out, dek, body_context, name, progress=progress)
 
 
 def _read_full(handle: object, view: memoryview) -> int:
