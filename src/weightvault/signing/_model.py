@@ -423,18 +423,18 @@ def read_signature(signature_path: PathLike) -> bytes:
     return data
 
 
-def _verify_ignores(signed: Manifest, root: Path) -> tuple[list[str], bool]:
+def _verify_ignores(signed: Manifest) -> list[str]:
     """Ignored paths to use when rehashing: the signed ones, or the old default (git paths)."""
     recorded = signed.serialization.ignore_paths
     if recorded is not None:
-        return list(recorded), False
+        return list(recorded)
     # Older signatures recorded nothing; their signers ignored git paths unless told otherwise,
     # so ignore them except where the signature covers them.
     names = [r.name for r in signed.resources]
     if signed.serialization.method == "shards":
         names = [split_shard_name(n, "resource")[0] for n in names]
     covered = {n.split("/")[0] for n in names}
-    return [n for n in DEFAULT_IGNORED_NAMES if n not in covered], False
+    return [n for n in DEFAULT_IGNORED_NAMES if n not in covered]
 
 
 def _file_of(resource_name: str, method: str) -> str:
@@ -521,7 +521,7 @@ def check(
         )
     signed = parse_statement(verified.payload)
     # 3. Rehash the model with the signed parameters and compare by name.
-    ignored, _ = _verify_ignores(signed, root)
+    ignored = _verify_ignores(signed)
     ignored += [str(p) for p in ignore_paths]
     ignored += _signature_ignore(root, sig)
     try:
