@@ -239,3 +239,23 @@ def test_sigkill_during_encryption_leaves_nothing_under_the_final_name(tmp_path:
     )
     _kill_while_writing(process, out_dir)
     assert not (out_dir / "big.bin.wvenc").exists()
+
+
+def test_rewrap_rotates_a_passphrase(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    enc = tmp_path / "enc"
+    monkeypatch.setenv("OLD_PASS", "old secret")
+    monkeypatch.setenv("NEW_PASS", "new secret")
+    low = ["--scrypt-log-n", "10"]
+    assert run(["encrypt", str(model), "-o", str(enc), "--to", "passphrase",
+                "--passphrase-env", "OLD_PASS", *low]) == 0  # fmt: skip
+    assert run(["rewrap", str(enc), "-i", "passphrase", "--passphrase-env", "OLD_PASS",
+                "--to", "passphrase", "--new-passphrase-env", "NEW_PASS", *low]) == 0  # fmt: skip
+    capsys.readouterr()
+    for env, code in (("OLD_PASS", 1), ("NEW_PASS", 0)):
+        out = tmp_path / f"plain-{env}"
+        args = ["decrypt", str(enc), "-o", str(out), "-i", "passphrase", "--passphrase-env", env]
+        assert run(args) == code
+    assert tree_bytes(tmp_path / "plain-NEW_PASS") == tree_bytes(model)
+    assert not (tmp_path / "plain-OLD_PASS").exists()

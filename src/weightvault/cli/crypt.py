@@ -33,7 +33,9 @@ _PASSPHRASE_ENV_HELP = (
 )
 
 
-def _passphrase_source(env_var: str | None, *, confirm: bool) -> Callable[[], bytes]:
+def _passphrase_source(
+    env_var: str | None, *, confirm: bool, prompt: str = "Passphrase"
+) -> Callable[[], bytes]:
     """A callable reading the passphrase once: from ``$env_var`` or a terminal prompt."""
     from weightvault.errors import UsageError
 
@@ -55,10 +57,10 @@ def _passphrase_source(env_var: str | None, *, confirm: bool) -> Callable[[], by
             )
         import getpass
 
-        first = getpass.getpass("Passphrase: ")
+        first = getpass.getpass(f"{prompt}: ")
         if not first:
             raise UsageError("empty passphrase")
-        if confirm and getpass.getpass("Passphrase (again): ") != first:
+        if confirm and getpass.getpass(f"{prompt} (again): ") != first:
             raise UsageError("the passphrases do not match")
         cache.append(first.encode("utf-8"))
         return cache[0]
@@ -67,11 +69,15 @@ def _passphrase_source(env_var: str | None, *, confirm: bool) -> Callable[[], by
 
 
 def _recipients(
-    specs: list[str] | None, passphrase_env: str | None, scrypt_log_n: int
+    specs: list[str] | None,
+    passphrase_env: str | None,
+    scrypt_log_n: int,
+    *,
+    prompt: str = "Passphrase",
 ) -> list[Recipient]:
     from weightvault.crypt import parse_recipient
 
-    source = _passphrase_source(passphrase_env, confirm=True)
+    source = _passphrase_source(passphrase_env, confirm=True, prompt=prompt)
     result: list[Recipient] = []
     for spec in specs or ["keyring"]:
         result.extend(parse_recipient(spec, passphrase=source, scrypt_log_n=scrypt_log_n))
@@ -238,7 +244,12 @@ def register(app: typer.Typer) -> None:
         ),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
         passphrase_env: str | None = typer.Option(
-            None, "--passphrase-env", help=_PASSPHRASE_ENV_HELP
+            None, "--passphrase-env", help="Like encrypt's, for a passphrase --identity."
+        ),
+        new_passphrase_env: str | None = typer.Option(
+            None,
+            "--new-passphrase-env",
+            help="Environment variable holding the passphrase for a passphrase --to.",
         ),
         scrypt_log_n: int = typer.Option(
             18, "--scrypt-log-n", help="scrypt work factor for passphrase recipients (2^N)."
@@ -252,7 +263,7 @@ def register(app: typer.Typer) -> None:
         if not to:
             raise UsageError("rewrap needs at least one --to (the new recipients)")
         identities = _identities(identity, passphrase_env)
-        recipients = _recipients(to, passphrase_env, scrypt_log_n)
+        recipients = _recipients(to, new_passphrase_env, scrypt_log_n, prompt="New passphrase")
         result = rewrap_path(
             encrypted_path,
             identities=identities,
