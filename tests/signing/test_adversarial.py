@@ -368,3 +368,13 @@ def test_every_supported_curve_signs_with_its_hash(model: Path, curve: ec.Ellipt
     key.public_key().verify(
         bundle.signatures[0].sig, pae(bundle.payload_type, bundle.payload), ec.ECDSA(expected)
     )
+
+
+def test_model_path_given_as_symlink_is_an_input_error(
+    signed: tuple[Path, KeyVerifier], tmp_path: Path
+) -> None:
+    model, verifier = signed
+    link = tmp_path / "latest"
+    os.symlink(model, link)
+    with pytest.raises(InputError, match="model path is a symlink"):
+        check(link, model / "model.sig", verifier)

@@ -532,6 +532,8 @@ def check(
             allow_symlinks=signed.serialization.allow_symlinks,
         )
     except SymlinkError as exc:
+        if exc.name == ".":
+            raise  # the path the user gave is a link: a usage problem, not tampering
         return VerificationResult(root, sig, verified.signer, signed, symlinks=(exc.name,))
     except InputError as exc:
         if "no files to process" not in exc.message:
