@@ -149,6 +149,13 @@ def bench_backend(
     results["tlog_proof_bytes"] = len(tlog_proof.to_bytes())
     results["tlog_proof_hashes"] = len(tlog_proof.hashes)
 
+    if location.startswith("postgresql://"):
+        # The machine limit for one-query-per-proof: trivial round trips to the same server.
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as conn:
+            results["roundtrips"] = rate(lambda _i: conn.execute("SELECT 1").fetchone(), first)
+
     # Durable appends on top of the full log (each call = one committed transaction).
     results["batch1000"] = timed_appends(fresh, 1000, 3.0, entries)
     results["batch100"] = timed_appends(fresh, 100, 3.0, entries + 10**7)
@@ -223,6 +230,12 @@ def main() -> int:
             f"   inclusion proofs/s (next, new index) : {r['proofs_warm']:>12,.0f}  "
             f"x{r['proofs_warm'] / TARGET_PROOFS:.2f} target"
         )
+        if "roundtrips" in r:
+            print(
+                f"   PostgreSQL 'SELECT 1' round trips/s  : {r['roundtrips']:>12,.0f}  "
+                f"(proofs reach {r['proofs_warm'] / r['roundtrips']:.2f} of this limit: "
+                "one query per proof)"
+            )
         print(
             f"   inclusion proofs/s (100 per call)    : {r['proofs_batched']:>12,.0f}  "
             f"x{r['proofs_batched'] / TARGET_PROOFS:.2f} target"

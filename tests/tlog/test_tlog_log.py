@@ -17,6 +17,7 @@ from tests.tlog.tlog_helpers import ORIGIN, reference_root
 from weightvault.errors import FormatError, InputError, KeyMaterialError, VerificationError
 from weightvault.tlog import (
     Ed25519NoteSigner,
+    GroupCommitter,
     LogExport,
     TlogProof,
     TransparencyLog,
@@ -406,3 +407,34 @@ def test_caller_misuse_is_descriptive(log: TransparencyLog, tmp_path: Path) -> N
         TransparencyLog.open(tmp_path / "missing.db")
     with pytest.raises(ValueError, match="origin"):
         TransparencyLog.create(tmp_path / "new.db", "has space")
+
+
+def test_group_commit_batches_concurrent_single_appends(log: TransparencyLog) -> None:
+    committer = GroupCommitter(log, max_batch=64)
+    acks: dict[int, bytes] = {}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            for i in range(40):
+                entry = f"{name}-{i}".encode()
+                index = committer.append(entry)
+                with lock:
+                    assert index not in acks
+                    acks[index] = entry
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"g{k}",)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(acks) == list(range(320))
+    assert log.store.read_entries(0, 320) == [acks[i] for i in range(320)]
+    assert committer.commits < 320  # appends shared commits
+    with pytest.raises(InputError):  # a failing batch reports to its callers
+        committer.append(b"x" * (1 << 20 + 1))
+    assert committer.append(b"after") == 320

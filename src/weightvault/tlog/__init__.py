@@ -22,6 +22,7 @@ from weightvault.tlog.checkpoint import (
 )
 from weightvault.tlog.log import (
     ExportVerification,
+    GroupCommitter,
     LogExport,
     TransparencyLog,
     verify_export,
@@ -49,6 +50,7 @@ __all__ = [
     "ConsistencyProof",
     "Ed25519NoteSigner",
     "ExportVerification",
+    "GroupCommitter",
     "LogEntryProof",
     "LogExport",
     "Note",
