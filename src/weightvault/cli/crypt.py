@@ -300,7 +300,8 @@ def register(app: typer.Typer) -> None:
             if context["manifest_digest"]:
                 console.print(f"  manifest digest {context['manifest_digest']}", markup=False)
             console.print(
-                f"  {doc['plaintext_size']:,} bytes in {doc['chunks']:,} chunks; file "
+                f"  {doc['plaintext_size']:,} bytes in {doc['chunks']:,} "
+                f"chunk{'s' if doc['chunks'] != 1 else ''}; file "
                 f"{doc['file_size']:,} bytes (header {doc['header_size']}); {doc['suite']} "
                 f"v{doc['format_version']}",
                 markup=False,

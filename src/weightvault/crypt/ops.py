@@ -356,7 +356,7 @@ def _encrypted_files(path: Path) -> tuple[bool, list[tuple[str, Path]]]:
     """(is_single_file, [(location name without suffix, file path)]) of an encrypted input."""
     tree = walk_model(path)
     if tree.is_single_file:
-        return True, [(path.name, tree.files[0].path)]
+        return True, [(path.name, path)]
     found: list[tuple[str, Path]] = []
     for item in tree.files:
         if not item.name.endswith(SUFFIX):
