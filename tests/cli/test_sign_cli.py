@@ -217,3 +217,32 @@ def test_console_script_exit_codes(model: Path, keys: tuple[Path, Path]) -> None
     assert proc.stdout.strip() == "changed: model.safetensors"
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+HISTORY = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "model-signing-history"
+
+
+@pytest.mark.skipif(not HISTORY.is_dir(), reason=f"shared fixtures absent ({HISTORY})")
+def test_peer_fixtures_through_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    key_case = HISTORY / "v1.1.0-elliptic-key"
+    cert_case = HISTORY / "v1.1.0-certificate"
+    keys = HISTORY / "keys"
+    assert run(["verify", str(key_case), "--key", str(keys / "signing-key-pub.pem")]) == 0
+    assert (
+        run(
+            [
+                "verify",
+                str(cert_case),
+                "--trust-root",
+                str(keys / "ca-cert.pem"),
+                "--identity",
+                "intermediate-ca",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("signature OK") == 2
+    # The key of the key fixture is not the certificate fixture's signer.
+    assert run(["verify", str(cert_case), "--key", str(keys / "signing-key-pub.pem")]) == 1
+    assert "made with a certificate" in _one_line_error(capsys.readouterr().err)
