@@ -246,3 +246,31 @@ def test_peer_fixtures_through_the_cli(capsys: pytest.CaptureFixture[str]) -> No
     # The key of the key fixture is not the certificate fixture's signer.
     assert run(["verify", str(cert_case), "--key", str(keys / "signing-key-pub.pem")]) == 1
     assert "made with a certificate" in _one_line_error(capsys.readouterr().err)
+
+
+def test_wrong_predicate_type_and_other_key_via_cli(
+    model: Path, keys: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from weightvault.oms.dsse import INTOTO_PAYLOAD_TYPE
+    from weightvault.signing import digest
+    from weightvault.signing.key import KeySigner
+
+    signer = KeySigner.from_file(keys[0], "pw")
+    statement = json.loads(digest(model).to_payload())
+    statement["predicateType"] = "https://example.com/not-a-model/v1"
+    bundle = signer.sign(INTOTO_PAYLOAD_TYPE, json.dumps(statement).encode())
+    (model / "model.sig").write_bytes(bundle)
+    assert run(["verify", str(model), "--key", str(keys[1])]) == 2
+    assert "payload.predicateType" in _one_line_error(capsys.readouterr().err)
+
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    other_pub = tmp_path / "other.pub"
+    other_pub.write_bytes(
+        other.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    assert run(["sign", str(model), "--key", str(keys[0]), "--password", "pw"]) == 0
+    capsys.readouterr()
+    assert run(["verify", str(model), "--key", str(other_pub)]) == 1
+    assert "signed by a different key" in _one_line_error(capsys.readouterr().err)
