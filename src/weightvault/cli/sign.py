@@ -320,9 +320,10 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(1)
             return
         if not result.ok:
-            console = out_console()
-            for line in result.problems():
-                console.print(line, markup=False)
+            if result.signature_error is None:  # list each file; the error line sums them up
+                console = out_console()
+                for line in result.problems():
+                    console.print(line, markup=False)
             raise VerificationError(result.summary())
         signer = result.signer
         who = f" (signer: {signer.method} {signer.subject})" if signer else ""
