@@ -42,6 +42,8 @@ class Run:
     seconds: float
     max_rss_mb: float
     returncode: int
+    cpu_seconds: float = float("nan")
+    """User + system CPU time: comparable even when other jobs share the machine."""
 
 
 def run_child(argv: list[str]) -> Run:
@@ -52,17 +54,21 @@ def run_child(argv: list[str]) -> Run:
     """
     start = time.perf_counter()
     proc = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", *argv],
+        ["/usr/bin/time", "-f", "%M %U %S", *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         check=False,
     )
     elapsed = time.perf_counter() - start
     err = proc.stderr.decode().strip().splitlines()
-    max_rss_kb = float(err[-1]) if err and err[-1].isdigit() else float("nan")
+    fields = err[-1].split() if err else []
+    try:
+        max_rss_kb, user, system = (float(f) for f in fields)
+    except ValueError:
+        max_rss_kb = user = system = float("nan")
     if proc.returncode != 0:
         print(f"  ! {' '.join(argv[:4])}... exited {proc.returncode}: {' '.join(err)[:300]}")
-    return Run(elapsed, max_rss_kb / 1024, proc.returncode)
+    return Run(elapsed, max_rss_kb / 1024, proc.returncode, user + system)
 
 
 def build_model(root: Path, sizes: list[int]) -> None:
@@ -289,6 +295,15 @@ def main() -> int:
             f"{label:24} {limit:8.2f} {ws:8.2f} {wvv:8.2f} {ps:9.2f} {pv:9.2f} "
             f"{ws / limit:10.2f} {wvv / limit:9.2f} {ps / ws:12.2f} {pv / wvv:11.2f} {rss:9.0f}"
             f" {io_limit:10.2f} {max(ws, wvv) / io_limit:6.2f}"
+        )
+    print()
+    print("CPU seconds (user+sys) per process, comparable on a shared machine:")
+    for label, _, _, best in rows:
+        print(
+            f"  {label:24} wv sign {best['wv_sign'].cpu_seconds:6.2f}"
+            f"  wv verify {best['wv_verify'].cpu_seconds:6.2f}"
+            f"  peer sign {best['peer_sign'].cpu_seconds:6.2f}"
+            f"  peer verify {best['peer_verify'].cpu_seconds:6.2f}"
         )
     print()
     default = rows[0][3]
