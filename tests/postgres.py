@@ -13,6 +13,7 @@ Usage::
 
     def test_something(postgres):
         dsn = postgres.create_database()   # a fresh, empty database per test
+        dsn = postgres.create_schema()     # cheaper: a fresh schema (search_path in the DSN)
         ...                                # or postgres.dsn for the default "postgres" database
 
 What :func:`start_postgres` does: runs Debian's ``initdb`` (``/usr/lib/postgresql/*/bin``) into a
@@ -20,9 +21,10 @@ fresh folder, starts ``postgres`` listening on a random free port on 127.0.0.1 a
 socket in that folder, and waits until it accepts connections. PostgreSQL refuses to run as root,
 so when the tests run as root the folder is owned by, and the server runs as, the ``postgres``
 system user (``runuser -u postgres --``). The folder lives in the system temp dir (pytest's
-``tmp_path`` is private to root), and :meth:`PostgresServer.stop` stops the server (fast
-shutdown) and deletes it. Each call gives an independent server, so ``pytest -n`` workers never
-share one. Authentication is ``trust`` on the loopback and the socket only.
+``tmp_path`` is private to root), and :meth:`PostgresServer.stop` stops the server (immediate
+shutdown: nothing is kept, so no final checkpoint) and deletes it. Each call gives an
+independent server, so ``pytest -n`` workers never share one. Authentication is ``trust`` on
+the loopback and the socket only.
 """
 
 from __future__ import annotations
@@ -103,8 +105,21 @@ class PostgresServer:
         self._databases.append(name)
         return self.dsn_for(name)
 
+    def create_schema(self, name: str | None = None) -> str:
+        """Create an empty schema in the default database; its DSN sets ``search_path``.
+
+        Much cheaper than :meth:`create_database` (no template copy), so use it for
+        one-per-test isolation of code that uses unqualified table names.
+        """
+        import psycopg
+
+        name = name or f"s_{secrets.token_hex(6)}"
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{name}"')
+        return f"{self.dsn}?options=-csearch_path%3D{name}"
+
     def stop(self) -> None:
-        """Fast shutdown, then delete the data folder."""
+        """Immediate shutdown (the data is thrown away: no checkpoint), then delete the folder."""
         if self.process.poll() is None:
             subprocess.run(
                 [
@@ -114,7 +129,7 @@ class PostgresServer:
                     str(self.root / "data"),
                     "stop",
                     "-m",
-                    "fast",
+                    "immediate",
                     "-w",
                     "-t",
                     "30",

@@ -25,7 +25,7 @@ def log_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "log.db")
     server: PostgresServer = request.getfixturevalue("postgres")
-    return server.create_database()
+    return server.create_schema()
 
 
 @pytest.fixture
