@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -238,6 +239,10 @@ def test_cli_errors_are_one_line_and_leave_no_partial_files(
     _fails(capsys, 2, "log", "prove", db, "--index", "0", "--from-size", "1")
     _fails(capsys, 2, "log", "export", db, "--out", str(d / "x.json"))
     assert not (d / "x.json").exists()
+    fifo = d / "fifo"
+    os.mkfifo(fifo)
+    err = _fails(capsys, 2, "log", "keygen", "--name", ORIGIN, "--out", str(fifo), "--force")
+    assert "not a regular file" in err and fifo.is_fifo()
     _ok(capsys, "witness", "keygen", "--name", "w", "--out", str(d / "wk"))
     err = _fails(capsys, 2, "log", "checkpoint", db, "--key", str(d / "wk"))
     assert "witness (cosignature) key" in err

@@ -86,8 +86,17 @@ def _write_or_print(data: bytes, out: Path | None, force: bool) -> None:
     if out is None:
         sys.stdout.write(data.decode())
         sys.stdout.flush()
-    else:
-        write_bytes_atomic(out, data, force=force)
+        return
+    _check_regular(out)
+    write_bytes_atomic(out, data, force=force)
+
+
+def _check_regular(out: Path) -> None:
+    """Refuse an existing non-regular output: a rename onto a device or pipe would replace it."""
+    from weightvault.errors import InputError
+
+    if out.exists() and not out.is_file():
+        raise InputError(f"{out}: not a regular file; choose a file path for the output")
 
 
 def _open_log(location: str) -> Any:
@@ -108,6 +117,8 @@ def _keygen(name: str, out: Path, force: bool, witness: bool, as_json: bool) -> 
     except Exception as exc:
         raise UsageError(f"--name: {getattr(exc, 'message', exc)}") from exc
     public_path = out.with_name(out.name + ".pub")
+    _check_regular(out)
+    _check_regular(public_path)
     vkey = signer.verifier_key.to_text()
     write_bytes_atomic(out, (signer.to_text() + "\n").encode(), force=force, mode=0o600)
     write_bytes_atomic(public_path, (vkey + "\n").encode(), force=force)
@@ -347,6 +358,7 @@ def log_export(
     """Export entries, leaf hashes and signed checkpoints, up to the latest checkpoint."""
     from weightvault._fs import write_bytes_atomic
 
+    _check_regular(out)
     with _open_log(log) as opened:
         exported = opened.export()
     write_bytes_atomic(out, exported.to_json(), force=force)
