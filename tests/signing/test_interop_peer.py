@@ -184,3 +184,20 @@ def test_code_point_order_is_accepted_on_verify(tmp_path: Path, keypair: tuple[P
     assert sorted(manifest.resources, key=lambda r: component_key(r.name)) == list(
         manifest.resources
     )
+
+
+def test_single_file_model_both_directions(tmp_path: Path, keypair: tuple[Path, Path]) -> None:
+    weights = tmp_path / "weights.safetensors"
+    weights.write_bytes(bytes(range(256)) * 500)
+    sign(weights, KeySigner.from_file(keypair[0]), signature_path=tmp_path / "wv.sig")
+    peer_verify = model_signing.verifying.Config().use_elliptic_key_verifier(public_key=keypair[1])
+    peer_verify.set_hashing_config(model_signing.hashing.Config())
+    peer_verify.verify(weights, tmp_path / "wv.sig")
+
+    peer_sign = model_signing.signing.Config().use_elliptic_key_signer(private_key=keypair[0])
+    peer_sign.sign(weights, tmp_path / "peer.sig")
+    result = check(weights, tmp_path / "peer.sig", KeyVerifier.from_file(keypair[1]))
+    assert result.ok
+    assert result.manifest is not None
+    assert [r.name for r in result.manifest.resources] == ["."]
+    assert result.manifest.model_name == "weights.safetensors"
