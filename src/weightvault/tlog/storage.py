@@ -191,6 +191,9 @@ class SQLiteStore(LogStore):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=60000")
+            # Proofs read ~log2(n) random rows: map the file instead of a pread() per page.
+            conn.execute("PRAGMA mmap_size=1073741824")
+            conn.execute("PRAGMA cache_size=-32768")
             self._local.conn = conn
         return conn
 
