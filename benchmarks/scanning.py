@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO / "tests" / "scan"))
 
 from scan_corpus import Sample, build_corpus  # noqa: E402
 
-WEIGHTVAULT = [str(REPO / ".venv" / "bin" / "weightvault"), "scan"]
+WEIGHTVAULT = [str(REPO / ".venv" / "bin" / "python"), "-m", "weightvault.scan"]
+WEIGHTVAULT_TYPER = [str(REPO / ".venv" / "bin" / "weightvault"), "scan"]
 MEMORY_LIMIT = 8 << 30  # peers that need more than this fail (the machine is shared)
 TIMEOUT = 600
 
@@ -51,6 +52,7 @@ def _tools(peers: Path) -> list[Tool]:
     bin_dir = peers / "bin"
     return [
         Tool("weightvault", lambda p: [*WEIGHTVAULT, str(p)]),
+        Tool("weightvault-typer", lambda p: [*WEIGHTVAULT_TYPER, str(p)]),
         Tool("picklescan", lambda p: [str(bin_dir / "picklescan"), "-p", str(p)]),
         Tool("modelscan", lambda p: [str(bin_dir / "modelscan"), "-p", str(p)]),
         Tool("fickling", lambda p: [str(bin_dir / "fickling"), "--check-safety", str(p)],
@@ -177,7 +179,7 @@ def speed_case(title: str, target: Path, tools: list[Tool], cwd: Path, repeats: 
         note = "timeout" if run.output == "timeout" else verdict(tool.name, run)
         print(f"| {tool.name} | {run.rc} | {run.seconds:.2f} | {run.max_rss_mb:.0f} | {note} |")
     ours = runs["weightvault"].seconds
-    peers = {n: r for n, r in runs.items() if n != "weightvault"}
+    peers = {n: r for n, r in runs.items() if not n.startswith("weightvault")}
     usable = {n: r for n, r in peers.items() if verdict(n, r) == "clean"}
     pool = usable or peers
     fastest_name = min(pool, key=lambda n: pool[n].seconds)
@@ -187,8 +189,9 @@ def speed_case(title: str, target: Path, tools: list[Tool], cwd: Path, repeats: 
     print(f"\nratio: fastest peer that finished clean ({fastest_name}, {fastest:.2f} s) / "
           f"weightvault ({ours:.2f} s) = **{ratio:.2f}x**{target_text}; weightvault peak RSS "
           f"{runs['weightvault'].max_rss_mb:.0f} MB")
-    for name, run in peers.items():
-        print(f"- {name}: {run.seconds / ours:.2f}x the weightvault time")
+    for name, run in runs.items():
+        if name != "weightvault":
+            print(f"- {name}: {run.seconds / ours:.2f}x the weightvault time")
 
 
 def make_big_pickle(path: Path, gib: float) -> None:
@@ -248,7 +251,7 @@ def main() -> None:
           f"{load[2]:.2f} (shared with other work; timings are noisy)")
     tools = _tools(args.peers)
     versions = {}
-    for tool in tools[1:]:
+    for tool in tools[2:]:
         out = subprocess.run([str(args.peers / "bin" / "python"), "-m", "pip", "show", tool.name],
                              capture_output=True, text=True, check=False).stdout
         versions[tool.name] = next((ln.split()[-1] for ln in out.splitlines()

@@ -107,3 +107,27 @@ def test_convert_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert run(["convert", str(source), "-o", str(out), "--force", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["tensors"][0]["name"] == "w"
+
+
+def test_module_entry_point_matches_the_typer_command(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from weightvault.scan.__main__ import main
+
+    assert main([str(model)]) == 1
+    assert "mypkg.layers.Block" in capsys.readouterr().out
+    assert main(["--fail-on", "dangerous", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["--json", str(model)]) == 1
+    module_doc = json.loads(capsys.readouterr().out)
+    assert run(["scan", "--json", str(model)]) == 1
+    assert json.loads(capsys.readouterr().out) == module_doc
+    assert main(["--json", "--allow", "mypkg.*", str(model)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["max_severity"] == "clean"
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps(1))
+    assert main([str(tmp_path / "ok.pkl")]) == 0
+    assert capsys.readouterr().out.strip() == "1 file(s) scanned, 1 clean"
+    assert main([str(tmp_path / "missing")]) == 2
+    assert main(["--fail-on", "bogus", str(tmp_path)]) == 2
+    assert main(["--json", "--sarif", str(tmp_path)]) == 2

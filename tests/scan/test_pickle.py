@@ -162,7 +162,7 @@ def test_value_limit_stops_pathological_pickles(tmp_path: Path) -> None:
     path = tmp_path / "many.pkl"
     path.write_bytes(data)
     result = scan_file(path, limits=ScanLimits(max_pickle_values=1000))
-    assert result.errors and "more than 1000 values" in result.errors[0]
+    assert result.errors and "more than 1000 opcodes" in result.errors[0]
 
 
 def test_nested_pickle_depth_is_bounded(tmp_path: Path) -> None:

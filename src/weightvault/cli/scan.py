@@ -34,7 +34,7 @@ def scan_command(
     from weightvault.cli._ui import emit_json, err_console, out_console
     from weightvault.errors import UsageError
     from weightvault.scan import Severity, scan_paths
-    from weightvault.scan.report import render_table
+    from weightvault.scan.report import render_summary, render_table
 
     if json_output and sarif_output:
         raise UsageError("--json and --sarif are exclusive; pick one")
@@ -52,8 +52,10 @@ def scan_command(
         emit_json(report.to_json())
     elif sarif_output:
         emit_json(report.to_sarif())
-    else:
+    elif verbose or report.findings or report.errors:
         render_table(report, out_console(), verbose=verbose)
+    else:  # nothing to tabulate: one summary line, the same words as the table's last line
+        render_summary(report)
     if not json_output and not sarif_output:
         console = err_console()
         for path, message in report.errors:

@@ -21,8 +21,8 @@ class ScanLimits:
     """Total bytes one compressed member or stream may expand to."""
     max_compression_ratio: int = 1_000
     """Ratio above which a large compressed member is reported as a bomb and not expanded."""
-    max_pickle_values: int = 5_000_000
-    """Stack + memo values one pickle may create (the real unpickler would need gigabytes)."""
+    max_pickle_values: int = 20_000_000
+    """Opcodes one pickle may have; each creates at most one value, so this bounds memory."""
     max_kept_string: int = 1 << 16
     """Strings longer than this are skipped, not read (they cannot be module names)."""
     max_line: int = 1 << 20

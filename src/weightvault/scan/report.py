@@ -17,7 +17,14 @@ from weightvault.scan.policy import Severity
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["FileResult", "Finding", "ScanReport", "render_table"]
+__all__ = [
+    "FileResult",
+    "Finding",
+    "ScanReport",
+    "render_plain_or_table",
+    "render_summary",
+    "render_table",
+]
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _FORMAT_VERSION = 1
@@ -259,3 +266,32 @@ def render_table(report: ScanReport, console: Console, *, verbose: bool = False)
         if count:
             parts.append(f"[{style[key]}]{count} {key}[/]")
     console.print(", ".join(parts))
+
+
+def _summary_counts(report: ScanReport) -> list[tuple[str, int]]:
+    statuses = [r.status for r in report.files]
+    return [(key, statuses.count(key)) for key in ("dangerous", "suspicious", "error", "clean")
+            if statuses.count(key)]
+
+
+def render_plain_or_table(report: ScanReport, *, verbose: bool = False) -> None:
+    """The default text output: a Rich table when there is something to show, else one line.
+
+    A clean scan does not need Rich at all, which keeps per-file invocations fast.
+    """
+
+    if verbose or report.findings or report.errors:
+        from rich.console import Console
+
+        render_table(report, Console(highlight=False, soft_wrap=True), verbose=verbose)
+        return
+    render_summary(report)
+
+
+def render_summary(report: ScanReport) -> None:
+    """One plain line: ``N file(s) scanned, K clean`` (no Rich needed)."""
+    import sys
+
+    parts = [f"{len(report.files)} file(s) scanned"]
+    parts += [f"{count} {key}" for key, count in _summary_counts(report)]
+    sys.stdout.write(", ".join(parts) + "\n")

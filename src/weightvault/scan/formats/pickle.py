@@ -230,7 +230,6 @@ class PickleMachine:
         limits = self.limits
         max_values = limits.max_pickle_values
         max_line = limits.max_line
-        values = 0
         proto = 0
         read = r.read
         read_byte = r.read_byte
@@ -303,16 +302,6 @@ class PickleMachine:
             elif not isinstance(target, Opaque | Persistent | Obj):
                 return  # a builtin literal: the real unpickler fails on it
 
-        def push(value: Any) -> None:
-            nonlocal values
-            values += 1
-            if values > max_values:
-                raise fail(
-                    f"pickle creates more than {max_values} values; refusing to interpret it",
-                    r.tell(),
-                )
-            stack.append(value)
-
         def read_string(n: int, offset: int, kind: str) -> Any:
             if n < 0:
                 raise fail(f"{kind}: negative byte count", offset)
@@ -341,39 +330,97 @@ class PickleMachine:
             r.skip(n)
             return Opaque(kind, n)
 
-        first = True
+        head = r.peek(1)
+        run.first_opcode = head[0] if head else -1
+        count = 0
         while True:
-            offset = r.tell()
-            op = read_byte()
-            if op < 0:
-                raise fail("pickle data was truncated (no STOP opcode)", offset)
-            run.opcodes += 1
-            if first:
-                run.first_opcode = op
-                first = False
+            # The hot path reads the opcode straight from the reader's buffer.
+            i = r._i
+            buf = r._buf
+            if i < len(buf):
+                op = buf[i]
+                offset = r._buf_pos + i
+                r._i = i + 1
+            else:
+                offset = r.tell()
+                op = read_byte()
+                if op < 0:
+                    run.opcodes = count
+                    raise fail("pickle data was truncated (no STOP opcode)", offset)
+            count += 1
+            if count > max_values:
+                raise fail(
+                    f"pickle has more than {max_values} opcodes; refusing to interpret it", offset
+                )
 
-            if op == 0x80:  # PROTO
-                proto = read(1)[0]
-                if proto > HIGHEST_PROTOCOL:
-                    raise fail(f"unsupported pickle protocol: {proto}", offset)
-                run.protocol = proto
-            elif op == 0x95:  # FRAME
-                (length,) = unpack_Q(read(8))
-                remaining = r.remaining()
-                if remaining is not None and length > remaining:
-                    raise fail(
-                        f"FRAME declares {length} bytes but only {remaining} follow "
-                        "(the C unpickler stops here)", offset,
-                    )
-            elif op == 0x2E:  # STOP
-                run.value = pop(offset)
-                run.stopped = True
-                return
-            # -- globals and calls
+            if op == 0x71:  # BINPUT
+                idx = read(1)[0]
+                memo[idx] = top(offset)
+            elif op in (0x68, 0x6A, 0x67):  # BINGET, LONG_BINGET, GET
+                if op == 0x68:
+                    idx = read(1)[0]
+                elif op == 0x6A:
+                    (idx,) = unpack_I(read(4))
+                else:
+                    try:
+                        idx = int(readline(max_line))
+                    except ValueError as exc:
+                        raise fail("GET argument is not an integer", offset) from exc
+                if idx not in memo:
+                    raise fail(f"memo key {idx} not found (GET before PUT)", offset)
+                stack.append(memo[idx])
+            elif op == 0x94:  # MEMOIZE
+                memo[len(memo)] = top(offset)
+            elif op == 0x58:  # BINUNICODE
+                stack.append(read_string(unpack_I(read(4))[0], offset, "BINUNICODE"))
+            elif op == 0x8C:  # SHORT_BINUNICODE
+                stack.append(read_string(read(1)[0], offset, "SHORT_BINUNICODE"))
+            elif op == 0x28:  # MARK
+                marks.append(len(stack))
+            elif op == 0x4B:  # BININT1
+                stack.append(read(1)[0])
+            elif op == 0x74:  # TUPLE
+                stack.append(tuple(pop_mark(offset)))
+            elif op == 0x52:  # REDUCE
+                args = pop(offset)
+                func = pop(offset)
+                do_call(func, offset, "REDUCE")
+                stack.append(Obj(func, args))
+            elif op == 0x29:  # EMPTY_TUPLE
+                stack.append(())
+            elif op == 0x89:  # NEWFALSE
+                stack.append(False)
+            elif op == 0x88:  # NEWTRUE
+                stack.append(True)
+            elif op == 0x51:  # BINPERSID
+                pid = pop(offset)
+                run.persistent_ids.append(pid)
+                stack.append(Persistent(pid))
+            elif op == 0x87:  # TUPLE3
+                c = pop(offset)
+                b = pop(offset)
+                a = pop(offset)
+                stack.append((a, b, c))
+            elif op == 0x86:  # TUPLE2
+                b = pop(offset)
+                a = pop(offset)
+                stack.append((a, b))
+            elif op == 0x85:  # TUPLE1
+                stack.append((pop(offset),))
+            elif op == 0x75:  # SETITEMS
+                items = pop_mark(offset)
+                if len(items) % 2:
+                    raise fail("odd number of items for SETITEMS", offset)
+                target = top(offset)
+                method_target(target, offset, "SETITEMS")
+                if isinstance(target, PDict):
+                    target.items.extend(zip(items[0::2], items[1::2], strict=True))
+            elif op == 0x7D:  # EMPTY_DICT
+                stack.append(PDict())
             elif op == 0x63:  # GLOBAL
                 module = text_str(readline(max_line), offset)
                 name = text_str(readline(max_line), offset)
-                push(do_import(module, name, offset, "GLOBAL"))
+                stack.append(do_import(module, name, offset, "GLOBAL"))
             elif op == 0x93:  # STACK_GLOBAL
                 name_v = pop(offset)
                 module_v = pop(offset)
@@ -387,35 +434,24 @@ class PickleMachine:
                             "(computed or oversized); cannot tell what is imported", offset,
                         )
                     raise fail("STACK_GLOBAL requires str", offset)
-                push(do_import(module_v, name_v, offset, "STACK_GLOBAL"))
-            elif op == 0x69:  # INST
-                module = text_str(readline(max_line), offset)
-                name = text_str(readline(max_line), offset)
-                args = pop_mark(offset)
-                cls = do_import(module, name, offset, "INST")
-                push(Obj(cls, tuple(args)))
-            elif op == 0x6F:  # OBJ
+                stack.append(do_import(module_v, name_v, offset, "STACK_GLOBAL"))
+            elif op == 0x4A:  # BININT
+                stack.append(unpack_i(read(4))[0])
+            elif op == 0x4D:  # BININT2
+                stack.append(unpack_H(read(2))[0])
+            elif op == 0x72:  # LONG_BINPUT
+                (idx,) = unpack_I(read(4))
+                memo[idx] = top(offset)
+            elif op == 0x65:  # APPENDS
                 items = pop_mark(offset)
-                if not items:
-                    raise fail("OBJ without a class", offset)
-                do_call(items[0], offset, "OBJ")
-                push(Obj(items[0], tuple(items[1:])))
-            elif op == 0x52:  # REDUCE
-                args = pop(offset)
-                func = pop(offset)
-                do_call(func, offset, "REDUCE")
-                push(Obj(func, args))
-            elif op == 0x81:  # NEWOBJ
-                args = pop(offset)
-                cls = pop(offset)
-                do_call(cls, offset, "NEWOBJ")
-                push(Obj(cls, args))
-            elif op == 0x92:  # NEWOBJ_EX
-                kwargs = pop(offset)
-                args = pop(offset)
-                cls = pop(offset)
-                do_call(cls, offset, "NEWOBJ_EX")
-                push(Obj(cls, args, kwargs=kwargs))
+                target = top(offset)
+                method_target(target, offset, "APPENDS")
+                if isinstance(target, list):
+                    target.extend(items)
+            elif op == 0x5D:  # EMPTY_LIST
+                stack.append(PList())
+            elif op == 0x4E:  # NONE
+                stack.append(None)
             elif op == 0x62:  # BUILD
                 state = pop(offset)
                 inst = top(offset)
@@ -434,6 +470,60 @@ class PickleMachine:
                         self._joblib_array(r, inst, offset, run)
                 elif not isinstance(inst, PList | PSet | PDict | Persistent | Opaque):
                     pass
+            elif op == 0x81:  # NEWOBJ
+                args = pop(offset)
+                cls = pop(offset)
+                do_call(cls, offset, "NEWOBJ")
+                stack.append(Obj(cls, args))
+            elif op == 0x61:  # APPEND
+                value = pop(offset)
+                target = top(offset)
+                method_target(target, offset, "APPEND")
+                if isinstance(target, list):
+                    target.append(value)
+            elif op == 0x73:  # SETITEM
+                value = pop(offset)
+                key = pop(offset)
+                target = top(offset)
+                method_target(target, offset, "SETITEM")
+                if isinstance(target, PDict):
+                    target.items.append((key, value))
+            elif op == 0x95:  # FRAME
+                (length,) = unpack_Q(read(8))
+                remaining = r.remaining()
+                if remaining is not None and length > remaining:
+                    raise fail(
+                        f"FRAME declares {length} bytes but only {remaining} follow "
+                        "(the C unpickler stops here)", offset,
+                    )
+            elif op == 0x80:  # PROTO
+                proto = read(1)[0]
+                if proto > HIGHEST_PROTOCOL:
+                    raise fail(f"unsupported pickle protocol: {proto}", offset)
+                run.protocol = proto
+            elif op == 0x2E:  # STOP
+                run.value = pop(offset)
+                run.stopped = True
+                run.opcodes = count
+                return
+            elif op == 0x69:  # INST
+                module = text_str(readline(max_line), offset)
+                name = text_str(readline(max_line), offset)
+                args = pop_mark(offset)
+                cls = do_import(module, name, offset, "INST")
+                stack.append(Obj(cls, tuple(args)))
+            elif op == 0x6F:  # OBJ
+                items = pop_mark(offset)
+                if not items:
+                    raise fail("OBJ without a class", offset)
+                do_call(items[0], offset, "OBJ")
+                stack.append(Obj(items[0], tuple(items[1:])))
+            elif op == 0x92:  # NEWOBJ_EX
+                kwargs = pop(offset)
+                args = pop(offset)
+                cls = pop(offset)
+                do_call(cls, offset, "NEWOBJ_EX")
+                stack.append(Obj(cls, args, kwargs=kwargs))
             elif op in (0x82, 0x83, 0x84):  # EXT1 / EXT2 / EXT4
                 size = {0x82: 1, 0x83: 2, 0x84: 4}[op]
                 code = int.from_bytes(read(size), "little", signed=size == 4)
@@ -442,24 +532,11 @@ class PickleMachine:
                     "EXT opcode imports whatever the loading process registered under this "
                     "code (copyreg extension registry)", offset,
                 )
-                push(Opaque("extension"))
+                stack.append(Opaque("extension"))
             elif op == 0x50:  # PERSID
                 pid = readline(max_line).decode("ascii", "replace")
                 run.persistent_ids.append(pid)
-                push(Persistent(pid))
-            elif op == 0x51:  # BINPERSID
-                pid = pop(offset)
-                run.persistent_ids.append(pid)
-                push(Persistent(pid))
-            # -- memo
-            elif op == 0x71:  # BINPUT
-                idx = read(1)[0]
-                memo[idx] = top(offset)
-            elif op == 0x72:  # LONG_BINPUT
-                (idx,) = unpack_I(read(4))
-                memo[idx] = top(offset)
-            elif op == 0x94:  # MEMOIZE
-                memo[len(memo)] = top(offset)
+                stack.append(Persistent(pid))
             elif op == 0x70:  # PUT
                 line = readline(max_line)
                 try:
@@ -469,22 +546,6 @@ class PickleMachine:
                 if idx < 0:
                     raise fail("negative PUT argument", offset)
                 memo[idx] = top(offset)
-            elif op in (0x68, 0x6A, 0x67):  # BINGET, LONG_BINGET, GET
-                if op == 0x68:
-                    idx = read(1)[0]
-                elif op == 0x6A:
-                    (idx,) = unpack_I(read(4))
-                else:
-                    try:
-                        idx = int(readline(max_line))
-                    except ValueError as exc:
-                        raise fail("GET argument is not an integer", offset) from exc
-                if idx not in memo:
-                    raise fail(f"memo key {idx} not found (GET before PUT)", offset)
-                push(memo[idx])
-            # -- stack
-            elif op == 0x28:  # MARK
-                marks.append(len(stack))
             elif op == 0x30:  # POP
                 if marks and marks[-1] >= len(stack):
                     marks.pop()
@@ -493,144 +554,79 @@ class PickleMachine:
             elif op == 0x31:  # POP_MARK
                 pop_mark(offset)
             elif op == 0x32:  # DUP
-                push(top(offset))
-            # -- containers
-            elif op == 0x5D:  # EMPTY_LIST
-                push(PList())
-            elif op == 0x7D:  # EMPTY_DICT
-                push(PDict())
-            elif op == 0x29:  # EMPTY_TUPLE
-                push(())
+                stack.append(top(offset))
             elif op == 0x8F:  # EMPTY_SET
-                push(PSet())
+                stack.append(PSet())
             elif op == 0x6C:  # LIST
-                push(PList(pop_mark(offset)))
-            elif op == 0x74:  # TUPLE
-                push(tuple(pop_mark(offset)))
+                stack.append(PList(pop_mark(offset)))
             elif op == 0x91:  # FROZENSET
-                push(tuple(pop_mark(offset)))
+                stack.append(tuple(pop_mark(offset)))
             elif op == 0x64:  # DICT
                 items = pop_mark(offset)
                 if len(items) % 2:
                     raise fail("odd number of items for DICT", offset)
-                push(PDict(list(zip(items[0::2], items[1::2], strict=True))))
-            elif op == 0x85:  # TUPLE1
-                push((pop(offset),))
-            elif op == 0x86:  # TUPLE2
-                b = pop(offset)
-                a = pop(offset)
-                push((a, b))
-            elif op == 0x87:  # TUPLE3
-                c = pop(offset)
-                b = pop(offset)
-                a = pop(offset)
-                push((a, b, c))
-            elif op == 0x61:  # APPEND
-                value = pop(offset)
-                target = top(offset)
-                method_target(target, offset, "APPEND")
-                if isinstance(target, list):
-                    target.append(value)
-            elif op == 0x65:  # APPENDS
-                items = pop_mark(offset)
-                target = top(offset)
-                method_target(target, offset, "APPENDS")
-                if isinstance(target, list):
-                    target.extend(items)
-            elif op == 0x73:  # SETITEM
-                value = pop(offset)
-                key = pop(offset)
-                target = top(offset)
-                method_target(target, offset, "SETITEM")
-                if isinstance(target, PDict):
-                    target.items.append((key, value))
-            elif op == 0x75:  # SETITEMS
-                items = pop_mark(offset)
-                if len(items) % 2:
-                    raise fail("odd number of items for SETITEMS", offset)
-                target = top(offset)
-                method_target(target, offset, "SETITEMS")
-                if isinstance(target, PDict):
-                    target.items.extend(zip(items[0::2], items[1::2], strict=True))
+                stack.append(PDict(list(zip(items[0::2], items[1::2], strict=True))))
             elif op == 0x90:  # ADDITEMS
                 items = pop_mark(offset)
                 target = top(offset)
                 method_target(target, offset, "ADDITEMS")
                 if isinstance(target, PSet):
                     target.extend(items)
-            # -- scalars
-            elif op == 0x4E:  # NONE
-                push(None)
-            elif op == 0x88:  # NEWTRUE
-                push(True)
-            elif op == 0x89:  # NEWFALSE
-                push(False)
-            elif op == 0x4B:  # BININT1
-                push(read(1)[0])
-            elif op == 0x4D:  # BININT2
-                push(unpack_H(read(2))[0])
-            elif op == 0x4A:  # BININT
-                push(unpack_i(read(4))[0])
             elif op == 0x49:  # INT
-                push(self._parse_int(readline(max_line), offset))
+                stack.append(self._parse_int(readline(max_line), offset))
             elif op == 0x4C:  # LONG
                 line = readline(max_line)
                 if line.endswith(b"L"):
                     line = line[:-1]
                 try:
-                    push(int(line) if len(line) <= 4300 else Opaque("int"))
+                    stack.append(int(line) if len(line) <= 4300 else Opaque("int"))
                 except ValueError as exc:
                     raise fail("LONG argument is not an integer", offset) from exc
             elif op == 0x8A:  # LONG1
                 n = read(1)[0]
-                push(int.from_bytes(read(n), "little", signed=True))
+                stack.append(int.from_bytes(read(n), "little", signed=True))
             elif op == 0x8B:  # LONG4
                 (n,) = unpack_i(read(4))
                 if n < 0:
                     raise fail("LONG pickle has negative byte count", offset)
                 if n > 1024:
                     r.skip(n)
-                    push(Opaque("int"))
+                    stack.append(Opaque("int"))
                 else:
-                    push(int.from_bytes(read(n), "little", signed=True))
+                    stack.append(int.from_bytes(read(n), "little", signed=True))
             elif op == 0x46:  # FLOAT
                 line = readline(max_line)
                 try:
-                    push(float(line))
+                    stack.append(float(line))
                 except ValueError as exc:
                     raise fail("could not convert FLOAT argument", offset) from exc
             elif op == 0x47:  # BINFLOAT
-                push(struct.unpack(">d", read(8))[0])
-            # -- strings and bytes
-            elif op == 0x58:  # BINUNICODE
-                push(read_string(unpack_I(read(4))[0], offset, "BINUNICODE"))
-            elif op == 0x8C:  # SHORT_BINUNICODE
-                push(read_string(read(1)[0], offset, "SHORT_BINUNICODE"))
+                stack.append(struct.unpack(">d", read(8))[0])
             elif op == 0x8D:  # BINUNICODE8
-                push(read_string(unpack_Q(read(8))[0], offset, "BINUNICODE8"))
+                stack.append(read_string(unpack_Q(read(8))[0], offset, "BINUNICODE8"))
             elif op == 0x56:  # UNICODE
                 line = readline(max_line)
                 try:
-                    push(line.decode("raw-unicode-escape"))
+                    stack.append(line.decode("raw-unicode-escape"))
                 except UnicodeDecodeError as exc:
                     raise fail("UNICODE argument is not raw-unicode-escape", offset) from exc
             elif op == 0x53:  # STRING
-                push(self._parse_string(readline(max_line), offset))
+                stack.append(self._parse_string(readline(max_line), offset))
             elif op == 0x54:  # BINSTRING
                 (n,) = unpack_i(read(4))
-                push(self._decode_binstring(n, r, offset))
+                stack.append(self._decode_binstring(n, r, offset))
             elif op == 0x55:  # SHORT_BINSTRING
-                push(self._decode_binstring(read(1)[0], r, offset))
+                stack.append(self._decode_binstring(read(1)[0], r, offset))
             elif op == 0x42:  # BINBYTES
-                push(read_bytes(unpack_I(read(4))[0], offset, "bytes"))
+                stack.append(read_bytes(unpack_I(read(4))[0], offset, "bytes"))
             elif op == 0x43:  # SHORT_BINBYTES
-                push(read_bytes(read(1)[0], offset, "bytes"))
+                stack.append(read_bytes(read(1)[0], offset, "bytes"))
             elif op == 0x8E:  # BINBYTES8
-                push(read_bytes(unpack_Q(read(8))[0], offset, "bytes"))
+                stack.append(read_bytes(unpack_Q(read(8))[0], offset, "bytes"))
             elif op == 0x96:  # BYTEARRAY8
-                push(read_bytes(unpack_Q(read(8))[0], offset, "bytearray"))
+                stack.append(read_bytes(unpack_Q(read(8))[0], offset, "bytearray"))
             elif op == 0x97:  # NEXT_BUFFER
-                push(Opaque("buffer"))
+                stack.append(Opaque("buffer"))
             elif op == 0x98:  # READONLY_BUFFER
                 top(offset)
             else:
