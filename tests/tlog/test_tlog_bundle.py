@@ -103,7 +103,9 @@ def test_entry_is_bound_to_its_envelope_and_log(
     # The envelope's signature changed under the entry: refused.
     changed = json.loads(json.dumps(rec_a))
     sig = base64.b64decode(changed["dsseEnvelope"]["signatures"][0]["sig"])
-    changed["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(sig[:-1] + b"\0").decode()
+    changed["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(
+        sig[:-1] + bytes([sig[-1] ^ 1])
+    ).decode()
     with pytest.raises(VerificationError, match="does not describe this bundle"):
         verify_bundle_log_entry(json.dumps(changed).encode(), log_signer.verifier_key)
     # A different log key: refused.

@@ -78,12 +78,7 @@ def test_every_size_root_inclusion_and_consistency_up_to_300() -> None:
     rng = random.Random(5)
     for n in range(1, len(ENTRIES) + 1):
         assert merkle.root_of_leaf_hashes(LEAVES[:n]) == roots[n]
-        assert (
-            merkle.subtree_hash(
-                0, n, lambda lvl, i: _ref(i << lvl, (i + 1) << lvl)
-            )
-            == roots[n]
-        )
+        assert merkle.subtree_hash(0, n, lambda lvl, i: _ref(i << lvl, (i + 1) << lvl)) == roots[n]
         indices = range(n) if n <= 40 else [*rng.sample(range(n), 12), 0, n - 1]
         for index in indices:
             proof = _hashes_for(merkle.inclusion_ranges(index, n), ENTRIES)

@@ -142,7 +142,11 @@ def test_k_of_n_policy(
     # A forged cosignature line from a known witness rejects the note.
     parsed = parse_note(note)
     bad_line = parsed.signatures[1]
-    forged = type(bad_line)(bad_line.name, bad_line.key_id, bad_line.signature[:-1] + b"\0")
+    forged = type(bad_line)(
+        bad_line.name,
+        bad_line.key_id,
+        bad_line.signature[:-1] + bytes([bad_line.signature[-1] ^ 1]),
+    )
     broken = type(parsed)(parsed.text, (parsed.signatures[0], forged, parsed.signatures[2]))
     with pytest.raises(VerificationError):
         verify_checkpoint(
