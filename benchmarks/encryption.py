@@ -38,8 +38,12 @@ MIB = 1 << 20
 GIB = 1 << 30
 
 
-def _raw_aesgcm(seconds: float = 2.0) -> tuple[float, float]:
-    """One core, AES-256-GCM on one 1 MiB message in CPU cache: encrypt, decrypt (bytes/s)."""
+def _raw_aesgcm(seconds: float = 0.7, windows: int = 3) -> tuple[float, float]:
+    """One core, AES-256-GCM on one 1 MiB message in CPU cache: encrypt, decrypt (bytes/s).
+
+    Best of a few short windows: on a shared machine the best window is the one least
+    disturbed by other work.
+    """
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     aead = AESGCM(AESGCM.generate_key(256))
@@ -47,19 +51,20 @@ def _raw_aesgcm(seconds: float = 2.0) -> tuple[float, float]:
     message = os.urandom(MIB)
     ciphertext = aead.encrypt(nonce, message, None)
     out = bytearray(MIB + 16)
-    results = []
-    for op in ("encrypt", "decrypt"):
-        count = 0
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            for _ in range(32):
-                if op == "encrypt":
-                    aead.encrypt_into(nonce, message, None, out)
-                else:
-                    aead.decrypt_into(nonce, ciphertext, None, memoryview(out)[:MIB])
-            count += 32
-        results.append(count * MIB / (time.perf_counter() - start))
-    return results[0], results[1]
+    best = {"encrypt": 0.0, "decrypt": 0.0}
+    for _ in range(windows):
+        for op in ("encrypt", "decrypt"):
+            count = 0
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                for _ in range(32):
+                    if op == "encrypt":
+                        aead.encrypt_into(nonce, message, None, out)
+                    else:
+                        aead.decrypt_into(nonce, ciphertext, None, memoryview(out)[:MIB])
+                count += 32
+            best[op] = max(best[op], count * MIB / (time.perf_counter() - start))
+    return best["encrypt"], best["decrypt"]
 
 
 def _files(path: Path) -> list[Path]:
@@ -113,17 +118,16 @@ def _plain_copy(source: Path, destination: Path) -> float:
     return total / (time.perf_counter() - start)
 
 
-def _pipeline(path: Path, op: str, key: bytes) -> float:
-    """One core, weightvault's streaming encryption/decryption of the files into /dev/null."""
+def _pipeline_files(files: list[Path], op: str, key: bytes) -> int:
+    """weightvault's streaming encryption/decryption of ``files`` into /dev/null: bytes done."""
     from weightvault.crypt import KeyringKey
     from weightvault.crypt.envelope import unlock
     from weightvault.crypt.stream import decrypt_stream, encrypt_stream
 
     total = 0
     dek = os.urandom(32)
-    start = time.perf_counter()
     with open(os.devnull, "wb", buffering=0) as sink:
-        for file in _files(path):
+        for file in files:
             with open(file, "rb", buffering=0) as handle:
                 if op == "encrypt":
                     total += encrypt_stream(handle, sink, dek, b"benchmark")[0]
@@ -133,7 +137,26 @@ def _pipeline(path: Path, op: str, key: bytes) -> float:
                     total += decrypt_stream(
                         handle, sink, item.dek, item.header.body_context(), item.name
                     )
-    return total / (time.perf_counter() - start)
+    return total
+
+
+def _pipeline(path: Path, op: str, key: bytes, processes: int = 1) -> float:
+    """Streaming throughput (bytes/s): one process, or ``processes`` sharing the files."""
+    files = _files(path)
+    if processes == 1:
+        start = time.perf_counter()
+        total = _pipeline_files(files, op, key)
+        return total / (time.perf_counter() - start)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    shares = [files[i::processes] for i in range(processes)]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        list(pool.map(_pipeline_files, [[]] * processes, [op] * processes, [key] * processes))
+        start = time.perf_counter()
+        total = sum(pool.map(_pipeline_files, shares, [op] * processes, [key] * processes))
+        return total / (time.perf_counter() - start)
 
 
 def _child(args: list[str]) -> None:
@@ -249,15 +272,24 @@ def main() -> int:
         total = per_file * args.files
         print(f"model tree: {args.files} files, {total / GIB:.2f} GiB\n")
 
-        # 1. limits
+        # 1. limits, and 2a. the streaming pipeline on one core: best of three, interleaved,
+        # so that a burst of other work on the shared machine does not favour either side.
         raw_enc, raw_dec = _raw_aesgcm()
+        enc_dir = data / "enc-1"
         _warm(tree)
-        stream_enc = _raw_aesgcm_streaming(tree, "encrypt")
-        stream_dec = _raw_aesgcm_streaming(tree, "decrypt")
+        enc_one = _run_child("encrypt", tree, enc_dir, key, 1)
+        stream_enc = stream_dec = pipe_enc = pipe_dec = 0.0
+        for _ in range(3):
+            _warm(tree)
+            stream_enc = max(stream_enc, _raw_aesgcm_streaming(tree, "encrypt"))
+            pipe_enc = max(pipe_enc, _pipeline(tree, "encrypt", key))
+            _warm(enc_dir)
+            stream_dec = max(stream_dec, _raw_aesgcm_streaming(enc_dir, "decrypt"))
+            pipe_dec = max(pipe_dec, _pipeline(enc_dir, "decrypt", key))
         _warm(tree)
         copy_rate = _plain_copy(tree, data / "copy")
         shutil.rmtree(data / "copy")
-        print("one core, machine limits:")
+        print("one core, machine limits (best of 3):")
         print(
             f"  raw AES-256-GCM, 1 MiB message in cache:   encrypt {_gbps(raw_enc)}, "
             f"decrypt {_gbps(raw_dec)}"
@@ -266,17 +298,8 @@ def main() -> int:
             f"  raw AES-256-GCM, the files from page cache: encrypt {_gbps(stream_enc)}, "
             f"decrypt {_gbps(stream_dec)}"
         )
-        print(f"  plain copy of the files (read, write, fsync): {_gbps(copy_rate)}")
-
-        # 2a. the streaming pipeline, one core
-        _warm(tree)
-        pipe_enc = _pipeline(tree, "encrypt", key)
-        enc_dir = data / "enc-1"
-        _warm(tree)
-        enc_one = _run_child("encrypt", tree, enc_dir, key, 1)
-        _warm(enc_dir)
-        pipe_dec = _pipeline(enc_dir, "decrypt", key)
-        print("\none core, weightvault streaming (page cache -> C2SP -> sink):")
+        print(f"  plain copy of the files (read, write, fsync):   {_gbps(copy_rate)}")
+        print("\none core, weightvault streaming (page cache -> C2SP -> sink), best of 3:")
         print(
             f"  encrypt {_gbps(pipe_enc)} = {pipe_enc / raw_enc:.2f}x raw in-cache AES-GCM, "
             f"{pipe_enc / stream_enc:.2f}x raw AES-GCM over the same files"
@@ -290,6 +313,16 @@ def main() -> int:
             f"cache / {_verdict(pipe_enc >= 0.8 * stream_enc)} over the files; decrypt "
             f"{_verdict(pipe_dec >= 0.8 * raw_dec)} / {_verdict(pipe_dec >= 0.8 * stream_dec)}"
         )
+        if cores > 1:
+            _warm(tree)
+            many_enc = _pipeline(tree, "encrypt", key, cores)
+            _warm(enc_dir)
+            many_dec = _pipeline(enc_dir, "decrypt", key, cores)
+            print(
+                f"  {cores} processes sharing the files: encrypt {_gbps(many_enc)} "
+                f"({many_enc / pipe_enc:.2f}x one core), decrypt {_gbps(many_dec)} "
+                f"({many_dec / pipe_dec:.2f}x one core; ideal {cores:.2f}x)"
+            )
 
         # 2b. files to files, one worker and all cores
         rows = []
@@ -340,18 +373,23 @@ def main() -> int:
         _warm(data / "big.bin.wvenc")
         rng = random.Random(1)
         times = []
+        cpu_times = []
         touched = []
         with open_encrypted(data / "big.bin.wvenc", [KeyringKey(key)]) as reader:
             for _ in range(args.reads):
                 offset = rng.randrange(0, reader.size - MIB)
                 before = reader.ciphertext_bytes_read
                 start = time.perf_counter()
+                cpu_start = time.thread_time()
                 chunk = reader.read(offset, MIB)
+                cpu_times.append(time.thread_time() - cpu_start)
                 times.append(time.perf_counter() - start)
                 touched.append(reader.ciphertext_bytes_read - before)
                 assert len(chunk) == MIB
         times.sort()
+        cpu_times.sort()
         p95 = times[int(0.95 * len(times)) - 1]
+        cpu_p95 = cpu_times[int(0.95 * len(cpu_times)) - 1]
         print(
             f"\nrandom 1 MiB reads from a {size / GIB:.2f} GiB encrypted file ({args.reads} reads, "
             "page cache warm):"
@@ -364,6 +402,10 @@ def main() -> int:
             f"  time per read: median {statistics.median(times) * 1e3:.2f} ms, p95 "
             f"{p95 * 1e3:.2f} ms, max {times[-1] * 1e3:.2f} ms (target < 5 ms at p95: "
             f"{_verdict(p95 < 0.005)})"
+        )
+        print(
+            f"  CPU time per read: median {statistics.median(cpu_times) * 1e3:.2f} ms, p95 "
+            f"{cpu_p95 * 1e3:.2f} ms (a longer wall-clock tail is waiting: other work, page cache)"
         )
 
         # 4. peak memory, flat in the size
