@@ -70,6 +70,7 @@ class Run:
     seconds: float
     max_rss_mb: float
     output: str
+    cpu_seconds: float = 0.0
 
 
 def run_cli(argv: list[str], cwd: Path) -> Run:
@@ -78,7 +79,7 @@ def run_cli(argv: list[str], cwd: Path) -> Run:
         start = time.perf_counter()
         try:
             proc = subprocess.run(
-                ["/usr/bin/time", "-f", "%M", "-o", timing.name, *argv], cwd=cwd,
+                ["/usr/bin/time", "-f", "%U %S %M", "-o", timing.name, *argv], cwd=cwd,
                 capture_output=True, text=True, timeout=TIMEOUT, preexec_fn=_limit_memory,
                 check=False,
             )
@@ -86,8 +87,13 @@ def run_cli(argv: list[str], cwd: Path) -> Run:
             return Run(-9, float(TIMEOUT), 0.0, "timeout")
         seconds = time.perf_counter() - start
         lines = [ln for ln in Path(timing.name).read_text().splitlines() if ln.strip()]
-        rss = float(lines[-1]) / 1024 if lines and lines[-1].isdigit() else 0.0
-    return Run(proc.returncode, seconds, rss, (proc.stdout + proc.stderr)[-2000:])
+        fields = lines[-1].split() if lines else []
+        try:
+            user, system, rss_kb = float(fields[0]), float(fields[1]), float(fields[2])
+        except (IndexError, ValueError):
+            user = system = rss_kb = 0.0
+    return Run(proc.returncode, seconds, rss_kb / 1024, (proc.stdout + proc.stderr)[-2000:],
+               user + system)
 
 
 def verdict(tool: str, run: Run) -> str:
@@ -149,15 +155,15 @@ def timed_best(tool: Tool, target: Path, cwd: Path, repeats: int) -> Run:
 
 def timed_folder_per_file(tool: Tool, folder: Path, cwd: Path) -> Run:
     """Tools without a folder mode: one process per file, times summed."""
-    total = 0.0
-    rss = 0.0
+    total = cpu = rss = 0.0
     rc = 0
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         run = run_cli(tool.argv(path), cwd)
         total += run.seconds
+        cpu += run.cpu_seconds
         rss = max(rss, run.max_rss_mb)
         rc = max(rc, run.rc)
-    return Run(rc, total, rss, "")
+    return Run(rc, total, rss, "", cpu)
 
 
 def speed_case(title: str, target: Path, tools: list[Tool], cwd: Path, repeats: int,
@@ -167,8 +173,8 @@ def speed_case(title: str, target: Path, tools: list[Tool], cwd: Path, repeats: 
     if target.is_file():  # warm the page cache: every tool reads from memory
         subprocess.run(["cat", str(target)], stdout=subprocess.DEVNULL, check=False)
     print(f"\n## {title} ({size / 2**30:.2f} GiB)\n")
-    print("| tool | exit | seconds | peak RSS (MB) | verdict |")
-    print("|---|---|---|---|---|")
+    print("| tool | exit | wall s | CPU s | peak RSS (MB) | verdict |")
+    print("|---|---|---|---|---|---|")
     runs: dict[str, Run] = {}
     for tool in tools:
         if target.is_dir() and not tool.directory_mode:
@@ -177,7 +183,8 @@ def speed_case(title: str, target: Path, tools: list[Tool], cwd: Path, repeats: 
             run = timed_best(tool, target, cwd, repeats)
         runs[tool.name] = run
         note = "timeout" if run.output == "timeout" else verdict(tool.name, run)
-        print(f"| {tool.name} | {run.rc} | {run.seconds:.2f} | {run.max_rss_mb:.0f} | {note} |")
+        print(f"| {tool.name} | {run.rc} | {run.seconds:.2f} | {run.cpu_seconds:.2f} "
+              f"| {run.max_rss_mb:.0f} | {note} |")
     ours = runs["weightvault"].seconds
     peers = {n: r for n, r in runs.items() if not n.startswith("weightvault")}
     usable = {n: r for n, r in peers.items() if verdict(n, r) == "clean"}
@@ -185,13 +192,18 @@ def speed_case(title: str, target: Path, tools: list[Tool], cwd: Path, repeats: 
     fastest_name = min(pool, key=lambda n: pool[n].seconds)
     fastest = pool[fastest_name].seconds
     ratio = fastest / ours if ours else float("inf")
+    ours_cpu = runs["weightvault"].cpu_seconds or 0.01
+    fastest_cpu = min(r.cpu_seconds for r in pool.values())
     target_text = f" (target >= {target_ratio:g}x)" if target_ratio else ""
-    print(f"\nratio: fastest peer that finished clean ({fastest_name}, {fastest:.2f} s) / "
-          f"weightvault ({ours:.2f} s) = **{ratio:.2f}x**{target_text}; weightvault peak RSS "
+    print(f"\nratio (wall): fastest peer that finished clean ({fastest_name}, {fastest:.2f} s) / "
+          f"weightvault ({ours:.2f} s) = **{ratio:.2f}x**{target_text}")
+    print(f"ratio (CPU, robust on a shared machine): {fastest_cpu:.2f} s / {ours_cpu:.2f} s = "
+          f"**{fastest_cpu / ours_cpu:.2f}x**; weightvault peak RSS "
           f"{runs['weightvault'].max_rss_mb:.0f} MB")
     for name, run in runs.items():
         if name != "weightvault":
-            print(f"- {name}: {run.seconds / ours:.2f}x the weightvault time")
+            print(f"- {name}: {run.seconds / ours:.2f}x the weightvault wall time, "
+                  f"{run.cpu_seconds / ours_cpu:.2f}x its CPU time")
 
 
 def make_big_pickle(path: Path, gib: float) -> None:

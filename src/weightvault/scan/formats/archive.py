@@ -31,6 +31,11 @@ COMPRESSION_MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 
 _STORAGE_MEMBER = re.compile(r"(^|/)data/\d+$")
+_TORCH_METADATA = frozenset(
+    {"version", "byteorder", ".format_version", ".storage_alignment", "serialization_id"}
+)
+_TORCH_METADATA_VALUE = re.compile(rb"^[0-9A-Za-z_.]{0,63}\n?$")
+_LOCAL_READ = 30 + 512
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -40,6 +45,10 @@ def looks_like_zlib(head: bytes) -> bool:
 
 
 def _unsafe_member_name(name: str) -> str | None:
+    if ".." not in name and "\\" not in name and "\x00" not in name and ":" not in name[:2] and (
+        not name.startswith("/")
+    ):
+        return None
     if name.startswith(("/", "\\")) or _DRIVE.match(name):
         return "absolute path"
     parts = re.split(r"[\\/]", name)
@@ -189,13 +198,16 @@ def _scan_zip_member(
     # 1. The local header, read as miniz does: only its lengths matter for the data offset.
     header_at = start + info.header_offset
     raw.seek(header_at)
-    header = raw.read(30)
+    header = raw.read(_LOCAL_READ)  # header, name, extra and the first data bytes: one read
     if len(header) < 30 or header[:4] != b"PK\x03\x04":
         ctx.error(location, "zip member has no local header at its recorded offset")
         return
     (flags,) = struct.unpack("<H", header[6:8])
     name_len, extra_len = struct.unpack("<HH", header[26:30])
-    local_name = raw.read(name_len)
+    local_name = header[30 : 30 + name_len]
+    if len(local_name) < name_len:
+        raw.seek(header_at + 30)
+        local_name = raw.read(name_len)
     central = info.orig_filename
     if local_name.decode("utf-8", "replace") != central and local_name != central.encode(
         "cp437", "replace"
@@ -226,13 +238,16 @@ def _scan_zip_member(
                 Severity.SUSPICIOUS, "archive", info.filename,
                 "compressed tensor storage (PyTorch writes them stored)", location,
             )
-        reader = ByteReader(raw, data_start, data_end)
-        head = reader.peek(2)
+        offset_in_header = data_start - header_at
+        head = header[offset_in_header : offset_in_header + 2]
+        if len(head) < 2 and info.compress_size >= 2:
+            raw.seek(data_start)
+            head = raw.read(2)
         stored = compression == zipfile.ZIP_STORED
         if stored and len(head) == 2 and head[0] == 0x80 and head[1] <= 5:
             machine = PickleMachine(ctx, location)
             try:
-                run = machine.run_one(reader)
+                run = machine.run_one(ByteReader(raw, data_start, data_end))
             except PickleError:
                 return
             if run.imports:
@@ -243,7 +258,16 @@ def _scan_zip_member(
                 )
         return
 
-    # 3. Everything else by content.
+    # 3. PyTorch's small metadata members (version, byteorder, ...) hold a word or a number.
+    if fmt in ("pytorch-zip", "torchscript") and compression == zipfile.ZIP_STORED and (
+        info.filename.rsplit("/", 1)[-1] in _TORCH_METADATA and info.compress_size <= 64
+    ):
+        offset_in_header = data_start - header_at
+        text = header[offset_in_header : offset_in_header + info.compress_size]
+        if len(text) == info.compress_size and _TORCH_METADATA_VALUE.match(text):
+            return
+
+    # 4. Everything else by content.
     if compression == zipfile.ZIP_STORED:
         if info.file_size != info.compress_size:
             ctx.find(

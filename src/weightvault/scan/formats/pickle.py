@@ -355,7 +355,9 @@ class PickleMachine:
 
             if op == 0x71:  # BINPUT
                 idx = read(1)[0]
-                memo[idx] = top(offset)
+                if len(stack) <= (marks[-1] if marks else 0):
+                    raise fail("unpickling stack underflow", offset)
+                memo[idx] = stack[-1]
             elif op in (0x68, 0x6A, 0x67):  # BINGET, LONG_BINGET, GET
                 if op == 0x68:
                     idx = read(1)[0]
@@ -382,9 +384,12 @@ class PickleMachine:
             elif op == 0x74:  # TUPLE
                 stack.append(tuple(pop_mark(offset)))
             elif op == 0x52:  # REDUCE
-                args = pop(offset)
-                func = pop(offset)
-                do_call(func, offset, "REDUCE")
+                if len(stack) - (marks[-1] if marks else 0) < 2:
+                    raise fail("unpickling stack underflow", offset)
+                args = stack.pop()
+                func = stack.pop()
+                if not isinstance(func, Global):
+                    do_call(func, offset, "REDUCE")
                 stack.append(Obj(func, args))
             elif op == 0x29:  # EMPTY_TUPLE
                 stack.append(())
@@ -397,14 +402,16 @@ class PickleMachine:
                 run.persistent_ids.append(pid)
                 stack.append(Persistent(pid))
             elif op == 0x87:  # TUPLE3
-                c = pop(offset)
-                b = pop(offset)
-                a = pop(offset)
-                stack.append((a, b, c))
+                if len(stack) - (marks[-1] if marks else 0) < 3:
+                    raise fail("unpickling stack underflow", offset)
+                c = stack.pop()
+                b = stack.pop()
+                stack[-1] = (stack[-1], b, c)
             elif op == 0x86:  # TUPLE2
-                b = pop(offset)
-                a = pop(offset)
-                stack.append((a, b))
+                if len(stack) - (marks[-1] if marks else 0) < 2:
+                    raise fail("unpickling stack underflow", offset)
+                b = stack.pop()
+                stack[-1] = (stack[-1], b)
             elif op == 0x85:  # TUPLE1
                 stack.append((pop(offset),))
             elif op == 0x75:  # SETITEMS
