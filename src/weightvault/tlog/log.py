@@ -170,15 +170,7 @@ class TransparencyLog:
         """MTH(D[lo:hi]) for each range, from stored hashes fetched in one query."""
         per_range = [range_blocks(lo, hi) for lo, hi in ranges]
         wanted = {stored_hash_id(level, index) for blocks in per_range for level, index in blocks}
-        if len(self._cache) > _CACHE_LIMIT:
-            self._cache.clear()
-        have = self._cache
-        missing = [i for i in wanted if i not in have]
-        if missing:
-            fetched = (reader or self.store).read_hashes(missing)
-            if len(fetched) != len(missing):
-                raise FormatError(f"{self.store.location}: stored hashes are missing; log corrupt")
-            have.update(fetched)
+        have = self._lookup(wanted, reader)
         out = []
         for blocks in per_range:
             level, index = blocks[-1]
@@ -224,16 +216,33 @@ class TransparencyLog:
         """Inclusion proofs for many entries under one tree size, with one storage read."""
         size = self._checked_size(size, "tree size")
         plans = [self._inclusion_plan(index, size) for index in indices]
+        have = self._lookup({i for plan in plans for i in plan if isinstance(i, int)})
+        return [[have[i] if isinstance(i, int) else i for i in plan] for plan in plans]
+
+    def _lookup(self, ids: Iterable[int], reader: StoreWriter | None = None) -> dict[int, bytes]:
+        """Stored hashes by id: from the cache, the rest in one storage read.
+
+        Returns its own dict, so another thread clearing the shared cache cannot pull a hash
+        out from under this call.
+        """
         cache = self._cache
         if len(cache) > _CACHE_LIMIT:
             cache.clear()
-        missing = list({i for plan in plans for i in plan if isinstance(i, int) and i not in cache})
+        found: dict[int, bytes] = {}
+        missing: list[int] = []
+        for row_id in ids:
+            value = cache.get(row_id)
+            if value is None:
+                missing.append(row_id)
+            else:
+                found[row_id] = value
         if missing:
-            fetched = self.store.read_hashes(missing)
-            if len(fetched) != len(missing):
+            fetched = (reader or self.store).read_hashes(missing)
+            if len(fetched) != len(set(missing)):
                 raise FormatError(f"{self.store.location}: stored hashes are missing; log corrupt")
             cache.update(fetched)
-        return [[cache[i] if isinstance(i, int) else i for i in plan] for plan in plans]
+            found.update(fetched)
+        return found
 
     def _inclusion_plan(self, index: int, size: int) -> list[int | bytes]:
         """Stored-hash ids (or right-edge hashes) of PATH(index, D[0:size]), leaf first.
