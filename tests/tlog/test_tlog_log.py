@@ -180,6 +180,25 @@ def test_export_verifies_end_to_end_and_imports(
     imported.close()
 
 
+def test_import_into_each_backend_refuses_a_tampered_export(
+    tmp_path: Path, log_location: str, log_signer: Ed25519NoteSigner
+) -> None:
+    source = TransparencyLog.create(tmp_path / "source.db", ORIGIN)
+    trusted = _signed_log(source, log_signer, 12, 5)
+    exported = source.export()
+    bad = LogExport(
+        exported.origin, exported.checkpoints, exported.entries[::-1], exported.leaf_hashes
+    )
+    with pytest.raises(VerificationError, match="entry 0: "):
+        TransparencyLog.import_export(log_location, bad, log_signer.verifier_key)
+    imported = TransparencyLog.import_export(
+        log_location, exported, log_signer.verifier_key, trusted_checkpoint=trusted
+    )
+    assert imported.root() == source.root()
+    assert imported.checkpoints() == source.checkpoints()
+    imported.close()
+
+
 def _mutations(entries: list[bytes], index: int) -> dict[str, list[bytes]]:
     out = {
         "change": [*entries[:index], entries[index] + b"!", *entries[index + 1 :]],
