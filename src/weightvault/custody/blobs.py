@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from weightvault._fs import atomic_output
+from weightvault._fs import atomic_output, fsync_dir
 from weightvault.errors import InputError, UsageError
 
 __all__ = ["BlobStore", "FileBlobStore", "S3BlobStore", "open_blob_store"]
 
-READ_PIECE = 1024 * 1024
+READ_PIECE = 4 * 1024 * 1024
 _KEY_RE = re.compile(r"[0-9a-f]{32}/[0-9]{1,6}\.wvenc")
 
 
@@ -36,13 +36,13 @@ class BlobStore(Protocol):
     """The operations the service needs from a blob store."""
 
     def put_file(self, key: str, source: Path) -> None:
-        """Store the file at ``source`` under ``key`` (atomically)."""
+        """Store the file at ``source`` under ``key`` atomically (``source`` may be moved)."""
 
     def size(self, key: str) -> int:
         """Size of the stored object."""
 
     def read_range(self, key: str, start: int, length: int) -> Iterator[bytes]:
-        """Yield the bytes ``[start, start + length)`` in pieces of at most 1 MiB."""
+        """Yield the bytes ``[start, start + length)`` in pieces of at most 4 MiB."""
 
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object under ``prefix/`` (cleanup of failed uploads)."""
@@ -64,6 +64,15 @@ class FileBlobStore:
     def put_file(self, key: str, source: Path) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # Same file system (the staging folder sits beside the blobs): a rename is atomic.
+            with source.open("rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(source, target)
+            fsync_dir(target.parent)
+            return
+        except OSError:
+            pass
         with atomic_output(target, force=True, mode=0o600) as out, source.open("rb") as src:
             shutil.copyfileobj(src, out, READ_PIECE)
 
@@ -74,14 +83,12 @@ class FileBlobStore:
         with self._path(key).open("rb", buffering=0) as handle:
             handle.seek(start)
             remaining = length
-            buffer = bytearray(READ_PIECE)
-            view = memoryview(buffer)
             while remaining > 0:
-                got = handle.readinto(view[: min(READ_PIECE, remaining)])
-                if not got:
+                piece = handle.read(min(READ_PIECE, remaining))  # one allocation, one copy
+                if not piece:
                     raise InputError(f"blob {key}: shorter than recorded")
-                remaining -= got
-                yield bytes(view[:got])
+                remaining -= len(piece)
+                yield piece
 
     def delete_prefix(self, prefix: str) -> None:
         if not re.fullmatch(r"[0-9a-f]{32}", prefix):

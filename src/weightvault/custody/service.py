@@ -210,7 +210,7 @@ class Custody:
         if parsed is None:
             raise failure
         token_id, secret = parsed
-        with self.store.session() as session:
+        with self.store.session(read_only=True) as session:
             token = session.get(Token, token_id)
             if token is None or token.revoked_at is not None:
                 raise failure
@@ -742,7 +742,7 @@ class Custody:
             source.unlink()
             size = target.stat().st_size
             self.blobs.put_file(f"{upload_id}/{index}.wvenc", target)
-            target.unlink()
+            target.unlink(missing_ok=True)
             stored.append((len(header), size - len(header)))
         return stored
 

@@ -245,7 +245,7 @@ class Denial(Base):
     subject: Mapped[str] = mapped_column(String(128))
 
 
-def _sqlite_begin_immediate(engine: Engine) -> None:
+def _sqlite_setup(engine: Engine, *, begin: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
@@ -258,7 +258,7 @@ def _sqlite_begin_immediate(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql(begin)
 
 
 class Store:
@@ -269,29 +269,39 @@ class Store:
             url = "postgresql+psycopg://" + url[len("postgresql://") :]
         self.url = url
         if url.startswith("sqlite"):
-            self.engine = create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": 30}
-            )
-            _sqlite_begin_immediate(self.engine)
+            args = {"check_same_thread": False, "timeout": 30}
+            self.engine = create_engine(url, connect_args=args, pool_size=20, max_overflow=40)
+            _sqlite_setup(self.engine, begin="BEGIN IMMEDIATE")
+            # Readers take no write lock (WAL lets them run beside the one writer).
+            self.read_engine = create_engine(url, connect_args=args, pool_size=20, max_overflow=40)
+            _sqlite_setup(self.read_engine, begin="BEGIN")
             self.dialect = "sqlite"
         elif url.startswith("postgresql+psycopg://"):
             self.engine = create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
+            self.read_engine = self.engine
             self.dialect = "postgresql"
         else:
             raise UsageError(
                 "--database: expected sqlite:///PATH or postgresql://USER@HOST/DB",
             )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
         """Create missing tables (idempotent; replicas may race, so errors on exists are fine)."""
         Base.metadata.create_all(self.engine, checkfirst=True)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on any exception."""
-        with self._sessions() as session, session.begin():
+    def session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any exception.
+
+        Writing sessions start ``BEGIN IMMEDIATE`` on SQLite (writers queue for the lock up
+        front instead of failing on an upgrade); ``read_only`` ones take no lock.
+        """
+        factory = self._read_sessions if read_only else self._sessions
+        with factory() as session, session.begin():
             yield session
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()

@@ -331,8 +331,13 @@ class VaultClient:
         *,
         progress: Callable[[int], None] = lambda _n: None,
     ) -> None:
-        """Download one delivered (encrypted) file to ``target``, resuming a partial one."""
-        import httpx
+        """Download one delivered (encrypted) file to ``target``, resuming a partial one.
+
+        The bulk transfer uses the standard library's HTTP client reading straight into one
+        preallocated buffer: several times faster than a chunk-iterating client.
+        """
+        import http.client
+        import urllib.parse
 
         have = target.stat().st_size if target.exists() else 0
         if have > expected_size:
@@ -340,24 +345,42 @@ class VaultClient:
             have = 0
         if have == expected_size:
             return
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        parsed = urllib.parse.urlsplit(self.config.url)
+        connection_class = (
+            http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+        )
+        connection = connection_class(parsed.hostname or "", parsed.port, timeout=120)
+        headers = {"Authorization": f"Bearer {self.config.token}"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        path = f"{parsed.path.rstrip('/')}/v1/grants/{grant_id}/files/{index}"
         try:
-            with self._http.stream(
-                "GET", f"/v1/grants/{grant_id}/files/{index}", headers=headers, timeout=None
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._decode(response)
-                if have and response.status_code != 206:
-                    raise VerificationError("server ignored the range request; retry the pull")
-                with target.open("ab") as out:
-                    for piece in response.iter_raw(_PIECE):
-                        out.write(piece)
-                        progress(len(piece))
-        except httpx.HTTPError as exc:
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            if response.status >= 400:
+                body = response.read(65536)
+                try:
+                    message = json.loads(body).get("error", "")
+                except ValueError:
+                    message = body[:200].decode("utf-8", "replace")
+                raise VaultHTTPError(response.status, str(message))
+            if have and response.status != 206:
+                raise VerificationError("server ignored the range request; retry the pull")
+            buffer = bytearray(_PIECE)
+            view = memoryview(buffer)
+            with target.open("ab") as out:
+                while True:
+                    count = response.readinto(view)
+                    if not count:
+                        break
+                    out.write(view[:count])
+                    progress(count)
+        except (OSError, http.client.HTTPException) as exc:
             raise InputError(
                 f"transfer of file {index} interrupted ({exc}); run the same pull again to resume"
             ) from exc
+        finally:
+            connection.close()
         if target.stat().st_size != expected_size:
             raise InputError(
                 f"transfer of file {index} incomplete; run the same pull again to resume"
