@@ -107,6 +107,13 @@ def test_non_canonical_json_and_duplicate_keys_are_refused() -> None:
         parse_header(_with_json(non_canonical_b64), "f")
 
 
+def test_lone_surrogate_in_json_is_a_format_error() -> None:
+    document = _document()
+    raw = canonical_json(document).replace(b'"acme/llm-7b"', b'"\\ud800"')
+    with pytest.raises(FormatError, match="not valid Unicode"):
+        parse_header(_with_json(None, raw=raw), "f")
+
+
 def test_prefix_problems() -> None:
     data = _header()
     with pytest.raises(FormatError, match="bad magic"):

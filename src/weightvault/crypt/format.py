@@ -134,8 +134,8 @@ class FileContext:
         """Raise :class:`FormatError` naming the first invalid field."""
         if not isinstance(self.model, str) or not self.model or len(self.model) > 1024:
             raise FormatError(f"{where}.model: expected a non-empty string of at most 1024 chars")
-        if any(ord(c) < 0x20 for c in self.model):
-            raise FormatError(f"{where}.model: control characters are not allowed")
+        if any(ord(c) < 0x20 or 0xD800 <= ord(c) <= 0xDFFF for c in self.model):
+            raise FormatError(f"{where}.model: control characters and surrogates are not allowed")
         _check_posix_path(self.path, f"{where}.path")
         count = _int_field(self.file_count, f"{where}.file_count")
         index = _int_field(self.file_index, f"{where}.file_index")
@@ -265,7 +265,11 @@ def parse_header(data: bytes, name: str) -> Header:
         raise FormatError(f"{name}: {exc.message}") from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError(f"{name}: header is not valid JSON") from exc
-    if canonical_json(document) != body:
+    try:
+        canonical = canonical_json(document)
+    except UnicodeEncodeError as exc:  # a lone surrogate escaped in the JSON
+        raise FormatError(f"{name}: header JSON holds a string that is not valid Unicode") from exc
+    if canonical != body:
         raise FormatError(f"{name}: header JSON is not in canonical form")
     if not isinstance(document, dict):
         raise FormatError(f"{name}: header: expected an object")
