@@ -542,3 +542,36 @@ def test_a_version_cannot_be_replaced(world: World, tmp_path: Path) -> None:
     with world.client("olivia") as client, pytest.raises(VaultHTTPError) as excinfo:
         client.push("llama", "v1", model, signature.read_bytes())
     assert _status(excinfo) == 409
+
+
+def test_an_approval_that_expired_before_the_second_arrives_does_not_count(world: World) -> None:
+    request = _request(world)
+    short = _envelope_for(
+        world, request, world.people["alice"].signer, valid_for=dt.timedelta(seconds=1)
+    )
+    with world.client("alice") as client:
+        client.submit_envelope(request["id"], short)
+    time.sleep(1.2)
+    assert world.approve("bob", request["id"])["status"] == "pending"
+    assert world.approve("carol", request["id"])["status"] == "active"
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"approvers": ["../alice"]},
+        {"approvers": ["alice", "alice"], "approvals_required": 1},
+        {"approvers": ["alice"], "approvals_required": 0},
+        {"approvers": ["alice"], "approvals_required": 2},
+        {"approvers": ["alice"], "approvals_required": True},
+        {"approvers": ["alice"], "approvals_required": 1, "signers": [{"public_key_pem": "x"}]},
+        {"approvers": ["alice"], "approvals_required": 1, "max_grant_bytes": 1 << 60},
+        {"approvers": ["alice"], "approvals_required": 1, "unknown": 1},
+        {"approvers": ["rita"], "approvals_required": 1},
+        {"approvers": ["x" * 100]},
+        {"approvers": "alice"},
+    ],
+)
+def test_bad_policies_are_refused(world: World, policy: dict[str, Any]) -> None:
+    response = _raw(world, "olivia", "PUT", "/v1/models/llama/policy", json={"policy": policy})
+    assert response.status_code in (400, 403, 422), response.text
