@@ -457,3 +457,22 @@ def test_group_commit_batches_concurrent_single_appends(log: TransparencyLog) ->
     with pytest.raises(InputError):  # a failing batch reports to its callers
         committer.append(b"x" * (1 << 20 + 1))
     assert committer.append(b"after") == 320
+
+
+def test_export_of_a_fork_signed_by_the_log_key_is_reported_as_a_rewrite(
+    tmp_path: Path, log_signer: Ed25519NoteSigner
+) -> None:
+    honest = TransparencyLog.create(tmp_path / "honest.db", ORIGIN)
+    honest.append_many([b"a", b"b", b"c"])
+    trusted = honest.sign_checkpoint(log_signer)
+    forked = TransparencyLog.create(tmp_path / "forked.db", ORIGIN)
+    forked.append_many([b"a", b"X", b"c", b"d"])
+    forked.sign_checkpoint(log_signer)  # the key holder signs a second history
+    with pytest.raises(VerificationError, match="rewrote its history") as caught:
+        verify_export(forked.export(), log_signer.verifier_key, trusted_checkpoint=trusted)
+    assert "size 3" in caught.value.message
+    # An export mixing checkpoints of both histories is refused the same way.
+    mixed = forked.export()
+    mixed = LogExport(mixed.origin, (trusted, *mixed.checkpoints), mixed.entries, mixed.leaf_hashes)
+    with pytest.raises(VerificationError, match="rewrote its history"):
+        verify_export(mixed, log_signer.verifier_key)

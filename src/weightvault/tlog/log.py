@@ -630,13 +630,21 @@ def verify_export(
     leaves = [leaf_hash(e) for e in parsed.entries]
     targets = [v.checkpoint for v in verified] + ([trusted.checkpoint] if trusted else [])
     roots = _roots_at(leaves, [c.size for c in targets if c.size <= len(leaves)])
-    bad = len(parsed.entries) != size or any(
-        not hmac.compare_digest(roots.get(c.size, b""), c.root) for c in targets
-    )
-    if bad:
-        # Step 4.
+    mismatched = [c for c in targets if not hmac.compare_digest(roots.get(c.size, b""), c.root)]
+    latest_ok = len(parsed.entries) == size and latest.checkpoint not in mismatched
+    if not latest_ok:
+        # Step 4: the export was altered after the log signed it; find where.
         where = _first_bad_index(parsed, size, latest.checkpoint.root)
         raise VerificationError(f"exported log does not match its signed checkpoints: {where}")
+    if mismatched:
+        # The entries match the latest signed tree, but an earlier signed tree is not a prefix
+        # of it: the log itself signed two inconsistent histories (a fork or a rewrite).
+        earliest = min(c.size for c in mismatched)
+        raise VerificationError(
+            f"the log rewrote its history: its checkpoint at size {size} is not consistent "
+            f"with the signed checkpoint at size {earliest}",
+            hint="keep the earlier checkpoint as evidence; the log's key signed both",
+        )
     return ExportVerification(
         origin=parsed.origin,
         size=size,
