@@ -219,6 +219,22 @@ def test_full_cli_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         str(d / "w1.key.pub"),
     )
     assert "0 of the required 1 witness" in err
+    # Store the cosignatures in the log: exports then satisfy a witness policy.
+    out = _ok(capsys, "log", "add-cosignatures", db, str(d / "cp2.cosigned"), "--key", vkey)
+    assert "2 signature line(s)" in out
+    _ok(capsys, "log", "export", db, "--out", str(d / "export2.json"))
+    out = _ok(
+        capsys,
+        "log",
+        "verify",
+        str(d / "export2.json"),
+        "--key",
+        vkey,
+        "--witness-key",
+        str(d / "w1.key.pub"),
+        "--json",
+    )
+    assert json.loads(out)["witnesses"] == ["witness.example/w1"]
 
 
 def test_cli_errors_are_one_line_and_leave_no_partial_files(

@@ -216,3 +216,34 @@ def test_checkpoint_parsing_is_strict_and_round_trips() -> None:
     ]:
         with pytest.raises(FormatError):
             Checkpoint.from_text(bad)
+
+
+def test_cosignatures_stored_in_the_log_travel_with_proofs_and_exports(
+    tmp_path: Path, sqlite_log: TransparencyLog, log_signer: Ed25519NoteSigner
+) -> None:
+    from weightvault.tlog import verify_export, verify_tlog_proof
+
+    witnesses = [_witness(f"witness.example/w{i}") for i in range(2)]
+    sqlite_log.append_many([b"a", b"b"])
+    note = sqlite_log.sign_checkpoint(log_signer)
+    for witness in witnesses:
+        cosigned = cosign_checkpoint(
+            note,
+            witness=witness,
+            log_key=log_signer.verifier_key,
+            state_path=tmp_path / f"{witness.name.replace('/', '_')}",
+        )
+        sqlite_log.add_cosignatures(cosigned, log_signer.verifier_key)
+    policy = WitnessPolicy(tuple(w.verifier_key for w in witnesses), 2)
+    proof = sqlite_log.prove(1).to_bytes()
+    assert verify_tlog_proof(proof, b"b", log_signer.verifier_key, witnesses=policy).index == 1
+    verify_export(sqlite_log.export(), log_signer.verifier_key, witnesses=policy)
+    # A "cosigned" note over a different body is refused, even with a valid log signature.
+    other = TransparencyLog.create(tmp_path / "other.db", ORIGIN)
+    other.append_many([b"a", b"X"])
+    with pytest.raises(VerificationError, match="differs from the one this log signed"):
+        sqlite_log.add_cosignatures(other.sign_checkpoint(log_signer), log_signer.verifier_key)
+    with pytest.raises(InputError, match="no checkpoint of size 1"):
+        third = TransparencyLog.create(tmp_path / "third.db", ORIGIN)
+        third.append(b"a")
+        sqlite_log.add_cosignatures(third.sign_checkpoint(log_signer), log_signer.verifier_key)

@@ -220,6 +220,23 @@ def log_checkpoint(
     _write_or_print(note, out, force)
 
 
+@log_app.command("add-cosignatures")
+def log_add_cosignatures(
+    log: str = typer.Argument(..., help="The log."),
+    checkpoint: Path = typer.Argument(..., help="A checkpoint of this log, cosigned by witnesses."),
+    key: str = typer.Option(..., "--key", help="The log's verifier key (name+id+key, or a file)."),
+) -> None:
+    """Store witness cosignatures with the log's checkpoint (proofs and exports carry them)."""
+    from weightvault.tlog.note import parse_note
+
+    with _open_log(log) as opened:
+        note = opened.add_cosignatures(
+            _read_file(checkpoint, "checkpoint", 1 << 16), _verifier_key(key)
+        )
+    lines = len(parse_note(note).signatures)
+    typer.echo(f"stored checkpoint with {lines} signature line(s)")
+
+
 @log_app.command("prove")
 def log_prove(
     log: str = typer.Argument(..., help="The log."),

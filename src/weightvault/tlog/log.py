@@ -361,6 +361,33 @@ class TransparencyLog:
         except VerificationError as exc:
             raise VerificationError(refusal, hint=hint) from exc
 
+    def add_cosignatures(self, cosigned: bytes, log_key: VerifierKey) -> bytes:
+        """Store witness cosignatures of a checkpoint this log signed; returns the merged note.
+
+        The note must carry a valid log signature and the exact body of the stored checkpoint
+        of that size; its other signature lines are merged into the stored note, so later
+        proofs and exports carry them (and verifiers can require k-of-n witnesses).
+        """
+        from weightvault.tlog.note import parse_note
+
+        verified = verify_checkpoint(cosigned, log_key, origin=self.origin)
+        size = verified.checkpoint.size
+        with self.store.writer() as writer:
+            stored = dict(self.store.checkpoints()).get(size)
+            if stored is None:
+                raise InputError(f"this log signed no checkpoint of size {size}")
+            merged = parse_note(stored)
+            if merged.text != verified.note.text:
+                raise VerificationError(
+                    f"the cosigned checkpoint differs from the one this log signed at size {size}"
+                )
+            for line in verified.note.signatures:
+                if (line.name, line.key_id) != (log_key.name, log_key.key_id):
+                    merged = merged.with_signature(line)
+            note = merged.to_bytes()
+            writer.put_checkpoint(size, note)
+        return note
+
     def latest_checkpoint(self) -> bytes | None:
         """The most recent signed checkpoint note, if any."""
         checkpoints = self.store.checkpoints()
