@@ -83,10 +83,11 @@ def test_missing_file_is_input_error_naming_it(tmp_path: Path) -> None:
         hash_jobs([HashJob(tmp_path / "nope", "weights.bin", 1)], "sha256")
 
 
-def test_unreadable_file_is_input_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hash_type", ["sha256", "blake3"])
+def test_unreadable_file_is_input_error(tmp_path: Path, hash_type: str) -> None:
     # A folder opens but cannot be read: the same path as an unreadable file, even as root.
-    with pytest.raises(InputError, match="locked: read failed"):
-        hash_jobs([HashJob(tmp_path, "locked", 1)], "sha256")
+    with pytest.raises(InputError, match=r"locked: (read failed|cannot map)"):
+        hash_jobs([HashJob(tmp_path, "locked", 1)], hash_type)
 
 
 def test_byte_at_a_time_reads_give_the_same_digest(tmp_path: Path) -> None:
@@ -98,11 +99,21 @@ def test_byte_at_a_time_reads_give_the_same_digest(tmp_path: Path) -> None:
     ]
 
 
-def test_range_past_end_of_file_is_an_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hash_type", ["sha256", "blake2", "blake3"])
+def test_range_past_end_of_file_is_an_error(tmp_path: Path, hash_type: str) -> None:
     path = tmp_path / "short"
     path.write_bytes(b"abc")
     with pytest.raises(InputError, match="shorter than expected"):
-        hash_jobs([HashJob(path, "short", 10, 0, 10)], "sha256")
+        hash_jobs([HashJob(path, "short", 10, 0, 10)], hash_type)
+
+
+def test_mapped_and_read_blake3_agree(files: list[tuple[Path, bytes]]) -> None:
+    path, data = files[-1]
+    cuts = [(0, len(data)), (1, 70000), (65536, len(data)), (5, 5)]
+    jobs = [HashJob(path, "x", e - s, s, e) for s, e in cuts]
+    expected = [blake3.blake3(data[s:e]).digest() for s, e in cuts]
+    assert hash_jobs(jobs, "blake3", use_mmap=True) == expected
+    assert hash_jobs(jobs, "blake3", use_mmap=False) == expected
 
 
 def test_one_failure_stops_the_run(tmp_path: Path, files: list[tuple[Path, bytes]]) -> None:
