@@ -85,7 +85,7 @@ def scan_reader(
     ctx: FileContext, r: ByteReader, raw: BinaryIO, location: str, *, name: str, depth: int,
 ) -> str:
     """Detect the format of ``r`` (a seekable region of ``raw``) and scan it; returns the format."""
-    from weightvault.scan.formats import archive, gguf, keras, numpy_files, onnx, safetensors
+    from weightvault.scan.formats import archive
     from weightvault.scan.formats.pickle import looks_like_pickle_start, scan_pickle_file
 
     start = r.tell()
@@ -111,12 +111,18 @@ def scan_reader(
         ctx.error(location, f"{kind} archive: not supported; extract it and scan the contents")
         return kind
     if head.startswith(b"GGUF"):
+        from weightvault.scan.formats import gguf
+
         gguf.scan_gguf(ctx, r, location)
         return "gguf"
     if head.startswith(b"\x93NUMPY"):
+        from weightvault.scan.formats import numpy_files
+
         numpy_files.scan_npy(ctx, r, location)
         return "numpy"
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        from weightvault.scan.formats import keras
+
         keras.scan_hdf5(ctx, RegionFile(raw, start, end), location)  # type: ignore[arg-type]
         return "hdf5"
     if len(head) >= 9 and head[8:9] == b"{":
@@ -124,9 +130,13 @@ def scan_reader(
         if 2 <= header_len <= size - 8 or header_len < 100_000_000 or lower.endswith(
             ".safetensors"
         ):
+            from weightvault.scan.formats import safetensors
+
             safetensors.scan_safetensors(ctx, r, location)
             return "safetensors"
-    if lower.endswith(".onnx") or onnx.looks_like_onnx(head):
+    if lower.endswith(".onnx") or (head[0] == 0x08 and len(head) >= 4 and 1 <= head[1] <= 20):
+        from weightvault.scan.formats import onnx
+
         if onnx.scan_onnx(ctx, r, location, claimed=lower.endswith(".onnx")):
             return "onnx"
         r = ByteReader(raw, start, end)

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
-import tarfile
-import tempfile
 import zipfile
 from typing import BinaryIO
 
@@ -83,6 +80,9 @@ def _spool_and_scan(
     ctx: FileContext, stream: DecompressingStream, location: str, name: str, depth: int,
 ) -> None:
     """Copy a decompressing stream to a temporary file (bounded), then scan it seekably."""
+    import shutil
+    import tempfile
+
     with tempfile.TemporaryFile(prefix="wv-scan-") as spool:
         try:
             shutil.copyfileobj(stream, spool, 1 << 20)
@@ -123,7 +123,6 @@ def scan_zip(
 ) -> str:
     """Every member of a zip, by content; PyTorch storages only sniffed for an embedded pickle."""
     from weightvault.scan.formats import RegionFile
-    from weightvault.scan.formats.keras import scan_keras_config
 
     if not _check_depth(ctx, location, depth):
         return "zip"
@@ -177,6 +176,8 @@ def scan_zip(
             total_declared += info.file_size
             _scan_zip_member(ctx, raw, start, end, info, member_loc, fmt, depth)
             if is_keras and info.filename == "config.json":
+                from weightvault.scan.formats.keras import scan_keras_config
+
                 scan_keras_config(ctx, archive, info, member_loc)
         if is_torchscript:
             code = sorted(n for n in names if "/code/" in n and n.endswith(".py"))
@@ -302,6 +303,8 @@ def scan_tar(
     ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str, *, depth: int,
 ) -> str:
     """Every regular member of a tar; links and special files that escape are findings."""
+    import tarfile
+
     from weightvault.scan.formats import RegionFile
 
     if not _check_depth(ctx, location, depth):

@@ -6,7 +6,6 @@ scanned as a pickle after its header; a plain array must have exactly the size i
 
 from __future__ import annotations
 
-import ast
 import struct
 from typing import Any
 
@@ -46,6 +45,8 @@ def _descr_itemsize(descr: Any) -> int | None:
 
 
 def scan_npy(ctx: FileContext, r: ByteReader, location: str) -> None:
+    import ast
+
     from weightvault.scan.formats.pickle import scan_pickle_stream_once
 
     start = r.tell()

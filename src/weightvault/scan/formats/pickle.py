@@ -28,7 +28,6 @@ from __future__ import annotations
 import codecs
 import re
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
 from weightvault.scan._engine import FileContext
@@ -61,33 +60,47 @@ class PickleError(Exception):
 # -- symbolic values ----------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
 class Global:
-    module: str
-    name: str
-    full: str
-    verdict: Verdict
+    """An import the stream made (never performed): ``module`` + ``name`` and its verdict."""
+
+    __slots__ = ("full", "module", "name", "verdict")
+
+    def __init__(self, module: str, name: str, full: str, verdict: Verdict) -> None:
+        self.module = module
+        self.name = name
+        self.full = full
+        self.verdict = verdict
 
 
-@dataclass(eq=False)
 class Obj:
     """The result of a call (REDUCE, NEWOBJ, INST, OBJ); BUILD stores its state here."""
 
-    func: Any
-    args: Any
-    state: Any = None
-    kwargs: Any = None
+    __slots__ = ("args", "func", "kwargs", "state")
+
+    def __init__(self, func: Any, args: Any, state: Any = None, kwargs: Any = None) -> None:
+        self.func = func
+        self.args = args
+        self.state = state
+        self.kwargs = kwargs
 
 
-@dataclass(eq=False)
 class Opaque:
-    kind: str
-    size: int = 0
+    """A value that was skipped, not read (bytes, long strings, buffers)."""
+
+    __slots__ = ("kind", "size")
+
+    def __init__(self, kind: str, size: int = 0) -> None:
+        self.kind = kind
+        self.size = size
 
 
-@dataclass(eq=False)
 class Persistent:
-    pid: Any
+    """What ``persistent_load`` would be asked for (PyTorch storages)."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: Any) -> None:
+        self.pid = pid
 
 
 class PList(list[Any]):
@@ -98,9 +111,13 @@ class PSet(list[Any]):
     pass
 
 
-@dataclass(eq=False)
 class PDict:
-    items: list[tuple[Any, Any]] = field(default_factory=list)
+    """A dict as a list of pairs (keys may be unhashable symbolic values)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[tuple[Any, Any]] | None = None) -> None:
+        self.items = items if items is not None else []
 
     def get(self, key: str) -> Any:
         for k, v in self.items:
@@ -120,19 +137,19 @@ def _global_name(value: Any) -> str:
     return f"<{type(value).__name__}>"
 
 
-@dataclass
 class PickleRun:
     """What one pickle (up to its STOP) contained."""
 
-    stopped: bool = False
-    value: Any = None
-    protocol: int = 0
-    first_opcode: int = -1
-    opcodes: int = 0
-    imports: int = 0
-    persistent_ids: list[Any] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    joblib_arrays: int = 0
+    def __init__(self) -> None:
+        self.stopped = False
+        self.value: Any = None
+        self.protocol = 0
+        self.first_opcode = -1
+        self.opcodes = 0
+        self.imports = 0
+        self.persistent_ids: list[Any] = []
+        self.findings: list[Finding] = []
+        self.joblib_arrays = 0
 
     @property
     def max_severity(self) -> Severity:
