@@ -55,7 +55,7 @@ ProgressCallback = Callable[[int], None]
 _CHUNK = {"sha256": 1 << 20, "blake2": 1 << 20, "blake3": 8 << 20}
 #: Report progress at most this often per worker (bytes).
 _PROGRESS_STEP = 64 << 20
-#: A BLAKE3 job at least this big may use BLAKE3's internal threads.
+#: A BLAKE3 job at least this big may use BLAKE3's internal threads (if it dominates the run).
 _BLAKE3_MT_THRESHOLD = 64 << 20
 #: Bytes of a file mapped at once for BLAKE3 (a multiple of the allocation granularity).
 _MAP_WINDOW = 16 << 20
@@ -132,6 +132,10 @@ class _Engine:
         self.next_index = 0
         self.error: BaseException | None = None
         self.blake3_threads = workers if hash_type == "blake3" else 1
+        # BLAKE3's own threads only pay for a job that would otherwise finish last alone (more
+        # than its share of the total); running them beside busy workers just spins.
+        total = sum(job.size for job in jobs)
+        self.blake3_mt_size = max(_BLAKE3_MT_THRESHOLD, total // workers + 1)
         self.use_mmap = use_mmap
 
     def _take(self) -> int | None:
@@ -156,7 +160,7 @@ class _Engine:
                     self.error = exc
 
     def _hash_one(self, job: HashJob, buffer: bytearray, view: memoryview) -> bytes:
-        threads = self.blake3_threads if job.size >= _BLAKE3_MT_THRESHOLD else 1
+        threads = self.blake3_threads if job.size >= self.blake3_mt_size else 1
         hasher = new_hasher(self.hash_type, threads=threads)
         try:
             fd = os.open(job.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
