@@ -314,12 +314,14 @@ def main() -> int:
             f"{_verdict(pipe_dec >= 0.8 * raw_dec)} / {_verdict(pipe_dec >= 0.8 * stream_dec)}"
         )
         if cores > 1:
-            _warm(tree)
-            many_enc = _pipeline(tree, "encrypt", key, cores)
-            _warm(enc_dir)
-            many_dec = _pipeline(enc_dir, "decrypt", key, cores)
+            many_enc = many_dec = 0.0
+            for _ in range(3):
+                _warm(tree)
+                many_enc = max(many_enc, _pipeline(tree, "encrypt", key, cores))
+                _warm(enc_dir)
+                many_dec = max(many_dec, _pipeline(enc_dir, "decrypt", key, cores))
             print(
-                f"  {cores} processes sharing the files: encrypt {_gbps(many_enc)} "
+                f"  {cores} processes sharing the files (best of 3): encrypt {_gbps(many_enc)} "
                 f"({many_enc / pipe_enc:.2f}x one core), decrypt {_gbps(many_dec)} "
                 f"({many_dec / pipe_dec:.2f}x one core; ideal {cores:.2f}x)"
             )
