@@ -274,3 +274,27 @@ def test_wrong_predicate_type_and_other_key_via_cli(
     capsys.readouterr()
     assert run(["verify", str(model), "--key", str(other_pub)]) == 1
     assert "signed by a different key" in _one_line_error(capsys.readouterr().err)
+
+
+def test_pkcs11_method_through_the_cli(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI dispatches --pkcs11-uri to the PKCS#11 method (a real SoftHSM2 token)."""
+    softhsm = pytest.importorskip("tests.softhsm", reason="run from the checkout root")
+    if not softhsm.softhsm_available():
+        pytest.skip("SoftHSM2 is not installed (scripts/setup.sh installs it)")
+    from weightvault.keys import pkcs11 as p11
+
+    monkeypatch.delenv(p11.PIN_ENV, raising=False)
+    monkeypatch.delenv(p11.MODULE_ENV, raising=False)
+    token = softhsm.make_token(tmp_path / "hsm", monkeypatch=monkeypatch)
+    uri = token.generate_ec_key("release")
+    assert run(["sign", str(model), "--pkcs11-uri", uri, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["signer"]["method"] == "pkcs11"
+    public = tmp_path / "release.pub"
+    public.write_bytes(token.public_key_pem("release"))
+    assert run(["verify", str(model), "--key", str(public)]) == 0
+    assert run(["verify", str(model), "--pkcs11-uri", uri]) == 0
+    (model / "config.json").write_text("{}")
+    assert run(["verify", str(model), "--pkcs11-uri", uri]) == 1
+    assert "changed: config.json" in _one_line_error(capsys.readouterr().err)
