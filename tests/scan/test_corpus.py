@@ -50,7 +50,7 @@ def test_every_sample_gets_its_expected_verdict(corpus: list[Sample]) -> None:
 
 def test_scanning_the_whole_corpus_runs_no_payload(corpus: list[Sample], corpus_root: Path) -> None:
     """Scan everything (folders, every format), then prove no payload's marker file exists."""
-    report = scan_paths([corpus_root], workers=2)
+    report = scan_paths([corpus_root])
     assert report.max_severity == Severity.DANGEROUS
     with_markers = [s for s in corpus if s.marker is not None]
     assert len(with_markers) >= 40

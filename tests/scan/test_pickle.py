@@ -233,3 +233,11 @@ def test_directory_scan_continues_after_unreadable_files(tmp_path: Path) -> None
     assert statuses == {"bad.pkl": "error", "evil.pkl": "dangerous", "good.pkl": "clean",
                         "link": "error", "missing.pkl": "error"}
     assert all("\n" not in message for _, message in report.errors)
+
+
+def test_results_do_not_depend_on_the_number_of_workers(corpus_root: Path) -> None:
+    one = scan_paths([corpus_root], workers=1)
+    two = scan_paths([corpus_root], workers=2)
+    three = scan_paths([corpus_root], workers=3)
+    assert len(one.files) > 64
+    assert one.to_json() == two.to_json() == three.to_json()

@@ -23,7 +23,9 @@ def scan_command(
         [], "--allow", help="Trust this import (module.name, or module.* for a whole module)."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="List clean files too."),
-    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Files scanned in parallel."),
+    workers: int = typer.Option(
+        0, "--workers", min=0, max=64, help="Processes for big folders (0: one per CPU)."
+    ),
 ) -> None:
     """Scan model files for code-execution payloads without loading them.
 

@@ -135,8 +135,10 @@ def scan_paths(
     """Scan files and folder trees; one :class:`FileResult` per file, in a stable order.
 
     ``allow`` adds trusted imports (``module.name`` or ``module.*``). A missing path is an error
-    result for that path; the other paths are still scanned. ``workers > 1`` scans files in
-    threads (results are identical and in the same order).
+    result for that path; the other paths are still scanned. ``workers > 1`` scans files in that
+    many forked processes when there are enough files to pay for them (``0``: one per CPU);
+    results are identical and in the same order whatever the number of workers. Leave it at 1
+    inside multi-threaded programs (forking a threaded process is unsafe).
     """
     policy = Policy.with_allowed(allow) if allow else DEFAULT_POLICY
     limits = limits or ScanLimits()
@@ -150,20 +152,49 @@ def scan_paths(
         else:
             jobs.append((None, str(item), "no such file or directory"))
 
-    def run(job: tuple[Path | None, str, str | None]) -> FileResult:
-        path, display, error = job
-        if path is None:
-            return FileResult(path=display, format="unknown", size=None, errors=(error or "",))
-        return scan_file(path, display=display, policy=policy, limits=limits)
-
-    if workers > 1 and len(jobs) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(run, jobs))
+    if workers == 0:
+        workers = os.cpu_count() or 1
+    if workers > 1 and len(jobs) >= _MIN_FILES_PER_WORKER * 2:
+        results = _scan_in_processes(jobs, policy, limits, workers)
     else:
-        results = [run(job) for job in jobs]
+        results = [_run_job(job, policy, limits) for job in jobs]
     return ScanReport(files=tuple(results))
+
+
+_MIN_FILES_PER_WORKER = 16
+_Job = tuple[Path | None, str, str | None]
+
+
+def _run_job(job: _Job, policy: Policy, limits: ScanLimits) -> FileResult:
+    path, display, error = job
+    if path is None:
+        return FileResult(path=display, format="unknown", size=None, errors=(error or "",))
+    return scan_file(path, display=display, policy=policy, limits=limits)
+
+
+def _run_chunk(chunk: list[_Job], policy: Policy, limits: ScanLimits) -> list[FileResult]:
+    return [_run_job(job, policy, limits) for job in chunk]
+
+
+def _scan_in_processes(
+    jobs: list[_Job], policy: Policy, limits: ScanLimits, workers: int
+) -> list[FileResult]:
+    """Scan in forked worker processes (the scanner is pure Python: threads would not help)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return [_run_job(job, policy, limits) for job in jobs]
+    workers = min(workers, len(jobs) // _MIN_FILES_PER_WORKER)
+    # Interleaved chunks balance big and small files; order is restored below.
+    chunks = [jobs[i::workers] for i in range(workers)]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        parts = list(pool.map(_run_chunk, chunks, [policy] * workers, [limits] * workers))
+    results: list[FileResult | None] = [None] * len(jobs)
+    for index, part in enumerate(parts):
+        results[index::workers] = part
+    return [r for r in results if r is not None]
 
 
 def verify_paths(

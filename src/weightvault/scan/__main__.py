@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fail-on", default="suspicious", help="suspicious or dangerous")
     parser.add_argument("--allow", action="append", default=[], help="trust module.name")
     parser.add_argument("-v", "--verbose", action="store_true", help="list clean files too")
-    parser.add_argument("--workers", type=int, default=1, help="files scanned in parallel")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes for big folders (0: one per CPU)")
     return parser
 
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         threshold = Severity.parse(args.fail_on)
         if threshold == Severity.CLEAN:
             raise ValueError("use suspicious or dangerous")
-        report = scan_paths(args.paths, allow=args.allow, workers=max(1, args.workers))
+        report = scan_paths(args.paths, allow=args.allow, workers=max(0, args.workers))
     except ValueError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         return 2

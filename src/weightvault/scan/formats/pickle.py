@@ -364,6 +364,8 @@ class PickleMachine:
                 if op < 0:
                     run.opcodes = count
                     raise fail("pickle data was truncated (no STOP opcode)", offset)
+                buf = r._buf  # refilled: the opcode is the byte before the read position
+                i = r._i - 1
             count += 1
             if count > max_values:
                 raise fail(
@@ -371,13 +373,23 @@ class PickleMachine:
                 )
 
             if op == 0x71:  # BINPUT
-                idx = read(1)[0]
+                i += 1
+                if i < len(buf):
+                    idx = buf[i]
+                    r._i = i + 1
+                else:
+                    idx = read(1)[0]
                 if len(stack) <= (marks[-1] if marks else 0):
                     raise fail("unpickling stack underflow", offset)
                 memo[idx] = stack[-1]
             elif op in (0x68, 0x6A, 0x67):  # BINGET, LONG_BINGET, GET
                 if op == 0x68:
-                    idx = read(1)[0]
+                    i += 1
+                    if i < len(buf):
+                        idx = buf[i]
+                        r._i = i + 1
+                    else:
+                        idx = read(1)[0]
                 elif op == 0x6A:
                     (idx,) = unpack_I(read(4))
                 else:
@@ -393,11 +405,25 @@ class PickleMachine:
             elif op == 0x58:  # BINUNICODE
                 stack.append(read_string(unpack_I(read(4))[0], offset, "BINUNICODE"))
             elif op == 0x8C:  # SHORT_BINUNICODE
-                stack.append(read_string(read(1)[0], offset, "SHORT_BINUNICODE"))
+                i += 1
+                if i < len(buf) and i + 1 + buf[i] <= len(buf):
+                    n = buf[i]
+                    try:
+                        stack.append(buf[i + 1 : i + 1 + n].decode("utf-8", "surrogatepass"))
+                    except UnicodeDecodeError as exc:
+                        raise fail("SHORT_BINUNICODE: invalid UTF-8", offset) from exc
+                    r._i = i + 1 + n
+                else:
+                    stack.append(read_string(read(1)[0], offset, "SHORT_BINUNICODE"))
             elif op == 0x28:  # MARK
                 marks.append(len(stack))
             elif op == 0x4B:  # BININT1
-                stack.append(read(1)[0])
+                i += 1
+                if i < len(buf):
+                    stack.append(buf[i])
+                    r._i = i + 1
+                else:
+                    stack.append(read(1)[0])
             elif op == 0x74:  # TUPLE
                 stack.append(tuple(pop_mark(offset)))
             elif op == 0x52:  # REDUCE
