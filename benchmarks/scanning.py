@@ -46,6 +46,7 @@ class Tool:
     name: str
     argv: Callable[[Path], list[str]]
     directory_mode: bool = True
+    folder_only: bool = False
 
 
 def _tools(peers: Path) -> list[Tool]:
@@ -53,6 +54,8 @@ def _tools(peers: Path) -> list[Tool]:
     return [
         Tool("weightvault", lambda p: [*WEIGHTVAULT, str(p)]),
         Tool("weightvault-typer", lambda p: [*WEIGHTVAULT_TYPER, str(p)]),
+        Tool("weightvault --workers 2", lambda p: [*WEIGHTVAULT, "--workers", "2", str(p)],
+             folder_only=True),
         Tool("picklescan", lambda p: [str(bin_dir / "picklescan"), "-p", str(p)]),
         Tool("modelscan", lambda p: [str(bin_dir / "modelscan"), "-p", str(p)]),
         Tool("fickling", lambda p: [str(bin_dir / "fickling"), "--check-safety", str(p)],
@@ -109,6 +112,7 @@ def verdict(tool: str, run: Run) -> str:
 
 
 def detection(samples: list[Sample], tools: list[Tool], cwd: Path) -> dict[str, dict[str, str]]:
+    tools = [t for t in tools if not t.folder_only and t.name != "weightvault-typer"]
     results: dict[str, dict[str, str]] = {t.name: {} for t in tools}
     jobs = [(tool, sample) for tool in tools for sample in samples]
 
@@ -177,6 +181,8 @@ def speed_case(title: str, target: Path, tools: list[Tool], cwd: Path, repeats: 
     print("|---|---|---|---|---|---|")
     runs: dict[str, Run] = {}
     for tool in tools:
+        if tool.folder_only and not target.is_dir():
+            continue
         if target.is_dir() and not tool.directory_mode:
             run = timed_folder_per_file(tool, target, cwd)
         else:
@@ -263,12 +269,16 @@ def main() -> None:
           f"{load[2]:.2f} (shared with other work; timings are noisy)")
     tools = _tools(args.peers)
     versions = {}
-    for tool in tools[2:]:
+    for tool in tools[3:]:
         out = subprocess.run([str(args.peers / "bin" / "python"), "-m", "pip", "show", tool.name],
                              capture_output=True, text=True, check=False).stdout
         versions[tool.name] = next((ln.split()[-1] for ln in out.splitlines()
                                     if ln.startswith("Version")), "?")
     print("peers: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    # pip byte-compiles installed packages (the peers); this checkout is an editable install and
+    # the environment may set PYTHONDONTWRITEBYTECODE, so compile ours too for a fair start-up.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src" / "weightvault")],
+                   check=False, stdout=subprocess.DEVNULL)
     work = args.workdir
     if work.exists():
         shutil.rmtree(work)

@@ -24,7 +24,7 @@ def scan_command(
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="List clean files too."),
     workers: int = typer.Option(
-        0, "--workers", min=0, max=64, help="Processes for big folders (0: one per CPU)."
+        1, "--workers", min=0, max=64, help="Processes for big folders (0: one per CPU)."
     ),
 ) -> None:
     """Scan model files for code-execution payloads without loading them.

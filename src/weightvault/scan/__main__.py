@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fail-on", default="suspicious", help="suspicious or dangerous")
     parser.add_argument("--allow", action="append", default=[], help="trust module.name")
     parser.add_argument("-v", "--verbose", action="store_true", help="list clean files too")
-    parser.add_argument("--workers", type=int, default=0,
+    parser.add_argument("--workers", type=int, default=1,
                         help="processes for big folders (0: one per CPU)")
     return parser
 
