@@ -42,6 +42,17 @@ def _bytes(text: str, option: str) -> int:
     return int(number) * scale
 
 
+def _duration(seconds: float) -> str:
+    """Seconds as the largest sensible unit (``45 s``, ``3.2 h``, ``18.5 days``)."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def _client(url: str | None, token: str | None) -> Any:
     from weightvault.custody.client import VaultClient, resolve_config
 
@@ -366,11 +377,11 @@ def inventory(url: str | None = _URL, token: str | None = _TOKEN, as_json: bool 
     lines = []
     for entry in result:
         for version in entry["versions"]:
-            days = version["time_to_exfiltrate_s"] / 86400
             lines.append(
                 f"{entry['model']}@{version['version']}  owner {entry['owner']}  "
                 f"{version['size']} bytes  signer {version['signer']}  "
-                f"access {','.join(version['access']) or '-'}  exfiltration {days:.1f} days"
+                f"access {','.join(version['access']) or '-'}  "
+                f"time to exfiltrate at budget {_duration(version['time_to_exfiltrate_s'])}"
             )
     _show(result, as_json, lines or ["no models"])
 
