@@ -71,7 +71,7 @@ def test_divergence_detector_catches_sgd_at_a_too_high_lr(digits: DigitsTestbed)
     assert run.attempts[0].status == "diverged"
     assert run.attempts[0].lr == 5.0
     assert len(run.attempts) >= 2
-    assert [a.lr for a in run.attempts] == [5.0 / 10**i for i in range(len(run.attempts))]
+    assert [a.lr for a in run.attempts] == [5.0, 0.5, 0.05][: len(run.attempts)]
     assert run.status == "ok"  # retried at a smaller lr until the loss decreased
     assert run.attempts[-1].status == "ok"
     assert run.best_acc > data.harmful_chance + 0.2
@@ -115,5 +115,5 @@ def test_attack_that_never_trains_is_reported_diverged(digits: DigitsTestbed) ->
     spec = AttackSpec("sgd-absurd", 20, optimizer="sgd", lr=5e4, steps=20, batch_size=16)
     run = run_attack(digits.release(0), "u", spec, digits.data(), seed=0, points=3)
     assert run.status == "diverged"
-    assert len(run.attempts) == 4
+    assert [a.lr for a in run.attempts] == [5e4, 5e3, 5e2, 5e5]
     assert all(a.status == "diverged" for a in run.attempts)

@@ -100,7 +100,7 @@ def test_defend_attack_report_round_trip(
     md = (out_dir / "tamper-report.md").read_text()
     assert "testbed `digits`, suite `cli-tiny`" in md
     assert "| mlac | candidate | mlac |" in md
-    assert "held out: " in md
+    assert "- held out (never trained against): probe/linear, sgd/constant/head/harmful" in md
     summary = json.loads((out_dir / "tamper-summary.json").read_text())
     assert summary["seeds"] == [0, 1, 2]
     assert summary["models"]["mlac"]["training_families"] == ["adam/constant/full/harmful"]

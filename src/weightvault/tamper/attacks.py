@@ -7,8 +7,8 @@ along the way, so curves against steps can be drawn.
 
 Divergence: if the attacker's training loss is not finite or does not decrease (mean over the
 last quarter of harmful-phase steps not at least 5 % below the mean over the first 5 %), the
-attack is retried with the learning
-rate divided by 10, up to :data:`MAX_RETRIES` times. An attack that never trains is reported as
+attack is retried with the learning rate divided by 10 and 100, then multiplied by 10
+(:func:`retry_lrs`, at most :data:`MAX_RETRIES` retries). An attack that never trains is reported as
 ``diverged`` and is never counted as a defense win.
 """
 
@@ -362,6 +362,12 @@ def _finetune_once(
     return _Trained(curve, losses, retain, val_acc)
 
 
+def retry_lrs(lr: float) -> list[float]:
+    """Learning rates tried in order: the spec's, then 10x and 100x smaller (the usual cause of a
+    loss that does not decrease is divergence), then 10x larger (a stalled attacker)."""
+    return [lr, lr / 10, lr / 100, lr * 10][: MAX_RETRIES + 1]
+
+
 def _finetune(
     model: TamperModel,
     spec: AttackSpec,
@@ -371,20 +377,26 @@ def _finetune(
     points: int,
     validation: Split | None = None,
 ) -> tuple[_Trained, list[Attempt], Status]:
-    """Train, and retry at lr / 10 while the loss does not decrease (see the module docstring)."""
+    """Train; retry at other learning rates while the loss does not decrease (module docstring).
+
+    The first attempt whose loss decreases is the result. If none does, the run is ``diverged``
+    and reports the attempt that reached the lowest loss (the attacker's best effort).
+    """
     attempts: list[Attempt] = []
-    current = spec
-    trained = _finetune_once(model, current, train, benign, data, points, validation)
-    for retry in range(MAX_RETRIES + 1):
+    tried: list[tuple[float, _Trained]] = []
+    for lr in retry_lrs(spec.lr):
+        trained = _finetune_once(model, spec.with_lr(lr), train, benign, data, points, validation)
         status = loss_status(trained.losses)
         first = trained.losses[0] if trained.losses else math.nan
         last = trained.losses[-1] if trained.losses else math.nan
-        attempts.append(Attempt(current.lr, status, first, last))
-        if status == "ok" or retry == MAX_RETRIES:
-            return trained, attempts, status
-        current = current.with_lr(current.lr / 10)
-        trained = _finetune_once(model, current, train, benign, data, points, validation)
-    raise AssertionError("unreachable")  # pragma: no cover
+        attempts.append(Attempt(lr, status, first, last))
+        if status == "ok":
+            return trained, attempts, "ok"
+        tail = trained.losses[-max(1, len(trained.losses) // 4) :]
+        final = sum(tail) / len(tail) if tail else math.inf
+        tried.append((final if math.isfinite(final) else math.inf, trained))
+    best = min(range(len(tried)), key=lambda i: tried[i][0])
+    return tried[best][1], attempts, "diverged"
 
 
 def _sample(pool: Split, count: int, generator: torch.Generator) -> tuple[Split, torch.Tensor]:

@@ -7,7 +7,7 @@ Mirrors MLAC's Bias-in-Bios setting offline:
 * names: common US first names labelled male / female in the PyPI package ``gender-guesser``;
   defender, attacker and test splits use *disjoint* first names, so the harmful task (gender)
   can only be solved by knowledge the pretrained model carries about names;
-* bios: "{First} {Last} lives in {city}. {two profession-specific sentences}" with no pronouns
+* bios: "{First} {Last} lives in {city}. {First} {a profession-specific sentence}", no pronouns
   and no job title; desired task = profession (8 classes), harmful task = gender.
 
 To fit a 2-core CPU, the lower ``6 - top_layers`` transformer layers are frozen: their outputs are
@@ -140,9 +140,9 @@ def make_bios(count: int, names: dict[str, list[str]], seed: int) -> list[tuple[
         gender = i % 2
         first = rng.choice(names["F" if gender else "M"])
         prof = rng.randrange(len(professions))
-        a, b = rng.sample(PROFESSIONS[professions[prof]], 2)
+        a = rng.choice(PROFESSIONS[professions[prof]])
         last, city = rng.choice(LAST_NAMES), rng.choice(CITIES)
-        text = f"{first} {last} lives in {city}. {first} {a} In addition, {first} {b}"
+        text = f"{first} {last} lives in {city}. {first} {a}"
         bios.append((text, prof, gender))
     return bios
 
@@ -330,9 +330,9 @@ class MiniLMTestbed:
         self,
         *,
         top_layers: int = 1,
-        sizes: tuple[int, int, int] = (1200, 800, 400),
-        max_tokens: int = 40,
-        release_steps: int = 150,
+        sizes: tuple[int, int, int] = (600, 400, 200),
+        max_tokens: int = 28,
+        release_steps: int = 60,
     ) -> None:
         if not 1 <= top_layers <= LAYERS:
             raise ValueError("top_layers must be between 1 and 6")
@@ -371,8 +371,8 @@ class MiniLMTestbed:
         """Defense hyperparameters sized for this tier on a CPU."""
         if method == "mlac":
             return {
-                "outer_steps": 60,
-                "inner_steps": 6,
+                "outer_steps": 30,
+                "inner_steps": 4,
                 "inner_batch_sizes": [8, 16],
                 "outer_lr": 1e-4,
                 "meta_lr": 1e-3,
@@ -383,7 +383,7 @@ class MiniLMTestbed:
             }
         if method == "tar":
             return {
-                "outer_steps": 60,
+                "outer_steps": 30,
                 "inner_steps": 8,
                 "tr_every": 2,
                 "tr_decay": 0.25,
