@@ -42,6 +42,9 @@ _LAZY: dict[str, str] = {
     "inspect_path": "weightvault.crypt",
     "open_encrypted": "weightvault.crypt",
     "load_encrypted_safetensors": "weightvault.crypt",
+    "AttackSuite": "weightvault.tamper.spec",
+    "run_tamper_suite": "weightvault.tamper.evaluate",
+    "write_tamper_report": "weightvault.tamper.report",
 }
 
 

@@ -206,3 +206,7 @@ def run_suite(
         runs=tuple(runs),
         threads=threads,
     )
+
+
+#: Alias re-exported as ``weightvault.run_tamper_suite``.
+run_tamper_suite = run_suite

@@ -473,3 +473,7 @@ def write_report(
         force=force,
     )
     return files
+
+
+#: Alias re-exported as ``weightvault.write_tamper_report``.
+write_tamper_report = write_report
