@@ -213,3 +213,45 @@ def test_special_files_and_read_errors_are_errors(tmp_path: Path) -> None:
     statuses = {Path(r.path).name: r.status for r in report.files}
     assert statuses == {"pipe": "error", "ok.pkl": "clean"}
     assert scan_file(tmp_path).status == "error"  # a folder given as a file: read error
+
+
+def _legacy_tar(tmp_path: Path, main_pickle: bytes, name: str) -> Path:
+    """The pre-0.4 PyTorch tar layout, written by hand (torch can no longer write it)."""
+    import pickle
+
+    storage_entry = b"\x80\x02(X\x01\x00\x00\x000X\x03\x00\x00\x00cpuctorch\nFloatStorage\ntq\x00."
+    storages = (pickle.dumps(1, protocol=2) + storage_entry + struct.pack("<q", 4)
+                + b"\x00" * 16 + pickle.dumps([], protocol=2))
+    tensors = (pickle.dumps(1, protocol=2) + pickle.dumps("t0", protocol=2)
+               + pickle.dumps("0", protocol=2) + struct.pack("<i", 1) + b"\x00" * 4
+               + struct.pack("<qq", 4, 1) + struct.pack("<q", 0))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        for member, data in (("sys_info", pickle.dumps({"protocol_version": 1001}, protocol=2)),
+                             ("pickle", main_pickle), ("storages", storages),
+                             ("tensors", tensors)):
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    path = tmp_path / name
+    path.write_bytes(raw.getvalue())
+    return path
+
+
+def test_legacy_pytorch_tar_walked_record_by_record(tmp_path: Path) -> None:
+    import pickle
+
+    benign = _legacy_tar(tmp_path, pickle.dumps({"w": "t0"}, protocol=2), "benign.pt")
+    result = scan_file(benign)
+    assert (result.format, result.status) == ("pytorch-legacy-tar", "clean"), result
+    evil = _legacy_tar(tmp_path, b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00true\x85R.", "evil.pt")
+    result = scan_file(evil)
+    assert result.max_severity == Severity.DANGEROUS
+    # a storage record whose size runs past the member is an error, not clean
+    data = bytearray(benign.read_bytes())
+    index = data.find(struct.pack("<q", 4) + b"\x00" * 16)
+    struct.pack_into("<q", data, index, 1 << 40)
+    broken = tmp_path / "broken_tar.pt"
+    broken.write_bytes(bytes(data))
+    broken_result = scan_file(broken)
+    assert broken_result.status == "error", broken_result
