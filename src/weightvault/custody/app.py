@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from weightvault.custody.audit import AuditUnavailable
 from weightvault.custody.service import (
@@ -33,6 +34,7 @@ from weightvault.custody.service import (
 )
 from weightvault.errors import (
     DecryptionError,
+    FormatError,
     PolicyError,
     UnsafeFileError,
     VerificationError,
@@ -389,7 +391,10 @@ class _StreamReader:
         self._done = False
 
     async def _next(self) -> bytes:
-        return await self._stream.__anext__()
+        try:
+            return await self._stream.__anext__()
+        except ClientDisconnect as exc:
+            raise FormatError("upload: the client disconnected before the body ended") from exc
 
     def _fill(self, want: int) -> None:
         while len(self._buffer) < want and not self._done:
