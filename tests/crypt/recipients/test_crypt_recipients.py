@@ -165,6 +165,13 @@ def test_passphrase_derives_once_per_run(tmp_path: Path, model: Path) -> None:
     decrypt_path(tmp_path / "enc", tmp_path / "plain", identities=[PassphraseIdentity(b"pw")])
 
 
+def test_passphrase_identity_caps_scrypt_derivations() -> None:
+    identity = PassphraseIdentity(b"pw", max_derivations=2)
+    stanzas = [PassphraseRecipient(b"pw", log_n=10).wrap(DEK) for _ in range(3)]  # 3 salts
+    assert [identity.unwrap(s) for s in stanzas] == [DEK, DEK, None]
+    assert identity.unwrap(stanzas[0]) == DEK  # cached salts still open
+
+
 def test_passphrase_work_factor_limits() -> None:
     with pytest.raises(ValueError):
         PassphraseRecipient(b"pw", log_n=9)

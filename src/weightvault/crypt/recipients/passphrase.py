@@ -71,14 +71,20 @@ class PassphraseRecipient(Recipient):
         return f"passphrase (scrypt 2^{self._log_n})"
 
 
+#: Distinct scrypt derivations one identity performs: a run shares one salt, so a few cover
+#: any honest tree; a hostile header listing hundreds of salts must not cost minutes of scrypt.
+MAX_DERIVATIONS = 8
+
+
 class PassphraseIdentity(Identity):
     """Open passphrase stanzas; caches the derived key per salt (one scrypt per run)."""
 
-    def __init__(self, passphrase: bytes) -> None:
+    def __init__(self, passphrase: bytes, *, max_derivations: int = MAX_DERIVATIONS) -> None:
         if not passphrase:
             raise ValueError("empty passphrase")
         self._passphrase = passphrase
         self._keys: dict[tuple[bytes, int], AESGCM] = {}
+        self._max_derivations = max_derivations
 
     def unwrap(self, stanza: Stanza) -> bytes | None:
         if not isinstance(stanza, ScryptStanza):
@@ -86,6 +92,8 @@ class PassphraseIdentity(Identity):
         cache_key = (stanza.salt, stanza.log_n)
         aead = self._keys.get(cache_key)
         if aead is None:
+            if len(self._keys) >= self._max_derivations:
+                return None
             aead = AESGCM(_derive(self._passphrase, stanza.salt, stanza.log_n))
             self._keys[cache_key] = aead
         try:
