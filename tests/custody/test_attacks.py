@@ -575,3 +575,24 @@ def test_an_approval_that_expired_before_the_second_arrives_does_not_count(world
 def test_bad_policies_are_refused(world: World, policy: dict[str, Any]) -> None:
     response = _raw(world, "olivia", "PUT", "/v1/models/llama/policy", json={"policy": policy})
     assert response.status_code in (400, 403, 422), response.text
+
+
+def test_any_signer_the_policy_lists_is_accepted_and_named(world: World, tmp_path: Path) -> None:
+    assert world.signing_key is not None
+    other = ec.generate_private_key(ec.SECP384R1())
+    policy = {
+        "approvers": ["alice", "bob", "carol"],
+        "approvals_required": 2,
+        "signers": [
+            {"name": "release-key", "public_key_pem": public_pem(world.signing_key)},
+            {"name": "second-key", "public_key_pem": public_pem(other)},
+        ],
+        "max_grant_bytes": 1 << 40,
+        "approval_validity_s": 7200,
+    }
+    with world.client("olivia") as client:
+        client.set_policy("llama", policy)
+        model = make_model(tmp_path / "m", seed=12)
+        signature = sign_model(model, other)
+        result = client.push("llama", "v-second", model, signature.read_bytes())
+    assert result["signer"] == "key:second-key"

@@ -54,15 +54,18 @@ def verify_model_signature(model_root: Path, signature: bytes, policy: ModelPoli
     last: WeightvaultError | None = None
     for rule in policy.signers:
         verifier = _load_verifier(rule.public_key_pem)
+        # The bundle's signature first (cheap): only the signer it matches hashes the tree.
         try:
-            result = verify(model_root, signature_file, verifier)
+            verifier.verify(signature)
         except WeightvaultError as exc:
             last = exc
             continue
-        ok = getattr(result, "ok", True)
-        if ok is False:
-            last = VerificationError("upload refused: the files do not match the signature")
-            continue
+        try:
+            result = verify(model_root, signature_file, verifier)
+        except WeightvaultError as exc:
+            raise VerificationError(
+                f"upload refused: the files do not match the signature ({exc.one_line()})"
+            ) from exc
         signer = getattr(result, "signer", None)
         subject = getattr(signer, "subject", None) or getattr(signer, "key_fingerprint", "")
         return f"key:{rule.name or subject}"
