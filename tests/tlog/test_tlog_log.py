@@ -476,3 +476,27 @@ def test_export_of_a_fork_signed_by_the_log_key_is_reported_as_a_rewrite(
     mixed = LogExport(mixed.origin, (trusted, *mixed.checkpoints), mixed.entries, mixed.leaf_hashes)
     with pytest.raises(VerificationError, match="rewrote its history"):
         verify_export(mixed, log_signer.verifier_key)
+
+
+def test_concurrent_creation_yields_one_log_and_clean_refusals(log_location: str) -> None:
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def create() -> None:
+        try:
+            TransparencyLog.create(log_location, ORIGIN).close()
+            outcome = "created"
+        except InputError:
+            outcome = "refused"
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["created", "refused", "refused", "refused"]
+    reopened = TransparencyLog.open(log_location)
+    assert reopened.append(b"first") == 0
+    reopened.close()

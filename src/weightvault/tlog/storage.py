@@ -211,6 +211,11 @@ class SQLiteStore(LogStore):
                 [("origin", origin), ("schema", SCHEMA_VERSION)],
             )
             conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            conn.execute("ROLLBACK")
+            if "already exists" in str(exc):  # another process created it first
+                raise InputError(f"{self.path}: already holds a log") from exc
+            raise
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -371,7 +376,7 @@ class PostgresStore(LogStore):
                         "INSERT INTO tlog_meta (key, value) VALUES (%s, %s)",
                         [("origin", origin), ("schema", SCHEMA_VERSION)],
                     )
-        except psycopg.errors.DuplicateTable as exc:
+        except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation) as exc:
             raise InputError("this database already holds a log; use a new database") from exc
 
     def meta(self) -> dict[str, str]:
