@@ -288,7 +288,7 @@ def main() -> int:
     header = (
         f"{'case':24} {'limit s':>8} {'wv sign':>8} {'wv ver':>8} {'peer sign':>9} "
         f"{'peer ver':>9} {'sign/limit':>10} {'ver/limit':>9} {'peer/wv sign':>12} "
-        f"{'peer/wv ver':>11} {'wv RSS MB':>9} {'io limit s':>10} {'max/io':>6}"
+        f"{'peer/wv ver':>11} {'wv RSS MB':>9} {'peer RSS':>8} {'io limit s':>10} {'max/io':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -296,9 +296,11 @@ def main() -> int:
         ws, wvv = best["wv_sign"].seconds, best["wv_verify"].seconds
         ps, pv = best["peer_sign"].seconds, best["peer_verify"].seconds
         rss = max(best["wv_sign"].max_rss_mb, best["wv_verify"].max_rss_mb)
+        peer_rss = max(best["peer_sign"].max_rss_mb, best["peer_verify"].max_rss_mb)
         print(
             f"{label:24} {limit:8.2f} {ws:8.2f} {wvv:8.2f} {ps:9.2f} {pv:9.2f} "
             f"{ws / limit:10.2f} {wvv / limit:9.2f} {ps / ws:12.2f} {pv / wvv:11.2f} {rss:9.0f}"
+            f" {peer_rss:8.0f}"
             f" {io_limit:10.2f} {max(ws, wvv) / io_limit:6.2f}"
         )
     print()
