@@ -424,6 +424,13 @@ class PickleMachine:
                     r._i = i + 1
                 else:
                     stack.append(read(1)[0])
+            elif op == 0x4D:  # BININT2
+                stack.append(unpack_H(read(2))[0])
+            elif op == 0x86:  # TUPLE2
+                if len(stack) - (marks[-1] if marks else 0) < 2:
+                    raise fail("unpickling stack underflow", offset)
+                b = stack.pop()
+                stack[-1] = (stack[-1], b)
             elif op == 0x74:  # TUPLE
                 stack.append(tuple(pop_mark(offset)))
             elif op == 0x52:  # REDUCE
@@ -450,11 +457,6 @@ class PickleMachine:
                 c = stack.pop()
                 b = stack.pop()
                 stack[-1] = (stack[-1], b, c)
-            elif op == 0x86:  # TUPLE2
-                if len(stack) - (marks[-1] if marks else 0) < 2:
-                    raise fail("unpickling stack underflow", offset)
-                b = stack.pop()
-                stack[-1] = (stack[-1], b)
             elif op == 0x85:  # TUPLE1
                 stack.append((pop(offset),))
             elif op == 0x75:  # SETITEMS
@@ -487,8 +489,6 @@ class PickleMachine:
                 stack.append(do_import(module_v, name_v, offset, "STACK_GLOBAL"))
             elif op == 0x4A:  # BININT
                 stack.append(unpack_i(read(4))[0])
-            elif op == 0x4D:  # BININT2
-                stack.append(unpack_H(read(2))[0])
             elif op == 0x72:  # LONG_BINPUT
                 (idx,) = unpack_I(read(4))
                 memo[idx] = top(offset)
