@@ -272,6 +272,7 @@ def _decide(
             approver=me["name"],
             decision=decision,
             valid_for=dt.timedelta(seconds=valid_for),
+            announce=lambda line: typer.echo(line, err=True),
         )
     _show(result, as_json, [f"request {request_id}: {decision}d; status {result['status']}"])
 

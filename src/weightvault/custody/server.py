@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,14 @@ def run_server(
                 h11_max_incomplete_event_size=64 * 1024,
             )
         )
+        scheme = "https" if ssl_certfile else "http"
+        log_place = "postgresql" if "://" in config.log_location else config.log_location
+        sys.stderr.write(
+            f"weightvault custody service on {scheme}://{host}:{port} "
+            f"(database {custody.store.dialect}, blobs {custody.blobs.describe()}, "
+            f"audit log {log_place})\n"
+        )
+        sys.stderr.flush()
         if on_ready is not None:
             on_ready()
         signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))

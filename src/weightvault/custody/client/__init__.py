@@ -278,8 +278,13 @@ class VaultClient:
         decision: str = "approve",
         valid_for: dt.timedelta = dt.timedelta(hours=1),
         now: dt.datetime | None = None,
+        announce: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        """Fetch the request, check what it asks, sign a statement for it locally, submit it."""
+        """Fetch the request, check what it asks, sign a statement for it locally, submit it.
+
+        ``announce`` receives a one-line description of exactly what is being signed (the CLI
+        prints it), so an approver sees the terms their key vouches for.
+        """
         from weightvault.custody.approvals import ApprovalStatement, RequestTerms, sign_statement
 
         request = self.get_request(request_id)
@@ -294,6 +299,13 @@ class VaultClient:
         )
         if terms.digest() != request.get("request_digest"):
             raise VerificationError("the server's request digest does not match its terms")
+        if announce is not None:
+            announce(
+                f"signing {'an approval' if decision == 'approve' else 'a denial'} of request "
+                f"{terms.request_id}: {terms.model}@"
+                f"{terms.version} for {terms.grantee}, {terms.duration_s} s, "
+                f"{terms.byte_budget} bytes; justification: {terms.justification!r}"
+            )
         statement = ApprovalStatement.for_request(
             terms,
             approver=approver,
