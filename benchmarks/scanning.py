@@ -259,6 +259,8 @@ def main() -> None:
     parser.add_argument("--skip-detection", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the generated big files")
+    parser.add_argument("--cases", default="pickle,zip,legacy,folder",
+                        help="speed cases to run (comma-separated)")
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
     args.peers = args.peers.resolve()
@@ -299,23 +301,28 @@ def main() -> None:
         print(f"\npayload markers created during the whole detection run: {len(markers)}")
         print(f"(detection run: {time.perf_counter() - start:.1f} s)")
 
+    cases = set(args.cases.split(","))
     if not args.skip_speed:
-        big = work / "arrays-1g.pkl"
-        make_big_pickle(big, args.gb)
-        speed_case(f"Raw pickle of NumPy arrays, {args.gb:g} GB", big, tools, cwd, args.repeats,
-                   3.0)
-        big.unlink()
+        if "pickle" in cases:
+            big = work / "arrays-1g.pkl"
+            make_big_pickle(big, args.gb)
+            speed_case(f"Raw pickle of NumPy arrays, {args.gb:g} GB", big, tools, cwd,
+                       args.repeats, 3.0)
+            big.unlink()
         for legacy in (False, True):
+            if ("legacy" if legacy else "zip") not in cases:
+                continue
             path = work / ("legacy.pt" if legacy else "zip.pt")
             make_torch(path, args.torch_gb, legacy=legacy)
             kind = "legacy (stacked pickles + raw storages)" if legacy else "zip"
             speed_case(f"PyTorch {kind} checkpoint", path, tools, cwd, args.repeats, 1.0)
             if not args.keep:
                 path.unlink()
-        folder = work / "model-folder"
-        make_folder(folder, args.files)
-        speed_case(f"Model folder with {args.files} files", folder, tools, cwd,
-                   max(1, args.repeats - 1), 2.0)
+        if "folder" in cases:
+            folder = work / "model-folder"
+            make_folder(folder, args.files)
+            speed_case(f"Model folder with {args.files} files", folder, tools, cwd,
+                       args.repeats, 2.0)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
