@@ -454,8 +454,10 @@ class Custody:
             )
         return {"name": name, "policy": policy.to_dict()}
 
-    def _model(self, session: Session, name: str) -> tuple[Model, ModelPolicy]:
-        model = session.get(Model, _names.check_model_name(name))
+    def _model(
+        self, session: Session, name: str, *, lock: bool = False
+    ) -> tuple[Model, ModelPolicy]:
+        model = session.get(Model, _names.check_model_name(name), with_for_update=lock)
         if model is None:
             raise NotFoundError(f"model {name!r} not found")
         return model, ModelPolicy.from_json(model.policy_json)
@@ -1191,7 +1193,11 @@ class Custody:
                 raise PolicyError("grant was revoked")
             if grant.grant_expires_at is None or grant.grant_expires_at <= now:
                 raise PolicyError("grant has expired")
-            _model, policy = self._model(session, grant.model)
+            # Lock the model and principal rows too: replicas debiting other grants of the same
+            # model or principal queue here, so the window sums below cannot race (PostgreSQL;
+            # SQLite's BEGIN IMMEDIATE already serializes writers).
+            _model, policy = self._model(session, grant.model, lock=True)
+            session.get(Principal, grant.requester, with_for_update=True)
             principal_used = session.scalar(
                 select(func.coalesce(func.sum(Egress.nbytes), 0)).where(
                     Egress.principal == grant.requester, Egress.time > since
