@@ -58,6 +58,7 @@ MAX_ENTRY_BYTES = 1 << 20
 """Largest entry accepted (1 MiB): entries are digests and audit events, not blobs."""
 EXPORT_FORMAT = "weightvault.dev/tlog-export@v1"
 _CACHE_LIMIT = 1 << 17
+_CACHE_MIN_LEVEL = 6  # proofs cache subtrees of >= 64 leaves: ~1/64 of the stored hashes
 _APPEND_CHUNK = 50_000
 
 
@@ -215,13 +216,22 @@ class TransparencyLog:
     ) -> list[list[bytes]]:
         """Inclusion proofs for many entries under one tree size, with one storage read."""
         size = self._checked_size(size, "tree size")
-        plans = [self._inclusion_plan(index, size) for index in indices]
-        have = self._lookup({i for plan in plans for i in plan if isinstance(i, int)})
+        upper: set[int] = set()
+        plans = [self._inclusion_plan(index, size, upper) for index in indices]
+        have = self._lookup({i for plan in plans for i in plan if isinstance(i, int)}, upper=upper)
         return [[have[i] if isinstance(i, int) else i for i in plan] for plan in plans]
 
-    def _lookup(self, ids: Iterable[int], reader: StoreWriter | None = None) -> dict[int, bytes]:
+    def _lookup(
+        self,
+        ids: Iterable[int],
+        reader: StoreWriter | None = None,
+        *,
+        upper: set[int] | None = None,
+    ) -> dict[int, bytes]:
         """Stored hashes by id: from the cache, the rest in one storage read.
 
+        Only ids in ``upper`` (when given) are cached: nodes near the root are shared by many
+        proofs, low ones almost never, and caching those would only push the others out.
         Returns its own dict, so another thread clearing the shared cache cannot pull a hash
         out from under this call.
         """
@@ -240,11 +250,14 @@ class TransparencyLog:
             fetched = (reader or self.store).read_hashes(missing)
             if len(fetched) != len(set(missing)):
                 raise FormatError(f"{self.store.location}: stored hashes are missing; log corrupt")
-            cache.update(fetched)
+            if upper is None:
+                cache.update(fetched)
+            else:
+                cache.update((i, h) for i, h in fetched.items() if i in upper)
             found.update(fetched)
         return found
 
-    def _inclusion_plan(self, index: int, size: int) -> list[int | bytes]:
+    def _inclusion_plan(self, index: int, size: int, upper: set[int]) -> list[int | bytes]:
         """Stored-hash ids (or right-edge hashes) of PATH(index, D[0:size]), leaf first.
 
         Level by level (the same path as RFC 9162 §2.1.3.1, read bottom-up): the sibling of the
@@ -255,22 +268,31 @@ class TransparencyLog:
             raise InputError(f"index {index} is not below the tree size {size}")
         plan: list[int | bytes] = []
         level = 0
-        while (1 << level) < size:
+        width = 1  # 1 << level
+        while width < size:
             sibling = ((index >> level) ^ 1) << level
             if sibling < size:
-                if sibling + (1 << level) <= size:
-                    last = sibling + (1 << level) - 1
-                    plan.append(2 * last - last.bit_count() + level)  # stored_hash_id
+                last = sibling + width - 1
+                if last < size:
+                    row_id = 2 * last - last.bit_count() + level  # stored_hash_id(level, .)
+                    plan.append(row_id)
+                    if level >= _CACHE_MIN_LEVEL:
+                        upper.add(row_id)
                 else:
-                    ragged = self._ragged.get((sibling, size))
-                    if ragged is None:
-                        ragged = self._hashes_for_ranges([(sibling, size)])[0]
-                        if len(self._ragged) > 1024:
-                            self._ragged.clear()
-                        self._ragged[(sibling, size)] = ragged
-                    plan.append(ragged)
+                    plan.append(self._ragged_hash(sibling, size))
             level += 1
+            width <<= 1
         return plan
+
+    def _ragged_hash(self, lo: int, size: int) -> bytes:
+        """MTH(D[lo:size]) for the right edge of a tree, cached per (lo, size)."""
+        value = self._ragged.get((lo, size))
+        if value is None:
+            value = self._hashes_for_ranges([(lo, size)])[0]
+            if len(self._ragged) > 1024:
+                self._ragged.clear()
+            self._ragged[(lo, size)] = value
+        return value
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """PROOF(old_size, D[0:new_size]) (RFC 9162 §2.1.4.1)."""

@@ -157,6 +157,10 @@ class _SQLiteWriter(StoreWriter):
 
 
 def _sqlite_read_hashes(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, bytes]:
+    if len(ids) <= _BATCH_PARAMS:  # the proof path: one query, no chunking
+        marks = ",".join("?" * len(ids))
+        query = f"SELECT id, hash FROM tlog_hashes WHERE id IN ({marks})"  # noqa: S608 - only "?"
+        return dict(conn.execute(query, list(ids)).fetchall())
     found: dict[int, bytes] = {}
     unique = list(dict.fromkeys(ids))
     for start in range(0, len(unique), _BATCH_PARAMS):
