@@ -61,7 +61,6 @@ from weightvault.errors import (
     FormatError,
     InputError,
     PolicyError,
-    UnsafeFileError,
     VerificationError,
     WeightvaultError,
 )
@@ -1345,10 +1344,3 @@ class RangeNotSatisfiable(InputError):
     def __init__(self, total: int) -> None:
         super().__init__(f"Range: not satisfiable (size {total})")
         self.total = total
-
-
-def utc_iso(value: dt.datetime) -> str:
-    return format_time(value)
-
-
-_ = UnsafeFileError  # raised by _integrations.scan_clean
