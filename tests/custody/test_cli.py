@@ -200,3 +200,21 @@ def test_deny_push_inventory_and_admin_commands(
         == 2
     )
     assert "--bytes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--database", "mysql://db", "--database: expected"),
+        ("--blobs", "ftp://host/x", "--blobs: expected"),
+        ("--webhook", "file:///etc/passwd", "--webhook: expected"),
+        ("--principal-budget", "lots", "--principal-budget: expected"),
+    ],
+)
+def test_serve_refuses_bad_options_in_one_line(
+    tmp_path: Path, capsys: Any, option: str, value: str, message: str
+) -> None:
+    code = run(["serve", "--data", str(tmp_path / "data"), "--port", "1", option, value])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1

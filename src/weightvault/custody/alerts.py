@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from weightvault.custody.approvals import format_time
 from weightvault.custody.store import Alert
+from weightvault.errors import UsageError
 
 if TYPE_CHECKING:
     from weightvault.custody.service import Custody
@@ -38,8 +39,8 @@ class AlertSink:
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10_000)
         self._thread: threading.Thread | None = None
         if webhook_url:
-            if not webhook_url.startswith(("http://", "https://")):
-                raise ValueError("webhook URL must be http:// or https://")
+            if not webhook_url.startswith(("http://", "https://")) or len(webhook_url) > 2000:
+                raise UsageError("--webhook: expected an http:// or https:// URL")
             self._thread = threading.Thread(target=self._send_loop, name="webhook", daemon=True)
             self._thread.start()
 
