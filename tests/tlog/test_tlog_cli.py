@@ -295,3 +295,35 @@ def test_checkpoints_signed_by_a_pkcs11_token(
     ec_uri = token.generate_ec_key("not-ed25519")
     err = _fails(capsys, 2, "log", "checkpoint", db, "--key", ec_uri)
     assert "not an Ed25519 key" in err
+
+
+def test_cli_on_a_real_postgresql_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], postgres: object
+) -> None:
+    dsn = postgres.create_schema()  # type: ignore[attr-defined]
+    key = tmp_path / "log.key"
+    vkey = _ok(capsys, "log", "keygen", "--name", ORIGIN, "--out", str(key)).splitlines()[-1]
+    _ok(capsys, "log", "init", dsn, "--origin", ORIGIN)
+    _fails(capsys, 2, "log", "init", dsn, "--origin", ORIGIN)
+    _ok(capsys, "log", "append", dsn, "--text", "pg one", "--text", "pg two")
+    _ok(capsys, "log", "checkpoint", dsn, "--key", str(key), "--out", str(tmp_path / "cp"))
+    _ok(capsys, "log", "prove", dsn, "--index", "1", "--out", str(tmp_path / "p"))
+    (tmp_path / "e").write_bytes(b"pg two")
+    out = _ok(
+        capsys,
+        "log",
+        "verify-proof",
+        str(tmp_path / "p"),
+        "--entry",
+        str(tmp_path / "e"),
+        "--key",
+        vkey,
+    )
+    assert "tree size 2" in out
+    _ok(capsys, "log", "export", dsn, "--out", str(tmp_path / "x.json"))
+    _ok(capsys, "log", "verify", str(tmp_path / "x.json"), "--key", vkey)
+    err = _fails(
+        capsys, 2, "log", "append", "postgresql://nobody:hunter2@127.0.0.1:1/none", "--text", "x"
+    )
+    assert "cannot connect to PostgreSQL" in err
+    assert "hunter2" not in err and "nobody:***@" in err

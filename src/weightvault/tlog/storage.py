@@ -28,7 +28,14 @@ from typing import Any
 
 from weightvault.errors import FormatError, InputError
 
-__all__ = ["LogStore", "PostgresStore", "SQLiteStore", "StoreWriter", "open_store"]
+__all__ = [
+    "LogStore",
+    "PostgresStore",
+    "SQLiteStore",
+    "StoreWriter",
+    "open_store",
+    "redact_dsn",
+]
 
 SCHEMA_VERSION = "1"
 _BATCH_PARAMS = 500  # ids per "IN (...)" query
@@ -331,6 +338,24 @@ class _PostgresWriter(StoreWriter):
         )
 
 
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password (URL or key=value form), for messages."""
+    import re
+    import urllib.parse
+
+    if "://" in dsn:
+        parts = urllib.parse.urlsplit(dsn)
+        if parts.password is not None:
+            host = parts.hostname or ""
+            if parts.port is not None:
+                host = f"{host}:{parts.port}"
+            user = urllib.parse.quote(parts.username or "", safe="")
+            parts = parts._replace(netloc=f"{user}:***@{host}")
+        query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+        return urllib.parse.urlunsplit(parts._replace(query=query))
+    return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
+
+
 def _pg_read_hashes(cursor: Any, ids: Sequence[int]) -> dict[int, bytes]:
     # The ids travel as one array literal (ints only, so no quoting issue): adapting a Python
     # list element by element costs more client CPU than the query itself.
@@ -346,7 +371,7 @@ class PostgresStore(LogStore):
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-        self.location = dsn
+        self.location = redact_dsn(dsn)  # what messages show: never the password
         self._local = threading.local()
         self._pid = os.getpid()
 
@@ -363,7 +388,10 @@ class PostgresStore(LogStore):
             try:
                 conn = psycopg.connect(self.dsn, autocommit=True)
             except psycopg.Error as exc:
-                raise InputError(f"cannot connect to PostgreSQL: {exc}") from exc
+                detail = " ".join(str(exc).split()).replace(self.dsn, self.location)
+                raise InputError(
+                    f"cannot connect to PostgreSQL at {self.location}: {detail}"
+                ) from exc
             self._local.conn = conn
         return conn
 
