@@ -1,7 +1,7 @@
 """Documented runs of the tamper-resistance lab on both testbeds (the README's tables and plots).
 
-    .venv/bin/python benchmarks/tamper.py --testbed digits            # ~5-15 min on 2 cores
-    .venv/bin/python benchmarks/tamper.py --testbed minilm            # ~15-25 min on 2 cores
+    .venv/bin/python benchmarks/tamper.py --testbed digits            # minutes on 1 core
+    .venv/bin/python benchmarks/tamper.py --testbed minilm            # ~20-30 min on 1 core
     .venv/bin/python benchmarks/tamper.py --testbed digits --update-docs   # also copy the plots
 
 For each testbed: train the MLAC- and TAR-style defenses (two defense seeds each), run the preset
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--testbed", choices=("digits", "minilm"), required=True)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--defense-seeds", default="0,1")
     parser.add_argument("--seeds", default="0,1,2", help="attack seeds")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench-data" / "tamper")
