@@ -54,6 +54,17 @@ def test_directory_and_missing_parent_refused(tmp_path: Path) -> None:
         write_bytes_atomic(tmp_path / "nope" / "out.bin", b"x")
 
 
+def test_special_file_never_replaced(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        write_bytes_atomic(fifo, b"x", force=True)
+    assert fifo.is_fifo()
+    with pytest.raises(InputError, match="not a regular file"):
+        write_bytes_atomic(Path(os.devnull), b"x", force=True)
+    assert Path(os.devnull).is_char_device()
+
+
 def test_kill_during_write_leaves_no_final_file(tmp_path: Path) -> None:
     target = tmp_path / "out.bin"
     code = (

@@ -33,6 +33,9 @@ def ensure_writable_destination(path: Path, *, force: bool) -> None:
     """Refuse to overwrite an existing output unless ``force``; refuse folders always."""
     if path.is_dir():
         raise InputError(f"{path}: is a directory; give a file path for the output")
+    if path.exists() and not path.is_file():
+        # Never rename over a device, pipe or socket (``--out /dev/null --force`` would replace it).
+        raise InputError(f"{path}: is not a regular file; give a regular file path for the output")
     if path.exists() and not force:
         raise InputError(f"{path}: already exists; pass --force to overwrite it")
     if not path.parent.exists():
