@@ -596,3 +596,46 @@ def test_any_signer_the_policy_lists_is_accepted_and_named(world: World, tmp_pat
         signature = sign_model(model, other)
         result = client.push("llama", "v-second", model, signature.read_bytes())
     assert result["signer"] == "key:second-key"
+
+
+@pytest.mark.parametrize(
+    ("manifest", "tail", "message"),
+    [
+        ({"signature": "", "files": []}, b"", "files"),
+        ({"signature": "", "files": [{"path": "a", "size": 1}] * 10_001}, b"", "files"),
+        ({"signature": "", "files": [{"path": "a", "size": -1}]}, b"", "size"),
+        ({"signature": "", "files": [{"path": "a", "size": True}]}, b"", "size"),
+        (
+            {"signature": "", "files": [{"path": "a", "size": 1}, {"path": "a", "size": 1}]},
+            b"",
+            "twice",
+        ),
+        (
+            {"signature": "", "files": [{"path": "a", "size": 1}, {"path": "a/b", "size": 1}]},
+            b"xy",
+            "collides",
+        ),
+        ({"signature": "!!", "files": [{"path": "a", "size": 1}]}, b"x", "base64"),
+        ({"signature": "A" * (2 << 20), "files": [{"path": "a", "size": 1}]}, b"x", "signature"),
+        ({"signature": "", "files": [{"path": "a", "size": 5}]}, b"ab", "ended"),
+        ({"signature": "", "files": [{"path": "a", "size": 1}]}, b"abc", "after the last file"),
+        ({"signature": "", "files": [{"path": "a", "size": 1}], "x": 1}, b"a", "expected"),
+        ({"signature": "", "files": [{"path": "a", "size": 1 << 50}]}, b"a", "limit"),
+    ],
+)
+def test_malformed_upload_bodies_are_refused(
+    world: World, manifest: dict[str, Any], tail: bytes, message: str
+) -> None:
+    body = json.dumps(manifest).encode() + b"\n" + tail
+    response = _raw(world, "olivia", "POST", "/v1/models/llama/versions/v-bad/upload", content=body)
+    assert response.status_code in (400, 403), response.text
+    assert message in response.json()["error"], response.text
+    assert "v-bad" not in _versions(world)
+
+
+def test_an_upload_without_a_manifest_line_is_refused(world: World) -> None:
+    response = _raw(
+        world, "olivia", "POST", "/v1/models/llama/versions/v-bad/upload", content=b"x" * (5 << 20)
+    )
+    assert response.status_code == 400
+    assert "first line" in response.json()["error"]
