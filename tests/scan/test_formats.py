@@ -255,3 +255,43 @@ def test_legacy_pytorch_tar_walked_record_by_record(tmp_path: Path) -> None:
     broken.write_bytes(bytes(data))
     broken_result = scan_file(broken)
     assert broken_result.status == "error", broken_result
+
+
+def test_fast_central_directory_agrees_with_zipfile(corpus_root: Path) -> None:
+    from weightvault.scan.formats.archive import _fast_central_directory
+
+    checked = 0
+    for path in sorted(corpus_root.rglob("*")):
+        if not path.is_file() or not zipfile.is_zipfile(path):
+            continue
+        with open(path, "rb") as handle:
+            size = path.stat().st_size
+            fast = _fast_central_directory(handle, 0, size)
+            with zipfile.ZipFile(handle) as archive:
+                infos = archive.infolist()
+        if fast is None:
+            continue
+        checked += 1
+        assert [(e.filename, e.flag_bits, e.compress_type, e.compress_size, e.file_size,
+                 e.header_offset) for e in fast] == [
+            (i.filename, i.flag_bits, i.compress_type, i.compress_size, i.file_size,
+             i.header_offset) for i in infos], path.name
+    assert checked >= 10
+
+
+def test_fast_central_directory_refuses_disagreeing_zip64_records(tmp_path: Path) -> None:
+    import torch
+
+    from weightvault.scan.formats.archive import _fast_central_directory
+
+    path = tmp_path / "m.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    data = bytearray(path.read_bytes())
+    with open(path, "rb") as handle:
+        assert _fast_central_directory(handle, 0, len(data)) is not None
+    record = data.rfind(b"PK\x06\x06")
+    struct.pack_into("<Q", data, record + 32, 999)  # zip64 entry count differs
+    (tmp_path / "bad.pt").write_bytes(bytes(data))
+    with open(tmp_path / "bad.pt", "rb") as handle:
+        assert _fast_central_directory(handle, 0, len(data)) is None
+    assert scan_file(tmp_path / "bad.pt").status != "clean"

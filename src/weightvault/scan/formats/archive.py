@@ -38,7 +38,10 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 def looks_like_zlib(head: bytes) -> bool:
     """A zlib stream header (joblib's ``compress=`` default) : CMF 0x78 and a valid FCHECK."""
-    return len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0
+    return (
+        len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0
+        and not head[1] & 0x20  # no preset dictionary: excludes text such as "x " and "x?"
+    )
 
 
 def _pread(raw: BinaryIO, size: int, offset: int) -> bytes:
@@ -128,6 +131,96 @@ def scan_compressed(
     return f"{kind}"
 
 
+class _Entry:
+    """The central-directory fields the scanner needs (``zipfile.ZipInfo``'s names)."""
+
+    __slots__ = (
+        "compress_size", "compress_type", "file_size", "filename", "flag_bits", "header_offset",
+        "orig_filename",
+    )
+
+    def __init__(self, name: str, flags: int, method: int, csize: int, size: int,
+                 offset: int) -> None:
+        self.orig_filename = name
+        nul = name.find("\x00")
+        self.filename = name[:nul] if nul >= 0 else name
+        self.flag_bits = flags
+        self.compress_type = method
+        self.compress_size = csize
+        self.file_size = size
+        self.header_offset = offset
+
+    def is_dir(self) -> bool:
+        return self.filename.endswith("/")
+
+
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+
+
+def _fast_central_directory(raw: BinaryIO, start: int, end: int) -> list[_Entry] | None:
+    """Parse a plain zip's central directory in one read; ``None`` for anything unusual
+    (archive comment, zip64, prepended data), which then goes through ``zipfile``."""
+    size = end - start
+    if size < 22:
+        return None
+    eocd = _pread(raw, 22, end - 22)
+    if len(eocd) != 22 or eocd[:4] != b"PK\x05\x06":
+        return None
+    disk, cd_disk, _, entries, cd_size, cd_offset, comment = struct.unpack("<4H2LH", eocd[4:])
+    if disk or cd_disk or comment or entries == 0xFFFF or 0xFFFFFFFF in (cd_size, cd_offset):
+        return None
+    if cd_offset + cd_size != size - 22:
+        # PyTorch (miniz) always adds a zip64 end record + locator; accept it only when it
+        # repeats the same numbers (a disagreement is exactly what parser-confusion tricks use).
+        tail = _pread(raw, 76, end - 98)
+        if len(tail) != 76 or tail[:4] != b"PK\x06\x06" or tail[56:60] != b"PK\x06\x07":
+            return None
+        z_entries, z_size, z_offset = struct.unpack("<3Q", tail[32:56])
+        (z_record_at,) = struct.unpack("<Q", tail[64:72])
+        if (z_entries, z_size, z_offset) != (entries, cd_size, cd_offset) or (
+            z_record_at != size - 98 or cd_offset + cd_size != size - 98
+        ):
+            return None
+    blob = _pread(raw, cd_size, start + cd_offset)
+    if len(blob) != cd_size:
+        return None
+    out: list[_Entry] = []
+    pos = 0
+    for _ in range(entries):
+        if pos + 46 > cd_size:
+            return None
+        fields = _CENTRAL.unpack_from(blob, pos)
+        if fields[0] != b"PK\x01\x02":
+            return None
+        flags, method, csize, usize = fields[5], fields[6], fields[10], fields[11]
+        name_len, extra_len, comment_len, offset = fields[12], fields[13], fields[14], fields[18]
+        if 0xFFFFFFFF in (csize, usize, offset):
+            return None
+        raw_name = blob[pos + 46 : pos + 46 + name_len]
+        name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", "replace")
+        out.append(_Entry(name, flags, method, csize, usize, offset))
+        pos += 46 + name_len + extra_len + comment_len
+    return out if pos == cd_size else None
+
+
+def _end_records_disagree(raw: BinaryIO, start: int, end: int) -> bool:
+    """True when the classic and the zip64 end records give different numbers."""
+    if end - start < 98:
+        return False
+    tail = _pread(raw, 98, end - 98)
+    if tail[:4] != b"PK\x06\x06" or tail[56:60] != b"PK\x06\x07" or tail[76:80] != (
+        b"PK\x05\x06"
+    ):
+        return False
+    z_entries, z_size, z_offset = struct.unpack("<3Q", tail[32:56])
+    _, _, _, entries, cd_size, cd_offset, _ = struct.unpack("<4H2LH", tail[80:98])
+    plain = (entries, cd_size, cd_offset)
+    zip64 = (z_entries, z_size, z_offset)
+    return any(
+        p not in (0xFFFF, 0xFFFFFFFF) and p != z for p, z in zip(plain, zip64, strict=True)
+    )
+
+
 def scan_zip(
     ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str, *, name: str,
     depth: int,
@@ -139,13 +232,24 @@ def scan_zip(
         return "zip"
     # A whole top-level file is opened directly: the Python-level region wrapper is slower.
     region = raw if (start == 0 and depth == 0) else RegionFile(raw, start, end)
+    fast = _fast_central_directory(raw, start, end)
+    archive: zipfile.ZipFile | None = None
+    if fast is None:
+        if _end_records_disagree(raw, start, end):
+            ctx.find(
+                Severity.SUSPICIOUS, "archive", "<end of central directory>",
+                "the classic and zip64 end-of-central-directory records disagree: "
+                "zip readers may list different members", location or ".",
+            )
+        try:
+            archive = zipfile.ZipFile(region)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            ctx.error(location, f"zip: unreadable central directory: {exc}")
+            return "zip"
     try:
-        archive = zipfile.ZipFile(region)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        ctx.error(location, f"zip: unreadable central directory: {exc}")
-        return "zip"
-    with archive:
-        infos = archive.infolist()
+        infos: list[_Entry] | list[zipfile.ZipInfo] = (
+            fast if fast is not None else archive.infolist()  # type: ignore[union-attr]
+        )
         if len(infos) > ctx.limits.max_archive_members:
             ctx.error(
                 location, f"zip has {len(infos)} members, over the limit of "
@@ -190,7 +294,9 @@ def scan_zip(
             if is_keras and info.filename == "config.json":
                 from weightvault.scan.formats.keras import scan_keras_config
 
-                scan_keras_config(ctx, archive, info, member_loc)
+                if archive is None:
+                    archive = zipfile.ZipFile(region)
+                scan_keras_config(ctx, archive, archive.getinfo(info.filename), member_loc)
         if is_torchscript:
             code = sorted(n for n in names if "/code/" in n and n.endswith(".py"))
             if code:
@@ -199,11 +305,14 @@ def scan_zip(
                     f"TorchScript archive with {len(code)} code file(s) that torch.jit.load "
                     "compiles and runs", join_location(location, code[0]),
                 )
+    finally:
+        if archive is not None:
+            archive.close()
     return fmt
 
 
 def _scan_zip_member(
-    ctx: FileContext, raw: BinaryIO, start: int, end: int, info: zipfile.ZipInfo,
+    ctx: FileContext, raw: BinaryIO, start: int, end: int, info: zipfile.ZipInfo | _Entry,
     location: str, fmt: str, depth: int,
 ) -> None:
     from weightvault.scan.formats.pickle import PickleError, PickleMachine
