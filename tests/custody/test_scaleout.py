@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +15,7 @@ from tests.postgres import PostgresServer, start_postgres
 from tests.s3 import SeaweedS3, start_seaweedfs
 
 from weightvault.custody.audit import verify_audit
+from weightvault.custody.blobs import S3BlobStore
 from weightvault.tlog.log import LogExport
 
 
@@ -52,7 +54,7 @@ def _replicas(tmp_path: Path, postgres: PostgresServer, s3: SeaweedS3) -> tuple[
 
 
 def test_two_replicas_share_one_database_bucket_and_audit_log(
-    backends: tuple[PostgresServer, SeaweedS3], tmp_path: Path
+    backends: tuple[PostgresServer, SeaweedS3], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     postgres, s3 = backends
     first, second = _replicas(tmp_path, postgres, s3)
@@ -89,6 +91,16 @@ def test_two_replicas_share_one_database_bucket_and_audit_log(
         assert result_ok.size == len(entries)
         assert {e["replica"] for e in entries} >= {"a", "b"}
         assert sum(1 for e in entries if e["action"] == "whoami" and e["principal"] == "ravi") == 40
+        # An upload that died after its ciphertext reached the bucket is swept; versions stay.
+        for name, value in s3.env().items():
+            monkeypatch.setenv(name, value)
+        store = S3BlobStore(s3.buckets[-1], "weights", endpoint_url=s3.endpoint)
+        orphan = "f" * 32
+        s3.client().put_object(Bucket=s3.buckets[-1], Key=f"weights/{orphan}/0.wvenc", Body=b"x")
+        registered = {o["Key"].split("/")[1] for o in blobs["Contents"]}
+        assert store.sweep(registered, time.time() + 60) == [orphan]
+        left = s3.client().list_objects_v2(Bucket=s3.buckets[-1], Prefix="weights/")["Contents"]
+        assert {o["Key"].split("/")[1] for o in left} == registered
     finally:
         first.stop()
         second.stop()

@@ -50,6 +50,10 @@ class BlobStore(Protocol):
     def describe(self) -> str:
         """Where the blobs are, for messages."""
 
+    def sweep(self, referenced: set[str], older_than: float) -> list[str]:
+        """Delete upload prefixes not in ``referenced`` last written before ``older_than``
+        (epoch seconds): ciphertext of uploads that died before they were registered."""
+
 
 class FileBlobStore:
     """Blobs as files under one folder."""
@@ -97,6 +101,16 @@ class FileBlobStore:
 
     def describe(self) -> str:
         return str(self.root)
+
+    def sweep(self, referenced: set[str], older_than: float) -> list[str]:
+        removed = []
+        for entry in self.root.iterdir():
+            if not re.fullmatch(r"[0-9a-f]{32}", entry.name) or entry.name in referenced:
+                continue
+            if entry.stat().st_mtime < older_than:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+        return removed
 
 
 class S3BlobStore:
@@ -164,6 +178,23 @@ class S3BlobStore:
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
+
+    def sweep(self, referenced: set[str], older_than: float) -> list[str]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        newest: dict[str, float] = {}
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(base) :].split("/", 1)[0]
+                stamp = item["LastModified"].timestamp()
+                newest[name] = max(newest.get(name, 0.0), stamp)
+        removed = []
+        for name, stamp in newest.items():
+            if re.fullmatch(r"[0-9a-f]{32}", name) and name not in referenced:
+                if stamp < older_than:
+                    self.delete_prefix(name)
+                    removed.append(name)
+        return removed
 
 
 def open_blob_store(spec: str, data_dir: Path) -> BlobStore:

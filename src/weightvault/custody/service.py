@@ -148,6 +148,19 @@ class Custody:
         )
         self.alerts = AlertSink(self, config.webhook_url)
         self._kek_lock = threading.Lock()
+        self.sweep_orphans()
+
+    def sweep_orphans(self, *, grace_s: float = 3600.0) -> list[str]:
+        """Remove ciphertext of uploads that died before registration (older than ``grace_s``,
+        so uploads still running on another replica are left alone)."""
+        import time
+
+        with self.store.session(read_only=True) as session:
+            referenced = set(session.scalars(select(ModelVersion.blob_prefix)))
+        try:
+            return self.blobs.sweep(referenced, time.time() - grace_s)
+        except Exception:  # a failed sweep must not stop the service; it runs at every start
+            return []
 
     def close(self) -> None:
         self.alerts.close()
