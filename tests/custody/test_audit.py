@@ -187,3 +187,18 @@ def test_an_approval_forged_in_the_database_does_not_release_weights(
         client.pull(request["id"], tmp_path / "out", fresh.people["rita"].identity)
     assert excinfo.value.status == 403
     assert "not in the signed log" in str(excinfo.value)
+
+
+def test_tokens_are_stored_only_as_hashes_and_logged_only_as_hmacs(world: World) -> None:
+    with world.client("rita") as client:
+        client.whoami()
+    data = b"".join(
+        path.read_bytes()
+        for path in world.service.data_dir.iterdir()
+        if path.name.startswith(("custody.db", "audit.tlog"))
+    )
+    assert data
+    for person in world.people.values():
+        secret = person.token.rsplit("_", 1)[1].encode()
+        assert secret not in data
+        assert person.token.encode() not in data
