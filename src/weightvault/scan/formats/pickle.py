@@ -46,6 +46,10 @@ __all__ = [
 ]
 
 HIGHEST_PROTOCOL = 5
+_UNPACK_I32 = struct.Struct("<i").unpack
+_UNPACK_U32 = struct.Struct("<I").unpack
+_UNPACK_U64 = struct.Struct("<Q").unpack
+_UNPACK_U16 = struct.Struct("<H").unpack
 LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 
 
@@ -251,10 +255,11 @@ class PickleMachine:
         read = r.read
         read_byte = r.read_byte
         readline = r.readline
-        unpack_i = struct.Struct("<i").unpack
-        unpack_I = struct.Struct("<I").unpack
-        unpack_Q = struct.Struct("<Q").unpack
-        unpack_H = struct.Struct("<H").unpack
+        unpack_i = _UNPACK_I32
+        unpack_I = _UNPACK_U32
+        unpack_Q = _UNPACK_U64
+        unpack_H = _UNPACK_U16
+        kept = limits.max_kept_string
 
         def fail(message: str, offset: int) -> PickleError:
             return PickleError(message, offset)
@@ -403,6 +408,16 @@ class PickleMachine:
             elif op == 0x94:  # MEMOIZE
                 memo[len(memo)] = top(offset)
             elif op == 0x58:  # BINUNICODE
+                i += 1
+                if i + 4 <= len(buf):
+                    n = buf[i] | buf[i + 1] << 8 | buf[i + 2] << 16 | buf[i + 3] << 24
+                    if n <= kept and i + 4 + n <= len(buf):
+                        try:
+                            stack.append(buf[i + 4 : i + 4 + n].decode("utf-8", "surrogatepass"))
+                        except UnicodeDecodeError as exc:
+                            raise fail("BINUNICODE: invalid UTF-8", offset) from exc
+                        r._i = i + 4 + n
+                        continue
                 stack.append(read_string(unpack_I(read(4))[0], offset, "BINUNICODE"))
             elif op == 0x8C:  # SHORT_BINUNICODE
                 i += 1
@@ -432,7 +447,12 @@ class PickleMachine:
                 b = stack.pop()
                 stack[-1] = (stack[-1], b)
             elif op == 0x74:  # TUPLE
-                stack.append(tuple(pop_mark(offset)))
+                if not marks:
+                    raise fail("could not find MARK", offset)
+                base = marks.pop()
+                items_t = tuple(stack[base:])
+                del stack[base:]
+                stack.append(items_t)
             elif op == 0x52:  # REDUCE
                 if len(stack) - (marks[-1] if marks else 0) < 2:
                     raise fail("unpickling stack underflow", offset)
@@ -448,7 +468,9 @@ class PickleMachine:
             elif op == 0x88:  # NEWTRUE
                 stack.append(True)
             elif op == 0x51:  # BINPERSID
-                pid = pop(offset)
+                if len(stack) <= (marks[-1] if marks else 0):
+                    raise fail("unpickling stack underflow", offset)
+                pid = stack.pop()
                 run.persistent_ids.append(pid)
                 stack.append(Persistent(pid))
             elif op == 0x87:  # TUPLE3
