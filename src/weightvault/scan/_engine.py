@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from weightvault.scan.policy import Policy, Severity
 from weightvault.scan.report import Finding
@@ -10,8 +10,7 @@ from weightvault.scan.report import Finding
 __all__ = ["FileContext", "ScanLimits", "join_location"]
 
 
-@dataclass(frozen=True)
-class ScanLimits:
+class ScanLimits(NamedTuple):
     """Bounds that keep hostile files from exhausting memory or time."""
 
     max_archive_depth: int = 4
@@ -37,17 +36,19 @@ class ScanLimits:
     """Largest compressed member copied to a temporary file to be scanned as a seekable file."""
 
 
-@dataclass
 class FileContext:
     """Collects what one top-level file's scan finds (members of archives included)."""
 
-    path: str
-    policy: Policy
-    limits: ScanLimits
-    findings: list[Finding] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    formats: list[str] = field(default_factory=list)
-    depth: int = 0
+    __slots__ = ("depth", "errors", "findings", "formats", "limits", "path", "policy")
+
+    def __init__(self, path: str, policy: Policy, limits: ScanLimits) -> None:
+        self.path = path
+        self.policy = policy
+        self.limits = limits
+        self.findings: list[Finding] = []
+        self.errors: list[str] = []
+        self.formats: list[str] = []
+        self.depth = 0
 
     def find(
         self, severity: Severity, kind: str, subject: str, message: str, location: str

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import _compat_pickle
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -54,8 +54,7 @@ class Severity(IntEnum):
             ) from None
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The classification of one import: its severity and a short reason."""
 
     severity: Severity
@@ -208,8 +207,7 @@ def _module_prefixes(module: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """Classifies imports; ``allow`` adds user-trusted names.
 
     An ``allow`` entry is ``module.name`` (exactly that global) or ``module.*`` (every global of
@@ -217,7 +215,7 @@ class Policy:
     imported object, a zip path traversal, ...), only import verdicts.
     """
 
-    allow: frozenset[str] = field(default_factory=frozenset)
+    allow: frozenset[str] = frozenset()
 
     @classmethod
     def with_allowed(cls, entries: Iterable[str]) -> Policy:

@@ -7,8 +7,7 @@ describes; :meth:`ScanReport.exit_code` and :func:`weightvault.scan.verify_paths
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightvault import __version__
 from weightvault.errors import FormatError
@@ -30,9 +29,12 @@ SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One thing worth a look: an import, a call, or a structural problem in a file."""
+class Finding(NamedTuple):
+    """One thing worth a look: an import, a call, or a structural problem in a file.
+
+    (Records here are immutable ``NamedTuple``s rather than dataclasses: importing
+    ``dataclasses`` costs a per-file hook more start-up time than the scan itself.)
+    """
 
     path: str
     """The scanned file as given (directory scans: the file's path under the given folder)."""
@@ -72,8 +74,7 @@ class Finding:
         )
 
 
-@dataclass(frozen=True)
-class FileResult:
+class FileResult(NamedTuple):
     """The outcome for one file: its detected format, findings and errors."""
 
     path: str
@@ -105,11 +106,10 @@ class FileResult:
         }
 
 
-@dataclass(frozen=True)
-class ScanReport:
+class ScanReport(NamedTuple):
     """All files of one scan, in the order they were given and walked."""
 
-    files: tuple[FileResult, ...] = field(default=())
+    files: tuple[FileResult, ...] = ()
 
     @property
     def findings(self) -> tuple[Finding, ...]:

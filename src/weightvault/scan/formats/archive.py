@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import re
 import struct
-import zipfile
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from weightvault.scan._engine import FileContext, join_location
 from weightvault.scan._io import ByteReader, DecompressingStream, Truncated
 from weightvault.scan.policy import Severity
+
+if TYPE_CHECKING:
+    import zipfile
 
 __all__ = ["COMPRESSION_MAGIC", "looks_like_zlib", "scan_compressed", "scan_tar", "scan_zip"]
 
@@ -27,6 +29,8 @@ COMPRESSION_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xfd7zXZ\x00", "xz"),
 )
 
+# zip compression methods (``zipfile`` itself is imported only when its parser is needed)
+ZIP_STORED, ZIP_DEFLATED, ZIP_BZIP2, ZIP_LZMA = 0, 8, 12, 14
 _STORAGE_MEMBER = re.compile(r"(^|/)data/\d+$")
 _TORCH_METADATA = frozenset(
     {"version", "byteorder", ".format_version", ".storage_alignment", "serialization_id"}
@@ -235,6 +239,8 @@ def scan_zip(
     fast = _fast_central_directory(raw, start, end)
     archive: zipfile.ZipFile | None = None
     if fast is None:
+        import zipfile
+
         if _end_records_disagree(raw, start, end):
             ctx.find(
                 Severity.SUSPICIOUS, "archive", "<end of central directory>",
@@ -295,6 +301,8 @@ def scan_zip(
                 from weightvault.scan.formats.keras import scan_keras_config
 
                 if archive is None:
+                    import zipfile
+
                     archive = zipfile.ZipFile(region)
                 scan_keras_config(ctx, archive, archive.getinfo(info.filename), member_loc)
         if is_torchscript:
@@ -354,7 +362,7 @@ def _scan_zip_member(
 
     # 2. PyTorch storages are raw tensor bytes: only a pickle hidden there is of interest.
     if fmt in ("pytorch-zip", "torchscript") and _STORAGE_MEMBER.search(info.filename):
-        if compression != zipfile.ZIP_STORED:
+        if compression != ZIP_STORED:
             ctx.find(
                 Severity.SUSPICIOUS, "archive", info.filename,
                 "compressed tensor storage (PyTorch writes them stored)", location,
@@ -364,7 +372,7 @@ def _scan_zip_member(
         if len(head) < 2 and info.compress_size >= 2:
             raw.seek(data_start)
             head = raw.read(2)
-        stored = compression == zipfile.ZIP_STORED
+        stored = compression == ZIP_STORED
         if stored and len(head) == 2 and head[0] == 0x80 and head[1] <= 5:
             machine = PickleMachine(ctx, location)
             try:
@@ -380,7 +388,7 @@ def _scan_zip_member(
         return
 
     # 3. PyTorch's small metadata members (version, byteorder, ...) hold a word or a number.
-    if fmt in ("pytorch-zip", "torchscript") and compression == zipfile.ZIP_STORED and (
+    if fmt in ("pytorch-zip", "torchscript") and compression == ZIP_STORED and (
         info.filename.rsplit("/", 1)[-1] in _TORCH_METADATA and info.compress_size <= 64
     ):
         offset_in_header = data_start - header_at
@@ -389,7 +397,7 @@ def _scan_zip_member(
             return
 
     # 4. Everything else by content.
-    if compression == zipfile.ZIP_STORED:
+    if compression == ZIP_STORED:
         if info.file_size != info.compress_size:
             ctx.find(
                 Severity.SUSPICIOUS, "archive", info.filename,
@@ -397,7 +405,7 @@ def _scan_zip_member(
             )
         _scan_member_bytes(ctx, raw, data_start, data_end, location, info.filename, depth + 1)
         return
-    kinds = {zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bz2", zipfile.ZIP_LZMA: "xz"}
+    kinds = {ZIP_DEFLATED: "deflate", ZIP_BZIP2: "bz2", ZIP_LZMA: "xz"}
     kind = kinds.get(compression)
     if kind is None or kind == "xz":
         ctx.error(location, f"zip compression method {compression} is not supported")
