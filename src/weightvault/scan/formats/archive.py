@@ -31,6 +31,11 @@ COMPRESSION_MAGIC: tuple[tuple[bytes, str], ...] = (
 
 # zip compression methods (``zipfile`` itself is imported only when its parser is needed)
 ZIP_STORED, ZIP_DEFLATED, ZIP_BZIP2, ZIP_LZMA = 0, 8, 12, 14
+#: What ``zipfile`` raises on hostile archives (``BadZipFile`` is an ``Exception`` subclass:
+#: it is added where ``zipfile`` is imported).
+_ZIP_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, EOFError, NotImplementedError, RuntimeError, struct.error,
+)
 _STORAGE_MEMBER = re.compile(r"(^|/)data/\d+$")
 _TORCH_METADATA = frozenset(
     {"version", "byteorder", ".format_version", ".storage_alignment", "serialization_id"}
@@ -249,7 +254,7 @@ def scan_zip(
             )
         try:
             archive = zipfile.ZipFile(region)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        except (zipfile.BadZipFile, *_ZIP_ERRORS) as exc:  # type: ignore[misc]
             ctx.error(location, f"zip: unreadable central directory: {exc}")
             return "zip"
     try:
@@ -298,13 +303,18 @@ def scan_zip(
             total_declared += info.file_size
             _scan_zip_member(ctx, raw, start, end, info, member_loc, fmt, depth)
             if is_keras and info.filename == "config.json":
+                import zipfile
+
                 from weightvault.scan.formats.keras import scan_keras_config
 
-                if archive is None:
-                    import zipfile
-
-                    archive = zipfile.ZipFile(region)
-                scan_keras_config(ctx, archive, archive.getinfo(info.filename), member_loc)
+                try:
+                    if archive is None:
+                        archive = zipfile.ZipFile(region)
+                    keras_info = archive.getinfo(info.filename)
+                except (zipfile.BadZipFile, KeyError, *_ZIP_ERRORS) as exc:  # type: ignore[misc]
+                    ctx.error(member_loc, f"keras config unreadable: {exc}")
+                else:
+                    scan_keras_config(ctx, archive, keras_info, member_loc)
         if is_torchscript:
             code = sorted(n for n in names if "/code/" in n and n.endswith(".py"))
             if code:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from typing import Any, BinaryIO
 
 from weightvault.scan._engine import FileContext
@@ -90,7 +91,8 @@ def scan_keras_config(
     try:
         with archive.open(info) as handle:
             data = handle.read(ctx.limits.max_json_bytes + 1)
-    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError, ValueError,
+            zlib.error) as exc:
         ctx.error(location, f"keras config.json unreadable: {exc}")
         return
     config = _parse_json(ctx, data, location)
