@@ -29,10 +29,10 @@ def scan_command(
 ) -> None:
     """Scan model files for code-execution payloads without loading them.
 
-    Formats are recognized by content: pickle (protocols 0-5), PyTorch zip / legacy, joblib,
-    NumPy, Keras (.keras, .h5), ONNX, GGUF, safetensors, and zip/tar/gzip archives of them.
+    Formats are recognized by content: pickle (protocols 0-5), PyTorch zip / legacy, joblib, NumPy, Keras (.keras, .h5), ONNX, GGUF, safetensors, and zip/tar/gzip archives of them.
+
     Exit codes: 0 clean, 1 findings at or above --fail-on, 2 a file could not be scanned.
-    """
+    """  # noqa: E501 - Typer keeps docstring line breaks, so a paragraph is one line
     from weightvault.cli._ui import emit_json, err_console, out_console
     from weightvault.errors import UsageError
     from weightvault.scan import Severity, scan_paths
