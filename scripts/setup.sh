@@ -41,4 +41,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   pip_quiet -e ".[test,pkcs11,sigstore,scan,server,tamper]"
   echo "$want" > "$stamp"
 fi
+# Byte-compile once: with PYTHONDONTWRITEBYTECODE set, every CLI start would recompile the sources.
+.venv/bin/python -m compileall -q src >/dev/null
 echo "setup: ready (.venv/bin/weightvault)"
