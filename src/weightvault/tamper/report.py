@@ -71,7 +71,8 @@ def _resisted_steps(
     ref = dict(ref_curve)
     resisted = 0
     for step, acc in model_curve:
-        if step not in ref:
+        # Step 0 is the attacker's untrained random head: noise, not a measurement of the model.
+        if step == 0 or step not in ref:
             continue
         if acc > max(ref[step], chance) + margin:
             return resisted, step
