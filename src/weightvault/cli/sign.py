@@ -172,6 +172,56 @@ def _model_size(model_path: Path, **walk: Any) -> int:
         return 0
 
 
+def _scan_before_signing(
+    model_path: Path, fail_on: str, allow: list[str], walk: dict[str, Any]
+) -> None:
+    """Refuse to vouch for a model that would run code when loaded (``sign --scan``)."""
+    from weightvault.scan import Severity, verify_paths
+    from weightvault.tree import walk_model
+
+    tree = walk_model(model_path, **walk)
+    verify_paths([f.path for f in tree.files], fail_on=Severity.parse(fail_on), allow=allow)
+
+
+def _record_in_log(signed: Any, log: str, log_key: str) -> Any:
+    """Append the signature to a transparency log and embed the inclusion proof in the bundle."""
+    import dataclasses
+
+    from weightvault.tlog import TransparencyLog
+    from weightvault.tlog.bundle import record_bundle
+    from weightvault.tlog.note import SIG_ED25519, load_note_signer
+
+    with TransparencyLog.open(log) as opened:
+        note_signer = load_note_signer(log_key, name=opened.origin, sig_type=SIG_ED25519)
+        bundle_json = record_bundle(opened, signed.bundle_json, note_signer)
+    return dataclasses.replace(signed, bundle_json=bundle_json)
+
+
+def _check_log_entry(
+    model_path: Path,
+    signature: Path | None,
+    log_key: str,
+    witness_keys: list[str],
+    min_witnesses: int,
+) -> None:
+    """``verify --require-log``: the bundle's log entry must prove inclusion, offline."""
+    from weightvault.cli.log import _verifier_key, _witness_policy
+    from weightvault.errors import InputError
+    from weightvault.signing._model import default_signature_path
+    from weightvault.tlog.bundle import verify_bundle_log_entry
+
+    sig_path = signature if signature is not None else default_signature_path(model_path)
+    try:
+        bundle_json = sig_path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{sig_path}: cannot read the signature ({exc.strerror})") from exc
+    verify_bundle_log_entry(
+        bundle_json,
+        _verifier_key(log_key, "--log-key"),
+        witnesses=_witness_policy(witness_keys, min_witnesses),
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add ``sign``, ``verify`` and ``digest`` to the application."""
 
@@ -216,27 +266,51 @@ def register(app: typer.Typer) -> None:
             None, "--workers", min=1, help="Hashing threads (default: all cores)."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        scan: bool = typer.Option(
+            False, "--scan", help="Scan every file first; refuse to sign if anything is found."
+        ),
+        fail_on: str = typer.Option(
+            "suspicious", "--fail-on", help="With --scan: suspicious (default) or dangerous."
+        ),
+        allow: list[str] = typer.Option(
+            [], "--allow", help="With --scan: a trusted import (module.name), repeatable."
+        ),
+        log: str | None = typer.Option(
+            None, "--log", help="Record the signature in this transparency log (file or URL)."
+        ),
+        log_key: str | None = typer.Option(
+            None, "--log-key", help="With --log: the log's checkpoint key (file or pkcs11: URI)."
+        ),
     ) -> None:
         """Sign a model file or folder in the OpenSSF Model Signing format."""
         from weightvault.cli._ui import emit_json, out_console, progress_bytes
-        from weightvault.signing import sign
+        from weightvault.signing import SignResult, prepare_signature, write_signature
+        from weightvault.signing._model import default_signature_path
 
         _check_choice(hash_type, ("sha256", "blake2", "blake3"), "--hash")
         _check_choice(serialization, ("files", "shards"), "--serialization")
+        _check_choice(fail_on, ("suspicious", "dangerous"), "--fail-on")
+        if (log is None) != (log_key is None):
+            raise UsageError("--log and --log-key go together: the log signs a checkpoint")
+        if not scan and allow:
+            raise UsageError("--allow only makes sense with --scan")
         signer = _build_signer(
             key, password, certificate, chain, pkcs11_uri, sigstore, trust_config
         )
-        total = _model_size(
-            model_path,
-            ignore_paths=ignore,
-            ignore_git_paths=not no_ignore_git,
-            allow_symlinks=allow_symlinks,
-        )
+        sig_path = signature if signature is not None else default_signature_path(model_path)
+        walk = {
+            "ignore_paths": [*ignore, sig_path],
+            "ignore_git_paths": not no_ignore_git,
+            "allow_symlinks": allow_symlinks,
+        }
+        if scan:
+            _scan_before_signing(model_path, fail_on, allow, walk)
+        total = _model_size(model_path, **walk)
         with progress_bytes("hashing", total) as advance:
-            result = sign(
+            signed = prepare_signature(
                 model_path,
                 signer,
-                signature_path=signature,
+                signature_path=sig_path,
                 hash_type=hash_type,
                 serialization=serialization,
                 shard_size=shard_size,
@@ -246,6 +320,10 @@ def register(app: typer.Typer) -> None:
                 max_workers=workers,
                 progress=advance,
             )
+        if log is not None and log_key is not None:
+            signed = _record_in_log(signed, log, log_key)
+        write_signature(signed, sig_path)
+        result = SignResult(model_path, sig_path, signed.manifest, signed.signer)
         if as_json:
             emit_json(result.to_json())
             return
@@ -292,6 +370,20 @@ def register(app: typer.Typer) -> None:
             None, "--workers", min=1, help="Hashing threads (default: all cores)."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        require_log: bool = typer.Option(
+            False,
+            "--require-log",
+            help="Also require an inclusion proof in the log named by --log-key (offline).",
+        ),
+        log_key: str | None = typer.Option(
+            None, "--log-key", help="With --require-log: the log's public key (text or file)."
+        ),
+        witness_key: list[str] = typer.Option(
+            [], "--witness-key", help="With --require-log: a witness public key, repeatable."
+        ),
+        min_witnesses: int = typer.Option(
+            0, "--min-witnesses", min=0, help="Witness cosignatures needed (default: all given)."
+        ),
     ) -> None:
         """Verify a model against its signature; exit 1 naming each changed/missing/extra file.
 
@@ -301,9 +393,15 @@ def register(app: typer.Typer) -> None:
         from weightvault.errors import VerificationError
         from weightvault.signing import check
 
+        if require_log != (log_key is not None):
+            raise UsageError("--require-log and --log-key go together")
+        if (witness_key or min_witnesses) and not require_log:
+            raise UsageError("--witness-key and --min-witnesses need --require-log")
         verifier = _build_verifier(
             key, password, trust_root, identity, issuer, pkcs11_uri, sigstore, trust_config
         )
+        if require_log and log_key is not None:
+            _check_log_entry(model_path, signature, log_key, witness_key, min_witnesses)
         total = _model_size(model_path, ignore_paths=ignore, allow_symlinks=True)
         with progress_bytes("verifying", total) as advance:
             result = check(
