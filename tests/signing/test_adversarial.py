@@ -190,7 +190,7 @@ def test_resigned_but_malformed_payloads_are_format_errors(
 def test_signature_for_another_model_is_rejected(
     tmp_path: Path, keypair: tuple[Path, Path]
 ) -> None:
-    from conftest import make_model
+    from tests.signing.conftest import make_model
 
     first = make_model(tmp_path / "first")
     second = make_model(tmp_path / "second", weights_size=300_001)

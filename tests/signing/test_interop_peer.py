@@ -13,7 +13,7 @@ from pathlib import Path
 import model_signing
 import pytest
 from _pki import Pki
-from conftest import make_model
+from tests.signing.conftest import make_model
 
 from weightvault.oms.manifest import component_key
 from weightvault.signing import check, digest, sign
