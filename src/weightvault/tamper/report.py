@@ -336,7 +336,7 @@ def to_markdown(summary: dict[str, Any], images: list[str] | None = None) -> str
     )
     lines.append("")
     lines.append(
-        "Retried at a smaller learning rate after the loss did not decrease: "
+        "Retried at another learning rate after the loss did not decrease: "
         + ("; ".join(retried) if retried else "none")
         + "."
     )
