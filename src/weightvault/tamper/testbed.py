@@ -1,6 +1,6 @@
 """The adapter interface: a trunk, two heads, and data split between defender, attacker and test.
 
-Bring your own model by implementing :class:`Testbed` (see ``docs/sections/tamper.md``):
+Bring your own model by implementing :class:`Testbed` (see ``docs/tamper.md``):
 
 * ``make_trunk(seed)`` returns a freshly initialised trunk ``x -> features [batch, feature_dim]``
   (this is also the *random init* reference model);
