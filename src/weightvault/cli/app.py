@@ -77,16 +77,18 @@ def _fail(message: str, code: int) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the testable core of :func:`main`)."""
+    import click
+
     try:
         result = app(args=argv, prog_name="weightvault", standalone_mode=False)
     except WeightvaultError as exc:
         return _fail(exc.one_line(), exc.exit_code)
-    except typer.Exit as exc:
+    except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except typer.TyperException as exc:
+    except click.ClickException as exc:
         # Usage errors (unknown option, bad value): keep the parser's message, point at --help.
         return _fail(f"{' '.join(exc.format_message().split())} (see --help)", 2)
-    except typer.Abort:
+    except click.exceptions.Abort:
         return _fail("aborted", 130)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
