@@ -38,6 +38,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from weightvault._json import reject_duplicate_keys
 from weightvault.crypt.stanzas import Stanza, stanza_from_json
 from weightvault.errors import FormatError
 
@@ -83,15 +84,6 @@ def canonical_json(document: Any) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8"
     )
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise FormatError(f"header: duplicate key {key!r}")
-        result[key] = value
-    return result
 
 
 def _check_posix_path(path: object, where: str) -> str:
@@ -260,7 +252,9 @@ def parse_header(data: bytes, name: str) -> Header:
         raise FormatError(f"{name}: file is truncated inside its header")
     body = data[PREFIX_SIZE : PREFIX_SIZE + length]
     try:
-        document = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        document = json.loads(
+            body.decode("utf-8"), object_pairs_hook=reject_duplicate_keys("header")
+        )
     except FormatError as exc:
         raise FormatError(f"{name}: {exc.message}") from exc
     except (UnicodeDecodeError, ValueError) as exc:

@@ -18,12 +18,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from weightvault._json import reject_duplicate_keys
 from weightvault.custody import _names
 from weightvault.errors import FormatError, KeyMaterialError, VerificationError
 
@@ -185,7 +185,7 @@ class ApprovalStatement:
     def from_json(cls, data: bytes) -> ApprovalStatement:
         """Strict parse: every field present, right types, nothing extra, canonical bytes."""
         try:
-            doc = json.loads(data, object_pairs_hook=_no_duplicates)
+            doc = json.loads(data, object_pairs_hook=reject_duplicate_keys("approval"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise FormatError(f"approval statement: not valid JSON ({exc})") from exc
         if not isinstance(doc, dict):
@@ -245,15 +245,6 @@ class ApprovalStatement:
             )
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise FormatError(f"duplicate JSON key {key!r}")
-        result[key] = value
-    return result
-
-
 def _b64(value: object, field: str) -> bytes:
     if not isinstance(value, str):
         raise FormatError(f"{field}: expected a base64 string")
@@ -275,7 +266,7 @@ def open_envelope(envelope: bytes, public_key: bytes) -> ApprovalStatement:
     if len(envelope) > MAX_ENVELOPE_BYTES:
         raise FormatError(f"approval envelope: larger than {MAX_ENVELOPE_BYTES} bytes")
     try:
-        doc = json.loads(envelope, object_pairs_hook=_no_duplicates)
+        doc = json.loads(envelope, object_pairs_hook=reject_duplicate_keys("approval"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise FormatError(f"approval envelope: not valid JSON ({exc})") from exc
     if not isinstance(doc, dict) or set(doc) != {"payload", "payloadType", "signatures"}:

@@ -14,6 +14,7 @@ import json
 import re
 from typing import Any
 
+from weightvault._json import reject_duplicate_keys
 from weightvault.errors import FormatError
 
 __all__ = [
@@ -35,15 +36,6 @@ MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 _HEX_RE = re.compile(r"[0-9a-f]*")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise FormatError(f"{key}: duplicate key in JSON object")
-        result[key] = value
-    return result
-
-
 def load_json(data: bytes, what: str) -> dict[str, Any]:
     """Parse one JSON object, refusing duplicates, NaN/Infinity and oversized input."""
     if len(data) > MAX_DOCUMENT_BYTES:
@@ -54,7 +46,11 @@ def load_json(data: bytes, what: str) -> dict[str, Any]:
 
     try:
         text = data.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = json.loads(
+            text,
+            object_pairs_hook=reject_duplicate_keys("JSON object"),
+            parse_constant=_no_constant,
+        )
     except UnicodeDecodeError as exc:
         raise FormatError(f"{what}: not UTF-8 text; is this a signature file?") from exc
     except json.JSONDecodeError as exc:

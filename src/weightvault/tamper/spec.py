@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
+from weightvault._json import reject_duplicate_keys
 from weightvault.errors import FormatError
 
 __all__ = [
@@ -48,15 +49,6 @@ DATA_KINDS: tuple[str, ...] = ("harmful", "benign-then-harmful")
 
 #: Suites larger than this are refused before parsing (a suite is a short hand-written file).
 MAX_SUITE_BYTES = 1 << 20
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise FormatError(f"duplicate key {key!r} in suite JSON")
-        out[key] = value
-    return out
 
 
 class _Fields:
@@ -490,7 +482,7 @@ class AttackSuite:
         if len(data) > MAX_SUITE_BYTES:
             raise FormatError(f"suite: larger than {MAX_SUITE_BYTES} bytes")
         try:
-            obj = json.loads(data, object_pairs_hook=_reject_duplicates)
+            obj = json.loads(data, object_pairs_hook=reject_duplicate_keys("suite JSON"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise FormatError(f"suite: not valid JSON ({exc})") from exc
         return cls.from_dict(obj)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from weightvault._json import reject_duplicate_keys
 from weightvault.errors import FormatError, UsageError, VerificationError
 from weightvault.tlog.checkpoint import Checkpoint, WitnessPolicy, verify_checkpoint
 from weightvault.tlog.log import TransparencyLog
@@ -43,16 +44,8 @@ def _load(bundle_json: bytes) -> dict[str, Any]:
     if len(bundle_json) > MAX_BUNDLE_BYTES:
         raise FormatError(f"bundle: larger than {MAX_BUNDLE_BYTES} bytes")
 
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise FormatError(f"bundle: duplicate key {key!r}")
-            out[key] = value
-        return out
-
     try:
-        doc = json.loads(bundle_json, object_pairs_hook=no_duplicates)
+        doc = json.loads(bundle_json, object_pairs_hook=reject_duplicate_keys("bundle"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise FormatError(f"bundle: not valid JSON ({exc})") from exc
     if not isinstance(doc, dict):

@@ -20,8 +20,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from weightvault._json import reject_duplicate_keys
 from weightvault.errors import FormatError, InputError, KeyMaterialError, VerificationError
 from weightvault.tlog.checkpoint import (
     Checkpoint,
@@ -523,15 +523,6 @@ def _b64_list(value: object, field: str, *, hashes: bool = False) -> tuple[bytes
     return tuple(out)
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise FormatError(f"export: duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
 @dataclass(frozen=True)
 class LogExport:
     """An exported log: entries, their leaf hashes, and every checkpoint the log signed.
@@ -548,7 +539,7 @@ class LogExport:
     @classmethod
     def from_json(cls, data: bytes) -> LogExport:
         try:
-            doc = json.loads(data, object_pairs_hook=_no_duplicate_keys)
+            doc = json.loads(data, object_pairs_hook=reject_duplicate_keys("export"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise FormatError(f"export: not valid JSON ({exc})") from exc
         if not isinstance(doc, dict):

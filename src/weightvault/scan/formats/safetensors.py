@@ -11,6 +11,7 @@ import json
 import struct
 from typing import Any
 
+from weightvault._json import reject_duplicate_keys
 from weightvault.scan._engine import FileContext
 from weightvault.scan._io import ByteReader, Truncated
 
@@ -18,21 +19,29 @@ __all__ = ["DTYPE_SIZES", "scan_safetensors"]
 
 #: bits per element (sub-byte float types are packed; sizes are checked in bits).
 DTYPE_BITS = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16, "U16": 16,
-    "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "F64": 64, "I64": 64, "U64": 64,
-    "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+    "C64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
 }
 DTYPE_SIZES = {k: v // 8 for k, v in DTYPE_BITS.items() if v % 8 == 0}
 _MAX_HEADER = 100_000_000
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
 
 
 def check_header(header: Any, data_size: int) -> list[str]:
@@ -43,9 +52,7 @@ def check_header(header: Any, data_size: int) -> list[str]:
     spans: list[tuple[int, int, str]] = []
     for name, entry in header.items():
         if name == "__metadata__":
-            if not isinstance(entry, dict) or not all(
-                isinstance(v, str) for v in entry.values()
-            ):
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
                 problems.append("__metadata__ must map strings to strings")
             continue
         where = f"tensor {name!r}"
@@ -62,7 +69,8 @@ def check_header(header: Any, data_size: int) -> list[str]:
             problems.append(f"{where}: shape is not a list of non-negative integers")
             continue
         if (
-            not isinstance(offsets, list) or len(offsets) != 2
+            not isinstance(offsets, list)
+            or len(offsets) != 2
             or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
         ):
             problems.append(f"{where}: data_offsets is not [begin, end]")
@@ -110,7 +118,7 @@ def scan_safetensors(ctx: FileContext, r: ByteReader, location: str) -> None:
         text = raw.decode("utf-8")
         if not text.startswith("{"):
             raise ValueError("header does not start with '{'")
-        header = json.loads(text.rstrip(" "), object_pairs_hook=_no_duplicates)
+        header = json.loads(text.rstrip(" "), object_pairs_hook=reject_duplicate_keys("header"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         ctx.error(location, f"safetensors: header is not valid JSON: {exc}")
         return
