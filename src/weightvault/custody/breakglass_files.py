@@ -21,8 +21,8 @@ _KID_RE = re.compile(r"# keyring kid: ([0-9a-f]{16})")
 
 def split_keyring(kek_path: Path, threshold: int, count: int, output: Path) -> list[Path]:
     """Write ``share-1.txt`` .. ``share-N.txt`` (0600) into ``output``."""
-    from weightvault.crypt.recipients._base import key_lines, read_secret_file, write_secret_file
     from weightvault.crypt.recipients.keyring import load_keyring
+    from weightvault.keys.files import key_lines, read_secret_file, write_secret_file
 
     keyring = load_keyring(kek_path)
     lines = key_lines(read_secret_file(kek_path, "keyring file"))
@@ -44,8 +44,8 @@ def split_keyring(kek_path: Path, threshold: int, count: int, output: Path) -> l
 
 def recover_keyring(share_paths: list[Path], output: Path) -> str:
     """Combine share files into a keyring file at ``output``; returns its key id."""
-    from weightvault.crypt.recipients._base import key_lines, read_secret_file, write_secret_file
     from weightvault.crypt.recipients.keyring import parse_keyring_text
+    from weightvault.keys.files import key_lines, read_secret_file, write_secret_file
 
     shares = []
     kids = set()

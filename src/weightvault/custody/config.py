@@ -83,8 +83,8 @@ class ServiceConfig:
 
     def prepare(self) -> None:
         """Create the data folder and any missing key files (0600)."""
-        from weightvault.crypt.recipients._base import write_secret_file
         from weightvault.crypt.recipients.keyring import create_keyring
+        from weightvault.keys.files import write_secret_file
         from weightvault.tlog.note import Ed25519NoteSigner
 
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -100,7 +100,7 @@ class ServiceConfig:
                 pass  # another replica created it first
 
     def load_hmac_key(self) -> bytes:
-        from weightvault.crypt.recipients._base import read_secret_file
+        from weightvault.keys.files import read_secret_file
 
         text = read_secret_file(self.hmac_key_path, "audit HMAC key").strip()
         try:
@@ -112,7 +112,7 @@ class ServiceConfig:
         return key
 
     def load_log_signer(self) -> Ed25519NoteSigner:
-        from weightvault.crypt.recipients._base import read_secret_file
+        from weightvault.keys.files import read_secret_file
         from weightvault.tlog.note import Ed25519NoteSigner
 
         return Ed25519NoteSigner.from_text(read_secret_file(self.log_key_path, "audit log key"))

@@ -1,24 +1,24 @@
-"""What every recipient kind implements, and the file helpers they share."""
+"""What every recipient kind implements (secret key files: :mod:`weightvault.keys.files`)."""
 
 from __future__ import annotations
 
 import abc
-import os
-import stat
 from collections.abc import Callable
-from pathlib import Path
 
-from weightvault._fs import atomic_output
 from weightvault.crypt.stanzas import Stanza
-from weightvault.errors import InputError, KeyMaterialError
+from weightvault.keys.files import key_lines, read_secret_file, write_secret_file
 
-__all__ = ["Identity", "Random", "Recipient", "read_secret_file", "write_secret_file"]
+__all__ = [
+    "Identity",
+    "Random",
+    "Recipient",
+    "key_lines",
+    "read_secret_file",
+    "write_secret_file",
+]
 
 #: Randomness source, injectable for tests: ``rng(n)`` returns ``n`` random bytes.
 Random = Callable[[int], bytes]
-
-#: Key files are tiny; anything bigger is not one of ours.
-MAX_KEY_FILE = 64 * 1024
 
 
 class Recipient(abc.ABC):
@@ -47,42 +47,3 @@ class Identity(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> str:
         """A short public description, for messages."""
-
-
-def read_secret_file(path: Path, what: str) -> str:
-    """Read a secret key file, refusing it when group or others may read or write it."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: no such {what}; check the path") from exc
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {what}: {exc.strerror}") from exc
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"{path}: {what} is not a regular file")
-    if st.st_mode & 0o077:
-        raise KeyMaterialError(
-            f"{path}: {what} is accessible by group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o})",
-            hint=f"run: chmod 600 {path}",
-        )
-    if st.st_size > MAX_KEY_FILE:
-        raise KeyMaterialError(f"{path}: too large to be a {what}")
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyMaterialError(f"{path}: cannot read {what}") from exc
-
-
-def write_secret_file(path: Path, text: str, *, force: bool = False) -> None:
-    """Write a secret key file with mode 0600, atomically; its folder is created 0700."""
-    folder = path.parent
-    if not folder.exists():
-        folder.mkdir(mode=0o700, parents=True)
-    with atomic_output(path, force=force, mode=0o600) as handle:
-        handle.write(text.encode("utf-8"))
-    os.chmod(path, 0o600)
-
-
-def key_lines(text: str) -> list[str]:
-    """Non-empty, non-comment lines of a key file."""
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]

@@ -85,7 +85,7 @@ def resolve_config(url: str | None = None, token: str | None = None) -> ClientCo
 
 def save_config(config: ClientConfig) -> Path:
     """Write ``vault.json`` (0600) under ``$WEIGHTVAULT_HOME``."""
-    from weightvault.crypt.recipients._base import write_secret_file
+    from weightvault.keys.files import write_secret_file
 
     path = config_path()
     write_secret_file(
