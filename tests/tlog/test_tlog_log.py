@@ -39,9 +39,7 @@ def _execute(log: TransparencyLog, *statements: str) -> None:
         conn.execute(statement)
     if hasattr(conn, "commit") and not getattr(conn, "autocommit", True):
         conn.commit()
-    log._cache.clear()
-    log._known_size = 0
-    log._ragged.clear()
+    log.clear_cache()
 
 
 def test_roots_and_proofs_match_the_reference_for_every_size(log: TransparencyLog) -> None:

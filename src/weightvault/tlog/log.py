@@ -17,6 +17,7 @@ import base64
 import hmac
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,13 @@ __all__ = [
 MAX_ENTRY_BYTES = 1 << 20
 """Largest entry accepted (1 MiB): entries are digests and audit events, not blobs."""
 EXPORT_FORMAT = "weightvault.dev/tlog-export@v1"
-_CACHE_LIMIT = 1 << 17
-_CACHE_MIN_LEVEL = 6  # proofs cache subtrees of >= 64 leaves: ~1/64 of the stored hashes
+_CACHE_LIMIT = 1 << 16  # upper-level hashes kept (then the dict is cleared): <= ~10 MiB
+_TILE_HEIGHT = 8
+"""Proof tiles are complete subtrees of 2**8 = 256 leaves; the upper cache holds levels >= 8."""
+_CACHE_MIN_LEVEL = _TILE_HEIGHT
+_TILE_HASHES = (2 << _TILE_HEIGHT) - 1  # 511 stored hashes (levels 0..8) per tile
+_TILE_BYTES = _TILE_HASHES * HASH_SIZE  # 16,352 bytes
+_TILE_FETCH_MAX = 8  # tiles fetched per proof call; indices beyond that read single hashes
 _APPEND_CHUNK = 50_000
 
 
@@ -77,29 +83,57 @@ def _check_origin(origin: str) -> None:
 class TransparencyLog:
     """An RFC 9162 log over a :class:`~weightvault.tlog.storage.LogStore`. Thread-safe."""
 
-    def __init__(self, store: LogStore) -> None:
+    def __init__(self, store: LogStore, *, cache_bytes: int | None = None) -> None:
+        """``cache_bytes`` bounds the proof-tile cache (0: no tiles; see :meth:`_tiles_for`).
+
+        Default: the store's ``proof_cache_bytes``: 64 MiB on PostgreSQL, where every read is
+        a server round trip; 0 on SQLite, where one indexed read costs less than a tile fetch.
+        """
+        if cache_bytes is None:
+            cache_bytes = store.proof_cache_bytes
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise ValueError("cache_bytes must be a non-negative int")
         self.store = store
         meta = store.meta()
         self.origin = meta["origin"]
-        self._cache: dict[int, bytes] = {}
+        self._cache: dict[int, bytes] = {}  # stored hashes at levels >= _CACHE_MIN_LEVEL
         self._known_size = 0
         self._ragged: dict[tuple[int, int], bytes] = {}  # MTH(D[lo:size]) at the right edge
+        self._tile_limit = cache_bytes // _TILE_BYTES
+        self._tiles: OrderedDict[int, bytes] = OrderedDict()  # tile number -> 511 hashes (LRU)
+        self._tiles_lock = threading.Lock()
+
+    def clear_cache(self) -> None:
+        """Forget every cached hash (tests that edit the database behind the log's back)."""
+        self._cache.clear()
+        self._ragged.clear()
+        with self._tiles_lock:
+            self._tiles.clear()
+        self._known_size = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, location: str | Path | LogStore, origin: str) -> TransparencyLog:
+    def create(
+        cls,
+        location: str | Path | LogStore,
+        origin: str,
+        *,
+        cache_bytes: int | None = None,
+    ) -> TransparencyLog:
         """Create a new empty log at ``location`` (SQLite path or ``postgresql://`` URL)."""
         _check_origin(origin)
         store = location if isinstance(location, LogStore) else open_store(location)
         store.initialize(origin)
-        return cls(store)
+        return cls(store, cache_bytes=cache_bytes)
 
     @classmethod
-    def open(cls, location: str | Path | LogStore) -> TransparencyLog:
+    def open(
+        cls, location: str | Path | LogStore, *, cache_bytes: int | None = None
+    ) -> TransparencyLog:
         """Open an existing log."""
         store = location if isinstance(location, LogStore) else open_store(location)
-        return cls(store)
+        return cls(store, cache_bytes=cache_bytes)
 
     def close(self) -> None:
         self.store.close()
@@ -214,10 +248,21 @@ class TransparencyLog:
     def inclusion_proofs(
         self, indices: Sequence[int], size: int | None = None
     ) -> list[list[bytes]]:
-        """Inclusion proofs for many entries under one tree size, with one storage read."""
+        """Inclusion proofs for many entries under one tree size.
+
+        At most two storage reads: missing proof tiles (one range query) and the remaining
+        stored hashes (one query); none when the tiles and upper levels are cached.
+        """
         size = self._checked_size(size, "tree size")
+        for index in indices:
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
+                raise InputError(f"index {index} is not below the tree size {size}")
+        tiles = self._tiles_for([index >> _TILE_HEIGHT for index in indices], size)
         upper: set[int] = set()
-        plans = [self._inclusion_plan(index, size, upper) for index in indices]
+        plans = [
+            self._inclusion_plan(index, size, upper, tiles.get(index >> _TILE_HEIGHT))
+            for index in indices
+        ]
         have = self._lookup({i for plan in plans for i in plan if isinstance(i, int)}, upper=upper)
         return [[have[i] if isinstance(i, int) else i for i in plan] for plan in plans]
 
@@ -257,25 +302,82 @@ class TransparencyLog:
             found.update(fetched)
         return found
 
-    def _inclusion_plan(self, index: int, size: int, upper: set[int]) -> list[int | bytes]:
-        """Stored-hash ids (or right-edge hashes) of PATH(index, D[0:size]), leaf first.
+    def _tiles_for(self, numbers: Sequence[int], size: int) -> dict[int, bytes]:
+        """Proof tiles for ``numbers``: the 511 stored hashes of leaves [256 t, 256 t + 256).
+
+        A tile is a COMPLETE subtree: only tiles that end at or below ``size`` (a size the log
+        has committed) are used or cached. A complete subtree's stored hashes never change
+        (entries and hashes are append-only; every process computes the same hashes), so a
+        cached tile stays right however the log grows and whoever appends; the ragged right
+        edge is never tiled. Its hashes have consecutive ids (append order), so a missing tile
+        is one range read; up to ``_TILE_FETCH_MAX`` missing tiles are fetched per call, in
+        one query. Memory: at most ``cache_bytes // 16,352`` tiles, least recently used first
+        out. Nothing that verifies a log (export verification, the consistency check before
+        signing) reads tiles.
+        """
+        if self._tile_limit == 0:
+            return {}
+        complete = {t for t in numbers if (t + 1) << _TILE_HEIGHT <= size}
+        out: dict[int, bytes] = {}
+        missing: list[int] = []
+        with self._tiles_lock:
+            for t in complete:
+                tile = self._tiles.get(t)
+                if tile is None:
+                    missing.append(t)
+                else:
+                    self._tiles.move_to_end(t)
+                    out[t] = tile
+        if not missing:
+            return out
+        missing = sorted(missing)[:_TILE_FETCH_MAX]
+        bases = {t: stored_hash_id(0, t << _TILE_HEIGHT) for t in missing}
+        found = self.store.read_hash_ranges([(b, b + _TILE_HASHES) for b in bases.values()])
+        fetched: dict[int, bytes] = {}
+        for t, base in bases.items():
+            try:
+                fetched[t] = b"".join(found[i] for i in range(base, base + _TILE_HASHES))
+            except KeyError:
+                raise FormatError(
+                    f"{self.store.location}: stored hashes are missing; log corrupt"
+                ) from None
+            if len(fetched[t]) != _TILE_BYTES:
+                raise FormatError(f"{self.store.location}: a stored hash is not 32 bytes")
+        with self._tiles_lock:
+            for t, tile in fetched.items():
+                self._tiles[t] = tile
+                self._tiles.move_to_end(t)
+            while len(self._tiles) > self._tile_limit:
+                self._tiles.popitem(last=False)
+        out.update(fetched)
+        return out
+
+    def _inclusion_plan(
+        self, index: int, size: int, upper: set[int], tile: bytes | None = None
+    ) -> list[int | bytes]:
+        """Stored-hash ids (or hashes) of PATH(index, D[0:size]), leaf first.
 
         Level by level (the same path as RFC 9162 §2.1.3.1, read bottom-up): the sibling of the
         node holding ``index`` is a stored complete subtree, or the one ragged subtree at the
         right edge (computed once per size and cached), or empty (no hash at that level).
+        Below the tile height the siblings come from ``tile`` (the complete 256-leaf subtree
+        holding ``index``) when one is given.
         """
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
-            raise InputError(f"index {index} is not below the tree size {size}")
         plan: list[int | bytes] = []
         level = 0
         width = 1  # 1 << level
+        base = 0 if tile is None else stored_hash_id(0, index >> _TILE_HEIGHT << _TILE_HEIGHT)
         while width < size:
             sibling = ((index >> level) ^ 1) << level
             if sibling < size:
                 last = sibling + width - 1
                 if last < size:
                     row_id = 2 * last - last.bit_count() + level  # stored_hash_id(level, .)
-                    plan.append(row_id)
+                    if tile is not None and level < _TILE_HEIGHT:
+                        offset = (row_id - base) * HASH_SIZE
+                        plan.append(tile[offset : offset + HASH_SIZE])
+                    else:
+                        plan.append(row_id)
                     if level >= _CACHE_MIN_LEVEL:
                         upper.add(row_id)
                 else:
