@@ -246,8 +246,8 @@ def main() -> int:
         if "roundtrips" in r:
             print(
                 f"   PostgreSQL 'SELECT 1' round trips/s  : {r['roundtrips']:>12,.0f}  "
-                f"(proofs reach {r['proofs_warm'] / r['roundtrips']:.2f} of this limit: "
-                "one query per proof)"
+                f"(proofs/s = {r['proofs_warm'] / r['roundtrips']:.2f}x this rate: an uncached "
+                "proof costs one query, a proof from cached tiles none)"
             )
         print(
             f"   inclusion proofs/s (100 per call)    : {r['proofs_batched']:>12,.0f}  "
