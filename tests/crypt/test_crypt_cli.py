@@ -259,3 +259,14 @@ def test_rewrap_rotates_a_passphrase(
         assert run(args) == code
     assert tree_bytes(tmp_path / "plain-NEW_PASS") == tree_bytes(model)
     assert not (tmp_path / "plain-OLD_PASS").exists()
+
+
+def test_missing_input_is_named_before_any_key_is_needed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEIGHTVAULT_HOME", str(tmp_path / "empty-home"))  # no keyring there
+    assert run(["decrypt", str(tmp_path / "nope.wvenc"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.wvenc: no such file or directory" in err
+    assert "keyring" not in err
+    assert not (tmp_path / "out").exists()

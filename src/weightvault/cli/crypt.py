@@ -211,7 +211,10 @@ def register(app: typer.Typer) -> None:
         """Decrypt a .wvenc file or folder; nothing is written unless every chunk authenticates."""
         from weightvault.cli._ui import progress_bytes
         from weightvault.crypt import decrypt_path
+        from weightvault.errors import InputError
 
+        if not encrypted_path.exists():  # say this before asking for keys or a passphrase
+            raise InputError(f"{encrypted_path}: no such file or directory; check the input path")
         identities = _identities(identity, passphrase_env)
         total = (
             sum(f.stat().st_size for f in encrypted_path.rglob("*") if f.is_file())
