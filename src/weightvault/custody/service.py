@@ -963,7 +963,15 @@ class Custody:
             approvals = list(
                 session.scalars(select(Approval).where(Approval.request_id == request_id))
             )
-            valid = [a for a in approvals if a.decision == "approve" and a.expires_at > now]
+            # Only approvals from principals who are still eligible count: named in the current
+            # policy, holding the approver role, not disabled, and signed with their current key.
+            valid = [
+                a
+                for a in approvals
+                if a.decision == "approve"
+                and a.expires_at > now
+                and self._still_approver(session, policy, a)
+            ]
             record: dict[str, Any] = {
                 "request_id": request_id,
                 "model": grant.model,
@@ -1004,6 +1012,19 @@ class Custody:
                 raise ConflictError("this approver has already decided this request") from exc
             view = self._grant_view(grant, [*approvals, approval])
         return view
+
+    @staticmethod
+    def _still_approver(session: Session, policy: ModelPolicy, approval: Approval) -> bool:
+        """Whether an earlier approval still counts towards M (its approver is still eligible)."""
+        if approval.approver not in policy.approvers:
+            return False
+        who = session.get(Principal, approval.approver)
+        return (
+            who is not None
+            and not who.disabled
+            and "approver" in who.role_set
+            and who.approval_key_id == approval.key_id
+        )
 
     def revoke(self, ctx: RequestContext, request_id: str) -> dict[str, Any]:
         principal = self.require_role(ctx, *ROLES)
@@ -1341,7 +1362,7 @@ def _parse_range(header: str | None, total: int) -> tuple[int, int]:
     if "," in spec or "-" not in spec:
         raise FormatError("Range: one range only, bytes=START-[END]")
     first, last = spec.split("-", 1)
-    if not first.isdigit() or (last and not last.isdigit()):
+    if not _ascii_digits(first) or (last and not _ascii_digits(last)):
         raise FormatError("Range: expected bytes=START-[END]")
     start = int(first)
     end = int(last) + 1 if last else total
@@ -1349,6 +1370,11 @@ def _parse_range(header: str | None, total: int) -> tuple[int, int]:
     if start >= total or start >= end:
         raise RangeNotSatisfiable(total)
     return start, end
+
+
+def _ascii_digits(text: str) -> bool:
+    """``0-9`` only: ``str.isdigit`` also accepts e.g. ``\u00b2``, which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
 
 
 class RangeNotSatisfiable(InputError):

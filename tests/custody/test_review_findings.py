@@ -1,0 +1,61 @@
+"""Regression tests for findings of the authorization review of the custody service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from tests.custody.helpers import World, public_pem
+
+
+def _request(world: World, who: str = "rita") -> dict[str, Any]:
+    with world.client(who) as client:
+        return client.request("llama", "v1", "evaluation run for safety", 3600, 1 << 30)
+
+
+def test_approval_of_a_disabled_approver_does_not_count(world: World) -> None:
+    request = _request(world)
+    world.approve("alice", request["id"])
+    with world.service.admin as admin:
+        admin.update_principal("alice", disabled=True)
+    try:
+        # M = 2: bob's approval alone must not activate the grant.
+        assert world.approve("bob", request["id"])["status"] == "pending"
+    finally:
+        with world.service.admin as admin:
+            admin.update_principal("alice", disabled=False)
+    assert world.approve("carol", request["id"])["status"] == "active"
+
+
+def test_approval_of_an_approver_removed_from_the_policy_does_not_count(world: World) -> None:
+    request = _request(world)
+    world.approve("alice", request["id"])
+    with world.client("olivia") as owner:
+        policy = owner.set_policy("llama", _llama_policy(world, ["bob", "carol"]))["policy"]
+        assert policy["approvers"] == ["bob", "carol"]
+        try:
+            assert world.approve("bob", request["id"])["status"] == "pending"
+        finally:
+            owner.set_policy("llama", _llama_policy(world, ["alice", "bob", "carol"]))
+    assert world.approve("carol", request["id"])["status"] == "active"
+
+
+def _llama_policy(world: World, approvers: list[str]) -> dict[str, Any]:
+    return {
+        "approvers": approvers,
+        "approvals_required": 2,
+        "signers": [{"name": "release-key", "public_key_pem": public_pem(world.signing_key)}],
+        "max_grant_bytes": 1 << 40,
+        "approval_validity_s": 7200,
+    }
+
+
+def test_range_with_non_ascii_digits_is_a_client_error(world: World) -> None:
+    grant_id = world.granted("rita")
+    for value in (b"bytes=\xb2-", b"bytes=0-\xb9"):
+        response = httpx.get(
+            f"{world.service.url}/v1/grants/{grant_id}/files/1",
+            headers={"Authorization": f"Bearer {world.people['rita'].token}", "Range": value},
+            timeout=30,
+        )
+        assert response.status_code == 400, (value, response.status_code, response.text)
