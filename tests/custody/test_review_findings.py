@@ -59,3 +59,35 @@ def test_range_with_non_ascii_digits_is_a_client_error(world: World) -> None:
             timeout=30,
         )
         assert response.status_code == 400, (value, response.status_code, response.text)
+
+
+def test_revocation_stops_a_pull_that_is_already_streaming(world: World) -> None:
+    from tests.custody.helpers import make_model, sign_model
+
+    assert world.signing_key is not None
+    folder = make_model(world.root / "llama-big", seed=7, megabytes=48)
+    signature = sign_model(folder, world.signing_key)
+    with world.client("olivia") as owner:
+        owner.push("llama", "v-big", folder, signature.read_bytes())
+    grant_id = world.granted("rita", version="v-big")
+    with world.client("rita") as client:
+        files = client.grant_files(grant_id)["files"]
+    big = max(files, key=lambda f: f["delivered_size"])
+    total = big["delivered_size"]
+    assert total > 40 << 20
+    received = 0
+    headers = {"Authorization": f"Bearer {world.people['rita'].token}"}
+    url = f"{world.service.url}/v1/grants/{grant_id}/files/{big['index']}"
+    try:
+        with httpx.stream("GET", url, headers=headers, timeout=60) as response:
+            assert response.status_code == 200
+            chunks = response.iter_bytes()
+            received += len(next(chunks))
+            with world.client("olivia") as owner:
+                owner.revoke(grant_id)
+            for chunk in chunks:
+                received += len(chunk)
+    except httpx.HTTPError:
+        pass  # the server cut the stream short, as it should
+    # Before the fix the whole first debit slice (64 MiB, here the whole file) was still sent.
+    assert received < total, (received, total)

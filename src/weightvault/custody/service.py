@@ -1195,10 +1195,15 @@ class Custody:
                     # The blob is the stored header, then the body; deliver ours, then its body.
                     body_start = vfile.header_size + position - len(header)
                     for piece in self.blobs.read_range(vfile.blob_key, body_start, end - position):
-                        while sent + len(piece) > debited:
-                            more = min(slice_size, length - debited)
-                            self._debit(ctx, grant_id, more)
-                            debited += more
+                        if sent + len(piece) > debited:
+                            while sent + len(piece) > debited:
+                                more = min(slice_size, length - debited)
+                                self._debit(ctx, grant_id, more)
+                                debited += more
+                        else:
+                            # Bytes already debited still stop at once when the grant is
+                            # revoked or expires mid-stream (the debit re-checks it otherwise).
+                            self._check_still_active(grant_id)
                         sent += len(piece)
                         yield piece
             finally:
@@ -1206,6 +1211,14 @@ class Custody:
                     self._note_incomplete(ctx, grant_id, sent, length)
 
         return status, headers, body()
+
+    def _check_still_active(self, grant_id: str) -> None:
+        with self.store.session(read_only=True) as session:
+            grant = session.get(GrantRequest, grant_id)
+            if grant is None or grant.status != "active":
+                raise PolicyError("grant was revoked")
+            if grant.grant_expires_at is None or grant.grant_expires_at <= self.clock():
+                raise PolicyError("grant has expired")
 
     def _note_incomplete(self, ctx: RequestContext, grant_id: str, sent: int, length: int) -> None:
         try:
