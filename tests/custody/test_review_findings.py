@@ -91,3 +91,26 @@ def test_revocation_stops_a_pull_that_is_already_streaming(world: World) -> None
         pass  # the server cut the stream short, as it should
     # Before the fix the whole first debit slice (64 MiB, here the whole file) was still sent.
     assert received < total, (received, total)
+
+
+def test_a_file_with_a_non_latin1_name_can_be_pulled(world: World) -> None:
+    from tests.custody.helpers import make_model, sign_model
+
+    assert world.signing_key is not None
+    folder = make_model(world.root / "llama-unicode", seed=3)
+    (folder / "模型.json").write_text('{"a": 1}')
+    signature = sign_model(folder, world.signing_key)
+    with world.client("olivia") as owner:
+        owner.push("llama", "v-unicode", folder, signature.read_bytes())
+    grant_id = world.granted("rita", version="v-unicode")
+    with world.client("rita") as client:
+        files = client.grant_files(grant_id)["files"]
+    entry = next(f for f in files if f["path"] == "模型.json")
+    response = httpx.get(
+        f"{world.service.url}/v1/grants/{grant_id}/files/{entry['index']}",
+        headers={"Authorization": f"Bearer {world.people['rita'].token}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.content) == entry["delivered_size"]
+    assert response.headers["X-Weightvault-Path"] == "%E6%A8%A1%E5%9E%8B.json"

@@ -20,6 +20,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1174,7 +1175,8 @@ class Custody:
             "Content-Length": str(length),
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
-            "X-Weightvault-Path": vfile.path,
+            # Percent-encoded: header values are latin-1, file paths are any Unicode.
+            "X-Weightvault-Path": urllib.parse.quote(vfile.path, safe="/"),
         }
         status = 200
         if range_header is not None:
