@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -114,3 +115,20 @@ def test_a_file_with_a_non_latin1_name_can_be_pulled(world: World) -> None:
     assert response.status_code == 200, response.text
     assert len(response.content) == entry["delivered_size"]
     assert response.headers["X-Weightvault-Path"] == "%E6%A8%A1%E5%9E%8B.json"
+
+
+def test_a_chunked_body_past_the_limit_is_refused(world: World) -> None:
+    def body() -> Iterator[bytes]:
+        yield b'{"model":"'
+        for _ in range(3):
+            yield b"a" * (1 << 20)
+        yield b'"}'
+
+    for token in (None, world.people["rita"].token):
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        response = httpx.post(
+            f"{world.service.url}/v1/requests", content=body(), headers=headers, timeout=30
+        )
+        assert response.status_code == 413, response.text

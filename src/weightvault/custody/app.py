@@ -131,7 +131,25 @@ class AuditMiddleware:
                 response = JSONResponse({"error": "request body larger than 1 MiB"}, 413)
                 await response(scope, receive, guarded_send)
                 return
+        if not is_upload:
+            receive = _limited_receive(receive, MAX_JSON_BODY)  # chunked bodies have no length
         await self.app(scope, receive, guarded_send)
+
+
+def _limited_receive(receive: Receive, limit: int) -> Receive:
+    """``receive`` that refuses (413) a body that grows past ``limit`` bytes."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise StarletteHTTPException(413, "request body larger than 1 MiB")
+        return message
+
+    return limited
 
 
 # -- request bodies ---------------------------------------------------------------------------
