@@ -132,3 +132,18 @@ def test_a_chunked_body_past_the_limit_is_refused(world: World) -> None:
             f"{world.service.url}/v1/requests", content=body(), headers=headers, timeout=30
         )
         assert response.status_code == 413, response.text
+
+
+def test_a_policy_tightened_while_a_request_is_pending_applies_to_it(world: World) -> None:
+    request = _request(world)
+    world.approve("alice", request["id"])
+    with world.client("olivia") as owner:
+        tighter = {**_llama_policy(world, ["alice", "bob", "carol"]), "approvals_required": 3}
+        owner.set_policy("llama", tighter)
+        try:
+            view = world.approve("bob", request["id"])
+            assert view["status"] == "pending"
+            assert view["approvals_required"] == 3
+        finally:
+            owner.set_policy("llama", _llama_policy(world, ["alice", "bob", "carol"]))
+    assert world.approve("carol", request["id"])["status"] == "active"

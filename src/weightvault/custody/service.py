@@ -982,6 +982,8 @@ class Custody:
                 "key_id": approver.approval_key_id,
                 "envelope": base64.b64encode(envelope).decode("ascii"),
             }
+            # A policy tightened while the request was pending applies to it (never loosened).
+            grant.approvals_required = max(grant.approvals_required, policy.approvals_required)
             if statement.decision == "deny":
                 grant.status = "denied"
                 record["status"] = "denied"
