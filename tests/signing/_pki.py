@@ -18,6 +18,21 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 NOW = datetime.datetime.now(datetime.UTC)
 
 
+
+def key_usage(*, ca: bool) -> x509.KeyUsage:
+    """KeyUsage of a CA (certificate and CRL signing) or of a signing leaf (digital signature)."""
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
 def write_private(
     path: Path, key: ec.EllipticCurvePrivateKey, password: bytes | None = None
 ) -> Path:
@@ -68,17 +83,7 @@ def make_ca(
         .not_valid_after(NOW + datetime.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(ca=True),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -112,17 +117,7 @@ def make_leaf(
         .not_valid_after(not_after or NOW + datetime.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(ca=False),
             critical=True,
         )
         .add_extension(

@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from tests.signing._pki import key_usage
 from tests.softhsm import SoftHsmToken, make_token
 
 from weightvault.errors import FormatError, InputError, KeyMaterialError, VerificationError
@@ -204,17 +205,7 @@ def _issue_chain(tmp_path: Path, leaf_public: ec.EllipticCurvePublicKey) -> tupl
             builder = builder.add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
             ).add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                key_usage(ca=False),
                 critical=True,
             )
         return builder.sign(signer, hashes.SHA256())

@@ -36,6 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from tests.signing._pki import key_usage
 
 from weightvault.errors import KeyMaterialError, VerificationError
 from weightvault.signing import check, sign, verify
@@ -114,17 +115,7 @@ class _Deployment:
             .not_valid_after(now + timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                key_usage(ca=True),
                 critical=True,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
@@ -152,17 +143,7 @@ class _Deployment:
             .not_valid_before(now - timedelta(seconds=30))
             .not_valid_after(now + timedelta(minutes=10))
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                key_usage(ca=False),
                 critical=True,
             )
             .add_extension(
