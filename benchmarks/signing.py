@@ -6,9 +6,15 @@ Builds a synthetic model (default: four 1 GB files plus one 4 GB file, as in iss
 * ``weightvault sign`` / ``verify`` (the CLI, process start-up included);
 * model-signing 1.1 ``sign`` / ``verify`` with the same method (EC key) and hash settings (its
   CLI for the default case, its Python API in a child process where the CLI has no option);
-* the machine's hashing limit: one core's speed for each hash, measured with the same library on
-  an in-memory buffer, times the ideal schedule over the available cores (a file cannot be split
-  in ``files`` mode, so the limit is ``max(largest item / speed, total / (cores x speed))``);
+* the machine's hashing limit: one core's speed for each hash, measured with the same library,
+  times the ideal schedule over the available cores (a file cannot be split in ``files`` mode, so
+  the limit is ``max(largest item / speed, total / (cores x speed))``). The speed is measured two
+  ways, both printed: over a 1 MiB cache-resident buffer (the hash function alone: no program can
+  feed it a model that fast, since a model does not fit in the CPU cache) and over buffers already
+  in RAM, hashed on every core at once (the fastest any program can hash bytes that are in memory:
+  no reading, no copying, no page mapping). The second is the machine limit the targets use;
+* the same engine in this process (``weightvault.hashing``, no process start-up), to separate the
+  per-byte cost from the fixed cost of starting a CLI;
 * ``weightvault --help`` start-up time and the peak RSS of each weightvault process.
 
 Prints one table with the ratios the issue sets as targets. Usage::
@@ -127,6 +133,69 @@ def per_core_speed(hash_type: str, seconds: float = 1.0) -> float:
             hasher.update(data)
             done += len(data)
         best = max(best, done / (time.thread_time() - start))
+    return best
+
+
+def ram_speed(hash_type: str, cores: int, buffer_mib: int = 256) -> float:
+    """Bytes/s per core when every core hashes its own RAM-resident buffer at the same time.
+
+    This is the limit for a model: its bytes are in RAM (the page cache), not in the CPU cache,
+    and all cores share the memory bus. Timed by each thread's CPU time (stalls on memory count,
+    other jobs on a shared machine do not); best of three rounds.
+    """
+    import threading
+
+    import blake3
+
+    block = os.urandom(1 << 20)
+    buffers = [bytearray(block) * buffer_mib for _ in range(cores)]  # touched: resident
+    best = 0.0
+    for _ in range(3):
+        speeds = [0.0] * cores
+
+        def one(index: int, speeds: list[float] = speeds) -> None:
+            hasher = (
+                hashlib.sha256()
+                if hash_type == "sha256"
+                else hashlib.blake2b()
+                if hash_type == "blake2"
+                else blake3.blake3(max_threads=1)
+            )
+            view = memoryview(buffers[index])
+            start = time.thread_time()
+            for offset in range(0, len(view), 16 << 20):
+                hasher.update(view[offset : offset + (16 << 20)])
+            speeds[index] = len(view) / (time.thread_time() - start)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(cores)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        best = max(best, statistics.mean(speeds))
+    return best
+
+
+def engine_seconds(model: Path, sig_name: str, hash_type: str, method: str, shard: int) -> float:
+    """Wall time of the hashing engine over the model in this process (no CLI start-up)."""
+    from weightvault.hashing import HashJob, hash_jobs
+
+    jobs = []
+    for path in sorted(p for p in model.iterdir() if p.name != sig_name):
+        size = path.stat().st_size
+        if method == "shards":
+            jobs += [
+                HashJob(path, path.name, min(shard, size - start), start, min(size, start + shard))
+                for start in range(0, size, shard)
+            ]
+        else:
+            jobs.append(HashJob(path, path.name, size))
+    best = float("inf")
+    for _ in range(2):
+        warm_page_cache(model)
+        start = time.perf_counter()
+        hash_jobs(jobs, hash_type)
+        best = min(best, time.perf_counter() - start)
     return best
 
 
@@ -281,16 +350,22 @@ def main() -> int:
                 extra[2] = str(pub)
                 keep("peer_verify", run_child([sys.executable, "-c", PEER_VERIFY, *extra]))
         hash_speed = per_core_speed(hash_type)
-        limit = machine_limit(sizes, hash_type, method, shard, cores, hash_speed)
+        hot_limit = machine_limit(sizes, hash_type, method, shard, cores, hash_speed)
+        memory_speed = ram_speed(hash_type, cores)
+        limit = machine_limit(sizes, hash_type, method, shard, cores, memory_speed)
+        engine = engine_seconds(model, "model.sig", hash_type, method, shard)
         biggest = max(model.iterdir(), key=lambda p: p.stat().st_size)
         io_speed = read_and_hash_speed(biggest, hash_type)
         io_limit = machine_limit(sizes, hash_type, method, shard, cores, io_speed)
         print(
-            f"  {label}: one core hashes {hash_speed / GB:.2f} GB/s in memory, "
-            f"{io_speed / GB:.2f} GB/s reading the page cache"
+            f"  {label}: one core hashes {hash_speed / GB:.2f} GB/s in cache, "
+            f"{memory_speed / GB:.2f} GB/s from RAM (all cores busy), "
+            f"{io_speed / GB:.2f} GB/s reading the page cache; engine in-process {engine:.2f} s"
         )
         worst_rss = max(worst_rss, best["wv_sign"].max_rss_mb, best["wv_verify"].max_rss_mb)
-        best["ideal_cpu"] = Run(sum(sizes) / hash_speed, 0.0, 0)
+        best["ideal_cpu"] = Run(sum(sizes) / memory_speed, 0.0, 0)
+        best["engine"] = Run(engine, 0.0, 0)
+        best["hot_limit"] = Run(hot_limit, 0.0, 0)
         rows.append((label, limit, io_limit, best))
 
     print()
@@ -313,8 +388,24 @@ def main() -> int:
             f" {io_limit:10.2f} {max(ws, wvv) / io_limit:6.2f}"
         )
     print()
+    print("limit s = the machine limit for bytes in RAM; below, the same model against the")
+    print("cache-resident limit (hash function alone) and the engine without CLI start-up:")
+    header = (
+        f"{'case':24} {'cache lim':>9} {'RAM lim':>8} {'engine s':>8} {'engine/RAM':>10} "
+        f"{'CLI/cache':>9} {'RAM/cache':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, limit, _, best in rows:
+        hot = best["hot_limit"].seconds
+        slowest = max(best["wv_sign"].seconds, best["wv_verify"].seconds)
+        print(
+            f"{label:24} {hot:9.2f} {limit:8.2f} {best['engine'].seconds:8.2f} "
+            f"{best['engine'].seconds / limit:10.2f} {slowest / hot:9.2f} {limit / hot:9.2f}"
+        )
+    print()
     print("CPU seconds (user+sys) per process, comparable on a shared machine;")
-    print("'ideal' = bytes / one core's in-memory hash speed (start-up and reading not counted):")
+    print("'ideal' = bytes / one core's hash speed from RAM (start-up and reading not counted):")
     for label, _, _, best in rows:
         print(
             f"  {label:24} ideal {best['ideal_cpu'].seconds:6.2f}"
@@ -330,6 +421,11 @@ def main() -> int:
         max(b["wv_sign"].seconds, b["wv_verify"].seconds) / limit for _, limit, _, b in rows
     )
     worst_io = max(max(b["wv_sign"].seconds, b["wv_verify"].seconds) / io for _, _, io, b in rows)
+    worst_hot = max(
+        max(b["wv_sign"].seconds, b["wv_verify"].seconds) / b["hot_limit"].seconds
+        for _, _, _, b in rows
+    )
+    worst_engine = max(b["engine"].seconds / limit for _, limit, _, b in rows)
     slowest_vs_peer = min(
         min(
             b["peer_sign"].seconds / b["wv_sign"].seconds,
@@ -339,8 +435,13 @@ def main() -> int:
     )
     print("targets:")
     print(
-        f"  every case within 1.15x of the machine limit: worst {worst_limit:.2f}x "
+        f"  every case within 1.15x of the machine limit (bytes in RAM): worst {worst_limit:.2f}x "
         f"{'OK' if worst_limit <= 1.15 else 'MISSED'}"
+    )
+    print(
+        f"  (the engine alone, without CLI start-up: worst {worst_engine:.2f}x "
+        f"{'OK' if worst_engine <= 1.15 else 'MISSED'}; against the cache-resident limit, "
+        f"which even hashing bytes already in RAM cannot reach: worst {worst_hot:.2f}x)"
     )
     print(
         f"  (the same with the measured per-core read+hash speed as the limit: worst "
