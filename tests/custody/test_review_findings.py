@@ -62,15 +62,16 @@ def test_range_with_non_ascii_digits_is_a_client_error(world: World) -> None:
         assert response.status_code == 400, (value, response.status_code, response.text)
 
 
-def test_revocation_stops_a_pull_that_is_already_streaming(world: World) -> None:
+def _stream_and_interrupt(world: World, version: str, interrupt: Any) -> tuple[int, int]:
+    """Start a pull of a 48 MB file, call ``interrupt`` after the first chunk, count bytes."""
     from tests.custody.helpers import make_model, sign_model
 
     assert world.signing_key is not None
-    folder = make_model(world.root / "llama-big", seed=7, megabytes=48)
+    folder = make_model(world.root / f"llama-{version}", seed=7, megabytes=48)
     signature = sign_model(folder, world.signing_key)
     with world.client("olivia") as owner:
-        owner.push("llama", "v-big", folder, signature.read_bytes())
-    grant_id = world.granted("rita", version="v-big")
+        owner.push("llama", version, folder, signature.read_bytes())
+    grant_id = world.granted("rita", version=version)
     with world.client("rita") as client:
         files = client.grant_files(grant_id)["files"]
     big = max(files, key=lambda f: f["delivered_size"])
@@ -84,13 +85,53 @@ def test_revocation_stops_a_pull_that_is_already_streaming(world: World) -> None
             assert response.status_code == 200
             chunks = response.iter_bytes()
             received += len(next(chunks))
-            with world.client("olivia") as owner:
-                owner.revoke(grant_id)
+            interrupt(grant_id)
             for chunk in chunks:
                 received += len(chunk)
     except httpx.HTTPError:
         pass  # the server cut the stream short, as it should
+    return received, total
+
+
+def test_revocation_stops_a_pull_that_is_already_streaming(world: World) -> None:
+    def revoke(grant_id: str) -> None:
+        with world.client("olivia") as owner:
+            owner.revoke(grant_id)
+
+    received, total = _stream_and_interrupt(world, "v-big", revoke)
     # Before the fix the whole first debit slice (64 MiB, here the whole file) was still sent.
+    assert received < total, (received, total)
+
+
+def test_revoking_the_token_stops_a_pull_that_is_already_streaming(world: World) -> None:
+    """A stolen token that is revoked must not keep an open download going."""
+    from weightvault.custody.tokens import parse_token
+
+    parsed = parse_token(world.people["rita"].token)
+    assert parsed is not None
+
+    def revoke_token(_: str) -> None:
+        with world.client("admin") as admin:
+            admin.revoke_token(parsed[0])
+
+    try:
+        received, total = _stream_and_interrupt(world, "v-token", revoke_token)
+    finally:  # the world is shared by the module: give rita a working token again
+        with world.client("admin") as admin:
+            world.people["rita"].token = admin.issue_token("rita", "replacement")["token"]
+    assert received < total, (received, total)
+
+
+def test_disabling_the_principal_stops_a_pull_that_is_already_streaming(world: World) -> None:
+    def disable(_: str) -> None:
+        with world.client("admin") as admin:
+            admin.update_principal("rita", disabled=True)
+
+    try:
+        received, total = _stream_and_interrupt(world, "v-disabled", disable)
+    finally:  # the world is shared by the module
+        with world.client("admin") as admin:
+            admin.update_principal("rita", disabled=False)
     assert received < total, (received, total)
 
 

@@ -1206,8 +1206,9 @@ class Custody:
                                 debited += more
                         else:
                             # Bytes already debited still stop at once when the grant is
-                            # revoked or expires mid-stream (the debit re-checks it otherwise).
-                            self._check_still_active(grant_id)
+                            # revoked or expires mid-stream, or the requester's token is revoked
+                            # or the requester disabled (the debit re-checks it otherwise).
+                            self._check_still_active(ctx, grant_id)
                         sent += len(piece)
                         yield piece
             finally:
@@ -1216,13 +1217,30 @@ class Custody:
 
         return status, headers, body()
 
-    def _check_still_active(self, grant_id: str) -> None:
+    def _check_still_active(self, ctx: RequestContext, grant_id: str) -> None:
         with self.store.session(read_only=True) as session:
             grant = session.get(GrantRequest, grant_id)
             if grant is None or grant.status != "active":
                 raise PolicyError("grant was revoked")
             if grant.grant_expires_at is None or grant.grant_expires_at <= self.clock():
                 raise PolicyError("grant has expired")
+            self._check_caller_still_valid(session, ctx)
+
+    @staticmethod
+    def _check_caller_still_valid(session: Session, ctx: RequestContext) -> None:
+        """A pull in flight stops once its token is revoked or its principal disabled.
+
+        Authentication runs once per request; a long download must not outlive the credential
+        that started it (grant revocation alone would leave a stolen token streaming).
+        """
+        if ctx.token_id is not None:
+            token = session.get(Token, ctx.token_id)
+            if token is None or token.revoked_at is not None:
+                raise AuthenticationError("token was revoked during the transfer")
+        if ctx.principal is not None:
+            principal = session.get(Principal, ctx.principal.name)
+            if principal is None or principal.disabled:
+                raise AuthenticationError("principal was disabled during the transfer")
 
     def _note_incomplete(self, ctx: RequestContext, grant_id: str, sent: int, length: int) -> None:
         try:
@@ -1248,6 +1266,7 @@ class Custody:
             # SQLite's BEGIN IMMEDIATE already serializes writers).
             _model, policy = self._model(session, grant.model, lock=True)
             session.get(Principal, grant.requester, with_for_update=True)
+            self._check_caller_still_valid(session, ctx)
             principal_used = session.scalar(
                 select(func.coalesce(func.sum(Egress.nbytes), 0)).where(
                     Egress.principal == grant.requester, Egress.time > since
