@@ -10,13 +10,17 @@ from __future__ import annotations
 import zlib
 from typing import BinaryIO, Protocol
 
-__all__ = ["ByteReader", "DecompressingStream", "RawStream", "Truncated"]
+__all__ = ["ByteReader", "DecompressingStream", "LimitExceeded", "RawStream", "Truncated"]
 
 _CHUNK = 1 << 16
 
 
 class Truncated(Exception):
     """The data ended before a declared length (a malformed or truncated file)."""
+
+
+class LimitExceeded(Truncated):
+    """Decompressed data grew past its cap (a compression bomb, or a size that lied)."""
 
 
 class RawStream(Protocol):
@@ -175,19 +179,29 @@ class ByteReader:
 class DecompressingStream:
     """A forward-only ``read(n)`` over compressed bytes, with a cap on the output size.
 
-    The cap is how zip bombs and gzip bombs are bounded: crossing it raises :class:`Truncated`
-    with a message the caller turns into a finding.
+    The cap is how zip bombs and gzip bombs are bounded: crossing it raises
+    :class:`LimitExceeded` with a message the caller turns into a finding; corrupt or truncated
+    compressed data raises :class:`Truncated`.
+
+    ``kind`` ``"lzma1"`` is a raw LZMA1 stream (zip method 14, after its properties header)
+    decoded with ``filters``; such a stream may lack an end marker, so it also ends cleanly when
+    its input runs out after exactly ``expected_output`` bytes.
     """
 
-    def __init__(self, source: ByteReader, kind: str, *, max_output: int) -> None:
+    def __init__(
+        self, source: ByteReader, kind: str, *, max_output: int,
+        filters: list[dict[str, int]] | None = None, expected_output: int | None = None,
+    ) -> None:
         import bz2
         import lzma
 
         self._src = source
         self._max_output = max_output
+        self._expected = expected_output
         self._produced = 0
         self._pending = b""
         self._eof = False
+        self._errors = (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError, MemoryError)
         if kind == "deflate":
             self._dec: object = zlib.decompressobj(-15)
         elif kind == "zlib":
@@ -198,6 +212,13 @@ class DecompressingStream:
             self._dec = bz2.BZ2Decompressor()
         elif kind == "xz":
             self._dec = lzma.LZMADecompressor()
+        elif kind == "lzma1":
+            if filters is None:
+                raise ValueError("lzma1 needs its filter chain")
+            try:
+                self._dec = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
+            except (lzma.LZMAError, ValueError, MemoryError) as exc:
+                raise Truncated(f"unsupported LZMA properties: {exc}") from exc
         else:
             raise ValueError(f"unknown compression {kind}")
 
@@ -230,17 +251,20 @@ class DecompressingStream:
                     if dec.needs_input:  # type: ignore[attr-defined]
                         chunk = self._next_compressed()
                         if not chunk:
+                            if self._expected is not None and self._produced == self._expected:
+                                self._eof = True  # LZMA1 without an end marker: size reached
+                                break
                             raise Truncated("compressed data ended before its end marker")
                     else:
                         chunk = b""
                     data = dec.decompress(chunk, want)  # type: ignore[attr-defined]
-            except (zlib.error, OSError, EOFError, ValueError) as exc:
+            except self._errors as exc:
                 raise Truncated(f"corrupt compressed data: {exc}") from exc
             if dec.eof:  # type: ignore[attr-defined]
                 self._eof = True
             self._produced += len(data)
             if self._produced > self._max_output:
-                raise Truncated(
+                raise LimitExceeded(
                     f"decompressed data exceeds the limit of {self._max_output} bytes "
                     "(compression bomb?)"
                 )

@@ -106,10 +106,19 @@ def scan_reader(
             return archive.scan_compressed(ctx, r, kind, location, name=name, depth=depth)
     if archive.looks_like_zlib(head) and not lower.endswith(NON_PICKLE_SUFFIXES):
         return archive.scan_compressed(ctx, r, "zlib", location, name=name, depth=depth)
-    if head.startswith((b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07")):
-        kind = "7z" if head.startswith(b"7z") else "rar"
-        ctx.error(location, f"{kind} archive: not supported; extract it and scan the contents")
-        return kind
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        try:
+            import py7zr  # noqa: F401  (the optional [scan] extra; imported only for 7z files)
+        except ImportError:
+            ctx.error(location, "7z archive not scanned: install the optional extra (pip install "
+                      "'weightvault[scan]'), or extract it and scan the contents")
+            return "7z"
+        from weightvault.scan.formats import sevenzip
+
+        return sevenzip.scan_7z(ctx, raw, start, end, location, depth=depth)
+    if head.startswith(b"Rar!\x1a\x07"):
+        ctx.error(location, "rar archive: not supported; extract it and scan the contents")
+        return "rar"
     if head.startswith(b"GGUF"):
         from weightvault.scan.formats import gguf
 

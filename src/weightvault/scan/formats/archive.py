@@ -4,7 +4,8 @@ Zip members are read the way PyTorch's reader (miniz) reads them, not the way ``
 the central directory names the members, the local header is only skipped, and the "encrypted"
 flag does not stop us reading plain data. Each disagreement between the two headers, each
 traversal name and each bomb-like ratio is a finding, so container tricks that make other scanners
-skip a member (or crash) are visible instead.
+skip a member (or crash) are visible instead. Members are expanded when stored, deflated, bzip2- or
+LZMA-compressed (methods 0, 8, 12, 14); any other method, and real encryption, is an error.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import struct
 from typing import TYPE_CHECKING, BinaryIO
 
 from weightvault.scan._engine import FileContext, join_location
-from weightvault.scan._io import ByteReader, DecompressingStream, Truncated
+from weightvault.scan._io import ByteReader, DecompressingStream, LimitExceeded, Truncated
 from weightvault.scan.policy import Severity
 
 if TYPE_CHECKING:
     import zipfile
 
-__all__ = ["COMPRESSION_MAGIC", "looks_like_zlib", "scan_compressed", "scan_tar", "scan_zip"]
+__all__ = [
+    "COMPRESSION_MAGIC", "check_depth", "looks_like_zlib", "report_bomb", "scan_compressed",
+    "scan_member_bytes", "scan_tar", "scan_zip", "unsafe_member_name",
+]
 
 COMPRESSION_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x1f\x8b", "gzip"),
@@ -30,7 +34,19 @@ COMPRESSION_MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 
 # zip compression methods (``zipfile`` itself is imported only when its parser is needed)
-ZIP_STORED, ZIP_DEFLATED, ZIP_BZIP2, ZIP_LZMA = 0, 8, 12, 14
+ZIP_STORED, ZIP_DEFLATED, ZIP_BZIP2, ZIP_LZMA, ZIP_AES = 0, 8, 12, 14, 99
+_ZIP_KINDS = {ZIP_DEFLATED: "deflate", ZIP_BZIP2: "bz2", ZIP_LZMA: "lzma1"}
+#: Names of the methods APPNOTE 4.4.5 lists that are not expanded (for the error message).
+_ZIP_METHOD_NAMES = {
+    1: "shrink", 2: "reduce", 3: "reduce", 4: "reduce", 5: "reduce", 6: "implode",
+    9: "deflate64", 10: "PKWARE DCL implode", 16: "IBM z/OS CMPSC", 18: "IBM TERSE",
+    19: "IBM LZ77 z", 20: "zstandard (old id)", 93: "zstandard", 94: "MP3", 95: "xz",
+    96: "JPEG", 97: "WavPack", 98: "PPMd", ZIP_AES: "AES encryption",
+}
+#: General-purpose flag bits: 0 encrypted, 6 strong encryption; 1 (LZMA) end-of-stream marker.
+_FLAG_ENCRYPTED, _FLAG_STRONG_ENCRYPTION = 0x1, 0x40
+#: LZMA1 dictionary sizes liblzma accepts (``LZMA_DICT_SIZE_MIN``; 1.5 GiB is its maximum).
+_LZMA_DICT_MIN, _LZMA_DICT_MAX = 4096, 3 << 29
 #: What ``zipfile`` raises on hostile archives (``BadZipFile`` is an ``Exception`` subclass:
 #: it is added where ``zipfile`` is imported).
 _ZIP_ERRORS: tuple[type[BaseException], ...] = (
@@ -63,7 +79,7 @@ def _pread(raw: BinaryIO, size: int, offset: int) -> bytes:
     return os.pread(fd, size, offset)
 
 
-def _unsafe_member_name(name: str) -> str | None:
+def unsafe_member_name(name: str) -> str | None:
     if ".." not in name and "\\" not in name and "\x00" not in name and ":" not in name[:2] and (
         not name.startswith("/")
     ):
@@ -78,7 +94,7 @@ def _unsafe_member_name(name: str) -> str | None:
     return None
 
 
-def _check_depth(ctx: FileContext, location: str, depth: int) -> bool:
+def check_depth(ctx: FileContext, location: str, depth: int) -> bool:
     if depth > ctx.limits.max_archive_depth:
         ctx.error(
             location,
@@ -88,7 +104,7 @@ def _check_depth(ctx: FileContext, location: str, depth: int) -> bool:
     return True
 
 
-def _scan_member_bytes(
+def scan_member_bytes(
     ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str, name: str, depth: int,
 ) -> None:
     from weightvault.scan.formats import scan_reader
@@ -96,6 +112,12 @@ def _scan_member_bytes(
     reader = ByteReader(raw, start, end)
     fmt = scan_reader(ctx, reader, raw, location, name=name, depth=depth)
     ctx.formats.append(fmt)
+
+
+def report_bomb(ctx: FileContext, location: str, message: str) -> None:
+    """A member or archive that expands past the limits: a finding, and an error (not scanned)."""
+    ctx.find(Severity.SUSPICIOUS, "archive", "<compression bomb>", message, location or ".")
+    ctx.error(location, f"not scanned: {message}")
 
 
 def _spool_and_scan(
@@ -108,22 +130,22 @@ def _spool_and_scan(
     with tempfile.TemporaryFile(prefix="wv-scan-") as spool:
         try:
             shutil.copyfileobj(stream, spool, 1 << 20)
-        except Truncated as exc:
-            ctx.find(
-                Severity.SUSPICIOUS, "archive", "<compression bomb>", str(exc), location,
-            )
+        except LimitExceeded as exc:
+            report_bomb(ctx, location, str(exc))
+            return
+        except Truncated as exc:  # corrupt or cut-off compressed data: never "clean"
             ctx.error(location, f"not scanned: {exc}")
             return
         size = spool.tell()
         spool.flush()  # readers below may use os.pread on the descriptor
-        _scan_member_bytes(ctx, spool, 0, size, location, name, depth)
+        scan_member_bytes(ctx, spool, 0, size, location, name, depth)
 
 
 def scan_compressed(
     ctx: FileContext, r: ByteReader, kind: str, location: str, *, name: str, depth: int,
 ) -> str:
     """gzip / bz2 / xz / zlib stream (compressed joblib files, ``.tar.gz``): expand and scan."""
-    if not _check_depth(ctx, location, depth + 1):
+    if not check_depth(ctx, location, depth + 1):
         return kind
     start = r.tell()
     compressed = (r.end or start) - start
@@ -237,7 +259,7 @@ def scan_zip(
     """Every member of a zip, by content; PyTorch storages only sniffed for an embedded pickle."""
     from weightvault.scan.formats import RegionFile
 
-    if not _check_depth(ctx, location, depth):
+    if not check_depth(ctx, location, depth):
         return "zip"
     # A whole top-level file is opened directly: the Python-level region wrapper is slower.
     region = raw if (start == 0 and depth == 0) else RegionFile(raw, start, end)
@@ -291,7 +313,7 @@ def scan_zip(
                     member_loc,
                 )
             seen.add(info.filename)
-            problem = _unsafe_member_name(info.filename)
+            problem = unsafe_member_name(info.filename)
             if problem:
                 ctx.find(
                     Severity.DANGEROUS, "archive", info.filename,
@@ -333,8 +355,6 @@ def _scan_zip_member(
     ctx: FileContext, raw: BinaryIO, start: int, end: int, info: zipfile.ZipInfo | _Entry,
     location: str, fmt: str, depth: int,
 ) -> None:
-    from weightvault.scan.formats.pickle import PickleError, PickleMachine
-
     # 1. The local header, read as miniz does: only its lengths matter for the data offset.
     header_at = start + info.header_offset
     header = _pread(raw, _LOCAL_READ, header_at)  # header, name, extra, first data bytes
@@ -357,7 +377,13 @@ def _scan_zip_member(
             "the central directory names it differently (scanners disagree on what it is)",
             location,
         )
-    if info.flag_bits & 0x1 or flags & 0x1:
+    compression = info.compress_type
+    if compression == ZIP_AES:
+        ctx.error(location, "AES-encrypted member (zip method 99) cannot be scanned; decrypt the "
+                  "archive and scan the contents")
+        return
+    encrypted = (info.flag_bits | flags) & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION)
+    if encrypted:
         ctx.find(
             Severity.SUSPICIOUS, "archive", info.filename,
             "member flagged as encrypted; lenient readers ignore the flag and read plain "
@@ -368,8 +394,58 @@ def _scan_zip_member(
     if data_end > end:
         ctx.error(location, "zip member data runs past the end of the archive")
         return
-    compression = info.compress_type
+    errors_before, formats_before = len(ctx.errors), len(ctx.formats)
+    _scan_zip_member_data(
+        ctx, raw, info, header, header_at, data_start, data_end, location, fmt, depth,
+    )
+    if encrypted and (
+        len(ctx.errors) > errors_before
+        or all(f in ("data", "unknown", "empty") for f in ctx.formats[formats_before:])
+    ):
+        # Plain data under the flag was scanned above; ciphertext reads as no known format.
+        ctx.error(location, "encrypted member cannot be scanned (read as plain data it is no "
+                  "known format); decrypt it and scan the contents")
 
+
+def _zip_lzma_filters(
+    raw: BinaryIO, data_start: int, data_end: int, max_output: int,
+) -> tuple[list[dict[str, int]], int]:
+    """The raw LZMA1 filter chain of a method-14 member, and the length of its header.
+
+    APPNOTE 5.8.8: 2 bytes LZMA SDK version, 2 bytes (little-endian) size of the properties, then
+    the 5 LZMA1 properties: ``(pb * 5 + lp) * 9 + lc`` in one byte, the dictionary size in 4
+    (little-endian). A malformed header raises :class:`Truncated`.
+    """
+    head = _pread(raw, min(9, max(data_end - data_start, 0)), data_start)
+    if len(head) < 4:
+        raise Truncated("LZMA header cut off")
+    (props_size,) = struct.unpack("<H", head[2:4])
+    if props_size != 5:
+        raise Truncated(f"LZMA properties size is {props_size}, expected 5")
+    if len(head) < 9:
+        raise Truncated("LZMA properties cut off")
+    lclppb = head[4]
+    if lclppb >= 9 * 5 * 5:
+        raise Truncated(f"invalid LZMA properties byte 0x{lclppb:02x}")
+    lc, lp, pb = lclppb % 9, lclppb // 9 % 5, lclppb // 45
+    if lc + lp > 4:
+        raise Truncated(f"LZMA properties lc={lc} lp={lp} are not supported (lc + lp > 4)")
+    (dict_size,) = struct.unpack("<I", head[5:9])
+    # Output is capped at max_output, so no match can reach further back than that: a smaller
+    # dictionary decodes the same bytes and keeps a hostile size from reserving gigabytes.
+    dict_size = max(_LZMA_DICT_MIN, min(dict_size, max_output, _LZMA_DICT_MAX))
+    import lzma
+
+    return [{"id": lzma.FILTER_LZMA1, "dict_size": dict_size, "lc": lc, "lp": lp, "pb": pb}], 9
+
+
+def _scan_zip_member_data(
+    ctx: FileContext, raw: BinaryIO, info: zipfile.ZipInfo | _Entry, header: bytes,
+    header_at: int, data_start: int, data_end: int, location: str, fmt: str, depth: int,
+) -> None:
+    from weightvault.scan.formats.pickle import PickleError, PickleMachine
+
+    compression = info.compress_type
     # 2. PyTorch storages are raw tensor bytes: only a pickle hidden there is of interest.
     if fmt in ("pytorch-zip", "torchscript") and _STORAGE_MEMBER.search(info.filename):
         if compression != ZIP_STORED:
@@ -413,12 +489,13 @@ def _scan_zip_member(
                 Severity.SUSPICIOUS, "archive", info.filename,
                 "stored member whose sizes disagree (central directory vs data)", location,
             )
-        _scan_member_bytes(ctx, raw, data_start, data_end, location, info.filename, depth + 1)
+        scan_member_bytes(ctx, raw, data_start, data_end, location, info.filename, depth + 1)
         return
-    kinds = {ZIP_DEFLATED: "deflate", ZIP_BZIP2: "bz2", ZIP_LZMA: "xz"}
-    kind = kinds.get(compression)
-    if kind is None or kind == "xz":
-        ctx.error(location, f"zip compression method {compression} is not supported")
+    kind = _ZIP_KINDS.get(compression)
+    if kind is None:
+        method = _ZIP_METHOD_NAMES.get(compression, "unknown")
+        ctx.error(location, f"zip compression method {compression} ({method}) is not "
+                  "supported; member not scanned")
         return
     ratio = info.file_size / max(info.compress_size, 1)
     if info.file_size > (1 << 20) and ratio > ctx.limits.max_compression_ratio:
@@ -433,7 +510,20 @@ def _scan_zip_member(
         max(info.file_size, 1 << 20),
         info.compress_size * ctx.limits.max_compression_ratio + (1 << 20),
     )
-    stream = DecompressingStream(ByteReader(raw, data_start, data_end), kind, max_output=limit)
+    try:
+        if kind == "lzma1":
+            filters, skip = _zip_lzma_filters(raw, data_start, data_end, limit)
+            stream = DecompressingStream(
+                ByteReader(raw, data_start + skip, data_end), kind, max_output=limit,
+                filters=filters, expected_output=info.file_size,
+            )
+        else:
+            stream = DecompressingStream(
+                ByteReader(raw, data_start, data_end), kind, max_output=limit,
+            )
+    except Truncated as exc:
+        ctx.error(location, f"zip member not scanned: {exc}")
+        return
     _spool_and_scan(ctx, stream, location, info.filename, depth + 1)
 
 
@@ -445,7 +535,7 @@ def scan_tar(
 
     from weightvault.scan.formats import RegionFile
 
-    if not _check_depth(ctx, location, depth):
+    if not check_depth(ctx, location, depth):
         return "tar"
     region = RegionFile(raw, start, end)
     try:
@@ -469,7 +559,7 @@ def scan_tar(
     legacy_torch = {"sys_info", "pickle", "storages", "tensors"} <= names
     for member in members:
         member_loc = join_location(location, member.name)
-        problem = _unsafe_member_name(member.name)
+        problem = unsafe_member_name(member.name)
         if problem:
             ctx.find(
                 Severity.DANGEROUS, "archive", member.name,
@@ -503,6 +593,6 @@ def scan_tar(
             scan_legacy_tar_member(ctx, ByteReader(raw, data_start, data_end), member_loc,
                                    member.name)
             continue
-        _scan_member_bytes(ctx, raw, data_start, data_end, member_loc, member.name, depth + 1)
+        scan_member_bytes(ctx, raw, data_start, data_end, member_loc, member.name, depth + 1)
     return "pytorch-legacy-tar" if legacy_torch else "tar"
 
