@@ -188,3 +188,23 @@ def test_a_policy_tightened_while_a_request_is_pending_applies_to_it(world: Worl
         finally:
             owner.set_policy("llama", _llama_policy(world, ["alice", "bob", "carol"]))
     assert world.approve("carol", request["id"])["status"] == "active"
+
+
+def test_an_owner_sees_only_its_own_models_in_the_inventory(world: World) -> None:
+    """Owners used to read the whole inventory: every model, its grantees and digests."""
+    with world.client("admin") as admin:
+        result = admin.create_principal("otto", ["owner"])
+    otto = result["token"]
+    with world.service.client(otto) as client:
+        client.create_model(
+            "otto-model",
+            {"approvers": ["alice", "bob"], "approvals_required": 2, "signers": []},
+        )
+        assert [entry["model"] for entry in client.inventory()] == ["otto-model"]
+    with world.client("olivia") as olivia:
+        names = [entry["model"] for entry in olivia.inventory()]
+    assert "llama" in names and "otto-model" not in names
+    for who in ("admin", "audrey"):  # admins and auditors still see everything
+        with world.client(who) as client:
+            names = [entry["model"] for entry in client.inventory()]
+        assert {"llama", "otto-model"} <= set(names)

@@ -477,12 +477,20 @@ class Custody:
 
     def inventory(self, ctx: RequestContext) -> list[dict[str, Any]]:
         """Every model and version: owner, size, digests, signer, who has access, and the time it
-        would take to exfiltrate it at the configured budgets."""
-        self.require_role(ctx, "admin", "auditor", "owner")
+        would take to exfiltrate it at the configured budgets.
+
+        Admins and auditors see every model; an owner sees only the models it owns (who holds
+        access to someone else's weights is need-to-know).
+        """
+        principal = self.require_role(ctx, "admin", "auditor", "owner")
+        sees_all = bool(principal.role_set & {"admin", "auditor"})
         now = self.clock()
         out = []
         with self.store.session() as session:
-            for model in session.scalars(select(Model).order_by(Model.name)):
+            query = select(Model).order_by(Model.name)
+            if not sees_all:
+                query = query.where(Model.owner == principal.name)
+            for model in session.scalars(query):
                 policy = ModelPolicy.from_json(model.policy_json)
                 # The model budget caps every principal together: size / (budget / window).
                 rate = policy.egress_bytes_per_window / self.config.window_s
