@@ -368,6 +368,48 @@ def build_corpus(root: Path, *, only: set[str] | None = None) -> list[Sample]:
             marker=False, note="unsupported container: an error, never clean")
     name = "gzip_pickle.pkl.gz"
     add_mal(name, gzip.compress(evil), "dangerous", "system", marker=False)
+    # 12b. LZMA zip members (method 14) and real 7z archives (py7zr, the [scan] extra).
+    name = "zip_lzma_payload.zip"
+    if want(name):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_LZMA) as archive:
+            archive.writestr("model.pkl", pickle.dumps(_Reduce(_os.system, _touch(m(name))),
+                                                       protocol=4))
+        add_mal(name, buffer.getvalue(), "dangerous", "system",
+                note="zip compression method 14: scanners that skip LZMA members miss it")
+    name = "torch_zip_lzma.pt"
+    if want(name):
+        data = torch_bytes({**state, "x": _Reduce(_os.system, _touch(m(name)))})
+        add_mal(name, _repack_zip(data, zipfile.ZIP_LZMA), "dangerous", "system",
+                note="a PyTorch checkpoint re-packed with LZMA members")
+    name = "sevenzip_payload.7z"
+    if want(name):
+        add_mal(name, _sevenzip({"model/pytorch_model.bin": pickle.dumps(
+            _Reduce(_os.system, _touch(m(name))), protocol=2)}), "dangerous", "system",
+            note="a real 7z archive (LZMA2) holding a pickle")
+    name = "sevenzip_bomb.7z"
+    if want(name):
+        add_mal(name, _sevenzip({"weights.bin": bytes(16 << 20)}), "suspicious",
+                "<compression bomb>", marker=False,
+                note="16 MiB of zeros in a few KB: over the compression-ratio limit")
+    name = "sevenzip_traversal.7z"
+    if want(name):
+        add_mal(name, _sevenzip(
+            {"xx/xx/evil.pkl": pickle.dumps(_Reduce(_os.system, _touch(m(name))), protocol=2)},
+            rename={"xx/xx/evil.pkl": "../../evil.pkl"}), "dangerous", "evil.pkl",
+            note="a member name that extracts outside the target folder")
+    name = "sevenzip_corrupt.7z"
+    if want(name):
+        data = bytearray(_sevenzip({"model.pkl": evil}))
+        (packed_size,) = struct.unpack_from("<Q", data, 12)  # the header follows the packed data
+        data[32 + packed_size // 2] ^= 0xFF
+        add_mal(name, bytes(data), "error", "", marker=False,
+                note="packed data corrupted: an error, never clean")
+    name = "sevenzip_encrypted.7z"
+    if want(name):
+        add_mal(name, _sevenzip({"model.pkl": pickle.dumps(
+            _Reduce(_os.system, _touch(m(name))), protocol=2)}, password="secret"), "error", "",
+            note="encrypted members cannot be scanned: an error, never clean")
     # 13. Keras, ONNX, GGUF.
     lam = {"class_name": "Lambda", "config": {"name": "l", "function": {
         "class_name": "__lambda__", "config": {"code": "4wEAAAAAAAAA"}}}}
@@ -485,6 +527,25 @@ def build_corpus(root: Path, *, only: set[str] | None = None) -> list[Sample]:
         path.write_bytes(raw.getvalue())
 
     add_ben("model.tar.gz", tar_gz)
+
+    def bundle_7z(path: Path) -> None:
+        from safetensors.numpy import save
+
+        npy = io.BytesIO()
+        np.save(npy, np.arange(12.0).reshape(3, 4))
+        path.write_bytes(_sevenzip({
+            "model/model.safetensors": save({"w": np.ones((3, 3), dtype=np.float32)}),
+            "model/stats.npy": npy.getvalue(),
+        }))
+
+    add_ben("model_bundle.7z", bundle_7z)
+
+    def npz_lzma(path: Path) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, a=np.arange(5), b=np.ones((2, 2)))
+        path.write_bytes(_repack_zip(buffer.getvalue(), zipfile.ZIP_LZMA))
+
+    add_ben("arrays_lzma.npz", npz_lzma)
     return samples
 
 
@@ -512,6 +573,44 @@ def _patch_zip(data: bytearray, member: str, patch: str) -> None:
     elif patch == "crc":
         for offset in (local + 14, central + 16):
             data[offset] ^= 0xFF
+
+
+def _repack_zip(data: bytes, method: int) -> bytes:
+    """The same zip with every member re-compressed with ``method`` (e.g. ``ZIP_LZMA``)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", method) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    return out.getvalue()
+
+
+def _sevenzip(members: dict[str, bytes], *, password: str | None = None,
+              rename: dict[str, str] | None = None) -> bytes:
+    """A 7z archive made by py7zr; ``rename`` patches member names afterwards (same length),
+    for names py7zr refuses to write (``..``), fixing both header CRCs."""
+    import zlib
+
+    import py7zr
+
+    buffer = io.BytesIO()
+    with py7zr.SevenZipFile(buffer, "w", password=password) as archive:
+        if rename:
+            archive.set_encoded_header_mode(False)  # names stored in clear, patchable
+        for name, data in members.items():
+            archive.writestr(data, name)
+    if not rename:
+        return buffer.getvalue()
+    out = bytearray(buffer.getvalue())
+    for old, new in rename.items():
+        old_raw, new_raw = old.encode("utf-16-le"), new.encode("utf-16-le")
+        assert len(old_raw) == len(new_raw)
+        at = out.index(old_raw)
+        out[at: at + len(old_raw)] = new_raw
+    next_offset, next_size = struct.unpack_from("<QQ", out, 12)
+    header = bytes(out[32 + next_offset: 32 + next_offset + next_size])
+    struct.pack_into("<I", out, 28, zlib.crc32(header))
+    struct.pack_into("<I", out, 8, zlib.crc32(bytes(out[12:32])))
+    return bytes(out)
 
 
 def _keras_zip(config: dict[str, object]) -> bytes:

@@ -357,7 +357,8 @@ def _scan_zip_member(
 ) -> None:
     # 1. The local header, read as miniz does: only its lengths matter for the data offset.
     header_at = start + info.header_offset
-    header = _pread(raw, _LOCAL_READ, header_at)  # header, name, extra, first data bytes
+    # (zipfile's offsets can be negative on hostile archives: no local header there either)
+    header = _pread(raw, _LOCAL_READ, header_at) if header_at >= start else b""
     if len(header) < 30 or header[:4] != b"PK\x03\x04":
         ctx.error(location, "zip member has no local header at its recorded offset")
         return
