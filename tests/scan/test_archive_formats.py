@@ -20,7 +20,7 @@ import py7zr
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scan_corpus import _repack_zip, _sevenzip
+from scan_corpus import _repack_zip, _sevenzip, build_corpus
 
 from weightvault.scan import FileResult, ScanLimits, Severity, scan_file
 
@@ -402,3 +402,28 @@ def test_mutated_lzma_zips_and_7z_never_cause_internal_errors(
     with tempfile.TemporaryDirectory() as tmp:
         result = scan_file(_write(Path(tmp), name, bytes(data)))
     assert not any("internal error" in e for e in result.errors), result.errors
+
+
+def test_archived_payloads_are_live_when_extracted_and_unpickled(tmp_path: Path) -> None:
+    """The new corpus samples are honest: extracting them (zipfile, py7zr) and unpickling the
+    member, in a child process, runs the payload; scanning them is dangerous and runs nothing."""
+    samples = build_corpus(tmp_path, only={"zip_lzma_payload.zip", "sevenzip_payload.7z"})
+    assert len(samples) == 2
+    code = (
+        "import io,pickle,sys,zipfile,py7zr\n"
+        "zip_path, seven_path = sys.argv[1:]\n"
+        "with zipfile.ZipFile(zip_path) as z:\n"
+        "    pickle.loads(z.read('model.pkl'))\n"
+        "with py7zr.SevenZipFile(seven_path) as z:\n"
+        "    f = py7zr.io.BytesIOFactory(1 << 20)\n"
+        "    z.extractall(factory=f)\n"
+        "    pickle.loads(f.get('model/pytorch_model.bin').read())\n"
+    )
+    by_name = {s.name: s for s in samples}
+    for sample in samples:
+        assert scan_file(sample.path).max_severity == Severity.DANGEROUS
+        assert sample.marker is not None and not sample.marker.exists()
+    subprocess.run([sys.executable, "-c", code, str(by_name["zip_lzma_payload.zip"].path),
+                    str(by_name["sevenzip_payload.7z"].path)], check=True, cwd=tmp_path,
+                   capture_output=True, timeout=120)
+    assert all(s.marker is not None and s.marker.exists() for s in samples)
