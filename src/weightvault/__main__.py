@@ -1,5 +1,5 @@
-"""``python -m weightvault`` runs the command line."""
+"""``python -m weightvault`` runs the command line, as the ``weightvault`` console script does."""
 
-from weightvault.cli.app import main
+from weightvault.cli import main
 
 main()

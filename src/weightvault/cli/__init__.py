@@ -1,1 +1,46 @@
-"""The ``weightvault`` command line: thin Typer commands over the public API."""
+"""The ``weightvault`` command line: thin Typer commands over the public API.
+
+:func:`main` is the console-script entry point. It sends ``weightvault scan ...`` straight to the
+lean scanner entry (:mod:`weightvault.scan.__main__`: argparse, no Typer, click or Rich at
+start-up), because the scanner is run once per file by CI loops and pre-commit hooks, where
+start-up is most of the time. Everything else goes to the Typer application
+(:mod:`weightvault.cli.app`), and so does ``scan`` with ``-h``/``--help`` (Typer's help), with a
+``--`` separator, or with arguments the lean parser refuses: the Typer command then reports them,
+so usage errors read the same whichever way they came.
+
+This module imports only the standard library at load time.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "run"]
+
+#: Arguments that ``scan`` must leave to Typer: its help, and ``--`` (positional paths that
+#: start with ``-``, which the lean parser does not try to treat exactly as click does).
+_TYPER_ONLY = frozenset({"-h", "--help", "--"})
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run the command line ``weightvault ARGV...`` and return its exit code."""
+    args = list(argv)
+    if args[:1] == ["scan"] and _TYPER_ONLY.isdisjoint(args[1:]):
+        from weightvault.scan.__main__ import main as scan_main
+
+        return scan_main(
+            args[1:], prog="weightvault scan", usage_error=lambda _message: _typer(args)
+        )
+    return _typer(args)
+
+
+def _typer(args: list[str]) -> int:
+    from weightvault.cli.app import run as app_run
+
+    return app_run(args)
+
+
+def main() -> None:
+    """Console-script entry point (``weightvault = "weightvault.cli:main"``)."""
+    sys.exit(run(sys.argv[1:]))

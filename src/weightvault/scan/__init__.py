@@ -13,10 +13,10 @@ first finding at or above the threshold. Nothing from a scanned file is imported
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 from weightvault.errors import InputError, UnsafeFileError
 from weightvault.scan._engine import FileContext, ScanLimits
@@ -31,6 +31,7 @@ __all__ = [
     "ScanReport",
     "Severity",
     "convert_checkpoint",
+    "display_path",
     "scan_file",
     "scan_paths",
     "verify_paths",
@@ -47,16 +48,22 @@ def scan_file(
     from weightvault.scan._io import ByteReader, Truncated
     from weightvault.scan.formats import scan_reader
 
-    target = Path(path)
+    target = display_path(os.fspath(path))  # opened as pathlib would: "a/b/" is "a/b"
     name = display if display is not None else str(path)
     ctx = FileContext(path=name, policy=policy, limits=limits or ScanLimits())
     fmt = "unknown"
     size: int | None = None
     try:
         with open(target, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):  # a pipe's size is 0: it would pass as empty
+                raise _NotRegular
+            size = status.st_size
             reader = ByteReader(handle, 0, size)
-            fmt = scan_reader(ctx, reader, handle, "", name=target.name, depth=0)
+            name_hint = target.rpartition("/")[2]  # pathlib's ``.name``
+            fmt = scan_reader(ctx, reader, handle, "", name=name_hint, depth=0)
+    except _NotRegular:
+        ctx.error("", _NOT_REGULAR)
     except PermissionError:
         ctx.error("", "permission denied; the file must be readable")
     except IsADirectoryError:
@@ -82,6 +89,13 @@ def scan_file(
     )
 
 
+class _NotRegular(Exception):
+    pass
+
+
+_NOT_REGULAR = "not a regular file (device, socket or FIFO); not read"
+
+
 def _dedupe(findings: list[Finding]) -> Iterator[Finding]:
     seen: set[tuple[str, str, str, str]] = set()
     for finding in findings:
@@ -94,22 +108,45 @@ def _dedupe(findings: list[Finding]) -> Iterator[Finding]:
         yield finding
 
 
-def _walk(root: Path) -> Iterator[tuple[Path | None, str, str | None]]:
-    """Yield ``(path, display, error)`` for every file under ``root``, sorted, not following
-    folder symlinks (loops); symlinks to files are followed (Hugging Face caches use them)."""
+def display_path(text: str) -> str:
+    """``str(pathlib.Path(text))`` without pathlib (a costly import and object per file on the
+    scan path): empty and ``.`` components dropped, ``..`` kept, a leading ``//`` kept.
+
+    This is how a folder's files are named in reports, and how the command line (Typer's
+    ``Path`` arguments) names what it was given.
+    """
+    if os.sep != "/" or os.altsep:  # pragma: no cover - POSIX only; elsewhere ask pathlib
+        from pathlib import Path
+
+        return str(Path(text))
+    root = ""
+    rest = text
+    if text.startswith("/"):
+        rest = text.lstrip("/")
+        root = "//" if len(text) - len(rest) == 2 else "/"
+    return root + "/".join(part for part in rest.split("/") if part and part != ".") or "."
+
+
+def _walk(root: str) -> Iterator[tuple[str | None, str, str | None]]:
+    """Yield ``(path, display, error)`` for every file under ``root`` (a :func:`display_path`),
+    sorted, not following folder symlinks (loops); symlinks to files are followed (Hugging Face
+    caches use them)."""
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as exc:
-        yield None, str(root), f"cannot list folder: {exc.strerror or exc}"
+        yield None, root, f"cannot list folder: {exc.strerror or exc}"
         return
+    # ``display_path(entry.path)``, cheaply: the root is already normalized, a name is one
+    # component that is neither "." nor "..".
+    prefix = "" if root == "." else root if root.endswith("/") else root + "/"
     for entry in entries:
-        display = str(Path(entry.path))
+        display = prefix + entry.name
         try:
             if entry.is_symlink():
                 if not entry.is_file():
                     yield None, display, "symlink to a folder or dangling symlink; not followed"
                     continue
-                yield Path(entry.path), display, None
+                yield entry.path, display, None
                 continue
             mode = entry.stat(follow_symlinks=False).st_mode
         except OSError as exc:
@@ -118,11 +155,15 @@ def _walk(root: Path) -> Iterator[tuple[Path | None, str, str | None]]:
         if stat.S_ISDIR(mode):
             if entry.name in _IGNORED_DIRS:
                 continue
-            yield from _walk(Path(entry.path))
+            yield from _walk(display)
         elif stat.S_ISREG(mode):
-            yield Path(entry.path), display, None
+            yield entry.path, display, None
         else:
-            yield None, display, "not a regular file (device, socket or FIFO); not read"
+            yield None, display, _NOT_REGULAR
+
+
+#: ``stat`` errors that mean "there is nothing at this path" (pathlib's ``exists()`` list).
+_MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
 
 
 def scan_paths(
@@ -142,15 +183,23 @@ def scan_paths(
     """
     policy = Policy.with_allowed(allow) if allow else DEFAULT_POLICY
     limits = limits or ScanLimits()
-    jobs: list[tuple[Path | None, str, str | None]] = []
+    jobs: list[_Job] = []
     for item in paths:
-        path = Path(item)
-        if path.is_dir() and not path.is_symlink():
+        path = display_path(os.fspath(item))  # what pathlib would open: "" is "."
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in _MISSING_ERRNOS:
+                jobs.append((None, str(item), f"cannot stat: {exc.strerror or exc}"))
+            else:
+                jobs.append((None, str(item), "no such file or directory"))
+            continue
+        if stat.S_ISDIR(mode) and not os.path.islink(path):
             jobs.extend(_walk(path))
-        elif path.exists():
+        elif stat.S_ISDIR(mode) or stat.S_ISREG(mode):  # a link to a folder: "is a directory"
             jobs.append((path, str(item), None))
-        else:
-            jobs.append((None, str(item), "no such file or directory"))
+        else:  # opening a FIFO would block; a pipe (/dev/stdin) would read as an empty file
+            jobs.append((None, str(item), _NOT_REGULAR))
 
     if workers == 0:
         workers = os.cpu_count() or 1
@@ -162,7 +211,7 @@ def scan_paths(
 
 
 _MIN_FILES_PER_WORKER = 16
-_Job = tuple[Path | None, str, str | None]
+_Job = tuple[str | None, str, str | None]
 
 
 def _run_job(job: _Job, policy: Policy, limits: ScanLimits) -> FileResult:

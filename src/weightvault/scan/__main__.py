@@ -1,68 +1,206 @@
 """``python -m weightvault.scan``: the ``weightvault scan`` command without the Typer shell.
 
-Same options, output and exit codes as ``weightvault scan``; it exists because CI loops and
-pre-commit hooks call the scanner once per file, and then interpreter start-up dominates: this
-entry point imports only the standard library and the scanner (no Typer, no Rich unless a table
-has rows to show).
+The ``weightvault`` console script runs ``weightvault scan ...`` through :func:`main` too (see
+:mod:`weightvault.cli`), because CI loops and pre-commit hooks call the scanner once per file and
+then interpreter start-up dominates: this module imports only the standard library and the
+scanner (no Typer, no Rich unless a table has rows to show or an error line is printed).
+
+Same options, output, error lines and exit codes as the Typer command
+(:func:`weightvault.cli.scan.scan_command`, the reference): the same checks in the same order,
+the same renderers, the same Rich console settings for tables and error lines, and the same
+last-line-of-defence exception handling as :func:`weightvault.cli.app.run`.
+``tests/cli/test_scan_dispatch.py`` runs both on the same inputs and compares every byte.
+
+Parsing is deliberately no more lenient than click's: no option abbreviations, no positional
+argument that looks like an option, ``--workers`` in 0..64, and an existing path must be readable
+(Typer's ``Path`` arguments check that). What argparse refuses is a usage error here (one line,
+exit 2); the console script hands such arguments to the Typer command instead, so the message is
+click's, word for word.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
-from weightvault.errors import WeightvaultError
+if TYPE_CHECKING:
+    import argparse
+
+    from weightvault.scan.report import ScanReport
+
+__all__ = ["main"]
+
+_PROG = "python -m weightvault.scan"
+_WORKERS_MAX = 64  # Typer's range for --workers: min=0, max=64
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m weightvault.scan",
+class _ArgumentError(Exception):
+    """A usage error found while parsing the command line (the message has no ``error:``)."""
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:  # argparse prints a usage block, exits
+            raise _ArgumentError(message)
+
+    class Formatter(argparse.HelpFormatter):
+        # An explicit width keeps argparse from importing shutil (and bz2, lzma) at start-up.
+        def __init__(self, prog: str) -> None:
+            try:
+                columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size().columns
+            except (ValueError, OSError):
+                columns = 80
+            super().__init__(prog, width=max(columns - 2, 20))
+
+    parser = Parser(
+        prog=prog,
         description="Scan model files for code-execution payloads without loading them. "
         "Exit codes: 0 clean, 1 findings at or above --fail-on, 2 a file could not be scanned.",
+        allow_abbrev=False,  # click matches option names exactly
+        formatter_class=Formatter,
     )
-    parser.add_argument("paths", nargs="+", help="model files or folders")
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print a JSON report")
-    output.add_argument("--sarif", action="store_true", help="print a SARIF 2.1.0 report")
+    parser.add_argument("paths", nargs="*", help="model files or folders")
+    parser.add_argument("--json", action="store_true", help="print a JSON report")
+    parser.add_argument("--sarif", action="store_true", help="print a SARIF 2.1.0 report")
     parser.add_argument("--fail-on", default="suspicious", help="suspicious or dangerous")
     parser.add_argument("--allow", action="append", default=[], help="trust module.name")
     parser.add_argument("-v", "--verbose", action="store_true", help="list clean files too")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="processes for big folders (0: one per CPU)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes for big folders (0: one per CPU)"
+    )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the scan command; returns the exit code (errors become one line on stderr)."""
-    import json
+def parse_args(argv: Sequence[str] | None, prog: str = _PROG) -> argparse.Namespace:
+    """Parse the ``scan`` arguments; raises :class:`_ArgumentError` for a usage error."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args = _parser(prog).parse_intermixed_args(args_list)
+    if not args.paths:
+        raise _ArgumentError("Missing argument 'PATHS...'.")
+    if "--" not in args_list:
+        for path in args.paths:
+            if path.startswith("-") and path != "-":
+                raise _ArgumentError(f"No such option '{path}'.")
+    if not 0 <= args.workers <= _WORKERS_MAX:
+        raise _ArgumentError(
+            f"Invalid value for '--workers': {args.workers} is not in the range "
+            f"0<=x<={_WORKERS_MAX}."
+        )
+    for path in args.paths:
+        try:
+            os.stat(path)
+        except OSError:
+            continue  # a missing path is an error in the report, not a usage error
+        except ValueError as exc:  # an embedded NUL byte: click fails on it too
+            raise _ArgumentError(f"Invalid value for 'PATHS...': {exc}") from exc
+        if not os.access(path, os.R_OK):
+            raise _ArgumentError(f"Invalid value for 'PATHS...': Path {path!r} is not readable.")
+    from weightvault.scan import display_path
 
-    from weightvault.scan import Severity, scan_paths
-    from weightvault.scan.report import render_plain_or_table
+    args.paths = [display_path(path) for path in args.paths]  # as Typer's Path arguments print
+    return args
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = _PROG,
+    usage_error: Callable[[str], int] | None = None,
+) -> int:
+    """Run the scan command; returns the exit code (errors become one line on stderr).
+
+    ``usage_error`` handles a command line the parser refuses (the console script passes one
+    that lets the Typer command parse and report it); by default the message is printed as
+    ``error: ... (see --help)`` and the exit code is 2.
+    """
+    try:
+        args = parse_args(argv, prog)
+    except _ArgumentError as exc:
+        message = " ".join(str(exc).split())
+        if usage_error is not None:
+            return usage_error(message)
+        return _fail(f"{message} (see --help)", 2)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    return _guarded(lambda: _scan(args))
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+def _guarded(command: Callable[[], int]) -> int:
+    """:func:`weightvault.cli.app.run`'s handling of what a command raises, without click."""
+    from weightvault.errors import WeightvaultError
 
     try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse already printed its one-line usage error
-        return 0 if exc.code == 0 else 2
+        return command()
+    except WeightvaultError as exc:
+        return _fail(exc.one_line(), exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # the last line of defence: never a traceback
+        if os.environ.get("WEIGHTVAULT_DEBUG"):
+            raise
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return _fail(
+            f"internal error ({type(exc).__name__}): {text}; "
+            "please report it (WEIGHTVAULT_DEBUG=1 shows the traceback)",
+            3,
+        )
+
+
+def _scan(args: argparse.Namespace) -> int:
+    """The body of ``weightvault scan`` (the Typer command's checks, in its order)."""
+    from weightvault.errors import UsageError
+    from weightvault.scan import Severity, scan_paths
+
+    if args.json and args.sarif:
+        raise UsageError("--json and --sarif are exclusive; pick one")
     try:
         threshold = Severity.parse(args.fail_on)
-        if threshold == Severity.CLEAN:
-            raise ValueError("use suspicious or dangerous")
-        report = scan_paths(args.paths, allow=args.allow, workers=max(0, args.workers))
     except ValueError as exc:
-        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
-        return 2
-    except WeightvaultError as exc:
-        sys.stderr.write(f"error: {exc.one_line()}\n")
-        return exc.exit_code
+        raise UsageError(f"--fail-on: {exc}") from exc
+    if threshold == Severity.CLEAN:
+        raise UsageError("--fail-on: use suspicious or dangerous")
+    try:
+        report = scan_paths(args.paths, allow=args.allow, workers=args.workers)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     if args.json or args.sarif:
+        import json
+
         document = report.to_sarif() if args.sarif else report.to_json()
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        sys.stdout.flush()
     else:
-        render_plain_or_table(report, verbose=args.verbose)
-        for path, message in report.errors:
-            sys.stderr.write(f"error: {path}: {message}\n")
-    sys.stdout.flush()
+        _render(report, verbose=args.verbose)
     return report.exit_code(threshold)
+
+
+def _render(report: ScanReport, *, verbose: bool) -> None:
+    """Table or summary on stdout, then one line per error on stderr, as the Typer command
+    prints them (the same Rich console settings as :mod:`weightvault.cli._ui`)."""
+    from weightvault.scan.report import render_summary, render_table
+
+    if not (verbose or report.findings or report.errors):
+        render_summary(report)  # nothing to tabulate: no Rich needed
+        return
+    from rich.console import Console
+
+    render_table(report, Console(highlight=False, soft_wrap=True), verbose=verbose)
+    if report.errors:
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        for path, message in report.errors:
+            console.print(f"error: {path}: {message}", markup=False, highlight=False)
 
 
 if __name__ == "__main__":

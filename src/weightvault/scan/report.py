@@ -6,7 +6,6 @@ describes; :meth:`ScanReport.exit_code` and :func:`weightvault.scan.verify_paths
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightvault import __version__
@@ -223,6 +222,8 @@ class ScanReport(NamedTuple):
         }
 
     def to_json_text(self) -> str:
+        import json
+
         return json.dumps(self.to_json(), indent=2, sort_keys=True)
 
 
