@@ -355,354 +355,421 @@ class PickleMachine:
         head = r.peek(1)
         run.first_opcode = head[0] if head else -1
         count = 0
-        while True:
-            # The hot path reads the opcode straight from the reader's buffer.
-            i = r._i
-            buf = r._buf
-            if i < len(buf):
-                op = buf[i]
-                offset = r._buf_pos + i
-                r._i = i + 1
-            else:
-                offset = r.tell()
-                op = read_byte()
-                if op < 0:
-                    run.opcodes = count
-                    raise fail("pickle data was truncated (no STOP opcode)", offset)
-                buf = r._buf  # refilled: the opcode is the byte before the read position
-                i = r._i - 1
-            count += 1
-            if count > max_values:
-                raise fail(
-                    f"pickle has more than {max_values} opcodes; refusing to interpret it", offset
-                )
-
-            if op == 0x71:  # BINPUT
-                i += 1
-                if i < len(buf):
-                    idx = buf[i]
-                    r._i = i + 1
-                else:
-                    idx = read(1)[0]
-                if len(stack) <= (marks[-1] if marks else 0):
-                    raise fail("unpickling stack underflow", offset)
-                memo[idx] = stack[-1]
-            elif op in (0x68, 0x6A, 0x67):  # BINGET, LONG_BINGET, GET
-                if op == 0x68:
+        # The interpreter works on a local cursor over the reader's buffer: ``buf``, its length
+        # ``n``, the next byte ``i`` and the file offset ``base`` of ``buf[0]``. Opcodes whose
+        # arguments are already buffered (nearly all of them, in practice) never touch the
+        # reader. Anything that reads through the reader first hands the position back
+        # (``r._i = i``) and reloads the cursor afterwards (``_reload`` below, written out).
+        buf = r._buf
+        n = len(buf)
+        i = r._i
+        base = r._buf_pos
+        try:
+            while True:
+                if i < n:
+                    op = buf[i]
+                    offset = base + i
                     i += 1
-                    if i < len(buf):
-                        idx = buf[i]
-                        r._i = i + 1
-                    else:
-                        idx = read(1)[0]
-                elif op == 0x6A:
-                    (idx,) = unpack_I(read(4))
                 else:
-                    try:
-                        idx = int(readline(max_line))
-                    except ValueError as exc:
-                        raise fail("GET argument is not an integer", offset) from exc
-                if idx not in memo:
-                    raise fail(f"memo key {idx} not found (GET before PUT)", offset)
-                stack.append(memo[idx])
-            elif op == 0x94:  # MEMOIZE
-                memo[len(memo)] = top(offset)
-            elif op == 0x58:  # BINUNICODE
-                i += 1
-                if i + 4 <= len(buf):
-                    n = buf[i] | buf[i + 1] << 8 | buf[i + 2] << 16 | buf[i + 3] << 24
-                    if n <= kept and i + 4 + n <= len(buf):
-                        try:
-                            stack.append(buf[i + 4 : i + 4 + n].decode("utf-8", "surrogatepass"))
-                        except UnicodeDecodeError as exc:
-                            raise fail("BINUNICODE: invalid UTF-8", offset) from exc
-                        r._i = i + 4 + n
-                        continue
-                stack.append(read_string(unpack_I(read(4))[0], offset, "BINUNICODE"))
-            elif op == 0x8C:  # SHORT_BINUNICODE
-                i += 1
-                if i < len(buf) and i + 1 + buf[i] <= len(buf):
-                    n = buf[i]
-                    try:
-                        stack.append(buf[i + 1 : i + 1 + n].decode("utf-8", "surrogatepass"))
-                    except UnicodeDecodeError as exc:
-                        raise fail("SHORT_BINUNICODE: invalid UTF-8", offset) from exc
-                    r._i = i + 1 + n
-                else:
-                    stack.append(read_string(read(1)[0], offset, "SHORT_BINUNICODE"))
-            elif op == 0x28:  # MARK
-                marks.append(len(stack))
-            elif op == 0x4B:  # BININT1
-                i += 1
-                if i < len(buf):
-                    stack.append(buf[i])
-                    r._i = i + 1
-                else:
-                    stack.append(read(1)[0])
-            elif op == 0x4D:  # BININT2
-                stack.append(unpack_H(read(2))[0])
-            elif op == 0x86:  # TUPLE2
-                if len(stack) - (marks[-1] if marks else 0) < 2:
-                    raise fail("unpickling stack underflow", offset)
-                b = stack.pop()
-                stack[-1] = (stack[-1], b)
-            elif op == 0x74:  # TUPLE
-                if not marks:
-                    raise fail("could not find MARK", offset)
-                base = marks.pop()
-                items_t = tuple(stack[base:])
-                del stack[base:]
-                stack.append(items_t)
-            elif op == 0x52:  # REDUCE
-                if len(stack) - (marks[-1] if marks else 0) < 2:
-                    raise fail("unpickling stack underflow", offset)
-                args = stack.pop()
-                func = stack.pop()
-                if not isinstance(func, Global):
-                    do_call(func, offset, "REDUCE")
-                stack.append(Obj(func, args))
-            elif op == 0x29:  # EMPTY_TUPLE
-                stack.append(())
-            elif op == 0x89:  # NEWFALSE
-                stack.append(False)
-            elif op == 0x88:  # NEWTRUE
-                stack.append(True)
-            elif op == 0x51:  # BINPERSID
-                if len(stack) <= (marks[-1] if marks else 0):
-                    raise fail("unpickling stack underflow", offset)
-                pid = stack.pop()
-                run.persistent_ids.append(pid)
-                stack.append(Persistent(pid))
-            elif op == 0x87:  # TUPLE3
-                if len(stack) - (marks[-1] if marks else 0) < 3:
-                    raise fail("unpickling stack underflow", offset)
-                c = stack.pop()
-                b = stack.pop()
-                stack[-1] = (stack[-1], b, c)
-            elif op == 0x85:  # TUPLE1
-                stack.append((pop(offset),))
-            elif op == 0x75:  # SETITEMS
-                items = pop_mark(offset)
-                if len(items) % 2:
-                    raise fail("odd number of items for SETITEMS", offset)
-                target = top(offset)
-                method_target(target, offset, "SETITEMS")
-                if isinstance(target, PDict):
-                    target.items.extend(zip(items[0::2], items[1::2], strict=True))
-            elif op == 0x7D:  # EMPTY_DICT
-                stack.append(PDict())
-            elif op == 0x63:  # GLOBAL
-                module = text_str(readline(max_line), offset)
-                name = text_str(readline(max_line), offset)
-                stack.append(do_import(module, name, offset, "GLOBAL"))
-            elif op == 0x93:  # STACK_GLOBAL
-                name_v = pop(offset)
-                module_v = pop(offset)
-                if not isinstance(name_v, str) or not isinstance(module_v, str):
-                    if isinstance(name_v, Opaque | Global | Obj) or isinstance(
-                        module_v, Opaque | Global | Obj
-                    ):
-                        self._add(
-                            run, Severity.DANGEROUS, "import", "<unresolved>",
-                            "STACK_GLOBAL operands are not plain strings "
-                            "(computed or oversized); cannot tell what is imported", offset,
-                        )
-                    raise fail("STACK_GLOBAL requires str", offset)
-                stack.append(do_import(module_v, name_v, offset, "STACK_GLOBAL"))
-            elif op == 0x4A:  # BININT
-                stack.append(unpack_i(read(4))[0])
-            elif op == 0x72:  # LONG_BINPUT
-                (idx,) = unpack_I(read(4))
-                memo[idx] = top(offset)
-            elif op == 0x65:  # APPENDS
-                items = pop_mark(offset)
-                target = top(offset)
-                method_target(target, offset, "APPENDS")
-                if isinstance(target, list):
-                    target.extend(items)
-            elif op == 0x5D:  # EMPTY_LIST
-                stack.append(PList())
-            elif op == 0x4E:  # NONE
-                stack.append(None)
-            elif op == 0x62:  # BUILD
-                state = pop(offset)
-                inst = top(offset)
-                if isinstance(inst, Global):
-                    self._add(
-                        run, Severity.DANGEROUS, "build", inst.full,
-                        "BUILD sets attributes on an imported module, class or function "
-                        "(monkey-patching at load time)", offset,
-                    )
-                elif isinstance(inst, Obj):
-                    inst.state = state
-                    if (
-                        isinstance(inst.func, Global)
-                        and inst.func.full == "joblib.numpy_pickle.NumpyArrayWrapper"
-                    ):
-                        self._joblib_array(r, inst, offset, run)
-                elif not isinstance(inst, PList | PSet | PDict | Persistent | Opaque):
-                    pass
-            elif op == 0x81:  # NEWOBJ
-                args = pop(offset)
-                cls = pop(offset)
-                do_call(cls, offset, "NEWOBJ")
-                stack.append(Obj(cls, args))
-            elif op == 0x61:  # APPEND
-                value = pop(offset)
-                target = top(offset)
-                method_target(target, offset, "APPEND")
-                if isinstance(target, list):
-                    target.append(value)
-            elif op == 0x73:  # SETITEM
-                value = pop(offset)
-                key = pop(offset)
-                target = top(offset)
-                method_target(target, offset, "SETITEM")
-                if isinstance(target, PDict):
-                    target.items.append((key, value))
-            elif op == 0x95:  # FRAME
-                (length,) = unpack_Q(read(8))
-                remaining = r.remaining()
-                if remaining is not None and length > remaining:
+                    r._i = i
+                    i = -1
+                    offset = r.tell()
+                    op = read_byte()
+                    if op < 0:
+                        run.opcodes = count
+                        raise fail("pickle data was truncated (no STOP opcode)", offset)
+                    buf = r._buf
+                    n = len(buf)
+                    i = r._i
+                    base = r._buf_pos
+                count += 1
+                if count > max_values:
                     raise fail(
-                        f"FRAME declares {length} bytes but only {remaining} follow "
-                        "(the C unpickler stops here)", offset,
+                        f"pickle has more than {max_values} opcodes; refusing to interpret it",
+                        offset,
                     )
-            elif op == 0x80:  # PROTO
-                proto = read(1)[0]
-                if proto > HIGHEST_PROTOCOL:
-                    raise fail(f"unsupported pickle protocol: {proto}", offset)
-                run.protocol = proto
-            elif op == 0x2E:  # STOP
-                run.value = pop(offset)
-                run.stopped = True
-                run.opcodes = count
-                return
-            elif op == 0x69:  # INST
-                module = text_str(readline(max_line), offset)
-                name = text_str(readline(max_line), offset)
-                args = pop_mark(offset)
-                cls = do_import(module, name, offset, "INST")
-                stack.append(Obj(cls, tuple(args)))
-            elif op == 0x6F:  # OBJ
-                items = pop_mark(offset)
-                if not items:
-                    raise fail("OBJ without a class", offset)
-                do_call(items[0], offset, "OBJ")
-                stack.append(Obj(items[0], tuple(items[1:])))
-            elif op == 0x92:  # NEWOBJ_EX
-                kwargs = pop(offset)
-                args = pop(offset)
-                cls = pop(offset)
-                do_call(cls, offset, "NEWOBJ_EX")
-                stack.append(Obj(cls, args, kwargs=kwargs))
-            elif op in (0x82, 0x83, 0x84):  # EXT1 / EXT2 / EXT4
-                size = {0x82: 1, 0x83: 2, 0x84: 4}[op]
-                code = int.from_bytes(read(size), "little", signed=size == 4)
-                self._add(
-                    run, Severity.SUSPICIOUS, "import", f"<extension {code}>",
-                    "EXT opcode imports whatever the loading process registered under this "
-                    "code (copyreg extension registry)", offset,
-                )
-                stack.append(Opaque("extension"))
-            elif op == 0x50:  # PERSID
-                pid = readline(max_line).decode("ascii", "replace")
-                run.persistent_ids.append(pid)
-                stack.append(Persistent(pid))
-            elif op == 0x70:  # PUT
-                line = readline(max_line)
-                try:
-                    idx = int(line)
-                except ValueError as exc:
-                    raise fail("PUT argument is not an integer", offset) from exc
-                if idx < 0:
-                    raise fail("negative PUT argument", offset)
-                memo[idx] = top(offset)
-            elif op == 0x30:  # POP
-                if marks and marks[-1] >= len(stack):
-                    marks.pop()
+
+                # -- 1. opcodes handled on the local cursor, most frequent first --------------
+                if op == 0x71:  # BINPUT
+                    if i < n:
+                        idx = buf[i]
+                        i += 1
+                    else:
+                        r._i = i
+                        i = -1  # the reader is authoritative until the reload
+                        idx = read(1)[0]
+                        buf, n, i, base = r._buf, len(r._buf), r._i, r._buf_pos
+                    if len(stack) <= (marks[-1] if marks else 0):
+                        raise fail("unpickling stack underflow", offset)
+                    memo[idx] = stack[-1]
+                elif op == 0x4B:  # BININT1
+                    if i < n:
+                        stack.append(buf[i])
+                        i += 1
+                    else:
+                        r._i = i
+                        i = -1  # the reader is authoritative until the reload
+                        stack.append(read(1)[0])
+                        buf, n, i, base = r._buf, len(r._buf), r._i, r._buf_pos
+                elif op == 0x68:  # BINGET
+                    if i < n:
+                        idx = buf[i]
+                        i += 1
+                    else:
+                        r._i = i
+                        i = -1  # the reader is authoritative until the reload
+                        idx = read(1)[0]
+                        buf, n, i, base = r._buf, len(r._buf), r._i, r._buf_pos
+                    if idx not in memo:
+                        raise fail(f"memo key {idx} not found (GET before PUT)", offset)
+                    stack.append(memo[idx])
+                elif op == 0x58:  # BINUNICODE
+                    if i + 4 <= n:
+                        size = buf[i] | buf[i + 1] << 8 | buf[i + 2] << 16 | buf[i + 3] << 24
+                        if size <= kept and i + 4 + size <= n:
+                            try:
+                                text = buf[i + 4 : i + 4 + size].decode("utf-8", "surrogatepass")
+                            except UnicodeDecodeError as exc:
+                                raise fail("BINUNICODE: invalid UTF-8", offset) from exc
+                            stack.append(text)
+                            i += 4 + size
+                            continue
+                    r._i = i
+                    i = -1  # the reader is authoritative until the reload
+                    stack.append(read_string(unpack_I(read(4))[0], offset, "BINUNICODE"))
+                    buf, n, i, base = r._buf, len(r._buf), r._i, r._buf_pos
+                elif op == 0x28:  # MARK
+                    marks.append(len(stack))
+                elif op == 0x74:  # TUPLE
+                    if not marks:
+                        raise fail("could not find MARK", offset)
+                    mark = marks.pop()
+                    items_t = tuple(stack[mark:])
+                    del stack[mark:]
+                    stack.append(items_t)
+                elif op == 0x86:  # TUPLE2
+                    if len(stack) - (marks[-1] if marks else 0) < 2:
+                        raise fail("unpickling stack underflow", offset)
+                    b = stack.pop()
+                    stack[-1] = (stack[-1], b)
+                elif op == 0x52:  # REDUCE
+                    if len(stack) - (marks[-1] if marks else 0) < 2:
+                        raise fail("unpickling stack underflow", offset)
+                    args = stack.pop()
+                    func = stack.pop()
+                    if not isinstance(func, Global):
+                        do_call(func, offset, "REDUCE")
+                    stack.append(Obj(func, args))
+                elif op == 0x94:  # MEMOIZE
+                    memo[len(memo)] = top(offset)
+                elif op == 0x8C:  # SHORT_BINUNICODE
+                    if i < n and i + 1 + buf[i] <= n:
+                        size = buf[i]
+                        try:
+                            stack.append(buf[i + 1 : i + 1 + size].decode("utf-8", "surrogatepass"))
+                        except UnicodeDecodeError as exc:
+                            raise fail("SHORT_BINUNICODE: invalid UTF-8", offset) from exc
+                        i += 1 + size
+                    else:
+                        r._i = i
+                        i = -1  # the reader is authoritative until the reload
+                        stack.append(read_string(read(1)[0], offset, "SHORT_BINUNICODE"))
+                        buf, n, i, base = r._buf, len(r._buf), r._i, r._buf_pos
+                elif op == 0x4D:  # BININT2
+                    if i + 2 <= n:
+                        stack.append(buf[i] | buf[i + 1] << 8)
+                        i += 2
+                    else:
+                        r._i = i
+                        i = -1  # the reader is authoritative until the reload
+                        stack.append(unpack_H(read(2))[0])
+                        buf, n, i, base = r._buf, len(r._buf), r._i, r._buf_pos
+                elif op == 0x29:  # EMPTY_TUPLE
+                    stack.append(())
+                elif op == 0x89:  # NEWFALSE
+                    stack.append(False)
+                elif op == 0x88:  # NEWTRUE
+                    stack.append(True)
+                elif op == 0x51:  # BINPERSID
+                    if len(stack) <= (marks[-1] if marks else 0):
+                        raise fail("unpickling stack underflow", offset)
+                    pid = stack.pop()
+                    run.persistent_ids.append(pid)
+                    stack.append(Persistent(pid))
+                elif op == 0x87:  # TUPLE3
+                    if len(stack) - (marks[-1] if marks else 0) < 3:
+                        raise fail("unpickling stack underflow", offset)
+                    c = stack.pop()
+                    b = stack.pop()
+                    stack[-1] = (stack[-1], b, c)
+                elif op == 0x85:  # TUPLE1
+                    stack.append((pop(offset),))
+                elif op == 0x75:  # SETITEMS
+                    items = pop_mark(offset)
+                    if len(items) % 2:
+                        raise fail("odd number of items for SETITEMS", offset)
+                    target = top(offset)
+                    method_target(target, offset, "SETITEMS")
+                    if isinstance(target, PDict):
+                        target.items.extend(zip(items[0::2], items[1::2], strict=True))
+                elif op == 0x7D:  # EMPTY_DICT
+                    stack.append(PDict())
+                elif op == 0x93:  # STACK_GLOBAL
+                    name_v = pop(offset)
+                    module_v = pop(offset)
+                    if not isinstance(name_v, str) or not isinstance(module_v, str):
+                        if isinstance(name_v, Opaque | Global | Obj) or isinstance(
+                            module_v, Opaque | Global | Obj
+                        ):
+                            self._add(
+                                run, Severity.DANGEROUS, "import", "<unresolved>",
+                                "STACK_GLOBAL operands are not plain strings "
+                                "(computed or oversized); cannot tell what is imported", offset,
+                            )
+                        raise fail("STACK_GLOBAL requires str", offset)
+                    stack.append(do_import(module_v, name_v, offset, "STACK_GLOBAL"))
+                elif op == 0x4A:  # BININT
+                    if i + 4 <= n:
+                        (value,) = unpack_i(buf[i : i + 4])
+                        stack.append(value)
+                        i += 4
+                    else:
+                        r._i = i
+                        i = -1  # the reader is authoritative until the reload
+                        stack.append(unpack_i(read(4))[0])
+                        buf, n, i, base = r._buf, len(r._buf), r._i, r._buf_pos
+                elif op == 0x72:  # LONG_BINPUT
+                    if i + 4 <= n:
+                        (idx,) = unpack_I(buf[i : i + 4])
+                        i += 4
+                    else:
+                        r._i = i
+                        i = -1  # the reader is authoritative until the reload
+                        (idx,) = unpack_I(read(4))
+                        buf, n, i, base = r._buf, len(r._buf), r._i, r._buf_pos
+                    memo[idx] = top(offset)
+                elif op == 0x65:  # APPENDS
+                    items = pop_mark(offset)
+                    target = top(offset)
+                    method_target(target, offset, "APPENDS")
+                    if isinstance(target, list):
+                        target.extend(items)
+                elif op == 0x5D:  # EMPTY_LIST
+                    stack.append(PList())
+                elif op == 0x4E:  # NONE
+                    stack.append(None)
+                elif op == 0x62:  # BUILD
+                    state = pop(offset)
+                    inst = top(offset)
+                    if isinstance(inst, Global):
+                        self._add(
+                            run, Severity.DANGEROUS, "build", inst.full,
+                            "BUILD sets attributes on an imported module, class or function "
+                            "(monkey-patching at load time)", offset,
+                        )
+                    elif isinstance(inst, Obj):
+                        inst.state = state
+                        if (
+                            isinstance(inst.func, Global)
+                            and inst.func.full == "joblib.numpy_pickle.NumpyArrayWrapper"
+                        ):
+                            r._i = i
+                            i = -1  # the reader is authoritative until the reload
+                            self._joblib_array(r, inst, offset, run)
+                            buf, n, i, base = r._buf, len(r._buf), r._i, r._buf_pos
+                elif op == 0x81:  # NEWOBJ
+                    args = pop(offset)
+                    cls = pop(offset)
+                    do_call(cls, offset, "NEWOBJ")
+                    stack.append(Obj(cls, args))
+                elif op == 0x61:  # APPEND
+                    value = pop(offset)
+                    target = top(offset)
+                    method_target(target, offset, "APPEND")
+                    if isinstance(target, list):
+                        target.append(value)
+                elif op == 0x73:  # SETITEM
+                    value = pop(offset)
+                    key = pop(offset)
+                    target = top(offset)
+                    method_target(target, offset, "SETITEM")
+                    if isinstance(target, PDict):
+                        target.items.append((key, value))
+                elif op == 0x2E:  # STOP
+                    r._i = i
+                    run.value = pop(offset)
+                    run.stopped = True
+                    run.opcodes = count
+                    return
+                elif op == 0x6F:  # OBJ
+                    items = pop_mark(offset)
+                    if not items:
+                        raise fail("OBJ without a class", offset)
+                    do_call(items[0], offset, "OBJ")
+                    stack.append(Obj(items[0], tuple(items[1:])))
+                elif op == 0x92:  # NEWOBJ_EX
+                    kwargs = pop(offset)
+                    args = pop(offset)
+                    cls = pop(offset)
+                    do_call(cls, offset, "NEWOBJ_EX")
+                    stack.append(Obj(cls, args, kwargs=kwargs))
+                elif op == 0x30:  # POP
+                    if marks and marks[-1] >= len(stack):
+                        marks.pop()
+                    else:
+                        pop(offset)
+                elif op == 0x31:  # POP_MARK
+                    pop_mark(offset)
+                elif op == 0x32:  # DUP
+                    stack.append(top(offset))
+                elif op == 0x8F:  # EMPTY_SET
+                    stack.append(PSet())
+                elif op == 0x6C:  # LIST
+                    stack.append(PList(pop_mark(offset)))
+                elif op == 0x91:  # FROZENSET
+                    stack.append(tuple(pop_mark(offset)))
+                elif op == 0x64:  # DICT
+                    items = pop_mark(offset)
+                    if len(items) % 2:
+                        raise fail("odd number of items for DICT", offset)
+                    stack.append(PDict(list(zip(items[0::2], items[1::2], strict=True))))
+                elif op == 0x90:  # ADDITEMS
+                    items = pop_mark(offset)
+                    target = top(offset)
+                    method_target(target, offset, "ADDITEMS")
+                    if isinstance(target, PSet):
+                        target.extend(items)
+                elif op == 0x97:  # NEXT_BUFFER
+                    stack.append(Opaque("buffer"))
+                elif op == 0x98:  # READONLY_BUFFER
+                    top(offset)
                 else:
-                    pop(offset)
-            elif op == 0x31:  # POP_MARK
-                pop_mark(offset)
-            elif op == 0x32:  # DUP
-                stack.append(top(offset))
-            elif op == 0x8F:  # EMPTY_SET
-                stack.append(PSet())
-            elif op == 0x6C:  # LIST
-                stack.append(PList(pop_mark(offset)))
-            elif op == 0x91:  # FROZENSET
-                stack.append(tuple(pop_mark(offset)))
-            elif op == 0x64:  # DICT
-                items = pop_mark(offset)
-                if len(items) % 2:
-                    raise fail("odd number of items for DICT", offset)
-                stack.append(PDict(list(zip(items[0::2], items[1::2], strict=True))))
-            elif op == 0x90:  # ADDITEMS
-                items = pop_mark(offset)
-                target = top(offset)
-                method_target(target, offset, "ADDITEMS")
-                if isinstance(target, PSet):
-                    target.extend(items)
-            elif op == 0x49:  # INT
-                stack.append(self._parse_int(readline(max_line), offset))
-            elif op == 0x4C:  # LONG
-                line = readline(max_line)
-                if line.endswith(b"L"):
-                    line = line[:-1]
-                try:
-                    stack.append(int(line) if len(line) <= 4300 else Opaque("int"))
-                except ValueError as exc:
-                    raise fail("LONG argument is not an integer", offset) from exc
-            elif op == 0x8A:  # LONG1
-                n = read(1)[0]
-                stack.append(int.from_bytes(read(n), "little", signed=True))
-            elif op == 0x8B:  # LONG4
-                (n,) = unpack_i(read(4))
-                if n < 0:
-                    raise fail("LONG pickle has negative byte count", offset)
-                if n > 1024:
-                    r.skip(n)
-                    stack.append(Opaque("int"))
-                else:
-                    stack.append(int.from_bytes(read(n), "little", signed=True))
-            elif op == 0x46:  # FLOAT
-                line = readline(max_line)
-                try:
-                    stack.append(float(line))
-                except ValueError as exc:
-                    raise fail("could not convert FLOAT argument", offset) from exc
-            elif op == 0x47:  # BINFLOAT
-                stack.append(struct.unpack(">d", read(8))[0])
-            elif op == 0x8D:  # BINUNICODE8
-                stack.append(read_string(unpack_Q(read(8))[0], offset, "BINUNICODE8"))
-            elif op == 0x56:  # UNICODE
-                line = readline(max_line)
-                try:
-                    stack.append(line.decode("raw-unicode-escape"))
-                except UnicodeDecodeError as exc:
-                    raise fail("UNICODE argument is not raw-unicode-escape", offset) from exc
-            elif op == 0x53:  # STRING
-                stack.append(self._parse_string(readline(max_line), offset))
-            elif op == 0x54:  # BINSTRING
-                (n,) = unpack_i(read(4))
-                stack.append(self._decode_binstring(n, r, offset))
-            elif op == 0x55:  # SHORT_BINSTRING
-                stack.append(self._decode_binstring(read(1)[0], r, offset))
-            elif op == 0x42:  # BINBYTES
-                stack.append(read_bytes(unpack_I(read(4))[0], offset, "bytes"))
-            elif op == 0x43:  # SHORT_BINBYTES
-                stack.append(read_bytes(read(1)[0], offset, "bytes"))
-            elif op == 0x8E:  # BINBYTES8
-                stack.append(read_bytes(unpack_Q(read(8))[0], offset, "bytes"))
-            elif op == 0x96:  # BYTEARRAY8
-                stack.append(read_bytes(unpack_Q(read(8))[0], offset, "bytearray"))
-            elif op == 0x97:  # NEXT_BUFFER
-                stack.append(Opaque("buffer"))
-            elif op == 0x98:  # READONLY_BUFFER
-                top(offset)
-            else:
-                raise fail(f"invalid load key, {bytes([op])!r}", offset)
+                    # -- 2. opcodes that read through the reader ------------------------------
+                    r._i = i
+                    i = -1  # the reader is authoritative until the reload
+                    if op == 0x63:  # GLOBAL
+                        module = text_str(readline(max_line), offset)
+                        name = text_str(readline(max_line), offset)
+                        stack.append(do_import(module, name, offset, "GLOBAL"))
+                    elif op == 0x95:  # FRAME
+                        (length,) = unpack_Q(read(8))
+                        remaining = r.remaining()
+                        if remaining is not None and length > remaining:
+                            raise fail(
+                                f"FRAME declares {length} bytes but only {remaining} follow "
+                                "(the C unpickler stops here)", offset,
+                            )
+                    elif op == 0x80:  # PROTO
+                        proto = read(1)[0]
+                        if proto > HIGHEST_PROTOCOL:
+                            raise fail(f"unsupported pickle protocol: {proto}", offset)
+                        run.protocol = proto
+                    elif op == 0x6A:  # LONG_BINGET
+                        (idx,) = unpack_I(read(4))
+                        if idx not in memo:
+                            raise fail(f"memo key {idx} not found (GET before PUT)", offset)
+                        stack.append(memo[idx])
+                    elif op == 0x67:  # GET
+                        try:
+                            idx = int(readline(max_line))
+                        except ValueError as exc:
+                            raise fail("GET argument is not an integer", offset) from exc
+                        if idx not in memo:
+                            raise fail(f"memo key {idx} not found (GET before PUT)", offset)
+                        stack.append(memo[idx])
+                    elif op == 0x69:  # INST
+                        module = text_str(readline(max_line), offset)
+                        name = text_str(readline(max_line), offset)
+                        args = pop_mark(offset)
+                        cls = do_import(module, name, offset, "INST")
+                        stack.append(Obj(cls, tuple(args)))
+                    elif op in (0x82, 0x83, 0x84):  # EXT1 / EXT2 / EXT4
+                        size = {0x82: 1, 0x83: 2, 0x84: 4}[op]
+                        code = int.from_bytes(read(size), "little", signed=size == 4)
+                        self._add(
+                            run, Severity.SUSPICIOUS, "import", f"<extension {code}>",
+                            "EXT opcode imports whatever the loading process registered under this "
+                            "code (copyreg extension registry)", offset,
+                        )
+                        stack.append(Opaque("extension"))
+                    elif op == 0x50:  # PERSID
+                        pid = readline(max_line).decode("ascii", "replace")
+                        run.persistent_ids.append(pid)
+                        stack.append(Persistent(pid))
+                    elif op == 0x70:  # PUT
+                        line = readline(max_line)
+                        try:
+                            idx = int(line)
+                        except ValueError as exc:
+                            raise fail("PUT argument is not an integer", offset) from exc
+                        if idx < 0:
+                            raise fail("negative PUT argument", offset)
+                        memo[idx] = top(offset)
+                    elif op == 0x49:  # INT
+                        stack.append(self._parse_int(readline(max_line), offset))
+                    elif op == 0x4C:  # LONG
+                        line = readline(max_line)
+                        if line.endswith(b"L"):
+                            line = line[:-1]
+                        try:
+                            stack.append(int(line) if len(line) <= 4300 else Opaque("int"))
+                        except ValueError as exc:
+                            raise fail("LONG argument is not an integer", offset) from exc
+                    elif op == 0x8A:  # LONG1
+                        size = read(1)[0]
+                        stack.append(int.from_bytes(read(size), "little", signed=True))
+                    elif op == 0x8B:  # LONG4
+                        (size,) = unpack_i(read(4))
+                        if size < 0:
+                            raise fail("LONG pickle has negative byte count", offset)
+                        if size > 1024:
+                            r.skip(size)
+                            stack.append(Opaque("int"))
+                        else:
+                            stack.append(int.from_bytes(read(size), "little", signed=True))
+                    elif op == 0x46:  # FLOAT
+                        line = readline(max_line)
+                        try:
+                            stack.append(float(line))
+                        except ValueError as exc:
+                            raise fail("could not convert FLOAT argument", offset) from exc
+                    elif op == 0x47:  # BINFLOAT
+                        stack.append(struct.unpack(">d", read(8))[0])
+                    elif op == 0x8D:  # BINUNICODE8
+                        stack.append(read_string(unpack_Q(read(8))[0], offset, "BINUNICODE8"))
+                    elif op == 0x56:  # UNICODE
+                        line = readline(max_line)
+                        try:
+                            stack.append(line.decode("raw-unicode-escape"))
+                        except UnicodeDecodeError as exc:
+                            raise fail(
+                                "UNICODE argument is not raw-unicode-escape", offset
+                            ) from exc
+                    elif op == 0x53:  # STRING
+                        stack.append(self._parse_string(readline(max_line), offset))
+                    elif op == 0x54:  # BINSTRING
+                        (size,) = unpack_i(read(4))
+                        stack.append(self._decode_binstring(size, r, offset))
+                    elif op == 0x55:  # SHORT_BINSTRING
+                        stack.append(self._decode_binstring(read(1)[0], r, offset))
+                    elif op == 0x42:  # BINBYTES
+                        stack.append(read_bytes(unpack_I(read(4))[0], offset, "bytes"))
+                    elif op == 0x43:  # SHORT_BINBYTES
+                        stack.append(read_bytes(read(1)[0], offset, "bytes"))
+                    elif op == 0x8E:  # BINBYTES8
+                        stack.append(read_bytes(unpack_Q(read(8))[0], offset, "bytes"))
+                    elif op == 0x96:  # BYTEARRAY8
+                        stack.append(read_bytes(unpack_Q(read(8))[0], offset, "bytearray"))
+                    else:
+                        raise fail(f"invalid load key, {bytes([op])!r}", offset)
+                    buf = r._buf
+                    n = len(buf)
+                    i = r._i
+                    base = r._buf_pos
+        except PickleError:
+            if i >= 0:  # raised on the local cursor: hand the position back (callers read on)
+                r._i = i
+            raise
 
     # -- opcode argument parsing ----------------------------------------------------------------
     @staticmethod
