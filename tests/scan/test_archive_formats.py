@@ -20,6 +20,7 @@ import py7zr
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from py7zr.properties import FILTER_DEFLATE64
 from scan_corpus import _repack_zip, _sevenzip, build_corpus
 
 from weightvault.scan import FileResult, ScanLimits, Severity, scan_file
@@ -427,3 +428,25 @@ def test_archived_payloads_are_live_when_extracted_and_unpickled(tmp_path: Path)
                     str(by_name["sevenzip_payload.7z"].path)], check=True, cwd=tmp_path,
                    capture_output=True, timeout=120)
     assert all(s.marker is not None and s.marker.exists() for s in samples)
+
+
+@pytest.mark.parametrize("coder", [py7zr.FILTER_DEFLATE, FILTER_DEFLATE64])
+def test_large_7z_deflate_folders_are_not_expanded(tmp_path: Path, coder: int) -> None:
+    """py7zr cannot cap Deflate output: a large Deflate folder is an error, never clean."""
+    buffer = io.BytesIO()
+    with py7zr.SevenZipFile(buffer, "w", filters=[{"id": coder}]) as archive:
+        archive.writestr(os.urandom(200 << 10), "weights.bin")  # incompressible: 200 KiB packed
+        archive.writestr(EVIL, "model.pkl")
+    result = scan_file(_write(tmp_path, "big-deflate.7z", buffer.getvalue()))
+    assert "cannot be bounded in memory" in _one_error(result)
+    assert "Deflate" in result.errors[0]
+
+
+@pytest.mark.parametrize("coder", [py7zr.FILTER_DEFLATE, FILTER_DEFLATE64])
+def test_small_7z_deflate_folders_are_scanned(tmp_path: Path, coder: int) -> None:
+    buffer = io.BytesIO()
+    with py7zr.SevenZipFile(buffer, "w", filters=[{"id": coder}]) as archive:
+        archive.writestr(EVIL, "model.pkl")
+    result = scan_file(_write(tmp_path, "small-deflate.7z", buffer.getvalue()))
+    assert not result.errors
+    assert result.status == "dangerous"

@@ -40,6 +40,11 @@ __all__ = ["scan_7z"]
 
 _SIGNATURE_HEADER = 32
 _MAX_LINK_TARGET = 4096
+#: py7zr's Deflate and Deflate64 decoders ignore the output limit it passes them: one read block
+#: of packed bytes (about 1 MiB) could expand to about 1 GB in memory before our writer's cap sees
+#: a byte. Folders using them are expanded only when their packed size bounds that (1032:1).
+_UNBOUNDED_CODERS = {b"\x04\x01\x08": "Deflate", b"\x04\x01\x09": "Deflate64"}
+_MAX_UNBOUNDED_PACKED = 64 << 10
 
 
 class _Member:
@@ -175,6 +180,13 @@ def scan_7z(
             ctx.error(location, "encrypted 7z archive: its members cannot be scanned; decrypt "
                       "it and scan the contents")
             return "7z"
+        coder = _unbounded_folder(archive)
+        if coder is not None:
+            ctx.error(location, f"7z folder compressed with {coder} is larger than "
+                      f"{_MAX_UNBOUNDED_PACKED >> 10} KiB packed; not expanded, because its "
+                      "output cannot be bounded in memory (repack with LZMA2, or unpack and "
+                      "scan the files)")
+            return "7z"
         files = list(archive.files)
         if len(files) > ctx.limits.max_archive_members:
             ctx.error(location, f"7z has {len(files)} members, over the limit of "
@@ -216,6 +228,24 @@ def scan_7z(
                     ctx.error(location, f"7z: cannot extract: {_describe(exc)}")
             factory.finish()  # the last member (or what a failing one produced: still scanned)
     return "7z"
+
+
+def _unbounded_folder(archive: py7zr.SevenZipFile) -> str | None:
+    """The name of a decoder whose output py7zr cannot cap, if a large folder uses one."""
+    streams = getattr(archive.header, "main_streams", None)
+    if streams is None or streams.unpackinfo is None or streams.packinfo is None:
+        return None
+    packed_sizes = list(streams.packinfo.packsizes or [])
+    position = 0
+    for folder in streams.unpackinfo.folders:
+        packed_streams = max(1, len(getattr(folder, "packed_indices", None) or [0]))
+        packed = sum(packed_sizes[position : position + packed_streams])
+        position += packed_streams
+        for coder in folder.coders:
+            name = _UNBOUNDED_CODERS.get(bytes(coder.get("method", b"")))
+            if name is not None and packed > _MAX_UNBOUNDED_PACKED:
+                return name
+    return None
 
 
 def _plan(
