@@ -58,6 +58,8 @@ _TORCH_METADATA = frozenset(
 )
 _TORCH_METADATA_VALUE = re.compile(rb"^[0-9A-Za-z_.]{0,63}\n?$")
 _LOCAL_READ = 30 + 512
+#: Local file header fields the scanner uses: signature, flags, name length, extra length.
+_LOCAL_HEADER = struct.Struct("<4s2xH18xHH")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -185,7 +187,9 @@ class _Entry:
         return self.filename.endswith("/")
 
 
-_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+#: Central directory header fields the scanner uses: signature, flags, method, compressed and
+#: uncompressed sizes, name / extra / comment lengths, local header offset (46 bytes in all).
+_CENTRAL = struct.Struct("<4s4xHH8xLLHHH8xL")
 
 
 def _fast_central_directory(raw: BinaryIO, start: int, end: int) -> list[_Entry] | None:
@@ -220,11 +224,11 @@ def _fast_central_directory(raw: BinaryIO, start: int, end: int) -> list[_Entry]
     for _ in range(entries):
         if pos + 46 > cd_size:
             return None
-        fields = _CENTRAL.unpack_from(blob, pos)
-        if fields[0] != b"PK\x01\x02":
+        (
+            signature, flags, method, csize, usize, name_len, extra_len, comment_len, offset
+        ) = _CENTRAL.unpack_from(blob, pos)
+        if signature != b"PK\x01\x02":
             return None
-        flags, method, csize, usize = fields[5], fields[6], fields[10], fields[11]
-        name_len, extra_len, comment_len, offset = fields[12], fields[13], fields[14], fields[18]
         if 0xFFFFFFFF in (csize, usize, offset):
             return None
         raw_name = blob[pos + 46 : pos + 46 + name_len]
@@ -359,11 +363,13 @@ def _scan_zip_member(
     header_at = start + info.header_offset
     # (zipfile's offsets can be negative on hostile archives: no local header there either)
     header = _pread(raw, _LOCAL_READ, header_at) if header_at >= start else b""
-    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+    if len(header) < 30:
         ctx.error(location, "zip member has no local header at its recorded offset")
         return
-    (flags,) = struct.unpack("<H", header[6:8])
-    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    signature, flags, name_len, extra_len = _LOCAL_HEADER.unpack_from(header)
+    if signature != b"PK\x03\x04":
+        ctx.error(location, "zip member has no local header at its recorded offset")
+        return
     local_name = header[30 : 30 + name_len]
     if len(local_name) < name_len:
         raw.seek(header_at + 30)
@@ -444,8 +450,6 @@ def _scan_zip_member_data(
     ctx: FileContext, raw: BinaryIO, info: zipfile.ZipInfo | _Entry, header: bytes,
     header_at: int, data_start: int, data_end: int, location: str, fmt: str, depth: int,
 ) -> None:
-    from weightvault.scan.formats.pickle import PickleError, PickleMachine
-
     compression = info.compress_type
     # 2. PyTorch storages are raw tensor bytes: only a pickle hidden there is of interest.
     if fmt in ("pytorch-zip", "torchscript") and _STORAGE_MEMBER.search(info.filename):
@@ -461,6 +465,8 @@ def _scan_zip_member_data(
             head = raw.read(2)
         stored = compression == ZIP_STORED
         if stored and len(head) == 2 and head[0] == 0x80 and head[1] <= 5:
+            from weightvault.scan.formats.pickle import PickleError, PickleMachine
+
             machine = PickleMachine(ctx, location)
             try:
                 run = machine.run_one(ByteReader(raw, data_start, data_end))
