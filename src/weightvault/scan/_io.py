@@ -13,6 +13,9 @@ from typing import BinaryIO, Protocol
 __all__ = ["ByteReader", "DecompressingStream", "LimitExceeded", "RawStream", "Truncated"]
 
 _CHUNK = 1 << 16
+#: The first refill of a reader is small: most formats are told apart by their first bytes and
+#: then read elsewhere (a zip by its central directory), so 64 KiB would mostly be wasted copying.
+_FIRST_CHUNK = 1 << 12
 
 
 class Truncated(Exception):
@@ -35,7 +38,7 @@ class ByteReader:
     (unknown length, e.g. a decompression stream).
     """
 
-    __slots__ = ("_buf", "_buf_pos", "_end", "_i", "_next", "_raw", "_seekable")
+    __slots__ = ("_buf", "_buf_pos", "_chunk", "_end", "_i", "_next", "_raw", "_seekable")
 
     def __init__(
         self, raw: RawStream | BinaryIO, start: int = 0, end: int | None = None, *,
@@ -48,6 +51,7 @@ class ByteReader:
         self._i = 0
         self._buf_pos = start  # file offset of _buf[0]
         self._next = start  # file offset of the next byte to fetch from raw
+        self._chunk = _FIRST_CHUNK  # refill size: _CHUNK after the first refill
 
     # -- position -------------------------------------------------------------------------------
     def tell(self) -> int:
@@ -72,7 +76,8 @@ class ByteReader:
         parts = [keep]
         have = len(keep)
         while have < want:
-            size = max(_CHUNK, want - have)
+            size = max(self._chunk, want - have)
+            self._chunk = _CHUNK
             if self._end is not None:
                 size = min(size, self._end - self._next)
                 if size <= 0:

@@ -13,6 +13,8 @@ from typing import BinaryIO
 
 from weightvault.scan._engine import FileContext
 from weightvault.scan._io import ByteReader, Truncated
+from weightvault.scan.formats import archive
+from weightvault.scan.formats.pickle import looks_like_pickle_start, scan_pickle_file
 from weightvault.scan.policy import Severity
 
 __all__ = ["RegionFile", "scan_reader"]
@@ -85,9 +87,6 @@ def scan_reader(
     ctx: FileContext, r: ByteReader, raw: BinaryIO, location: str, *, name: str, depth: int,
 ) -> str:
     """Detect the format of ``r`` (a seekable region of ``raw``) and scan it; returns the format."""
-    from weightvault.scan.formats import archive
-    from weightvault.scan.formats.pickle import looks_like_pickle_start, scan_pickle_file
-
     start = r.tell()
     end = r.end if r.end is not None else start
     size = end - start
