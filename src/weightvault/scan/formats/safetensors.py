@@ -42,6 +42,7 @@ DTYPE_BITS = {
 }
 DTYPE_SIZES = {k: v // 8 for k, v in DTYPE_BITS.items() if v % 8 == 0}
 _MAX_HEADER = 100_000_000
+_TENSOR_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
 
 
 def check_header(header: Any, data_size: int) -> list[str]:
@@ -55,36 +56,43 @@ def check_header(header: Any, data_size: int) -> list[str]:
             if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
                 problems.append("__metadata__ must map strings to strings")
             continue
-        where = f"tensor {name!r}"
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            problems.append(f"{where}: expected exactly dtype, shape and data_offsets")
+        # (a model has thousands of tensors: the checks are written out, messages made lazily)
+        if not isinstance(entry, dict) or entry.keys() != _TENSOR_FIELDS:
+            problems.append(f"tensor {name!r}: expected exactly dtype, shape and data_offsets")
             continue
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if dtype not in DTYPE_BITS:
-            problems.append(f"{where}: unknown dtype {dtype!r}")
+            problems.append(f"tensor {name!r}: unknown dtype {dtype!r}")
             continue
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            problems.append(f"{where}: shape is not a list of non-negative integers")
+        count = 1
+        good = isinstance(shape, list)
+        if good:
+            for dim in shape:
+                if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+                    good = False
+                    break
+                count *= dim
+        if not good:
+            problems.append(f"tensor {name!r}: shape is not a list of non-negative integers")
             continue
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-        ):
-            problems.append(f"{where}: data_offsets is not [begin, end]")
+        if not isinstance(offsets, list) or len(offsets) != 2:
+            problems.append(f"tensor {name!r}: data_offsets is not [begin, end]")
             continue
         begin, end = offsets
-        count = 1
-        for dim in shape:
-            count *= dim
-        bits = count * DTYPE_BITS[dtype]
-        if not 0 <= begin <= end <= data_size:
-            problems.append(f"{where}: data_offsets {offsets} outside the data ({data_size} bytes)")
+        if (
+            not isinstance(begin, int) or isinstance(begin, bool)
+            or not isinstance(end, int) or isinstance(end, bool)
+        ):
+            problems.append(f"tensor {name!r}: data_offsets is not [begin, end]")
             continue
+        if not 0 <= begin <= end <= data_size:
+            problems.append(
+                f"tensor {name!r}: data_offsets {offsets} outside the data ({data_size} bytes)"
+            )
+            continue
+        bits = count * DTYPE_BITS[dtype]
         if bits % 8 or (end - begin) != bits // 8:
-            problems.append(f"{where}: {end - begin} bytes for shape {shape} of {dtype}")
+            problems.append(f"tensor {name!r}: {end - begin} bytes for shape {shape} of {dtype}")
             continue
         spans.append((begin, end, name))
     if problems:
