@@ -10,6 +10,11 @@ The peers live in their own virtual environment (they would downgrade packages o
 one): ``python -m venv bench-data/peers-venv && bench-data/peers-venv/bin/pip install picklescan
 modelscan fickling numpy typing_extensions``.
 
+The headline ``weightvault`` row is the ``weightvault scan`` console script, what users run (its
+``scan`` command skips the Typer shell: ``weightvault.cli:main``); ratios and targets are computed
+from it. ``weightvault (python -m weightvault.scan)`` is the same scanner started as a module, for
+comparison.
+
 Usage: ``.venv/bin/python benchmarks/scanning.py [--gb 1] [--torch-gb 2] [--files 300]``
 """
 
@@ -35,8 +40,10 @@ sys.path.insert(0, str(REPO / "tests" / "scan"))
 
 from scan_corpus import Sample, build_corpus  # noqa: E402
 
-WEIGHTVAULT = [str(REPO / ".venv" / "bin" / "python"), "-m", "weightvault.scan"]
-WEIGHTVAULT_TYPER = [str(REPO / ".venv" / "bin" / "weightvault"), "scan"]
+WEIGHTVAULT = [str(REPO / ".venv" / "bin" / "weightvault"), "scan"]  # the console script
+WEIGHTVAULT_MODULE = [str(REPO / ".venv" / "bin" / "python"), "-m", "weightvault.scan"]
+HEADLINE = "weightvault"
+PEERS = ("picklescan", "modelscan", "fickling")
 MEMORY_LIMIT = 8 << 30  # peers that need more than this fail (the machine is shared)
 TIMEOUT = 600
 
@@ -52,8 +59,8 @@ class Tool:
 def _tools(peers: Path) -> list[Tool]:
     bin_dir = peers / "bin"
     return [
-        Tool("weightvault", lambda p: [*WEIGHTVAULT, str(p)]),
-        Tool("weightvault-typer", lambda p: [*WEIGHTVAULT_TYPER, str(p)]),
+        Tool(HEADLINE, lambda p: [*WEIGHTVAULT, str(p)]),
+        Tool("weightvault (python -m weightvault.scan)", lambda p: [*WEIGHTVAULT_MODULE, str(p)]),
         Tool("weightvault --workers 2", lambda p: [*WEIGHTVAULT, "--workers", "2", str(p)],
              folder_only=True),
         Tool("picklescan", lambda p: [str(bin_dir / "picklescan"), "-p", str(p)]),
@@ -112,7 +119,9 @@ def verdict(tool: str, run: Run) -> str:
 
 
 def detection(samples: list[Sample], tools: list[Tool], cwd: Path) -> dict[str, dict[str, str]]:
-    tools = [t for t in tools if not t.folder_only and t.name != "weightvault-typer"]
+    # One weightvault row: the other rows run the same scanner (same verdicts), only started
+    # differently.
+    tools = [t for t in tools if t.name == HEADLINE or not t.name.startswith("weightvault")]
     results: dict[str, dict[str, str]] = {t.name: {} for t in tools}
     jobs = [(tool, sample) for tool in tools for sample in samples]
 
@@ -191,23 +200,23 @@ def speed_case(title: str, target: Path, tools: list[Tool], cwd: Path, repeats: 
         note = "timeout" if run.output == "timeout" else verdict(tool.name, run)
         print(f"| {tool.name} | {run.rc} | {run.seconds:.2f} | {run.cpu_seconds:.2f} "
               f"| {run.max_rss_mb:.0f} | {note} |")
-    ours = runs["weightvault"].seconds
+    ours = runs[HEADLINE].seconds
     peers = {n: r for n, r in runs.items() if not n.startswith("weightvault")}
     usable = {n: r for n, r in peers.items() if verdict(n, r) == "clean"}
     pool = usable or peers
     fastest_name = min(pool, key=lambda n: pool[n].seconds)
     fastest = pool[fastest_name].seconds
     ratio = fastest / ours if ours else float("inf")
-    ours_cpu = runs["weightvault"].cpu_seconds or 0.01
+    ours_cpu = runs[HEADLINE].cpu_seconds or 0.01
     fastest_cpu = min(r.cpu_seconds for r in pool.values())
     target_text = f" (target >= {target_ratio:g}x)" if target_ratio else ""
     print(f"\nratio (wall): fastest peer that finished clean ({fastest_name}, {fastest:.2f} s) / "
-          f"weightvault ({ours:.2f} s) = **{ratio:.2f}x**{target_text}")
+          f"weightvault scan, the console script ({ours:.2f} s) = **{ratio:.2f}x**{target_text}")
     print(f"ratio (CPU, robust on a shared machine): {fastest_cpu:.2f} s / {ours_cpu:.2f} s = "
           f"**{fastest_cpu / ours_cpu:.2f}x**; weightvault peak RSS "
-          f"{runs['weightvault'].max_rss_mb:.0f} MB")
+          f"{runs[HEADLINE].max_rss_mb:.0f} MB")
     for name, run in runs.items():
-        if name != "weightvault":
+        if name != HEADLINE:
             print(f"- {name}: {run.seconds / ours:.2f}x the weightvault wall time, "
                   f"{run.cpu_seconds / ours_cpu:.2f}x its CPU time")
 
@@ -271,12 +280,15 @@ def main() -> None:
           f"{load[2]:.2f} (shared with other work; timings are noisy)")
     tools = _tools(args.peers)
     versions = {}
-    for tool in tools[3:]:
+    for tool in (t for t in tools if t.name in PEERS):
         out = subprocess.run([str(args.peers / "bin" / "python"), "-m", "pip", "show", tool.name],
                              capture_output=True, text=True, check=False).stdout
         versions[tool.name] = next((ln.split()[-1] for ln in out.splitlines()
                                     if ln.startswith("Version")), "?")
     print("peers: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    shown = " ".join([Path(WEIGHTVAULT[0]).name, *WEIGHTVAULT[1:]])
+    print(f"{HEADLINE}: `{shown}`"
+          " (the console script; ratios are computed from this row)")
     # pip byte-compiles installed packages (the peers); this checkout is an editable install and
     # the environment may set PYTHONDONTWRITEBYTECODE, so compile ours too for a fair start-up.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src" / "weightvault")],
@@ -325,6 +337,8 @@ def main() -> None:
                        args.repeats, 2.0)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+    load = os.getloadavg()
+    print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 if __name__ == "__main__":
