@@ -309,18 +309,19 @@ def scan_zip(
         seen: set[str] = set()
         total_declared = 0
         for info in infos:
-            member_loc = join_location(location, info.filename)
-            if info.filename in seen:
+            filename = info.filename
+            member_loc = join_location(location, filename)
+            if filename in seen:
                 ctx.find(
-                    Severity.SUSPICIOUS, "archive", info.filename,
+                    Severity.SUSPICIOUS, "archive", filename,
                     "duplicate member name: readers disagree on which copy they load",
                     member_loc,
                 )
-            seen.add(info.filename)
-            problem = unsafe_member_name(info.filename)
+            seen.add(filename)
+            problem = unsafe_member_name(filename)
             if problem:
                 ctx.find(
-                    Severity.DANGEROUS, "archive", info.filename,
+                    Severity.DANGEROUS, "archive", filename,
                     f"path traversal in member name ({problem}): extraction writes outside "
                     "the target folder", member_loc,
                 )
@@ -401,11 +402,16 @@ def _scan_zip_member(
     if data_end > end:
         ctx.error(location, "zip member data runs past the end of the archive")
         return
+    if not encrypted:
+        _scan_zip_member_data(
+            ctx, raw, info, header, header_at, data_start, data_end, location, fmt, depth,
+        )
+        return
     errors_before, formats_before = len(ctx.errors), len(ctx.formats)
     _scan_zip_member_data(
         ctx, raw, info, header, header_at, data_start, data_end, location, fmt, depth,
     )
-    if encrypted and (
+    if (
         len(ctx.errors) > errors_before
         or all(f in ("data", "unknown", "empty") for f in ctx.formats[formats_before:])
     ):
