@@ -117,6 +117,8 @@ CASES: list[tuple[str, list[str], int]] = [
     ("path that looks like an option", ["-1"], 2),
     ("double dash", ["--", "-1", "clean.pkl"], 2),
     ("bad allow entry", ["--allow", "bad name", "clean.pkl"], 2),
+    ("help in a cluster of short options", ["-vh", "clean.pkl"], 0),
+    ("allow value that looks like help", ["--allow=-h", "clean.pkl"], 0),
 ]
 
 

@@ -5,8 +5,9 @@ lean scanner entry (:mod:`weightvault.scan.__main__`: argparse, no Typer, click 
 start-up), because the scanner is run once per file by CI loops and pre-commit hooks, where
 start-up is most of the time. Everything else goes to the Typer application
 (:mod:`weightvault.cli.app`), and so does ``scan`` with ``-h``/``--help`` (Typer's help), with a
-``--`` separator, or with arguments the lean parser refuses: the Typer command then reports them,
-so usage errors read the same whichever way they came.
+``--`` separator, or with arguments the lean parser refuses or that ask for help in a cluster
+(``-vh``): the Typer command then handles them, so help and usage errors read the same whichever
+way they came.
 
 This module imports only the standard library at load time.
 """
@@ -29,9 +30,7 @@ def run(argv: Sequence[str]) -> int:
     if args[:1] == ["scan"] and _TYPER_ONLY.isdisjoint(args[1:]):
         from weightvault.scan.__main__ import main as scan_main
 
-        return scan_main(
-            args[1:], prog="weightvault scan", usage_error=lambda _message: _typer(args)
-        )
+        return scan_main(args[1:], prog="weightvault scan", fallback=lambda: _typer(args))
     return _typer(args)
 
 

@@ -40,6 +40,10 @@ class _ArgumentError(Exception):
     """A usage error found while parsing the command line (the message has no ``error:``)."""
 
 
+class _HelpRequested(Exception):
+    """``-h``/``--help``, alone or in a cluster of short options (``-vh``)."""
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
     import argparse
 
@@ -62,7 +66,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "Exit codes: 0 clean, 1 findings at or above --fail-on, 2 a file could not be scanned.",
         allow_abbrev=False,  # click matches option names exactly
         formatter_class=Formatter,
+        add_help=False,  # help is a flag here, so that the console script can leave it to Typer
     )
+    parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     parser.add_argument("paths", nargs="*", help="model files or folders")
     parser.add_argument("--json", action="store_true", help="print a JSON report")
     parser.add_argument("--sarif", action="store_true", help="print a SARIF 2.1.0 report")
@@ -76,9 +82,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None, prog: str = _PROG) -> argparse.Namespace:
-    """Parse the ``scan`` arguments; raises :class:`_ArgumentError` for a usage error."""
+    """Parse the ``scan`` arguments; raises :class:`_ArgumentError` for a usage error and
+    :class:`_HelpRequested` for ``-h``/``--help``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = _parser(prog).parse_intermixed_args(args_list)
+    if args.help:
+        raise _HelpRequested
     if not args.paths:
         raise _ArgumentError("Missing argument 'PATHS...'.")
     if "--" not in args_list:
@@ -109,23 +118,26 @@ def main(
     argv: Sequence[str] | None = None,
     *,
     prog: str = _PROG,
-    usage_error: Callable[[str], int] | None = None,
+    fallback: Callable[[], int] | None = None,
 ) -> int:
     """Run the scan command; returns the exit code (errors become one line on stderr).
 
-    ``usage_error`` handles a command line the parser refuses (the console script passes one
-    that lets the Typer command parse and report it); by default the message is printed as
-    ``error: ... (see --help)`` and the exit code is 2.
+    ``fallback`` runs instead when the arguments ask for help or the parser refuses them (the
+    console script passes one that lets the Typer command print its help or word the usage
+    error). Without it, help is argparse's and a usage error is ``error: ... (see --help)``,
+    exit code 2.
     """
     try:
         args = parse_args(argv, prog)
+    except _HelpRequested:
+        if fallback is not None:
+            return fallback()
+        _parser(prog).print_help()
+        return 0
     except _ArgumentError as exc:
-        message = " ".join(str(exc).split())
-        if usage_error is not None:
-            return usage_error(message)
-        return _fail(f"{message} (see --help)", 2)
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
+        if fallback is not None:
+            return fallback()
+        return _fail(f"{' '.join(str(exc).split())} (see --help)", 2)
     return _guarded(lambda: _scan(args))
 
 
