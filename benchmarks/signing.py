@@ -6,13 +6,15 @@ Builds a synthetic model (default: four 1 GB files plus one 4 GB file, as in iss
 * ``weightvault sign`` / ``verify`` (the CLI, process start-up included);
 * model-signing 1.1 ``sign`` / ``verify`` with the same method (EC key) and hash settings (its
   CLI for the default case, its Python API in a child process where the CLI has no option);
-* the machine's hashing limit: one core's speed for each hash, measured with the same library,
-  times the ideal schedule over the available cores (a file cannot be split in ``files`` mode, so
-  the limit is ``max(largest item / speed, total / (cores x speed))``). The speed is measured two
-  ways, both printed: over a 1 MiB cache-resident buffer (the hash function alone: no program can
-  feed it a model that fast, since a model does not fit in the CPU cache) and over buffers already
-  in RAM, hashed on every core at once (the fastest any program can hash bytes that are in memory:
-  no reading, no copying, no page mapping). The second is the machine limit the targets use;
+* the machine's hashing limit, as the issue defines it: one core's speed for each hash, measured
+  with the same library over a 1 MiB cache-resident buffer, times the ideal schedule over the
+  available cores (a file cannot be split in ``files`` mode, so the limit is
+  ``max(largest item / speed, total / (cores x speed))``);
+* the *feed* limit: the same schedule at the speed of the simplest loop that gets page-cached
+  bytes to the hash on every core at once (read into a reused buffer, or map, whichever is
+  faster; not weightvault's code). A model does not fit in the CPU cache, so this is the most
+  any program that hashes files can do here; the gap between the two limits is the cost of
+  moving bytes from RAM to the core, which no implementation avoids;
 * the same engine in this process (``weightvault.hashing``, no process start-up), to separate the
   per-byte cost from the fixed cost of starting a CLI;
 * ``weightvault --help`` start-up time and the peak RSS of each weightvault process.
@@ -37,6 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -136,44 +139,73 @@ def per_core_speed(hash_type: str, seconds: float = 1.0) -> float:
     return best
 
 
-def ram_speed(hash_type: str, cores: int, buffer_mib: int = 256) -> float:
-    """Bytes/s per core when every core hashes its own RAM-resident buffer at the same time.
+def feed_speed(files: list[Path], hash_type: str, cores: int) -> tuple[float, str]:
+    """Bytes/s per core of the simplest loop that gets page-cached bytes to the hash, all cores
+    busy at once: each core hashes its own file, either read into a reused 1 MiB buffer or
+    mapped in 16 MiB windows; the faster way is kept (it is not weightvault's engine).
 
-    This is the limit for a model: its bytes are in RAM (the page cache), not in the CPU cache,
-    and all cores share the memory bus. Timed by each thread's CPU time (stalls on memory count,
-    other jobs on a shared machine do not); best of three rounds.
+    A model does not fit in the CPU cache, so its bytes must come from RAM; this is what that
+    costs on this machine, and no program that hashes files can beat it. Timed by each thread's
+    CPU time (kernel time included; other jobs on a shared machine do not count); best of two.
     """
+    import mmap
     import threading
 
     import blake3
 
-    block = os.urandom(1 << 20)
-    buffers = [bytearray(block) * buffer_mib for _ in range(cores)]  # touched: resident
-    best = 0.0
-    for _ in range(3):
-        speeds = [0.0] * cores
+    def new() -> Any:
+        if hash_type == "sha256":
+            return hashlib.sha256()
+        if hash_type == "blake2":
+            return hashlib.blake2b()
+        return blake3.blake3(max_threads=1)
 
-        def one(index: int, speeds: list[float] = speeds) -> None:
-            hasher = (
-                hashlib.sha256()
-                if hash_type == "sha256"
-                else hashlib.blake2b()
-                if hash_type == "blake2"
-                else blake3.blake3(max_threads=1)
-            )
-            view = memoryview(buffers[index])
+    def by_read(path: Path) -> float:
+        buffer = memoryview(bytearray(1 << 20))
+        hasher, offset = new(), 0
+        with open(path, "rb", buffering=0) as handle:
+            fd = handle.fileno()
             start = time.thread_time()
-            for offset in range(0, len(view), 16 << 20):
-                hasher.update(view[offset : offset + (16 << 20)])
-            speeds[index] = len(view) / (time.thread_time() - start)
+            while count := os.preadv(fd, [buffer], offset):
+                hasher.update(buffer[:count])
+                offset += count
+            return offset / (time.thread_time() - start)
 
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(cores)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        best = max(best, statistics.mean(speeds))
-    return best
+    def by_map(path: Path) -> float:
+        hasher, offset = new(), 0
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        with open(path, "rb", buffering=0) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            start = time.thread_time()
+            while offset < size:
+                length = min(16 << 20, size - offset)
+                window = mmap.mmap(
+                    handle.fileno(), length, flags=flags, prot=mmap.PROT_READ, offset=offset
+                )
+                with memoryview(window) as view:
+                    hasher.update(view)
+                window.close()
+                offset += length
+            return size / (time.thread_time() - start)
+
+    results: dict[str, float] = {}
+    for name, method in (("read", by_read), ("map", by_map)):
+        best = 0.0
+        for _ in range(2):
+            speeds = [0.0] * cores
+
+            def one(index: int, method: Any = method, speeds: list[float] = speeds) -> None:
+                speeds[index] = method(files[index % len(files)])
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(cores)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            best = max(best, statistics.mean(speeds))
+        results[name] = best
+    way = max(results, key=lambda k: results[k])
+    return results[way], way
 
 
 def engine_seconds(model: Path, sig_name: str, hash_type: str, method: str, shard: int) -> float:
@@ -197,16 +229,6 @@ def engine_seconds(model: Path, sig_name: str, hash_type: str, method: str, shar
         hash_jobs(jobs, hash_type)
         best = min(best, time.perf_counter() - start)
     return best
-
-
-def read_and_hash_speed(path: Path, hash_type: str) -> float:
-    """Bytes/s one core reads a page-cached file into a buffer and hashes it (no scheduling)."""
-    from weightvault.hashing import HashJob, hash_jobs
-
-    size = path.stat().st_size
-    start = time.process_time()
-    hash_jobs([HashJob(path, path.name, size)], hash_type, max_workers=1)
-    return size / (time.process_time() - start)
 
 
 def machine_limit(
@@ -350,33 +372,30 @@ def main() -> int:
                 extra[2] = str(pub)
                 keep("peer_verify", run_child([sys.executable, "-c", PEER_VERIFY, *extra]))
         hash_speed = per_core_speed(hash_type)
-        hot_limit = machine_limit(sizes, hash_type, method, shard, cores, hash_speed)
-        memory_speed = ram_speed(hash_type, cores)
-        limit = machine_limit(sizes, hash_type, method, shard, cores, memory_speed)
+        limit = machine_limit(sizes, hash_type, method, shard, cores, hash_speed)
+        one_gb_files = sorted(p for p in model.iterdir() if p.stat().st_size == min(sizes))
+        feed, way = feed_speed(one_gb_files, hash_type, cores)
+        feed_limit = machine_limit(sizes, hash_type, method, shard, cores, feed)
         engine = engine_seconds(model, "model.sig", hash_type, method, shard)
-        biggest = max(model.iterdir(), key=lambda p: p.stat().st_size)
-        io_speed = read_and_hash_speed(biggest, hash_type)
-        io_limit = machine_limit(sizes, hash_type, method, shard, cores, io_speed)
         print(
-            f"  {label}: one core hashes {hash_speed / GB:.2f} GB/s in cache, "
-            f"{memory_speed / GB:.2f} GB/s from RAM (all cores busy), "
-            f"{io_speed / GB:.2f} GB/s reading the page cache; engine in-process {engine:.2f} s"
+            f"  {label}: one core hashes {hash_speed / GB:.2f} GB/s from its cache, "
+            f"{feed / GB:.2f} GB/s from the page cache ({way}, all cores busy); "
+            f"engine in-process {engine:.2f} s"
         )
         worst_rss = max(worst_rss, best["wv_sign"].max_rss_mb, best["wv_verify"].max_rss_mb)
-        best["ideal_cpu"] = Run(sum(sizes) / memory_speed, 0.0, 0)
+        best["ideal_cpu"] = Run(sum(sizes) / hash_speed, 0.0, 0)
         best["engine"] = Run(engine, 0.0, 0)
-        best["hot_limit"] = Run(hot_limit, 0.0, 0)
-        rows.append((label, limit, io_limit, best))
+        rows.append((label, limit, feed_limit, best))
 
     print()
     header = (
         f"{'case':24} {'limit s':>8} {'wv sign':>8} {'wv ver':>8} {'peer sign':>9} "
         f"{'peer ver':>9} {'sign/limit':>10} {'ver/limit':>9} {'peer/wv sign':>12} "
-        f"{'peer/wv ver':>11} {'wv RSS MB':>9} {'peer RSS':>8} {'io limit s':>10} {'max/io':>6}"
+        f"{'peer/wv ver':>11} {'wv RSS MB':>9} {'peer RSS':>8} {'feed lim s':>10} {'max/feed':>8}"
     )
     print(header)
     print("-" * len(header))
-    for label, limit, io_limit, best in rows:
+    for label, limit, feed_limit, best in rows:
         ws, wvv = best["wv_sign"].seconds, best["wv_verify"].seconds
         ps, pv = best["peer_sign"].seconds, best["peer_verify"].seconds
         rss = max(best["wv_sign"].max_rss_mb, best["wv_verify"].max_rss_mb)
@@ -385,27 +404,27 @@ def main() -> int:
             f"{label:24} {limit:8.2f} {ws:8.2f} {wvv:8.2f} {ps:9.2f} {pv:9.2f} "
             f"{ws / limit:10.2f} {wvv / limit:9.2f} {ps / ws:12.2f} {pv / wvv:11.2f} {rss:9.0f}"
             f" {peer_rss:8.0f}"
-            f" {io_limit:10.2f} {max(ws, wvv) / io_limit:6.2f}"
+            f" {feed_limit:10.2f} {max(ws, wvv) / feed_limit:8.2f}"
         )
     print()
-    print("limit s = the machine limit for bytes in RAM; below, the same model against the")
-    print("cache-resident limit (hash function alone) and the engine without CLI start-up:")
+    print("Where the time goes (limit = the issue's hash limit; feed = the page-cache feed limit;")
+    print("engine = weightvault's hashing without CLI start-up; CLI = the slower of sign/verify):")
     header = (
-        f"{'case':24} {'cache lim':>9} {'RAM lim':>8} {'engine s':>8} {'engine/RAM':>10} "
-        f"{'CLI/cache':>9} {'RAM/cache':>9}"
+        f"{'case':24} {'limit s':>8} {'feed s':>7} {'feed/limit':>10} {'engine s':>8} "
+        f"{'engine/feed':>11} {'CLI s':>6} {'CLI-engine':>10}"
     )
     print(header)
     print("-" * len(header))
-    for label, limit, _, best in rows:
-        hot = best["hot_limit"].seconds
+    for label, limit, feed_limit, best in rows:
         slowest = max(best["wv_sign"].seconds, best["wv_verify"].seconds)
+        engine = best["engine"].seconds
         print(
-            f"{label:24} {hot:9.2f} {limit:8.2f} {best['engine'].seconds:8.2f} "
-            f"{best['engine'].seconds / limit:10.2f} {slowest / hot:9.2f} {limit / hot:9.2f}"
+            f"{label:24} {limit:8.2f} {feed_limit:7.2f} {feed_limit / limit:10.2f} {engine:8.2f} "
+            f"{engine / feed_limit:11.2f} {slowest:6.2f} {slowest - engine:10.2f}"
         )
     print()
     print("CPU seconds (user+sys) per process, comparable on a shared machine;")
-    print("'ideal' = bytes / one core's hash speed from RAM (start-up and reading not counted):")
+    print("'ideal' = bytes / one core's in-cache hash speed (start-up and reading not counted):")
     for label, _, _, best in rows:
         print(
             f"  {label:24} ideal {best['ideal_cpu'].seconds:6.2f}"
@@ -421,11 +440,8 @@ def main() -> int:
         max(b["wv_sign"].seconds, b["wv_verify"].seconds) / limit for _, limit, _, b in rows
     )
     worst_io = max(max(b["wv_sign"].seconds, b["wv_verify"].seconds) / io for _, _, io, b in rows)
-    worst_hot = max(
-        max(b["wv_sign"].seconds, b["wv_verify"].seconds) / b["hot_limit"].seconds
-        for _, _, _, b in rows
-    )
-    worst_engine = max(b["engine"].seconds / limit for _, limit, _, b in rows)
+    worst_engine = max(b["engine"].seconds / feed for _, _, feed, b in rows)
+    worst_feed = max(feed / limit for _, limit, feed, _ in rows)
     slowest_vs_peer = min(
         min(
             b["peer_sign"].seconds / b["wv_sign"].seconds,
@@ -435,17 +451,14 @@ def main() -> int:
     )
     print("targets:")
     print(
-        f"  every case within 1.15x of the machine limit (bytes in RAM): worst {worst_limit:.2f}x "
+        f"  every case within 1.15x of the machine limit: worst {worst_limit:.2f}x "
         f"{'OK' if worst_limit <= 1.15 else 'MISSED'}"
     )
     print(
-        f"  (the engine alone, without CLI start-up: worst {worst_engine:.2f}x "
-        f"{'OK' if worst_engine <= 1.15 else 'MISSED'}; against the cache-resident limit, "
-        f"which even hashing bytes already in RAM cannot reach: worst {worst_hot:.2f}x)"
-    )
-    print(
-        f"  (the same with the measured per-core read+hash speed as the limit: worst "
-        f"{worst_io:.2f}x {'OK' if worst_io <= 1.15 else 'MISSED'})"
+        f"  (feeding page-cached bytes to the hash alone costs up to {worst_feed:.2f}x the limit "
+        f"on this machine; against the feed limit the CLI is at worst {worst_io:.2f}x "
+        f"{'OK' if worst_io <= 1.15 else 'MISSED'} and the engine without start-up "
+        f"{worst_engine:.2f}x {'OK' if worst_engine <= 1.15 else 'MISSED'})"
     )
     print(
         f"  never slower than model-signing: worst peer/wv {slowest_vs_peer:.2f}x "
