@@ -1226,13 +1226,35 @@ class Custody:
         return status, headers, body()
 
     def _check_still_active(self, ctx: RequestContext, grant_id: str) -> None:
+        """Per piece of a pull: grant, token and principal in one query (one round trip)."""
+        token_valid = (
+            select(func.count())
+            .select_from(Token)
+            .where(Token.id == (ctx.token_id or ""), Token.revoked_at.is_(None))
+            .scalar_subquery()
+        )
+        principal_enabled = (
+            select(func.count())
+            .select_from(Principal)
+            .where(
+                Principal.name == (ctx.principal.name if ctx.principal else ""),
+                Principal.disabled.is_(False),
+            )
+            .scalar_subquery()
+        )
+        query = select(
+            GrantRequest.status, GrantRequest.grant_expires_at, token_valid, principal_enabled
+        ).where(GrantRequest.id == grant_id)
         with self.store.session(read_only=True) as session:
-            grant = session.get(GrantRequest, grant_id)
-            if grant is None or grant.status != "active":
-                raise PolicyError("grant was revoked")
-            if grant.grant_expires_at is None or grant.grant_expires_at <= self.clock():
-                raise PolicyError("grant has expired")
-            self._check_caller_still_valid(session, ctx)
+            row = session.execute(query).one_or_none()
+        if row is None or row[0] != "active":
+            raise PolicyError("grant was revoked")
+        if row[1] is None or row[1] <= self.clock():
+            raise PolicyError("grant has expired")
+        if ctx.token_id is not None and not row[2]:
+            raise AuthenticationError("token was revoked during the transfer")
+        if ctx.principal is not None and not row[3]:
+            raise AuthenticationError("principal was disabled during the transfer")
 
     @staticmethod
     def _check_caller_still_valid(session: Session, ctx: RequestContext) -> None:
