@@ -12,14 +12,12 @@ code; an unexpected exception becomes one line too (set ``WEIGHTVAULT_DEBUG=1`` 
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 import sys
 
 import typer
 
 from weightvault import __version__
-from weightvault.errors import WeightvaultError
 
 __all__ = ["app", "main"]
 
@@ -69,40 +67,23 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"error: {message}\n")
-    sys.stderr.flush()
-    return code
-
-
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the testable core of :func:`main`)."""
     import click
 
+    from weightvault.cli._exit import fail, report_exception
+
     try:
         result = app(args=argv, prog_name="weightvault", standalone_mode=False)
-    except WeightvaultError as exc:
-        return _fail(exc.one_line(), exc.exit_code)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
         # Usage errors (unknown option, bad value): keep the parser's message, point at --help.
-        return _fail(f"{' '.join(exc.format_message().split())} (see --help)", 2)
+        return fail(f"{' '.join(exc.format_message().split())} (see --help)", 2)
     except click.exceptions.Abort:
-        return _fail("aborted", 130)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
-    except BrokenPipeError:
-        return 0
-    except Exception as exc:  # the last line of defence: never a traceback
-        if os.environ.get("WEIGHTVAULT_DEBUG"):
-            raise
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        return _fail(
-            f"internal error ({type(exc).__name__}): {text}; "
-            "please report it (WEIGHTVAULT_DEBUG=1 shows the traceback)",
-            3,
-        )
+        return fail("aborted", 130)
+    except (Exception, KeyboardInterrupt) as exc:  # the last line of defence: never a traceback
+        return report_exception(exc)
     return int(result) if isinstance(result, int) else 0
 
 

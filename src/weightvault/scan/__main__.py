@@ -137,37 +137,20 @@ def main(
     except _ArgumentError as exc:
         if fallback is not None:
             return fallback()
-        return _fail(f"{' '.join(str(exc).split())} (see --help)", 2)
+        from weightvault.cli._exit import fail
+
+        return fail(f"{' '.join(str(exc).split())} (see --help)", 2)
     return _guarded(lambda: _scan(args))
-
-
-def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"error: {message}\n")
-    sys.stderr.flush()
-    return code
 
 
 def _guarded(command: Callable[[], int]) -> int:
     """:func:`weightvault.cli.app.run`'s handling of what a command raises, without click."""
-    from weightvault.errors import WeightvaultError
+    from weightvault.cli._exit import report_exception
 
     try:
         return command()
-    except WeightvaultError as exc:
-        return _fail(exc.one_line(), exc.exit_code)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
-    except BrokenPipeError:
-        return 0
-    except Exception as exc:  # the last line of defence: never a traceback
-        if os.environ.get("WEIGHTVAULT_DEBUG"):
-            raise
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        return _fail(
-            f"internal error ({type(exc).__name__}): {text}; "
-            "please report it (WEIGHTVAULT_DEBUG=1 shows the traceback)",
-            3,
-        )
+    except (Exception, KeyboardInterrupt) as exc:
+        return report_exception(exc)
 
 
 def _scan(args: argparse.Namespace) -> int:
