@@ -14,25 +14,30 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from types import ModuleType
 
 import typer
 
 from weightvault import __version__
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run"]
 
-app = typer.Typer(
-    name="weightvault",
-    help=(
-        "Keep model weights from being stolen, tampered with or misused.\n\n"
-        "Exit codes: 0 success, 1 the check failed (mismatch, finding, denial), "
-        "2 the check could not run (usage or input error)."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+
+def _new_app() -> typer.Typer:
+    application = typer.Typer(
+        name="weightvault",
+        help=(
+            "Keep model weights from being stolen, tampered with or misused.\n\n"
+            "Exit codes: 0 success, 1 the check failed (mismatch, finding, denial), "
+            "2 the check could not run (usage or input error)."
+        ),
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    application.callback()(_root)
+    return application
 
 
 def _version_callback(value: bool) -> None:
@@ -41,7 +46,6 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
@@ -50,7 +54,7 @@ def _root(
     """Keep model weights from being stolen, tampered with or misused."""
 
 
-def _register_commands() -> None:
+def _command_modules() -> list[ModuleType]:
     import weightvault.cli as cli_package
 
     modules = []
@@ -60,11 +64,44 @@ def _register_commands() -> None:
         module = importlib.import_module(f"weightvault.cli.{info.name}")
         if hasattr(module, "register"):
             modules.append(module)
-    for module in sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
-        module.register(app)
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
-_register_commands()
+def _top_level_names(module: ModuleType) -> set[str]:
+    """The commands and groups a module registers (registration is cheap; conversion is not)."""
+    scratch = typer.Typer()
+    module.register(scratch)
+    names: set[str] = {info.name for info in scratch.registered_commands if info.name}
+    for group in scratch.registered_groups:
+        name = group.name or (group.typer_instance.info.name if group.typer_instance else None)
+        if isinstance(name, str):
+            names.add(name)
+    return names
+
+
+_MODULES = _command_modules()
+
+app = _new_app()
+"""The whole command line (every command); :func:`run` may use a slimmer copy, see there."""
+for _module in _MODULES:
+    _module.register(app)
+
+
+def _app_for(argv: list[str]) -> typer.Typer:
+    """``app``, or a copy holding only the module that owns the command ``argv`` names.
+
+    Typer converts every registered command into click objects on each call (about 30 ms for
+    all of ours); a command only needs its own. Help, ``--version``, no command or an unknown
+    one get the whole application, so listings and "no such command" read the same.
+    """
+    if not argv or argv[0].startswith("-"):
+        return app
+    for module in _MODULES:
+        if argv[0] in _top_level_names(module):
+            slim = _new_app()
+            module.register(slim)
+            return slim
+    return app
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -74,7 +111,8 @@ def run(argv: list[str] | None = None) -> int:
     from weightvault.cli._exit import fail, report_exception
 
     try:
-        result = app(args=argv, prog_name="weightvault", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        result = _app_for(args)(args=args, prog_name="weightvault", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
