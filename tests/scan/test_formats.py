@@ -182,6 +182,21 @@ def test_gzip_bomb_is_bounded(tmp_path: Path) -> None:
     assert result.errors
 
 
+def test_temporary_space_per_member_is_bounded(tmp_path: Path) -> None:
+    """A compressed member that is no bomb but expands past max_spool_bytes is not spooled."""
+    import gzip
+    import os
+    import pickle
+
+    payload = os.urandom(3 << 20) + pickle.dumps({"w": 1})  # incompressible: ratio ~1
+    data = gzip.compress(payload, 1)
+    path = _write(tmp_path, "big.gz", data)
+    limited = scan_file(path, limits=ScanLimits(max_spool_bytes=1 << 20))
+    assert limited.status == "error"
+    assert any("limit of temporary space" in e for e in limited.errors), limited.errors
+    assert not scan_file(path).errors  # within the default limit it is scanned
+
+
 def test_hdf5_without_h5py_is_an_error_not_clean(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -125,13 +125,24 @@ def report_bomb(ctx: FileContext, location: str, message: str) -> None:
 def _spool_and_scan(
     ctx: FileContext, stream: DecompressingStream, location: str, name: str, depth: int,
 ) -> None:
-    """Copy a decompressing stream to a temporary file (bounded), then scan it seekably."""
-    import shutil
+    """Copy a decompressing stream to a temporary file (bounded), then scan it seekably.
+
+    Two bounds apply: the stream's own cap (a bomb: a finding and an error) and
+    ``max_spool_bytes`` of temporary disk space per member (an error: not scanned).
+    """
     import tempfile
 
+    cap = ctx.limits.max_spool_bytes
     with tempfile.TemporaryFile(prefix="wv-scan-") as spool:
         try:
-            shutil.copyfileobj(stream, spool, 1 << 20)
+            written = 0
+            while chunk := stream.read(1 << 20):
+                written += len(chunk)
+                if written > cap:
+                    ctx.error(location, f"not scanned: expands past {cap} bytes, the limit of "
+                              "temporary space for one compressed member")
+                    return
+                spool.write(chunk)
         except LimitExceeded as exc:
             report_bomb(ctx, location, str(exc))
             return
