@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from weightvault._console import plain_console
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -25,20 +27,20 @@ _consoles: dict[str, Console] = {}
 
 
 def out_console() -> Console:
-    """Rich console on standard output (created on first use: keeps ``--help`` fast)."""
-    if "out" not in _consoles:
-        from rich.console import Console
+    """Rich console on standard output (created on first use: keeps ``--help`` fast).
 
-        _consoles["out"] = Console(highlight=False, soft_wrap=True)
+    No markup, no emoji codes: what is printed (file names, identities, messages) often comes
+    from files or servers we do not control, and must appear exactly as it is.
+    """
+    if "out" not in _consoles:
+        _consoles["out"] = plain_console()
     return _consoles["out"]
 
 
 def err_console() -> Console:
     """Rich console on standard error, for messages and progress."""
     if "err" not in _consoles:
-        from rich.console import Console
-
-        _consoles["err"] = Console(stderr=True, highlight=False, soft_wrap=True)
+        _consoles["err"] = plain_console(stderr=True)
     return _consoles["err"]
 
 

@@ -189,11 +189,11 @@ def _render(report: ScanReport, *, verbose: bool) -> None:
     if not (verbose or report.findings or report.errors):
         render_summary(report)  # nothing to tabulate: no Rich needed
         return
-    from rich.console import Console
+    from weightvault._console import plain_console
 
-    render_table(report, Console(highlight=False, soft_wrap=True), verbose=verbose)
+    render_table(report, plain_console(), verbose=verbose)
     if report.errors:
-        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        console = plain_console(stderr=True)
         for path, message in report.errors:
             console.print(f"error: {path}: {message}", markup=False, highlight=False)
 

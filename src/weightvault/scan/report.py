@@ -232,8 +232,14 @@ def _sarif_location(path: str) -> dict[str, Any]:
 
 
 def render_table(report: ScanReport, console: Console, *, verbose: bool = False) -> None:
-    """Print a Rich table of findings (all files with ``verbose``), then a one-line summary."""
+    """Print a Rich table of findings (all files with ``verbose``), then a one-line summary.
+
+    Every cell is a :class:`rich.text.Text`, never markup: file names, import names and
+    messages come from the scanned files, and markup in them (``[/]``, ``[conceal]``, a style
+    that hides text) must print as written, not restyle or hide the report.
+    """
     from rich.table import Table
+    from rich.text import Text
 
     style = {"dangerous": "bold red", "suspicious": "yellow", "error": "magenta", "clean": "green"}
     table = Table(show_lines=False, header_style="bold")
@@ -245,28 +251,27 @@ def render_table(report: ScanReport, console: Console, *, verbose: bool = False)
     for result in report.files:
         if not result.findings and not result.errors and not verbose:
             continue
+        path, kind = Text(result.path), Text(result.format)
         if not result.findings and not result.errors:
-            table.add_row(result.path, result.format, "[green]clean[/]", "", "")
+            table.add_row(path, kind, Text("clean", style=style["clean"]), Text(), Text())
         for finding in result.findings:
             label = finding.severity.label
             table.add_row(
-                result.path,
-                result.format,
-                f"[{style[label]}]{label}[/]",
-                finding.location,
-                f"{finding.subject}: {finding.message}",
+                path,
+                kind,
+                Text(label, style=style[label]),
+                Text(finding.location),
+                Text(f"{finding.subject}: {finding.message}"),
             )
         for message in result.errors:
-            table.add_row(result.path, result.format, "[magenta]error[/]", "", message)
+            table.add_row(path, kind, Text("error", style=style["error"]), Text(), Text(message))
     if table.row_count:
         console.print(table)
-    statuses = [r.status for r in report.files]
-    parts = [f"{len(report.files)} file(s) scanned"]
-    for key in ("dangerous", "suspicious", "error", "clean"):
-        count = statuses.count(key)
-        if count:
-            parts.append(f"[{style[key]}]{count} {key}[/]")
-    console.print(", ".join(parts))
+    summary = Text(f"{len(report.files)} file(s) scanned")
+    for key, count in _summary_counts(report):
+        summary.append(", ")
+        summary.append(f"{count} {key}", style=style[key])
+    console.print(summary)
 
 
 def _summary_counts(report: ScanReport) -> list[tuple[str, int]]:
@@ -282,9 +287,9 @@ def render_plain_or_table(report: ScanReport, *, verbose: bool = False) -> None:
     """
 
     if verbose or report.findings or report.errors:
-        from rich.console import Console
+        from weightvault._console import plain_console
 
-        render_table(report, Console(highlight=False, soft_wrap=True), verbose=verbose)
+        render_table(report, plain_console(), verbose=verbose)
         return
     render_summary(report)
 

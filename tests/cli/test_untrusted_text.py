@@ -1,0 +1,86 @@
+"""Text that comes from the files being checked prints exactly as written.
+
+File names and import names are chosen by whoever made the model. Rich markup in them
+(``[conceal]`` hides text on a terminal, ``[/]`` used to crash the table) or emoji codes
+(``:white_check_mark:``) must never restyle, hide or replace part of a report.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from weightvault.cli.app import run
+from weightvault.scan.__main__ import main as lean_scan
+
+TRICKY_NAMES = [  # file names cannot hold "/", so "[/]" is tried in import names below
+    "ok:white_check_mark:.bin",
+    "[conceal]hidden.bin",
+    "[bold red]styled.bin",
+    "[link=https:example.com]linked.bin",
+]
+TRICKY_MODULES = ["[conceal]posix", "[/]posix", "os:skull:"]
+
+
+def _global_pickle(module: str, name: str) -> bytes:
+    """A protocol-2 pickle that imports ``module.name`` and calls it (never loaded here)."""
+    text = f"c{module}\n{name}\n".encode()
+    return b"\x80\x02" + text + b")R."
+
+
+@pytest.mark.parametrize("entry", ["typer", "lean"])
+def test_scan_report_shows_names_and_imports_verbatim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, entry: str
+) -> None:
+    import weightvault.cli._ui as ui
+
+    monkeypatch.setenv("COLUMNS", "400")  # wide enough that no table cell is folded
+    monkeypatch.setattr(ui, "_consoles", {})
+    for name in TRICKY_NAMES:
+        (tmp_path / name).write_bytes(_global_pickle("os", "system"))
+    for index, module in enumerate(TRICKY_MODULES):  # imports an attacker would hide
+        (tmp_path / f"import-{index}.pkl").write_bytes(_global_pickle(module, "system"))
+    (tmp_path / "fine.pkl").write_bytes(pickle.dumps({"w": [1, 2]}, protocol=4))
+    argv = ["scan", str(tmp_path), "-v"]
+    code = run(argv) if entry == "typer" else lean_scan(argv[1:])
+    assert code == 1
+    out = capsys.readouterr().out
+    for name in TRICKY_NAMES:
+        assert name in out, (name, out)
+    for module in TRICKY_MODULES:
+        assert f"{module}.system" in out, (module, out)
+    assert "✅" not in out and "💀" not in out
+
+
+def test_verify_report_shows_file_names_verbatim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = tmp_path / "key.pem", tmp_path / "key.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in TRICKY_NAMES:
+        (model / name).write_bytes(b"weights")
+    assert run(["sign", str(model), "--key", str(private)]) == 0
+    capsys.readouterr()
+    for name in TRICKY_NAMES:
+        (model / name).write_bytes(b"tampered")
+    assert run(["verify", str(model), "--key", str(public)]) == 1
+    out = capsys.readouterr().out
+    assert sorted(out.splitlines()) == sorted(f"changed: {name}" for name in TRICKY_NAMES)
