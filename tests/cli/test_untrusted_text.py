@@ -84,3 +84,78 @@ def test_verify_report_shows_file_names_verbatim(
     assert run(["verify", str(model), "--key", str(public)]) == 1
     out = capsys.readouterr().out
     assert sorted(out.splitlines()) == sorted(f"changed: {name}" for name in TRICKY_NAMES)
+
+
+CONTROL_NAMES = {  # name on disk -> how it must be shown
+    "ok\x1b[8mhidden\x1b[0m.bin": "ok\\x1b[8mhidden\\x1b[0m.bin",
+    "erase\x1b[1A\x1b[2K.bin": "erase\\x1b[1A\\x1b[2K.bin",
+    "back\rspace.bin": "back\\x0dspace.bin",
+    "model\u202egnp.pt": "model\\u202egnp.pt",
+    "bell\x07\x9b.bin": "bell\\x07\\x9b.bin",
+}
+RAW_CONTROLS = ("\x1b", "\r", "\u202e", "\x07", "\x9b")
+
+
+def _assert_no_raw_controls(text: str) -> None:
+    for char in RAW_CONTROLS:
+        assert char not in text, (char, text)
+
+
+@pytest.mark.parametrize("entry", ["typer", "lean"])
+def test_control_characters_in_names_are_shown_not_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, entry: str
+) -> None:
+    import weightvault.cli._ui as ui
+
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setattr(ui, "_consoles", {})
+    for name in CONTROL_NAMES:
+        (tmp_path / name).write_bytes(_global_pickle("os", "system"))
+    argv = ["scan", str(tmp_path)]
+    assert (run(argv) if entry == "typer" else lean_scan(argv[1:])) == 1
+    captured = capsys.readouterr()
+    _assert_no_raw_controls(captured.out + captured.err)
+    for shown in CONTROL_NAMES.values():
+        assert shown in captured.out, (shown, captured.out)
+
+
+def test_control_characters_in_verify_and_error_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = tmp_path / "key.pem", tmp_path / "key.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in CONTROL_NAMES:
+        (model / name).write_bytes(b"weights")
+    assert run(["sign", str(model), "--key", str(private)]) == 0
+    signed = capsys.readouterr()
+    _assert_no_raw_controls(signed.out + signed.err)
+    for name in CONTROL_NAMES:
+        (model / name).write_bytes(b"tampered")
+    assert run(["verify", str(model), "--key", str(public)]) == 1
+    captured = capsys.readouterr()
+    _assert_no_raw_controls(captured.out + captured.err)
+    assert sorted(captured.out.splitlines()) == sorted(
+        f"changed: {shown}" for shown in CONTROL_NAMES.values()
+    )
+    assert len(captured.err.strip().splitlines()) == 1  # still one line
+
+    missing = tmp_path / "no\x1b[2Jsuch\nmodel"
+    assert run(["verify", str(missing), "--key", str(public)]) == 2
+    err = capsys.readouterr().err
+    _assert_no_raw_controls(err)
+    assert len(err.strip().splitlines()) == 1
+    assert "no\\x1b[2Jsuch" in err

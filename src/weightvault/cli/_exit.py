@@ -13,8 +13,14 @@ __all__ = ["fail", "report_exception"]
 
 
 def fail(message: str, code: int) -> int:
-    """Print ``error: MESSAGE`` on standard error and return ``code``."""
-    sys.stderr.write(f"error: {message}\n")
+    """Print ``error: MESSAGE`` on standard error and return ``code``.
+
+    The message often names a file; control characters in it are shown as escapes, so it stays
+    one line and cannot drive the terminal.
+    """
+    from weightvault._console import printable
+
+    sys.stderr.write(f"error: {printable(message)}\n")
     sys.stderr.flush()
     return code
 

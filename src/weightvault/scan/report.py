@@ -241,6 +241,11 @@ def render_table(report: ScanReport, console: Console, *, verbose: bool = False)
     from rich.table import Table
     from rich.text import Text
 
+    from weightvault._console import printable
+
+    def cell(value: str) -> Text:
+        return Text(printable(value))
+
     style = {"dangerous": "bold red", "suspicious": "yellow", "error": "magenta", "clean": "green"}
     table = Table(show_lines=False, header_style="bold")
     table.add_column("file", overflow="fold")
@@ -251,7 +256,7 @@ def render_table(report: ScanReport, console: Console, *, verbose: bool = False)
     for result in report.files:
         if not result.findings and not result.errors and not verbose:
             continue
-        path, kind = Text(result.path), Text(result.format)
+        path, kind = cell(result.path), cell(result.format)
         if not result.findings and not result.errors:
             table.add_row(path, kind, Text("clean", style=style["clean"]), Text(), Text())
         for finding in result.findings:
@@ -260,11 +265,11 @@ def render_table(report: ScanReport, console: Console, *, verbose: bool = False)
                 path,
                 kind,
                 Text(label, style=style[label]),
-                Text(finding.location),
-                Text(f"{finding.subject}: {finding.message}"),
+                cell(finding.location),
+                cell(f"{finding.subject}: {finding.message}"),
             )
         for message in result.errors:
-            table.add_row(path, kind, Text("error", style=style["error"]), Text(), Text(message))
+            table.add_row(path, kind, Text("error", style=style["error"]), Text(), cell(message))
     if table.row_count:
         console.print(table)
     summary = Text(f"{len(report.files)} file(s) scanned")
