@@ -85,15 +85,22 @@ def parse_args(argv: Sequence[str] | None, prog: str = _PROG) -> argparse.Namesp
     """Parse the ``scan`` arguments; raises :class:`_ArgumentError` for a usage error and
     :class:`_HelpRequested` for ``-h``/``--help``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first ``--`` is a path, as click reads it. argparse's intermixed
+    # parsing does not keep that promise (``-- a --json`` loses the path ``--json``, ``-- -h``
+    # prints the help), so only the part before it goes through argparse.
+    after: list[str] = []
+    if "--" in args_list:
+        cut = args_list.index("--")
+        args_list, after = args_list[:cut], args_list[cut + 1 :]
     args = _parser(prog).parse_intermixed_args(args_list)
     if args.help:
         raise _HelpRequested
-    if not args.paths:
+    if not args.paths and not after:
         raise _ArgumentError("Missing argument 'PATHS...'.")
-    if "--" not in args_list:
-        for path in args.paths:
-            if path.startswith("-") and path != "-":
-                raise _ArgumentError(f"No such option '{path}'.")
+    for path in args.paths:
+        if path.startswith("-") and path != "-":
+            raise _ArgumentError(f"No such option '{path}'.")
+    args.paths += after
     if not 0 <= args.workers <= _WORKERS_MAX:
         raise _ArgumentError(
             f"Invalid value for '--workers': {args.workers} is not in the range "
