@@ -9,8 +9,7 @@ import pickle
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from tests.keyfiles import write_ec_key_pair
 
 from weightvault.cli.app import run
 
@@ -29,22 +28,7 @@ class _Touch:
 
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path]:
-    private = ec.generate_private_key(ec.SECP256R1())
-    priv = tmp_path / "key.pem"
-    pub = tmp_path / "key.pub"
-    priv.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    pub.write_bytes(
-        private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return priv, pub
+    return write_ec_key_pair(tmp_path)
 
 
 def _model(root: Path) -> Path:

@@ -11,8 +11,7 @@ import pickle
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from tests.keyfiles import write_ec_key_pair
 
 from weightvault.cli.app import run
 from weightvault.scan.__main__ import main as lean_scan
@@ -59,20 +58,7 @@ def test_scan_report_shows_names_and_imports_verbatim(
 def test_verify_report_shows_file_names_verbatim(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = tmp_path / "key.pem", tmp_path / "key.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    private, public = write_ec_key_pair(tmp_path)
     model = tmp_path / "model"
     model.mkdir()
     for name in TRICKY_NAMES:
@@ -122,20 +108,7 @@ def test_control_characters_in_names_are_shown_not_sent(
 def test_control_characters_in_verify_and_error_lines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = tmp_path / "key.pem", tmp_path / "key.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    private, public = write_ec_key_pair(tmp_path)
     model = tmp_path / "model"
     model.mkdir()
     for name in CONTROL_NAMES:

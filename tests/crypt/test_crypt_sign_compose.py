@@ -8,9 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from tests.crypt.crypt_helpers import tree_bytes, write_model
+from tests.keyfiles import write_ec_key_pair
 
 from weightvault.cli.app import run
 from weightvault.crypt import inspect_path
@@ -18,22 +17,7 @@ from weightvault.crypt import inspect_path
 
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path]:
-    private = ec.generate_private_key(ec.SECP256R1())
-    key = tmp_path / "signing.pem"
-    pub = tmp_path / "signing.pub"
-    key.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    pub.write_bytes(
-        private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return key, pub
+    return write_ec_key_pair(tmp_path, "signing")
 
 
 def test_sign_encrypt_decrypt_verify(

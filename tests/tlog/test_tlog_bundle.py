@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from tests.keyfiles import write_ec_key_pair
 from tests.tlog.tlog_helpers import ORIGIN
 
 from weightvault.errors import FormatError, UsageError, VerificationError
@@ -31,21 +30,7 @@ def _model_signing_bundle(tmp_path: Path, name: str) -> tuple[Path, Path, Path]:
     model.mkdir()
     (model / "weights.bin").write_bytes(name.encode() * 1000)
     (model / "config.json").write_text('{"layers": 2}')
-    key = ec.generate_private_key(ec.SECP256R1())
-    private_path = tmp_path / f"{name}.pem"
-    public_path = tmp_path / f"{name}.pub.pem"
-    private_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    private_path, public_path = write_ec_key_pair(tmp_path, name)
     signature = tmp_path / f"{name}.sig"
     model_signing.signing.Config().use_elliptic_key_signer(private_key=private_path).sign(
         model, signature
