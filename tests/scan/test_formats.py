@@ -310,3 +310,37 @@ def test_fast_central_directory_refuses_disagreeing_zip64_records(tmp_path: Path
     with open(tmp_path / "bad.pt", "rb") as handle:
         assert _fast_central_directory(handle, 0, len(data)) is None
     assert scan_file(tmp_path / "bad.pt").status != "clean"
+
+
+@pytest.mark.parametrize("junk", [b"", b"\xff\xfe garbage", b"(" * 3])
+def test_payload_in_a_tensor_storage_counts_even_if_malformed_after_it(
+    tmp_path: Path, junk: bytes
+) -> None:
+    """A pickle hidden in a storage member that imports os.system and then breaks (no STOP,
+    an invalid opcode, an open MARK) was dropped as 'random tensor bytes'."""
+    import torch
+
+    payload = b"\x80\x02cos\nsystem\n(X\x04\x00\x00\x00trueR" + junk  # never loaded here
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(4)}, buffer)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr("archive/data/99", payload)
+    result = scan_file(_write(tmp_path, "m.pt", buffer.getvalue()))
+    assert result.max_severity == Severity.DANGEROUS, (result.findings, result.errors)
+    assert any(f.subject == "os.system" or f.subject == "posix.system" for f in result.findings)
+
+
+def test_random_tensor_bytes_that_start_like_a_pickle_stay_clean(tmp_path: Path) -> None:
+    import random
+
+    import torch
+
+    rng = random.Random(7)
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(4)}, buffer)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        for index in range(200):  # PROTO 2 then random bytes: fail at once, import nothing
+            data = b"\x80\x02" + bytes(rng.getrandbits(8) for _ in range(256))
+            archive.writestr(f"archive/data/{100 + index}", data)
+    result = scan_file(_write(tmp_path, "r.pt", buffer.getvalue()))
+    assert result.max_severity == Severity.CLEAN, result.findings

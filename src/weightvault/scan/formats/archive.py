@@ -52,6 +52,7 @@ _LZMA_DICT_MIN, _LZMA_DICT_MAX = 4096, 3 << 29
 _ZIP_ERRORS: tuple[type[BaseException], ...] = (
     OSError, ValueError, EOFError, NotImplementedError, RuntimeError, struct.error,
 )
+_DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 _STORAGE_MEMBER = re.compile(r"(^|/)data/\d+$")
 _TORCH_METADATA = frozenset(
     {"version", "byteorder", ".format_version", ".storage_alignment", "serialization_id"}
@@ -485,15 +486,24 @@ def _scan_zip_member_data(
             from weightvault.scan.formats.pickle import PickleError, PickleMachine
 
             machine = PickleMachine(ctx, location)
+            note = ""
             try:
                 run = machine.run_one(ByteReader(raw, data_start, data_end))
-            except PickleError:
-                return
+            except PickleError as exc:
+                # Tensor bytes may start like a pickle by chance and fail at once. A stream
+                # that imported well-formed names before failing is a payload with junk after
+                # it (a loader stops at the payload's REDUCE): keep what it imported.
+                run = exc.run  # type: ignore[attr-defined]
+                if not run.imports or not all(
+                    _DOTTED_NAME.fullmatch(f.subject) for f in run.findings if f.kind == "import"
+                ):
+                    return
+                note = " (malformed after its imports)"
             if run.imports:
                 ctx.findings.extend(run.findings)
                 ctx.find(
                     Severity.SUSPICIOUS, "structure", "<pickle in storage>",
-                    "a tensor storage member holds a pickle", location,
+                    f"a tensor storage member holds a pickle{note}", location,
                 )
         return
 
