@@ -344,3 +344,13 @@ def test_random_tensor_bytes_that_start_like_a_pickle_stay_clean(tmp_path: Path)
             archive.writestr(f"archive/data/{100 + index}", data)
     result = scan_file(_write(tmp_path, "r.pt", buffer.getvalue()))
     assert result.max_severity == Severity.CLEAN, result.findings
+
+
+def test_payload_after_legacy_storages_counts_even_if_malformed_after_it(tmp_path: Path) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(4)}, buffer, _use_new_zipfile_serialization=False)
+    payload = b"\x80\x02cos\nsystem\n(X\x04\x00\x00\x00trueR\xff"  # junk instead of STOP
+    result = scan_file(_write(tmp_path, "legacy.pt", buffer.getvalue() + payload))
+    assert result.max_severity == Severity.DANGEROUS, (result.findings, result.errors)

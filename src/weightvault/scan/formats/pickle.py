@@ -1015,7 +1015,9 @@ def _scan_legacy_torch(
         tail = PickleMachine(ctx, location)
         try:
             extra = tail.run_one(r)
-        except PickleError:
+        except PickleError as exc:
+            # Whatever a broken trailing pickle imported before it broke still counts.
+            ctx.findings.extend(exc.run.findings)  # type: ignore[attr-defined]
             ctx.find(
                 Severity.SUSPICIOUS, "structure", "<trailing data>",
                 "bytes after the last storage of a legacy PyTorch file", _loc(location, offset),
