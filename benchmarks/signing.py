@@ -243,7 +243,7 @@ def machine_limit(
     return max(max(items) / speed, sum(sizes) / (cores * speed))
 
 
-PEER_SIGN = """
+_PEER_HASHING = """
 import sys, model_signing
 model, sig, key, method, hash_type, shard = sys.argv[1:7]
 hc = model_signing.hashing.Config().set_ignored_paths(paths=[sig])
@@ -251,17 +251,12 @@ if method == "shards":
     hc.use_shard_serialization(hashing_algorithm=hash_type, shard_size=int(shard))
 else:
     hc.use_file_serialization(hashing_algorithm=hash_type)
+"""
+PEER_SIGN = _PEER_HASHING + """
 cfg = model_signing.signing.Config().use_elliptic_key_signer(private_key=key)
 cfg.set_hashing_config(hc).sign(model, sig)
 """
-PEER_VERIFY = """
-import sys, model_signing
-model, sig, key, method, hash_type, shard = sys.argv[1:7]
-hc = model_signing.hashing.Config().set_ignored_paths(paths=[sig])
-if method == "shards":
-    hc.use_shard_serialization(hashing_algorithm=hash_type, shard_size=int(shard))
-else:
-    hc.use_file_serialization(hashing_algorithm=hash_type)
+PEER_VERIFY = _PEER_HASHING + """
 cfg = model_signing.verifying.Config().use_elliptic_key_verifier(public_key=key)
 cfg.set_hashing_config(hc).verify(model, sig)
 """

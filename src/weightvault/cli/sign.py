@@ -38,7 +38,9 @@ def _method_unavailable(method: str, exc: ImportError) -> UsageError:
     )
 
 
-def _pick_one(chosen: list[str], command: str) -> str:
+def _pick_one(given: dict[str, bool], command: str) -> str:
+    """The one method option given (``{"--key": key is not None, ...}``), or a usage error."""
+    chosen = [flag for flag, present in given.items() if present]
     if len(chosen) != 1:
         what = ", ".join(chosen) if chosen else "none"
         raise UsageError(
@@ -59,14 +61,10 @@ def _build_signer(
     sigstore: bool,
     trust_config: Path | None,
 ) -> Signer:
-    chosen = []
-    if key is not None:
-        chosen.append("--key")
-    if pkcs11_uri is not None:
-        chosen.append("--pkcs11-uri")
-    if sigstore:
-        chosen.append("--sigstore")
-    method = _pick_one(chosen, "sign")
+    method = _pick_one(
+        {"--key": key is not None, "--pkcs11-uri": pkcs11_uri is not None, "--sigstore": sigstore},
+        "sign",
+    )
     if (certificate is None) and chain:
         raise UsageError("--chain needs --certificate (the signing certificate)")
     if method != "--sigstore" and trust_config is not None:
@@ -110,16 +108,15 @@ def _build_verifier(
     sigstore: bool,
     trust_config: Path | None,
 ) -> Verifier:
-    chosen = []
-    if key is not None:
-        chosen.append("--key")
-    if trust_root is not None:
-        chosen.append("--trust-root")
-    if pkcs11_uri is not None:
-        chosen.append("--pkcs11-uri")
-    if sigstore:
-        chosen.append("--sigstore")
-    method = _pick_one(chosen, "verify")
+    method = _pick_one(
+        {
+            "--key": key is not None,
+            "--trust-root": trust_root is not None,
+            "--pkcs11-uri": pkcs11_uri is not None,
+            "--sigstore": sigstore,
+        },
+        "verify",
+    )
     if identity is not None and method not in ("--trust-root", "--sigstore"):
         raise UsageError("--identity applies to --trust-root and --sigstore only")
     if issuer is not None and method != "--sigstore":

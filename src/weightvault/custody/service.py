@@ -57,7 +57,7 @@ from weightvault.custody.store import (
     VersionFile,
     utcnow,
 )
-from weightvault.custody.tokens import issue_token, parse_token, secret_matches
+from weightvault.custody.tokens import IssuedToken, issue_token, parse_token, secret_matches
 from weightvault.errors import (
     FormatError,
     InputError,
@@ -259,15 +259,7 @@ class Custody:
                 return None
             session.add(Principal(name=name, roles="admin", created_at=self.clock()))
             session.flush()
-            session.add(
-                Token(
-                    id=token.token_id,
-                    principal=name,
-                    secret_sha256=token.secret_sha256,
-                    label="bootstrap",
-                    created_at=self.clock(),
-                )
-            )
+            self._add_token(session, name, token, "bootstrap")
             ctx = RequestContext(secrets.token_hex(16), "CLI", "serve --init-admin", "local")
             ctx.action = "principal.bootstrap"
             self.audit(ctx, "allowed", {"name": name, "token_id": token.token_id})
@@ -331,15 +323,7 @@ class Custody:
                 )
             )
             session.flush()
-            session.add(
-                Token(
-                    id=token.token_id,
-                    principal=name,
-                    secret_sha256=token.secret_sha256,
-                    label="initial",
-                    created_at=self.clock(),
-                )
-            )
+            self._add_token(session, name, token, "initial")
             self.audit(
                 ctx,
                 "allowed",
@@ -378,6 +362,18 @@ class Custody:
                 record["disabled"] = principal.disabled
             self.audit(ctx, "allowed", record)
 
+    def _add_token(self, session: Session, name: str, token: IssuedToken, label: str) -> None:
+        """Store a newly issued token for ``name`` (only its SHA-256 is kept)."""
+        session.add(
+            Token(
+                id=token.token_id,
+                principal=name,
+                secret_sha256=token.secret_sha256,
+                label=label,
+                created_at=self.clock(),
+            )
+        )
+
     def issue_token(self, ctx: RequestContext, name: str, label: str) -> dict[str, Any]:
         self.require_role(ctx, "admin")
         _names.check_principal_name(name, "name")
@@ -385,15 +381,7 @@ class Custody:
         with self.store.session() as session:
             if session.get(Principal, name) is None:
                 raise NotFoundError(f"principal {name!r} not found")
-            session.add(
-                Token(
-                    id=token.token_id,
-                    principal=name,
-                    secret_sha256=token.secret_sha256,
-                    label=label[:128],
-                    created_at=self.clock(),
-                )
-            )
+            self._add_token(session, name, token, label[:128])
             self.audit(ctx, "allowed", {"name": name, "token_id": token.token_id})
         return {"name": name, "token_id": token.token_id, "token": token.text}
 
