@@ -7,15 +7,27 @@ and the exit code the CLI uses for it. Exit codes follow one rule across command
 * ``1``: the check ran and the answer is "no" (a signature or digest does not match, a scan found
   something at or above the threshold, a policy denied the request, decryption failed
   authentication).
-* ``2``: the check could not run (bad usage, a missing or unreadable file, malformed input).
+* ``2``: the check could not run (bad usage, a missing or unreadable file, malformed input, or
+  the operating system refused: a read-only folder, a full disk, a port in use).
 
 ``TypeError`` / ``ValueError`` are kept for caller mistakes in the Python API.
+
+Messages and hints here never name command-line flags: the library does not know how it was
+called. Where the fix is "pass some option", an error names a *remedy* (see :data:`REMEDIES`)
+and the command line spells it out in its own words (``weightvault.cli._exit``).
 """
 
 from __future__ import annotations
 
+import errno as _errno
+import os
+import re
+from typing import Any
+
 __all__ = [
+    "REMEDIES",
     "DecryptionError",
+    "FileSystemError",
     "FormatError",
     "InputError",
     "KeyMaterialError",
@@ -27,15 +39,61 @@ __all__ = [
 ]
 
 
+#: What a caller can do about an error, by name. The command line maps each to its own option
+#: (``overwrite`` -> ``pass --force``); API users read the plain-words hint instead.
+REMEDIES = frozenset(
+    {
+        "overwrite",  # the output exists: allow replacing it
+        "password",  # the private key is encrypted: give its password
+        "no-password",  # the private key is not encrypted: give no password
+        "signature-path",  # the signature is elsewhere: give its path
+        "chain",  # extra certificates belong in the chain, not the signing certificate
+        "key-and-certificate",  # the certificate method needs a private key and its certificate
+        "certificate",  # a PKCS#11 key needs its certificate for the certificate method
+        "verify-with-key",  # a key signed it: verify with the key method
+        "verify-with-trust-root",  # a certificate signed it: verify with trust roots
+        "sigstore-identity",  # Sigstore verification needs the expected identity and issuer
+        "trust-config",  # Sigstore offline needs a trust configuration
+        "allow-symlinks",  # symlinks inside the model are refused by default
+        "allow-import",  # a suspicious import can be trusted by name
+        "identity",  # decryption needs another identity
+        "recipient",  # encryption needs at least one recipient
+        "workers",  # fewer worker processes
+        "unsafe-any-path",  # the file sits at another path than it was encrypted for
+        "approval-key",  # an approval needs a signing key
+        "server-url",  # the vault client needs the server's URL
+        "server-token",  # the vault client needs an API token
+        "key-name",  # a PKCS#11 note key needs its name
+        "log-signature",  # record the signature in a transparency log when signing
+        "consistency-proof",  # a witness needs a consistency proof from the size it saw
+        "database",  # the service's database location is malformed
+        "blobs",  # the service's blob location is malformed
+        "webhook",  # the alert webhook is not an http(s) URL
+        "testbed",  # the model was trained on another testbed
+    }
+)
+
+
 class WeightvaultError(Exception):
-    """Base class: a failure with a user-facing message and an exit code."""
+    """Base class: a failure with a user-facing message and an exit code.
+
+    ``hint`` says what to do in plain words; ``remedy`` (one of :data:`REMEDIES`) lets the
+    command line say it with its own option names instead.
+    """
 
     exit_code: int = 2
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, remedy: str | None = None) -> None:
         super().__init__(message)
+        if remedy is not None and remedy not in REMEDIES:
+            raise ValueError(f"unknown remedy {remedy!r}")
         self.message = message
         self.hint = hint
+        self.remedy = remedy
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with every attribute (worker processes send errors back to the parent)."""
+        return (_rebuild, (type(self), self.message), self.__dict__)
 
     def one_line(self) -> str:
         """The message the CLI prints: never multi-line, hint appended after a semicolon."""
@@ -91,3 +149,136 @@ class DecryptionError(WeightvaultError):
     """Decryption failed. Secret-dependent causes (wrong key, bad tag) share one message."""
 
     exit_code = 1
+
+
+def _rebuild(cls: type[WeightvaultError], message: str) -> WeightvaultError:
+    """Unpickle an error without calling a subclass's ``__init__`` (its state comes after)."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
+
+
+#: errno values that mean "the operation wrote" whatever the call was.
+_WRITE_ERRNOS = frozenset(
+    {_errno.EROFS, _errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG, _errno.EXDEV, _errno.ETXTBSY}
+)
+#: The hidden temporary names :mod:`weightvault._fs` writes before renaming into place.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.wvtmp-[0-9a-f]+$")
+
+
+def _shown_path(path: str) -> str:
+    """A temporary file's final name (``.x.wvtmp-ab12`` -> ``x``): the name the user gave."""
+    head, tail = os.path.split(path)
+    match = _TEMP_NAME.match(tail)
+    return os.path.join(head, match.group("name")) if match else path
+
+
+class FileSystemError(InputError):
+    """The operating system refused a file or network operation: a read-only folder, a full disk,
+    a missing file, a folder where a file belongs, a port in use.
+
+    ``path`` is the file or folder concerned (``None`` if the system did not say), ``errno`` the
+    system's error number, ``writing`` whether the operation was writing. Exit code 2: the
+    environment, not the input's content, stopped the command.
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        errno: int | None = None,
+        writing: bool = False,
+        hint: str | None = None,
+        remedy: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, remedy=remedy)
+        self.path = path
+        self.errno = errno
+        self.writing = writing
+
+    @classmethod
+    def from_os_error(
+        cls,
+        exc: OSError,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        writing: bool | None = None,
+    ) -> FileSystemError:
+        """Describe ``exc`` in one line naming the path (``exc.filename``, else ``path``).
+
+        ``writing`` says which way the failed operation went, where the error number alone does
+        not tell (permission denied, no such file).
+        """
+        raw = exc.filename if exc.filename is not None else path
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "surrogateescape")
+        where = _shown_path(os.fspath(raw)) if raw is not None else None
+        code = exc.errno
+        if writing is None:
+            writing = code in _WRITE_ERRNOS
+        message, hint = _describe(code, exc.strerror or type(exc).__name__, where, writing)
+        return cls(message, path=where, errno=code, writing=writing, hint=hint)
+
+
+def _describe(
+    code: int | None, strerror: str, where: str | None, writing: bool
+) -> tuple[str, str | None]:
+    """The message and plain-words hint for one error number."""
+    at = f": {where}" if where else ""
+    folder = None
+    if where:  # the folder written into: the path itself when it is one (an O_TMPFILE open)
+        folder = where if os.path.isdir(where) else (os.path.dirname(where) or ".")
+    if code == _errno.EROFS:
+        return f"output folder is read-only: {folder}" if folder else "read-only file system", None
+    if code in (_errno.EACCES, _errno.EPERM):
+        verb = "writing" if writing else "reading"
+        return f"permission denied {verb} {where}" if where else "permission denied", None
+    if code == _errno.ENOSPC:
+        return (
+            f"no space left on device while writing {where}"
+            if where
+            else "no space left on device",
+            "free some space or write elsewhere",
+        )
+    if code == _errno.EDQUOT:
+        return (
+            f"disk quota exceeded while writing {where}" if where else "disk quota exceeded",
+            None,
+        )
+    if code == _errno.EFBIG:
+        return f"file too large for its file system: {where}" if where else "file too large", None
+    if code == _errno.ENOENT:
+        if writing and folder:
+            return f"folder does not exist: {folder}", "create it first"
+        return f"no such file or folder{at}", None
+    if code == _errno.EISDIR:
+        return f"is a folder, expected a file{at}", None
+    if code == _errno.ENOTDIR:
+        return f"not a folder (a part of the path is a file){at}", None
+    if code == _errno.EEXIST:
+        return f"already exists{at}", None
+    if code == _errno.ENOTEMPTY:
+        return f"folder is not empty{at}", None
+    if code in (_errno.EMFILE, _errno.ENFILE):
+        return (
+            f"too many open files{' (opening ' + where + ')' if where else ''}",
+            "raise the limit (ulimit -n) or use fewer workers",
+        )
+    if code == _errno.ENAMETOOLONG:
+        return f"file name too long{at}", None
+    if code == _errno.ELOOP:
+        return f"too many levels of symbolic links{at}", None
+    if code == _errno.EIO:
+        return f"input/output error{at}", "the disk or network file system failed; check it"
+    if code == _errno.EADDRINUSE:
+        return f"address already in use{at}", None
+    if code == _errno.EADDRNOTAVAIL:
+        return f"address not available on this machine{at}", None
+    if code == _errno.ENOMEM:
+        return "out of memory", None
+    if code in (_errno.ECONNREFUSED, _errno.ECONNRESET, _errno.EHOSTUNREACH, _errno.ENETUNREACH):
+        return f"{strerror.lower()}{at}", None
+    return f"{strerror}{at}", None

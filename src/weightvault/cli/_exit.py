@@ -2,14 +2,68 @@
 
 Shared by the Typer application and the lean ``scan`` entry point, so both say the same words.
 Standard library only: the lean entry point must not import click.
+
+This is the one translation layer between what the library raises and what a user reads:
+
+* a :class:`~weightvault.errors.WeightvaultError` keeps its message and exit code; where it names
+  a *remedy*, the hint is spelled with this command line's options (``pass --force``);
+* an ``OSError`` anywhere (read-only folder, full disk, missing file, folder where a file belongs,
+  port in use, too many open files), raised directly or as the cause of another exception,
+  becomes exit 2 with the path, and, when that path came from an option, the option to change;
+* anything else is a bug: exit 3, one line, and with ``WEIGHTVAULT_DEBUG=1`` the traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-__all__ = ["fail", "report_exception"]
+if TYPE_CHECKING:
+    from weightvault.errors import FileSystemError, WeightvaultError
+
+__all__ = ["REMEDY_HINTS", "debug_enabled", "fail", "message_for", "report_exception"]
+
+#: The command line's words for each library remedy (see :data:`weightvault.errors.REMEDIES`).
+REMEDY_HINTS: dict[str, str] = {
+    "overwrite": "pass --force to overwrite it",
+    "password": "give its --password (or set WEIGHTVAULT_KEY_PASSWORD)",
+    "no-password": "drop --password",
+    "signature-path": "sign the model first, or pass --signature",
+    "chain": "put the other certificates in --chain",
+    "key-and-certificate": "give --key and --certificate",
+    "certificate": "add --certificate LEAF.pem",
+    "verify-with-key": "verify it with --key PUBLIC.pem",
+    "verify-with-trust-root": "verify it with --trust-root ROOTS.pem",
+    "sigstore-identity": "give --identity EMAIL_OR_URI and --issuer URL",
+    "trust-config": "give --trust-config FILE (a client trust config)",
+    "allow-symlinks": "pass the real path, or --allow-symlinks for links inside the model",
+    "allow-import": "inspect the file; allow a trusted import with --allow module.name",
+    "identity": "check --identity",
+    "recipient": "give at least one --to",
+    "workers": "retry with --workers 1",
+    "unsafe-any-path": "if you moved it on purpose, pass --unsafe-any-path",
+    "approval-key": "give --key FILE or --pkcs11-uri URI",
+    "server-url": "pass --url, set WEIGHTVAULT_URL, or run 'weightvault vault login'",
+    "server-token": "pass --token, set WEIGHTVAULT_TOKEN, or run 'weightvault vault login'",
+    "key-name": "pass --name (the log origin or witness name)",
+    "log-signature": "sign with 'weightvault sign --log LOG --log-key KEY' to record it",
+    "consistency-proof": "get one with 'weightvault log prove LOG --from-size N --out PROOF'",
+    "database": "--database takes sqlite:///PATH or postgresql://USER@HOST/DB",
+    "blobs": "--blobs takes a folder or s3://BUCKET/PREFIX",
+    "webhook": "--webhook takes an http:// or https:// URL",
+    "testbed": "pass the matching --testbed",
+}
+
+#: Error numbers whose fix is another output location, rather than checking an input.
+_OUTPUT_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def debug_enabled() -> bool:
+    """``WEIGHTVAULT_DEBUG`` set to anything but empty or ``0``: show tracebacks."""
+    return os.environ.get("WEIGHTVAULT_DEBUG", "") not in ("", "0")
 
 
 def fail(message: str, code: int) -> int:
@@ -25,23 +79,122 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-def report_exception(exc: BaseException) -> int:
+def _environment_error(exc: BaseException) -> OSError | MemoryError | None:
+    """The ``OSError`` (or ``MemoryError``) behind ``exc``: itself, or along its causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError | MemoryError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _absolute(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
+def _option_values(
+    argv: Sequence[str], value_options: Iterable[str] | None
+) -> list[tuple[str, str]]:
+    """``(option, value)`` pairs from the command line, for the options that take a value.
+
+    Without ``value_options`` (the lean scan entry, which has no path options) nothing is found:
+    a flag must never be mistaken for the option of the path after it.
+    """
+    takes_value = set(value_options or ())
+    pairs: list[tuple[str, str]] = []
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg.startswith("--") and "=" in arg:
+            name, value = arg.split("=", 1)
+            if name in takes_value:
+                pairs.append((name, value))
+        elif arg in takes_value and i + 1 < len(args):
+            pairs.append((arg, args[i + 1]))
+    return pairs
+
+
+def _option_for(path: str, pairs: list[tuple[str, str]]) -> str | None:
+    """The option whose value is ``path``, holds it, or names a file in the same folder."""
+    target = _absolute(path)
+    exact = inside = same_folder = None
+    for option, value in pairs:
+        if not value or "://" in value:
+            continue
+        given = _absolute(value)
+        if given == target:
+            exact = exact or option
+        elif target.startswith(given.rstrip(os.sep) + os.sep):
+            inside = inside or option
+        elif os.path.dirname(given) in (target, os.path.dirname(target)):
+            same_folder = same_folder or option
+    return exact or inside or same_folder
+
+
+def _filesystem_hint(exc: FileSystemError, pairs: list[tuple[str, str]]) -> str | None:
+    option = _option_for(exc.path, pairs) if exc.path else None
+    if option is None:
+        return exc.hint
+    if exc.writing or exc.errno in _OUTPUT_ERRNOS:
+        return f"choose another with {option}"
+    return f"check {option}"
+
+
+def message_for(
+    exc: WeightvaultError, argv: Sequence[str] = (), value_options: Iterable[str] | None = None
+) -> str:
+    """The one line the command line prints for a library error, hints in its own words."""
+    from weightvault.errors import FileSystemError
+
+    text = " ".join(exc.message.split())
+    if isinstance(exc, FileSystemError):
+        hint = _filesystem_hint(exc, _option_values(argv, value_options))
+    elif exc.remedy is not None:
+        hint = REMEDY_HINTS.get(exc.remedy, exc.hint)
+    else:
+        hint = exc.hint
+    if hint:
+        text += f"; {' '.join(hint.split())}"
+    return text
+
+
+def report_exception(
+    exc: BaseException,
+    argv: Sequence[str] = (),
+    value_options: Callable[[], Iterable[str]] | None = None,
+) -> int:
     """The exit code for what a command raised, after printing its one-line message.
 
-    :class:`~weightvault.errors.WeightvaultError` keeps its message and code; anything else is
-    an internal error (exit 3) that still never prints a traceback, unless ``WEIGHTVAULT_DEBUG``
-    is set, in which case it is re-raised.
+    ``argv`` and ``value_options`` (the options of the invoked command that take a value,
+    computed only when needed) let an error about a path name the option that gave it.
+    With ``WEIGHTVAULT_DEBUG`` set, the traceback is printed first (same line, same code).
     """
-    from weightvault.errors import WeightvaultError
+    from weightvault.errors import FileSystemError, WeightvaultError
 
-    if isinstance(exc, WeightvaultError):
-        return fail(exc.one_line(), exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         return fail("interrupted", 130)
     if isinstance(exc, BrokenPipeError):
         return 0
-    if not isinstance(exc, Exception) or os.environ.get("WEIGHTVAULT_DEBUG"):
+    if not isinstance(exc, Exception):
         raise exc
+    if debug_enabled():
+        import traceback
+
+        traceback.print_exception(exc)
+    if isinstance(exc, WeightvaultError):
+        options = value_options() if value_options is not None else None
+        return fail(message_for(exc, argv, options), exc.exit_code)
+    cause = _environment_error(exc)
+    if isinstance(cause, MemoryError):
+        return fail("out of memory; use fewer workers or a machine with more memory", 2)
+    if cause is not None:
+        options = value_options() if value_options is not None else None
+        translated = FileSystemError.from_os_error(cause)
+        return fail(message_for(translated, argv, options), 2)
     text = " ".join(str(exc).split()) or type(exc).__name__
     return fail(
         f"internal error ({type(exc).__name__}): {text}; "

@@ -5,8 +5,10 @@ integer ``ORDER`` for its place in ``--help``. They are discovered, not listed, 
 plug in without editing this file. Modules import only Typer at load time: heavy libraries are
 imported inside the command functions, which keeps ``weightvault --help`` fast.
 
-Every :class:`~weightvault.errors.WeightvaultError` becomes one line on standard error and its exit
-code; an unexpected exception becomes one line too (set ``WEIGHTVAULT_DEBUG=1`` for the traceback).
+Every failure becomes one line on standard error and an exit code (:mod:`weightvault.cli._exit`):
+library errors keep theirs, operating-system errors exit 2 naming the path and the option that
+gave it, and an unexpected exception exits 3 (``WEIGHTVAULT_DEBUG=1`` prints the traceback).
+Shell completion is Typer's (``--install-completion``, ``--show-completion``).
 """
 
 from __future__ import annotations
@@ -29,10 +31,15 @@ def _new_app() -> typer.Typer:
         help=(
             "Keep model weights from being stolen, tampered with or misused.\n\n"
             "Exit codes: 0 success, 1 the check failed (mismatch, finding, denial), "
-            "2 the check could not run (usage or input error)."
+            "2 the check could not run (usage or input error, or the system refused: "
+            "a read-only folder, a full disk, a port in use), 3 a bug in weightvault."
+        ),
+        epilog=(
+            "Errors are one line. Set WEIGHTVAULT_DEBUG=1 to also print the traceback "
+            "(please include it when reporting an exit 3)."
         ),
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
@@ -104,15 +111,43 @@ def _app_for(argv: list[str]) -> typer.Typer:
     return app
 
 
+def _value_options(application: typer.Typer, args: list[str]) -> set[str]:
+    """The options of the command ``args`` invokes that take a value (``--out``, ``-o``).
+
+    Used only after a failure, to tell which option named a path (click's objects are built
+    here, not on the success path).
+    """
+    import click
+
+    command: click.Command = typer.main.get_command(application)
+    names: set[str] = set()
+    rest = list(args)
+    while True:
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.is_flag and not param.count:
+                names.update(param.opts)
+                names.update(param.secondary_opts)
+        if not isinstance(command, click.Group):
+            return names
+        sub = next((a for a in rest if not a.startswith("-")), None)
+        if sub is None or sub not in command.commands:
+            return names
+        child = command.commands[sub]
+        rest = rest[rest.index(sub) + 1 :]
+        command = child
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the testable core of :func:`main`)."""
     import click
 
     from weightvault.cli._exit import fail, report_exception
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    application = app
     try:
-        args = list(sys.argv[1:] if argv is None else argv)
-        result = _app_for(args)(args=args, prog_name="weightvault", standalone_mode=False)
+        application = _app_for(args)
+        result = application(args=args, prog_name="weightvault", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
@@ -121,7 +156,7 @@ def run(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         return fail("aborted", 130)
     except (Exception, KeyboardInterrupt) as exc:  # the last line of defence: never a traceback
-        return report_exception(exc)
+        return report_exception(exc, args, lambda: _value_options(application, args))
     return int(result) if isinstance(result, int) else 0
 
 

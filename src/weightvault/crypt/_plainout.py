@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from weightvault._fs import atomic_output, ensure_writable_destination, fsync_dir
-from weightvault.errors import InputError
+from weightvault.errors import FileSystemError, InputError
 
 __all__ = ["plaintext_output"]
 
@@ -37,7 +37,7 @@ def _open_unnamed(folder: Path, mode: int) -> int | None:
     except OSError as exc:
         if exc.errno in _NO_TMPFILE:
             return None
-        raise InputError(f"{folder}: cannot create output: {exc.strerror}") from exc
+        raise FileSystemError.from_os_error(exc, folder, writing=True) from exc
 
 
 def _link_fd(fd: int, destination: Path) -> None:
@@ -68,9 +68,14 @@ def plaintext_output(path: Path, *, force: bool = False, mode: int = 0o600) -> I
             yield handle
         return
     with os.fdopen(fd, "wb") as handle:
-        yield handle
-        handle.flush()
-        os.fsync(handle.fileno())
+        try:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = str(path)  # a failed write() names no file; say which one
+            raise
         if force:
             temporary = path.parent / f".{path.name}.wvtmp-{secrets.token_hex(6)}"
             _link_fd(handle.fileno(), temporary)
@@ -84,5 +89,7 @@ def plaintext_output(path: Path, *, force: bool = False, mode: int = 0o600) -> I
             try:
                 _link_fd(handle.fileno(), path)
             except FileExistsError as exc:
-                raise InputError(f"{path}: already exists; pass --force to overwrite it") from exc
+                raise InputError(
+                    f"{path}: already exists", hint="allow overwriting it", remedy="overwrite"
+                ) from exc
     fsync_dir(path.parent)
