@@ -1,8 +1,9 @@
 """Where a log keeps its entries, stored subtree hashes and signed checkpoints.
 
-One small interface, two backends: SQLite (embedded default: WAL, ``synchronous=FULL``, so a
-commit is durable when it returns) and PostgreSQL (``psycopg`` 3). Backends only move rows;
-the Merkle math lives in :mod:`weightvault.tlog.log`, so both behave identically.
+One small interface, one SQL implementation (:class:`SqlStore`), two dialects: SQLite (embedded
+default: WAL, ``synchronous=FULL``, so a commit is durable when it returns) and PostgreSQL
+(``psycopg`` 3); :mod:`weightvault.tlog._dialects` holds what differs between them. Stores only
+move rows; the Merkle math lives in :mod:`weightvault.tlog.log`, so both behave identically.
 
 Rows (the same in both backends):
 
@@ -19,26 +20,26 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from weightvault.errors import FormatError, InputError
+from weightvault.errors import FormatError
+from weightvault.tlog._dialects import PostgresDialect, SqlDialect, SQLiteDialect
 
 __all__ = [
     "LogStore",
     "PostgresStore",
     "SQLiteStore",
+    "SqlStore",
     "StoreWriter",
     "open_store",
     "redact_dsn",
 ]
 
 SCHEMA_VERSION = "1"
-_BATCH_PARAMS = 500  # ids per "IN (...)" query
 
 
 class StoreWriter(abc.ABC):
@@ -124,239 +125,172 @@ def open_store(location: str | Path) -> LogStore:
 
 
 # --------------------------------------------------------------------------------------------
-# SQLite
+# One SQL implementation for both databases
 # --------------------------------------------------------------------------------------------
 
-_SQLITE_SCHEMA = """
-CREATE TABLE tlog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE tlog_state (id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL);
-CREATE TABLE tlog_entries (idx INTEGER PRIMARY KEY, data BLOB NOT NULL);
-CREATE TABLE tlog_hashes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
-CREATE TABLE tlog_checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL, created REAL NOT NULL);
-INSERT INTO tlog_state (id, size) VALUES (1, 0);
-"""
+_SCHEMA = (
+    "CREATE TABLE tlog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE tlog_state (id INTEGER PRIMARY KEY CHECK (id = 1), size {int64} NOT NULL)",
+    "CREATE TABLE tlog_entries (idx {int64} PRIMARY KEY, data {blob} NOT NULL)",
+    "CREATE TABLE tlog_hashes (id {int64} PRIMARY KEY, hash {blob} NOT NULL)",
+    "CREATE TABLE tlog_checkpoints (size {int64} PRIMARY KEY, note {blob} NOT NULL,"
+    " created {real} NOT NULL)",
+    "INSERT INTO tlog_state (id, size) VALUES (1, 0)",
+)
+_SELECT_SIZE = "SELECT size FROM tlog_state WHERE id = 1"
+_SELECT_LATEST_CHECKPOINT = "SELECT size, note FROM tlog_checkpoints ORDER BY size DESC LIMIT 1"
+_SELECT_CHECKPOINTS = "SELECT size, note FROM tlog_checkpoints ORDER BY size"
 
 
-class _SQLiteWriter(StoreWriter):
-    def __init__(self, conn: sqlite3.Connection) -> None:
+def _bind(statement: str, dialect: SqlDialect) -> str:
+    """``statement`` written with ``?`` placeholders, in the dialect's placeholder style."""
+    return statement.replace("?", dialect.param)
+
+
+class _SqlWriter(StoreWriter):
+    def __init__(self, conn: Any, dialect: SqlDialect) -> None:
         self._conn = conn
+        self._dialect = dialect
+        self._update_size = _bind("UPDATE tlog_state SET size = ? WHERE id = 1", dialect)
 
     def size(self) -> int:
-        row = self._conn.execute("SELECT size FROM tlog_state WHERE id = 1").fetchone()
+        row = self._conn.execute(_SELECT_SIZE + self._dialect.lock_size).fetchone()
         return int(row[0])
 
     def read_hashes(self, ids: Sequence[int]) -> dict[int, bytes]:
-        return _sqlite_read_hashes(self._conn, ids)
+        return self._dialect.read_ids(self._dialect.reader(self._conn), ids)
 
     def write(
         self, first_index: int, entries: Sequence[bytes], hashes: Sequence[tuple[int, bytes]]
     ) -> None:
-        self._conn.executemany(
-            "INSERT INTO tlog_entries (idx, data) VALUES (?, ?)",
+        self._dialect.insert_rows(
+            self._conn,
+            "tlog_entries",
+            ("idx", "data"),
             ((first_index + i, e) for i, e in enumerate(entries)),
         )
-        self._conn.executemany("INSERT INTO tlog_hashes (id, hash) VALUES (?, ?)", hashes)
-        self._conn.execute(
-            "UPDATE tlog_state SET size = ? WHERE id = 1", (first_index + len(entries),)
-        )
+        self._dialect.insert_rows(self._conn, "tlog_hashes", ("id", "hash"), hashes)
+        self._conn.execute(self._update_size, (first_index + len(entries),))
 
     def latest_checkpoint(self) -> tuple[int, bytes] | None:
-        row = self._conn.execute(
-            "SELECT size, note FROM tlog_checkpoints ORDER BY size DESC LIMIT 1"
-        ).fetchone()
+        row = self._conn.execute(_SELECT_LATEST_CHECKPOINT).fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     def put_checkpoint(self, size: int, note: bytes) -> None:
-        self._conn.execute(
-            "INSERT OR REPLACE INTO tlog_checkpoints (size, note, created) VALUES (?, ?, ?)",
-            (size, note, time.time()),
-        )
+        self._conn.execute(self._dialect.upsert_checkpoint, (size, note, time.time()))
 
 
-def _sqlite_read_hashes(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, bytes]:
-    if len(ids) <= _BATCH_PARAMS:  # the proof path: one query, no chunking
-        marks = ",".join("?" * len(ids))
-        query = f"SELECT id, hash FROM tlog_hashes WHERE id IN ({marks})"  # noqa: S608 - only "?"
-        return dict(conn.execute(query, list(ids)).fetchall())
-    found: dict[int, bytes] = {}
-    unique = list(dict.fromkeys(ids))
-    for start in range(0, len(unique), _BATCH_PARAMS):
-        chunk = unique[start : start + _BATCH_PARAMS]
-        marks = ",".join("?" * len(chunk))
-        for row_id, value in conn.execute(
-            f"SELECT id, hash FROM tlog_hashes WHERE id IN ({marks})",  # noqa: S608 - only "?"
-            chunk,
-        ):
-            found[row_id] = value
-    return found
+class SqlStore(LogStore):
+    """A log in a SQL database; ``dialect`` says which. Each thread gets its own connection
+    (opened again after a fork), and hash reads reuse one reader per thread."""
 
-
-class SQLiteStore(LogStore):
-    """A log in one SQLite file (WAL mode; every commit fsynced before it returns)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.location = str(self.path)
+    def __init__(self, dialect: SqlDialect, location: str) -> None:
+        self.location = location
+        self.proof_cache_bytes = dialect.proof_cache_bytes
+        self._dialect = dialect
         self._local = threading.local()
         self._pid = os.getpid()
+        self._insert_meta = _bind("INSERT INTO tlog_meta (key, value) VALUES (?, ?)", dialect)
+        self._select_entries = _bind(
+            "SELECT data FROM tlog_entries WHERE idx >= ? AND idx < ? ORDER BY idx", dialect
+        )
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or self._pid != os.getpid():
-            if not self.path.parent.is_dir():
-                raise InputError(f"{self.path.parent}: folder does not exist")
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or not self._dialect.usable(conn) or self._pid != os.getpid():
             self._pid = os.getpid()
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=60.0, check_same_thread=True
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=60000")
-            # Proofs read ~log2(n) random rows: map the file instead of a pread() per page.
-            conn.execute("PRAGMA mmap_size=1073741824")
-            conn.execute("PRAGMA cache_size=-32768")
+            conn = self._dialect.connect()
             self._local.conn = conn
         return conn
 
-    def initialize(self, origin: str) -> None:
-        if self.path.exists() and self.path.stat().st_size > 0:
-            raise InputError(f"{self.path}: already exists; choose a new path for a new log")
+    def _reader(self) -> Any:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        cached = getattr(self._local, "reader", None)
+        if cached is None or cached[0] is not conn or not self._dialect.reader_usable(cached[1]):
+            cached = (conn, self._dialect.reader(conn))
+            self._local.reader = cached
+        return cached[1]
+
+    def initialize(self, origin: str) -> None:
+        self._dialect.check_new()
+        conn = self._conn()
         try:
-            for statement in _SQLITE_SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.executemany(
-                "INSERT INTO tlog_meta (key, value) VALUES (?, ?)",
-                [("origin", origin), ("schema", SCHEMA_VERSION)],
-            )
-            conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            conn.execute("ROLLBACK")
-            if "already exists" in str(exc):  # another process created it first
-                raise InputError(f"{self.path}: already holds a log") from exc
-            raise
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            with self._dialect.transaction(conn):
+                for statement in _SCHEMA:
+                    conn.execute(statement.format(**self._dialect.types._asdict()))
+                conn.execute(self._insert_meta, ("origin", origin))
+                conn.execute(self._insert_meta, ("schema", SCHEMA_VERSION))
+        except Exception as exc:
+            error = self._dialect.already_exists(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def meta(self) -> dict[str, str]:
-        if not self.path.is_file():
-            raise InputError(f"{self.path}: no such log; create it with 'weightvault log init'")
+        self._dialect.check_exists()
         try:
             rows = self._conn().execute("SELECT key, value FROM tlog_meta").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"{self.path}: not a weightvault log ({exc})") from exc
+        except Exception as exc:
+            error = self._dialect.not_a_log(exc)
+            if error is None:
+                raise
+            raise error from exc
         meta = {str(k): str(v) for k, v in rows}
         if meta.get("schema") != SCHEMA_VERSION:
-            raise FormatError(f"{self.path}: unsupported log schema {meta.get('schema')!r}")
+            raise FormatError(
+                f"{self._dialect.message_prefix}unsupported log schema {meta.get('schema')!r}"
+            )
         return meta
 
     def size(self) -> int:
-        row = self._conn().execute("SELECT size FROM tlog_state WHERE id = 1").fetchone()
+        row = self._conn().execute(_SELECT_SIZE).fetchone()
         return int(row[0])
 
     def read_hashes(self, ids: Sequence[int]) -> dict[int, bytes]:
-        return _sqlite_read_hashes(self._conn(), ids)
+        return self._dialect.read_ids(self._reader(), ids)
 
     def read_hash_ranges(self, ranges: Sequence[tuple[int, int]]) -> dict[int, bytes]:
-        conn = self._conn()
-        found: dict[int, bytes] = {}
-        for lo, hi in ranges:
-            found.update(
-                conn.execute(
-                    "SELECT id, hash FROM tlog_hashes WHERE id >= ? AND id < ?", (lo, hi)
-                ).fetchall()
-            )
-        return found
+        return self._dialect.read_ranges(self._reader(), ranges)
 
     def read_entries(self, lo: int, hi: int) -> list[bytes]:
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT data FROM tlog_entries WHERE idx >= ? AND idx < ? ORDER BY idx", (lo, hi)
-            )
-            .fetchall()
-        )
+        rows = self._conn().execute(self._select_entries, (lo, hi)).fetchall()
         return [bytes(r[0]) for r in rows]
 
     def checkpoints(self) -> list[tuple[int, bytes]]:
-        rows = (
-            self._conn().execute("SELECT size, note FROM tlog_checkpoints ORDER BY size").fetchall()
-        )
+        rows = self._conn().execute(_SELECT_CHECKPOINTS).fetchall()
         return [(int(s), bytes(n)) for s, n in rows]
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[StoreWriter]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")  # takes the write lock now: writers are serialized
-        try:
-            yield _SQLiteWriter(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._dialect.transaction(conn):
+            yield _SqlWriter(conn, self._dialect)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+            self._local.reader = None
 
 
-# --------------------------------------------------------------------------------------------
-# PostgreSQL
-# --------------------------------------------------------------------------------------------
+class SQLiteStore(SqlStore):
+    """A log in one SQLite file (WAL mode; every commit fsynced before it returns)."""
 
-_PG_SCHEMA = [
-    "CREATE TABLE tlog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE tlog_state (id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL)",
-    "CREATE TABLE tlog_entries (idx BIGINT PRIMARY KEY, data BYTEA NOT NULL)",
-    "CREATE TABLE tlog_hashes (id BIGINT PRIMARY KEY, hash BYTEA NOT NULL)",
-    "CREATE TABLE tlog_checkpoints (size BIGINT PRIMARY KEY, note BYTEA NOT NULL,"
-    " created DOUBLE PRECISION NOT NULL)",
-    "INSERT INTO tlog_state (id, size) VALUES (1, 0)",
-]
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        super().__init__(SQLiteDialect(self.path), str(self.path))
 
 
-class _PostgresWriter(StoreWriter):
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
+class PostgresStore(SqlStore):
+    """A log in a PostgreSQL database (tables prefixed ``tlog_``); needs ``psycopg`` 3."""
 
-    def size(self) -> int:
-        row = self._conn.execute("SELECT size FROM tlog_state WHERE id = 1 FOR UPDATE").fetchone()
-        return int(row[0])
+    proof_cache_bytes = PostgresDialect.proof_cache_bytes
 
-    def read_hashes(self, ids: Sequence[int]) -> dict[int, bytes]:
-        return _pg_read_hashes(self._conn.cursor(binary=True), ids)
-
-    def write(
-        self, first_index: int, entries: Sequence[bytes], hashes: Sequence[tuple[int, bytes]]
-    ) -> None:
-        with self._conn.cursor() as cur:
-            with cur.copy("COPY tlog_entries (idx, data) FROM STDIN") as copy:
-                for i, entry in enumerate(entries):
-                    copy.write_row((first_index + i, entry))
-            with cur.copy("COPY tlog_hashes (id, hash) FROM STDIN") as copy:
-                for row in hashes:
-                    copy.write_row(row)
-            cur.execute(
-                "UPDATE tlog_state SET size = %s WHERE id = 1", (first_index + len(entries),)
-            )
-
-    def latest_checkpoint(self) -> tuple[int, bytes] | None:
-        row = self._conn.execute(
-            "SELECT size, note FROM tlog_checkpoints ORDER BY size DESC LIMIT 1"
-        ).fetchone()
-        return None if row is None else (int(row[0]), bytes(row[1]))
-
-    def put_checkpoint(self, size: int, note: bytes) -> None:
-        self._conn.execute(
-            "INSERT INTO tlog_checkpoints (size, note, created) VALUES (%s, %s, %s) "
-            "ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note, created = EXCLUDED.created",
-            (size, note, time.time()),
-        )
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        location = redact_dsn(dsn)  # what messages show: never the password
+        super().__init__(PostgresDialect(dsn, location), location)
 
 
 def redact_dsn(dsn: str) -> str:
@@ -375,131 +309,3 @@ def redact_dsn(dsn: str) -> str:
         query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
         return urllib.parse.urlunsplit(parts._replace(query=query))
     return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
-
-
-def _pg_read_hashes(cursor: Any, ids: Sequence[int]) -> dict[int, bytes]:
-    # The ids travel as one array literal (ints only, so no quoting issue): adapting a Python
-    # list element by element costs more client CPU than the query itself.
-    literal = "{" + ",".join(str(int(i)) for i in dict.fromkeys(ids)) + "}"
-    rows = cursor.execute(
-        "SELECT id, hash FROM tlog_hashes WHERE id = ANY(%s::bigint[])", (literal,)
-    ).fetchall()
-    return {int(i): bytes(h) for i, h in rows}
-
-
-class PostgresStore(LogStore):
-    """A log in a PostgreSQL database (tables prefixed ``tlog_``); needs ``psycopg`` 3."""
-
-    # Every read is a server round trip (~0.1 ms): proofs keep up to 64 MiB of 256-leaf tiles
-    # in the process (a 1,000,000-entry tree's every tile) so most proofs need no query.
-    proof_cache_bytes = 64 << 20
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self.location = redact_dsn(dsn)  # what messages show: never the password
-        self._local = threading.local()
-        self._pid = os.getpid()
-
-    def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or self._pid != os.getpid():
-            try:
-                import psycopg
-            except ImportError as exc:  # pragma: no cover - extra not installed
-                raise InputError(
-                    "PostgreSQL support needs psycopg", hint="pip install 'weightvault[postgres]'"
-                ) from exc
-            self._pid = os.getpid()
-            try:
-                conn = psycopg.connect(self.dsn, autocommit=True)
-            except psycopg.Error as exc:
-                detail = " ".join(str(exc).split()).replace(self.dsn, self.location)
-                raise InputError(
-                    f"cannot connect to PostgreSQL at {self.location}: {detail}"
-                ) from exc
-            self._local.conn = conn
-        return conn
-
-    def initialize(self, origin: str) -> None:
-        import psycopg
-
-        conn = self._conn()
-        try:
-            with conn.transaction():
-                for statement in _PG_SCHEMA:
-                    conn.execute(statement)
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO tlog_meta (key, value) VALUES (%s, %s)",
-                        [("origin", origin), ("schema", SCHEMA_VERSION)],
-                    )
-        except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation) as exc:
-            raise InputError("this database already holds a log; use a new database") from exc
-
-    def meta(self) -> dict[str, str]:
-        import psycopg
-
-        try:
-            rows = self._conn().execute("SELECT key, value FROM tlog_meta").fetchall()
-        except psycopg.errors.UndefinedTable as exc:
-            raise InputError(
-                "this database holds no log; create it with 'weightvault log init'"
-            ) from exc
-        meta = {str(k): str(v) for k, v in rows}
-        if meta.get("schema") != SCHEMA_VERSION:
-            raise FormatError(f"unsupported log schema {meta.get('schema')!r}")
-        return meta
-
-    def size(self) -> int:
-        row = self._conn().execute("SELECT size FROM tlog_state WHERE id = 1").fetchone()
-        return int(row[0])
-
-    def read_hashes(self, ids: Sequence[int]) -> dict[int, bytes]:
-        conn = self._conn()
-        cursor = getattr(self._local, "cursor", None)
-        if cursor is None or cursor.connection is not conn or cursor.closed:
-            cursor = conn.cursor(binary=True)  # reused: proofs issue one query each
-            self._local.cursor = cursor
-        return _pg_read_hashes(cursor, ids)
-
-    def read_hash_ranges(self, ranges: Sequence[tuple[int, int]]) -> dict[int, bytes]:
-        if not ranges:
-            return {}
-        conn = self._conn()
-        cursor = getattr(self._local, "cursor", None)
-        if cursor is None or cursor.connection is not conn or cursor.closed:
-            cursor = conn.cursor(binary=True)
-            self._local.cursor = cursor
-        # One query for all ranges; the bounds are ints, so literals need no quoting.
-        where = " OR ".join(f"(id >= {int(lo)} AND id < {int(hi)})" for lo, hi in ranges)
-        rows = cursor.execute(f"SELECT id, hash FROM tlog_hashes WHERE {where}").fetchall()  # noqa: S608 - ints only
-        return {int(i): bytes(h) for i, h in rows}
-
-    def read_entries(self, lo: int, hi: int) -> list[bytes]:
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT data FROM tlog_entries WHERE idx >= %s AND idx < %s ORDER BY idx", (lo, hi)
-            )
-            .fetchall()
-        )
-        return [bytes(r[0]) for r in rows]
-
-    def checkpoints(self) -> list[tuple[int, bytes]]:
-        rows = (
-            self._conn().execute("SELECT size, note FROM tlog_checkpoints ORDER BY size").fetchall()
-        )
-        return [(int(s), bytes(n)) for s, n in rows]
-
-    @contextlib.contextmanager
-    def writer(self) -> Iterator[StoreWriter]:
-        conn = self._conn()
-        with conn.transaction():
-            yield _PostgresWriter(conn)
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-            self._local.cursor = None
