@@ -1,0 +1,111 @@
+"""Files the documents' examples assume exist, made by ``<!-- docs-test: setup NAME ... -->``.
+
+Each fixture writes into the session's current folder, deterministically (fixed seeds, fixed
+bytes) so that the digests the documents show stay true; only keys are fresh, and their ids are
+normalised (``tests/docs/shell.py``). Real libraries make real files: safetensors and PyTorch
+checkpoints, pickles with a payload (never loaded here), EC keys from ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from tests.docs.shell import ShellSession
+
+
+def _tensors(path: Path, shapes: dict[str, tuple[int, ...]], seed: int) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    save_file(
+        {name: rng.standard_normal(shape, dtype=np.float32) for name, shape in shapes.items()},
+        str(path),
+    )
+
+
+def ec_key(folder: Path) -> None:
+    """``key.pem`` (EC P-256 private key, PKCS#8, mode 0600) and ``key.pub``."""
+    from tests.keyfiles import write_ec_key_pair
+
+    private, _ = write_ec_key_pair(folder, "key")
+    os.chmod(private, 0o600)
+
+
+def llama_tiny(folder: Path) -> None:
+    """``llama-tiny/``: a sharded model as hubs ship it (config, two shards, tokenizer)."""
+    model = folder / "llama-tiny"
+    model.mkdir()
+    (model / "config.json").write_text(
+        json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_layers": 2})
+        + "\n"
+    )
+    _tensors(model / "model-00001-of-00002.safetensors", {"embed.weight": (256, 64)}, 1)
+    _tensors(model / "model-00002-of-00002.safetensors", {"lm_head.weight": (256, 64)}, 2)
+    (model / "tokenizer.json").write_text(
+        json.dumps({"model": {"type": "BPE", "vocab": {f"t{i}": i for i in range(256)}}}) + "\n"
+    )
+
+
+def llama_small(folder: Path) -> None:
+    """``llama-tiny/`` with one weight file (1 MiB) and a config: the encryption examples."""
+    model = folder / "llama-tiny"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"hidden_size": 64, "vocab_size": 2048}) + "\n")
+    _tensors(
+        model / "model.safetensors", {"embed.weight": (2048, 64), "lm_head.weight": (2048, 64)}, 3
+    )
+
+
+class _Payload:
+    """Pickles as a call of ``os.system`` (written, never loaded)."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("echo owned",))
+
+
+def scan_model(folder: Path) -> None:
+    """``model/``: a clean PyTorch checkpoint and config, a pickle importing an unknown class,
+    and a PyTorch checkpoint whose pickle calls ``os.system``."""
+    import torch
+
+    model = folder / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"hidden_size": 2}) + "\n")
+    torch.save({"weight": torch.arange(4, dtype=torch.float32)}, model / "pytorch_model.bin")
+    # GLOBAL 'mypkg.layers Block', EMPTY_TUPLE, NEWOBJ, STOP: a full-model pickle's shape.
+    (model / "extra.pkl").write_bytes(b"\x80\x02cmypkg.layers\nBlock\n)\x81.")
+    buffer = io.BytesIO()
+    torch.save({"state": {}, "hook": _Payload()}, buffer)
+    (model / "optimizer.pt").write_bytes(buffer.getvalue())
+    assert pickle.DEFAULT_PROTOCOL >= 2
+
+
+def broken_safetensors(folder: Path) -> None:
+    """``model/broken.safetensors``: a header length that points past the end of the file."""
+    (folder / "model").mkdir(exist_ok=True)
+    (folder / "model" / "broken.safetensors").write_bytes((16).to_bytes(8, "little") + b"{}")
+
+
+FIXTURES: dict[str, Callable[[Path], None]] = {
+    "ec-key": ec_key,
+    "llama-tiny": llama_tiny,
+    "llama-tiny-one-file": llama_small,
+    "scan-model": scan_model,
+    "broken-safetensors": broken_safetensors,
+}
+
+
+def prepare(names: Iterable[str], session: ShellSession) -> None:
+    """Run the named fixtures in the session's current folder."""
+    status, output = session.run("pwd")
+    if status != 0:
+        raise RuntimeError(f"pwd failed in the document's shell: {output}")
+    folder = Path(output.strip())
+    for name in names:
+        FIXTURES[name](folder)
