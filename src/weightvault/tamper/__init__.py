@@ -40,13 +40,13 @@ _LAZY: dict[str, str] = {
     "ProbeSpec": "weightvault.tamper.spec",
     "SearchSpec": "weightvault.tamper.spec",
     "preset_suite": "weightvault.tamper.spec",
-    "Split": "weightvault.tamper.testbed",
-    "TamperData": "weightvault.tamper.testbed",
-    "TamperModel": "weightvault.tamper.testbed",
-    "Testbed": "weightvault.tamper.testbed",
+    "Split": "weightvault.tamper.base",
+    "TamperData": "weightvault.tamper.base",
+    "TamperModel": "weightvault.tamper.base",
+    "Testbed": "weightvault.tamper.base",
     "load_adapter": "weightvault.tamper.testbed",
-    "load_model": "weightvault.tamper.testbed",
-    "save_model": "weightvault.tamper.testbed",
+    "load_model": "weightvault.tamper.base",
+    "save_model": "weightvault.tamper.base",
 }
 
 __all__ = sorted(_LAZY)

@@ -26,8 +26,8 @@ from torch.func import functional_call
 
 from weightvault.errors import FormatError
 from weightvault.tamper._determinism import deterministic
+from weightvault.tamper.base import Split, TamperData, TamperModel
 from weightvault.tamper.spec import AnySpec, AttackSpec, ProbeSpec, SearchSpec
-from weightvault.tamper.testbed import Split, TamperData, TamperModel
 
 __all__ = [
     "MAX_RETRIES",

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from weightvault.tamper._determinism import deterministic
-from weightvault.tamper.testbed import Split, TamperData, TamperModel
+from weightvault.tamper.base import Split, TamperData, TamperModel
 
 __all__ = ["DigitsTestbed"]
 

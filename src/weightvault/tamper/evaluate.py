@@ -17,9 +17,9 @@ import torch
 
 from weightvault.errors import FormatError, UsageError
 from weightvault.tamper.attacks import AttackRun, run_attack
+from weightvault.tamper.base import TamperModel, Testbed, random_init_model
 from weightvault.tamper.defenses import DefenseRecord
 from weightvault.tamper.spec import AttackSuite
-from weightvault.tamper.testbed import TamperModel, Testbed, random_init_model
 
 __all__ = [
     "RANDOM_INIT",

@@ -35,7 +35,7 @@ from torch import nn
 
 from weightvault.errors import UsageError
 from weightvault.tamper._determinism import deterministic
-from weightvault.tamper.testbed import Split, TamperData, TamperModel
+from weightvault.tamper.base import Split, TamperData, TamperModel
 
 __all__ = ["MiniLMTestbed", "check_against_transformers", "make_bios"]
 
