@@ -86,6 +86,8 @@ def test_passphrase_from_environment_never_from_argv(
     assert "WV_PASS" in _one_error_line(capsys.readouterr().err)
     monkeypatch.setenv("WV_PASS", "tr0ub4dor &3")
     assert run(["encrypt", str(model), "-o", str(enc), *args]) == 0
+    # A folder output not ending in .wvenc is accepted, with a warning after the result.
+    assert capsys.readouterr().err.startswith(f"warning: {enc}: folder name does not end in")
     plain = tmp_path / "plain"
     ident = ["-i", "passphrase", "--passphrase-env", "WV_PASS"]
     monkeypatch.setenv("WV_PASS", "wrong")

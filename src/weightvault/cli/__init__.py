@@ -41,5 +41,21 @@ def _typer(args: list[str]) -> int:
 
 
 def main() -> None:
-    """Console-script entry point (``weightvault = "weightvault.cli:main"``)."""
-    sys.exit(run(sys.argv[1:]))
+    """Console-script entry point (``weightvault = "weightvault.cli:main"``).
+
+    SIGINT and SIGTERM are handled from here on (:mod:`weightvault._interrupt`): the command
+    removes its partial outputs, then one line says so and the exit code is 130 or 143.
+    """
+    from weightvault import _interrupt
+
+    _interrupt.install()
+    try:
+        code = run(sys.argv[1:])
+        _interrupt.finish()
+    except _interrupt.Interrupted as exc:
+        _interrupt.undo_created()
+        _interrupt.finish()
+        sys.stderr.write(_interrupt.interrupted_line(exc) + "\n")
+        sys.stderr.flush()
+        code = exc.exit_code
+    sys.exit(code)

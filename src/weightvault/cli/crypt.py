@@ -107,7 +107,32 @@ def _report(verb: str, result: CryptResult, as_json: bool) -> None:
         console.print("recipients: " + ", ".join(result.recipients))
 
 
-#: Below this much data, starting worker processes costs more than it saves.
+def _check_output_name(model_path: Path, output: Path | None) -> str | None:
+    """``encrypt -o``: an encrypted file is recognized (and decrypted without -o) by its .wvenc
+    suffix; a file output without it is refused, a folder output without it gets a warning
+    (returned, printed once the model is encrypted, so an error stays one line)."""
+    from weightvault.crypt import SUFFIX
+
+    if output is None or output.name.endswith(SUFFIX):
+        return None
+    if model_path.is_dir():
+        from weightvault._console import printable
+
+        return (
+            f"warning: {printable(str(output))}: folder name does not end in {SUFFIX}; "
+            "decrypt will need -o to name its output"
+        )
+    if output.is_dir():
+        return None
+    from weightvault.errors import UsageError
+
+    raise UsageError(
+        f"{output}: an encrypted file's name must end in {SUFFIX}",
+        hint=f"use -o {output.with_name(model_path.name + SUFFIX)}",
+    )
+
+
+#: Below this much data, starting worker threads costs more than it saves.
 _PARALLEL_THRESHOLD = 64 * 1024 * 1024
 
 
@@ -124,7 +149,14 @@ def register(app: typer.Typer) -> None:
     def encrypt_command(
         model_path: Path = typer.Argument(..., help="Model file or folder to encrypt."),
         output: Path | None = typer.Option(
-            None, "-o", "--output", help="Output file or folder (default: MODEL_PATH.wvenc)."
+            None,
+            "-o",
+            "--output",
+            help=(
+                "Output file or folder (default: MODEL_PATH.wvenc). An output file's name must "
+                "end in .wvenc (anything else is refused); a folder not ending in .wvenc is "
+                "accepted with a warning (decrypt then needs -o)."
+            ),
         ),
         to: list[str] | None = typer.Option(None, "--to", "-r", help=_TO_HELP),
         model_name: str | None = typer.Option(
@@ -156,11 +188,18 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Encrypt a model file or folder (one data key per file, wrapped for each recipient)."""
+        """Encrypt a model file or folder (one data key per file, wrapped for each recipient).
+
+        Ctrl-C or SIGTERM stops it within a second and removes every output it wrote (exit 130
+        or 143).
+        """
+        from weightvault import _interrupt
         from weightvault.cli._ui import progress_bytes
         from weightvault.crypt import encrypt_path
         from weightvault.tree import walk_model
 
+        _interrupt.note_untouched(model_path)
+        warning = _check_output_name(model_path, output)
         if manifest_digest is not None and not manifest_digest.startswith("sha256:"):
             from weightvault.crypt import manifest_digest_of
 
@@ -180,6 +219,8 @@ def register(app: typer.Typer) -> None:
                 progress=advance,
             )
         _report("encrypted", result, as_json)
+        if warning is not None:
+            sys.stderr.write(warning + "\n")
 
     @app.command("decrypt")
     def decrypt_command(
@@ -208,13 +249,19 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Decrypt a .wvenc file or folder; nothing is written unless every chunk authenticates."""
+        """Decrypt a .wvenc file or folder; nothing is written unless every chunk authenticates.
+
+        Ctrl-C or SIGTERM stops it within a second; no plaintext is left behind (exit 130 or
+        143).
+        """
+        from weightvault import _interrupt
         from weightvault.cli._ui import progress_bytes
         from weightvault.crypt import decrypt_path
         from weightvault.errors import InputError
 
         if not encrypted_path.exists():  # say this before asking for keys or a passphrase
             raise InputError(f"{encrypted_path}: no such file or directory; check the input path")
+        _interrupt.note_untouched(encrypted_path)
         identities = _identities(identity, passphrase_env)
         total = (
             sum(f.stat().st_size for f in encrypted_path.rglob("*") if f.is_file())
@@ -259,10 +306,16 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Re-wrap the data keys for new recipients (rotate, add, remove); bodies stay untouched."""
+        """Re-wrap the data keys for new recipients (rotate, add, remove); bodies stay untouched.
+
+        In place, the files are replaced together at the end: an interrupt or a failure leaves
+        every one of them as it was.
+        """
+        from weightvault import _interrupt
         from weightvault.crypt import rewrap_path
         from weightvault.errors import UsageError
 
+        _interrupt.note_untouched(encrypted_path)
         if not to:
             raise UsageError("rewrap needs at least one --to (the new recipients)")
         identities = _identities(identity, passphrase_env)

@@ -15,12 +15,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from weightvault._fs import atomic_output, ensure_writable_destination, fsync_dir
+from weightvault import _interrupt
+from weightvault._fs import (
+    atomic_output,
+    ensure_writable_destination,
+    fsync_dir,
+    temporary_name,
+    undo_new_file,
+)
 from weightvault.errors import FileSystemError, InputError
 
 __all__ = ["plaintext_output"]
@@ -59,7 +65,11 @@ def _link_fd(fd: int, destination: Path) -> None:
 @contextlib.contextmanager
 def plaintext_output(path: Path, *, force: bool = False, mode: int = 0o600) -> Iterator[BinaryIO]:
     """Yield a binary file that appears at ``path`` only if the block completes; never named
-    before that (see the module docstring)."""
+    before that (see the module docstring).
+
+    Interrupts: a stop request abandons the file before its fsync; the naming runs as one step
+    that a signal cannot cut in half, and a signal during it removes the new name again.
+    """
     path = Path(path)
     ensure_writable_destination(path, force=force)
     fd = _open_unnamed(path.parent, mode)
@@ -67,29 +77,34 @@ def plaintext_output(path: Path, *, force: bool = False, mode: int = 0o600) -> I
         with atomic_output(path, force=force, mode=mode) as handle:
             yield handle
         return
-    with os.fdopen(fd, "wb") as handle:
-        try:
+    existed = path.exists()
+    committed = False
+    temporary: Path | None = None
+    try:
+        with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
+            _interrupt.check_stop()
             os.fsync(handle.fileno())
-        except OSError as exc:
-            if exc.filename is None:
-                exc.filename = str(path)  # a failed write() names no file; say which one
-            raise
-        if force:
-            temporary = path.parent / f".{path.name}.wvtmp-{secrets.token_hex(6)}"
-            _link_fd(handle.fileno(), temporary)
-            try:
-                os.replace(temporary, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temporary)
-                raise
-        else:
-            try:
-                _link_fd(handle.fileno(), path)
-            except FileExistsError as exc:
-                raise InputError(
-                    f"{path}: already exists", hint="allow overwriting it", remedy="overwrite"
-                ) from exc
-    fsync_dir(path.parent)
+            with _interrupt.deferred():
+                if force:
+                    temporary = temporary_name(path)
+                    _link_fd(handle.fileno(), temporary)
+                    os.replace(temporary, path)
+                else:
+                    try:
+                        _link_fd(handle.fileno(), path)
+                    except FileExistsError as exc:
+                        raise InputError(
+                            f"{path}: already exists; pass --force to overwrite it"
+                        ) from exc
+                committed = True
+                _interrupt.record_created(path, existed=existed)
+                fsync_dir(path.parent)
+    except BaseException:
+        if temporary is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+        if committed:
+            undo_new_file(path, existed=existed)
+        raise

@@ -5,25 +5,27 @@ paths; a single file ``w.bin`` becomes ``w.bin.wvenc``. Each file gets its own d
 own context (model name, path, index, file count, run id, optional manifest digest), so a file
 moved to another path or model, dropped, or mixed in from another run is refused on decryption.
 
-Headers are made and opened in this process (PKCS#11 sessions and passphrase prompts stay here);
-bodies are encrypted and decrypted by a pool of worker processes, one file per task, largest
-first. Results never depend on the number of workers. If any file fails, the outputs this run
-already wrote are removed before the error is raised.
+Headers are made and opened in the calling thread (PKCS#11 sessions and passphrase prompts stay
+there); bodies are encrypted and decrypted by a pool of worker threads, one file per task, largest
+first (AES-GCM and file I/O release the GIL). Results never depend on the number of workers. If
+any file fails, or the run is interrupted, the workers stop within one 1 MiB block and the
+outputs this run already wrote, and the folders it created, are removed before the error is
+raised.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from weightvault import errors
+from weightvault import _interrupt
+from weightvault._fs import fsync_dir, temporary_name
 from weightvault.crypt.envelope import read_file_header, seal, unlock
 from weightvault.crypt.format import (
     SUFFIX,
@@ -106,128 +108,145 @@ class CryptResult:
 # --- running tasks ------------------------------------------------------------------------
 
 
-def _call(function: Callable[..., int], args: tuple[Any, ...]) -> tuple[str, Any, Any, Any]:
-    """Worker entry: return errors as data so their class and hint survive the process hop."""
-    try:
-        return ("ok", function(*args), None, None)
-    except errors.WeightvaultError as exc:
-        return ("error", type(exc).__name__, exc.message, exc.hint)
-    except OSError as exc:
-        return ("error", "InputError", f"{exc.filename or ''}: {exc.strerror or exc}", None)
-
-
-def _raise(kind: str, message: str, hint: str | None) -> None:
-    cls = getattr(errors, kind, errors.WeightvaultError)
-    raise cls(message, hint=hint)
-
-
 @dataclass
 class _Task:
     function: Callable[..., int]
     args: tuple[Any, ...]
     size: int
+    """Bytes the task reports to ``progress`` in all (topped up when it completes)."""
     destination: Path
 
 
+class _Progress:
+    """The per-block callback handed to every task: stops a task when the run is being stopped
+    (a signal, or another task failed) and forwards progress, serialized, to the caller."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.stop = threading.Event()
+        self._progress = progress
+        self._lock = threading.Lock()
+
+    def for_task(self) -> tuple[Callable[[int], None], list[int]]:
+        reported = [0]
+
+        def tick(count: int) -> None:
+            if self.stop.is_set():
+                raise _interrupt.Cancelled
+            _interrupt.check_stop()
+            reported[0] += count
+            self.advance(count)
+
+        return tick, reported
+
+    def advance(self, count: int) -> None:
+        if self._progress is not None and count > 0:
+            with self._lock:
+                self._progress(count)
+
+
 def _run(tasks: Sequence[_Task], workers: int, progress: Progress | None) -> list[int]:
-    """Run tasks (largest first); on failure remove every destination written, then raise."""
+    """Run tasks (largest first) on a pool of threads; on failure or interrupt stop them all,
+    wait for them, remove every destination this run wrote, then raise.
+
+    Threads, not processes: the library's AES-GCM and file I/O release the GIL, so a pool of
+    threads uses every core, needs no re-import of ``__main__``, leaves no process behind, and
+    a signal reaches only the main thread, which stops the workers between two 1 MiB blocks.
+    """
     results: dict[int, int] = {}
     done_paths: list[Path] = []
     order = sorted(range(len(tasks)), key=lambda i: -tasks[i].size)
-    failure: tuple[str, Any, Any] | None = None
-    interrupted: BaseException | None = None
+    control = _Progress(progress)
+
+    def call(index: int) -> int:
+        task = tasks[index]
+        tick, reported = control.for_task()
+        if control.stop.is_set():
+            raise _interrupt.Cancelled
+        _interrupt.check_stop()
+        value = task.function(*task.args, progress=tick)
+        control.advance(task.size - reported[0])
+        return value
+
+    pool = ThreadPoolExecutor(
+        max_workers=max(1, min(workers, len(tasks))), thread_name_prefix="weightvault-crypt"
+    )
+    futures: dict[Future[int], int] = {}
+    failure: BaseException | None = None
     try:
-        if workers <= 1 or len(tasks) <= 1:
-            for i in order:
-                status, value, message, hint = _call(tasks[i].function, tasks[i].args)
-                if status != "ok":
-                    failure = (value, message, hint)
-                    break
-                results[i] = value
+        for i in order:
+            futures[pool.submit(call, i)] = i
+        pending = set(futures)
+        while pending and failure is None:
+            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                error = future.exception()
+                if error is None:
+                    results[futures[future]] = future.result()
+                    done_paths.append(tasks[futures[future]].destination)
+                elif not isinstance(error, _interrupt.Cancelled) and failure is None:
+                    failure = error
+    except BaseException as exc:  # Interrupted (a signal), or anything unexpected
+        failure = exc
+    finally:
+        if failure is not None:
+            control.stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+    if failure is None:
+        return [results[i] for i in range(len(tasks))]
+    # Tasks that finished while the others were being stopped wrote their outputs too.
+    for future, i in futures.items():
+        if future.done() and not future.cancelled() and future.exception() is None:
+            if tasks[i].destination not in done_paths:
                 done_paths.append(tasks[i].destination)
-                if progress:
-                    progress(tasks[i].size)
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
-                futures: dict[Future[tuple[str, Any, Any, Any]], int] = {
-                    pool.submit(_call, tasks[i].function, tasks[i].args): i for i in order
-                }
-                pending = set(futures)
-                while pending and failure is None:
-                    finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                    for future in finished:
-                        i = futures[future]
-                        status, value, message, hint = future.result()
-                        if status != "ok":
-                            failure = failure or (value, message, hint)
-                            continue
-                        results[i] = value
-                        done_paths.append(tasks[i].destination)
-                        if progress:
-                            progress(tasks[i].size)
-                if failure is not None:
-                    for future in pending:
-                        future.cancel()
-                    for future in pending:
-                        with contextlib.suppress(Exception):
-                            status, value, _m, _h = future.result()
-                            if status == "ok":
-                                done_paths.append(tasks[futures[future]].destination)
-    except BrokenProcessPool:
-        failure = (
-            "InputError",
-            "a worker process died (out of memory or killed)",
-            "retry with --workers 1",
-        )
-    except BaseException as exc:  # KeyboardInterrupt included: clean up, then re-raise
-        interrupted = exc
-    if failure is not None or interrupted is not None:
-        for path in done_paths:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        if interrupted is not None:
-            raise interrupted
-        assert failure is not None
-        _raise(*failure)
-    return [results[i] for i in range(len(tasks))]
+    for path in done_paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    raise failure
 
 
 def _workers(workers: int | None) -> int:
     if workers is None:
         return 1
-    if workers < 1:
-        raise UsageError("--workers must be at least 1")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError("workers must be a whole number, at least 1")
     return workers
 
 
-def _prepare_output_folder(folder: Path, *, force: bool) -> bool:
-    """Create the output folder (True if created); refuse a non-empty one without ``force``."""
+def _prepare_output_folder(folder: Path, *, force: bool, created: list[Path]) -> None:
+    """Create the output folder (recorded in ``created``); refuse a non-empty one without
+    ``force``."""
     if folder.exists():
         if not folder.is_dir():
             raise InputError(f"{folder}: exists and is not a folder")
         if any(folder.iterdir()) and not force:
             raise InputError(f"{folder}: folder exists and is not empty; pass --force")
-        return False
+        return
     if not folder.parent.exists():
         raise InputError(f"{folder.parent}: folder does not exist; create it first")
-    folder.mkdir(mode=0o755)
-    return True
+    with _interrupt.deferred():
+        folder.mkdir(mode=0o755)
+        created.append(folder)
+        _interrupt.record_created(folder)
 
 
-def _make_parents(root: Path, names: Iterable[str]) -> None:
+def _make_parents(root: Path, names: Iterable[str], created: list[Path]) -> None:
+    """Create the sub-folders the outputs need, recording each one created (for clean-up)."""
     for name in names:
-        parent = root.joinpath(*PurePosixPath(name).parts[:-1])
-        parent.mkdir(parents=True, exist_ok=True)
+        folder = root
+        for part in PurePosixPath(name).parts[:-1]:
+            folder = folder / part
+            if not folder.is_dir():
+                with _interrupt.deferred():
+                    folder.mkdir(exist_ok=True)
+                    created.append(folder)
+                    _interrupt.record_created(folder)
 
 
-def _remove_empty_tree(folder: Path) -> None:
-    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
-        if path.is_dir():
-            with contextlib.suppress(OSError):
-                path.rmdir()
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+def _remove_created(created: Sequence[Path]) -> None:
+    """Remove the folders this run created, deepest first (they are empty by now)."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 # --- encrypt ------------------------------------------------------------------------------
@@ -259,27 +278,26 @@ def encrypt_path(
     model = model_name if model_name is not None else Path(os.path.abspath(source)).name
     set_id = rng(16).hex()
     count = len(tree.files)
-    created_folder: Path | None = None
-    if tree.is_single_file:
-        destination = Path(output) if output is not None else Path(f"{source}{SUFFIX}")
-        if destination.is_dir():
-            destination = destination / f"{source.name}{SUFFIX}"
-        plan = [(source.name, tree.files[0].path, destination, tree.files[0].size)]
-        out_root = destination
-    else:
-        out_root = Path(output) if output is not None else Path(f"{source}{SUFFIX}")
-        root_abs = Path(os.path.abspath(source))
-        out_abs = Path(os.path.abspath(out_root))
-        if out_abs == root_abs or root_abs in out_abs.parents:
-            raise UsageError(f"{out_root}: the output folder must not be inside the model")
-        if _prepare_output_folder(out_root, force=force):
-            created_folder = out_root
-        _make_parents(out_root, (f.name for f in tree.files))
-        plan = [
-            (f.name, f.path, out_root.joinpath(*PurePosixPath(f.name + SUFFIX).parts), f.size)
-            for f in tree.files
-        ]
+    created: list[Path] = []
     try:
+        if tree.is_single_file:
+            destination = Path(output) if output is not None else Path(f"{source}{SUFFIX}")
+            if destination.is_dir():
+                destination = destination / f"{source.name}{SUFFIX}"
+            plan = [(source.name, tree.files[0].path, destination, tree.files[0].size)]
+            out_root = destination
+        else:
+            out_root = Path(output) if output is not None else Path(f"{source}{SUFFIX}")
+            root_abs = Path(os.path.abspath(source))
+            out_abs = Path(os.path.abspath(out_root))
+            if out_abs == root_abs or root_abs in out_abs.parents:
+                raise UsageError(f"{out_root}: the output folder must not be inside the model")
+            _prepare_output_folder(out_root, force=force, created=created)
+            _make_parents(out_root, (f.name for f in tree.files), created)
+            plan = [
+                (f.name, f.path, out_root.joinpath(*PurePosixPath(f.name + SUFFIX).parts), f.size)
+                for f in tree.files
+            ]
         tasks: list[_Task] = []
         for index, (name, path, destination, size) in enumerate(plan):
             context = FileContext(
@@ -303,8 +321,7 @@ def encrypt_path(
             tasks.append(_Task(_encrypt_task, args, size, destination))
         sizes = _run(tasks, workers, progress)
     except BaseException:
-        if created_folder is not None:
-            _remove_empty_tree(created_folder)
+        _remove_created(created)
         raise
     files = tuple(
         FileResult(name, path, destination, size, written)
@@ -327,9 +344,18 @@ def _encrypt_task(
     body_context: bytes,
     force: bool,
     size: int,
+    *,
+    progress: Progress,
 ) -> int:
     return encrypt_body(
-        source, destination, header, dek, body_context, force=force, expected_size=size
+        source,
+        destination,
+        header,
+        dek,
+        body_context,
+        force=force,
+        expected_size=size,
+        progress=progress,
     )
 
 
@@ -341,12 +367,18 @@ def _decrypt_task(
     body_context: bytes,
     name: str,
     force: bool,
+    *,
+    progress: Progress,
 ) -> int:
-    return decrypt_body(source, destination, body_offset, dek, body_context, name, force=force)
+    return decrypt_body(
+        source, destination, body_offset, dek, body_context, name, force=force, progress=progress
+    )
 
 
-def _rewrap_task(source: str, destination: str, body_offset: int, header: bytes) -> int:
-    return copy_body(source, destination, body_offset, header, force=True)
+def _rewrap_task(
+    source: str, destination: str, body_offset: int, header: bytes, *, progress: Progress
+) -> int:
+    return copy_body(source, destination, body_offset, header, force=True, progress=progress)
 
 
 # --- decrypt ------------------------------------------------------------------------------
@@ -428,7 +460,7 @@ def decrypt_path(
                 f"{item.name}: encrypted for model {item.header.context.model!r}, "
                 f"expected {expect_model!r}"
             )
-    created_folder: Path | None = None
+    created: list[Path] = []
     if single:
         item = unlocked[0]
         context = item.header.context
@@ -462,10 +494,7 @@ def decrypt_path(
                 raise UsageError(f"{source}: folder name does not end in {SUFFIX}; give -o OUTPUT")
             output = source.with_name(name[: -len(SUFFIX)])
         out_root = Path(output)
-        if _prepare_output_folder(out_root, force=force):
-            created_folder = out_root
         names = [loc for loc, _path in found]
-        _make_parents(out_root, names)
         plan = [
             (loc, u, out_root.joinpath(*PurePosixPath(loc).parts))
             for loc, u in zip(names, unlocked, strict=True)
@@ -482,16 +511,18 @@ def decrypt_path(
                 u.name,
                 force,
             ),
-            u.body_size,
+            u.file_size,
             destination,
         )
         for _name, u, destination in plan
     ]
     try:
+        if not single:
+            _prepare_output_folder(out_root, force=force, created=created)
+            _make_parents(out_root, (name for name, _u, _d in plan), created)
         sizes = _run(tasks, workers, progress)
     except BaseException:
-        if created_folder is not None:
-            _remove_empty_tree(created_folder)
+        _remove_created(created)
         raise
     first = unlocked[0].header.context
     return CryptResult(
@@ -530,37 +561,36 @@ def rewrap_path(
     single, found = _encrypted_files(source)
     out_root = Path(output) if output is not None else source
     in_place = output is None or Path(os.path.abspath(out_root)) == Path(os.path.abspath(source))
-    created_folder: Path | None = None
-    if not in_place:
-        if single:
-            if out_root.is_dir():
-                out_root = out_root / source.name
-            if out_root.exists() and not force:
-                raise InputError(f"{out_root}: already exists; pass --force to overwrite it")
-        else:
-            if _prepare_output_folder(out_root, force=force):
-                created_folder = out_root
-            _make_parents(out_root, (loc + SUFFIX for loc, _p in found))
+    if not in_place and single:
+        if out_root.is_dir():
+            out_root = out_root / source.name
+        if out_root.exists() and not force:
+            raise InputError(f"{out_root}: already exists; pass --force to overwrite it")
     tasks: list[_Task] = []
     plan: list[tuple[str, Path, Path, int, int]] = []
+    staged: list[tuple[Path, Path]] = []  # in place: (temporary name, the file it replaces)
     for location, path in found:
         item = unlock(path, identities)
         stanzas = (item.header.recipients if keep_existing else ()) + tuple(
             r.wrap(item.dek) for r in recipients
         )
         header = serialize_header(item.header.context, stanzas, item.dek)
-        if single:
-            destination = out_root if not in_place else path
+        if in_place:
+            destination = path
+        elif single:
+            destination = out_root
         else:
-            destination = (
-                path if in_place else out_root.joinpath(*PurePosixPath(location + SUFFIX).parts)
-            )
+            destination = out_root.joinpath(*PurePosixPath(location + SUFFIX).parts)
+        written_to = destination
+        if in_place:
+            written_to = temporary_name(path)
+            staged.append((written_to, path))
         tasks.append(
             _Task(
                 _rewrap_task,
-                (str(path), str(destination), item.body_offset, header),
+                (str(path), str(written_to), item.body_offset, header),
                 item.body_size,
-                destination,
+                written_to,
             )
         )
         plan.append(
@@ -572,15 +602,27 @@ def rewrap_path(
                 len(header) + item.body_size,
             )
         )
+    created: list[Path] = []
     try:
+        if not in_place and not single:
+            _prepare_output_folder(out_root, force=force, created=created)
+            _make_parents(out_root, (loc + SUFFIX for loc, _p in found), created)
+        # In place, every new file is written under a temporary name first and the originals
+        # are replaced together at the end: a failure or an interrupt leaves them all as they
+        # were, never half of the model re-wrapped.
+        _run(tasks, workers, None)
         if in_place:
-            # A failure must not delete the (still valid) originals: run without clean-up.
-            _run_in_place(tasks)
-        else:
-            _run(tasks, workers, None)
+            with _interrupt.finishing():
+                for temporary, original in staged:
+                    os.replace(temporary, original)
+                    _interrupt.record_created(original, existed=True)
+                for folder in {original.parent for _t, original in staged}:
+                    fsync_dir(folder)
     except BaseException:
-        if created_folder is not None:
-            _remove_empty_tree(created_folder)
+        for temporary, _original in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+        _remove_created(created)
         raise
     header0, _size = read_file_header(plan[0][2])
     return CryptResult(
@@ -590,13 +632,6 @@ def rewrap_path(
         files=tuple(FileResult(n, s, d, p, c) for n, s, d, p, c in plan),
         recipients=tuple(r.describe() for r in recipients),
     )
-
-
-def _run_in_place(tasks: Sequence[_Task]) -> None:
-    for task in tasks:
-        status, value, message, hint = _call(task.function, task.args)
-        if status != "ok":
-            _raise(value, message, hint)
 
 
 def manifest_digest_of(path: Path) -> str:
