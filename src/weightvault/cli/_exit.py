@@ -18,13 +18,20 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from weightvault.errors import FileSystemError, WeightvaultError
 
-__all__ = ["REMEDY_HINTS", "debug_enabled", "fail", "message_for", "report_exception"]
+__all__ = [
+    "REMEDY_HINTS",
+    "debug_enabled",
+    "fail",
+    "message_for",
+    "report_exception",
+    "sqlite_environment_error",
+]
 
 #: The command line's words for each library remedy (see :data:`weightvault.errors.REMEDIES`).
 REMEDY_HINTS: dict[str, str] = {
@@ -79,15 +86,76 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-def _environment_error(exc: BaseException) -> OSError | MemoryError | None:
-    """The ``OSError`` (or ``MemoryError``) behind ``exc``: itself, or along its causes."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, innermost last."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError | MemoryError):
-            return current
+        yield current
         current = current.__cause__ or current.__context__
+
+
+def _environment_error(exc: BaseException) -> FileSystemError | MemoryError | None:
+    """The system failure behind ``exc`` (itself, or the first along its causes): an
+    ``OSError`` or a SQLite refusal as a :class:`FileSystemError`, or a ``MemoryError``."""
+    from weightvault.errors import FileSystemError
+
+    for current in _chain(exc):
+        if isinstance(current, MemoryError):
+            return current
+        if isinstance(current, OSError):
+            return FileSystemError.from_os_error(current)
+        database = sqlite_environment_error(current, None)
+        if database is not None:
+            database.message = f"database: {database.message}"
+            return database
+    return None
+
+
+#: SQLite's primary result codes for a refusal by the system, and the errno each one means
+#: (``None``: "cannot open", whose cause is read off the file's folder).
+_SQLITE_ERRNOS: dict[int, int | None] = {
+    3: errno.EACCES,  # SQLITE_PERM
+    8: errno.EROFS,  # SQLITE_READONLY
+    10: errno.EIO,  # SQLITE_IOERR
+    13: errno.ENOSPC,  # SQLITE_FULL
+    14: None,  # SQLITE_CANTOPEN
+}
+
+
+def _cannot_open_errno(path: str | None) -> int:
+    """Why SQLite could not open ``path``: its folder is missing, read-only, or not ours."""
+    folder = os.path.dirname(os.path.abspath(path)) if path else None
+    if folder is None:
+        return errno.EIO
+    if not os.path.isdir(folder):
+        return errno.ENOENT
+    if path is not None and os.path.isdir(path):
+        return errno.EISDIR
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        return errno.EROFS
+    if not os.access(folder, os.W_OK):
+        return errno.EACCES
+    return errno.EIO
+
+
+def sqlite_environment_error(exc: BaseException, path: str | None) -> FileSystemError | None:
+    """The system failure behind a SQLite error (read-only, full, cannot open), naming ``path``
+    (the database file; SQLite's own messages name none), or ``None`` for any other error."""
+    from weightvault.errors import FileSystemError
+
+    for current in _chain(exc):
+        if isinstance(current, FileSystemError):
+            return None  # already translated, with its path
+        code = getattr(current, "sqlite_errorcode", None)
+        if type(current).__module__ != "sqlite3" or not isinstance(code, int):
+            continue
+        if code & 0xFF not in _SQLITE_ERRNOS:
+            continue
+        number = _SQLITE_ERRNOS[code & 0xFF] or _cannot_open_errno(path)
+        error = OSError(number, os.strerror(number), path)
+        return FileSystemError.from_os_error(error, writing=number != errno.EIO)
     return None
 
 
@@ -145,14 +213,21 @@ def _filesystem_hint(exc: FileSystemError, pairs: list[tuple[str, str]]) -> str 
 
 
 def message_for(
-    exc: WeightvaultError, argv: Sequence[str] = (), value_options: Iterable[str] | None = None
+    exc: WeightvaultError,
+    argv: Sequence[str] = (),
+    value_options: Callable[[], Iterable[str]] | None = None,
 ) -> str:
-    """The one line the command line prints for a library error, hints in its own words."""
+    """The one line the command line prints for a library error, hints in its own words.
+
+    ``value_options`` (called only for an error about a path) lists the invoked command's
+    options that take a value, so the hint can name the option that gave the path.
+    """
     from weightvault.errors import FileSystemError
 
     text = " ".join(exc.message.split())
     if isinstance(exc, FileSystemError):
-        hint = _filesystem_hint(exc, _option_values(argv, value_options))
+        options = value_options() if value_options is not None and exc.path else None
+        hint = _filesystem_hint(exc, _option_values(argv, options))
     elif exc.remedy is not None:
         hint = REMEDY_HINTS.get(exc.remedy, exc.hint)
     else:
@@ -173,7 +248,7 @@ def report_exception(
     computed only when needed) let an error about a path name the option that gave it.
     With ``WEIGHTVAULT_DEBUG`` set, the traceback is printed first (same line, same code).
     """
-    from weightvault.errors import FileSystemError, WeightvaultError
+    from weightvault.errors import WeightvaultError
 
     if isinstance(exc, KeyboardInterrupt):
         return fail("interrupted", 130)
@@ -186,15 +261,12 @@ def report_exception(
 
         traceback.print_exception(exc)
     if isinstance(exc, WeightvaultError):
-        options = value_options() if value_options is not None else None
-        return fail(message_for(exc, argv, options), exc.exit_code)
+        return fail(message_for(exc, argv, value_options), exc.exit_code)
     cause = _environment_error(exc)
     if isinstance(cause, MemoryError):
         return fail("out of memory; use fewer workers or a machine with more memory", 2)
     if cause is not None:
-        options = value_options() if value_options is not None else None
-        translated = FileSystemError.from_os_error(cause)
-        return fail(message_for(translated, argv, options), 2)
+        return fail(message_for(cause, argv, value_options), 2)
     text = " ".join(str(exc).split()) or type(exc).__name__
     return fail(
         f"internal error ({type(exc).__name__}): {text}; "

@@ -6,7 +6,11 @@ inside the commands so ``weightvault --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,15 +84,58 @@ def _witness_policy(witness_keys: list[str], min_witnesses: int) -> WitnessPolic
         raise UsageError(f"witness policy: {exc}") from exc
 
 
-def _write_or_print(data: bytes, out: Path | None, force: bool) -> None:
+def _write_or_print(
+    data: bytes, out: Path | None, force: bool, as_json: bool = False, doc: Any = None
+) -> None:
+    """Write ``data`` to ``out``, or print it; with ``as_json`` print ``doc`` (plus where the
+    data went, or the data itself as text) instead."""
     from weightvault._fs import write_bytes_atomic
+    from weightvault.cli._ui import emit_json
 
-    if out is None:
+    if out is not None:
+        _check_regular(out)
+        write_bytes_atomic(out, data, force=force)
+    if as_json:
+        emit_json({**doc, "file": None if out is None else str(out), "text": data.decode()})
+    elif out is None:
         sys.stdout.write(data.decode())
         sys.stdout.flush()
-        return
-    _check_regular(out)
-    write_bytes_atomic(out, data, force=force)
+
+
+def _checkpoint_json(note: bytes) -> dict[str, Any]:
+    """Origin, size and root of a signed checkpoint note, for ``--json`` output."""
+    import base64
+
+    from weightvault.tlog.checkpoint import Checkpoint
+    from weightvault.tlog.note import parse_note
+
+    checkpoint = Checkpoint.from_text(parse_note(note).text)
+    return {
+        "origin": checkpoint.origin,
+        "size": checkpoint.size,
+        "root": base64.b64encode(checkpoint.root).decode(),
+    }
+
+
+@contextlib.contextmanager
+def _log_errors(location: str) -> Iterator[None]:
+    """SQLite says "attempt to write a readonly database" or "database or disk is full" and
+    names no file: name the log (exit 2, the system refused), not an internal error."""
+    from weightvault.cli._exit import sqlite_environment_error
+
+    try:
+        yield
+    except Exception as exc:
+        path = None if "://" in location else location
+        translated = sqlite_environment_error(exc, path)
+        if translated is None:
+            raise
+        if translated.errno == errno.EROFS and path is not None and os.path.isfile(path):
+            folder = os.path.dirname(os.path.abspath(path))
+            translated.message = (
+                f"the log's folder is read-only: {folder} (SQLite writes a journal beside {path})"
+            )
+        raise translated from exc
 
 
 def _check_regular(out: Path) -> None:
@@ -99,10 +146,34 @@ def _check_regular(out: Path) -> None:
         raise InputError(f"{out}: not a regular file; choose a file path for the output")
 
 
-def _open_log(location: str) -> Any:
+@contextlib.contextmanager
+def _new_log(location: str) -> Iterator[None]:
+    """Creating a log: if it fails, remove what SQLite left (the file and its journals)."""
+    path = None if "://" in location else Path(location)
+    existed = path is not None and (path.exists() or path.is_symlink())
+    try:
+        with _log_errors(location):
+            yield
+    except BaseException:
+        if path is not None and not existed:
+            for leftover in (
+                path,
+                Path(f"{path}-wal"),
+                Path(f"{path}-shm"),
+                Path(f"{path}-journal"),
+            ):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def _open_log(location: str) -> Iterator[Any]:
+    """The opened log; system failures while it is used name the log (see :func:`_log_errors`)."""
     from weightvault.tlog import TransparencyLog
 
-    return TransparencyLog.open(location)
+    with _log_errors(location), TransparencyLog.open(location) as opened:
+        yield opened
 
 
 def _keygen(name: str, out: Path, force: bool, witness: bool, as_json: bool) -> None:
@@ -147,14 +218,19 @@ def log_vkey(
     key: str = typer.Option(..., "--key", help="Signing key file, or a pkcs11: URI."),
     name: str = typer.Option(None, "--name", help="Key name (the origin); needed with pkcs11:."),
     witness: bool = typer.Option(False, "--witness", help="A witness (cosignature) key."),
+    as_json: bool = _JSON,
 ) -> None:
     """Print the verifier key (name+id+key) that checks signatures of a key file or token key."""
+    from weightvault.cli._ui import emit_json
     from weightvault.tlog.note import SIG_COSIGNATURE_V1, SIG_ED25519, load_note_signer
 
     signer = load_note_signer(
         key, name=name, sig_type=SIG_COSIGNATURE_V1 if witness else SIG_ED25519
     )
-    typer.echo(signer.verifier_key.to_text())
+    if as_json:
+        emit_json({"vkey": signer.verifier_key.to_text()})
+    else:
+        typer.echo(signer.verifier_key.to_text())
 
 
 @log_app.command("init")
@@ -165,16 +241,22 @@ def log_init(
     origin: str = typer.Option(
         ..., "--origin", help="The log's unique name, e.g. example.com/log."
     ),
+    as_json: bool = _JSON,
 ) -> None:
     """Create a new, empty log."""
+    from weightvault.cli._ui import emit_json
     from weightvault.errors import UsageError
     from weightvault.tlog import TransparencyLog
 
     try:
-        TransparencyLog.create(log, origin).close()
+        with _new_log(log):
+            TransparencyLog.create(log, origin).close()
     except ValueError as exc:
         raise UsageError(f"--origin: {exc}") from exc
-    typer.echo(f"created log {origin!r} at {log}")
+    if as_json:
+        emit_json({"log": log, "origin": origin, "size": 0})
+    else:
+        typer.echo(f"created log {origin!r} at {log}")
 
 
 @log_app.command("append")
@@ -210,14 +292,17 @@ def log_checkpoint(
         None, "--out", help="Write the signed checkpoint here (default: stdout)."
     ),
     force: bool = _FORCE,
+    as_json: bool = _JSON,
 ) -> None:
     """Sign a checkpoint of the current tree (refused if inconsistent with an earlier one)."""
     from weightvault.tlog.note import SIG_ED25519, load_note_signer
 
+    if out is not None:
+        _check_regular(out)
     with _open_log(log) as opened:
         signer = load_note_signer(key, name=opened.origin, sig_type=SIG_ED25519)
         note = opened.sign_checkpoint(signer)
-    _write_or_print(note, out, force)
+    _write_or_print(note, out, force, as_json, _checkpoint_json(note) if as_json else None)
 
 
 @log_app.command("add-cosignatures")
@@ -225,16 +310,21 @@ def log_add_cosignatures(
     log: str = typer.Argument(..., help="The log."),
     checkpoint: Path = typer.Argument(..., help="A checkpoint of this log, cosigned by witnesses."),
     key: str = typer.Option(..., "--key", help="The log's verifier key (name+id+key, or a file)."),
+    as_json: bool = _JSON,
 ) -> None:
     """Store witness cosignatures with the log's checkpoint (proofs and exports carry them)."""
+    from weightvault.cli._ui import emit_json
     from weightvault.tlog.note import parse_note
 
+    note_in = _read_file(checkpoint, "checkpoint", 1 << 16)
+    verifier = _verifier_key(key)
     with _open_log(log) as opened:
-        note = opened.add_cosignatures(
-            _read_file(checkpoint, "checkpoint", 1 << 16), _verifier_key(key)
-        )
+        note = opened.add_cosignatures(note_in, verifier)
     lines = len(parse_note(note).signatures)
-    typer.echo(f"stored checkpoint with {lines} signature line(s)")
+    if as_json:
+        emit_json({**_checkpoint_json(note), "signatures": lines})
+    else:
+        typer.echo(f"stored checkpoint with {lines} signature line(s)")
 
 
 @log_app.command("prove")
@@ -256,6 +346,7 @@ def log_prove(
     ),
     out: Path = typer.Option(None, "--out", help="Output file (default: stdout)."),
     force: bool = _FORCE,
+    as_json: bool = _JSON,
 ) -> None:
     """Write a tlog-proof for one entry (--index) or a consistency proof (--from-size)."""
     from weightvault.errors import InputError, UsageError
@@ -265,9 +356,14 @@ def log_prove(
     if (index is None) == (from_size is None):
         raise UsageError("give exactly one of --index (inclusion) or --from-size (consistency)")
     note = _read_file(checkpoint, "checkpoint", 1 << 16) if checkpoint else None
+    if out is not None:
+        _check_regular(out)
+    doc: dict[str, Any]
     with _open_log(log) as opened:
         if index is not None:
-            data = opened.prove(index, checkpoint=note).to_bytes()
+            proof = opened.prove(index, checkpoint=note)
+            data = proof.to_bytes()
+            doc = {"kind": "inclusion", "index": index, **_checkpoint_json(proof.checkpoint)}
         else:
             if to_size is None:
                 latest = note or opened.latest_checkpoint()
@@ -277,7 +373,8 @@ def log_prove(
             if from_size > to_size:
                 raise UsageError(f"--from-size {from_size} is larger than the new size {to_size}")
             data = opened.consistency(from_size, to_size).to_bytes()
-    _write_or_print(data, out, force)
+            doc = {"kind": "consistency", "from_size": from_size, "to_size": to_size}
+    _write_or_print(data, out, force, as_json, doc)
 
 
 @log_app.command("verify")
@@ -371,15 +468,21 @@ def log_export(
     log: str = typer.Argument(..., help="The log."),
     out: Path = typer.Option(..., "--out", help="Export file to write (JSON)."),
     force: bool = _FORCE,
+    as_json: bool = _JSON,
 ) -> None:
     """Export entries, leaf hashes and signed checkpoints, up to the latest checkpoint."""
-    from weightvault._fs import write_bytes_atomic
+    from weightvault._fs import ensure_writable_destination, write_bytes_atomic
+    from weightvault.cli._ui import emit_json
 
     _check_regular(out)
+    ensure_writable_destination(out, force=force)  # before reading a large log
     with _open_log(log) as opened:
         exported = opened.export()
     write_bytes_atomic(out, exported.to_json(), force=force)
-    typer.echo(f"exported {len(exported.entries)} entries to {out}")
+    if as_json:
+        emit_json({"file": str(out), "origin": exported.origin, "entries": len(exported.entries)})
+    else:
+        typer.echo(f"exported {len(exported.entries)} entries to {out}")
 
 
 @log_app.command("import")
@@ -392,18 +495,25 @@ def log_import(
     trusted: Path = typer.Option(
         None, "--trusted-checkpoint", help="An earlier checkpoint you trust."
     ),
+    as_json: bool = _JSON,
 ) -> None:
     """Verify an export end to end, then load it into a new log."""
+    from weightvault.cli._ui import emit_json
     from weightvault.tlog import LogExport, TransparencyLog
 
     parsed = LogExport.from_json(_read_file(export, "export"))
     trusted_note = _read_file(trusted, "checkpoint", 1 << 16) if trusted else None
-    imported = TransparencyLog.import_export(
-        log, parsed, _verifier_key(key), trusted_checkpoint=trusted_note
-    )
-    size = imported.size()
-    imported.close()
-    typer.echo(f"imported {size} entries of {parsed.origin} into {log}")
+    verifier = _verifier_key(key)
+    with _new_log(log):
+        imported = TransparencyLog.import_export(
+            log, parsed, verifier, trusted_checkpoint=trusted_note
+        )
+        size = imported.size()
+        imported.close()
+    if as_json:
+        emit_json({"log": log, "origin": parsed.origin, "entries": size})
+    else:
+        typer.echo(f"imported {size} entries of {parsed.origin} into {log}")
 
 
 @witness_app.command("keygen")
@@ -433,6 +543,7 @@ def witness_cosign(
         None, "--out", help="Write the cosigned checkpoint here (default: stdout)."
     ),
     force: bool = _FORCE,
+    as_json: bool = _JSON,
 ) -> None:
     """Verify a checkpoint is consistent with the last one seen, remember it, and cosign it."""
     from weightvault.tlog import ConsistencyProof, cosign_checkpoint
@@ -451,7 +562,7 @@ def witness_cosign(
         state_path=state,
         consistency=consistency,
     )
-    _write_or_print(cosigned, out, force)
+    _write_or_print(cosigned, out, force, as_json, _checkpoint_json(cosigned) if as_json else None)
 
 
 @witness_app.command("verify")
@@ -464,8 +575,12 @@ def witness_verify(
     min_witnesses: int = typer.Option(
         0, "--min-witnesses", min=0, help="k of the n (default: all)."
     ),
+    as_json: bool = _JSON,
 ) -> None:
     """Check a checkpoint's log signature and at least k of n witness cosignatures."""
+    import base64
+
+    from weightvault.cli._ui import emit_json
     from weightvault.tlog import verify_checkpoint
 
     result = verify_checkpoint(
@@ -473,6 +588,17 @@ def witness_verify(
         _verifier_key(log_key, "--log-key"),
         witnesses=_witness_policy(witness_key, min_witnesses),
     )
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "origin": result.checkpoint.origin,
+                "size": result.checkpoint.size,
+                "root": base64.b64encode(result.checkpoint.root).decode(),
+                "witnesses": list(result.witnesses),
+            }
+        )
+        return
     typer.echo(
         f"OK: {result.checkpoint.origin} size {result.checkpoint.size}, cosigned by "
         f"{', '.join(result.witnesses)}"
