@@ -31,8 +31,9 @@ def test_failure_leaves_nothing(tmp_path: Path) -> None:
 def test_existing_file_kept_without_force(tmp_path: Path) -> None:
     target = tmp_path / "out.bin"
     target.write_bytes(b"original")
-    with pytest.raises(InputError, match="already exists; pass --force"):
+    with pytest.raises(InputError, match="already exists") as refused:
         write_bytes_atomic(target, b"new")
+    assert refused.value.remedy == "overwrite"  # the CLI says "pass --force"
     assert target.read_bytes() == b"original"
     write_bytes_atomic(target, b"new", force=True)
     assert target.read_bytes() == b"new"

@@ -15,6 +15,7 @@ them appear, or none.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterator
@@ -22,11 +23,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from weightvault import _interrupt
-from weightvault.errors import InputError
+from weightvault.errors import FileSystemError, InputError
 
 __all__ = [
     "StagedOutputs",
     "atomic_output",
+    "check_folder_writable",
     "ensure_writable_destination",
     "fsync_dir",
     "staged_outputs",
@@ -61,9 +63,25 @@ def ensure_writable_destination(path: Path, *, force: bool) -> None:
         # Never rename over a device, pipe or socket (``--out /dev/null --force`` would replace it).
         raise InputError(f"{path}: is not a regular file; give a regular file path for the output")
     if path.exists() and not force:
-        raise InputError(f"{path}: already exists; pass --force to overwrite it")
+        raise InputError(f"{path}: already exists", hint="allow overwriting it", remedy="overwrite")
     if not path.parent.exists():
         raise InputError(f"{path.parent}: folder does not exist; create it first")
+    check_folder_writable(path.parent)
+
+
+def check_folder_writable(folder: Path) -> None:
+    """Refuse early, before any work, an output folder the system will not let us write into
+    (a read-only mount, no permission): hashing 8 GB or training a model first would be waste."""
+    if os.access(folder, os.W_OK):
+        return
+    code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
+    raise FileSystemError.from_os_error(OSError(code, os.strerror(code), str(folder)), writing=True)
+
+
+def _named(exc: BaseException, path: Path) -> None:
+    """A failed ``write()`` or ``fsync()`` names no file: name the one being written."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(path)
 
 
 def _commit(temporary: Path, path: Path, *, force: bool) -> None:
@@ -74,7 +92,9 @@ def _commit(temporary: Path, path: Path, *, force: bool) -> None:
     try:
         os.link(temporary, path)
     except FileExistsError as exc:
-        raise InputError(f"{path}: already exists; pass --force to overwrite it") from exc
+        raise InputError(
+            f"{path}: already exists", hint="allow overwriting it", remedy="overwrite"
+        ) from exc
     os.unlink(temporary)
 
 
@@ -111,11 +131,12 @@ def atomic_output(path: Path, *, force: bool = False, mode: int = 0o644) -> Iter
             committed = True
             _interrupt.record_created(path, existed=existed)
             fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if committed:
             undo_new_file(path, existed=existed)
+        _named(exc, path)
         raise
 
 
@@ -144,10 +165,14 @@ class StagedOutputs:
         with _interrupt.deferred():
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             self._staged.append((tmp, path, force))
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            _named(exc, path)
+            raise
 
     def _discard(self) -> None:
         for tmp, _final, _force in self._staged:

@@ -96,15 +96,19 @@ def plaintext_output(path: Path, *, force: bool = False, mode: int = 0o600) -> I
                         _link_fd(handle.fileno(), path)
                     except FileExistsError as exc:
                         raise InputError(
-                            f"{path}: already exists; pass --force to overwrite it"
+                            f"{path}: already exists",
+                            hint="allow overwriting it",
+                            remedy="overwrite",
                         ) from exc
                 committed = True
                 _interrupt.record_created(path, existed=existed)
                 fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         if temporary is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
         if committed:
             undo_new_file(path, existed=existed)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write() names no file; say which one
         raise
