@@ -156,6 +156,14 @@ def serve(
         window_s=window,
         principal_egress_bytes_per_window=principal_bytes,
     )
+    created = not data.exists()
+    started: list[bool] = []
+
+    def on_ready() -> None:
+        started.append(True)
+        if ready_file is not None:
+            ready_file.touch()
+
     try:
         run_server(
             config,
@@ -163,7 +171,7 @@ def serve(
             port=port,
             init_admin=init_admin,
             admin_token_file=admin_token_file,
-            on_ready=(lambda: ready_file.touch()) if ready_file else None,
+            on_ready=on_ready,
         )
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind (taken since the probe)
         if exc.code in (0, None):
@@ -171,6 +179,12 @@ def serve(
         raise FileSystemError(
             f"the service could not listen on {host}:{port}", hint="choose another with --port"
         ) from exc
+    except BaseException:
+        if created and not started:  # a start that failed (full disk...) leaves no half folder
+            import shutil
+
+            shutil.rmtree(data, ignore_errors=True)
+        raise
 
 
 # -- vault --------------------------------------------------------------------------------------

@@ -1,0 +1,123 @@
+"""``weightvault keygen``: a signing key pair as PEM files.
+
+Parsing and writing only; the keys come from :mod:`weightvault.signing.keygen`. Only Typer is
+imported at load time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+ORDER = 15
+
+_TYPE_HELP = (
+    "ecdsa-p256 (default), ecdsa-p384 or ecdsa-p521 for model signatures (sign/verify --key, "
+    "model-signing too); ed25519 for custody approvals (vault approve --key)."
+)
+_MAX_PASSPHRASE_FILE = 4096
+
+
+def default_public_path(private: Path) -> Path:
+    """``key.pem`` -> ``key.pub``; any other name gets ``.pub`` appended."""
+    if private.suffix == ".pem":
+        return private.with_suffix(".pub")
+    return private.with_name(private.name + ".pub")
+
+
+def _read_passphrase_file(path: Path) -> bytes:
+    """The file's first line (without its line ending): the passphrase."""
+    from weightvault.errors import InputError, UsageError
+    from weightvault.signing._pem import read_input_file
+
+    data = read_input_file(path, "passphrase", limit=_MAX_PASSPHRASE_FILE)
+    first = data.split(b"\n", 1)[0].removesuffix(b"\r")
+    if not first:
+        raise UsageError(f"{path}: the passphrase file is empty")
+    try:
+        first.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: the passphrase is not UTF-8 text") from exc
+    return first
+
+
+def _prompt_passphrase() -> bytes:
+    import getpass
+    import sys
+
+    from weightvault.errors import UsageError
+
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "--passphrase asks on a terminal and there is none",
+            hint="put the passphrase in a file and pass --passphrase-file FILE",
+        )
+    first = getpass.getpass("Passphrase for the new key: ")
+    if not first:
+        raise UsageError("empty passphrase")
+    if getpass.getpass("Passphrase (again): ") != first:
+        raise UsageError("the passphrases do not match")
+    return first.encode("utf-8")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``keygen`` to the application."""
+
+    @app.command("keygen")
+    def keygen_command(
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Private key file to write (PEM, PKCS#8, mode 0600)."
+        ),
+        public_out: Path | None = typer.Option(
+            None,
+            "--public-out",
+            help="Public key file (default: the --out name with .pub for .pem, or + .pub).",
+        ),
+        key_type: str = typer.Option("ecdsa-p256", "--type", "-t", help=_TYPE_HELP),
+        passphrase_file: Path | None = typer.Option(
+            None, "--passphrase-file", help="Encrypt the private key under the first line of FILE."
+        ),
+        passphrase: bool = typer.Option(
+            False, "--passphrase", help="Encrypt the private key; ask for the passphrase."
+        ),
+        force: bool = typer.Option(False, "--force", help="Overwrite existing key files."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Create a signing key pair: ECDSA for model signatures, Ed25519 for approvals."""
+        from weightvault._fs import staged_outputs
+        from weightvault.cli._ui import emit_json, out_console
+        from weightvault.errors import UsageError
+        from weightvault.signing.keygen import KEY_TYPES, generate_key
+
+        if key_type not in KEY_TYPES:
+            raise UsageError(f"--type: {key_type!r} is not one of {', '.join(KEY_TYPES)}")
+        if passphrase and passphrase_file is not None:
+            raise UsageError("--passphrase and --passphrase-file are exclusive; pick one")
+        public_path = public_out if public_out is not None else default_public_path(out)
+        if public_path.absolute() == out.absolute():
+            raise UsageError("--public-out must differ from --out (the private key)")
+        secret = None
+        if passphrase_file is not None:
+            secret = _read_passphrase_file(passphrase_file)
+        elif passphrase:
+            secret = _prompt_passphrase()
+        generated = generate_key(key_type, secret)
+        with staged_outputs() as files:  # both files appear, or neither
+            files.write_bytes(out, generated.private_pem, force=force, mode=0o600)
+            files.write_bytes(public_path, generated.public_pem, force=force)
+        doc = {
+            "type": key_type,
+            "private_key_file": str(out),
+            "public_key_file": str(public_path),
+            "encrypted": secret is not None,
+            "fingerprint": generated.fingerprint,
+        }
+        if as_json:
+            emit_json(doc)
+            return
+        console = out_console()
+        protected = "encrypted" if secret is not None else "not encrypted"
+        console.print(f"wrote {out} (private, {protected}, mode 0600) and {public_path}")
+        console.print(f"type {key_type}: {KEY_TYPES[key_type]}")
+        console.print(f"fingerprint: {generated.fingerprint}")
