@@ -272,44 +272,48 @@ def test_legacy_pytorch_tar_walked_record_by_record(tmp_path: Path) -> None:
     assert broken_result.status == "error", broken_result
 
 
-def test_fast_central_directory_agrees_with_zipfile(corpus_root: Path) -> None:
-    from weightvault.scan.formats.archive import _fast_central_directory
+def test_miniz_view_agrees_with_zipfile_on_every_corpus_zip(corpus_root: Path) -> None:
+    """Where the miniz emulation says zipfile reads the same list, zipfile really does."""
+    from weightvault.scan.formats.zip_views import ZipReadError, read_miniz
 
     checked = 0
     for path in sorted(corpus_root.rglob("*")):
         if not path.is_file() or not zipfile.is_zipfile(path):
             continue
         with open(path, "rb") as handle:
-            size = path.stat().st_size
-            fast = _fast_central_directory(handle, 0, size)
+            try:
+                miniz = read_miniz(handle, 0, path.stat().st_size)
+            except ZipReadError:
+                continue
             with zipfile.ZipFile(handle) as archive:
                 infos = archive.infolist()
-        if fast is None:
+        if not miniz.zipfile_agrees:
             continue
         checked += 1
-        assert [(e.filename, e.flag_bits, e.compress_type, e.compress_size, e.file_size,
-                 e.header_offset) for e in fast] == [
-            (i.filename, i.flag_bits, i.compress_type, i.compress_size, i.file_size,
+        assert [(m.name, m.flags, m.method, m.compress_size, m.file_size, m.header_offset)
+                for m in miniz.members] == [
+            (i.orig_filename, i.flag_bits, i.compress_type, i.compress_size, i.file_size,
              i.header_offset) for i in infos], path.name
     assert checked >= 10
 
 
-def test_fast_central_directory_refuses_disagreeing_zip64_records(tmp_path: Path) -> None:
+def test_disagreeing_zip64_end_records_are_never_clean(tmp_path: Path) -> None:
     import torch
 
-    from weightvault.scan.formats.archive import _fast_central_directory
+    from weightvault.scan.formats.zip_views import ZipReadError, read_miniz
 
     path = tmp_path / "m.pt"
     torch.save({"w": torch.ones(2)}, path)
     data = bytearray(path.read_bytes())
     with open(path, "rb") as handle:
-        assert _fast_central_directory(handle, 0, len(data)) is not None
+        assert read_miniz(handle, 0, len(data)).zipfile_agrees
     record = data.rfind(b"PK\x06\x06")
     struct.pack_into("<Q", data, record + 32, 999)  # zip64 entry count differs
     (tmp_path / "bad.pt").write_bytes(bytes(data))
-    with open(tmp_path / "bad.pt", "rb") as handle:
-        assert _fast_central_directory(handle, 0, len(data)) is None
-    assert scan_file(tmp_path / "bad.pt").status != "clean"
+    with open(tmp_path / "bad.pt", "rb") as handle, pytest.raises(ZipReadError, match="multi"):
+        read_miniz(handle, 0, len(data))  # total and on-this-disk counts differ
+    result = scan_file(tmp_path / "bad.pt")
+    assert result.status == "error" and "readers disagree" in result.errors[0]
 
 
 @pytest.mark.parametrize("junk", [b"", b"\xff\xfe garbage", b"(" * 3])

@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 import re
 import struct
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from weightvault.scan._engine import FileContext, join_location
 from weightvault.scan._io import ByteReader, DecompressingStream, LimitExceeded, Truncated
+from weightvault.scan.formats import zip_views
+from weightvault.scan.formats.zip_views import ZipMember
 from weightvault.scan.policy import Severity
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ _ZIP_ERRORS: tuple[type[BaseException], ...] = (
     OSError, ValueError, EOFError, NotImplementedError, RuntimeError, struct.error,
 )
 _DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
-_STORAGE_MEMBER = re.compile(r"(^|/)data/\d+$")
+_STORAGE_MEMBER = re.compile(r"(^|/)(data|constants|traced_inputs)/\d+$")
 _TORCH_METADATA = frozenset(
     {"version", "byteorder", ".format_version", ".storage_alignment", "serialization_id"}
 )
@@ -176,160 +178,150 @@ def scan_compressed(
     return f"{kind}"
 
 
-class _Entry:
-    """The central-directory fields the scanner needs (``zipfile.ZipInfo``'s names)."""
+#: Findings of a zip on which two readers disagree carry this subject.
+DISAGREE = "<zip readers disagree>"
 
-    __slots__ = (
-        "compress_size", "compress_type", "file_size", "filename", "flag_bits", "header_offset",
-        "orig_filename",
+
+class _TorchLayout(NamedTuple):
+    """How ``torch.load`` / ``torch.jit.load`` see a zip (``PyTorchStreamReader``)."""
+
+    prefix: bytes
+    """``archive/``: the first member's folder; every member must be under it."""
+    records: dict[bytes, ZipMember]
+    """Record name (prefix removed, as ``get_all_records`` returns it) -> member."""
+    checkpoint: bool
+    """``data.pkl`` is found (miniz matches names case-insensitively)."""
+    torchscript: bool
+    """``constants.pkl`` (exact name) is a record: ``torch.load`` hands the file to
+    ``torch.jit.load``, and no Python unpickler ever reads its pickles."""
+    jit_loadable: bool
+    """``constants.pkl`` is found case-insensitively: ``torch.jit.load`` compiles its code."""
+
+
+def _torch_layout(members: list[ZipMember]) -> _TorchLayout | None:
+    """The records PyTorch's reader exposes, or ``None`` when it refuses the layout (no folder,
+    or a member outside the first member's folder)."""
+    if not members:
+        return None
+    first = members[0].raw_name
+    slash = first.find(b"/")
+    if slash < 0:
+        return None
+    prefix = first[: slash + 1]
+    records: dict[bytes, ZipMember] = {}
+    for member in members:
+        if not member.raw_name.startswith(prefix):
+            return None
+        records.setdefault(member.raw_name[len(prefix):], member)
+    lowered = {name.lower() for name in records}
+    return _TorchLayout(
+        prefix, records, b"data.pkl" in lowered, b"constants.pkl" in records,
+        b"constants.pkl" in lowered,
     )
 
-    def __init__(self, name: str, flags: int, method: int, csize: int, size: int,
-                 offset: int) -> None:
-        self.orig_filename = name
-        nul = name.find("\x00")
-        self.filename = name[:nul] if nul >= 0 else name
-        self.flag_bits = flags
-        self.compress_type = method
-        self.compress_size = csize
-        self.file_size = size
-        self.header_offset = offset
 
-    def is_dir(self) -> bool:
-        return self.filename.endswith("/")
+def _describe_views(views: zip_views.ZipViews) -> str:
+    torch_names = {m.key() for m in views.torch or ()}
+    python_names = {m.key() for m in views.python or ()}
+    only_torch = sorted({k[0] for k in torch_names - python_names})
+    only_python = sorted({k[0] for k in python_names - torch_names})
 
+    def names(items: list[bytes]) -> str:
+        shown = ", ".join(repr(n.decode("utf-8", "replace")) for n in items[:3])
+        return shown + (f" and {len(items) - 3} more" if len(items) > 3 else "")
 
-#: Central directory header fields the scanner uses: signature, flags, method, compressed and
-#: uncompressed sizes, name / extra / comment lengths, local header offset (46 bytes in all).
-_CENTRAL = struct.Struct("<4s4xHH8xLLHHH8xL")
-
-
-def _fast_central_directory(raw: BinaryIO, start: int, end: int) -> list[_Entry] | None:
-    """Parse a plain zip's central directory in one read; ``None`` for anything unusual
-    (archive comment, zip64, prepended data), which then goes through ``zipfile``."""
-    size = end - start
-    if size < 22:
-        return None
-    eocd = _pread(raw, 22, end - 22)
-    if len(eocd) != 22 or eocd[:4] != b"PK\x05\x06":
-        return None
-    disk, cd_disk, _, entries, cd_size, cd_offset, comment = struct.unpack("<4H2LH", eocd[4:])
-    if disk or cd_disk or comment or entries == 0xFFFF or 0xFFFFFFFF in (cd_size, cd_offset):
-        return None
-    if cd_offset + cd_size != size - 22:
-        # PyTorch (miniz) always adds a zip64 end record + locator; accept it only when it
-        # repeats the same numbers (a disagreement is exactly what parser-confusion tricks use).
-        tail = _pread(raw, 76, end - 98)
-        if len(tail) != 76 or tail[:4] != b"PK\x06\x06" or tail[56:60] != b"PK\x06\x07":
-            return None
-        z_entries, z_size, z_offset = struct.unpack("<3Q", tail[32:56])
-        (z_record_at,) = struct.unpack("<Q", tail[64:72])
-        if (z_entries, z_size, z_offset) != (entries, cd_size, cd_offset) or (
-            z_record_at != size - 98 or cd_offset + cd_size != size - 98
-        ):
-            return None
-    blob = _pread(raw, cd_size, start + cd_offset)
-    if len(blob) != cd_size:
-        return None
-    out: list[_Entry] = []
-    pos = 0
-    for _ in range(entries):
-        if pos + 46 > cd_size:
-            return None
-        (
-            signature, flags, method, csize, usize, name_len, extra_len, comment_len, offset
-        ) = _CENTRAL.unpack_from(blob, pos)
-        if signature != b"PK\x01\x02":
-            return None
-        if 0xFFFFFFFF in (csize, usize, offset):
-            return None
-        raw_name = blob[pos + 46 : pos + 46 + name_len]
-        name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", "replace")
-        out.append(_Entry(name, flags, method, csize, usize, offset))
-        pos += 46 + name_len + extra_len + comment_len
-    return out if pos == cd_size else None
-
-
-def _end_records_disagree(raw: BinaryIO, start: int, end: int) -> bool:
-    """True when the classic and the zip64 end records give different numbers."""
-    if end - start < 98:
-        return False
-    tail = _pread(raw, 98, end - 98)
-    if tail[:4] != b"PK\x06\x06" or tail[56:60] != b"PK\x06\x07" or tail[76:80] != (
-        b"PK\x05\x06"
-    ):
-        return False
-    z_entries, z_size, z_offset = struct.unpack("<3Q", tail[32:56])
-    _, _, _, entries, cd_size, cd_offset, _ = struct.unpack("<4H2LH", tail[80:98])
-    plain = (entries, cd_size, cd_offset)
-    zip64 = (z_entries, z_size, z_offset)
-    return any(
-        p not in (0xFFFF, 0xFFFFFFFF) and p != z for p, z in zip(plain, zip64, strict=True)
-    )
+    parts = []
+    if only_torch:
+        parts.append(f"only torch.load's reader (miniz) sees {names(only_torch)}")
+    if only_python:
+        parts.append(f"only zipfile / numpy.load see {names(only_python)}")
+    if not parts:
+        parts.append("they list the same members in a different order")
+    return ("torch.load and zipfile read different central directories (zip64 locator, "
+            "data before the archive, or entry counts that disagree): " + "; ".join(parts))
 
 
 def scan_zip(
     ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str, *, name: str,
     depth: int,
 ) -> str:
-    """Every member of a zip, by content; PyTorch storages only sniffed for an embedded pickle."""
+    """Every member of a zip, by content, as both PyTorch's reader and ``zipfile`` list them.
+
+    When the two readers disagree on the member list the archive is refused (a dangerous
+    finding) and every member either of them lists is scanned; when one of them cannot open it
+    at all, that is an error and the other reader's members are scanned. PyTorch storages are
+    only sniffed for an embedded pickle.
+    """
     from weightvault.scan.formats import RegionFile
 
     if not check_depth(ctx, location, depth):
         return "zip"
     # A whole top-level file is opened directly: the Python-level region wrapper is slower.
-    region = raw if (start == 0 and depth == 0) else RegionFile(raw, start, end)
-    fast = _fast_central_directory(raw, start, end)
-    archive: zipfile.ZipFile | None = None
-    if fast is None:
-        import zipfile
+    region: BinaryIO = raw if (start == 0 and depth == 0) else RegionFile(raw, start, end)  # type: ignore[assignment]
+    views = zip_views.read_views(raw, start, end, region)
+    if views.torch is None and views.python is None:
+        ctx.error(location, f"zip: unreadable central directory: {views.python_error}")
+        return "zip"
+    if views.agree:
+        members = views.torch or []
+    else:
+        members = views.union()
+        if views.torch is not None and views.python is not None:
+            ctx.find(Severity.DANGEROUS, "archive", DISAGREE, _describe_views(views),
+                     location or ".")
+        elif views.torch is None:
+            ctx.error(location, f"zip: torch.load's reader (miniz) cannot open it "
+                      f"({views.torch_error}) while zipfile reads {len(members)} member(s); "
+                      "the readers disagree")
+        else:
+            ctx.error(location, f"zip: zipfile cannot open it ({views.python_error}) while "
+                      f"torch.load's reader (miniz) reads {len(members)} member(s); the "
+                      "readers disagree")
+    if len(members) > ctx.limits.max_archive_members:
+        ctx.error(
+            location, f"zip has {len(members)} members, over the limit of "
+            f"{ctx.limits.max_archive_members}; not scanned",
+        )
+        return "zip"
+    names = [m.name for m in members]
+    layout = _torch_layout(members)
+    name_set = set(names)
+    is_keras = "config.json" in name_set and (
+        "metadata.json" in name_set or "model.weights.h5" in name_set
+    )
+    is_npz = bool(names) and all(n.endswith(".npy") for n in names)
+    if layout is not None and layout.torchscript:
+        fmt = "torchscript"
+    elif layout is not None and layout.checkpoint:
+        fmt = "pytorch-zip"
+    else:
+        fmt = "keras" if is_keras else "npz" if is_npz else "zip"
+    if layout is not None and (layout.checkpoint or layout.jit_loadable):
+        _check_case_duplicates(ctx, layout, location)
 
-        if _end_records_disagree(raw, start, end):
-            ctx.find(
-                Severity.SUSPICIOUS, "archive", "<end of central directory>",
-                "the classic and zip64 end-of-central-directory records disagree: "
-                "zip readers may list different members", location or ".",
-            )
-        try:
-            archive = zipfile.ZipFile(region)
-        except (zipfile.BadZipFile, *_ZIP_ERRORS) as exc:  # type: ignore[misc]
-            ctx.error(location, f"zip: unreadable central directory: {exc}")
-            return "zip"
+    archive: zipfile.ZipFile | None = None
+    spans: list[tuple[int, int, str]] = []
+    per_member: list[tuple[bytes, int, int]] = []
+    duplicates: set[bytes] = set()
+    for view in (views.torch, views.python):
+        listed: set[bytes] = set()
+        for member in view or ():
+            if member.raw_name in listed:
+                duplicates.add(member.raw_name)
+            listed.add(member.raw_name)
     try:
-        infos: list[_Entry] | list[zipfile.ZipInfo] = (
-            fast if fast is not None else archive.infolist()  # type: ignore[union-attr]
-        )
-        if len(infos) > ctx.limits.max_archive_members:
-            ctx.error(
-                location, f"zip has {len(infos)} members, over the limit of "
-                f"{ctx.limits.max_archive_members}; not scanned",
-            )
-            return "zip"
-        names = [i.filename for i in infos]
-        is_torch = any(n.endswith("/data.pkl") or n == "data.pkl" for n in names)
-        is_torchscript = is_torch and any(
-            "/code/" in n or n.endswith("/constants.pkl") for n in names
-        )
-        is_keras = "config.json" in names and (
-            "metadata.json" in names or "model.weights.h5" in names
-        )
-        is_npz = bool(names) and all(n.endswith(".npy") for n in names)
-        fmt = (
-            "torchscript" if is_torchscript else "pytorch-zip" if is_torch
-            else "keras" if is_keras else "npz" if is_npz else "zip"
-        )
-        seen: set[str] = set()
-        total_declared = 0
-        for info in infos:
-            filename = info.filename
+        seen: set[bytes] = set()
+        for member in members:
+            filename = member.name
             member_loc = join_location(location, filename)
-            if filename in seen:
+            if member.raw_name in duplicates and member.raw_name in seen:
                 ctx.find(
-                    Severity.SUSPICIOUS, "archive", filename,
-                    "duplicate member name: readers disagree on which copy they load",
+                    Severity.DANGEROUS, "archive", filename,
+                    "duplicate member name: readers disagree on which copy they load "
+                    "(zipfile the last, PyTorch's reader whichever its search finds)",
                     member_loc,
                 )
-            seen.add(filename)
+            seen.add(member.raw_name)
             problem = unsafe_member_name(filename)
             if problem:
                 ctx.find(
@@ -337,88 +329,132 @@ def scan_zip(
                     f"path traversal in member name ({problem}): extraction writes outside "
                     "the target folder", member_loc,
                 )
-            if info.is_dir():
+            if member.is_dir() and member.compress_size == 0:
                 continue
-            total_declared += info.file_size
-            _scan_zip_member(ctx, raw, start, end, info, member_loc, fmt, depth)
-            if is_keras and info.filename == "config.json":
-                import zipfile
+            before = len(ctx.findings)
+            span = _scan_zip_member(ctx, raw, start, end, member, member_loc, fmt, depth)
+            per_member.append((member.raw_name, before, len(ctx.findings)))
+            if span is not None:
+                spans.append((span[0], span[1], filename))
+            if is_keras and filename == "config.json":
+                archive = _scan_keras_member(ctx, region, archive, filename, member_loc)
+        _check_overlaps(ctx, spans, views, start, location)
+        if layout is not None and layout.jit_loadable:
+            from weightvault.scan.formats.torchscript import judge_torchscript
 
-                from weightvault.scan.formats.keras import scan_keras_config
-
-                try:
-                    if archive is None:
-                        archive = zipfile.ZipFile(region)
-                    keras_info = archive.getinfo(info.filename)
-                except (zipfile.BadZipFile, KeyError, *_ZIP_ERRORS) as exc:  # type: ignore[misc]
-                    ctx.error(member_loc, f"keras config unreadable: {exc}")
-                else:
-                    scan_keras_config(ctx, archive, keras_info, member_loc)
-        if is_torchscript:
-            code = sorted(n for n in names if "/code/" in n and n.endswith(".py"))
-            if code:
-                ctx.find(
-                    Severity.SUSPICIOUS, "structure", "<torchscript code>",
-                    f"TorchScript archive with {len(code)} code file(s) that torch.jit.load "
-                    "compiles and runs", join_location(location, code[0]),
-                )
+            judge_torchscript(ctx, raw, start, layout, location, per_member)
     finally:
         if archive is not None:
             archive.close()
     return fmt
 
 
-def _scan_zip_member(
-    ctx: FileContext, raw: BinaryIO, start: int, end: int, info: zipfile.ZipInfo | _Entry,
-    location: str, fmt: str, depth: int,
+def _scan_keras_member(
+    ctx: FileContext, region: BinaryIO, archive: zipfile.ZipFile | None, filename: str,
+    member_loc: str,
+) -> zipfile.ZipFile | None:
+    """Keras reads its config with ``zipfile``: so does this check."""
+    import zipfile
+
+    from weightvault.scan.formats.keras import scan_keras_config
+
+    try:
+        if archive is None:
+            archive = zipfile.ZipFile(region)
+        keras_info = archive.getinfo(filename)
+    except (zipfile.BadZipFile, KeyError, *_ZIP_ERRORS) as exc:  # type: ignore[misc]
+        ctx.error(member_loc, f"keras config unreadable: {exc}")
+    else:
+        scan_keras_config(ctx, archive, keras_info, member_loc)
+    return archive
+
+
+def _check_case_duplicates(ctx: FileContext, layout: _TorchLayout, location: str) -> None:
+    by_lower: dict[bytes, list[bytes]] = {}
+    for record in layout.records:
+        by_lower.setdefault(record.lower(), []).append(record)
+    clashes = [names for names in by_lower.values() if len(names) > 1]
+    for names in clashes[:3]:
+        shown = " and ".join(repr((layout.prefix + n).decode("utf-8", "replace"))
+                             for n in names[:2])
+        ctx.find(
+            Severity.DANGEROUS, "archive", DISAGREE,
+            f"{shown} differ only in case: PyTorch's reader matches record names "
+            "case-insensitively and may load either, zipfile keeps them apart",
+            location or ".",
+        )
+
+
+def _check_overlaps(
+    ctx: FileContext, spans: list[tuple[int, int, str]], views: zip_views.ZipViews, start: int,
+    location: str,
 ) -> None:
-    # 1. The local header, read as miniz does: only its lengths matter for the data offset.
+    """Member data that overlaps other members or the central directory: no writer does that;
+    it is how one stored byte range is read under two names (and how overlap bombs work)."""
+    if views.central_end > views.central_start:
+        spans = [*spans, (start + views.central_start, start + views.central_end,
+                          "<central directory>")]
+    spans.sort()
+    reach, reach_name = -1, ""
+    for begin, finish, member_name in spans:
+        if begin < reach:
+            ctx.find(
+                Severity.DANGEROUS, "archive", DISAGREE,
+                f"member {member_name!r} overlaps {reach_name!r}: the same bytes are read "
+                "under two names", join_location(location, member_name),
+            )
+            return
+        if finish > reach:
+            reach, reach_name = finish, member_name
+
+
+def _scan_zip_member(
+    ctx: FileContext, raw: BinaryIO, start: int, end: int, info: ZipMember,
+    location: str, fmt: str, depth: int,
+) -> tuple[int, int] | None:
+    """Scan one member; returns the byte range its local header and data occupy."""
+    # 1. The local header, read as both readers do: its lengths give the data offset.
     header_at = start + info.header_offset
-    # (zipfile's offsets can be negative on hostile archives: no local header there either)
     header = _pread(raw, _LOCAL_READ, header_at) if header_at >= start else b""
     if len(header) < 30:
         ctx.error(location, "zip member has no local header at its recorded offset")
-        return
+        return None
     signature, flags, name_len, extra_len = _LOCAL_HEADER.unpack_from(header)
     if signature != b"PK\x03\x04":
         ctx.error(location, "zip member has no local header at its recorded offset")
-        return
+        return None
     local_name = header[30 : 30 + name_len]
     if len(local_name) < name_len:
-        raw.seek(header_at + 30)
-        local_name = raw.read(name_len)
-    central = info.orig_filename
-    if local_name.decode("utf-8", "replace") != central and local_name != central.encode(
-        "cp437", "replace"
-    ):
+        local_name = _pread(raw, name_len, header_at + 30)
+    if local_name != info.raw_name:
         ctx.find(
-            Severity.SUSPICIOUS, "archive", info.filename,
-            f"local header names the member {local_name.decode('utf-8', 'replace')!r}, "
-            "the central directory names it differently (scanners disagree on what it is)",
-            location,
+            Severity.DANGEROUS, "archive", info.name,
+            f"local header names the member {local_name.decode('utf-8', 'replace')!r}, the "
+            "central directory names it differently: torch.load reads it, zipfile refuses it "
+            "(readers disagree)", location,
         )
-    compression = info.compress_type
+    compression = info.method
+    data_start = header_at + 30 + name_len + extra_len
+    data_end = data_start + info.compress_size
     if compression == ZIP_AES:
         ctx.error(location, "AES-encrypted member (zip method 99) cannot be scanned; decrypt the "
                   "archive and scan the contents")
-        return
-    encrypted = (info.flag_bits | flags) & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION)
+        return header_at, data_end
+    encrypted = (info.flags | flags) & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION)
     if encrypted:
         ctx.find(
-            Severity.SUSPICIOUS, "archive", info.filename,
+            Severity.SUSPICIOUS, "archive", info.name,
             "member flagged as encrypted; lenient readers ignore the flag and read plain "
             "data, so it was scanned as plain data", location,
         )
-    data_start = header_at + 30 + name_len + extra_len
-    data_end = data_start + info.compress_size
     if data_end > end:
         ctx.error(location, "zip member data runs past the end of the archive")
-        return
+        return None
     if not encrypted:
         _scan_zip_member_data(
             ctx, raw, info, header, header_at, data_start, data_end, location, fmt, depth,
         )
-        return
+        return header_at, data_end
     errors_before, formats_before = len(ctx.errors), len(ctx.formats)
     _scan_zip_member_data(
         ctx, raw, info, header, header_at, data_start, data_end, location, fmt, depth,
@@ -430,6 +466,7 @@ def _scan_zip_member(
         # Plain data under the flag was scanned above; ciphertext reads as no known format.
         ctx.error(location, "encrypted member cannot be scanned (read as plain data it is no "
                   "known format); decrypt it and scan the contents")
+    return header_at, data_end
 
 
 def _zip_lzma_filters(
@@ -465,15 +502,15 @@ def _zip_lzma_filters(
 
 
 def _scan_zip_member_data(
-    ctx: FileContext, raw: BinaryIO, info: zipfile.ZipInfo | _Entry, header: bytes,
+    ctx: FileContext, raw: BinaryIO, info: ZipMember, header: bytes,
     header_at: int, data_start: int, data_end: int, location: str, fmt: str, depth: int,
 ) -> None:
-    compression = info.compress_type
+    compression = info.method
     # 2. PyTorch storages are raw tensor bytes: only a pickle hidden there is of interest.
-    if fmt in ("pytorch-zip", "torchscript") and _STORAGE_MEMBER.search(info.filename):
+    if fmt in ("pytorch-zip", "torchscript") and _STORAGE_MEMBER.search(info.name):
         if compression != ZIP_STORED:
             ctx.find(
-                Severity.SUSPICIOUS, "archive", info.filename,
+                Severity.SUSPICIOUS, "archive", info.name,
                 "compressed tensor storage (PyTorch writes them stored)", location,
             )
         offset_in_header = data_start - header_at
@@ -509,7 +546,7 @@ def _scan_zip_member_data(
 
     # 3. PyTorch's small metadata members (version, byteorder, ...) hold a word or a number.
     if fmt in ("pytorch-zip", "torchscript") and compression == ZIP_STORED and (
-        info.filename.rsplit("/", 1)[-1] in _TORCH_METADATA and info.compress_size <= 64
+        info.name.rsplit("/", 1)[-1] in _TORCH_METADATA and info.compress_size <= 64
     ):
         offset_in_header = data_start - header_at
         text = header[offset_in_header : offset_in_header + info.compress_size]
@@ -520,10 +557,10 @@ def _scan_zip_member_data(
     if compression == ZIP_STORED:
         if info.file_size != info.compress_size:
             ctx.find(
-                Severity.SUSPICIOUS, "archive", info.filename,
+                Severity.SUSPICIOUS, "archive", info.name,
                 "stored member whose sizes disagree (central directory vs data)", location,
             )
-        scan_member_bytes(ctx, raw, data_start, data_end, location, info.filename, depth + 1)
+        scan_member_bytes(ctx, raw, data_start, data_end, location, info.name, depth + 1)
         return
     kind = _ZIP_KINDS.get(compression)
     if kind is None:
@@ -534,7 +571,7 @@ def _scan_zip_member_data(
     ratio = info.file_size / max(info.compress_size, 1)
     if info.file_size > (1 << 20) and ratio > ctx.limits.max_compression_ratio:
         ctx.find(
-            Severity.SUSPICIOUS, "archive", info.filename,
+            Severity.SUSPICIOUS, "archive", info.name,
             f"compression ratio {ratio:.0f}:1 (zip bomb?); member not expanded", location,
         )
         ctx.error(location, "member not scanned: compression ratio over the limit")
@@ -558,7 +595,7 @@ def _scan_zip_member_data(
     except Truncated as exc:
         ctx.error(location, f"zip member not scanned: {exc}")
         return
-    _spool_and_scan(ctx, stream, location, info.filename, depth + 1)
+    _spool_and_scan(ctx, stream, location, info.name, depth + 1)
 
 
 def scan_tar(
