@@ -21,7 +21,9 @@ including ``weightvault`` and ``model_signing`` CLIs, see the token; pass ``monk
 it restored after the test), and runs
 ``softhsm2-util --init-token --free --label LABEL --so-pin ... --pin ...``.
 Calling it again with the same ``tmp_path`` and another label adds a second token to the same store
-(e.g. for "a signature from another token's key is rejected").
+(e.g. for "a signature from another token's key is rejected"). :func:`make_isolated_token` also
+clears ``WEIGHTVAULT_PKCS11_PIN`` and ``WEIGHTVAULT_PKCS11_MODULE`` for the test; the ``token``
+fixture (``tests/conftest.py``) is that call with the defaults.
 
 ``token.module`` is SoftHSM2's module path; ``token.pin`` and ``token.so_pin`` are the PINs.
 Keys are generated through :class:`weightvault.keys.pkcs11.Pkcs11Session`, so the module is loaded
@@ -46,9 +48,22 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from weightvault.keys.pkcs11 import DEFAULT_MODULE, Pkcs11Session, Pkcs11Uri, load_public_key
+from weightvault.keys.pkcs11 import (
+    DEFAULT_MODULE,
+    MODULE_ENV,
+    PIN_ENV,
+    Pkcs11Session,
+    Pkcs11Uri,
+    load_public_key,
+)
 
-__all__ = ["SOFTHSM_MODULE", "SoftHsmToken", "make_token", "softhsm_available"]
+__all__ = [
+    "SOFTHSM_MODULE",
+    "SoftHsmToken",
+    "make_isolated_token",
+    "make_token",
+    "softhsm_available",
+]
 
 SOFTHSM_MODULE = DEFAULT_MODULE
 
@@ -187,3 +202,17 @@ def make_token(
         conf_path=conf_path,
         token_dir=token_dir,
     )
+
+
+def make_isolated_token(
+    tmp_path: Path,
+    monkeypatch: Any,
+    label: str = "weightvault-test",
+    *,
+    pin: str = "1234",
+) -> SoftHsmToken:
+    """:func:`make_token` with the PIN and module overrides of the environment cleared for the
+    test, so only the URI (or what the test sets) decides which PIN and module are used."""
+    monkeypatch.delenv(PIN_ENV, raising=False)
+    monkeypatch.delenv(MODULE_ENV, raising=False)
+    return make_token(tmp_path, label, pin=pin, monkeypatch=monkeypatch)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from tests.paths import MODEL_SIGNING_HISTORY as HISTORY
 
 from weightvault.cli.app import run
 
@@ -217,9 +218,6 @@ def test_console_script_exit_codes(model: Path, keys: tuple[Path, Path]) -> None
     assert proc.stdout.strip() == "changed: model.safetensors"
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1
-
-
-HISTORY = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "model-signing-history"
 
 
 @pytest.mark.skipif(not HISTORY.is_dir(), reason=f"shared fixtures absent ({HISTORY})")

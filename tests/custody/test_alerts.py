@@ -4,16 +4,16 @@ audit log, the alerts list and a real webhook receiver; budgets hold per princip
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 import pytest
 from tests.custody.helpers import World, build_world, start_service
+from tests.servers import loopback_http_server
 
 from weightvault.custody.client import VaultHTTPError
 from weightvault.tlog.log import LogExport
@@ -36,18 +36,14 @@ class _Receiver(BaseHTTPRequestHandler):
 def alerting(tmp_path: Path) -> Iterator[tuple[World, list[dict[str, Any]]]]:
     received: ClassVar[list[dict[str, Any]]] = []
     handler = type("Receiver", (_Receiver,), {"received": received})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    service = start_service(
-        tmp_path / "data", args=("--webhook", url, "--principal-budget", "600K")
-    )
-    try:
-        yield build_world(tmp_path, service), received
-    finally:
-        service.stop()
-        server.shutdown()
+    with loopback_http_server(handler) as base_url:
+        service = start_service(
+            tmp_path / "data", args=("--webhook", f"{base_url}/hook", "--principal-budget", "600K")
+        )
+        try:
+            yield build_world(tmp_path, service), received
+        finally:
+            service.stop()
 
 
 def _wait_for(received: list[dict[str, Any]], kind: str) -> dict[str, Any]:

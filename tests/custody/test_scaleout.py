@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from tests.custody.helpers import Service, build_world, start_service
-from tests.postgres import PostgresServer, start_postgres
+from tests.postgres import PostgresServer
 from tests.s3 import SeaweedS3, start_seaweedfs
 
 from weightvault.custody.audit import verify_audit
@@ -21,17 +21,13 @@ from weightvault.tlog.log import LogExport
 
 @pytest.fixture(scope="module")
 def backends(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
 ) -> Iterator[tuple[PostgresServer, SeaweedS3]]:
-    postgres = start_postgres(tmp_path_factory)
+    s3 = start_seaweedfs(tmp_path_factory.mktemp("s3"))
     try:
-        s3 = start_seaweedfs(tmp_path_factory.mktemp("s3"))
-        try:
-            yield postgres, s3
-        finally:
-            s3.stop()
+        yield postgres, s3
     finally:
-        postgres.stop()
+        s3.stop()
 
 
 def _replicas(tmp_path: Path, postgres: PostgresServer, s3: SeaweedS3) -> tuple[Service, Service]:

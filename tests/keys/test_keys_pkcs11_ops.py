@@ -16,13 +16,6 @@ from weightvault.keys import pkcs11 as p11
 from weightvault.keys.pkcs11 import KeyKind, Pkcs11Session, Pkcs11Uri
 
 
-@pytest.fixture
-def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsmToken:
-    monkeypatch.delenv(p11.PIN_ENV, raising=False)
-    monkeypatch.delenv(p11.MODULE_ENV, raising=False)
-    return make_token(tmp_path, monkeypatch=monkeypatch)
-
-
 @pytest.mark.parametrize(
     ("curve", "hash_cls"),
     [("P-256", hashes.SHA256), ("P-384", hashes.SHA384), ("P-521", hashes.SHA512)],

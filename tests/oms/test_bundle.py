@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from tests.paths import MODEL_SIGNING_HISTORY as HISTORY
 
 from weightvault.errors import FormatError
 from weightvault.oms.bundle import (
@@ -19,8 +19,6 @@ from weightvault.oms.bundle import (
     public_key_hint,
 )
 from weightvault.oms.dsse import INTOTO_PAYLOAD_TYPE, pae, pae_legacy_v02
-
-HISTORY = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "model-signing-history"
 
 
 def test_pae_known_answer_from_dsse_spec() -> None:

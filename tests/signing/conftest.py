@@ -14,8 +14,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from _pki import Pki, build_pki, write_private, write_public
 
-HISTORY = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "model-signing-history"
-
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:

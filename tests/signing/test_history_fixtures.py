@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.signing.conftest import HISTORY
+from tests.paths import MODEL_SIGNING_HISTORY as HISTORY
 
 from weightvault.signing import check
 from weightvault.signing.certificate import CertificateVerifier

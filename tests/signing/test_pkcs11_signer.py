@@ -12,21 +12,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from tests.paths import MODEL_SIGNING_HISTORY as HISTORY
 from tests.signing._pki import key_usage
 from tests.softhsm import SoftHsmToken, make_token
 
 from weightvault.errors import FormatError, InputError, KeyMaterialError, VerificationError
-from weightvault.keys import pkcs11 as p11
 from weightvault.oms.bundle import public_key_hint
 from weightvault.oms.dsse import INTOTO_PAYLOAD_TYPE
 from weightvault.signing.pkcs11 import Pkcs11Signer, Pkcs11Verifier
-
-
-@pytest.fixture
-def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsmToken:
-    monkeypatch.delenv(p11.PIN_ENV, raising=False)
-    monkeypatch.delenv(p11.MODULE_ENV, raising=False)
-    return make_token(tmp_path, monkeypatch=monkeypatch)
 
 
 def _model(root: Path) -> Path:
@@ -276,11 +269,6 @@ def test_verifier_refuses_non_ec_keys(tmp_path: Path) -> None:
         Pkcs11Verifier.from_public_key_file(bad)
     with pytest.raises(InputError, match="cannot be read"):
         Pkcs11Verifier.from_public_key_file(tmp_path / "missing.pem")
-
-
-HISTORY = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "model-signing-history"
-)
 
 
 @pytest.mark.skipif(not HISTORY.is_dir(), reason=f"shared fixtures not present at {HISTORY}")

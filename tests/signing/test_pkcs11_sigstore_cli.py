@@ -9,15 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.softhsm import SoftHsmToken, make_token
+from tests.paths import MODEL_SIGNING_HISTORY as HISTORY
+from tests.paths import OFFLINE_TRUST_CONFIG as TRUST_CONFIG
+from tests.softhsm import SoftHsmToken, make_isolated_token, make_token
 
 from weightvault.cli.app import run
 from weightvault.keys import pkcs11 as p11
 
-HISTORY = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "model-signing-history"
-)
-TRUST_CONFIG = HISTORY / "offline_prod_trust_config.json"
 IDENTITY = "stefanb@us.ibm.com"
 ISSUER = "https://sigstore.verify.ibm.com/oauth2"
 needs_fixtures = pytest.mark.skipif(
@@ -27,8 +25,7 @@ needs_fixtures = pytest.mark.skipif(
 
 @pytest.fixture
 def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsmToken:
-    monkeypatch.delenv(p11.MODULE_ENV, raising=False)
-    hsm = make_token(tmp_path, "models", pin="4321", monkeypatch=monkeypatch)
+    hsm = make_isolated_token(tmp_path, monkeypatch, "models", pin="4321")
     monkeypatch.setenv(p11.PIN_ENV, hsm.pin)
     return hsm
 

@@ -7,31 +7,22 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from tests.paths import MODEL_SIGNING_HISTORY as HISTORY
+from tests.paths import OFFLINE_TRUST_CONFIG as TRUST_CONFIG
 from tests.softhsm import SoftHsmToken, make_token
 
 from weightvault.errors import VerificationError
-from weightvault.keys import pkcs11 as p11
 from weightvault.signing import check, sign, verify
 from weightvault.signing.key import KeyVerifier
 from weightvault.signing.pkcs11 import Pkcs11Signer, Pkcs11Verifier
 from weightvault.signing.sigstore import SigstoreVerifier
 
-HISTORY = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "model-signing-history"
-)
 IDENTITY = "stefanb@us.ibm.com"
 ISSUER = "https://sigstore.verify.ibm.com/oauth2"
 needs_fixtures = pytest.mark.skipif(
-    not (HISTORY / "offline_prod_trust_config.json").is_file(),
+    not TRUST_CONFIG.is_file(),
     reason=f"shared fixtures not present at {HISTORY}",
 )
-
-
-@pytest.fixture
-def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsmToken:
-    monkeypatch.delenv(p11.PIN_ENV, raising=False)
-    monkeypatch.delenv(p11.MODULE_ENV, raising=False)
-    return make_token(tmp_path, monkeypatch=monkeypatch)
 
 
 def _model(root: Path) -> Path:
@@ -109,9 +100,7 @@ def test_model_signed_by_another_tokens_key_is_rejected(
 @needs_fixtures
 @pytest.mark.parametrize("version", ["v0.3.1", "v1.0.0", "v1.0.1", "v1.1.0"])
 def test_peer_sigstore_models_verify_and_changes_are_caught(tmp_path: Path, version: str) -> None:
-    verifier = SigstoreVerifier(
-        IDENTITY, ISSUER, trust_config=HISTORY / "offline_prod_trust_config.json"
-    )
+    verifier = SigstoreVerifier(IDENTITY, ISSUER, trust_config=TRUST_CONFIG)
     source = HISTORY / f"{version}-sigstore"
     ignore = [source / "ignore-me"] if (source / "ignore-me").exists() else []
     result = verify(source, source / "model.sig", verifier, ignore_paths=ignore)

@@ -12,10 +12,9 @@ import base64
 import copy
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,14 +22,20 @@ import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from tests.paths import MODEL_SIGNING_HISTORY as HISTORY
+from tests.paths import OFFLINE_TRUST_CONFIG as TRUST_CONFIG
+from tests.servers import bypass_proxy_for_loopback, loopback_http_server
 
-from weightvault.errors import FormatError, KeyMaterialError, UsageError, VerificationError
+from weightvault.errors import (
+    FormatError,
+    InputError,
+    KeyMaterialError,
+    UsageError,
+    VerificationError,
+)
 from weightvault.oms.dsse import INTOTO_PAYLOAD_TYPE
 from weightvault.signing.sigstore import IDENTITY_TOKEN_ENV, SigstoreSigner, SigstoreVerifier
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
-HISTORY = FIXTURES / "model-signing-history"
-TRUST_CONFIG = HISTORY / "offline_prod_trust_config.json"
 IDENTITY = "stefanb@us.ibm.com"
 ISSUER = "https://sigstore.verify.ibm.com/oauth2"
 VERSIONS = ["v0.3.1", "v1.0.0", "v1.0.1", "v1.1.0"]
@@ -252,9 +257,8 @@ def test_key_bundle_is_pointed_at_the_key_method(verifier: SigstoreVerifier) -> 
 
 
 def test_bad_trust_config(tmp_path: Path) -> None:
-    with pytest.raises(Exception) as info:
+    with pytest.raises(InputError, match="cannot be read"):
         SigstoreVerifier(IDENTITY, ISSUER, trust_config=tmp_path / "missing.json")
-    assert "cannot be read" in str(info.value)
     bad = tmp_path / "bad.json"
     bad.write_text('{"mediaType": "nope"}')
     with pytest.raises(KeyMaterialError, match="not a Sigstore client trust config"):
@@ -350,17 +354,10 @@ class _FulcioStandIn(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fulcio_stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    bypass_proxy_for_loopback(monkeypatch)
     _FulcioStandIn.requests = []
-    server = HTTPServer(("127.0.0.1", 0), _FulcioStandIn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_http_server(_FulcioStandIn) as url:
+        yield url
 
 
 def test_signing_reaches_fulcio_with_a_proof_of_possession(

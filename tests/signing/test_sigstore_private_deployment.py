@@ -20,12 +20,11 @@ import base64
 import hashlib
 import json
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from tests.servers import bypass_proxy_for_loopback, loopback_http_server
 from tests.signing._pki import key_usage
 
 from weightvault.errors import KeyMaterialError, VerificationError
@@ -363,22 +363,13 @@ def _handler(deployment: _Deployment) -> type[BaseHTTPRequestHandler]:
 def deployment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[_Deployment, Path]]:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    bypass_proxy_for_loopback(monkeypatch)
     monkeypatch.delenv(IDENTITY_TOKEN_ENV, raising=False)
     state = _Deployment()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    config_path = tmp_path / "private-trust-config.json"
-    config_path.write_text(
-        json.dumps(state.trust_config(f"http://127.0.0.1:{server.server_address[1]}"))
-    )
-    try:
+    with loopback_http_server(_handler(state), threaded=True) as url:
+        config_path = tmp_path / "private-trust-config.json"
+        config_path.write_text(json.dumps(state.trust_config(url)))
         yield state, config_path
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _token(email: str = IDENTITY, issuer: str = ISSUER) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from weightvault.errors import FormatError
+from weightvault.errors import FormatError, InputError
 from weightvault.tamper.defenses import MLACConfig, train_mlac
 from weightvault.tamper.digits import DigitsTestbed
 from weightvault.tamper.evaluate import RANDOM_INIT, UNDEFENDED, SuiteResult, run_suite
@@ -97,7 +97,7 @@ def test_write_report_files(tmp_path: Path, result: SuiteResult) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads(files.summary_json.read_text())
     assert set(summary["models"]) == {RANDOM_INIT, UNDEFENDED, "mlac"}
-    with pytest.raises(Exception, match="already exists"):
+    with pytest.raises(InputError, match="already exists"):
         write_report(result, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["tamper-summary.json", "tamper-report.md", "tamper-curves.png", "tamper-summary.png"]

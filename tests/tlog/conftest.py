@@ -1,4 +1,4 @@
-"""Fixtures for the transparency-log tests: a real PostgreSQL server, a log on each backend."""
+"""Fixtures for the transparency-log tests: a fresh log on each backend (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.postgres import PostgresServer, start_postgres
+from tests.postgres import PostgresServer
 from tests.tlog.tlog_helpers import ORIGIN
 
 from weightvault.tlog import Ed25519NoteSigner, TransparencyLog
-
-
-@pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = start_postgres(tmp_path_factory)
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

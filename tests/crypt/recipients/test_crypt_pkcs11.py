@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from tests.crypt.crypt_helpers import tree_bytes
-from tests.softhsm import SoftHsmToken, make_token
+from tests.softhsm import SoftHsmToken
 
 from weightvault.cli.app import run
 from weightvault.crypt import decrypt_path, encrypt_path, inspect_path, parse_identity
@@ -16,13 +16,6 @@ from weightvault.errors import DecryptionError, KeyMaterialError
 from weightvault.keys import pkcs11 as p11
 
 DEK = bytes(range(32))
-
-
-@pytest.fixture
-def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsmToken:
-    monkeypatch.delenv(p11.PIN_ENV, raising=False)
-    monkeypatch.delenv(p11.MODULE_ENV, raising=False)
-    return make_token(tmp_path, monkeypatch=monkeypatch)
 
 
 def test_wrap_unwrap_on_the_token_and_no_pin_in_the_stanza(token: SoftHsmToken) -> None:
