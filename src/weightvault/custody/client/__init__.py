@@ -4,14 +4,17 @@ Server URL and token come from, in order: explicit arguments (command-line flags
 environment (``WEIGHTVAULT_URL``, ``WEIGHTVAULT_TOKEN``), then ``$WEIGHTVAULT_HOME/vault.json``
 (written by ``weightvault vault login``, mode 0600).
 
-Pulls are resumable: each file is downloaded to ``NAME.wvenc.part`` with HTTP range requests that
-continue where the last attempt stopped; only when the whole ciphertext is there is it decrypted
-(with the grantee's X25519 identity) and checked against the registered SHA-256.
+Pulls are all or nothing: each file is downloaded to ``NAME.wvenc.part`` (a connection that
+breaks off is resumed by HTTP range), and only when every ciphertext is there is each decrypted
+(with the grantee's X25519 identity) and checked against the registered SHA-256. A refusal, a
+wrong identity or an interrupt leaves nothing; a broken connection leaves only the encrypted
+parts, and running the same pull again resumes from them.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -21,7 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from weightvault.errors import InputError, PolicyError, UsageError, VerificationError
+from weightvault.errors import (
+    DecryptionError,
+    InputError,
+    PolicyError,
+    UsageError,
+    VerificationError,
+    WeightvaultError,
+)
 
 __all__ = ["ClientConfig", "VaultClient", "VaultHTTPError", "config_path", "resolve_config"]
 
@@ -346,8 +356,28 @@ class VaultClient:
         """Download one delivered (encrypted) file to ``target``, resuming a partial one.
 
         The bulk transfer uses the standard library's HTTP client reading straight into one
-        preallocated buffer: several times faster than a chunk-iterating client.
+        preallocated buffer: several times faster than a chunk-iterating client. A connection
+        that breaks off is resumed once, from where it stopped: a server that stopped sending
+        because a budget ran out then says so (:class:`VaultHTTPError`), instead of the pull
+        reporting a broken transfer. Transport failures raise :class:`TransferError`.
         """
+        for attempt in (1, 2):
+            try:
+                self._download_once(grant_id, index, target, expected_size, progress)
+            except TransferError:
+                if attempt == 2:
+                    raise
+                continue
+            return
+
+    def _download_once(
+        self,
+        grant_id: str,
+        index: int,
+        target: Path,
+        expected_size: int,
+        progress: Callable[[int], None],
+    ) -> None:
         import http.client
         import urllib.parse
 
@@ -388,15 +418,11 @@ class VaultClient:
                     out.write(view[:count])
                     progress(count)
         except (OSError, http.client.HTTPException) as exc:
-            raise InputError(
-                f"transfer of file {index} interrupted ({exc}); run the same pull again to resume"
-            ) from exc
+            raise TransferError(f"transfer of file {index} broke off ({exc})") from exc
         finally:
             connection.close()
         if target.stat().st_size != expected_size:
-            raise InputError(
-                f"transfer of file {index} incomplete; run the same pull again to resume"
-            )
+            raise TransferError(f"transfer of file {index} stopped before its end")
 
     def pull(
         self,
@@ -406,31 +432,95 @@ class VaultClient:
         *,
         progress: Callable[[int], None] = lambda _n: None,
     ) -> dict[str, Any]:
-        """Pull every file of a grant into ``output``; decrypt unless ``identity`` is None."""
-        listing = self.grant_files(grant_id)
-        output.mkdir(parents=True, exist_ok=True)
-        results = []
-        for item in listing["files"]:
-            from weightvault.custody._names import check_file_path
+        """Pull every file of a grant into ``output``; decrypt unless ``identity`` is None.
 
-            path = check_file_path(item["path"], "server file path")
-            name = path
+        All or nothing. The identity is checked against the grantee's recipient and the grant's
+        byte budget against the download's size before anything is fetched. Every file is
+        downloaded (``NAME.wvenc.part``, then ``NAME.wvenc``) before any is decrypted; each
+        plaintext gets its name only once it decrypted completely and matched its registered
+        SHA-256. A refusal, a wrong identity, a digest mismatch or an interrupt (SIGINT,
+        SIGTERM) removes every file and folder this pull created, ciphertext included. Only a
+        broken connection keeps the encrypted downloads (never plaintext), so that running the
+        same pull again resumes where it stopped instead of spending the budget twice.
+        """
+        from weightvault import _interrupt
+        from weightvault.custody._names import check_file_path
+
+        listing = self.grant_files(grant_id)
+        items = [(check_file_path(i["path"], "server file path"), i) for i in listing["files"]]
+        if identity is not None:
+            self._check_identity(identity)
+        plan = []
+        for name, item in items:
             encrypted = output / f"{name}.wvenc"
-            encrypted.parent.mkdir(parents=True, exist_ok=True)
             part = encrypted.with_name(encrypted.name + ".part")
-            if not encrypted.exists():
+            plan.append((name, item, encrypted, part))
+        missing = sum(
+            0 if encrypted.exists() else item["delivered_size"] - _size_or_zero(part)
+            for _name, item, encrypted, part in plan
+        )
+        remaining = listing.get("bytes_remaining")
+        if isinstance(remaining, int) and missing > remaining:
+            raise PolicyError(
+                f"pull refused: the grant's byte budget is exhausted ({remaining} bytes left, "
+                f"{missing} needed); nothing was downloaded"
+            )
+        created = _Created()
+        try:
+            created.folder(output)
+            for _name, item, encrypted, part in plan:
+                created.folder(encrypted.parent)
+                if encrypted.exists():
+                    continue
+                created.file(part)
                 self.download_file(
                     grant_id, item["index"], part, item["delivered_size"], progress=progress
                 )
-                os.replace(part, encrypted)
-            if identity is not None:
+                with _interrupt.deferred():
+                    created.file(encrypted)
+                    os.replace(part, encrypted)
+                    _interrupt.record_created(encrypted)
+            results = []
+            for name, item, encrypted, _part in plan:
+                if identity is None:
+                    results.append({"path": f"{name}.wvenc", "size": encrypted.stat().st_size})
+                    continue
                 plain = output / name
+                created.file(plain)
                 _decrypt_checked(encrypted, plain, identity, item["sha256"])
-                encrypted.unlink()
-                results.append({"path": name, "size": item["size"], "sha256": item["sha256"]})
-            else:
-                results.append({"path": f"{name}.wvenc", "size": encrypted.stat().st_size})
+            if identity is not None:
+                for name, item, encrypted, _part in plan:
+                    encrypted.unlink()
+                    results.append(
+                        {"path": name, "size": item["size"], "sha256": item["sha256"]}
+                    )
+        except TransferError as exc:
+            created.remove(keep=lambda path: path.name.endswith((".wvenc", ".wvenc.part")))
+            raise InputError(
+                f"{exc.message}; the encrypted parts downloaded so far are kept in {output} "
+                "(no plaintext): run the same pull again to resume"
+            ) from exc
+        except BaseException as exc:
+            created.remove()
+            if isinstance(exc, WeightvaultError):
+                exc.message = f"{exc.message}; nothing was kept"
+            raise
         return {"grant_id": grant_id, "model": listing["model"], "files": results}
+
+    def _check_identity(self, identity: Any) -> None:
+        """Refuse, before downloading, an identity that is not the grantee's recipient."""
+        from weightvault.crypt.recipients import X25519Identity
+
+        if not isinstance(identity, X25519Identity):
+            return  # found out when the first file does not open (nothing is kept then either)
+        mine = identity.recipient().to_string()
+        registered = self.whoami().get("recipient")
+        if registered and registered != mine:
+            raise DecryptionError(
+                f"this identity ({mine}) is not the X25519 recipient the grants are encrypted "
+                f"to ({registered}); nothing was downloaded",
+                hint="use the identity file whose recipient is registered for you",
+            )
 
     # -- audit ---------------------------------------------------------------------------------
 
@@ -451,24 +541,87 @@ class VaultClient:
         return result
 
 
+class TransferError(InputError):
+    """The connection to the service broke off during a download."""
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+class _Created:
+    """What a pull created, to remove it again (files first, then folders, newest first).
+
+    Each name is recorded before the step that creates it, so an interrupt cannot fall between
+    the creation and the record; removing a name that never came to exist is harmless.
+    """
+
+    def __init__(self) -> None:
+        self.files: list[Path] = []
+        self.folders: list[Path] = []
+
+    def file(self, path: Path) -> None:
+        if not path.exists() and path not in self.files:
+            self.files.append(path)
+
+    def folder(self, path: Path) -> None:
+        from weightvault import _interrupt
+
+        missing = []
+        while not path.exists():
+            missing.append(path)
+            path = path.parent
+        for folder in reversed(missing):
+            with _interrupt.deferred():
+                folder.mkdir(exist_ok=True)
+                self.folders.append(folder)
+                _interrupt.record_created(folder)
+
+    def remove(self, keep: Callable[[Path], bool] = lambda _p: False) -> None:
+        kept = False
+        for path in reversed(self.files):
+            if keep(path) and path.exists():
+                kept = True
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if kept:
+            return
+        for folder in reversed(self.folders):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def _decrypt_checked(encrypted: Path, plain: Path, identity: Any, sha256: str) -> None:
+    """Decrypt ``encrypted`` to ``plain``; the plaintext is named only once its SHA-256 matched
+    ``sha256`` (until then it is an unnamed file: nothing to remove after a failure)."""
+    from weightvault.crypt._plainout import plaintext_output
     from weightvault.crypt.envelope import unlock
-    from weightvault.crypt.stream import decrypt_body
+    from weightvault.crypt.stream import decrypt_stream
 
     unlocked = unlock(encrypted, [identity])
-    decrypt_body(
-        str(encrypted),
-        str(plain),
-        unlocked.body_offset,
-        unlocked.dek,
-        unlocked.header.body_context(),
-        str(encrypted),
-        force=True,
-    )
-    digest = hashlib.sha256()
-    with plain.open("rb") as handle:
-        for piece in iter(lambda: handle.read(_PIECE), b""):
-            digest.update(piece)
-    if digest.hexdigest() != sha256:
-        plain.unlink()
-        raise VerificationError(f"{plain}: SHA-256 does not match the registered digest")
+
+    class _Hashing:
+        def __init__(self, out: Any) -> None:
+            self.out = out
+            self.digest = hashlib.sha256()
+
+        def write(self, data: Any) -> int:
+            self.digest.update(data)
+            return int(self.out.write(data))
+
+    try:
+        source = open(encrypted, "rb", buffering=0)
+    except OSError as exc:
+        raise InputError(f"{encrypted}: cannot read: {exc.strerror}") from exc
+    with source, plaintext_output(plain, force=True) as out:
+        source.seek(unlocked.body_offset)
+        hashing = _Hashing(out)
+        decrypt_stream(
+            source, hashing, unlocked.dek, unlocked.header.body_context(), str(encrypted)  # type: ignore[arg-type]
+        )
+        if hashing.digest.hexdigest() != sha256:
+            raise VerificationError(f"{plain}: SHA-256 does not match the registered digest")
