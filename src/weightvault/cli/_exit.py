@@ -187,9 +187,10 @@ def _option_values(
 
 
 def _option_for(path: str, pairs: list[tuple[str, str]]) -> str | None:
-    """The option whose value is ``path``, holds it, or names a file in the same folder."""
+    """The option whose value is ``path``, a folder holding it, or a file in the folder ``path``
+    (an output folder that is read-only), in that order of preference."""
     target = _absolute(path)
-    exact = inside = same_folder = None
+    exact = inside = parent = None
     for option, value in pairs:
         if not value or "://" in value:
             continue
@@ -198,9 +199,9 @@ def _option_for(path: str, pairs: list[tuple[str, str]]) -> str | None:
             exact = exact or option
         elif target.startswith(given.rstrip(os.sep) + os.sep):
             inside = inside or option
-        elif os.path.dirname(given) in (target, os.path.dirname(target)):
-            same_folder = same_folder or option
-    return exact or inside or same_folder
+        elif os.path.dirname(given) == target:
+            parent = parent or option
+    return exact or inside or parent
 
 
 def _filesystem_hint(exc: FileSystemError, pairs: list[tuple[str, str]]) -> str | None:
@@ -237,6 +238,34 @@ def message_for(
     return text
 
 
+def _standard_output_failed(code: int | None) -> bool:
+    """Whether standard output is what failed: its buffer will not flush, or it is a file on a
+    file system with no space left. If so, it is pointed at ``/dev/null``, so that the
+    interpreter's own flush at exit does not add a second error and exit code 120."""
+    import stat
+
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # closed, or not a real file (captured in tests)
+        return False
+    try:
+        sys.stdout.flush()
+        failed = (
+            code in (errno.ENOSPC, errno.EDQUOT)
+            and stat.S_ISREG(os.fstat(fd).st_mode)
+            and os.fstatvfs(fd).f_bavail == 0
+        )
+    except OSError:
+        failed = True
+    if failed:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+    return failed
+
+
 def report_exception(
     exc: BaseException,
     argv: Sequence[str] = (),
@@ -248,7 +277,7 @@ def report_exception(
     computed only when needed) let an error about a path name the option that gave it.
     With ``WEIGHTVAULT_DEBUG`` set, the traceback is printed first (same line, same code).
     """
-    from weightvault.errors import WeightvaultError
+    from weightvault.errors import FileSystemError, WeightvaultError
 
     if isinstance(exc, KeyboardInterrupt):
         return fail("interrupted", 130)
@@ -266,6 +295,10 @@ def report_exception(
     if isinstance(cause, MemoryError):
         return fail("out of memory; use fewer workers or a machine with more memory", 2)
     if cause is not None:
+        if cause.path is None and _standard_output_failed(cause.errno):
+            cause = FileSystemError.from_os_error(
+                OSError(cause.errno, cause.message, "<standard output>"), writing=True
+            )
         return fail(message_for(cause, argv, value_options), 2)
     text = " ".join(str(exc).split()) or type(exc).__name__
     return fail(

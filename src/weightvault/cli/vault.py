@@ -7,7 +7,10 @@ the commands.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,24 @@ def _client(url: str | None, token: str | None) -> Any:
     from weightvault.custody.client import VaultClient, resolve_config
 
     return VaultClient(resolve_config(url, token))
+
+
+@contextlib.contextmanager
+def _undo_new_files(folder: Path) -> Iterator[None]:
+    """If the block fails, remove what it added to ``folder`` (the folder too, if it made it):
+    a failed split or recovery leaves no partial set of shares or keys behind."""
+    existed = folder.is_dir()
+    before = set(folder.iterdir()) if existed else set()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif folder.is_dir():
+            for path in set(folder.iterdir()) - before:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        raise
 
 
 def _show(doc: Any, as_json: bool, lines: list[str]) -> None:
@@ -459,19 +480,34 @@ def audit_export(
     key_output: Path | None = typer.Option(
         None, "--key-output", help="Also write the log's public key here."
     ),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
     url: str | None = _URL,
     token: str | None = _TOKEN,
+    as_json: bool = _JSON,
 ) -> None:
     """Export the audit log (auditor or admin) for 'weightvault audit verify'."""
-    from weightvault._fs import write_bytes_atomic
+    from weightvault._fs import ensure_writable_destination, staged_outputs
 
+    ensure_writable_destination(output, force=force)  # before asking the server for the log
+    if key_output is not None:
+        ensure_writable_destination(key_output, force=force)
     with _client(url, token) as client:
         data = client.audit_export()
         key = client.audit_key()["log_key"]
-    write_bytes_atomic(output, data)
-    if key_output is not None:
-        write_bytes_atomic(key_output, (key + "\n").encode())
-    typer.echo(f"exported the audit log to {output}; log key: {key}")
+    with staged_outputs() as files:  # the export and its key appear together, or neither
+        files.write_bytes(output, data, force=force)
+        if key_output is not None:
+            files.write_bytes(key_output, (key + "\n").encode(), force=force)
+    _show(
+        {
+            "file": str(output),
+            "key_file": None if key_output is None else str(key_output),
+            "log_key": key,
+            "bytes": len(data),
+        },
+        as_json,
+        [f"exported the audit log to {output}; log key: {key}"],
+    )
 
 
 @audit_app.command("verify")
@@ -485,14 +521,14 @@ def audit_verify(
 ) -> None:
     """Verify an exported audit log offline: signatures, every entry, consistency."""
     from weightvault.custody.audit import verify_audit
-    from weightvault.errors import InputError
+    from weightvault.errors import FileSystemError
 
     try:
         data = export.read_bytes()
         key_text = Path(log_key).read_text() if Path(log_key).is_file() else log_key
         trusted = checkpoint.read_bytes() if checkpoint else None
     except OSError as exc:
-        raise InputError(f"cannot read input: {exc}") from exc
+        raise FileSystemError.from_os_error(exc) from exc
     result = verify_audit(data, key_text, trusted_checkpoint=trusted)
     _show(
         {"size": result.size, "origin": result.origin, "counts": result.counts},
@@ -510,24 +546,36 @@ def breakglass_split(
     threshold: int = typer.Option(..., "-k", "--threshold", help="Shares needed to recover."),
     count: int = typer.Option(..., "-n", "--shares", help="Shares to make."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for share-N.txt files."),
+    as_json: bool = _JSON,
 ) -> None:
     """Split the KEK into n Shamir shares, any k of which recover it."""
     from weightvault.custody.breakglass_files import split_keyring
 
-    paths = split_keyring(kek, threshold, count, output)
-    typer.echo(f"wrote {len(paths)} shares ({threshold} needed) to {output}")
+    with _undo_new_files(output):
+        paths = split_keyring(kek, threshold, count, output)
+    _show(
+        {"folder": str(output), "threshold": threshold, "shares": [str(p) for p in paths]},
+        as_json,
+        [f"wrote {len(paths)} shares ({threshold} needed) to {output}"],
+    )
 
 
 @breakglass_app.command("recover")
 def breakglass_recover(
     shares: list[Path] = typer.Argument(..., help="Share files."),
     output: Path = typer.Option(..., "-o", "--output", help="Recovered keyring file (0600)."),
+    as_json: bool = _JSON,
 ) -> None:
     """Recover the KEK from k shares; refuses a result that does not authenticate."""
     from weightvault.custody.breakglass_files import recover_keyring
 
-    kid = recover_keyring(shares, output)
-    typer.echo(f"recovered keyring {kid} to {output}")
+    with _undo_new_files(output.parent):
+        kid = recover_keyring(shares, output)
+    _show(
+        {"file": str(output), "kid": kid},
+        as_json,
+        [f"recovered keyring {kid} to {output}"],
+    )
 
 
 def register(app: typer.Typer) -> None:
