@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from weightvault._fs import write_bytes_atomic
+from weightvault._fs import StagedOutputs, staged_outputs, write_bytes_atomic
 from weightvault.tamper.attacks import AttackRun
 from weightvault.tamper.evaluate import RANDOM_INIT, UNDEFENDED, SuiteResult, held_out_families
 from weightvault.tamper.spec import ProbeSpec, SearchSpec
@@ -357,7 +357,14 @@ class ReportFiles:
     summary_png: Path
 
 
-def plot_curves(result: SuiteResult, summary: dict[str, Any], path: Path, force: bool) -> None:
+def plot_curves(
+    result: SuiteResult,
+    summary: dict[str, Any],
+    path: Path,
+    force: bool,
+    *,
+    batch: StagedOutputs | None = None,
+) -> None:
     """Harmful accuracy against attack steps, one panel per fine-tuning attack, one line per
     model (mean over seeds, band = min..max over seeds)."""
     import io
@@ -408,10 +415,12 @@ def plot_curves(result: SuiteResult, summary: dict[str, Any], path: Path, force:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue(), force=force)
+    _write(path, buf.getvalue(), force, batch)
 
 
-def plot_summary(summary: dict[str, Any], path: Path, force: bool) -> None:
+def plot_summary(
+    summary: dict[str, Any], path: Path, force: bool, *, batch: StagedOutputs | None = None
+) -> None:
     """Worst case and desired accuracy per model; regret vs random init per attack."""
     import io
 
@@ -457,7 +466,14 @@ def plot_summary(summary: dict[str, Any], path: Path, force: bool) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue(), force=force)
+    _write(path, buf.getvalue(), force, batch)
+
+
+def _write(path: Path, data: bytes, force: bool, batch: StagedOutputs | None) -> None:
+    if batch is None:
+        write_bytes_atomic(path, data, force=force)
+    else:
+        batch.write_bytes(path, data, force=force)
 
 
 def write_report(
@@ -469,7 +485,7 @@ def write_report(
     force: bool = False,
 ) -> ReportFiles:
     """Write ``<prefix>-summary.json``, ``<prefix>-report.md``, ``<prefix>-curves.png`` and
-    ``<prefix>-summary.png`` into ``out_dir`` (each atomically)."""
+    ``<prefix>-summary.png`` into ``out_dir`` (all four, or none)."""
     out_dir = Path(out_dir)
     files = ReportFiles(
         summary_json=out_dir / f"{prefix}-summary.json",
@@ -478,15 +494,17 @@ def write_report(
         summary_png=out_dir / f"{prefix}-summary.png",
     )
     summary = summarize(result, margin=margin)
-    plot_curves(result, summary, files.curves_png, force)
-    plot_summary(summary, files.summary_png, force)
-    markdown = to_markdown(summary, [files.curves_png.name, files.summary_png.name])
-    write_bytes_atomic(files.markdown, markdown.encode(), force=force)
-    write_bytes_atomic(
-        files.summary_json,
-        (json.dumps(summary, indent=1, sort_keys=True) + "\n").encode(),
-        force=force,
-    )
+    # The four files appear together or not at all (an error or Ctrl-C leaves none).
+    with staged_outputs() as batch:
+        plot_curves(result, summary, files.curves_png, force, batch=batch)
+        plot_summary(summary, files.summary_png, force, batch=batch)
+        markdown = to_markdown(summary, [files.curves_png.name, files.summary_png.name])
+        batch.write_bytes(files.markdown, markdown.encode(), force=force)
+        batch.write_bytes(
+            files.summary_json,
+            (json.dumps(summary, indent=1, sort_keys=True) + "\n").encode(),
+            force=force,
+        )
     return files
 
 
