@@ -36,6 +36,13 @@ class Sample:
     marker: Path | None = None
     """The file the payload would create if it ever ran."""
     note: str = ""
+    loader: str = ""
+    """The real loader that runs the payload (malicious) or reads the file (benign), proven by
+    ``test_corpus_fires.py``; empty for the older samples."""
+    inert_under: str = ""
+    """For divergence samples: a reader under which the payload must *not* run."""
+    category: str = ""
+    """The class of attack (or of benign file) the sample stands for."""
 
 
 # -- raw opcode helpers ---------------------------------------------------------------------------
@@ -546,6 +553,13 @@ def build_corpus(root: Path, *, only: set[str] | None = None) -> list[Sample]:
         path.write_bytes(_repack_zip(buffer.getvalue(), zipfile.ZIP_LZMA))
 
     add_ben("arrays_lzma.npz", npz_lzma)
+
+    # Issue 12: one malicious sample per class of bypass, benign files of mainstream libraries.
+    from corpus_benign import build_benign
+    from corpus_malicious import build_malicious
+
+    samples += build_malicious(root, only)
+    samples += build_benign(root, only)
     return samples
 
 
