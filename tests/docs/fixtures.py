@@ -62,6 +62,14 @@ def llama_small(folder: Path) -> None:
     )
 
 
+def llama(folder: Path) -> None:
+    """``llama/``: a config and a 1 MiB safetensors file (the custody examples)."""
+    model = folder / "llama"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"hidden_size": 64, "vocab_size": 4096}) + "\n")
+    _tensors(model / "model.safetensors", {"embed.weight": (4096, 64)}, 4)
+
+
 class _Payload:
     """Pickles as a call of ``os.system`` (written, never loaded)."""
 
@@ -96,6 +104,7 @@ FIXTURES: dict[str, Callable[[Path], None]] = {
     "ec-key": ec_key,
     "llama-tiny": llama_tiny,
     "llama-tiny-one-file": llama_small,
+    "llama": llama,
     "scan-model": scan_model,
     "broken-safetensors": broken_safetensors,
 }

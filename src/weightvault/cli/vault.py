@@ -155,7 +155,7 @@ def serve(
         None, "--admin-token-file", help="Write the new admin's token here (0600)."
     ),
     ready_file: Path | None = typer.Option(
-        None, "--ready-file", help="Touch this file once the service is about to listen."
+        None, "--ready-file", help="Touch this file once the service listens."
     ),
 ) -> None:
     """Run the custody service (FastAPI + uvicorn)."""
@@ -209,6 +209,62 @@ def serve(
 
 
 # -- vault --------------------------------------------------------------------------------------
+
+
+@vault_app.command("init")
+def init(
+    data: Path = typer.Option(..., "--data", help="New data folder (what 'serve --data' takes)."),
+    admin: str = typer.Option("admin", "--admin", help="Name of the first admin."),
+    owner: str = typer.Option("owner", "--owner", help="Name of the first model owner."),
+    approvers: list[str] | None = typer.Option(
+        None, "--approver", help="An approver to create, with an Ed25519 key (repeatable)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing custody data folder (deletes it)."
+    ),
+    as_json: bool = _JSON,
+) -> None:
+    """Create a custody data folder with its first admin, owner and approvers: tokens and
+    approval keys are written to DATA/credentials (0600), to hand out."""
+    from weightvault import _interrupt
+    from weightvault.custody.bootstrap import initialize_data_folder
+
+    result = initialize_data_folder(
+        data, admin=admin, owner=owner, approvers=approvers or (), replace=force
+    )
+    _interrupt.finish()  # the folder is in place: a signal from now on changes nothing
+    people = [
+        {
+            "name": p.name,
+            "role": p.role,
+            "token_file": str(p.token_file),
+            "approval_key": str(p.approval_key) if p.approval_key else None,
+            "approval_public_key": str(p.approval_public_key) if p.approval_public_key else None,
+            "approval_key_id": p.approval_key_id,
+        }
+        for p in result.principals
+    ]
+    width = max(len(p.name) for p in result.principals)
+    lines = [f"initialised the custody data folder {data}; run: weightvault serve --data {data}"]
+    for p in result.principals:
+        line = f"{p.role:<8}  {p.name:<{width}}  token {p.token_file}"
+        if p.approval_key is not None:
+            line += f", approval key {p.approval_key}"
+        lines.append(line)
+    lines += [
+        f"audit log key: {result.audit_log_key}",
+        f"hand out the files in {result.credentials_dir}, then delete them: the service needs none",
+    ]
+    _show(
+        {
+            "data": str(result.data_dir),
+            "credentials": str(result.credentials_dir),
+            "principals": people,
+            "audit_log_key": result.audit_log_key,
+        },
+        as_json,
+        lines,
+    )
 
 
 @vault_app.command("login")

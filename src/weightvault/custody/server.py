@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ def run_server(
     on_ready: Any = None,
 ) -> None:
     """Serve until interrupted. With ``init_admin``, create the first admin on an empty database
-    and write its token (shown once) to ``admin_token_file`` (mode 0600) or standard output."""
+    and write its token (shown once) to ``admin_token_file`` (mode 0600) or standard output.
+    ``on_ready`` is called once the service listens."""
     import uvicorn
 
     from weightvault.custody.app import create_app
@@ -47,7 +49,16 @@ def run_server(
                 else:
                     print(f"admin token (shown once): {token}", flush=True)
         app = create_app(custody)
-        server = uvicorn.Server(
+
+        class _Server(uvicorn.Server):
+            """Calls ``on_ready`` once the socket listens (a client may connect at once)."""
+
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets=sockets)
+                if self.started and on_ready is not None:
+                    on_ready()
+
+        server = _Server(
             uvicorn.Config(
                 app,
                 host=host,
@@ -68,8 +79,6 @@ def run_server(
             f"audit log {log_place})\n"
         )
         sys.stderr.flush()
-        if on_ready is not None:
-            on_ready()
         signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
         server.run()
     finally:

@@ -250,8 +250,10 @@ class Custody:
 
     # -- principals and tokens -----------------------------------------------------------------
 
-    def bootstrap_admin(self, name: str) -> str | None:
-        """Create the first admin and return its token; None if principals exist already."""
+    def bootstrap_admin(self, name: str, *, via: str = "serve --init-admin") -> str | None:
+        """Create the first admin and return its token; None if principals exist already.
+
+        ``via`` names the local command that asked, in the audit entry."""
         _names.check_principal_name(name)
         token = issue_token()
         with self.store.session() as session:
@@ -260,7 +262,7 @@ class Custody:
             session.add(Principal(name=name, roles="admin", created_at=self.clock()))
             session.flush()
             self._add_token(session, name, token, "bootstrap")
-            ctx = RequestContext(secrets.token_hex(16), "CLI", "serve --init-admin", "local")
+            ctx = RequestContext(secrets.token_hex(16), "CLI", via, "local")
             ctx.action = "principal.bootstrap"
             self.audit(ctx, "allowed", {"name": name, "token_id": token.token_id})
         return token.text
