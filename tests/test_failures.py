@@ -146,7 +146,7 @@ def _run_captured(case: dict[str, Any], scratch: str) -> tuple[int, str, str]:
 
 
 def _run_process(case: dict[str, Any], scratch: str) -> tuple[int, str, str]:
-    stdout = open(case["stdout_file"], "wb") if case["stdout_file"] else subprocess.PIPE  # noqa: SIM115
+    stdout = open(case["stdout_file"], "wb") if case["stdout_file"] else subprocess.PIPE
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "weightvault", *case["argv"]],
@@ -388,7 +388,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inputs]:
     identity = root / "id.x25519"
     _cli("x25519-keygen", "-o", str(identity))
     shares = root / "shares"
-    _cli("breakglass", "split", "--kek", str(home / "keyring.kek"), "-k", "2", "-n", "3", "-o", str(shares))
+    kek = str(home / "keyring.kek")
+    _cli("breakglass", "split", "--kek", kek, "-k", "2", "-n", "3", "-o", str(shares))
     checkpoint_pt = root / "tiny.pt"
     import torch
 
@@ -628,6 +629,83 @@ def test_every_command_fails_cleanly_on_system_failures(inputs: Inputs, tmp_path
             },
             "full_inputs": [str(inputs.log)],
             "remounted_inputs": [str(inputs.model), str(inputs.log), str(inputs.encrypted)],
+        },
+    )
+    _assert_all(cases, results)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The custody service (a real uvicorn process) with its cast, from the custody tests."""
+    from tests.custody.helpers import build_world, start_service
+
+    root = tmp_path_factory.mktemp("failures-custody")
+    service = start_service(root / "data")
+    try:
+        yield build_world(root, service)
+    finally:
+        service.stop()
+
+
+def _vault_cases(i: Inputs, world: Any) -> list[Case]:
+    ro, full = str(i.readonly), str(i.full)
+    missing = str(i.root / "no-such-file")
+    folder = str(i.folder)
+    people = world.people
+    rita = ["--token", people["rita"].token, "--identity", str(people["rita"].identity_path)]
+    audrey = ["--token", people["audrey"].token]
+    olivia = ["--token", people["olivia"].token]
+    admin = ["--token", people["admin"].token]
+    first, second = world.granted(), world.granted()
+    request = world.client("rita").request("llama", "v1", "evaluation of the release", 600, 1 << 20)
+    url = {"WEIGHTVAULT_URL": world.service.url}
+    c = Case
+    return [
+        c("vault-login-home-ro", ["vault", "login", "--url", world.service.url, *admin],
+          "readonly", ro, env={"WEIGHTVAULT_HOME": ro}, process=True),
+        c("vault-pull-ro", ["vault", "pull", first, "-o", f"{ro}/pulled", *rita], "readonly", ro,
+          "choose another with -o", env=url),
+        c("vault-pull-full", ["vault", "pull", second, "-o", f"{full}/pulled", *rita], "full",
+          f"{full}/pulled", "choose another with -o", env=url, process=True),
+        c("vault-pull-identity-dir", ["vault", "pull", first, "-o", str(i.root / "p"),
+                                      "--identity", folder, "--token", people["rita"].token],
+          "directory", folder, env=url),
+        c("vault-audit-ro", ["vault", "audit", "-o", f"{ro}/audit.json", *audrey], "readonly",
+          ro, "choose another with -o", env=url),
+        c("vault-audit-full", ["vault", "audit", "-o", f"{full}/audit.json", *audrey], "full",
+          f"{full}/audit.json", "choose another with -o", env=url),
+        c("vault-push-missing", ["vault", "push", missing, "--model", "llama", "--version", "v9",
+                                 "--signature", str(i.model / "model.sig"), *olivia], "missing",
+          missing, env=url, process=True),
+        c("vault-push-signature-dir", ["vault", "push", str(i.model), "--model", "llama",
+                                       "--version", "v9", "--signature", folder, *olivia],
+          "directory", folder, env=url, process=True),
+        c("vault-principal-key-missing", ["vault", "principal", "zoe", "--role", "approver",
+                                          "--approval-key", missing, *admin], "missing", missing,
+          env=url),
+        c("vault-model-policy-dir", ["vault", "model", "m2", "--policy", folder, *olivia],
+          "directory", folder, env=url),
+        c("vault-approve-key-missing", ["vault", "approve", request["id"], "--key", missing,
+                                        "--token", people["alice"].token], "missing", missing,
+          env=url),
+    ]
+
+
+def test_vault_commands_fail_cleanly_on_system_failures(
+    inputs: Inputs, world: Any, tmp_path: Path
+) -> None:
+    cases = _vault_cases(inputs, world)
+    results = _run_cases(
+        tmp_path,
+        cases,
+        {
+            "mounts": {
+                "readonly": str(inputs.readonly),
+                "full": str(inputs.full),
+                "remounted": str(inputs.remounted),
+            },
+            "full_inputs": [],
+            "remounted_inputs": [],
         },
     )
     _assert_all(cases, results)

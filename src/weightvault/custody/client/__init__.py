@@ -26,6 +26,7 @@ from typing import Any
 
 from weightvault.errors import (
     DecryptionError,
+    FileSystemError,
     InputError,
     PolicyError,
     UsageError,
@@ -410,13 +411,25 @@ class VaultClient:
                 raise VerificationError("server ignored the range request; retry the pull")
             buffer = bytearray(_PIECE)
             view = memoryview(buffer)
-            with target.open("ab") as out:
+            out = target.open("ab")
+            try:
                 while True:
                     count = response.readinto(view)
                     if not count:
                         break
-                    out.write(view[:count])
+                    try:
+                        out.write(view[:count])
+                    except OSError as exc:  # the local disk (full...), not the connection
+                        raise FileSystemError.from_os_error(exc, target, writing=True) from exc
                     progress(count)
+                try:
+                    out.close()
+                except OSError as exc:
+                    raise FileSystemError.from_os_error(exc, target, writing=True) from exc
+            finally:
+                if not out.closed:
+                    with contextlib.suppress(OSError):
+                        out.close()
         except (OSError, http.client.HTTPException) as exc:
             raise TransferError(f"transfer of file {index} broke off ({exc})") from exc
         finally:
