@@ -190,51 +190,101 @@ class DecompressingStream:
 
     ``kind`` ``"lzma1"`` is a raw LZMA1 stream (zip method 14, after its properties header)
     decoded with ``filters``; such a stream may lack an end marker, so it also ends cleanly when
-    its input runs out after exactly ``expected_output`` bytes.
+    its input runs out after exactly ``expected_output`` bytes. ``"xz"`` accepts both the .xz
+    container and the legacy .lzma ("alone") format, as ``lzma.LZMAFile`` does.
+
+    ``multistream`` follows the standard library's file readers (``gzip.open``,
+    ``bz2.BZ2File``, ``lzma.LZMAFile``): streams that follow the first are decompressed and
+    appended; data after the last stream that is not one is left alone and reported through
+    :attr:`trailing` (so is any data after a single-stream reader's stream).
     """
 
     def __init__(
         self, source: ByteReader, kind: str, *, max_output: int,
         filters: list[dict[str, int]] | None = None, expected_output: int | None = None,
+        multistream: bool = False,
     ) -> None:
         import bz2
         import lzma
 
         self._src = source
+        self._kind = kind
+        self._filters = filters
         self._max_output = max_output
         self._expected = expected_output
+        self._multistream = multistream
         self._produced = 0
         self._pending = b""
+        self._input = b""  # compressed bytes handed back by a finished stream
         self._eof = False
+        self.trailing = 0
+        """Bytes after the last compressed stream (0 when none, or unknown until the end)."""
         self._errors = (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError, MemoryError)
+        self._bz2 = bz2
+        self._lzma = lzma
+        self._dec = self._new_decoder()
+
+    def _new_decoder(self) -> object:
+        kind = self._kind
         if kind == "deflate":
-            self._dec: object = zlib.decompressobj(-15)
-        elif kind == "zlib":
-            self._dec = zlib.decompressobj()
-        elif kind == "gzip":
-            self._dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif kind == "bz2":
-            self._dec = bz2.BZ2Decompressor()
-        elif kind == "xz":
-            self._dec = lzma.LZMADecompressor()
-        elif kind == "lzma1":
-            if filters is None:
+            return zlib.decompressobj(-15)
+        if kind == "zlib":
+            return zlib.decompressobj()
+        if kind == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        if kind == "bz2":
+            return self._bz2.BZ2Decompressor()
+        if kind == "xz":
+            return self._lzma.LZMADecompressor()
+        if kind == "lzma1":
+            if self._filters is None:
                 raise ValueError("lzma1 needs its filter chain")
             try:
-                self._dec = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
-            except (lzma.LZMAError, ValueError, MemoryError) as exc:
+                return self._lzma.LZMADecompressor(self._lzma.FORMAT_RAW, filters=self._filters)
+            except (self._lzma.LZMAError, ValueError, MemoryError) as exc:
                 raise Truncated(f"unsupported LZMA properties: {exc}") from exc
-        else:
-            raise ValueError(f"unknown compression {kind}")
+        raise ValueError(f"unknown compression {kind}")
 
     @property
     def produced(self) -> int:
         return self._produced
 
+    def unread(self, data: bytes) -> None:
+        """Put bytes already read back in front (a probe of the first output byte)."""
+        self._pending = data + self._pending
+
     def _next_compressed(self) -> bytes:
+        if self._input:
+            chunk, self._input = self._input, b""
+            return chunk
         chunk = self._src.peek(_CHUNK)
         self._src.skip(len(chunk))
         return chunk
+
+    def _stream_ended(self, unused: bytes) -> None:
+        """The current stream is complete: start the next one, or note what follows."""
+        rest = unused or self._next_compressed()
+        if not rest:
+            self._eof = True
+            return
+        if self._multistream and self._starts_stream(rest):
+            self._input = rest
+            self._dec = self._new_decoder()
+            return
+        self._eof = True
+        remaining = self._src.remaining()
+        self.trailing = len(rest) + (remaining or 0)
+        if self._kind == "gzip" and not rest.strip(b"\x00") and not remaining:
+            self.trailing = 0  # zero padding after the last member: gzip skips it
+
+    def _starts_stream(self, data: bytes) -> bool:
+        if self._kind == "gzip":
+            return data.startswith(b"\x1f\x8b")
+        if self._kind == "bz2":
+            return data.startswith(b"BZh")
+        if self._kind == "xz":
+            return data.startswith((b"\xfd7zXZ\x00", b"\x5d\x00"))
+        return False
 
     def read(self, n: int = -1, /) -> bytes:
         if n < 0:
@@ -242,8 +292,8 @@ class DecompressingStream:
         out = [self._pending] if self._pending else []
         have = len(self._pending)
         self._pending = b""
-        dec = self._dec
         while have < n and not self._eof:
+            dec = self._dec
             want = max(n - have, _CHUNK)
             try:
                 if isinstance(dec, type(zlib.decompressobj())):
@@ -265,8 +315,6 @@ class DecompressingStream:
                     data = dec.decompress(chunk, want)  # type: ignore[attr-defined]
             except self._errors as exc:
                 raise Truncated(f"corrupt compressed data: {exc}") from exc
-            if dec.eof:  # type: ignore[attr-defined]
-                self._eof = True
             self._produced += len(data)
             if self._produced > self._max_output:
                 raise LimitExceeded(
@@ -275,6 +323,8 @@ class DecompressingStream:
                 )
             out.append(data)
             have += len(data)
+            if dec.eof:  # type: ignore[attr-defined]
+                self._stream_ended(dec.unused_data)  # type: ignore[attr-defined]
         blob = b"".join(out)
         if len(blob) > n:
             self._pending = blob[n:]

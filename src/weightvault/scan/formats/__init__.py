@@ -83,10 +83,33 @@ class RegionFile(io.RawIOBase):
         return len(data)
 
 
+#: What ``scan_reader`` returns for zips: their members were read, so no trailing-zip check.
+_ZIP_FORMATS = frozenset({"zip", "pytorch-zip", "torchscript", "keras", "npz"})
+#: Containers whose own members may be zips lying near their end (checked as members).
+_CONTAINERS = ("tar", "pytorch-legacy-tar", "7z", "gzip", "bz2", "xz", "lzma", "zlib",
+               "joblib-zfile", "lz4", "rar", "empty")
+
+
 def scan_reader(
     ctx: FileContext, r: ByteReader, raw: BinaryIO, location: str, *, name: str, depth: int,
 ) -> str:
-    """Detect the format of ``r`` (a seekable region of ``raw``) and scan it; returns the format."""
+    """Detect the format of ``r`` (a seekable region of ``raw``) and scan it; returns the format.
+
+    A file that is also a zip to ``zipfile`` (an archive found from the end behind some other
+    format) is refused as a polyglot and its members are scanned as well.
+    """
+    start = r.tell()
+    end = r.end if r.end is not None else start
+    fmt = _scan_by_content(ctx, r, raw, location, name=name, depth=depth)
+    if fmt not in _ZIP_FORMATS and not fmt.startswith(_CONTAINERS):
+        archive.scan_trailing_zip(ctx, raw, start, end, location, name=name, depth=depth,
+                                  fmt=fmt)
+    return fmt
+
+
+def _scan_by_content(
+    ctx: FileContext, r: ByteReader, raw: BinaryIO, location: str, *, name: str, depth: int,
+) -> str:
     start = r.tell()
     end = r.end if r.end is not None else start
     size = end - start
@@ -98,13 +121,18 @@ def scan_reader(
         return "empty"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return archive.scan_zip(ctx, raw, start, end, location, name=name, depth=depth)
-    if len(head) >= 262 and head[257:262] == b"ustar":
+    if archive.looks_like_tar(head):
         return archive.scan_tar(ctx, raw, start, end, location, depth=depth)
-    for magic, kind in archive.COMPRESSION_MAGIC:
-        if head.startswith(magic):
-            return archive.scan_compressed(ctx, r, kind, location, name=name, depth=depth)
-    if archive.looks_like_zlib(head) and not lower.endswith(NON_PICKLE_SUFFIXES):
-        return archive.scan_compressed(ctx, r, "zlib", location, name=name, depth=depth)
+    compression = archive.compression_of(head)
+    if compression is not None:
+        fmt = archive.scan_compressed(ctx, r, compression, location, name=name, depth=depth)
+        if fmt is not None:
+            return fmt
+        r = ByteReader(raw, start, end)  # a weak magic that starts no stream: read on
+    if head.startswith(archive.LZ4_MAGIC):
+        ctx.error(location, "lz4-compressed data (joblib compress='lz4') is not supported; "
+                  "decompress it and scan the contents")
+        return "lz4"
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
         try:
             import py7zr  # noqa: F401  (the optional [scan] extra; imported only for 7z files)

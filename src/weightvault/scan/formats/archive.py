@@ -25,15 +25,10 @@ if TYPE_CHECKING:
     import zipfile
 
 __all__ = [
-    "COMPRESSION_MAGIC", "check_depth", "looks_like_zlib", "report_bomb", "scan_compressed",
-    "scan_member_bytes", "scan_tar", "scan_zip", "unsafe_member_name",
+    "DISAGREE", "LZ4_MAGIC", "Compression", "check_depth", "compression_of", "looks_like_tar",
+    "looks_like_zlib", "report_bomb", "scan_compressed", "scan_member_bytes", "scan_tar",
+    "scan_trailing_zip", "scan_zip", "unsafe_member_name",
 ]
-
-COMPRESSION_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x1f\x8b", "gzip"),
-    (b"BZh", "bz2"),
-    (b"\xfd7zXZ\x00", "xz"),
-)
 
 # zip compression methods (``zipfile`` itself is imported only when its parser is needed)
 ZIP_STORED, ZIP_DEFLATED, ZIP_BZIP2, ZIP_LZMA, ZIP_AES = 0, 8, 12, 14, 99
@@ -72,6 +67,77 @@ def looks_like_zlib(head: bytes) -> bool:
         len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0
         and not head[1] & 0x20  # no preset dictionary: excludes text such as "x " and "x?"
     )
+
+
+class Compression(NamedTuple):
+    """A compressed stream recognized by its first bytes."""
+
+    kind: str
+    """The :class:`DecompressingStream` kind (``xz`` also reads legacy .lzma files)."""
+    label: str
+    """What the report calls it: ``gzip``, ``lzma``, ``joblib-zfile`` ..."""
+    offset: int
+    """Where the compressed stream starts (after a joblib "ZF" header)."""
+    strong: bool
+    """Magic long enough that data failing to decompress is an error, not some other format."""
+
+
+#: joblib chooses a decompressor by these prefixes (``joblib.compressor``), whatever the file's
+#: name; ``gzip.open``, ``bz2.open`` and ``lzma.open`` read the same streams.
+_JOBLIB_ZFILE_HEADER = 2 + 19  # b"ZF" + the length in hex, padded to len(hex(2**64))
+
+
+def compression_of(head: bytes) -> Compression | None:
+    """The compressed format ``head`` starts with, judged as joblib detects it."""
+    if head.startswith(b"\x1f\x8b"):
+        return Compression("gzip", "gzip", 0, len(head) >= 3 and head[2] == 8)
+    if head.startswith(b"BZh"):
+        return Compression("bz2", "bz2", 0, head[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6",
+                                                          b"7", b"8", b"9"))
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return Compression("xz", "xz", 0, True)
+    if head.startswith(b"\x5d\x00"):
+        return Compression("xz", "lzma", 0, False)
+    if head.startswith(b"ZF") and len(head) >= _JOBLIB_ZFILE_HEADER + 2:
+        length = head[2:_JOBLIB_ZFILE_HEADER].decode("latin-1").strip().rstrip("L")
+        try:
+            int(length, 16)
+        except ValueError:
+            return None
+        offset = _JOBLIB_ZFILE_HEADER + (head[_JOBLIB_ZFILE_HEADER] == 0x20)
+        return Compression("zlib", "joblib-zfile", offset, True)
+    if looks_like_zlib(head):
+        return Compression("zlib", "zlib", 0, False)
+    return None
+
+
+#: LZ4 frames (``joblib.dump(..., compress="lz4")`` with the lz4 package installed).
+LZ4_MAGIC = b"\x04\x22\x4d\x18"
+
+
+def looks_like_tar(head: bytes) -> bool:
+    """A tar header as ``tarfile.open(mode="r:")`` accepts it (what ``torch.load`` tries first on
+    files that are not zips): a non-empty 512-byte block whose checksum field matches, with or
+    without the "ustar" magic (old v7 archives have none)."""
+    if len(head) < 512:
+        return False
+    block = head[:512]
+    if not block.strip(b"\x00"):
+        return False
+    field = block[148:156]
+    if field[:1] in (b"\x80", b"\xff"):  # base-256 encoding
+        value = int.from_bytes(field[1:], "big")
+        if field[:1] == b"\xff":
+            value -= 256 ** 7
+    else:
+        text = field.split(b"\x00", 1)[0].strip()
+        try:
+            value = int(text or b"0", 8)
+        except ValueError:
+            return False
+    unsigned = 256 + sum(block[:148]) + sum(block[156:])
+    signed = 256 + sum(b - 256 if b > 127 else b for b in block[:148] + block[156:])
+    return value in (unsigned, signed)
 
 
 def _pread(raw: BinaryIO, size: int, offset: int) -> bytes:
@@ -131,12 +197,15 @@ def _spool_and_scan(
     """Copy a decompressing stream to a temporary file (bounded), then scan it seekably.
 
     Two bounds apply: the stream's own cap (a bomb: a finding and an error) and
-    ``max_spool_bytes`` of temporary disk space per member (an error: not scanned).
+    ``max_spool_bytes`` of temporary disk space per member (an error: not scanned). Data that
+    ends early or turns corrupt is an error, and what decompressed before that point is still
+    scanned: a streaming loader (``pickle.load`` on ``gzip.open``) consumes it before failing.
     """
     import tempfile
 
     cap = ctx.limits.max_spool_bytes
     with tempfile.TemporaryFile(prefix="wv-scan-") as spool:
+        failure = ""
         try:
             written = 0
             while chunk := stream.read(1 << 20):
@@ -150,32 +219,89 @@ def _spool_and_scan(
             report_bomb(ctx, location, str(exc))
             return
         except Truncated as exc:  # corrupt or cut-off compressed data: never "clean"
-            ctx.error(location, f"not scanned: {exc}")
-            return
+            failure = str(exc)
         size = spool.tell()
         spool.flush()  # readers below may use os.pread on the descriptor
+        if failure:
+            ctx.error(location, f"not scanned completely: {failure}"
+                      + (f" (the {size} bytes before it were scanned)" if size else ""))
+            if not size:
+                return
         scan_member_bytes(ctx, spool, 0, size, location, name, depth)
 
 
 def scan_compressed(
-    ctx: FileContext, r: ByteReader, kind: str, location: str, *, name: str, depth: int,
-) -> str:
-    """gzip / bz2 / xz / zlib stream (compressed joblib files, ``.tar.gz``): expand and scan."""
+    ctx: FileContext, r: ByteReader, compression: Compression, location: str, *, name: str,
+    depth: int,
+) -> str | None:
+    """A gzip / bz2 / xz / lzma / zlib stream (compressed joblib files, ``.tar.gz``), found by
+    content: expand and scan. ``None`` when a weak magic (2-byte zlib or lzma prefixes) turns
+    out not to start a stream at all: then the caller reads the file as something else (no
+    loader can decompress it either)."""
     if not check_depth(ctx, location, depth + 1):
-        return kind
+        return compression.label
+    r.skip(compression.offset)
     start = r.tell()
     compressed = (r.end or start) - start
     limit = min(
         ctx.limits.max_decompressed_bytes,
         max(compressed, 1) * ctx.limits.max_compression_ratio + (64 << 20),
     )
-    stream = DecompressingStream(r, kind, max_output=limit)
+    multistream = compression.label in ("gzip", "bz2", "xz", "lzma")
+    stream = DecompressingStream(r, compression.kind, max_output=limit, multistream=multistream)
+    if not compression.strong:
+        try:
+            first = stream.read(1)
+        except LimitExceeded:
+            first = b"x"
+        except Truncated:
+            return None
+        if not first:
+            return None
+        stream.unread(first)
     inner_name = name[: -len(os.path.splitext(name)[1])] if os.path.splitext(name)[1] else name
+    inner = join_location(location, f"<{compression.label}>")
     try:
-        _spool_and_scan(ctx, stream, join_location(location, f"<{kind}>"), inner_name, depth + 1)
+        _spool_and_scan(ctx, stream, inner, inner_name, depth + 1)
     except Truncated as exc:
-        ctx.error(location, f"{kind} stream: {exc}")
-    return f"{kind}"
+        ctx.error(location, f"{compression.label} stream: {exc}")
+    trailing = stream.trailing
+    if trailing:
+        ctx.find(
+            Severity.SUSPICIOUS, "structure", "<trailing data>",
+            f"{trailing} bytes after the {compression.label} stream that are not a compressed "
+            "stream (decompressors disagree on whether to fail or ignore them)",
+            location or ".",
+        )
+    return compression.label
+
+
+def scan_trailing_zip(
+    ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str, *, name: str,
+    depth: int, fmt: str,
+) -> None:
+    """A file that a loader reads from its start (a pickle, an array, tensors) and ``zipfile``
+    reads as an archive (it finds a zip from the end): a polyglot. Loaders disagree about what
+    the file is, so it is refused, and the zip's members are scanned too."""
+    from weightvault.scan.formats import RegionFile
+
+    size = end - start
+    if size < 22:
+        return
+    window = min(size, (1 << 16) + 22)
+    if b"PK\x05\x06" not in _pread(raw, window, end - window):
+        return
+    views = zip_views.read_views(raw, start, end, RegionFile(raw, start, end))  # type: ignore[arg-type]
+    members = views.python or views.torch
+    if not members:
+        return
+    ctx.find(
+        Severity.DANGEROUS, "archive", DISAGREE,
+        f"the file is {fmt} to a loader that reads it from the start and a zip archive of "
+        f"{len(members)} member(s) to zipfile, which finds the archive from the end: loaders "
+        "disagree about what the file is", location or ".",
+    )
+    scan_zip(ctx, raw, start, end, location, name=name, depth=depth)
 
 
 #: Findings of a zip on which two readers disagree carry this subject.
