@@ -12,7 +12,7 @@ Conventions for writing the documents (what ``tests/docs/test_docs.py`` executes
   end ignored; a line ``...`` stands for any number of lines). No lines shown means the output is
   not checked. A command must exit 0 unless the document shows its failure: a line starting with
   ``error:`` in its output, or ``$ echo $?`` as the next command. A command whose output shows
-  ``error:`` must fail.
+  ``error:`` must fail, unless it shows its own status (``cmd; echo "exit $?"``).
 * A ``bash`` block is a script run as one command: it must exit 0; its output is not checked.
 * A ``python`` block is a script, run as ``python FILE`` from the session's current folder, the
   way a reader would save and run it (so a ``multiprocessing`` example needs no test-only guard

@@ -70,6 +70,31 @@ def llama(folder: Path) -> None:
     _tensors(model / "model.safetensors", {"embed.weight": (4096, 64)}, 4)
 
 
+def tiny_model(folder: Path) -> None:
+    """``tiny-model/``: ``config.json`` and a 1 MiB ``weights.bin`` (fixed bytes)."""
+    import hashlib
+
+    model = folder / "tiny-model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"hidden_size": 16}) + "\n")
+    block = hashlib.sha256(b"weightvault docs").digest()
+    (model / "weights.bin").write_bytes(block * ((1 << 20) // len(block)))
+
+
+def pki(folder: Path) -> None:
+    """A code-signing PKI: ``roots.pem`` -> ``intermediate.pem`` -> ``leaf.pem`` (key in
+    ``leaf-key.pem``, e-mail SAN ``release@example.com``)."""
+    from tests.signing._pki import make_ca, make_leaf, write_certs, write_private
+
+    root_key, root = make_ca("example root")
+    middle_key, middle = make_ca("example intermediate", root_key, root)
+    leaf_key, leaf = make_leaf(middle_key, middle, email="release@example.com")
+    write_certs(folder / "roots.pem", root)
+    write_certs(folder / "intermediate.pem", middle)
+    write_certs(folder / "leaf.pem", leaf)
+    write_private(folder / "leaf-key.pem", leaf_key)
+
+
 class _Payload:
     """Pickles as a call of ``os.system`` (written, never loaded)."""
 
@@ -105,6 +130,8 @@ FIXTURES: dict[str, Callable[[Path], None]] = {
     "llama-tiny": llama_tiny,
     "llama-tiny-one-file": llama_small,
     "llama": llama,
+    "tiny-model": tiny_model,
+    "pki": pki,
     "scan-model": scan_model,
     "broken-safetensors": broken_safetensors,
 }
