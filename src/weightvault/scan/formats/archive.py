@@ -752,8 +752,9 @@ def scan_tar(
                 members.append(member)
         except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
             ctx.error(location, f"tar: malformed after {count} members: {exc}")
-    names = {m.name for m in members}
-    legacy_torch = {"sys_info", "pickle", "storages", "tensors"} <= names
+    # torch.load finds members with tarfile's getmember: normalized names, the last copy wins.
+    names = {os.path.normpath(m.name) for m in members}
+    legacy_torch = {"pickle", "storages", "tensors"} <= names
     for member in members:
         member_loc = join_location(location, member.name)
         problem = unsafe_member_name(member.name)
@@ -784,12 +785,14 @@ def scan_tar(
         if data_end > end:
             ctx.error(member_loc, "tar member data runs past the end of the archive")
             continue
-        if legacy_torch and member.name in ("storages", "tensors"):
+        if legacy_torch and os.path.normpath(member.name) in ("storages", "tensors"):
             from weightvault.scan.formats.torch_legacy import scan_legacy_tar_member
 
             scan_legacy_tar_member(ctx, ByteReader(raw, data_start, data_end), member_loc,
-                                   member.name)
+                                   os.path.normpath(member.name))
             continue
-        scan_member_bytes(ctx, raw, data_start, data_end, member_loc, member.name, depth + 1)
+        claimed = legacy_torch and os.path.normpath(member.name) == "pickle"
+        scan_member_bytes(ctx, raw, data_start, data_end, member_loc,
+                          "pickle.pkl" if claimed else member.name, depth + 1)
     return "pytorch-legacy-tar" if legacy_torch else "tar"
 

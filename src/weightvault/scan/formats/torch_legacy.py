@@ -1,7 +1,13 @@
 """The oldest PyTorch format: a tar with ``sys_info``, ``pickle``, ``storages`` and ``tensors``.
 
 ``storages`` and ``tensors`` interleave small pickles with raw bytes; they are walked exactly as
-the old loader reads them, so every pickle is interpreted and every raw region is skipped.
+``torch.serialization._legacy_load`` reads them, so every pickle is interpreted and every raw
+region is skipped: ``storages`` is a count, then per storage a pickled ``(key, location,
+storage type)`` followed by an int64 element count and the elements, then a pickled list of
+views; ``tensors`` is a count, then per tensor a pickled ``(key, storage id, tensor type)``
+followed by the int32 dimension count, 4 unused bytes, the sizes and strides (int64 each) and the
+int64 storage offset. (``sys_info`` is never read by the loader; ``pickle`` is an ordinary
+pickle and is scanned as one.)
 """
 
 from __future__ import annotations
@@ -49,8 +55,11 @@ def scan_legacy_tar_member(ctx: FileContext, r: ByteReader, location: str, name:
                     raise Truncated("negative storage size")
                 r.skip(numel * element)
             else:
-                one()  # key
-                one()  # storage id
+                args = one().value
+                if not (isinstance(args, tuple) and len(args) == 3):
+                    ctx.error(location, "legacy tar tensors: entry is not (key, storage id, "
+                              "tensor type)")
+                    return
                 (ndim,) = struct.unpack("<i", r.read(4))
                 if ndim < 0 or ndim > 64:
                     ctx.error(location, f"legacy tar tensors: bad dimension count {ndim}")
