@@ -6,6 +6,7 @@ scanned as a pickle after its header; a plain array must have exactly the size i
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any
 
@@ -18,28 +19,79 @@ __all__ = ["scan_npy"]
 _MAX_HEADER = 1 << 20
 
 
-def _descr_itemsize(descr: Any) -> int | None:
-    """Bytes per element of a ``.npy`` descr; ``None`` when it holds Python objects."""
-    from weightvault.scan.formats.pickle import numpy_itemsize
+#: A simple dtype string as ``numpy.lib.format`` writes it: byte order, kind, size, unit.
+_DESCR = re.compile(r"([<>|=]?)([?bBhHiIlLqQpPefdgFDGSaUVOMmiufcbO])(\d*)(\[[0-9]*[A-Za-z]+\])?")
+_FIXED_SIZES = {
+    "?": 1, "b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4, "l": 8, "L": 8, "q": 8, "Q": 8,
+    "p": 8, "P": 8, "e": 2, "f": 4, "d": 8, "g": 16, "F": 8, "D": 16, "G": 32,
+}
+_MAX_FIELDS = 10_000
 
+
+def _simple_itemsize(descr: str) -> int | None:
+    """Bytes per element of a dtype string; ``None`` for Python objects (``|O``)."""
+    match = _DESCR.fullmatch(descr)
+    if not match:
+        raise ValueError(f"unsupported dtype {descr!r}")
+    _, kind, digits, unit = match.groups()
+    if kind == "O":
+        return None
+    if unit and kind not in "Mm":
+        raise ValueError(f"unsupported dtype {descr!r}")
+    if kind in "Mm":
+        if digits not in ("", "8"):
+            raise ValueError(f"unsupported datetime dtype {descr!r}")
+        return 8
+    if not digits:
+        if kind in _FIXED_SIZES:
+            return _FIXED_SIZES[kind]
+        if kind in "SaUV":
+            return 0  # flexible type of length 0
+        raise ValueError(f"dtype {descr!r} without a size")
+    size = int(digits)
+    if kind in "iufcb" and size not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"unsupported dtype {descr!r}")
+    return size * 4 if kind == "U" else size
+
+
+def _shape_count(shape: Any) -> int:
+    dims = shape if isinstance(shape, tuple) else (shape,)
+    count = 1
+    for dim in dims:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            raise ValueError("sub-array shape is not a tuple of non-negative integers")
+        count *= dim
+    return count
+
+
+def _descr_itemsize(descr: Any, depth: int = 0) -> int | None:
+    """Bytes per element of a ``.npy`` descr, as ``numpy.lib.format.descr_to_dtype`` reads it
+    (strings, ``(base, shape)`` sub-arrays, field lists with optional titles and shapes);
+    ``None`` when it holds Python objects anywhere."""
+    if depth > 32:
+        raise ValueError("dtype description nested too deeply")
     if isinstance(descr, str):
-        return numpy_itemsize(descr)
+        return _simple_itemsize(descr)
+    if isinstance(descr, tuple) and len(descr) == 2:
+        base = _descr_itemsize(descr[0], depth + 1)
+        return None if base is None else base * _shape_count(descr[1])
     if isinstance(descr, list):
+        if len(descr) > _MAX_FIELDS:
+            raise ValueError("structured dtype with too many fields")
         total = 0
         for field in descr:
             if not isinstance(field, tuple) or len(field) not in (2, 3):
                 raise ValueError("structured dtype field is not a (name, type[, shape]) tuple")
-            size = _descr_itemsize(field[1])
+            name = field[0]
+            if not (isinstance(name, str) or (
+                isinstance(name, tuple) and len(name) == 2 and all(isinstance(n, str)
+                                                                   for n in name)
+            )):
+                raise ValueError("structured dtype field name is not a string")
+            size = _descr_itemsize(field[1], depth + 1)
             if size is None:
                 return None
-            count = 1
-            if len(field) == 3:
-                shape = field[2] if isinstance(field[2], tuple) else (field[2],)
-                for dim in shape:
-                    if not isinstance(dim, int) or dim < 0:
-                        raise ValueError("structured dtype field shape is invalid")
-                    count *= dim
-            total += size * count
+            total += size * (_shape_count(field[2]) if len(field) == 3 else 1)
         return total
     raise ValueError(f"unsupported dtype description {descr!r}")
 
