@@ -70,6 +70,7 @@ REMEDIES = frozenset(
         "blobs",  # the service's blob location is malformed
         "webhook",  # the alert webhook is not an http(s) URL
         "testbed",  # the model was trained on another testbed
+        "output-name",  # the output's name cannot be derived from the input's: give one
     }
 )
 

@@ -205,9 +205,9 @@ def test_deny_push_inventory_and_admin_commands(
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("--database", "mysql://db", "--database: expected"),
-        ("--blobs", "ftp://host/x", "--blobs: expected"),
-        ("--webhook", "file:///etc/passwd", "--webhook: expected"),
+        ("--database", "mysql://db", "--database takes sqlite:///PATH"),
+        ("--blobs", "ftp://host/x", "--blobs takes a folder or s3://"),
+        ("--webhook", "file:///etc/passwd", "--webhook takes an http://"),
         ("--principal-budget", "lots", "--principal-budget: expected"),
     ],
 )

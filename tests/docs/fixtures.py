@@ -53,12 +53,14 @@ def llama_tiny(folder: Path) -> None:
 
 
 def llama_small(folder: Path) -> None:
-    """``llama-tiny/`` with one weight file (1 MiB) and a config: the encryption examples."""
+    """``llama-tiny/`` with one weight file (8 MiB) and a config: the encryption examples."""
     model = folder / "llama-tiny"
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({"hidden_size": 64, "vocab_size": 2048}) + "\n")
+    (model / "config.json").write_text(json.dumps({"hidden_size": 4096, "vocab_size": 256}) + "\n")
     _tensors(
-        model / "model.safetensors", {"embed.weight": (2048, 64), "lm_head.weight": (2048, 64)}, 3
+        model / "model.safetensors",
+        {"embed.weight": (256, 4096), "lm_head.weight": (256, 4096)},
+        3,
     )
 
 

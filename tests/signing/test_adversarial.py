@@ -324,8 +324,9 @@ def test_key_material_errors(tmp_path: Path, keypair: tuple[Path, Path]) -> None
         )
     )
     assert KeySigner.from_file(encrypted, "s3cret").identity.method == "key"
-    with pytest.raises(KeyMaterialError, match="give its --password"):
+    with pytest.raises(KeyMaterialError, match="the private key is encrypted") as info:
         KeySigner.from_file(encrypted)
+    assert info.value.remedy == "password"  # the CLI says "give its --password"
     with pytest.raises(KeyMaterialError, match="wrong password"):
         KeySigner.from_file(encrypted, "nope")
     with pytest.raises(KeyMaterialError, match="not encrypted"):

@@ -44,9 +44,10 @@ def test_single_file_is_named_dot(tmp_path: Path) -> None:
 def test_symlink_policy(tmp_path: Path) -> None:
     root = _tree(tmp_path / "m")
     os.symlink("a-c", root / "link")
-    with pytest.raises(SymlinkError, match="--allow-symlinks") as info:
+    with pytest.raises(SymlinkError, match="symlinks are refused unless allowed") as info:
         walk_model(root)
     assert info.value.name == "link"
+    assert info.value.remedy == "allow-symlinks"  # the CLI names --allow-symlinks
     tree = walk_model(root, allow_symlinks=True)
     link = next(f for f in tree.files if f.name == "link")
     assert link.is_symlink and link.path == (root / "a-c").resolve()

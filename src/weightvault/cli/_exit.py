@@ -62,6 +62,7 @@ REMEDY_HINTS: dict[str, str] = {
     "blobs": "--blobs takes a folder or s3://BUCKET/PREFIX",
     "webhook": "--webhook takes an http:// or https:// URL",
     "testbed": "pass the matching --testbed",
+    "output-name": "give -o OUTPUT",
 }
 
 #: Error numbers whose fix is another output location, rather than checking an input.

@@ -34,7 +34,8 @@ def cannot_decrypt(name: str) -> DecryptionError:
     """The one message for every secret-dependent failure (wrong key, bad MAC, bad tag)."""
     return DecryptionError(
         f"{name}: cannot decrypt: none of the given identities opens it, or it was altered",
-        hint="check --identity; a modified, truncated or misplaced file cannot be decrypted",
+        hint="check the identity; a modified, truncated or misplaced file cannot be decrypted",
+        remedy="identity",
     )
 
 
@@ -43,7 +44,7 @@ def seal(
 ) -> tuple[bytes, bytes]:
     """A fresh DEK and the header that wraps it for every recipient: ``(header_bytes, dek)``."""
     if not recipients:
-        raise UsageError("no recipients: give at least one --to")
+        raise UsageError("no recipients given", remedy="recipient")
     dek = rng(DEK_SIZE)
     stanzas = tuple(recipient.wrap(dek) for recipient in recipients)
     return serialize_header(context, stanzas, dek), dek
@@ -91,7 +92,7 @@ def unlock(path: Path, identities: Sequence[Identity], name: str | None = None) 
     """Open a file's header with the first identity that can; raise the uniform error if none."""
     name = name or str(path)
     if not identities:
-        raise UsageError("no identities: give at least one --identity")
+        raise UsageError("no identities given", remedy="identity")
     header, size = read_file_header(path, name)
     body_size = size - header.size
     plaintext_size = plaintext_size_for(body_size)

@@ -219,7 +219,11 @@ def _prepare_output_folder(folder: Path, *, force: bool, created: list[Path]) ->
         if not folder.is_dir():
             raise InputError(f"{folder}: exists and is not a folder")
         if any(folder.iterdir()) and not force:
-            raise InputError(f"{folder}: folder exists and is not empty; pass --force")
+            raise InputError(
+                f"{folder}: folder exists and is not empty",
+                hint="allow replacing its contents",
+                remedy="overwrite",
+            )
         return
     if not folder.parent.exists():
         raise InputError(f"{folder.parent}: folder does not exist; create it first")
@@ -272,7 +276,7 @@ def encrypt_path(
     """
     workers = _workers(workers)
     if not recipients:
-        raise UsageError("no recipients: give at least one --to")
+        raise UsageError("no recipients given", remedy="recipient")
     source = Path(model_path)
     tree = walk_model(source, ignore_paths=ignore_paths)
     model = model_name if model_name is not None else Path(os.path.abspath(source)).name
@@ -469,12 +473,15 @@ def decrypt_path(
         if not unsafe_any_path and location is not None and location != expected_name:
             raise VerificationError(
                 f"{source}: encrypted for {context.path!r} of model {context.model!r}, but named "
-                f"{source.name!r}; rename it back to {expected_name}{SUFFIX} or pass "
-                "--unsafe-any-path"
+                f"{source.name!r}; rename it back to {expected_name}{SUFFIX}",
+                remedy="unsafe-any-path",
             )
         if output is None:
             if location is None:
-                raise UsageError(f"{source}: name does not end in {SUFFIX}; give -o OUTPUT")
+                raise UsageError(
+                    f"{source}: name does not end in {SUFFIX}; name the output",
+                    remedy="output-name",
+                )
             destination = source.with_name(location)
         else:
             destination = Path(output)
@@ -491,7 +498,10 @@ def decrypt_path(
         if output is None:
             name = source.name
             if not name.endswith(SUFFIX):
-                raise UsageError(f"{source}: folder name does not end in {SUFFIX}; give -o OUTPUT")
+                raise UsageError(
+                    f"{source}: folder name does not end in {SUFFIX}; name the output",
+                    remedy="output-name",
+                )
             output = source.with_name(name[: -len(SUFFIX)])
         out_root = Path(output)
         names = [loc for loc, _path in found]
@@ -556,7 +566,7 @@ def rewrap_path(
     """
     workers = _workers(workers)
     if not recipients and not keep_existing:
-        raise UsageError("no recipients: give at least one --to")
+        raise UsageError("no recipients given", remedy="recipient")
     source = Path(encrypted_path)
     single, found = _encrypted_files(source)
     out_root = Path(output) if output is not None else source
@@ -565,7 +575,9 @@ def rewrap_path(
         if out_root.is_dir():
             out_root = out_root / source.name
         if out_root.exists() and not force:
-            raise InputError(f"{out_root}: already exists; pass --force to overwrite it")
+            raise InputError(
+                f"{out_root}: already exists", hint="allow overwriting it", remedy="overwrite"
+            )
     tasks: list[_Task] = []
     plan: list[tuple[str, Path, Path, int, int]] = []
     staged: list[tuple[Path, Path]] = []  # in place: (temporary name, the file it replaces)

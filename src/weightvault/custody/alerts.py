@@ -40,7 +40,9 @@ class AlertSink:
         self._thread: threading.Thread | None = None
         if webhook_url:
             if not webhook_url.startswith(("http://", "https://")) or len(webhook_url) > 2000:
-                raise UsageError("--webhook: expected an http:// or https:// URL")
+                raise UsageError(
+                    "alert webhook: expected an http:// or https:// URL", remedy="webhook"
+                )
             self._thread = threading.Thread(target=self._send_loop, name="webhook", daemon=True)
             self._thread.start()
 

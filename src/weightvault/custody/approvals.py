@@ -347,7 +347,11 @@ def sign_statement(statement: ApprovalStatement, signer: ApprovalSigner) -> byte
 def load_approval_signer(key_path: Path | None, pkcs11_uri: str | None) -> ApprovalSigner:
     """Load an approval key from a PEM file (PKCS#8 Ed25519, unencrypted) or a PKCS#11 URI."""
     if (key_path is None) == (pkcs11_uri is None):
-        raise KeyMaterialError("give an approval key: --key FILE or --pkcs11-uri URI")
+        raise KeyMaterialError(
+            "no approval key given",
+            hint="give a PEM key file or a PKCS#11 URI",
+            remedy="approval-key",
+        )
     if pkcs11_uri is not None:
         return ApprovalSigner(pkcs11_uri=pkcs11_uri)
     assert key_path is not None

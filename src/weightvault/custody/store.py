@@ -282,7 +282,9 @@ class Store:
             self.dialect = "postgresql"
         else:
             raise UsageError(
-                "--database: expected sqlite:///PATH or postgresql://USER@HOST/DB",
+                f"database location {url!r}: not a database URL",
+                hint="expected sqlite:///PATH or postgresql://USER@HOST/DB",
+                remedy="database",
             )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)

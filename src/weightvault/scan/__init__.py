@@ -264,7 +264,8 @@ def verify_paths(
             raise UnsafeFileError(
                 f"{finding.path}: {finding.severity.label} {finding.kind} {finding.subject} "
                 f"at {finding.location or 'top level'}: {finding.message}",
-                hint="inspect the file; allow a trusted import with --allow module.name",
+                hint="inspect the file; a trusted import can be allowed by name (module.name)",
+                remedy="allow-import",
             )
     for path, message in report.errors:
         raise InputError(f"{path}: could not be scanned: {message}")

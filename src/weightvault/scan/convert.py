@@ -179,12 +179,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
         verdict = self._policy.classify(module, name)
-        if verdict.reason == "allowed by --allow":
+        if verdict.reason == "allowed by the caller":  # scan.policy._ALLOW_EVIDENCE
             return _placeholder(f"{module}.{name}")
         raise UnsafeFileError(
             f"checkpoint imports {module}.{name}, which convert does not admit "
             f"({verdict.severity.label}: {verdict.reason})",
-            hint="only tensors and OrderedDicts are converted; --allow it to treat it as inert",
+            hint="only tensors and OrderedDicts are converted; allow it to treat it as inert",
+            remedy="allow-import",
         )
 
     def persistent_load(self, pid: Any) -> Any:

@@ -412,7 +412,9 @@ def read_signature(signature_path: PathLike) -> bytes:
             data = handle.read(_MAX_SIGNATURE_BYTES + 1)
     except FileNotFoundError as exc:
         raise InputError(
-            f"{target}: no such signature file; sign the model first or pass --signature"
+            f"{target}: no such signature file",
+            hint="sign the model first, or give the signature's path",
+            remedy="signature-path",
         ) from exc
     except PermissionError as exc:
         raise InputError(f"{target}: permission denied reading the signature") from exc

@@ -95,10 +95,14 @@ def load_ec_private_key(
     except TypeError as exc:
         if secret is None:
             raise KeyMaterialError(
-                f"{where}: the private key is encrypted; give its --password"
+                f"{where}: the private key is encrypted",
+                hint="give its password",
+                remedy="password",
             ) from exc
         raise KeyMaterialError(
-            f"{where}: the private key is not encrypted; drop --password"
+            f"{where}: the private key is not encrypted",
+            hint="give no password",
+            remedy="no-password",
         ) from exc
     except ValueError as exc:
         if secret is not None:
@@ -124,7 +128,9 @@ def load_ec_public_key(
         return load_ec_private_key(where, password).public_key()
     if b"CERTIFICATE" in data:
         raise KeyMaterialError(
-            f"{where}: is a certificate; use --trust-root for the certificate method"
+            f"{where}: is a certificate, not a public key",
+            hint="verify with trust roots (the certificate method)",
+            remedy="verify-with-trust-root",
         )
     try:
         key = serialization.load_pem_public_key(data)

@@ -89,8 +89,9 @@ class CertificateSigner(Signer):
         ecdsa_hash_for(private_key.curve)
         if certificate.public_key() != private_key.public_key():
             raise KeyMaterialError(
-                "the signing certificate does not belong to the private key; pass the matching"
-                " --key and --certificate"
+                "the signing certificate does not belong to the private key",
+                hint="give the private key and the certificate issued for it",
+                remedy="key-and-certificate",
             )
         if not _has_code_signing(certificate):
             raise KeyMaterialError(
@@ -118,7 +119,9 @@ class CertificateSigner(Signer):
         leaf = load_certificates(certificate_path, "certificate")
         if len(leaf) != 1:
             raise KeyMaterialError(
-                f"{certificate_path}: expected exactly one certificate (put the others in --chain)"
+                f"{certificate_path}: expected exactly one certificate",
+                hint="put the other certificates in the chain",
+                remedy="chain",
             )
         chain: list[x509.Certificate] = []
         for path in chain_paths:
@@ -234,7 +237,9 @@ class CertificateVerifier(Verifier):
         material = bundle.verification_material
         if material.kind != "certificate":
             raise VerificationError(
-                "the signature was made with a key, not a certificate; verify it with --key"
+                "the signature was made with a key, not a certificate",
+                hint="verify it with the signer's public key",
+                remedy="verify-with-key",
             )
         try:
             chain = [x509.load_der_x509_certificate(der) for der in material.certificates]

@@ -97,7 +97,9 @@ class KeyVerifier(Verifier):
         # 1. The bundle must name a key, not a certificate chain.
         if material.kind != "public_key":
             raise VerificationError(
-                "the signature was made with a certificate, not a key; verify it with --trust-root"
+                "the signature was made with a certificate, not a key",
+                hint="verify it with trust roots (the certificate method)",
+                remedy="verify-with-trust-root",
             )
         # 2. A recorded key (hint or raw key) must be ours: a clear message for the common
         #    mistake of verifying with the wrong key. The signature check below decides anyway.

@@ -98,7 +98,8 @@ class Pkcs11Signer(Signer):
         if chain is not None and certificate is None:
             raise KeyMaterialError(
                 "a certificate chain was given without the signing certificate",
-                hint="add --certificate LEAF.pem",
+                hint="give the signing certificate too",
+                remedy="certificate",
             )
         self._uri = uri if isinstance(uri, Pkcs11Uri) else Pkcs11Uri.parse(uri)
         self._pin = pin

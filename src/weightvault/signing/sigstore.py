@@ -124,7 +124,8 @@ class SigstoreSigner(Signer):
             except Exception as exc:
                 raise KeyMaterialError(
                     f"cannot fetch Sigstore's production trust root: {_short(exc)}",
-                    hint="give --trust-config FILE (a client trust config) when offline",
+                    hint="give a client trust config when offline",
+                    remedy="trust-config",
                 ) from None
         try:
             self._context = sigstore.sign.SigningContext.from_trust_config(config)
@@ -219,7 +220,8 @@ class SigstoreVerifier(Verifier):
         if not identity or not issuer:
             raise UsageError(
                 "Sigstore verification needs both the expected identity and the OIDC issuer",
-                hint="give --identity EMAIL_OR_URI and --issuer URL",
+                hint="give the signer's identity (e-mail or URI) and OIDC issuer",
+                remedy="sigstore-identity",
             )
         sigstore = _import_sigstore()
         self._identity = identity
@@ -237,7 +239,8 @@ class SigstoreVerifier(Verifier):
             except Exception as exc:
                 raise KeyMaterialError(
                     f"cannot load Sigstore's production trusted root: {_short(exc)}",
-                    hint="give --trust-config FILE (a client trust config)",
+                    hint="give a client trust config",
+                    remedy="trust-config",
                 ) from None
             finally:
                 tuf_logger.setLevel(previous)
@@ -252,7 +255,9 @@ class SigstoreVerifier(Verifier):
         if not material.certificates:
             raise FormatError(
                 "verificationMaterial: this bundle carries a public key, not a Sigstore "
-                "certificate; verify it with the key method (--key PUBLIC.pem)"
+                "certificate",
+                hint="verify it with the key method and the signer's public key",
+                remedy="verify-with-key",
             )
         if not material.tlog_entries:
             raise FormatError(

@@ -172,7 +172,8 @@ def load_model(path: Path, testbed: Testbed) -> tuple[TamperModel, dict[str, Any
     if saved_for is not None and saved_for != testbed.name:
         raise InputError(
             f"{path}: model was saved for testbed {saved_for!r}, not {testbed.name!r}",
-            hint="pass the matching --testbed",
+            hint="use the testbed the model was saved for",
+            remedy="testbed",
         )
     try:
         tensors = load_file(str(path))

@@ -224,7 +224,8 @@ def verify_bundle_log_entry(
     if not isinstance(entries, list):
         raise VerificationError(
             "bundle has no transparency-log entry",
-            hint="sign with 'weightvault sign --log LOG' to record it",
+            hint="record the signature in the log when signing",
+            remedy="log-signature",
         )
     # Step 1.
     ours = [
@@ -237,7 +238,8 @@ def verify_bundle_log_entry(
     if len(ours) != 1:
         raise VerificationError(
             f"bundle has {len(ours)} weightvault log entries; expected exactly one",
-            hint="sign with 'weightvault sign --log LOG' to record it",
+            hint="record the signature in the log when signing",
+            remedy="log-signature",
         )
     position, entry = ours[0]
     path = f"bundle.verificationMaterial.tlogEntries[{position}]"

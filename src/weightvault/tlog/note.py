@@ -420,7 +420,9 @@ def load_note_signer(
     if spec.startswith("pkcs11:"):
         if name is None:
             raise UsageError(
-                "a pkcs11: key needs a key name", hint="pass --name (the log origin or witness)"
+                "a pkcs11: key needs a key name",
+                hint="give the log's origin or the witness name",
+                remedy="key-name",
             )
         signer = Pkcs11NoteSigner(name, spec, sig_type=sig_type or SIG_ED25519)
     else:

@@ -106,7 +106,8 @@ def cosign_checkpoint(
             if consistency is None:
                 raise InputError(
                     f"a consistency proof from size {old.size} to {cp.size} is needed",
-                    hint=f"weightvault log prove LOG --from-size {old.size} --out PROOF",
+                    hint=f"ask the log for a consistency proof from size {old.size}",
+                    remedy="consistency-proof",
                 )
             try:
                 consistency.verify(old, cp)

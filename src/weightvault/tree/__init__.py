@@ -42,8 +42,8 @@ class SymlinkError(InputError):
     input error.
     """
 
-    def __init__(self, message: str, *, name: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, name: str, remedy: str | None = None) -> None:
+        super().__init__(message, remedy=remedy)
         self.name = name
 
 
@@ -145,9 +145,7 @@ def walk_model(
     if not root.exists() and not root.is_symlink():
         raise InputError(f"{root}: no such file or directory; check the model path")
     if root.is_symlink() and not allow_symlinks:
-        raise SymlinkError(
-            f"{root}: model path is a symlink; pass the real path or --allow-symlinks", name="."
-        )
+        raise SymlinkError(f"{root}: model path is a symlink", name=".", remedy="allow-symlinks")
     if not root.exists():
         raise SymlinkError(f"{root}: model path is a dangling symlink", name=".")
 
@@ -198,8 +196,9 @@ def walk_model(
             if entry.is_symlink():
                 if not allow_symlinks:
                     raise SymlinkError(
-                        f"{where}: is a symlink; symlinks are refused unless --allow-symlinks",
+                        f"{where}: is a symlink; symlinks are refused unless allowed",
                         name=name,
+                        remedy="allow-symlinks",
                     )
                 target = Path(os.path.realpath(where))
                 if not target.exists():

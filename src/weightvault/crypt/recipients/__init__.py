@@ -130,7 +130,8 @@ def parse_identity(spec: str, *, passphrase: PassphraseSource = _no_passphrase) 
         if not path.exists():
             raise InputError(
                 f"{path}: no keyring here",
-                hint="decrypt on the machine that encrypted, or pass --identity for another key",
+                hint="decrypt on the machine that encrypted, or give another identity",
+                remedy="identity",
             )
         return load_keyring(path)
     if spec == "passphrase":

@@ -83,11 +83,15 @@ def resolve_config(url: str | None = None, token: str | None = None) -> ClientCo
                 token = token or doc.get("token")
     if not url:
         raise UsageError(
-            "no server URL: pass --url, set WEIGHTVAULT_URL, or run 'weightvault vault login'"
+            "no server URL",
+            hint="set WEIGHTVAULT_URL, or save one with a login",
+            remedy="server-url",
         )
     if not token:
         raise UsageError(
-            "no token: pass --token, set WEIGHTVAULT_TOKEN, or run 'weightvault vault login'"
+            "no token",
+            hint="set WEIGHTVAULT_TOKEN, or save one with a login",
+            remedy="server-token",
         )
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"{url!r}: the server URL must start with http:// or https://")
