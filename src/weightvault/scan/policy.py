@@ -240,7 +240,7 @@ class Policy(NamedTuple):
         if danger is not None:
             return Verdict(Severity.DANGEROUS, danger)
         if self._user_allowed(module, name):
-            return Verdict(Severity.CLEAN, "allowed by --allow")
+            return Verdict(Severity.CLEAN, "allowed by the caller")
         if not module or not name or not _looks_like_identifier_path(module, name):
             return Verdict(Severity.SUSPICIOUS, "malformed import name")
         return Verdict(Severity.SUSPICIOUS, "not on the allow-list")

@@ -21,10 +21,10 @@ __all__ = ["KEY_TYPES", "GeneratedKey", "generate_key"]
 
 #: Key types by name, with what each one is for.
 KEY_TYPES: dict[str, str] = {
-    "ecdsa-p256": "model signatures (sign/verify --key; model-signing accepts it)",
-    "ecdsa-p384": "model signatures (sign/verify --key; model-signing accepts it)",
-    "ecdsa-p521": "model signatures (sign/verify --key; model-signing accepts it)",
-    "ed25519": "custody approvals (vault approve --key); not for model signatures",
+    "ecdsa-p256": "model signatures with the key method (model-signing accepts it too)",
+    "ecdsa-p384": "model signatures with the key method (model-signing accepts it too)",
+    "ecdsa-p521": "model signatures with the key method (model-signing accepts it too)",
+    "ed25519": "custody approval decisions; not for model signatures",
 }
 
 
