@@ -1,14 +1,17 @@
 """Benchmark: weightvault scan vs picklescan, modelscan and fickling, in one run.
 
-1. Detection on the test corpus (tests/scan/scan_corpus.py): every tool's CLI on every sample,
-   one process per file; verdict from the exit code (0 clean, 1 flagged, anything else error).
+1. Detection on the test corpus (tests/scan/scan_corpus.py, with the issue-12 samples of
+   corpus_malicious.py / corpus_benign.py): every tool's CLI on every sample, one process per file,
+   all tools in the same run; verdict from the exit code (0 clean, 1 flagged, anything else error).
+   A CI gate refuses on any non-zero exit, so "refused" = flagged + errors. Rows: weightvault at
+   its default threshold, weightvault --fail-on dangerous, picklescan, modelscan, fickling.
 2. Speed and peak memory (CLI wall time, ``/usr/bin/time`` max RSS, best of N runs, warm page
    cache): a 1 GB raw pickle of arrays, multi-GB PyTorch zip and legacy checkpoints, and a model
    folder with hundreds of files. Ratios = fastest peer time / weightvault time.
 
-The peers live in their own virtual environment (they would downgrade packages of the project's
-one): ``python -m venv bench-data/peers-venv && bench-data/peers-venv/bin/pip install picklescan
-modelscan fickling numpy typing_extensions``.
+The peers run from ``bench-data/peers-venv`` when it exists (``python -m venv
+bench-data/peers-venv && bench-data/peers-venv/bin/pip install picklescan modelscan fickling numpy
+typing_extensions``), otherwise from the project's ``.venv`` (where the dev setup installs them).
 
 The headline ``weightvault`` row is the ``weightvault scan`` console script, what users run (its
 ``scan`` command skips the Typer shell: ``weightvault.cli:main``); ratios and targets are computed
@@ -16,6 +19,7 @@ from it. ``weightvault (python -m weightvault.scan)`` is the same scanner starte
 comparison.
 
 Usage: ``.venv/bin/python benchmarks/scanning.py [--gb 1] [--torch-gb 2] [--files 300]``
+(``--skip-speed`` for the detection table alone, ``--skip-detection`` for the speed cases alone)
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from scan_corpus import Sample, build_corpus  # noqa: E402
 WEIGHTVAULT = [str(REPO / ".venv" / "bin" / "weightvault"), "scan"]  # the console script
 WEIGHTVAULT_MODULE = [str(REPO / ".venv" / "bin" / "python"), "-m", "weightvault.scan"]
 HEADLINE = "weightvault"
+FAIL_ON_DANGEROUS = "weightvault --fail-on dangerous"
 PEERS = ("picklescan", "modelscan", "fickling")
 MEMORY_LIMIT = 8 << 30  # peers that need more than this fail (the machine is shared)
 TIMEOUT = 600
@@ -54,12 +59,15 @@ class Tool:
     argv: Callable[[Path], list[str]]
     directory_mode: bool = True
     folder_only: bool = False
+    detection_only: bool = False
 
 
 def _tools(peers: Path) -> list[Tool]:
     bin_dir = peers / "bin"
     return [
         Tool(HEADLINE, lambda p: [*WEIGHTVAULT, str(p)]),
+        Tool(FAIL_ON_DANGEROUS, lambda p: [*WEIGHTVAULT, "--fail-on", "dangerous", str(p)],
+             detection_only=True),
         Tool("weightvault (python -m weightvault.scan)", lambda p: [*WEIGHTVAULT_MODULE, str(p)]),
         Tool("weightvault --workers 2", lambda p: [*WEIGHTVAULT, "--workers", "2", str(p)],
              folder_only=True),
@@ -118,42 +126,81 @@ def verdict(tool: str, run: Run) -> str:
     return "error"
 
 
-def detection(samples: list[Sample], tools: list[Tool], cwd: Path) -> dict[str, dict[str, str]]:
-    # One weightvault row: the other rows run the same scanner (same verdicts), only started
-    # differently.
-    tools = [t for t in tools if t.name == HEADLINE or not t.name.startswith("weightvault")]
-    results: dict[str, dict[str, str]] = {t.name: {} for t in tools}
+DETECTION_TOOLS = (HEADLINE, FAIL_ON_DANGEROUS, *PEERS)
+
+
+def detection(samples: list[Sample], tools: list[Tool], cwd: Path
+              ) -> dict[str, dict[str, tuple[str, float]]]:
+    """Every detection tool on every sample: ``{tool: {sample: (verdict, seconds)}}``."""
+    tools = [t for t in tools if t.name in DETECTION_TOOLS]
+    results: dict[str, dict[str, tuple[str, float]]] = {t.name: {} for t in tools}
     jobs = [(tool, sample) for tool in tools for sample in samples]
 
-    def one(job: tuple[Tool, Sample]) -> tuple[str, str, str]:
+    def one(job: tuple[Tool, Sample]) -> tuple[str, str, str, float]:
         tool, sample = job
-        return tool.name, sample.name, verdict(tool.name, run_cli(tool.argv(sample.path), cwd))
+        run = run_cli(tool.argv(sample.path), cwd)
+        return tool.name, sample.name, verdict(tool.name, run), run.seconds
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        for tool_name, sample_name, result in pool.map(one, jobs):
-            results[tool_name][sample_name] = result
+        for tool_name, sample_name, result, seconds in pool.map(one, jobs):
+            results[tool_name][sample_name] = (result, seconds)
     return results
 
 
-def print_detection(samples: list[Sample], results: dict[str, dict[str, str]],
-                    dangerous_benign: int) -> None:
+def _share(count: int, total: int) -> str:
+    return f"{count}/{total} ({100 * count / total:.0f}%)" if total else "0/0"
+
+
+def print_detection(samples: list[Sample], results: dict[str, dict[str, tuple[str, float]]]
+                    ) -> None:
     malicious = [s for s in samples if s.malicious]
     benign = [s for s in samples if not s.malicious]
-    print(f"\n## Detection: {len(malicious)} malicious and {len(benign)} benign samples\n")
-    print("| tool | malicious flagged | malicious error (not clean) | malicious missed (clean) "
-          "| benign clean | benign flagged (false positive) | benign error |")
-    print("|---|---|---|---|---|---|---|")
+    new_mal = sum(bool(s.loader) for s in malicious)
+    new_ben = sum(bool(s.loader) for s in benign)
+    print(f"\n## Detection: {len(malicious)} malicious or malformed and {len(benign)} benign "
+          f"samples ({new_mal} and {new_ben} of them from issue 12), one process per file\n")
+    print("| tool | malicious refused (exit != 0) | of which errors | malicious missed (exit 0) "
+          "| benign clean (exit 0) | benign refused | of which errors | time (s, sum) "
+          "| time vs weightvault |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    ours_time = sum(t for _, t in results[HEADLINE].values()) or 1.0
     for tool, verdicts in results.items():
-        mal = [verdicts[s.name] for s in malicious]
-        ben = [verdicts[s.name] for s in benign]
-        print(f"| {tool} | {mal.count('flagged')} | {mal.count('error')} | {mal.count('clean')} "
-              f"| {ben.count('clean')} | {ben.count('flagged')} | {ben.count('error')} |")
-    print(f"\nweightvault verdicts of *dangerous* on benign samples: {dangerous_benign} "
-          "(the one benign 'flagged' is a scikit-learn model: suspicious, allow with --allow)")
-    print("\nMalicious samples each peer calls clean (missed):")
+        mal = [verdicts[s.name][0] for s in malicious]
+        ben = [verdicts[s.name][0] for s in benign]
+        seconds = sum(t for _, t in verdicts.values())
+        refused = len(mal) - mal.count("clean")
+        print(f"| {tool} | {_share(refused, len(mal))} | {mal.count('error')} "
+              f"| {mal.count('clean')} | {_share(ben.count('clean'), len(ben))} "
+              f"| {len(ben) - ben.count('clean')} | {ben.count('error')} | {seconds:.1f} "
+              f"| {seconds / ours_time:.2f}x |")
+    ours = results[HEADLINE]
+    refused = sum(ours[s.name][0] != "clean" for s in malicious)
+    clean = sum(ours[s.name][0] == "clean" for s in benign)
+    met = refused == len(malicious) and clean == len(benign)
+    print(f"\nIssue-12 target at the default threshold (every malicious refused, every benign "
+          f"exit 0): malicious {_share(refused, len(malicious))}, benign "
+          f"{_share(clean, len(benign))}: **{'met' if met else 'not met'}**")
+
+    categories = sorted({s.category for s in malicious if s.category})
+    if categories:
+        print("\nIssue-12 malicious classes, refused per tool:\n")
+        print("| class | samples | " + " | ".join(results) + " |")
+        print("|---|---|" + "---|" * len(results))
+        for category in categories:
+            members = [s for s in malicious if s.category == category]
+            cells = [str(sum(verdicts[s.name][0] != "clean" for s in members))
+                     for verdicts in results.values()]
+            print(f"| {category} | {len(members)} | " + " | ".join(cells) + " |")
+    print("\nMalicious samples each tool lets through (exit 0):")
     for tool, verdicts in results.items():
-        missed = [s.name for s in malicious if verdicts[s.name] == "clean"]
+        missed = [s.name for s in malicious if verdicts[s.name][0] == "clean"]
         print(f"- {tool}: {len(missed)}" + (f" ({', '.join(missed)})" if missed else ""))
+    print("\nBenign samples each tool refuses (exit != 0):")
+    for tool, verdicts in results.items():
+        refused_benign = [f"{s.name}{' (error)' if verdicts[s.name][0] == 'error' else ''}"
+                          for s in benign if verdicts[s.name][0] != "clean"]
+        print(f"- {tool}: {len(refused_benign)}"
+              + (f" ({', '.join(refused_benign)})" if refused_benign else ""))
 
 
 def timed_best(tool: Tool, target: Path, cwd: Path, repeats: int) -> Run:
@@ -190,7 +237,7 @@ def speed_case(title: str, target: Path, tools: list[Tool], cwd: Path, repeats: 
     print("|---|---|---|---|---|---|")
     runs: dict[str, Run] = {}
     for tool in tools:
-        if tool.folder_only and not target.is_dir():
+        if tool.detection_only or (tool.folder_only and not target.is_dir()):
             continue
         if target.is_dir() and not tool.directory_mode:
             run = timed_folder_per_file(tool, target, cwd)
@@ -260,7 +307,9 @@ def make_folder(root: Path, files: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=REPO / "bench-data" / "scanning")
-    parser.add_argument("--peers", type=Path, default=REPO / "bench-data" / "peers-venv")
+    parser.add_argument("--peers", type=Path, default=None,
+                        help="virtual environment of the peers (default: bench-data/peers-venv "
+                             "if present, else .venv)")
     parser.add_argument("--gb", type=float, default=1.0, help="size of the raw array pickle")
     parser.add_argument("--torch-gb", type=float, default=2.0, help="size of the checkpoints")
     parser.add_argument("--files", type=int, default=300, help="files in the model folder")
@@ -272,6 +321,9 @@ def main() -> None:
                         help="speed cases to run (comma-separated)")
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
+    if args.peers is None:
+        separate = REPO / "bench-data" / "peers-venv"
+        args.peers = separate if (separate / "bin" / "picklescan").exists() else REPO / ".venv"
     args.peers = args.peers.resolve()
 
     load = os.getloadavg()
@@ -281,11 +333,12 @@ def main() -> None:
     tools = _tools(args.peers)
     versions = {}
     for tool in (t for t in tools if t.name in PEERS):
-        out = subprocess.run([str(args.peers / "bin" / "python"), "-m", "pip", "show", tool.name],
+        out = subprocess.run([str(args.peers / "bin" / "python"), "-c",
+                              f"import importlib.metadata as m; print(m.version({tool.name!r}))"],
                              capture_output=True, text=True, check=False).stdout
-        versions[tool.name] = next((ln.split()[-1] for ln in out.splitlines()
-                                    if ln.startswith("Version")), "?")
-    print("peers: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+        versions[tool.name] = out.strip() or "?"
+    print("peers: " + ", ".join(f"{k} {v}" for k, v in versions.items())
+          + f" (from {args.peers})")
     shown = " ".join([Path(WEIGHTVAULT[0]).name, *WEIGHTVAULT[1:]])
     print(f"{HEADLINE}: `{shown}`"
           " (the console script; ratios are computed from this row)")
@@ -303,12 +356,7 @@ def main() -> None:
         samples = build_corpus(work / "corpus")
         start = time.perf_counter()
         results = detection(samples, tools, cwd)
-        sys.path.insert(0, str(REPO / "src"))
-        from weightvault.scan import Severity, scan_paths
-
-        report = scan_paths([s.path for s in samples if not s.malicious])
-        dangerous_benign = sum(r.max_severity == Severity.DANGEROUS for r in report.files)
-        print_detection(samples, results, dangerous_benign)
+        print_detection(samples, results)
         markers = list((work / "corpus" / "markers").iterdir())
         print(f"\npayload markers created during the whole detection run: {len(markers)}")
         print(f"(detection run: {time.perf_counter() - start:.1f} s)")

@@ -559,18 +559,18 @@ def build_malicious(root: Path, only: set[str] | None = None) -> list[Sample]:
     name = "torch_load_from_bytes_proto0.pkl"
     add(name, pickle.dumps(_Reduce(_load_from_bytes(), _os_system(m(name), protocol=0)),
                            protocol=2),
-        loader="pickle.load", category=cat, subject="system",
+        loader="pickle.load", category=cat, subject="system|_load_from_bytes",
         note="storage rebuild (torch.load on bytes) of a protocol 0 pickle: no \\x80 opcode")
     name = "torch_load_from_bytes_proto1.pkl"
     add(name, pickle.dumps(_Reduce(_load_from_bytes(),
                                    pickle.dumps(_Reduce(os.system, _touch(m(name))), protocol=1)),
                            protocol=2),
-        loader="pickle.load", category=cat, subject="system",
+        loader="pickle.load", category=cat, subject="system|_load_from_bytes",
         note="protocol 1 (binary opcodes, no PROTO)")
     name = "torch_load_from_bytes_in_zip.pt"
     add(name, lambda p: p.write_bytes(_torch_bytes({"w": _state()["layer.weight"], "x": _Reduce(
         _load_from_bytes(), _os_system(m(name), protocol=0))})),
-        loader="torch.load", category=cat, subject="system")
+        loader="torch.load", category=cat, subject="system|_load_from_bytes")
     name = "npy_object_proto0.npy"
     add(name, _npy_object(_os_system(m(name), protocol=0)), loader="numpy.load", category=cat,
         subject="system", note="object array whose pickle is protocol 0")
@@ -664,7 +664,7 @@ def build_malicious(root: Path, only: set[str] | None = None) -> list[Sample]:
     name = "proto0_load_from_bytes.pkl"
     add(name, _c0(_g0("torch.storage", "_load_from_bytes"),
                   _os_system(m(name), protocol=0)) + b".",
-        loader="pickle.load", category=cat, subject="system",
+        loader="pickle.load", category=cat, subject="system|_load_from_bytes",
         note="bytes argument as _codecs.encode(text, 'latin1'), as protocol 0 writes them")
     name = "proto0_pathlib_touch.pkl"
     add(name, b"\x80\x04" + _c0(_g0("pathlib", "Path.touch"),

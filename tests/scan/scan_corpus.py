@@ -32,7 +32,7 @@ class Sample:
     """For malicious samples: ``dangerous``, ``suspicious`` (at least) or ``error`` (never clean);
     for benign ones: ``clean`` or ``not-dangerous``."""
     subject: str = ""
-    """A substring expected in some finding's subject (malicious samples)."""
+    """A substring expected in some finding's subject (malicious samples; ``a|b``: either)."""
     marker: Path | None = None
     """The file the payload would create if it ever ran."""
     note: str = ""
