@@ -28,7 +28,9 @@ Conventions for writing the documents (what ``tests/docs/test_docs.py`` executes
   ``<!-- docs-test: skip reason="needs the public Sigstore services" -->`` skips it (the reason is
   reported by ``test_skipped_block``); ``<!-- docs-test: timeout=300 -->`` changes its timeout.
   ``<!-- docs-test: setup NAME ... -->`` prepares files the document's examples assume (a model,
-  a key; see ``tests/docs/fixtures.py``) in the session's current folder, at that point.
+  a PKI; see ``tests/docs/fixtures.py``) in the session's current folder, at that point; a
+  fixture that finds what it needs absent (the shared ``model-signing`` fixtures beside the
+  checkout) skips the next block, naming the missing path.
 * Hidden steps (changing a file between two commands the document shows) use Sybil's own
   ``<!-- invisible-code-block: console ... -->`` with the same transcript rules.
 * What truly varies between runs is normalised in expected and actual output alike, by the

@@ -97,6 +97,17 @@ def pki(folder: Path) -> None:
     write_private(folder / "leaf-key.pem", leaf_key)
 
 
+def shared_fixtures(folder: Path) -> str | None:
+    """``../shared`` beside the session folder, as beside a checkout: the project's shared test
+    fixtures (``model-signing``'s historical signatures), when this checkout has them."""
+    from tests.paths import MODEL_SIGNING_HISTORY, SHARED_FIXTURES
+
+    if not MODEL_SIGNING_HISTORY.is_dir():
+        return f"needs the shared fixtures at {MODEL_SIGNING_HISTORY}"
+    (folder.parent / "shared").symlink_to(SHARED_FIXTURES.parent, target_is_directory=True)
+    return None
+
+
 class _Payload:
     """Pickles as a call of ``os.system`` (written, never loaded)."""
 
@@ -127,23 +138,28 @@ def broken_safetensors(folder: Path) -> None:
     (folder / "model" / "broken.safetensors").write_bytes((16).to_bytes(8, "little") + b"{}")
 
 
-FIXTURES: dict[str, Callable[[Path], None]] = {
+FIXTURES: dict[str, Callable[[Path], str | None]] = {
     "ec-key": ec_key,
     "llama-tiny": llama_tiny,
     "llama-tiny-one-file": llama_small,
     "llama": llama,
     "tiny-model": tiny_model,
     "pki": pki,
+    "shared-fixtures": shared_fixtures,
     "scan-model": scan_model,
     "broken-safetensors": broken_safetensors,
 }
 
 
-def prepare(names: Iterable[str], session: ShellSession) -> None:
-    """Run the named fixtures in the session's current folder."""
+def prepare(names: Iterable[str], session: ShellSession) -> str | None:
+    """Run the named fixtures in the session's current folder. Returns why the next block
+    cannot run here, when a fixture says so (then the block is skipped with that reason)."""
     status, output = session.run("pwd")
     if status != 0:
         raise RuntimeError(f"pwd failed in the document's shell: {output}")
     folder = Path(output.strip())
     for name in names:
-        FIXTURES[name](folder)
+        reason = FIXTURES[name](folder)
+        if reason:
+            return reason
+    return None

@@ -90,7 +90,9 @@ class DirectiveParser:
         run = _run(example)
         directive: Directive = example.parsed
         if directive.action == "setup":
-            fixtures.prepare(directive.fixtures, run.session)
+            reason = fixtures.prepare(directive.fixtures, run.session)
+            if reason:  # what the next block needs is absent here
+                run.pending = Directive("skip", reason=reason)
             return None
         if run.pending is not None:
             return "two docs-test directives in a row: the first applies to no block"

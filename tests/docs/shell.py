@@ -79,6 +79,8 @@ NORMALISATIONS: tuple[Normalisation, ...] = (
     _norm("custody token", r"\bwvt_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}", "wvt_<token>"),
     # 128-bit random ids: custody request ids, encryption run ids (hashes are 64 hex digits)
     _norm("random id", r"\b[0-9a-f]{32}\b", "<random id>"),
+    # SoftHSM2 numbers a new token's slot at random
+    _norm("SoftHSM2 slot", r"\b(reassigned to slot) [0-9]+\b", r"\1 <slot>"),
     # durations of work
     _norm("seconds taken", r"\b(in|took) [0-9]+(?:\.[0-9]+)? s\b", r"\1 <seconds> s"),
 )
@@ -104,11 +106,12 @@ def _lines(text: str) -> list[str]:
 
 
 def output_matches(expected: list[str], actual: list[str]) -> bool:
-    """Line by line equality, where an expected line ``...`` stands for any number of lines."""
+    """Line by line equality, where an expected line ``...`` (indented or not) stands for any
+    number of lines."""
     if not expected:
         return not actual
     head, *rest = expected
-    if head == "...":
+    if head.strip() == "...":
         return any(output_matches(rest, actual[i:]) for i in range(len(actual) + 1))
     return bool(actual) and actual[0] == head and output_matches(rest, actual[1:])
 
