@@ -2,12 +2,12 @@
 
 GGUF carries no pickle, but its parsers have had memory-safety bugs on inconsistent headers, and
 its ``tokenizer.chat_template`` is a Jinja template that some loaders render unsandboxed
-(CVE-2024-34359): templates reaching Python internals are reported.
+(CVE-2024-34359): every chat template is judged on Jinja2's own syntax tree
+(:mod:`weightvault.scan.formats.chat_template`).
 """
 
 from __future__ import annotations
 
-import re
 import struct
 
 from weightvault.scan._engine import FileContext
@@ -27,14 +27,25 @@ GGML_BLOCKS: dict[int, tuple[int, int]] = {
 }
 _SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _MAX_DIMS = 4
-_TEMPLATE_DANGER = re.compile(
-    r"__(class|globals|builtins|subclasses|import|init|mro|base|bases|code|getattribute)__"
-    r"|\bos\.|\bpopen\b|\bsubprocess\b|\beval\b|\bexec\b|\bimport\b"
-)
+_MAX_TEMPLATE = 1 << 20
 
 
 class _Bad(Exception):
     pass
+
+
+def _judge_template(ctx: FileContext, key: str, template: str, location: str) -> None:
+    from weightvault.scan.formats.chat_template import judge_template
+
+    where = f"{location}:{key}" if location else key
+    try:
+        verdicts = judge_template(template)
+    except ValueError as exc:
+        ctx.error(where, str(exc))
+        return
+    for verdict in verdicts:
+        ctx.find(Severity.DANGEROUS if verdict.dangerous else Severity.UNKNOWN, "template",
+                 verdict.subject, f"{key}: {verdict.message}", location or ".")
 
 
 def scan_gguf(ctx: FileContext, r: ByteReader, location: str) -> None:
@@ -58,11 +69,13 @@ def _parse(ctx: FileContext, r: ByteReader, location: str, start: int, size: int
     def remaining() -> int:
         return size - (r.tell() - start)
 
-    def string(what: str, keep: bool = True) -> str:
+    def string(what: str, keep: bool = True, limit: int = 1 << 20) -> str:
         n = u64() if version >= 2 else u32()
         if n > remaining():
             raise _Bad(f"{what}: string length {n} exceeds the {remaining()} bytes left")
-        if not keep or n > (1 << 20):
+        if keep and n > limit:
+            raise _Bad(f"{what}: {n} bytes, over the {limit}-byte limit for a chat template")
+        if not keep or n > limit:
             r.skip(n)
             return ""
         try:
@@ -91,13 +104,9 @@ def _parse(ctx: FileContext, r: ByteReader, location: str, start: int, size: int
             continue
         if vtype == 8:
             keep = key.startswith("tokenizer.chat_template")
-            value = string(f"value of {key!r}", keep=keep)
-            if keep and _TEMPLATE_DANGER.search(value):
-                ctx.find(
-                    Severity.DANGEROUS, "config", key,
-                    "chat template reaches Python internals or the OS "
-                    "(Jinja template injection, CVE-2024-34359)", location,
-                )
+            value = string(f"value of {key!r}", keep=keep, limit=_MAX_TEMPLATE)
+            if keep:
+                _judge_template(ctx, key, value, location)
         elif vtype == 9:
             item_type = u32()
             n_items = u64() if version >= 2 else u32()
