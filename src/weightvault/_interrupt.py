@@ -34,12 +34,14 @@ __all__ = [
     "Interrupted",
     "check_stop",
     "deferred",
+    "delivered",
     "finishing",
     "install",
     "interrupted_line",
     "note_outcome",
     "note_untouched",
     "raise_if_requested",
+    "reraise_if_delivered",
     "stop_requested",
 ]
 
@@ -72,6 +74,7 @@ class _State:
     def __init__(self) -> None:
         self.pending: int | None = None
         self.raised = False
+        self.delivered: int | None = None  # the signal raised as Interrupted, if any
         self.deferring = 0
         self.count = 0
         self.stop = threading.Event()
@@ -95,6 +98,7 @@ def _handler(signum: int, _frame: FrameType | None) -> None:
     _state.stop.set()
     if _state.deferring == 0:
         _state.raised = True
+        _state.delivered = signum
         raise Interrupted(signum)
 
 
@@ -103,6 +107,22 @@ def install() -> None:
     for signum in _SIGNALS:
         signal.signal(signum, _handler)
     _state.installed = True
+
+
+def delivered() -> int | None:
+    """The signal that was raised as :class:`Interrupted` in this command, if one was.
+
+    Code that catches every exception may turn it into another one (an exception inside a
+    class body being created becomes a ``RuntimeError``; a generic handler may report it as an
+    internal error): the command line asks this, not the exception's type.
+    """
+    return _state.delivered
+
+
+def reraise_if_delivered(exc: BaseException) -> None:
+    """Raise :class:`Interrupted` (from ``exc``) if ``exc`` is the aftermath of an interrupt."""
+    if _state.delivered is not None and not isinstance(exc, Interrupted):
+        raise Interrupted(_state.delivered) from exc
 
 
 def stop_requested() -> bool:
@@ -119,6 +139,7 @@ def raise_if_requested() -> None:
         and threading.current_thread() is threading.main_thread()
     ):
         _state.raised = True
+        _state.delivered = _state.pending
         raise Interrupted(_state.pending)
 
 

@@ -52,10 +52,15 @@ def main() -> None:
     try:
         code = run(sys.argv[1:])
         _interrupt.finish()
-    except _interrupt.Interrupted as exc:
+    except BaseException as exc:
+        # An interrupt may reach here wrapped in another exception (see _interrupt.delivered).
+        signum = exc.signum if isinstance(exc, _interrupt.Interrupted) else _interrupt.delivered()
+        if signum is None:
+            raise
+        interrupted = _interrupt.Interrupted(signum)
         _interrupt.undo_created()
         _interrupt.finish()
-        sys.stderr.write(_interrupt.interrupted_line(exc) + "\n")
+        sys.stderr.write(_interrupt.interrupted_line(interrupted) + "\n")
         sys.stderr.flush()
-        code = exc.exit_code
+        code = interrupted.exit_code
     sys.exit(code)

@@ -278,8 +278,10 @@ def report_exception(
     computed only when needed) let an error about a path name the option that gave it.
     With ``WEIGHTVAULT_DEBUG`` set, the traceback is printed first (same line, same code).
     """
+    from weightvault import _interrupt
     from weightvault.errors import FileSystemError, WeightvaultError
 
+    _interrupt.reraise_if_delivered(exc)  # the aftermath of SIGINT/SIGTERM: main() reports it
     if isinstance(exc, KeyboardInterrupt):
         return fail("interrupted", 130)
     if isinstance(exc, BrokenPipeError):

@@ -167,14 +167,19 @@ def _run(tasks: Sequence[_Task], workers: int, progress: Progress | None) -> lis
         control.advance(task.size - reported[0])
         return value
 
-    pool = ThreadPoolExecutor(
-        max_workers=max(1, min(workers, len(tasks))), thread_name_prefix="weightvault-crypt"
-    )
     futures: dict[Future[int], int] = {}
     failure: BaseException | None = None
+    pool: ThreadPoolExecutor | None = None
     try:
-        for i in order:
-            futures[pool.submit(call, i)] = i
+        # Starting the threads must not be cut short: a thread started by ``submit`` but not
+        # yet registered by the executor would not be waited for.
+        with _interrupt.deferred():
+            pool = ThreadPoolExecutor(
+                max_workers=max(1, min(workers, len(tasks))),
+                thread_name_prefix="weightvault-crypt",
+            )
+            for i in order:
+                futures[pool.submit(call, i)] = i
         pending = set(futures)
         while pending and failure is None:
             finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -190,7 +195,8 @@ def _run(tasks: Sequence[_Task], workers: int, progress: Progress | None) -> lis
     finally:
         if failure is not None:
             control.stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     if failure is None:
         return [results[i] for i in range(len(tasks))]
     # Tasks that finished while the others were being stopped wrote their outputs too.
