@@ -448,8 +448,10 @@ class _Judge:
                     self._check_name_expr(kw.value, f"{node.name}(attribute=...)", dotted=True)
         if node.name in _APPLYING_FILTERS and node.args:
             applied = self.origin(node.args[0])
-            if applied.built or any(v in _ATTRIBUTE_FILTERS for v in applied.consts):
-                if applied.built:
+            if applied.built or applied.data or any(
+                v in _ATTRIBUTE_FILTERS for v in applied.consts
+            ):
+                if applied.built or applied.data:
                     self._report(True, f"<computed {node.name}>",
                                  f"{node.name} applies a filter whose name is computed")
                 elif len(node.args) > 1:
