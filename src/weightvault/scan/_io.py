@@ -217,6 +217,8 @@ class DecompressingStream:
         self._pending = b""
         self._input = b""  # compressed bytes handed back by a finished stream
         self._eof = False
+        self._failure: Truncated | None = None
+        self._partial = b""  # bytes produced by the read in progress (kept if it fails)
         self.trailing = 0
         """Bytes after the last compressed stream (0 when none, or unknown until the end)."""
         self._errors = (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError, MemoryError)
@@ -287,10 +289,29 @@ class DecompressingStream:
         return False
 
     def read(self, n: int = -1, /) -> bytes:
+        """Up to ``n`` bytes; ``b""`` at the end. Data decompressed before a failure is returned
+        first, and the failure (:class:`Truncated`) raised by the next call."""
+        if self._failure is not None and not self._pending:
+            failure, self._failure = self._failure, None
+            self._eof = True
+            raise failure
+        try:
+            return self._read(n)
+        except LimitExceeded:
+            raise
+        except Truncated as exc:
+            if not self._partial:
+                raise
+            self._failure = exc
+            blob, self._partial = self._partial, b""
+            return blob
+
+    def _read(self, n: int) -> bytes:
         if n < 0:
             n = 1 << 20
         out = [self._pending] if self._pending else []
         have = len(self._pending)
+        self._partial = self._pending
         self._pending = b""
         while have < n and not self._eof:
             dec = self._dec
@@ -323,6 +344,7 @@ class DecompressingStream:
                 )
             out.append(data)
             have += len(data)
+            self._partial += data
             if dec.eof:  # type: ignore[attr-defined]
                 self._stream_ended(dec.unused_data)  # type: ignore[attr-defined]
         blob = b"".join(out)
