@@ -25,21 +25,62 @@ def model(tmp_path: Path) -> Path:
     return root
 
 
-def test_clean_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_safe_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "a.pkl").write_bytes(pickle.dumps([1]))
     assert run(["scan", str(tmp_path / "a.pkl")]) == 0
-    assert "1 clean" in capsys.readouterr().out
+    assert "1 safe" in capsys.readouterr().out
 
 
-def test_suspicious_fails_by_default_and_fail_on_dangerous_passes(
+def test_unknown_fails_by_default_and_fail_on_dangerous_passes(
     model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run(["scan", str(model)]) == 1
     out = capsys.readouterr().out
-    assert "mypkg.layers.Block" in out and "suspicious" in out
+    assert "mypkg.layers.Block" in out and "unknown" in out and "[default:unknown]" in out
     assert run(["scan", "--fail-on", "dangerous", str(model)]) == 0
+    assert run(["scan", "--fail-on", "unknown", str(model)]) == 1
+    assert run(["scan", "--fail-on", "suspicious", str(model)]) == 1  # the old name still works
     assert run(["scan", "--allow", "mypkg.layers.Block", str(model)]) == 0
     assert run(["scan", "--allow", "mypkg.*", str(model)]) == 0
+
+
+def test_policy_file_trusts_classes_and_is_parsed_strictly(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[safe]\n"mypkg.layers.*" = "our own layers; they only hold tensors"\n')
+    assert run(["scan", "--policy", str(policy), str(model)]) == 0
+    capsys.readouterr()
+    policy.write_text('[safe]\n"mypkg.layers.*" = "ours"\n[trusted]\n"x.y" = "z"\n')
+    assert run(["scan", "--policy", str(policy), str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {policy}: unknown key 'trusted' (expected tables: safe, " \
+        "safe-reference, unknown, dangerous)\n"
+    # a policy cannot downgrade a dangerous verdict
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(b"\x80\x04" + _bu("os") + _bu("system") + b"\x93.")
+    policy.write_text('[safe]\n"os.*" = "we trust os"\n')
+    assert run(["scan", "--policy", str(policy), str(evil)]) == 1
+
+
+def test_empty_folder_is_nothing_to_scan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert run(["scan", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'empty'}: nothing to scan: the folder " \
+        "holds no files\n"
+    assert run(["scan", "--json", str(tmp_path / "empty")]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == doc["max_severity"] == "error"
+
+
+def test_json_of_a_missing_file_reports_an_error_not_safe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["scan", "--json", str(tmp_path / "missing.pkl")]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == doc["max_severity"] == "error"
+    assert doc["files"][0]["status"] == doc["files"][0]["severity"] == "error"
+    assert doc["summary"]["by_status"] == {"dangerous": 0, "unknown": 0, "error": 1, "safe": 0}
 
 
 def test_dangerous_exit_1_and_error_exit_2(
@@ -62,11 +103,15 @@ def test_dangerous_exit_1_and_error_exit_2(
 def test_json_output(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["scan", "--json", str(model)]) == 1
     doc = json.loads(capsys.readouterr().out)
-    assert doc["max_severity"] == "suspicious"
+    assert doc["status"] == doc["max_severity"] == "unknown"
+    assert doc["format_version"] == 2
     assert doc["summary"]["files"] == 2
     by_name = {Path(f["path"]).name: f for f in doc["files"]}
-    assert by_name["custom.pkl"]["findings"][0]["subject"] == "mypkg.layers.Block"
-    assert by_name["good.pkl"]["status"] == "clean"
+    finding = by_name["custom.pkl"]["findings"][0]
+    assert (finding["subject"], finding["severity"], finding["usage"], finding["rule"]) == (
+        "mypkg.layers.Block", "unknown", "referenced", "default:unknown"
+    )
+    assert by_name["good.pkl"]["status"] == "safe"
 
 
 def test_sarif_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,6 +125,9 @@ def test_sarif_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     results = doc["runs"][0]["results"]
     levels = sorted(r["level"] for r in results)
     assert levels == ["error", "error"]
+    finding = next(r for r in results if r["ruleId"] != "weightvault/error")
+    assert finding["properties"]["decided_by"] == "kb:os.*"
+    assert "os.system (referenced)" in finding["message"]["text"]
     rule_ids = {r["id"] for r in doc["runs"][0]["tool"]["driver"]["rules"]}
     assert {r["ruleId"] for r in results} <= rule_ids
     uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in results}
@@ -124,10 +172,10 @@ def test_module_entry_point_matches_the_typer_command(
     assert json.loads(capsys.readouterr().out) == module_doc
     assert main(["--json", "--allow", "mypkg.*", str(model)]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["max_severity"] == "clean"
+    assert doc["max_severity"] == "safe"
     (tmp_path / "ok.pkl").write_bytes(pickle.dumps(1))
     assert main([str(tmp_path / "ok.pkl")]) == 0
-    assert capsys.readouterr().out.strip() == "1 file(s) scanned, 1 clean"
+    assert capsys.readouterr().out.strip() == "1 file(s) scanned, 1 safe"
     assert main([str(tmp_path / "missing")]) == 2
     assert main(["--fail-on", "bogus", str(tmp_path)]) == 2
     assert main(["--json", "--sarif", str(tmp_path)]) == 2

@@ -44,7 +44,7 @@ BODIES = {
     "short strings": b"\x8c\x02os\x94\x8c\x06system\x94\x93N\x85R",
     "text opcodes": b"cposix\nsystem\n(S'id'\ntR0(S'x'\nios\nsystem\n0Vos\nVsystem\n\x93",
     "binstrings": b"U\x02osT\x06\x00\x00\x00system\x93",
-    "frame": b"\x95\x05\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x8c\x06system\x93",
+    "frame": b"\x95\x0c\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x8c\x06system\x93",
     "nested pickle": b"B" + _u32(len(_NESTED)) + _NESTED + b"0cbuiltins\neval\n",
     "build on a global": b"cos\nsystem\n}b",
 }

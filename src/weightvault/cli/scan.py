@@ -11,16 +11,22 @@ import typer
 
 ORDER = 20
 
-_FAIL_ON_HELP = "Exit 1 when a finding is at or above this severity: suspicious or dangerous."
+_FAIL_ON_HELP = (
+    "Exit 1 when a finding is at or above this verdict: unknown (default) or dangerous "
+    "(suspicious is the old name of unknown)."
+)
 
 
 def scan_command(
     paths: list[Path] = typer.Argument(..., help="Model files or folders to scan."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON report."),
     sarif_output: bool = typer.Option(False, "--sarif", help="Print a SARIF 2.1.0 report."),
-    fail_on: str = typer.Option("suspicious", "--fail-on", help=_FAIL_ON_HELP),
+    fail_on: str = typer.Option("unknown", "--fail-on", help=_FAIL_ON_HELP),
     allow: list[str] = typer.Option(
         [], "--allow", help="Trust this import (module.name, or module.* for a whole module)."
+    ),
+    policy: str | None = typer.Option(
+        None, "--policy", help="A TOML policy file of trusted (or denied) globals."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="List clean files too."),
     workers: int = typer.Option(
@@ -29,9 +35,9 @@ def scan_command(
 ) -> None:
     """Scan model files for code-execution payloads without loading them.
 
-    Formats are recognized by content: pickle (protocols 0-5), PyTorch zip / legacy, joblib, NumPy, Keras (.keras, .h5), ONNX, GGUF, safetensors, and zip/tar/gzip archives of them.
+    Formats are recognized by content: pickle (protocols 0-5), PyTorch zip / legacy, joblib, NumPy, Keras (.keras, .h5), ONNX, GGUF, safetensors, and zip/tar/gzip archives of them. Every import is safe, unknown or dangerous, with its evidence.
 
-    Exit codes: 0 clean, 1 findings at or above --fail-on, 2 a file could not be scanned.
+    Exit codes: 0 every file safe, 1 findings at or above --fail-on, 2 a file could not be scanned.
     """  # noqa: E501 - Typer keeps docstring line breaks, so a paragraph is one line
     from weightvault.cli._ui import emit_json, err_console, out_console
     from weightvault.errors import UsageError
@@ -44,10 +50,10 @@ def scan_command(
         threshold = Severity.parse(fail_on)
     except ValueError as exc:
         raise UsageError(f"--fail-on: {exc}") from exc
-    if threshold == Severity.CLEAN:
-        raise UsageError("--fail-on: use suspicious or dangerous")
+    if threshold == Severity.SAFE:
+        raise UsageError("--fail-on: use unknown or dangerous")
     try:
-        report = scan_paths(paths, allow=allow, workers=workers)
+        report = scan_paths(paths, allow=allow, policy_file=policy, workers=workers)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if json_output:
@@ -70,7 +76,7 @@ def convert_command(
     output: Path = typer.Option(..., "--output", "-o", help="The .safetensors file to write."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
     allow: list[str] = typer.Option(
-        [], "--allow", help="Also accept this suspicious import while converting (not dangerous)."
+        [], "--allow", help="Also accept this unknown import while converting (not dangerous)."
     ),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:

@@ -3,12 +3,14 @@
 Public API::
 
     from weightvault.scan import scan_paths, Severity
-    report = scan_paths(["model/"], allow=["mypkg.MyLayer"])
-    if report.max_severity.at_least(Severity.SUSPICIOUS) or report.errors: ...
+    report = scan_paths(["model/"], allow=["mypkg.MyLayer"], policy_file="policy.toml")
+    if report.exit_code(Severity.UNKNOWN): ...   # 0 only when every file is safe
 
+Every import a pickle makes is *safe*, *unknown* or *dangerous*, with the evidence and the
+knowledge-base entry that decided it (:mod:`weightvault.scan.policy`).
 :func:`scan_paths` reports (never raises for a bad file: each file's problems are errors in the
-report); :func:`verify_paths` enforces, raising :class:`~weightvault.errors.UnsafeFileError` on the
-first finding at or above the threshold. Nothing from a scanned file is imported or executed.
+report); :func:`verify_paths` enforces, raising :class:`~weightvault.errors.UnsafeFileError` that
+lists every finding at or above the threshold. Nothing from a scanned file is imported or executed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Iterable, Iterator
 
 from weightvault.errors import InputError, UnsafeFileError
 from weightvault.scan._engine import FileContext, ScanLimits
-from weightvault.scan.policy import DEFAULT_POLICY, Policy, Severity
+from weightvault.scan.policy import DEFAULT_POLICY, Policy, Severity, load_policy_file
 from weightvault.scan.report import FileResult, Finding, ScanReport
 
 __all__ = [
@@ -31,7 +33,9 @@ __all__ = [
     "ScanReport",
     "Severity",
     "convert_checkpoint",
+    "describe",
     "display_path",
+    "make_policy",
     "scan_file",
     "scan_paths",
     "verify_paths",
@@ -99,7 +103,7 @@ _NOT_REGULAR = "not a regular file (device, socket or FIFO); not read"
 def _dedupe(findings: list[Finding]) -> Iterator[Finding]:
     seen: set[tuple[str, str, str, str]] = set()
     for finding in findings:
-        if finding.severity == Severity.CLEAN:
+        if finding.severity == Severity.SAFE:
             continue
         key = (finding.location.split("@")[0], finding.kind, finding.subject, finding.message)
         if key in seen:
@@ -166,22 +170,48 @@ def _walk(root: str) -> Iterator[tuple[str | None, str, str | None]]:
 _MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
 
 
+def make_policy(
+    allow: Iterable[str] = (), policy_file: str | os.PathLike[str] | None = None
+) -> Policy:
+    """The policy for ``allow`` patterns (``module.name``, ``module.*``) and a policy file.
+
+    Raises ``ValueError`` for a malformed ``allow`` pattern, and
+    :class:`~weightvault.errors.FormatError` / :class:`~weightvault.errors.InputError` for a
+    policy file that is malformed or unreadable.
+    """
+    allowed = list(allow)
+    if policy_file is None and not allowed:
+        return DEFAULT_POLICY
+    extra = load_policy_file(policy_file) if policy_file is not None else []
+    return Policy.with_allowed(allowed, extra=extra)
+
+
+_NOTHING_TO_SCAN = "nothing to scan: the folder holds no files"
+
+
 def scan_paths(
     paths: Iterable[str | os.PathLike[str]],
     *,
     allow: Iterable[str] = (),
+    policy_file: str | os.PathLike[str] | None = None,
+    policy: Policy | None = None,
     limits: ScanLimits | None = None,
     workers: int = 1,
 ) -> ScanReport:
     """Scan files and folder trees; one :class:`FileResult` per file, in a stable order.
 
-    ``allow`` adds trusted imports (``module.name`` or ``module.*``). A missing path is an error
-    result for that path; the other paths are still scanned. ``workers > 1`` scans files in that
-    many forked processes when there are enough files to pay for them (``0``: one per CPU);
-    results are identical and in the same order whatever the number of workers. Leave it at 1
-    inside multi-threaded programs (forking a threaded process is unsafe).
+    ``allow`` adds trusted imports (``module.name`` or ``module.*``), ``policy_file`` a TOML
+    policy (see :func:`~weightvault.scan.policy.load_policy_file`); or pass a ready ``policy``.
+    A missing path, and a folder without files, is an error result for that path; the other
+    paths are still scanned. ``workers > 1`` scans files in that many forked processes when
+    there are enough files to pay for them (``0``: one per CPU); results are identical and in
+    the same order whatever the number of workers. Leave it at 1 inside multi-threaded programs
+    (forking a threaded process is unsafe).
     """
-    policy = Policy.with_allowed(allow) if allow else DEFAULT_POLICY
+    if policy is None:
+        policy = make_policy(allow, policy_file)
+    elif allow or policy_file is not None:
+        raise TypeError("pass either policy, or allow/policy_file")
     limits = limits or ScanLimits()
     jobs: list[_Job] = []
     for item in paths:
@@ -195,7 +225,10 @@ def scan_paths(
                 jobs.append((None, str(item), "no such file or directory"))
             continue
         if stat.S_ISDIR(mode) and not os.path.islink(path):
+            before = len(jobs)
             jobs.extend(_walk(path))
+            if len(jobs) == before:
+                jobs.append((None, str(item), _NOTHING_TO_SCAN))
         elif stat.S_ISDIR(mode) or stat.S_ISREG(mode):  # a link to a folder: "is a directory"
             jobs.append((path, str(item), None))
         else:  # opening a FIFO would block; a pipe (/dev/stdin) would read as an empty file
@@ -217,7 +250,8 @@ _Job = tuple[str | None, str, str | None]
 def _run_job(job: _Job, policy: Policy, limits: ScanLimits) -> FileResult:
     path, display, error = job
     if path is None:
-        return FileResult(path=display, format="unknown", size=None, errors=(error or "",))
+        kind = "folder" if error == _NOTHING_TO_SCAN else "unknown"
+        return FileResult(path=display, format=kind, size=None, errors=(error or "",))
     return scan_file(path, display=display, policy=policy, limits=limits)
 
 
@@ -246,29 +280,46 @@ def _scan_in_processes(
     return [r for r in results if r is not None]
 
 
+def describe(finding: Finding) -> str:
+    """One line for a finding: ``path: dangerous import os.system (called) at @2: ... [rule]``."""
+    usage = f" ({finding.usage})" if finding.usage else ""
+    rule = f" [{finding.rule}]" if finding.rule else ""
+    return (
+        f"{finding.path}: {finding.severity.label} {finding.kind} {finding.subject}{usage} "
+        f"at {finding.location or 'top level'}: {finding.message}{rule}"
+    )
+
+
 def verify_paths(
     paths: Iterable[str | os.PathLike[str]],
     *,
-    fail_on: Severity = Severity.SUSPICIOUS,
+    fail_on: Severity = Severity.UNKNOWN,
     allow: Iterable[str] = (),
+    policy_file: str | os.PathLike[str] | None = None,
     limits: ScanLimits | None = None,
+    report: ScanReport | None = None,
 ) -> ScanReport:
-    """Scan and enforce: raise on the first finding at or above ``fail_on``, or on any error.
+    """Scan (or take ``report``) and enforce: raise when a finding is at or above ``fail_on``,
+    or when a file could not be scanned.
 
-    Raises :class:`UnsafeFileError` (a finding) or :class:`InputError` (a file could not be
-    scanned: an unscannable file is never treated as safe). Returns the report otherwise.
+    Raises :class:`UnsafeFileError`, whose message lists **every** finding at or above the
+    threshold (``"; "``-separated), or :class:`InputError` naming every file that could not be
+    scanned (an unscannable file is never treated as safe). Returns the report otherwise.
     """
-    report = scan_paths(paths, allow=allow, limits=limits)
-    for finding in report.findings:
-        if finding.severity.at_least(fail_on):
-            raise UnsafeFileError(
-                f"{finding.path}: {finding.severity.label} {finding.kind} {finding.subject} "
-                f"at {finding.location or 'top level'}: {finding.message}",
-                hint="inspect the file; a trusted import can be allowed by name (module.name)",
-                remedy="allow-import",
-            )
-    for path, message in report.errors:
-        raise InputError(f"{path}: could not be scanned: {message}")
+    if report is None:
+        report = scan_paths(paths, allow=allow, policy_file=policy_file, limits=limits)
+    failing = [f for f in report.findings if f.severity.at_least(fail_on)]
+    if failing:
+        head = f"{len(failing)} findings: " if len(failing) > 1 else ""
+        raise UnsafeFileError(
+            head + "; ".join(describe(f) for f in failing),
+            hint="inspect the file; a trusted import can be allowed by name (module.name)",
+            remedy="allow-import",
+        )
+    if report.errors:
+        raise InputError(
+            "; ".join(f"{path}: could not be scanned: {message}" for path, message in report.errors)
+        )
     return report
 
 

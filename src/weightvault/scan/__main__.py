@@ -63,7 +63,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser = Parser(
         prog=prog,
         description="Scan model files for code-execution payloads without loading them. "
-        "Exit codes: 0 clean, 1 findings at or above --fail-on, 2 a file could not be scanned.",
+        "Exit codes: 0 every file safe, 1 findings at or above --fail-on, 2 a file could not "
+        "be scanned.",
         allow_abbrev=False,  # click matches option names exactly
         formatter_class=Formatter,
         add_help=False,  # help is a flag here, so that the console script can leave it to Typer
@@ -72,8 +73,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="*", help="model files or folders")
     parser.add_argument("--json", action="store_true", help="print a JSON report")
     parser.add_argument("--sarif", action="store_true", help="print a SARIF 2.1.0 report")
-    parser.add_argument("--fail-on", default="suspicious", help="suspicious or dangerous")
+    parser.add_argument(
+        "--fail-on", default="unknown", help="unknown (default) or dangerous; suspicious is the "
+        "old name of unknown"
+    )
     parser.add_argument("--allow", action="append", default=[], help="trust module.name")
+    parser.add_argument("--policy", default=None, help="a TOML policy file of trusted globals")
     parser.add_argument("-v", "--verbose", action="store_true", help="list clean files too")
     parser.add_argument(
         "--workers", type=int, default=1, help="processes for big folders (0: one per CPU)"
@@ -171,10 +176,12 @@ def _scan(args: argparse.Namespace) -> int:
         threshold = Severity.parse(args.fail_on)
     except ValueError as exc:
         raise UsageError(f"--fail-on: {exc}") from exc
-    if threshold == Severity.CLEAN:
-        raise UsageError("--fail-on: use suspicious or dangerous")
+    if threshold == Severity.SAFE:
+        raise UsageError("--fail-on: use unknown or dangerous")
     try:
-        report = scan_paths(args.paths, allow=args.allow, workers=args.workers)
+        report = scan_paths(
+            args.paths, allow=args.allow, policy_file=args.policy, workers=args.workers
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if args.json or args.sarif:

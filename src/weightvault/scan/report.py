@@ -25,7 +25,9 @@ __all__ = [
 ]
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+#: File and report statuses, worst first: a finding outranks an error (both fail a gate).
+STATUSES = ("dangerous", "unknown", "error", "safe")
 
 
 class Finding(NamedTuple):
@@ -45,6 +47,20 @@ class Finding(NamedTuple):
     subject: str
     """What was found, e.g. ``os.system`` or ``Lambda``: the name ``--allow`` takes for imports."""
     message: str
+    """The evidence: why this severity (one line)."""
+    rule: str = ""
+    """The knowledge-base or policy entry that decided an import (``kb:os.*``,
+    ``policy:acme.*``, ``--allow:mypkg.*``, ``rule:dunder-attribute``); empty otherwise."""
+    usage: str = ""
+    """For imports: ``called`` (REDUCE, NEWOBJ, INST, OBJ, BUILD-setstate, or through a helper
+    that calls it) or ``referenced`` (only pushed and stored); empty otherwise."""
+
+    @property
+    def text(self) -> str:
+        """One line for people: ``subject (usage): message [rule]``."""
+        usage = f" ({self.usage})" if self.usage else ""
+        rule = f" [{self.rule}]" if self.rule else ""
+        return f"{self.subject}{usage}: {self.message}{rule}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,14 +70,21 @@ class Finding(NamedTuple):
             "kind": self.kind,
             "subject": self.subject,
             "message": self.message,
+            "rule": self.rule,
+            "usage": self.usage,
         }
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Finding:
-        expected = {"path", "location", "severity", "kind", "subject", "message"}
-        if not isinstance(doc, dict) or set(doc) != expected:
-            raise FormatError(f"finding: expected exactly the fields {sorted(expected)}")
-        for key in expected:
+        """Parse :meth:`to_json`'s form (``rule`` and ``usage`` may be absent: format 1)."""
+        required = {"path", "location", "severity", "kind", "subject", "message"}
+        optional = {"rule", "usage"}
+        if not isinstance(doc, dict) or not required <= set(doc) <= required | optional:
+            raise FormatError(
+                f"finding: expected the fields {sorted(required)} and optionally "
+                f"{sorted(optional)}"
+            )
+        for key in doc:
             if not isinstance(doc[key], str):
                 raise FormatError(f"finding.{key}: not a string")
         try:
@@ -69,7 +92,8 @@ class Finding(NamedTuple):
         except ValueError as exc:
             raise FormatError(f"finding.severity: {exc}") from exc
         return cls(
-            doc["path"], doc["location"], severity, doc["kind"], doc["subject"], doc["message"]
+            doc["path"], doc["location"], severity, doc["kind"], doc["subject"], doc["message"],
+            doc.get("rule", ""), doc.get("usage", ""),
         )
 
 
@@ -81,17 +105,19 @@ class FileResult(NamedTuple):
     size: int | None
     findings: tuple[Finding, ...] = ()
     errors: tuple[str, ...] = ()
-    """One-line messages; a file with errors is never "clean" (its status is ``error``)."""
+    """One-line messages; a file with errors is never "safe" (its status is ``error``)."""
 
     @property
     def max_severity(self) -> Severity:
-        return max((f.severity for f in self.findings), default=Severity.CLEAN)
+        return max((f.severity for f in self.findings), default=Severity.SAFE)
 
     @property
     def status(self) -> str:
-        if self.findings and self.max_severity > Severity.CLEAN:
+        """``dangerous`` / ``unknown`` (the worst finding), else ``error`` when the file could
+        not be scanned completely, else ``safe``."""
+        if self.findings and self.max_severity > Severity.SAFE:
             return self.max_severity.label
-        return "error" if self.errors else "clean"
+        return "error" if self.errors else "safe"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,7 +125,7 @@ class FileResult(NamedTuple):
             "format": self.format,
             "size": self.size,
             "status": self.status,
-            "severity": self.max_severity.label,
+            "severity": self.status,  # format 1's field: now the status, never "safe" on error
             "findings": [f.to_json() for f in self.findings],
             "errors": list(self.errors),
         }
@@ -121,50 +147,62 @@ class ScanReport(NamedTuple):
 
     @property
     def max_severity(self) -> Severity:
-        return max((f.severity for f in self.findings), default=Severity.CLEAN)
+        return max((f.severity for f in self.findings), default=Severity.SAFE)
 
-    def failed(self, threshold: Severity = Severity.SUSPICIOUS) -> bool:
+    @property
+    def status(self) -> str:
+        """The worst file status (``dangerous`` > ``unknown`` > ``error`` > ``safe``); an empty
+        report is an ``error``: nothing was scanned, so nothing can be called safe."""
+        if not self.files:
+            return "error"
+        statuses = {r.status for r in self.files}
+        return next(s for s in STATUSES if s in statuses)
+
+    def failed(self, threshold: Severity = Severity.UNKNOWN) -> bool:
         """True when some finding is at or above ``threshold``."""
         return any(f.severity.at_least(threshold) for f in self.findings)
 
-    def exit_code(self, threshold: Severity = Severity.SUSPICIOUS) -> int:
-        """CLI exit code: 1 findings at/above threshold, else 2 if any error, else 0.
+    def exit_code(self, threshold: Severity = Severity.UNKNOWN) -> int:
+        """CLI exit code: 1 findings at/above threshold, else 2 if any error (or nothing was
+        scanned), else 0.
 
         A finding wins over an error: "this file is malicious" is the more useful answer, and
         both are non-zero, so a CI gate stops either way.
         """
-        if threshold > Severity.CLEAN and self.failed(threshold):
+        if threshold > Severity.SAFE and self.failed(threshold):
             return 1
-        if self.errors:
+        if self.errors or not self.files:
             return 2
         return 0
 
     def to_json(self) -> dict[str, Any]:
-        counts = {s.label: 0 for s in Severity}
+        counts = {status: 0 for status in STATUSES}
         for result in self.files:
-            if result.status in counts:
-                counts[result.status] += 1
+            counts[result.status] += 1
         return {
             "tool": "weightvault",
             "version": __version__,
             "format_version": _FORMAT_VERSION,
-            "max_severity": self.max_severity.label,
+            "status": self.status,
+            "max_severity": self.status,  # format 1's field: now the status, never "safe" on error
             "summary": {
                 "files": len(self.files),
                 "findings": len(self.findings),
                 "errors": len(self.errors),
-                "by_status": {**counts, "error": sum(1 for r in self.files if r.status == "error")},
+                "by_status": counts,
             },
             "files": [r.to_json() for r in self.files],
         }
 
     def to_sarif(self) -> dict[str, Any]:
-        """SARIF 2.1.0: one rule per finding kind + subject, one result per finding or error."""
+        """SARIF 2.1.0: one rule per finding kind + subject, one result per finding or error.
+
+        Levels: dangerous is ``error``, unknown is ``warning`` (both fail the default gate),
+        a file that could not be scanned is ``error``.
+        """
         rules: dict[str, dict[str, Any]] = {}
         results: list[dict[str, Any]] = []
-        level = {
-            Severity.DANGEROUS: "error", Severity.SUSPICIOUS: "warning", Severity.CLEAN: "note"
-        }
+        level = {Severity.DANGEROUS: "error", Severity.UNKNOWN: "warning", Severity.SAFE: "note"}
         for finding in self.findings:
             rule_id = f"weightvault/{finding.kind}/{finding.subject}"
             if rule_id not in rules:
@@ -172,18 +210,21 @@ class ScanReport(NamedTuple):
                     "id": rule_id,
                     "name": f"{finding.kind}:{finding.subject}",
                     "shortDescription": {"text": f"{finding.kind} {finding.subject}"},
+                    "fullDescription": {"text": finding.message},
                     "defaultConfiguration": {"level": level[finding.severity]},
-                    "properties": {"severity": finding.severity.label},
+                    "properties": {"severity": finding.severity.label, "decided_by": finding.rule},
                 }
             results.append(
                 {
                     "ruleId": rule_id,
                     "level": level[finding.severity],
-                    "message": {"text": f"{finding.location}: {finding.message}"},
+                    "message": {"text": f"{finding.location}: {finding.text}"},
                     "locations": [_sarif_location(finding.path)],
                     "properties": {
                         "severity": finding.severity.label,
                         "location": finding.location,
+                        "decided_by": finding.rule,
+                        "usage": finding.usage,
                     },
                 }
             )
@@ -246,11 +287,11 @@ def render_table(report: ScanReport, console: Console, *, verbose: bool = False)
     def cell(value: str) -> Text:
         return Text(printable(value))
 
-    style = {"dangerous": "bold red", "suspicious": "yellow", "error": "magenta", "clean": "green"}
+    style = {"dangerous": "bold red", "unknown": "yellow", "error": "magenta", "safe": "green"}
     table = Table(show_lines=False, header_style="bold")
     table.add_column("file", overflow="fold")
     table.add_column("format")
-    table.add_column("severity")
+    table.add_column("verdict")
     table.add_column("where", overflow="fold")
     table.add_column("finding", overflow="fold")
     for result in report.files:
@@ -258,7 +299,7 @@ def render_table(report: ScanReport, console: Console, *, verbose: bool = False)
             continue
         path, kind = cell(result.path), cell(result.format)
         if not result.findings and not result.errors:
-            table.add_row(path, kind, Text("clean", style=style["clean"]), Text(), Text())
+            table.add_row(path, kind, Text("safe", style=style["safe"]), Text(), Text())
         for finding in result.findings:
             label = finding.severity.label
             table.add_row(
@@ -266,7 +307,7 @@ def render_table(report: ScanReport, console: Console, *, verbose: bool = False)
                 kind,
                 Text(label, style=style[label]),
                 cell(finding.location),
-                cell(f"{finding.subject}: {finding.message}"),
+                cell(finding.text),
             )
         for message in result.errors:
             table.add_row(path, kind, Text("error", style=style["error"]), Text(), cell(message))
@@ -281,14 +322,13 @@ def render_table(report: ScanReport, console: Console, *, verbose: bool = False)
 
 def _summary_counts(report: ScanReport) -> list[tuple[str, int]]:
     statuses = [r.status for r in report.files]
-    return [(key, statuses.count(key)) for key in ("dangerous", "suspicious", "error", "clean")
-            if statuses.count(key)]
+    return [(key, statuses.count(key)) for key in STATUSES if statuses.count(key)]
 
 
 def render_plain_or_table(report: ScanReport, *, verbose: bool = False) -> None:
     """The default text output: a Rich table when there is something to show, else one line.
 
-    A clean scan does not need Rich at all, which keeps per-file invocations fast.
+    A scan with nothing to show does not need Rich at all, which keeps per-file invocations fast.
     """
 
     if verbose or report.findings or report.errors:
@@ -300,7 +340,7 @@ def render_plain_or_table(report: ScanReport, *, verbose: bool = False) -> None:
 
 
 def render_summary(report: ScanReport) -> None:
-    """One plain line: ``N file(s) scanned, K clean`` (no Rich needed)."""
+    """One plain line: ``N file(s) scanned, K safe`` (no Rich needed)."""
     import sys
 
     parts = [f"{len(report.files)} file(s) scanned"]
