@@ -71,6 +71,7 @@ REMEDIES = frozenset(
         "webhook",  # the alert webhook is not an http(s) URL
         "testbed",  # the model was trained on another testbed
         "output-name",  # the output's name cannot be derived from the input's: give one
+        "identity-policy",  # certificate verification needs an expected signer (or an opt-out)
     }
 )
 

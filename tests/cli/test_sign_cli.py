@@ -141,10 +141,36 @@ def test_certificate_method(model: Path, cli_pki: Pki, capsys: pytest.CaptureFix
     assert run([*argv, "--chain", str(pki.chain)]) == 0
     assert run(["verify", str(model), "--trust-root", str(pki.root), "--identity", pki.email]) == 0
     assert pki.email in capsys.readouterr().out
-    assert run(["verify", str(model), "--trust-root", str(pki.other_root)]) == 1
+    other = ["verify", str(model), "--trust-root", str(pki.other_root)]
+    assert run([*other, "--identity", pki.email]) == 1
     assert "does not validate against the trust roots" in _one_line_error(capsys.readouterr().err)
     assert run(["verify", str(model), "--trust-root", str(pki.root), "--identity", "x@y"]) == 1
     assert "expected identity x@y" in _one_line_error(capsys.readouterr().err)
+
+
+def test_certificate_verification_needs_an_identity_or_an_explicit_opt_out(
+    model: Path, cli_pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trust root vouches for many signers: no --identity is refused (exit 2) unless the
+    user writes --unsafe-no-identity, which then accepts any of them and says so."""
+    pki = cli_pki
+    sign = ["sign", str(model), "--key", str(pki.leaf_key), "--certificate", str(pki.leaf)]
+    assert run([*sign, "--chain", str(pki.chain)]) == 0
+    capsys.readouterr()
+    verify = ["verify", str(model), "--trust-root", str(pki.root)]
+    assert run(verify) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "no identity policy" in line and "--unsafe-no-identity" in line
+    assert run([*verify, "--unsafe-no-identity"]) == 0
+    assert f"signature OK (signer: certificate {pki.email}" in capsys.readouterr().out
+    # A chain that does not validate still fails: the opt-out drops only the identity check.
+    assert run([*verify[:2], "--trust-root", str(pki.other_root), "--unsafe-no-identity"]) == 1
+    capsys.readouterr()
+    # The opt-out and a policy exclude each other; the key method has nothing to opt out of.
+    assert run([*verify, "--unsafe-no-identity", "--identity", pki.email]) == 2
+    assert "cannot go with --identity" in _one_line_error(capsys.readouterr().err)
+    assert run(["verify", str(model), "--key", str(pki.leaf_key), "--unsafe-no-identity"]) == 2
+    assert "applies to --trust-root and --sigstore" in _one_line_error(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(
@@ -268,7 +294,7 @@ def test_wrong_predicate_type_and_other_key_via_cli(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    assert run(["sign", str(model), "--key", str(keys[0]), "--password", "pw"]) == 0
+    assert run(["sign", str(model), "--key", str(keys[0]), "--password", "pw", "--force"]) == 0
     capsys.readouterr()
     assert run(["verify", str(model), "--key", str(other_pub)]) == 1
     assert "signed by a different key" in _one_line_error(capsys.readouterr().err)

@@ -130,7 +130,7 @@ def test_require_log_rejects_unlogged_foreign_and_edited_entries(
     assert "0 weightvault log entries" in capsys.readouterr().err
 
     assert run(["sign", str(model), "--key", str(keys[0]), "--log", str(db),
-                "--log-key", str(log_key)]) == 0
+                "--log-key", str(log_key), "--force"]) == 0
     assert run(["verify", str(model), "--key", str(keys[1]), "--require-log",
                 "--log-key", str(other_pub)]) == 1
     capsys.readouterr()

@@ -44,16 +44,17 @@ def test_wrong_identity_is_rejected(model: Path, pki: Pki) -> None:
 
 def test_untrusted_root_is_rejected(model: Path, pki: Pki) -> None:
     sign(model, CertificateSigner.from_files(pki.other_key, pki.other_leaf, [pki.other_chain]))
-    result = check(model, None, CertificateVerifier.from_file(pki.root))
+    result = check(model, None, CertificateVerifier.from_file(pki.root, unsafe_no_identity=True))
     assert "does not validate against the trust roots" in (result.signature_error or "")
 
 
 def test_missing_intermediate_is_rejected(model: Path, pki: Pki) -> None:
     sign(model, CertificateSigner.from_files(pki.leaf_key, pki.leaf, []))
-    result = check(model, None, CertificateVerifier.from_file(pki.root))
+    result = check(model, None, CertificateVerifier.from_file(pki.root, unsafe_no_identity=True))
     assert "does not validate" in (result.signature_error or "")
     # ...unless the verifier trusts the intermediate directly? No: only roots anchor a path.
-    assert not check(model, None, CertificateVerifier.from_file(pki.other_root)).ok
+    other = CertificateVerifier.from_file(pki.other_root, unsafe_no_identity=True)
+    assert not check(model, None, other).ok
 
 
 def _forge_bundle(model: Path, key_path: Path, leaf_path: Path, chain_path: Path) -> None:
@@ -75,12 +76,12 @@ def test_expired_leaf_is_rejected_by_signer_and_verifier(model: Path, pki: Pki) 
     with pytest.raises(KeyMaterialError, match="not valid now"):
         CertificateSigner.from_files(pki.expired_key, pki.expired_leaf, [pki.chain])
     _forge_bundle(model, pki.expired_key, pki.expired_leaf, pki.chain)
-    result = check(model, None, CertificateVerifier.from_file(pki.root))
+    result = check(model, None, CertificateVerifier.from_file(pki.root, unsafe_no_identity=True))
     assert "not valid at validation time" in (result.signature_error or "")
     # The same signature verified at a time inside the leaf's validity passes: the rule is the
     # validation time, not something else in the bundle.
     back_then = CertificateVerifier.from_file(
-        pki.root, now=lambda: NOW - datetime.timedelta(days=100)
+        pki.root, unsafe_no_identity=True, now=lambda: NOW - datetime.timedelta(days=100)
     )
     assert check(model, None, back_then).ok
 
@@ -89,14 +90,14 @@ def test_wrong_eku_is_rejected_by_signer_and_verifier(model: Path, pki: Pki) -> 
     with pytest.raises(KeyMaterialError, match="code-signing"):
         CertificateSigner.from_files(pki.wrong_eku_key, pki.wrong_eku_leaf, [pki.chain])
     _forge_bundle(model, pki.wrong_eku_key, pki.wrong_eku_leaf, pki.chain)
-    result = check(model, None, CertificateVerifier.from_file(pki.root))
+    result = check(model, None, CertificateVerifier.from_file(pki.root, unsafe_no_identity=True))
     assert "code-signing" in (result.signature_error or "")
 
 
 def test_validity_window_uses_injected_time(model: Path, pki: Pki) -> None:
     _signed(model, pki)
     future = CertificateVerifier.from_file(
-        pki.root, now=lambda: NOW + datetime.timedelta(days=3 * 365)
+        pki.root, unsafe_no_identity=True, now=lambda: NOW + datetime.timedelta(days=3 * 365)
     )
     assert "not valid at validation time" in (check(model, None, future).signature_error or "")
 
@@ -120,7 +121,7 @@ def test_key_bundle_is_not_a_certificate_bundle(
     from weightvault.signing.key import KeySigner
 
     sign(model, KeySigner.from_file(keypair[0]))
-    result = check(model, None, CertificateVerifier.from_file(pki.root))
+    result = check(model, None, CertificateVerifier.from_file(pki.root, unsafe_no_identity=True))
     assert "made with a key" in (result.signature_error or "")
 
 
@@ -138,7 +139,9 @@ def test_larger_curves(tmp_path: Path, model: Path, curve: ec.EllipticCurve) -> 
         ),
     )
     assert check(
-        model, None, CertificateVerifier.from_file(write_certs(tmp_path / "r.pem", root))
+        model, None, CertificateVerifier.from_file(
+            write_certs(tmp_path / "r.pem", root), unsafe_no_identity=True
+        )
     ).ok
 
 
@@ -157,7 +160,9 @@ def test_leaf_with_server_and_code_signing_eku_is_accepted(tmp_path: Path, model
         ),
     )
     assert check(
-        model, None, CertificateVerifier.from_file(write_certs(tmp_path / "r.pem", root))
+        model, None, CertificateVerifier.from_file(
+            write_certs(tmp_path / "r.pem", root), unsafe_no_identity=True
+        )
     ).ok
 
 
@@ -168,6 +173,11 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, pki: Pki) -> None:
         CertificateVerifier([])
     with pytest.raises(UsageError):
         CertificateVerifier(load_certificates(pki.root, "r"), identity=" ")
+    with pytest.raises(UsageError, match="no identity policy") as refused:
+        CertificateVerifier.from_file(pki.root)  # any signer under the root: only on request
+    assert refused.value.remedy == "identity-policy"
+    with pytest.raises(UsageError, match="exclude each other"):
+        CertificateVerifier.from_file(pki.root, identity=pki.email, unsafe_no_identity=True)
     with pytest.raises(KeyMaterialError, match="exactly one certificate"):
         both = write_certs(
             tmp_path / "both.pem",
@@ -195,9 +205,10 @@ def test_flipped_certificate_byte_is_rejected(model: Path, pki: Pki) -> None:
             base64.b64encode(bytes(mutated)).decode()
         )
         sig_path.write_text(json.dumps(doc))
-        result = check(model, None, CertificateVerifier.from_file(pki.root))
+        any_signer = CertificateVerifier.from_file(pki.root, unsafe_no_identity=True)
+        result = check(model, None, any_signer)
         assert not result.ok, position
     with pytest.raises(VerificationError):
         from weightvault.signing import verify
 
-        verify(model, None, CertificateVerifier.from_file(pki.root))
+        verify(model, None, CertificateVerifier.from_file(pki.root, unsafe_no_identity=True))

@@ -63,6 +63,10 @@ REMEDY_HINTS: dict[str, str] = {
     "webhook": "--webhook takes an http:// or https:// URL",
     "testbed": "pass the matching --testbed",
     "output-name": "give -o OUTPUT",
+    "identity-policy": (
+        "give --identity NAME (and --issuer for --sigstore), or --unsafe-no-identity to accept "
+        "any signer the trust roots vouch for"
+    ),
 }
 
 #: Error numbers whose fix is another output location, rather than checking an input.

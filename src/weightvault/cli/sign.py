@@ -107,6 +107,7 @@ def _build_verifier(
     pkcs11_uri: str | None,
     sigstore: bool,
     trust_config: Path | None,
+    unsafe_no_identity: bool = False,
 ) -> Verifier:
     method = _pick_one(
         {
@@ -119,6 +120,13 @@ def _build_verifier(
     )
     if identity is not None and method not in ("--trust-root", "--sigstore"):
         raise UsageError("--identity applies to --trust-root and --sigstore only")
+    if unsafe_no_identity and method not in ("--trust-root", "--sigstore"):
+        raise UsageError("--unsafe-no-identity applies to --trust-root and --sigstore only")
+    if unsafe_no_identity and (identity is not None or issuer is not None):
+        raise UsageError(
+            "--unsafe-no-identity drops the identity policy; it cannot go with --identity or "
+            "--issuer"
+        )
     if issuer is not None and method != "--sigstore":
         raise UsageError("--issuer applies to --sigstore only")
     if trust_config is not None and method != "--sigstore":
@@ -132,7 +140,9 @@ def _build_verifier(
         assert trust_root is not None
         from weightvault.signing.certificate import CertificateVerifier
 
-        return CertificateVerifier.from_file(trust_root, identity=identity)
+        return CertificateVerifier.from_file(
+            trust_root, identity=identity, unsafe_no_identity=unsafe_no_identity
+        )
     if method == "--pkcs11-uri":
         assert pkcs11_uri is not None
         try:
@@ -140,16 +150,29 @@ def _build_verifier(
         except ImportError as exc:
             raise _method_unavailable("pkcs11", exc) from exc
         return Pkcs11Verifier.from_uri(pkcs11_uri)
-    if identity is None or issuer is None:
+    if not unsafe_no_identity and (identity is None or issuer is None):
         raise UsageError(
             "--sigstore verification needs the expected --identity and --issuer",
-            hint="for example --identity you@example.com --issuer https://accounts.google.com",
+            hint="for example --identity you@example.com --issuer https://accounts.google.com; "
+            "--unsafe-no-identity accepts any signer the trusted root vouches for",
         )
     try:
         from weightvault.signing.sigstore import SigstoreVerifier
     except ImportError as exc:
         raise _method_unavailable("sigstore", exc) from exc
-    return SigstoreVerifier(identity, issuer, trust_config)
+    return SigstoreVerifier(identity, issuer, trust_config, unsafe_no_identity=unsafe_no_identity)
+
+
+def _password(password: str | None, password_file: Path | None) -> str | None:
+    """The key password: given, or the first line of ``--password-file`` (keeps it out of
+    the process list and shell history)."""
+    if password_file is None:
+        return password
+    if password is not None:
+        raise UsageError("--password and --password-file are exclusive; pick one")
+    from weightvault.cli.keygen import _read_passphrase_file
+
+    return _read_passphrase_file(password_file).decode("utf-8")
 
 
 def _check_choice(value: str, allowed: tuple[str, ...], option: str) -> str:
@@ -184,11 +207,12 @@ def _record_in_log(signed: Any, log: str, log_key: str) -> Any:
     """Append the signature to a transparency log and embed the inclusion proof in the bundle."""
     import dataclasses
 
+    from weightvault.cli.log import _log_errors
     from weightvault.tlog import TransparencyLog
     from weightvault.tlog.bundle import record_bundle
     from weightvault.tlog.note import SIG_ED25519, load_note_signer
 
-    with TransparencyLog.open(log) as opened:
+    with _log_errors(log), TransparencyLog.open(log) as opened:
         note_signer = load_note_signer(log_key, name=opened.origin, sig_type=SIG_ED25519)
         bundle_json = record_bundle(opened, signed.bundle_json, note_signer)
     return dataclasses.replace(signed, bundle_json=bundle_json)
@@ -231,6 +255,9 @@ def register(app: typer.Typer) -> None:
         key: Path | None = typer.Option(None, "--key", help="EC private key (PEM)."),
         password: str | None = typer.Option(
             None, "--password", envvar="WEIGHTVAULT_KEY_PASSWORD", help="Private key password."
+        ),
+        password_file: Path | None = typer.Option(
+            None, "--password-file", help="Read the private key password from this file."
         ),
         certificate: Path | None = typer.Option(
             None, "--certificate", help="Signing certificate (PEM) matching --key."
@@ -278,8 +305,13 @@ def register(app: typer.Typer) -> None:
         log_key: str | None = typer.Option(
             None, "--log-key", help="With --log: the log's checkpoint key (file or pkcs11: URI)."
         ),
+        force: bool = typer.Option(False, "--force", help="Replace an existing signature file."),
     ) -> None:
-        """Sign a model file or folder in the OpenSSF Model Signing format."""
+        """Sign a model file or folder in the OpenSSF Model Signing format.
+
+        Signature files already in the model (an older model.sig, a bundle under another name)
+        are left out of the signature, and listed.
+        """
         from weightvault.cli._ui import emit_json, out_console, progress_bytes
         from weightvault.signing import SignResult, prepare_signature, write_signature
         from weightvault.signing._model import default_signature_path
@@ -291,10 +323,19 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--log and --log-key go together: the log signs a checkpoint")
         if not scan and allow:
             raise UsageError("--allow only makes sense with --scan")
-        signer = _build_signer(
-            key, password, certificate, chain, pkcs11_uri, sigstore, trust_config
-        )
         sig_path = signature if signature is not None else default_signature_path(model_path)
+        from weightvault._fs import ensure_writable_destination
+
+        ensure_writable_destination(sig_path, force=force)  # before hashing, not after
+        signer = _build_signer(
+            key,
+            _password(password, password_file),
+            certificate,
+            chain,
+            pkcs11_uri,
+            sigstore,
+            trust_config,
+        )
         walk = {
             "ignore_paths": [*ignore, sig_path],
             "ignore_git_paths": not no_ignore_git,
@@ -319,8 +360,8 @@ def register(app: typer.Typer) -> None:
             )
         if log is not None and log_key is not None:
             signed = _record_in_log(signed, log, log_key)
-        write_signature(signed, sig_path)
-        result = SignResult(model_path, sig_path, signed.manifest, signed.signer)
+        write_signature(signed, sig_path, force=force)
+        result = SignResult(model_path, sig_path, signed.manifest, signed.signer, signed.left_out)
         if as_json:
             emit_json(result.to_json())
             return
@@ -332,6 +373,8 @@ def register(app: typer.Typer) -> None:
         )
         console.print(f"root digest: sha256:{result.manifest.root_digest.hex()}")
         console.print(f"signer: {result.signer.method} {result.signer.subject}")
+        for name in result.left_out:
+            console.print(f"left out: {name} (a signature file, not model content)")
 
     @app.command("verify")
     def verify_command(
@@ -345,6 +388,9 @@ def register(app: typer.Typer) -> None:
             "--password",
             envvar="WEIGHTVAULT_KEY_PASSWORD",
             help="Password, if --key is an encrypted private key.",
+        ),
+        password_file: Path | None = typer.Option(
+            None, "--password-file", help="Read that password from this file."
         ),
         trust_root: Path | None = typer.Option(
             None, "--trust-root", help="Trusted root certificates (PEM) for the certificate method."
@@ -362,6 +408,19 @@ def register(app: typer.Typer) -> None:
         ),
         ignore: list[Path] = typer.Option(
             [], "--ignore", help="Also leave this path out when checking, repeatable."
+        ),
+        ignore_unsigned_files: bool = typer.Option(
+            False,
+            "--ignore-unsigned-files",
+            help="Check only the files the signature covers; list files added since.",
+        ),
+        unsafe_no_identity: bool = typer.Option(
+            False,
+            "--unsafe-no-identity",
+            help=(
+                "With --trust-root or --sigstore: accept any signer the roots vouch for "
+                "(no --identity policy). Unsafe: anyone those roots certify passes."
+            ),
         ),
         workers: int | None = typer.Option(
             None, "--workers", min=1, help="Hashing threads (default: all cores)."
@@ -395,7 +454,15 @@ def register(app: typer.Typer) -> None:
         if (witness_key or min_witnesses) and not require_log:
             raise UsageError("--witness-key and --min-witnesses need --require-log")
         verifier = _build_verifier(
-            key, password, trust_root, identity, issuer, pkcs11_uri, sigstore, trust_config
+            key,
+            _password(password, password_file),
+            trust_root,
+            identity,
+            issuer,
+            pkcs11_uri,
+            sigstore,
+            trust_config,
+            unsafe_no_identity,
         )
         if require_log and log_key is not None:
             _check_log_entry(model_path, signature, log_key, witness_key, min_witnesses)
@@ -406,6 +473,7 @@ def register(app: typer.Typer) -> None:
                 signature,
                 verifier,
                 ignore_paths=ignore,
+                ignore_unsigned_files=ignore_unsigned_files,
                 max_workers=workers,
                 progress=advance,
             )
@@ -422,7 +490,10 @@ def register(app: typer.Typer) -> None:
             raise VerificationError(result.summary())
         signer = result.signer
         who = f" (signer: {signer.method} {signer.subject})" if signer else ""
-        out_console().print(f"{model_path}: signature OK{who}", markup=False)
+        console = out_console()
+        console.print(f"{model_path}: signature OK{who}", markup=False)
+        for name in result.unsigned:
+            console.print(f"not signed, not checked: {name}", markup=False)
 
     @app.command("digest")
     def digest_command(

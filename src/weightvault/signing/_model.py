@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from weightvault._fs import atomic_output
-from weightvault.errors import FormatError, InputError, VerificationError
+from weightvault.errors import FormatError, InputError, UsageError, VerificationError
 from weightvault.hashing import HashJob, ProgressCallback, hash_jobs
 from weightvault.oms.dsse import INTOTO_PAYLOAD_TYPE
 from weightvault.oms.manifest import (
@@ -63,6 +63,9 @@ __all__ = [
 SIGNATURE_FILE_NAME = "model.sig"
 #: Largest signature file read (a manifest for a multi-terabyte model is well below this).
 _MAX_SIGNATURE_BYTES = 64 * 1024 * 1024
+#: Every Sigstore bundle (OMS signatures included) names this media type near its start.
+_BUNDLE_MARK = b"application/vnd.dev.sigstore.bundle"
+_SNIFF_BYTES = 64 * 1024
 
 PathLike = str | os.PathLike[str]
 
@@ -88,6 +91,41 @@ def _signature_ignore(root: Path, signature_path: Path | None) -> list[str]:
         return []
     name = normalize_ignore_path(root, os.path.abspath(signature_path))
     return [name] if name else []
+
+
+def is_signature_file(path: PathLike) -> bool:
+    """Whether ``path`` holds a signature (a Sigstore bundle that parses), not model content.
+
+    Signing leaves such files out (an older signature, or one written under another name, is
+    never signed as part of the model): a signature over a signature file would break as soon
+    as that file is replaced, and says nothing about the weights.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+            if not head.lstrip().startswith(b"{") or _BUNDLE_MARK not in head:
+                return False
+            data = head + handle.read(_MAX_SIGNATURE_BYTES + 1 - len(head))
+    except OSError:
+        return False
+    if len(data) > _MAX_SIGNATURE_BYTES:
+        return False
+    from weightvault.oms.bundle import parse_bundle
+
+    try:
+        parse_bundle(data)
+    except FormatError:
+        return False
+    return True
+
+
+def _signature_files(tree: ModelTree) -> list[str]:
+    """Names of the files in ``tree`` that are signatures (see :func:`is_signature_file`)."""
+    return [
+        f.name
+        for f in tree.files
+        if f.size <= _MAX_SIGNATURE_BYTES and not f.is_symlink and is_signature_file(f.path)
+    ]
 
 
 def _file_jobs(tree_files: Iterable[ModelFile]) -> list[HashJob]:
@@ -166,14 +204,59 @@ def compute_manifest(
     max_workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> Manifest:
-    """Hash a model into the manifest a signature would carry (nothing is signed or written)."""
+    """Hash a model into the manifest a signature would carry (nothing is signed or written).
+
+    Signature files inside the model are left out and recorded as ignored (verifiers, the
+    ``model-signing`` one included, then skip them too); a single-file model that is itself a
+    signature is refused.
+    """
+    return _compute_manifest(
+        model_path,
+        hash_type=hash_type,
+        serialization=serialization,
+        shard_size=shard_size,
+        ignore_paths=ignore_paths,
+        ignore_git_paths=ignore_git_paths,
+        allow_symlinks=allow_symlinks,
+        signature_path=signature_path,
+        max_workers=max_workers,
+        progress=progress,
+    )[0]
+
+
+def _compute_manifest(
+    model_path: PathLike,
+    *,
+    hash_type: str,
+    serialization: str,
+    shard_size: int | None,
+    ignore_paths: Iterable[PathLike],
+    ignore_git_paths: bool,
+    allow_symlinks: bool,
+    signature_path: PathLike | None,
+    max_workers: int | None,
+    progress: ProgressCallback | None,
+) -> tuple[Manifest, tuple[str, ...]]:
+    """The manifest, and the signature files that were left out of it."""
     root = Path(model_path)
     method, size = _resolve_serialization(serialization, hash_type, shard_size)
     sig = Path(signature_path) if signature_path is not None else None
+    if sig is not None and root.is_file() and os.path.realpath(sig) == os.path.realpath(root):
+        raise UsageError(f"{root}: the signature would overwrite the model it signs")
     ignored = [*ignore_paths, *_signature_ignore(root, sig)]
     tree = walk_model(
         root, ignore_paths=ignored, ignore_git_paths=ignore_git_paths, allow_symlinks=allow_symlinks
     )
+    left_out = _signature_files(tree)
+    if left_out and tree.is_single_file:
+        raise UsageError(f"{root}: is a signature (a Sigstore bundle), not a model to sign")
+    if left_out:
+        tree = walk_model(
+            root,
+            ignore_paths=[*ignored, *left_out],
+            ignore_git_paths=ignore_git_paths,
+            allow_symlinks=allow_symlinks,
+        )
     params = Serialization(
         method,
         hash_type,
@@ -182,7 +265,7 @@ def compute_manifest(
         size,
     )
     resources = _hash_tree(tree, params, max_workers=max_workers, progress=progress)
-    return Manifest.build(_model_name(root), resources, params)
+    return Manifest.build(_model_name(root), resources, params), tuple(left_out)
 
 
 @dataclass(frozen=True)
@@ -193,6 +276,8 @@ class SignedModel:
     payload: bytes
     bundle_json: bytes = field(repr=False)
     signer: SignerIdentity
+    left_out: tuple[str, ...] = ()
+    """Signature files found in the model and left out of it (recorded as ignored)."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +288,8 @@ class SignResult:
     signature_path: Path
     manifest: Manifest
     signer: SignerIdentity
+    left_out: tuple[str, ...] = ()
+    """Signature files found in the model and left out of the signature."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -212,6 +299,7 @@ class SignResult:
             "serialization": self.manifest.serialization.to_json_obj(),
             "resources": len(self.manifest.resources),
             "signer": _identity_json(self.signer),
+            "left_out": list(self.left_out),
         }
 
 
@@ -242,7 +330,7 @@ def prepare_signature(
 ) -> SignedModel:
     """Hash and sign a model, returning the bundle without writing it."""
     sig = Path(signature_path) if signature_path is not None else default_signature_path(model_path)
-    manifest = compute_manifest(
+    manifest, left_out = _compute_manifest(
         model_path,
         hash_type=hash_type,
         serialization=serialization,
@@ -256,13 +344,14 @@ def prepare_signature(
     )
     payload = manifest.to_payload()
     bundle_json = signer.sign(INTOTO_PAYLOAD_TYPE, payload)
-    return SignedModel(manifest, payload, bundle_json, signer.identity)
+    return SignedModel(manifest, payload, bundle_json, signer.identity, left_out)
 
 
-def write_signature(signed: SignedModel, signature_path: PathLike) -> Path:
-    """Write the bundle atomically (replacing an older signature)."""
+def write_signature(signed: SignedModel, signature_path: PathLike, *, force: bool = True) -> Path:
+    """Write the bundle atomically; an existing signature is replaced only with ``force``
+    (the default here; the command line asks for it explicitly)."""
     target = Path(signature_path)
-    with atomic_output(target, force=True) as handle:
+    with atomic_output(target, force=force) as handle:
         handle.write(signed.bundle_json)
     return target
 
@@ -297,7 +386,7 @@ def sign(
         progress=progress,
     )
     write_signature(signed, sig)
-    return SignResult(Path(model_path), sig, signed.manifest, signed.signer)
+    return SignResult(Path(model_path), sig, signed.manifest, signed.signer, signed.left_out)
 
 
 def digest(
@@ -345,6 +434,9 @@ class VerificationResult:
     extra: tuple[str, ...] = ()
     symlinks: tuple[str, ...] = ()
     """Files that are symlinks where the signature does not allow them."""
+    unsigned: tuple[str, ...] = ()
+    """Files the signature does not cover, left unchecked on request (``ignore_unsigned_files``);
+    otherwise they are ``extra``."""
 
     @property
     def ok(self) -> bool:
@@ -400,6 +492,7 @@ class VerificationResult:
             "missing": list(self.missing),
             "extra": list(self.extra),
             "symlinks": list(self.symlinks),
+            "unsigned_ignored": list(self.unsigned),
         }
 
 
@@ -498,10 +591,15 @@ def check(
     verifier: Verifier,
     *,
     ignore_paths: Iterable[PathLike] = (),
+    ignore_unsigned_files: bool = False,
     max_workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> VerificationResult:
     """Check a model against its signature and report every problem (never raises for them).
+
+    ``ignore_unsigned_files`` (``model-signing``'s option of that name) checks only the files the
+    signature covers: files added since are listed as ``unsigned``, not as ``extra``. Every
+    signed file must still be present and unchanged.
 
     Raises :class:`InputError` / :class:`FormatError` when the check cannot run (missing model
     or signature, malformed bundle or payload).
@@ -526,25 +624,29 @@ def check(
     ignored = _verify_ignores(signed)
     ignored += [str(p) for p in ignore_paths]
     ignored += _signature_ignore(root, sig)
-    try:
-        tree = walk_model(
-            root,
-            ignore_paths=ignored,
-            ignore_git_paths=False,
-            allow_symlinks=signed.serialization.allow_symlinks,
-        )
-    except SymlinkError as exc:
-        if exc.name == ".":
-            raise  # the path the user gave is a link: a usage problem, not tampering
-        return VerificationResult(root, sig, verified.signer, signed, symlinks=(exc.name,))
-    except InputError as exc:
-        if "no files to process" not in exc.message:
-            raise
-        names = sorted(
-            {_file_of(r.name, signed.serialization.method) for r in signed.resources},
-            key=component_key,
-        )
-        return VerificationResult(root, sig, verified.signer, signed, missing=tuple(names))
+    signed_files = {_file_of(r.name, signed.serialization.method) for r in signed.resources}
+    unsigned_links: list[str] = []
+    while True:
+        try:
+            tree = walk_model(
+                root,
+                ignore_paths=[*ignored, *unsigned_links],
+                ignore_git_paths=False,
+                allow_symlinks=signed.serialization.allow_symlinks,
+            )
+            break
+        except SymlinkError as exc:
+            if exc.name == ".":
+                raise  # the path the user gave is a link: a usage problem, not tampering
+            if ignore_unsigned_files and exc.name not in signed_files:
+                unsigned_links.append(exc.name)  # not covered, not checked: leave it out
+                continue
+            return VerificationResult(root, sig, verified.signer, signed, symlinks=(exc.name,))
+        except InputError as exc:
+            if "no files to process" not in exc.message:
+                raise
+            names = sorted(signed_files, key=component_key)
+            return VerificationResult(root, sig, verified.signer, signed, missing=tuple(names))
     if tree.is_single_file != all(
         _file_of(r.name, signed.serialization.method) == "." for r in signed.resources
     ):
@@ -555,6 +657,10 @@ def check(
             + "; check the model path"
         )
     changed, missing, extra = _compare(signed, tree, max_workers=max_workers, progress=progress)
+    unsigned: list[str] = []
+    if ignore_unsigned_files:
+        unsigned = sorted([*extra, *unsigned_links], key=component_key)
+        extra = []
     return VerificationResult(
         root,
         sig,
@@ -563,6 +669,7 @@ def check(
         changed=tuple(changed),
         missing=tuple(missing),
         extra=tuple(extra),
+        unsigned=tuple(unsigned),
     )
 
 
@@ -572,6 +679,7 @@ def verify(
     verifier: Verifier,
     *,
     ignore_paths: Iterable[PathLike] = (),
+    ignore_unsigned_files: bool = False,
     max_workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> VerificationResult:
@@ -581,6 +689,7 @@ def verify(
         signature_path,
         verifier,
         ignore_paths=ignore_paths,
+        ignore_unsigned_files=ignore_unsigned_files,
         max_workers=max_workers,
         progress=progress,
     )

@@ -152,19 +152,34 @@ def _utcnow() -> datetime.datetime:
 
 
 class CertificateVerifier(Verifier):
-    """Verifies certificate bundles against trust roots, with real X.509 path validation."""
+    """Verifies certificate bundles against trust roots, with real X.509 path validation.
+
+    ``identity`` is the expected signer (a SAN e-mail, URI or DNS name, or the subject CN). A
+    trust root usually vouches for many code-signing certificates, so accepting any of them takes
+    the explicit ``unsafe_no_identity=True`` (as sigstore-python's ``UnsafeNoOp``).
+    """
 
     def __init__(
         self,
         trust_roots: Sequence[x509.Certificate],
         *,
         identity: str | None = None,
+        unsafe_no_identity: bool = False,
         now: Callable[[], datetime.datetime] | None = None,
     ) -> None:
         if not trust_roots:
             raise UsageError("at least one trust root certificate is needed")
         if identity is not None and not identity.strip():
             raise UsageError("the expected identity is empty")
+        if identity is not None and unsafe_no_identity:
+            raise UsageError("an expected identity and unsafe_no_identity exclude each other")
+        if identity is None and not unsafe_no_identity:
+            raise UsageError(
+                "no identity policy: any code-signing certificate under the trust roots would be"
+                " accepted",
+                hint="give the expected signer's identity, or accept any signer explicitly",
+                remedy="identity-policy",
+            )
         self._roots = list(trust_roots)
         self._identity = identity
         self._now = now or _utcnow
@@ -175,9 +190,15 @@ class CertificateVerifier(Verifier):
         trust_root_path: str | os.PathLike[str],
         *,
         identity: str | None = None,
+        unsafe_no_identity: bool = False,
         now: Callable[[], datetime.datetime] | None = None,
     ) -> CertificateVerifier:
-        return cls(load_certificates(trust_root_path, "trust root"), identity=identity, now=now)
+        return cls(
+            load_certificates(trust_root_path, "trust root"),
+            identity=identity,
+            unsafe_no_identity=unsafe_no_identity,
+            now=now,
+        )
 
     def _validate_chain(
         self, leaf: x509.Certificate, intermediates: list[x509.Certificate]

@@ -205,19 +205,26 @@ class SigstoreVerifier(Verifier):
     """Verifies a Sigstore bundle offline against a trusted root and an identity policy.
 
     ``identity`` must equal the certificate's SAN (an e-mail address or a workflow URI) and
-    ``issuer`` the OIDC issuer recorded in it; both are required (there is no "any signer").
+    ``issuer`` the OIDC issuer recorded in it; both are required. Accepting any signer the trusted
+    root vouches for (anyone with an OIDC account can get such a certificate) takes the explicit
+    ``unsafe_no_identity=True`` (sigstore-python's ``UnsafeNoOp`` policy); the signer is then
+    read from the certificate and reported, not checked.
     With ``trust_config`` the trusted root comes from that file; without it, ``offline=True`` uses
     the production root sigstore-python ships, and ``offline=False`` refreshes it over TUF.
     """
 
     def __init__(
         self,
-        identity: str,
-        issuer: str,
+        identity: str | None,
+        issuer: str | None,
         trust_config: Path | None = None,
         offline: bool = True,
+        *,
+        unsafe_no_identity: bool = False,
     ) -> None:
-        if not identity or not issuer:
+        if unsafe_no_identity and (identity or issuer):
+            raise UsageError("an identity policy and unsafe_no_identity exclude each other")
+        if not unsafe_no_identity and (not identity or not issuer):
             raise UsageError(
                 "Sigstore verification needs both the expected identity and the OIDC issuer",
                 hint="give the signer's identity (e-mail or URI) and OIDC issuer",
@@ -244,7 +251,11 @@ class SigstoreVerifier(Verifier):
                 ) from None
             finally:
                 tuf_logger.setLevel(previous)
-        self._policy = sigstore.verify.policy.Identity(identity=identity, issuer=issuer)
+        self._policy: Any = (
+            sigstore.verify.policy.UnsafeNoOp()
+            if unsafe_no_identity
+            else sigstore.verify.policy.Identity(identity=identity, issuer=issuer)
+        )
 
     def verify(self, bundle_json: bytes) -> VerifiedPayload:
         sigstore = _import_sigstore()
@@ -254,8 +265,8 @@ class SigstoreVerifier(Verifier):
         material = parsed.verification_material
         if not material.certificates:
             raise FormatError(
-                "verificationMaterial: this bundle carries a public key, not a Sigstore "
-                "certificate",
+                "verificationMaterial: this bundle carries a public key (the key method), not "
+                "a Sigstore certificate",
                 hint="verify it with the key method and the signer's public key",
                 remedy="verify-with-key",
             )
@@ -285,8 +296,14 @@ class SigstoreVerifier(Verifier):
         # 4. The verified bytes must be the envelope's bytes (they are; checked, not assumed).
         if payload != parsed.payload or payload_type != parsed.payload_type:
             raise VerificationError("Sigstore verification returned a different payload")
+        subject, issuer = self._identity, self._issuer
+        if subject is None:  # no policy: report who signed, as the certificate says
+            from weightvault.signing.certificate import certificate_identities
+
+            names = certificate_identities(bundle.signing_certificate)
+            subject = f"{', '.join(names) or 'unknown'} (identity not checked)"
         return VerifiedPayload(
             payload_type=str(payload_type),
             payload=bytes(payload),
-            signer=SignerIdentity(method="sigstore", subject=self._identity, issuer=self._issuer),
+            signer=SignerIdentity(method="sigstore", subject=subject, issuer=issuer),
         )
