@@ -61,6 +61,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     clean.mkdir()
     (clean / "a.pkl").write_bytes(pickle.dumps({"w": [0.5] * 4}))
     (clean / "b.json").write_text("{}")
+    (root / "empty").mkdir()
+    (root / "policy.toml").write_text('[safe]\n"mypkg.layers.*" = "our layers"\n')
+    (root / "bad-policy.toml").write_text('[safe]\n"mypkg.layers.*" = 1\n')
     return root
 
 
@@ -118,7 +121,14 @@ CASES: list[tuple[str, list[str], int]] = [
     ("double dash", ["--", "-1", "clean.pkl"], 2),
     ("bad allow entry", ["--allow", "bad name", "clean.pkl"], 2),
     ("help in a cluster of short options", ["-vh", "clean.pkl"], 0),
-    ("allow value that looks like help", ["--allow=-h", "clean.pkl"], 0),
+    ("allow value that looks like help", ["--allow=-h", "clean.pkl"], 2),  # not a pattern
+    ("fail-on unknown", ["--fail-on", "unknown", "custom.pkl"], 1),
+    ("fail-on suspicious is unknown", ["--fail-on", "suspicious", "custom.pkl"], 1),
+    ("policy file", ["--policy", "policy.toml", "custom.pkl"], 0),
+    ("malformed policy file", ["--policy", "bad-policy.toml", "custom.pkl"], 2),
+    ("missing policy file", ["--policy", "missing.toml", "clean.pkl"], 2),
+    ("empty folder", ["empty"], 2),
+    ("empty folder json", ["--json", "empty", "missing.pkl"], 2),
 ]
 
 
