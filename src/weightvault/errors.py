@@ -217,10 +217,15 @@ class FileSystemError(InputError):
         raw = exc.filename if exc.filename is not None else path
         if isinstance(raw, bytes):
             raw = raw.decode("utf-8", "surrogateescape")
-        where = _shown_path(os.fspath(raw)) if raw is not None else None
+        given = os.fspath(raw) if raw is not None else None
+        where = _shown_path(given) if given is not None else None
         code = exc.errno
         if writing is None:
-            writing = code in _WRITE_ERRNOS
+            writing = (
+                code in _WRITE_ERRNOS
+                or (given is not None and given != where)  # a temporary file being written
+                or (code in (_errno.EACCES, _errno.EPERM) and not os.path.lexists(where or ""))
+            )
         message, hint = _describe(code, exc.strerror or type(exc).__name__, where, writing)
         return cls(message, path=where, errno=code, writing=writing, hint=hint)
 
