@@ -179,3 +179,26 @@ def test_module_entry_point_matches_the_typer_command(
     assert main([str(tmp_path / "missing")]) == 2
     assert main(["--fail-on", "bogus", str(tmp_path)]) == 2
     assert main(["--json", "--sarif", str(tmp_path)]) == 2
+
+
+def test_sign_scan_lists_every_finding(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.keyfiles import write_ec_key_pair
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.pkl").write_bytes(pickle.dumps({"w": [0.5, 1.5]}))
+    (model / "a.pkl").write_bytes(b"\x80\x04" + _bu("os") + _bu("system") + b"\x93.")
+    (model / "b.pkl").write_bytes(b"\x80\x04" + _bu("mypkg.layers") + _bu("Block") + b"\x93.")
+    (model / "c.pkl").write_bytes(b"\x80\x04" + _bu("subprocess") + _bu("Popen") + b"\x93.")
+    private, _public = write_ec_key_pair(tmp_path)
+    assert run(["sign", str(model), "--key", str(private), "--scan"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: 3 findings: ")
+    for name, subject in (("a.pkl", "os.system"), ("b.pkl", "mypkg.layers.Block"),
+                          ("c.pkl", "subprocess.Popen")):
+        assert f"{name}: " in err and subject in err
+    assert not (model / "model.sig").exists()
+    # at the dangerous threshold the unknown class no longer counts
+    assert run(["sign", str(model), "--key", str(private), "--scan", "--fail-on", "dangerous"]) == 1
+    err = capsys.readouterr().err
+    assert "2 findings" in err and "mypkg.layers.Block" not in err

@@ -368,13 +368,18 @@ def register(app: typer.Typer) -> None:
     def keygen_command(
         output: Path = typer.Option(..., "-o", "--output", help="Identity file to create (0600)."),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Create an X25519 identity for encryption and print its recipient (public key)."""
-        from weightvault.cli._ui import out_console
+        from weightvault.cli._ui import emit_json, out_console
         from weightvault.crypt.recipients.x25519 import generate_identity_file
 
         identity = generate_identity_file(output, force=force)
-        out_console().print(identity.recipient().to_string(), markup=False)
+        recipient = identity.recipient().to_string()
+        if as_json:
+            emit_json({"identity_file": str(output), "recipient": recipient})
+        else:
+            out_console().print(recipient, markup=False)
 
 
 def _describe(entry: dict[str, Any]) -> str:

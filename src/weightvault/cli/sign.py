@@ -195,7 +195,8 @@ def _model_size(model_path: Path, **walk: Any) -> int:
 def _scan_before_signing(
     model_path: Path, fail_on: str, allow: list[str], walk: dict[str, Any]
 ) -> None:
-    """Refuse to vouch for a model that would run code when loaded (``sign --scan``)."""
+    """Refuse to vouch for a model that would run code when loaded (``sign --scan``); the
+    error names every finding at or above ``fail_on``, not only the first."""
     from weightvault.scan import Severity, verify_paths
     from weightvault.tree import walk_model
 
@@ -294,7 +295,8 @@ def register(app: typer.Typer) -> None:
             False, "--scan", help="Scan every file first; refuse to sign if anything is found."
         ),
         fail_on: str = typer.Option(
-            "suspicious", "--fail-on", help="With --scan: suspicious (default) or dangerous."
+            "unknown", "--fail-on",
+            help="With --scan: unknown (default) or dangerous; suspicious is unknown's old name.",
         ),
         allow: list[str] = typer.Option(
             [], "--allow", help="With --scan: a trusted import (module.name), repeatable."
@@ -318,7 +320,7 @@ def register(app: typer.Typer) -> None:
 
         _check_choice(hash_type, ("sha256", "blake2", "blake3"), "--hash")
         _check_choice(serialization, ("files", "shards"), "--serialization")
-        _check_choice(fail_on, ("suspicious", "dangerous"), "--fail-on")
+        _check_choice(fail_on, ("unknown", "dangerous", "suspicious"), "--fail-on")
         if (log is None) != (log_key is None):
             raise UsageError("--log and --log-key go together: the log signs a checkpoint")
         if not scan and allow:

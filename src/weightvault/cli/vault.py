@@ -271,6 +271,7 @@ def init(
 def login(
     url: str = typer.Option(..., "--url", help="Server URL."),
     token: str = typer.Option(..., "--token", prompt=True, hide_input=True, help="API token."),
+    as_json: bool = _JSON,
 ) -> None:
     """Check the token against the server and save URL + token to $WEIGHTVAULT_HOME/vault.json."""
     from weightvault.custody.client import ClientConfig, VaultClient, save_config
@@ -279,7 +280,11 @@ def login(
     with VaultClient(config) as client:
         me = client.whoami()
     path = save_config(config)
-    typer.echo(f"logged in as {me['name']} ({', '.join(me['roles'])}); saved to {path}")
+    _show(
+        {"name": me["name"], "roles": me["roles"], "url": config.url, "config": str(path)},
+        as_json,
+        [f"logged in as {me['name']} ({', '.join(me['roles'])}); saved to {path}"],
+    )
 
 
 @vault_app.command("whoami")
