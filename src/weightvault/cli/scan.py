@@ -92,10 +92,13 @@ def convert_command(
     if json_output:
         emit_json(result.to_json())
     else:
-        out_console().print(
+        console = out_console()
+        console.print(
             f"wrote {output}: {len(result.tensors)} tensors, {result.total_bytes} bytes of data",
             markup=False,
         )
+        for name in result.skipped:  # what the safetensors file does not hold
+            console.print(f"skipped (not a tensor): {name}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
