@@ -158,6 +158,9 @@ class Scenario:
     plaintext: list[bytes] = field(default_factory=list)
     duration: float = 0.3
     """Seconds from handlers installed to exit, measured by an uninterrupted calibration run."""
+    stop_limit: float = STOP_LIMIT_S
+    progress_lines: int = 0
+    """Lines the command prints on standard error while it works (before an interrupt)."""
     busy: Callable[[Path, int], bool] | None = None
     """Whether the command is writing its outputs now (default: an entry under ``watch`` or an
     open file below it)."""
@@ -258,7 +261,14 @@ def _run_point(point: Point) -> Outcome:
     if code == 128 + point.signum:
         lines = stderr.splitlines()
         name = signal.Signals(point.signum).name
-        if len(lines) != 1 or not lines[0].startswith(f"interrupted by {name}: "):
+        # The interrupt adds exactly one line, the last; lines before it can only be the
+        # command's own progress messages (tamper prints one), never an error.
+        if (
+            not lines
+            or not lines[-1].startswith(f"interrupted by {name}: ")
+            or any(line.startswith(("error", "interrupted", "warning")) for line in lines[:-1])
+            or len(lines) > 1 + scenario.progress_lines
+        ):
             problems.append(f"stderr is not one 'interrupted by {name}' line: {stderr!r}")
         after = _snapshot(point.folder)
         if after != before:
@@ -268,7 +278,7 @@ def _run_point(point: Point) -> Outcome:
         found = _contains(point.folder, scenario.plaintext) if scenario.plaintext else None
         if found:
             problems.append(f"plaintext survives in {found}")
-        if latency is not None and latency > STOP_LIMIT_S:
+        if latency is not None and latency > scenario.stop_limit:
             problems.append(f"took {latency:.2f} s to stop")
     elif code == 0:
         try:
@@ -773,9 +783,20 @@ def test_interrupting_tamper_runs_leaves_nothing_behind(tmp_path: Path) -> None:
     def report_done(point: Path) -> None:
         assert len(_snapshot(out(point))) == 4
 
+    # A signal that arrives while PyTorch is being imported (a second or more of C code on a
+    # loaded machine) is handled when the import returns: a longer stop limit here.
     scenarios = [
-        Scenario("tamper-defend", defend, out, defend_done, 3, duration=3.0),
-        Scenario("tamper-report", report, out, report_done, 4, duration=2.0),
+        Scenario(
+            "tamper-defend",
+            defend,
+            out,
+            defend_done,
+            3,
+            duration=3.0,
+            stop_limit=6.0,
+            progress_lines=1,
+        ),
+        Scenario("tamper-report", report, out, report_done, 6, duration=2.0, stop_limit=6.0),
     ]
     before = _file_hash(results)
     points = _points(scenarios, tmp_path / "points", seed=7)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -89,23 +90,49 @@ _state = _State()
 
 def _handler(signum: int, _frame: FrameType | None) -> None:
     _state.count += 1
-    if _state.pending is not None:
+    if _state.raised or (_state.pending is not None and _state.deferring):
         if _state.count >= 3:  # the clean-up hangs: let the user end it the default way
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
         return
-    _state.pending = signum
-    _state.stop.set()
+    if _state.pending is None:
+        _state.pending = signum
+        _state.stop.set()
     if _state.deferring == 0:
         _state.raised = True
-        _state.delivered = signum
-        raise Interrupted(signum)
+        _state.delivered = _state.pending
+        raise Interrupted(_state.pending)
+
+
+def _unraisable(info: sys.UnraisableHookArgs) -> None:
+    """An :class:`Interrupted` raised where Python cannot propagate it (a weak-reference
+    callback of the import system, a ``__del__``) is printed as "Exception ignored" and lost.
+    Say nothing, and raise it again at the main thread's next function call (a trace function
+    that removes itself): the handler cannot be re-run from here, it would raise in this hook.
+    """
+    exc = info.exc_value
+    if isinstance(exc, Interrupted) and _state.installed and _state.delivered == exc.signum:
+        signum = exc.signum
+
+        def raise_again(_frame: FrameType, _event: str, _arg: object) -> None:
+            sys.settrace(None)
+            raise Interrupted(signum)
+
+        sys.settrace(raise_again)
+        return
+    _previous_unraisablehook(info)
+
+
+_previous_unraisablehook = sys.unraisablehook
 
 
 def install() -> None:
     """Handle SIGINT and SIGTERM as described in the module docstring (main thread only)."""
+    global _previous_unraisablehook
     for signum in _SIGNALS:
         signal.signal(signum, _handler)
+    _previous_unraisablehook = sys.unraisablehook
+    sys.unraisablehook = _unraisable
     _state.installed = True
 
 
@@ -123,6 +150,11 @@ def reraise_if_delivered(exc: BaseException) -> None:
     """Raise :class:`Interrupted` (from ``exc``) if ``exc`` is the aftermath of an interrupt."""
     if _state.delivered is not None and not isinstance(exc, Interrupted):
         raise Interrupted(_state.delivered) from exc
+
+
+def pending_signal() -> int | None:
+    """The signal received (raised or not yet), if any."""
+    return _state.pending or None
 
 
 def stop_requested() -> bool:

@@ -14,6 +14,8 @@ This module imports only the standard library at load time.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -61,6 +63,11 @@ def main() -> None:
         _interrupt.undo_created()
         _interrupt.finish()
         sys.stderr.write(_interrupt.interrupted_line(interrupted) + "\n")
-        sys.stderr.flush()
-        code = interrupted.exit_code
+        # Everything is cleaned up: leave now. Tearing the interpreter down can take a second
+        # or more once PyTorch is loaded, and daemon threads (hashing) are stopped this way.
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os._exit(interrupted.exit_code)
     sys.exit(code)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -197,6 +198,9 @@ def _run(tasks: Sequence[_Task], workers: int, progress: Progress | None) -> lis
             control.stop.set()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+    if failure is None and len(results) < len(tasks):
+        # Workers gave up (a stop was requested) before the main thread saw the signal.
+        failure = _interrupt.Interrupted(_interrupt.pending_signal() or signal.SIGINT)
     if failure is None:
         return [results[i] for i in range(len(tasks))]
     # Tasks that finished while the others were being stopped wrote their outputs too.
