@@ -64,7 +64,7 @@ def _lzma_member(data: bytes, *, cut: int = 0, props: bytes = LZMA1_PROPS,
 
 
 def _one_error(result: FileResult) -> str:
-    assert result.status != "clean"
+    assert result.status != "safe"
     assert not any("internal error" in e for e in result.errors), result.errors
     assert all("\n" not in e and "Traceback" not in e for e in result.errors)
     assert len(result.errors) == 1, result.errors
@@ -88,7 +88,7 @@ def test_lzma_zip_member_without_end_marker_ends_at_its_declared_size(tmp_path: 
     # Flag bit 1 clear: no end-of-stream marker; the stream ends with the member's data.
     body = _lzma_member(CLEAN, cut=5)  # the marker's bytes cut off: all data still decodable
     result = scan_file(_write(tmp_path, "m.zip", _raw_zip([("a.pkl", 14, 0, body, len(CLEAN))])))
-    assert (result.status, result.errors) == ("clean", ())
+    assert (result.status, result.errors) == ("safe", ())
     # Cut into the data itself: fewer bytes than declared come out, an error.
     body = _lzma_member(CLEAN, cut=12)
     error = _one_error(scan_file(_write(tmp_path, "m.zip", _raw_zip(
@@ -140,7 +140,7 @@ def test_npz_repacked_with_lzma_is_clean(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, a=np.arange(5), b=np.ones((2, 2)))
     npz = scan_file(_write(tmp_path, "a.npz", _repack_zip(buffer.getvalue(), zipfile.ZIP_LZMA)))
-    assert (npz.format, npz.status, npz.errors) == ("npz", "clean", ())
+    assert (npz.format, npz.status, npz.errors) == ("npz", "safe", ())
 
 
 # -- zip: other methods and encryption ---------------------------------------------------------
@@ -212,7 +212,7 @@ def test_benign_7z_is_clean(tmp_path: Path) -> None:
     data = _sevenzip({"m/model.safetensors": save({"w": np.ones(3, dtype=np.float32)}),
                       "m/a.npy": npy.getvalue(), "m/config.json": b'{"a": 1}'})
     result = scan_file(_write(tmp_path, "m.7z", data))
-    assert (result.status, result.findings, result.errors) == ("clean", (), ())
+    assert (result.status, result.findings, result.errors) == ("safe", (), ())
 
 
 def test_7z_nesting_depth_is_bounded(tmp_path: Path) -> None:
@@ -324,14 +324,14 @@ def test_every_truncation_and_byte_flip_of_a_7z_is_never_silently_clean(tmp_path
     data = _sevenzip(members)
     for cut in range(6, len(data)):  # shorter: no 7z signature, not a 7z file
         result = scan_file(_write(tmp_path, "t.7z", data[:cut]))
-        assert result.status != "clean", cut
+        assert result.status != "safe", cut
         assert not any("internal error" in e for e in result.errors)
     for at in range(6, len(data)):
         flipped = bytearray(data)
         flipped[at] ^= 0x55
         result = scan_file(_write(tmp_path, "f.7z", bytes(flipped)))
         assert not any("internal error" in e for e in result.errors), (at, result.errors)
-        if result.status == "clean":
+        if result.status == "safe":
             with py7zr.SevenZipFile(io.BytesIO(bytes(flipped))) as archive:
                 factory = py7zr.io.BytesIOFactory(1 << 20)
                 archive.extractall(factory=factory)
@@ -358,9 +358,9 @@ def test_py7zr_is_imported_only_when_a_7z_file_is_met(tmp_path: Path) -> None:
     seven = _write(tmp_path, "m.7z", _sevenzip({"a.pkl": CLEAN}))
     code = (
         "import sys\nfrom weightvault.scan import scan_file\n"
-        "assert scan_file(sys.argv[1]).status == 'clean'\n"
+        "assert scan_file(sys.argv[1]).status == 'safe'\n"
         "print('py7zr' in sys.modules)\n"
-        "assert scan_file(sys.argv[2]).status == 'clean'\n"
+        "assert scan_file(sys.argv[2]).status == 'safe'\n"
         "print('py7zr' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(plain), str(seven)], check=True,

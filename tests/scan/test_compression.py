@@ -52,7 +52,7 @@ def test_benign_joblib_files_are_read_under_any_name(tmp_path: Path, compressor:
         path = tmp_path / name
         joblib.dump(model, path, compress=(compressor, 3))
         result = scan_file(path)
-        assert (result.status, result.errors) == ("clean", ()), (compressor, name, result)
+        assert (result.status, result.errors) == ("safe", ()), (compressor, name, result)
         assert result.format == compressor, (name, result.format)
 
 
@@ -97,7 +97,7 @@ def test_old_joblib_zfile_is_decompressed(tmp_path: Path) -> None:
     benign = tmp_path / "benign.pkl"
     with open(benign, "wb") as handle:
         write_zfile(handle, pickle.dumps({"a": 1}, protocol=2))
-    assert scan_file(benign).status == "clean"
+    assert scan_file(benign).status == "safe"
 
 
 @pytest.mark.parametrize(("opener", "compress"), [
@@ -132,7 +132,7 @@ def test_data_after_the_stream_is_reported(tmp_path: Path) -> None:
         assert "40 bytes after" in result.findings[0].message
     padded = tmp_path / "padded.gz"
     padded.write_bytes(gzip.compress(clean) + bytes(512))  # tape padding: gzip skips zeros
-    assert scan_file(padded).status == "clean"
+    assert scan_file(padded).status == "safe"
 
 
 def test_a_payload_before_corrupt_data_is_still_found(tmp_path: Path) -> None:
@@ -236,4 +236,4 @@ def test_mutated_compressed_pickles_never_cause_internal_errors(
         result = scan_file(path)
     assert not any("internal error" in e for e in result.errors), result.errors
     if blob == bytes(compressed) and not flips:
-        assert result.status == "clean"
+        assert result.status == "safe"

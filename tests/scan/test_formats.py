@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import struct
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -39,7 +41,7 @@ def test_real_safetensors_is_clean(tmp_path: Path) -> None:
     path = tmp_path / "m.safetensors"
     save_file({"x": np.zeros((2, 3), dtype=np.float16)}, str(path))
     result = scan_file(path)
-    assert (result.format, result.status) == ("safetensors", "clean")
+    assert (result.format, result.status) == ("safetensors", "safe")
 
 
 @pytest.mark.parametrize(("header", "data", "message"), [
@@ -71,14 +73,14 @@ def test_safetensors_duplicate_keys_and_huge_header(tmp_path: Path) -> None:
     assert any("duplicate" in e for e in result.errors)
     huge = struct.pack("<Q", 1 << 40) + b"{" + b" " * 16
     result = scan_file(_write(tmp_path, "huge.safetensors", huge))
-    assert result.status != "clean"
+    assert result.status != "safe"
 
 
 def test_every_truncation_of_safetensors_is_never_clean(tmp_path: Path) -> None:
     data = _safetensors_bytes()
     for cut in range(1, len(data), 7):
         result = scan_file(_write(tmp_path, "t.safetensors", data[:-cut]))
-        assert result.status != "clean", cut
+        assert result.status != "safe", cut
 
 
 def _gguf_bytes(tmp_path: Path) -> bytes:
@@ -97,7 +99,7 @@ def _gguf_bytes(tmp_path: Path) -> bytes:
 
 def test_gguf_inconsistent_counts_and_lengths(tmp_path: Path) -> None:
     data = bytearray(_gguf_bytes(tmp_path))
-    assert scan_file(_write(tmp_path, "ok.gguf", bytes(data))).status == "clean"
+    assert scan_file(_write(tmp_path, "ok.gguf", bytes(data))).status == "safe"
     for offset, value in ((8, 1 << 40), (16, 1 << 40)):  # tensor count, kv count
         broken = bytearray(data)
         struct.pack_into("<Q", broken, offset, value)
@@ -226,26 +228,76 @@ def test_special_files_and_read_errors_are_errors(tmp_path: Path) -> None:
     (tmp_path / "ok.pkl").write_bytes(b"\x80\x04N.")
     report = scan_paths([tmp_path])
     statuses = {Path(r.path).name: r.status for r in report.files}
-    assert statuses == {"pipe": "error", "ok.pkl": "clean"}
+    assert statuses == {"pipe": "error", "ok.pkl": "safe"}
     assert scan_file(tmp_path).status == "error"  # a folder given as a file: read error
 
 
-def _legacy_tar(tmp_path: Path, main_pickle: bytes, name: str) -> Path:
-    """The pre-0.4 PyTorch tar layout, written by hand (torch can no longer write it)."""
+def _legacy_record(*values: bytes, tensor_type: bytes) -> bytes:
+    """A protocol-2 pickle of a 3-tuple whose last item is the GLOBAL ``torch.<tensor_type>``,
+    as torch 0.3 pickled ``(key, storage_id, type(tensor))`` (values: pickled items, no frame)."""
+    return b"\x80\x02" + b"".join(values) + b"ctorch\n" + tensor_type + b"\n\x87q\x00."
+
+
+def _item(value: object) -> bytes:
     import pickle
 
-    storage_entry = b"\x80\x02(X\x01\x00\x00\x000X\x03\x00\x00\x00cpuctorch\nFloatStorage\ntq\x00."
-    storages = (pickle.dumps(1, protocol=2) + storage_entry + struct.pack("<q", 4)
-                + b"\x00" * 16 + pickle.dumps([], protocol=2))
-    tensors = (pickle.dumps(1, protocol=2) + pickle.dumps("t0", protocol=2)
-               + pickle.dumps("0", protocol=2) + struct.pack("<i", 1) + b"\x00" * 4
-               + struct.pack("<qq", 4, 1) + struct.pack("<q", 0))
+    return pickle.dumps(value, protocol=2)[2:-1]
+
+
+class _TensorRef:
+    """Stands for a tensor in the legacy ``pickle`` member (persistent id ``str(key)``)."""
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+
+
+def _legacy_tar(tmp_path: Path, main_pickle: bytes | None, name: str, *,
+                tensors: dict[str, np.ndarray] | None = None,
+                member_names: dict[str, str] | None = None,
+                tensor_record: bytes | None = None) -> Path:
+    """The pre-0.4 PyTorch tar layout, written as torch 0.3's ``_save`` wrote it (torch can no
+    longer write it; ``torch.load`` still reads it): ``sys_info``, ``pickle`` (the object, with
+    persistent ids ``str(key)`` for tensors), ``tensors`` (count, then per tensor a pickled
+    ``(key, storage key, torch.FloatTensor)`` and its sizes and strides), ``storages`` (count,
+    then per storage a pickled ``(key, location, torch.FloatStorage)``, its element count and
+    bytes, then the list of views)."""
+    import pickle
+
+    arrays = tensors if tensors is not None else {"w": np.arange(6, dtype=np.float32)}
+    keys = {field: 1000 + i for i, field in enumerate(arrays)}
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, obj: object) -> str | None:
+            return str(obj.key) if isinstance(obj, _TensorRef) else None
+
+    if main_pickle is None:
+        buffer = io.BytesIO()
+        _Pickler(buffer, protocol=2).dump({f: _TensorRef(k) for f, k in keys.items()})
+        main_pickle = buffer.getvalue()
+    types = {np.dtype(np.float32): b"Float", np.dtype(np.int64): b"Long"}
+    tensors_member = pickle.dumps(len(arrays), protocol=2)
+    storages_member = pickle.dumps(len(arrays), protocol=2)
+    for field, array in arrays.items():
+        key, kind = keys[field], types[array.dtype]
+        tensors_member += tensor_record or _legacy_record(
+            _item(key), _item(key + 5000), tensor_type=kind + b"Tensor")
+        tensors_member += struct.pack("<i", array.ndim) + bytes(4)
+        tensors_member += struct.pack(f"<{array.ndim}q", *array.shape)
+        tensors_member += struct.pack(f"<{array.ndim}q", *(s // array.itemsize
+                                                         for s in array.strides))
+        tensors_member += struct.pack("<q", 0)
+        storages_member += _legacy_record(_item(key + 5000), _item("cpu"),
+                                          tensor_type=kind + b"Storage")
+        storages_member += struct.pack("<q", array.size) + array.tobytes()
+    storages_member += pickle.dumps([], protocol=2)
+    sys_info = pickle.dumps({"protocol_version": 1000, "little_endian": True,
+                             "type_sizes": {"short": 2, "int": 4, "long": 4}}, protocol=2)
+    renames = member_names or {}
     raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as archive:
-        for member, data in (("sys_info", pickle.dumps({"protocol_version": 1001}, protocol=2)),
-                             ("pickle", main_pickle), ("storages", storages),
-                             ("tensors", tensors)):
-            info = tarfile.TarInfo(member)
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for member, data in (("sys_info", sys_info), ("pickle", main_pickle),
+                             ("tensors", tensors_member), ("storages", storages_member)):
+            info = tarfile.TarInfo(renames.get(member, member))
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     path = tmp_path / name
@@ -253,23 +305,98 @@ def _legacy_tar(tmp_path: Path, main_pickle: bytes, name: str) -> Path:
     return path
 
 
+def test_legacy_tar_layout_loads_under_torch_and_scans_without_danger(tmp_path: Path) -> None:
+    import torch
+
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.arange(3)}
+    path = _legacy_tar(tmp_path, None, "old.pt", tensors=arrays)
+    loaded = torch.load(path, weights_only=False)  # benign: shows the writer is faithful
+    assert loaded["w"].tolist() == arrays["w"].tolist() and loaded["n"].tolist() == [0, 1, 2]
+    result = scan_file(path)
+    assert result.format == "pytorch-legacy-tar"
+    assert not result.errors and result.max_severity < Severity.DANGEROUS, result
+    # torch's getmember wants the exact names: ./storages is no legacy checkpoint to it
+    renamed = _legacy_tar(tmp_path, None, "dot.pt", member_names={
+        "storages": "./storages", "tensors": "./tensors", "pickle": "./pickle"})
+    with pytest.raises(KeyError):
+        torch.load(renamed, weights_only=False)
+    result = scan_file(renamed)
+    assert result.format == "tar" and result.status != "safe", result
+
+
+def test_legacy_tar_payloads_are_found_in_every_pickle(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    payload = (b"\x80\x02cbuiltins\nopen\nX" + struct.pack("<I", len(str(marker)))
+               + str(marker).encode() + b"X\x01\x00\x00\x00w\x86R.")
+    evil = _legacy_tar(tmp_path, payload, "evil.pt")
+    assert scan_file(evil).max_severity == Severity.DANGEROUS
+    # a tensor record whose "type" is a call: the record is a payload of its own
+    record = (b"\x80\x02" + _item(1000) + _item(6000) + b"cbuiltins\neval\nX\x01\x00\x00\x001"
+              b"\x85R\x87q\x00.")
+    result = scan_file(_legacy_tar(tmp_path, None, "record.pt", tensor_record=record))
+    assert result.max_severity == Severity.DANGEROUS
+    assert any(f.subject == "builtins.eval" for f in result.findings), result.findings
+    subprocess.run([sys.executable, "-c",
+                    "import sys, torch; torch.load(sys.argv[1], weights_only=False)", str(evil)],
+                   check=False, timeout=120, capture_output=True)
+    assert marker.exists()  # the pickle member runs under torch.load
+
+
 def test_legacy_pytorch_tar_walked_record_by_record(tmp_path: Path) -> None:
     import pickle
 
     benign = _legacy_tar(tmp_path, pickle.dumps({"w": "t0"}, protocol=2), "benign.pt")
     result = scan_file(benign)
-    assert (result.format, result.status) == ("pytorch-legacy-tar", "clean"), result
+    assert result.format == "pytorch-legacy-tar" and not result.errors, result
     evil = _legacy_tar(tmp_path, b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00true\x85R.", "evil.pt")
-    result = scan_file(evil)
-    assert result.max_severity == Severity.DANGEROUS
+    assert scan_file(evil).max_severity == Severity.DANGEROUS
     # a storage record whose size runs past the member is an error, not clean
     data = bytearray(benign.read_bytes())
-    index = data.find(struct.pack("<q", 4) + b"\x00" * 16)
+    index = data.find(struct.pack("<q", 6) + np.arange(6, dtype=np.float32).tobytes()[:8])
+    assert index > 0
     struct.pack_into("<q", data, index, 1 << 40)
     broken = tmp_path / "broken_tar.pt"
     broken.write_bytes(bytes(data))
     broken_result = scan_file(broken)
-    assert broken_result.status == "error", broken_result
+    assert broken_result.status != "safe" and broken_result.errors, broken_result
+
+
+def test_npz_with_datetime_structured_and_other_dtypes_is_clean(tmp_path: Path) -> None:
+    arrays = {
+        "dt": np.array(["2020-01-01", "NaT"], dtype="datetime64[D]"),
+        "ns": np.array([1, 2], dtype="datetime64[ns]"),
+        "td": np.array([1, 2], dtype="timedelta64[s]"),
+        "generic": np.array(["NaT"], dtype="datetime64"),
+        "record": np.array([(1, 2.0, b"ab", "xy", (1, 2))], dtype=[
+            ("a", "i4"), ("b", "f8"), ("c", "S2"), ("d", "U2"), ("e", "i2", (2,))]),
+        "aligned": np.zeros(3, dtype=np.dtype([("a", "u1"), ("b", "f8")], align=True)),
+        "titled": np.zeros(2, dtype=np.dtype({"names": ["x"], "formats": ["<f4"],
+                                              "titles": ["the x"]})),
+        "nested": np.zeros(2, dtype=[("p", [("x", "f4"), ("y", "f4")]), ("t", "M8[ms]")]),
+        "text": np.array(["héllo", ""]), "void": np.zeros(2, dtype="V7"),
+        "complex": np.array([1 + 2j]), "half": np.ones(3, np.float16),
+        "longdouble": np.ones(2, np.longdouble), "big": np.arange(3, dtype=">i8"),
+        "empty": np.zeros((0, 5)), "scalar": np.array(3.5),
+        "fortran": np.asfortranarray(np.ones((3, 2))),
+    }
+    np.savez(tmp_path / "mixed.npz", **arrays)  # type: ignore[arg-type]
+    np.savez_compressed(tmp_path / "mixed_c.npz", **arrays)  # type: ignore[arg-type]
+    for name in ("mixed.npz", "mixed_c.npz"):
+        result = scan_file(tmp_path / name)
+        assert (result.format, result.status, result.errors) == ("npz", "safe", ()), result
+    with zipfile.ZipFile(tmp_path / "mixed.npz") as archive:
+        record = archive.read("record.npy")
+    assert scan_file(_write(tmp_path, "cut.npy", record[:-3])).status == "error"
+
+
+@pytest.mark.parametrize("descr", ["'<M8[D]x'", "'<i3'", "[('a', '<i4', (-1,))]",
+                                   "[(1, '<i4')]", "('<f4', 'x')", "'<Q8'"])
+def test_npy_with_malformed_dtype_descriptions_is_an_error(tmp_path: Path, descr: str) -> None:
+    header = f"{{'descr': {descr}, 'fortran_order': False, 'shape': (1,), }}".encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    data = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(8)
+    result = scan_file(_write(tmp_path, "bad.npy", data))
+    assert result.status == "error" and result.errors[0].startswith("npy: "), result
 
 
 def test_miniz_view_agrees_with_zipfile_on_every_corpus_zip(corpus_root: Path) -> None:

@@ -257,7 +257,7 @@ def test_gguf_files_with_templates(tmp_path: Path) -> None:
     benign = tmp_path / "benign.gguf"
     _gguf(benign, LLAMA31_TOOLS)
     result = scan_file(benign)
-    assert (result.status, result.findings, result.errors) == ("clean", (), ())
+    assert (result.status, result.findings, result.errors) == ("safe", (), ())
     evil = tmp_path / "evil.gguf"
     _gguf(evil, MALICIOUS["attr-concat"])
     result = scan_file(evil)

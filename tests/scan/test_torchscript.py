@@ -71,7 +71,7 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_real_torchscript_archives_are_clean(archives: dict[str, Path], name: str) -> None:
     result = scan_file(archives[name])
     assert result.format == "torchscript"
-    assert (result.status, result.findings, result.errors) == ("clean", (), ()), result
+    assert (result.status, result.findings, result.errors) == ("safe", (), ()), result
 
 
 def _with_code(source: Path, target: Path, edit: dict[str, str]) -> Path:
@@ -140,7 +140,7 @@ def test_an_import_in_code_is_dangerous_and_unparseable_code_an_error(
     assert scan_file(path).max_severity == Severity.DANGEROUS
     path = _with_code(tiny, tmp_path / "broken.pt", {RETURN: "return torch.add(x, 1"})
     result = scan_file(path)
-    assert result.status != "clean" and "does not parse" in result.errors[0]
+    assert result.status != "safe" and "does not parse" in result.errors[0]
 
 
 def test_file_writing_torchscript_really_writes_when_the_model_runs(
@@ -183,7 +183,7 @@ def test_pickles_are_judged_as_the_cpp_unpickler_only_when_torch_load_dispatches
     renamed = [(n.replace("constants.pkl", "CONSTANTS.PKL"), d) for n, d in members]
     result = scan_file(_rewrite(renamed, tmp_path / "renamed.pt"))
     assert result.format == "pytorch-zip"
-    assert result.status != "clean"
+    assert result.status != "safe"
     assert any(f.subject.startswith(("torch.jit._pickle", "__torch__")) for f in result.findings)
 
 

@@ -311,10 +311,10 @@ def test_benign_archives_through_the_same_writer_are_clean(tmp_path: Path) -> No
     path = tmp_path / "plain.pt"
     path.write_bytes(plain(TORCH_MEMBERS))
     result = scan_file(path)
-    assert (result.status, result.errors) == ("clean", ()), result
+    assert (result.status, result.errors) == ("safe", ()), result
     path = tmp_path / "plain.npz"
     path.write_bytes(plain(_npz_members(np.arange(3))))
-    assert scan_file(path).status == "clean"
+    assert scan_file(path).status == "safe"
 
 
 def test_torch_records_are_found_case_insensitively_like_miniz(tmp_path: Path) -> None:
@@ -370,7 +370,7 @@ def test_miniz_refusals_are_errors_when_zipfile_still_reads_the_archive(tmp_path
     path = tmp_path / "m.pt"
     path.write_bytes(data)
     result = scan_file(path)
-    assert result.status != "clean"
+    assert result.status != "safe"
     assert "torch.load's reader (miniz) cannot open it" in result.errors[0]
 
 

@@ -227,7 +227,10 @@ def _spool_and_scan(
                       + (f" (the {size} bytes before it were scanned)" if size else ""))
             if not size:
                 return
+        errors_before = len(ctx.errors)
         scan_member_bytes(ctx, spool, 0, size, location, name, depth)
+        if failure:  # the cut-off content's own complaints say the same thing again
+            del ctx.errors[errors_before:]
 
 
 def scan_compressed(
@@ -752,8 +755,8 @@ def scan_tar(
                 members.append(member)
         except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
             ctx.error(location, f"tar: malformed after {count} members: {exc}")
-    # torch.load finds members with tarfile's getmember: normalized names, the last copy wins.
-    names = {os.path.normpath(m.name) for m in members}
+    # torch.load finds members with tarfile's getmember: exact names, the last copy wins.
+    names = {m.name for m in members}
     legacy_torch = {"pickle", "storages", "tensors"} <= names
     for member in members:
         member_loc = join_location(location, member.name)
@@ -785,13 +788,13 @@ def scan_tar(
         if data_end > end:
             ctx.error(member_loc, "tar member data runs past the end of the archive")
             continue
-        if legacy_torch and os.path.normpath(member.name) in ("storages", "tensors"):
+        if legacy_torch and member.name in ("storages", "tensors"):
             from weightvault.scan.formats.torch_legacy import scan_legacy_tar_member
 
             scan_legacy_tar_member(ctx, ByteReader(raw, data_start, data_end), member_loc,
-                                   os.path.normpath(member.name))
+                                   member.name)
             continue
-        claimed = legacy_torch and os.path.normpath(member.name) == "pickle"
+        claimed = legacy_torch and member.name == "pickle"
         scan_member_bytes(ctx, raw, data_start, data_end, member_loc,
                           "pickle.pkl" if claimed else member.name, depth + 1)
     return "pytorch-legacy-tar" if legacy_torch else "tar"

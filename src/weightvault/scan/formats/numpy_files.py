@@ -49,6 +49,8 @@ def _simple_itemsize(descr: str) -> int | None:
             return 0  # flexible type of length 0
         raise ValueError(f"dtype {descr!r} without a size")
     size = int(digits)
+    if kind in _FIXED_SIZES and kind not in "bifc":  # character codes carry no size
+        raise ValueError(f"unsupported dtype {descr!r}")
     if kind in "iufcb" and size not in (1, 2, 4, 8, 16, 32):
         raise ValueError(f"unsupported dtype {descr!r}")
     return size * 4 if kind == "U" else size
