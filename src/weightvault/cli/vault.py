@@ -488,7 +488,11 @@ def pull(
     token: str | None = _TOKEN,
     as_json: bool = _JSON,
 ) -> None:
-    """Download a granted version (encrypted to you; resumable), then decrypt it locally."""
+    """Download a granted version (encrypted to you), then decrypt and check it locally.
+
+    All or nothing: a refusal (budget exhausted), a wrong identity or Ctrl-C leaves no file; a
+    broken connection keeps only the encrypted parts, and the same pull then resumes.
+    """
     from weightvault.cli._ui import progress_bytes
     from weightvault.crypt.recipients import parse_identity
 
