@@ -129,7 +129,12 @@ def scan_model(folder: Path) -> None:
     buffer = io.BytesIO()
     torch.save({"state": {}, "hook": _Payload()}, buffer)
     (model / "optimizer.pt").write_bytes(buffer.getvalue())
-    assert pickle.DEFAULT_PROTOCOL >= 2
+
+
+def payload(folder: Path) -> None:
+    """``llama/extra.bin``: a pickle that calls ``os.system`` when loaded (never loaded here)."""
+    (folder / "llama").mkdir(exist_ok=True)
+    (folder / "llama" / "extra.bin").write_bytes(pickle.dumps(_Payload(), protocol=2))
 
 
 def broken_safetensors(folder: Path) -> None:
@@ -147,6 +152,7 @@ FIXTURES: dict[str, Callable[[Path], str | None]] = {
     "pki": pki,
     "shared-fixtures": shared_fixtures,
     "scan-model": scan_model,
+    "payload": payload,
     "broken-safetensors": broken_safetensors,
 }
 
