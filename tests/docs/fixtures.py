@@ -8,7 +8,6 @@ checkpoints, pickles with a payload (never loaded here), EC keys from ``cryptogr
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -126,9 +125,7 @@ def scan_model(folder: Path) -> None:
     torch.save({"weight": torch.arange(4, dtype=torch.float32)}, model / "pytorch_model.bin")
     # GLOBAL 'mypkg.layers Block', EMPTY_TUPLE, NEWOBJ, STOP: a full-model pickle's shape.
     (model / "extra.pkl").write_bytes(b"\x80\x02cmypkg.layers\nBlock\n)\x81.")
-    buffer = io.BytesIO()
-    torch.save({"state": {}, "hook": _Payload()}, buffer)
-    (model / "optimizer.pt").write_bytes(buffer.getvalue())
+    torch.save({"state": {}, "hook": _Payload()}, model / "optimizer.pt")
 
 
 def payload(folder: Path) -> None:
