@@ -671,6 +671,114 @@ def build_malicious(root: Path, only: set[str] | None = None) -> list[Sample]:
                                  _c0(_g0("pathlib", "PosixPath"), str(m(name)))) + b".",
         loader="pickle.load", category=cat, subject="touch")
 
+    # 15. More public bypass shapes: eval helpers, nested loaders, getattr-like indirection,
+    # file writers in "data" modules, code imported from an archive appended to the pickle.
+    cat = "stdlib internal: eval/exec of a string"
+    name = "idlelib_debugobj_settext_eval.pkl"
+    add(name, _p4(_c(_g("idlelib.debugobj", "ObjectTreeItem.SetText"),
+                     _c(_g("idlelib.debugobj", "ObjectTreeItem"), "x", 0), _code(m(name)))),
+        loader="pickle.load", category=cat, subject="SetText",
+        note="the debugger's tree item evals the text it is given")
+    name = "stdlib_bdb_runeval_unbound.pkl"
+    add(name, _p4(_c(_g("bdb", "Bdb.runeval"), _c(_g("bdb", "Bdb")), _code(m(name)))),
+        loader="pickle.load", category=cat, subject="runeval")
+    name = "numpy_f2py_crackfortran_myeval.pkl"
+    add(name, _p4(_c(_g("numpy.f2py.crackfortran", "myeval"), _code(m(name)))),
+        loader="pickle.load", category="expression parser / template engine", subject="myeval",
+        note="numpy's Fortran expression evaluator is eval()")
+    name = "sklearn_testing_run_python_script.pkl"
+    add(name, _p4(_c(_g("sklearn.utils._testing", "assert_run_python_script_without_output"),
+                     _code(m(name)))),
+        loader="pickle.load", category="ML library: import by dotted name / runs source",
+        subject="assert_run_python_script", note="runs source in a child interpreter")
+    cat = "nested pickle loader"
+    inner = _os_system(m("lib2to3_grammar_loads_nested.pkl"), protocol=0)
+    name = "lib2to3_grammar_loads_nested.pkl"
+    add(name, _p4(_c(_g("lib2to3.pgen2.grammar", "Grammar.loads"),
+                     _c(_g("lib2to3.pgen2.grammar", "Grammar")), inner)),
+        loader="pickle.load", category=cat, subject="system|loads",
+        note="the grammar cache loader is pickle.loads")
+    name = "pickle_private_loads_nested.pkl"
+    add(name, _p4(_c(_g("pickle", "_loads"), _os_system(m(name), protocol=0))),
+        loader="pickle.load", category=cat, subject="system|_loads")
+    name = "pickle_load_bytesio_nested.pkl"
+    add(name, _p4(_c(_g("pickle", "load"), _c(_g("_io", "BytesIO"),
+                                             _os_system(m(name), protocol=0)))),
+        loader="pickle.load", category=cat, subject="system|load")
+    cat = "getattr-like indirection"
+    name = "stdlib_xmlrpc_resolve_dotted_attribute.pkl"
+    add(name, _p4(_c(_c(_g("xmlrpc.server", "resolve_dotted_attribute"),
+                        _g("pathlib", "PosixPath"), "touch"),
+                     _c(_g("pathlib", "PosixPath"), str(m(name))))),
+        loader="pickle.load", category=cat, subject="resolve_dotted_attribute",
+        note="a safe class and a plain string become a file-writing method")
+    name = "stdlib_inspect_getattr_static.pkl"
+    add(name, _p4(_c(_c(_g("inspect", "getattr_static"), _g("pathlib", "PosixPath"), "touch"),
+                     _c(_g("pathlib", "PosixPath"), str(m(name))))),
+        loader="pickle.load", category=cat, subject="getattr_static")
+    cat = "file writer / URL fetcher"
+    name = "distutils_write_file.pkl"
+    add(name, _p4(_c(_g("distutils.file_util", "write_file"), str(m(name)), [])),
+        loader="pickle.load", category=cat, subject="write_file")
+    name = "stdlib_tarfile_open_writer.pkl"
+    add(name, _p4(_c(_g("tarfile", "open"), str(m(name)), "w")), loader="pickle.load",
+        category=cat, subject="tarfile", note="tarfile: the legacy PyTorch container module")
+    name = "stdlib_zipfile_writer.pkl"
+    add(name, _p4(_c(_g("zipfile", "ZipFile"), str(m(name)), "w")), loader="pickle.load",
+        category=cat, subject="ZipFile")
+    name = "stdlib_io_open_writer.pkl"
+    add(name, _p4(_c(_g("io", "open"), str(m(name)), "w")), loader="pickle.load",
+        category=cat, subject="open")
+    name = "dotted_numpy_ndarray_tofile.pkl"
+    add(name, _p4(_c(_g("numpy", "ndarray.tofile"), _c(_g("numpy", "zeros"), 1), str(m(name)))),
+        loader="pickle.load", category="dotted path under an allowed top-level module",
+        subject="tofile", note="the array class is safe, its tofile method writes a file")
+    cat = "code imported from an archive"
+    name = "zipimport_polyglot_load_module.pkl"
+    add(name, lambda p, n=name: p.write_bytes(_p4(_c(
+        _g("zipimport", "zipimporter.load_module"), _c(_g("zipimport", "zipimporter"), str(p)),
+        "weights_helper")) + _py_zip({"weights_helper.py": _code(m(n)) + "\n"})),
+        loader="pickle.load", category=cat, subject="zipimport",
+        note="a pickle with a zip appended; the pickle imports a module from its own zip part")
+    name = "runpy_run_path_polyglot.pkl"
+    add(name, lambda p, n=name: p.write_bytes(_p4(_c(_g("runpy", "run_path"), str(p)))
+                                              + _py_zip({"__main__.py": _code(m(n)) + "\n"})),
+        loader="pickle.load", category=cat, subject="run_path",
+        note="runpy runs the __main__.py of the zip appended to the pickle itself")
+
+    # 16. Malformed files: the loader fails (or two loaders disagree without a payload); a
+    # scanner must refuse them, never call them clean.
+    cat = "malformed"
+    name = "frame_truncated_pure_python_fires.pkl"
+    add(name, b"\x80\x04\x95" + struct.pack("<Q", 4096) + _c(_g("os", "system"), _touch(m(name)))
+        + b".", loader="joblib.load", inert_under="pickle.load",
+        category="FRAME divergence: file vs bytes unpickler", expect="malformed",
+        note="FRAME declares more bytes than the file has: the C unpickler refuses, the "
+             "pure-Python one (joblib's NumpyUnpickler) runs what is there")
+    name = "malformed_npy_header_code.npy"
+    code_header = (f"{{'descr': __import__('os').system({_touch(m(name))!r}), "
+                   "'fortran_order': False, 'shape': (1,), }")
+    code_header += " " * ((-(10 + len(code_header) + 1)) % 64) + "\n"
+    add(name, b"\x93NUMPY\x01\x00" + struct.pack("<H", len(code_header))
+        + code_header.encode() + b"\0" * 8,
+        loader="", category=cat, expect="malformed",
+        note="an .npy header that is code, not a literal (numpy.load refuses it; never eval it)")
+    name = "malformed_zip_count_mismatch.pt"
+    add(name, lambda p: p.write_bytes(_zip_count_mismatch(_torch_bytes(_state()))),
+        loader="", category=cat, expect="malformed", marker=m(name),
+        note="end record counts fewer entries than the central directory holds: miniz lists "
+             "a prefix, zipfile lists all")
+    name = "malformed_zip_shared_local_header.pt"
+    add(name, lambda p: p.write_bytes(_zip_shared_local_header(_torch_bytes(_state()))),
+        loader="", category=cat, expect="malformed", marker=m(name),
+        note="two central entries point at one local header (names disagree)")
+    name = "malformed_safetensors_offsets.safetensors"
+    add(name, _safetensors_overlap(), loader="", category=cat, expect="malformed", marker=m(name),
+        note="tensor data ranges overlap and run past the end")
+    name = "malformed_gguf_truncated.gguf"
+    add(name, lambda p: _truncated_gguf(p), loader="", category=cat, expect="malformed",
+        marker=m(name), note="cut in the middle of its metadata")
+
     # 14. Payload in a later stacked pickle of a legacy checkpoint, or in a tar member.
     cat = "legacy checkpoint: payload in a later pickle / tar member"
     name = "torch_legacy_payload_last_pickle.pt"
@@ -825,6 +933,44 @@ def _gguf(path: Path, template: str) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def _py_zip(members: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for member, text in members.items():
+            archive.writestr(member, text)
+    return buffer.getvalue()
+
+
+def _zip_count_mismatch(benign: bytes) -> bytes:
+    members = _zip_members(benign)
+    blob, offsets = _locals(members)
+    cd = _cd(members, offsets)
+    return blob + cd + _eocd(len(members) - 2, len(cd), len(blob))
+
+
+def _zip_shared_local_header(benign: bytes) -> bytes:
+    members = _zip_members(benign)
+    blob, offsets = _locals(members)
+    offsets[-1] = offsets[0]  # the last entry's data is read from the first entry's header
+    cd = _cd(members, offsets)
+    return blob + cd + _eocd(len(members), len(cd), len(blob))
+
+
+def _safetensors_overlap() -> bytes:
+    import json
+
+    header = json.dumps({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                         "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]},
+                         "c": {"dtype": "F32", "shape": [64], "data_offsets": [24, 280]}}).encode()
+    return struct.pack("<Q", len(header)) + header + b"\0" * 24
+
+
+def _truncated_gguf(path: Path) -> None:
+    _gguf(path, "{{ messages }}")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 8])
 
 
 def _torch_module_with_act(path: Path, act: Callable[..., object], hint: str) -> None:
