@@ -356,6 +356,14 @@ def _report(outcomes: list[Outcome]) -> str:
             counter["finished first"] += 1
     latencies = [o.stop_latency for o in outcomes if o.stop_latency is not None]
     lines = [f"{name}: {dict(counts)}" for name, counts in sorted(by_scenario.items())]
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    lines.append(
+        f"CPU seconds: harness {own.ru_utime + own.ru_stime:.1f}, commands "
+        f"{children.ru_utime + children.ru_stime:.1f}"
+    )
     if latencies:
         lines.append(f"signal -> exit: max {max(latencies):.3f} s")
     return "\n".join(lines)

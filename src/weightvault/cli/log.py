@@ -471,9 +471,12 @@ def log_export(
     as_json: bool = _JSON,
 ) -> None:
     """Export entries, leaf hashes and signed checkpoints, up to the latest checkpoint."""
+    from weightvault import _interrupt
     from weightvault._fs import ensure_writable_destination, write_bytes_atomic
     from weightvault.cli._ui import emit_json
 
+    if "://" not in log:  # a database URL may hold a password: never echo it
+        _interrupt.note_untouched(log)
     _check_regular(out)
     ensure_writable_destination(out, force=force)  # before reading a large log
     with _open_log(log) as opened:

@@ -85,9 +85,11 @@ def convert_command(
     Only allow-listed globals (tensor rebuild helpers, storages, OrderedDict) are admitted and
     none of them is called; a checkpoint with other imports is refused, naming the finding.
     """
+    from weightvault import _interrupt
     from weightvault.cli._ui import emit_json, out_console
     from weightvault.scan.convert import convert_checkpoint
 
+    _interrupt.note_untouched(checkpoint)
     result = convert_checkpoint(checkpoint, output, force=force, allow=allow)
     if json_output:
         emit_json(result.to_json())

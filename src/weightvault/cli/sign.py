@@ -314,10 +314,12 @@ def register(app: typer.Typer) -> None:
         Signature files already in the model (an older model.sig, a bundle under another name)
         are left out of the signature, and listed.
         """
+        from weightvault import _interrupt
         from weightvault.cli._ui import emit_json, out_console, progress_bytes
         from weightvault.signing import SignResult, prepare_signature, write_signature
         from weightvault.signing._model import default_signature_path
 
+        _interrupt.note_untouched(model_path)
         _check_choice(hash_type, ("sha256", "blake2", "blake3"), "--hash")
         _check_choice(serialization, ("files", "shards"), "--serialization")
         _check_choice(fail_on, ("unknown", "dangerous", "suspicious"), "--fail-on")

@@ -130,6 +130,9 @@ def attack_command(
 
     if (suite_file is None) == (preset is None):
         raise UsageError("give exactly one of --suite FILE or --preset NAME")
+    from weightvault import _interrupt
+
+    _interrupt.note_untouched(*models)
     ensure_writable_destination(out, force=force)
     if suite_file is not None:
         try:
@@ -211,6 +214,9 @@ def report_command(
     json_out: bool = typer.Option(False, "--json", help="Print the written paths as JSON."),
 ) -> None:
     """Write the report: <prefix>-summary.json, -report.md, -curves.png, -summary.png."""
+    from weightvault import _interrupt
+
+    _interrupt.note_untouched(results)
     _import_lab()
     from weightvault.cli._ui import emit_json, out_console
     from weightvault.errors import InputError, UsageError
