@@ -161,6 +161,26 @@ def parse_document(path: Path) -> Document:
     return SYBIL.parse(path)
 
 
+def run_document(path: Path, root: Path, *, timeout_s: float = 120.0) -> DocumentRun:
+    """Run every example of the document at ``path`` in order, in one session under ``root``.
+
+    Raises Sybil's failure (naming the document, the line and what differed) at the first
+    example that does not do what the document says.
+    """
+    document = parse_document(path)
+    session = ShellSession(root, timeout_s=timeout_s)
+    run = DocumentRun(session)
+    document.namespace["docs_run"] = run
+    try:
+        for example in document.examples():
+            example.evaluate()
+        if run.pending is not None:
+            raise AssertionError(f"{path}: a docs-test directive at the end applies to no block")
+    finally:
+        session.close()
+    return run
+
+
 def fenced_block_languages(path: Path) -> list[tuple[int, str]]:
     """(line, info string) of every fenced block, found with Sybil's Markdown fence lexer."""
     document = Document(path.read_text(encoding="utf-8"), str(path))
