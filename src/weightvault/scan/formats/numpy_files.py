@@ -123,8 +123,13 @@ def scan_npy(ctx: FileContext, r: ByteReader, location: str) -> None:
         return
     try:
         header = ast.literal_eval(header_bytes.decode("latin-1" if major < 3 else "utf-8"))
-    except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
-        ctx.error(location, f"npy: header is not a Python literal: {exc}")
+    except SyntaxError as exc:
+        ctx.error(location, f"npy: header is not a Python literal: {exc.msg}")
+        return
+    except (ValueError, UnicodeDecodeError, MemoryError, RecursionError):
+        # (literal_eval's own message names an object address: not repeatable)
+        ctx.error(location, "npy: header is not a Python literal (it holds names, calls or "
+                  "expressions numpy.load refuses)")
         return
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
         ctx.error(location, "npy: header must have exactly descr, fortran_order and shape")
