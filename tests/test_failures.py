@@ -439,18 +439,21 @@ def _offline_cases(i: Inputs) -> list[Case]:
     share1, share2 = str(i.shares / "share-1.txt"), str(i.shares / "share-2.txt")
     kek = str(i.home / "keyring.kek")
     ro_model, ro_log, ro_enc = f"{rm}/model", f"{rm}/audit.db", f"{rm}/model.wvenc"
+    fresh_sig = str(i.root / "never-written.sig")
     full_log = f"{full}/audit.db"
     c = Case
     return [
         # sign / verify / digest
         c("sign-ro", ["sign", model, "--key", key, "--signature", f"{ro}/m.sig"], "readonly", ro,
           "choose another with --signature", process=True),
-        c("sign-ro-model", ["sign", ro_model, "--key", key], "readonly", rm),
+        c("sign-ro-model", ["sign", ro_model, "--key", key, "--force"], "readonly", rm),
         c("sign-full", ["sign", model, "--key", key, "--signature", f"{full}/m.sig"], "full",
           f"{full}/m.sig", "choose another with --signature", process=True),
         c("sign-missing", ["sign", missing, "--key", key], "missing", missing, process=True),
-        c("sign-key-missing", ["sign", model, "--key", missing], "missing", missing),
-        c("sign-key-dir", ["sign", model, "--key", folder], "directory", folder, process=True),
+        c("sign-key-missing", ["sign", model, "--key", missing, "--signature", fresh_sig],
+          "missing", missing),
+        c("sign-key-dir", ["sign", model, "--key", folder, "--signature", fresh_sig],
+          "directory", folder, process=True),
         c("verify-missing", ["verify", missing, "--key", pub], "missing", missing),
         c("verify-key-dir", ["verify", model, "--key", folder], "directory", folder),
         c("verify-signature-dir", ["verify", model, "--key", pub, "--signature", folder],

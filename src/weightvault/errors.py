@@ -85,13 +85,22 @@ class WeightvaultError(Exception):
 
     exit_code: int = 2
 
-    def __init__(self, message: str, *, hint: str | None = None, remedy: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        remedy: str | None = None,
+        remedy_args: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         if remedy is not None and remedy not in REMEDIES:
             raise ValueError(f"unknown remedy {remedy!r}")
         self.message = message
         self.hint = hint
         self.remedy = remedy
+        self.remedy_args = dict(remedy_args or {})
+        """Values the command line's wording of the remedy may use (``{"size": "2"}``)."""
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle with every attribute (worker processes send errors back to the parent)."""

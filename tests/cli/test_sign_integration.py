@@ -84,7 +84,7 @@ def test_scan_ignores_the_old_signature_and_ignored_paths(
     (model / ".git").mkdir()
     (model / ".git" / "evil.pkl").write_bytes(pickle.dumps(_Touch(tmp_path / "x")))
     assert run(["sign", str(model), "--key", str(keys[0]), "--scan"]) == 0
-    assert run(["sign", str(model), "--key", str(keys[0]), "--scan"]) == 0  # re-sign
+    assert run(["sign", str(model), "--key", str(keys[0]), "--scan", "--force"]) == 0  # re-sign
 
 
 def test_allow_without_scan_is_a_usage_error(

@@ -57,7 +57,7 @@ REMEDY_HINTS: dict[str, str] = {
     "server-token": "pass --token, set WEIGHTVAULT_TOKEN, or run 'weightvault vault login'",
     "key-name": "pass --name (the log origin or witness name)",
     "log-signature": "sign with 'weightvault sign --log LOG --log-key KEY' to record it",
-    "consistency-proof": "get one with 'weightvault log prove LOG --from-size N --out PROOF'",
+    "consistency-proof": "get one with 'weightvault log prove LOG --from-size {size} --out PROOF'",
     "database": "--database takes sqlite:///PATH or postgresql://USER@HOST/DB",
     "blobs": "--blobs takes a folder or s3://BUCKET/PREFIX",
     "webhook": "--webhook takes an http:// or https:// URL",
@@ -218,6 +218,13 @@ def _filesystem_hint(exc: FileSystemError, pairs: list[tuple[str, str]]) -> str 
     return f"check {option}"
 
 
+class _Placeholders(dict[str, str]):
+    """A remedy's values; one the error did not give shows as its name (``{size}`` -> SIZE)."""
+
+    def __missing__(self, key: str) -> str:
+        return key.upper()
+
+
 def message_for(
     exc: WeightvaultError,
     argv: Sequence[str] = (),
@@ -234,8 +241,8 @@ def message_for(
     if isinstance(exc, FileSystemError):
         options = value_options() if value_options is not None and exc.path else None
         hint = _filesystem_hint(exc, _option_values(argv, options))
-    elif exc.remedy is not None:
-        hint = REMEDY_HINTS.get(exc.remedy, exc.hint)
+    elif exc.remedy is not None and exc.remedy in REMEDY_HINTS:
+        hint = REMEDY_HINTS[exc.remedy].format_map(_Placeholders(exc.remedy_args))
     else:
         hint = exc.hint
     if hint:

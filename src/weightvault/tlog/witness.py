@@ -108,6 +108,7 @@ def cosign_checkpoint(
                     f"a consistency proof from size {old.size} to {cp.size} is needed",
                     hint=f"ask the log for a consistency proof from size {old.size}",
                     remedy="consistency-proof",
+                    remedy_args={"size": str(old.size)},
                 )
             try:
                 consistency.verify(old, cp)
