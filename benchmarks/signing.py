@@ -320,7 +320,10 @@ def main() -> int:
             keep(
                 "wv_sign",
                 run_child(
-                    [wv, "sign", str(model), "--key", str(key), "--signature", str(sig_wv), *opts]
+                    [
+                        wv, "sign", str(model), "--key", str(key), "--signature", str(sig_wv),
+                        "--force", *opts,
+                    ]
                 ),
             )
             keep(
