@@ -597,7 +597,7 @@ def build_malicious(root: Path, only: set[str] | None = None) -> list[Sample]:
         note="prepended data holds the central directory miniz reads")
     name = "torch_zip_prepended_pickle.pt"
     add(name, lambda p: p.write_bytes(_os_system(m(name), protocol=2) + _torch_bytes(_state())),
-        loader="torch.load", inert_under="zipfile", category=cat, subject="system",
+        loader="torch.load", inert_under="zipfile", category=cat, expect="malformed",
         note="not 'PK' at offset 0: torch.load unpickles the prepended bytes (legacy path)")
     name = "torch_zip_frame_straddle.pt"
     add(name, lambda p: p.write_bytes(_replace_zip_member(_torch_bytes(_state()), "data.pkl",
