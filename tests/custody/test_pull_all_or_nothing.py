@@ -96,18 +96,14 @@ def test_a_budget_that_runs_out_during_a_pull_leaves_nothing_and_says_so(
     err = capsys.readouterr().err
     assert code == 1, err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert "principal byte budget is exhausted" in err and err.rstrip().endswith(
-        "nothing was kept"
-    )
+    assert "principal byte budget is exhausted" in err and err.rstrip().endswith("nothing was kept")
     assert not out.exists()
     with world.client("audrey") as auditor:
         refused = [a for a in auditor.alerts() if a["kind"] == "budget.exhausted"]
     assert refused, "the second file was refused by the service, not skipped by the client"
 
 
-def test_pull_without_identity_keeps_only_complete_ciphertext(
-    world: World, tmp_path: Path
-) -> None:
+def test_pull_without_identity_keeps_only_complete_ciphertext(world: World, tmp_path: Path) -> None:
     grant_id = world.granted("rita")
     with world.client("rita") as client:
         result = client.pull(grant_id, tmp_path / "enc", None)

@@ -3,8 +3,8 @@
 Both run in 1 MiB blocks (64 chunks) through preallocated buffers with the library's
 ``Cobblestone256Encryptor`` / ``Cobblestone256Decryptor``, which release the GIL while they work,
 as file reads and writes do: the tree operations run these functions on a pool of threads
-(measured on 2 cores: two threads encrypt and decrypt 1.7-2x as fast as one). ``progress`` is called after every
-block; it may raise to stop the work (the partial output is then discarded).
+(measured on 2 cores: two threads encrypt and decrypt 1.7-2x as fast as one). ``progress`` is
+called after every block; it may raise to stop the work (the partial output is then discarded).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from weightvault.errors import (
     DecryptionError,
@@ -508,9 +508,7 @@ class VaultClient:
             if identity is not None:
                 for name, item, encrypted, _part in plan:
                     encrypted.unlink()
-                    results.append(
-                        {"path": name, "size": item["size"], "sha256": item["sha256"]}
-                    )
+                    results.append({"path": name, "size": item["size"], "sha256": item["sha256"]})
         except TransferError as exc:
             created.remove(keep=lambda path: path.name.endswith((".wvenc", ".wvenc.part")))
             raise InputError(
@@ -638,7 +636,11 @@ def _decrypt_checked(encrypted: Path, plain: Path, identity: Any, sha256: str) -
         source.seek(unlocked.body_offset)
         hashing = _Hashing(out)
         decrypt_stream(
-            source, hashing, unlocked.dek, unlocked.header.body_context(), str(encrypted)  # type: ignore[arg-type]
+            source,
+            cast(BinaryIO, hashing),
+            unlocked.dek,
+            unlocked.header.body_context(),
+            str(encrypted),
         )
         if hashing.digest.hexdigest() != sha256:
             raise VerificationError(f"{plain}: SHA-256 does not match the registered digest")
