@@ -104,6 +104,11 @@ def test_keygen_passphrase_file_refusals_and_ed25519_approval_keys(
     capsys.readouterr()
     assert run(["sign", str(model), "--key", str(approval), "--force"]) == 2
     assert "not an elliptic-curve key" in _line(capsys.readouterr().err)
+    asks = ["keygen", "-o", str(tmp_path / "asked.pem"), "--passphrase"]
+    assert run(asks) == 2  # no terminal here to ask on
+    assert "--passphrase-file" in _line(capsys.readouterr().err)
+    assert run([*asks, "--passphrase-file", str(secret)]) == 2
+    assert "exclusive" in _line(capsys.readouterr().err)
     same = str(tmp_path / "x.pem")
     assert run(["keygen", "-o", same, "-t", "rsa"]) == 2
     assert run(["keygen", "-o", same, "--public-out", same]) == 2
