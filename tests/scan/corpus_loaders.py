@@ -1,9 +1,9 @@
 """Run the real loaders on corpus files (a child-process script for ``test_corpus_fires.py``).
 
 Usage: ``python corpus_loaders.py JOBS.json``, where the file holds ``[[loader, path], ...]``.
-Each job runs in turn, every exception (even ``SystemExit``) caught; one JSON line per job is
-printed: ``{"path": ..., "ok": bool, "error": "..."}``. Never imported by the scanner's tests
-in-process: these loaders execute the files they read.
+Each job runs in turn, every exception (even ``SystemExit``) caught; one line per job is printed:
+``RESULT_PREFIX`` and ``{"path": ..., "ok": bool, "error": "..."}``. Importing this module runs
+nothing; the loaders, which execute the files they read, run only in the child process.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ import sys
 import zipfile
 from pathlib import Path
 from typing import Any
+
+RESULT_PREFIX = "corpus-loader-result: "
+"""Marks the runner's own output lines (payloads may print too)."""
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -137,7 +140,7 @@ def main() -> None:
             result = {"path": path, "ok": True, "error": ""}
         except BaseException as exc:
             result = {"path": path, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
-        print(json.dumps(result), flush=True)
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

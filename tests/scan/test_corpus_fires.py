@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from corpus_loaders import RESULT_PREFIX
 from corpus_malicious import build_malicious
 from scan_corpus import Sample
 
@@ -62,8 +63,8 @@ def run_loaders(jobs: list[tuple[str, Path]], workdir: Path) -> dict[str, dict[s
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
     results = {}
     for line in out.splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
+        if line.startswith(RESULT_PREFIX):
+            entry = json.loads(line[len(RESULT_PREFIX):])
             results[entry["path"]] = entry
     return results
 
