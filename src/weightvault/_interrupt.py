@@ -42,6 +42,7 @@ __all__ = [
     "note_outcome",
     "note_untouched",
     "raise_if_requested",
+    "release",
     "reraise_if_delivered",
     "stop_requested",
 ]
@@ -134,6 +135,20 @@ def install() -> None:
     _previous_unraisablehook = sys.unraisablehook
     sys.unraisablehook = _unraisable
     _state.installed = True
+
+
+def release() -> None:
+    """Give SIGINT and SIGTERM back to Python's defaults and stop recording outputs: for a
+    long-running service (``serve``), where a signal is the normal way to stop and what it
+    wrote must stay. The service installs its own graceful handlers."""
+    global _previous_unraisablehook
+    if not _state.installed:
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sys.unraisablehook = _previous_unraisablehook
+    _state.installed = False
+    _state.created.clear()
 
 
 def delivered() -> int | None:

@@ -159,6 +159,7 @@ def serve(
     ),
 ) -> None:
     """Run the custody service (FastAPI + uvicorn)."""
+    from weightvault import _interrupt
     from weightvault.custody.config import ServiceConfig
     from weightvault.custody.server import run_server
     from weightvault.errors import FileSystemError
@@ -179,6 +180,7 @@ def serve(
     )
     created = not data.exists()
     started: list[bool] = []
+    _interrupt.release()  # SIGINT/SIGTERM stop the service gracefully (uvicorn, run_server)
 
     def on_ready() -> None:
         started.append(True)
