@@ -350,24 +350,32 @@ def _torch_layout(members: list[ZipMember]) -> _TorchLayout | None:
 
 
 def _describe_views(views: zip_views.ZipViews) -> str:
-    torch_names = {m.key() for m in views.torch or ()}
-    python_names = {m.key() for m in views.python or ()}
-    only_torch = sorted({k[0] for k in torch_names - python_names})
-    only_python = sorted({k[0] for k in python_names - torch_names})
+    torch_list = views.torch or []
+    python_list = views.python or []
+    torch_names = {m.raw_name for m in torch_list}
+    python_names = {m.raw_name for m in python_list}
+    torch_keys = {m.key() for m in torch_list}
+    python_keys = {m.key() for m in python_list}
+    changed = sorted({m.raw_name for m in torch_list if m.key() not in python_keys
+                      and m.raw_name in python_names}
+                     | {m.raw_name for m in python_list if m.key() not in torch_keys
+                        and m.raw_name in torch_names})
 
     def names(items: list[bytes]) -> str:
         shown = ", ".join(repr(n.decode("utf-8", "replace")) for n in items[:3])
         return shown + (f" and {len(items) - 3} more" if len(items) > 3 else "")
 
     parts = []
-    if only_torch:
-        parts.append(f"only torch.load's reader (miniz) sees {names(only_torch)}")
-    if only_python:
-        parts.append(f"only zipfile / numpy.load see {names(only_python)}")
+    if changed:
+        parts.append(f"{names(changed)} read from different bytes")
+    if torch_names - python_names:
+        parts.append(f"only torch.load sees {names(sorted(torch_names - python_names))}")
+    if python_names - torch_names:
+        parts.append(f"only zipfile / numpy.load see {names(sorted(python_names - torch_names))}")
     if not parts:
         parts.append("they list the same members in a different order")
-    return ("torch.load and zipfile read different central directories (zip64 locator, "
-            "data before the archive, or entry counts that disagree): " + "; ".join(parts))
+    cause = "; ".join(views.differences[:2]) or "the archive's end records"
+    return f"torch.load and zipfile read different members ({cause}): " + "; ".join(parts)
 
 
 def scan_zip(

@@ -84,10 +84,15 @@ class ZipMember(NamedTuple):
 
 class _Miniz(NamedTuple):
     members: list[ZipMember]
-    zipfile_agrees: bool
-    """True when ``zipfile`` provably reads the same list (no feature the readers differ on)."""
+    differences: list[str]
+    """The features of this archive on which ``zipfile`` may read it differently (none: it
+    provably reads the same list)."""
     central_start: int
     central_end: int
+
+    @property
+    def zipfile_agrees(self) -> bool:
+        return not self.differences
 
 
 class ZipViews(NamedTuple):
@@ -99,6 +104,8 @@ class ZipViews(NamedTuple):
     python_error: str | None
     central_start: int
     central_end: int
+    differences: tuple[str, ...] = ()
+    """Why the readers may differ (the features of the archive that make them)."""
 
     @property
     def agree(self) -> bool:
@@ -168,7 +175,9 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
     (this_disk, cd_disk, entries_here, total, cd_size, cd_offset,
      comment_len) = struct.unpack_from("<4H2LH", eocd, 4)
     # zipfile takes the same record only when it is the last 22 bytes with no comment.
-    agrees = eocd_at == size - _EOCD_SIZE and comment_len == 0
+    differences: list[str] = []
+    if eocd_at != size - _EOCD_SIZE or comment_len:
+        differences.append("an archive comment or data after the end record")
 
     zip64 = False
     locator = b""
@@ -176,7 +185,7 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
     if _LOCATOR_SIZE <= eocd_at < _LOCATOR_SIZE + _ZIP64_SIZE and _pread(
         raw, 4, start + eocd_at - _LOCATOR_SIZE
     ) == _LOCATOR:
-        agrees = False  # zipfile checks this locator's disk fields; miniz never reads it
+        differences.append("a zip64 locator too close to the start")
     if eocd_at >= _LOCATOR_SIZE + _ZIP64_SIZE:
         locator = _pread(raw, _LOCATOR_SIZE, start + eocd_at - _LOCATOR_SIZE)
         if locator[:4] == _LOCATOR:
@@ -193,7 +202,8 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
                 record_at != eocd_at - _LOCATOR_SIZE - _ZIP64_SIZE or not zip64
                 or before != _ZIP64_RECORD or disk_with_record != 0 or disks != 1
             ):
-                agrees = False
+                differences.append("a zip64 locator that points elsewhere than the zip64 "
+                                   "record before it")
     if zip64:
         (disks,) = struct.unpack_from("<L", locator, 16)
         (record_size, this_disk64, cd_disk64, entries_here64, total64, cd_size64,
@@ -218,7 +228,8 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
     # only when the recorded offset says the same).
     records_at = eocd_at - (_LOCATOR_SIZE + _ZIP64_SIZE if zip64 else 0)
     if cd_offset + cd_size != records_at:
-        agrees = False
+        differences.append("data before the archive, or a central directory away from its "
+                           "recorded offset")
 
     members: list[ZipMember] = []
     blob = _pread(raw, cd_size, start + cd_offset) if total else b""
@@ -234,7 +245,8 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
         name_at = pos + _CENTRAL_SIZE
         extra = blob[name_at + name_len : name_at + name_len + extra_len]
         if extra_len and max(csize, usize, offset) == _U32_MAX:
-            agrees = False
+            if "zip64 extra fields" not in differences:
+                differences.append("zip64 extra fields")
             csize, usize, offset = _zip64_extra(extra, csize, usize, offset)
         if csize != _U32_MAX and usize != _U32_MAX and (
             (method == 0 and usize != csize) or (usize and not csize)
@@ -250,20 +262,18 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
         if header_size > remaining:
             raise ZipReadError("invalid central directory entry (lengths)")
         raw_name = blob[name_at : name_at + name_len]
-        if agrees and (
-            version_needed > _ZIPFILE_MAX_EXTRACT or not _extra_fields_well_formed(extra)
-        ):
-            agrees = False
-        if agrees and flags & _FLAG_UTF8:
+        if version_needed > _ZIPFILE_MAX_EXTRACT or not _extra_fields_well_formed(extra):
+            differences.append(f"entry {len(members)}: a version or extra field zipfile refuses")
+        if flags & _FLAG_UTF8:
             try:
                 raw_name.decode("utf-8")
             except UnicodeDecodeError:
-                agrees = False
+                differences.append(f"entry {len(members)}: a name that is not UTF-8")
         members.append(ZipMember(raw_name, flags, method, csize, usize, offset))
         pos += header_size
-    if pos != cd_size:
-        agrees = False  # zipfile reads entries until cd_size bytes are used up
-    return _Miniz(members, agrees, cd_offset, cd_offset + cd_size)
+    if pos != cd_size:  # zipfile reads entries until cd_size bytes are used up
+        differences.append("an entry count that does not match the central directory's size")
+    return _Miniz(members, differences[:8], cd_offset, cd_offset + cd_size)
 
 
 def _zip64_extra(extra: bytes, csize: int, usize: int, offset: int) -> tuple[int, int, int]:
@@ -323,17 +333,18 @@ def read_views(raw: BinaryIO, start: int, end: int, region: BinaryIO) -> ZipView
     except ZipReadError as exc:
         torch_members: list[ZipMember] | None = None
         torch_error: str | None = str(exc)
-        agrees = False
+        differences: tuple[str, ...] = ()
         central = (0, 0)
     else:
         torch_members, torch_error = miniz.members, None
-        agrees = miniz.zipfile_agrees
+        differences = tuple(miniz.differences)
         central = (miniz.central_start, miniz.central_end)
-    if agrees:
-        return ZipViews(torch_members, None, torch_members, None, *central)
+        if not differences:
+            return ZipViews(torch_members, None, torch_members, None, *central)
     try:
         python_members: list[ZipMember] | None = _read_zipfile(region)
         python_error = None
     except ZipReadError as exc:
         python_members, python_error = None, str(exc)
-    return ZipViews(torch_members, torch_error, python_members, python_error, *central)
+    return ZipViews(torch_members, torch_error, python_members, python_error, *central,
+                    differences)
