@@ -224,8 +224,10 @@ def build_corpus(root: Path, *, only: set[str] | None = None) -> list[Sample]:
             "system")
     name = "frame_short_declared.pkl"
     payload = _proto4_call("os", "system", _touch(m(name)))[2:]
-    add_mal(name, b"\x80\x04\x95" + struct.pack("<Q", 3) + payload, "dangerous", "system",
-            note="FRAME declares fewer bytes than follow; the C unpickler reads on")
+    add_mal(name, b"\x80\x04\x95" + struct.pack("<Q", 3) + payload, "dangerous",
+            "system|frame|FRAME",
+            note="FRAME declares fewer bytes than follow; the C unpickler reads on (refused "
+                 "for the payload or as a FRAME divergence)")
     name = "frame_in_middle.pkl"
     add_mal(name, b"\x80\x04" + _bu("os") + b"\x95" + struct.pack("<Q", 8) + _bu("system")
             + b"\x93(" + _bu(_touch(m(name))) + b"tR.", "dangerous", "system",
