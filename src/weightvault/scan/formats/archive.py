@@ -362,6 +362,7 @@ def _describe_views(views: zip_views.ZipViews) -> str:
                         and m.raw_name in torch_names})
 
     def names(items: list[bytes]) -> str:
+        items = sorted(items, key=lambda n: (not n.endswith(b".pkl"), n))  # pickles first
         shown = ", ".join(repr(n.decode("utf-8", "replace")) for n in items[:3])
         return shown + (f" and {len(items) - 3} more" if len(items) > 3 else "")
 
