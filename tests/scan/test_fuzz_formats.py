@@ -16,6 +16,15 @@ from hypothesis import strategies as st
 from weightvault.scan import scan_file
 
 
+def _gguf(path: Path, template: str) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from scan_corpus import _gguf as write
+
+    write(path, template=template)
+
+
 def _samples() -> dict[str, bytes]:
     import sys
 
@@ -42,6 +51,49 @@ def _samples() -> dict[str, bytes]:
         archive.writestr("archive/data.pkl", pickle.dumps({"a": 1}, protocol=2))
         archive.writestr("archive/data/0", b"\x00" * 16)
     out["t.pt"] = buffer.getvalue()
+    out.update(_container_samples())
+    return out
+
+
+def _container_samples() -> dict[str, bytes]:
+    """Containers and compressed streams (issue 12): TorchScript, tar layouts, joblib-style
+    compression by content, a GGUF chat template, structured .npy dtypes."""
+    import gzip
+    import lzma
+    import tarfile
+    import warnings
+
+    import torch
+
+    out: dict[str, bytes] = {}
+
+    class Tiny(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(x) + 1
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(Tiny()), buffer)
+    out["ts.pt"] = buffer.getvalue()
+    clean = pickle.dumps({"w": list(range(20))}, protocol=4)
+    out["z.bin"] = lzma.compress(clean, format=lzma.FORMAT_ALONE)
+    out["g.model"] = gzip.compress(clean)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        for name, data in (("pickle", clean), ("notes.txt", b"hi")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    out["m.tar"] = raw.getvalue()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "t.gguf"
+        _gguf(path, template="{% for m in messages %}{{ m['role'] ~ ': ' ~ m.content|trim }}"
+              "{% endfor %}{{ messages|map(attribute='role')|join(',') }}")
+        out["t.gguf"] = path.read_bytes()
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(2, dtype=[("a", "<i4"), ("t", "<M8[s]"), ("s", "S3")]))
+    out["r.npy"] = buffer.getvalue()
     return out
 
 
@@ -76,3 +128,47 @@ def test_mutations_never_cause_internal_errors(
     path.write_bytes(bytes(data))
     result = scan_file(path)
     assert not any("internal error" in e for e in result.errors), result.errors
+
+
+def _zip_sample() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"a": 1}, protocol=2))
+        archive.writestr("archive/version", b"3\n")
+        archive.writestr("archive/data/0", b"\x00" * 16, compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+ZIP = _zip_sample()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    flips=st.lists(st.tuples(st.integers(0, 140), st.integers(0, 255)), min_size=1,
+                   max_size=4),
+    prefix=st.binary(max_size=40),
+    suffix=st.binary(max_size=40),
+)
+def test_where_miniz_view_claims_agreement_zipfile_reads_the_same_list(
+    flips: list[tuple[int, int]], prefix: bytes, suffix: bytes,
+) -> None:
+    """The fast path skips zipfile only when it provably reads what miniz reads: mutate the end
+    of a zip (central directory, end records) and check the claim against the real zipfile."""
+    from weightvault.scan.formats.zip_views import ZipReadError, read_miniz
+
+    data = bytearray(prefix + ZIP + suffix)
+    for back, value in flips:
+        data[len(data) - 1 - back % len(data)] = value
+    blob = bytes(data)
+    try:
+        miniz = read_miniz(io.BytesIO(blob), 0, len(blob))
+    except ZipReadError:
+        return
+    if not miniz.zipfile_agrees:
+        return
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        infos = archive.infolist()
+    assert [(m.raw_name, m.method, m.compress_size, m.file_size, m.header_offset)
+            for m in miniz.members] == [
+        (i.orig_filename.encode("utf-8" if i.flag_bits & 0x800 else "cp437"), i.compress_type,
+         i.compress_size, i.file_size, i.header_offset) for i in infos]
