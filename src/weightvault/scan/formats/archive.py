@@ -1,11 +1,20 @@
 """Zip and tar archives (PyTorch checkpoints, Keras v3, ``.npz`` included) and compressed streams.
 
-Zip members are read the way PyTorch's reader (miniz) reads them, not the way ``zipfile`` does:
-the central directory names the members, the local header is only skipped, and the "encrypted"
-flag does not stop us reading plain data. Each disagreement between the two headers, each
-traversal name and each bomb-like ratio is a finding, so container tricks that make other scanners
-skip a member (or crash) are visible instead. Members are expanded when stored, deflated, bzip2- or
-LZMA-compressed (methods 0, 8, 12, 14); any other method, and real encryption, is an error.
+A zip is read as each of its loaders reads it (:mod:`weightvault.scan.formats.zip_views`):
+PyTorch's reader (miniz) and Python's ``zipfile`` (``numpy.load``, Keras). When the two list
+different members, or one cannot open what the other can, the archive is refused and every member
+either lists is scanned; so is a file another format's loader reads from its start while
+``zipfile`` finds a zip at its end (a polyglot). Members are found through the central directory,
+their local header only gives the data offset (as both readers do), and the "encrypted" flag does
+not stop us reading plain data. Duplicate names, names that differ only in case where PyTorch
+looks records up case-insensitively, local names that differ from central ones, overlapping
+member data, traversal names and bomb-like ratios are findings. Members are expanded when stored,
+deflated, bzip2- or LZMA-compressed (methods 0, 8, 12, 14); any other method, and real
+encryption, is an error.
+
+Tar archives are recognized by their header checksum as ``tarfile`` (and so ``torch.load``)
+accepts them, with or without the "ustar" magic. Compressed streams are recognized by content as
+joblib recognizes them, whatever the file's name, and expanded within the scan limits.
 """
 
 from __future__ import annotations
