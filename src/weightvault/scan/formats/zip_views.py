@@ -65,13 +65,15 @@ class ZipMember(NamedTuple):
     file_size: int
     header_offset: int
     """Absolute offset of the local header within the region the archive occupies."""
+    name: str
+    """The name decoded as ``zipfile`` decodes it (UTF-8 flag, else cp437)."""
 
-    @property
-    def name(self) -> str:
-        """The name decoded as ``zipfile`` decodes it (UTF-8 flag, else cp437)."""
-        if self.flags & _FLAG_UTF8:
-            return self.raw_name.decode("utf-8", "replace")
-        return self.raw_name.decode("cp437")
+    @classmethod
+    def make(cls, raw_name: bytes, flags: int, method: int, compress_size: int, file_size: int,
+             header_offset: int) -> ZipMember:
+        name = raw_name.decode("utf-8", "replace") if flags & _FLAG_UTF8 else raw_name.decode(
+            "cp437")
+        return cls(raw_name, flags, method, compress_size, file_size, header_offset, name)
 
     def is_dir(self) -> bool:
         return self.raw_name.endswith(b"/")
@@ -269,7 +271,7 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
                 raw_name.decode("utf-8")
             except UnicodeDecodeError:
                 differences.append(f"entry {len(members)}: a name that is not UTF-8")
-        members.append(ZipMember(raw_name, flags, method, csize, usize, offset))
+        members.append(ZipMember.make(raw_name, flags, method, csize, usize, offset))
         pos += header_size
     if pos != cd_size:  # zipfile reads entries until cd_size bytes are used up
         differences.append("an entry count that does not match the central directory's size")
@@ -318,7 +320,7 @@ def _read_zipfile(region: BinaryIO) -> list[ZipMember]:
     out = []
     for info in infos:
         encoding = "utf-8" if info.flag_bits & _FLAG_UTF8 else "cp437"
-        out.append(ZipMember(
+        out.append(ZipMember.make(
             info.orig_filename.encode(encoding, "surrogateescape"), info.flag_bits,
             info.compress_type, info.compress_size, info.file_size, info.header_offset,
         ))
