@@ -450,12 +450,14 @@ def scan_zip(
     spans: list[tuple[int, int, str]] = []
     per_member: list[tuple[bytes, int, int]] = []
     duplicates: set[bytes] = set()
-    for view in (views.torch, views.python):
-        listed: set[bytes] = set()
-        for member in view or ():
-            if member.raw_name in listed:
-                duplicates.add(member.raw_name)
-            listed.add(member.raw_name)
+    for view in (views.torch, views.python) if views.torch is not views.python else (members,):
+        listed = {m.raw_name for m in view or ()}
+        if len(listed) != len(view or ()):
+            counted: set[bytes] = set()
+            for member in view or ():
+                if member.raw_name in counted:
+                    duplicates.add(member.raw_name)
+                counted.add(member.raw_name)
     try:
         seen: set[bytes] = set()
         for member in members:

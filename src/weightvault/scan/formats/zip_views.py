@@ -245,7 +245,8 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
         (_, version_needed, flags, method, csize, usize, name_len, extra_len, comment_len,
          disk_start, offset) = _CENTRAL_FIELDS.unpack_from(blob, pos)
         name_at = pos + _CENTRAL_SIZE
-        extra = blob[name_at + name_len : name_at + name_len + extra_len]
+        name_end = name_at + name_len
+        extra = blob[name_end : name_end + extra_len] if extra_len else b""
         if extra_len and max(csize, usize, offset) == _U32_MAX:
             if "zip64 extra fields" not in differences:
                 differences.append("zip64 extra fields")
@@ -263,15 +264,23 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
         header_size = _CENTRAL_SIZE + name_len + extra_len + comment_len
         if header_size > remaining:
             raise ZipReadError("invalid central directory entry (lengths)")
-        raw_name = blob[name_at : name_at + name_len]
-        if version_needed > _ZIPFILE_MAX_EXTRACT or not _extra_fields_well_formed(extra):
+        raw_name = blob[name_at:name_end]
+        if version_needed > _ZIPFILE_MAX_EXTRACT or (
+            extra_len and not _extra_fields_well_formed(extra)
+        ):
             differences.append(f"entry {len(members)}: a version or extra field zipfile refuses")
-        if flags & _FLAG_UTF8:
-            try:
-                raw_name.decode("utf-8")
-            except UnicodeDecodeError:
-                differences.append(f"entry {len(members)}: a name that is not UTF-8")
-        members.append(ZipMember.make(raw_name, flags, method, csize, usize, offset))
+        try:
+            name = raw_name.decode("ascii")  # the same in UTF-8 and cp437
+        except UnicodeDecodeError:
+            if flags & _FLAG_UTF8:
+                try:
+                    name = raw_name.decode("utf-8")
+                except UnicodeDecodeError:
+                    name = raw_name.decode("utf-8", "replace")
+                    differences.append(f"entry {len(members)}: a name that is not UTF-8")
+            else:
+                name = raw_name.decode("cp437")
+        members.append(ZipMember(raw_name, flags, method, csize, usize, offset, name))
         pos += header_size
     if pos != cd_size:  # zipfile reads entries until cd_size bytes are used up
         differences.append("an entry count that does not match the central directory's size")
