@@ -295,7 +295,8 @@ def register(app: typer.Typer) -> None:
             False, "--scan", help="Scan every file first; refuse to sign if anything is found."
         ),
         fail_on: str = typer.Option(
-            "unknown", "--fail-on",
+            "unknown",
+            "--fail-on",
             help="With --scan: unknown (default) or dangerous; suspicious is unknown's old name.",
         ),
         allow: list[str] = typer.Option(
@@ -316,11 +317,12 @@ def register(app: typer.Typer) -> None:
         """
         from weightvault import _interrupt
         from weightvault.cli._ui import emit_json, out_console, progress_bytes
+        from weightvault.hashing import HASH_TYPES
         from weightvault.signing import SignResult, prepare_signature, write_signature
         from weightvault.signing._model import default_signature_path
 
         _interrupt.note_untouched(model_path)
-        _check_choice(hash_type, ("sha256", "blake2", "blake3"), "--hash")
+        _check_choice(hash_type, HASH_TYPES, "--hash")
         _check_choice(serialization, ("files", "shards"), "--serialization")
         _check_choice(fail_on, ("unknown", "dangerous", "suspicious"), "--fail-on")
         if (log is None) != (log_key is None):
@@ -517,9 +519,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the model's root digest and per-file digests (what a signature would hold)."""
         from weightvault.cli._ui import emit_json, out_console, progress_bytes
+        from weightvault.hashing import HASH_TYPES
         from weightvault.signing import digest
 
-        _check_choice(hash_type, ("sha256", "blake2", "blake3"), "--hash")
+        _check_choice(hash_type, HASH_TYPES, "--hash")
         _check_choice(serialization, ("files", "shards"), "--serialization")
         total = _model_size(
             model_path,

@@ -36,15 +36,16 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from weightvault.errors import InputError
 
 __all__ = [
     "HASH_TYPES",
+    "HashAlgorithm",
     "HashJob",
-    "HashType",
     "ProgressCallback",
     "default_workers",
     "digest_size",
@@ -52,24 +53,88 @@ __all__ = [
     "new_hasher",
 ]
 
-HashType = Literal["sha256", "blake2", "blake3"]
-HASH_TYPES: tuple[str, ...] = ("sha256", "blake2", "blake3")
+
+class _Hasher(Protocol):
+    def update(self, data: Any, /) -> Any: ...
+
+    def digest(self) -> bytes: ...
+
+
+class HashAlgorithm(StrEnum):
+    """The hashes a model can be hashed with: the one vocabulary from the command line to the
+    manifest (a member *is* its user-facing name, so it compares equal to ``"sha256"``).
+
+    ``oms_name`` is what an OMS manifest records (model-signing's ``digest_name``: BLAKE2 is
+    written ``blake2b``), ``digest_size`` the digest length in bytes.
+    """
+
+    SHA256 = "sha256"
+    BLAKE2 = "blake2"
+    """BLAKE2b with a 64-byte digest."""
+    BLAKE3 = "blake3"
+
+    @classmethod
+    def parse(cls, value: str) -> HashAlgorithm:
+        """The member named ``value``; ``ValueError`` (a caller mistake) naming the choices."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(
+                f"unsupported hash type {value!r} (expected {', '.join(cls)})"
+            ) from None
+
+    @classmethod
+    def from_oms_name(cls, value: str) -> HashAlgorithm | None:
+        """The member a manifest names ``value`` (its OMS name or its own name), else ``None``."""
+        for member in cls:
+            if value in (member.value, member.oms_name):
+                return member
+        return None
+
+    @property
+    def oms_name(self) -> str:
+        return "blake2b" if self is HashAlgorithm.BLAKE2 else self.value
+
+    @property
+    def digest_size(self) -> int:
+        return 64 if self is HashAlgorithm.BLAKE2 else 32
+
+    @property
+    def chunk_size(self) -> int:
+        """Bytes read per call. 1 MiB keeps SHA-256/BLAKE2 input in L2; BLAKE3 needs larger
+        buffers to spread one update over its internal threads."""
+        return 8 << 20 if self is HashAlgorithm.BLAKE3 else 1 << 20
+
+    @property
+    def reads_mapped(self) -> bool:
+        """Faster over mapped page-cache pages than over a copy (measured: BLAKE3 1.6x,
+        BLAKE2 1.05x; SHA-256 is 10% *slower* mapped, its input prefers a cache-resident
+        buffer)."""
+        return self is not HashAlgorithm.SHA256
+
+    def new_hasher(self, *, threads: int = 1) -> _Hasher:
+        """A fresh streaming hasher (BLAKE3 may use ``threads`` threads inside one update)."""
+        if self is HashAlgorithm.SHA256:
+            return hashlib.sha256()
+        if self is HashAlgorithm.BLAKE2:
+            return hashlib.blake2b()
+        import blake3
+
+        hasher: _Hasher = blake3.blake3(max_threads=threads if threads > 1 else 1)
+        return hasher
+
+
+HASH_TYPES: tuple[str, ...] = tuple(HashAlgorithm)
 
 ProgressCallback = Callable[[int], None]
 """Called with a number of bytes just hashed; may be called from worker threads."""
 
-#: Bytes read per call. 1 MiB keeps SHA-256/BLAKE2 input in L2; BLAKE3 needs larger buffers to
-#: spread one update over its internal threads.
-_CHUNK = {"sha256": 1 << 20, "blake2": 1 << 20, "blake3": 8 << 20}
 #: Report progress at most this often per worker (bytes).
 _PROGRESS_STEP = 64 << 20
 #: A BLAKE3 job at least this big may use BLAKE3's internal threads (if it dominates the run).
 _BLAKE3_MT_THRESHOLD = 64 << 20
 #: Bytes of a file mapped at once (a multiple of the allocation granularity).
 _MAP_WINDOW = 16 << 20
-#: Hashes that run faster over mapped page-cache pages than over a copy (measured: BLAKE3 1.6x,
-#: BLAKE2 1.05x; SHA-256 is 10% *slower* mapped, its input prefers a cache-resident buffer).
-_MAPPED_HASHES = frozenset({"blake3", "blake2"})
 #: Linux ``fcntl`` command numbers not exported by every Python build.
 _F_SETSIG = 10
 #: A lease break must give a worker at least this long to finish its window and let go.
@@ -118,28 +183,13 @@ def _lease_broken(fd: int) -> bool:
         return True
 
 
-class _Hasher(Protocol):
-    def update(self, data: Any, /) -> Any: ...
-
-    def digest(self) -> bytes: ...
-
-
-def new_hasher(hash_type: str, *, threads: int = 1) -> _Hasher:
+def new_hasher(hash_type: HashAlgorithm | str, *, threads: int = 1) -> _Hasher:
     """A fresh streaming hasher; ``blake2`` is BLAKE2b with a 64-byte digest."""
-    if hash_type == "sha256":
-        return hashlib.sha256()
-    if hash_type == "blake2":
-        return hashlib.blake2b()
-    if hash_type == "blake3":
-        import blake3
-
-        hasher: _Hasher = blake3.blake3(max_threads=threads if threads > 1 else 1)
-        return hasher
-    raise ValueError(f"unsupported hash type {hash_type!r} (expected sha256, blake2, blake3)")
+    return HashAlgorithm.parse(hash_type).new_hasher(threads=threads)
 
 
-def digest_size(hash_type: str) -> int:
-    return {"sha256": 32, "blake2": 64, "blake3": 32}[hash_type]
+def digest_size(hash_type: HashAlgorithm | str) -> int:
+    return HashAlgorithm.parse(hash_type).digest_size
 
 
 def default_workers() -> int:
@@ -171,24 +221,24 @@ class _Engine:
     def __init__(
         self,
         jobs: Sequence[HashJob],
-        hash_type: str,
+        algorithm: HashAlgorithm,
         workers: int,
         progress: ProgressCallback | None,
         chunk_size: int | None,
         use_mmap: bool = True,
     ) -> None:
         self.jobs = jobs
-        self.hash_type = hash_type
+        self.algorithm = algorithm
         self.workers = workers
         self.progress = progress
-        self.chunk = chunk_size or _CHUNK[hash_type]
+        self.chunk = chunk_size or self.algorithm.chunk_size
         # Largest first; ties keep input order so the schedule is deterministic.
         self.order = sorted(range(len(jobs)), key=lambda i: (-jobs[i].size, i))
         self.results: list[bytes | None] = [None] * len(jobs)
         self.lock = threading.Lock()
         self.next_index = 0
         self.error: BaseException | None = None
-        self.blake3_threads = workers if hash_type == "blake3" else 1
+        self.blake3_threads = workers if self.algorithm is HashAlgorithm.BLAKE3 else 1
         # BLAKE3's own threads only pay for a job that would otherwise finish last alone (more
         # than its share of the total); running them beside busy workers just spins.
         total = sum(job.size for job in jobs)
@@ -218,7 +268,7 @@ class _Engine:
 
     def _hash_one(self, job: HashJob, buffer: bytearray, view: memoryview) -> bytes:
         threads = self.blake3_threads if job.size >= self.blake3_mt_size else 1
-        hasher = new_hasher(self.hash_type, threads=threads)
+        hasher = self.algorithm.new_hasher(threads=threads)
         try:
             fd = os.open(job.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
@@ -226,7 +276,7 @@ class _Engine:
                 f"{job.name}: cannot open ({exc.strerror}); check permissions"
             ) from exc
         try:
-            if self.use_mmap and self.hash_type in _MAPPED_HASHES and _take_read_lease(fd):
+            if self.use_mmap and self.algorithm.reads_mapped and _take_read_lease(fd):
                 self._hash_mapped(job, fd, hasher)
                 return hasher.digest()
             if hasattr(os, "posix_fadvise"):
@@ -327,7 +377,7 @@ class _Engine:
 
 def hash_jobs(
     jobs: Sequence[HashJob],
-    hash_type: str,
+    hash_type: HashAlgorithm | str,
     *,
     max_workers: int | None = None,
     progress: ProgressCallback | None = None,
@@ -339,8 +389,7 @@ def hash_jobs(
     ``use_mmap=False`` makes BLAKE3 and BLAKE2 read through buffers like SHA-256.
     Raises :class:`InputError` if a file cannot be read or is shorter than its job.
     """
-    if hash_type not in HASH_TYPES:
-        raise ValueError(f"unsupported hash type {hash_type!r} (expected sha256, blake2, blake3)")
+    algorithm = HashAlgorithm.parse(hash_type)
     if max_workers is not None and max_workers < 1:
         raise ValueError("max_workers must be at least 1")
     if chunk_size is not None and chunk_size < 1:
@@ -348,7 +397,7 @@ def hash_jobs(
     if not jobs:
         return []
     workers = max_workers or default_workers()
-    digests = _Engine(jobs, hash_type, workers, progress, chunk_size, use_mmap).run()
+    digests = _Engine(jobs, algorithm, workers, progress, chunk_size, use_mmap).run()
     if len(digests) != len(jobs):  # pragma: no cover - an engine bug, not bad input
         raise RuntimeError("hashing engine lost a job")
     return digests

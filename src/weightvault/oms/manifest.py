@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from weightvault.errors import FormatError
+from weightvault.hashing import HASH_TYPES, HashAlgorithm
 from weightvault.oms._json import (
     field_bool,
     field_list,
@@ -59,24 +60,19 @@ LEGACY_PREDICATE_TYPE = "https://model_signing/Digests/v0.1"
 #: The peer's default shard size (bytes).
 DEFAULT_SHARD_SIZE = 1_000_000_000
 
-HashName = Literal["sha256", "blake2", "blake3"]
-HASH_TYPES: tuple[str, ...] = ("sha256", "blake2", "blake3")
-
-#: user-facing hash name -> the name recorded in manifests (model-signing's ``digest_name``).
-_RECORDED_HASH = {"sha256": "sha256", "blake2": "blake2b", "blake3": "blake3"}
-_DIGEST_SIZE = {"sha256": 32, "blake2": 64, "blake3": 32}
-
 
 def recorded_hash_name(hash_type: str) -> str:
     """The name a manifest records for ``hash_type`` (``blake2`` is written ``blake2b``)."""
-    return _RECORDED_HASH[hash_type]
+    return HashAlgorithm.parse(hash_type).oms_name
 
 
-def _hash_from_recorded(value: str, where: str) -> str:
-    for name, recorded in _RECORDED_HASH.items():
-        if value in (name, recorded):
-            return name
-    raise FormatError(f"{where}: unsupported hash type {value!r} (expected sha256, blake2, blake3)")
+def _hash_from_recorded(value: str, where: str) -> HashAlgorithm:
+    algorithm = HashAlgorithm.from_oms_name(value)
+    if algorithm is None:
+        raise FormatError(
+            f"{where}: unsupported hash type {value!r} (expected {', '.join(HashAlgorithm)})"
+        )
+    return algorithm
 
 
 def component_key(name: str) -> tuple[str, ...]:
@@ -127,8 +123,8 @@ class Serialization:
     """How a model was turned into resources; everything a verifier needs to redo it."""
 
     method: Literal["files", "shards"]
-    hash_type: str
-    """User-facing name: ``sha256``, ``blake2`` or ``blake3``."""
+    hash_type: HashAlgorithm
+    """A plain name (``"sha256"``) is accepted and stored as its :class:`HashAlgorithm`."""
     allow_symlinks: bool = False
     ignore_paths: tuple[str, ...] | None = ()
     """Recorded ignored paths; ``None`` when the signature did not record any (older peers)."""
@@ -137,14 +133,14 @@ class Serialization:
     def __post_init__(self) -> None:
         if self.method not in ("files", "shards"):
             raise ValueError(f"unknown serialization method {self.method!r}")
-        if self.hash_type not in _RECORDED_HASH:
-            raise ValueError(f"unknown hash type {self.hash_type!r}")
+        # frozen: the one coercion of a plain name happens here, before anyone reads it
+        object.__setattr__(self, "hash_type", HashAlgorithm.parse(self.hash_type))
         if self.method == "shards" and (self.shard_size is None or self.shard_size <= 0):
             raise ValueError("shards serialization needs a positive shard_size")
 
     @property
     def resource_algorithm(self) -> str:
-        recorded = recorded_hash_name(self.hash_type)
+        recorded = self.hash_type.oms_name
         if self.method == "shards":
             return f"{recorded}-sharded-{self.shard_size}"
         return recorded
@@ -152,7 +148,7 @@ class Serialization:
     def to_json_obj(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "method": self.method,
-            "hash_type": recorded_hash_name(self.hash_type),
+            "hash_type": self.hash_type.oms_name,
             "allow_symlinks": self.allow_symlinks,
         }
         if self.method == "shards":
@@ -287,7 +283,7 @@ def _parse_v1(doc: dict[str, Any]) -> Manifest:
     if not raw_resources:
         raise FormatError("payload.predicate.resources: empty; a signature must cover files")
     expected_algorithm = serialization.resource_algorithm
-    digest_size = _DIGEST_SIZE[serialization.hash_type]
+    digest_size = serialization.hash_type.digest_size
     resources: list[Resource] = []
     for index, item in enumerate(raw_resources):
         where = f"payload.predicate.resources[{index}]"
@@ -337,7 +333,7 @@ def _parse_legacy(doc: dict[str, Any]) -> Manifest:
     names = [r.name for r in resources]
     if len(set(names)) != len(names):
         raise FormatError("payload.subject: duplicate file names")
-    serialization = Serialization("files", "sha256", False, None)
+    serialization = Serialization("files", HashAlgorithm.SHA256, False, None)
     ordered = tuple(sorted(resources, key=lambda r: component_key(r.name)))
     return Manifest("", ordered, serialization, legacy=True)
 

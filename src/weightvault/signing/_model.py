@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from weightvault._fs import atomic_output
 from weightvault.errors import FormatError, InputError, UsageError, VerificationError
-from weightvault.hashing import HashJob, ProgressCallback, hash_jobs
+from weightvault.hashing import HashAlgorithm, HashJob, ProgressCallback, hash_jobs
 from weightvault.oms.dsse import INTOTO_PAYLOAD_TYPE
 from weightvault.oms.manifest import (
     DEFAULT_SHARD_SIZE,
@@ -149,17 +149,15 @@ def _shard_jobs(tree_files: Iterable[ModelFile], shard_size: int) -> list[tuple[
 
 
 def _resolve_serialization(
-    serialization: str, hash_type: str, shard_size: int | None
+    serialization: str, algorithm: HashAlgorithm, shard_size: int | None
 ) -> tuple[Literal["files", "shards"], int | None]:
     if serialization not in ("files", "shards"):
         raise ValueError(f"unknown serialization {serialization!r} (expected files or shards)")
-    if hash_type not in ("sha256", "blake2", "blake3"):
-        raise ValueError(f"unsupported hash type {hash_type!r} (expected sha256, blake2, blake3)")
     if serialization == "shards":
         size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
         if size <= 0:
             raise ValueError("shard_size must be positive")
-        if hash_type == "blake3":
+        if algorithm is HashAlgorithm.BLAKE3:
             # BLAKE3 is parallel inside one file; model-signing records such models as files,
             # and so does weightvault, so both tools produce the same manifest.
             return "files", None
@@ -239,7 +237,8 @@ def _compute_manifest(
 ) -> tuple[Manifest, tuple[str, ...]]:
     """The manifest, and the signature files that were left out of it."""
     root = Path(model_path)
-    method, size = _resolve_serialization(serialization, hash_type, shard_size)
+    algorithm = HashAlgorithm.parse(hash_type)
+    method, size = _resolve_serialization(serialization, algorithm, shard_size)
     sig = Path(signature_path) if signature_path is not None else None
     if sig is not None and root.is_file() and os.path.realpath(sig) == os.path.realpath(root):
         raise UsageError(f"{root}: the signature would overwrite the model it signs")
@@ -257,13 +256,7 @@ def _compute_manifest(
             ignore_git_paths=ignore_git_paths,
             allow_symlinks=allow_symlinks,
         )
-    params = Serialization(
-        method,
-        hash_type,
-        allow_symlinks,
-        tuple(tree.ignored),
-        size,
-    )
+    params = Serialization(method, algorithm, allow_symlinks, tuple(tree.ignored), size)
     resources = _hash_tree(tree, params, max_workers=max_workers, progress=progress)
     return Manifest.build(_model_name(root), resources, params), tuple(left_out)
 
