@@ -186,7 +186,7 @@ def _scan_by_content(
         if result is not None:
             if lower.endswith(NON_PICKLE_SUFFIXES):
                 ctx.find(
-                    Severity.SUSPICIOUS, "structure", "<disguised pickle>",
+                    Severity.UNKNOWN, "structure", "<disguised pickle>",
                     f"a pickle named like a non-pickle format ({name})", location or ".",
                 )
             return result

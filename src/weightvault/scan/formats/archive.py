@@ -196,7 +196,7 @@ def scan_member_bytes(
 
 def report_bomb(ctx: FileContext, location: str, message: str) -> None:
     """A member or archive that expands past the limits: a finding, and an error (not scanned)."""
-    ctx.find(Severity.SUSPICIOUS, "archive", "<compression bomb>", message, location or ".")
+    ctx.find(Severity.UNKNOWN, "archive", "<compression bomb>", message, location or ".")
     ctx.error(location, f"not scanned: {message}")
 
 
@@ -280,7 +280,7 @@ def scan_compressed(
     trailing = stream.trailing
     if trailing:
         ctx.find(
-            Severity.SUSPICIOUS, "structure", "<trailing data>",
+            Severity.UNKNOWN, "structure", "<trailing data>",
             f"{trailing} bytes after the {compression.label} stream that are not a compressed "
             "stream (decompressors disagree on whether to fail or ignore them)",
             location or ".",
@@ -592,7 +592,7 @@ def _scan_zip_member(
     encrypted = (info.flags | flags) & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION)
     if encrypted:
         ctx.find(
-            Severity.SUSPICIOUS, "archive", info.name,
+            Severity.UNKNOWN, "archive", info.name,
             "member flagged as encrypted; lenient readers ignore the flag and read plain "
             "data, so it was scanned as plain data", location,
         )
@@ -659,7 +659,7 @@ def _scan_zip_member_data(
     if fmt in ("pytorch-zip", "torchscript") and _STORAGE_MEMBER.search(info.name):
         if compression != ZIP_STORED:
             ctx.find(
-                Severity.SUSPICIOUS, "archive", info.name,
+                Severity.UNKNOWN, "archive", info.name,
                 "compressed tensor storage (PyTorch writes them stored)", location,
             )
         offset_in_header = data_start - header_at
@@ -688,7 +688,7 @@ def _scan_zip_member_data(
             if run.imports:
                 ctx.findings.extend(run.findings)
                 ctx.find(
-                    Severity.SUSPICIOUS, "structure", "<pickle in storage>",
+                    Severity.UNKNOWN, "structure", "<pickle in storage>",
                     f"a tensor storage member holds a pickle{note}", location,
                 )
         return
@@ -706,7 +706,7 @@ def _scan_zip_member_data(
     if compression == ZIP_STORED:
         if info.file_size != info.compress_size:
             ctx.find(
-                Severity.SUSPICIOUS, "archive", info.name,
+                Severity.UNKNOWN, "archive", info.name,
                 "stored member whose sizes disagree (central directory vs data)", location,
             )
         scan_member_bytes(ctx, raw, data_start, data_end, location, info.name, depth + 1)
@@ -720,7 +720,7 @@ def _scan_zip_member_data(
     ratio = info.file_size / max(info.compress_size, 1)
     if info.file_size > (1 << 20) and ratio > ctx.limits.max_compression_ratio:
         ctx.find(
-            Severity.SUSPICIOUS, "archive", info.name,
+            Severity.UNKNOWN, "archive", info.name,
             f"compression ratio {ratio:.0f}:1 (zip bomb?); member not expanded", location,
         )
         ctx.error(location, "member not scanned: compression ratio over the limit")
@@ -797,7 +797,7 @@ def scan_tar(
             continue
         if member.isdev() or member.isfifo():
             ctx.find(
-                Severity.SUSPICIOUS, "archive", member.name,
+                Severity.UNKNOWN, "archive", member.name,
                 "device or FIFO member", member_loc,
             )
             continue

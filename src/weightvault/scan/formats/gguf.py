@@ -44,7 +44,7 @@ def _judge_template(ctx: FileContext, key: str, template: str, location: str) ->
         ctx.error(where, str(exc))
         return
     for verdict in verdicts:
-        ctx.find(Severity.DANGEROUS if verdict.dangerous else Severity.SUSPICIOUS, "template",
+        ctx.find(Severity.DANGEROUS if verdict.dangerous else Severity.UNKNOWN, "template",
                  verdict.subject, f"{key}: {verdict.message}", location or ".")
 
 

@@ -47,7 +47,7 @@ def walk_config(ctx: FileContext, config: Any, location: str) -> None:
             report(Severity.DANGEROUS, "Lambda",
                    "Lambda layer: its serialized Python code runs when the model loads")
         elif class_name in ("TFOpLambda", "SlicingOpLambda"):
-            report(Severity.SUSPICIOUS, str(class_name),
+            report(Severity.UNKNOWN, str(class_name),
                    "layer calls a TensorFlow function chosen by name in the config")
         if node.get("function_type") == "lambda":
             report(Severity.DANGEROUS, "Lambda", "config holds a serialized lambda function")
@@ -59,14 +59,14 @@ def walk_config(ctx: FileContext, config: Any, location: str) -> None:
             if verdict.severity == Severity.DANGEROUS:
                 report(Severity.DANGEROUS, f"{module}.{name}",
                        f"config references {module}.{name}: {verdict.reason}")
-            elif module.split(".")[0] not in _KERAS_MODULES and verdict.severity > Severity.CLEAN:
-                report(Severity.SUSPICIOUS, f"{module}.{name}",
+            elif module.split(".")[0] not in _KERAS_MODULES and verdict.severity > Severity.SAFE:
+                report(Severity.UNKNOWN, f"{module}.{name}",
                        "custom object: the loader imports this module")
         registered = node.get("registered_name")
         if isinstance(registered, str) and ">" in registered:
             package = registered.split(">", 1)[0]
             if package.split(".")[0] not in _KERAS_MODULES and package != "Custom":
-                report(Severity.SUSPICIOUS, registered,
+                report(Severity.UNKNOWN, registered,
                        "custom registered object: needs code from outside Keras")
         for value in node.values():
             visit(value, depth + 1)

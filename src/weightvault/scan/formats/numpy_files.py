@@ -147,13 +147,13 @@ def scan_npy(ctx: FileContext, r: ByteReader, location: str) -> None:
         return
     if itemsize is None:
         ctx.find(
-            Severity.CLEAN, "structure", "<object array>",
+            Severity.SAFE, "structure", "<object array>",
             "object array: its data is a pickle (loaded only with allow_pickle=True)", location,
         )
         scan_pickle_stream_once(r, ctx, location)
         if not r.at_eof():
             ctx.find(
-                Severity.SUSPICIOUS, "structure", "<trailing data>",
+                Severity.UNKNOWN, "structure", "<trailing data>",
                 "data after the object array's pickle", f"{location}@{r.tell()}",
             )
         return
@@ -167,7 +167,7 @@ def scan_npy(ctx: FileContext, r: ByteReader, location: str) -> None:
                   f"{remaining} present")
     elif remaining > expected:
         ctx.find(
-            Severity.SUSPICIOUS, "structure", "<trailing data>",
+            Severity.UNKNOWN, "structure", "<trailing data>",
             f"{remaining - expected} bytes after the array data (numpy ignores them)",
             f"{location}@{start + (r.tell() - start) + expected}",
         )

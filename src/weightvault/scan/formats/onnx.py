@@ -232,7 +232,7 @@ def scan_onnx(ctx: FileContext, r: ByteReader, location: str, *, claimed: bool) 
     for domain, where in sorted(found.domains.items()):
         if domain not in STANDARD_DOMAINS:
             ctx.find(
-                Severity.SUSPICIOUS, "structure", f"onnx-domain:{domain}",
+                Severity.UNKNOWN, "structure", f"onnx-domain:{domain}",
                 f"custom operator domain {domain!r} ({where}) needs a custom-op library "
                 "supplied at load time", location,
             )

@@ -260,7 +260,7 @@ def _plan(
         member_loc = join_location(location, name)
         if name in seen:
             ctx.find(
-                Severity.SUSPICIOUS, "archive", name,
+                Severity.UNKNOWN, "archive", name,
                 "duplicate member name: readers disagree on which copy they load", member_loc,
             )
         seen.add(name)
@@ -311,7 +311,7 @@ def _check_trailing_data(
     if start < archive_end < end:
         where = join_location(location, "<data after the archive>")
         ctx.find(
-            Severity.SUSPICIOUS, "archive", "<data after the archive>",
+            Severity.UNKNOWN, "archive", "<data after the archive>",
             f"{end - archive_end} bytes after the end of the 7z archive belong to no member",
             where,
         )

@@ -124,13 +124,13 @@ class _CodeChecker(ast.NodeVisitor):
             self._add(Severity.DANGEROUS, shown,
                       f"TorchScript calls {namespace}::{op}, which {_FILE_OPERATORS[op]}")
         elif namespace not in _CORE_NAMESPACES:
-            self._add(Severity.SUSPICIOUS, shown,
+            self._add(Severity.UNKNOWN, shown,
                       f"TorchScript calls operator {namespace}::{op} from a library outside "
                       "PyTorch's core (native code outside the archive, not judged)")
 
     def _custom_class(self, namespace: str, shown: str) -> None:
         if namespace not in _CORE_CLASS_NAMESPACES:
-            self._add(Severity.SUSPICIOUS, shown,
+            self._add(Severity.UNKNOWN, shown,
                       f"TorchScript uses custom class namespace {namespace!r} (native code "
                       "registered by a library outside the archive, not judged)")
 
