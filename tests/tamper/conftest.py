@@ -1,4 +1,4 @@
-"""Shared fixtures for the tamper lab: one thread, tiny suites, the digits testbed."""
+"""Shared fixtures for the tamper lab: one thread, tiny suites and grids, the digits testbed."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from tests.tamper.tiny import TINY_GRID, TINY_SUITE
 
 from weightvault.tamper._determinism import set_default_threads
+from weightvault.tamper.defaults import LabDefaults
 from weightvault.tamper.digits import DigitsTestbed
-from weightvault.tamper.spec import AttackSpec, AttackSuite, ProbeSpec
+from weightvault.tamper.grid import AttackGrid
+from weightvault.tamper.spec import AttackSuite
 
 
 @pytest.fixture(autouse=True)
@@ -29,21 +32,22 @@ def digits() -> DigitsTestbed:
 @pytest.fixture
 def tiny_suite() -> AttackSuite:
     """Seconds-long suite with trained-against and held-out families."""
-    return AttackSuite(
-        "tiny",
-        (
-            AttackSpec("adam-full", 20, optimizer="adam", lr=3e-3, steps=15, batch_size=16),
-            AttackSpec(
-                "sgdm-lora",
-                20,
-                optimizer="sgd-momentum",
-                lr=3e-2,
-                steps=15,
-                mode="lora",
-                schedule="warmup-cosine",
-            ),
-            ProbeSpec("probe", 20),
-        ),
-        seeds=(0, 1, 2),
-        curve_points=3,
+    return TINY_SUITE
+
+
+@pytest.fixture
+def tiny_grid() -> AttackGrid:
+    """Three budgets, one train-time value per numeric axis, two attacks per budget."""
+    return TINY_GRID
+
+
+@pytest.fixture
+def tiny_defaults() -> LabDefaults:
+    return LabDefaults(
+        testbed="digits",
+        grid=TINY_GRID,
+        defenses={
+            "mlac": {"outer_steps": 3, "inner_steps": 2, "eval_batch": 16},
+            "tar": {"outer_steps": 4, "inner_steps": 2, "tr_every": 1},
+        },
     )

@@ -5,17 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from weightvault.errors import UsageError
+from weightvault.errors import FormatError, UsageError
 from weightvault.tamper.defenses import (
     DefenseRecord,
     MLACConfig,
     TARConfig,
     calibrated_loss,
+    defend,
+    defense_config,
     train_mlac,
     train_tar,
 )
 from weightvault.tamper.digits import DigitsTestbed
 from weightvault.tamper.evaluate import held_out_families, run_suite
+from weightvault.tamper.grid import AttackGrid
 from weightvault.tamper.spec import AttackSpec, AttackSuite
 
 TINY_MLAC = MLACConfig(outer_steps=3, inner_steps=2, inner_batch_sizes=(8,), eval_batch=16)
@@ -87,3 +90,33 @@ def test_suite_without_held_out_finetune_family_is_refused(digits: DigitsTestbed
     )
     with pytest.raises(UsageError, match="held-out families"):
         run_suite(digits, {"mlac": (model, record)}, only_trained)
+
+
+def test_simulated_adversaries_come_from_the_train_time_split(
+    digits: DigitsTestbed, tiny_grid: AttackGrid
+) -> None:
+    split = tiny_grid.split(len(digits.data().attacker))
+    mlac = defense_config("mlac", {"outer_steps": 2}, split=split, defender_size=808)
+    assert isinstance(mlac, MLACConfig)
+    assert mlac.inner_batch_sizes == split.train_batches
+    assert mlac.inner_budgets == split.train_budgets
+    assert mlac.lr_clamp == split.lr_range  # MLAC's meta-learned lr cannot leave the range
+    tar = defense_config("tar", {}, split=split, defender_size=808)
+    assert isinstance(tar, TARConfig)
+    assert tar.lrs == split.train_lrs and tar.batch_sizes == split.train_batches
+    assert set(tar.optimizers) <= set(tiny_grid.train_optimizers)
+    with pytest.raises(FormatError, match="adversary settings come from the grid"):
+        defense_config("tar", {"lrs": [0.5]}, split=split, defender_size=808)
+    with pytest.raises(FormatError, match="unknown defense setting"):
+        defense_config("mlac", {"warp": 9}, split=split, defender_size=808)
+
+
+def test_defend_uses_the_overrides_and_split(digits: DigitsTestbed, tiny_grid: AttackGrid) -> None:
+    split = tiny_grid.split(len(digits.data().attacker))
+    _, record, desired = defend(
+        digits, "tar", overrides={"outer_steps": 2, "inner_steps": 2}, split=split, seed=1
+    )
+    assert record is not None and record.config["outer_steps"] == 2
+    assert record.config["lrs"] == list(split.train_lrs)
+    assert record.config["seed"] == 1
+    assert 0.0 <= desired <= 1.0

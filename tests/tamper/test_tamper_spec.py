@@ -7,10 +7,10 @@ import json
 import pytest
 
 from weightvault.errors import FormatError
-from weightvault.tamper.spec import AttackSpec, AttackSuite, ProbeSpec, SearchSpec, preset_suite
+from weightvault.tamper.spec import AttackSpec, AttackSuite, SearchSpec, preset_suite
 
 
-@pytest.mark.parametrize("name", ["ci", "digits", "minilm"])
+@pytest.mark.parametrize("name", ["ci", "minilm"])
 def test_presets_round_trip_byte_for_byte(name: str) -> None:
     suite = preset_suite(name)
     again = AttackSuite.from_json(suite.to_json())
@@ -19,15 +19,16 @@ def test_presets_round_trip_byte_for_byte(name: str) -> None:
     assert len(suite.seeds) >= 3
 
 
-def test_preset_suites_cover_required_axes() -> None:
-    suite = preset_suite("digits")
-    specs = [a for a in suite.attacks if isinstance(a, AttackSpec)]
-    assert {s.optimizer for s in specs} >= {"sgd", "sgd-momentum", "adam", "adamw"}
-    assert {s.schedule for s in specs} == {"constant", "warmup", "warmup-cosine"}
-    assert {s.mode for s in specs} == {"full", "head", "lora"}
-    assert {s.data for s in specs} == {"harmful", "benign-then-harmful"}
-    assert any(isinstance(a, ProbeSpec) for a in suite.attacks)
-    assert any(isinstance(a, SearchSpec) for a in suite.attacks)
+def test_new_modes_and_warm_restarts_parse() -> None:
+    doc = _suite_doc(mode="reinit-top", schedule="cosine-restarts", restarts=4)
+    attack = AttackSuite.from_json(doc).attacks[0]
+    assert isinstance(attack, AttackSpec)
+    assert (attack.mode, attack.schedule, attack.restarts) == ("reinit-top", "cosine-restarts", 4)
+    assert attack.family == "adam/cosine-restarts/reinit-top/harmful"
+    with pytest.raises(FormatError, match="restarts: must be >= 1"):
+        AttackSuite.from_json(_suite_doc(restarts=0))
+    with pytest.raises(FormatError, match="unknown preset suite 'digits'"):
+        preset_suite("digits")
 
 
 def test_family_names_the_axes() -> None:

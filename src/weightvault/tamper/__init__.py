@@ -3,14 +3,18 @@
 Public API (needs the ``[tamper]`` extra: torch, numpy, scikit-learn, matplotlib, safetensors;
 names resolve lazily, so importing :mod:`weightvault.tamper.spec` alone does not load torch):
 
-* specs: :class:`AttackSpec`, :class:`ProbeSpec`, :class:`SearchSpec`, :class:`AttackSuite`,
-  :func:`preset_suite`;
+* specs and grids: :class:`AttackSpec`, :class:`ProbeSpec`, :class:`SearchSpec`,
+  :class:`AttackSuite`, :func:`preset_suite`, :class:`AttackGrid` (split before training),
+  :func:`default_grid`, :func:`evaluation_suite`;
 * testbeds and adapters: :class:`Testbed` (bring your own), :class:`TamperModel`,
   :class:`TamperData`, :class:`Split`, :func:`load_adapter`, :func:`save_model`,
   :func:`load_model`;
 * attacks and evaluation: :func:`run_attack`, :func:`run_suite`, :class:`SuiteResult`;
 * defenses: :func:`defend`, :func:`train_mlac`, :func:`train_tar`, :class:`MLACConfig`,
   :class:`TARConfig`, :class:`DefenseRecord`;
+* defaults (read from a file written before evaluation): :class:`LabDefaults`,
+  :func:`load_defaults`, :func:`tune`;
+* the whole lab: :func:`run_lab`;
 * reports: :func:`summarize`, :func:`write_report`.
 
 What it measures is a *cost*: how many steps and examples an attacker needs to get the harmful
@@ -33,6 +37,13 @@ _LAZY: dict[str, str] = {
     "train_tar": "weightvault.tamper.defenses",
     "SuiteResult": "weightvault.tamper.evaluate",
     "run_suite": "weightvault.tamper.evaluate",
+    "AttackGrid": "weightvault.tamper.grid",
+    "default_grid": "weightvault.tamper.grid",
+    "evaluation_suite": "weightvault.tamper.grid",
+    "LabDefaults": "weightvault.tamper.defaults",
+    "load_defaults": "weightvault.tamper.defaults",
+    "tune": "weightvault.tamper.defaults",
+    "run_lab": "weightvault.tamper.lab",
     "summarize": "weightvault.tamper.report",
     "write_report": "weightvault.tamper.report",
     "AttackSpec": "weightvault.tamper.spec",

@@ -66,6 +66,9 @@ class Split:
     def take(self, index: torch.Tensor) -> Split:
         return Split(self.x[index], self.desired[index], self.harmful[index])
 
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), self.desired.to(device), self.harmful.to(device))
+
 
 @dataclass(frozen=True)
 class TamperData:
@@ -81,8 +84,18 @@ class TamperData:
     @property
     def harmful_chance(self) -> float:
         """Accuracy of always predicting the test split's most common harmful label."""
-        counts = torch.bincount(self.test.harmful, minlength=self.num_harmful)
+        counts = torch.bincount(self.test.harmful.cpu(), minlength=self.num_harmful)
         return float(counts.max()) / max(1, len(self.test))
+
+    def to(self, device: torch.device | str) -> TamperData:
+        """The same splits on ``device`` (attacks run where their data lives)."""
+        return TamperData(
+            self.defender.to(device),
+            self.attacker.to(device),
+            self.test.to(device),
+            self.num_desired,
+            self.num_harmful,
+        )
 
 
 class TamperModel(nn.Module):

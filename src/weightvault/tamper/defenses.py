@@ -33,7 +33,7 @@ import copy
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,14 +43,18 @@ from weightvault.errors import FormatError, UsageError
 from weightvault.tamper._determinism import deterministic
 from weightvault.tamper.attacks import schedule_factor
 from weightvault.tamper.base import Split, TamperData, TamperModel, Testbed
+from weightvault.tamper.grid import GridSplit
 from weightvault.tamper.spec import AttackSpec
 
 __all__ = [
     "DefenseRecord",
     "MLACConfig",
     "TARConfig",
+    "adversary_settings",
     "calibrated_loss",
     "defend",
+    "defense_config",
+    "desired_accuracy",
     "train_mlac",
     "train_tar",
 ]
@@ -63,6 +67,9 @@ class MLACConfig:
     outer_steps: int = 200
     inner_steps: int = 16
     inner_batch_sizes: tuple[int, ...] = (8, 16, 32)
+    #: Example counts the simulated attacker trains on (a fresh subset of the defender split per
+    #: outer step); empty: the whole defender split.
+    inner_budgets: tuple[int, ...] = ()
     outer_lr: float = 1e-3
     meta_lr: float = 1e-2
     init_inner_lr: float = 3e-3
@@ -78,6 +85,8 @@ class MLACConfig:
             raise FormatError("mlac: outer_steps and inner_steps must be >= 1")
         if not self.inner_batch_sizes or min(self.inner_batch_sizes) < 1:
             raise FormatError("mlac.inner_batch_sizes: must list sizes >= 1")
+        if self.inner_budgets and min(self.inner_budgets) < 2:
+            raise FormatError("mlac.inner_budgets: example counts must be >= 2")
 
     @property
     def families(self) -> list[str]:
@@ -98,21 +107,32 @@ class TARConfig:
     lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
     schedules: tuple[str, ...] = ("constant", "warmup")
     datas: tuple[str, ...] = ("harmful", "benign-then-harmful")
-    optimizer: Literal["adamw"] = "adamw"
+    optimizers: tuple[str, ...] = ("adamw",)
     outer_lr: float = 1e-3
     retain_weight: float = 1.0
     batch_size: int = 32
+    #: Batch sizes of the sampled adversaries (empty: ``batch_size``).
+    batch_sizes: tuple[int, ...] = ()
+    #: Example counts of the sampled adversaries (a fresh defender subset each; empty: all).
+    inner_budgets: tuple[int, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.outer_steps < 1 or self.inner_steps < 1 or self.tr_every < 1:
             raise FormatError("tar: outer_steps, inner_steps and tr_every must be >= 1")
-        if not (self.lrs and self.schedules and self.datas):
-            raise FormatError("tar: lrs, schedules and datas must be non-empty")
+        if not (self.lrs and self.schedules and self.datas and self.optimizers):
+            raise FormatError("tar: lrs, schedules, datas and optimizers must be non-empty")
+        for opt in self.optimizers:
+            if opt not in ("adam", "adamw", "sgd", "sgd-momentum"):
+                raise FormatError(f"tar.optimizers: {opt!r} is not an attack optimizer")
+        if self.inner_budgets and min(self.inner_budgets) < 2:
+            raise FormatError("tar.inner_budgets: example counts must be >= 2")
 
     @property
     def families(self) -> list[str]:
-        return sorted(f"{self.optimizer}/{s}/full/{d}" for s in self.schedules for d in self.datas)
+        return sorted(
+            f"{o}/{s}/full/{d}" for o in self.optimizers for s in self.schedules for d in self.datas
+        )
 
 
 @dataclass(frozen=True)
@@ -186,7 +206,17 @@ def calibrated_loss(
 
 
 def _rows(split: Split, count: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.randint(0, len(split), (min(count, len(split)),), generator=generator)
+    index = torch.randint(0, len(split), (min(count, len(split)),), generator=generator)
+    return index.to(split.x.device)
+
+
+def _subset(split: Split, budgets: tuple[int, ...], generator: torch.Generator) -> Split:
+    """A fresh random subset of ``split`` with one of ``budgets`` examples (all if empty)."""
+    if not budgets:
+        return split
+    pick = budgets[int(torch.randint(0, len(budgets), (1,), generator=generator))]
+    order = torch.randperm(len(split), generator=generator)[: min(pick, len(split))]
+    return split.take(order.to(split.x.device))
 
 
 def _accuracy(model: TamperModel, split: Split) -> float:
@@ -195,17 +225,23 @@ def _accuracy(model: TamperModel, split: Split) -> float:
 
 
 def train_mlac(
-    release: TamperModel, data: TamperData, config: MLACConfig, *, threads: int | None = None
+    release: TamperModel,
+    data: TamperData,
+    config: MLACConfig,
+    *,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[TamperModel, DefenseRecord]:
     """Train the MLAC-style defense from ``release`` (see the module docstring)."""
     with deterministic(config.seed, threads):
-        model = copy.deepcopy(release)
+        model = copy.deepcopy(release).to(device)
+        data = data.to(device)
         generator = torch.Generator().manual_seed(config.seed + 101)
         defender = data.defender
         names = [n for n, _ in model.trunk.named_parameters()]
         buffers = dict(model.trunk.named_buffers())
-        head0 = nn.Linear(model.feature_dim, data.num_harmful)
-        log_lr = torch.tensor(math.log(config.init_inner_lr), requires_grad=True)
+        head0 = nn.Linear(model.feature_dim, data.num_harmful).to(device)
+        log_lr = torch.tensor(math.log(config.init_inner_lr), device=device, requires_grad=True)
         outer = torch.optim.Adam(model.parameters(), lr=config.outer_lr)
         meta = torch.optim.Adam([*head0.parameters(), log_lr], lr=config.meta_lr)
         low, high = math.log(config.lr_clamp[0]), math.log(config.lr_clamp[1])
@@ -225,6 +261,7 @@ def train_mlac(
             )
             pick = int(torch.randint(0, len(config.inner_batch_sizes), (1,), generator=generator))
             batch = config.inner_batch_sizes[pick]
+            pool = _subset(defender, config.inner_budgets, generator)
             e_idx = _rows(defender, config.eval_batch, generator)
             x_eval, y_eval = defender.x[e_idx], defender.harmful[e_idx]
             lr = torch.exp(log_lr.clamp(low, high))
@@ -234,11 +271,11 @@ def train_mlac(
             m1 = [torch.zeros_like(p) for p in state]
             m2 = [torch.zeros_like(p) for p in state]
             adv_losses: list[torch.Tensor] = []
-            penalty = torch.zeros(())
+            penalty = torch.zeros((), device=device)
             for k in range(config.inner_steps):
-                i_idx = _rows(defender, batch, generator)
+                i_idx = _rows(pool, batch, generator)
                 loss_k = nn.functional.cross_entropy(
-                    harmful_logits(state, defender.x[i_idx]), defender.harmful[i_idx]
+                    harmful_logits(state, pool.x[i_idx]), pool.harmful[i_idx]
                 )
                 grads = torch.autograd.grad(loss_k, state, create_graph=True)
                 if config.grad_penalty:
@@ -273,14 +310,15 @@ def train_mlac(
             history["harmful_calibrated"].append(float(mean_adv.detach()))
             history["inner_lr"].append(float(lr.detach()))
         model.zero_grad(set_to_none=True)
+        desired_acc = _accuracy(model, defender)
     record = DefenseRecord(
         method="mlac",
         config=_config_dict(config),
         training_families=tuple(config.families),
         sampled_families=tuple(config.families),
-        history=_summarize(history) | {"desired_acc_defender": [_accuracy(model, defender)]},
+        history=_summarize(history) | {"desired_acc_defender": [desired_acc]},
     )
-    return model, record
+    return model.to("cpu"), record
 
 
 def _entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -288,28 +326,38 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(dim=1).mean()
 
 
+def _pick(values: tuple[Any, ...], generator: torch.Generator) -> Any:
+    return values[int(torch.randint(0, len(values), (1,), generator=generator))]
+
+
 def train_tar(
-    release: TamperModel, data: TamperData, config: TARConfig, *, threads: int | None = None
+    release: TamperModel,
+    data: TamperData,
+    config: TARConfig,
+    *,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[TamperModel, DefenseRecord]:
     """Train the TAR-style defense from ``release`` (see the module docstring)."""
     with deterministic(config.seed, threads):
-        model = copy.deepcopy(release)
-        original = copy.deepcopy(release)
+        model = copy.deepcopy(release).to(device)
+        original = copy.deepcopy(release).to(device)
+        data = data.to(device)
         generator = torch.Generator().manual_seed(config.seed + 202)
         defender = data.defender
         outer = torch.optim.AdamW(model.parameters(), lr=config.outer_lr)
         sampled: set[str] = set()
         history: dict[str, list[float]] = {"retain": [], "tamper_resistance": []}
         k_total = config.inner_steps
+        batch_sizes = config.batch_sizes or (config.batch_size,)
         for _ in range(config.outer_steps):
-            lr = config.lrs[int(torch.randint(0, len(config.lrs), (1,), generator=generator))]
-            sched = config.schedules[
-                int(torch.randint(0, len(config.schedules), (1,), generator=generator))
-            ]
-            data_kind = config.datas[
-                int(torch.randint(0, len(config.datas), (1,), generator=generator))
-            ]
-            family = f"{config.optimizer}/{sched}/full/{data_kind}"
+            lr = _pick(config.lrs, generator)
+            sched = _pick(config.schedules, generator)
+            data_kind = _pick(config.datas, generator)
+            optimizer = _pick(config.optimizers, generator)
+            batch = _pick(batch_sizes, generator)
+            pool = _subset(defender, config.inner_budgets, generator)
+            family = f"{optimizer}/{sched}/full/{data_kind}"
             if family not in config.families:
                 raise AssertionError(f"sampled family {family} outside the declared set")
             sampled.add(family)
@@ -319,29 +367,33 @@ def train_tar(
             spec = AttackSpec(
                 name="tar-adversary",
                 examples=1,
-                optimizer="adamw",
+                optimizer=optimizer,
                 lr=lr,
-                schedule=sched,  # type: ignore[arg-type]
+                schedule=sched,
                 steps=k_total,
             )
             adv_trunk = copy.deepcopy(model.trunk)
             adv_desired = copy.deepcopy(model.desired_head)
-            adv_head = nn.Linear(model.feature_dim, data.num_harmful)
-            opt = torch.optim.AdamW(
-                [*adv_trunk.parameters(), *adv_desired.parameters(), *adv_head.parameters()], lr=lr
+            adv_head = nn.Linear(model.feature_dim, data.num_harmful).to(device)
+            opt = _attack_optimizer(
+                optimizer,
+                [*adv_trunk.parameters(), *adv_desired.parameters(), *adv_head.parameters()],
+                lr,
             )
             tr_grads = [torch.zeros_like(p) for p in model.trunk.parameters()]
             tr_values: list[float] = []
             for i in range(k_total):
                 for group in opt.param_groups:
                     group["lr"] = lr * schedule_factor(spec, i)
-                idx = _rows(defender, config.batch_size, generator)
                 opt.zero_grad(set_to_none=True)
-                feats = adv_trunk(defender.x[idx])
                 if i < switch:
+                    idx = _rows(defender, batch, generator)
+                    feats = adv_trunk(defender.x[idx])
                     loss = nn.functional.cross_entropy(adv_desired(feats), defender.desired[idx])
                 else:
-                    loss = nn.functional.cross_entropy(adv_head(feats), defender.harmful[idx])
+                    idx = _rows(pool, batch, generator)
+                    feats = adv_trunk(pool.x[idx])
+                    loss = nn.functional.cross_entropy(adv_head(feats), pool.harmful[idx])
                 loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 if (i + 1) % config.tr_every == 0 or i == k_total - 1:
@@ -367,14 +419,25 @@ def train_tar(
             history["retain"].append(float(retain.detach()))
             history["tamper_resistance"].append(sum(tr_values) / max(1, len(tr_values)))
         model.zero_grad(set_to_none=True)
+        desired_acc = _accuracy(model, defender)
     record = DefenseRecord(
         method="tar",
         config=_config_dict(config),
         training_families=tuple(config.families),
         sampled_families=tuple(sorted(sampled)),
-        history=_summarize(history) | {"desired_acc_defender": [_accuracy(model, defender)]},
+        history=_summarize(history) | {"desired_acc_defender": [desired_acc]},
     )
-    return model, record
+    return model.to("cpu"), record
+
+
+def _attack_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "sgd-momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    return torch.optim.AdamW(params, lr=lr)
 
 
 def _beta_sample(generator: torch.Generator) -> float:
@@ -398,43 +461,123 @@ def _config_dict(config: MLACConfig | TARConfig) -> dict[str, Any]:
     return result
 
 
+#: Configuration fields that describe the simulated adversaries: they come from the grid's
+#: train-time split, never from a defaults file (which could otherwise smuggle in held-out
+#: settings).
+ADVERSARY_FIELDS: dict[str, frozenset[str]] = {
+    "mlac": frozenset({"inner_batch_sizes", "inner_budgets", "lr_clamp", "init_inner_lr"}),
+    "tar": frozenset({"lrs", "schedules", "datas", "optimizers", "batch_sizes", "inner_budgets"}),
+}
+
+
+def adversary_settings(method: str, split: GridSplit, defender_size: int) -> dict[str, Any]:
+    """The simulated adversaries of ``method``, drawn from the train-time side of ``split``."""
+    budgets = tuple(b for b in split.train_budgets if b <= defender_size) or (defender_size,)
+    if method == "mlac":
+        low, high = split.lr_range
+        return {
+            "inner_batch_sizes": split.train_batches,
+            "inner_budgets": budgets,
+            "lr_clamp": (low, high),
+            "init_inner_lr": math.sqrt(low * high),
+        }
+    grid = split.grid
+    optimizers = tuple(o for o in grid.train_optimizers if o in ("adam", "adamw")) or ("adamw",)
+    return {
+        "lrs": split.train_lrs,
+        "schedules": grid.train_schedules,
+        "datas": grid.train_datas,
+        "optimizers": optimizers,
+        "batch_sizes": split.train_batches,
+        "inner_budgets": budgets,
+    }
+
+
+def defense_config(
+    method: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    split: GridSplit | None = None,
+    defender_size: int = 0,
+    seed: int = 0,
+    steps: int | None = None,
+    inner_steps: int | None = None,
+) -> MLACConfig | TARConfig:
+    """The configuration a defense trains with: class defaults, then ``overrides`` (the defaults
+    file's hyperparameters), then the simulated adversaries from ``split``, then ``steps``,
+    ``inner_steps`` and ``seed``."""
+    if method not in ("mlac", "tar"):
+        raise UsageError(f"defense method {method!r}: use mlac or tar")
+    values: dict[str, Any] = dict(overrides or {})
+    smuggled = sorted(set(values) & ADVERSARY_FIELDS[method])
+    if smuggled and split is not None:
+        raise FormatError(
+            f"{method}.{smuggled[0]}: adversary settings come from the grid's train-time split, "
+            "not from defaults"
+        )
+    if split is not None:
+        values.update(adversary_settings(method, split, defender_size))
+    if steps is not None:
+        values["outer_steps"] = steps
+    if inner_steps is not None:
+        values["inner_steps"] = inner_steps
+    values["seed"] = seed
+    config_type = MLACConfig if method == "mlac" else TARConfig
+    known = set(config_type.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise FormatError(f"{method}.{unknown[0]}: unknown defense setting")
+    return config_type(**_tuples(values))
+
+
 def defend(
     testbed: Testbed,
     method: str,
     *,
+    overrides: dict[str, Any] | None = None,
+    split: GridSplit | None = None,
     steps: int | None = None,
     inner_steps: int | None = None,
     seed: int = 0,
     threads: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[TamperModel, DefenseRecord | None, float]:
     """Train ``method`` (``mlac``, ``tar`` or ``none``) from the testbed's release.
 
-    Defaults come from the testbed's optional ``defense_defaults(method) -> dict``; ``steps``,
-    ``inner_steps`` and ``seed`` override them. Returns the model, its record (``None`` for
-    ``none``) and its desired-task test accuracy.
+    Hyperparameters: ``overrides`` (normally a defaults file, see
+    :mod:`weightvault.tamper.defaults`), the simulated adversaries from ``split`` (the grid's
+    train-time side), then ``steps``, ``inner_steps`` and ``seed`` (:func:`defense_config`).
+    Returns the model, its record (``None`` for ``none``) and its desired-task test accuracy.
     """
     if method not in ("mlac", "tar", "none"):
         raise UsageError(f"defense method {method!r}: use mlac, tar or none")
     release = testbed.release(0)
     data = testbed.data()
-    defaults_fn = getattr(testbed, "defense_defaults", None)
-    overrides: dict[str, Any] = dict(defaults_fn(method)) if callable(defaults_fn) else {}
-    if steps is not None:
-        overrides["outer_steps"] = steps
-    if inner_steps is not None:
-        overrides["inner_steps"] = inner_steps
-    overrides["seed"] = seed
     record: DefenseRecord | None
     if method == "none":
         model, record = release, None
-    elif method == "mlac":
-        model, record = train_mlac(release, data, MLACConfig(**_tuples(overrides)), threads=threads)
     else:
-        model, record = train_tar(release, data, TARConfig(**_tuples(overrides)), threads=threads)
+        config = defense_config(
+            method,
+            overrides,
+            split=split,
+            defender_size=len(data.defender),
+            seed=seed,
+            steps=steps,
+            inner_steps=inner_steps,
+        )
+        if isinstance(config, MLACConfig):
+            model, record = train_mlac(release, data, config, threads=threads, device=device)
+        else:
+            model, record = train_tar(release, data, config, threads=threads, device=device)
     model.eval()
+    return model, record, desired_accuracy(model, data)
+
+
+def desired_accuracy(model: TamperModel, data: TamperData) -> float:
+    """Desired-task accuracy on the test split."""
     with torch.no_grad():
-        desired = float((model(data.test.x).argmax(1) == data.test.desired).float().mean())
-    return model, record, desired
+        return float((model(data.test.x).argmax(1) == data.test.desired).float().mean())
 
 
 def _tuples(values: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ kind of latent capability a tamper-resistance defense must hide.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 
 import torch
 from torch import nn
@@ -47,6 +46,9 @@ def _digits_data() -> TamperData:
 
 class DigitsTrunk(nn.Module):
     """64 pixels -> 64 hidden -> ``feature_dim`` features, GELU (smooth, for second order)."""
+
+    #: The top layer (what ``top`` and ``reinit-top`` attacks touch).
+    top_layer_prefix = "net.2"
 
     def __init__(self, feature_dim: int = 32, hidden: int = 64) -> None:
         super().__init__()
@@ -111,20 +113,4 @@ class DigitsTestbed:
         return _digits_data()
 
     def extra_references(self) -> dict[str, TamperModel]:
-        return {}
-
-    def defense_defaults(self, method: str) -> dict[str, Any]:
-        """Defense hyperparameters, picked in a few trial runs against the digits suite itself
-        (so the documented digits numbers are, if anything, flattering to the defenses)."""
-        if method == "mlac":
-            return {"outer_steps": 400, "inner_steps": 16, "outer_lr": 3e-3, "harm_weight": 3.0}
-        if method == "tar":
-            return {
-                "outer_steps": 600,
-                "inner_steps": 16,
-                "tr_scale": 30.0,
-                "retain_weight": 0.1,
-                "tr_decay": 0.0,
-                "outer_lr": 1e-3,
-            }
         return {}

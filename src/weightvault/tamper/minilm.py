@@ -28,7 +28,6 @@ import os
 import random
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -206,6 +205,7 @@ class MiniLMTrunk(nn.Module):
     def __init__(self, top_layers: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(BertLayer() for _ in range(top_layers))
+        self.top_layer_prefix = f"layers.{top_layers - 1}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden, mask = x[..., :HIDDEN], x[..., HIDDEN]
@@ -366,32 +366,6 @@ class MiniLMTestbed:
         torch.manual_seed(0)
         model = TamperModel(_base_trunk(self.top_layers), HIDDEN, len(PROFESSIONS))
         return {"public-base": model}
-
-    def defense_defaults(self, method: str) -> dict[str, Any]:
-        """Defense hyperparameters sized for this tier on a CPU."""
-        if method == "mlac":
-            return {
-                "outer_steps": 30,
-                "inner_steps": 4,
-                "inner_batch_sizes": [8, 16],
-                "outer_lr": 1e-4,
-                "meta_lr": 1e-3,
-                "init_inner_lr": 1e-4,
-                "lr_clamp": [1e-6, 1e-2],
-                "desired_batch": 32,
-                "eval_batch": 32,
-            }
-        if method == "tar":
-            return {
-                "outer_steps": 30,
-                "inner_steps": 8,
-                "tr_every": 2,
-                "tr_decay": 0.25,
-                "lrs": [3e-5, 1e-4, 3e-4],
-                "outer_lr": 1e-4,
-                "batch_size": 16,
-            }
-        return {}
 
 
 def check_against_transformers(texts: list[str]) -> float:

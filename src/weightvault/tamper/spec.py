@@ -38,13 +38,16 @@ __all__ = [
 ]
 
 Optimizer = Literal["sgd", "sgd-momentum", "adam", "adamw"]
-Schedule = Literal["constant", "warmup", "warmup-cosine"]
-Mode = Literal["full", "head", "lora"]
+Schedule = Literal["constant", "warmup", "warmup-cosine", "cosine-restarts"]
+Mode = Literal["full", "head", "lora", "top", "reinit-top"]
 DataKind = Literal["harmful", "benign-then-harmful"]
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "sgd-momentum", "adam", "adamw")
-SCHEDULES: tuple[str, ...] = ("constant", "warmup", "warmup-cosine")
-MODES: tuple[str, ...] = ("full", "head", "lora")
+SCHEDULES: tuple[str, ...] = ("constant", "warmup", "warmup-cosine", "cosine-restarts")
+#: ``full``: every weight; ``head``: a reinitialized head on the frozen trunk; ``lora``: low-rank
+#: adapters on every linear layer; ``top``: the trunk's top layer (and the head); ``reinit-top``:
+#: the top layer re-initialized, then every weight (the defense's top layer thrown away).
+MODES: tuple[str, ...] = ("full", "head", "lora", "top", "reinit-top")
 DATA_KINDS: tuple[str, ...] = ("harmful", "benign-then-harmful")
 
 #: Suites larger than this are refused before parsing (a suite is a short hand-written file).
@@ -143,14 +146,18 @@ class AttackSpec:
     weight_decay: float = 0.01
     #: Fraction of steps spent warming up for the ``warmup`` / ``warmup-cosine`` schedules.
     warmup_fraction: float = 0.1
+    #: Cosine cycles of the ``cosine-restarts`` schedule (warm restarts, SGDR-style).
+    restarts: int = 3
     kind: Literal["finetune"] = "finetune"
 
     def __post_init__(self) -> None:
         path = f"attack {self.name!r}"
         if not self.name:
             raise FormatError("attack name: must not be empty")
-        if self.examples < 1 or self.steps < 1 or self.batch_size < 1 or self.lora_rank < 1:
-            raise FormatError(f"{path}: examples, steps, batch_size and lora_rank must be >= 1")
+        if min(self.examples, self.steps, self.batch_size, self.lora_rank, self.restarts) < 1:
+            raise FormatError(
+                f"{path}: examples, steps, batch_size, lora_rank and restarts must be >= 1"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise FormatError(f"{path}.optimizer: {self.optimizer!r} is not one of {OPTIMIZERS}")
         if self.schedule not in SCHEDULES:
@@ -191,6 +198,7 @@ class AttackSpec:
             "lora_rank": self.lora_rank,
             "weight_decay": self.weight_decay,
             "warmup_fraction": self.warmup_fraction,
+            "restarts": self.restarts,
         }
 
     @classmethod
@@ -212,6 +220,7 @@ class AttackSpec:
             lora_rank=f.integer("lora_rank", 4, minimum=1),
             weight_decay=f.number("weight_decay", 0.01, positive=False),
             warmup_fraction=f.number("warmup_fraction", 0.1, positive=False),
+            restarts=f.integer("restarts", 3, minimum=1),
         )
         f.done()
         return spec
@@ -496,7 +505,8 @@ def _ft(name: str, examples: int, **kw: Any) -> AttackSpec:
 
 
 def preset_suite(name: str) -> AttackSuite:
-    """Built-in suites: ``ci`` (seconds), ``digits`` and ``minilm`` (the documented runs)."""
+    """Hand-written suites: ``ci`` (seconds) and ``minilm``. (The testbeds' documented runs use
+    their attack grids: :func:`weightvault.tamper.grid.evaluation_suite`.)"""
     if name == "ci":
         attacks: list[AnySpec] = [
             _ft("adam-full", 20, optimizer="adam", lr=3e-3, steps=30, batch_size=16),
@@ -513,11 +523,11 @@ def preset_suite(name: str) -> AttackSuite:
             ProbeSpec("probe", 20),
         ]
         return AttackSuite("ci", tuple(attacks), seeds=(0, 1, 2), curve_points=4)
-    if name == "digits":
-        return _digits_suite()
     if name == "minilm":
         return _minilm_suite()
-    raise FormatError(f"unknown preset suite {name!r}; use one of ci, digits, minilm")
+    raise FormatError(
+        f"unknown preset suite {name!r}; use ci or minilm (testbed grids: digits, bios)"
+    )
 
 
 def families_of(specs: list[AnySpec] | tuple[AnySpec, ...]) -> list[str]:
@@ -529,40 +539,6 @@ def cast_optimizer(value: str) -> Optimizer:
     if value not in OPTIMIZERS:
         raise FormatError(f"optimizer {value!r} is not one of {', '.join(OPTIMIZERS)}")
     return cast(Optimizer, value)
-
-
-def _digits_suite() -> AttackSuite:
-    """The documented digits run: trained-against families, held-out families, more data."""
-    lr, steps, long_steps, small, large, batch = 3e-3, 300, 1000, 20, 300, 32
-    attacks: list[AnySpec] = [
-        # Families a defense typically trains against (Adam / AdamW, full, constant / warmup).
-        _ft(f"adam-full-{small}", small, optimizer="adam", lr=lr, steps=steps, batch_size=batch),
-        _ft(f"adamw-warmup-full-{small}", small, optimizer="adamw", lr=lr, schedule="warmup",
-            steps=steps, batch_size=batch),
-        _ft(f"adamw-benign-first-{small}", small, optimizer="adamw", lr=lr,
-            data="benign-then-harmful", steps=steps, batch_size=batch),
-        # Held out: other optimizers and schedules, adapters, head-only, higher lr, more data,
-        # longer runs.
-        _ft(f"sgd-full-{small}", small, optimizer="sgd", lr=lr * 30, steps=steps,
-            batch_size=batch),
-        _ft(f"sgdm-cosine-full-{small}", small, optimizer="sgd-momentum", lr=lr * 10,
-            schedule="warmup-cosine", steps=steps, batch_size=batch),
-        _ft(f"adamw-lora-{small}", small, optimizer="adamw", lr=lr * 10, mode="lora",
-            schedule="warmup-cosine", steps=steps, batch_size=batch),
-        _ft(f"adam-head-{small}", small, optimizer="adam", lr=1e-2, mode="head", steps=steps,
-            batch_size=batch),
-        _ft(f"adam-full-highlr-{small}", small, optimizer="adam", lr=lr * 10, steps=steps,
-            batch_size=batch),
-        _ft(f"adam-full-{large}-long", large, optimizer="adam", lr=lr, steps=long_steps,
-            batch_size=batch),
-        _ft(f"sgdm-cosine-full-{large}-long", large, optimizer="sgd-momentum", lr=lr * 10,
-            schedule="warmup-cosine", steps=long_steps, batch_size=batch),
-        ProbeSpec(f"probe-{small}", small),
-        ProbeSpec(f"probe-{large}", large),
-        SearchSpec(f"search-{large}", large, optimizers=("adam",), lrs=(lr, lr * 10),
-                   steps=(steps,), modes=("full", "head"), batch_size=batch),
-    ]  # fmt: skip
-    return AttackSuite("digits", tuple(attacks), seeds=(0, 1, 2), curve_points=8)
 
 
 def _minilm_suite() -> AttackSuite:
