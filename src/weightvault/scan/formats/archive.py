@@ -747,6 +747,18 @@ def _scan_zip_member_data(
     _spool_and_scan(ctx, stream, location, info.name, depth + 1)
 
 
+def _scan_after_tar_failure(
+    ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str,
+) -> None:
+    """``torch.load`` tries a tar first and, when ``tarfile`` raises, unpickles the same file
+    from its first byte: a tar header's name field can hold a pickle. Scan it as that pickle."""
+    from weightvault.scan.formats.pickle import looks_like_pickle_start, scan_pickle_file
+
+    reader = ByteReader(raw, start, end)
+    if looks_like_pickle_start(reader.peek(2)):
+        scan_pickle_file(reader, ctx, location, claimed=False)
+
+
 def scan_tar(
     ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str, *, depth: int,
 ) -> str:
@@ -762,6 +774,7 @@ def scan_tar(
         archive = tarfile.open(fileobj=region, mode="r:")
     except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
         ctx.error(location, f"tar: unreadable: {exc}")
+        _scan_after_tar_failure(ctx, raw, start, end, location)
         return "tar"
     count = 0
     members: list[tarfile.TarInfo] = []
@@ -775,6 +788,7 @@ def scan_tar(
                 members.append(member)
         except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
             ctx.error(location, f"tar: malformed after {count} members: {exc}")
+            _scan_after_tar_failure(ctx, raw, start, end, location)
     # torch.load finds members with tarfile's getmember: exact names, the last copy wins.
     names = {m.name for m in members}
     legacy_torch = {"pickle", "storages", "tensors"} <= names
