@@ -287,7 +287,9 @@ def test_tar_detection_agrees_with_tarfile_on_the_first_header(
     from weightvault.scan.formats.archive import looks_like_tar
 
     data = bytearray(block)
-    if fix_checksum:
+    if fix_checksum:  # numeric fields tarfile parses, so that it accepts many of these
+        data[100:148] = b"0000644\x000001750\x000001750\x0000000001000\x0014000000000\x00"
+        data[329:345] = bytes(16)
         data[148:156] = b" " * 8
         text = (checksum_style % sum(data)).encode()[:8]
         data[148:156] = text.ljust(8, b"\x00")
@@ -298,3 +300,5 @@ def test_tar_detection_agrees_with_tarfile_on_the_first_header(
         accepted = False
     if accepted:
         assert looks_like_tar(bytes(data))
+    elif not fix_checksum:
+        assert not looks_like_tar(bytes(data))  # random bytes: no checksum matches by chance
