@@ -202,3 +202,22 @@ def test_a_python_payload_in_a_torchscript_pickle_is_still_reported(
 def test_judge_code_names_defined_classes() -> None:
     verdicts, names = judge_code(b"class A(Module):\n  pass\ndef f(x: int) -> int:\n  return x\n")
     assert (verdicts, names) == ({}, ["A", "f"])
+
+
+def test_mobile_bytecode_operators_are_judged(tmp_path: Path) -> None:
+    """The lite interpreter runs bytecode.pkl's operator table, not the code folder."""
+    path = tmp_path / "mobile.ptl"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(_Tiny())._save_for_lite_interpreter(str(path))
+    result = scan_file(path)
+    assert (result.format, result.status, result.errors) == ("torchscript", "safe", ()), result
+    add, save = b"X\t\x00\x00\x00aten::add", b"X\n\x00\x00\x00aten::save"
+    members = _members(path)
+    assert any(add in d for n, d in members if n.endswith("/bytecode.pkl"))
+    edited = [(n, d.replace(add, save) if n.endswith("/bytecode.pkl") else d)
+              for n, d in members]
+    result = scan_file(_rewrite(edited, tmp_path / "evil.ptl"))
+    found = {f.subject: f for f in result.findings}
+    assert found["aten::save"].severity == Severity.DANGEROUS, result.findings
+    assert "mobile bytecode" in found["aten::save"].message

@@ -269,6 +269,47 @@ def _read_member(raw: BinaryIO, start: int, member: ZipMember) -> bytes | str:
     return f"compression method {member.method} is not read by torch.jit.load"
 
 
+#: An operator name as the lite interpreter's bytecode lists it: ``aten::add``.
+_OPERATOR_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)::([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _pickled_strings(data: bytes) -> set[str]:
+    """Every short string a pickle stores with BINUNICODE or SHORT_BINUNICODE, found by their
+    length prefixes (a superset: bytes that merely look like one are included)."""
+    found: set[str] = set()
+    for match in re.finditer(rb"X(.{4})|\x8c(.)", data, re.DOTALL):
+        if match.group(1) is not None:
+            length = int.from_bytes(match.group(1), "little")
+        else:
+            length = match.group(2)[0]
+        if length > 256:
+            continue
+        text = data[match.end() : match.end() + length]
+        try:
+            found.add(text.decode("utf-8"))
+        except UnicodeDecodeError:
+            continue
+    return found
+
+
+def _judge_bytecode(
+    ctx: FileContext, raw: BinaryIO, start: int, member: ZipMember, location: str,
+) -> None:
+    """The lite interpreter (``_load_for_lite_interpreter``) runs ``bytecode.pkl``'s operator
+    table, not the code folder: judge every operator it lists the same way."""
+    data = _read_member(raw, start, member)
+    if isinstance(data, str):
+        ctx.error(location, data)
+        return
+    checker = _CodeChecker(set())
+    for text in _pickled_strings(data):
+        match = _OPERATOR_NAME.fullmatch(text)
+        if match:
+            checker._operator(match.group(1), match.group(2), text)
+    for subject, (severity, message) in sorted(checker.verdicts.items()):
+        ctx.find(severity, "code", subject, f"mobile bytecode: {message}", location)
+
+
 def judge_torchscript(
     ctx: FileContext, raw: BinaryIO, start: int, layout: _TorchLayout, location: str,
     per_member: list[tuple[bytes, int, int]],
@@ -293,6 +334,9 @@ def judge_torchscript(
         defined.update(f"{module}.{name}" for name in names)
         for subject, (severity, message) in sorted(verdicts.items()):
             ctx.find(severity, "code", subject, message, member_loc)
+    for record, member in layout.records.items():
+        if record.lower() == b"bytecode.pkl":
+            _judge_bytecode(ctx, raw, start, member, join_location(location, member.name))
     if not layout.torchscript:
         return
     jit_pickles = {layout.prefix + name for name in _JIT_PICKLES}
