@@ -26,6 +26,10 @@ and every operator they reach is judged:
 * *unknown*: operators and custom classes from namespaces outside PyTorch's core (code of a
   library outside the archive, e.g. ``torchvision``'s ``image::read_file``);
 * everything else (core tensor operators, control flow, the archive's own classes) is safe.
+
+Mobile archives (``_save_for_lite_interpreter``) also carry ``bytecode.pkl``, whose operator table
+the lite interpreter runs instead of the code folder: every operator name it lists is judged by
+the same rules.
 """
 
 from __future__ import annotations
