@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from weightvault.crypt._b64 import b64decode_field, b64encode
+from weightvault._b64 import decode as b64decode_field
+from weightvault._b64 import encode as b64encode
 from weightvault.errors import FormatError
 
 __all__ = [

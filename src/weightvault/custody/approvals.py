@@ -12,7 +12,6 @@ Signing keys come from a PEM file (PKCS#8 Ed25519) or a PKCS#11 token (``CKM_EDD
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import hashlib
 import json
@@ -23,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from weightvault import _b64 as b64
 from weightvault._json import reject_duplicate_keys
 from weightvault.custody import _names
 from weightvault.errors import FormatError, KeyMaterialError, VerificationError
@@ -245,18 +245,6 @@ class ApprovalStatement:
             )
 
 
-def _b64(value: object, field: str) -> bytes:
-    if not isinstance(value, str):
-        raise FormatError(f"{field}: expected a base64 string")
-    try:
-        data = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise FormatError(f"{field}: not valid base64") from exc
-    if base64.b64encode(data).decode("ascii") != value:
-        raise FormatError(f"{field}: base64 is not in canonical form")
-    return data
-
-
 def open_envelope(envelope: bytes, public_key: bytes) -> ApprovalStatement:
     """Check a DSSE envelope's single Ed25519 signature and parse the statement inside.
 
@@ -273,7 +261,7 @@ def open_envelope(envelope: bytes, public_key: bytes) -> ApprovalStatement:
         raise FormatError("approval envelope: expected exactly payload, payloadType, signatures")
     if doc["payloadType"] != PAYLOAD_TYPE:
         raise FormatError(f"approval envelope.payloadType: expected {PAYLOAD_TYPE}")
-    payload = _b64(doc["payload"], "approval envelope.payload")
+    payload = b64.decode(doc["payload"], "approval envelope.payload")
     signatures = doc["signatures"]
     if not isinstance(signatures, list) or len(signatures) != 1:
         raise FormatError("approval envelope.signatures: expected exactly one signature")
@@ -282,7 +270,7 @@ def open_envelope(envelope: bytes, public_key: bytes) -> ApprovalStatement:
         raise FormatError("approval envelope.signatures[0]: expected keyid and sig")
     if entry["keyid"] != key_id_of(public_key):
         raise VerificationError("approval is not signed by the approver's registered key")
-    signature = _b64(entry["sig"], "approval envelope.signatures[0].sig")
+    signature = b64.decode(entry["sig"], "approval envelope.signatures[0].sig")
     try:
         ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(
             signature, pae(PAYLOAD_TYPE, payload)

@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from weightvault import _b64 as b64
 from weightvault.custody import _names
 from weightvault.custody.alerts import AlertSink
 from weightvault.custody.approvals import (
@@ -577,7 +578,9 @@ class Custody:
         single = manifest.get("single_file", False)
         if not isinstance(single, bool):
             raise FormatError("upload manifest.single_file: expected true or false")
-        signature = _b64(manifest["signature"], "upload manifest.signature", 1 << 20)
+        signature = b64.decode(
+            manifest["signature"], "upload manifest.signature", max_size=1 << 20, canonical=False
+        )
         files = manifest["files"]
         if not isinstance(files, list) or not 1 <= len(files) <= _MAX_FILES:
             raise FormatError(f"upload manifest.files: expected 1 to {_MAX_FILES} entries")
@@ -911,7 +914,7 @@ class Custody:
         """
         principal = self.require_role(ctx, "approver")
         _names.check_request_id(request_id)
-        envelope = _b64(envelope_b64, "envelope", 16 * 1024)
+        envelope = b64.decode(envelope_b64, "envelope", max_size=16 * 1024, canonical=False)
         now = self.clock()
         with self.store.session() as session:
             grant = session.get(GrantRequest, request_id, with_for_update=True)
@@ -1396,16 +1399,6 @@ class Custody:
             ]
             self.audit(ctx, "allowed", {"count": len(out)})
         return out
-
-
-def _b64(value: object, field: str, limit: int) -> bytes:
-    if not isinstance(value, str) or len(value) > limit * 4 // 3 + 4:
-        raise FormatError(f"{field}: expected base64 of at most {limit} bytes")
-    try:
-        data = base64.b64decode(value.encode("ascii"), validate=True)
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise FormatError(f"{field}: not valid base64") from exc
-    return data
 
 
 def _parse_range(header: str | None, total: int) -> tuple[int, int]:

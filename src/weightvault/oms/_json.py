@@ -8,8 +8,6 @@ path (``dsseEnvelope.signatures[0].sig``) so the one-line message says what is w
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from typing import Any
@@ -19,7 +17,6 @@ from weightvault.errors import FormatError
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
-    "b64decode_field",
     "field_bool",
     "field_list",
     "field_object",
@@ -114,23 +111,6 @@ def field_bool(obj: dict[str, Any], key: str, path: str) -> bool:
     if not isinstance(value, bool):
         raise FormatError(f"{_where(path, key)}: expected true or false")
     return value
-
-
-def b64decode_field(value: str, where: str) -> bytes:
-    """Decode standard base64 (padding required), refusing stray characters.
-
-    Both the peer (protobuf JSON) and sigstore write standard base64 with padding; URL-safe input
-    is accepted too because the protobuf JSON mapping allows it on input.
-    """
-    text = value.strip()
-    if not text:
-        return b""
-    try:
-        if "-" in text or "_" in text:
-            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise FormatError(f"{where}: not valid base64") from exc
 
 
 def hex_field(value: Any, where: str) -> bytes:

@@ -19,9 +19,9 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from weightvault import _b64
 from weightvault.errors import FormatError
 from weightvault.oms._json import (
-    b64decode_field,
     field_list,
     field_object,
     field_str,
@@ -119,7 +119,7 @@ def _parse_public_key(
         hint = hint_value
     raw: bytes | None = None
     if obj.get("rawBytes") is not None:
-        raw = b64decode_field(field_str(obj, "rawBytes", path), f"{path}.rawBytes")
+        raw = _b64.decode_proto(field_str(obj, "rawBytes", path), f"{path}.rawBytes")
     details = obj.get("keyDetails")
     if details is not None and not isinstance(details, str):
         raise FormatError(f"{path}.keyDetails: expected a string")
@@ -132,7 +132,7 @@ def _parse_certificate(obj: Any, path: str) -> bytes:
     if not isinstance(obj, dict):
         raise FormatError(f"{path}: expected an object")
     reject_unknown(obj, {"rawBytes"}, path)
-    der = b64decode_field(field_str(obj, "rawBytes", path), f"{path}.rawBytes")
+    der = _b64.decode_proto(field_str(obj, "rawBytes", path), f"{path}.rawBytes")
     if not der:
         raise FormatError(f"{path}.rawBytes: empty certificate")
     return der
@@ -254,13 +254,9 @@ def certificate_bundle_json(
     """A v0.3 bundle for a certificate signature: ``chain_der`` is leaf first, DER."""
     if not chain_der:
         raise ValueError("chain_der must hold at least the signing certificate")
-    import base64
-
     material = {
         "x509CertificateChain": {
-            "certificates": [
-                {"rawBytes": base64.b64encode(der).decode("ascii")} for der in chain_der
-            ]
+            "certificates": [{"rawBytes": _b64.encode(der)} for der in chain_der]
         },
         "tlogEntries": [],
     }

@@ -10,12 +10,12 @@ with ``LEN`` the byte length in ASCII decimal and ``SP`` one space.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 
+from weightvault import _b64
 from weightvault.errors import FormatError
-from weightvault.oms._json import b64decode_field, field_list, field_str, reject_unknown
+from weightvault.oms._json import field_list, field_str, reject_unknown
 
 __all__ = [
     "INTOTO_PAYLOAD_TYPE",
@@ -55,7 +55,7 @@ class EnvelopeSignature:
     """``""`` as model-signing 1.x writes it; ``None`` where older bundles wrote ``null``."""
 
     def to_json_obj(self) -> dict[str, Any]:
-        return {"sig": base64.b64encode(self.sig).decode("ascii"), "keyid": self.keyid or ""}
+        return {"sig": _b64.encode(self.sig), "keyid": self.keyid or ""}
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Envelope:
     @classmethod
     def from_json_obj(cls, obj: dict[str, Any], path: str = "dsseEnvelope") -> Envelope:
         reject_unknown(obj, {"payload", "payloadType", "signatures"}, path)
-        payload = b64decode_field(field_str(obj, "payload", path), f"{path}.payload")
+        payload = _b64.decode_proto(field_str(obj, "payload", path), f"{path}.payload")
         payload_type = field_str(obj, "payloadType", path)
         raw_signatures = field_list(obj, "signatures", path)
         if not raw_signatures:
@@ -80,7 +80,7 @@ class Envelope:
             if not isinstance(item, dict):
                 raise FormatError(f"{where}: expected an object")
             reject_unknown(item, {"sig", "keyid"}, where)
-            sig = b64decode_field(field_str(item, "sig", where), f"{where}.sig")
+            sig = _b64.decode_proto(field_str(item, "sig", where), f"{where}.sig")
             if not sig:
                 raise FormatError(f"{where}.sig: empty signature")
             keyid = item.get("keyid")
@@ -91,7 +91,7 @@ class Envelope:
 
     def to_json_obj(self) -> dict[str, Any]:
         return {
-            "payload": base64.b64encode(self.payload).decode("ascii"),
+            "payload": _b64.encode(self.payload),
             "payloadType": self.payload_type,
             "signatures": [s.to_json_obj() for s in self.signatures],
         }

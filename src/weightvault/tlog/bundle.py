@@ -15,8 +15,6 @@ the entry cannot be moved to another bundle and the envelope cannot be changed u
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -24,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from weightvault import _b64
 from weightvault._json import reject_duplicate_keys
 from weightvault.errors import FormatError, UsageError, VerificationError
 from weightvault.tlog.checkpoint import Checkpoint, WitnessPolicy, verify_checkpoint
@@ -67,11 +66,9 @@ def _str(parent: dict[str, Any], key: str, path: str) -> str:
     return value
 
 
-def _b64(value: str, where: str) -> bytes:
-    try:
-        return base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
-        raise FormatError(f"{where}: not valid base64") from exc
+def _b64decode(value: str, where: str) -> bytes:
+    """Standard base64; other tools' spelling of a bundle is kept as it was written."""
+    return _b64.decode(value, where, canonical=False)
 
 
 def _u64(parent: dict[str, Any], key: str, path: str) -> int:
@@ -91,7 +88,9 @@ def _u64(parent: dict[str, Any], key: str, path: str) -> int:
 def _entry_body(doc: dict[str, Any], integrated_time: int) -> bytes:
     """The canonical log entry for a bundle: what the log commits to (time included)."""
     envelope = _obj(doc, "dsseEnvelope", "bundle")
-    payload = _b64(_str(envelope, "payload", "bundle.dsseEnvelope"), "bundle.dsseEnvelope.payload")
+    payload = _b64decode(
+        _str(envelope, "payload", "bundle.dsseEnvelope"), "bundle.dsseEnvelope.payload"
+    )
     payload_type = _str(envelope, "payloadType", "bundle.dsseEnvelope")
     signatures = envelope.get("signatures")
     if not isinstance(signatures, list) or not signatures:
@@ -101,11 +100,11 @@ def _entry_body(doc: dict[str, Any], integrated_time: int) -> bytes:
         where = f"bundle.dsseEnvelope.signatures[{index}]"
         if not isinstance(item, dict):
             raise FormatError(f"{where}: not an object")
-        sig = _b64(_str(item, "sig", where), f"{where}.sig")
+        sig = _b64decode(_str(item, "sig", where), f"{where}.sig")
         keyid = item.get("keyid", "")
         if not isinstance(keyid, str):
             raise FormatError(f"{where}.keyid: not a string")
-        sigs.append({"keyid": keyid, "sig": base64.b64encode(sig).decode()})
+        sigs.append({"keyid": keyid, "sig": _b64.encode(sig)})
     material = _obj(doc, "verificationMaterial", "bundle")
     signer: dict[str, str] = {}
     if isinstance(material.get("publicKey"), dict):
@@ -127,7 +126,7 @@ def _entry_body(doc: dict[str, Any], integrated_time: int) -> bytes:
         if isinstance(first, dict):
             raw_cert = _str(first, "rawBytes", "bundle.verificationMaterial.x509CertificateChain")
     if raw_cert is not None:
-        der = _b64(raw_cert, "bundle.verificationMaterial certificate")
+        der = _b64decode(raw_cert, "bundle.verificationMaterial certificate")
         signer["certificateSha256"] = hashlib.sha256(der).hexdigest()
     body = {
         "apiVersion": ENTRY_VERSION,
@@ -185,17 +184,17 @@ def record_bundle(
     tree = Checkpoint.from_text(parse_note(checkpoint).text)
     entry = {
         "logIndex": str(index),
-        "logId": {"keyId": base64.b64encode(log_id(signer_key.verifier_key)).decode()},
+        "logId": {"keyId": _b64.encode(log_id(signer_key.verifier_key))},
         "kindVersion": {"kind": ENTRY_KIND, "version": ENTRY_VERSION},
         "integratedTime": str(integrated_time),
         "inclusionProof": {
             "logIndex": str(index),
-            "rootHash": base64.b64encode(tree.root).decode(),
+            "rootHash": _b64.encode(tree.root),
             "treeSize": str(tree.size),
-            "hashes": [base64.b64encode(h).decode() for h in proof.hashes],
+            "hashes": [_b64.encode(h) for h in proof.hashes],
             "checkpoint": {"envelope": checkpoint.decode()},
         },
-        "canonicalizedBody": base64.b64encode(body).decode(),
+        "canonicalizedBody": _b64.encode(body),
     }
     material["tlogEntries"] = [entry]
     return json.dumps(doc, indent=2).encode() + b"\n"
@@ -246,7 +245,7 @@ def verify_bundle_log_entry(
     if entry["kindVersion"].get("version") != ENTRY_VERSION:
         raise FormatError(f"{path}.kindVersion.version: unsupported (want {ENTRY_VERSION})")
     # Step 2.
-    body = _b64(_str(entry, "canonicalizedBody", path), f"{path}.canonicalizedBody")
+    body = _b64decode(_str(entry, "canonicalizedBody", path), f"{path}.canonicalizedBody")
     integrated_time = _u64(entry, "integratedTime", path)
     if not hmac.compare_digest(body, _entry_body(doc, integrated_time)):
         raise VerificationError(
@@ -255,7 +254,7 @@ def verify_bundle_log_entry(
         )
     # Step 3.
     log_id_b64 = _str(_obj(entry, "logId", path), "keyId", f"{path}.logId")
-    if not hmac.compare_digest(_b64(log_id_b64, f"{path}.logId.keyId"), log_id(key)):
+    if not hmac.compare_digest(_b64decode(log_id_b64, f"{path}.logId.keyId"), log_id(key)):
         raise VerificationError("the log entry is from a different log (logId does not match)")
     # Step 4.
     proof_obj = _obj(entry, "inclusionProof", path)
@@ -267,7 +266,7 @@ def verify_bundle_log_entry(
     if _u64(proof_obj, "logIndex", proof_path) != index:
         raise VerificationError("inclusion proof failed")
     if _u64(proof_obj, "treeSize", proof_path) != tree.size or not hmac.compare_digest(
-        _b64(_str(proof_obj, "rootHash", proof_path), f"{proof_path}.rootHash"), tree.root
+        _b64decode(_str(proof_obj, "rootHash", proof_path), f"{proof_path}.rootHash"), tree.root
     ):
         raise VerificationError("inclusion proof failed")
     hashes_raw = proof_obj.get("hashes")
@@ -277,7 +276,7 @@ def verify_bundle_log_entry(
     for number, item in enumerate(hashes_raw):
         if not isinstance(item, str):
             raise FormatError(f"{proof_path}.hashes[{number}]: not a string")
-        hashes.append(_b64(item, f"{proof_path}.hashes[{number}]"))
+        hashes.append(_b64decode(item, f"{proof_path}.hashes[{number}]"))
     # Step 5.
     leaf = leaf_hash(body)
     verify_inclusion(leaf, index, tree.size, hashes, tree.root)

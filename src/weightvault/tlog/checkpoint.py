@@ -7,10 +7,10 @@ and, when asked, requires cosignatures from at least ``k`` of the given witness 
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from weightvault import _b64
 from weightvault.errors import FormatError, VerificationError
 from weightvault.tlog.merkle import HASH_SIZE, MAX_TREE_SIZE
 from weightvault.tlog.note import (
@@ -19,7 +19,6 @@ from weightvault.tlog.note import (
     Note,
     VerifiedNote,
     VerifierKey,
-    b64decode_strict,
     open_note,
     parse_note,
 )
@@ -74,7 +73,7 @@ class Checkpoint:
         if not origin or origin != origin.strip():
             raise FormatError("checkpoint: origin line is empty or has surrounding spaces")
         size = _parse_size(size_text, "checkpoint: tree size")
-        root = b64decode_strict(root_text, "checkpoint: root hash")
+        root = _b64.decode(root_text, "checkpoint: root hash")
         if len(root) != HASH_SIZE:
             raise FormatError("checkpoint: root hash is not 32 bytes")
         if any(not line for line in extensions):
@@ -82,7 +81,7 @@ class Checkpoint:
         return cls(origin=origin, size=size, root=root, extensions=tuple(extensions))
 
     def to_text(self) -> str:
-        root = base64.b64encode(self.root).decode()
+        root = _b64.encode(self.root)
         lines = (self.origin, str(self.size), root, *self.extensions)
         return "".join(f"{line}\n" for line in lines)
 

@@ -13,7 +13,6 @@ stored entries or hashes therefore cannot get a new signature over the altered h
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import threading
@@ -22,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from weightvault import _b64
 from weightvault._json import reject_duplicate_keys
 from weightvault.errors import FormatError, InputError, KeyMaterialError, VerificationError
 from weightvault.tlog.checkpoint import (
@@ -41,7 +41,7 @@ from weightvault.tlog.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from weightvault.tlog.note import NoteSigner, VerifierKey, b64decode_strict, sign_note
+from weightvault.tlog.note import NoteSigner, VerifierKey, sign_note
 from weightvault.tlog.proof import ConsistencyProof, TlogProof
 from weightvault.tlog.storage import LogStore, StoreWriter, open_store
 
@@ -618,7 +618,7 @@ def _b64_list(value: object, field: str, *, hashes: bool = False) -> tuple[bytes
     for position, item in enumerate(value):
         if not isinstance(item, str):
             raise FormatError(f"export: {field}[{position}]: not a string")
-        raw = b64decode_strict(item, f"export: {field}[{position}]")
+        raw = _b64.decode(item, f"export: {field}[{position}]")
         if hashes and len(raw) != HASH_SIZE:
             raise FormatError(f"export: {field}[{position}]: not a 32-byte hash")
         out.append(raw)
@@ -670,8 +670,8 @@ class LogExport:
             "format": EXPORT_FORMAT,
             "origin": self.origin,
             "checkpoints": [c.decode() for c in self.checkpoints],
-            "entries": [base64.b64encode(e).decode() for e in self.entries],
-            "leaf_hashes": [base64.b64encode(h).decode() for h in self.leaf_hashes],
+            "entries": [_b64.encode(e) for e in self.entries],
+            "leaf_hashes": [_b64.encode(h) for h in self.leaf_hashes],
         }
         return (json.dumps(doc, indent=1) + "\n").encode()
 

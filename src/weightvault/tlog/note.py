@@ -14,8 +14,6 @@ note (c2sp.org/signed-note "Signatures").
 from __future__ import annotations
 
 import abc
-import base64
-import binascii
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from weightvault import _b64
 from weightvault.errors import FormatError, KeyMaterialError, UsageError, VerificationError
 
 __all__ = [
@@ -38,7 +37,6 @@ __all__ = [
     "Pkcs11NoteSigner",
     "VerifiedNote",
     "VerifierKey",
-    "b64decode_strict",
     "cosignature_message",
     "key_id",
     "load_note_signer",
@@ -59,17 +57,6 @@ MAX_SIGNATURES = 100
 """Signature lines accepted per note (the spec asks for at least 16)."""
 
 NOTE_FAILED = "note signature verification failed"
-
-
-def b64decode_strict(text: str, what: str) -> bytes:
-    """Standard base64 that must re-encode to exactly ``text`` (no whitespace, no padding games)."""
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
-        raise FormatError(f"{what}: not valid base64") from exc
-    if base64.b64encode(raw).decode("ascii") != text:
-        raise FormatError(f"{what}: not canonical base64")
-    return raw
 
 
 def key_id(name: str, sig_type: int, public_key: bytes) -> bytes:
@@ -114,7 +101,7 @@ class VerifierKey:
             wanted_id = bytes.fromhex(hex_id)
         except ValueError as exc:
             raise FormatError("verifier key: key id must be 8 lowercase hex digits") from exc
-        raw = b64decode_strict(b64, "verifier key")
+        raw = _b64.decode(b64, "verifier key")
         if len(raw) != 33 or raw[0] not in (SIG_ED25519, SIG_COSIGNATURE_V1):
             raise FormatError("verifier key: only Ed25519 keys (type 0x01 or 0x04) are supported")
         key = cls(name=name, sig_type=raw[0], public_key=raw[1:])
@@ -123,7 +110,7 @@ class VerifierKey:
         return key
 
     def to_text(self) -> str:
-        encoded = base64.b64encode(bytes([self.sig_type]) + self.public_key).decode()
+        encoded = _b64.encode(bytes([self.sig_type]) + self.public_key)
         return f"{self.name}+{self.key_id.hex()}+{encoded}"
 
     def check_signature(self, note_text: str, signature: bytes) -> int | None:
@@ -159,7 +146,7 @@ class NoteSignature:
     signature: bytes
 
     def to_line(self) -> str:
-        encoded = base64.b64encode(self.key_id + self.signature).decode()
+        encoded = _b64.encode(self.key_id + self.signature)
         return f"{EM_DASH} {self.name} {encoded}\n"
 
 
@@ -208,7 +195,7 @@ def parse_note(data: bytes) -> Note:
         if len(parts) != 3 or parts[0] != EM_DASH:
             raise FormatError(f"signed note: signature line {number} is malformed")
         _check_key_name(parts[1], f"signed note: signature line {number}")
-        raw = b64decode_strict(parts[2], f"signed note: signature line {number}")
+        raw = _b64.decode(parts[2], f"signed note: signature line {number}")
         if len(raw) < 5:
             raise FormatError(f"signed note: signature line {number} is too short")
         signatures.append(NoteSignature(name=parts[1], key_id=raw[:4], signature=raw[4:]))
@@ -318,7 +305,7 @@ class Ed25519NoteSigner(NoteSigner):
             raise failure
         name, hex_id, b64 = parts[2], parts[3], parts[4]
         try:
-            raw = b64decode_strict(b64, "signer key")
+            raw = _b64.decode(b64, "signer key")
             _check_key_name(name, "signer key")
         except FormatError as exc:
             raise failure from exc
@@ -337,7 +324,7 @@ class Ed25519NoteSigner(NoteSigner):
             serialization.PrivateFormat.Raw,
             serialization.NoEncryption(),
         )
-        encoded = base64.b64encode(bytes([self.sig_type]) + seed).decode()
+        encoded = _b64.encode(bytes([self.sig_type]) + seed)
         return f"PRIVATE+KEY+{self.name}+{self.verifier_key.key_id.hex()}+{encoded}"
 
     @property

@@ -7,11 +7,11 @@ in the log without talking to it (:func:`verify_tlog_proof`).
 
 from __future__ import annotations
 
-import base64
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from weightvault import _b64
 from weightvault.errors import FormatError, VerificationError
 from weightvault.tlog.checkpoint import (
     Checkpoint,
@@ -28,7 +28,7 @@ from weightvault.tlog.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from weightvault.tlog.note import VerifierKey, b64decode_strict
+from weightvault.tlog.note import VerifierKey
 
 __all__ = [
     "ConsistencyProof",
@@ -47,7 +47,7 @@ def _hash_lines(lines: Sequence[str], what: str) -> tuple[bytes, ...]:
         raise FormatError(f"{what}: more than {MAX_PROOF_HASHES} hashes")
     hashes = []
     for number, line in enumerate(lines, start=1):
-        value = b64decode_strict(line, f"{what}: hash {number}")
+        value = _b64.decode(line, f"{what}: hash {number}")
         if len(value) != HASH_SIZE:
             raise FormatError(f"{what}: hash {number} is not 32 bytes")
         hashes.append(value)
@@ -82,7 +82,7 @@ class TlogProof:
         position = 1
         extra = None
         if position < len(lines) and lines[position].startswith("extra "):
-            extra = b64decode_strict(lines[position][6:], "tlog-proof: extra")
+            extra = _b64.decode(lines[position][6:], "tlog-proof: extra")
             position += 1
         if position >= len(lines) or not lines[position].startswith("index "):
             raise FormatError("tlog-proof: missing 'index' line")
@@ -96,9 +96,9 @@ class TlogProof:
     def to_bytes(self) -> bytes:
         lines = [TLOG_PROOF_HEADER]
         if self.extra is not None:
-            lines.append("extra " + base64.b64encode(self.extra).decode())
+            lines.append("extra " + _b64.encode(self.extra))
         lines.append(f"index {self.index}")
-        lines.extend(base64.b64encode(h).decode() for h in self.hashes)
+        lines.extend(_b64.encode(h) for h in self.hashes)
         return ("\n".join(lines) + "\n\n").encode() + self.checkpoint
 
 
@@ -178,7 +178,7 @@ class ConsistencyProof:
 
     def to_bytes(self) -> bytes:
         lines = [CONSISTENCY_HEADER, f"old {self.old_size}", f"new {self.new_size}"]
-        lines.extend(base64.b64encode(h).decode() for h in self.hashes)
+        lines.extend(_b64.encode(h) for h in self.hashes)
         return ("\n".join(lines) + "\n").encode()
 
     def verify(self, old: Checkpoint, new: Checkpoint) -> None:

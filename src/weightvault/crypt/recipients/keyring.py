@@ -16,7 +16,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from weightvault.crypt._b64 import b64url_decode, b64url_encode
+from weightvault._b64 import decode_url as b64url_decode
+from weightvault._b64 import encode_url as b64url_encode
 from weightvault.crypt.recipients._base import (
     Identity,
     Random,

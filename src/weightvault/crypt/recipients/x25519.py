@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from weightvault.crypt._b64 import b64url_decode, b64url_encode
+from weightvault._b64 import decode_url as b64url_decode
+from weightvault._b64 import encode_url as b64url_encode
 from weightvault.crypt.recipients._base import (
     Identity,
     Random,
