@@ -6,13 +6,15 @@ Conventions for writing the documents (what ``tests/docs/test_docs.py`` executes
   ``text`` (program output, synopses, trees) and ``json`` blocks are not. A fence without a
   language, or with any other, fails ``test_every_block_is_classified``.
 * A ``console`` block is a terminal transcript. A line starting with ``$ `` is a command (a line
-  ending in ``\\`` continues it; a here-document ``<<EOF`` runs to its terminator); the lines after
-  it, up to the next ``$ ``, are what the command prints (standard output and error together, as
-  on a terminal). Shown output is compared line by line (trailing spaces and blank lines at either
-  end ignored; a line ``...`` stands for any number of lines). No lines shown means the output is
-  not checked. A command must exit 0 unless the document shows its failure: a line starting with
-  ``error:`` in its output, or ``$ echo $?`` as the next command. A command whose output shows
-  ``error:`` must fail, unless it shows its own status (``cmd; echo "exit $?"``).
+  ending in ``\\`` continues it, so do lines starting with ``> ``, the shell's prompt inside an
+  open quote; a here-document ``<<EOF`` runs to its terminator); the lines after it, up to the
+  next ``$ ``, are what the command prints (standard output and error together, as on a
+  terminal). Shown output is compared line by line (trailing spaces and blank lines at either
+  end ignored; a line ``...``, indented or not, stands for any number of lines). No lines shown
+  means the output is not checked. A command must exit 0 unless the document shows its failure:
+  a line starting with ``error:`` in its output, or ``$ echo $?`` as the next command. A command
+  whose output shows ``error:`` must fail, unless it shows its own status
+  (``cmd; echo "exit $?"``).
 * A ``bash`` block is a script run as one command: it must exit 0; its output is not checked.
 * A ``python`` block is a script, run as ``python FILE`` from the session's current folder, the
   way a reader would save and run it (so a ``multiprocessing`` example needs no test-only guard
@@ -35,8 +37,9 @@ Conventions for writing the documents (what ``tests/docs/test_docs.py`` executes
   ``<!-- invisible-code-block: console ... -->`` with the same transcript rules.
 * What truly varies between runs is normalised in expected and actual output alike, by the
   explicit substitutions in ``tests/docs/shell.py``: the session folder is shown as ``/home/me``,
-  ``$PORT`` as 8471, and fresh key ids, public keys, signatures, tokens, 128-bit random ids and
-  durations become placeholders. Nothing else is loosened.
+  ``$PORT`` as 8471, and fresh key ids and fingerprints, public keys, signatures, tokens, 128-bit
+  random ids, SoftHSM2 slot numbers and durations become placeholders. Nothing else is loosened
+  (``tests/docs/test_harness.py`` checks that digests, sizes and counts are compared as printed).
 """
 
 # The parsers live in tests/docs/runner.py, the shell session in tests/docs/shell.py, the files
