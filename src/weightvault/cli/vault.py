@@ -332,14 +332,13 @@ def model(
     as_json: bool = _JSON,
 ) -> None:
     """Register a model with its custody policy (owner or admin)."""
-    import json
-
+    from weightvault._json import load_object
     from weightvault.errors import InputError
 
     try:
-        doc = json.loads(policy.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{policy}: not a readable JSON policy ({exc})") from exc
+        doc = load_object(policy.read_bytes(), f"{policy}: policy")
+    except OSError as exc:
+        raise InputError(f"{policy}: not a readable JSON policy ({exc.strerror})") from exc
     with _client(url, token) as client:
         result = client.create_model(name, doc)
     _show(result, as_json, [f"registered model {name}"])

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import struct
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from weightvault._json import reject_duplicate_keys
+from weightvault._json import canonical, load_object
 from weightvault.crypt.stanzas import Stanza, stanza_from_json
 from weightvault.errors import FormatError
 
@@ -81,9 +80,7 @@ MAX_FILE_COUNT = 10_000_000
 
 def canonical_json(document: Any) -> bytes:
     """The one byte encoding of a header document."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    return canonical(document)
 
 
 def _check_posix_path(path: object, where: str) -> str:
@@ -251,22 +248,13 @@ def parse_header(data: bytes, name: str) -> Header:
     if len(data) < PREFIX_SIZE + length + MAC_SIZE:
         raise FormatError(f"{name}: file is truncated inside its header")
     body = data[PREFIX_SIZE : PREFIX_SIZE + length]
+    document = load_object(body, f"{name}: header")
     try:
-        document = json.loads(
-            body.decode("utf-8"), object_pairs_hook=reject_duplicate_keys("header")
-        )
-    except FormatError as exc:
-        raise FormatError(f"{name}: {exc.message}") from exc
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FormatError(f"{name}: header is not valid JSON") from exc
-    try:
-        canonical = canonical_json(document)
+        encoded = canonical_json(document)
     except UnicodeEncodeError as exc:  # a lone surrogate escaped in the JSON
         raise FormatError(f"{name}: header JSON holds a string that is not valid Unicode") from exc
-    if canonical != body:
+    if encoded != body:
         raise FormatError(f"{name}: header JSON is not in canonical form")
-    if not isinstance(document, dict):
-        raise FormatError(f"{name}: header: expected an object")
     try:
         expected = {"context", "recipients", "suite"}
         missing = expected - document.keys()

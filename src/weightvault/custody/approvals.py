@@ -11,10 +11,8 @@ Signing keys come from a PEM file (PKCS#8 Ed25519) or a PKCS#11 token (``CKM_EDD
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from weightvault import _b64 as b64
-from weightvault._json import reject_duplicate_keys
+from weightvault._json import canonical, load_object
 from weightvault.custody import _names
 from weightvault.errors import FormatError, KeyMaterialError, VerificationError
 
@@ -100,8 +98,7 @@ class RequestTerms:
             "request_id": self.request_id,
             "version": self.version,
         }
-        blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        return hashlib.sha256(canonical(doc)).hexdigest()
 
 
 _STATEMENT_FIELDS = frozenset(
@@ -179,17 +176,12 @@ class ApprovalStatement:
             "request_id": self.request_id,
             "version": self.version,
         }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return canonical(doc, ascii_only=True)
 
     @classmethod
     def from_json(cls, data: bytes) -> ApprovalStatement:
         """Strict parse: every field present, right types, nothing extra, canonical bytes."""
-        try:
-            doc = json.loads(data, object_pairs_hook=reject_duplicate_keys("approval"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FormatError(f"approval statement: not valid JSON ({exc})") from exc
-        if not isinstance(doc, dict):
-            raise FormatError("approval statement: expected a JSON object")
+        doc = load_object(data, "approval statement")
         missing = _STATEMENT_FIELDS - doc.keys()
         extra = doc.keys() - _STATEMENT_FIELDS
         if missing:
@@ -253,11 +245,8 @@ def open_envelope(envelope: bytes, public_key: bytes) -> ApprovalStatement:
     """
     if len(envelope) > MAX_ENVELOPE_BYTES:
         raise FormatError(f"approval envelope: larger than {MAX_ENVELOPE_BYTES} bytes")
-    try:
-        doc = json.loads(envelope, object_pairs_hook=reject_duplicate_keys("approval"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"approval envelope: not valid JSON ({exc})") from exc
-    if not isinstance(doc, dict) or set(doc) != {"payload", "payloadType", "signatures"}:
+    doc = load_object(envelope, "approval envelope")
+    if set(doc) != {"payload", "payloadType", "signatures"}:
         raise FormatError("approval envelope: expected exactly payload, payloadType, signatures")
     if doc["payloadType"] != PAYLOAD_TYPE:
         raise FormatError(f"approval envelope.payloadType: expected {PAYLOAD_TYPE}")
@@ -323,13 +312,11 @@ def sign_statement(statement: ApprovalStatement, signer: ApprovalSigner) -> byte
     payload = statement.to_json()
     signature = signer.sign(pae(PAYLOAD_TYPE, payload))
     doc = {
-        "payload": base64.b64encode(payload).decode("ascii"),
+        "payload": b64.encode(payload),
         "payloadType": PAYLOAD_TYPE,
-        "signatures": [
-            {"keyid": signer.key_id, "sig": base64.b64encode(signature).decode("ascii")}
-        ],
+        "signatures": [{"keyid": signer.key_id, "sig": b64.encode(signature)}],
     }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return canonical(doc, ascii_only=True)
 
 
 def load_approval_signer(key_path: Path | None, pkcs11_uri: str | None) -> ApprovalSigner:

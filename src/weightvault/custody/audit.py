@@ -28,6 +28,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from weightvault._json import canonical
 from weightvault.errors import VerificationError, WeightvaultError
 
 if TYPE_CHECKING:
@@ -44,12 +45,6 @@ class AuditUnavailable(WeightvaultError):
     """The audit log could not be written: the request must fail."""
 
     exit_code = 1
-
-
-def canonical(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
 
 
 class AuditTrail:

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from weightvault._json import load_object
 from weightvault.custody import _names
 from weightvault.errors import FormatError
 
@@ -98,13 +99,7 @@ class ModelPolicy:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ModelPolicy:
-        if len(text) > MAX_POLICY_BYTES:
-            raise FormatError(f"policy: larger than {MAX_POLICY_BYTES} bytes")
-        try:
-            doc = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FormatError(f"policy: not valid JSON ({exc})") from exc
-        return cls.from_dict(doc)
+        return cls.from_dict(load_object(text, "policy", max_bytes=MAX_POLICY_BYTES))
 
     @classmethod
     def from_dict(cls, doc: object) -> ModelPolicy:

@@ -8,11 +8,10 @@ path (``dsseEnvelope.signatures[0].sig``) so the one-line message says what is w
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-from weightvault._json import reject_duplicate_keys
+from weightvault._json import load_object
 from weightvault.errors import FormatError
 
 __all__ = [
@@ -34,33 +33,11 @@ _HEX_RE = re.compile(r"[0-9a-f]*")
 
 
 def load_json(data: bytes, what: str) -> dict[str, Any]:
-    """Parse one JSON object, refusing duplicates, NaN/Infinity and oversized input."""
+    """Parse one JSON object strictly (:func:`weightvault._json.load_object`), refusing
+    documents too large to be a signature before anything is parsed."""
     if len(data) > MAX_DOCUMENT_BYTES:
         raise FormatError(f"{what}: larger than {MAX_DOCUMENT_BYTES} bytes; not a signature")
-
-    def _no_constant(name: str) -> Any:
-        raise FormatError(f"{what}: {name} is not valid JSON")
-
-    try:
-        text = data.decode("utf-8")
-        value = json.loads(
-            text,
-            object_pairs_hook=reject_duplicate_keys("JSON object"),
-            parse_constant=_no_constant,
-        )
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"{what}: not UTF-8 text; is this a signature file?") from exc
-    except json.JSONDecodeError as exc:
-        raise FormatError(
-            f"{what}: malformed JSON at line {exc.lineno} column {exc.colno} ({exc.msg})"
-        ) from exc
-    except RecursionError as exc:
-        raise FormatError(f"{what}: JSON nested too deeply") from exc
-    except FormatError as exc:
-        raise FormatError(f"{what}: {exc.message}") from exc
-    if not isinstance(value, dict):
-        raise FormatError(f"{what}: expected a JSON object at the top level")
-    return value
+    return load_object(data, what)
 
 
 def reject_unknown(obj: dict[str, Any], allowed: set[str] | frozenset[str], path: str) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from weightvault import _b64
-from weightvault._json import reject_duplicate_keys
+from weightvault._json import canonical, load_object
 from weightvault.errors import FormatError, UsageError, VerificationError
 from weightvault.tlog.checkpoint import Checkpoint, WitnessPolicy, verify_checkpoint
 from weightvault.tlog.log import TransparencyLog
@@ -40,16 +40,7 @@ MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 
 
 def _load(bundle_json: bytes) -> dict[str, Any]:
-    if len(bundle_json) > MAX_BUNDLE_BYTES:
-        raise FormatError(f"bundle: larger than {MAX_BUNDLE_BYTES} bytes")
-
-    try:
-        doc = json.loads(bundle_json, object_pairs_hook=reject_duplicate_keys("bundle"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"bundle: not valid JSON ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise FormatError("bundle: not a JSON object")
-    return doc
+    return load_object(bundle_json, "bundle", max_bytes=MAX_BUNDLE_BYTES)
 
 
 def _obj(parent: dict[str, Any], key: str, path: str) -> dict[str, Any]:
@@ -139,7 +130,7 @@ def _entry_body(doc: dict[str, Any], integrated_time: int) -> bytes:
             "signer": signer,
         },
     }
-    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return canonical(body, ascii_only=True)
 
 
 def log_id(log_key: VerifierKey) -> bytes:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weightvault import _b64
-from weightvault._json import reject_duplicate_keys
+from weightvault._json import load_object
 from weightvault.errors import FormatError, InputError, KeyMaterialError, VerificationError
 from weightvault.tlog.checkpoint import (
     Checkpoint,
@@ -640,12 +640,7 @@ class LogExport:
 
     @classmethod
     def from_json(cls, data: bytes) -> LogExport:
-        try:
-            doc = json.loads(data, object_pairs_hook=reject_duplicate_keys("export"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FormatError(f"export: not valid JSON ({exc})") from exc
-        if not isinstance(doc, dict):
-            raise FormatError("export: not a JSON object")
+        doc = load_object(data, "export")
         expected = {"format", "origin", "checkpoints", "entries", "leaf_hashes"}
         if set(doc) != expected:
             unknown = sorted(set(doc) - expected)

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from weightvault._fs import write_bytes_atomic
+from weightvault._json import load_object
 from weightvault.errors import FormatError, InputError, KeyMaterialError, VerificationError
 from weightvault.tlog.checkpoint import verify_checkpoint
 from weightvault.tlog.note import SIG_COSIGNATURE_V1, NoteSigner, VerifierKey
@@ -38,13 +38,8 @@ class WitnessState:
 
     @classmethod
     def from_json(cls, data: bytes) -> WitnessState:
-        if len(data) > MAX_STATE_BYTES:
-            raise FormatError("witness state: file too large")
-        try:
-            doc: Any = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FormatError(f"witness state: not valid JSON ({exc})") from exc
-        if not isinstance(doc, dict) or set(doc) != {"format", "log_key", "checkpoint"}:
+        doc = load_object(data, "witness state", max_bytes=MAX_STATE_BYTES)
+        if set(doc) != {"format", "log_key", "checkpoint"}:
             raise FormatError("witness state: expected exactly format, log_key, checkpoint")
         if doc["format"] != WITNESS_STATE_FORMAT:
             raise FormatError(f"witness state: format must be {WITNESS_STATE_FORMAT!r}")
