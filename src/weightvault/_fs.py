@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from weightvault import _interrupt
-from weightvault.errors import FileSystemError, InputError
+from weightvault.errors import FileSystemError, InputError, Reason
 
 __all__ = [
     "StagedOutputs",
@@ -63,7 +63,12 @@ def ensure_writable_destination(path: Path, *, force: bool) -> None:
         # Never rename over a device, pipe or socket (``--out /dev/null --force`` would replace it).
         raise InputError(f"{path}: is not a regular file; give a regular file path for the output")
     if path.exists() and not force:
-        raise InputError(f"{path}: already exists", hint="allow overwriting it", remedy="overwrite")
+        raise InputError(
+            f"{path}: already exists",
+            hint="allow overwriting it",
+            remedy="overwrite",
+            reason=Reason.EXISTS,
+        )
     if not path.parent.exists():
         raise InputError(f"{path.parent}: folder does not exist; create it first")
     check_folder_writable(path.parent)
@@ -93,7 +98,10 @@ def _commit(temporary: Path, path: Path, *, force: bool) -> None:
         os.link(temporary, path)
     except FileExistsError as exc:
         raise InputError(
-            f"{path}: already exists", hint="allow overwriting it", remedy="overwrite"
+            f"{path}: already exists",
+            hint="allow overwriting it",
+            remedy="overwrite",
+            reason=Reason.EXISTS,
         ) from exc
     os.unlink(temporary)
 

@@ -15,6 +15,9 @@ and the exit code the CLI uses for it. Exit codes follow one rule across command
 Messages and hints here never name command-line flags: the library does not know how it was
 called. Where the fix is "pass some option", an error names a *remedy* (see :data:`REMEDIES`)
 and the command line spells it out in its own words (``weightvault.cli._exit``).
+
+Code that must tell failures apart reads ``exc.reason`` (a :class:`Reason`), never the words of
+the message: those are for people and may change.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import re
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
@@ -32,6 +36,7 @@ __all__ = [
     "InputError",
     "KeyMaterialError",
     "PolicyError",
+    "Reason",
     "UnsafeFileError",
     "UsageError",
     "VerificationError",
@@ -76,14 +81,44 @@ REMEDIES = frozenset(
 )
 
 
+class Reason(StrEnum):
+    """Why an error was raised, in a word a program can test (``exc.reason is Reason.NO_FILES``).
+
+    Each error class has a general reason (its kind); a raise site names a specific one where a
+    caller may need to act on it.
+    """
+
+    # the kinds, one per error class
+    USAGE = "usage"
+    INPUT = "input"
+    FORMAT = "format"
+    KEY_MATERIAL = "key-material"
+    VERIFICATION = "verification"
+    POLICY = "policy"
+    UNSAFE_FILE = "unsafe-file"
+    DECRYPTION = "decryption"
+    FILE_SYSTEM = "file-system"
+    # specific reasons
+    NOT_FOUND = "not-found"
+    """A named input (a model, a signature, a log) does not exist."""
+    EXISTS = "exists"
+    """An output already exists and may not be replaced."""
+    NO_FILES = "no-files"
+    """A model has no files left to process (empty, or everything ignored)."""
+    SYMLINK = "symlink"
+    """A symlink the model's symlink policy refuses."""
+
+
 class WeightvaultError(Exception):
     """Base class: a failure with a user-facing message and an exit code.
 
     ``hint`` says what to do in plain words; ``remedy`` (one of :data:`REMEDIES`) lets the
-    command line say it with its own option names instead.
+    command line say it with its own option names instead; ``reason`` says why, for programs
+    (the class's general :class:`Reason` unless the raise site names a specific one).
     """
 
     exit_code: int = 2
+    reason: Reason = Reason.INPUT
 
     def __init__(
         self,
@@ -92,11 +127,13 @@ class WeightvaultError(Exception):
         hint: str | None = None,
         remedy: str | None = None,
         remedy_args: dict[str, str] | None = None,
+        reason: Reason | None = None,
     ) -> None:
         super().__init__(message)
         if remedy is not None and remedy not in REMEDIES:
             raise ValueError(f"unknown remedy {remedy!r}")
         self.message = message
+        self.reason = type(self).reason if reason is None else Reason(reason)
         self.hint = hint
         self.remedy = remedy
         self.remedy_args = dict(remedy_args or {})
@@ -118,48 +155,56 @@ class UsageError(WeightvaultError):
     """The caller combined options that make no sense (for example two signing methods)."""
 
     exit_code = 2
+    reason = Reason.USAGE
 
 
 class InputError(WeightvaultError):
     """A path is missing, unreadable, of the wrong kind, or would be overwritten."""
 
     exit_code = 2
+    reason = Reason.INPUT
 
 
 class FormatError(WeightvaultError):
     """Input bytes are not in the expected format; the message names the field."""
 
     exit_code = 2
+    reason = Reason.FORMAT
 
 
 class KeyMaterialError(WeightvaultError):
     """A key, certificate or token could not be loaded or used."""
 
     exit_code = 2
+    reason = Reason.KEY_MATERIAL
 
 
 class VerificationError(WeightvaultError):
     """A signature, digest, proof or checkpoint did not verify."""
 
     exit_code = 1
+    reason = Reason.VERIFICATION
 
 
 class PolicyError(WeightvaultError):
     """A well-formed request or artifact was refused by policy (identity, role, budget)."""
 
     exit_code = 1
+    reason = Reason.POLICY
 
 
 class UnsafeFileError(WeightvaultError):
     """A file would execute code or is otherwise unsafe to load."""
 
     exit_code = 1
+    reason = Reason.UNSAFE_FILE
 
 
 class DecryptionError(WeightvaultError):
     """Decryption failed. Secret-dependent causes (wrong key, bad tag) share one message."""
 
     exit_code = 1
+    reason = Reason.DECRYPTION
 
 
 def _rebuild(cls: type[WeightvaultError], message: str) -> WeightvaultError:
@@ -194,6 +239,7 @@ class FileSystemError(InputError):
     """
 
     exit_code = 2
+    reason = Reason.FILE_SYSTEM
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from weightvault._fs import atomic_output
-from weightvault.errors import FormatError, InputError, UsageError, VerificationError
+from weightvault.errors import FormatError, InputError, Reason, UsageError, VerificationError
 from weightvault.hashing import HashAlgorithm, HashJob, ProgressCallback, hash_jobs
 from weightvault.oms.dsse import INTOTO_PAYLOAD_TYPE
 from weightvault.oms.manifest import (
@@ -501,6 +501,7 @@ def read_signature(signature_path: PathLike) -> bytes:
             f"{target}: no such signature file",
             hint="sign the model first, or give the signature's path",
             remedy="signature-path",
+            reason=Reason.NOT_FOUND,
         ) from exc
     except PermissionError as exc:
         raise InputError(f"{target}: permission denied reading the signature") from exc
@@ -636,7 +637,7 @@ def check(
                 continue
             return VerificationResult(root, sig, verified.signer, signed, symlinks=(exc.name,))
         except InputError as exc:
-            if "no files to process" not in exc.message:
+            if exc.reason is not Reason.NO_FILES:
                 raise
             names = sorted(signed_files, key=component_key)
             return VerificationResult(root, sig, verified.signer, signed, missing=tuple(names))

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from weightvault.errors import InputError
+from weightvault.errors import InputError, Reason
 
 _BATCH_PARAMS = 500  # ids per "IN (...)" query
 
@@ -173,16 +173,23 @@ class SQLiteDialect:
 
     def check_new(self) -> None:
         if self.path.exists() and self.path.stat().st_size > 0:
-            raise InputError(f"{self.path}: already exists; choose a new path for a new log")
+            raise InputError(
+                f"{self.path}: already exists; choose a new path for a new log",
+                reason=Reason.EXISTS,
+            )
 
     def already_exists(self, exc: Exception) -> InputError | None:
         if isinstance(exc, sqlite3.OperationalError) and "already exists" in str(exc):
-            return InputError(f"{self.path}: already holds a log")  # another process was first
+            # another process was first (SQLite says so only in words: no code of its own)
+            return InputError(f"{self.path}: already holds a log", reason=Reason.EXISTS)
         return None
 
     def check_exists(self) -> None:
         if not self.path.is_file():
-            raise InputError(f"{self.path}: no such log; create it with 'weightvault log init'")
+            raise InputError(
+                f"{self.path}: no such log; create it with 'weightvault log init'",
+                reason=Reason.NOT_FOUND,
+            )
 
     def not_a_log(self, exc: Exception) -> InputError | None:
         if isinstance(exc, sqlite3.DatabaseError):
@@ -269,7 +276,9 @@ class PostgresDialect:
         import psycopg
 
         if isinstance(exc, psycopg.errors.DuplicateTable | psycopg.errors.UniqueViolation):
-            return InputError("this database already holds a log; use a new database")
+            return InputError(
+                "this database already holds a log; use a new database", reason=Reason.EXISTS
+            )
         return None
 
     def check_exists(self) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from weightvault.errors import InputError, UsageError
+from weightvault.errors import InputError, Reason, UsageError
 
 __all__ = [
     "DEFAULT_IGNORED_NAMES",
@@ -41,6 +41,8 @@ class SymlinkError(InputError):
     Verification turns this into a mismatch (a file was replaced by a link), signing into an
     input error.
     """
+
+    reason = Reason.SYMLINK
 
     def __init__(self, message: str, *, name: str, remedy: str | None = None) -> None:
         super().__init__(message, remedy=remedy)
@@ -143,7 +145,9 @@ def walk_model(
     """
     root = Path(model_path)
     if not root.exists() and not root.is_symlink():
-        raise InputError(f"{root}: no such file or directory; check the model path")
+        raise InputError(
+            f"{root}: no such file or directory; check the model path", reason=Reason.NOT_FOUND
+        )
     if root.is_symlink() and not allow_symlinks:
         raise SymlinkError(f"{root}: model path is a symlink", name=".", remedy="allow-symlinks")
     if not root.exists():
@@ -226,7 +230,10 @@ def walk_model(
             empty_dirs.append(prefix.rstrip("/"))
 
     if not files:
-        raise InputError(f"{root}: the model has no files to process (empty or all ignored)")
+        raise InputError(
+            f"{root}: the model has no files to process (empty or all ignored)",
+            reason=Reason.NO_FILES,
+        )
     files.sort(key=lambda f: sort_key(f.name))
     return ModelTree(
         root=root,
