@@ -256,8 +256,8 @@ def _tar_header(name: bytes, typeflag: bytes, size: int) -> bytes:
 def test_a_pickle_in_a_broken_tar_header_is_found(tmp_path: Path) -> None:
     """torch.load tries tarfile first and, when it raises, unpickles the file from byte 0: a
     tar header whose name field is a protocol-0 pickle and whose pax data is broken runs."""
-    marker = tmp_path / "marker"
-    name = b"cbuiltins\nopen\n(S'" + str(marker).encode() + b"'\nS'w'\ntR."
+    marker = tmp_path / "marker"  # relative in the header: the name field holds 100 bytes
+    name = b"cbuiltins\nopen\n(S'marker'\nS'w'\ntR."
     data = _tar_header(name, b"x", 16) + b"garbage garbage!".ljust(512, b"\x00") + bytes(1024)
     path = tmp_path / "header.pt"
     path.write_bytes(data)
@@ -267,7 +267,7 @@ def test_a_pickle_in_a_broken_tar_header_is_found(tmp_path: Path) -> None:
     assert result.max_severity == Severity.DANGEROUS, result
     subprocess.run([sys.executable, "-c",
                     "import sys, torch; torch.load(sys.argv[1], weights_only=False)", str(path)],
-                   check=False, timeout=120, capture_output=True)
+                   check=False, timeout=120, capture_output=True, cwd=tmp_path)
     assert marker.exists()
 
 
