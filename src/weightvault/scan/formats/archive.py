@@ -59,7 +59,9 @@ _ZIP_ERRORS: tuple[type[BaseException], ...] = (
     OSError, ValueError, EOFError, NotImplementedError, RuntimeError, struct.error,
 )
 _DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
-_STORAGE_MEMBER = re.compile(r"(^|/)(data|constants|traced_inputs)/\d+$")
+_STORAGE_MEMBER = re.compile(r"(^|/)data/\d+$")
+#: TorchScript keeps the tensors of constants and traced inputs in storages of their own.
+_JIT_STORAGE_MEMBER = re.compile(r"(^|/)(data|constants|traced_inputs)/\d+$")
 _TORCH_METADATA = frozenset(
     {"version", "byteorder", ".format_version", ".storage_alignment", "serialization_id"}
 )
@@ -656,7 +658,9 @@ def _scan_zip_member_data(
 ) -> None:
     compression = info.method
     # 2. PyTorch storages are raw tensor bytes: only a pickle hidden there is of interest.
-    if fmt in ("pytorch-zip", "torchscript") and _STORAGE_MEMBER.search(info.name):
+    if (fmt == "pytorch-zip" and _STORAGE_MEMBER.search(info.name)) or (
+        fmt == "torchscript" and _JIT_STORAGE_MEMBER.search(info.name)
+    ):
         if compression != ZIP_STORED:
             ctx.find(
                 Severity.UNKNOWN, "archive", info.name,
