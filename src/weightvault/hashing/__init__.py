@@ -35,6 +35,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -47,6 +48,7 @@ __all__ = [
     "HashAlgorithm",
     "HashJob",
     "ProgressCallback",
+    "ProgressDisplay",
     "default_workers",
     "digest_size",
     "hash_jobs",
@@ -128,6 +130,10 @@ HASH_TYPES: tuple[str, ...] = tuple(HashAlgorithm)
 
 ProgressCallback = Callable[[int], None]
 """Called with a number of bytes just hashed; may be called from worker threads."""
+
+ProgressDisplay = Callable[[int], AbstractContextManager[ProgressCallback]]
+"""Opened with the number of bytes about to be hashed, once they are known; yields the
+:data:`ProgressCallback` that reports them (a progress bar, for example)."""
 
 #: Report progress at most this often per worker (bytes).
 _PROGRESS_STEP = 64 << 20

@@ -2,9 +2,12 @@
 
 Public nouns and verbs::
 
-    from weightvault.signing import KeySigner, KeyVerifier, sign, verify, check, digest
+    from weightvault.signing import KeySigner, KeyVerifier, ManifestOptions, sign, verify, check
 
-    sign("model/", KeySigner.from_file("key.pem"))            # writes model/model.sig
+    signer = KeySigner.from_file("key.pem")
+    sign("model/", signer)                                     # writes model/model.sig
+    sign("model/", signer, hash_type="blake3", max_workers=4)  # choices as keywords,
+    sign("model/", signer, options=ManifestOptions(serialization="shards"))  # or as one object
     result = check("model/", None, KeyVerifier.from_file("key.pub"))
     result.ok, result.changed, result.missing, result.extra
     verify("model/", None, KeyVerifier.from_file("key.pub"))  # raises VerificationError
@@ -21,18 +24,21 @@ from typing import TYPE_CHECKING, Any
 from weightvault.signing._base import Signer, SignerIdentity, VerifiedPayload, Verifier
 from weightvault.signing._model import (
     SIGNATURE_FILE_NAME,
+    ModelPlan,
     SignedModel,
     SignResult,
-    VerificationResult,
-    check,
     compute_manifest,
     default_signature_path,
     digest,
+    is_signature_file,
+    plan_model,
     prepare_signature,
     sign,
-    verify,
+    sign_manifest,
     write_signature,
 )
+from weightvault.signing._verify import VerificationResult, check, read_signature, verify
+from weightvault.signing.options import ManifestKeywords, ManifestOptions
 
 if TYPE_CHECKING:
     from weightvault.signing.certificate import CertificateSigner, CertificateVerifier
@@ -44,6 +50,9 @@ __all__ = [
     "CertificateVerifier",
     "KeySigner",
     "KeyVerifier",
+    "ManifestKeywords",
+    "ManifestOptions",
+    "ModelPlan",
     "SignResult",
     "SignedModel",
     "Signer",
@@ -55,8 +64,12 @@ __all__ = [
     "compute_manifest",
     "default_signature_path",
     "digest",
+    "is_signature_file",
+    "plan_model",
     "prepare_signature",
+    "read_signature",
     "sign",
+    "sign_manifest",
     "verify",
     "write_signature",
 ]

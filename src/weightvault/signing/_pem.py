@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from weightvault.errors import InputError, KeyMaterialError
+from weightvault.errors import InputError, KeyMaterialError, Reason
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -30,8 +30,16 @@ SUPPORTED_CURVES = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521}
 _MAX_PEM_BYTES = 1 << 20
 
 
-def read_input_file(path: str | os.PathLike[str], what: str, limit: int = _MAX_PEM_BYTES) -> bytes:
-    """Read a small input file, turning OS errors into one-line input errors."""
+def read_input_file(
+    path: str | os.PathLike[str],
+    what: str,
+    limit: int = _MAX_PEM_BYTES,
+    *,
+    hint: str | None = None,
+    remedy: str | None = None,
+) -> bytes:
+    """Read a small input file, turning OS errors into one-line input errors (``hint`` and
+    ``remedy`` say what to do when the file does not exist)."""
     target = Path(path)
     try:
         if target.is_dir():
@@ -39,7 +47,9 @@ def read_input_file(path: str | os.PathLike[str], what: str, limit: int = _MAX_P
         with open(target, "rb") as handle:
             data = handle.read(limit + 1)
     except FileNotFoundError as exc:
-        raise InputError(f"{target}: no such {what} file") from exc
+        raise InputError(
+            f"{target}: no such {what} file", hint=hint, remedy=remedy, reason=Reason.NOT_FOUND
+        ) from exc
     except PermissionError as exc:
         raise InputError(f"{target}: permission denied reading the {what}") from exc
     except OSError as exc:

@@ -13,6 +13,7 @@ which files belong to it, what they are called, and in which order they come:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from collections.abc import Iterable
@@ -81,6 +82,35 @@ class ModelTree:
     @property
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
+
+    def without(self, names: Iterable[str]) -> ModelTree:
+        """This tree with the files ``names`` left out, as if the walk had been told to ignore
+        them (recorded as ignored; a folder they leave empty is listed as empty), without
+        listing the folders again."""
+        drop = frozenset(names)
+        files = tuple(f for f in self.files if f.name not in drop)
+        if not files:
+            raise _no_files(self.root)
+        parents = {name.rpartition("/")[0] for name in drop if "/" in name}
+        emptied = [
+            folder
+            for folder in parents
+            if not any(f.name.startswith(f"{folder}/") for f in files)
+            and not any(d == folder or d.startswith(f"{folder}/") for d in self.empty_dirs)
+        ]
+        return dataclasses.replace(
+            self,
+            files=files,
+            ignored=tuple(sorted({*self.ignored, *drop})),
+            empty_dirs=tuple(sorted({*self.empty_dirs, *emptied})),
+        )
+
+
+def _no_files(root: Path) -> InputError:
+    return InputError(
+        f"{root}: the model has no files to process (empty or all ignored)",
+        reason=Reason.NO_FILES,
+    )
 
 
 def normalize_ignore_path(root: Path, ignored: str | os.PathLike[str]) -> str | None:
@@ -230,10 +260,7 @@ def walk_model(
             empty_dirs.append(prefix.rstrip("/"))
 
     if not files:
-        raise InputError(
-            f"{root}: the model has no files to process (empty or all ignored)",
-            reason=Reason.NO_FILES,
-        )
+        raise _no_files(root)
     files.sort(key=lambda f: sort_key(f.name))
     return ModelTree(
         root=root,
