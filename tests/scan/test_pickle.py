@@ -55,15 +55,27 @@ def test_frame_longer_than_the_data_is_refused_and_its_payload_reported(tmp_path
     assert result.max_severity == Severity.DANGEROUS
 
 
-@pytest.mark.parametrize("frame", [1, 2, 5, 11])
+@pytest.mark.parametrize("frame", [3, 7, 8, 11])
 def test_an_argument_crossing_a_frame_end_is_refused(tmp_path: Path, frame: int) -> None:
-    """pickle.load(file) discards the frame's rest, pickle.loads reads on, the Python unpickler
-    fails: the readers disagree, so the file is malformed (never safe), wherever the cut is."""
+    """A read that straddles a frame's end: pickle.load(file) discards the frame's rest,
+    pickle.loads reads on, the Python unpickler fails. The readers disagree, so the file is
+    malformed (never safe), wherever the cut is."""
     payload = _bu("os") + _bu("system") + b"\x93(" + _bu("true") + b"tR."
     data = b"\x80\x04\x95" + struct.pack("<Q", frame) + payload
     result = _scan_bytes(tmp_path, data)
     assert result.errors and "crosses the end of its FRAME" in result.errors[0], result
     assert result.status != "safe"
+
+
+@pytest.mark.parametrize("frame", [1, 2, 5, 6])
+def test_a_frame_ending_between_two_reads_is_read_on(tmp_path: Path, frame: int) -> None:
+    """After an opcode byte, or a length before its data: every reader then reads on from the
+    file (the C file reader's buffer is exhausted, the Python one drops its empty frame)."""
+    payload = _bu("os") + _bu("system") + b"\x93(" + _bu("true") + b"tR."
+    data = b"\x80\x04\x95" + struct.pack("<Q", frame) + payload
+    result = _scan_bytes(tmp_path, data)
+    assert not result.errors, result
+    assert _subjects(result) == ["os.system"]
 
 
 def test_frames_that_end_on_opcode_boundaries_are_read_on(tmp_path: Path) -> None:
@@ -83,7 +95,7 @@ def test_frames_that_end_on_opcode_boundaries_are_read_on(tmp_path: Path) -> Non
     # STOP with bytes of its frame left: loaders disagree on where the next read starts
     (b"\x80\x04\x95" + struct.pack("<Q", 5) + b"N.NNN", "STOP before the end of its FRAME"),
     # a text line (GLOBAL) that runs past the frame's end
-    (b"\x80\x04\x95" + struct.pack("<Q", 4) + b"cos\nsystem\n.", "crosses the end"),
+    (b"\x80\x04\x95" + struct.pack("<Q", 3) + b"cos\nsystem\n.", "crosses the end"),
 ])
 def test_other_frame_disagreements_are_refused(tmp_path: Path, data: bytes, message: str) -> None:
     result = _scan_bytes(tmp_path, data)

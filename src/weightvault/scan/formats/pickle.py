@@ -411,6 +411,7 @@ class PickleMachine:
         kept = limits.max_kept_string
         judge = self.policy.judge
         globals_ = run.globals
+        frame_end = _NO_FRAME  # the file offset where the current FRAME ends
 
         def fail(message: str, offset: int) -> PickleError:
             return PickleError(message, offset)
@@ -508,9 +509,37 @@ class PickleMachine:
                     target.items = []
                 target.items.extend(items)
 
+        # Reads through the reader, one per C-level read of ``_pickle.c``. A frame is read
+        # ahead as one block by the file unpickler (and by the pure-Python one), so each read
+        # must lie wholly inside the current frame or start at or after its end (then the frame
+        # is over: every reader reads on from the file). A read that straddles the end is where
+        # the readers part ways (see the module docstring): refused.
+        def unit(size: int, offset: int) -> None:
+            nonlocal frame_end
+            start = r.tell()
+            if start >= frame_end:
+                frame_end = _NO_FRAME
+            elif start + size > frame_end:
+                raise _crossing(offset, frame_end)
+
+        def take(size: int, offset: int) -> bytes:
+            unit(size, offset)
+            return read(size)
+
+        def take_line(offset: int) -> bytes:
+            nonlocal frame_end
+            start = r.tell()
+            line = readline(max_line)
+            if start >= frame_end:
+                frame_end = _NO_FRAME
+            elif r.tell() > frame_end:
+                raise _crossing(offset, frame_end)
+            return line
+
         def read_string(n: int, offset: int, kind: str) -> Any:
             if n < 0:
                 raise fail(f"{kind}: negative byte count", offset)
+            unit(n, offset)
             if n > limits.max_kept_string:
                 start = r.tell()
                 r.skip(n)
@@ -524,6 +553,7 @@ class PickleMachine:
         def read_bytes(n: int, offset: int, kind: str) -> Any:
             if n < 0:
                 raise fail(f"{kind}: negative byte count", offset)
+            unit(n, offset)
             start = r.tell()
             if (
                 n >= 4
@@ -541,7 +571,6 @@ class PickleMachine:
         head = r.peek(1)
         run.first_opcode = head[0] if head else -1
         count = 0
-        frame_end = _NO_FRAME
         # The interpreter works on a local cursor over the reader's buffer: ``buf``, the usable
         # length ``n``, the next byte ``i`` and the file offset ``base`` of ``buf[0]``. Inside a
         # FRAME, ``n`` stops at the frame's end, so an opcode whose argument would cross it
@@ -851,10 +880,8 @@ class PickleMachine:
                 r._i = i
                 i = -1  # the reader is authoritative until the reload
                 if op == 0x95:  # FRAME
-                    (length,) = unpack_Q(read(8))
+                    (length,) = unpack_Q(take(8, offset))
                     position = r.tell()
-                    if position > frame_end:
-                        raise _crossing(offset, frame_end)
                     if frame_end != _NO_FRAME and position < frame_end:
                         raise fail(
                             "FRAME before the end of the previous frame (the pure-Python "
@@ -871,58 +898,58 @@ class PickleMachine:
                             )
                         frame_end = position + remaining
                 elif op == 0x63:  # GLOBAL
-                    module = text_str(readline(max_line), offset)
-                    name = text_str(readline(max_line), offset)
+                    module = text_str(take_line(offset), offset)
+                    name = text_str(take_line(offset), offset)
                     stack.append(do_import(module, name, offset))
                 elif op == 0x71:  # BINPUT
-                    idx = read(1)[0]
+                    idx = take(1, offset)[0]
                     memo[idx] = top(offset)
                 elif op == 0x4B:  # BININT1
-                    stack.append(read(1)[0])
+                    stack.append(take(1, offset)[0])
                 elif op == 0x68:  # BINGET
-                    idx = read(1)[0]
+                    idx = take(1, offset)[0]
                     if idx not in memo:
                         raise fail(f"memo key {idx} not found (GET before PUT)", offset)
                     stack.append(memo[idx])
                 elif op == 0x58:  # BINUNICODE
-                    stack.append(read_string(unpack_I(read(4))[0], offset, "BINUNICODE"))
+                    stack.append(read_string(unpack_I(take(4, offset))[0], offset, "BINUNICODE"))
                 elif op == 0x8C:  # SHORT_BINUNICODE
-                    stack.append(read_string(read(1)[0], offset, "SHORT_BINUNICODE"))
+                    stack.append(read_string(take(1, offset)[0], offset, "SHORT_BINUNICODE"))
                 elif op == 0x4D:  # BININT2
-                    stack.append(unpack_H(read(2))[0])
+                    stack.append(unpack_H(take(2, offset))[0])
                 elif op == 0x4A:  # BININT
-                    stack.append(unpack_i(read(4))[0])
+                    stack.append(unpack_i(take(4, offset))[0])
                 elif op == 0x72:  # LONG_BINPUT
-                    (idx,) = unpack_I(read(4))
+                    (idx,) = unpack_I(take(4, offset))
                     memo[idx] = top(offset)
                 elif op == 0x80:  # PROTO
-                    proto = read(1)[0]
+                    proto = take(1, offset)[0]
                     if proto > HIGHEST_PROTOCOL:
                         raise fail(f"unsupported pickle protocol: {proto}", offset)
                     run.protocol = proto
                 elif op == 0x6A:  # LONG_BINGET
-                    (idx,) = unpack_I(read(4))
+                    (idx,) = unpack_I(take(4, offset))
                     if idx not in memo:
                         raise fail(f"memo key {idx} not found (GET before PUT)", offset)
                     stack.append(memo[idx])
                 elif op == 0x67:  # GET
                     try:
-                        idx = int(readline(max_line))
+                        idx = int(take_line(offset))
                     except ValueError as exc:
                         raise fail("GET argument is not an integer", offset) from exc
                     if idx not in memo:
                         raise fail(f"memo key {idx} not found (GET before PUT)", offset)
                     stack.append(memo[idx])
                 elif op == 0x69:  # INST
-                    module = text_str(readline(max_line), offset)
-                    name = text_str(readline(max_line), offset)
+                    module = text_str(take_line(offset), offset)
+                    name = text_str(take_line(offset), offset)
                     cls = do_import(module, name, offset)  # imported before the MARK is popped
                     cls.called = True
                     args = pop_mark(offset)
                     stack.append(Obj(cls, tuple(args)))
                 elif op in (0x82, 0x83, 0x84):  # EXT1 / EXT2 / EXT4
                     size = {0x82: 1, 0x83: 2, 0x84: 4}[op]
-                    code = int.from_bytes(read(size), "little", signed=size == 4)
+                    code = int.from_bytes(take(size, offset), "little", signed=size == 4)
                     self._add(
                         run, Severity.UNKNOWN, "import", f"<extension {code}>",
                         "EXT opcode imports whatever the loading process registered under this "
@@ -930,11 +957,11 @@ class PickleMachine:
                     )
                     stack.append(Opaque("extension"))
                 elif op == 0x50:  # PERSID
-                    pid = readline(max_line).decode("ascii", "replace")
+                    pid = take_line(offset).decode("ascii", "replace")
                     run.persistent_ids.append(pid)
                     stack.append(Persistent(pid))
                 elif op == 0x70:  # PUT
-                    line = readline(max_line)
+                    line = take_line(offset)
                     try:
                         idx = int(line)
                     except ValueError as exc:
@@ -943,9 +970,9 @@ class PickleMachine:
                         raise fail("negative PUT argument", offset)
                     memo[idx] = top(offset)
                 elif op == 0x49:  # INT
-                    stack.append(self._parse_int(readline(max_line), offset))
+                    stack.append(self._parse_int(take_line(offset), offset))
                 elif op == 0x4C:  # LONG
-                    line = readline(max_line)
+                    line = take_line(offset)
                     if line.endswith(b"L"):
                         line = line[:-1]
                     try:
@@ -953,55 +980,57 @@ class PickleMachine:
                     except ValueError as exc:
                         raise fail("LONG argument is not an integer", offset) from exc
                 elif op == 0x8A:  # LONG1
-                    size = read(1)[0]
-                    stack.append(int.from_bytes(read(size), "little", signed=True))
+                    size = take(1, offset)[0]
+                    stack.append(int.from_bytes(take(size, offset), "little", signed=True))
                 elif op == 0x8B:  # LONG4
-                    (size,) = unpack_i(read(4))
+                    (size,) = unpack_i(take(4, offset))
                     if size < 0:
                         raise fail("LONG pickle has negative byte count", offset)
                     if size > 1024:
+                        unit(size, offset)
                         r.skip(size)
                         stack.append(Opaque("int"))
                     else:
-                        stack.append(int.from_bytes(read(size), "little", signed=True))
+                        stack.append(int.from_bytes(take(size, offset), "little", signed=True))
                 elif op == 0x46:  # FLOAT
-                    line = readline(max_line)
+                    line = take_line(offset)
                     try:
                         stack.append(float(line))
                     except ValueError as exc:
                         raise fail("could not convert FLOAT argument", offset) from exc
                 elif op == 0x47:  # BINFLOAT
-                    stack.append(struct.unpack(">d", read(8))[0])
+                    stack.append(struct.unpack(">d", take(8, offset))[0])
                 elif op == 0x8D:  # BINUNICODE8
-                    stack.append(read_string(unpack_Q(read(8))[0], offset, "BINUNICODE8"))
+                    stack.append(read_string(unpack_Q(take(8, offset))[0], offset, "BINUNICODE8"))
                 elif op == 0x56:  # UNICODE
-                    line = readline(max_line)
+                    line = take_line(offset)
                     try:
                         stack.append(line.decode("raw-unicode-escape"))
                     except UnicodeDecodeError as exc:
                         raise fail("UNICODE argument is not raw-unicode-escape", offset) from exc
                 elif op == 0x53:  # STRING
-                    stack.append(self._parse_string(readline(max_line), offset))
+                    stack.append(self._parse_string(take_line(offset), offset))
                 elif op == 0x54:  # BINSTRING
-                    (size,) = unpack_i(read(4))
+                    (size,) = unpack_i(take(4, offset))
+                    unit(max(size, 0), offset)
                     stack.append(self._decode_binstring(size, r, offset))
                 elif op == 0x55:  # SHORT_BINSTRING
-                    stack.append(self._decode_binstring(read(1)[0], r, offset))
+                    size = take(1, offset)[0]
+                    unit(size, offset)
+                    stack.append(self._decode_binstring(size, r, offset))
                 elif op == 0x42:  # BINBYTES
-                    stack.append(read_bytes(unpack_I(read(4))[0], offset, "bytes"))
+                    stack.append(read_bytes(unpack_I(take(4, offset))[0], offset, "bytes"))
                 elif op == 0x43:  # SHORT_BINBYTES
-                    stack.append(read_bytes(read(1)[0], offset, "bytes"))
+                    stack.append(read_bytes(take(1, offset)[0], offset, "bytes"))
                 elif op == 0x8E:  # BINBYTES8
-                    stack.append(read_bytes(unpack_Q(read(8))[0], offset, "bytes"))
+                    stack.append(read_bytes(unpack_Q(take(8, offset))[0], offset, "bytes"))
                 elif op == 0x96:  # BYTEARRAY8
-                    stack.append(read_bytes(unpack_Q(read(8))[0], offset, "bytearray"))
+                    stack.append(read_bytes(unpack_Q(take(8, offset))[0], offset, "bytearray"))
                 else:
                     raise fail(f"invalid load key, {bytes([op])!r}", offset)
                 buf = r._buf
                 i = r._i
                 base = r._buf_pos
-                if base + i > frame_end:
-                    raise _crossing(offset, frame_end)
                 n = len(buf) if base + len(buf) <= frame_end else frame_end - base
         except PickleError:
             if i >= 0:  # raised on the local cursor: hand the position back (callers read on)
