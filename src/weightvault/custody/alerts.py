@@ -4,17 +4,23 @@ An alert is three things at once: a row in the ``alerts`` table (inside the tran
 request that caused it), an entry in the audit log, and a JSON POST to the configured webhook.
 The webhook is sent by a background thread with a few retries: a slow or dead receiver never
 blocks or fails a request (the audit log, which must be written, already holds the alert).
+
+The sink knows nothing of the service: it is given an :class:`AlertEvent` (what happened, when,
+to whom) and writes it through the audit appender it was built with.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import queue
 import secrets
 import threading
 import time
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -22,19 +28,35 @@ from weightvault.custody.approvals import format_time
 from weightvault.custody.store import Alert
 from weightvault.errors import UsageError
 
-if TYPE_CHECKING:
-    from weightvault.custody.service import Custody
-
-__all__ = ["ALERT_KINDS", "AlertSink"]
+__all__ = ["ALERT_KINDS", "AlertEvent", "AlertSink", "AuditAppend"]
 
 ALERT_KINDS = ("budget.exhausted", "volume.unusual", "principal.first_pull", "denials.repeated")
+
+AuditAppend = Callable[[dict[str, Any]], object]
+"""Appends one event to the audit log durably (raises when it cannot)."""
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One thing worth an alert: its kind (one of :data:`ALERT_KINDS`), when, who, which model."""
+
+    kind: str
+    time: dt.datetime
+    principal: str | None = None
+    model: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ALERT_KINDS:
+            raise ValueError(f"unknown alert kind {self.kind!r}")
 
 
 class AlertSink:
     """Writes alerts to the database and the audit log, and posts them to a webhook."""
 
-    def __init__(self, custody: Custody, webhook_url: str | None) -> None:
-        self._custody = custody
+    def __init__(self, audit: AuditAppend, webhook_url: str | None, *, replica: str = "") -> None:
+        self._audit = audit
+        self._replica = replica
         self._url = webhook_url
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10_000)
         self._thread: threading.Thread | None = None
@@ -46,42 +68,34 @@ class AlertSink:
             self._thread = threading.Thread(target=self._send_loop, name="webhook", daemon=True)
             self._thread.start()
 
-    def emit(
-        self,
-        session: Session,
-        kind: str,
-        *,
-        principal: str | None = None,
-        model: str | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Record an alert in ``session``'s transaction, log it, and queue the webhook."""
-        now = self._custody.clock()
+    def emit(self, session: Session, event: AlertEvent) -> None:
+        """Record ``event`` in ``session``'s transaction, log it, and queue the webhook."""
+        detail = dict(event.detail)
         payload = {
-            "alert": kind,
-            "time": format_time(now),
-            "principal": principal,
-            "model": model,
-            "detail": detail or {},
-            "replica": self._custody.config.replica,
+            "alert": event.kind,
+            "time": format_time(event.time),
+            "principal": event.principal,
+            "model": event.model,
+            "detail": detail,
+            "replica": self._replica,
         }
         session.add(
             Alert(
-                time=now,
-                kind=kind,
-                principal=principal,
-                model=model,
-                detail=json.dumps(detail or {}, sort_keys=True),
+                time=event.time,
+                kind=event.kind,
+                principal=event.principal,
+                model=event.model,
+                detail=json.dumps(detail, sort_keys=True),
             )
         )
-        self._custody.trail.append(
+        self._audit(
             {
-                "action": f"alert.{kind}",
+                "action": f"alert.{event.kind}",
                 "outcome": "alert",
-                "principal": principal,
+                "principal": event.principal,
                 "request_id": secrets.token_hex(16),
                 "time": payload["time"],
-                "detail": {"model": model, **(detail or {})},
+                "detail": {"model": event.model, **detail},
             }
         )
         if self._thread is not None:

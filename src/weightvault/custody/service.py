@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from weightvault import _b64 as b64
 from weightvault.custody import _names
-from weightvault.custody.alerts import AlertSink
+from weightvault.custody.alerts import AlertEvent, AlertSink
 from weightvault.custody.approvals import (
     RequestTerms,
     format_time,
@@ -148,7 +148,7 @@ class Custody:
             checkpoint_every=config.checkpoint_every,
             checkpoint_interval_s=config.checkpoint_interval_s,
         )
-        self.alerts = AlertSink(self, config.webhook_url)
+        self.alerts = AlertSink(self.trail.append, config.webhook_url, replica=config.replica)
         self._kek_lock = threading.Lock()
         self.sweep_orphans()
 
@@ -206,9 +206,12 @@ class Custody:
             if count == self.config.repeated_denials:
                 self.alerts.emit(
                     session,
-                    "denials.repeated",
-                    principal=ctx.name or None,
-                    detail={"subject": subject, "count": count, "last": message[:200]},
+                    AlertEvent(
+                        "denials.repeated",
+                        now,
+                        principal=ctx.name or None,
+                        detail={"subject": subject, "count": count, "last": message[:200]},
+                    ),
                 )
 
     # -- authentication ------------------------------------------------------------------------
@@ -1312,10 +1315,13 @@ class Custody:
                 if used + nbytes > budget:
                     self.alerts.emit(
                         session,
-                        "budget.exhausted",
-                        principal=grant.requester,
-                        model=grant.model,
-                        detail={"budget": name, "used": used, "limit": budget, "asked": nbytes},
+                        AlertEvent(
+                            "budget.exhausted",
+                            now,
+                            principal=grant.requester,
+                            model=grant.model,
+                            detail={"budget": name, "used": used, "limit": budget, "asked": nbytes},
+                        ),
                     )
                     refusal = PolicyError(
                         f"pull refused: the {name} byte budget is exhausted "
@@ -1349,20 +1355,26 @@ class Custody:
         if first_pull:
             self.alerts.emit(
                 session,
-                "principal.first_pull",
-                principal=grant.requester,
-                model=grant.model,
-                detail={"grant_id": grant_id},
+                AlertEvent(
+                    "principal.first_pull",
+                    now,
+                    principal=grant.requester,
+                    model=grant.model,
+                    detail={"grant_id": grant_id},
+                ),
             )
         budget = self.config.principal_egress_bytes_per_window
         threshold = budget * self.config.unusual_volume_fraction
         if principal_used < threshold <= principal_used + nbytes:
             self.alerts.emit(
                 session,
-                "volume.unusual",
-                principal=grant.requester,
-                model=grant.model,
-                detail={"window_bytes": principal_used + nbytes, "budget": budget},
+                AlertEvent(
+                    "volume.unusual",
+                    now,
+                    principal=grant.requester,
+                    model=grant.model,
+                    detail={"window_bytes": principal_used + nbytes, "budget": budget},
+                ),
             )
 
     # -- audit access --------------------------------------------------------------------------
