@@ -3,7 +3,8 @@
 The public API is re-exported here lazily, so ``import weightvault`` stays cheap and the CLI
 starts fast. Capability packages: :mod:`weightvault.signing` (sign / verify in the OpenSSF Model
 Signing format), :mod:`weightvault.scan`, :mod:`weightvault.crypt`, :mod:`weightvault.tlog`,
-:mod:`weightvault.custody`, :mod:`weightvault.tamper`.
+:mod:`weightvault.custody`, :mod:`weightvault.tamper`; :mod:`weightvault.pipeline` signs, scans
+and logs a model in one call (what ``weightvault sign`` runs).
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ _LAZY: dict[str, str] = {
     "check": "weightvault.signing",
     "digest": "weightvault.signing",
     "prepare_signature": "weightvault.signing",
+    "ManifestOptions": "weightvault.signing",
+    "HashAlgorithm": "weightvault.hashing",
+    "sign_model": "weightvault.pipeline",
+    "check_model": "weightvault.pipeline",
+    "digest_model": "weightvault.pipeline",
+    "ScanPolicy": "weightvault.pipeline",
+    "LogTarget": "weightvault.pipeline",
+    "LogRequirement": "weightvault.pipeline",
     "VerificationResult": "weightvault.signing",
     "SignResult": "weightvault.signing",
     "KeySigner": "weightvault.signing.key",

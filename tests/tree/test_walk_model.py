@@ -87,3 +87,22 @@ def test_empty_subfolders_are_listed_not_signed(tmp_path: Path) -> None:
     tree = walk_model(root)
     assert "empty/deeper" in tree.empty_dirs
     assert all(not f.name.startswith("empty") for f in tree.files)
+
+
+@pytest.mark.parametrize(
+    "drop",
+    [["a.txt"], ["a/b/w.bin"], ["a/b/w.bin", "z/y"], ["a-c", "a.txt", "z/y"]],
+)
+def test_leaving_files_out_equals_walking_again_with_them_ignored(
+    tmp_path: Path, drop: list[str]
+) -> None:
+    root = _tree(tmp_path / "m")
+    (root / "e" / "mpty").mkdir(parents=True)
+    assert walk_model(root).without(drop) == walk_model(root, ignore_paths=drop)
+
+
+def test_leaving_every_file_out_is_the_empty_model_error(tmp_path: Path) -> None:
+    tree = walk_model(_tree(tmp_path / "m"))
+    with pytest.raises(InputError, match="no files to process") as caught:
+        tree.without(f.name for f in tree.files)
+    assert caught.value.reason == "no-files"

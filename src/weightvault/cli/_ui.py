@@ -5,6 +5,7 @@ Only rendering lives here; decisions are made by the capability packages.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Iterator
@@ -16,11 +17,12 @@ from weightvault._console import plain_console
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["emit_json", "err_console", "out_console", "progress_bytes"]
+    from weightvault.hashing import ProgressDisplay
+
+__all__ = ["emit_json", "err_console", "out_console", "progress_bytes", "progress_display"]
 
 #: Models above this size get a progress bar (when standard error is a terminal).
 PROGRESS_THRESHOLD_BYTES = 256 * 1024 * 1024
-
 
 
 _consoles: dict[str, Console] = {}
@@ -48,6 +50,11 @@ def emit_json(document: Any) -> None:
     """Print one JSON document on standard output (sorted keys, stable for scripts)."""
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+def progress_display(description: str) -> ProgressDisplay:
+    """A progress bar the library opens once it knows how many bytes it will hash."""
+    return functools.partial(progress_bytes, description)
 
 
 @contextmanager

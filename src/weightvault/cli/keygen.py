@@ -16,7 +16,6 @@ _TYPE_HELP = (
     "ecdsa-p256 (default), ecdsa-p384 or ecdsa-p521 for model signatures (sign/verify --key, "
     "model-signing too); ed25519 for custody approvals (vault approve --key)."
 )
-_MAX_PASSPHRASE_FILE = 4096
 
 
 def default_public_path(private: Path) -> Path:
@@ -24,22 +23,6 @@ def default_public_path(private: Path) -> Path:
     if private.suffix == ".pem":
         return private.with_suffix(".pub")
     return private.with_name(private.name + ".pub")
-
-
-def _read_passphrase_file(path: Path) -> bytes:
-    """The file's first line (without its line ending): the passphrase."""
-    from weightvault.errors import InputError, UsageError
-    from weightvault.signing._pem import read_input_file
-
-    data = read_input_file(path, "passphrase", limit=_MAX_PASSPHRASE_FILE)
-    first = data.split(b"\n", 1)[0].removesuffix(b"\r")
-    if not first:
-        raise UsageError(f"{path}: the passphrase file is empty")
-    try:
-        first.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: the passphrase is not UTF-8 text") from exc
-    return first
 
 
 def _prompt_passphrase() -> bytes:
@@ -88,7 +71,7 @@ def register(app: typer.Typer) -> None:
         from weightvault._fs import staged_outputs
         from weightvault.cli._ui import emit_json, out_console
         from weightvault.errors import UsageError
-        from weightvault.signing.keygen import KEY_TYPES, generate_key
+        from weightvault.signing.keygen import KEY_TYPES, generate_key, read_passphrase_file
 
         if key_type not in KEY_TYPES:
             raise UsageError(f"--type: {key_type!r} is not one of {', '.join(KEY_TYPES)}")
@@ -99,7 +82,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--public-out must differ from --out (the private key)")
         secret = None
         if passphrase_file is not None:
-            secret = _read_passphrase_file(passphrase_file)
+            secret = read_passphrase_file(passphrase_file)
         elif passphrase:
             secret = _prompt_passphrase()
         generated = generate_key(key_type, secret)

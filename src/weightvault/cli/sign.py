@@ -13,15 +13,17 @@ Only Typer is imported at load time; everything else is imported inside the comm
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
+from weightvault.cli.log import _log_errors, _verifier_key, _witness_policy
 from weightvault.errors import UsageError
 
 if TYPE_CHECKING:
-    from weightvault.signing._base import Signer, Verifier
+    from weightvault.signing import ManifestOptions, Signer, Verifier
 
 ORDER = 10
 
@@ -170,9 +172,9 @@ def _password(password: str | None, password_file: Path | None) -> str | None:
         return password
     if password is not None:
         raise UsageError("--password and --password-file are exclusive; pick one")
-    from weightvault.cli.keygen import _read_passphrase_file
+    from weightvault.signing.keygen import read_passphrase_file
 
-    return _read_passphrase_file(password_file).decode("utf-8")
+    return read_passphrase_file(password_file).decode("utf-8")
 
 
 def _check_choice(value: str, allowed: tuple[str, ...], option: str) -> str:
@@ -181,66 +183,30 @@ def _check_choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     return value
 
 
-def _model_size(model_path: Path, **walk: Any) -> int:
-    """Total bytes to hash, for the progress bar (0 if the tree cannot be listed yet)."""
-    from weightvault.errors import WeightvaultError
-    from weightvault.tree import walk_model
+def _manifest_options(
+    hash_type: str,
+    serialization: str,
+    shard_size: int,
+    ignore: list[Path],
+    no_ignore_git: bool,
+    allow_symlinks: bool,
+    workers: int | None,
+) -> ManifestOptions:
+    """The ``sign`` and ``digest`` options as one checked object (a wrong choice is a usage
+    error naming the option)."""
+    from weightvault.hashing import HASH_TYPES, HashAlgorithm
+    from weightvault.signing import ManifestOptions
 
-    try:
-        return walk_model(model_path, **walk).total_size
-    except WeightvaultError:
-        return 0
-
-
-def _scan_before_signing(
-    model_path: Path, fail_on: str, allow: list[str], walk: dict[str, Any]
-) -> None:
-    """Refuse to vouch for a model that would run code when loaded (``sign --scan``); the
-    error names every finding at or above ``fail_on``, not only the first."""
-    from weightvault.scan import Severity, verify_paths
-    from weightvault.tree import walk_model
-
-    tree = walk_model(model_path, **walk)
-    verify_paths([f.path for f in tree.files], fail_on=Severity.parse(fail_on), allow=allow)
-
-
-def _record_in_log(signed: Any, log: str, log_key: str) -> Any:
-    """Append the signature to a transparency log and embed the inclusion proof in the bundle."""
-    import dataclasses
-
-    from weightvault.cli.log import _log_errors
-    from weightvault.tlog import TransparencyLog
-    from weightvault.tlog.bundle import record_bundle
-    from weightvault.tlog.note import SIG_ED25519, load_note_signer
-
-    with _log_errors(log), TransparencyLog.open(log) as opened:
-        note_signer = load_note_signer(log_key, name=opened.origin, sig_type=SIG_ED25519)
-        bundle_json = record_bundle(opened, signed.bundle_json, note_signer)
-    return dataclasses.replace(signed, bundle_json=bundle_json)
-
-
-def _check_log_entry(
-    model_path: Path,
-    signature: Path | None,
-    log_key: str,
-    witness_keys: list[str],
-    min_witnesses: int,
-) -> None:
-    """``verify --require-log``: the bundle's log entry must prove inclusion, offline."""
-    from weightvault.cli.log import _verifier_key, _witness_policy
-    from weightvault.errors import InputError
-    from weightvault.signing._model import default_signature_path
-    from weightvault.tlog.bundle import verify_bundle_log_entry
-
-    sig_path = signature if signature is not None else default_signature_path(model_path)
-    try:
-        bundle_json = sig_path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{sig_path}: cannot read the signature ({exc.strerror})") from exc
-    verify_bundle_log_entry(
-        bundle_json,
-        _verifier_key(log_key, "--log-key"),
-        witnesses=_witness_policy(witness_keys, min_witnesses),
+    algorithm = HashAlgorithm(_check_choice(hash_type, HASH_TYPES, "--hash"))
+    shards = _check_choice(serialization, ("files", "shards"), "--serialization") == "shards"
+    return ManifestOptions(
+        hash_type=algorithm,
+        serialization="shards" if shards else "files",
+        shard_size=shard_size,
+        ignore_paths=tuple(ignore),
+        ignore_git_paths=not no_ignore_git,
+        allow_symlinks=allow_symlinks,
+        max_workers=workers,
     )
 
 
@@ -316,23 +282,22 @@ def register(app: typer.Typer) -> None:
         are left out of the signature, and listed.
         """
         from weightvault import _interrupt
-        from weightvault.cli._ui import emit_json, out_console, progress_bytes
-        from weightvault.hashing import HASH_TYPES
-        from weightvault.signing import SignResult, prepare_signature, write_signature
-        from weightvault.signing._model import default_signature_path
+        from weightvault._fs import ensure_writable_destination
+        from weightvault.cli._ui import emit_json, out_console, progress_display
+        from weightvault.pipeline import LogTarget, ScanPolicy, sign_model
+        from weightvault.signing import default_signature_path
 
         _interrupt.note_untouched(model_path)
-        _check_choice(hash_type, HASH_TYPES, "--hash")
-        _check_choice(serialization, ("files", "shards"), "--serialization")
+        options = _manifest_options(
+            hash_type, serialization, shard_size, ignore, no_ignore_git, allow_symlinks, workers
+        )
         _check_choice(fail_on, ("unknown", "dangerous", "suspicious"), "--fail-on")
         if (log is None) != (log_key is None):
             raise UsageError("--log and --log-key go together: the log signs a checkpoint")
         if not scan and allow:
             raise UsageError("--allow only makes sense with --scan")
         sig_path = signature if signature is not None else default_signature_path(model_path)
-        from weightvault._fs import ensure_writable_destination
-
-        ensure_writable_destination(sig_path, force=force)  # before hashing, not after
+        ensure_writable_destination(sig_path, force=force)  # before asking for a key, too
         signer = _build_signer(
             key,
             _password(password, password_file),
@@ -342,32 +307,18 @@ def register(app: typer.Typer) -> None:
             sigstore,
             trust_config,
         )
-        walk = {
-            "ignore_paths": [*ignore, sig_path],
-            "ignore_git_paths": not no_ignore_git,
-            "allow_symlinks": allow_symlinks,
-        }
-        if scan:
-            _scan_before_signing(model_path, fail_on, allow, walk)
-        total = _model_size(model_path, **walk)
-        with progress_bytes("hashing", total) as advance:
-            signed = prepare_signature(
+        target = LogTarget(log, log_key) if log is not None and log_key is not None else None
+        with _log_errors(log) if log is not None else contextlib.nullcontext():
+            result = sign_model(
                 model_path,
                 signer,
                 signature_path=sig_path,
-                hash_type=hash_type,
-                serialization=serialization,
-                shard_size=shard_size,
-                ignore_paths=ignore,
-                ignore_git_paths=not no_ignore_git,
-                allow_symlinks=allow_symlinks,
-                max_workers=workers,
-                progress=advance,
+                scan_policy=ScanPolicy(fail_on, tuple(allow)) if scan else None,
+                log=target,
+                force=force,
+                options=options,
+                progress_display=progress_display("hashing"),
             )
-        if log is not None and log_key is not None:
-            signed = _record_in_log(signed, log, log_key)
-        write_signature(signed, sig_path, force=force)
-        result = SignResult(model_path, sig_path, signed.manifest, signed.signer, signed.left_out)
         if as_json:
             emit_json(result.to_json())
             return
@@ -451,9 +402,9 @@ def register(app: typer.Typer) -> None:
 
         Hash type, serialization and ignored paths are read from the signature.
         """
-        from weightvault.cli._ui import emit_json, out_console, progress_bytes
+        from weightvault.cli._ui import emit_json, out_console, progress_display
         from weightvault.errors import VerificationError
-        from weightvault.signing import check
+        from weightvault.pipeline import LogRequirement, check_model
 
         if require_log != (log_key is not None):
             raise UsageError("--require-log and --log-key go together")
@@ -470,19 +421,21 @@ def register(app: typer.Typer) -> None:
             trust_config,
             unsafe_no_identity,
         )
+        log = None
         if require_log and log_key is not None:
-            _check_log_entry(model_path, signature, log_key, witness_key, min_witnesses)
-        total = _model_size(model_path, ignore_paths=ignore, allow_symlinks=True)
-        with progress_bytes("verifying", total) as advance:
-            result = check(
-                model_path,
-                signature,
-                verifier,
-                ignore_paths=ignore,
-                ignore_unsigned_files=ignore_unsigned_files,
-                max_workers=workers,
-                progress=advance,
+            log = LogRequirement(
+                _verifier_key(log_key, "--log-key"), _witness_policy(witness_key, min_witnesses)
             )
+        result = check_model(
+            model_path,
+            verifier,
+            signature_path=signature,
+            log=log,
+            ignore_paths=ignore,
+            ignore_unsigned_files=ignore_unsigned_files,
+            max_workers=workers,
+            progress_display=progress_display("verifying"),
+        )
         if as_json:
             emit_json(result.to_json())
             if not result.ok:
@@ -518,30 +471,15 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Print the model's root digest and per-file digests (what a signature would hold)."""
-        from weightvault.cli._ui import emit_json, out_console, progress_bytes
-        from weightvault.hashing import HASH_TYPES
-        from weightvault.signing import digest
+        from weightvault.cli._ui import emit_json, out_console, progress_display
+        from weightvault.pipeline import digest_model
 
-        _check_choice(hash_type, HASH_TYPES, "--hash")
-        _check_choice(serialization, ("files", "shards"), "--serialization")
-        total = _model_size(
-            model_path,
-            ignore_paths=ignore,
-            ignore_git_paths=not no_ignore_git,
-            allow_symlinks=allow_symlinks,
+        options = _manifest_options(
+            hash_type, serialization, shard_size, ignore, no_ignore_git, allow_symlinks, workers
         )
-        with progress_bytes("hashing", total) as advance:
-            manifest = digest(
-                model_path,
-                hash_type=hash_type,
-                serialization=serialization,
-                shard_size=shard_size,
-                ignore_paths=ignore,
-                ignore_git_paths=not no_ignore_git,
-                allow_symlinks=allow_symlinks,
-                max_workers=workers,
-                progress=advance,
-            )
+        manifest = digest_model(
+            model_path, options=options, progress_display=progress_display("hashing")
+        )
         if as_json:
             emit_json(
                 {

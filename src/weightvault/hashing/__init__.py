@@ -34,8 +34,8 @@ import mmap
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -53,6 +53,7 @@ __all__ = [
     "digest_size",
     "hash_jobs",
     "new_hasher",
+    "reporting",
 ]
 
 
@@ -134,6 +135,18 @@ ProgressCallback = Callable[[int], None]
 ProgressDisplay = Callable[[int], AbstractContextManager[ProgressCallback]]
 """Opened with the number of bytes about to be hashed, once they are known; yields the
 :data:`ProgressCallback` that reports them (a progress bar, for example)."""
+
+
+@contextmanager
+def reporting(
+    total: int, display: ProgressDisplay | None, progress: ProgressCallback | None = None
+) -> Iterator[ProgressCallback | None]:
+    """``display`` opened for ``total`` bytes (its callback), or else ``progress`` as it is."""
+    if display is None:
+        yield progress
+        return
+    with display(total) as advance:
+        yield advance
 
 #: Report progress at most this often per worker (bytes).
 _PROGRESS_STEP = 64 << 20

@@ -8,15 +8,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import hmac
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from weightvault.errors import FormatError, InputError, Reason, VerificationError
-from weightvault.hashing import ProgressCallback, ProgressDisplay
+from weightvault.hashing import ProgressCallback, ProgressDisplay, reporting
 from weightvault.oms.dsse import INTOTO_PAYLOAD_TYPE
 from weightvault.oms.manifest import Manifest, component_key, parse_statement, split_shard_name
 from weightvault.signing._base import SignerIdentity, Verifier
@@ -184,17 +183,6 @@ def _compare(
     )
 
 
-@contextlib.contextmanager
-def _progress(
-    total: int, display: ProgressDisplay | None, progress: ProgressCallback | None
-) -> Iterator[ProgressCallback | None]:
-    if display is None:
-        yield progress
-        return
-    with display(total) as advance:
-        yield advance
-
-
 def check(
     model_path: PathLike,
     signature_path: PathLike | None,
@@ -271,7 +259,7 @@ def check(
         raise InputError(
             f"{root}: is {kind}, but the signature covers {signed_kind}; check the model path"
         )
-    with _progress(tree.total_size, progress_display, progress) as advance:
+    with reporting(tree.total_size, progress_display, progress) as advance:
         changed, missing, extra = _compare(signed, tree, max_workers=max_workers, progress=advance)
     unsigned: list[str] = []
     if ignore_unsigned_files:

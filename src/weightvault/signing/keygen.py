@@ -9,15 +9,17 @@ keys are SubjectPublicKeyInfo.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from weightvault.errors import UsageError
+from weightvault.errors import InputError, UsageError
+from weightvault.signing._pem import read_input_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-__all__ = ["KEY_TYPES", "GeneratedKey", "generate_key"]
+__all__ = ["KEY_TYPES", "GeneratedKey", "generate_key", "read_passphrase_file"]
 
 #: Key types by name, with what each one is for.
 KEY_TYPES: dict[str, str] = {
@@ -84,3 +86,21 @@ def generate_key(key_type: str = "ecdsa-p256", passphrase: bytes | None = None) 
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return GeneratedKey(key_type, private_pem, public_pem, hashlib.sha256(public_pem).hexdigest())
+
+
+#: A passphrase file holds one line; anything much longer is not one.
+_MAX_PASSPHRASE_FILE = 4096
+
+
+def read_passphrase_file(path: str | os.PathLike[str]) -> bytes:
+    """The file's first line (without its line ending): a passphrase kept out of the process
+    list and the shell history."""
+    data = read_input_file(path, "passphrase", limit=_MAX_PASSPHRASE_FILE)
+    first = data.split(b"\n", 1)[0].removesuffix(b"\r")
+    if not first:
+        raise UsageError(f"{path}: the passphrase file is empty")
+    try:
+        first.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: the passphrase is not UTF-8 text") from exc
+    return first
