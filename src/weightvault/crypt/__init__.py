@@ -14,11 +14,19 @@ Public API::
     open_encrypted(file, identities)                 # random access: .read(offset, size)
     load_encrypted_safetensors(file, identities, names=[...], framework="numpy" | "torch")
     parse_recipient("wvx25519:..."), parse_identity("keyring")
+
+One file at a time (what a service that stores ciphertext needs)::
+
+    encrypt_file(source, out, FileContext(...), recipients)  # -> SealedFile(header_size, size)
+    decrypt_file(enc, out, identities, expected_sha256=...)
+    opened = unlock_header(parse_header(data, name), identities, name)  # MAC checked
+    rewrap_header(opened.header, opened.dek, recipients)     # same body, other recipients
 """
 
 from __future__ import annotations
 
-from weightvault.crypt.format import SUFFIX, FileContext, Header
+from weightvault.crypt.envelope import UnlockedHeader, rewrap_header, unlock_header
+from weightvault.crypt.format import SUFFIX, FileContext, Header, parse_header
 from weightvault.crypt.ops import (
     CryptResult,
     FileInfo,
@@ -42,6 +50,7 @@ from weightvault.crypt.recipients import (
     parse_recipient,
 )
 from weightvault.crypt.safetensors import load_encrypted_safetensors, read_safetensors_index
+from weightvault.crypt.stream import SealedFile, decrypt_file, encrypt_file
 
 __all__ = [
     "SUFFIX",
@@ -56,16 +65,23 @@ __all__ = [
     "PassphraseIdentity",
     "PassphraseRecipient",
     "Recipient",
+    "SealedFile",
+    "UnlockedHeader",
     "X25519Identity",
     "X25519Recipient",
+    "decrypt_file",
     "decrypt_path",
+    "encrypt_file",
     "encrypt_path",
     "inspect_path",
     "load_encrypted_safetensors",
     "manifest_digest_of",
     "open_encrypted",
+    "parse_header",
     "parse_identity",
     "parse_recipient",
     "read_safetensors_index",
+    "rewrap_header",
     "rewrap_path",
+    "unlock_header",
 ]

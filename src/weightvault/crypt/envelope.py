@@ -1,10 +1,15 @@
 """Envelope keys: a fresh data key (DEK) per file, wrapped for each recipient, and unlocking it.
 
-``seal`` makes the header for a new file; ``unlock`` reads a header, finds a stanza one of the
-given identities opens, and checks the header MAC under that DEK. Every failure that depends on a
+``seal`` makes the header for a new file; ``unlock_header`` finds, in a parsed header, a stanza
+one of the given identities opens *and* under whose key the header MAC checks (``unlock`` does the
+same for a file on disk); ``rewrap_header`` makes the header of the same file for other
+recipients (same data key and context, so the body stays valid). Every failure that depends on a
 secret (no stanza opens, MAC mismatch, commitment or tag mismatch later) gives the same message,
 :func:`cannot_decrypt`; failures on public data (bad magic, malformed header, impossible length)
 say exactly what is wrong.
+
+These are the public doors for other packages (the custody service re-wraps stored headers for
+grantees with them): nothing outside :mod:`weightvault.crypt` opens or re-seals a header itself.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from weightvault.crypt.format import (
     FileContext,
     Header,
     header_mac_matches,
+    parse_header,
     plaintext_size_for,
     read_header,
     serialize_header,
@@ -25,7 +31,17 @@ from weightvault.crypt.format import (
 from weightvault.crypt.recipients._base import Identity, Random, Recipient
 from weightvault.errors import DecryptionError, FormatError, InputError, UsageError
 
-__all__ = ["DEK_SIZE", "Unlocked", "cannot_decrypt", "read_file_header", "seal", "unlock"]
+__all__ = [
+    "DEK_SIZE",
+    "Unlocked",
+    "UnlockedHeader",
+    "cannot_decrypt",
+    "read_file_header",
+    "rewrap_header",
+    "seal",
+    "unlock",
+    "unlock_header",
+]
 
 DEK_SIZE = 32
 
@@ -88,6 +104,49 @@ def read_file_header(path: Path, name: str | None = None) -> tuple[Header, int]:
     return header, size
 
 
+@dataclass(frozen=True)
+class UnlockedHeader:
+    """A header whose MAC checked out under ``dek`` (from bytes or a file alike)."""
+
+    header: Header
+    dek: bytes
+
+
+def unlock_header(
+    header: Header | bytes, identities: Sequence[Identity], name: str
+) -> UnlockedHeader:
+    """The data key of a header: the first stanza (identity by identity, stanza by stanza) that
+    opens to a key under which the header MAC checks. A stanza that opens to some other key is
+    skipped, not fatal. Raises the uniform :func:`cannot_decrypt` error if none does.
+
+    ``header`` may be raw header bytes (parsed here, public checks only, ``name`` starting every
+    message) or a parsed :class:`Header`.
+    """
+    if not identities:
+        raise UsageError("no identities given", remedy="identity")
+    parsed = parse_header(header, name) if isinstance(header, bytes) else header
+    for identity in identities:
+        for stanza in parsed.recipients:
+            dek = identity.unwrap(stanza)
+            if dek is not None and len(dek) == DEK_SIZE and header_mac_matches(dek, parsed):
+                return UnlockedHeader(parsed, dek)
+    raise cannot_decrypt(name)
+
+
+def rewrap_header(
+    header: Header, dek: bytes, recipients: Sequence[Recipient], *, keep_existing: bool = False
+) -> bytes:
+    """Header bytes for the same file wrapped for ``recipients`` (after the current stanzas with
+    ``keep_existing``): same context and data key, so the body is untouched; new MAC.
+
+    ``dek`` must be the key :func:`unlock_header` found for ``header``.
+    """
+    stanzas = (header.recipients if keep_existing else ()) + tuple(r.wrap(dek) for r in recipients)
+    if not stanzas:
+        raise UsageError("no recipients given", remedy="recipient")
+    return serialize_header(header.context, stanzas, dek)
+
+
 def unlock(path: Path, identities: Sequence[Identity], name: str | None = None) -> Unlocked:
     """Open a file's header with the first identity that can; raise the uniform error if none."""
     name = name or str(path)
@@ -97,9 +156,5 @@ def unlock(path: Path, identities: Sequence[Identity], name: str | None = None) 
     body_size = size - header.size
     plaintext_size = plaintext_size_for(body_size)
     assert plaintext_size is not None  # checked by read_file_header
-    for identity in identities:
-        for stanza in header.recipients:
-            dek = identity.unwrap(stanza)
-            if dek is not None and len(dek) == DEK_SIZE and header_mac_matches(dek, header):
-                return Unlocked(path, name, header, dek, size, body_size, plaintext_size)
-    raise cannot_decrypt(name)
+    opened = unlock_header(header, identities, name)
+    return Unlocked(path, name, header, opened.dek, size, body_size, plaintext_size)

@@ -27,14 +27,13 @@ from typing import Any
 
 from weightvault import _interrupt
 from weightvault._fs import fsync_dir, temporary_name
-from weightvault.crypt.envelope import read_file_header, seal, unlock
+from weightvault.crypt.envelope import read_file_header, rewrap_header, seal, unlock
 from weightvault.crypt.format import (
     SUFFIX,
     FileContext,
     Header,
     body_context_for,
     plaintext_size_for,
-    serialize_header,
 )
 from weightvault.crypt.recipients._base import Identity, Random, Recipient
 from weightvault.crypt.stream import copy_body, decrypt_body, encrypt_body
@@ -593,10 +592,7 @@ def rewrap_path(
     staged: list[tuple[Path, Path]] = []  # in place: (temporary name, the file it replaces)
     for location, path in found:
         item = unlock(path, identities)
-        stanzas = (item.header.recipients if keep_existing else ()) + tuple(
-            r.wrap(item.dek) for r in recipients
-        )
-        header = serialize_header(item.header.context, stanzas, item.dek)
+        header = rewrap_header(item.header, item.dek, recipients, keep_existing=keep_existing)
         if in_place:
             destination = path
         elif single:

@@ -5,30 +5,47 @@ Both run in 1 MiB blocks (64 chunks) through preallocated buffers with the libra
 as file reads and writes do: the tree operations run these functions on a pool of threads
 (measured on 2 cores: two threads encrypt and decrypt 1.7-2x as fast as one). ``progress`` is
 called after every block; it may raise to stop the work (the partial output is then discarded).
+
+:func:`encrypt_file` and :func:`decrypt_file` are the one-file doors for other packages: a fresh
+data key sealed for the recipients, then the body, written atomically; and the reverse, the
+plaintext named only once the last chunk authenticated (and, if asked, its SHA-256 matched).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from cryptography.exceptions import InvalidTag
 
 from weightvault._fs import atomic_output
 from weightvault.crypt._plainout import plaintext_output
-from weightvault.crypt.envelope import cannot_decrypt
-from weightvault.crypt.format import BODY_HEADER_SIZE, CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, TAG_SIZE
-from weightvault.errors import InputError
+from weightvault.crypt.envelope import cannot_decrypt, seal, unlock
+from weightvault.crypt.format import (
+    BODY_HEADER_SIZE,
+    CHUNK_SIZE,
+    ENCRYPTED_CHUNK_SIZE,
+    TAG_SIZE,
+    FileContext,
+    body_context_for,
+)
+from weightvault.crypt.recipients._base import Identity, Random, Recipient
+from weightvault.errors import InputError, VerificationError
 
 __all__ = [
     "BLOCK_CHUNKS",
+    "SealedFile",
     "copy_body",
     "decrypt_body",
+    "decrypt_file",
     "decrypt_stream",
     "encrypt_body",
+    "encrypt_file",
     "encrypt_stream",
 ]
 
@@ -128,11 +145,7 @@ def encrypt_body(
     progress: Progress = _nothing,
 ) -> int:
     """Write ``header`` + C2SP body of ``source`` to ``destination`` atomically; return the size."""
-    try:
-        src = open(source, "rb", buffering=0)
-    except OSError as exc:
-        raise InputError(f"{source}: cannot read: {exc.strerror}") from exc
-    with src, atomic_output(Path(destination), force=force) as out:
+    with _open_source(source, source) as src, atomic_output(Path(destination), force=force) as out:
         out.write(header)
         read_total, written = encrypt_stream(src, out, dek, body_context, progress=progress)
         if expected_size is not None and read_total != expected_size:
@@ -156,13 +169,100 @@ def decrypt_body(
 ) -> int:
     """Decrypt the body of ``source`` to ``destination``; the output gets its name only after
     the final chunk authenticated. Returns the plaintext size."""
-    try:
-        src = open(source, "rb", buffering=0)
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror}") from exc
-    with src, plaintext_output(Path(destination), force=force) as out:
+    with _open_source(source, name) as src, plaintext_output(Path(destination), force=force) as out:
         src.seek(body_offset)
         return decrypt_stream(src, out, dek, body_context, name, progress=progress)
+
+
+def _open_source(path: str | os.PathLike[str], name: str) -> BinaryIO:
+    """``path`` opened for unbuffered reading; an OS refusal is an input error naming ``name``."""
+    try:
+        return cast(BinaryIO, open(path, "rb", buffering=0))
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror}") from exc
+
+
+@dataclass(frozen=True)
+class SealedFile:
+    """Where the body of an encrypted file starts, and the file's size."""
+
+    header_size: int
+    size: int
+
+    @property
+    def body_size(self) -> int:
+        return self.size - self.header_size
+
+
+def encrypt_file(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    context: FileContext,
+    recipients: Sequence[Recipient],
+    *,
+    force: bool = False,
+    expected_size: int | None = None,
+    rng: Random = os.urandom,
+    progress: Progress = _nothing,
+) -> SealedFile:
+    """Encrypt one file: a fresh data key sealed for ``recipients`` and bound to ``context``, the
+    header, then the body, streamed in constant memory to ``destination`` (atomically)."""
+    header, dek = seal(context, recipients, rng=rng)
+    size = encrypt_body(
+        os.fspath(source),
+        os.fspath(destination),
+        header,
+        dek,
+        body_context_for(context),
+        force=force,
+        expected_size=expected_size,
+        progress=progress,
+    )
+    return SealedFile(header_size=len(header), size=size)
+
+
+class _Hashing:
+    """A writer that hashes what passes through it on the way to ``out``."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.digest.update(data)
+        return self.out.write(data)
+
+
+def decrypt_file(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    identities: Sequence[Identity],
+    *,
+    force: bool = False,
+    expected_sha256: str | None = None,
+    progress: Progress = _nothing,
+) -> int:
+    """Decrypt one ``.wvenc`` file to ``destination``; returns the plaintext size.
+
+    The plaintext gets its name only after the final chunk authenticated and, with
+    ``expected_sha256`` (lowercase hex), only if its SHA-256 matched: until then it has no name,
+    so a failure leaves nothing behind (see :mod:`weightvault.crypt._plainout`).
+    """
+    unlocked = unlock(Path(source), identities)
+    name = unlocked.name
+    with (
+        _open_source(source, name) as src,
+        plaintext_output(Path(destination), force=force) as out,
+    ):
+        src.seek(unlocked.body_offset)
+        hashing = _Hashing(out)
+        writer = out if expected_sha256 is None else cast(BinaryIO, hashing)
+        size = decrypt_stream(
+            src, writer, unlocked.dek, unlocked.header.body_context(), name, progress=progress
+        )
+        if expected_sha256 is not None and hashing.digest.hexdigest() != expected_sha256:
+            raise VerificationError(f"{destination}: SHA-256 does not match the expected digest")
+    return size
 
 
 def _read_full(handle: object, view: memoryview) -> int:

@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import tempfile
-import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from weightvault import _b64 as b64
+from weightvault.crypt import (
+    FileContext,
+    X25519Recipient,
+    encrypt_file,
+    parse_identity,
+    rewrap_header,
+    unlock_header,
+)
 from weightvault.custody import _names
 from weightvault.custody.alerts import AlertEvent, AlertSink
 from weightvault.custody.approvals import (
@@ -43,6 +50,7 @@ from weightvault.custody.approvals import (
 from weightvault.custody.audit import AuditTrail
 from weightvault.custody.blobs import BlobStore, open_blob_store
 from weightvault.custody.config import ServiceConfig
+from weightvault.custody.kek import ServiceKek
 from weightvault.custody.policy import ModelPolicy
 from weightvault.custody.store import (
     Approval,
@@ -126,16 +134,13 @@ class Custody:
     """One replica of the service: database, blobs, service KEK, audit trail, alerts."""
 
     def __init__(self, config: ServiceConfig, *, clock: Callable[[], dt.datetime] = utcnow) -> None:
-        from weightvault.crypt.recipients import parse_identity
-
         config.prepare()
         self.config = config
         self.clock = clock
         self.store = Store(config.database_url)
         self.store.create_schema()
         self.blobs: BlobStore = open_blob_store(config.blobs, config.data_dir)
-        kek = parse_identity(config.kek_spec)
-        self.kek: Any = kek  # both a Recipient and an Identity (keyring file or PKCS#11 key)
+        self.kek = ServiceKek(parse_identity(config.kek_spec))
         self.staging = config.data_dir / "staging"
         shutil.rmtree(self.staging, ignore_errors=True)  # plaintext left by a killed upload
         self.staging.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -149,7 +154,6 @@ class Custody:
             checkpoint_interval_s=config.checkpoint_interval_s,
         )
         self.alerts = AlertSink(self.trail.append, config.webhook_url, replica=config.replica)
-        self._kek_lock = threading.Lock()
         self.sweep_orphans()
 
     def sweep_orphans(self, *, grace_s: float = 3600.0) -> list[str]:
@@ -738,10 +742,6 @@ class Custody:
         entries: list[tuple[str, int]],
         signature: bytes,
     ) -> list[tuple[int, int]]:
-        from weightvault.crypt.envelope import seal
-        from weightvault.crypt.format import FileContext, body_context_for
-        from weightvault.crypt.stream import encrypt_body
-
         manifest_digest = "sha256:" + hashlib.sha256(signature).hexdigest()
         stored = []
         for index, (path, _size) in enumerate(entries):
@@ -754,15 +754,12 @@ class Custody:
                 set_id=upload_id,
                 manifest_digest=manifest_digest,
             )
-            with self._kek_lock:
-                header, dek = seal(context, [self.kek])
             target = self.staging / f"{upload_id}-{index}.wvenc"
-            encrypt_body(str(source), str(target), header, dek, body_context_for(context))
+            sealed = encrypt_file(source, target, context, [self.kek])
             source.unlink()
-            size = target.stat().st_size
             self.blobs.put_file(f"{upload_id}/{index}.wvenc", target)
             target.unlink(missing_ok=True)
-            stored.append((len(header), size - len(header)))
+            stored.append((sealed.header_size, sealed.body_size))
         return stored
 
     # -- requests, approvals, grants -----------------------------------------------------------
@@ -1110,26 +1107,13 @@ class Custody:
         existing = session.get(DeliveryHeader, (grant.id, vfile.index))
         if existing is not None:
             return existing.header
-        from weightvault.crypt.envelope import DEK_SIZE, cannot_decrypt
-        from weightvault.crypt.format import header_mac_matches, parse_header, serialize_header
-        from weightvault.crypt.recipients import X25519Recipient
-
         principal = session.get(Principal, grant.requester)
         if principal is None or principal.recipient is None:
             raise PolicyError("grantee has no X25519 recipient")
         stored = b"".join(self.blobs.read_range(vfile.blob_key, 0, vfile.header_size))
-        header = parse_header(stored, vfile.path)
-        dek = None
-        with self._kek_lock:
-            for stanza in header.recipients:
-                candidate = self.kek.unwrap(stanza)
-                if candidate is not None and len(candidate) == DEK_SIZE:
-                    dek = candidate
-                    break
-        if dek is None or not header_mac_matches(dek, header):
-            raise cannot_decrypt(vfile.path)
+        opened = unlock_header(stored, [self.kek], vfile.path)
         recipient = X25519Recipient.from_string(principal.recipient)
-        delivered = serialize_header(header.context, (recipient.wrap(dek),), dek)
+        delivered = rewrap_header(opened.header, opened.dek, [recipient])
         session.add(DeliveryHeader(grant_id=grant.id, file_index=vfile.index, header=delivered))
         session.flush()
         return delivered

@@ -16,13 +16,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 from weightvault.errors import (
     DecryptionError,
@@ -613,34 +612,6 @@ class _Created:
 def _decrypt_checked(encrypted: Path, plain: Path, identity: Any, sha256: str) -> None:
     """Decrypt ``encrypted`` to ``plain``; the plaintext is named only once its SHA-256 matched
     ``sha256`` (until then it is an unnamed file: nothing to remove after a failure)."""
-    from weightvault.crypt._plainout import plaintext_output
-    from weightvault.crypt.envelope import unlock
-    from weightvault.crypt.stream import decrypt_stream
+    from weightvault.crypt import decrypt_file
 
-    unlocked = unlock(encrypted, [identity])
-
-    class _Hashing:
-        def __init__(self, out: Any) -> None:
-            self.out = out
-            self.digest = hashlib.sha256()
-
-        def write(self, data: Any) -> int:
-            self.digest.update(data)
-            return int(self.out.write(data))
-
-    try:
-        source = open(encrypted, "rb", buffering=0)
-    except OSError as exc:
-        raise InputError(f"{encrypted}: cannot read: {exc.strerror}") from exc
-    with source, plaintext_output(plain, force=True) as out:
-        source.seek(unlocked.body_offset)
-        hashing = _Hashing(out)
-        decrypt_stream(
-            source,
-            cast(BinaryIO, hashing),
-            unlocked.dek,
-            unlocked.header.body_context(),
-            str(encrypted),
-        )
-        if hashing.digest.hexdigest() != sha256:
-            raise VerificationError(f"{plain}: SHA-256 does not match the registered digest")
+    decrypt_file(encrypted, plain, [identity], force=True, expected_sha256=sha256)
