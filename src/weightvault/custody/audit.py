@@ -5,10 +5,11 @@ tokens (and anything else sensitive) are HMAC-SHA256'd with the service's audit 
 be handed to auditors while an operator can still answer "was this token used?"
 (:meth:`AuditTrail.hmac_secret`).
 
-Appends go through one writer thread that commits whatever is queued in one durable transaction
-(group commit): 50 concurrent requests cost a handful of fsyncs, not 50. A caller blocks until
-its entry is durable and gets its index; if the log cannot be written the caller gets
-:class:`AuditUnavailable` and must fail the request (fail closed).
+Appends go through the transparency log's :class:`~weightvault.tlog.GroupCommitter`: the first
+request to arrive commits whatever is queued in one durable transaction (group commit), so 50
+concurrent requests cost a handful of fsyncs, not 50. A caller returns once its entry is durable,
+with its index; if the log cannot be written the caller gets :class:`AuditUnavailable` and must
+fail the request (fail closed).
 
 Checkpoints are signed with the service's log key (a C2SP signed note) after appends when more
 than ``checkpoint_every`` entries or ``checkpoint_interval_s`` seconds have passed, and on demand
@@ -20,20 +21,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from weightvault._json import canonical
 from weightvault.errors import VerificationError, WeightvaultError
-
-if TYPE_CHECKING:
-    from weightvault.tlog.log import TransparencyLog
-    from weightvault.tlog.note import NoteSigner, VerifierKey
+from weightvault.tlog import (
+    GroupCommitter,
+    LogExport,
+    NoteSigner,
+    TransparencyLog,
+    VerifierKey,
+    leaf_hash,
+    verify_checkpoint,
+    verify_export,
+    verify_inclusion,
+)
 
 __all__ = ["AUDIT_FORMAT", "AuditTrail", "AuditUnavailable", "AuditVerification", "verify_audit"]
 
@@ -48,7 +54,7 @@ class AuditUnavailable(WeightvaultError):
 
 
 class AuditTrail:
-    """Appends audit entries to a :class:`~weightvault.tlog.log.TransparencyLog` (thread-safe)."""
+    """Appends audit entries to a :class:`~weightvault.tlog.TransparencyLog` (thread-safe)."""
 
     def __init__(
         self,
@@ -62,7 +68,6 @@ class AuditTrail:
         checkpoint_interval_s: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._location = log_location
         self._origin = origin
         self._signer = signer
         self._hmac_key = hmac_key
@@ -70,28 +75,18 @@ class AuditTrail:
         self._checkpoint_every = checkpoint_every
         self._checkpoint_interval_s = checkpoint_interval_s
         self._clock = clock
-        self._queue: queue.Queue[tuple[bytes, Future[int]] | None] = queue.Queue()
-        self._log: TransparencyLog | None = None
-        self._read_lock = threading.Lock()
-        self._read_log: TransparencyLog | None = None
+        self._log = self.open_or_create(log_location, origin)
+        self._committer = GroupCommitter(self._log, max_batch=_MAX_BATCH)
+        self._count_lock = threading.Lock()
         self._since_checkpoint = 0
         self._last_checkpoint = clock()
         self._checkpoint_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-        self._started = threading.Event()
-        self._start_error: BaseException | None = None
-        self._thread.start()
-        self._started.wait()
-        if self._start_error is not None:
-            raise self._start_error
 
     # -- setup ---------------------------------------------------------------------------------
 
     @staticmethod
     def open_or_create(location: str, origin: str) -> TransparencyLog:
         """Open the log at ``location``, creating it (empty) the first time."""
-        from weightvault.tlog.log import TransparencyLog
-
         try:
             return TransparencyLog.open(location)
         except WeightvaultError:
@@ -111,56 +106,7 @@ class AuditTrail:
         digest = hmac.new(self._hmac_key, secret.encode("utf-8"), hashlib.sha256).hexdigest()
         return f"hmac-sha256:{digest}"
 
-    # -- the writer thread ---------------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            self._log = self.open_or_create(self._location, self._origin)
-        except BaseException as exc:
-            self._start_error = exc
-            self._started.set()
-            return
-        self._started.set()
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                batch.append(more)
-            try:
-                first = self._log.append_many([entry for entry, _ in batch])
-            except BaseException as exc:
-                for _, future in batch:
-                    future.set_exception(exc)
-                continue
-            for offset, (_, future) in enumerate(batch):
-                future.set_result(first + offset)
-            self._since_checkpoint += len(batch)
-            if (
-                self._since_checkpoint >= self._checkpoint_every
-                or self._clock() - self._last_checkpoint >= self._checkpoint_interval_s
-            ):
-                try:
-                    self._sign(self._log)
-                except Exception:  # noqa: S110 - a failed checkpoint is retried on the next append
-                    pass
-
-    def _sign(self, log: TransparencyLog) -> bytes:
-        with self._checkpoint_lock:
-            note = log.sign_checkpoint(self._signer)
-            self._since_checkpoint = 0
-            self._last_checkpoint = self._clock()
-            return note
-
-    # -- public API ----------------------------------------------------------------------------
+    # -- appends -------------------------------------------------------------------------------
 
     def append(self, event: dict[str, Any]) -> tuple[int, bytes]:
         """Append one event durably; returns ``(index, entry bytes)``.
@@ -169,28 +115,47 @@ class AuditTrail:
         """
         document = {"format": AUDIT_FORMAT, "replica": self.replica, **event}
         entry = canonical(document)
-        future: Future[int] = Future()
-        self._queue.put((entry, future))
         try:
-            index = future.result(timeout=60)
+            index = self._committer.append(entry)
         except Exception as exc:
             raise AuditUnavailable(
                 "the audit log cannot be written; the request was refused (fail closed)",
             ) from exc
+        self._checkpoint_if_due()
         return index, entry
 
-    def _reader(self) -> TransparencyLog:
-        if self._read_log is None:
-            from weightvault.tlog.log import TransparencyLog
+    def _checkpoint_if_due(self) -> None:
+        """Sign a checkpoint once enough entries or time have passed (one caller signs; the
+        others go on). A failed signature is retried after the next append."""
+        with self._count_lock:
+            self._since_checkpoint += 1
+            due = (
+                self._since_checkpoint >= self._checkpoint_every
+                or self._clock() - self._last_checkpoint >= self._checkpoint_interval_s
+            )
+        if due and self._checkpoint_lock.acquire(blocking=False):
+            try:
+                self._sign_locked()
+            except Exception:  # noqa: S110 - a failed checkpoint is retried on the next append
+                pass
+            finally:
+                self._checkpoint_lock.release()
 
-            self._read_log = TransparencyLog.open(self._location)
-        return self._read_log
+    def _sign_locked(self) -> bytes:
+        """Sign a checkpoint of the current tree (``_checkpoint_lock`` held)."""
+        note = self._log.sign_checkpoint(self._signer)
+        with self._count_lock:
+            self._since_checkpoint = 0
+            self._last_checkpoint = self._clock()
+        return note
+
+    # -- reads ---------------------------------------------------------------------------------
 
     def checkpoint(self) -> bytes:
         """Sign a checkpoint of the current tree now; returns the signed note."""
-        with self._read_lock:
+        with self._checkpoint_lock:
             try:
-                return self._sign(self._reader())
+                return self._sign_locked()
             except WeightvaultError:
                 raise
             except Exception as exc:
@@ -202,45 +167,36 @@ class AuditTrail:
         Signs a fresh checkpoint if the latest one does not cover every index, then checks each
         inclusion proof against the checkpoint's signed root. Raises :class:`VerificationError`.
         """
-        from weightvault.tlog.checkpoint import verify_checkpoint
-        from weightvault.tlog.merkle import leaf_hash, verify_inclusion
-
-        with self._read_lock:
-            log = self._reader()
-            note = log.latest_checkpoint()
+        with self._checkpoint_lock:
+            note = self._log.latest_checkpoint()
             needed = max((index for index, _ in items), default=-1) + 1
             checkpoint = None
             if note is not None:
                 checkpoint = verify_checkpoint(note, self.verifier_key, origin=self._origin)
             if checkpoint is None or checkpoint.checkpoint.size < needed:
-                note = self._sign(log)
+                note = self._sign_locked()
                 checkpoint = verify_checkpoint(note, self.verifier_key, origin=self._origin)
-            size = checkpoint.checkpoint.size
-            for index, entry in items:
-                proof = log.inclusion_proof(index, size)
-                try:
-                    verify_inclusion(
-                        leaf_hash(entry), index, size, proof, checkpoint.checkpoint.root
-                    )
-                except VerificationError as exc:
-                    raise VerificationError(
-                        f"audit entry {index} is not in the signed log",
-                        hint="the audit log was altered; run 'weightvault audit verify'",
-                    ) from exc
+        size = checkpoint.checkpoint.size
+        for index, entry in items:
+            proof = self._log.inclusion_proof(index, size)
+            try:
+                verify_inclusion(leaf_hash(entry), index, size, proof, checkpoint.checkpoint.root)
+            except VerificationError as exc:
+                raise VerificationError(
+                    f"audit entry {index} is not in the signed log",
+                    hint="the audit log was altered; run 'weightvault audit verify'",
+                ) from exc
 
     def export(self) -> bytes:
         """A signed checkpoint of everything so far, then the log export (JSON bytes)."""
         self.checkpoint()
-        with self._read_lock:
-            return self._reader().export().to_json()
+        return self._log.export().to_json()
 
     def latest_checkpoint(self) -> bytes | None:
-        with self._read_lock:
-            return self._reader().latest_checkpoint()
+        return self._log.latest_checkpoint()
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        self._log.close()
 
 
 @dataclass(frozen=True)
@@ -258,13 +214,8 @@ def verify_audit(
 ) -> AuditVerification:
     """Verify an exported audit log offline (see :func:`weightvault.tlog.log.verify_export`),
     then parse every entry as an audit event and tally actions and denials."""
-    from weightvault.tlog.log import verify_export
-    from weightvault.tlog.note import VerifierKey
-
     key = VerifierKey.from_text(log_key_text)
     result = verify_export(export, key, trusted_checkpoint=trusted_checkpoint)
-    from weightvault.tlog.log import LogExport
-
     parsed = LogExport.from_json(export)
     counts: dict[str, int] = {}
     denied = 0
