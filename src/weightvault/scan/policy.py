@@ -96,6 +96,7 @@ _RANK = {name: rank for rank, name in enumerate(CLASSES)}
 #: What a user policy file may declare (the others need the scanner's own handling).
 USER_CLASSES = ("safe", "safe-reference", "unknown", "dangerous")
 _ATTRIBUTE_SECTION = "dangerous-attribute"
+_ALIAS_SECTION = "alias-attribute"
 
 
 class Entry(NamedTuple):
@@ -214,8 +215,9 @@ class _Compiled(NamedTuple):
     """The literal segments before the first wildcard: where the index files the pattern."""
     regex: str
     """For a glob, the text its regex is built from (when first used)."""
-    specificity: tuple[int, int]
-    """(literal segments, segments that match exactly one segment): more is more specific."""
+    specificity: tuple[int, int, int]
+    """(literal segments, whether the last one is literal, segments that match exactly one
+    segment): more is more specific, so ``sklearn.**.ABCMeta`` beats ``sklearn.tree.**.[A-Z]*``."""
 
 
 _PATTERN_CHARS = re.compile(r"^[\w*?\[\]!{},.-]+$")
@@ -237,14 +239,14 @@ def parse_pattern(pattern: str) -> list[_Compiled]:
         wild = "*" in text or "?" in text or "[" in text or "]" in text
         if not wild:  # the common case: a plain path
             count = text.count(".") + 1
-            compiled.append(_Compiled(text, "exact", text, "", (count, count)))
+            compiled.append(_Compiled(text, "exact", text, "", (count, 1, count)))
             continue
         head_text = text[:-2]
         if text.endswith(".*") and not (
             "*" in head_text or "?" in head_text or "[" in head_text or "]" in head_text
         ):
             count = head_text.count(".") + 1
-            compiled.append(_Compiled(text, "subtree", head_text, "", (count, count)))
+            compiled.append(_Compiled(text, "subtree", head_text, "", (count, 0, count)))
             continue
         compiled.append(_parse_glob(text))
     return compiled
@@ -279,7 +281,9 @@ def _parse_glob(text: str) -> _Compiled:
                 literal += 1
                 if in_head:
                     head.append(segment)
-    return _Compiled(text, "glob", ".".join(head), text, (literal, fixed))
+    final = segments[-1]
+    last_literal = int(not ("*" in final or "?" in final or "[" in final or "]" in final))
+    return _Compiled(text, "glob", ".".join(head), text, (literal, last_literal, fixed))
 
 
 def _glob_regex(text: str) -> re.Pattern[str]:
@@ -297,7 +301,8 @@ def _glob_regex(text: str) -> re.Pattern[str]:
 class _Item(NamedTuple):
     entry: Entry
     rule: str
-    rank: tuple[int, int, int]
+    rank: tuple[int, int, int, int]
+    """The pattern's specificity, then its class's severity rank (ties go to the stricter)."""
     regex: str
 
 
@@ -325,9 +330,9 @@ class _Index:
                         if head.startswith(".") or head.endswith(".") or ".." in head:
                             raise ValueError(f"{pattern!r}: expected module.name or module.*")
                         count = head.count(".") + 1
-                        rank = (count, count, _RANK[entry.klass])
+                        rank = (count, 0, count, _RANK[entry.klass])
                         old_item = self.subtree.get(head)
-                        if old_item is None or rank[2] >= old_item.rank[2]:
+                        if old_item is None or rank[3] >= old_item.rank[3]:
                             self.subtree[head] = _Item(entry, f"{entry.source}:{text}", rank, "")
                         continue
                 if "*" in text or "?" in text or "[" in text or "]" in text:
@@ -338,7 +343,7 @@ class _Index:
                         self.globs.setdefault(item.head, []).append(filed)
                     else:
                         old_item = self.subtree.get(item.head)
-                        if old_item is None or rank[2] >= old_item.rank[2]:
+                        if old_item is None or rank[3] >= old_item.rank[3]:
                             self.subtree[item.head] = filed
                     continue
                 if text.startswith(".") or text.endswith(".") or ".." in text or (
@@ -356,7 +361,8 @@ class _Index:
         entry = self.exact.get(path)
         if entry is not None:
             count = path.count(".") + 1
-            return _Item(entry, f"{entry.source}:{path}", (count, count, _RANK[entry.klass]), "")
+            rank = (count, 1, count, _RANK[entry.klass])
+            return _Item(entry, f"{entry.source}:{path}", rank, "")
         if exact_only:
             return None
         best: _Item | None = None
@@ -367,7 +373,7 @@ class _Index:
             for item in (self.subtree.get(prefix), *self.globs.get(prefix, ())):
                 if item is None or (best is not None and item.rank <= best.rank):
                     continue
-                if not safe_globs and item.rank[2] < _RANK["unknown"]:
+                if not safe_globs and item.rank[3] < _RANK["unknown"]:
                     continue
                 if item.regex:
                     regex = self._compiled.get(item.regex)
@@ -388,7 +394,9 @@ _LINE = re.compile(r'"([^"\\]*)" = "([^"\\]*)"')
 class Knowledge(NamedTuple):
     entries: tuple[Entry, ...]
     attributes: dict[str, Entry]
-    """``[dangerous-attribute]``: attribute names dangerous in any module."""
+    """``[dangerous-attribute]``: attribute names dangerous in any module; and
+    ``[alias-attribute]`` (class ``unknown``): names libraries import from elsewhere (``F``,
+    ``np``, ``ABCMeta``), which a *pattern* never makes safe (an exact entry can)."""
     modules: dict[str, Entry]
     """Top-level modules declared dangerous as a whole (``os.*``): reaching one through an
     attribute (``mypkg.os.system``, ``mypkg._os``) is dangerous too."""
@@ -410,18 +418,22 @@ def parse_knowledge(text: str, source: str = "kb") -> tuple[list[Entry], dict[st
             continue
         if line.startswith("["):
             section = line[1:-1] if line.endswith("]") else ""
-            if section not in CLASSES and section != _ATTRIBUTE_SECTION:
+            if section not in CLASSES and section not in (_ATTRIBUTE_SECTION, _ALIAS_SECTION):
                 raise ValueError(f"line {number}: unknown section {line!r}")
             continue
         match = _LINE.fullmatch(line)
         if match is None or not section:
             raise ValueError(f'line {number}: expected "pattern" = "evidence" inside a section')
         key, evidence = match.group(1), match.group(2)
-        if section == _ATTRIBUTE_SECTION:
+        if section in (_ATTRIBUTE_SECTION, _ALIAS_SECTION):
+            dangerous = section == _ATTRIBUTE_SECTION
             for name in _expand_braces(key):
                 if not name.isidentifier():
                     raise ValueError(f"line {number}: {name!r} is not an attribute name")
-                attributes[name] = Entry(key, "dangerous", evidence, "kb-attribute")
+                attributes[name] = Entry(
+                    key, "dangerous" if dangerous else "unknown", evidence,
+                    "kb-attribute" if dangerous else "kb-alias",
+                )
             continue
         entries.append(Entry(key, section, evidence, source))  # patterns: checked by _Index
     return entries, attributes
@@ -644,10 +656,13 @@ def _judge_builtin(module: str, name: str, full: str) -> Judgement:
                 )
     for part in parts:
         attribute = kb.attributes.get(part)
-        if attribute is not None:
+        if attribute is not None and attribute.klass == "dangerous":
             return Judgement(full, "dangerous", attribute.evidence, f"kb-attribute:{part}")
-    # 3. Patterns; then nothing is known.
+    # 3. Patterns (a pattern never makes a re-exported name safe); then nothing is known.
     if best is not None:
+        alias = kb.attributes.get(parts[-1])
+        if alias is not None and best.entry.klass not in ("unknown", "dangerous"):
+            return Judgement(full, "unknown", alias.evidence, f"kb-alias:{parts[-1]}")
         return _judgement(full, best)
     return Judgement(
         full, "unknown",

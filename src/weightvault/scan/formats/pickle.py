@@ -450,6 +450,16 @@ class PickleMachine:
             if isinstance(func, Global):
                 func.called = True
                 return
+            if isinstance(func, Persistent):
+                pid = func.pid
+                if (
+                    isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module"
+                    and isinstance(pid[1], Global)
+                ):
+                    # Legacy torch.save of a whole module: torch's persistent_load returns
+                    # the class in ("module", class, source file, source), which is then built.
+                    pid[1].called = True
+                    return
             self._add(
                 run, Severity.UNKNOWN, "call", _global_name(func),
                 f"{opname} calls a computed object, not an imported global", offset,
