@@ -139,6 +139,16 @@ class WeightvaultError(Exception):
         self.remedy_args = dict(remedy_args or {})
         """Values the command line's wording of the remedy may use (``{"size": "2"}``)."""
 
+    def __init_subclass__(
+        cls, *, exit_code: int | None = None, reason: Reason | None = None, **kwargs: Any
+    ) -> None:
+        """``class NotFound(WeightvaultError, exit_code=2, reason=Reason.NOT_FOUND)``."""
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
+        if reason is not None:
+            cls.reason = reason
+
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle with every attribute (worker processes send errors back to the parent)."""
         return (_rebuild, (type(self), self.message), self.__dict__)
@@ -151,60 +161,36 @@ class WeightvaultError(Exception):
         return text
 
 
-class UsageError(WeightvaultError):
+class UsageError(WeightvaultError, exit_code=2, reason=Reason.USAGE):
     """The caller combined options that make no sense (for example two signing methods)."""
 
-    exit_code = 2
-    reason = Reason.USAGE
 
-
-class InputError(WeightvaultError):
+class InputError(WeightvaultError, exit_code=2, reason=Reason.INPUT):
     """A path is missing, unreadable, of the wrong kind, or would be overwritten."""
 
-    exit_code = 2
-    reason = Reason.INPUT
 
-
-class FormatError(WeightvaultError):
+class FormatError(WeightvaultError, exit_code=2, reason=Reason.FORMAT):
     """Input bytes are not in the expected format; the message names the field."""
 
-    exit_code = 2
-    reason = Reason.FORMAT
 
-
-class KeyMaterialError(WeightvaultError):
+class KeyMaterialError(WeightvaultError, exit_code=2, reason=Reason.KEY_MATERIAL):
     """A key, certificate or token could not be loaded or used."""
 
-    exit_code = 2
-    reason = Reason.KEY_MATERIAL
 
-
-class VerificationError(WeightvaultError):
+class VerificationError(WeightvaultError, exit_code=1, reason=Reason.VERIFICATION):
     """A signature, digest, proof or checkpoint did not verify."""
 
-    exit_code = 1
-    reason = Reason.VERIFICATION
 
-
-class PolicyError(WeightvaultError):
+class PolicyError(WeightvaultError, exit_code=1, reason=Reason.POLICY):
     """A well-formed request or artifact was refused by policy (identity, role, budget)."""
 
-    exit_code = 1
-    reason = Reason.POLICY
 
-
-class UnsafeFileError(WeightvaultError):
+class UnsafeFileError(WeightvaultError, exit_code=1, reason=Reason.UNSAFE_FILE):
     """A file would execute code or is otherwise unsafe to load."""
 
-    exit_code = 1
-    reason = Reason.UNSAFE_FILE
 
-
-class DecryptionError(WeightvaultError):
+class DecryptionError(WeightvaultError, exit_code=1, reason=Reason.DECRYPTION):
     """Decryption failed. Secret-dependent causes (wrong key, bad tag) share one message."""
-
-    exit_code = 1
-    reason = Reason.DECRYPTION
 
 
 def _rebuild(cls: type[WeightvaultError], message: str) -> WeightvaultError:
@@ -229,7 +215,7 @@ def _shown_path(path: str) -> str:
     return os.path.join(head, match.group("name")) if match else path
 
 
-class FileSystemError(InputError):
+class FileSystemError(InputError, exit_code=2, reason=Reason.FILE_SYSTEM):
     """The operating system refused a file or network operation: a read-only folder, a full disk,
     a missing file, a folder where a file belongs, a port in use.
 
@@ -237,9 +223,6 @@ class FileSystemError(InputError):
     system's error number, ``writing`` whether the operation was writing. Exit code 2: the
     environment, not the input's content, stopped the command.
     """
-
-    exit_code = 2
-    reason = Reason.FILE_SYSTEM
 
     def __init__(
         self,

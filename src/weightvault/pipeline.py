@@ -13,7 +13,6 @@ Scanning and logging are imported only when asked for, so a plain ``sign`` start
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Unpack
@@ -35,7 +34,7 @@ from weightvault.signing import (
     sign_manifest,
     write_signature,
 )
-from weightvault.signing.options import PathLike
+from weightvault.signing.options import CheckKeywords, PathLike
 
 if TYPE_CHECKING:
     from weightvault.oms.manifest import Manifest
@@ -146,28 +145,17 @@ def check_model(
     *,
     signature_path: PathLike | None = None,
     log: LogRequirement | None = None,
-    ignore_paths: Iterable[PathLike] = (),
-    ignore_unsigned_files: bool = False,
-    max_workers: int | None = None,
-    progress_display: ProgressDisplay | None = None,
+    **keywords: Unpack[CheckKeywords],
 ) -> VerificationResult:
     """Check a model against its signature, reporting every problem (as
-    :func:`weightvault.signing.check`); with ``log``, the signature's inclusion proof must
-    verify first (:class:`~weightvault.errors.VerificationError` if it does not)."""
+    :func:`weightvault.signing.check`, with the same keywords); with ``log``, the signature's
+    inclusion proof must verify first (:class:`~weightvault.errors.VerificationError` if not)."""
     if log is not None:
         from weightvault.tlog.bundle import verify_bundle_log_entry
 
         sig = signature_path if signature_path is not None else default_signature_path(model_path)
         verify_bundle_log_entry(read_signature(sig), log.key, witnesses=log.witnesses)
-    return check(
-        model_path,
-        signature_path,
-        verifier,
-        ignore_paths=ignore_paths,
-        ignore_unsigned_files=ignore_unsigned_files,
-        max_workers=max_workers,
-        progress_display=progress_display,
-    )
+    return check(model_path, signature_path, verifier, **keywords)
 
 
 def digest_model(

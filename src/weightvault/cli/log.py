@@ -1,4 +1,4 @@
-"""``weightvault log ...`` and ``weightvault witness ...``: the transparency log from the shell.
+"""``weightvault log ...``: the transparency log from the shell (``witness ...``: its witnesses).
 
 Only parsing and rendering here; everything else is :mod:`weightvault.tlog`. Heavy imports stay
 inside the commands so ``weightvault --help`` stays fast.
@@ -28,11 +28,6 @@ log_app = typer.Typer(
         "Tamper-evident transparency log (RFC 9162 Merkle tree, C2SP signed checkpoints). "
         "LOG is a SQLite file or a postgresql:// URL."
     ),
-    no_args_is_help=True,
-)
-witness_app = typer.Typer(
-    name="witness",
-    help="Witness a log: verify consistency with the last checkpoint seen, then cosign.",
     no_args_is_help=True,
 )
 
@@ -102,19 +97,20 @@ def _write_or_print(
         sys.stdout.flush()
 
 
-def _checkpoint_json(note: bytes) -> dict[str, Any]:
-    """Origin, size and root of a signed checkpoint note, for ``--json`` output."""
+def _tree_json(origin: str, size: int, root: bytes) -> dict[str, Any]:
+    """A tree's origin, size and root (base64), as every ``--json`` output names them."""
     import base64
 
+    return {"origin": origin, "size": size, "root": base64.b64encode(root).decode()}
+
+
+def _checkpoint_json(note: bytes) -> dict[str, Any]:
+    """Origin, size and root of a signed checkpoint note, for ``--json`` output."""
     from weightvault.tlog.checkpoint import Checkpoint
     from weightvault.tlog.note import parse_note
 
     checkpoint = Checkpoint.from_text(parse_note(note).text)
-    return {
-        "origin": checkpoint.origin,
-        "size": checkpoint.size,
-        "root": base64.b64encode(checkpoint.root).decode(),
-    }
+    return _tree_json(checkpoint.origin, checkpoint.size, checkpoint.root)
 
 
 @contextlib.contextmanager
@@ -200,17 +196,29 @@ def _keygen(name: str, out: Path, force: bool, witness: bool, as_json: bool) -> 
         typer.echo(vkey)
 
 
-@log_app.command("keygen")
-def log_keygen(
-    name: str = typer.Option(
-        ..., "--name", help="Key name = the log's origin, e.g. example.com/log."
+def _keygen_command(app: typer.Typer, *, witness: bool, name_help: str, help_text: str) -> None:
+    """``log keygen`` and ``witness keygen``: the same options, one kind of key each."""
+
+    def command(
+        name: str = typer.Option(..., "--name", help=name_help),
+        out: Path = typer.Option(..., "--out", help="Private key file to write (mode 0600)."),
+        force: bool = _FORCE,
+        as_json: bool = _JSON,
+    ) -> None:
+        _keygen(name, out, force, witness, as_json)
+
+    command.__name__ = "witness_keygen" if witness else "log_keygen"
+    app.command("keygen", help=help_text)(command)
+
+
+_keygen_command(
+    log_app,
+    witness=False,
+    name_help="Key name = the log's origin, e.g. example.com/log.",
+    help_text=(
+        "Create an Ed25519 checkpoint-signing key (C2SP signed-note format) and its .pub file."
     ),
-    out: Path = typer.Option(..., "--out", help="Private key file to write (mode 0600)."),
-    force: bool = _FORCE,
-    as_json: bool = _JSON,
-) -> None:
-    """Create an Ed25519 checkpoint-signing key (C2SP signed-note format) and its .pub file."""
-    _keygen(name, out, force, False, as_json)
+)
 
 
 @log_app.command("vkey")
@@ -391,8 +399,6 @@ def log_verify(
     as_json: bool = _JSON,
 ) -> None:
     """Check an exported log end to end: signatures, every root, the trusted checkpoint."""
-    import base64
-
     from weightvault.cli._ui import emit_json
     from weightvault.tlog import verify_export
 
@@ -406,9 +412,7 @@ def log_verify(
         emit_json(
             {
                 "ok": True,
-                "origin": result.origin,
-                "size": result.size,
-                "root": base64.b64encode(result.root).decode(),
+                **_tree_json(result.origin, result.size, result.root),
                 "trusted_size": result.trusted_size,
                 "witnesses": list(result.checkpoint.witnesses),
             }
@@ -519,95 +523,5 @@ def log_import(
         typer.echo(f"imported {size} entries of {parsed.origin} into {log}")
 
 
-@witness_app.command("keygen")
-def witness_keygen(
-    name: str = typer.Option(..., "--name", help="Witness name, e.g. witness.example.com/w1."),
-    out: Path = typer.Option(..., "--out", help="Private key file to write (mode 0600)."),
-    force: bool = _FORCE,
-    as_json: bool = _JSON,
-) -> None:
-    """Create an Ed25519 cosigning key (C2SP tlog-cosignature, type 0x04) and its .pub file."""
-    _keygen(name, out, force, True, as_json)
-
-
-@witness_app.command("cosign")
-def witness_cosign(
-    checkpoint: Path = typer.Argument(..., help="The log's signed checkpoint."),
-    key: str = typer.Option(..., "--key", help="Witness key file, or a pkcs11: URI (with --name)."),
-    name: str = typer.Option(None, "--name", help="Witness name (needed with a pkcs11: key)."),
-    log_key: str = typer.Option(..., "--log-key", help="The log's verifier key."),
-    state: Path = typer.Option(..., "--state", help="State file: the last checkpoint cosigned."),
-    proof: Path = typer.Option(
-        None,
-        "--proof",
-        help="Consistency proof from the remembered size ('log prove --from-size').",
-    ),
-    out: Path = typer.Option(
-        None, "--out", help="Write the cosigned checkpoint here (default: stdout)."
-    ),
-    force: bool = _FORCE,
-    as_json: bool = _JSON,
-) -> None:
-    """Verify a checkpoint is consistent with the last one seen, remember it, and cosign it."""
-    from weightvault.tlog import ConsistencyProof, cosign_checkpoint
-    from weightvault.tlog.note import SIG_COSIGNATURE_V1, load_note_signer
-
-    witness = load_note_signer(key, name=name, sig_type=SIG_COSIGNATURE_V1)
-    consistency = (
-        ConsistencyProof.from_bytes(_read_file(proof, "consistency proof", 1 << 17))
-        if proof
-        else None
-    )
-    cosigned = cosign_checkpoint(
-        _read_file(checkpoint, "checkpoint", 1 << 16),
-        witness=witness,
-        log_key=_verifier_key(log_key, "--log-key"),
-        state_path=state,
-        consistency=consistency,
-    )
-    _write_or_print(cosigned, out, force, as_json, _checkpoint_json(cosigned) if as_json else None)
-
-
-@witness_app.command("verify")
-def witness_verify(
-    checkpoint: Path = typer.Argument(..., help="A signed (and cosigned) checkpoint."),
-    log_key: str = typer.Option(..., "--log-key", help="The log's verifier key."),
-    witness_key: list[str] = typer.Option(
-        ..., "--witness-key", help="Witness verifier key (repeatable)."
-    ),
-    min_witnesses: int = typer.Option(
-        0, "--min-witnesses", min=0, help="k of the n (default: all)."
-    ),
-    as_json: bool = _JSON,
-) -> None:
-    """Check a checkpoint's log signature and at least k of n witness cosignatures."""
-    import base64
-
-    from weightvault.cli._ui import emit_json
-    from weightvault.tlog import verify_checkpoint
-
-    result = verify_checkpoint(
-        _read_file(checkpoint, "checkpoint", 1 << 16),
-        _verifier_key(log_key, "--log-key"),
-        witnesses=_witness_policy(witness_key, min_witnesses),
-    )
-    if as_json:
-        emit_json(
-            {
-                "ok": True,
-                "origin": result.checkpoint.origin,
-                "size": result.checkpoint.size,
-                "root": base64.b64encode(result.checkpoint.root).decode(),
-                "witnesses": list(result.witnesses),
-            }
-        )
-        return
-    typer.echo(
-        f"OK: {result.checkpoint.origin} size {result.checkpoint.size}, cosigned by "
-        f"{', '.join(result.witnesses)}"
-    )
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(log_app, name="log")
-    app.add_typer(witness_app, name="witness")

@@ -1,5 +1,5 @@
-"""``weightvault serve``, ``weightvault vault ...``, ``weightvault audit verify`` and
-``weightvault breakglass split|recover``: the custody service and its client.
+"""``weightvault vault ...``, ``weightvault audit verify`` and ``weightvault breakglass
+split|recover``: the custody service's client (``weightvault serve`` runs the service).
 
 Only Typer is imported at load time; the service, the HTTP client and the crypto come in inside
 the commands.
@@ -88,126 +88,6 @@ def _show(doc: Any, as_json: bool, lines: list[str]) -> None:
     else:
         for line in lines:
             typer.echo(line)
-
-
-# -- serve --------------------------------------------------------------------------------------
-
-
-def _check_data_folder(data: Path) -> None:
-    """``--data`` names a folder (created if missing), never a file."""
-    from weightvault.errors import InputError
-
-    if data.exists() and not data.is_dir():
-        raise InputError(f"--data must be a folder: {data} is not one")
-
-
-def _check_listen(host: str, port: int) -> None:
-    """Fail before anything is created when the service could not listen on ``host:port``.
-
-    Binds and closes a probe socket with the options uvicorn uses (``SO_REUSEADDR``), so a port
-    held by another server is refused here, with the option to change, not deep in uvicorn.
-    """
-    import errno
-    import socket
-
-    from weightvault.errors import FileSystemError, UsageError
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise UsageError(f"--host {host}: not an address or host name ({exc.strerror})") from exc
-    family, kind, proto, _name, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            hint = {
-                errno.EADDRINUSE: (f"port {port} on {host} is already in use", "--port"),
-                errno.EACCES: (f"port {port} on {host} needs privileges to listen on", "--port"),
-                errno.EADDRNOTAVAIL: (f"{host} is not an address of this machine", "--host"),
-            }.get(exc.errno or 0)
-            if hint is None:
-                raise FileSystemError.from_os_error(exc) from exc
-            raise FileSystemError(
-                hint[0], errno=exc.errno, hint=f"choose another with {hint[1]}"
-            ) from exc
-
-
-def serve(
-    data: Path = typer.Option(..., "--data", help="Data folder (keys, SQLite, blobs)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(8443, "--port", min=1, max=65535, help="TCP port."),
-    database: str = typer.Option("", "--database", help="postgresql://... (default: SQLite)."),
-    blobs: str = typer.Option("", "--blobs", help="Folder or s3://BUCKET/PREFIX."),
-    kek: str = typer.Option("", "--kek", help="keyring:PATH or a pkcs11: URI for the KEK."),
-    log: str = typer.Option("", "--log", help="Audit log location (default: beside the data)."),
-    webhook: str | None = typer.Option(None, "--webhook", help="POST alerts to this URL."),
-    replica: str = typer.Option("", "--replica", help="This replica's name (in audit entries)."),
-    window: int = typer.Option(86400, "--window-s", help="Egress budget window in seconds."),
-    principal_budget: str = typer.Option(
-        "1T", "--principal-budget", help="Egress per principal per window (e.g. 100G)."
-    ),
-    init_admin: str | None = typer.Option(
-        None, "--init-admin", help="Create this admin on an empty database; print its token."
-    ),
-    admin_token_file: Path | None = typer.Option(
-        None, "--admin-token-file", help="Write the new admin's token here (0600)."
-    ),
-    ready_file: Path | None = typer.Option(
-        None, "--ready-file", help="Touch this file once the service listens."
-    ),
-) -> None:
-    """Run the custody service (FastAPI + uvicorn)."""
-    from weightvault import _interrupt
-    from weightvault.custody.config import ServiceConfig
-    from weightvault.custody.server import run_server
-    from weightvault.errors import FileSystemError
-
-    _check_data_folder(data)
-    principal_bytes = _bytes(principal_budget, "--principal-budget")
-    _check_listen(host, port)
-    config = ServiceConfig(
-        data_dir=data,
-        database=database,
-        blobs=blobs,
-        kek=kek,
-        log=log,
-        webhook_url=webhook,
-        replica=replica,
-        window_s=window,
-        principal_egress_bytes_per_window=principal_bytes,
-    )
-    created = not data.exists()
-    started: list[bool] = []
-    _interrupt.release()  # SIGINT/SIGTERM stop the service gracefully (uvicorn, run_server)
-
-    def on_ready() -> None:
-        started.append(True)
-        if ready_file is not None:
-            ready_file.touch()
-
-    try:
-        run_server(
-            config,
-            host=host,
-            port=port,
-            init_admin=init_admin,
-            admin_token_file=admin_token_file,
-            on_ready=on_ready,
-        )
-    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind (taken since the probe)
-        if exc.code in (0, None):
-            raise
-        raise FileSystemError(
-            f"the service could not listen on {host}:{port}", hint="choose another with --port"
-        ) from exc
-    except BaseException:
-        if created and not started:  # a start that failed (full disk...) leaves no half folder
-            import shutil
-
-            shutil.rmtree(data, ignore_errors=True)
-        raise
 
 
 # -- vault --------------------------------------------------------------------------------------
@@ -431,32 +311,30 @@ _PKCS11 = typer.Option(None, "--pkcs11-uri", help="Ed25519 key on a PKCS#11 toke
 _VALID = typer.Option(3600, "--valid-for-s", help="How long the signed decision stays valid.")
 
 
-@vault_app.command("approve")
-def approve(
-    request_id: str = typer.Argument(..., help="Request id."),
-    key: Path | None = _KEY,
-    pkcs11_uri: str | None = _PKCS11,
-    valid_for: int = _VALID,
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
-) -> None:
-    """Sign an approval of exactly this request with your approval key, and submit it."""
-    _decide(request_id, key, pkcs11_uri, valid_for, url, token, as_json, "approve")
+def _decision_command(decision: str, help_text: str) -> None:
+    """``vault approve`` and ``vault deny``: the same options, one decision each."""
+
+    def command(
+        request_id: str = typer.Argument(..., help="Request id."),
+        key: Path | None = _KEY,
+        pkcs11_uri: str | None = _PKCS11,
+        valid_for: int = _VALID,
+        url: str | None = _URL,
+        token: str | None = _TOKEN,
+        as_json: bool = _JSON,
+    ) -> None:
+        _decide(request_id, key, pkcs11_uri, valid_for, url, token, as_json, decision)
+
+    command.__name__ = decision
+    vault_app.command(decision, help=help_text)(command)
 
 
-@vault_app.command("deny")
-def deny(
-    request_id: str = typer.Argument(..., help="Request id."),
-    key: Path | None = _KEY,
-    pkcs11_uri: str | None = _PKCS11,
-    valid_for: int = _VALID,
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
-) -> None:
-    """Sign a denial of this request and submit it (one denial closes the request)."""
-    _decide(request_id, key, pkcs11_uri, valid_for, url, token, as_json, "deny")
+_decision_command(
+    "approve", "Sign an approval of exactly this request with your approval key, and submit it."
+)
+_decision_command(
+    "deny", "Sign a denial of this request and submit it (one denial closes the request)."
+)
 
 
 @vault_app.command("grants")
@@ -645,7 +523,6 @@ def breakglass_recover(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve", help="Run the custody service.")(serve)
     app.add_typer(vault_app, name="vault")
     app.add_typer(audit_app, name="audit")
     app.add_typer(breakglass_app, name="breakglass")

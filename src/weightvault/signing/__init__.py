@@ -38,7 +38,7 @@ from weightvault.signing._model import (
     write_signature,
 )
 from weightvault.signing._verify import VerificationResult, check, read_signature, verify
-from weightvault.signing.options import ManifestKeywords, ManifestOptions
+from weightvault.signing.options import CheckKeywords, ManifestKeywords, ManifestOptions
 
 if TYPE_CHECKING:
     from weightvault.signing.certificate import CertificateSigner, CertificateVerifier
@@ -48,6 +48,7 @@ __all__ = [
     "SIGNATURE_FILE_NAME",
     "CertificateSigner",
     "CertificateVerifier",
+    "CheckKeywords",
     "KeySigner",
     "KeyVerifier",
     "ManifestKeywords",

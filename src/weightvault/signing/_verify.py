@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from weightvault.errors import FormatError, InputError, Reason, VerificationError
 from weightvault.hashing import ProgressCallback, ProgressDisplay, reporting
@@ -27,7 +27,7 @@ from weightvault.signing._model import (
     signature_ignore,
 )
 from weightvault.signing._pem import read_input_file
-from weightvault.signing.options import PathLike
+from weightvault.signing.options import CheckKeywords, PathLike
 from weightvault.tree import DEFAULT_IGNORED_NAMES, ModelTree, SymlinkError, walk_model
 
 __all__ = ["VerificationResult", "check", "read_signature", "verify"]
@@ -281,24 +281,10 @@ def verify(
     model_path: PathLike,
     signature_path: PathLike | None,
     verifier: Verifier,
-    *,
-    ignore_paths: Iterable[PathLike] = (),
-    ignore_unsigned_files: bool = False,
-    max_workers: int | None = None,
-    progress: ProgressCallback | None = None,
-    progress_display: ProgressDisplay | None = None,
+    **keywords: Unpack[CheckKeywords],
 ) -> VerificationResult:
     """Like :func:`check`, but raise :class:`VerificationError` unless everything matches."""
-    result = check(
-        model_path,
-        signature_path,
-        verifier,
-        ignore_paths=ignore_paths,
-        ignore_unsigned_files=ignore_unsigned_files,
-        max_workers=max_workers,
-        progress=progress,
-        progress_display=progress_display,
-    )
+    result = check(model_path, signature_path, verifier, **keywords)
     if not result.ok:
         raise VerificationError(result.summary())
     return result

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
-from weightvault.hashing import HashAlgorithm, ProgressCallback
+from weightvault.hashing import HashAlgorithm, ProgressCallback, ProgressDisplay
 from weightvault.oms.manifest import DEFAULT_SHARD_SIZE
 
-__all__ = ["ManifestKeywords", "ManifestOptions", "PathLike"]
+__all__ = ["CheckKeywords", "ManifestKeywords", "ManifestOptions", "PathLike"]
 
 PathLike = str | os.PathLike[str]
 
@@ -88,3 +88,14 @@ class ManifestKeywords(TypedDict, total=False):
     allow_symlinks: bool
     max_workers: int | None
     progress: ProgressCallback | None
+
+
+class CheckKeywords(TypedDict, total=False):
+    """The choices a check takes besides the model, the signature and the verifier (what the
+    signature does not decide): see :func:`weightvault.signing.check`."""
+
+    ignore_paths: Iterable[PathLike]
+    ignore_unsigned_files: bool
+    max_workers: int | None
+    progress: ProgressCallback | None
+    progress_display: ProgressDisplay | None
