@@ -10,6 +10,8 @@ and logs a model in one call (what ``weightvault sign`` runs).
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Callable
 from typing import Any
 
 __version__ = "0.1.0"
@@ -57,13 +59,22 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'weightvault' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+def _lazy_attributes(owner: str, names: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) for ``owner``: ``names`` maps an attribute to the
+    module defining it, imported on first use (and kept, so the next access is plain)."""
+
+    def load(name: str) -> Any:
+        module = names.get(name)
+        if module is None:
+            raise AttributeError(f"module {owner!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        setattr(sys.modules[owner], name, value)
+        return value
+
+    return load
+
+
+__getattr__ = _lazy_attributes(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -9,7 +9,8 @@ path (``dsseEnvelope.signatures[0].sig``) so the one-line message says what is w
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 from weightvault._json import load_object
 from weightvault.errors import FormatError
@@ -22,6 +23,7 @@ __all__ = [
     "field_str",
     "hex_field",
     "load_json",
+    "object_items",
     "reject_unknown",
 ]
 
@@ -52,42 +54,48 @@ def _where(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def field_object(obj: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+_T = TypeVar("_T")
+
+
+def _field(obj: dict[str, Any], key: str, path: str, kind: type[_T], expected: str) -> _T:
+    """``obj[key]``, present and of ``kind``; the error names the field and what it should be."""
     value = obj.get(key)
     if value is None:
         raise FormatError(f"{_where(path, key)}: missing")
-    if not isinstance(value, dict):
-        raise FormatError(f"{_where(path, key)}: expected an object")
+    if not isinstance(value, kind):
+        raise FormatError(f"{_where(path, key)}: expected {expected}")
     return value
+
+
+def field_object(obj: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+    return _field(obj, key, path, dict, "an object")
 
 
 def field_list(obj: dict[str, Any], key: str, path: str) -> list[Any]:
-    value = obj.get(key)
-    if value is None:
-        raise FormatError(f"{_where(path, key)}: missing")
-    if not isinstance(value, list):
-        raise FormatError(f"{_where(path, key)}: expected a list")
-    return value
+    return _field(obj, key, path, list, "a list")
 
 
 def field_str(obj: dict[str, Any], key: str, path: str, *, optional: bool = False) -> str:
-    value = obj.get(key)
-    if value is None:
-        if optional:
-            return ""
-        raise FormatError(f"{_where(path, key)}: missing")
-    if not isinstance(value, str):
-        raise FormatError(f"{_where(path, key)}: expected a string")
-    return value
+    if optional and obj.get(key) is None:
+        return ""
+    return _field(obj, key, path, str, "a string")
 
 
 def field_bool(obj: dict[str, Any], key: str, path: str) -> bool:
-    value = obj.get(key)
-    if value is None:
-        raise FormatError(f"{_where(path, key)}: missing")
-    if not isinstance(value, bool):
-        raise FormatError(f"{_where(path, key)}: expected true or false")
-    return value
+    return _field(obj, key, path, bool, "true or false")
+
+
+def object_items(
+    items: list[Any], path: str, allowed: set[str] | frozenset[str]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each item of a JSON list with its field path (``path[3]``), refusing an item that is not
+    an object or that has fields the format does not define."""
+    for index, item in enumerate(items):
+        where = f"{path}[{index}]"
+        if not isinstance(item, dict):
+            raise FormatError(f"{where}: expected an object")
+        reject_unknown(item, allowed, where)
+        yield where, item
 
 
 def hex_field(value: Any, where: str) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any
 
 from weightvault import _b64
 from weightvault.errors import FormatError
-from weightvault.oms._json import field_list, field_str, reject_unknown
+from weightvault.oms._json import field_list, field_str, object_items, reject_unknown
 
 __all__ = [
     "INTOTO_PAYLOAD_TYPE",
@@ -75,11 +75,7 @@ class Envelope:
         if not raw_signatures:
             raise FormatError(f"{path}.signatures: empty; the envelope carries no signature")
         signatures = []
-        for index, item in enumerate(raw_signatures):
-            where = f"{path}.signatures[{index}]"
-            if not isinstance(item, dict):
-                raise FormatError(f"{where}: expected an object")
-            reject_unknown(item, {"sig", "keyid"}, where)
+        for where, item in object_items(raw_signatures, f"{path}.signatures", {"sig", "keyid"}):
             sig = _b64.decode_proto(field_str(item, "sig", where), f"{where}.sig")
             if not sig:
                 raise FormatError(f"{where}.sig: empty signature")

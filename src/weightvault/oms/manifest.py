@@ -35,6 +35,7 @@ from weightvault.oms._json import (
     field_str,
     hex_field,
     load_json,
+    object_items,
     reject_unknown,
 )
 
@@ -285,11 +286,8 @@ def _parse_v1(doc: dict[str, Any]) -> Manifest:
     expected_algorithm = serialization.resource_algorithm
     digest_size = serialization.hash_type.digest_size
     resources: list[Resource] = []
-    for index, item in enumerate(raw_resources):
-        where = f"payload.predicate.resources[{index}]"
-        if not isinstance(item, dict):
-            raise FormatError(f"{where}: expected an object")
-        reject_unknown(item, {"name", "digest", "algorithm"}, where)
+    fields = {"name", "digest", "algorithm"}
+    for where, item in object_items(raw_resources, "payload.predicate.resources", fields):
         name = field_str(item, "name", where)
         if not name:
             raise FormatError(f"{where}.name: empty")
@@ -320,11 +318,9 @@ def _parse_legacy(doc: dict[str, Any]) -> Manifest:
     if not subjects:
         raise FormatError("payload.subject: empty; a signature must cover files")
     resources: list[Resource] = []
-    for index, subject in enumerate(subjects):
-        where = f"payload.subject[{index}]"
-        if not isinstance(subject, dict):
-            raise FormatError(f"{where}: expected an object")
-        reject_unknown(subject, {"name", "digest", "annotations"}, where)
+    for where, subject in object_items(
+        subjects, "payload.subject", {"name", "digest", "annotations"}
+    ):
         name = field_str(subject, "name", where)
         digest = hex_field(field_object(subject, "digest", where).get("sha256"), f"{where}.digest")
         if len(digest) != 32:

@@ -19,8 +19,9 @@ all implementing :class:`~weightvault.signing._base.Signer` / ``Verifier``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from weightvault import _lazy_attributes
 from weightvault.signing._base import Signer, SignerIdentity, VerifiedPayload, Verifier
 from weightvault.signing._model import (
     SIGNATURE_FILE_NAME,
@@ -82,11 +83,4 @@ _METHODS = {
     "CertificateVerifier": "weightvault.signing.certificate",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _METHODS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'weightvault.signing' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = _lazy_attributes(__name__, _METHODS)

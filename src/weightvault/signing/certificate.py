@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from weightvault.errors import KeyMaterialError, UsageError, VerificationError
-from weightvault.oms.bundle import certificate_bundle_json, parse_bundle
+from weightvault.oms.bundle import certificate_bundle_json
 from weightvault.oms.dsse import pae
 from weightvault.signing._base import Signer, SignerIdentity, VerifiedPayload, Verifier
 from weightvault.signing._pem import (
@@ -31,7 +31,7 @@ from weightvault.signing._pem import (
     load_certificates,
     load_ec_private_key,
 )
-from weightvault.signing.key import check_envelope_signature
+from weightvault.signing.key import check_envelope_signature, parse_bundle_of
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -254,14 +254,8 @@ class CertificateVerifier(Verifier):
         from cryptography import x509
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        bundle = parse_bundle(bundle_json)
+        bundle = parse_bundle_of(bundle_json, "certificate")
         material = bundle.verification_material
-        if material.kind != "certificate":
-            raise VerificationError(
-                "the signature was made with a key, not a certificate",
-                hint="verify it with the signer's public key",
-                remedy="verify-with-key",
-            )
         try:
             chain = [x509.load_der_x509_certificate(der) for der in material.certificates]
         except ValueError as exc:

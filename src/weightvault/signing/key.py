@@ -51,6 +51,31 @@ def check_envelope_signature(bundle: Bundle, public_key: ec.EllipticCurvePublicK
     )
 
 
+#: What the verifier of one kind of material says about a bundle of the other kind.
+_OTHER_METHOD = {
+    "public_key": (
+        "the signature was made with a certificate, not a key",
+        "verify it with trust roots (the certificate method)",
+        "verify-with-trust-root",
+    ),
+    "certificate": (
+        "the signature was made with a key, not a certificate",
+        "verify it with the signer's public key",
+        "verify-with-key",
+    ),
+}
+
+
+def parse_bundle_of(bundle_json: bytes, kind: str) -> Bundle:
+    """The bundle, strictly parsed, if it carries ``kind`` material (``public_key`` or
+    ``certificate``); otherwise a :class:`VerificationError` naming the method to use."""
+    bundle = parse_bundle(bundle_json)
+    if bundle.verification_material.kind != kind:
+        message, hint, remedy = _OTHER_METHOD[kind]
+        raise VerificationError(message, hint=hint, remedy=remedy)
+    return bundle
+
+
 class KeySigner(Signer):
     """Signs with an EC private key; the ECDSA hash follows the curve."""
 
@@ -92,15 +117,9 @@ class KeyVerifier(Verifier):
         return cls(load_ec_public_key(path, password))
 
     def verify(self, bundle_json: bytes) -> VerifiedPayload:
-        bundle = parse_bundle(bundle_json)
-        material = bundle.verification_material
         # 1. The bundle must name a key, not a certificate chain.
-        if material.kind != "public_key":
-            raise VerificationError(
-                "the signature was made with a certificate, not a key",
-                hint="verify it with trust roots (the certificate method)",
-                remedy="verify-with-trust-root",
-            )
+        bundle = parse_bundle_of(bundle_json, "public_key")
+        material = bundle.verification_material
         # 2. A recorded key (hint or raw key) must be ours: a clear message for the common
         #    mistake of verifying with the wrong key. The signature check below decides anyway.
         if material.public_key_hint and material.public_key_hint != self._hint:

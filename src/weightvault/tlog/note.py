@@ -59,6 +59,17 @@ MAX_SIGNATURES = 100
 NOTE_FAILED = "note signature verification failed"
 
 
+def decode_text(data: bytes, what: str, limit: int, *, encoding: str = "utf-8") -> str:
+    """``data`` as text, refused above ``limit`` bytes (before decoding) or if not ``encoding``:
+    the first step of every text format of the log."""
+    if len(data) > limit:
+        raise FormatError(f"{what}: larger than {limit} bytes")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{what}: not valid {encoding.upper()}") from exc
+
+
 def key_id(name: str, sig_type: int, public_key: bytes) -> bytes:
     """SHA-256(name || 0x0A || type || public key)[:4] (c2sp.org/signed-note)."""
     return hashlib.sha256(name.encode() + b"\n" + bytes([sig_type]) + public_key).digest()[:4]
@@ -170,12 +181,7 @@ class Note:
 
 def parse_note(data: bytes) -> Note:
     """Split a signed note into text and signature lines; checks syntax only."""
-    if len(data) > MAX_NOTE_BYTES:
-        raise FormatError(f"signed note: larger than {MAX_NOTE_BYTES} bytes")
-    try:
-        decoded = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FormatError("signed note: not valid UTF-8") from exc
+    decoded = decode_text(data, "signed note", MAX_NOTE_BYTES)
     if any(ord(c) < 0x20 and c != "\n" for c in decoded) or "\x7f" in decoded:
         raise FormatError("signed note: contains control characters")
     if not decoded.endswith("\n"):

@@ -28,7 +28,7 @@ from weightvault.tlog.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from weightvault.tlog.note import VerifierKey
+from weightvault.tlog.note import VerifierKey, decode_text
 
 __all__ = [
     "ConsistencyProof",
@@ -67,12 +67,7 @@ class TlogProof:
     @classmethod
     def from_bytes(cls, data: bytes) -> TlogProof:
         """Parse strictly; the result re-encodes to exactly ``data``."""
-        if len(data) > MAX_PROOF_BYTES:
-            raise FormatError(f"tlog-proof: larger than {MAX_PROOF_BYTES} bytes")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise FormatError("tlog-proof: not valid UTF-8") from exc
+        text = decode_text(data, "tlog-proof", MAX_PROOF_BYTES)
         head, sep, checkpoint = text.partition("\n\n")
         if not sep or not checkpoint:
             raise FormatError("tlog-proof: no blank line before the checkpoint")
@@ -155,12 +150,7 @@ class ConsistencyProof:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ConsistencyProof:
-        if len(data) > MAX_PROOF_BYTES:
-            raise FormatError(f"consistency proof: larger than {MAX_PROOF_BYTES} bytes")
-        try:
-            text = data.decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise FormatError("consistency proof: not ASCII") from exc
+        text = decode_text(data, "consistency proof", MAX_PROOF_BYTES, encoding="ascii")
         if not text.endswith("\n"):
             raise FormatError("consistency proof: does not end with a newline")
         lines = text[:-1].split("\n")
