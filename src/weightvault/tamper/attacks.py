@@ -37,6 +37,7 @@ __all__ = [
     "MAX_RETRIES",
     "AttackRun",
     "Attempt",
+    "FrozenFeatures",
     "curve_steps",
     "decode_hits",
     "loss_status",
@@ -422,6 +423,7 @@ def _finetune_once(
     data: TamperData,
     points: int,
     validation: Split | None,
+    cached: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> _Trained:
     device = data.test.x.device
     torch.manual_seed(spec.seed)
@@ -432,19 +434,32 @@ def _finetune_once(
     benign_steps = round(spec.benign_fraction * spec.steps) if spec.data != "harmful" else 0
     evals = set(curve_steps(spec.steps, points))
     head_only = spec.mode == "head"
+    # The unmodified trunk's features (given, or computed once): all a head-only attacker ever
+    # sees, and what every other attacker (except reinit-top) sees before its first step.
+    untouched = cached is not None and spec.mode != "reinit-top"
+    frozen_train: torch.Tensor | None = None
+    frozen_test: torch.Tensor | None = None
     with torch.no_grad():
-        frozen_train = attacker.features(train.x) if head_only else None
-        frozen_test = attacker.features(data.test.x) if head_only else None
+        if head_only:
+            frozen_train = cached[0] if cached is not None else attacker.features(train.x)
+            frozen_test = cached[1] if cached is not None else attacker.features(data.test.x)
 
     curve: list[tuple[int, float]] = []
     hits: list[str] = []
+    last: list[torch.Tensor] = []
 
     def measure(step: int) -> None:
         with torch.no_grad():
-            feats = frozen_test if frozen_test is not None else attacker.features(data.test.x)
+            if frozen_test is not None:
+                feats = frozen_test
+            elif step == 0 and untouched and cached is not None:
+                feats = cached[1]
+            else:
+                feats = attacker.features(data.test.x)
             correct = attacker.head(feats).argmax(dim=1) == data.test.harmful
         curve.append((step, float(correct.float().mean())))
         hits.append(encode_hits(correct))
+        last[:] = [feats]
 
     losses: list[float] = []
     harm_batches = _batches(len(train), spec.batch_size, generator)
@@ -476,7 +491,9 @@ def _finetune_once(
         opt.step()
         sched.step()
     with torch.no_grad():
-        retain = _accuracy(attacker.desired_head(attacker.features(data.test.x)), data.test.desired)
+        finished = bool(curve) and curve[-1][0] == spec.steps
+        test_feats = last[0] if finished and last else attacker.features(data.test.x)
+        retain = _accuracy(attacker.desired_head(test_feats), data.test.desired)
         val_acc = None
         if validation is not None:
             val_acc = _accuracy(attacker.head(attacker.features(validation.x)), validation.harmful)
@@ -491,6 +508,7 @@ def _finetune(
     data: TamperData,
     points: int,
     validation: Split | None = None,
+    cached: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[_Trained, list[Attempt], Status]:
     """Train; while the loss diverges, retry at half the learning rate (module docstring).
 
@@ -501,7 +519,9 @@ def _finetune(
     attempts: list[Attempt] = []
     tried: list[_Trained] = []
     for lr in retry_lrs(spec.lr):
-        trained = _finetune_once(model, spec.with_lr(lr), train, benign, data, points, validation)
+        trained = _finetune_once(
+            model, spec.with_lr(lr), train, benign, data, points, validation, cached
+        )
         status = loss_status(trained.losses, label_entropy(train.harmful))
         first = trained.losses[0] if trained.losses else math.nan
         last = trained.losses[-1] if trained.losses else math.nan
@@ -536,6 +556,32 @@ def _benign_set(pool: Split, order: torch.Tensor, count: int) -> Split:
     return pool.take(rest[: max(count, 64)].to(pool.x.device))
 
 
+@dataclass(frozen=True)
+class FrozenFeatures:
+    """The unmodified model's trunk features on the attacker pool and the test split, computed
+    once per model and shared by its probes, head-only attacks and step-0 measurements (each
+    ``[examples, feature_dim]``, in split order)."""
+
+    attacker: torch.Tensor
+    test: torch.Tensor
+
+    @classmethod
+    def of(cls, model: TamperModel, data: TamperData, threads: int | None = None) -> FrozenFeatures:
+        device = data.test.x.device
+        trunk = model.trunk if _on(model, device) else copy.deepcopy(model.trunk).to(device)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads or previous)
+        try:
+            with torch.no_grad():
+                return cls(_chunked(trunk, data.attacker.x), _chunked(trunk, data.test.x))
+        finally:
+            torch.set_num_threads(previous)
+
+
+def _chunked(trunk: nn.Module, x: torch.Tensor, size: int = 512) -> torch.Tensor:
+    return torch.cat([trunk(x[i : i + size]) for i in range(0, len(x), size)])
+
+
 def run_attack(
     model: TamperModel,
     model_name: str,
@@ -545,21 +591,29 @@ def run_attack(
     *,
     points: int = 8,
     threads: int | None = None,
+    frozen: FrozenFeatures | None = None,
 ) -> AttackRun:
     """Run ``spec`` once (attack seed ``seed``) against ``model``; deterministic for a seed.
 
-    The attack runs on the device ``data`` lives on (see :meth:`TamperData.to`).
+    The attack runs on the device ``data`` lives on (see :meth:`TamperData.to`). ``frozen``:
+    the model's features from :meth:`FrozenFeatures.of` (saves recomputing them per attack).
     """
     with deterministic(seed, threads):
         generator = torch.Generator().manual_seed(10_007 * seed + 17)
         if isinstance(spec, ProbeSpec):
-            return _probe(model, model_name, spec, data, seed, generator)
+            return _probe(model, model_name, spec, data, seed, generator, frozen)
         if isinstance(spec, SearchSpec):
             return _search(model, model_name, spec, data, seed, generator, points)
         run_spec = AttackSpec(**{**_spec_fields(spec), "seed": seed})
         train, order = _sample(data.attacker, spec.examples, generator)
         benign = _benign_set(data.attacker, order, spec.examples)
-        trained, attempts, status = _finetune(model, run_spec, train, benign, data, points)
+        cached = None
+        if frozen is not None:
+            rows = order[: spec.examples].to(frozen.attacker.device)
+            cached = (frozen.attacker[rows], frozen.test)
+        trained, attempts, status = _finetune(
+            model, run_spec, train, benign, data, points, cached=cached
+        )
         return AttackRun(
             model=model_name,
             attack=spec.name,
@@ -589,16 +643,17 @@ def _probe(
     data: TamperData,
     seed: int,
     generator: torch.Generator,
+    frozen: FrozenFeatures | None = None,
 ) -> AttackRun:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    train, _ = _sample(data.attacker, spec.examples, generator)
-    device = data.test.x.device
-    trunk = model.trunk if _on(model, device) else copy.deepcopy(model.trunk).to(device)
-    with torch.no_grad():
-        f_train = trunk(train.x).double().cpu().numpy()
-        f_test = trunk(data.test.x).double().cpu().numpy()
+    train, order = _sample(data.attacker, spec.examples, generator)
+    if frozen is None:
+        frozen = FrozenFeatures.of(model, data)
+    rows = order[: spec.examples].to(frozen.attacker.device)
+    f_train = frozen.attacker[rows].double().cpu().numpy()
+    f_test = frozen.test.double().cpu().numpy()
     labels = train.harmful.cpu().numpy()
     truth = data.test.harmful.cpu().numpy()
     if len(np.unique(labels)) < 2:

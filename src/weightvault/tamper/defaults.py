@@ -70,11 +70,29 @@ BUILTIN_CANDIDATES: dict[str, dict[str, list[dict[str, Any]]]] = {
              "tr_decay": 0.25, "outer_lr": 1e-3},
         ],
     },
+    "bios": {
+        "mlac": [
+            {"outer_steps": 40, "inner_steps": 4, "outer_lr": 1e-4, "meta_lr": 1e-3,
+             "harm_weight": 1.0, "desired_batch": 32, "eval_batch": 32},
+            {"outer_steps": 40, "inner_steps": 4, "outer_lr": 3e-4, "meta_lr": 1e-3,
+             "harm_weight": 3.0, "desired_batch": 32, "eval_batch": 32},
+        ],
+        "tar": [
+            {"outer_steps": 40, "inner_steps": 8, "tr_every": 2, "tr_scale": 4.0,
+             "tr_decay": 0.25, "outer_lr": 1e-4, "batch_size": 16},
+            {"outer_steps": 40, "inner_steps": 8, "tr_every": 2, "tr_scale": 30.0,
+             "retain_weight": 0.1, "tr_decay": 0.0, "outer_lr": 3e-4, "batch_size": 16},
+        ],
+    },
 }  # fmt: skip
 BUILTIN_QUICK: dict[str, dict[str, dict[str, Any]]] = {
     "digits": {
         "mlac": {"outer_steps": 15, "inner_steps": 4},
         "tar": {"outer_steps": 20, "inner_steps": 4},
+    },
+    "bios": {
+        "mlac": {"outer_steps": 3, "inner_steps": 2},
+        "tar": {"outer_steps": 3, "inner_steps": 4},
     },
 }
 

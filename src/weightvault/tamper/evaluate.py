@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from weightvault.errors import FormatError, UsageError
-from weightvault.tamper.attacks import AttackRun, run_attack
+from weightvault.tamper.attacks import AttackRun, FrozenFeatures, run_attack
 from weightvault.tamper.base import TamperModel, Testbed, random_init_model
 from weightvault.tamper.defenses import DefenseRecord, desired_accuracy
 from weightvault.tamper.spec import AnySpec, AttackSuite
@@ -261,6 +261,7 @@ def _run_item(index: int) -> AttackRun:
         effective,
         points=_WORK["points"],
         threads=_WORK["threads"],
+        frozen=_WORK["frozen"][(name, seed)],
     )
 
 
@@ -330,8 +331,11 @@ def run_suite(
         per_seed[name] = versions
         roles[name] = "candidate"
     data = testbed.data()
+    on_device = data.to(device)
     infos: list[ModelInfo] = []
     models: dict[tuple[str, int], TamperModel] = {}
+    frozen: dict[tuple[str, int], FrozenFeatures] = {}
+    computed: dict[int, FrozenFeatures] = {}
     items: list[tuple[str, int, AnySpec, int]] = []
     for name, versions in per_seed.items():
         desired: dict[int, float] = {}
@@ -342,6 +346,10 @@ def run_suite(
             if record is not None:
                 records[seed] = record
             models[(name, seed)] = model.to(device)
+            # One model shared by several seeds (the release) has its features computed once.
+            if id(model) not in computed:
+                computed[id(model)] = FrozenFeatures.of(model, on_device, threads)
+            frozen[(name, seed)] = computed[id(model)]
         infos.append(ModelInfo(name, roles[name], desired, records))
         for spec in suite.attacks:
             for seed in seeds:
@@ -349,8 +357,9 @@ def run_suite(
                 items.append((name, seed, spec, spec.seed * 1000 + seed))
     _WORK.update(
         models=models,
+        frozen=frozen,
         items=items,
-        data=data.to(device),
+        data=on_device,
         points=suite.curve_points,
         threads=threads,
     )

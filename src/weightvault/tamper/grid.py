@@ -442,15 +442,26 @@ def _name(
     return f"{opt}-{mode}-{sched}-{_SHORT[data]}-lr{lr:g}-b{batch}-n{budget}-s{steps}"
 
 
-#: A stride coprime with the number of categorical combinations walks them all evenly.
-_STRIDE = 37
+def _held_combo(grid: AttackGrid, i: int) -> tuple[str, str, str, str]:
+    """The i-th held-out attack's optimizer, mode, schedule and data: each axis cycles through
+    its values (every mode within the first ``len(modes)`` attacks, and so on), the pairings
+    rotating as the index grows."""
+
+    def pick(values: tuple[str, ...], offset: int) -> str:
+        n = len(values)
+        return values[(i + offset + i // n) % n]
+
+    return (
+        pick(grid.optimizers, 2),
+        grid.modes[i % len(grid.modes)],
+        pick(grid.schedules, 1),
+        pick(grid.datas, 0),
+    )
 
 
 def evaluation_suite(grid: AttackGrid, pool_size: int) -> tuple[AttackSuite, GridSplit]:
     """The attacks the lab runs for ``grid`` (the fixed rule of the module docstring)."""
     split = grid.split(pool_size)
-    combos = list(product(grid.optimizers, grid.modes, grid.schedules, grid.datas))
-    stride = _STRIDE if math.gcd(_STRIDE, len(combos)) == 1 else 1
     train_combos = list(
         product(grid.train_optimizers, grid.train_modes, grid.train_schedules, grid.train_datas)
     )
@@ -468,7 +479,7 @@ def evaluation_suite(grid: AttackGrid, pool_size: int) -> tuple[AttackSuite, Gri
                 steps = grid.steps[train_index % len(grid.steps)]
                 train_index += 1
             else:
-                opt, mode, sched, data = combos[(held_index * stride) % len(combos)]
+                opt, mode, sched, data = _held_combo(grid, held_index)
                 lr = split.held_lrs[held_index % len(split.held_lrs)]
                 batch = _held_batch(split, budget, held_index)
                 steps = grid.steps[held_index % len(grid.steps)]

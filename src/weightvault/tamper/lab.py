@@ -16,6 +16,7 @@ Nothing flows back: no result of step 4 can change steps 1-3 (tested).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,25 +69,17 @@ def run_lab(
         f"train-time lrs {list(split.train_lrs)}, budgets {list(split.train_budgets)}"
     )
     candidates: dict[str, dict[int, tuple[TamperModel, DefenseRecord | None]]] = {}
-    used: dict[str, dict[str, Any]] = {}
-    for method in methods:
-        overrides = defaults.overrides(method, quick=quick)
-        used[method] = overrides
-        versions: dict[int, tuple[TamperModel, DefenseRecord | None]] = {}
-        for seed in grid.seeds:
-            say(f"training {method} (seed {seed}) ...")
-            model, record, desired = defend(
-                testbed,
-                method,
-                overrides=overrides,
-                split=split,
-                seed=seed,
-                threads=threads,
-                device=device,
-            )
-            say(f"  {method} seed {seed}: desired-task test accuracy {desired:.1%}")
-            versions[seed] = (model, record)
-        candidates[method] = versions
+    used = {method: defaults.overrides(method, quick=quick) for method in methods}
+    jobs_list = [(method, seed) for method in methods for seed in grid.seeds]
+    testbed.release(0)  # built once here (workers inherit it)
+    _DEFEND.update(testbed=testbed, used=used, split=split, threads=threads, device=device)
+    try:
+        trained = _map(jobs_list, jobs if device == "cpu" else 1, say)
+    finally:
+        _DEFEND.clear()
+    for (method, seed), (model, record, desired) in zip(jobs_list, trained, strict=True):
+        say(f"{method} seed {seed}: desired-task test accuracy {desired:.1%}")
+        candidates.setdefault(method, {})[seed] = (model, record)
     labels: dict[str, str] = {spec.name: split.label(spec) for spec in suite.attacks}
     return run_suite(
         testbed,
@@ -105,6 +98,46 @@ def run_lab(
         },
         progress=say,
     )
+
+
+#: What forked defense workers read (set just before forking).
+_DEFEND: dict[str, Any] = {}
+
+
+def _defend_one(job: tuple[str, int]) -> tuple[TamperModel, DefenseRecord | None, float]:
+    method, seed = job
+    return defend(
+        _DEFEND["testbed"],
+        method,
+        overrides=_DEFEND["used"][method],
+        split=_DEFEND["split"],
+        seed=seed,
+        threads=_DEFEND["threads"],
+        device=_DEFEND["device"],
+    )
+
+
+def _map(
+    jobs_list: list[tuple[str, int]], jobs: int, say: Callable[[str], None]
+) -> list[tuple[TamperModel, DefenseRecord | None, float]]:
+    """Train every (method, seed) defense, in ``jobs`` forked processes (same results)."""
+    for method, seed in jobs_list:
+        say(f"training {method} (seed {seed}) ...")
+    if jobs == 1 or len(jobs_list) < 2 or not hasattr(os, "fork"):
+        return [_defend_one(job) for job in jobs_list]
+    import multiprocessing
+
+    import torch
+
+    from weightvault.tamper.evaluate import _worker_signals
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_signals) as pool:
+            return list(pool.imap(_defend_one, jobs_list))
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _quick_grid(testbed: Testbed) -> AttackGrid:

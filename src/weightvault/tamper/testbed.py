@@ -1,4 +1,4 @@
-"""Testbeds by name: the built-in ones (``digits``, ``minilm``) and bring-your-own adapters.
+"""Testbeds by name: the built-in ones (``digits``, ``bios``, ``minilm``) and your own adapters.
 
 This module sits above :mod:`weightvault.tamper.base` (the adapter interface, see its docstring
 and ``docs/tamper.md``) and the built-in testbeds, which depend only on that base; it re-exports
@@ -22,6 +22,7 @@ from weightvault.tamper.base import (
     read_metadata,
     save_model,
 )
+from weightvault.tamper.bios import BiosTestbed
 from weightvault.tamper.digits import DigitsTestbed
 from weightvault.tamper.minilm import MiniLMTestbed
 
@@ -41,13 +42,16 @@ __all__ = [
 
 BUILTIN_TESTBEDS: dict[str, Callable[[], Testbed]] = {
     "digits": DigitsTestbed,
+    "bios": BiosTestbed,
+    "bios-base": lambda: BiosTestbed("bios-base"),
     "minilm": MiniLMTestbed,
 }
 """The testbeds :func:`load_adapter` knows by name (each built with its defaults)."""
 
 
 def load_adapter(reference: str) -> Testbed:
-    """Build a testbed from ``builtin`` names (``digits``, ``minilm``) or ``module:callable``.
+    """Build a testbed from built-in names (``digits``, ``bios``, ``bios-base``, ``minilm``) or
+    ``module:callable``.
 
     ``module:callable`` is imported and called with no arguments; it must return an object
     satisfying :class:`Testbed`.
@@ -58,7 +62,8 @@ def load_adapter(reference: str) -> Testbed:
     module_name, sep, attr = reference.partition(":")
     if not sep or not module_name or not attr:
         raise UsageError(
-            f"testbed {reference!r}: use digits, minilm or module:callable for your own adapter"
+            f"testbed {reference!r}: use digits, bios, bios-base, minilm or module:callable for "
+            "your own adapter"
         )
     try:
         factory = getattr(importlib.import_module(module_name), attr)
