@@ -33,6 +33,9 @@ log_app = typer.Typer(
 
 _JSON = typer.Option(False, "--json", help="Print a JSON document instead of text.")
 _FORCE = typer.Option(False, "--force", help="Overwrite the output file if it exists.")
+_LOG_VKEY = typer.Option(..., "--key", help="The log's verifier key (name+id+key, or a file).")
+_WITNESS_KEYS = typer.Option([], "--witness-key", help="Witness verifier key (repeatable).")
+_MIN_WITNESSES = typer.Option(0, "--min-witnesses", min=0, help="k of the n witness keys.")
 
 
 def _read_file(path: Path, what: str, limit: int = 1 << 30) -> bytes:
@@ -317,7 +320,7 @@ def log_checkpoint(
 def log_add_cosignatures(
     log: str = typer.Argument(..., help="The log."),
     checkpoint: Path = typer.Argument(..., help="A checkpoint of this log, cosigned by witnesses."),
-    key: str = typer.Option(..., "--key", help="The log's verifier key (name+id+key, or a file)."),
+    key: str = _LOG_VKEY,
     as_json: bool = _JSON,
 ) -> None:
     """Store witness cosignatures with the log's checkpoint (proofs and exports carry them)."""
@@ -388,14 +391,12 @@ def log_prove(
 @log_app.command("verify")
 def log_verify(
     export: Path = typer.Argument(..., help="An exported log (from 'weightvault log export')."),
-    key: str = typer.Option(..., "--key", help="The log's verifier key (name+id+key, or a file)."),
+    key: str = _LOG_VKEY,
     trusted: Path = typer.Option(
         None, "--trusted-checkpoint", help="An earlier checkpoint you trust (detects rewrites)."
     ),
-    witness_key: list[str] = typer.Option(
-        [], "--witness-key", help="Witness verifier key (repeatable)."
-    ),
-    min_witnesses: int = typer.Option(0, "--min-witnesses", min=0, help="k of the n witness keys."),
+    witness_key: list[str] = _WITNESS_KEYS,
+    min_witnesses: int = _MIN_WITNESSES,
     as_json: bool = _JSON,
 ) -> None:
     """Check an exported log end to end: signatures, every root, the trusted checkpoint."""
@@ -433,11 +434,9 @@ def log_verify(
 def log_verify_proof(
     proof: Path = typer.Argument(..., help="A .tlog-proof file."),
     entry: Path = typer.Option(..., "--entry", help="The entry's bytes (a file)."),
-    key: str = typer.Option(..., "--key", help="The log's verifier key (name+id+key, or a file)."),
-    witness_key: list[str] = typer.Option(
-        [], "--witness-key", help="Witness verifier key (repeatable)."
-    ),
-    min_witnesses: int = typer.Option(0, "--min-witnesses", min=0, help="k of the n witness keys."),
+    key: str = _LOG_VKEY,
+    witness_key: list[str] = _WITNESS_KEYS,
+    min_witnesses: int = _MIN_WITNESSES,
     as_json: bool = _JSON,
 ) -> None:
     """Check a tlog-proof offline with only the log's (and witnesses') public keys."""
@@ -498,7 +497,7 @@ def log_import(
     log: str = typer.Argument(
         ..., help="New SQLite file, or postgresql:// URL of an empty database."
     ),
-    key: str = typer.Option(..., "--key", help="The log's verifier key (name+id+key, or a file)."),
+    key: str = _LOG_VKEY,
     trusted: Path = typer.Option(
         None, "--trusted-checkpoint", help="An earlier checkpoint you trust."
     ),

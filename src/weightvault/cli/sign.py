@@ -31,6 +31,16 @@ _HASH_HELP = "Hash for each file or shard: sha256 (default), blake2 (BLAKE2b-512
 _SERIALIZATION_HELP = (
     "files (one digest per file, default) or shards (files cut into --shard-size pieces)."
 )
+_HASH = typer.Option("sha256", "--hash", help=_HASH_HELP)
+_SERIALIZATION = typer.Option("files", "--serialization", help=_SERIALIZATION_HELP)
+_SHARD_SIZE = typer.Option(
+    1_000_000_000, "--shard-size", min=1, help="Shard size in bytes (with shards)."
+)
+_ALLOW_SYMLINKS = typer.Option(
+    False, "--allow-symlinks", help="Follow symlinks to files inside the model."
+)
+_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+_WORKERS = typer.Option(None, "--workers", min=1, help="Hashing threads (default: all cores).")
 
 
 def _method_unavailable(method: str, exc: ImportError) -> UsageError:
@@ -239,24 +249,18 @@ def register(app: typer.Typer) -> None:
         trust_config: Path | None = typer.Option(
             None, "--trust-config", help="Sigstore client trust config (JSON)."
         ),
-        hash_type: str = typer.Option("sha256", "--hash", help=_HASH_HELP),
-        serialization: str = typer.Option("files", "--serialization", help=_SERIALIZATION_HELP),
-        shard_size: int = typer.Option(
-            1_000_000_000, "--shard-size", min=1, help="Shard size in bytes (with shards)."
-        ),
+        hash_type: str = _HASH,
+        serialization: str = _SERIALIZATION,
+        shard_size: int = _SHARD_SIZE,
         ignore: list[Path] = typer.Option(
             [], "--ignore", help="Path to leave out of the signature, repeatable."
         ),
         no_ignore_git: bool = typer.Option(
             False, "--no-ignore-git", help="Sign .git, .github, .gitattributes, .gitignore too."
         ),
-        allow_symlinks: bool = typer.Option(
-            False, "--allow-symlinks", help="Follow symlinks to files inside the model."
-        ),
-        workers: int | None = typer.Option(
-            None, "--workers", min=1, help="Hashing threads (default: all cores)."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        allow_symlinks: bool = _ALLOW_SYMLINKS,
+        workers: int | None = _WORKERS,
+        as_json: bool = _JSON,
         scan: bool = typer.Option(
             False, "--scan", help="Scan every file first; refuse to sign if anything is found."
         ),
@@ -379,10 +383,8 @@ def register(app: typer.Typer) -> None:
                 "(no --identity policy). Unsafe: anyone those roots certify passes."
             ),
         ),
-        workers: int | None = typer.Option(
-            None, "--workers", min=1, help="Hashing threads (default: all cores)."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        workers: int | None = _WORKERS,
+        as_json: bool = _JSON,
         require_log: bool = typer.Option(
             False,
             "--require-log",
@@ -457,18 +459,14 @@ def register(app: typer.Typer) -> None:
     @app.command("digest")
     def digest_command(
         model_path: Path = typer.Argument(..., help="Model file or folder."),
-        hash_type: str = typer.Option("sha256", "--hash", help=_HASH_HELP),
-        serialization: str = typer.Option("files", "--serialization", help=_SERIALIZATION_HELP),
-        shard_size: int = typer.Option(
-            1_000_000_000, "--shard-size", min=1, help="Shard size in bytes (with shards)."
-        ),
+        hash_type: str = _HASH,
+        serialization: str = _SERIALIZATION,
+        shard_size: int = _SHARD_SIZE,
         ignore: list[Path] = typer.Option([], "--ignore", help="Path to leave out, repeatable."),
         no_ignore_git: bool = typer.Option(False, "--no-ignore-git", help="Include git files."),
-        allow_symlinks: bool = typer.Option(
-            False, "--allow-symlinks", help="Follow symlinks to files inside the model."
-        ),
+        allow_symlinks: bool = _ALLOW_SYMLINKS,
         workers: int | None = typer.Option(None, "--workers", min=1, help="Hashing threads."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        as_json: bool = _JSON,
     ) -> None:
         """Print the model's root digest and per-file digests (what a signature would hold)."""
         from weightvault.cli._ui import emit_json, out_console, progress_display
