@@ -65,6 +65,7 @@ _UNPACK_I32 = struct.Struct("<i").unpack
 _UNPACK_U32 = struct.Struct("<I").unpack
 _UNPACK_U64 = struct.Struct("<Q").unpack
 _UNPACK_U16 = struct.Struct("<H").unpack
+_UNPACK_F64 = struct.Struct(">d").unpack
 LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 #: "Not inside a frame": a frame end no offset reaches.
 _NO_FRAME = 1 << 62
@@ -408,6 +409,7 @@ class PickleMachine:
         unpack_I = _UNPACK_U32
         unpack_Q = _UNPACK_U64
         unpack_H = _UNPACK_U16
+        unpack_d = _UNPACK_F64
         kept = limits.max_kept_string
         judge = self.policy.judge
         globals_ = run.globals
@@ -533,7 +535,8 @@ class PickleMachine:
                 raise _crossing(offset, frame_end)
 
         def take(size: int, offset: int) -> bytes:
-            unit(size, offset)
+            if frame_end != _NO_FRAME:
+                unit(size, offset)
             return read(size)
 
         def take_line(offset: int) -> bytes:
@@ -885,6 +888,18 @@ class PickleMachine:
                 elif op == 0x98:  # READONLY_BUFFER
                     top(offset)
                     continue
+                elif op == 0x47:  # BINFLOAT
+                    if i + 8 <= n:
+                        stack.append(unpack_d(buf[i : i + 8])[0])
+                        i += 8
+                        continue
+                elif op == 0x8A:  # LONG1
+                    if i < n and i + 1 + buf[i] <= n:
+                        size = buf[i]
+                        data = buf[i + 1 : i + 1 + size]
+                        stack.append(int.from_bytes(data, "little", signed=True))
+                        i += 1 + size
+                        continue
 
                 # -- 2. opcodes that read through the reader ----------------------------------
                 r._i = i
