@@ -14,6 +14,7 @@ from weightvault.errors import FormatError
 __all__ = [
     "MAX_BYTE_BUDGET",
     "MAX_DURATION_S",
+    "MAX_FILES",
     "MAX_JUSTIFICATION",
     "check_byte_count",
     "check_duration",
@@ -30,6 +31,8 @@ _REQUEST_ID_RE = re.compile(r"[0-9a-f]{32}")
 MAX_JUSTIFICATION = 2000
 MAX_DURATION_S = 30 * 24 * 3600
 MAX_BYTE_BUDGET = 1 << 50
+MAX_FILES = 10_000
+"""Most files one model version may have."""
 _MAX_PATH = 1024
 _MAX_COMPONENT = 255
 

@@ -202,13 +202,9 @@ def open_blob_store(spec: str, data_dir: Path) -> BlobStore:
     if spec.startswith("s3://"):
         parsed = urllib.parse.urlsplit(spec)
         if not parsed.netloc:
-            raise UsageError(
-                "blob location: expected s3://BUCKET/PREFIX", remedy="blobs"
-            )
+            raise UsageError("blob location: expected s3://BUCKET/PREFIX", remedy="blobs")
         return S3BlobStore(parsed.netloc, parsed.path)
     if "://" in spec:
-        raise UsageError(
-            "blob location: expected a folder or s3://BUCKET/PREFIX", remedy="blobs"
-        )
+        raise UsageError("blob location: expected a folder or s3://BUCKET/PREFIX", remedy="blobs")
     path = Path(spec) if spec else data_dir / "blobs"
     return FileBlobStore(path)

@@ -132,7 +132,8 @@ def _build(folder: Path, admin: str, owner: str, approvers: Sequence[str]) -> In
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     from weightvault.custody.approvals import key_id_of
-    from weightvault.custody.service import Custody, RequestContext
+    from weightvault.custody.context import RequestContext
+    from weightvault.custody.service import Custody
     from weightvault.keys.files import write_secret_file
 
     credentials = folder / CREDENTIALS_DIR
@@ -149,13 +150,13 @@ def _build(folder: Path, admin: str, owner: str, approvers: Sequence[str]) -> In
         for name, role, key in people:
             ctx = RequestContext(secrets.token_hex(16), "CLI", "vault init", "local")
             ctx.action = "principal.create"
-            custody.authenticate(ctx, f"Bearer {admin_token}")
+            custody.identities.authenticate(ctx, f"Bearer {admin_token}")
             public_pem = None
             if key is not None:
                 public_pem = key.public_key().public_bytes(
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
                 )
-            created = custody.create_principal(
+            created = custody.identities.create_principal(
                 ctx, name, [role], None, public_pem.decode("ascii") if public_pem else None
             )
             token_file = credentials / f"{name}.token"

@@ -1,0 +1,97 @@
+"""What every room of the custody service shares: the request context, roles, the errors that
+become HTTP statuses, and :class:`Shared` (configuration, database, clock, audit recorder).
+
+Each room (:mod:`.identities`, :mod:`.models`, :mod:`.push`, :mod:`.grants`, :mod:`.egress`,
+:mod:`.auditing`) takes a :class:`RequestContext` (who is asking, how) in each public method and
+either returns a result or raises a :class:`~weightvault.errors.WeightvaultError`. State changes
+follow one order: check everything, write the audit entry (durably, in the transparency log),
+then commit the database transaction. If the log cannot be written the transaction is rolled
+back and the request fails (fail closed); if the process dies between the two, the log holds an
+entry for an action that did not happen, never the reverse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from weightvault.custody.config import ServiceConfig
+from weightvault.custody.store import Principal, Store
+from weightvault.errors import InputError, PolicyError
+
+__all__ = [
+    "ROLES",
+    "AuthenticationError",
+    "ConflictError",
+    "NotFoundError",
+    "Recorder",
+    "RequestContext",
+    "Shared",
+    "require_role",
+]
+
+ROLES = ("admin", "owner", "approver", "reader", "auditor")
+
+
+class AuthenticationError(PolicyError):
+    """No token, or a token that is unknown, malformed or revoked (HTTP 401)."""
+
+
+class NotFoundError(InputError):
+    """The named object does not exist (HTTP 404)."""
+
+
+class ConflictError(PolicyError):
+    """The object exists already or the request was already decided (HTTP 409)."""
+
+
+@dataclass
+class RequestContext:
+    """One request as the service sees it (HTTP, or a local command such as ``vault init``)."""
+
+    request_id: str
+    method: str
+    path: str
+    client: str
+    principal: Principal | None = None
+    token_id: str | None = None
+    token_hmac: str | None = None
+    action: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+    audited: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.principal.name if self.principal else ""
+
+
+def require_role(ctx: RequestContext, *roles: str) -> Principal:
+    """The authenticated principal, if it holds one of ``roles``; raise otherwise."""
+    principal = ctx.principal
+    if principal is None:
+        raise AuthenticationError("missing bearer token")
+    if not principal.role_set & set(roles):
+        raise PolicyError(
+            f"principal {principal.name!r} lacks the role for this ({' or '.join(roles)} needed)"
+        )
+    return principal
+
+
+class Recorder(Protocol):
+    """Writes a request's audit entry now (before the response and before any commit)."""
+
+    def __call__(
+        self, ctx: RequestContext, outcome: str, detail: dict[str, Any] | None = None, /
+    ) -> tuple[int, bytes]: ...
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every room uses: configuration, the database, the clock and the audit recorder."""
+
+    config: ServiceConfig
+    store: Store
+    clock: Callable[[], dt.datetime]
+    audit: Recorder

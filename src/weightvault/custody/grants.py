@@ -1,0 +1,397 @@
+"""The grants room: requests for access, signed approvals and denials, revocation, and the one
+authorization function every release of bytes goes through.
+
+A reader asks for one model version, for a duration and a byte budget, with a justification; M
+distinct approvers named in the model's policy (never the requester) each sign a statement that
+binds exactly these terms; with the M-th approval the request becomes an active grant until it
+expires or is revoked. :func:`authorize_grant_use` decides, from the grant's and the caller's
+state, whether bytes may flow: at the start of a pull, before each budget debit, and between the
+pieces of a stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from weightvault import _b64 as b64
+from weightvault.custody import _names
+from weightvault.custody.approvals import RequestTerms, format_time, open_envelope
+from weightvault.custody.context import (
+    ROLES,
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    RequestContext,
+    Shared,
+    require_role,
+)
+from weightvault.custody.models import load_model
+from weightvault.custody.policy import ModelPolicy
+from weightvault.custody.store import Approval, GrantRequest, ModelVersion, Principal
+from weightvault.errors import FormatError, PolicyError, VerificationError
+
+__all__ = ["GrantUse", "Grants", "active_grant", "authorize_grant_use", "terms_of"]
+
+_CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class GrantUse:
+    """What decides whether a grant may release bytes now, however it was read."""
+
+    status: str | None
+    """The grant's status; None when there is no such grant for this caller."""
+    expires_at: dt.datetime | None
+    token_valid: bool = True
+    """The caller's token is not revoked (checked again while a transfer runs)."""
+    principal_enabled: bool = True
+    """The caller's principal is not disabled (checked again while a transfer runs)."""
+
+
+def authorize_grant_use(use: GrantUse, now: dt.datetime, *, in_flight: bool) -> None:
+    """The one grant check: raise unless ``use`` allows bytes to flow at ``now``.
+
+    ``in_flight``: a transfer already started (the grant was found active before), so a grant
+    that is gone or no longer active was revoked under it.
+    """
+    if use.status is None and not in_flight:
+        raise NotFoundError("grant not found")
+    if use.status != "active":
+        raise PolicyError(
+            "grant was revoked" if in_flight else f"grant is {use.status}, not active"
+        )
+    if use.expires_at is None or use.expires_at <= now:
+        raise PolicyError("grant has expired")
+    if not use.token_valid:
+        raise AuthenticationError("token was revoked during the transfer")
+    if not use.principal_enabled:
+        raise AuthenticationError("principal was disabled during the transfer")
+
+
+def active_grant(
+    session: Session, ctx: RequestContext, grant_id: str, now: dt.datetime
+) -> GrantRequest:
+    """The caller's grant ``grant_id``, if it is active now (a reader's own grants only)."""
+    principal = require_role(ctx, "reader")
+    _names.check_request_id(grant_id, "grant_id")
+    grant = session.get(GrantRequest, grant_id)
+    mine = grant is not None and grant.requester == principal.name
+    authorize_grant_use(
+        GrantUse(
+            status=grant.status if grant is not None and mine else None,
+            expires_at=grant.grant_expires_at if grant is not None else None,
+        ),
+        now,
+        in_flight=False,
+    )
+    assert grant is not None
+    return grant
+
+
+def terms_of(grant: GrantRequest) -> RequestTerms:
+    """The terms an approval of ``grant`` must bind."""
+    return RequestTerms(
+        request_id=grant.id,
+        model=grant.model,
+        version=grant.version,
+        grantee=grant.requester,
+        justification=grant.justification,
+        duration_s=grant.duration_s,
+        byte_budget=grant.byte_budget,
+    )
+
+
+def _sees(principal: Principal, grant: GrantRequest, policy: ModelPolicy) -> bool:
+    """Who may read a request: its requester, admins, auditors and the model's approvers."""
+    return bool(
+        grant.requester == principal.name
+        or principal.role_set & {"admin", "auditor"}
+        or principal.name in policy.approvers
+    )
+
+
+def _still_approver(session: Session, policy: ModelPolicy, approval: Approval) -> bool:
+    """Whether an earlier approval still counts towards M (its approver is still eligible)."""
+    if approval.approver not in policy.approvers:
+        return False
+    who = session.get(Principal, approval.approver)
+    return (
+        who is not None
+        and not who.disabled
+        and "approver" in who.role_set
+        and who.approval_key_id == approval.key_id
+    )
+
+
+def _approvals(session: Session, request_id: str) -> list[Approval]:
+    return list(session.scalars(select(Approval).where(Approval.request_id == request_id)))
+
+
+class Grants:
+    """Requests, approvals, denials and revocation."""
+
+    def __init__(self, shared: Shared) -> None:
+        self._config = shared.config
+        self._store = shared.store
+        self._clock = shared.clock
+        self._audit = shared.audit
+
+    def _view(self, grant: GrantRequest, approvals: list[Approval]) -> dict[str, Any]:
+        now = self._clock()
+        status = grant.status
+        if status == "active" and grant.grant_expires_at and grant.grant_expires_at <= now:
+            status = "expired"
+        if status == "pending" and grant.request_expires_at <= now:
+            status = "expired"
+        return {
+            "id": grant.id,
+            "model": grant.model,
+            "version": grant.version,
+            "requester": grant.requester,
+            "justification": grant.justification,
+            "duration_s": grant.duration_s,
+            "byte_budget": grant.byte_budget,
+            "bytes_used": grant.bytes_used,
+            "status": status,
+            "approvals_required": grant.approvals_required,
+            "approvals": [
+                {"approver": a.approver, "decision": a.decision, "log_index": a.log_index}
+                for a in approvals
+            ],
+            "created_at": format_time(grant.created_at),
+            "expires_at": format_time(grant.grant_expires_at) if grant.grant_expires_at else None,
+            "request_digest": terms_of(grant).digest(),
+        }
+
+    def create_request(
+        self,
+        ctx: RequestContext,
+        model_name: str,
+        version: str,
+        justification: str,
+        duration_s: int,
+        byte_budget: int,
+    ) -> dict[str, Any]:
+        principal = require_role(ctx, "reader")
+        _names.check_model_name(model_name)
+        _names.check_version_name(version)
+        _names.check_justification(justification)
+        _names.check_duration(duration_s)
+        _names.check_byte_count(byte_budget, "byte_budget")
+        if principal.recipient is None:
+            raise PolicyError(
+                f"principal {principal.name!r} has no X25519 recipient to encrypt pulls to",
+                hint="ask an admin to set one",
+            )
+        now = self._clock()
+        with self._store.session() as session:
+            _model, policy = load_model(session, model_name)
+            if session.get(ModelVersion, (model_name, version)) is None:
+                raise NotFoundError(f"{model_name}@{version} not found")
+            if duration_s > min(policy.max_grant_duration_s, self._config.max_grant_duration_s):
+                raise PolicyError(
+                    f"duration_s: the policy allows at most {policy.max_grant_duration_s} s"
+                )
+            if byte_budget > policy.max_grant_bytes:
+                raise PolicyError(
+                    f"byte_budget: the policy allows at most {policy.max_grant_bytes} bytes"
+                )
+            grant = GrantRequest(
+                id=secrets.token_hex(16),
+                model=model_name,
+                version=version,
+                requester=principal.name,
+                justification=justification,
+                duration_s=duration_s,
+                byte_budget=byte_budget,
+                created_at=now,
+                request_expires_at=now + dt.timedelta(seconds=policy.request_ttl_s),
+                status="pending",
+                approvals_required=policy.approvals_required,
+                bytes_used=0,
+            )
+            session.add(grant)
+            session.flush()
+            view = self._view(grant, [])
+            self._audit(ctx, "allowed", {"request": view})
+        return view
+
+    def get_request(self, ctx: RequestContext, request_id: str) -> dict[str, Any]:
+        principal = require_role(ctx, *ROLES)
+        _names.check_request_id(request_id)
+        with self._store.session() as session:
+            grant = session.get(GrantRequest, request_id)
+            if grant is None:
+                raise NotFoundError("request not found")
+            _model, policy = load_model(session, grant.model)
+            if not _sees(principal, grant, policy):
+                raise NotFoundError("request not found")
+            view = self._view(grant, _approvals(session, request_id))
+            self._audit(ctx, "allowed", {"request_id": request_id})
+        return view
+
+    def list_requests(self, ctx: RequestContext, status: str | None) -> list[dict[str, Any]]:
+        principal = require_role(ctx, *ROLES)
+        if status is not None and status not in ("pending", "active", "denied", "revoked"):
+            raise FormatError("status: expected pending, active, denied or revoked")
+        out = []
+        with self._store.session() as session:
+            query = select(GrantRequest).order_by(GrantRequest.created_at)
+            if status:
+                query = query.where(GrantRequest.status == status)
+            for grant in session.scalars(query.limit(1000)):
+                if grant.requester != principal.name and not principal.role_set & {
+                    "admin",
+                    "auditor",
+                }:
+                    _model, policy = load_model(session, grant.model)
+                    if not _sees(principal, grant, policy):
+                        continue
+                out.append(self._view(grant, _approvals(session, grant.id)))
+            self._audit(ctx, "allowed", {"count": len(out)})
+        return out
+
+    def submit_approval(
+        self, ctx: RequestContext, request_id: str, envelope_b64: str
+    ) -> dict[str, Any]:
+        """Record a signed approval or denial.
+
+        Checks, in order: (1) approver role, named in the model's policy, with a registered key;
+        (2) not the requester; (3) the request is pending and not expired; (4) the envelope's
+        signature verifies under the approver's registered key; (5) the statement names this
+        approver and binds exactly this request's terms; (6) it is current and not valid longer
+        than the policy allows; (7) no earlier approval by this principal or this key.
+        """
+        principal = require_role(ctx, "approver")
+        _names.check_request_id(request_id)
+        envelope = b64.decode(envelope_b64, "envelope", max_size=16 * 1024, canonical=False)
+        now = self._clock()
+        with self._store.session() as session:
+            grant = session.get(GrantRequest, request_id, with_for_update=True)
+            if grant is None:
+                raise NotFoundError("request not found")
+            _model, policy = load_model(session, grant.model)
+            # (1)
+            if principal.name not in policy.approvers:
+                raise PolicyError(f"{principal.name!r} is not an approver for {grant.model!r}")
+            approver = session.get(Principal, principal.name)
+            if approver is None or approver.approval_key is None or not approver.approval_key_id:
+                raise PolicyError(f"{principal.name!r} has no registered approval key")
+            # (2)
+            if grant.requester == principal.name:
+                raise PolicyError("self-approval: the requester cannot approve their own request")
+            # (3)
+            if grant.status != "pending":
+                raise ConflictError(f"request is {grant.status}, not pending")
+            if grant.request_expires_at <= now:
+                raise PolicyError("request has expired; file a new one")
+            # (4)
+            statement = open_envelope(envelope, approver.approval_key)
+            # (5)
+            if statement.approver != principal.name:
+                raise VerificationError("approval names another approver")
+            statement.check_binds(terms_of(grant))
+            # (6)
+            if statement.issued_at > now + _CLOCK_SKEW:
+                raise VerificationError("approval is issued in the future")
+            if statement.expires_at <= now:
+                raise VerificationError("approval has expired; sign a fresh one")
+            if statement.expires_at - statement.issued_at > dt.timedelta(
+                seconds=policy.approval_validity_s
+            ):
+                raise PolicyError(
+                    f"approval is valid for longer than the policy's {policy.approval_validity_s} s"
+                )
+            # (7)
+            earlier = session.scalars(
+                select(Approval).where(
+                    Approval.request_id == request_id,
+                    (Approval.approver == principal.name)
+                    | (Approval.key_id == approver.approval_key_id),
+                )
+            ).first()
+            if earlier is not None:
+                raise ConflictError("this approver (or this key) has already decided this request")
+            approvals = _approvals(session, request_id)
+            # Only approvals from principals who are still eligible count: named in the current
+            # policy, holding the approver role, not disabled, and signed with their current key.
+            valid = [
+                a
+                for a in approvals
+                if a.decision == "approve"
+                and a.expires_at > now
+                and _still_approver(session, policy, a)
+            ]
+            record: dict[str, Any] = {
+                "request_id": request_id,
+                "model": grant.model,
+                "version": grant.version,
+                "grantee": grant.requester,
+                "decision": statement.decision,
+                "key_id": approver.approval_key_id,
+                "envelope": base64.b64encode(envelope).decode("ascii"),
+            }
+            # A policy tightened while the request was pending applies to it (never loosened).
+            grant.approvals_required = max(grant.approvals_required, policy.approvals_required)
+            if statement.decision == "deny":
+                grant.status = "denied"
+                record["status"] = "denied"
+            elif len(valid) + 1 >= grant.approvals_required:
+                grant.status = "active"
+                grant.activated_at = now
+                grant.grant_expires_at = now + dt.timedelta(seconds=grant.duration_s)
+                record["status"] = "active"
+                record["grant_expires_at"] = format_time(grant.grant_expires_at)
+            else:
+                record["status"] = "pending"
+            ctx.action = "request.deny" if statement.decision == "deny" else "request.approve"
+            index, entry = self._audit(ctx, "allowed", record)
+            approval = Approval(
+                request_id=request_id,
+                approver=principal.name,
+                key_id=approver.approval_key_id,
+                decision=statement.decision,
+                envelope=envelope,
+                expires_at=statement.expires_at,
+                created_at=now,
+                log_index=index,
+                log_entry=entry,
+            )
+            session.add(approval)
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                raise ConflictError("this approver has already decided this request") from exc
+            view = self._view(grant, [*approvals, approval])
+        return view
+
+    def revoke(self, ctx: RequestContext, request_id: str) -> dict[str, Any]:
+        principal = require_role(ctx, *ROLES)
+        _names.check_request_id(request_id)
+        with self._store.session() as session:
+            grant = session.get(GrantRequest, request_id, with_for_update=True)
+            if grant is None:
+                raise NotFoundError("request not found")
+            model, _policy = load_model(session, grant.model)
+            allowed = (
+                "admin" in principal.role_set
+                or model.owner == principal.name
+                or grant.requester == principal.name
+            )
+            if not allowed:
+                raise PolicyError("only an admin, the model's owner or the grantee may revoke")
+            if grant.status in ("revoked", "denied"):
+                raise ConflictError(f"request is {grant.status} already")
+            grant.status = "revoked"
+            grant.revoked_at = self._clock()
+            grant.revoked_by = principal.name
+            self._audit(ctx, "allowed", {"request_id": request_id, "model": grant.model})
+            return self._view(grant, _approvals(session, request_id))
