@@ -289,7 +289,10 @@ def render_table(report: ScanReport, console: Console, *, verbose: bool = False)
 
     style = {"dangerous": "bold red", "unknown": "yellow", "error": "magenta", "safe": "green"}
     table = Table(show_lines=False, header_style="bold")
-    table.add_column("file", overflow="fold")
+    shown = [r for r in report.files if verbose or r.findings or r.errors]
+    # A file name is folded only when it is long: the finding column takes what is left.
+    longest = max((len(printable(r.path)) for r in shown), default=4)
+    table.add_column("file", overflow="fold", min_width=min(longest, 32))
     table.add_column("format")
     table.add_column("verdict")
     table.add_column("where", overflow="fold")
