@@ -212,7 +212,7 @@ class AuditVerification:
 def verify_audit(
     export: bytes, log_key_text: str, *, trusted_checkpoint: bytes | None = None
 ) -> AuditVerification:
-    """Verify an exported audit log offline (see :func:`weightvault.tlog.log.verify_export`),
+    """Verify an exported audit log offline (see :func:`weightvault.tlog.verify_export`),
     then parse every entry as an audit event and tally actions and denials."""
     key = VerifierKey.from_text(log_key_text)
     result = verify_export(export, key, trusted_checkpoint=trusted_checkpoint)

@@ -20,13 +20,9 @@ from weightvault.tlog.checkpoint import (
     WitnessPolicy,
     verify_checkpoint,
 )
-from weightvault.tlog.log import (
-    ExportVerification,
-    GroupCommitter,
-    LogExport,
-    TransparencyLog,
-    verify_export,
-)
+from weightvault.tlog.committer import GroupCommitter
+from weightvault.tlog.export import ExportVerification, LogExport, verify_export
+from weightvault.tlog.log import TransparencyLog
 from weightvault.tlog.merkle import (
     leaf_hash,
     node_hash,
