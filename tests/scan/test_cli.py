@@ -63,7 +63,9 @@ def test_policy_file_trusts_classes_and_is_parsed_strictly(
     assert run(["scan", "--policy", str(policy), str(evil)]) == 1
 
 
-def test_empty_folder_is_nothing_to_scan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_empty_folder_is_nothing_to_scan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "empty").mkdir()
     assert run(["scan", str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'empty'}: nothing to scan: the folder " \

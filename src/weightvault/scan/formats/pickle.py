@@ -243,11 +243,6 @@ class PickleRun:
     def max_severity(self) -> Severity:
         return max((f.severity for f in self.findings), default=Severity.SAFE)
 
-    @property
-    def raw_globals(self) -> list[tuple[str, str]]:
-        """``(module, name)`` of every import as written (what ``find_class`` would receive)."""
-        return [(g.module, g.name) for g in self.globals if not g.derived]
-
 
 _SAFE_METHOD_TARGETS = (PList, PSet, PDict)
 
