@@ -28,7 +28,7 @@ from weightvault.crypt.format import (
     read_header,
     serialize_header,
 )
-from weightvault.crypt.recipients._base import Identity, Random, Recipient
+from weightvault.crypt.recipients.base import Identity, Random, Recipient
 from weightvault.errors import DecryptionError, FormatError, InputError, UsageError
 
 __all__ = [

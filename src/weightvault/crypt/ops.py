@@ -35,7 +35,7 @@ from weightvault.crypt.format import (
     body_context_for,
     plaintext_size_for,
 )
-from weightvault.crypt.recipients._base import Identity, Random, Recipient
+from weightvault.crypt.recipients.base import Identity, Random, Recipient
 from weightvault.crypt.stream import copy_body, decrypt_body, encrypt_body
 from weightvault.errors import InputError, UsageError, VerificationError
 from weightvault.tree import walk_model

@@ -17,7 +17,7 @@ from types import TracebackType
 from weightvault.crypt.chunks import BodyKeys, ChunkAuthError, chunk_offset
 from weightvault.crypt.envelope import Unlocked, cannot_decrypt, unlock
 from weightvault.crypt.format import BODY_HEADER_SIZE, CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, FileContext
-from weightvault.crypt.recipients._base import Identity
+from weightvault.crypt.recipients.base import Identity
 from weightvault.errors import InputError
 
 __all__ = ["EncryptedFile", "open_encrypted"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from weightvault.crypt.reader import EncryptedFile, open_encrypted
-from weightvault.crypt.recipients._base import Identity
+from weightvault.crypt.recipients.base import Identity
 from weightvault.errors import FormatError, UsageError
 
 __all__ = ["TensorInfo", "load_encrypted_safetensors", "read_safetensors_index"]

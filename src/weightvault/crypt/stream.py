@@ -34,7 +34,7 @@ from weightvault.crypt.format import (
     FileContext,
     body_context_for,
 )
-from weightvault.crypt.recipients._base import Identity, Random, Recipient
+from weightvault.crypt.recipients.base import Identity, Random, Recipient
 from weightvault.errors import InputError, VerificationError
 
 __all__ = [

@@ -18,13 +18,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from weightvault.crypt.recipients._base import (
-    Identity,
-    Random,
-    Recipient,
-    key_lines,
-    read_secret_file,
-)
+from weightvault.crypt.recipients.base import Identity, Random, Recipient
 from weightvault.crypt.recipients.keyring import (
     KeyringKey,
     default_keyring_path,
@@ -44,6 +38,7 @@ from weightvault.crypt.recipients.x25519 import (
     parse_identity_text,
 )
 from weightvault.errors import InputError, KeyMaterialError, UsageError
+from weightvault.keys.files import key_lines, read_secret_file
 
 __all__ = [
     "Identity",

@@ -18,16 +18,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from weightvault._b64 import decode_url as b64url_decode
 from weightvault._b64 import encode_url as b64url_encode
-from weightvault.crypt.recipients._base import (
-    Identity,
-    Random,
-    Recipient,
-    key_lines,
-    read_secret_file,
-    write_secret_file,
-)
+from weightvault.crypt.recipients.base import Identity, Random, Recipient
 from weightvault.crypt.stanzas import NONCE_SIZE, KeyringStanza, Stanza
 from weightvault.errors import FormatError, InputError, KeyMaterialError
+from weightvault.keys.files import key_lines, read_secret_file, write_secret_file
 
 __all__ = [
     "KEYRING_FILE_NAME",

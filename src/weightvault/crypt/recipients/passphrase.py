@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from weightvault.crypt.recipients._base import Identity, Random, Recipient
+from weightvault.crypt.recipients.base import Identity, Random, Recipient
 from weightvault.crypt.stanzas import (
     NONCE_SIZE,
     SCRYPT_MAX_LOG_N,

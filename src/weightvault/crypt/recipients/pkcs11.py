@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from weightvault.crypt.recipients._base import Identity, Recipient
+from weightvault.crypt.recipients.base import Identity, Recipient
 from weightvault.crypt.stanzas import Pkcs11Stanza, Stanza
 from weightvault.errors import DecryptionError
 from weightvault.keys.pkcs11 import Pkcs11Uri, unwrap_key, wrap_key

@@ -26,16 +26,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from weightvault._b64 import decode_url as b64url_decode
 from weightvault._b64 import encode_url as b64url_encode
-from weightvault.crypt.recipients._base import (
-    Identity,
-    Random,
-    Recipient,
-    key_lines,
-    read_secret_file,
-    write_secret_file,
-)
+from weightvault.crypt.recipients.base import Identity, Random, Recipient
 from weightvault.crypt.stanzas import NONCE_SIZE, Stanza, X25519Stanza
 from weightvault.errors import FormatError, KeyMaterialError, UsageError
+from weightvault.keys.files import key_lines, read_secret_file, write_secret_file
 
 __all__ = [
     "RECIPIENT_PREFIX",

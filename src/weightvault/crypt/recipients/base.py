@@ -1,4 +1,5 @@
-"""What every recipient kind implements (secret key files: :mod:`weightvault.keys.files`)."""
+"""What every recipient kind implements: the interfaces the rest of :mod:`weightvault.crypt`
+(and custody's service key) program against, without importing any one kind."""
 
 from __future__ import annotations
 
@@ -6,16 +7,8 @@ import abc
 from collections.abc import Callable
 
 from weightvault.crypt.stanzas import Stanza
-from weightvault.keys.files import key_lines, read_secret_file, write_secret_file
 
-__all__ = [
-    "Identity",
-    "Random",
-    "Recipient",
-    "key_lines",
-    "read_secret_file",
-    "write_secret_file",
-]
+__all__ = ["Identity", "Random", "Recipient"]
 
 #: Randomness source, injectable for tests: ``rng(n)`` returns ``n`` random bytes.
 Random = Callable[[int], bytes]
