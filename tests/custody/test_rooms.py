@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from weightvault.crypt import KeyringKey, X25519Identity
 from weightvault.custody.alerts import AlertEvent, AlertSink
-from weightvault.custody.context import AuthenticationError, NotFoundError
 from weightvault.custody.egress import Pull
+from weightvault.custody.errors import AuthenticationError, NotFoundError
 from weightvault.custody.grants import GrantUse, authorize_grant_use
 from weightvault.custody.http.ranges import RangeNotSatisfiable, parse_range, pull_headers
 from weightvault.custody.kek import ServiceKek

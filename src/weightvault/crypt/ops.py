@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -322,16 +323,9 @@ def encrypt_path(
                 manifest_digest=manifest_digest,
             )
             header, dek = seal(context, recipients, rng=rng)
-            args = (
-                str(path),
-                str(destination),
-                header,
-                dek,
-                body_context_for(context),
-                force,
-                size,
-            )
-            tasks.append(_Task(_encrypt_task, args, size, destination))
+            encrypt = partial(encrypt_body, force=force, expected_size=size)
+            args = (str(path), str(destination), header, dek, body_context_for(context))
+            tasks.append(_Task(encrypt, args, size, destination))
         sizes = _run(tasks, workers, progress)
     except BaseException:
         _remove_created(created)
@@ -347,51 +341,6 @@ def encrypt_path(
         files=files,
         recipients=tuple(r.describe() for r in recipients),
     )
-
-
-def _encrypt_task(
-    source: str,
-    destination: str,
-    header: bytes,
-    dek: bytes,
-    body_context: bytes,
-    force: bool,
-    size: int,
-    *,
-    progress: Progress,
-) -> int:
-    return encrypt_body(
-        source,
-        destination,
-        header,
-        dek,
-        body_context,
-        force=force,
-        expected_size=size,
-        progress=progress,
-    )
-
-
-def _decrypt_task(
-    source: str,
-    destination: str,
-    body_offset: int,
-    dek: bytes,
-    body_context: bytes,
-    name: str,
-    force: bool,
-    *,
-    progress: Progress,
-) -> int:
-    return decrypt_body(
-        source, destination, body_offset, dek, body_context, name, force=force, progress=progress
-    )
-
-
-def _rewrap_task(
-    source: str, destination: str, body_offset: int, header: bytes, *, progress: Progress
-) -> int:
-    return copy_body(source, destination, body_offset, header, force=True, progress=progress)
 
 
 # --- decrypt ------------------------------------------------------------------------------
@@ -520,7 +469,7 @@ def decrypt_path(
         ]
     tasks = [
         _Task(
-            _decrypt_task,
+            partial(decrypt_body, force=force),
             (
                 str(u.path),
                 str(destination),
@@ -528,7 +477,6 @@ def decrypt_path(
                 u.dek,
                 u.header.body_context(),
                 u.name,
-                force,
             ),
             u.file_size,
             destination,
@@ -605,7 +553,7 @@ def rewrap_path(
             staged.append((written_to, path))
         tasks.append(
             _Task(
-                _rewrap_task,
+                partial(copy_body, force=True),
                 (str(path), str(written_to), item.body_offset, header),
                 item.body_size,
                 written_to,

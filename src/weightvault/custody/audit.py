@@ -72,15 +72,11 @@ class AuditTrail:
         self._signer = signer
         self._hmac_key = hmac_key
         self.replica = replica
-        self._checkpoint_every = checkpoint_every
-        self._checkpoint_interval_s = checkpoint_interval_s
-        self._clock = clock
         self._log = self.open_or_create(log_location, origin)
         self._committer = GroupCommitter(self._log, max_batch=_MAX_BATCH)
-        self._count_lock = threading.Lock()
-        self._since_checkpoint = 0
-        self._last_checkpoint = clock()
+        self._schedule = _CheckpointSchedule(checkpoint_every, checkpoint_interval_s, clock)
         self._checkpoint_lock = threading.Lock()
+        """Held while a checkpoint is signed (one at a time; appends go on meanwhile)."""
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -127,13 +123,7 @@ class AuditTrail:
     def _checkpoint_if_due(self) -> None:
         """Sign a checkpoint once enough entries or time have passed (one caller signs; the
         others go on). A failed signature is retried after the next append."""
-        with self._count_lock:
-            self._since_checkpoint += 1
-            due = (
-                self._since_checkpoint >= self._checkpoint_every
-                or self._clock() - self._last_checkpoint >= self._checkpoint_interval_s
-            )
-        if due and self._checkpoint_lock.acquire(blocking=False):
+        if self._schedule.appended() and self._checkpoint_lock.acquire(blocking=False):
             try:
                 self._sign_locked()
             except Exception:  # noqa: S110 - a failed checkpoint is retried on the next append
@@ -144,9 +134,7 @@ class AuditTrail:
     def _sign_locked(self) -> bytes:
         """Sign a checkpoint of the current tree (``_checkpoint_lock`` held)."""
         note = self._log.sign_checkpoint(self._signer)
-        with self._count_lock:
-            self._since_checkpoint = 0
-            self._last_checkpoint = self._clock()
+        self._schedule.signed()
         return note
 
     # -- reads ---------------------------------------------------------------------------------
@@ -197,6 +185,31 @@ class AuditTrail:
 
     def close(self) -> None:
         self._log.close()
+
+
+class _CheckpointSchedule:
+    """When the next checkpoint is due: ``every`` entries or ``interval_s`` seconds after the
+    last one (thread-safe)."""
+
+    def __init__(self, every: int, interval_s: float, clock: Callable[[], float]) -> None:
+        self._limits = (every, interval_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._appended = 0
+        self._signed_at = clock()
+
+    def appended(self) -> bool:
+        """Count one appended entry; whether a checkpoint is due now."""
+        every, interval_s = self._limits
+        with self._lock:
+            self._appended += 1
+            return self._appended >= every or self._clock() - self._signed_at >= interval_s
+
+    def signed(self) -> None:
+        """A checkpoint was signed: start counting again."""
+        with self._lock:
+            self._appended = 0
+            self._signed_at = self._clock()
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,17 @@ from weightvault.custody.alerts import AlertEvent, AlertSink
 from weightvault.custody.approvals import format_time
 from weightvault.custody.audit import AuditTrail
 from weightvault.custody.config import ServiceConfig
-from weightvault.custody.context import ROLES, RequestContext, require_role
+from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
 from weightvault.custody.store import Alert, Denial, Store
 
 __all__ = ["Auditing"]
 
 
-class Auditing:
-    """Writes request entries, counts denials, and serves the log and alerts to auditors."""
+class Auditing(Room):
+    """Writes request entries, counts denials, and serves the log and alerts to auditors.
+
+    It is the room that gives every other room (and itself) its audit recorder, :meth:`record`.
+    """
 
     def __init__(
         self,
@@ -35,9 +38,7 @@ class Auditing:
         trail: AuditTrail,
         alerts: AlertSink,
     ) -> None:
-        self._config = config
-        self._store = store
-        self._clock = clock
+        super().__init__(Shared(config, store, clock, self.record))
         self._trail = trail
         self._alerts = alerts
 
@@ -115,5 +116,5 @@ class Auditing:
                 }
                 for a in rows
             ]
-            self.record(ctx, "allowed", {"count": len(out)})
+            self._audit(ctx, "allowed", {"count": len(out)})
         return out

@@ -1,5 +1,5 @@
-"""What every room of the custody service shares: the request context, roles, the errors that
-become HTTP statuses, and :class:`Shared` (configuration, database, clock, audit recorder).
+"""What every room of the custody service shares: the request context, roles, and :class:`Room`
+(configuration, database, clock, audit recorder).
 
 Each room (:mod:`.identities`, :mod:`.models`, :mod:`.push`, :mod:`.grants`, :mod:`.egress`,
 :mod:`.auditing`) takes a :class:`RequestContext` (who is asking, how) in each public method and
@@ -18,33 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from weightvault.custody.config import ServiceConfig
+from weightvault.custody.errors import AuthenticationError
 from weightvault.custody.store import Principal, Store
-from weightvault.errors import InputError, PolicyError
+from weightvault.errors import PolicyError
 
-__all__ = [
-    "ROLES",
-    "AuthenticationError",
-    "ConflictError",
-    "NotFoundError",
-    "Recorder",
-    "RequestContext",
-    "Shared",
-    "require_role",
-]
+__all__ = ["ROLES", "Recorder", "RequestContext", "Room", "Shared", "require_role"]
 
 ROLES = ("admin", "owner", "approver", "reader", "auditor")
-
-
-class AuthenticationError(PolicyError):
-    """No token, or a token that is unknown, malformed or revoked (HTTP 401)."""
-
-
-class NotFoundError(InputError):
-    """The named object does not exist (HTTP 404)."""
-
-
-class ConflictError(PolicyError):
-    """The object exists already or the request was already decided (HTTP 409)."""
 
 
 @dataclass
@@ -95,3 +75,13 @@ class Shared:
     store: Store
     clock: Callable[[], dt.datetime]
     audit: Recorder
+
+
+class Room:
+    """A room of the service: one job, with what every room uses at hand."""
+
+    def __init__(self, shared: Shared) -> None:
+        self._config = shared.config
+        self._store = shared.store
+        self._clock = shared.clock
+        self._audit = shared.audit

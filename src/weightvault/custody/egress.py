@@ -26,7 +26,8 @@ from weightvault.custody import _names
 from weightvault.custody.alerts import AlertEvent, AlertSink
 from weightvault.custody.audit import AuditTrail
 from weightvault.custody.blobs import BlobStore
-from weightvault.custody.context import NotFoundError, RequestContext, Shared
+from weightvault.custody.context import RequestContext, Room, Shared
+from weightvault.custody.errors import NotFoundError
 from weightvault.custody.grants import GrantUse, active_grant, authorize_grant_use
 from weightvault.custody.models import load_model
 from weightvault.custody.store import (
@@ -62,7 +63,7 @@ class Pull:
         return self.end - self.start
 
 
-class Pulls:
+class Pulls(Room):
     """Grant listings and pulls: authorization, budgets, delivery headers and streaming."""
 
     def __init__(
@@ -73,10 +74,7 @@ class Pulls:
         trail: AuditTrail,
         alerts: AlertSink,
     ) -> None:
-        self._config = shared.config
-        self._store = shared.store
-        self._clock = shared.clock
-        self._audit = shared.audit
+        super().__init__(shared)
         self._blobs = blobs
         self._kek = kek
         self._trail = trail

@@ -24,15 +24,8 @@ from sqlalchemy.orm import Session
 from weightvault import _b64 as b64
 from weightvault.custody import _names
 from weightvault.custody.approvals import RequestTerms, format_time, open_envelope
-from weightvault.custody.context import (
-    ROLES,
-    AuthenticationError,
-    ConflictError,
-    NotFoundError,
-    RequestContext,
-    Shared,
-    require_role,
-)
+from weightvault.custody.context import ROLES, RequestContext, Room, require_role
+from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError
 from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
 from weightvault.custody.store import Approval, GrantRequest, ModelVersion, Principal
@@ -135,14 +128,8 @@ def _approvals(session: Session, request_id: str) -> list[Approval]:
     return list(session.scalars(select(Approval).where(Approval.request_id == request_id)))
 
 
-class Grants:
+class Grants(Room):
     """Requests, approvals, denials and revocation."""
-
-    def __init__(self, shared: Shared) -> None:
-        self._config = shared.config
-        self._store = shared.store
-        self._clock = shared.clock
-        self._audit = shared.audit
 
     def _view(self, grant: GrantRequest, approvals: list[Approval]) -> dict[str, Any]:
         now = self._clock()

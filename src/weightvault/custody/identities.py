@@ -18,15 +18,8 @@ from sqlalchemy.orm import Session
 from weightvault.crypt import X25519Recipient
 from weightvault.custody import _names
 from weightvault.custody.approvals import key_id_of, load_public_key_bytes
-from weightvault.custody.context import (
-    ROLES,
-    AuthenticationError,
-    ConflictError,
-    NotFoundError,
-    RequestContext,
-    Shared,
-    require_role,
-)
+from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
+from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError
 from weightvault.custody.store import Principal, Token
 from weightvault.custody.tokens import IssuedToken, issue_token, parse_token, secret_matches
 from weightvault.errors import FormatError, PolicyError, WeightvaultError
@@ -60,13 +53,11 @@ def _approval_key(pem: object) -> tuple[bytes, str]:
     return raw, key_id_of(raw)
 
 
-class Identities:
+class Identities(Room):
     """Authentication, principals and tokens."""
 
     def __init__(self, shared: Shared, hmac_secret: Callable[[str], str]) -> None:
-        self._store = shared.store
-        self._clock = shared.clock
-        self._audit = shared.audit
+        super().__init__(shared)
         self._hmac_secret = hmac_secret
 
     def authenticate(self, ctx: RequestContext, authorization: str | None) -> None:

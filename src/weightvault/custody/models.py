@@ -17,13 +17,8 @@ from sqlalchemy.orm import Session
 
 from weightvault.custody import _names
 from weightvault.custody.approvals import format_time
-from weightvault.custody.context import (
-    ConflictError,
-    NotFoundError,
-    RequestContext,
-    Shared,
-    require_role,
-)
+from weightvault.custody.context import RequestContext, Room, require_role
+from weightvault.custody.errors import ConflictError, NotFoundError
 from weightvault.custody.policy import ModelPolicy
 from weightvault.custody.store import GrantRequest, Model, ModelVersion, Principal, VersionFile
 from weightvault.errors import PolicyError
@@ -51,14 +46,8 @@ def check_approvers(session: Session, policy: ModelPolicy) -> None:
             raise PolicyError(f"policy.approvers: {approver!r} has no approval key")
 
 
-class Models:
+class Models(Room):
     """Model registration, policies, and the inventory."""
-
-    def __init__(self, shared: Shared) -> None:
-        self._config = shared.config
-        self._store = shared.store
-        self._clock = shared.clock
-        self._audit = shared.audit
 
     def create_model(self, ctx: RequestContext, name: str, policy_doc: object) -> dict[str, Any]:
         principal = require_role(ctx, "owner", "admin")

@@ -26,7 +26,8 @@ from weightvault._json import load_object
 from weightvault.crypt import FileContext, Recipient, encrypt_file
 from weightvault.custody import _integrations, _names
 from weightvault.custody.blobs import BlobStore
-from weightvault.custody.context import ConflictError, RequestContext, Shared, require_role
+from weightvault.custody.context import RequestContext, Room, Shared, require_role
+from weightvault.custody.errors import ConflictError
 from weightvault.custody.models import load_model
 from weightvault.custody.store import ModelVersion, VersionFile
 from weightvault.errors import FormatError, PolicyError
@@ -95,14 +96,11 @@ def parse_push_manifest(line: bytes) -> PushManifest:
     return PushManifest(signature, tuple(entries), single)
 
 
-class Push:
+class Push(Room):
     """Registers versions: receive, verify, scan, encrypt, store, register."""
 
     def __init__(self, shared: Shared, blobs: BlobStore, kek: Recipient, staging: Path) -> None:
-        self._config = shared.config
-        self._store = shared.store
-        self._clock = shared.clock
-        self._audit = shared.audit
+        super().__init__(shared)
         self._blobs = blobs
         self._kek = kek
         self._staging = staging

@@ -14,7 +14,8 @@ sink, and gives them to the rooms that use them, each with one job:
 
 Each public method of a room takes a :class:`RequestContext` and returns a result or raises a
 :class:`~weightvault.errors.WeightvaultError` that the HTTP layer (:mod:`.http`) turns into a
-status code; the order every state change follows is in :mod:`.context`.
+status code (:mod:`.errors` lists the refusals with statuses of their own); the order every
+state change follows is in :mod:`.context`.
 """
 
 from __future__ import annotations
@@ -32,14 +33,7 @@ from weightvault.custody.audit import AuditTrail
 from weightvault.custody.auditing import Auditing
 from weightvault.custody.blobs import BlobStore, open_blob_store
 from weightvault.custody.config import ServiceConfig
-from weightvault.custody.context import (
-    ROLES,
-    AuthenticationError,
-    ConflictError,
-    NotFoundError,
-    RequestContext,
-    Shared,
-)
+from weightvault.custody.context import RequestContext, Shared
 from weightvault.custody.egress import Pulls
 from weightvault.custody.grants import Grants
 from weightvault.custody.identities import Identities
@@ -48,14 +42,7 @@ from weightvault.custody.models import Models
 from weightvault.custody.push import Push
 from weightvault.custody.store import ModelVersion, Store, utcnow
 
-__all__ = [
-    "ROLES",
-    "AuthenticationError",
-    "ConflictError",
-    "Custody",
-    "NotFoundError",
-    "RequestContext",
-]
+__all__ = ["Custody", "RequestContext"]
 
 
 class Custody:

@@ -282,32 +282,9 @@ class VaultClient:
         result: dict[str, Any] = self._call("GET", f"/v1/grants/{grant_id}/files")
         return result
 
-    def download_file(
-        self,
-        grant_id: str,
-        index: int,
-        target: Path,
-        expected_size: int,
-        *,
-        progress: Callable[[int], None] = lambda _n: None,
-    ) -> None:
-        """Download one delivered (encrypted) file to ``target``, resuming a partial one (see
-        :func:`~weightvault.custody.client.transfer.download_file`)."""
-        transfer.download_file(
-            self.config, grant_id, index, target, expected_size, progress=progress
-        )
-
-    def pull(
-        self,
-        grant_id: str,
-        output: Path,
-        identity: Any | None,
-        *,
-        progress: Callable[[int], None] = lambda _n: None,
-    ) -> dict[str, Any]:
-        """Pull every file of a grant into ``output``, all or nothing; decrypt unless
-        ``identity`` is None (see :func:`~weightvault.custody.client.transfer.pull_grant`)."""
-        return transfer.pull_grant(self, grant_id, output, identity, progress=progress)
+    # The pull is in :mod:`.transfer` (ranged, resumable downloads; all or nothing).
+    download_file = transfer.download_file
+    pull = transfer.pull_grant
 
     # -- audit ---------------------------------------------------------------------------------
 

@@ -35,25 +35,18 @@ _PIECE = 4 * 1024 * 1024
 
 
 class GrantClient(Protocol):
-    """What a pull needs from the client: the grant's listing, who we are, one download."""
+    """What a pull needs from the client: where the service is, the grant's listing, who we
+    are (:class:`~weightvault.custody.client.VaultClient` is one)."""
+
+    config: ClientConfig
 
     def grant_files(self, grant_id: str) -> dict[str, Any]: ...
 
     def whoami(self) -> dict[str, Any]: ...
 
-    def download_file(
-        self,
-        grant_id: str,
-        index: int,
-        target: Path,
-        expected_size: int,
-        *,
-        progress: Callable[[int], None] = ...,
-    ) -> None: ...
-
 
 def download_file(
-    config: ClientConfig,
+    client: GrantClient,
     grant_id: str,
     index: int,
     target: Path,
@@ -71,7 +64,7 @@ def download_file(
     """
     for attempt in (1, 2):
         try:
-            _download_once(config, grant_id, index, target, expected_size, progress)
+            _download_once(client.config, grant_id, index, target, expected_size, progress)
         except TransferError:
             if attempt == 2:
                 raise
@@ -192,8 +185,8 @@ def pull_grant(
             if encrypted.exists():
                 continue
             created.file(part)
-            client.download_file(
-                grant_id, item["index"], part, item["delivered_size"], progress=progress
+            download_file(
+                client, grant_id, item["index"], part, item["delivered_size"], progress=progress
             )
             with _interrupt.deferred():
                 created.file(encrypted)

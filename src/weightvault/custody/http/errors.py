@@ -15,12 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weightvault.custody.audit import AuditUnavailable
-from weightvault.custody.context import (
-    AuthenticationError,
-    ConflictError,
-    NotFoundError,
-    RequestContext,
-)
+from weightvault.custody.context import RequestContext
+from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError
 from weightvault.custody.http.ranges import RangeNotSatisfiable
 from weightvault.custody.service import Custody
 from weightvault.errors import (

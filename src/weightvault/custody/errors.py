@@ -1,0 +1,22 @@
+"""The custody service's refusals that have an HTTP status of their own (see :mod:`.http.errors`).
+
+Everything else it raises is a :class:`~weightvault.errors.WeightvaultError` of the shared tree.
+"""
+
+from __future__ import annotations
+
+from weightvault.errors import InputError, PolicyError
+
+__all__ = ["AuthenticationError", "ConflictError", "NotFoundError"]
+
+
+class AuthenticationError(PolicyError):
+    """No token, or a token that is unknown, malformed or revoked (HTTP 401)."""
+
+
+class NotFoundError(InputError):
+    """The named object does not exist (HTTP 404)."""
+
+
+class ConflictError(PolicyError):
+    """The object exists already or the request was already decided (HTTP 409)."""
