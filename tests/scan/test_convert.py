@@ -85,8 +85,9 @@ def test_output_is_atomic_and_force_is_needed(tmp_path: Path) -> None:
     torch.save({"w": torch.ones(2)}, source)
     out = tmp_path / "m.safetensors"
     out.write_bytes(b"keep me")
-    with pytest.raises(InputError, match="force"):
+    with pytest.raises(InputError, match="already exists") as info:
         convert_checkpoint(source, out)
+    assert info.value.remedy == "overwrite"  # the CLI words it as its --force option
     assert out.read_bytes() == b"keep me"
     convert_checkpoint(source, out, force=True)
     assert torch.equal(load_file(str(out))["w"], torch.ones(2))
