@@ -7,7 +7,6 @@ step-by-step API.
 
 from __future__ import annotations
 
-import ast
 import json
 import pickle
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from tests.paths import REPO
 
 import weightvault.signing._model as signing_model
 from weightvault.errors import InputError, Reason, UnsafeFileError, VerificationError
@@ -186,29 +184,3 @@ def test_options_and_keywords_are_one_vocabulary(model: Path) -> None:
             ManifestOptions(**bad)  # type: ignore[arg-type]
     plan = plan_model(model, options=options)
     assert plan.options == options and plan.total_size == walk_model(model).total_size
-
-
-def _private_imports(path: Path) -> list[str]:
-    """``weightvault.<package>._name`` imported from outside ``<package>``."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module + "." + alias.name for alias in node.names]
-        elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        else:
-            continue
-        for name in names:
-            parts = name.split(".")
-            if parts[0] != "weightvault" or len(parts) < 3 or parts[1] == "cli":
-                continue
-            private = [p for p in parts[2:] if p.startswith("_") and not p.startswith("__")]
-            if private:
-                found.append(f"{path.name}:{node.lineno}: {name}")
-    return found
-
-
-def test_the_command_line_uses_only_public_names_of_other_packages() -> None:
-    cli = REPO / "src" / "weightvault" / "cli"
-    offenders = [line for path in sorted(cli.glob("*.py")) for line in _private_imports(path)]
-    assert not offenders, offenders
