@@ -6,21 +6,17 @@ own context (model name, path, index, file count, run id, optional manifest dige
 moved to another path or model, dropped, or mixed in from another run is refused on decryption.
 
 Headers are made and opened in the calling thread (PKCS#11 sessions and passphrase prompts stay
-there); bodies are encrypted and decrypted by a pool of worker threads, one file per task, largest
-first (AES-GCM and file I/O release the GIL). Results never depend on the number of workers. If
-any file fails, or the run is interrupted, the workers stop within one 1 MiB block and the
-outputs this run already wrote, and the folders it created, are removed before the error is
-raised.
+there); bodies are encrypted and decrypted by a pool of worker threads, one file per task
+(:mod:`weightvault.crypt._pool`: largest first, all or nothing). Results never depend on the
+number of workers. If any file fails, or the run is interrupted, the outputs this run already
+wrote, and the folders it created, are removed before the error is raised.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -28,6 +24,14 @@ from typing import Any
 
 from weightvault import _interrupt
 from weightvault._fs import fsync_dir, temporary_name
+from weightvault.crypt._pool import (
+    FileTask,
+    check_workers,
+    make_parents,
+    prepare_output_folder,
+    remove_created,
+    run_tasks,
+)
 from weightvault.crypt.envelope import read_file_header, rewrap_header, seal, unlock
 from weightvault.crypt.format import (
     SUFFIX,
@@ -37,7 +41,7 @@ from weightvault.crypt.format import (
     plaintext_size_for,
 )
 from weightvault.crypt.recipients.base import Identity, Random, Recipient
-from weightvault.crypt.stream import copy_body, decrypt_body, encrypt_body
+from weightvault.crypt.stream import Progress, copy_body, decrypt_body, encrypt_body
 from weightvault.errors import InputError, UsageError, VerificationError
 from weightvault.tree import walk_model
 
@@ -51,8 +55,6 @@ __all__ = [
     "manifest_digest_of",
     "rewrap_path",
 ]
-
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -106,163 +108,6 @@ class CryptResult:
         }
 
 
-# --- running tasks ------------------------------------------------------------------------
-
-
-@dataclass
-class _Task:
-    function: Callable[..., int]
-    args: tuple[Any, ...]
-    size: int
-    """Bytes the task reports to ``progress`` in all (topped up when it completes)."""
-    destination: Path
-
-
-class _Progress:
-    """The per-block callback handed to every task: stops a task when the run is being stopped
-    (a signal, or another task failed) and forwards progress, serialized, to the caller."""
-
-    def __init__(self, progress: Progress | None) -> None:
-        self.stop = threading.Event()
-        self._progress = progress
-        self._lock = threading.Lock()
-
-    def for_task(self) -> tuple[Callable[[int], None], list[int]]:
-        reported = [0]
-
-        def tick(count: int) -> None:
-            if self.stop.is_set():
-                raise _interrupt.Cancelled
-            _interrupt.check_stop()
-            reported[0] += count
-            self.advance(count)
-
-        return tick, reported
-
-    def advance(self, count: int) -> None:
-        if self._progress is not None and count > 0:
-            with self._lock:
-                self._progress(count)
-
-
-def _run(tasks: Sequence[_Task], workers: int, progress: Progress | None) -> list[int]:
-    """Run tasks (largest first) on a pool of threads; on failure or interrupt stop them all,
-    wait for them, remove every destination this run wrote, then raise.
-
-    Threads, not processes: the library's AES-GCM and file I/O release the GIL, so a pool of
-    threads uses every core, needs no re-import of ``__main__``, leaves no process behind, and
-    a signal reaches only the main thread, which stops the workers between two 1 MiB blocks.
-    """
-    results: dict[int, int] = {}
-    done_paths: list[Path] = []
-    order = sorted(range(len(tasks)), key=lambda i: -tasks[i].size)
-    control = _Progress(progress)
-
-    def call(index: int) -> int:
-        task = tasks[index]
-        tick, reported = control.for_task()
-        if control.stop.is_set():
-            raise _interrupt.Cancelled
-        _interrupt.check_stop()
-        value = task.function(*task.args, progress=tick)
-        control.advance(task.size - reported[0])
-        return value
-
-    futures: dict[Future[int], int] = {}
-    failure: BaseException | None = None
-    pool: ThreadPoolExecutor | None = None
-    try:
-        # Starting the threads must not be cut short: a thread started by ``submit`` but not
-        # yet registered by the executor would not be waited for.
-        with _interrupt.deferred():
-            pool = ThreadPoolExecutor(
-                max_workers=max(1, min(workers, len(tasks))),
-                thread_name_prefix="weightvault-crypt",
-            )
-            for i in order:
-                futures[pool.submit(call, i)] = i
-        pending = set(futures)
-        while pending and failure is None:
-            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in finished:
-                error = future.exception()
-                if error is None:
-                    results[futures[future]] = future.result()
-                    done_paths.append(tasks[futures[future]].destination)
-                elif not isinstance(error, _interrupt.Cancelled) and failure is None:
-                    failure = error
-    except BaseException as exc:  # Interrupted (a signal), or anything unexpected
-        failure = exc
-    finally:
-        if failure is not None:
-            control.stop.set()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-    if failure is None and len(results) < len(tasks):
-        # Workers gave up (a stop was requested) before the main thread saw the signal.
-        failure = _interrupt.Interrupted(_interrupt.pending_signal() or signal.SIGINT)
-    if failure is None:
-        return [results[i] for i in range(len(tasks))]
-    # Tasks that finished while the others were being stopped wrote their outputs too.
-    for future, i in futures.items():
-        if future.done() and not future.cancelled() and future.exception() is None:
-            if tasks[i].destination not in done_paths:
-                done_paths.append(tasks[i].destination)
-    for path in done_paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    raise failure
-
-
-def _workers(workers: int | None) -> int:
-    if workers is None:
-        return 1
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise UsageError("workers must be a whole number, at least 1")
-    return workers
-
-
-def _prepare_output_folder(folder: Path, *, force: bool, created: list[Path]) -> None:
-    """Create the output folder (recorded in ``created``); refuse a non-empty one without
-    ``force``."""
-    if folder.exists():
-        if not folder.is_dir():
-            raise InputError(f"{folder}: exists and is not a folder")
-        if any(folder.iterdir()) and not force:
-            raise InputError(
-                f"{folder}: folder exists and is not empty",
-                hint="allow replacing its contents",
-                remedy="overwrite",
-            )
-        return
-    if not folder.parent.exists():
-        raise InputError(f"{folder.parent}: folder does not exist; create it first")
-    with _interrupt.deferred():
-        folder.mkdir(mode=0o755)
-        created.append(folder)
-        _interrupt.record_created(folder)
-
-
-def _make_parents(root: Path, names: Iterable[str], created: list[Path]) -> None:
-    """Create the sub-folders the outputs need, recording each one created (for clean-up)."""
-    for name in names:
-        folder = root
-        for part in PurePosixPath(name).parts[:-1]:
-            folder = folder / part
-            if not folder.is_dir():
-                with _interrupt.deferred():
-                    folder.mkdir(exist_ok=True)
-                    created.append(folder)
-                    _interrupt.record_created(folder)
-
-
-def _remove_created(created: Sequence[Path]) -> None:
-    """Remove the folders this run created, deepest first (they are empty by now)."""
-    for folder in reversed(created):
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-
-
 # --- encrypt ------------------------------------------------------------------------------
 
 
@@ -284,7 +129,7 @@ def encrypt_path(
     Output: ``<file>.wvenc`` (or ``output``) for a file; for a folder, ``output`` (default
     ``<folder>.wvenc``) holding ``<name>.wvenc`` for every file, layout preserved.
     """
-    workers = _workers(workers)
+    workers = check_workers(workers)
     if not recipients:
         raise UsageError("no recipients given", remedy="recipient")
     source = Path(model_path)
@@ -306,13 +151,13 @@ def encrypt_path(
             out_abs = Path(os.path.abspath(out_root))
             if out_abs == root_abs or root_abs in out_abs.parents:
                 raise UsageError(f"{out_root}: the output folder must not be inside the model")
-            _prepare_output_folder(out_root, force=force, created=created)
-            _make_parents(out_root, (f.name for f in tree.files), created)
+            prepare_output_folder(out_root, force=force, created=created)
+            make_parents(out_root, (f.name for f in tree.files), created)
             plan = [
                 (f.name, f.path, out_root.joinpath(*PurePosixPath(f.name + SUFFIX).parts), f.size)
                 for f in tree.files
             ]
-        tasks: list[_Task] = []
+        tasks: list[FileTask] = []
         for index, (name, path, destination, size) in enumerate(plan):
             context = FileContext(
                 model=model,
@@ -325,10 +170,10 @@ def encrypt_path(
             header, dek = seal(context, recipients, rng=rng)
             encrypt = partial(encrypt_body, force=force, expected_size=size)
             args = (str(path), str(destination), header, dek, body_context_for(context))
-            tasks.append(_Task(encrypt, args, size, destination))
-        sizes = _run(tasks, workers, progress)
+            tasks.append(FileTask(encrypt, args, size, destination))
+        sizes = run_tasks(tasks, workers, progress)
     except BaseException:
-        _remove_created(created)
+        remove_created(created)
         raise
     files = tuple(
         FileResult(name, path, destination, size, written)
@@ -412,7 +257,7 @@ def decrypt_path(
     bodies are then decrypted, each into an unnamed file that gets its name only once its last
     chunk authenticated.
     """
-    workers = _workers(workers)
+    workers = check_workers(workers)
     source = Path(encrypted_path)
     single, found = _encrypted_files(source)
     unlocked = [unlock(path, identities) for _location, path in found]
@@ -468,7 +313,7 @@ def decrypt_path(
             for loc, u in zip(names, unlocked, strict=True)
         ]
     tasks = [
-        _Task(
+        FileTask(
             partial(decrypt_body, force=force),
             (
                 str(u.path),
@@ -485,11 +330,11 @@ def decrypt_path(
     ]
     try:
         if not single:
-            _prepare_output_folder(out_root, force=force, created=created)
-            _make_parents(out_root, (name for name, _u, _d in plan), created)
-        sizes = _run(tasks, workers, progress)
+            prepare_output_folder(out_root, force=force, created=created)
+            make_parents(out_root, (name for name, _u, _d in plan), created)
+        sizes = run_tasks(tasks, workers, progress)
     except BaseException:
-        _remove_created(created)
+        remove_created(created)
         raise
     first = unlocked[0].header.context
     return CryptResult(
@@ -521,7 +366,7 @@ def rewrap_path(
     In place by default (each file replaced atomically). ``keep_existing`` keeps the current
     stanzas and adds ``recipients``; otherwise ``recipients`` replace them (rotation/removal).
     """
-    workers = _workers(workers)
+    workers = check_workers(workers)
     if not recipients and not keep_existing:
         raise UsageError("no recipients given", remedy="recipient")
     source = Path(encrypted_path)
@@ -535,7 +380,7 @@ def rewrap_path(
             raise InputError(
                 f"{out_root}: already exists", hint="allow overwriting it", remedy="overwrite"
             )
-    tasks: list[_Task] = []
+    tasks: list[FileTask] = []
     plan: list[tuple[str, Path, Path, int, int]] = []
     staged: list[tuple[Path, Path]] = []  # in place: (temporary name, the file it replaces)
     for location, path in found:
@@ -552,7 +397,7 @@ def rewrap_path(
             written_to = temporary_name(path)
             staged.append((written_to, path))
         tasks.append(
-            _Task(
+            FileTask(
                 partial(copy_body, force=True),
                 (str(path), str(written_to), item.body_offset, header),
                 item.body_size,
@@ -571,12 +416,12 @@ def rewrap_path(
     created: list[Path] = []
     try:
         if not in_place and not single:
-            _prepare_output_folder(out_root, force=force, created=created)
-            _make_parents(out_root, (loc + SUFFIX for loc, _p in found), created)
+            prepare_output_folder(out_root, force=force, created=created)
+            make_parents(out_root, (loc + SUFFIX for loc, _p in found), created)
         # In place, every new file is written under a temporary name first and the originals
         # are replaced together at the end: a failure or an interrupt leaves them all as they
         # were, never half of the model re-wrapped.
-        _run(tasks, workers, None)
+        run_tasks(tasks, workers, None)
         if in_place:
             with _interrupt.finishing():
                 for temporary, original in staged:
@@ -588,7 +433,7 @@ def rewrap_path(
         for temporary, _original in staged:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
-        _remove_created(created)
+        remove_created(created)
         raise
     header0, _size = read_file_header(plan[0][2])
     return CryptResult(
