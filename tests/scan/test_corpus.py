@@ -74,6 +74,26 @@ def test_refusals_name_the_payload(corpus: list[Sample]) -> None:
     assert not missing, "\n".join(missing)
 
 
+def test_fail_on_dangerous_refuses_every_sample_that_runs_code_or_touches_files(
+    corpus: list[Sample],
+) -> None:
+    """``--fail-on dangerous`` is the lenient gate: it still refuses every sample expected to be
+    dangerous (code, imports by name, file writers and mappers, network), each for a dangerous
+    finding or an error, never for being merely unknown."""
+    dangerous = [s for s in corpus if s.malicious and s.expect == "dangerous"]
+    assert len(dangerous) >= 150
+    proc = _scan([WEIGHTVAULT, "scan", "--fail-on", "dangerous", "--json",
+                  *[str(s.path) for s in dangerous]])
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    status = {entry["path"]: entry["status"] for entry in json.loads(proc.stdout)["files"]}
+    missed = [f"{s.name}: {status.get(str(s.path))}" for s in dangerous
+              if status.get(str(s.path)) not in ("dangerous", "error")]
+    assert not missed, "\n".join(missed)
+    (mapper,) = [s for s in dangerous if s.name == "dotted_torch_untyped_storage_from_file.pkl"]
+    alone = _scan([WEIGHTVAULT, "scan", "--fail-on", "dangerous", str(mapper.path)])
+    assert alone.returncode == 1 and "from_file" in alone.stdout
+
+
 def test_whole_corpus_folder_through_the_lean_entry_runs_nothing(
     corpus: list[Sample], corpus_root: Path
 ) -> None:

@@ -200,6 +200,19 @@ DANGEROUS = [
     ("torch._utils", "_rebuild_tensor_v2.__globals__"), ("collections", "OrderedDict.__class__"),
     ("pathlib", "Path.write_text"), ("torch.nn.functional", "importlib"),
     ("mypkg", "evil.system"), ("mypkg", "Runner.popen"), ("torch", "UntypedStorage.from_file"),
+    # constructors that map or create files, under every name they are reached by
+    ("torch", "from_file"), ("torch._C._VariableFunctionsClass", "from_file"),
+    ("torch.storage", "UntypedStorage.from_file"), ("torch", "FloatStorage.from_file"),
+    ("torch", "TypedStorage.from_file"), ("torch", "UntypedStorage._new_shared_filename_cpu"),
+    ("torch", "UntypedStorage._new_using_fd_cpu"), ("torch", "UntypedStorage._write_file"),
+    ("torch", "Tensor.share_memory_"), ("torch", "PyTorchFileWriter"),
+    ("torch", "_load_global_deps"), ("numpy._core.memmap", "memmap"),
+    ("numpy.core.memmap", "memmap"), ("numpy", "lib.format.open_memmap"),
+    ("numpy._core.records", "fromfile"), ("numpy", "ndarray.tofile"), ("mmap", "mmap"),
+    ("scipy.io", "savemat"), ("scipy.io.wavfile", "write"), ("scipy.sparse", "save_npz"),
+    ("scipy", "LowLevelCallable"), ("pandas", "HDFStore"), ("pandas", "DataFrame.to_parquet"),
+    ("xgboost.core", "Booster.dump_model"), ("cv2", "imwrite"), ("lmdb", "open"),
+    ("torchvision.io", "write_png"), ("mypkg.store", "memmap"), ("mypkg", "Writer.write"),
 ]
 
 
