@@ -11,12 +11,19 @@ reads; :func:`canonical` writes the one byte encoding a document is signed or ha
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, NoReturn
 
 from weightvault.errors import FormatError
 
-__all__ = ["DuplicateKeyError", "canonical", "load_object", "reject_duplicate_keys"]
+__all__ = [
+    "DuplicateKeyError",
+    "canonical",
+    "int_field",
+    "load_object",
+    "reject_duplicate_keys",
+    "require_fields",
+]
 
 
 class DuplicateKeyError(FormatError, ValueError):
@@ -74,3 +81,21 @@ def canonical(document: Any, *, ascii_only: bool = False) -> bytes:
     """
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only)
     return text.encode("utf-8")
+
+
+def require_fields(data: dict[str, Any], expected: Collection[str], where: str) -> None:
+    """Refuse an object whose keys are not exactly ``expected``, naming the first missing field
+    (``where.name: missing``), else the first unknown one."""
+    missing = set(expected) - data.keys()
+    if missing:
+        raise FormatError(f"{where}.{sorted(missing)[0]}: missing")
+    extra = data.keys() - set(expected)
+    if extra:
+        raise FormatError(f"{where}.{sorted(extra)[0]}: unknown field")
+
+
+def int_field(value: object, where: str) -> int:
+    """``value`` if it is a JSON integer (``true`` is not one, though Python says it is)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FormatError(f"{where}: expected an integer")
+    return value

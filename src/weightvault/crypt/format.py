@@ -37,7 +37,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from weightvault._json import canonical, load_object
+from weightvault._json import canonical, int_field, load_object, require_fields
 from weightvault.crypt.stanzas import Stanza, stanza_from_json
 from weightvault.errors import FormatError
 
@@ -93,10 +93,8 @@ def _check_posix_path(path: object, where: str) -> str:
     return path
 
 
-def _int_field(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise FormatError(f"{where}: expected an integer")
-    return value
+#: The fields of a file context, in their JSON (sorted) order.
+_CONTEXT_FIELDS = ("file_count", "file_index", "manifest_digest", "model", "path", "set_id")
 
 
 @dataclass(frozen=True)
@@ -126,8 +124,8 @@ class FileContext:
         if any(ord(c) < 0x20 or 0xD800 <= ord(c) <= 0xDFFF for c in self.model):
             raise FormatError(f"{where}.model: control characters and surrogates are not allowed")
         _check_posix_path(self.path, f"{where}.path")
-        count = _int_field(self.file_count, f"{where}.file_count")
-        index = _int_field(self.file_index, f"{where}.file_index")
+        count = int_field(self.file_count, f"{where}.file_count")
+        index = int_field(self.file_index, f"{where}.file_index")
         if not 1 <= count <= MAX_FILE_COUNT:
             raise FormatError(f"{where}.file_count: must be between 1 and {MAX_FILE_COUNT}")
         if not 0 <= index < count:
@@ -145,26 +143,13 @@ class FileContext:
             raise FormatError(f"{where}.manifest_digest: expected sha256:<64 lowercase hex>")
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "file_count": self.file_count,
-            "file_index": self.file_index,
-            "manifest_digest": self.manifest_digest,
-            "model": self.model,
-            "path": self.path,
-            "set_id": self.set_id,
-        }
+        return {name: getattr(self, name) for name in _CONTEXT_FIELDS}
 
     @classmethod
     def from_json(cls, data: object, where: str = "context") -> FileContext:
         if not isinstance(data, dict):
             raise FormatError(f"{where}: expected an object")
-        expected = {"file_count", "file_index", "manifest_digest", "model", "path", "set_id"}
-        missing = expected - data.keys()
-        if missing:
-            raise FormatError(f"{where}.{sorted(missing)[0]}: missing")
-        extra = data.keys() - expected
-        if extra:
-            raise FormatError(f"{where}.{sorted(extra)[0]}: unknown field")
+        require_fields(data, _CONTEXT_FIELDS, where)
         try:
             return cls(**data)
         except FormatError as exc:
@@ -256,13 +241,7 @@ def parse_header(data: bytes, name: str) -> Header:
     if encoded != body:
         raise FormatError(f"{name}: header JSON is not in canonical form")
     try:
-        expected = {"context", "recipients", "suite"}
-        missing = expected - document.keys()
-        if missing:
-            raise FormatError(f"header.{sorted(missing)[0]}: missing")
-        extra = document.keys() - expected
-        if extra:
-            raise FormatError(f"header.{sorted(extra)[0]}: unknown field")
+        require_fields(document, ("context", "recipients", "suite"), "header")
         if document["suite"] != SUITE:
             raise FormatError(f"header.suite: unsupported suite {document['suite']!r}")
         context = FileContext.from_json(document["context"], "header.context")

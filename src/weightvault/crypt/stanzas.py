@@ -7,11 +7,12 @@ open them. Nothing in a stanza is secret on its own (wrapped keys, salts, public
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from weightvault._b64 import decode as b64decode_field
 from weightvault._b64 import encode as b64encode
+from weightvault._json import int_field, require_fields
 from weightvault.errors import FormatError
 
 __all__ = [
@@ -34,116 +35,100 @@ SCRYPT_MIN_LOG_N = 10
 SCRYPT_MAX_LOG_N = 20
 
 
-def _check_keys(data: dict[str, Any], expected: set[str], where: str) -> None:
-    missing = expected - data.keys()
-    if missing:
-        raise FormatError(f"{where}.{sorted(missing)[0]}: missing")
-    extra = data.keys() - expected
-    if extra:
-        raise FormatError(f"{where}.{sorted(extra)[0]}: unknown field")
+class _StanzaFields:
+    """The JSON of a stanza: ``type``, then its fields in order, bytes as strict base64 of the
+    exact size in ``SIZES``. Subclasses check their other fields in ``_checked``."""
 
+    TYPE: ClassVar[str]
+    SIZES: ClassVar[dict[str, int]]
+    if TYPE_CHECKING:  # what @dataclass gives each subclass
+        __dataclass_fields__: ClassVar[dict[str, Any]]
 
-def _int_field(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise FormatError(f"{where}: expected an integer")
-    return value
+        def __init__(self, **values: Any) -> None: ...
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"type": self.TYPE}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            document[field.name] = b64encode(value) if field.name in self.SIZES else value
+        return document
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str) -> Self:
+        names = [field.name for field in fields(cls)]
+        require_fields(data, ("type", *names), where)
+        values = cls._checked(data, where)
+        for name, size in cls.SIZES.items():
+            values[name] = b64decode_field(data[name], f"{where}.{name}", size=size)
+        return cls(**values)
+
+    @classmethod
+    def _checked(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
+        """The fields that are not bytes, checked (before the bytes are decoded)."""
+        return {}
 
 
 @dataclass(frozen=True)
-class KeyringStanza:
+class KeyringStanza(_StanzaFields):
     """DEK wrapped with AES-256-GCM under a local keyring KEK, found by its key id."""
 
     TYPE: ClassVar[str] = "keyring"
+    SIZES: ClassVar[dict[str, int]] = {"nonce": NONCE_SIZE, "wrapped": WRAPPED_GCM_SIZE}
     kid: str
     """16 lowercase hex characters identifying the KEK (a hash, not the key)."""
     nonce: bytes
     wrapped: bytes
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "kid": self.kid,
-            "nonce": b64encode(self.nonce),
-            "wrapped": b64encode(self.wrapped),
-        }
-
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: str) -> KeyringStanza:
-        _check_keys(data, {"type", "kid", "nonce", "wrapped"}, where)
+    def _checked(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
         kid = data["kid"]
         if not isinstance(kid, str) or len(kid) != 16 or kid.strip("0123456789abcdef"):
             raise FormatError(f"{where}.kid: expected 16 lowercase hex characters")
-        return cls(
-            kid=kid,
-            nonce=b64decode_field(data["nonce"], f"{where}.nonce", size=NONCE_SIZE),
-            wrapped=b64decode_field(data["wrapped"], f"{where}.wrapped", size=WRAPPED_GCM_SIZE),
-        )
+        return {"kid": kid}
 
 
 @dataclass(frozen=True)
-class X25519Stanza:
+class X25519Stanza(_StanzaFields):
     """DEK wrapped for an X25519 public key: ephemeral share + AES-256-GCM under HKDF(ECDH)."""
 
     TYPE: ClassVar[str] = "x25519"
+    SIZES: ClassVar[dict[str, int]] = {
+        "ephemeral": 32,
+        "nonce": NONCE_SIZE,
+        "wrapped": WRAPPED_GCM_SIZE,
+    }
     ephemeral: bytes
     nonce: bytes
     wrapped: bytes
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "ephemeral": b64encode(self.ephemeral),
-            "nonce": b64encode(self.nonce),
-            "wrapped": b64encode(self.wrapped),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], where: str) -> X25519Stanza:
-        _check_keys(data, {"type", "ephemeral", "nonce", "wrapped"}, where)
-        return cls(
-            ephemeral=b64decode_field(data["ephemeral"], f"{where}.ephemeral", size=32),
-            nonce=b64decode_field(data["nonce"], f"{where}.nonce", size=NONCE_SIZE),
-            wrapped=b64decode_field(data["wrapped"], f"{where}.wrapped", size=WRAPPED_GCM_SIZE),
-        )
-
 
 @dataclass(frozen=True)
-class ScryptStanza:
+class ScryptStanza(_StanzaFields):
     """DEK wrapped with AES-256-GCM under scrypt(passphrase, salt, N=2**log_n, r=8, p=1)."""
 
     TYPE: ClassVar[str] = "scrypt"
+    SIZES: ClassVar[dict[str, int]] = {
+        "salt": 16,
+        "nonce": NONCE_SIZE,
+        "wrapped": WRAPPED_GCM_SIZE,
+    }
     salt: bytes
     log_n: int
     nonce: bytes
     wrapped: bytes
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "salt": b64encode(self.salt),
-            "log_n": self.log_n,
-            "nonce": b64encode(self.nonce),
-            "wrapped": b64encode(self.wrapped),
-        }
-
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: str) -> ScryptStanza:
-        _check_keys(data, {"type", "salt", "log_n", "nonce", "wrapped"}, where)
-        log_n = _int_field(data["log_n"], f"{where}.log_n")
+    def _checked(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
+        log_n = int_field(data["log_n"], f"{where}.log_n")
         if not SCRYPT_MIN_LOG_N <= log_n <= SCRYPT_MAX_LOG_N:
             raise FormatError(
                 f"{where}.log_n: {log_n} is outside {SCRYPT_MIN_LOG_N}..{SCRYPT_MAX_LOG_N}"
             )
-        return cls(
-            salt=b64decode_field(data["salt"], f"{where}.salt", size=16),
-            log_n=log_n,
-            nonce=b64decode_field(data["nonce"], f"{where}.nonce", size=NONCE_SIZE),
-            wrapped=b64decode_field(data["wrapped"], f"{where}.wrapped", size=WRAPPED_GCM_SIZE),
-        )
+        return {"log_n": log_n}
 
 
 @dataclass(frozen=True)
-class Pkcs11Stanza:
+class Pkcs11Stanza(_StanzaFields):
     """DEK wrapped by an AES key inside a PKCS#11 token (RFC 3394 AES key wrap, CKM_AES_KEY_WRAP).
 
     ``key`` names the KEK (a PKCS#11 URI without PIN); it is a hint for the user, the token and
@@ -151,24 +136,18 @@ class Pkcs11Stanza:
     """
 
     TYPE: ClassVar[str] = "pkcs11"
+    SIZES: ClassVar[dict[str, int]] = {"wrapped": WRAPPED_KW_SIZE}
     key: str
     wrapped: bytes
 
-    def to_json(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "key": self.key, "wrapped": b64encode(self.wrapped)}
-
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: str) -> Pkcs11Stanza:
-        _check_keys(data, {"type", "key", "wrapped"}, where)
+    def _checked(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
         key = data["key"]
         if not isinstance(key, str) or not key.startswith("pkcs11:") or len(key) > 1024:
             raise FormatError(f"{where}.key: expected a pkcs11: URI")
         if "pin-value" in key or "pin-source" in key:
             raise FormatError(f"{where}.key: must not contain a PIN")
-        return cls(
-            key=key,
-            wrapped=b64decode_field(data["wrapped"], f"{where}.wrapped", size=WRAPPED_KW_SIZE),
-        )
+        return {"key": key}
 
 
 Stanza = KeyringStanza | X25519Stanza | ScryptStanza | Pkcs11Stanza

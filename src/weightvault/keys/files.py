@@ -11,10 +11,11 @@ import os
 import stat
 from pathlib import Path
 
+from weightvault._b64 import decode_url
 from weightvault._fs import atomic_output
-from weightvault.errors import InputError, KeyMaterialError
+from weightvault.errors import FormatError, InputError, KeyMaterialError
 
-__all__ = ["MAX_KEY_FILE", "key_lines", "read_secret_file", "write_secret_file"]
+__all__ = ["MAX_KEY_FILE", "key_line_value", "key_lines", "read_secret_file", "write_secret_file"]
 
 #: Key files are tiny; anything bigger is not one of ours.
 MAX_KEY_FILE = 64 * 1024
@@ -57,3 +58,16 @@ def write_secret_file(path: Path, text: str, *, force: bool = False) -> None:
 def key_lines(text: str) -> list[str]:
     """Non-empty, non-comment lines of a key file."""
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def key_line_value(text: str, prefix: str, what: str, *, size: int = 32) -> bytes | None:
+    """The key in a one-line key file (``PREFIX`` + unpadded base64url of ``size`` bytes), or
+    ``None`` when ``text`` is not such a file (another kind may claim it); a line with the
+    prefix but a malformed key is a :class:`KeyMaterialError` naming ``what``."""
+    lines = key_lines(text)
+    if len(lines) != 1 or not lines[0].startswith(prefix):
+        return None
+    try:
+        return decode_url(lines[0][len(prefix) :], what, size=size)
+    except FormatError as exc:
+        raise KeyMaterialError(exc.message) from exc

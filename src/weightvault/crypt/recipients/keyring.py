@@ -16,12 +16,11 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from weightvault._b64 import decode_url as b64url_decode
 from weightvault._b64 import encode_url as b64url_encode
 from weightvault.crypt.recipients.base import Identity, Random, Recipient
 from weightvault.crypt.stanzas import NONCE_SIZE, KeyringStanza, Stanza
-from weightvault.errors import FormatError, InputError, KeyMaterialError
-from weightvault.keys.files import key_lines, read_secret_file, write_secret_file
+from weightvault.errors import InputError, KeyMaterialError
+from weightvault.keys.files import key_line_value, read_secret_file, write_secret_file
 
 __all__ = [
     "KEYRING_FILE_NAME",
@@ -100,14 +99,8 @@ def create_keyring(path: Path, *, rng: Random = os.urandom, force: bool = False)
 
 def parse_keyring_text(text: str, where: str, *, rng: Random = os.urandom) -> KeyringKey | None:
     """Parse a keyring file's text; None if it is not a keyring file."""
-    lines = key_lines(text)
-    if len(lines) != 1 or not lines[0].startswith(_KEY_PREFIX):
-        return None
-    try:
-        kek = b64url_decode(lines[0][len(_KEY_PREFIX) :], f"{where}: keyring key", size=32)
-    except FormatError as exc:
-        raise KeyMaterialError(exc.message) from exc
-    return KeyringKey(kek, path=Path(where), rng=rng)
+    kek = key_line_value(text, _KEY_PREFIX, f"{where}: keyring key")
+    return None if kek is None else KeyringKey(kek, path=Path(where), rng=rng)
 
 
 def load_keyring(path: Path, *, rng: Random = os.urandom) -> KeyringKey:

@@ -29,7 +29,7 @@ from weightvault._b64 import encode_url as b64url_encode
 from weightvault.crypt.recipients.base import Identity, Random, Recipient
 from weightvault.crypt.stanzas import NONCE_SIZE, Stanza, X25519Stanza
 from weightvault.errors import FormatError, KeyMaterialError, UsageError
-from weightvault.keys.files import key_lines, read_secret_file, write_secret_file
+from weightvault.keys.files import key_line_value, read_secret_file, write_secret_file
 
 __all__ = [
     "RECIPIENT_PREFIX",
@@ -145,14 +145,8 @@ class X25519Identity(Identity):
 
 def parse_identity_text(text: str, where: str) -> X25519Identity | None:
     """Parse an identity file's text; None if it is not an X25519 identity file."""
-    lines = key_lines(text)
-    if len(lines) != 1 or not lines[0].startswith(SECRET_PREFIX):
-        return None
-    try:
-        raw = b64url_decode(lines[0][len(SECRET_PREFIX) :], f"{where}: X25519 secret", size=32)
-    except FormatError as exc:
-        raise KeyMaterialError(exc.message) from exc
-    return X25519Identity(raw, path=Path(where))
+    raw = key_line_value(text, SECRET_PREFIX, f"{where}: X25519 secret")
+    return None if raw is None else X25519Identity(raw, path=Path(where))
 
 
 def load_identity_file(path: Path) -> X25519Identity:
