@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,3 +131,26 @@ def test_parameter_counts() -> None:
     assert counts["total"] == counts["embeddings"] + counts["layers"]
     assert counts["layers"] > counts["embeddings"]  # compute lives in the layers, not a table
     assert bios.parameter_count("bios-base")["total"] > 10_000_000
+
+
+def test_trained_states_are_cached_between_runs(
+    tiny_bios: bios.BiosTestbed, tmp_path: Path
+) -> None:
+    bios.set_cache_dir(tmp_path)
+    try:
+        first = tiny_bios.release(0).state_dict()
+        written = sorted(p.name.split("-")[1] for p in tmp_path.iterdir())
+        assert written == ["base", "release"]
+        bios._pretrained_state.cache_clear()
+        bios._release_state.cache_clear()
+        again = tiny_bios.release(0).state_dict()
+        assert all(torch.equal(first[k], again[k]) for k in first)
+        # a damaged entry is retrained, not trusted
+        for path in tmp_path.iterdir():
+            path.write_bytes(b"junk")
+        bios._pretrained_state.cache_clear()
+        bios._release_state.cache_clear()
+        third = tiny_bios.release(0).state_dict()
+        assert all(torch.equal(first[k], third[k]) for k in first)
+    finally:
+        bios.set_cache_dir(None)

@@ -95,6 +95,20 @@ def _read_grid(path: Path | None) -> Any:
     return AttackGrid.from_json(raw)
 
 
+def _configure_cache() -> None:
+    """The bios testbed keeps its pretrained base and release between runs (training it is the
+    slow part): in $WEIGHTVAULT_TAMPER_CACHE, else ~/.cache/weightvault/tamper; "off" disables."""
+    import os
+
+    from weightvault.tamper import bios
+
+    where = os.environ.get("WEIGHTVAULT_TAMPER_CACHE")
+    if where == "off":
+        bios.set_cache_dir(None)
+        return
+    bios.set_cache_dir(Path(where) if where else Path.home() / ".cache" / "weightvault" / "tamper")
+
+
 def _progress() -> Any:
     from weightvault.cli._ui import err_console
 
@@ -141,6 +155,7 @@ def defend_command(
     _check_device(device)
     ensure_writable_destination(out, force=force)
     grid = _read_grid(grid_file)
+    _configure_cache()
     bed = load_adapter(testbed)
     overrides: dict[str, Any] | None = None
     split = None
@@ -190,7 +205,10 @@ def attack_command(
     testbed: str = typer.Option("digits", "--testbed", help=_TESTBED_HELP),
     suite_file: Path | None = typer.Option(None, "--suite", help="Attack suite JSON file."),
     preset: str | None = typer.Option(
-        None, "--preset", help="Built-in suite: ci, minilm, or a testbed's grid (digits, bios)."
+        None,
+        "--preset",
+        help="Built-in suite: ci, minilm, or a testbed's grid (digits, bios; --quick: its small "
+        "grid).",
     ),
     grid_file: Path | None = typer.Option(
         None, "--grid", help="Attack grid JSON: run its evaluation suite."
@@ -225,12 +243,13 @@ def attack_command(
     _check_device(device)
     ensure_writable_destination(out, force=force)
     seed_list = None if seeds is None else _parse_seeds(seeds, quick=quick)
+    _configure_cache()
     bed = load_adapter(testbed)
     split_doc = None
     labels: dict[str, str] = {}
     grid = _read_grid(grid_file)
     if grid is None and preset is not None and preset not in ("ci", "minilm"):
-        grid = default_grid(preset)
+        grid = default_grid(preset, quick=quick)
     if grid is not None:
         suite, split = evaluation_suite(grid, len(bed.data().attacker))
         split_doc = split.to_dict()
@@ -375,6 +394,7 @@ def report_command(
             ensure_writable_destination(path, force=force)
         seed_list = None if seeds is None else _parse_seeds(seeds, quick=quick)
         grid = _read_grid(grid_file)
+        _configure_cache()
         bed = load_adapter(testbed or "bios")
         result = run_lab(
             bed,
@@ -427,6 +447,7 @@ def tune_command(
 
     _check_device(device)
     ensure_writable_destination(out, force=force)
+    _configure_cache()
     bed = load_adapter(testbed)
     grid = _read_grid(grid_file) or default_grid(bed.name)
     if candidates_file is not None:

@@ -25,15 +25,21 @@ for ``--device cuda``).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import random
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from weightvault.errors import UsageError
+from weightvault._fs import write_bytes_atomic
+from weightvault.errors import UsageError, WeightvaultError
 from weightvault.tamper._determinism import deterministic
 from weightvault.tamper.base import Split, TamperData, TamperModel
 from weightvault.tamper.minilm import CITIES, LAST_NAMES, PROFESSIONS, _names
@@ -64,7 +70,7 @@ class BiosSize:
 
 
 SIZES: dict[str, BiosSize] = {
-    "bios": BiosSize(hidden=192, layers=4, heads=4, pretrain_steps=400),
+    "bios": BiosSize(hidden=192, layers=4, heads=4, pretrain_steps=700),
     "bios-base": BiosSize(hidden=384, layers=6, heads=6, sentences_per_name=8, pretrain_steps=3000),
 }
 
@@ -231,9 +237,60 @@ def _mask_batch(
     return inputs, targets
 
 
+#: Where trained states are kept between runs (``None``: nowhere). See :func:`set_cache_dir`.
+_CACHE: list[Path | None] = [None]
+#: Bump when the generated text, the vocabulary or the training recipe changes.
+RECIPE_VERSION = 1
+
+
+def set_cache_dir(path: Path | None) -> None:
+    """Keep the pretrained base and the release in ``path`` (safetensors, named by a digest of
+    the size, seed, recipe version, torch version and thread count), so that a second run reuses
+    the lab's own training instead of repeating it. ``None`` (the library default): no cache."""
+    _CACHE[0] = None if path is None else Path(path)
+
+
+def _cached(
+    kind: str, size_name: str, seed: int, train: Callable[[], dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    folder = _CACHE[0]
+    if folder is None:
+        return train()
+    key = json.dumps(
+        {
+            "kind": kind,
+            "size": asdict(SIZES[size_name]),
+            "seed": seed,
+            "recipe": RECIPE_VERSION,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        sort_keys=True,
+    )
+    path = folder / f"bios-{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.safetensors"
+    from safetensors.torch import load_file, save
+
+    if path.is_file():
+        # A damaged cache entry is retrained and rewritten.
+        with contextlib.suppress(Exception):
+            return load_file(str(path))
+    state = train()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, save({k: v.contiguous() for k, v in state.items()}), force=True)
+    except (OSError, WeightvaultError):  # an unwritable cache only costs time
+        pass
+    return state
+
+
 @lru_cache(maxsize=2)
 def _pretrained_state(size_name: str, seed: int) -> dict[str, torch.Tensor]:
     """The public base: the encoder after masked-LM pretraining from a random initialisation."""
+    with deterministic(seed):
+        return _cached("base", size_name, seed, lambda: _pretrain(size_name, seed))
+
+
+def _pretrain(size_name: str, seed: int) -> dict[str, torch.Tensor]:
     from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 
     size = SIZES[size_name]
@@ -248,13 +305,10 @@ def _pretrained_state(size_name: str, seed: int) -> dict[str, torch.Tensor]:
             *(p for n, p in head.named_parameters() if "decoder.weight" not in n),
         ]
         opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+        # Warmup, then a constant rate: name -> pronoun is learned in a sudden transition
+        # (about 500 steps at the default size), which a decaying rate delays.
         warm = max(1, size.pretrain_steps // 10)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt,
-            lambda s: min(
-                (s + 1) / warm, max(0.0, (size.pretrain_steps - s) / (size.pretrain_steps - warm))
-            ),
-        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
         generator = torch.Generator().manual_seed(seed)
         for _ in range(size.pretrain_steps):
             rows = torch.randint(0, len(ids), (size.pretrain_batch,), generator=generator)
@@ -274,6 +328,11 @@ def _pretrained_state(size_name: str, seed: int) -> dict[str, torch.Tensor]:
 def _release_state(size_name: str, seed: int) -> dict[str, torch.Tensor]:
     """The undefended release: the pretrained encoder plus a profession head, fine-tuned on the
     defender split."""
+    with deterministic(seed):
+        return _cached("release", size_name, seed, lambda: _fine_tune_release(size_name, seed))
+
+
+def _fine_tune_release(size_name: str, seed: int) -> dict[str, torch.Tensor]:
     size = SIZES[size_name]
     world = _world(size_name)
     data = world.data

@@ -188,8 +188,8 @@ def calibrated_loss(
     """
     classes = logits.shape[1]
     detached = logits.detach()
-    weight = torch.eye(classes, dtype=logits.dtype).requires_grad_(True)
-    bias = torch.zeros(classes, dtype=logits.dtype).requires_grad_(True)
+    weight = torch.eye(classes, dtype=logits.dtype, device=logits.device).requires_grad_(True)
+    bias = torch.zeros(classes, dtype=logits.dtype, device=logits.device).requires_grad_(True)
     opt = torch.optim.LBFGS(
         [weight, bias], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe"
     )
