@@ -27,11 +27,13 @@ from weightvault.errors import FileSystemError, InputError, Reason
 
 __all__ = [
     "StagedOutputs",
+    "already_exists",
     "atomic_output",
     "check_folder_writable",
     "ensure_writable_destination",
     "fsync_dir",
     "staged_outputs",
+    "sync_before_naming",
     "temporary_name",
     "undo_new_file",
     "write_bytes_atomic",
@@ -55,6 +57,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def already_exists(path: Path) -> InputError:
+    """The refusal to overwrite ``path`` without being told to (the caller raises it)."""
+    return InputError(
+        f"{path}: already exists",
+        hint="allow overwriting it",
+        remedy="overwrite",
+        reason=Reason.EXISTS,
+    )
+
+
+def sync_before_naming(handle: BinaryIO) -> None:
+    """The last step before a finished file gets its name: flush it, give it up if a stop
+    (SIGINT/SIGTERM) was requested meanwhile, and make its bytes durable."""
+    handle.flush()
+    _interrupt.check_stop()
+    os.fsync(handle.fileno())
+
+
 def ensure_writable_destination(path: Path, *, force: bool) -> None:
     """Refuse to overwrite an existing output unless ``force``; refuse folders always."""
     if path.is_dir():
@@ -63,12 +83,7 @@ def ensure_writable_destination(path: Path, *, force: bool) -> None:
         # Never rename over a device, pipe or socket (``--out /dev/null --force`` would replace it).
         raise InputError(f"{path}: is not a regular file; give a regular file path for the output")
     if path.exists() and not force:
-        raise InputError(
-            f"{path}: already exists",
-            hint="allow overwriting it",
-            remedy="overwrite",
-            reason=Reason.EXISTS,
-        )
+        raise already_exists(path)
     if not path.parent.exists():
         raise InputError(f"{path.parent}: folder does not exist; create it first")
     check_folder_writable(path.parent)
@@ -97,12 +112,7 @@ def _commit(temporary: Path, path: Path, *, force: bool) -> None:
     try:
         os.link(temporary, path)
     except FileExistsError as exc:
-        raise InputError(
-            f"{path}: already exists",
-            hint="allow overwriting it",
-            remedy="overwrite",
-            reason=Reason.EXISTS,
-        ) from exc
+        raise already_exists(path) from exc
     os.unlink(temporary)
 
 
@@ -131,9 +141,7 @@ def atomic_output(path: Path, *, force: bool = False, mode: int = 0o644) -> Iter
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "wb") as handle:
             yield handle
-            handle.flush()
-            _interrupt.check_stop()
-            os.fsync(handle.fileno())
+            sync_before_naming(handle)
         with _interrupt.deferred():
             _commit(tmp, path, force=force)
             committed = True

@@ -21,13 +21,15 @@ from typing import BinaryIO
 
 from weightvault import _interrupt
 from weightvault._fs import (
+    already_exists,
     atomic_output,
     ensure_writable_destination,
     fsync_dir,
+    sync_before_naming,
     temporary_name,
     undo_new_file,
 )
-from weightvault.errors import FileSystemError, InputError
+from weightvault.errors import FileSystemError
 
 __all__ = ["plaintext_output"]
 
@@ -83,9 +85,7 @@ def plaintext_output(path: Path, *, force: bool = False, mode: int = 0o600) -> I
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
-            handle.flush()
-            _interrupt.check_stop()
-            os.fsync(handle.fileno())
+            sync_before_naming(handle)
             with _interrupt.deferred():
                 if force:
                     temporary = temporary_name(path)
@@ -95,11 +95,7 @@ def plaintext_output(path: Path, *, force: bool = False, mode: int = 0o600) -> I
                     try:
                         _link_fd(handle.fileno(), path)
                     except FileExistsError as exc:
-                        raise InputError(
-                            f"{path}: already exists",
-                            hint="allow overwriting it",
-                            remedy="overwrite",
-                        ) from exc
+                        raise already_exists(path) from exc
                 committed = True
                 _interrupt.record_created(path, existed=existed)
                 fsync_dir(path.parent)

@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from weightvault import _interrupt
-from weightvault._fs import fsync_dir, temporary_name
+from weightvault._fs import already_exists, fsync_dir, temporary_name
 from weightvault.crypt._pool import (
     FileTask,
     check_workers,
@@ -68,6 +68,10 @@ class FileResult:
     plaintext_size: int
     ciphertext_size: int
 
+    def to_json(self) -> dict[str, Any]:
+        """The fields in order, paths as strings."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
 
 @dataclass(frozen=True)
 class CryptResult:
@@ -95,16 +99,7 @@ class CryptResult:
             "recipients": list(self.recipients),
             "plaintext_size": self.plaintext_size,
             "ciphertext_size": self.ciphertext_size,
-            "files": [
-                {
-                    "name": f.name,
-                    "source": str(f.source),
-                    "destination": str(f.destination),
-                    "plaintext_size": f.plaintext_size,
-                    "ciphertext_size": f.ciphertext_size,
-                }
-                for f in self.files
-            ],
+            "files": [f.to_json() for f in self.files],
         }
 
 
@@ -377,9 +372,7 @@ def rewrap_path(
         if out_root.is_dir():
             out_root = out_root / source.name
         if out_root.exists() and not force:
-            raise InputError(
-                f"{out_root}: already exists", hint="allow overwriting it", remedy="overwrite"
-            )
+            raise already_exists(out_root)
     tasks: list[FileTask] = []
     plan: list[tuple[str, Path, Path, int, int]] = []
     staged: list[tuple[Path, Path]] = []  # in place: (temporary name, the file it replaces)

@@ -12,7 +12,6 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from weightvault.crypt.chunks import BodyKeys, ChunkAuthError, chunk_offset
 from weightvault.crypt.envelope import Unlocked, cannot_decrypt, unlock
@@ -114,12 +113,7 @@ class EncryptedFile:
     def __enter__(self) -> EncryptedFile:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
