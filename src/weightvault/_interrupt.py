@@ -202,20 +202,29 @@ def check_stop() -> None:
 
 
 @contextlib.contextmanager
+def _holding() -> Iterator[bool]:
+    """Hold a signal's exception while the block runs; yields whether it did (only the main
+    thread receives signals, so in other threads there is nothing to hold)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+    _state.deferring += 1
+    try:
+        yield True
+    finally:
+        _state.deferring -= 1
+
+
+@contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold a signal's exception until the block is done (it is raised on leaving the block).
 
     Only the main thread receives signals, so in other threads this does nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
+    with _holding() as held:
         yield
-        return
-    _state.deferring += 1
-    try:
-        yield
-    finally:
-        _state.deferring -= 1
-    raise_if_requested()
+    if held:
+        raise_if_requested()
 
 
 @contextlib.contextmanager
@@ -223,15 +232,9 @@ def finishing() -> Iterator[None]:
     """Like :func:`deferred`, for the step that completes the command's output (an in-place
     commit that cannot be undone): a signal arriving during it is dropped, and the command ends
     as if the signal had come just after it finished."""
-    if threading.current_thread() is not threading.main_thread():
+    with _holding() as held:
         yield
-        return
-    _state.deferring += 1
-    try:
-        yield
-    finally:
-        _state.deferring -= 1
-    if _state.pending is not None and not _state.raised:
+    if held and _state.pending is not None and not _state.raised:
         _state.raised = True  # too late to stop: the work is done
 
 
