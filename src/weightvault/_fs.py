@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from weightvault import _interrupt
-from weightvault.errors import FileSystemError, InputError, Reason
+from weightvault.errors import FileSystemError, InputError, Reason, WeightvaultError
 
 __all__ = [
     "StagedOutputs",
@@ -32,6 +32,7 @@ __all__ = [
     "check_folder_writable",
     "ensure_writable_destination",
     "fsync_dir",
+    "read_small_file",
     "staged_outputs",
     "sync_before_naming",
     "temporary_name",
@@ -96,6 +97,22 @@ def check_folder_writable(folder: Path) -> None:
         return
     code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
     raise FileSystemError.from_os_error(OSError(code, os.strerror(code), str(folder)), writing=True)
+
+
+def read_small_file(
+    path: Path, what: str, limit: int, error: type[WeightvaultError] = InputError
+) -> bytes:
+    """The bytes of a small input file (a PIN file, a certificate, a trust config): read at most
+    ``limit`` bytes, so a huge or endless file is refused without being read; ``error`` (naming
+    ``what`` and the path) when it cannot be read or is larger."""
+    try:
+        with Path(path).open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise error(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{what} {str(path)!r} is too large (over {limit} bytes)")
+    return data
 
 
 def _named(exc: BaseException, path: Path) -> None:

@@ -33,6 +33,8 @@ WRAPPED_KW_SIZE = 40
 #: (1 GiB of memory) is a denial of service from a hostile header.
 SCRYPT_MIN_LOG_N = 10
 SCRYPT_MAX_LOG_N = 20
+#: The byte fields of a DEK wrapped with AES-256-GCM (keyring, X25519, scrypt stanzas).
+_AES_GCM_WRAP = {"nonce": NONCE_SIZE, "wrapped": WRAPPED_GCM_SIZE}
 
 
 class _StanzaFields:
@@ -73,7 +75,7 @@ class KeyringStanza(_StanzaFields):
     """DEK wrapped with AES-256-GCM under a local keyring KEK, found by its key id."""
 
     TYPE: ClassVar[str] = "keyring"
-    SIZES: ClassVar[dict[str, int]] = {"nonce": NONCE_SIZE, "wrapped": WRAPPED_GCM_SIZE}
+    SIZES: ClassVar[dict[str, int]] = _AES_GCM_WRAP
     kid: str
     """16 lowercase hex characters identifying the KEK (a hash, not the key)."""
     nonce: bytes
@@ -92,11 +94,7 @@ class X25519Stanza(_StanzaFields):
     """DEK wrapped for an X25519 public key: ephemeral share + AES-256-GCM under HKDF(ECDH)."""
 
     TYPE: ClassVar[str] = "x25519"
-    SIZES: ClassVar[dict[str, int]] = {
-        "ephemeral": 32,
-        "nonce": NONCE_SIZE,
-        "wrapped": WRAPPED_GCM_SIZE,
-    }
+    SIZES: ClassVar[dict[str, int]] = {"ephemeral": 32, **_AES_GCM_WRAP}
     ephemeral: bytes
     nonce: bytes
     wrapped: bytes
@@ -107,11 +105,7 @@ class ScryptStanza(_StanzaFields):
     """DEK wrapped with AES-256-GCM under scrypt(passphrase, salt, N=2**log_n, r=8, p=1)."""
 
     TYPE: ClassVar[str] = "scrypt"
-    SIZES: ClassVar[dict[str, int]] = {
-        "salt": 16,
-        "nonce": NONCE_SIZE,
-        "wrapped": WRAPPED_GCM_SIZE,
-    }
+    SIZES: ClassVar[dict[str, int]] = {"salt": 16, **_AES_GCM_WRAP}
     salt: bytes
     log_n: int
     nonce: bytes

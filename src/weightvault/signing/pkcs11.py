@@ -21,7 +21,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from weightvault.errors import FormatError, InputError, KeyMaterialError, VerificationError
+from weightvault._fs import read_small_file
+from weightvault.errors import FormatError, KeyMaterialError, VerificationError
 from weightvault.keys.pkcs11 import KeyKind, Pkcs11Session, Pkcs11Uri
 from weightvault.oms.bundle import (
     certificate_bundle_json,
@@ -45,19 +46,8 @@ _CURVE_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 _MAX_CERT_FILE_BYTES = 1024 * 1024
 
 
-def _read_small_file(path: Path, what: str) -> bytes:
-    try:
-        with Path(path).open("rb") as handle:
-            data = handle.read(_MAX_CERT_FILE_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
-    if len(data) > _MAX_CERT_FILE_BYTES:
-        raise InputError(f"{what} {str(path)!r} is larger than 1 MiB; not a certificate file")
-    return data
-
-
 def _load_certificates(path: Path, what: str) -> list[x509.Certificate]:
-    data = _read_small_file(path, what)
+    data = read_small_file(path, what, _MAX_CERT_FILE_BYTES)
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -205,7 +195,7 @@ class Pkcs11Verifier(Verifier):
     @classmethod
     def from_public_key_file(cls, path: Path) -> Pkcs11Verifier:
         """Load a PEM (SubjectPublicKeyInfo) public key exported from the token."""
-        data = _read_small_file(path, "public key file")
+        data = read_small_file(path, "public key file", _MAX_CERT_FILE_BYTES)
         try:
             key = serialization.load_pem_public_key(data)
         except ValueError:

@@ -22,9 +22,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from weightvault._fs import read_small_file
 from weightvault.errors import (
     FormatError,
-    InputError,
     KeyMaterialError,
     UsageError,
     VerificationError,
@@ -65,15 +65,7 @@ def _short(exc: BaseException) -> str:
 
 def _load_trust_config(path: Path) -> Any:
     sigstore = _import_sigstore()
-    try:
-        with Path(path).open("rb") as handle:
-            data = handle.read(_MAX_TRUST_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise InputError(
-            f"trust config {str(path)!r} cannot be read: {exc.strerror or exc}"
-        ) from None
-    if len(data) > _MAX_TRUST_CONFIG_BYTES:
-        raise InputError(f"trust config {str(path)!r} is too large to be a trust config")
+    data = read_small_file(path, "trust config", _MAX_TRUST_CONFIG_BYTES)
     try:
         return sigstore.models.ClientTrustConfig.from_json(data.decode("utf-8"))
     except Exception as exc:  # pydantic, JSON and sigstore errors alike: all mean "malformed"

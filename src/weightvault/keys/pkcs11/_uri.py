@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from weightvault._fs import read_small_file
 from weightvault.errors import KeyMaterialError
 
 DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
@@ -280,15 +281,7 @@ def _read_pin_source(source: str) -> str:
         raise _uri_error("pin-source", "only file paths and file: URIs are supported")
     else:
         path = Path(source)
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_PIN_FILE_BYTES + 1)
-    except OSError as exc:
-        raise KeyMaterialError(
-            f"PKCS#11 pin-source file {str(path)!r} cannot be read: {exc.strerror or exc}"
-        ) from None
-    if len(data) > _MAX_PIN_FILE_BYTES:
-        raise KeyMaterialError(f"PKCS#11 pin-source file {str(path)!r} is too large to be a PIN")
+    data = read_small_file(path, "PKCS#11 pin-source file", _MAX_PIN_FILE_BYTES, KeyMaterialError)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
