@@ -1,10 +1,12 @@
 """The ``weightvault`` console script runs ``scan`` without Typer, byte for byte like Typer does.
 
-``weightvault.cli:main`` sends ``weightvault scan ...`` to the lean entry
-(:mod:`weightvault.scan.__main__`); the reference is the Typer command
-(``weightvault.cli.app.run(["scan", ...])``). Both run as subprocesses in the same folder and
-environment (stdin closed, so Rich sees no terminal on either side) and must print the same
-stdout and stderr and exit with the same code, for findings, errors and usage errors alike.
+``scan`` has one definition (:mod:`weightvault.cli.scan`: its options, parsing and behaviour);
+the console script parses its command line with a small parser (no Typer, click or Rich at
+start-up) and hands to click only what that parser leaves to it. The reference is the Typer
+command (``weightvault.cli.app.run(["scan", ...])``). Both run as subprocesses in the same folder
+and environment (stdin closed, so Rich sees no terminal on either side) and must print the same
+stdout and stderr and exit with the same code, for findings, errors and usage errors alike; and
+whatever the small parser accepts, click must parse to the same options.
 """
 
 from __future__ import annotations
@@ -209,17 +211,55 @@ def test_version_and_other_commands_go_through_the_new_entry_point(workdir: Path
     assert "scan" in out and "sign" in out  # no arguments: the command list
 
 
-def test_python_dash_m_scan_reports_usage_errors_in_one_line(workdir: Path) -> None:
-    module = [sys.executable, "-m", "weightvault.scan"]
-    for args in (["--bogus", "clean.pkl"], ["--workers", "65", "clean.pkl"], []):
-        code, out, err = _run([*module, *args], workdir)
-        assert code == 2 and not out
-        assert err.startswith("error: ") and err.endswith(" (see --help)\n")
-        assert len(err.splitlines()) == 1
-    code, out, _err = _run([*module, "--help"], workdir)
-    assert code == 0 and "python -m weightvault.scan" in out
-    code, out, _err = _run([*module, "--", "-1", "clean.pkl"], workdir)
-    assert code == 2 and "-1" in out
+@pytest.mark.parametrize(
+    "args", [["--bogus", "clean.pkl"], ["--workers", "65", "clean.pkl"], [], ["--help"],
+             ["--", "-1", "clean.pkl"], ["--json", "model"]],
+)
+def test_python_dash_m_weightvault_scan_is_the_same_command(workdir: Path, args: list[str]) -> None:
+    """``python -m weightvault scan`` is the console script (there is no second scan entry)."""
+    module = _run([sys.executable, "-m", "weightvault", "scan", *args], workdir)
+    assert module == console_script(args, workdir)
+    assert "Traceback" not in module[2]
+
+
+def test_the_scan_parser_reads_what_it_accepts_as_click_does(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One definition, two parsers: every command line the console script's parser accepts is
+    parsed by click (the Typer command built from the same options) to the same options."""
+    import typer
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from typer.main import get_command
+
+    from weightvault.cli.scan import ScanOptions, parse, register
+
+    monkeypatch.chdir(workdir)
+    application = typer.Typer()
+    register(application)
+    command = get_command(application)
+    tokens = ["clean.pkl", "model", "./model//", "missing.pkl", "-", "--", "-1", "--json",
+              "--sarif", "-v", "--verbose", "-vv", "-h", "--help", "--fail-on",
+              "--fail-on=dangerous", "dangerous", "--allow", "--allow=mypkg.*", "--allow=-h",
+              "mypkg.*", "--policy", "--policy=policy.toml", "policy.toml", "--workers",
+              "--workers=0", "3", "65", "-2", "x", "--workers=x", "--json=1", "--jso", ""]
+    accepted = 0
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from(tokens), max_size=7))
+    def check(argv: list[str]) -> None:
+        nonlocal accepted
+        ours = parse(argv)
+        if ours is None:
+            return
+        accepted += 1
+        params = command.make_context("scan", list(argv)).params
+        paths = [str(Path(path)) for path in params.pop("paths")]  # as Typer converts them
+        params["allow"] = tuple(params["allow"])
+        assert ScanOptions(paths=paths, **params) == ours, argv
+
+    check()
+    assert accepted >= 50  # the common forms are read here, not handed to click
 
 
 def test_display_path_is_what_pathlib_prints() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from tests.keyfiles import write_ec_key_pair
 
+from weightvault.cli import run as console_run
 from weightvault.cli.app import run
-from weightvault.scan.__main__ import main as lean_scan
 
 TRICKY_NAMES = [  # file names cannot hold "/", so "[/]" is tried in import names below
     "ok:white_check_mark:.bin",
@@ -45,7 +45,7 @@ def test_scan_report_shows_names_and_imports_verbatim(
         (tmp_path / f"import-{index}.pkl").write_bytes(_global_pickle(module, "system"))
     (tmp_path / "fine.pkl").write_bytes(pickle.dumps({"w": [1, 2]}, protocol=4))
     argv = ["scan", str(tmp_path), "-v"]
-    code = run(argv) if entry == "typer" else lean_scan(argv[1:])
+    code = run(argv) if entry == "typer" else console_run(argv)
     assert code == 1
     out = capsys.readouterr().out
     for name in TRICKY_NAMES:
@@ -98,7 +98,7 @@ def test_control_characters_in_names_are_shown_not_sent(
     for name in CONTROL_NAMES:
         (tmp_path / name).write_bytes(_global_pickle("os", "system"))
     argv = ["scan", str(tmp_path)]
-    assert (run(argv) if entry == "typer" else lean_scan(argv[1:])) == 1
+    assert (run(argv) if entry == "typer" else console_run(argv)) == 1
     captured = capsys.readouterr()
     _assert_no_raw_controls(captured.out + captured.err)
     for shown in CONTROL_NAMES.values():

@@ -159,10 +159,14 @@ def test_convert_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert doc["tensors"][0]["name"] == "w"
 
 
-def test_module_entry_point_matches_the_typer_command(
+def test_console_entry_matches_the_typer_command(
     model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from weightvault.scan.__main__ import main
+    """``weightvault.cli.run`` (the console script) parses ``scan`` itself; same results."""
+    from weightvault.cli import run as console_run
+
+    def main(argv: list[str]) -> int:
+        return console_run(["scan", *argv])
 
     assert main([str(model)]) == 1
     assert "mypkg.layers.Block" in capsys.readouterr().out

@@ -3,7 +3,7 @@
 Every malicious or malformed file is refused (exit 1 or 2), every benign file exits 0, no payload
 runs while scanning, and no traceback is ever printed. Each file is scanned by its own
 ``weightvault scan FILE`` (the console script users run); the whole corpus folder also goes
-through the lean entry ``python -m weightvault.scan``. Failures are collected and reported
+through ``python -m weightvault scan``. Failures are collected and reported
 together, one line per sample.
 """
 
@@ -21,7 +21,7 @@ import pytest
 from scan_corpus import Sample, build_corpus
 
 WEIGHTVAULT = str(Path(sys.executable).with_name("weightvault"))
-LEAN = [sys.executable, "-m", "weightvault.scan"]
+MODULE_SCAN = [sys.executable, "-m", "weightvault", "scan"]
 _BOX = re.compile(r"[\u2500-\u257f]+")
 
 
@@ -94,14 +94,14 @@ def test_fail_on_dangerous_refuses_every_sample_that_runs_code_or_touches_files(
     assert alone.returncode == 1 and "from_file" in alone.stdout
 
 
-def test_whole_corpus_folder_through_the_lean_entry_runs_nothing(
+def test_whole_corpus_folder_through_the_module_entry_runs_nothing(
     corpus: list[Sample], corpus_root: Path
 ) -> None:
-    """Folders: the malicious one is refused, the benign one passes, the lean entry prints no
+    """Folders: the malicious one is refused, the benign one passes, the module entry prints no
     traceback, and no payload ever runs."""
-    malicious = _scan([*LEAN, str(corpus_root / "malicious")])
-    benign = _scan([*LEAN, str(corpus_root / "benign")])
-    everything = _scan([*LEAN, "--workers", "2", str(corpus_root)])
+    malicious = _scan([*MODULE_SCAN, str(corpus_root / "malicious")])
+    benign = _scan([*MODULE_SCAN, str(corpus_root / "benign")])
+    everything = _scan([*MODULE_SCAN, "--workers", "2", str(corpus_root)])
     for proc in (malicious, benign, everything):
         assert "Traceback" not in proc.stdout + proc.stderr
     assert malicious.returncode in (1, 2)

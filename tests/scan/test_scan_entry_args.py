@@ -1,8 +1,8 @@
-"""``python -m weightvault.scan``: after ``--`` every argument is a path, as click reads it.
+"""``weightvault scan``'s own parser: after ``--`` every argument is a path, as click reads it.
 
-The console script hands a command line with ``--`` to the Typer command; ``python -m
-weightvault.scan`` parses it itself and must not drop a path that looks like an option, nor answer
-a path named ``-h`` with its help and exit 0 (a file it never scanned would pass a CI gate).
+The console script parses ``scan`` command lines itself (:func:`weightvault.cli.scan.parse`); it
+must not drop a path that looks like an option, nor answer a path named ``-h`` with its help and
+exit 0 (a file it never scanned would pass a CI gate).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from weightvault.scan.__main__ import main, parse_args
+from weightvault.cli import run
+from weightvault.cli.scan import parse
 
 EVIL = b"\x80\x04\x8c\x02os\x8c\x06system\x93."  # imports os.system, calls nothing
 
@@ -40,7 +41,8 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_everything_after_double_dash_is_a_path(
     folder: Path, argv: list[str], paths: list[str]
 ) -> None:
-    assert parse_args(argv).paths == paths
+    options = parse(argv)
+    assert options is not None and options.paths == paths
 
 
 @pytest.mark.parametrize(
@@ -56,9 +58,13 @@ def test_everything_after_double_dash_is_a_path(
 def test_a_path_after_double_dash_is_scanned(
     folder: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(argv) == 1  # the file named like an option imports os.system
+    assert run(["scan", *argv]) == 1  # the file named like an option imports os.system
     assert "os.system" in capsys.readouterr().out
 
 
-def test_option_like_path_before_double_dash_is_still_refused(folder: Path) -> None:
-    assert main(["-1", "--", "clean.pkl"]) == 2  # click: "No such option: -1"
+def test_option_like_path_before_double_dash_is_still_refused(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert parse(["-1", "--", "clean.pkl"]) is None  # click words the usage error
+    assert run(["scan", "-1", "--", "clean.pkl"]) == 2
+    assert capsys.readouterr().err == "error: No such option '-1'. (see --help)\n"

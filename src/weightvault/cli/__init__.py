@@ -1,13 +1,11 @@
 """The ``weightvault`` command line: thin Typer commands over the public API.
 
-:func:`main` is the console-script entry point. It sends ``weightvault scan ...`` straight to the
-lean scanner entry (:mod:`weightvault.scan.__main__`: argparse, no Typer, click or Rich at
-start-up), because the scanner is run once per file by CI loops and pre-commit hooks, where
-start-up is most of the time. Everything else goes to the Typer application
-(:mod:`weightvault.cli.app`), and so does ``scan`` with ``-h``/``--help`` (Typer's help), with a
-``--`` separator, or with arguments the lean parser refuses or that ask for help in a cluster
-(``-vh``): the Typer command then handles them, so help and usage errors read the same whichever
-way they came.
+:func:`main` is the console-script entry point. ``weightvault scan ...`` first goes to the scan
+command's own parser (:func:`weightvault.cli.scan.run`: no Typer, click or Rich at start-up),
+because the scanner is run once per file by CI loops and pre-commit hooks, where start-up is
+most of the time. It is the same command as the Typer one (one definition of its options and
+behaviour, see :mod:`weightvault.cli.scan`); what that parser leaves to click (``--help``, usage
+errors) and every other command go to the Typer application (:mod:`weightvault.cli.app`).
 
 This module imports only the standard library at load time.
 """
@@ -21,18 +19,16 @@ from collections.abc import Sequence
 
 __all__ = ["main", "run"]
 
-#: Arguments that ``scan`` must leave to Typer: its help, and ``--`` (positional paths that
-#: start with ``-``, which the lean parser does not try to treat exactly as click does).
-_TYPER_ONLY = frozenset({"-h", "--help", "--"})
-
 
 def run(argv: Sequence[str]) -> int:
     """Run the command line ``weightvault ARGV...`` and return its exit code."""
     args = list(argv)
-    if args[:1] == ["scan"] and _TYPER_ONLY.isdisjoint(args[1:]):
-        from weightvault.scan.__main__ import main as scan_main
+    if args[:1] == ["scan"]:
+        from weightvault.cli.scan import run as scan_run
 
-        return scan_main(args[1:], prog="weightvault scan", fallback=lambda: _typer(args))
+        code = scan_run(args[1:])
+        if code is not None:
+            return code
     return _typer(args)
 
 
