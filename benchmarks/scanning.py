@@ -15,7 +15,7 @@ typing_extensions``), otherwise from the project's ``.venv`` (where the dev setu
 
 The headline ``weightvault`` row is the ``weightvault scan`` console script, what users run (its
 ``scan`` command skips the Typer shell: ``weightvault.cli:main``); ratios and targets are computed
-from it. ``weightvault (python -m weightvault.scan)`` is the same scanner started as a module, for
+from it. ``weightvault (python -m weightvault scan)`` is the same command started as a module, for
 comparison.
 
 Usage: ``.venv/bin/python benchmarks/scanning.py [--gb 1] [--torch-gb 2] [--files 300]``
@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO / "tests" / "scan"))
 from scan_corpus import Sample, build_corpus  # noqa: E402
 
 WEIGHTVAULT = [str(REPO / ".venv" / "bin" / "weightvault"), "scan"]  # the console script
-WEIGHTVAULT_MODULE = [str(REPO / ".venv" / "bin" / "python"), "-m", "weightvault.scan"]
+WEIGHTVAULT_MODULE = [str(REPO / ".venv" / "bin" / "python"), "-m", "weightvault", "scan"]
 HEADLINE = "weightvault"
 FAIL_ON_DANGEROUS = "weightvault --fail-on dangerous"
 PEERS = ("picklescan", "modelscan", "fickling")
@@ -68,7 +68,7 @@ def _tools(peers: Path) -> list[Tool]:
         Tool(HEADLINE, lambda p: [*WEIGHTVAULT, str(p)]),
         Tool(FAIL_ON_DANGEROUS, lambda p: [*WEIGHTVAULT, "--fail-on", "dangerous", str(p)],
              detection_only=True),
-        Tool("weightvault (python -m weightvault.scan)", lambda p: [*WEIGHTVAULT_MODULE, str(p)]),
+        Tool("weightvault (python -m weightvault scan)", lambda p: [*WEIGHTVAULT_MODULE, str(p)]),
         Tool("weightvault --workers 2", lambda p: [*WEIGHTVAULT, "--workers", "2", str(p)],
              folder_only=True),
         Tool("picklescan", lambda p: [str(bin_dir / "picklescan"), "-p", str(p)]),
