@@ -266,7 +266,7 @@ class Pulls(Room):
                 # (PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes writers).
                 _model, policy = load_model(session, grant.model, lock=True)
                 session.get(Principal, grant.requester, with_for_update=True)
-            authorize_grant_use(self._use(session, ctx, grant), now, in_flight=True)
+            authorize_grant_use(self._grant_use_in(session, ctx, grant), now, in_flight=True)
             assert grant is not None and policy is not None  # refused above otherwise
             principal_used = self._window_sum(session, Egress.principal == grant.requester, since)
             model_used = self._window_sum(session, Egress.model == grant.model, since)
@@ -299,7 +299,9 @@ class Pulls(Room):
             raise refusal
 
     @staticmethod
-    def _use(session: Session, ctx: RequestContext, grant: GrantRequest | None) -> GrantUse:
+    def _grant_use_in(
+        session: Session, ctx: RequestContext, grant: GrantRequest | None
+    ) -> GrantUse:
         """The grant's state and the caller's, inside the debit's transaction.
 
         Authentication runs once per request; a long download must not outlive the credential
