@@ -46,17 +46,24 @@ class InitializedPrincipal:
 
     name: str
     role: str
+    """``admin``, ``owner`` or ``approver``."""
     token_file: Path
+    """The principal's API token (0600), shown nowhere else."""
     approval_key: Path | None = None
     """Ed25519 private key (PKCS#8 PEM, 0600) that signs this approver's decisions."""
     approval_public_key: Path | None = None
+    """The matching public key (PEM), as the service registered it."""
     approval_key_id: str | None = None
+    """Hex SHA-256 of the raw public key (what approvals and the audit log name)."""
 
 
 @dataclass(frozen=True)
 class InitResult:
+    """A data folder made by :func:`initialize_data_folder`."""
+
     data_dir: Path
     credentials_dir: Path
+    """Tokens and approval keys to hand out, then delete (the service reads none of them)."""
     principals: tuple[InitializedPrincipal, ...]
     audit_log_key: str
     """The audit log's verifier key (``name+id+key``), for ``audit verify``."""

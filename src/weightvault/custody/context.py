@@ -32,15 +32,22 @@ class RequestContext:
     """One request as the service sees it (HTTP, or a local command such as ``vault init``)."""
 
     request_id: str
+    """Random, one per request: pairs the request's audit entries."""
     method: str
     path: str
     client: str
+    """The peer's address (``local`` for a local command)."""
     principal: Principal | None = None
+    """Who is asking, once authenticated."""
     token_id: str | None = None
     token_hmac: str | None = None
+    """The presented token, HMACed with the audit key (what the audit log records)."""
     action: str = ""
+    """What is asked, e.g. ``request.create`` (the audit entry's action)."""
     detail: dict[str, Any] = field(default_factory=dict)
+    """Facts gathered along the way, for the audit entry."""
     audited: bool = False
+    """Whether this request's entry is written (the audit guard writes one otherwise)."""
 
     @property
     def name(self) -> str:

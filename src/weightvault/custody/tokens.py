@@ -23,7 +23,9 @@ class IssuedToken:
     """A freshly issued token: ``text`` is shown once; only ``secret_sha256`` is stored."""
 
     token_id: str
+    """16 hex digits: finds the token's row (not secret)."""
     text: str
+    """``wvt_<id>_<secret>``, what the holder presents."""
     secret_sha256: bytes
 
     def __repr__(self) -> str:  # never print the secret
