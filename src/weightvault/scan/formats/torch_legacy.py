@@ -17,7 +17,7 @@ import struct
 from weightvault.scan._engine import FileContext
 from weightvault.scan._io import ByteReader, Truncated
 from weightvault.scan.formats.pickle import (
-    _STORAGE_ELEMENT_SIZE,
+    STORAGE_ELEMENT_SIZE,
     Global,
     PickleError,
     PickleMachine,
@@ -46,7 +46,7 @@ def scan_legacy_tar_member(ctx: FileContext, r: ByteReader, location: str, name:
                 if not (isinstance(args, tuple) and len(args) == 3 and isinstance(args[2], Global)):
                     ctx.error(location, "legacy tar storages: entry is not (key, location, type)")
                     return
-                element = _STORAGE_ELEMENT_SIZE.get(args[2].name.removesuffix("Storage"))
+                element = STORAGE_ELEMENT_SIZE.get(args[2].name.removesuffix("Storage"))
                 if not element:
                     ctx.error(location, f"legacy tar storages: unknown type {args[2].full}")
                     return
