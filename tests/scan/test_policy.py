@@ -16,9 +16,9 @@ import pytest
 from weightvault.errors import FormatError, InputError
 from weightvault.scan import make_policy, scan_file
 from weightvault.scan.policy import (
-    _KNOWLEDGE_PATH,
     CLASSES,
     DEFAULT_POLICY,
+    KNOWLEDGE_PATH,
     Policy,
     Severity,
     knowledge,
@@ -38,7 +38,7 @@ def _class(module: str, name: str, policy: Policy = DEFAULT_POLICY) -> str:
 
 
 def test_the_fast_reader_and_tomllib_read_the_knowledge_base_alike() -> None:
-    text = Path(_KNOWLEDGE_PATH).read_text(encoding="utf-8")
+    text = Path(KNOWLEDGE_PATH).read_text(encoding="utf-8")
     document = tomllib.loads(text)
     entries, attributes = parse_knowledge(text)
     fast: dict[str, dict[str, str]] = {}
@@ -52,7 +52,7 @@ def test_the_fast_reader_and_tomllib_read_the_knowledge_base_alike() -> None:
 
 
 def test_every_entry_has_one_line_of_evidence_and_a_valid_pattern() -> None:
-    text = Path(_KNOWLEDGE_PATH).read_text(encoding="utf-8")
+    text = Path(KNOWLEDGE_PATH).read_text(encoding="utf-8")
     entries, attributes = parse_knowledge(text)
     assert len(entries) > 100 and len(attributes) > 100
     for entry in entries:
@@ -63,7 +63,7 @@ def test_every_entry_has_one_line_of_evidence_and_a_valid_pattern() -> None:
 
 
 def test_exact_paths_are_not_listed_in_two_classes() -> None:
-    text = Path(_KNOWLEDGE_PATH).read_text(encoding="utf-8")
+    text = Path(KNOWLEDGE_PATH).read_text(encoding="utf-8")
     entries, _ = parse_knowledge(text)
     owner: dict[str, str] = {}
     for entry in entries:
@@ -263,10 +263,8 @@ def test_python2_names_are_judged_as_the_unpickler_imports_them() -> None:
 def test_the_knowledge_base_is_read_once_and_cheaply() -> None:
     import time
 
-    import weightvault.scan.policy as policy_module
-
     started = time.perf_counter()
-    policy_module._knowledge = None
+    knowledge.cache_clear()
     fresh = knowledge()
     elapsed = time.perf_counter() - started
     assert knowledge() is fresh

@@ -23,25 +23,49 @@ Names are classified the way CPython resolves them: ``module`` is imported, then
 component of ``name`` is an attribute lookup, so ``pathlib`` + ``os.system`` reaches
 ``os.system``. Python 2 names are remapped as the unpickler does (``_compat_pickle``; it is
 data, not code from the scanned file).
+
+The module's helpers: :mod:`._patterns` (entries, the pattern grammar and its index) and
+:mod:`._knowledge` (reading the knowledge base and policy files).
 """
 
 from __future__ import annotations
 
 import _compat_pickle
-import os
-import re
 from collections.abc import Iterable
 from enum import IntEnum
 from typing import NamedTuple
 
+from weightvault.scan._knowledge import (
+    KNOWLEDGE_PATH,
+    Knowledge,
+    knowledge,
+    load_policy_file,
+    parse_knowledge,
+)
+from weightvault.scan._patterns import (
+    CLASSES,
+    RANK,
+    USER_CLASSES,
+    Entry,
+    IndexItem,
+    PatternIndex,
+    parse_pattern,
+)
+
 __all__ = [
+    "CLASSES",
     "DEFAULT_POLICY",
+    "KNOWLEDGE_PATH",
+    "USER_CLASSES",
     "Entry",
     "Judgement",
+    "Knowledge",
     "Policy",
     "Severity",
     "Verdict",
+    "knowledge",
     "load_policy_file",
+    "parse_knowledge",
     "parse_pattern",
     "remap_python2",
 ]
@@ -90,28 +114,6 @@ class Verdict(NamedTuple):
 
 
 #: Knowledge-base classes, least to most severe (a tie between equally specific entries goes
-#: to the later one).
-CLASSES = ("safe", "safe-reference", "calls-arguments", "loader", "unknown", "dangerous")
-_RANK = {name: rank for rank, name in enumerate(CLASSES)}
-#: What a user policy file may declare (the others need the scanner's own handling).
-USER_CLASSES = ("safe", "safe-reference", "unknown", "dangerous")
-_ATTRIBUTE_SECTION = "dangerous-attribute"
-_ALIAS_SECTION = "alias-attribute"
-
-
-class Entry(NamedTuple):
-    """One knowledge-base or policy line: a pattern, its class and the evidence for it."""
-
-    pattern: str
-    klass: str
-    evidence: str
-    source: str = "kb"
-    """``kb`` (the shipped knowledge base), ``policy`` (a policy file) or ``--allow``."""
-
-    @property
-    def rule(self) -> str:
-        return f"{self.source}:{self.pattern}"
-
 
 class Judgement(NamedTuple):
     """What is known about one global before its use is known: its class and evidence."""
@@ -155,357 +157,6 @@ class Judgement(NamedTuple):
         return Verdict(Severity.DANGEROUS, self.evidence, self.rule)
 
 
-# -- patterns ------------------------------------------------------------------------------------
-
-_GLOB_CHARS = re.compile(r"[*?\[]")
-
-
-_BRACES = re.compile(r"\{([^{}]*)\}")
-
-
-def _expand_braces(text: str) -> list[str]:
-    """``a.{b,c}.d`` -> ``a.b.d``, ``a.c.d`` (several groups multiply; no nesting)."""
-    if "{" not in text and "}" not in text:
-        return [text]
-    pieces = _BRACES.split(text)
-    literals = pieces[0::2]
-    if any("{" in piece or "}" in piece for piece in literals):
-        raise ValueError("unbalanced or nested braces")
-    results = [literals[0]]
-    for group, literal in zip(pieces[1::2], literals[1:], strict=True):
-        options = group.split(",")
-        if "" in options:
-            raise ValueError("empty alternative in braces")
-        results = [f"{done}{option}{literal}" for done in results for option in options]
-    return results
-
-
-def _segment_regex(segment: str) -> str:
-    if not _GLOB_CHARS.search(segment):
-        return re.escape(segment)
-    out: list[str] = []
-    i = 0
-    while i < len(segment):
-        char = segment[i]
-        if char == "*":
-            out.append(r"[^.]*")
-        elif char == "?":
-            out.append(r"[^.]")
-        elif char == "[":
-            close = segment.find("]", i + 2)
-            if close < 0:
-                raise ValueError("unclosed '[' in a pattern")
-            body = segment[i + 1 : close]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = close
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return "".join(out)
-
-
-class _Compiled(NamedTuple):
-    text: str
-    """One expansion of the pattern (what a report names as the deciding entry)."""
-    kind: str
-    """``exact`` (no wildcard), ``subtree`` (literal segments, then ``.*``) or ``glob``."""
-    head: str
-    """The literal segments before the first wildcard: where the index files the pattern."""
-    regex: str
-    """For a glob, the text its regex is built from (when first used)."""
-    specificity: tuple[int, int, int]
-    """(literal segments, whether the last one is literal, segments that match exactly one
-    segment): more is more specific, so ``sklearn.**.ABCMeta`` beats ``sklearn.tree.**.[A-Z]*``."""
-
-
-_PATTERN_CHARS = re.compile(r"^[\w*?\[\]!{},.-]+$")
-
-
-def parse_pattern(pattern: str) -> list[_Compiled]:
-    """Parse one pattern (with its brace alternatives). Raises ``ValueError`` when malformed.
-
-    Grammar: dotted segments; in a segment ``*``, ``?`` and ``[A-Z]`` match as file globs do,
-    ``{a,b}`` lists alternatives (they may contain dots); a ``**`` segment matches any number
-    of segments; a trailing ``*`` segment matches the object before it and everything below it.
-    """
-    if not pattern or not _PATTERN_CHARS.match(pattern):
-        raise ValueError("empty pattern, or characters other than names, dots and wildcards")
-    compiled: list[_Compiled] = []
-    for text in _expand_braces(pattern):
-        if text.startswith(".") or text.endswith(".") or ".." in text or "." not in text:
-            raise ValueError("expected module.name or module.*")
-        wild = "*" in text or "?" in text or "[" in text or "]" in text
-        if not wild:  # the common case: a plain path
-            count = text.count(".") + 1
-            compiled.append(_Compiled(text, "exact", text, "", (count, 1, count)))
-            continue
-        head_text = text[:-2]
-        if text.endswith(".*") and not (
-            "*" in head_text or "?" in head_text or "[" in head_text or "]" in head_text
-        ):
-            count = head_text.count(".") + 1
-            compiled.append(_Compiled(text, "subtree", head_text, "", (count, 0, count)))
-            continue
-        compiled.append(_parse_glob(text))
-    return compiled
-
-
-def _parse_glob(text: str) -> _Compiled:
-    """File a glob by its literal head and specificity; its regex is built when first used."""
-    segments = text.split(".")
-    if _GLOB_CHARS.search(segments[0]) or "]" in segments[0] or segments[0] == "**":
-        raise ValueError("a pattern must start with a module name")
-    head: list[str] = []
-    literal = 0
-    fixed = 0
-    in_head = True
-    for index, segment in enumerate(segments):
-        last = index == len(segments) - 1
-        if segment == "**":
-            if last:
-                raise ValueError("end a pattern with '.*' rather than '.**'")
-            in_head = False
-        elif segment == "*" and last:
-            pass
-        elif "**" in segment:
-            raise ValueError("'**' must be a whole segment")
-        else:
-            fixed += 1
-            if "*" in segment or "?" in segment or "[" in segment or "]" in segment:
-                in_head = False
-                if "[" in segment and "]" not in segment[segment.index("[") + 2 :]:
-                    raise ValueError("unclosed '[' in a pattern")
-            else:
-                literal += 1
-                if in_head:
-                    head.append(segment)
-    final = segments[-1]
-    last_literal = int(not ("*" in final or "?" in final or "[" in final or "]" in final))
-    return _Compiled(text, "glob", ".".join(head), text, (literal, last_literal, fixed))
-
-
-def _glob_regex(text: str) -> re.Pattern[str]:
-    """The regex of a glob pattern, matched against the dotted path plus a final dot."""
-    segments = text.split(".")
-    parts: list[str] = []
-    for index, segment in enumerate(segments):
-        if segment == "**" or (segment == "*" and index == len(segments) - 1):
-            parts.append(r"(?:[^.]+\.)*")
-        else:
-            parts.append(_segment_regex(segment) + r"\.")
-    return re.compile("".join(parts))
-
-
-class _Item(NamedTuple):
-    entry: Entry
-    rule: str
-    rank: tuple[int, int, int, int]
-    """The pattern's specificity, then its class's severity rank (ties go to the stricter)."""
-    regex: str
-
-
-class _Index:
-    """Entries filed for lookup: exact paths, literal subtrees (``os.*``) and globs, each glob
-    under its literal head; glob regexes are compiled the first time a path under their head is
-    looked up (start-up reads the whole knowledge base, a scan meets a few names)."""
-
-    __slots__ = ("_compiled", "exact", "globs", "subtree")
-
-    def __init__(self, entries: Iterable[Entry]) -> None:
-        self.exact: dict[str, Entry] = {}
-        self.subtree: dict[str, _Item] = {}
-        self.globs: dict[str, list[_Item]] = {}
-        self._compiled: dict[str, re.Pattern[str]] = {}
-        exact = self.exact
-        for entry in entries:
-            pattern = entry.pattern
-            if not _PATTERN_CHARS.match(pattern):
-                raise ValueError(f"{pattern!r}: characters other than names, dots and wildcards")
-            for text in _expand_braces(pattern):
-                if text.endswith(".*"):
-                    head = text[:-2]
-                    if not ("*" in head or "?" in head or "[" in head or "]" in head):
-                        if head.startswith(".") or head.endswith(".") or ".." in head:
-                            raise ValueError(f"{pattern!r}: expected module.name or module.*")
-                        count = head.count(".") + 1
-                        rank = (count, 0, count, _RANK[entry.klass])
-                        old_item = self.subtree.get(head)
-                        if old_item is None or rank[3] >= old_item.rank[3]:
-                            self.subtree[head] = _Item(entry, f"{entry.source}:{text}", rank, "")
-                        continue
-                if "*" in text or "?" in text or "[" in text or "]" in text:
-                    item = parse_pattern(text)[0]
-                    rank = (*item.specificity, _RANK[entry.klass])
-                    filed = _Item(entry, f"{entry.source}:{text}", rank, item.regex)
-                    if item.kind == "glob":
-                        self.globs.setdefault(item.head, []).append(filed)
-                    else:
-                        old_item = self.subtree.get(item.head)
-                        if old_item is None or rank[3] >= old_item.rank[3]:
-                            self.subtree[item.head] = filed
-                    continue
-                if text.startswith(".") or text.endswith(".") or ".." in text or (
-                    "." not in text
-                ):
-                    raise ValueError(f"{pattern!r}: expected module.name or module.*")
-                old = exact.get(text)
-                if old is None or _RANK[entry.klass] >= _RANK[old.klass]:
-                    exact[text] = entry
-
-    def lookup(self, path: str, *, exact_only: bool = False, safe_globs: bool = True) -> (
-        _Item | None
-    ):
-        """The most specific entry matching ``path`` (an exact entry first)."""
-        entry = self.exact.get(path)
-        if entry is not None:
-            count = path.count(".") + 1
-            rank = (count, 1, count, _RANK[entry.klass])
-            return _Item(entry, f"{entry.source}:{path}", rank, "")
-        if exact_only:
-            return None
-        best: _Item | None = None
-        subject = path + "."
-        prefix = ""
-        for part in path.split("."):
-            prefix = f"{prefix}.{part}" if prefix else part
-            for item in (self.subtree.get(prefix), *self.globs.get(prefix, ())):
-                if item is None or (best is not None and item.rank <= best.rank):
-                    continue
-                if not safe_globs and item.rank[3] < _RANK["unknown"]:
-                    continue
-                if item.regex:
-                    regex = self._compiled.get(item.regex)
-                    if regex is None:
-                        regex = self._compiled[item.regex] = _glob_regex(item.regex)
-                    if regex.fullmatch(subject) is None:
-                        continue
-                best = item
-        return best
-
-
-# -- the knowledge base --------------------------------------------------------------------------
-
-_KNOWLEDGE_PATH = os.path.join(os.path.dirname(__file__), "knowledge.toml")
-_LINE = re.compile(r'"([^"\\]*)" = "([^"\\]*)"')
-
-
-class Knowledge(NamedTuple):
-    entries: tuple[Entry, ...]
-    attributes: dict[str, Entry]
-    """``[dangerous-attribute]``: attribute names dangerous in any module; and
-    ``[alias-attribute]`` (class ``unknown``): names libraries import from elsewhere (``F``,
-    ``np``, ``ABCMeta``), which a *pattern* never makes safe (an exact entry can)."""
-    modules: dict[str, Entry]
-    """Top-level modules declared dangerous as a whole (``os.*``): reaching one through an
-    attribute (``mypkg.os.system``, ``mypkg._os``) is dangerous too."""
-    lookup: _Index
-
-
-def parse_knowledge(text: str, source: str = "kb") -> tuple[list[Entry], dict[str, Entry]]:
-    """Read the knowledge-base format: TOML restricted to ``[section]`` headers and
-    ``"pattern" = "evidence"`` lines (no escapes), so that no TOML parser is needed at start-up.
-
-    Raises ``ValueError`` naming the line for anything else.
-    """
-    entries: list[Entry] = []
-    attributes: dict[str, Entry] = {}
-    section = ""
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            section = line[1:-1] if line.endswith("]") else ""
-            if section not in CLASSES and section not in (_ATTRIBUTE_SECTION, _ALIAS_SECTION):
-                raise ValueError(f"line {number}: unknown section {line!r}")
-            continue
-        match = _LINE.fullmatch(line)
-        if match is None or not section:
-            raise ValueError(f'line {number}: expected "pattern" = "evidence" inside a section')
-        key, evidence = match.group(1), match.group(2)
-        if section in (_ATTRIBUTE_SECTION, _ALIAS_SECTION):
-            dangerous = section == _ATTRIBUTE_SECTION
-            for name in _expand_braces(key):
-                if not name.isidentifier():
-                    raise ValueError(f"line {number}: {name!r} is not an attribute name")
-                attributes[name] = Entry(
-                    key, "dangerous" if dangerous else "unknown", evidence,
-                    "kb-attribute" if dangerous else "kb-alias",
-                )
-            continue
-        entries.append(Entry(key, section, evidence, source))  # patterns: checked by _Index
-    return entries, attributes
-
-
-_knowledge: Knowledge | None = None
-
-
-def knowledge() -> Knowledge:
-    """The shipped knowledge base, read on first use (a scan without pickles never reads it)."""
-    global _knowledge
-    if _knowledge is None:
-        with open(_KNOWLEDGE_PATH, encoding="utf-8") as handle:
-            entries, attributes = parse_knowledge(handle.read())
-        index = _Index(entries)
-        modules = {
-            head: item.entry for head, item in index.subtree.items()
-            if "." not in head and item.entry.klass == "dangerous"
-        }
-        _knowledge = Knowledge(tuple(entries), attributes, modules, index)
-    return _knowledge
-
-
-# -- user policy files ---------------------------------------------------------------------------
-
-_MAX_POLICY_BYTES = 1 << 20
-
-
-def load_policy_file(path: str | os.PathLike[str]) -> list[Entry]:
-    """Read a policy file (TOML): sections ``safe``, ``safe-reference``, ``unknown`` and
-    ``dangerous``, each a table of ``"pattern" = "evidence"``. Strict: any other key or value
-    type is an error naming it (:class:`~weightvault.errors.FormatError`); an unreadable file
-    is an :class:`~weightvault.errors.InputError`."""
-    import tomllib
-
-    from weightvault.errors import FormatError, InputError
-
-    name = os.fspath(path)
-    try:
-        with open(name, "rb") as handle:
-            data = handle.read(_MAX_POLICY_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read the policy file: {exc.strerror or exc}") from exc
-    if len(data) > _MAX_POLICY_BYTES:
-        raise FormatError(f"{name}: policy file larger than {_MAX_POLICY_BYTES} bytes")
-    try:
-        document = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"{name}: policy file is not UTF-8") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise FormatError(f"{name}: not valid TOML: {exc}") from exc
-    expected = ", ".join(USER_CLASSES)
-    entries: list[Entry] = []
-    for section, table in document.items():
-        if section not in USER_CLASSES:
-            raise FormatError(f"{name}: unknown key {section!r} (expected tables: {expected})")
-        if not isinstance(table, dict):
-            raise FormatError(f"{name}: {section}: expected a table of \"pattern\" = \"evidence\"")
-        for pattern, evidence in table.items():
-            where = f"{name}: {section}.{pattern!r}"
-            if not isinstance(evidence, str) or not evidence.strip():
-                raise FormatError(f"{where}: the value must be a non-empty string (the evidence)")
-            if "\n" in evidence:
-                raise FormatError(f"{where}: the evidence must be one line")
-            try:
-                parse_pattern(pattern)
-            except ValueError as exc:
-                raise FormatError(f"{where}: {exc}") from exc
-            entries.append(Entry(pattern, section, evidence.strip(), "policy"))
-    return entries
-
-
 # -- the policy ----------------------------------------------------------------------------------
 
 
@@ -539,7 +190,7 @@ class Policy:
         for entry in self.user_entries:
             if entry.klass not in CLASSES:
                 raise ValueError(f"unknown class {entry.klass!r} for {entry.pattern!r}")
-        self._user = _Index(self.user_entries) if self.user_entries else None
+        self._user = PatternIndex(self.user_entries) if self.user_entries else None
         self._cache: dict[tuple[str, str, bool], Judgement] = {}
 
     def __reduce__(self) -> tuple[type[Policy], tuple[tuple[Entry, ...]]]:
@@ -584,7 +235,7 @@ class Policy:
                 # A loader that remaps at every protocol (torch's weights-only unpickler) reads
                 # the Python 3 name: the worse of the two readings counts.
                 other = self._judge(*mapped)
-                if _RANK[other.klass] > _RANK[result.klass]:
+                if RANK[other.klass] > RANK[result.klass]:
                     result = other
         if len(self._cache) < 100_000:
             self._cache[key] = result
@@ -605,7 +256,7 @@ class Policy:
         return _judgement(full, found)
 
 
-def _judgement(full: str, item: _Item) -> Judgement:
+def _judgement(full: str, item: IndexItem) -> Judgement:
     return Judgement(full, item.entry.klass, item.entry.evidence, item.rule)
 
 
