@@ -199,6 +199,9 @@ def test_diverged_runs_quick_runs_and_lost_desired_task_block_claims() -> None:
     blocked = _synthetic(accs, diverged={("defended", 10)})
     claim = _claims(summarize(blocked, bootstrap=100), "defended")[10]
     assert claim["verdict"] == "not established" and "diverged" in str(claim["reason"])
+    # an attack that diverges on the undefended release too is a broken grid point, no evidence
+    broken = _synthetic(accs, diverged={("defended", 10), (UNDEFENDED, 10)})
+    assert _claims(summarize(broken, bootstrap=100), "defended")[10]["verdict"] == "blocks"
     quick = _synthetic(accs, quick=True)
     summary = summarize(quick, bootstrap=100)
     assert _claims(summary, "defended")[10]["verdict"] == "not for claims"
