@@ -284,7 +284,7 @@ def test_tar_detection_agrees_with_tarfile_on_the_first_header(
     torch.load's tar branch unscanned. (A header with a valid checksum that tarfile still refuses,
     say for a mode field that is not octal, is scanned as a tar that fails, then as the pickle
     torch.load falls back to.)"""
-    from weightvault.scan.formats.archive import looks_like_tar
+    from weightvault.scan.formats.tar import looks_like_tar
 
     data = bytearray(block)
     if fix_checksum:  # numeric fields tarfile parses, so that it accepts many of these

@@ -7,10 +7,13 @@ that a declared length beyond the end of the data is a truncation error instead 
 
 from __future__ import annotations
 
+import os
 import zlib
 from typing import BinaryIO, Protocol
 
-__all__ = ["ByteReader", "DecompressingStream", "LimitExceeded", "RawStream", "Truncated"]
+__all__ = [
+    "ByteReader", "DecompressingStream", "LimitExceeded", "RawStream", "Truncated", "pread",
+]
 
 _CHUNK = 1 << 16
 #: The first refill of a reader is small: most formats are told apart by their first bytes and
@@ -24,6 +27,19 @@ class Truncated(Exception):
 
 class LimitExceeded(Truncated):
     """Decompressed data grew past its cap (a compression bomb, or a size that lied)."""
+
+
+def pread(raw: BinaryIO, size: int, offset: int) -> bytes:
+    """One positioned read: ``os.pread`` on real files (one system call, no buffer churn);
+    nothing for an empty or negative range."""
+    if size <= 0 or offset < 0:
+        return b""
+    try:
+        fd = raw.fileno()
+    except (AttributeError, OSError, ValueError):
+        raw.seek(offset)
+        return raw.read(size)
+    return os.pread(fd, size, offset)
 
 
 class RawStream(Protocol):

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from weightvault.scan._engine import FileContext
 from weightvault.scan._io import ByteReader, Truncated
-from weightvault.scan.formats import archive
+from weightvault.scan.formats import compressed, tar, zip_archive
 from weightvault.scan.formats.pickle import looks_like_pickle_start, scan_pickle_file
 from weightvault.scan.policy import Severity
 
@@ -102,8 +102,8 @@ def scan_reader(
     end = r.end if r.end is not None else start
     fmt = _scan_by_content(ctx, r, raw, location, name=name, depth=depth)
     if fmt not in _ZIP_FORMATS and not fmt.startswith(_CONTAINERS):
-        archive.scan_trailing_zip(ctx, raw, start, end, location, name=name, depth=depth,
-                                  fmt=fmt)
+        zip_archive.scan_trailing_zip(ctx, raw, start, end, location, name=name, depth=depth,
+                                      fmt=fmt)
     return fmt
 
 
@@ -120,16 +120,16 @@ def _scan_by_content(
             ctx.error(location, "empty file where a model file is expected")
         return "empty"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return archive.scan_zip(ctx, raw, start, end, location, name=name, depth=depth)
-    if archive.looks_like_tar(head):
-        return archive.scan_tar(ctx, raw, start, end, location, depth=depth)
-    compression = archive.compression_of(head)
+        return zip_archive.scan_zip(ctx, raw, start, end, location, name=name, depth=depth)
+    if tar.looks_like_tar(head):
+        return tar.scan_tar(ctx, raw, start, end, location, depth=depth)
+    compression = compressed.compression_of(head)
     if compression is not None:
-        fmt = archive.scan_compressed(ctx, r, compression, location, name=name, depth=depth)
+        fmt = compressed.scan_compressed(ctx, r, compression, location, name=name, depth=depth)
         if fmt is not None:
             return fmt
         r = ByteReader(raw, start, end)  # a weak magic that starts no stream: read on
-    if head.startswith(archive.LZ4_MAGIC):
+    if head.startswith(compressed.LZ4_MAGIC):
         ctx.error(location, "lz4-compressed data (joblib compress='lz4') is not supported; "
                   "decompress it and scan the contents")
         return "lz4"

@@ -28,7 +28,7 @@ from py7zr.py7zr import ArchiveFile
 from weightvault.scan._engine import FileContext, join_location
 from weightvault.scan._io import LimitExceeded
 from weightvault.scan.formats import RegionFile
-from weightvault.scan.formats.archive import (
+from weightvault.scan.formats.members import (
     check_depth,
     report_bomb,
     scan_member_bytes,

@@ -43,7 +43,7 @@ from weightvault.scan._engine import FileContext, join_location
 from weightvault.scan.policy import Severity
 
 if TYPE_CHECKING:
-    from weightvault.scan.formats.archive import _TorchLayout
+    from weightvault.scan.formats.zip_archive import TorchLayout
     from weightvault.scan.formats.zip_views import ZipMember
 
 __all__ = ["CPP_UNPICKLER_GLOBALS", "judge_code", "judge_torchscript"]
@@ -246,16 +246,16 @@ def judge_code(source: bytes) -> tuple[dict[str, tuple[Severity, str]], list[str
 
 def _read_member(raw: BinaryIO, start: int, member: ZipMember) -> bytes | str:
     """A stored or deflated member's bytes (bounded), or a one-line reason it cannot be read."""
-    from weightvault.scan.formats.zip_views import _pread
+    from weightvault.scan._io import pread
 
     if member.file_size > _MAX_CODE_BYTES or member.compress_size > _MAX_CODE_BYTES:
         return "TorchScript code file over the size limit; not checked"
-    header = _pread(raw, 30, start + member.header_offset)
+    header = pread(raw, 30, start + member.header_offset)
     if len(header) < 30 or header[:4] != b"PK\x03\x04":
         return "no local header"
     name_len, extra_len = int.from_bytes(header[26:28], "little"), int.from_bytes(
         header[28:30], "little")
-    data = _pread(raw, member.compress_size, start + member.header_offset + 30 + name_len
+    data = pread(raw, member.compress_size, start + member.header_offset + 30 + name_len
                   + extra_len)
     if len(data) != member.compress_size:
         return "member data cut off"
@@ -315,7 +315,7 @@ def _judge_bytecode(
 
 
 def judge_torchscript(
-    ctx: FileContext, raw: BinaryIO, start: int, layout: _TorchLayout, location: str,
+    ctx: FileContext, raw: BinaryIO, start: int, layout: TorchLayout, location: str,
     per_member: list[tuple[bytes, int, int]],
 ) -> None:
     """Judge the code folder, then re-judge the pickles' globals as the C++ unpickler sees

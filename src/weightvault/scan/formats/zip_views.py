@@ -26,9 +26,10 @@ fields, no name ``zipfile`` cannot decode), the ``zipfile`` view is provably the
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import BinaryIO, NamedTuple
+
+from weightvault.scan._io import pread
 
 __all__ = ["ZipMember", "ZipReadError", "ZipViews", "read_miniz", "read_views"]
 
@@ -127,17 +128,6 @@ class ZipViews(NamedTuple):
         return out
 
 
-def _pread(raw: BinaryIO, size: int, offset: int) -> bytes:
-    if size <= 0 or offset < 0:
-        return b""
-    try:
-        fd = raw.fileno()
-    except (AttributeError, OSError, ValueError):
-        raw.seek(offset)
-        return raw.read(size)
-    return os.pread(fd, size, offset)
-
-
 def _find_end_record(tail: bytes, tail_start: int, size: int) -> int:
     """miniz ``mz_zip_reader_locate_header_sig``: the last EOCD signature followed by >= 22
     bytes, within the blocks miniz searches; -1 when none."""
@@ -167,7 +157,7 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
         raise ZipReadError("not a zip archive (too small)")
     tail_len = min(size, _U16_MAX + _EOCD_SIZE + _SEARCH_BLOCK)
     tail_start = size - tail_len
-    tail = _pread(raw, tail_len, start + tail_start)
+    tail = pread(raw, tail_len, start + tail_start)
     if len(tail) != tail_len:
         raise ZipReadError("failed reading the end of the archive")
     eocd_at = _find_end_record(tail, tail_start, size)
@@ -184,20 +174,20 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
     zip64 = False
     locator = b""
     record = b""
-    if _LOCATOR_SIZE <= eocd_at < _LOCATOR_SIZE + _ZIP64_SIZE and _pread(
+    if _LOCATOR_SIZE <= eocd_at < _LOCATOR_SIZE + _ZIP64_SIZE and pread(
         raw, 4, start + eocd_at - _LOCATOR_SIZE
     ) == _LOCATOR:
         differences.append("a zip64 locator too close to the start")
     if eocd_at >= _LOCATOR_SIZE + _ZIP64_SIZE:
-        locator = _pread(raw, _LOCATOR_SIZE, start + eocd_at - _LOCATOR_SIZE)
+        locator = pread(raw, _LOCATOR_SIZE, start + eocd_at - _LOCATOR_SIZE)
         if locator[:4] == _LOCATOR:
             (record_at,) = struct.unpack_from("<Q", locator, 8)
             if record_at > size - _ZIP64_SIZE:
                 raise ZipReadError("not a zip archive (zip64 locator points past the end)")
-            record = _pread(raw, _ZIP64_SIZE, start + record_at)
+            record = pread(raw, _ZIP64_SIZE, start + record_at)
             zip64 = record[:4] == _ZIP64_RECORD
             # zipfile reads the record right before the locator, whatever the locator says.
-            before = _pread(raw, 4, start + eocd_at - _LOCATOR_SIZE - _ZIP64_SIZE)
+            before = pread(raw, 4, start + eocd_at - _LOCATOR_SIZE - _ZIP64_SIZE)
             (disk_with_record,) = struct.unpack_from("<L", locator, 4)
             (disks,) = struct.unpack_from("<L", locator, 16)
             if (
@@ -234,7 +224,7 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
                            "recorded offset")
 
     members: list[ZipMember] = []
-    blob = _pread(raw, cd_size, start + cd_offset) if total else b""
+    blob = pread(raw, cd_size, start + cd_offset) if total else b""
     if len(blob) != (cd_size if total else 0):
         raise ZipReadError("failed reading the central directory")
     pos = 0

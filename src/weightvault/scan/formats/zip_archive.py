@@ -1,4 +1,4 @@
-"""Zip and tar archives (PyTorch checkpoints, Keras v3, ``.npz`` included) and compressed streams.
+"""Zip archives (PyTorch checkpoints, TorchScript, Keras v3, ``.npz`` included), member by member.
 
 A zip is read as each of its loaders reads it (:mod:`weightvault.scan.formats.zip_views`):
 PyTorch's reader (miniz) and Python's ``zipfile`` (``numpy.load``, Keras). When the two list
@@ -11,33 +11,30 @@ looks records up case-insensitively, local names that differ from central ones, 
 member data, traversal names and bomb-like ratios are findings. Members are expanded when stored,
 deflated, bzip2- or LZMA-compressed (methods 0, 8, 12, 14); any other method, and real
 encryption, is an error.
-
-Tar archives are recognized by their header checksum as ``tarfile`` (and so ``torch.load``)
-accepts them, with or without the "ustar" magic. Compressed streams are recognized by content as
-joblib recognizes them, whatever the file's name, and expanded within the scan limits.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from weightvault.scan._engine import FileContext, join_location
-from weightvault.scan._io import ByteReader, DecompressingStream, LimitExceeded, Truncated
+from weightvault.scan._io import ByteReader, DecompressingStream, Truncated, pread
 from weightvault.scan.formats import zip_views
+from weightvault.scan.formats.members import (
+    check_depth,
+    scan_member_bytes,
+    spool_and_scan,
+    unsafe_member_name,
+)
 from weightvault.scan.formats.zip_views import ZipMember
 from weightvault.scan.policy import Severity
 
 if TYPE_CHECKING:
     import zipfile
 
-__all__ = [
-    "DISAGREE", "LZ4_MAGIC", "Compression", "check_depth", "compression_of", "looks_like_tar",
-    "looks_like_zlib", "report_bomb", "scan_compressed", "scan_member_bytes", "scan_tar",
-    "scan_trailing_zip", "scan_zip", "unsafe_member_name",
-]
+__all__ = ["DISAGREE", "TorchLayout", "scan_trailing_zip", "scan_zip"]
 
 # zip compression methods (``zipfile`` itself is imported only when its parser is needed)
 ZIP_STORED, ZIP_DEFLATED, ZIP_BZIP2, ZIP_LZMA, ZIP_AES = 0, 8, 12, 14, 99
@@ -69,225 +66,6 @@ _TORCH_METADATA_VALUE = re.compile(rb"^[0-9A-Za-z_.]{0,63}\n?$")
 _LOCAL_READ = 30 + 512
 #: Local file header fields the scanner uses: signature, flags, name length, extra length.
 _LOCAL_HEADER = struct.Struct("<4s2xH18xHH")
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def looks_like_zlib(head: bytes) -> bool:
-    """A zlib stream header (joblib's ``compress=`` default) : CMF 0x78 and a valid FCHECK."""
-    return (
-        len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0
-        and not head[1] & 0x20  # no preset dictionary: excludes text such as "x " and "x?"
-    )
-
-
-class Compression(NamedTuple):
-    """A compressed stream recognized by its first bytes."""
-
-    kind: str
-    """The :class:`DecompressingStream` kind (``xz`` also reads legacy .lzma files)."""
-    label: str
-    """What the report calls it: ``gzip``, ``lzma``, ``joblib-zfile`` ..."""
-    offset: int
-    """Where the compressed stream starts (after a joblib "ZF" header)."""
-    strong: bool
-    """Magic long enough that data failing to decompress is an error, not some other format."""
-
-
-#: joblib chooses a decompressor by these prefixes (``joblib.compressor``), whatever the file's
-#: name; ``gzip.open``, ``bz2.open`` and ``lzma.open`` read the same streams.
-_JOBLIB_ZFILE_HEADER = 2 + 19  # b"ZF" + the length in hex, padded to len(hex(2**64))
-
-
-def compression_of(head: bytes) -> Compression | None:
-    """The compressed format ``head`` starts with, judged as joblib detects it."""
-    if head.startswith(b"\x1f\x8b"):
-        return Compression("gzip", "gzip", 0, len(head) >= 3 and head[2] == 8)
-    if head.startswith(b"BZh"):
-        return Compression("bz2", "bz2", 0, head[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6",
-                                                          b"7", b"8", b"9"))
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return Compression("xz", "xz", 0, True)
-    if head.startswith(b"\x5d\x00"):
-        return Compression("xz", "lzma", 0, False)
-    if head.startswith(b"ZF") and len(head) >= _JOBLIB_ZFILE_HEADER + 2:
-        length = head[2:_JOBLIB_ZFILE_HEADER].decode("latin-1").strip().rstrip("L")
-        try:
-            int(length, 16)
-        except ValueError:
-            return None
-        offset = _JOBLIB_ZFILE_HEADER + (head[_JOBLIB_ZFILE_HEADER] == 0x20)
-        return Compression("zlib", "joblib-zfile", offset, True)
-    if looks_like_zlib(head):
-        return Compression("zlib", "zlib", 0, False)
-    return None
-
-
-#: LZ4 frames (``joblib.dump(..., compress="lz4")`` with the lz4 package installed).
-LZ4_MAGIC = b"\x04\x22\x4d\x18"
-
-
-def looks_like_tar(head: bytes) -> bool:
-    """A tar header as ``tarfile.open(mode="r:")`` accepts it (what ``torch.load`` tries first on
-    files that are not zips): a non-empty 512-byte block whose checksum field matches, with or
-    without the "ustar" magic (old v7 archives have none)."""
-    if len(head) < 512:
-        return False
-    block = head[:512]
-    if not block.strip(b"\x00"):
-        return False
-    field = block[148:156]
-    if field[:1] in (b"\x80", b"\xff"):  # base-256 encoding
-        value = int.from_bytes(field[1:], "big")
-        if field[:1] == b"\xff":
-            value -= 256 ** 7
-    else:
-        text = field.split(b"\x00", 1)[0].strip()
-        try:
-            value = int(text or b"0", 8)
-        except ValueError:
-            return False
-    unsigned = 256 + sum(block[:148]) + sum(block[156:])
-    signed = 256 + sum(b - 256 if b > 127 else b for b in block[:148] + block[156:])
-    return value in (unsigned, signed)
-
-
-def _pread(raw: BinaryIO, size: int, offset: int) -> bytes:
-    """One positioned read: ``os.pread`` on real files (one system call, no buffer churn)."""
-    try:
-        fd = raw.fileno()
-    except (AttributeError, OSError, ValueError):
-        raw.seek(offset)
-        return raw.read(size)
-    return os.pread(fd, size, offset)
-
-
-def unsafe_member_name(name: str) -> str | None:
-    if ".." not in name and "\\" not in name and "\x00" not in name and ":" not in name[:2] and (
-        not name.startswith("/")
-    ):
-        return None
-    if name.startswith(("/", "\\")) or _DRIVE.match(name):
-        return "absolute path"
-    parts = re.split(r"[\\/]", name)
-    if ".." in parts:
-        return "parent-directory component '..'"
-    if "\x00" in name:
-        return "NUL byte in the name"
-    return None
-
-
-def check_depth(ctx: FileContext, location: str, depth: int) -> bool:
-    if depth > ctx.limits.max_archive_depth:
-        ctx.error(
-            location,
-            f"archives nested more than {ctx.limits.max_archive_depth} deep; not followed",
-        )
-        return False
-    return True
-
-
-def scan_member_bytes(
-    ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str, name: str, depth: int,
-) -> None:
-    from weightvault.scan.formats import scan_reader
-
-    reader = ByteReader(raw, start, end)
-    fmt = scan_reader(ctx, reader, raw, location, name=name, depth=depth)
-    ctx.formats.append(fmt)
-
-
-def report_bomb(ctx: FileContext, location: str, message: str) -> None:
-    """A member or archive that expands past the limits: a finding, and an error (not scanned)."""
-    ctx.find(Severity.UNKNOWN, "archive", "<compression bomb>", message, location or ".")
-    ctx.error(location, f"not scanned: {message}")
-
-
-def _spool_and_scan(
-    ctx: FileContext, stream: DecompressingStream, location: str, name: str, depth: int,
-) -> None:
-    """Copy a decompressing stream to a temporary file (bounded), then scan it seekably.
-
-    Two bounds apply: the stream's own cap (a bomb: a finding and an error) and
-    ``max_spool_bytes`` of temporary disk space per member (an error: not scanned). Data that
-    ends early or turns corrupt is an error, and what decompressed before that point is still
-    scanned: a streaming loader (``pickle.load`` on ``gzip.open``) consumes it before failing.
-    """
-    import tempfile
-
-    cap = ctx.limits.max_spool_bytes
-    with tempfile.TemporaryFile(prefix="wv-scan-") as spool:
-        failure = ""
-        try:
-            written = 0
-            while chunk := stream.read(1 << 20):
-                written += len(chunk)
-                if written > cap:
-                    ctx.error(location, f"not scanned: expands past {cap} bytes, the limit of "
-                              "temporary space for one compressed member")
-                    return
-                spool.write(chunk)
-        except LimitExceeded as exc:
-            report_bomb(ctx, location, str(exc))
-            return
-        except Truncated as exc:  # corrupt or cut-off compressed data: never "clean"
-            failure = str(exc)
-        size = spool.tell()
-        spool.flush()  # readers below may use os.pread on the descriptor
-        if failure:
-            ctx.error(location, f"not scanned completely: {failure}"
-                      + (f" (the {size} bytes before it were scanned)" if size else ""))
-            if not size:
-                return
-        errors_before = len(ctx.errors)
-        scan_member_bytes(ctx, spool, 0, size, location, name, depth)
-        if failure:  # the cut-off content's own complaints say the same thing again
-            del ctx.errors[errors_before:]
-
-
-def scan_compressed(
-    ctx: FileContext, r: ByteReader, compression: Compression, location: str, *, name: str,
-    depth: int,
-) -> str | None:
-    """A gzip / bz2 / xz / lzma / zlib stream (compressed joblib files, ``.tar.gz``), found by
-    content: expand and scan. ``None`` when a weak magic (2-byte zlib or lzma prefixes) turns
-    out not to start a stream at all: then the caller reads the file as something else (no
-    loader can decompress it either)."""
-    if not check_depth(ctx, location, depth + 1):
-        return compression.label
-    r.skip(compression.offset)
-    start = r.tell()
-    compressed = (r.end or start) - start
-    limit = min(
-        ctx.limits.max_decompressed_bytes,
-        max(compressed, 1) * ctx.limits.max_compression_ratio + (64 << 20),
-    )
-    multistream = compression.label in ("gzip", "bz2", "xz", "lzma")
-    stream = DecompressingStream(r, compression.kind, max_output=limit, multistream=multistream)
-    if not compression.strong:
-        try:
-            first = stream.read(1)
-        except LimitExceeded:
-            first = b"x"
-        except Truncated:
-            return None
-        if not first:
-            return None
-        stream.unread(first)
-    inner_name = name[: -len(os.path.splitext(name)[1])] if os.path.splitext(name)[1] else name
-    inner = join_location(location, f"<{compression.label}>")
-    try:
-        _spool_and_scan(ctx, stream, inner, inner_name, depth + 1)
-    except Truncated as exc:
-        ctx.error(location, f"{compression.label} stream: {exc}")
-    trailing = stream.trailing
-    if trailing:
-        ctx.find(
-            Severity.UNKNOWN, "structure", "<trailing data>",
-            f"{trailing} bytes after the {compression.label} stream that are not a compressed "
-            "stream (decompressors disagree on whether to fail or ignore them)",
-            location or ".",
-        )
-    return compression.label
 
 
 def scan_trailing_zip(
@@ -303,7 +81,7 @@ def scan_trailing_zip(
     if size < 22:
         return
     window = min(size, (1 << 16) + 22)
-    if b"PK\x05\x06" not in _pread(raw, window, end - window):
+    if b"PK\x05\x06" not in pread(raw, window, end - window):
         return
     views = zip_views.read_views(raw, start, end, RegionFile(raw, start, end))  # type: ignore[arg-type]
     members = views.python or views.torch
@@ -322,7 +100,7 @@ def scan_trailing_zip(
 DISAGREE = "<zip readers disagree>"
 
 
-class _TorchLayout(NamedTuple):
+class TorchLayout(NamedTuple):
     """How ``torch.load`` / ``torch.jit.load`` see a zip (``PyTorchStreamReader``)."""
 
     prefix: bytes
@@ -338,7 +116,7 @@ class _TorchLayout(NamedTuple):
     """``constants.pkl`` is found case-insensitively: ``torch.jit.load`` compiles its code."""
 
 
-def _torch_layout(members: list[ZipMember]) -> _TorchLayout | None:
+def _torch_layout(members: list[ZipMember]) -> TorchLayout | None:
     """The records PyTorch's reader exposes, or ``None`` when it refuses the layout (no folder,
     or a member outside the first member's folder)."""
     if not members:
@@ -354,7 +132,7 @@ def _torch_layout(members: list[ZipMember]) -> _TorchLayout | None:
             return None
         records.setdefault(member.raw_name[len(prefix):], member)
     lowered = {name.lower() for name in records}
-    return _TorchLayout(
+    return TorchLayout(
         prefix, records, b"data.pkl" in lowered, b"constants.pkl" in records,
         b"constants.pkl" in lowered,
     )
@@ -520,7 +298,7 @@ def _scan_keras_member(
     return archive
 
 
-def _check_case_duplicates(ctx: FileContext, layout: _TorchLayout, location: str) -> None:
+def _check_case_duplicates(ctx: FileContext, layout: TorchLayout, location: str) -> None:
     by_lower: dict[bytes, list[bytes]] = {}
     for record in layout.records:
         by_lower.setdefault(record.lower(), []).append(record)
@@ -566,7 +344,7 @@ def _scan_zip_member(
     """Scan one member; returns the byte range its local header and data occupy."""
     # 1. The local header, read as both readers do: its lengths give the data offset.
     header_at = start + info.header_offset
-    header = _pread(raw, _LOCAL_READ, header_at) if header_at >= start else b""
+    header = pread(raw, _LOCAL_READ, header_at) if header_at >= start else b""
     if len(header) < 30:
         ctx.error(location, "zip member has no local header at its recorded offset")
         return None
@@ -576,7 +354,7 @@ def _scan_zip_member(
         return None
     local_name = header[30 : 30 + name_len]
     if len(local_name) < name_len:
-        local_name = _pread(raw, name_len, header_at + 30)
+        local_name = pread(raw, name_len, header_at + 30)
     if local_name != info.raw_name:
         ctx.find(
             Severity.DANGEROUS, "archive", info.name,
@@ -629,7 +407,7 @@ def _zip_lzma_filters(
     the 5 LZMA1 properties: ``(pb * 5 + lp) * 9 + lc`` in one byte, the dictionary size in 4
     (little-endian). A malformed header raises :class:`Truncated`.
     """
-    head = _pread(raw, min(9, max(data_end - data_start, 0)), data_start)
+    head = pread(raw, min(9, max(data_end - data_start, 0)), data_start)
     if len(head) < 4:
         raise Truncated("LZMA header cut off")
     (props_size,) = struct.unpack("<H", head[2:4])
@@ -748,92 +526,4 @@ def _scan_zip_member_data(
     except Truncated as exc:
         ctx.error(location, f"zip member not scanned: {exc}")
         return
-    _spool_and_scan(ctx, stream, location, info.name, depth + 1)
-
-
-def _scan_after_tar_failure(
-    ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str,
-) -> None:
-    """``torch.load`` tries a tar first and, when ``tarfile`` raises, unpickles the same file
-    from its first byte: a tar header's name field can hold a pickle. Scan it as that pickle."""
-    from weightvault.scan.formats.pickle import looks_like_pickle_start, scan_pickle_file
-
-    reader = ByteReader(raw, start, end)
-    if looks_like_pickle_start(reader.peek(2)):
-        scan_pickle_file(reader, ctx, location, claimed=False)
-
-
-def scan_tar(
-    ctx: FileContext, raw: BinaryIO, start: int, end: int, location: str, *, depth: int,
-) -> str:
-    """Every regular member of a tar; links and special files that escape are findings."""
-    import tarfile
-
-    from weightvault.scan.formats import RegionFile
-
-    if not check_depth(ctx, location, depth):
-        return "tar"
-    region = RegionFile(raw, start, end)
-    try:
-        archive = tarfile.open(fileobj=region, mode="r:")
-    except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
-        ctx.error(location, f"tar: unreadable: {exc}")
-        _scan_after_tar_failure(ctx, raw, start, end, location)
-        return "tar"
-    count = 0
-    members: list[tarfile.TarInfo] = []
-    with archive:
-        try:
-            for member in archive:
-                count += 1
-                if count > ctx.limits.max_archive_members:
-                    ctx.error(location, "tar has too many members; stopped")
-                    break
-                members.append(member)
-        except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
-            ctx.error(location, f"tar: malformed after {count} members: {exc}")
-            _scan_after_tar_failure(ctx, raw, start, end, location)
-    # torch.load finds members with tarfile's getmember: exact names, the last copy wins.
-    names = {m.name for m in members}
-    legacy_torch = {"pickle", "storages", "tensors"} <= names
-    for member in members:
-        member_loc = join_location(location, member.name)
-        problem = unsafe_member_name(member.name)
-        if problem:
-            ctx.find(
-                Severity.DANGEROUS, "archive", member.name,
-                f"path traversal in member name ({problem})", member_loc,
-            )
-        if member.issym() or member.islnk():
-            target = member.linkname
-            resolved = os.path.normpath(os.path.join(os.path.dirname(member.name), target))
-            if target.startswith("/") or resolved.startswith(".."):
-                ctx.find(
-                    Severity.DANGEROUS, "archive", member.name,
-                    f"link to {target!r} points outside the archive", member_loc,
-                )
-            continue
-        if member.isdev() or member.isfifo():
-            ctx.find(
-                Severity.UNKNOWN, "archive", member.name,
-                "device or FIFO member", member_loc,
-            )
-            continue
-        if not member.isfile():
-            continue
-        data_start = start + member.offset_data
-        data_end = data_start + member.size
-        if data_end > end:
-            ctx.error(member_loc, "tar member data runs past the end of the archive")
-            continue
-        if legacy_torch and member.name in ("storages", "tensors"):
-            from weightvault.scan.formats.torch_legacy import scan_legacy_tar_member
-
-            scan_legacy_tar_member(ctx, ByteReader(raw, data_start, data_end), member_loc,
-                                   member.name)
-            continue
-        claimed = legacy_torch and member.name == "pickle"
-        scan_member_bytes(ctx, raw, data_start, data_end, member_loc,
-                          "pickle.pkl" if claimed else member.name, depth + 1)
-    return "pytorch-legacy-tar" if legacy_torch else "tar"
-
+    spool_and_scan(ctx, stream, location, info.name, depth + 1)
