@@ -15,7 +15,8 @@ from weightvault.scan._io import ByteReader, DecompressingStream, LimitExceeded,
 from weightvault.scan.policy import Severity
 
 __all__ = [
-    "check_depth", "report_bomb", "scan_member_bytes", "spool_and_scan", "unsafe_member_name",
+    "check_depth", "check_member_name", "report_bomb", "scan_member_bytes", "spool_and_scan",
+    "unsafe_member_name",
 ]
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -36,6 +37,17 @@ def unsafe_member_name(name: str) -> str | None:
     if "\x00" in name:
         return "NUL byte in the name"
     return None
+
+
+def check_member_name(ctx: FileContext, name: str, location: str) -> None:
+    """A dangerous finding when extracting the member ``name`` writes outside the target."""
+    problem = unsafe_member_name(name)
+    if problem:
+        ctx.find(
+            Severity.DANGEROUS, "archive", name,
+            f"path traversal in member name ({problem}): extraction writes outside the target "
+            "folder", location,
+        )
 
 
 def check_depth(ctx: FileContext, location: str, depth: int) -> bool:

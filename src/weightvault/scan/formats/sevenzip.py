@@ -30,9 +30,9 @@ from weightvault.scan._io import LimitExceeded
 from weightvault.scan.formats import RegionFile
 from weightvault.scan.formats.members import (
     check_depth,
+    check_member_name,
     report_bomb,
     scan_member_bytes,
-    unsafe_member_name,
 )
 from weightvault.scan.policy import Severity
 
@@ -264,13 +264,7 @@ def _plan(
                 "duplicate member name: readers disagree on which copy they load", member_loc,
             )
         seen.add(name)
-        problem = unsafe_member_name(name)
-        if problem:
-            ctx.find(
-                Severity.DANGEROUS, "archive", name,
-                f"path traversal in member name ({problem}): extraction writes outside the "
-                "target folder", member_loc,
-            )
+        check_member_name(ctx, name, member_loc)
         try:
             get_sanitized_output_path(name, anchor)
         except Exception:  # py7zr refuses the name (Bad7zFile): it will not hand it to us

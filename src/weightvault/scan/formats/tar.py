@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from weightvault.scan._engine import FileContext, join_location
 from weightvault.scan._io import ByteReader
-from weightvault.scan.formats.members import check_depth, scan_member_bytes, unsafe_member_name
+from weightvault.scan.formats.members import check_depth, check_member_name, scan_member_bytes
 from weightvault.scan.policy import Severity
 
 __all__ = ["looks_like_tar", "scan_tar"]
@@ -91,12 +91,7 @@ def scan_tar(
     legacy_torch = {"pickle", "storages", "tensors"} <= names
     for member in members:
         member_loc = join_location(location, member.name)
-        problem = unsafe_member_name(member.name)
-        if problem:
-            ctx.find(
-                Severity.DANGEROUS, "archive", member.name,
-                f"path traversal in member name ({problem})", member_loc,
-            )
+        check_member_name(ctx, member.name, member_loc)
         if member.issym() or member.islnk():
             target = member.linkname
             resolved = os.path.normpath(os.path.join(os.path.dirname(member.name), target))

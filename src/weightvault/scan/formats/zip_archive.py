@@ -24,9 +24,9 @@ from weightvault.scan._io import ByteReader, DecompressingStream, Truncated, pre
 from weightvault.scan.formats import zip_views
 from weightvault.scan.formats.members import (
     check_depth,
+    check_member_name,
     scan_member_bytes,
     spool_and_scan,
-    unsafe_member_name,
 )
 from weightvault.scan.formats.zip_views import ZipMember
 from weightvault.scan.policy import Severity
@@ -251,13 +251,7 @@ def scan_zip(
                     member_loc,
                 )
             seen.add(member.raw_name)
-            problem = unsafe_member_name(filename)
-            if problem:
-                ctx.find(
-                    Severity.DANGEROUS, "archive", filename,
-                    f"path traversal in member name ({problem}): extraction writes outside "
-                    "the target folder", member_loc,
-                )
+            check_member_name(ctx, filename, member_loc)
             if member.is_dir() and member.compress_size == 0:
                 continue
             before = len(ctx.findings)

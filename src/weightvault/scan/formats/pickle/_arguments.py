@@ -26,14 +26,13 @@ __all__ = [
     "UNPACK_U64",
     "crossing",
     "decode_binstring",
+    "decode_line",
     "frame_start",
     "looks_like_pickle_start",
     "numpy_itemsize",
     "parse_int",
     "parse_long",
     "parse_string",
-    "parse_unicode",
-    "text_argument",
 ]
 
 HIGHEST_PROTOCOL = 5
@@ -94,12 +93,13 @@ def frame_start(r: ByteReader, run: PickleRun, length: int, frame_end: int, offs
     return position + length
 
 
-def text_argument(raw: bytes, offset: int) -> str:
-    """A GLOBAL or INST line (module or name), which the unpickler decodes as UTF-8."""
+def decode_line(line: bytes, encoding: str, offset: int, problem: str) -> str:
+    """A text argument decoded as the unpickler decodes it: GLOBAL and INST lines (module,
+    name) as UTF-8, UNICODE lines as raw-unicode-escape; ``problem`` says what failed."""
     try:
-        return raw.decode("utf-8")
+        return line.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise PickleError("GLOBAL argument is not UTF-8", offset) from exc
+        raise PickleError(problem, offset) from exc
 
 
 def parse_int(line: bytes, offset: int) -> Any:
@@ -125,14 +125,6 @@ def parse_long(line: bytes, offset: int) -> Any:
         return int(line) if len(line) <= 4300 else Opaque("int")
     except ValueError as exc:
         raise PickleError("LONG argument is not an integer", offset) from exc
-
-
-def parse_unicode(line: bytes, offset: int) -> str:
-    """The UNICODE opcode's line (raw-unicode-escape)."""
-    try:
-        return line.decode("raw-unicode-escape")
-    except UnicodeDecodeError as exc:
-        raise PickleError("UNICODE argument is not raw-unicode-escape", offset) from exc
 
 
 def parse_string(line: bytes, offset: int) -> Any:

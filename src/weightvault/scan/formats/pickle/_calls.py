@@ -223,6 +223,17 @@ class MachineBase:
                 target.items = []
             target.items.extend(items)
 
+    def _extension(self, run: PickleRun, code: bytes, offset: int) -> Opaque:
+        """EXT1/2/4 (``code``: 1, 2 or 4 bytes): an import of whatever the loading process
+        registered under the code, reported as such."""
+        number = int.from_bytes(code, "little", signed=len(code) == 4)
+        self._add(
+            run, Severity.UNKNOWN, "import", f"<extension {number}>",
+            "EXT opcode imports whatever the loading process registered under this code "
+            "(copyreg extension registry)", offset, "rule:extension-code",
+        )
+        return Opaque("extension")
+
     # -- strings and byte strings ---------------------------------------------------------------
     def _text(self, r: ByteReader, n: int, offset: int, kind: str) -> Any:
         """A UTF-8 string argument of ``n`` bytes (kept only up to ``max_kept_string``)."""

@@ -21,12 +21,11 @@ from weightvault.scan.formats.pickle._arguments import (
     UNPACK_U64,
     crossing,
     decode_binstring,
+    decode_line,
     frame_start,
     parse_int,
     parse_long,
     parse_string,
-    parse_unicode,
-    text_argument,
 )
 from weightvault.scan.formats.pickle._calls import MachineBase
 from weightvault.scan.formats.pickle._values import (
@@ -43,6 +42,8 @@ from weightvault.scan.formats.pickle._values import (
 from weightvault.scan.policy import Severity
 
 __all__ = ["PickleMachine"]
+
+_NOT_UTF8 = "GLOBAL argument is not UTF-8"
 
 
 class PickleMachine(MachineBase):
@@ -99,6 +100,12 @@ class PickleMachine(MachineBase):
             g = Global(module, name, judge(module, name, proto), offset)
             globals_.append(g)
             return g
+
+        def import_lines(offset: int) -> Global:
+            """GLOBAL and INST: a module line and a name line, decoded as UTF-8."""
+            module = decode_line(take_line(offset), "utf-8", offset, _NOT_UTF8)
+            return do_import(module, decode_line(take_line(offset), "utf-8", offset, _NOT_UTF8),
+                             offset)
 
         # Reads through the reader, one per C-level read of ``_pickle.c``. A frame is read
         # ahead as one block by the file unpickler (and by the pure-Python one), so each read
@@ -463,9 +470,7 @@ class PickleMachine(MachineBase):
                     frame_end = frame_start(r, run, unpack_Q(take(8, offset))[0], frame_end,
                                             offset)
                 elif op == 0x63:  # GLOBAL
-                    module = text_argument(take_line(offset), offset)
-                    name = text_argument(take_line(offset), offset)
-                    stack.append(do_import(module, name, offset))
+                    stack.append(import_lines(offset))
                 elif op == 0x71:  # BINPUT
                     idx = take(1, offset)[0]
                     memo[idx] = top(offset)
@@ -506,21 +511,13 @@ class PickleMachine(MachineBase):
                         raise fail(f"memo key {idx} not found (GET before PUT)", offset)
                     stack.append(memo[idx])
                 elif op == 0x69:  # INST
-                    module = text_argument(take_line(offset), offset)
-                    name = text_argument(take_line(offset), offset)
-                    cls = do_import(module, name, offset)  # imported before the MARK is popped
+                    cls = import_lines(offset)  # imported before the MARK is popped
                     cls.called = True
                     args = pop_mark(offset)
                     stack.append(Obj(cls, tuple(args)))
                 elif op in (0x82, 0x83, 0x84):  # EXT1 / EXT2 / EXT4
-                    size = {0x82: 1, 0x83: 2, 0x84: 4}[op]
-                    code = int.from_bytes(take(size, offset), "little", signed=size == 4)
-                    self._add(
-                        run, Severity.UNKNOWN, "import", f"<extension {code}>",
-                        "EXT opcode imports whatever the loading process registered under this "
-                        "code (copyreg extension registry)", offset, "rule:extension-code",
-                    )
-                    stack.append(Opaque("extension"))
+                    code = take({0x82: 1, 0x83: 2, 0x84: 4}[op], offset)
+                    stack.append(self._extension(run, code, offset))
                 elif op == 0x50:  # PERSID
                     pid = take_line(offset).decode("ascii", "replace")
                     run.persistent_ids.append(pid)
@@ -562,7 +559,8 @@ class PickleMachine(MachineBase):
                 elif op == 0x8D:  # BINUNICODE8
                     stack.append(read_string(unpack_Q(take(8, offset))[0], offset, "BINUNICODE8"))
                 elif op == 0x56:  # UNICODE
-                    stack.append(parse_unicode(take_line(offset), offset))
+                    stack.append(decode_line(take_line(offset), "raw-unicode-escape", offset,
+                                             "UNICODE argument is not raw-unicode-escape"))
                 elif op == 0x53:  # STRING
                     stack.append(parse_string(take_line(offset), offset))
                 elif op == 0x54:  # BINSTRING
