@@ -261,3 +261,12 @@ def test_diverged_runs_stay_in_the_worst_case(result: SuiteResult) -> None:
     best = max(r.best_acc for r in result.runs if r.model == "mlac")
     assert entry["worst_case"]["value"] == best
     assert entry["by_budget"]["20"]["diverged_runs"] == 3
+
+
+def test_results_do_not_depend_on_the_number_of_worker_processes(
+    digits: DigitsTestbed, result: SuiteResult
+) -> None:
+    config = MLACConfig(outer_steps=3, inner_steps=2, inner_batch_sizes=(8,), eval_batch=16)
+    model, record = train_mlac(digits.release(0), digits.data(), config)
+    parallel = run_suite(digits, {"mlac": (model, record)}, TINY_SUITE, jobs=2)
+    assert parallel.to_json() == result.to_json()

@@ -241,8 +241,8 @@ def attack_command(
 
     _interrupt.note_untouched(*models)
     _check_device(device)
-    ensure_writable_destination(out, force=force)
     seed_list = None if seeds is None else _parse_seeds(seeds, quick=quick)
+    ensure_writable_destination(out, force=force)
     _configure_cache()
     bed = load_adapter(testbed)
     split_doc = None
@@ -388,11 +388,11 @@ def report_command(
         from weightvault.tamper.testbed import load_adapter
 
         _check_device(device)
+        seed_list = None if seeds is None else _parse_seeds(seeds, quick=quick)
         check_folder_writable(out_dir)
         results_path = out_dir / f"{prefix}-results.json"
         for path in [results_path, *paths]:
             ensure_writable_destination(path, force=force)
-        seed_list = None if seeds is None else _parse_seeds(seeds, quick=quick)
         grid = _read_grid(grid_file)
         _configure_cache()
         bed = load_adapter(testbed or "bios")
