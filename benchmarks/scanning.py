@@ -2,8 +2,9 @@
 
 1. Detection on the test corpus (tests/scan/scan_corpus.py, with the issue-12 samples of
    corpus_malicious.py / corpus_benign.py): every tool's CLI on every sample, one process per file,
-   all tools in the same run; verdict from the exit code (0 clean, 1 flagged, anything else error).
-   A CI gate refuses on any non-zero exit, so "refused" = flagged + errors. Rows: weightvault at
+   all tools in the same run; verdict from the exit code (0 passed, 1 refused for a finding,
+   anything else error). A CI gate refuses on any non-zero exit, so "refused" counts findings and
+   errors alike ("of which errors" says how many were errors). Rows: weightvault at
    its default threshold, weightvault --fail-on dangerous, picklescan, modelscan, fickling.
 2. Speed and peak memory (CLI wall time, ``/usr/bin/time`` max RSS, best of N runs, warm page
    cache): a 1 GB raw pickle of arrays, multi-GB PyTorch zip and legacy checkpoints, and a model
@@ -120,9 +121,9 @@ def verdict(tool: str, run: Run) -> str:
     ):
         return "error"
     if run.rc == 0:
-        return "clean"
+        return "passed"
     if run.rc == 1:
-        return "flagged"
+        return "finding"
     return "error"
 
 
@@ -160,7 +161,7 @@ def print_detection(samples: list[Sample], results: dict[str, dict[str, tuple[st
     print(f"\n## Detection: {len(malicious)} malicious or malformed and {len(benign)} benign "
           f"samples ({new_mal} and {new_ben} of them from issue 12), one process per file\n")
     print("| tool | malicious refused (exit != 0) | of which errors | malicious missed (exit 0) "
-          "| benign clean (exit 0) | benign refused | of which errors | time (s, sum) "
+          "| benign passed (exit 0) | benign refused | of which errors | time (s, sum) "
           "| time vs weightvault |")
     print("|---|---|---|---|---|---|---|---|---|")
     ours_time = sum(t for _, t in results[HEADLINE].values()) or 1.0
@@ -168,18 +169,18 @@ def print_detection(samples: list[Sample], results: dict[str, dict[str, tuple[st
         mal = [verdicts[s.name][0] for s in malicious]
         ben = [verdicts[s.name][0] for s in benign]
         seconds = sum(t for _, t in verdicts.values())
-        refused = len(mal) - mal.count("clean")
+        refused = len(mal) - mal.count("passed")
         print(f"| {tool} | {_share(refused, len(mal))} | {mal.count('error')} "
-              f"| {mal.count('clean')} | {_share(ben.count('clean'), len(ben))} "
-              f"| {len(ben) - ben.count('clean')} | {ben.count('error')} | {seconds:.1f} "
+              f"| {mal.count('passed')} | {_share(ben.count('passed'), len(ben))} "
+              f"| {len(ben) - ben.count('passed')} | {ben.count('error')} | {seconds:.1f} "
               f"| {seconds / ours_time:.2f}x |")
     ours = results[HEADLINE]
-    refused = sum(ours[s.name][0] != "clean" for s in malicious)
-    clean = sum(ours[s.name][0] == "clean" for s in benign)
-    met = refused == len(malicious) and clean == len(benign)
+    refused = sum(ours[s.name][0] != "passed" for s in malicious)
+    passed = sum(ours[s.name][0] == "passed" for s in benign)
+    met = refused == len(malicious) and passed == len(benign)
     print(f"\nIssue-12 target at the default threshold (every malicious refused, every benign "
           f"exit 0): malicious {_share(refused, len(malicious))}, benign "
-          f"{_share(clean, len(benign))}: **{'met' if met else 'not met'}**")
+          f"{_share(passed, len(benign))}: **{'met' if met else 'not met'}**")
 
     categories = sorted({s.category for s in malicious if s.category})
     if categories:
@@ -188,17 +189,17 @@ def print_detection(samples: list[Sample], results: dict[str, dict[str, tuple[st
         print("|---|---|" + "---|" * len(results))
         for category in categories:
             members = [s for s in malicious if s.category == category]
-            cells = [str(sum(verdicts[s.name][0] != "clean" for s in members))
+            cells = [str(sum(verdicts[s.name][0] != "passed" for s in members))
                      for verdicts in results.values()]
             print(f"| {category} | {len(members)} | " + " | ".join(cells) + " |")
     print("\nMalicious samples each tool lets through (exit 0):")
     for tool, verdicts in results.items():
-        missed = [s.name for s in malicious if verdicts[s.name][0] == "clean"]
+        missed = [s.name for s in malicious if verdicts[s.name][0] == "passed"]
         print(f"- {tool}: {len(missed)}" + (f" ({', '.join(missed)})" if missed else ""))
     print("\nBenign samples each tool refuses (exit != 0):")
     for tool, verdicts in results.items():
         refused_benign = [f"{s.name}{' (error)' if verdicts[s.name][0] == 'error' else ''}"
-                          for s in benign if verdicts[s.name][0] != "clean"]
+                          for s in benign if verdicts[s.name][0] != "passed"]
         print(f"- {tool}: {len(refused_benign)}"
               + (f" ({', '.join(refused_benign)})" if refused_benign else ""))
 
@@ -249,7 +250,7 @@ def speed_case(title: str, target: Path, tools: list[Tool], cwd: Path, repeats: 
               f"| {run.max_rss_mb:.0f} | {note} |")
     ours = runs[HEADLINE].seconds
     peers = {n: r for n, r in runs.items() if not n.startswith("weightvault")}
-    usable = {n: r for n, r in peers.items() if verdict(n, r) == "clean"}
+    usable = {n: r for n, r in peers.items() if verdict(n, r) == "passed"}
     pool = usable or peers
     fastest_name = min(pool, key=lambda n: pool[n].seconds)
     fastest = pool[fastest_name].seconds
@@ -257,7 +258,7 @@ def speed_case(title: str, target: Path, tools: list[Tool], cwd: Path, repeats: 
     ours_cpu = runs[HEADLINE].cpu_seconds or 0.01
     fastest_cpu = min(r.cpu_seconds for r in pool.values())
     target_text = f" (target >= {target_ratio:g}x)" if target_ratio else ""
-    print(f"\nratio (wall): fastest peer that finished clean ({fastest_name}, {fastest:.2f} s) / "
+    print(f"\nratio (wall): fastest peer that passed the file ({fastest_name}, {fastest:.2f} s) / "
           f"weightvault scan, the console script ({ours:.2f} s) = **{ratio:.2f}x**{target_text}")
     print(f"ratio (CPU, robust on a shared machine): {fastest_cpu:.2f} s / {ours_cpu:.2f} s = "
           f"**{fastest_cpu / ours_cpu:.2f}x**; weightvault peak RSS "
