@@ -2,15 +2,18 @@
 
 A suite is a JSON document listing attacks; each attack is one of three kinds:
 
-* ``finetune``: fine-tune the model (or only a new head, or low-rank adapters) on ``examples``
-  harmful examples with a given optimizer, learning rate, schedule, step count and batch size,
-  optionally after a phase of benign (desired-task) training;
+* ``finetune``: fine-tune the model (every weight, a new head on the frozen trunk, low-rank
+  adapters, the top layer, or everything after re-initializing the top layer) on ``examples``
+  harmful examples with a given optimizer, learning rate, schedule (constant, warmup,
+  warmup-cosine, cosine with warm restarts), step count and batch size, optionally after a phase
+  of benign (desired-task) training;
 * ``probe``: a linear probe (logistic regression) on frozen features from ``examples`` examples;
 * ``search``: a hyperparameter-search adversary that tries a grid of fine-tuning configurations,
   keeps part of its own examples as a validation split and selects on it (never on the test set).
 
 Every fine-tuning attack belongs to a *family* (``optimizer/schedule/mode/data``). Defenses record
-the families they trained against; evaluation reports which families were held out.
+the families they trained against. The lab's own evaluation suites are not written by hand: they
+come from an attack grid split before training (:mod:`weightvault.tamper.grid`).
 Parsing is strict: unknown fields, wrong types (a bool is not an int) and out-of-range values
 raise :class:`~weightvault.errors.FormatError` naming the field.
 """
