@@ -422,6 +422,9 @@ def rewrap_path(
                     _interrupt.record_created(original, existed=True)
                 for folder in {original.parent for _t, original in staged}:
                     fsync_dir(folder)
+            # The originals are replaced and cannot come back: from here the command has
+            # completed, and a later signal must not report it as interrupted.
+            _interrupt.finish()
     except BaseException:
         for temporary, _original in staged:
             with contextlib.suppress(FileNotFoundError):
