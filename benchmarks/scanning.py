@@ -6,9 +6,10 @@
    anything else error). A CI gate refuses on any non-zero exit, so "refused" counts findings and
    errors alike ("of which errors" says how many were errors). Rows: weightvault at
    its default threshold, weightvault --fail-on dangerous, picklescan, modelscan, fickling.
-2. Speed and peak memory (CLI wall time, ``/usr/bin/time`` max RSS, best of N runs, warm page
-   cache): a 1 GB raw pickle of arrays, multi-GB PyTorch zip and legacy checkpoints, and a model
-   folder with hundreds of files. Ratios = fastest peer time / weightvault time.
+2. Speed and peak memory (CLI wall time, ``/usr/bin/time`` max RSS, best of N runs interleaved
+   across the tools, warm page cache): a 1 GB raw pickle of arrays, multi-GB PyTorch zip and
+   legacy checkpoints, and a model folder with hundreds of files. Ratios = fastest peer time /
+   weightvault time.
 
 The peers run from ``bench-data/peers-venv`` when it exists (``python -m venv
 bench-data/peers-venv && bench-data/peers-venv/bin/pip install picklescan modelscan fickling numpy
@@ -204,16 +205,6 @@ def print_detection(samples: list[Sample], results: dict[str, dict[str, tuple[st
               + (f" ({', '.join(refused_benign)})" if refused_benign else ""))
 
 
-def timed_best(tool: Tool, target: Path, cwd: Path, repeats: int) -> Run:
-    best: Run | None = None
-    for _ in range(repeats):
-        run = run_cli(tool.argv(target), cwd)
-        if best is None or run.seconds < best.seconds:
-            best = run
-    assert best is not None
-    return best
-
-
 def timed_folder_per_file(tool: Tool, folder: Path, cwd: Path) -> Run:
     """Tools without a folder mode: one process per file, times summed."""
     total = cpu = rss = 0.0
@@ -237,14 +228,23 @@ def speed_case(title: str, target: Path, tools: list[Tool], cwd: Path, repeats: 
     print("| tool | exit | wall s | CPU s | peak RSS (MB) | verdict |")
     print("|---|---|---|---|---|---|")
     runs: dict[str, Run] = {}
-    for tool in tools:
-        if tool.detection_only or (tool.folder_only and not target.is_dir()):
-            continue
+    timed = [t for t in tools
+             if not t.detection_only and not (t.folder_only and not target.is_dir())]
+    # Repeats are interleaved (one run of every tool per round, best of the rounds kept), so a
+    # burst of load from other users of the machine does not fall on one tool's runs only.
+    for _ in range(repeats):
+        for tool in timed:
+            if target.is_dir() and not tool.directory_mode:
+                continue
+            run = run_cli(tool.argv(target), cwd)
+            best = runs.get(tool.name)
+            if best is None or run.seconds < best.seconds:
+                runs[tool.name] = run
+    for tool in timed:
         if target.is_dir() and not tool.directory_mode:
-            run = timed_folder_per_file(tool, target, cwd)
-        else:
-            run = timed_best(tool, target, cwd, repeats)
-        runs[tool.name] = run
+            runs[tool.name] = timed_folder_per_file(tool, target, cwd)
+    for tool in timed:
+        run = runs[tool.name]
         note = "timeout" if run.output == "timeout" else verdict(tool.name, run)
         print(f"| {tool.name} | {run.rc} | {run.seconds:.2f} | {run.cpu_seconds:.2f} "
               f"| {run.max_rss_mb:.0f} | {note} |")
