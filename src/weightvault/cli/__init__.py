@@ -46,8 +46,10 @@ def main() -> None:
     """
     from weightvault import _interrupt
 
-    _interrupt.install()
     try:
+        # Inside the try: a signal that lands while the handlers are being installed (the first
+        # is already live) is reported like any other interrupt, not as a traceback.
+        _interrupt.install()
         code = run(sys.argv[1:])
         _interrupt.finish()
     except BaseException as exc:
