@@ -384,3 +384,22 @@ def test_overlapping_members_are_refused(tmp_path: Path) -> None:
     result = scan_file(path)
     assert result.max_severity == Severity.DANGEROUS
     assert any("overlaps" in f.message for f in result.findings), result.findings
+
+
+@pytest.mark.parametrize("comment_size", [0, 100, 5000, 65535])
+def test_the_end_record_is_found_behind_an_archive_comment_of_any_length(
+    tmp_path: Path, comment_size: int
+) -> None:
+    """miniz searches back up to 64 KiB + 22 bytes for the end record; the scanner reads the
+    last 4 KiB first and the whole window only when the record is not there (a long comment)."""
+    import zipfile
+
+    path = tmp_path / "commented.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in TORCH_MEMBERS:
+            archive.writestr(name, data)
+        archive.comment = b"c" * comment_size
+    with path.open("rb") as handle:
+        listing = read_miniz(handle, 0, path.stat().st_size)
+    assert [m.name for m in listing.members] == [name for name, _ in TORCH_MEMBERS]
+    assert bool(listing.differences) == (comment_size > 0)  # zipfile reads it another way

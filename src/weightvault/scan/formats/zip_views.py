@@ -155,12 +155,17 @@ def read_miniz(raw: BinaryIO, start: int, end: int) -> _Miniz:
     size = end - start
     if size < _EOCD_SIZE:
         raise ZipReadError("not a zip archive (too small)")
-    tail_len = min(size, _U16_MAX + _EOCD_SIZE + _SEARCH_BLOCK)
-    tail_start = size - tail_len
-    tail = pread(raw, tail_len, start + tail_start)
-    if len(tail) != tail_len:
-        raise ZipReadError("failed reading the end of the archive")
-    eocd_at = _find_end_record(tail, tail_start, size)
+    # Most archives end with their end record: the last block is searched first. A signature
+    # found there is the last one in the whole search window too, so the result is the same.
+    eocd_at = -1
+    for tail_len in (min(size, _SEARCH_BLOCK), min(size, _U16_MAX + _EOCD_SIZE + _SEARCH_BLOCK)):
+        tail_start = size - tail_len
+        tail = pread(raw, tail_len, start + tail_start)
+        if len(tail) != tail_len:
+            raise ZipReadError("failed reading the end of the archive")
+        eocd_at = _find_end_record(tail, tail_start, size)
+        if eocd_at >= 0 or tail_start == 0:
+            break
     if eocd_at < 0:
         raise ZipReadError("failed finding the central directory")
     eocd = tail[eocd_at - tail_start : eocd_at - tail_start + _EOCD_SIZE]
