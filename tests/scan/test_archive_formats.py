@@ -450,3 +450,30 @@ def test_small_7z_deflate_folders_are_scanned(tmp_path: Path, coder: int) -> Non
     result = scan_file(_write(tmp_path, "small-deflate.7z", buffer.getvalue()))
     assert not result.errors
     assert result.status == "dangerous"
+
+
+def test_storage_names_are_recognized_as_the_regex_reads_them() -> None:
+    """Storage members are told apart without a regex (it ran for every member of every
+    checkpoint); the test holds that check to ``re.search(r"(^|/)FOLDER/\\d+$")``, Unicode
+    digits and the final newline that ``$`` allows included."""
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from weightvault.scan.formats.zip_archive import is_storage_name
+
+    folders = ("data", "constants", "traced_inputs")
+    regex = re.compile(r"(^|/)(data|constants|traced_inputs)/\d+$")
+    parts = st.sampled_from(["data", "constants", "traced_inputs", "archive", "xdata", "", "0",
+                             "12", "\u0661\u0662", "\u00b2", "1\n", "\n", "data.pkl", "a/b"])
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.lists(parts, min_size=1, max_size=5), st.sampled_from(["", "\n", "\n\n", "x"]))
+    def check(pieces: list[str], tail: str) -> None:
+        name = "/".join(pieces) + tail
+        assert is_storage_name(name, folders) == bool(regex.search(name)), repr(name)
+
+    check()
+    assert is_storage_name("archive/data/0", ("data",))
+    assert not is_storage_name("archive/constants/0", ("data",))

@@ -34,7 +34,7 @@ from weightvault.scan.policy import Severity
 if TYPE_CHECKING:
     import zipfile
 
-__all__ = ["DISAGREE", "TorchLayout", "scan_trailing_zip", "scan_zip"]
+__all__ = ["DISAGREE", "TorchLayout", "is_storage_name", "scan_trailing_zip", "scan_zip"]
 
 # zip compression methods (``zipfile`` itself is imported only when its parser is needed)
 ZIP_STORED, ZIP_DEFLATED, ZIP_BZIP2, ZIP_LZMA, ZIP_AES = 0, 8, 12, 14, 99
@@ -56,9 +56,10 @@ _ZIP_ERRORS: tuple[type[BaseException], ...] = (
     OSError, ValueError, EOFError, NotImplementedError, RuntimeError, struct.error,
 )
 _DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
-_STORAGE_MEMBER = re.compile(r"(^|/)data/\d+$")
-#: TorchScript keeps the tensors of constants and traced inputs in storages of their own.
-_JIT_STORAGE_MEMBER = re.compile(r"(^|/)(data|constants|traced_inputs)/\d+$")
+#: The folders of raw tensor storages (``data/0``); TorchScript keeps the tensors of constants
+#: and traced inputs in storages of their own.
+_STORAGE_FOLDERS = ("data",)
+_JIT_STORAGE_FOLDERS = ("data", "constants", "traced_inputs")
 _TORCH_METADATA = frozenset(
     {"version", "byteorder", ".format_version", ".storage_alignment", "serialization_id"}
 )
@@ -114,6 +115,18 @@ class TorchLayout(NamedTuple):
     ``torch.jit.load``, and no Python unpickler ever reads its pickles."""
     jit_loadable: bool
     """``constants.pkl`` is found case-insensitively: ``torch.jit.load`` compiles its code."""
+    case_clash: bool
+    """Two record names differ only in case (which one miniz finds is not defined)."""
+
+
+def is_storage_name(name: str, folders: tuple[str, ...]) -> bool:
+    """``FOLDER/<decimal digits>`` at the end of ``name`` (``(^|/)FOLDER/\\d+$`` as
+    ``re.search`` reads it: ``$`` also matches before one final newline), without a regex: this
+    runs for every member of every checkpoint."""
+    if name.endswith("\n"):
+        name = name[:-1]
+    head, slash, last = name.rpartition("/")
+    return bool(slash) and last.isdecimal() and head.rpartition("/")[2] in folders
 
 
 def _torch_layout(members: list[ZipMember]) -> TorchLayout | None:
@@ -134,7 +147,7 @@ def _torch_layout(members: list[ZipMember]) -> TorchLayout | None:
     lowered = {name.lower() for name in records}
     return TorchLayout(
         prefix, records, b"data.pkl" in lowered, b"constants.pkl" in records,
-        b"constants.pkl" in lowered,
+        b"constants.pkl" in lowered, len(lowered) != len(records),
     )
 
 
@@ -223,7 +236,7 @@ def scan_zip(
         fmt = "pytorch-zip"
     else:
         fmt = "keras" if is_keras else "npz" if is_npz else "zip"
-    if layout is not None and (layout.checkpoint or layout.jit_loadable):
+    if layout is not None and layout.case_clash and (layout.checkpoint or layout.jit_loadable):
         _check_case_duplicates(ctx, layout, location)
 
     archive: zipfile.ZipFile | None = None
@@ -430,8 +443,8 @@ def _scan_zip_member_data(
 ) -> None:
     compression = info.method
     # 2. PyTorch storages are raw tensor bytes: only a pickle hidden there is of interest.
-    if (fmt == "pytorch-zip" and _STORAGE_MEMBER.search(info.name)) or (
-        fmt == "torchscript" and _JIT_STORAGE_MEMBER.search(info.name)
+    if (fmt == "pytorch-zip" and is_storage_name(info.name, _STORAGE_FOLDERS)) or (
+        fmt == "torchscript" and is_storage_name(info.name, _JIT_STORAGE_FOLDERS)
     ):
         if compression != ZIP_STORED:
             ctx.find(
