@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Set up everything weightvault and its test suite need on a fresh Debian machine with Python 3.11:
-#   * Debian packages: SoftHSM2 + OpenSC (PKCS#11 tests), PostgreSQL (tlog/custody tests);
+#   * Debian packages: SoftHSM2 + OpenSC (PKCS#11 tests), PostgreSQL (tlog/custody tests), Chromium (browser tests, driven by Playwright: no browser download);
 #   * a virtual environment in .venv with weightvault (editable) and all extras for tests.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(softhsm2 opensc postgresql)
+APT_PACKAGES=(softhsm2 opensc postgresql chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -38,7 +38,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   pip_quiet --upgrade pip
   # The CPU build of PyTorch first, so nothing later pulls a multi-GB CUDA build.
   pip_quiet "torch==2.13.0"
-  pip_quiet -e ".[test,pkcs11,sigstore,scan,server,tamper]"
+  pip_quiet -e ".[test,pkcs11,sigstore,scan,server,tamper,datasets,report]"
   echo "$want" > "$stamp"
 fi
 # Byte-compile once: with PYTHONDONTWRITEBYTECODE set, every CLI start would recompile the sources.
