@@ -107,6 +107,16 @@ class Reason(StrEnum):
     """A model has no files left to process (empty, or everything ignored)."""
     SYMLINK = "symlink"
     """A symlink the model's symlink policy refuses."""
+    DIGEST_MISMATCH = "digest-mismatch"
+    """A file's bytes do not match the digest its signature records."""
+    MISSING_FILE = "missing-file"
+    """A file the signature covers is not there."""
+    EXTRA_FILE = "extra-file"
+    """A file is there that the signature does not cover."""
+    BAD_SIGNATURE = "bad-signature"
+    """The signature itself does not verify (wrong key, altered bundle)."""
+    SYMLINK_ESCAPE = "symlink-escape"
+    """A symlink points outside the folder it may point into."""
 
 
 class WeightvaultError(Exception):
