@@ -32,7 +32,7 @@ The package is split along the seams of that work: ``_uri`` (RFC 7512 URIs and P
 
 from __future__ import annotations
 
-from weightvault.keys.pkcs11._kinds import KeyKind
+from weightvault.keys.pkcs11._kinds import KeyKind, KeyProtection
 from weightvault.keys.pkcs11._session import (
     Pkcs11Session,
     load_public_key,
@@ -55,6 +55,7 @@ __all__ = [
     "MODULE_ENV",
     "PIN_ENV",
     "KeyKind",
+    "KeyProtection",
     "Pkcs11Session",
     "Pkcs11Uri",
     "iter_module_tokens",

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, Self, TypeVar, cast
 
 from weightvault.errors import KeyMaterialError
-from weightvault.keys.pkcs11._kinds import KeyKind, _key_kind
+from weightvault.keys.pkcs11._kinds import KeyKind, KeyProtection, _key_kind
 from weightvault.keys.pkcs11._token import (
     _acquire_module,
     _describe_pkcs11_error,
@@ -250,6 +250,28 @@ class _SessionBase:
         if self.uri.type == "secret-key":
             return _key_kind(self.find_key("SECRET_KEY", purpose="this operation"))
         return _key_kind(self.find_key("PRIVATE_KEY", purpose="signing"))
+
+    @_locked
+    def key_protection(self) -> KeyProtection:
+        """Whether the secret (``type=secret-key``) or private key the URI names can leave the
+        token: its extractable/sensitive attributes, as the token reports them."""
+        self._require_login("reading the key's attributes")
+        object_class = "SECRET_KEY" if self.uri.type == "secret-key" else "PRIVATE_KEY"
+        key = self.find_key(object_class, purpose="reading the key's attributes")
+        attribute = self._pkcs11.Attribute
+
+        def flag(name: str) -> bool:
+            try:
+                return bool(key[getattr(attribute, name)])
+            except self._pkcs11.PKCS11Error:
+                return name in ("EXTRACTABLE",)  # unknown: assume the unsafe answer
+
+        return KeyProtection(
+            extractable=flag("EXTRACTABLE"),
+            sensitive=flag("SENSITIVE"),
+            never_extractable=flag("NEVER_EXTRACTABLE"),
+            always_sensitive=flag("ALWAYS_SENSITIVE"),
+        )
 
     def _require_login(self, purpose: str) -> None:
         if not self.logged_in:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,6 +31,30 @@ class KeyKind(enum.Enum):
     @property
     def is_ecdsa(self) -> bool:
         return self in (KeyKind.EC_P256, KeyKind.EC_P384, KeyKind.EC_P521)
+
+
+@dataclass(frozen=True)
+class KeyProtection:
+    """What the token says about whether a key's value can leave it (PKCS#11 attributes)."""
+
+    extractable: bool
+    """``CKA_EXTRACTABLE``: the key can be wrapped out of the token."""
+    sensitive: bool
+    """``CKA_SENSITIVE``: the key's value cannot be read in plaintext."""
+    never_extractable: bool
+    """``CKA_NEVER_EXTRACTABLE``: it was never extractable since it was made."""
+    always_sensitive: bool
+    """``CKA_ALWAYS_SENSITIVE``: it was always sensitive since it was made."""
+
+    @property
+    def non_exportable(self) -> bool:
+        """Neither wrappable out nor readable, now or ever."""
+        return (
+            not self.extractable
+            and self.sensitive
+            and self.never_extractable
+            and self.always_sensitive
+        )
 
 
 _ECDSA_CURVES: dict[KeyKind, tuple[ec.EllipticCurve, str]] = {
