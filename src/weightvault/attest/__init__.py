@@ -1,5 +1,84 @@
-"""Signed statements bound to a model's root digest: model cards, evaluation results, provenance."""
+"""Signed statements bound to a model's root digest: model cards, evaluation results, provenance.
+
+An attestation is an in-toto Statement v1 whose subject is a model's OMS root digest (the
+``sha256`` ``weightvault sign`` writes), signed into a Sigstore bundle by any
+:class:`~weightvault.signing.Signer` and optionally logged::
+
+    from weightvault.attest import (
+        digest_subject, make_statement, sign_attestation, verify_attestation,
+    )
+
+    subject = digest_subject("tiny-model")            # the model's root digest, hashed now
+    statement = make_statement(subject, "eval-results", {
+        "suite": "held-out-v3", "metrics": {"accuracy": 0.91},
+        "thresholds": {"accuracy": {"min": 0.9}},
+        "evaluator": "evals@example.com", "evaluatedOn": "2026-12-06T06:00:00Z",
+        "expires": "2027-06-06T06:00:00Z"})
+    bundle = sign_attestation(statement, KeySigner.from_file("key.pem"))
+    record = verify_attestation(bundle, verifier=KeyVerifier.from_file("key.pub"),
+                                expected_subject_digest=subject.digest,
+                                expected_predicate_type="eval-results")
+    record.predicate["metrics"], record.signer.subject
+
+Refusals raise :class:`AttestationError`; its ``failure`` (:class:`AttestationFailure`) is one
+of ``malformed``, ``bad-signature``, ``unlisted-signer``, ``wrong-predicate-type``,
+``wrong-subject``, ``expired`` (and ``missing``, ``failed-thresholds`` where attestations are
+required). Predicate types: :data:`MODEL_CARD`, :data:`EVAL_RESULTS`,
+:data:`TRAINING_PROVENANCE` (SLSA provenance v1), :data:`ROW_GROUPS`; see docs/attestations.md.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from weightvault.attest._predicates import (
+    EVAL_RESULTS,
+    KINDS,
+    MODEL_CARD,
+    ROW_GROUPS,
+    TRAINING_PROVENANCE,
+    check_predicate,
+    format_time,
+    kind_of,
+    predicate_type_for,
+    threshold_failures,
+)
+from weightvault.attest._sign import (
+    AttestationError,
+    AttestationFailure,
+    VerifiedAttestation,
+    log_attestation,
+    sign_attestation,
+    verify_attestation,
+)
+from weightvault.attest._statement import (
+    STATEMENT_TYPE,
+    Statement,
+    Subject,
+    digest_subject,
+    make_statement,
+    parse_statement,
+)
+
+__all__ = [
+    "EVAL_RESULTS",
+    "KINDS",
+    "MODEL_CARD",
+    "ROW_GROUPS",
+    "STATEMENT_TYPE",
+    "TRAINING_PROVENANCE",
+    "AttestationError",
+    "AttestationFailure",
+    "Statement",
+    "Subject",
+    "VerifiedAttestation",
+    "check_predicate",
+    "digest_subject",
+    "format_time",
+    "kind_of",
+    "log_attestation",
+    "make_statement",
+    "parse_statement",
+    "predicate_type_for",
+    "sign_attestation",
+    "threshold_failures",
+    "verify_attestation",
+]
