@@ -137,6 +137,12 @@ class Push(Room):
             root = stage / "model"
             # (2)
             digests = _receive(body, root, manifest.files)
+            # What arrived, before it is judged: a refused (tampered) upload's entry names the
+            # digests of the files it carried (incident indicators).
+            ctx.detail["received"] = [
+                {"path": path, "sha256": digest}
+                for (path, _size), digest in zip(manifest.files, digests, strict=True)
+            ]
             model_root = root / manifest.files[0][0] if manifest.single_file else root
             # (3), (4), (5)
             signer = _integrations.verify_model_signature(model_root, manifest.signature, policy)
@@ -176,6 +182,7 @@ class Push(Room):
             )
         ]
         # (6)
+        ctx.detail.pop("received", None)  # the registered entry lists the files itself
         try:
             self._register(ctx, version_row, files)
         except BaseException:
