@@ -70,6 +70,8 @@ class AttestationError(VerificationError):
     def __init__(self, failure: AttestationFailure, message: str, **kwargs: Any) -> None:
         super().__init__(f"attestation refused ({failure.value}): {message}", **kwargs)
         self.failure = failure
+        self.detail = message
+        """The message without the leading ``attestation refused (failure):``."""
         if failure is AttestationFailure.MALFORMED:
             self.exit_code = 2
 

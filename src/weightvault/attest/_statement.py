@@ -18,6 +18,7 @@ The payload is the statement in canonical JSON (sorted keys, no spaces); parsing
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,11 +246,11 @@ def _with_dependencies(predicate: dict[str, Any], datasets: Sequence[Subject]) -
 
 
 def digest_subject(
-    path: str | Path,
+    path: str | os.PathLike[str],
     *,
     role: str = "model",
     serialization: Serialization | None = None,
-    signature_path: str | Path | None = None,
+    signature_path: str | os.PathLike[str] | None = None,
     max_workers: int | None = None,
 ) -> Subject:
     """The subject for a model or dataset on disk: its OMS root digest, hashed now.

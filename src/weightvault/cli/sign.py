@@ -399,6 +399,12 @@ def register(app: typer.Typer) -> None:
         min_witnesses: int = typer.Option(
             0, "--min-witnesses", min=0, help="Witness cosignatures needed (default: all given)."
         ),
+        require_attestation: list[str] = typer.Option(
+            [],
+            "--require-attestation",
+            help="Also require a valid attestation of this kind (eval-results, model-card,"
+            " training-provenance), signed by the same signer; repeatable.",
+        ),
     ) -> None:
         """Verify a model against its signature; exit 1 naming each changed/missing/extra file.
 
@@ -412,6 +418,10 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--require-log and --log-key go together")
         if (witness_key or min_witnesses) and not require_log:
             raise UsageError("--witness-key and --min-witnesses need --require-log")
+        for kind in require_attestation:
+            _check_choice(
+                kind, ("eval-results", "model-card", "training-provenance"), "--require-attestation"
+            )
         verifier = _build_verifier(
             key,
             _password(password, password_file),
@@ -438,8 +448,21 @@ def register(app: typer.Typer) -> None:
             max_workers=workers,
             progress_display=progress_display("verifying"),
         )
+        attested = {}
+        if require_attestation and result.ok and result.manifest is not None:
+            from weightvault.attest import require_attestations
+
+            attested = require_attestations(
+                model_path,
+                require_attestation,
+                verifier=verifier,
+                expected_subject_digest=result.manifest.root_digest,
+            )
         if as_json:
-            emit_json(result.to_json())
+            document = result.to_json()
+            if require_attestation:
+                document["attestations"] = {k: r.to_json() for k, r in attested.items()}
+            emit_json(document)
             if not result.ok:
                 raise typer.Exit(1)
             return
@@ -455,6 +478,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"{model_path}: signature OK{who}", markup=False)
         for name in result.unsigned:
             console.print(f"not signed, not checked: {name}", markup=False)
+        for kind, record in attested.items():
+            console.print(f"{kind} attestation OK (signer: {record.signer.subject})", markup=False)
 
     @app.command("digest")
     def digest_command(
