@@ -56,6 +56,9 @@ _LAZY: dict[str, str] = {
     "AttackSuite": "weightvault.tamper.spec",
     "run_tamper_suite": "weightvault.tamper.evaluate",
     "write_tamper_report": "weightvault.tamper.report",
+    "install_hooks": "weightvault.load.hooks",
+    "uninstall_hooks": "weightvault.load.hooks",
+    "LoadPolicy": "weightvault.load.hooks",
 }
 
 

@@ -1,0 +1,174 @@
+"""Tensors built from verified buffers, never from the files again.
+
+safetensors: the header is parsed here and each tensor is a view of the buffer
+(``torch.frombuffer``), so loading copies nothing after the one read. PyTorch checkpoints:
+``torch.load(weights_only=True)`` over a read-only file object on the buffer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from weightvault.errors import FormatError, UnsafeFileError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BufferFile", "safetensors_from_buffer", "torch_from_buffer"]
+
+#: A header longer than this is refused before it is parsed (safetensors' own limit).
+_MAX_HEADER = 100_000_000
+
+_DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("float64", 8),
+    "F32": ("float32", 4),
+    "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8),
+    "I32": ("int32", 4),
+    "I16": ("int16", 2),
+    "I8": ("int8", 1),
+    "U8": ("uint8", 1),
+    "BOOL": ("bool", 1),
+    "U16": ("uint16", 2),
+    "U32": ("uint32", 4),
+    "U64": ("uint64", 8),
+    "F8_E4M3": ("float8_e4m3fn", 1),
+    "F8_E5M2": ("float8_e5m2", 1),
+    "C64": ("complex64", 8),
+}
+
+
+class BufferFile(io.RawIOBase):
+    """A read-only, seekable file over a buffer (``io.BytesIO`` would copy it first)."""
+
+    def __init__(self, buffer: bytearray | memoryview) -> None:
+        super().__init__()
+        self._view = memoryview(buffer).cast("B")
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        out = memoryview(target).cast("B")
+        count = max(0, min(len(out), len(self._view) - self._position))
+        out[:count] = self._view[self._position : self._position + count]
+        self._position += count
+        return count
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else self._position + size
+        data = bytes(self._view[self._position : end])
+        self._position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}
+        position = base[whence] + offset
+        if position < 0:
+            raise ValueError("negative seek position")
+        self._position = position
+        return position
+
+    def tell(self) -> int:
+        return self._position
+
+
+def safetensors_from_buffer(
+    buffer: bytearray, name: str, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file held in ``buffer`` (views of it on the CPU)."""
+    import torch
+
+    if len(buffer) < 8:
+        raise FormatError(f"{name}: too short for a safetensors file")
+    (header_size,) = struct.unpack_from("<Q", buffer, 0)
+    if header_size > min(_MAX_HEADER, len(buffer) - 8):
+        raise FormatError(f"{name}: safetensors header size is out of range")
+    data_start = 8 + header_size
+    try:
+        header = json.loads(bytes(buffer[8:data_start]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{name}: safetensors header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise FormatError(f"{name}: safetensors header is not an object")
+    data_size = len(buffer) - data_start
+    tensors: dict[str, torch.Tensor] = {}
+    spans: list[tuple[int, int]] = []
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        where = f"{name}: tensor {key!r}"
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise FormatError(f"{where}: malformed entry")
+        dtype_name, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if dtype_name not in _DTYPES:
+            raise FormatError(f"{where}: unsupported dtype {dtype_name!r}")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise FormatError(f"{where}: shape is not a list of non-negative integers")
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        ):
+            raise FormatError(f"{where}: data_offsets is not two integers")
+        start, end = offsets
+        torch_name, element = _DTYPES[dtype_name]
+        count = 1
+        for dim in shape:
+            count *= dim
+        if not 0 <= start <= end <= data_size or end - start != count * element:
+            raise FormatError(f"{where}: data_offsets do not fit its shape and the file")
+        spans.append((start, end))
+        dtype = getattr(torch, torch_name)
+        if count == 0:
+            tensor = torch.empty(shape, dtype=dtype)
+        else:
+            tensor = torch.frombuffer(
+                buffer, dtype=dtype, count=count, offset=data_start + start
+            ).reshape(shape)
+        tensors[key] = tensor
+    spans.sort()
+    cursor = 0
+    for start, end in spans:  # safetensors' own rule: data tiles the byte buffer, no overlap
+        if start != cursor:
+            raise FormatError(f"{name}: tensor data overlaps or leaves a hole")
+        cursor = end
+    if cursor != data_size:
+        raise FormatError(f"{name}: tensor data does not cover the file")
+    if str(device) != "cpu":
+        tensors = {key: tensor.to(device) for key, tensor in tensors.items()}
+    return tensors
+
+
+def torch_from_buffer(
+    buffer: bytearray,
+    name: str,
+    torch_load: Callable[..., Any],
+    map_location: Any = None,
+) -> Any:
+    """``torch.load(weights_only=True)`` of a checkpoint held in ``buffer``.
+
+    ``torch_load`` is the real ``torch.load`` (the hooks may have replaced the module's).
+    """
+    import pickle
+
+    try:
+        return torch_load(
+            io.BufferedReader(BufferFile(buffer)), map_location=map_location, weights_only=True
+        )
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeFileError(f"{name}: refused by the weights-only unpickler: {first}") from exc
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise FormatError(f"{name}: not a loadable PyTorch checkpoint ({exc})") from exc
