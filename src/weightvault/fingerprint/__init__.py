@@ -1,5 +1,44 @@
-"""Leak attribution: keyed per-recipient marks in released weights, and tracing a leaked copy."""
+"""Leak attribution: keyed per-recipient marks in released weights, and tracing a leaked copy.
+
+Every copy carries two marks derived from one custody secret and the recipient's id: a
+function-preserving one (keyed permutations and rescalings of hidden units and attention heads:
+the copy computes the same function) and a robust one (a keyed spread-spectrum perturbation of
+a few percent of each tensor's spread, found by correlation). :func:`trace_copy` names the
+recipient whose pattern a suspect carries, with a p-value corrected for the number of
+candidates, or nobody. See ``docs/fingerprints.md``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from weightvault.fingerprint.issue import IssuedCopy, Marker, MarkOptions, issue_copy
+from weightvault.fingerprint.keys import (
+    FingerprintKey,
+    create_fingerprint_key,
+    load_fingerprint_key,
+)
+from weightvault.fingerprint.structure import MarkPlan, TensorInfo, plan_marks
+from weightvault.fingerprint.trace import (
+    DEFAULT_ALPHA,
+    Attribution,
+    TraceResult,
+    score_recipients,
+    trace_copy,
+)
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "Attribution",
+    "FingerprintKey",
+    "IssuedCopy",
+    "MarkOptions",
+    "MarkPlan",
+    "Marker",
+    "TensorInfo",
+    "TraceResult",
+    "create_fingerprint_key",
+    "issue_copy",
+    "load_fingerprint_key",
+    "plan_marks",
+    "score_recipients",
+    "trace_copy",
+]

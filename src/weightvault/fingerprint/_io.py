@@ -1,0 +1,262 @@
+"""Reading models tensor by tensor (safetensors, torch state dicts through the safe loader) and
+rewriting safetensors as a stream: one tensor in memory at a time, never the whole model twice.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from weightvault.errors import FormatError, InputError
+from weightvault.fingerprint.structure import TensorInfo
+
+__all__ = [
+    "SAFETENSORS_SUFFIXES",
+    "TORCH_SUFFIXES",
+    "ModelReader",
+    "open_model",
+    "rewrite_safetensors",
+]
+
+SAFETENSORS_SUFFIXES = frozenset({".safetensors"})
+TORCH_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt"})
+#: safetensors' own limit on the JSON header.
+MAX_HEADER = 100 * 1024 * 1024
+_COPY_CHUNK = 8 * 1024 * 1024
+
+_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_CODES = {dtype: code for code, dtype in _DTYPES.items()}
+
+
+def dtype_code(dtype: torch.dtype) -> str:
+    """The safetensors code of a torch dtype (``?`` for ones safetensors cannot hold)."""
+    return _CODES.get(dtype, "?")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def _read_exact(stream: BinaryIO, size: int, where: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise FormatError(f"{where}: truncated safetensors file")
+    return data
+
+
+def read_header(stream: BinaryIO, where: str) -> tuple[bytes, list[_Entry]]:
+    """The raw header (length prefix included) and its tensors in data order, checked: known
+    dtypes, sizes that match shapes, offsets that tile the data without gaps or overlaps."""
+    prefix = _read_exact(stream, 8, where)
+    (length,) = struct.unpack("<Q", prefix)
+    if length > MAX_HEADER or length < 2:
+        raise FormatError(f"{where}: not a safetensors file (header length {length})")
+    raw = _read_exact(stream, length, where)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{where}: not a safetensors file (header is not JSON)") from exc
+    if not isinstance(header, dict):
+        raise FormatError(f"{where}: not a safetensors file (header is not an object)")
+    entries = []
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = spec["dtype"], tuple(spec["shape"]), spec["data_offsets"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{where}: tensor {name!r}: malformed header entry") from exc
+        if dtype not in _DTYPES or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise FormatError(f"{where}: tensor {name!r}: unsupported dtype or shape")
+        count = 1
+        for size in shape:
+            count *= size
+        itemsize = torch.empty((), dtype=_DTYPES[dtype]).element_size()
+        if not (isinstance(begin, int) and isinstance(end, int)) or end - begin != count * itemsize:
+            raise FormatError(f"{where}: tensor {name!r}: data offsets do not match its shape")
+        entries.append(_Entry(name, dtype, shape, begin, end))
+    entries.sort(key=lambda e: (e.begin, e.end))
+    position = 0
+    for entry in entries:
+        if entry.begin != position:
+            raise FormatError(
+                f"{where}: tensor {entry.name!r}: data offsets leave a gap or overlap"
+            )
+        position = entry.end
+    return prefix + raw, entries
+
+
+def _tensor_from(data: bytes, entry: _Entry) -> torch.Tensor:
+    if not data:
+        return torch.empty(entry.shape, dtype=_DTYPES[entry.dtype])
+    return torch.frombuffer(bytearray(data), dtype=_DTYPES[entry.dtype]).reshape(entry.shape)
+
+
+def rewrite_safetensors(
+    source: BinaryIO,
+    sink: BinaryIO,
+    change: Callable[[str], Callable[[torch.Tensor], torch.Tensor] | None],
+    where: str,
+) -> int:
+    """Copy a safetensors stream from ``source`` to ``sink`` reading it once, front to back.
+
+    ``change(name)`` returns a function that rewrites that tensor (same dtype and shape), or
+    ``None`` to copy its bytes untouched. The header is written as read, so the output has the
+    same layout and size. Returns the bytes written.
+    """
+    header, entries = read_header(source, where)
+    sink.write(header)
+    written = len(header)
+    for entry in entries:
+        size = entry.end - entry.begin
+        rewrite = change(entry.name)
+        if rewrite is None:
+            left = size
+            while left:
+                chunk = source.read(min(left, _COPY_CHUNK))
+                if not chunk:
+                    raise FormatError(f"{where}: truncated safetensors file")
+                sink.write(chunk)
+                left -= len(chunk)
+        else:
+            original = _tensor_from(_read_exact(source, size, where), entry)
+            marked = rewrite(original)
+            if marked.dtype != original.dtype or tuple(marked.shape) != entry.shape:
+                raise AssertionError(f"{entry.name}: a mark changed dtype or shape")
+            data = marked.contiguous().view(torch.uint8).numpy().tobytes() if size else b""
+            sink.write(data)
+        written += size
+    if source.read(1):
+        raise FormatError(f"{where}: trailing bytes after the last tensor")
+    return written
+
+
+class ModelReader:
+    """Tensors of one model (a file or a folder of weight files), by name, loaded one at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.files: list[Path] = _weight_files(self.path)
+        self.infos: dict[str, TensorInfo] = {}
+        self._where: dict[str, Path] = {}
+        self._torch: dict[Path, dict[str, torch.Tensor]] = {}
+        for file in self.files:
+            for info in _file_infos(file, self._torch):
+                if info.name in self.infos:
+                    raise FormatError(
+                        f"{file}: tensor {info.name!r} also in {self._where[info.name]}"
+                    )
+                self.infos[info.name] = info
+                self._where[info.name] = file
+        if not self.infos:
+            raise InputError(f"{self.path}: no tensors found")
+
+    def file_of(self, name: str) -> Path:
+        return self._where[name]
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """One tensor, read from disk now (safetensors memory-maps; torch files are mapped too)."""
+        file = self._where[name]
+        if file in self._torch:
+            return self._torch[file][name]
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as handle:
+            return handle.get_tensor(name)  # type: ignore[no-any-return]
+
+
+def _weight_files(path: Path) -> list[Path]:
+    if path.is_file():
+        if path.suffix not in SAFETENSORS_SUFFIXES | TORCH_SUFFIXES:
+            raise InputError(
+                f"{path}: not a model file (use .safetensors, or a torch state dict: "
+                f"{', '.join(sorted(TORCH_SUFFIXES))})"
+            )
+        return [path]
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix in SAFETENSORS_SUFFIXES | TORCH_SUFFIXES
+        )
+        if not files:
+            raise InputError(f"{path}: folder holds no .safetensors or torch weight files")
+        return files
+    raise InputError(f"{path}: no such model file or folder")
+
+
+def _file_infos(file: Path, torch_cache: dict[Path, dict[str, torch.Tensor]]) -> list[TensorInfo]:
+    if file.suffix in SAFETENSORS_SUFFIXES:
+        try:
+            with file.open("rb") as handle:
+                _header, entries = read_header(handle, str(file))
+        except OSError as exc:
+            raise InputError(f"{file}: cannot read ({exc.strerror or exc})") from exc
+        return [TensorInfo(e.name, e.shape, e.dtype) for e in entries]
+    state = load_torch_state(file)
+    torch_cache[file] = state
+    return [TensorInfo(n, tuple(t.shape), dtype_code(t.dtype)) for n, t in state.items()]
+
+
+def load_torch_state(file: Path) -> dict[str, torch.Tensor]:
+    """A torch checkpoint through the safe loader (``weights_only``: no code runs), memory-mapped
+    where the file allows it; nested dicts are flattened to dotted names."""
+    try:
+        loaded = torch.load(str(file), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        try:  # legacy (non-zip) files cannot be memory-mapped
+            loaded = torch.load(str(file), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise FormatError(f"{file}: not a torch state dict the safe loader accepts") from exc
+    except Exception as exc:
+        raise FormatError(f"{file}: not a torch state dict the safe loader accepts") from exc
+    out: dict[str, torch.Tensor] = {}
+    _flatten(loaded, "", out)
+    return out
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    if isinstance(value, torch.Tensor):
+        out[prefix.rstrip(".")] = value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(item, f"{prefix}{key}.", out)
+
+
+def open_model(path: Path) -> ModelReader:
+    """A :class:`ModelReader` for ``path`` (file or folder)."""
+    return ModelReader(path)
+
+
+@contextmanager
+def opened(path: Path) -> Iterator[BinaryIO]:
+    """``path`` opened for reading, with a one-line error if it cannot be."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    with handle:
+        yield handle

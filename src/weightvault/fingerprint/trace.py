@@ -1,0 +1,387 @@
+"""Tracing a leaked copy: which recipient's mark does a suspect model carry, with a p-value.
+
+Steps (numbers are referred to in the code):
+
+1. **Names.** Each tensor of the custody original is found in the suspect by name, or by the
+   longest dotted suffix that names exactly one suspect tensor (another container format, a
+   prefix added or stripped); a missing tensor is skipped (a subset of layers still traces).
+2. **Alignment.** For every unit group (:mod:`weightvault.fingerprint.structure`) the suspect's
+   units are matched to the original's by cosine similarity of their weights (summed over the
+   group's tensors; greedy assignment, best pairs first). This undoes the function-preserving
+   mark *and* any re-permutation or canonical sorting an attacker applied. Each unit's scale is
+   then estimated by least squares against the original (zeros ignored) and divided out.
+3. **Residual.** ``g = clip((S - O) / std(O), -c, c)`` over the robust-mark tensors, where ``S``
+   is the aligned suspect, ``O`` the original, ``c`` four robust standard deviations (median
+   absolute deviation) of the residual, and entries the suspect set to exactly zero (pruned)
+   are left out. Clipping keeps a few large changes (fine-tuning, outliers) from drowning the
+   mark.
+4. **Statistic.** For recipient ``r`` with pattern ``P_r`` (signs): ``z_r = <P_r, g> / ||g||``.
+5. **Null and p-value.** H0 for recipient ``r``: the suspect was not made from ``r``'s copy, so
+   ``P_r`` (the output of a keyed PRF the suspect never saw) is independent of ``g``: a sequence
+   of independent fair signs given ``g``. Then ``<P_r, g>`` is a Rademacher sum and Hoeffding's
+   inequality gives, for every size and every ``g``, ``P(z_r >= z) <= exp(-z^2 / 2)``: the
+   p-value reported is that bound (conservative; no normal approximation needed).
+6. **Correction.** Over ``N`` candidate recipients, Bonferroni: ``p_corrected = min(1, N p)``.
+   Every recipient with ``p_corrected < alpha`` is named (two colluders can both be); when none
+   is, the answer is "no recipient".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from weightvault.errors import InputError, UsageError
+from weightvault.fingerprint._io import ModelReader
+from weightvault.fingerprint.keys import FingerprintKey, check_recipient
+from weightvault.fingerprint.structure import AxisOp, MarkPlan, plan_marks
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "Attribution",
+    "Residual",
+    "TraceResult",
+    "match_names",
+    "residual",
+    "score_recipients",
+    "trace_copy",
+]
+
+#: Significance level for naming a recipient (after correction for the number of recipients).
+DEFAULT_ALPHA = 1e-6
+#: Residuals are clipped at this many robust standard deviations (step 3).
+CLIP_SIGMAS = 4.0
+_LOG10_E = math.log10(math.e)
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """One recipient's score: ``z``, the Hoeffding p-value and its Bonferroni correction (as
+    base-10 logarithms: they go far below what a float holds)."""
+
+    recipient: str
+    z: float
+    log10_p: float
+    log10_p_corrected: float
+    attributed: bool
+
+    @property
+    def p_corrected(self) -> float:
+        return float(10.0**self.log10_p_corrected)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recipient": self.recipient,
+            "z": round(self.z, 3),
+            "log10_p": round(self.log10_p, 3),
+            "log10_p_corrected": round(self.log10_p_corrected, 3),
+            "p_corrected": self.p_corrected,
+            "attributed": self.attributed,
+        }
+
+
+@dataclass
+class Residual:
+    """The suspect's aligned, clipped residual per tensor (step 3) and what went into it."""
+
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    tensors_missing: list[str] = field(default_factory=list)
+    tensors_mismatched: list[str] = field(default_factory=list)
+    groups_aligned: int = 0
+    groups_rearranged: int = 0
+    elements: int = 0
+    pruned: int = 0
+
+    @property
+    def norm(self) -> float:
+        return math.sqrt(sum(float(np.dot(v, v)) for v in self.vectors.values()))
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """Who the suspect's marks name; ``attributed`` lists every recipient under ``alpha``."""
+
+    candidates: int
+    alpha: float
+    ranking: tuple[Attribution, ...]
+    attributed: tuple[Attribution, ...]
+    elements: int
+    tensors_compared: int
+    tensors_missing: int
+    groups_aligned: int
+    groups_rearranged: int
+
+    @property
+    def recipient(self) -> str | None:
+        """The most likely recipient, or ``None`` ("no recipient")."""
+        return self.attributed[0].recipient if self.attributed else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recipient": self.recipient,
+            "attributed": [a.to_json() for a in self.attributed],
+            "ranking": [a.to_json() for a in self.ranking],
+            "candidates": self.candidates,
+            "alpha": self.alpha,
+            "null": "Hoeffding bound exp(-z^2/2) on a Rademacher sum, Bonferroni over candidates",
+            "elements": self.elements,
+            "tensors_compared": self.tensors_compared,
+            "tensors_missing": self.tensors_missing,
+            "groups_aligned": self.groups_aligned,
+            "groups_rearranged": self.groups_rearranged,
+        }
+
+
+def match_names(original: Iterable[str], suspect: Iterable[str]) -> dict[str, str]:
+    """Step 1: original name -> suspect name (exact, else the unique longest dotted suffix)."""
+    suspect_names = list(suspect)
+    exact = set(suspect_names)
+    by_suffix: dict[str, list[str]] = {}
+    for name in suspect_names:
+        parts = name.split(".")
+        for i in range(len(parts)):
+            by_suffix.setdefault(".".join(parts[i:]), []).append(name)
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for name in original:
+        if name in exact:
+            out[name] = name
+            used.add(name)
+    for name in original:
+        if name in out:
+            continue
+        parts = name.split(".")
+        for i in range(len(parts) - 1):  # at least two components ("0.weight" is too short)
+            found = by_suffix.get(".".join(parts[i:]), [])
+            if len(found) == 1:
+                if found[0] not in used:
+                    out[name] = found[0]
+                    used.add(found[0])
+                break
+            if len(found) > 1:
+                break
+    return out
+
+
+def _units(tensor: torch.Tensor, op: AxisOp) -> torch.Tensor:
+    """The group's units of ``tensor`` as rows ``[units, rest]``."""
+    part = tensor.narrow(op.axis, op.start, op.stop - op.start)
+    return part.movedim(op.axis, 0).reshape(op.stop - op.start, -1)
+
+
+def _assign(similarity: np.ndarray) -> np.ndarray:
+    """Suspect unit ``j`` -> original unit: argmax when that is a bijection, else greedy (the
+    most confident suspect units choose first)."""
+    best: np.ndarray = similarity.argmax(axis=1)
+    if len(np.unique(best)) == len(best):
+        return best
+    n = similarity.shape[0]
+    result = np.full(n, -1)
+    taken = np.zeros(similarity.shape[1], dtype=bool)
+    order = np.argsort(-similarity.max(axis=1), kind="stable")
+    for j in order:
+        row = np.where(taken, -np.inf, similarity[j])
+        i = int(row.argmax())
+        result[j] = i
+        taken[i] = True
+    return result
+
+
+def _undo(
+    tensor: torch.Tensor,
+    original: torch.Tensor,
+    ops: Sequence[AxisOp],
+    perms: dict[str, np.ndarray],
+) -> torch.Tensor:
+    """Bring a suspect tensor into the original's unit order, then divide out unit scales."""
+    for op in ops:
+        perm = perms.get(op.group)
+        if perm is None:
+            continue
+        inverse = torch.from_numpy(np.argsort(perm))
+        part = tensor.narrow(op.axis, op.start, op.stop - op.start).index_select(op.axis, inverse)
+        tensor = tensor.clone()
+        tensor.narrow(op.axis, op.start, op.stop - op.start).copy_(part)
+    for op in ops:
+        if op.group not in perms or tensor.dim() < 2:
+            continue
+        s_units = _units(tensor, op)
+        o_units = _units(original, op)
+        kept = s_units != 0
+        num = (s_units * o_units * kept).sum(1)
+        den = (o_units * o_units * kept).sum(1)
+        scale = torch.where((den > 0) & (num > 0), num / den.clamp_min(1e-300), torch.ones(1))
+        shape = [1] * tensor.dim()
+        shape[op.axis] = op.stop - op.start
+        part = tensor.narrow(op.axis, op.start, op.stop - op.start) / scale.reshape(shape)
+        tensor = tensor.clone()
+        tensor.narrow(op.axis, op.start, op.stop - op.start).copy_(part)
+    return tensor
+
+
+class _Tensors:
+    """Original and suspect tensors by original name, float64, loaded on demand (one group's
+    worth at a time: nothing is kept beyond the group or tensor being processed)."""
+
+    def __init__(self, original: ModelReader, suspect: ModelReader, names: dict[str, str]) -> None:
+        self.original, self.suspect, self.names = original, suspect, names
+
+    def pair(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if name not in self.names:
+            return None
+        o = self.original.tensor(name).to(torch.float64)
+        s = self.suspect.tensor(self.names[name]).to(torch.float64)
+        if tuple(o.shape) != tuple(s.shape):
+            return None
+        return o, s
+
+
+def _align(plan: MarkPlan, tensors: _Tensors, result: Residual) -> dict[str, np.ndarray]:
+    """Step 2: a permutation per group (suspect unit -> original unit)."""
+    perms: dict[str, np.ndarray] = {}
+    pending = dict(plan.groups)
+    while pending:
+        progressed = False
+        for name, group in list(pending.items()):
+            similarity = None
+            usable = 0
+            for member, op in group.members:
+                others = [o for o in plan.ops(member, issuing=False) if o.axis != op.axis]
+                if any(o.group in pending and o.group != name for o in others):
+                    continue  # another axis still unaligned: this member cannot be compared yet
+                pair = tensors.pair(member)
+                if pair is None:
+                    continue
+                original, suspect = pair
+                if others:
+                    suspect = _undo(suspect, original, others, perms)
+                o_units = torch.nn.functional.normalize(_units(original, op), dim=1)
+                s_units = torch.nn.functional.normalize(_units(suspect, op), dim=1)
+                contribution = (s_units @ o_units.T).numpy()
+                similarity = contribution if similarity is None else similarity + contribution
+                usable += 1
+            if similarity is None:
+                blocked = any(
+                    o.group in pending and o.group != name
+                    for member, op in group.members
+                    for o in plan.ops(member, issuing=False)
+                    if o.axis != op.axis
+                )
+                if blocked:
+                    continue
+                del pending[name]  # nothing of this group in the suspect
+                progressed = True
+                continue
+            perm = _assign(similarity)
+            perms[name] = perm
+            result.groups_aligned += 1
+            if not np.array_equal(perm, np.arange(len(perm))):
+                result.groups_rearranged += 1
+            del pending[name]
+            progressed = True
+        if not progressed:  # a cycle of blocked groups: align the rest without the blocked parts
+            for name in list(pending):
+                del pending[name]
+    return perms
+
+
+def residual(original: ModelReader, suspect: ModelReader, plan: MarkPlan) -> Residual:
+    """Steps 1-3: the suspect's clipped residual against the original, per robust tensor."""
+    result = Residual()
+    names = match_names(original.infos, suspect.infos)
+    tensors = _Tensors(original, suspect, names)
+    perms = _align(plan, tensors, result)
+    for name in plan.robust:
+        if name not in names:
+            result.tensors_missing.append(name)
+            continue
+        pair = tensors.pair(name)
+        if pair is None:
+            result.tensors_mismatched.append(name)
+            continue
+        o, s = pair
+        s = _undo(s, o, plan.ops(name, issuing=False), perms)
+        std = float(o.std())
+        if not (std > 0 and math.isfinite(std)):
+            continue
+        d = ((s - o) / std).numpy().reshape(-1)
+        valid = np.isfinite(d) & ~((s == 0) & (o != 0)).numpy().reshape(-1)
+        result.pruned += int(((s == 0) & (o != 0)).sum())
+        d = np.where(valid, d, 0.0)
+        spread = float(np.median(np.abs(d[valid]))) * 1.4826 if valid.any() else 0.0
+        clip = CLIP_SIGMAS * spread if spread > 0 else float(np.abs(d).max(initial=0.0))
+        result.vectors[name] = np.clip(d, -clip, clip).astype(np.float32)
+        result.elements += int(valid.sum())
+    return result
+
+
+def score_recipients(
+    key: FingerprintKey,
+    recipients: Sequence[str],
+    vectors: dict[str, np.ndarray],
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    correction: int | None = None,
+) -> list[Attribution]:
+    """Steps 4-6 for each recipient, best first. ``correction``: the number of candidates to
+    correct for (default: ``len(recipients)``)."""
+    count = correction or len(recipients)
+    norm = math.sqrt(sum(float(np.dot(v.astype(np.float64), v)) for v in vectors.values()))
+    totals = {name: float(v.sum(dtype=np.float64)) for name, v in vectors.items()}
+    scores = []
+    for recipient in recipients:
+        dot = 0.0
+        for name, g in vectors.items():
+            bits = np.unpackbits(key.stream(recipient, "robust", name, (len(g) + 7) // 8))
+            dot += 2.0 * float(g[bits[: len(g)].view(bool)].sum(dtype=np.float64)) - totals[name]
+        z = dot / norm if norm > 0 else 0.0
+        log10_p = -(z * z) / 2.0 * _LOG10_E if z > 0 else 0.0
+        corrected = min(0.0, log10_p + math.log10(count))
+        scores.append(Attribution(recipient, z, log10_p, corrected, corrected < math.log10(alpha)))
+    scores.sort(key=lambda a: (-a.z, a.recipient))
+    return scores
+
+
+def trace_copy(
+    suspect: Path,
+    model: Path,
+    key: FingerprintKey,
+    recipients: Sequence[str],
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    top: int = 5,
+) -> TraceResult:
+    """Trace ``suspect`` against ``recipients``' marks on the custody original ``model``."""
+    if not recipients:
+        raise UsageError("no candidate recipients to trace against")
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be between 0 and 1")
+    recipients = [check_recipient(r) for r in recipients]
+    if len(set(recipients)) != len(recipients):
+        raise UsageError("a candidate recipient is listed twice")
+    original_reader = ModelReader(Path(model))
+    suspect_reader = ModelReader(Path(suspect))
+    plan = plan_marks(original_reader.infos)
+    found = residual(original_reader, suspect_reader, plan)
+    if not found.vectors:
+        raise InputError(
+            f"{suspect}: shares no marked tensor with {model} (no name and shape in common)"
+        )
+    ranking = score_recipients(key, recipients, found.vectors, alpha=alpha)
+    return TraceResult(
+        candidates=len(recipients),
+        alpha=alpha,
+        ranking=tuple(ranking[:top]),
+        attributed=tuple(a for a in ranking if a.attributed),
+        elements=found.elements,
+        tensors_compared=len(found.vectors),
+        tensors_missing=len(found.tensors_missing) + len(found.tensors_mismatched),
+        groups_aligned=found.groups_aligned,
+        groups_rearranged=found.groups_rearranged,
+    )
