@@ -4,37 +4,49 @@ A dataset signed as a whole (OMS) can only be checked by hashing every byte. The
 predicate (``https://weightvault.dev/attestation/row-groups/v1``), bound to the dataset's root
 digest, adds one SHA-256 per byte range a reader loads on its own:
 
-* Parquet: each row group's column chunks (one contiguous range per row group), plus the
-  footer (file metadata, its length and the closing magic), which says where the groups are;
-* Arrow IPC (file or stream format): each record batch's message (metadata and body), plus
-  everything else (schema, dictionaries, footer) as the ``footer`` ranges;
-* JSONL: ranges of whole lines, ``lines_per_group`` lines each (default 10,000).
+* Parquet: each row group's column chunks (one contiguous range per row group);
+* Arrow IPC (file or stream format): each record batch's message (metadata and body);
+* JSONL: ranges of whole lines, ``lines_per_group`` lines each (default 10,000);
 
-The predicate::
+and, for every file, the ``metadata`` ranges: every byte outside the groups (Parquet's footer,
+magic and page indexes; Arrow's schema, dictionaries and footer), which say how to read the
+groups. The predicate::
 
     {"hashType": "sha256",
      "files": [{"name": "train-0.parquet", "format": "parquet", "size": 123456,
-                "footer": [{"start": 120000, "end": 123456, "digest": HEX}],
+                "metadata": [{"start": 0, "end": 4, "digest": HEX}, ...],
                 "groups": [{"start": 4, "end": 60000, "rows": 1000, "digest": HEX}, ...]}]}
 
-:func:`verify_row_groups` reads the footer ranges and the requested groups' ranges (and nothing
-else) from the file and compares their digests; the ranges come from the signed predicate, not
-from the file, so a reader that then parses the file reads bytes that were checked as long as
-the file is not changed in between (hand the reader the verified bytes to close that gap).
+:func:`verify_row_groups` reads the metadata ranges and the requested groups' ranges (and
+nothing else) and compares their digests. The ranges come from the signed predicate, not from
+the file, so a tampered footer cannot point the check elsewhere; a reader that parses the file
+afterwards reads checked bytes as long as the file does not change in between.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from weightvault.errors import FormatError
+from weightvault.errors import FormatError, InputError, VerificationError
+
+if TYPE_CHECKING:
+    from weightvault.attest._sign import VerifiedAttestation
 
 __all__ = [
     "ROW_GROUP_FORMATS",
     "ByteRange",
     "ShardLayout",
     "check_row_groups_predicate",
+    "layout_shard",
+    "row_groups_predicate",
+    "shard_format",
+    "verify_row_groups",
 ]
 
 ROW_GROUP_FORMATS = ("parquet", "arrow", "jsonl")
@@ -54,12 +66,24 @@ class ByteRange:
 
 @dataclass(frozen=True)
 class ShardLayout:
-    """Where a shard's row groups and metadata lie."""
+    """Where a shard's row groups lie (the metadata is every other byte)."""
 
     format: str
     size: int
-    footer: tuple[ByteRange, ...]
     groups: tuple[ByteRange, ...]
+
+    @property
+    def metadata(self) -> tuple[ByteRange, ...]:
+        """The bytes outside every group, as ranges."""
+        gaps: list[ByteRange] = []
+        position = 0
+        for group in sorted(self.groups, key=lambda g: g.start):
+            if group.start > position:
+                gaps.append(ByteRange(position, group.start))
+            position = max(position, group.end)
+        if position < self.size:
+            gaps.append(ByteRange(position, self.size))
+        return tuple(gaps)
 
 
 def _int(obj: dict[str, Any], name: str, where: str) -> int:
@@ -108,7 +132,7 @@ def check_row_groups_predicate(predicate: Any, where: str = "predicate") -> None
         if not isinstance(entry, dict):
             raise FormatError(f"{at}: expected an object")
         for key in entry:
-            if key not in ("name", "format", "size", "footer", "groups"):
+            if key not in ("name", "format", "size", "metadata", "groups"):
                 raise FormatError(f"{at}.{key}: unknown field")
         name = entry.get("name")
         if not isinstance(name, str) or not name:
@@ -119,5 +143,306 @@ def check_row_groups_predicate(predicate: Any, where: str = "predicate") -> None
         if entry.get("format") not in ROW_GROUP_FORMATS:
             raise FormatError(f"{at}.format: expected one of {', '.join(ROW_GROUP_FORMATS)}")
         size = _int(entry, "size", at)
-        _ranges(entry.get("footer"), f"{at}.footer", size, rows=False)
+        _ranges(entry.get("metadata"), f"{at}.metadata", size, rows=False)
         _ranges(entry.get("groups"), f"{at}.groups", size, rows=True)
+
+
+_SUFFIXES = {
+    ".parquet": "parquet",
+    ".arrow": "arrow",
+    ".feather": "arrow",
+    ".ipc": "arrow",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+
+
+def shard_format(path: str | os.PathLike[str]) -> str | None:
+    """``parquet``, ``arrow`` or ``jsonl`` by the file's name, else ``None``."""
+    return _SUFFIXES.get(Path(path).suffix.lower())
+
+
+def _parquet_groups(path: Path) -> list[ByteRange]:
+    """Each row group's column chunks, from the Parquet footer (one range per group)."""
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    try:
+        metadata = pq.ParquetFile(path).metadata
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise FormatError(f"{path}: not a readable Parquet file ({exc})") from exc
+    groups: list[ByteRange] = []
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        starts, ends = [], []
+        for column_index in range(group.num_columns):
+            column = group.column(column_index)
+            start = column.data_page_offset
+            if column.has_dictionary_page and column.dictionary_page_offset is not None:
+                start = min(start, column.dictionary_page_offset)
+            starts.append(start)
+            ends.append(start + column.total_compressed_size)
+        if not starts:
+            raise FormatError(f"{path}: row group {index} has no columns")
+        groups.append(ByteRange(min(starts), max(ends), group.num_rows))
+    return groups
+
+
+def _table_field(buffer: bytes, table: int, field: int) -> int | None:
+    """Where a FlatBuffers table's field lies (``None``: absent, the default applies)."""
+    vtable = table - int.from_bytes(buffer[table : table + 4], "little", signed=True)
+    vtable_size = int.from_bytes(buffer[vtable : vtable + 2], "little")
+    entry = 4 + 2 * field
+    if entry + 2 > vtable_size:
+        return None
+    offset = int.from_bytes(buffer[vtable + entry : vtable + entry + 2], "little")
+    return table + offset if offset else None
+
+
+def _arrow_message(metadata: bytes, where: str) -> tuple[int, int, int]:
+    """``(header type, body length, rows)`` of an Arrow IPC ``Message`` FlatBuffer
+    (Message: version 0, header_type 1, header 2, bodyLength 3; RecordBatch: length 0)."""
+    try:
+        root = int.from_bytes(metadata[0:4], "little")
+        type_at = _table_field(metadata, root, 1)
+        header_type = metadata[type_at] if type_at is not None else 0
+        body_at = _table_field(metadata, root, 3)
+        body = int.from_bytes(metadata[body_at : body_at + 8], "little") if body_at else 0
+        rows = 0
+        header_at = _table_field(metadata, root, 2)
+        if header_type == 3 and header_at is not None:
+            batch = header_at + int.from_bytes(metadata[header_at : header_at + 4], "little")
+            length_at = _table_field(metadata, batch, 0)
+            rows = int.from_bytes(metadata[length_at : length_at + 8], "little") if length_at else 0
+    except IndexError as exc:
+        raise FormatError(f"{where}: malformed Arrow IPC message") from exc
+    return header_type, body, rows
+
+
+def _arrow_groups(path: Path) -> list[ByteRange]:
+    """Each record batch's message (length prefix, metadata, body), walking the IPC stream
+    (after the ``ARROW1`` magic for the file format)."""
+    size = path.stat().st_size
+    groups: list[ByteRange] = []
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        position = 8 if head[:6] == b"ARROW1" else 0
+        while position + 8 <= size:
+            handle.seek(position)
+            prefix = handle.read(8)
+            start = position
+            length = int.from_bytes(prefix[0:4], "little")
+            if length == 0xFFFFFFFF:  # continuation marker, then the length
+                length = int.from_bytes(prefix[4:8], "little")
+                position += 8
+            else:  # the pre-1.0 format: the length alone
+                position += 4
+            if length == 0:
+                break  # end of stream
+            if position + length > size:
+                raise FormatError(f"{path}: Arrow IPC message at {start} runs past the end")
+            handle.seek(position)
+            header_type, body, rows = _arrow_message(handle.read(length), str(path))
+            position += length + body
+            if position > size:
+                raise FormatError(f"{path}: Arrow IPC body at {start} runs past the end")
+            if header_type == 3:
+                groups.append(ByteRange(start, position, rows))
+    _check_arrow_count(path, groups)
+    return groups
+
+
+def _check_arrow_count(path: Path, groups: list[ByteRange]) -> None:
+    """The walk must find the batches pyarrow reads, with the same row counts."""
+    import pyarrow as pa
+
+    try:
+        try:
+            reader = pa.ipc.open_file(path)
+            rows = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
+        except pa.ArrowInvalid:
+            with pa.ipc.open_stream(pa.OSFile(str(path))) as stream:
+                rows = [batch.num_rows for batch in stream]
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"{path}: not a readable Arrow IPC file ({exc})") from exc
+    if rows != [g.rows for g in groups]:
+        raise FormatError(f"{path}: record batches do not match the IPC messages found")
+
+
+def _jsonl_groups(path: Path, lines_per_group: int) -> list[ByteRange]:
+    """Ranges of ``lines_per_group`` whole lines (the last may be shorter)."""
+    groups: list[ByteRange] = []
+    start = position = lines = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            offset = 0
+            while True:
+                newline = chunk.find(b"\n", offset)
+                if newline < 0:
+                    break
+                lines += 1
+                offset = newline + 1
+                if lines == lines_per_group:
+                    end = position + offset
+                    groups.append(ByteRange(start, end, lines))
+                    start, lines = end, 0
+            position += len(chunk)
+    if position > start:
+        tail = lines + 1 if not _ends_with_newline(path, position) else lines
+        groups.append(ByteRange(start, position, tail))
+    return groups
+
+
+def _ends_with_newline(path: Path, size: int) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(size - 1)
+        return handle.read(1) == b"\n"
+
+
+def layout_shard(
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    lines_per_group: int = DEFAULT_LINES_PER_GROUP,
+) -> ShardLayout:
+    """Where the row groups of a Parquet, Arrow IPC or JSONL file lie."""
+    shard = Path(path)
+    kind = format or shard_format(shard)
+    if kind not in ROW_GROUP_FORMATS:
+        raise InputError(f"{shard}: not a Parquet, Arrow or JSONL file (by its name)")
+    if lines_per_group <= 0:
+        raise ValueError("lines_per_group must be positive")
+    size = shard.stat().st_size
+    if kind == "parquet":
+        groups = _parquet_groups(shard)
+    elif kind == "arrow":
+        groups = _arrow_groups(shard)
+    else:
+        groups = _jsonl_groups(shard, lines_per_group)
+    return ShardLayout(kind, size, tuple(groups))
+
+
+def _hash_ranges(handle: BinaryIO, ranges: Iterable[ByteRange]) -> list[bytes]:
+    digests = []
+    for item in ranges:
+        hasher = hashlib.sha256()
+        handle.seek(item.start)
+        left = item.end - item.start
+        while left:
+            chunk = handle.read(min(_CHUNK, left))
+            if not chunk:
+                break  # the file shrank: the digest will differ
+            hasher.update(chunk)
+            left -= len(chunk)
+        digests.append(hasher.digest())
+    return digests
+
+
+def _file_entry(name: str, path: Path, lines_per_group: int) -> dict[str, Any]:
+    layout = layout_shard(path, lines_per_group=lines_per_group)
+    with open(path, "rb") as handle:
+        metadata = _hash_ranges(handle, layout.metadata)
+        groups = _hash_ranges(handle, layout.groups)
+    return {
+        "name": name,
+        "format": layout.format,
+        "size": layout.size,
+        "metadata": [
+            {"start": r.start, "end": r.end, "digest": d.hex()}
+            for r, d in zip(layout.metadata, metadata, strict=True)
+        ],
+        "groups": [
+            {"start": r.start, "end": r.end, "rows": r.rows, "digest": d.hex()}
+            for r, d in zip(layout.groups, groups, strict=True)
+        ],
+    }
+
+
+def row_groups_predicate(
+    dataset_path: str | os.PathLike[str],
+    *,
+    lines_per_group: int = DEFAULT_LINES_PER_GROUP,
+    ignore_paths: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The row-group predicate of a dataset: every Parquet, Arrow and JSONL file in it (a
+    folder, listed as signing lists it), or the one file it is (named ``"."``, as OMS names a
+    single-file model's resource)."""
+    from weightvault.signing import default_signature_path, plan_model
+
+    root = Path(dataset_path)
+    plan = plan_model(
+        root, signature_path=default_signature_path(root), ignore_paths=tuple(ignore_paths)
+    )
+    files = [
+        _file_entry(f.name, f.path, lines_per_group)
+        for f in plan.tree.files
+        if shard_format(f.path if plan.tree.is_single_file else f.name) is not None
+    ]
+    if not files:
+        raise InputError(f"{root}: no Parquet, Arrow or JSONL files to take row groups of")
+    return {"hashType": "sha256", "files": files}
+
+
+def verify_row_groups(
+    path: str | os.PathLike[str],
+    row_group_indices: Iterable[int],
+    attestation: VerifiedAttestation,
+    *,
+    name: str | None = None,
+) -> tuple[ByteRange, ...]:
+    """Check the metadata and the given row groups of one shard against a *verified* row-group
+    attestation (:func:`~weightvault.attest.verify_attestation`), reading only those bytes.
+
+    ``name`` is the shard's name inside the dataset (``train/part-0.parquet``); it may be left
+    out when the attestation covers one file. Returns the groups' byte ranges (with their row
+    counts); raises :class:`VerificationError` naming the first range that differs.
+    """
+    from weightvault.attest._predicates import ROW_GROUPS
+
+    if attestation.predicate_type != ROW_GROUPS:
+        raise ValueError("attestation: not a row-groups attestation")
+    entries = attestation.predicate["files"]
+    shard = Path(path)
+    if name is None:
+        if len(entries) != 1:
+            raise InputError("the row-groups attestation covers several files; name one")
+        entry = entries[0]
+    else:
+        matching = [e for e in entries if e["name"] == name]
+        if not matching:
+            raise InputError(f"{name}: not among the attested files")
+        entry = matching[0]
+    indices = list(row_group_indices)
+    groups = entry["groups"]
+    for index in indices:
+        if isinstance(index, bool) or not 0 <= index < len(groups):
+            raise InputError(f"row group {index}: {entry['name']} has {len(groups)} row groups")
+    try:
+        size = shard.stat().st_size
+        handle = open(shard, "rb")
+    except OSError as exc:
+        raise InputError(f"{shard}: cannot be read ({exc.strerror})") from exc
+    with handle:
+        if size != entry["size"]:
+            raise VerificationError(
+                f"{shard}: {size} bytes, the attestation says {entry['size']}; the file changed"
+            )
+        # 1. The metadata (how the groups are read), then 2. each requested group.
+        metadata = [ByteRange(m["start"], m["end"]) for m in entry["metadata"]]
+        wanted = [bytes.fromhex(m["digest"]) for m in entry["metadata"]]
+        for item, digest, want in zip(
+            metadata, _hash_ranges(handle, metadata), wanted, strict=True
+        ):
+            if not hmac.compare_digest(digest, want):
+                raise VerificationError(
+                    f"{shard}: metadata bytes {item.start}-{item.end} do not match the attestation"
+                )
+        chosen = [
+            ByteRange(groups[i]["start"], groups[i]["end"], groups[i]["rows"]) for i in indices
+        ]
+        for index, item, digest in zip(indices, chosen, _hash_ranges(handle, chosen), strict=True):
+            if not hmac.compare_digest(digest, bytes.fromhex(groups[index]["digest"])):
+                raise VerificationError(
+                    f"{shard}: row group {index} (bytes {item.start}-{item.end}) does not match"
+                    " the attestation"
+                )
+    return tuple(chosen)

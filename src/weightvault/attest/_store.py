@@ -36,19 +36,22 @@ from weightvault.attest._statement import Subject, digest_subject
 from weightvault.errors import FormatError, InputError, Reason
 
 if TYPE_CHECKING:
-    from weightvault.oms.manifest import Serialization
-    from weightvault.signing import Verifier
+    from weightvault.attest._rowgroups import ByteRange
+    from weightvault.oms.manifest import Manifest, Serialization
+    from weightvault.signing import Signer, Verifier
 
 __all__ = [
     "ATTESTATIONS_SUFFIX",
     "AttestationCheck",
     "StoredAttestation",
+    "attest_row_groups",
     "attestations_dir",
     "check_attestations",
     "list_attestations",
     "require_attestations",
     "select_required",
     "store_attestation",
+    "verify_dataset_rows",
 ]
 
 ATTESTATIONS_SUFFIX = ".attestations"
@@ -327,3 +330,72 @@ def _claims(check: AttestationCheck, predicate_type: str) -> bool:
     except InputError:
         return False
     return peeked.predicate_type == predicate_type or peeked.predicate_type is None
+
+
+def attest_row_groups(
+    dataset_path: str | os.PathLike[str],
+    manifest: Manifest,
+    signer: Signer,
+    predicate: dict[str, Any],
+    *,
+    log: tuple[str, str] | None = None,
+) -> Path:
+    """Sign a row-group predicate (:func:`~weightvault.attest.row_groups_predicate`) about the
+    dataset ``manifest`` describes (its OMS root digest, as just signed), optionally log it
+    (``(location, checkpoint key)``), and store it beside the dataset."""
+    from weightvault.attest._sign import log_attestation, sign_attestation
+    from weightvault.attest._statement import make_statement
+
+    subject = Subject(manifest.model_name, manifest.root_digest, "dataset", manifest.serialization)
+    bundle = sign_attestation(make_statement(subject, "row-groups", predicate), signer)
+    if log is not None:
+        bundle = log_attestation(bundle, *log)
+    return store_attestation(dataset_path, bundle, "row-groups")
+
+
+def verify_dataset_rows(
+    dataset_path: str | os.PathLike[str],
+    file_name: str | None,
+    row_group_indices: Iterable[int],
+    *,
+    verifier: Verifier,
+    signature_path: str | os.PathLike[str] | None = None,
+    signers: Collection[str] | None = None,
+    now: datetime.datetime | Callable[[], datetime.datetime] | None = None,
+    directory: str | os.PathLike[str] | None = None,
+) -> tuple[ByteRange, ...]:
+    """Verify some row groups of one shard of a signed dataset, reading only those bytes.
+
+    The chain: (1) the dataset's signature verifies (its bundle only, nothing is rehashed) and
+    names the root digest; (2) a row-groups attestation stored beside the dataset verifies for
+    that digest; (3) the shard's metadata and the requested groups match it. ``file_name`` is
+    the shard's name inside the dataset folder (``None`` for a single-file dataset).
+    """
+    from weightvault.attest._predicates import ROW_GROUPS
+    from weightvault.attest._rowgroups import verify_row_groups
+    from weightvault.oms.manifest import parse_statement as parse_oms_statement
+    from weightvault.signing import default_signature_path, read_signature
+
+    root = Path(dataset_path)
+    sig = Path(signature_path) if signature_path is not None else default_signature_path(root)
+    # 1. The dataset's signature: authentic, and the root digest it vouches for.
+    verified = verifier.verify(read_signature(sig))
+    manifest = parse_oms_statement(verified.payload)
+    names = {r.name for r in manifest.resources}
+    shard_name = file_name if file_name is not None else "."
+    if shard_name not in names:
+        raise InputError(f"{shard_name}: not a file the dataset's signature covers")
+    # 2. A row-groups attestation for that digest.
+    checks = check_attestations(
+        root,
+        verifier=verifier,
+        expected_subject_digest=manifest.root_digest,
+        kinds=[ROW_GROUPS],
+        signers=signers,
+        now=now,
+        directory=directory,
+    )
+    record = select_required(checks, [ROW_GROUPS], root)["row-groups"]
+    # 3. The bytes read.
+    shard = root if file_name is None else root / file_name
+    return verify_row_groups(shard, row_group_indices, record, name=shard_name)

@@ -279,6 +279,15 @@ def register(app: typer.Typer) -> None:
             None, "--log-key", help="With --log: the log's checkpoint key (file or pkcs11: URI)."
         ),
         force: bool = typer.Option(False, "--force", help="Replace an existing signature file."),
+        row_groups: bool = typer.Option(
+            False,
+            "--row-groups",
+            help="Datasets: also attest per-row-group digests of Parquet/Arrow/JSONL files"
+            " (stored in MODEL.attestations/), so readers can verify the parts they read.",
+        ),
+        lines_per_group: int = typer.Option(
+            10_000, "--lines-per-group", min=1, help="With --row-groups: JSONL lines per group."
+        ),
     ) -> None:
         """Sign a model file or folder in the OpenSSF Model Signing format.
 
@@ -312,6 +321,15 @@ def register(app: typer.Typer) -> None:
             trust_config,
         )
         target = LogTarget(log, log_key) if log is not None and log_key is not None else None
+        row_groups_predicate = None
+        if row_groups:  # before signing: a dataset without shards is refused with nothing written
+            from weightvault.attest import row_groups_predicate as make_row_groups
+
+            row_groups_predicate = make_row_groups(
+                model_path, lines_per_group=lines_per_group, ignore_paths=[str(p) for p in ignore]
+            )
+        elif lines_per_group != 10_000:
+            raise UsageError("--lines-per-group applies to --row-groups only")
         with _log_errors(log) if log is not None else contextlib.nullcontext():
             result = sign_model(
                 model_path,
@@ -323,8 +341,23 @@ def register(app: typer.Typer) -> None:
                 options=options,
                 progress_display=progress_display("hashing"),
             )
+        row_groups_path = None
+        if row_groups_predicate is not None:
+            from weightvault.attest import attest_row_groups
+
+            with _log_errors(log) if log is not None else contextlib.nullcontext():
+                row_groups_path = attest_row_groups(
+                    model_path,
+                    result.manifest,
+                    signer,
+                    row_groups_predicate,
+                    log=(log, log_key) if log is not None and log_key is not None else None,
+                )
         if as_json:
-            emit_json(result.to_json())
+            document = result.to_json()
+            if row_groups_path is not None:
+                document["row_groups_attestation"] = str(row_groups_path)
+            emit_json(document)
             return
         params = result.manifest.serialization
         console = out_console()
@@ -336,6 +369,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"signer: {result.signer.method} {result.signer.subject}")
         for name in result.left_out:
             console.print(f"left out: {name} (a signature file, not model content)")
+        if row_groups_path is not None:
+            console.print(f"row groups attested -> {row_groups_path}", markup=False)
 
     @app.command("verify")
     def verify_command(
