@@ -108,13 +108,18 @@ def _swap(a: Path, b: Path) -> None:
 
 
 TAMPERING = {
-    "flipped bit in weights": (lambda m: _flip_bit(m / "model.safetensors", 600), DigestMismatchError),
+    "flipped bit in weights": (
+        lambda m: _flip_bit(m / "model.safetensors", 600),
+        DigestMismatchError,
+    ),
     "flipped bit in config": (lambda m: _flip_bit(m / "config.json", 3), DigestMismatchError),
     "truncated weights": (lambda m: _truncate(m / "model.safetensors"), DigestMismatchError),
     "extra file": (lambda m: (m / "extra" / "new.bin").write_bytes(b"x"), ExtraFileError),
     "missing file": (lambda m: (m / "extra" / "notes.txt").unlink(), MissingFileError),
-    "swapped files": (lambda m: _swap(m / "config.json", m / "extra" / "notes.txt"),
-                      DigestMismatchError),
+    "swapped files": (
+        lambda m: _swap(m / "config.json", m / "extra" / "notes.txt"),
+        DigestMismatchError,
+    ),
     "renamed file": (lambda m: (m / "head.bin").rename(m / "head2.bin"), MissingFileError),
 }
 
@@ -192,8 +197,9 @@ def test_symlink_out_of_the_model_is_refused(tmp_path: Path, model: Path, keys: 
 def test_torch_checkpoint_with_code_is_refused(tmp_path: Path, keys: Keys) -> None:
     folder = tmp_path / "pickled"
     folder.mkdir()
-    torch.save({"w": torch.ones(2), "when": __import__("datetime").date(2024, 1, 1)},
-               folder / "model.bin")
+    torch.save(
+        {"w": torch.ones(2), "when": __import__("datetime").date(2024, 1, 1)}, folder / "model.bin"
+    )
     sign(folder, keys.signer)
     with pytest.raises(UnsafeFileError):
         load.torch(folder / "model.bin", verifier=keys.verifier)

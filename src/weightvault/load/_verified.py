@@ -19,7 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from weightvault.errors import FormatError, InputError, Reason, VerificationError
+from weightvault.errors import (
+    FileSystemError,
+    FormatError,
+    InputError,
+    Reason,
+    VerificationError,
+)
 from weightvault.hashing import default_workers
 from weightvault.load._errors import (
     BadSignatureError,
@@ -164,6 +170,12 @@ def _list_folder(
                 f"{link}: symlink points outside the model ({target})", names=[exc.name]
             ) from exc
         raise LoadRefusedError(exc.message, names=[exc.name], reason=Reason.SYMLINK) from exc
+    except FileNotFoundError as exc:
+        raise MissingFileError(
+            f"{root}: a file disappeared while the model was listed ({exc.filename})"
+        ) from exc
+    except OSError as exc:
+        raise FileSystemError.from_os_error(exc) from exc
     except InputError as exc:
         if exc.reason is not Reason.NO_FILES:
             raise
@@ -192,6 +204,17 @@ def _list_snapshot(
     sig_name = normalize_ignore_path(root, os.path.abspath(signature_path))
     if sig_name:
         ignored.add(sig_name)
+    try:
+        return _walk_snapshot(root, cache, ignored)
+    except FileNotFoundError as exc:
+        raise MissingFileError(
+            f"{root}: a file disappeared while the snapshot was listed ({exc.filename})"
+        ) from exc
+    except OSError as exc:
+        raise FileSystemError.from_os_error(exc) from exc
+
+
+def _walk_snapshot(root: Path, cache: Path, ignored: set[str]) -> list[LocalFile]:
     files: list[LocalFile] = []
     stack = [(root, "")]
     while stack:
