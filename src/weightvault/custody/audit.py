@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from weightvault._json import canonical
+from weightvault.custody.console.ledger import PasskeyLedger
 from weightvault.errors import VerificationError, WeightvaultError
 from weightvault.tlog import (
     GroupCommitter,
@@ -183,6 +184,31 @@ class AuditTrail:
     def latest_checkpoint(self) -> bytes | None:
         return self._log.latest_checkpoint()
 
+    def recent(self, count: int) -> tuple[int, list[tuple[int, bytes, bool]]]:
+        """The last ``count`` entries, newest first, each with whether its inclusion proof
+        verifies against the latest signed checkpoint; and that checkpoint's tree size (0 when
+        none is signed yet). An entry after the checkpoint is not proven yet."""
+        note = self._log.latest_checkpoint()
+        size = 0
+        root = b""
+        if note is not None:
+            checked = verify_checkpoint(note, self.verifier_key, origin=self._origin)
+            size, root = checked.checkpoint.size, checked.checkpoint.root
+        total = self._log.size()
+        out = []
+        for index in range(total - 1, max(total - count, 0) - 1, -1):
+            entry = self._log.entry(index)
+            proven = False
+            if index < size:
+                try:
+                    proof = self._log.inclusion_proof(index, size)
+                    verify_inclusion(leaf_hash(entry), index, size, proof, root)
+                    proven = True
+                except VerificationError:
+                    proven = False
+            out.append((index, entry, proven))
+        return size, out
+
     def close(self) -> None:
         self._log.close()
 
@@ -220,6 +246,8 @@ class AuditVerification:
     origin: str
     counts: dict[str, int]
     denied: int
+    passkey_approvals: int = 0
+    """Approvals signed with a passkey whose assertion was checked against the logged key."""
 
 
 def verify_audit(
@@ -232,6 +260,7 @@ def verify_audit(
     parsed = LogExport.from_json(export)
     counts: dict[str, int] = {}
     denied = 0
+    passkeys = PasskeyLedger()
     for index, entry in enumerate(parsed.entries[: result.size]):
         try:
             doc = json.loads(entry)
@@ -243,4 +272,11 @@ def verify_audit(
         counts[action] = counts.get(action, 0) + 1
         if doc.get("outcome") == "denied":
             denied += 1
-    return AuditVerification(size=result.size, origin=result.origin, counts=counts, denied=denied)
+        passkeys.check(index, doc)
+    return AuditVerification(
+        size=result.size,
+        origin=result.origin,
+        counts=counts,
+        denied=denied,
+        passkey_approvals=passkeys.checked,
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,17 +24,39 @@ from sqlalchemy.orm import Session
 
 from weightvault import _b64 as b64
 from weightvault.custody import _names
-from weightvault.custody.approvals import RequestTerms, format_time, open_envelope
+from weightvault.custody.approvals import (
+    ApprovalStatement,
+    RequestTerms,
+    format_time,
+    open_envelope,
+)
 from weightvault.custody.context import ROLES, RequestContext, Room, require_role
 from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError
 from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
-from weightvault.custody.store import Approval, GrantRequest, ModelVersion, Principal
+from weightvault.custody.store import (
+    Approval,
+    GrantRequest,
+    ModelVersion,
+    Principal,
+    WebAuthnCredential,
+)
 from weightvault.errors import FormatError, PolicyError, VerificationError
 
-__all__ = ["GrantUse", "Grants", "active_grant", "authorize_grant_use", "terms_of"]
+__all__ = [
+    "EnvelopeOpener",
+    "GrantUse",
+    "Grants",
+    "active_grant",
+    "authorize_grant_use",
+    "terms_of",
+]
 
 _CLOCK_SKEW = dt.timedelta(minutes=5)
+
+EnvelopeOpener = Callable[[Session, Principal, bytes], tuple[ApprovalStatement, str]]
+"""Checks a signed decision by ``approver`` and returns its statement and the signing key's id
+(an Ed25519 DSSE envelope by default; the approver console passes its WebAuthn opener)."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +143,17 @@ def _still_approver(session: Session, policy: ModelPolicy, approval: Approval) -
         who is not None
         and not who.disabled
         and "approver" in who.role_set
-        and who.approval_key_id == approval.key_id
+        and (
+            who.approval_key_id == approval.key_id
+            or _passkey_is_current(session, who.name, approval.key_id)
+        )
     )
+
+
+def _passkey_is_current(session: Session, name: str, key_id: str) -> bool:
+    """Whether ``key_id`` names a passkey of ``name`` that is not revoked."""
+    credential = session.get(WebAuthnCredential, key_id)
+    return credential is not None and credential.principal == name and not credential.revoked_at
 
 
 def _approvals(session: Session, request_id: str) -> list[Approval]:
@@ -130,6 +162,9 @@ def _approvals(session: Session, request_id: str) -> list[Approval]:
 
 class Grants(Room):
     """Requests, approvals, denials and revocation."""
+
+    on_pending: Callable[[dict[str, Any]], None] | None = None
+    """Told of each new request once it is committed (the console notifies approvers)."""
 
     def _view(self, grant: GrantRequest, approvals: list[Approval]) -> dict[str, Any]:
         now = self._clock()
@@ -209,6 +244,8 @@ class Grants(Room):
             session.flush()
             view = self._view(grant, [])
             self._audit(ctx, "allowed", {"request": view})
+        if self.on_pending is not None:
+            self.on_pending(view)
         return view
 
     def get_request(self, ctx: RequestContext, request_id: str) -> dict[str, Any]:
@@ -247,7 +284,12 @@ class Grants(Room):
         return out
 
     def submit_approval(
-        self, ctx: RequestContext, request_id: str, envelope_b64: str
+        self,
+        ctx: RequestContext,
+        request_id: str,
+        envelope_b64: str,
+        *,
+        opener: EnvelopeOpener | None = None,
     ) -> dict[str, Any]:
         """Record a signed approval or denial.
 
@@ -270,7 +312,9 @@ class Grants(Room):
             if principal.name not in policy.approvers:
                 raise PolicyError(f"{principal.name!r} is not an approver for {grant.model!r}")
             approver = session.get(Principal, principal.name)
-            if approver is None or approver.approval_key is None or not approver.approval_key_id:
+            if approver is None or (
+                opener is None and (approver.approval_key is None or not approver.approval_key_id)
+            ):
                 raise PolicyError(f"{principal.name!r} has no registered approval key")
             # (2)
             if grant.requester == principal.name:
@@ -281,7 +325,12 @@ class Grants(Room):
             if grant.request_expires_at <= now:
                 raise PolicyError("request has expired; file a new one")
             # (4)
-            statement = open_envelope(envelope, approver.approval_key)
+            if opener is None:
+                assert approver.approval_key is not None and approver.approval_key_id
+                statement = open_envelope(envelope, approver.approval_key)
+                key_id = approver.approval_key_id
+            else:
+                statement, key_id = opener(session, approver, envelope)
             # (5)
             if statement.approver != principal.name:
                 raise VerificationError("approval names another approver")
@@ -302,7 +351,7 @@ class Grants(Room):
                 select(Approval).where(
                     Approval.request_id == request_id,
                     (Approval.approver == principal.name)
-                    | (Approval.key_id == approver.approval_key_id),
+                    | (Approval.key_id == key_id),
                 )
             ).first()
             if earlier is not None:
@@ -323,7 +372,7 @@ class Grants(Room):
                 "version": grant.version,
                 "grantee": grant.requester,
                 "decision": statement.decision,
-                "key_id": approver.approval_key_id,
+                "key_id": key_id,
                 "envelope": base64.b64encode(envelope).decode("ascii"),
             }
             # A policy tightened while the request was pending applies to it (never loosened).
@@ -344,7 +393,7 @@ class Grants(Room):
             approval = Approval(
                 request_id=request_id,
                 approver=principal.name,
-                key_id=approver.approval_key_id,
+                key_id=key_id,
                 decision=statement.decision,
                 envelope=envelope,
                 expires_at=statement.expires_at,
@@ -367,14 +416,18 @@ class Grants(Room):
             grant = session.get(GrantRequest, request_id, with_for_update=True)
             if grant is None:
                 raise NotFoundError("request not found")
-            model, _policy = load_model(session, grant.model)
+            model, policy = load_model(session, grant.model)
             allowed = (
                 "admin" in principal.role_set
                 or model.owner == principal.name
                 or grant.requester == principal.name
+                # it takes M approvers to grant and one to stop
+                or ("approver" in principal.role_set and principal.name in policy.approvers)
             )
             if not allowed:
-                raise PolicyError("only an admin, the model's owner or the grantee may revoke")
+                raise PolicyError(
+                    "only an admin, the model's owner, its approvers or the grantee may revoke"
+                )
             if grant.status in ("revoked", "denied"):
                 raise ConflictError(f"request is {grant.status} already")
             grant.status = "revoked"

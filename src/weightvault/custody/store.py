@@ -38,8 +38,10 @@ __all__ = [
     "Alert",
     "Approval",
     "Base",
+    "ConsoleSession",
     "DeliveryHeader",
     "Egress",
+    "EnrolmentCode",
     "GrantRequest",
     "Model",
     "ModelVersion",
@@ -47,6 +49,7 @@ __all__ = [
     "Store",
     "Token",
     "VersionFile",
+    "WebAuthnCredential",
     "utcnow",
 ]
 
@@ -243,6 +246,53 @@ class Denial(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     time: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
     subject: Mapped[str] = mapped_column(String(128))
+
+
+class WebAuthnCredential(Base):
+    """An approver's passkey, registered in the approver console (its public key is also in the
+    audit log, so approvals it signs can be checked offline)."""
+
+    __tablename__ = "webauthn_credentials"
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """Hex SHA-256 of the public key (SubjectPublicKeyInfo DER); an approval's ``key_id``."""
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
+    """The authenticator's credential id, base64url."""
+    principal: Mapped[str] = mapped_column(ForeignKey("principals.name"), index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    """SubjectPublicKeyInfo DER (what ``audit verify`` checks assertions with)."""
+    cose_key: Mapped[bytes] = mapped_column(LargeBinary)
+    """The same key as the authenticator gave it (COSE_Key)."""
+    algorithm: Mapped[int] = mapped_column(Integer)
+    """COSE algorithm identifier (-7 ES256, -8 EdDSA, -257 RS256)."""
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(_UtcDateTime(), nullable=True)
+
+
+class ConsoleSession(Base):
+    """A console session (``kind`` ``session``) or a sign-in or registration page's state before
+    there is one (``ceremony``): found by the SHA-256 of its cookie, with its CSRF token and the
+    WebAuthn ceremony under way."""
+
+    __tablename__ = "console_sessions"
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    principal: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    ceremony: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime(), index=True)
+
+
+class EnrolmentCode(Base):
+    """A one-time code that lets an approver register a passkey (only its SHA-256 is kept)."""
+
+    __tablename__ = "console_enrolments"
+    code_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal: Mapped[str] = mapped_column(ForeignKey("principals.name"))
+    created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    used_at: Mapped[dt.datetime | None] = mapped_column(_UtcDateTime(), nullable=True)
 
 
 def _sqlite_setup(engine: Engine, *, begin: str) -> None:

@@ -38,6 +38,9 @@ def create_app(custody: Custody) -> AuditMiddleware:
     app.include_router(grants_router(custody.grants, action))
     app.include_router(egress_router(custody.egress, action))
     app.include_router(audit_router(custody.auditing, action))
+    from weightvault.custody.console.routes import console_router  # imports http: keep it late
+
+    app.include_router(console_router(custody, action))
     guarded = AuditMiddleware(app, custody)
     guarded.fastapi = app
     return guarded

@@ -1,0 +1,572 @@
+"""The console room: passkey registration and sign-in, console sessions, and passkey decisions.
+
+WebAuthn ceremonies use the ``webauthn`` library (py_webauthn). State lives in the database so
+replicas share it: a page's ceremony row (before sign-in) or the session row holds the CSRF token
+and the one ceremony under way; a ceremony is taken out of its row when its answer arrives, so
+an answer counts once. Cookies are random 256-bit values; the database keeps their SHA-256.
+
+A decision (approve or deny) is a fresh assertion whose challenge is the SHA-256 of a
+:class:`~.signatures.PasskeyStatement` built from the request as the approver's page showed it:
+if the request's terms changed since the page was loaded the digests differ and nothing is
+asked; if they change between the question and the answer, the grants room's binding check
+refuses the statement. The decision is recorded by :meth:`Grants.submit_approval` itself, with
+this room's opener in place of the Ed25519 one, so every rule of the two-person check applies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers import (
+    base64url_to_bytes,
+    bytes_to_base64url,
+    decode_credential_public_key,
+    decoded_public_key_to_cryptography,
+    parse_authentication_credential_json,
+)
+from webauthn.helpers.cose import COSEAlgorithmIdentifier
+from webauthn.helpers.exceptions import WebAuthnException
+from webauthn.helpers.structs import (
+    AuthenticationCredential,
+    AuthenticatorAssertionResponse,
+    AuthenticatorSelectionCriteria,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from weightvault import _b64 as b64
+from weightvault.custody import _names
+from weightvault.custody.approvals import ApprovalStatement
+from weightvault.custody.console.ledger import REGISTER_ACTION
+from weightvault.custody.console.signatures import (
+    COSE_ALGORITHMS,
+    PasskeyApproval,
+    challenge_of,
+    passkey_key_id,
+    statement_for,
+    verify_passkey_envelope,
+)
+from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
+from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError
+from weightvault.custody.grants import Grants, terms_of
+from weightvault.custody.models import load_model
+from weightvault.custody.store import (
+    ConsoleSession,
+    EnrolmentCode,
+    GrantRequest,
+    ModelVersion,
+    Principal,
+    WebAuthnCredential,
+)
+from weightvault.errors import FormatError, PolicyError, VerificationError
+
+__all__ = ["Console", "RelyingParty", "SessionView"]
+
+SESSION_LIFETIME = dt.timedelta(hours=4)
+CEREMONY_LIFETIME = dt.timedelta(minutes=10)
+ENROLMENT_LIFETIME = dt.timedelta(minutes=15)
+_ALGORITHMS = [COSEAlgorithmIdentifier(alg) for alg in COSE_ALGORITHMS]
+_MAX_CREDENTIAL_JSON = 16 * 1024
+
+
+@dataclass(frozen=True)
+class RelyingParty:
+    """Where the console is served: the exact origin browsers report, and the WebAuthn RP id."""
+
+    origin: str
+    rp_id: str
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """A console session or a page's ceremony row, as a route needs it."""
+
+    cookie_sha256: str
+    kind: str
+    principal: str | None
+    csrf: str
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _user_id(name: str) -> bytes:
+    """A stable WebAuthn user handle for a principal (not secret, not the name itself)."""
+    return hashlib.sha256(b"weightvault custody principal\0" + name.encode()).digest()
+
+
+def _webauthn_failure(exc: Exception) -> VerificationError:
+    return VerificationError(f"the passkey's answer does not verify ({exc})")
+
+
+def _credential_json(text: str) -> dict[str, Any]:
+    if len(text) > _MAX_CREDENTIAL_JSON:
+        raise FormatError("credential: too large")
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise FormatError("credential: not JSON") from exc
+    if not isinstance(doc, dict):
+        raise FormatError("credential: expected an object")
+    return doc
+
+
+def version_digest(version: ModelVersion) -> str:
+    """``sha256:<hex>``: the root digest of the version's signed OMS manifest."""
+    from weightvault.oms.bundle import parse_bundle
+    from weightvault.oms.manifest import parse_statement
+
+    manifest = parse_statement(parse_bundle(version.signature).payload)
+    return f"sha256:{manifest.root_digest.hex()}"
+
+
+class Console(Room):
+    """Enrolment codes, passkeys, console sessions and passkey-signed decisions."""
+
+    def __init__(self, shared: Shared, grants: Grants) -> None:
+        super().__init__(shared)
+        self._grants = grants
+
+    # -- enrolment (with an API token) ---------------------------------------------------------
+
+    def enrol(self, ctx: RequestContext) -> dict[str, Any]:
+        """A one-time code (15 minutes) with which the caller registers a passkey."""
+        principal = require_role(ctx, *ROLES)
+        code = secrets.token_urlsafe(32)
+        now = self._clock()
+        expires = now + ENROLMENT_LIFETIME
+        with self._store.session() as session:
+            session.add(
+                EnrolmentCode(
+                    code_sha256=_sha256(code),
+                    principal=principal.name,
+                    created_at=now,
+                    expires_at=expires,
+                )
+            )
+            self._audit(ctx, "allowed", {"principal": principal.name})
+        return {"code": code, "path": f"/console/register?code={code}", "expires_in_s": 900}
+
+    def _enrolment(self, session: Session, code: str) -> EnrolmentCode:
+        if not isinstance(code, str) or not 20 <= len(code) <= 100:
+            raise AuthenticationError("registration code is invalid, used or expired")
+        row = session.get(EnrolmentCode, _sha256(code), with_for_update=True)
+        if row is None or row.used_at is not None or row.expires_at <= self._clock():
+            raise AuthenticationError("registration code is invalid, used or expired")
+        return row
+
+    def enrolment_name(self, code: str) -> str:
+        """Whose passkey a registration code registers (refusing a spent one)."""
+        with self._store.session(read_only=True) as session:
+            return self._enrolment(session, code).principal
+
+    # -- rows: pages' ceremonies and sessions ---------------------------------------------------
+
+    def open_page(self) -> tuple[str, SessionView]:
+        """A fresh ceremony row for a sign-in or registration page: (cookie value, view)."""
+        cookie = secrets.token_urlsafe(32)
+        now = self._clock()
+        row = ConsoleSession(
+            id_sha256=_sha256(cookie),
+            kind="ceremony",
+            principal=None,
+            csrf=secrets.token_urlsafe(32),
+            ceremony=None,
+            created_at=now,
+            expires_at=now + CEREMONY_LIFETIME,
+        )
+        with self._store.session() as session:
+            session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
+            session.add(row)
+        return cookie, SessionView(row.id_sha256, row.kind, None, row.csrf)
+
+    def find(self, cookie: str | None, kind: str) -> SessionView | None:
+        """The live row of ``kind`` for a cookie value, or None."""
+        if not cookie or len(cookie) > 100:
+            return None
+        with self._store.session(read_only=True) as session:
+            row = session.get(ConsoleSession, _sha256(cookie))
+            if row is None or row.kind != kind or row.expires_at <= self._clock():
+                return None
+            return SessionView(row.id_sha256, row.kind, row.principal, row.csrf)
+
+    def authenticate(self, ctx: RequestContext, view: SessionView) -> Principal:
+        """Make the session's principal the request's (refusing a disabled one)."""
+        with self._store.session(read_only=True) as session:
+            principal = session.get(Principal, view.principal or "")
+            if principal is None or principal.disabled:
+                raise AuthenticationError("session ended; sign in again")
+            session.expunge(principal)
+        ctx.principal = principal
+        ctx.token_hmac = f"console-session:{view.cookie_sha256[:16]}"
+        return principal
+
+    def _put_ceremony(self, view: SessionView, ceremony: dict[str, Any]) -> None:
+        with self._store.session() as session:
+            row = session.get(ConsoleSession, view.cookie_sha256, with_for_update=True)
+            if row is None:
+                raise AuthenticationError("page expired; reload it")
+            row.ceremony = json.dumps(ceremony, sort_keys=True)
+
+    def _take_ceremony(self, session: Session, view: SessionView, kind: str) -> dict[str, Any]:
+        """Remove and return the ceremony under way (an answer is accepted once)."""
+        row = session.get(ConsoleSession, view.cookie_sha256, with_for_update=True)
+        if row is None or row.expires_at <= self._clock():
+            raise AuthenticationError("page expired; reload it")
+        if row.ceremony is None:
+            raise ConflictError("no passkey request is under way (it was answered already)")
+        ceremony: dict[str, Any] = json.loads(row.ceremony)
+        row.ceremony = None
+        if ceremony.get("kind") != kind:
+            raise ConflictError("another passkey request is under way; reload the page")
+        return ceremony
+
+    # -- registration --------------------------------------------------------------------------
+
+    def registration_options(self, view: SessionView, code: str, rp: RelyingParty) -> str:
+        with self._store.session(read_only=True) as session:
+            name = self._enrolment(session, code).principal
+            existing = session.scalars(
+                select(WebAuthnCredential.credential_id).where(WebAuthnCredential.principal == name)
+            ).all()
+        options = generate_registration_options(
+            rp_id=rp.rp_id,
+            rp_name="weightvault custody",
+            user_name=name,
+            user_id=_user_id(name),
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.PREFERRED,
+                user_verification=UserVerificationRequirement.REQUIRED,
+            ),
+            exclude_credentials=[
+                PublicKeyCredentialDescriptor(id=base64url_to_bytes(c)) for c in existing
+            ],
+            supported_pub_key_algs=_ALGORITHMS,
+        )
+        self._put_ceremony(
+            view,
+            {"kind": "register", "challenge": b64.encode(options.challenge), "code": _sha256(code)},
+        )
+        return options_to_json(options)
+
+    def register(
+        self, ctx: RequestContext, view: SessionView, code: str, credential: str, rp: RelyingParty
+    ) -> dict[str, Any]:
+        """Verify the browser's new credential and keep it; log its public key."""
+        ctx.action = REGISTER_ACTION
+        now = self._clock()
+        with self._store.session() as session:
+            ceremony = self._take_ceremony(session, view, "register")
+            enrolment = self._enrolment(session, code)
+            if ceremony["code"] != enrolment.code_sha256:
+                raise ConflictError("registration code changed; reload the page")
+            try:
+                verified = verify_registration_response(
+                    credential=_credential_json(credential),
+                    expected_challenge=b64.decode(ceremony["challenge"], "challenge"),
+                    expected_rp_id=rp.rp_id,
+                    expected_origin=rp.origin,
+                    require_user_verification=True,
+                    supported_pub_key_algs=_ALGORITHMS,
+                )
+            except WebAuthnException as exc:
+                raise _webauthn_failure(exc) from exc
+            decoded = decode_credential_public_key(verified.credential_public_key)
+            public_key = decoded_public_key_to_cryptography(decoded).public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            algorithm = int(decoded.alg)
+            key_id = passkey_key_id(public_key)
+            credential_id = bytes_to_base64url(verified.credential_id)
+            if session.scalar(
+                select(WebAuthnCredential).where(
+                    (WebAuthnCredential.credential_id == credential_id)
+                    | (WebAuthnCredential.key_id == key_id)
+                )
+            ):
+                raise ConflictError("this passkey is registered already")
+            principal = session.get(Principal, enrolment.principal)
+            if principal is None or principal.disabled:
+                raise AuthenticationError("registration code is invalid, used or expired")
+            enrolment.used_at = now
+            session.add(
+                WebAuthnCredential(
+                    key_id=key_id,
+                    credential_id=credential_id,
+                    principal=principal.name,
+                    public_key=public_key,
+                    cose_key=verified.credential_public_key,
+                    algorithm=algorithm,
+                    sign_count=verified.sign_count,
+                    created_at=now,
+                )
+            )
+            ctx.principal = principal
+            self._audit(
+                ctx,
+                "allowed",
+                {
+                    "principal": principal.name,
+                    "key_id": key_id,
+                    "public_key": b64.encode(public_key),
+                    "algorithm": algorithm,
+                    "credential_id": credential_id,
+                    "aaguid": verified.aaguid,
+                    "rp_id": rp.rp_id,
+                    "origin": rp.origin,
+                },
+            )
+        return {"principal": principal.name, "key_id": key_id}
+
+    # -- sign-in -------------------------------------------------------------------------------
+
+    def _credentials(self, session: Session, name: str) -> list[WebAuthnCredential]:
+        return list(
+            session.scalars(
+                select(WebAuthnCredential).where(
+                    WebAuthnCredential.principal == name, WebAuthnCredential.revoked_at.is_(None)
+                )
+            )
+        )
+
+    def login_options(self, view: SessionView, name: str, rp: RelyingParty) -> str:
+        """Assertion options for signing in: any of this device's passkeys, or ``name``'s."""
+        allowed: list[PublicKeyCredentialDescriptor] = []
+        if name:
+            _names.check_principal_name(name, "name")
+            with self._store.session(read_only=True) as session:
+                allowed = [
+                    PublicKeyCredentialDescriptor(id=base64url_to_bytes(c.credential_id))
+                    for c in self._credentials(session, name)
+                ]
+        options = generate_authentication_options(
+            rp_id=rp.rp_id,
+            allow_credentials=allowed,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        )
+        self._put_ceremony(view, {"kind": "login", "challenge": b64.encode(options.challenge)})
+        return options_to_json(options)
+
+    def _verify_assertion(
+        self,
+        session: Session,
+        credential: AuthenticationCredential,
+        challenge: bytes,
+        rp: RelyingParty,
+    ) -> WebAuthnCredential:
+        """Check an assertion with the stored key; advance its sign count."""
+        stored = session.scalar(
+            select(WebAuthnCredential)
+            .where(WebAuthnCredential.credential_id == bytes_to_base64url(credential.raw_id))
+            .with_for_update()
+        )
+        if stored is None or stored.revoked_at is not None:
+            raise AuthenticationError("unknown or revoked passkey")
+        try:
+            verified = verify_authentication_response(
+                credential=credential,
+                expected_challenge=challenge,
+                expected_rp_id=rp.rp_id,
+                expected_origin=rp.origin,
+                credential_public_key=stored.cose_key,
+                credential_current_sign_count=stored.sign_count,
+                require_user_verification=True,
+            )
+        except WebAuthnException as exc:
+            raise _webauthn_failure(exc) from exc
+        stored.sign_count = verified.new_sign_count
+        return stored
+
+    def login(
+        self, ctx: RequestContext, view: SessionView, credential: str, rp: RelyingParty
+    ) -> tuple[str, SessionView]:
+        """Verify a sign-in assertion; a new session (never the page's row, never a cookie the
+        browser brought: no session fixation). Returns (cookie value, session)."""
+        ctx.action = "console.login"
+        try:
+            parsed = parse_authentication_credential_json(_credential_json(credential))
+        except WebAuthnException as exc:
+            raise _webauthn_failure(exc) from exc
+        now = self._clock()
+        cookie = secrets.token_urlsafe(32)
+        with self._store.session() as session:
+            ceremony = self._take_ceremony(session, view, "login")
+            stored = self._verify_assertion(
+                session, parsed, b64.decode(ceremony["challenge"], "challenge"), rp
+            )
+            principal = session.get(Principal, stored.principal)
+            if principal is None or principal.disabled:
+                raise AuthenticationError("unknown or revoked passkey")
+            session.execute(
+                delete(ConsoleSession).where(ConsoleSession.id_sha256 == view.cookie_sha256)
+            )
+            row = ConsoleSession(
+                id_sha256=_sha256(cookie),
+                kind="session",
+                principal=principal.name,
+                csrf=secrets.token_urlsafe(32),
+                created_at=now,
+                expires_at=now + SESSION_LIFETIME,
+            )
+            session.add(row)
+            ctx.principal = principal
+            self._audit(ctx, "allowed", {"key_id": stored.key_id})
+        return cookie, SessionView(row.id_sha256, "session", principal.name, row.csrf)
+
+    def logout(self, ctx: RequestContext, view: SessionView) -> None:
+        ctx.action = "console.logout"
+        with self._store.session() as session:
+            session.execute(
+                delete(ConsoleSession).where(ConsoleSession.id_sha256 == view.cookie_sha256)
+            )
+            self._audit(ctx, "allowed")
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def decision_options(
+        self,
+        ctx: RequestContext,
+        view: SessionView,
+        request_id: str,
+        decision: str,
+        reason: str,
+        shown_digest: str,
+        rp: RelyingParty,
+    ) -> str:
+        """Assertion options whose challenge is the digest of this decision's statement.
+
+        ``shown_digest`` is the request digest the approver's page displayed: a request whose
+        terms changed since then is refused before anything is signed.
+        """
+        principal = require_role(ctx, "approver")
+        _names.check_request_id(request_id)
+        if decision not in ("approve", "deny"):
+            raise FormatError("decision: expected approve or deny")
+        reason = reason.strip()
+        if decision == "deny":
+            _names.check_justification(reason, "reason")
+        elif reason:
+            raise FormatError("reason: only a denial takes a reason")
+        now = self._clock()
+        with self._store.session(read_only=True) as session:
+            grant = session.get(GrantRequest, request_id)
+            if grant is None:
+                raise NotFoundError("request not found")
+            _model, policy = load_model(session, grant.model)
+            if principal.name not in policy.approvers:
+                raise PolicyError(f"{principal.name!r} is not an approver for {grant.model!r}")
+            if grant.requester == principal.name:
+                raise PolicyError("self-approval: the requester cannot approve their own request")
+            if grant.status != "pending":
+                raise ConflictError(f"request is {grant.status}, not pending")
+            terms = terms_of(grant)
+            if shown_digest != terms.digest():
+                raise ConflictError(
+                    "the request changed after this page was loaded; reload it and read it again"
+                )
+            version = session.get(ModelVersion, (grant.model, grant.version))
+            if version is None:
+                raise NotFoundError(f"{grant.model}@{grant.version} not found")
+            credentials = self._credentials(session, principal.name)
+            if not credentials:
+                raise PolicyError(f"{principal.name!r} has no passkey")
+            statement = statement_for(
+                ApprovalStatement.for_request(
+                    terms,
+                    approver=principal.name,
+                    decision=decision,
+                    issued_at=now,
+                    valid_for=dt.timedelta(seconds=policy.approval_validity_s),
+                ),
+                version_digest=version_digest(version),
+                reason=reason,
+                nonce=secrets.token_hex(16),
+                origin=rp.origin,
+                rp_id=rp.rp_id,
+            )
+            allowed = [
+                PublicKeyCredentialDescriptor(id=base64url_to_bytes(c.credential_id))
+                for c in credentials
+            ]
+        payload = statement.to_json()
+        options = generate_authentication_options(
+            rp_id=rp.rp_id,
+            challenge=challenge_of(payload),
+            allow_credentials=allowed,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        )
+        self._put_ceremony(
+            view, {"kind": "decide", "request_id": request_id, "statement": b64.encode(payload)}
+        )
+        self._audit(ctx, "allowed", {"request_id": request_id, "decision": decision})
+        return options_to_json(options)
+
+    def decide(
+        self,
+        ctx: RequestContext,
+        view: SessionView,
+        request_id: str,
+        credential: str,
+        rp: RelyingParty,
+    ) -> dict[str, Any]:
+        """Record the decision the passkey signed, through the grants room's own checks."""
+        require_role(ctx, "approver")
+        _names.check_request_id(request_id)
+        try:
+            parsed = parse_authentication_credential_json(_credential_json(credential))
+        except WebAuthnException as exc:
+            raise _webauthn_failure(exc) from exc
+        with self._store.session() as session:
+            ceremony = self._take_ceremony(session, view, "decide")
+        if ceremony.get("request_id") != request_id:
+            raise ConflictError("the passkey answered for another request; reload the page")
+        envelope = PasskeyApproval(
+            statement_bytes=b64.decode(ceremony["statement"], "statement"),
+            credential_id=parsed.raw_id,
+            authenticator_data=parsed.response.authenticator_data,
+            client_data_json=parsed.response.client_data_json,
+            signature=parsed.response.signature,
+        ).to_json()
+
+        def opener(
+            session: Session, approver: Principal, data: bytes
+        ) -> tuple[ApprovalStatement, str]:
+            approval = PasskeyApproval.from_json(data)
+            challenge = challenge_of(approval.statement_bytes)
+            assertion = AuthenticationCredential(
+                id=bytes_to_base64url(approval.credential_id),
+                raw_id=approval.credential_id,
+                response=AuthenticatorAssertionResponse(
+                    client_data_json=approval.client_data_json,
+                    authenticator_data=approval.authenticator_data,
+                    signature=approval.signature,
+                ),
+            )
+            stored = self._verify_assertion(session, assertion, challenge, rp)
+            if stored.principal != approver.name:
+                raise VerificationError("the passkey belongs to someone else")
+            statement, _ = verify_passkey_envelope(data, stored.public_key, stored.algorithm)
+            if statement.origin != rp.origin or statement.rp_id != rp.rp_id:
+                raise VerificationError("the statement names another console")
+            if statement.reason:
+                ctx.detail["reason"] = statement.reason
+            return statement.approval, stored.key_id
+
+        return self._grants.submit_approval(ctx, request_id, b64.encode(envelope), opener=opener)

@@ -1,0 +1,295 @@
+"""WebAuthn approvals: an approver's passkey signing one request's exact terms.
+
+The console asks the browser for an assertion whose challenge is the SHA-256 of a
+:class:`PasskeyStatement`: the request's id, terms digest, model, version, the version's root
+digest, grantee, duration, byte budget, the decision (and a denial's reason), the approver, the
+console's origin and RP id, when it was issued and until when it is valid, and a
+one-time nonce. The authenticator signs ``authenticatorData || SHA-256(clientDataJSON)`` and
+clientDataJSON carries that challenge, so the assertion is a signature over the statement.
+
+The statement and the assertion travel together in a :data:`ENVELOPE_TYPE` document, stored and
+logged like a CLI approval's DSSE envelope. :func:`verify_passkey_envelope` needs only
+``cryptography`` and the credential's public key (SubjectPublicKeyInfo, logged when the passkey
+was registered): the service checks an approval with it before recording, and ``audit verify``
+checks every logged passkey approval with it offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from weightvault import _b64 as b64
+from weightvault._json import canonical, load_object, require_fields
+from weightvault.custody import _names
+from weightvault.custody.approvals import ApprovalStatement, format_time, parse_time
+from weightvault.errors import FormatError, VerificationError
+
+__all__ = [
+    "COSE_ALGORITHMS",
+    "ENVELOPE_TYPE",
+    "STATEMENT_TYPE",
+    "PasskeyApproval",
+    "PasskeyStatement",
+    "challenge_of",
+    "passkey_key_id",
+    "statement_for",
+    "verify_passkey_envelope",
+    "verify_signature",
+]
+
+STATEMENT_TYPE = "https://weightvault.dev/custody/passkey-approval/v1"
+ENVELOPE_TYPE = "https://weightvault.dev/custody/passkey-envelope/v1"
+COSE_ALGORITHMS = {-7: "ES256", -8: "EdDSA", -257: "RS256"}
+"""The credential algorithms the console accepts (COSE identifiers)."""
+_MAX_ENVELOPE = 16 * 1024
+_FLAG_USER_PRESENT = 0x01
+_FLAG_USER_VERIFIED = 0x04
+
+_STATEMENT_FIELDS = (
+    "_type",
+    "approver",
+    "byte_budget",
+    "decision",
+    "duration_s",
+    "expires_at",
+    "grantee",
+    "issued_at",
+    "model",
+    "nonce",
+    "origin",
+    "reason",
+    "request_digest",
+    "request_id",
+    "rp_id",
+    "version",
+    "version_digest",
+)
+_ENVELOPE_FIELDS = (
+    "_type",
+    "authenticator_data",
+    "client_data_json",
+    "credential_id",
+    "signature",
+    "statement",
+)
+
+
+def passkey_key_id(public_key_der: bytes) -> str:
+    """Hex SHA-256 of a credential's SubjectPublicKeyInfo: its key id in approvals."""
+    return hashlib.sha256(public_key_der).hexdigest()
+
+
+@dataclass(frozen=True)
+class PasskeyStatement:
+    """What a passkey approval signs (through the challenge)."""
+
+    approval: ApprovalStatement
+    """The terms and decision, as a CLI approval states them."""
+    version_digest: str
+    """``sha256:<hex>``: the root digest of the version's signed manifest."""
+    reason: str
+    """Why a request was denied (empty for an approval)."""
+    nonce: str
+    """One-time, from the server: an assertion for one ceremony fits no other."""
+    origin: str
+    rp_id: str
+
+    def to_json(self) -> bytes:
+        """Canonical JSON: the bytes whose SHA-256 is the WebAuthn challenge."""
+        a = self.approval
+        doc = {
+            "_type": STATEMENT_TYPE,
+            "approver": a.approver,
+            "byte_budget": a.byte_budget,
+            "decision": a.decision,
+            "duration_s": a.duration_s,
+            "expires_at": format_time(a.expires_at),
+            "grantee": a.grantee,
+            "issued_at": format_time(a.issued_at),
+            "model": a.model,
+            "nonce": self.nonce,
+            "origin": self.origin,
+            "reason": self.reason,
+            "request_digest": a.request_digest,
+            "request_id": a.request_id,
+            "rp_id": self.rp_id,
+            "version": a.version,
+            "version_digest": self.version_digest,
+        }
+        return canonical(doc, ascii_only=True)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> PasskeyStatement:
+        """Strict parse: exactly the fields above, right types, canonical bytes."""
+        doc = load_object(data, "passkey statement", max_bytes=_MAX_ENVELOPE)
+        require_fields(doc, _STATEMENT_FIELDS, "passkey statement")
+        if doc["_type"] != STATEMENT_TYPE:
+            raise FormatError(f"passkey statement._type: expected {STATEMENT_TYPE}")
+        for name in ("reason", "nonce", "origin", "rp_id", "version_digest"):
+            if not isinstance(doc[name], str) or len(doc[name]) > 2000:
+                raise FormatError(f"passkey statement.{name}: expected a string")
+        if doc["decision"] not in ("approve", "deny"):
+            raise FormatError("passkey statement.decision: expected 'approve' or 'deny'")
+        where = "passkey statement"
+        approval = ApprovalStatement(
+            request_id=_names.check_request_id(doc["request_id"], f"{where}.request_id"),
+            request_digest=str(doc["request_digest"]),
+            model=_names.check_model_name(doc["model"], f"{where}.model"),
+            version=_names.check_version_name(doc["version"], f"{where}.version"),
+            grantee=_names.check_principal_name(doc["grantee"], f"{where}.grantee"),
+            duration_s=_names.check_duration(doc["duration_s"], f"{where}.duration_s"),
+            byte_budget=_names.check_byte_count(doc["byte_budget"], f"{where}.byte_budget"),
+            approver=_names.check_principal_name(doc["approver"], f"{where}.approver"),
+            decision=doc["decision"],
+            issued_at=parse_time(doc["issued_at"], f"{where}.issued_at"),
+            expires_at=parse_time(doc["expires_at"], f"{where}.expires_at"),
+        )
+        statement = cls(
+            approval,
+            doc["version_digest"],
+            doc["reason"],
+            doc["nonce"],
+            doc["origin"],
+            doc["rp_id"],
+        )
+        if statement.to_json() != data:
+            raise FormatError("passkey statement: not in canonical JSON form")
+        return statement
+
+
+def challenge_of(statement_bytes: bytes) -> bytes:
+    """The WebAuthn challenge for a statement: SHA-256 of its canonical bytes."""
+    return hashlib.sha256(statement_bytes).digest()
+
+
+@dataclass(frozen=True)
+class PasskeyApproval:
+    """A statement with the assertion that signs it, as stored and logged."""
+
+    statement_bytes: bytes
+    credential_id: bytes
+    authenticator_data: bytes
+    client_data_json: bytes
+    signature: bytes
+
+    def to_json(self) -> bytes:
+        return canonical(
+            {
+                "_type": ENVELOPE_TYPE,
+                "authenticator_data": b64.encode(self.authenticator_data),
+                "client_data_json": b64.encode(self.client_data_json),
+                "credential_id": b64.encode(self.credential_id),
+                "signature": b64.encode(self.signature),
+                "statement": b64.encode(self.statement_bytes),
+            },
+            ascii_only=True,
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> PasskeyApproval:
+        if len(data) > _MAX_ENVELOPE:
+            raise FormatError(f"passkey envelope: larger than {_MAX_ENVELOPE} bytes")
+        doc = load_object(data, "passkey envelope")
+        require_fields(doc, _ENVELOPE_FIELDS, "passkey envelope")
+        if doc["_type"] != ENVELOPE_TYPE:
+            raise FormatError(f"passkey envelope._type: expected {ENVELOPE_TYPE}")
+        fields = {
+            name: b64.decode(doc[name], f"passkey envelope.{name}", max_size=_MAX_ENVELOPE)
+            for name in _ENVELOPE_FIELDS[1:]
+        }
+        return cls(
+            statement_bytes=fields["statement"],
+            credential_id=fields["credential_id"],
+            authenticator_data=fields["authenticator_data"],
+            client_data_json=fields["client_data_json"],
+            signature=fields["signature"],
+        )
+
+    @staticmethod
+    def is_one(data: bytes) -> bool:
+        """Whether ``data`` claims to be a passkey envelope (a DSSE envelope does not)."""
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return False
+        return isinstance(doc, dict) and doc.get("_type") == ENVELOPE_TYPE
+
+
+def verify_signature(public_key_der: bytes, algorithm: int, signature: bytes, data: bytes) -> None:
+    """Check a WebAuthn signature (ES256, EdDSA or RS256) or raise :class:`VerificationError`."""
+    failure = VerificationError("passkey signature does not verify")
+    try:
+        key = serialization.load_der_public_key(public_key_der)
+    except (ValueError, TypeError) as exc:
+        raise FormatError("passkey public key: not a SubjectPublicKeyInfo") from exc
+    try:
+        if algorithm == -7 and isinstance(key, ec.EllipticCurvePublicKey):
+            if not isinstance(key.curve, ec.SECP256R1):
+                raise failure
+            key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        elif algorithm == -8 and isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, data)
+        elif algorithm == -257 and isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            raise failure
+    except InvalidSignature as exc:
+        raise failure from exc
+
+
+def verify_passkey_envelope(
+    envelope: bytes, public_key_der: bytes, algorithm: int
+) -> tuple[PasskeyStatement, PasskeyApproval]:
+    """Check a passkey approval against its credential's public key; return what it says.
+
+    Steps (WebAuthn Level 3, section 7.2, the parts that need no server state): (1) strict
+    envelope and statement; (2) the credential is the caller's; (3) clientDataJSON is a
+    ``webauthn.get`` for the statement's challenge at the statement's origin; (4) the
+    authenticator data is for the statement's RP id, with the user present and verified;
+    (5) the signature over ``authenticatorData || SHA-256(clientDataJSON)`` verifies.
+    Sign counts and nonce reuse need the server's state; the service checks those.
+    """
+    # (1)
+    approval = PasskeyApproval.from_json(envelope)
+    statement = PasskeyStatement.from_json(approval.statement_bytes)
+    # (2) the credential is the one whose key verifies the signature in (5)
+    # (3)
+    client = load_object(approval.client_data_json, "clientDataJSON", max_bytes=_MAX_ENVELOPE)
+    expected = b64.encode_url(challenge_of(approval.statement_bytes))
+    if client.get("type") != "webauthn.get":
+        raise VerificationError("passkey approval: clientDataJSON is not an assertion")
+    if client.get("challenge") != expected:
+        raise VerificationError("passkey approval: the challenge is not the statement's digest")
+    if client.get("origin") != statement.origin:
+        raise VerificationError("passkey approval: signed at another origin")
+    # (4)
+    data = approval.authenticator_data
+    if len(data) < 37 or data[:32] != hashlib.sha256(statement.rp_id.encode()).digest():
+        raise VerificationError("passkey approval: authenticator data is for another RP id")
+    if data[32] & (_FLAG_USER_PRESENT | _FLAG_USER_VERIFIED) != (
+        _FLAG_USER_PRESENT | _FLAG_USER_VERIFIED
+    ):
+        raise VerificationError("passkey approval: user not present and verified")
+    # (5)
+    signed = data + hashlib.sha256(approval.client_data_json).digest()
+    verify_signature(public_key_der, algorithm, approval.signature, signed)
+    return statement, approval
+
+
+def statement_for(
+    approval: ApprovalStatement,
+    *,
+    version_digest: str,
+    reason: str,
+    nonce: str,
+    origin: str,
+    rp_id: str,
+) -> PasskeyStatement:
+    """A :class:`PasskeyStatement` (keyword arguments, so no two strings trade places)."""
+    return PasskeyStatement(approval, version_digest, reason, nonce, origin, rp_id)
