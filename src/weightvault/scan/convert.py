@@ -31,7 +31,7 @@ from weightvault._fs import atomic_output
 from weightvault.errors import FormatError, InputError, UnsafeFileError
 from weightvault.scan.policy import Policy, Severity, remap_python2
 
-__all__ = ["ConvertResult", "TensorInfo", "convert_checkpoint"]
+__all__ = ["ConvertResult", "TensorInfo", "checkpoint_tensors", "convert_checkpoint"]
 
 #: storage class name -> (safetensors dtype, element size)
 _STORAGE_DTYPES: dict[str, tuple[str, int]] = {
@@ -343,23 +343,11 @@ def _tensor_bytes(
     del dtype
 
 
-def convert_checkpoint(
-    checkpoint: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    *,
-    force: bool = False,
-    allow: Iterable[str] = (),
-) -> ConvertResult:
-    """Convert ``checkpoint`` (PyTorch zip or legacy) to a safetensors file at ``output``.
-
-    Raises :class:`UnsafeFileError` for dangerous content (naming the finding) or an import
-    convert does not admit, :class:`FormatError` for malformed input, :class:`InputError` for
-    unreadable paths or an existing output without ``force``.
-    """
+def _scanned_checkpoint(source: Path, allow: Iterable[str]) -> tuple[str, Policy]:
+    """Scan ``source`` first (the first lock); its format and the policy, or raise naming the
+    finding."""
     from weightvault.scan import scan_file
 
-    source = Path(checkpoint)
-    target = Path(output)
     if not source.is_file():
         raise InputError(f"{source}: no such checkpoint file")
     policy = Policy.with_allowed(allow)
@@ -377,36 +365,84 @@ def convert_checkpoint(
             f"{source}: is {scanned.format}, not a PyTorch pickle checkpoint",
             hint="convert reads torch.save files (zip or legacy format)",
         )
+    return scanned.format, policy
+
+
+def _tensor_refs(
+    source: Path, handle: BinaryIO, fmt: str, policy: Policy
+) -> tuple[dict[str, _TensorRef], dict[str, tuple[int, int]], list[str]]:
+    """The checkpoint's tensors (by flattened name), its storages' offsets, what was skipped."""
+    if fmt == "pytorch-zip":
+        root, offsets = _zip_storages(source, handle, policy)
+    else:
+        root, offsets = _legacy_storages(handle, policy)
+    tensors: dict[str, _TensorRef] = {}
+    skipped: list[str] = []
+    _flatten(root, "", tensors, skipped)
+    if not tensors:
+        raise FormatError(f"{source}: holds no tensors to convert")
+    return tensors, offsets, skipped
+
+
+def _tensor_info(name: str, tensor: _TensorRef) -> TensorInfo:
+    if tensor.storage.storage_type not in _STORAGE_DTYPES:
+        raise FormatError(f"tensor {name!r}: unsupported storage type")
+    dtype, element = _STORAGE_DTYPES[tensor.storage.storage_type]
+    numel = 1
+    for dim in tensor.size:
+        numel *= dim
+    return TensorInfo(name, dtype, tensor.size, numel * element)
+
+
+def checkpoint_tensors(
+    checkpoint: str | os.PathLike[str], *, allow: Iterable[str] = ()
+) -> Iterator[tuple[TensorInfo, Iterator[bytes]]]:
+    """Each tensor of a PyTorch checkpoint (sorted by name) with its bytes, C-contiguous, as
+    :func:`convert_checkpoint` would write them: scanned first, loaded by the same restricted
+    unpickler, nothing written. Consume each tensor's bytes before asking for the next."""
+    source = Path(checkpoint)
+    fmt, policy = _scanned_checkpoint(source, allow)
     try:
         handle = open(source, "rb")
     except OSError as exc:
         raise InputError(f"{source}: cannot read: {exc.strerror}") from exc
     with handle:
-        if scanned.format == "pytorch-zip":
-            root, offsets = _zip_storages(source, handle, policy)
-        else:
-            root, offsets = _legacy_storages(handle, policy)
-        tensors: dict[str, _TensorRef] = {}
-        skipped: list[str] = []
-        _flatten(root, "", tensors, skipped)
-        if not tensors:
-            raise FormatError(f"{source}: holds no tensors to convert")
+        tensors, offsets, _skipped = _tensor_refs(source, handle, fmt, policy)
+        for name in sorted(tensors):
+            yield _tensor_info(name, tensors[name]), _tensor_bytes(handle, tensors[name], offsets)
+
+
+def convert_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    allow: Iterable[str] = (),
+) -> ConvertResult:
+    """Convert ``checkpoint`` (PyTorch zip or legacy) to a safetensors file at ``output``.
+
+    Raises :class:`UnsafeFileError` for dangerous content (naming the finding) or an import
+    convert does not admit, :class:`FormatError` for malformed input, :class:`InputError` for
+    unreadable paths or an existing output without ``force``.
+    """
+    source = Path(checkpoint)
+    target = Path(output)
+    fmt, policy = _scanned_checkpoint(source, allow)
+    try:
+        handle = open(source, "rb")
+    except OSError as exc:
+        raise InputError(f"{source}: cannot read: {exc.strerror}") from exc
+    with handle:
+        tensors, offsets, skipped = _tensor_refs(source, handle, fmt, policy)
         infos: list[TensorInfo] = []
         header: dict[str, Any] = {}
         cursor = 0
         for name in sorted(tensors):
-            tensor = tensors[name]
-            if tensor.storage.storage_type not in _STORAGE_DTYPES:
-                raise FormatError(f"tensor {name!r}: unsupported storage type")
-            dtype, element = _STORAGE_DTYPES[tensor.storage.storage_type]
-            numel = 1
-            for dim in tensor.size:
-                numel *= dim
-            nbytes = numel * element
-            header[name] = {"dtype": dtype, "shape": list(tensor.size),
-                            "data_offsets": [cursor, cursor + nbytes]}
-            cursor += nbytes
-            infos.append(TensorInfo(name, dtype, tensor.size, nbytes))
+            info = _tensor_info(name, tensors[name])
+            header[name] = {"dtype": info.dtype, "shape": list(info.shape),
+                            "data_offsets": [cursor, cursor + info.nbytes]}
+            cursor += info.nbytes
+            infos.append(info)
         header_bytes = json.dumps(header, separators=(",", ":")).encode()
         header_bytes += b" " * (-len(header_bytes) % 8)
         with atomic_output(target, force=force) as out:
