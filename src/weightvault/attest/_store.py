@@ -11,6 +11,7 @@ signature made before (``model-signing`` verifies the model as it was).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from weightvault import _interrupt
 from weightvault._fs import atomic_output
 from weightvault.attest._predicates import (
     EVAL_RESULTS,
@@ -76,17 +78,28 @@ def store_attestation(
 ) -> Path:
     """Write a signed attestation atomically: to ``output`` if given, else into the model's
     attestation folder (created if needed) under its content name; returns the path."""
+    created: Path | None = None
     if output is not None:
         target = Path(output)
     else:
         folder = attestations_dir(model_path)
-        folder.mkdir(exist_ok=True)
+        with _interrupt.deferred():  # the folder is removed again if the command is stopped
+            if not folder.is_dir():
+                folder.mkdir()
+                created = folder
+                _interrupt.record_created(folder)
         name = hashlib.sha256(bundle_json).hexdigest()[:16]
         target = folder / f"{kind}-{name}{_FILE_SUFFIX}"
         if target.exists() and target.read_bytes() == bundle_json:
             return target  # the same attestation stored twice is one file
-    with atomic_output(target, force=force) as handle:
-        handle.write(bundle_json)
+    try:
+        with atomic_output(target, force=force) as handle:
+            handle.write(bundle_json)
+    except BaseException:
+        if created is not None:
+            with contextlib.suppress(OSError):
+                created.rmdir()
+        raise
     return target
 
 
