@@ -252,9 +252,9 @@ def verify_attestation(
     # 2. A signer outside the list is refused before any cryptography (public data only).
     claimed = _claimed_signers(bundle)
     if listed is not None and claimed is not None and not claimed & listed:
+        shown = ", ".join(f"EC key {c[:16]}" if len(c) == 64 else c for c in sorted(claimed))
         raise AttestationError(
-            AttestationFailure.UNLISTED_SIGNER,
-            f"signed by {', '.join(sorted(claimed))[:80]}, which is not an accepted signer",
+            AttestationFailure.UNLISTED_SIGNER, f"signed by {shown}, not an accepted signer"
         )
     # 3. The signature, by the verifier's method and trust.
     try:
@@ -271,7 +271,7 @@ def verify_attestation(
     if listed is not None and not _is_listed(verified.signer, listed):
         raise AttestationError(
             AttestationFailure.UNLISTED_SIGNER,
-            f"signed by {verified.signer.subject}, which is not an accepted signer",
+            f"signed by {verified.signer.subject}, not an accepted signer",
         )
     # 4. The payload: an in-toto statement with a well-formed predicate.
     if verified.payload_type != INTOTO_PAYLOAD_TYPE:

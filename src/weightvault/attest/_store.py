@@ -3,10 +3,11 @@
 A model's attestations are files in the folder ``MODEL.attestations/`` next to the model
 (``models/tiny`` -> ``models/tiny.attestations/``; ``data/train.parquet`` ->
 ``data/train.parquet.attestations/``), one Sigstore bundle each, named
-``KIND-HASH.sigstore.json`` (``HASH``: the first 16 hex digits of the bundle's SHA-256, so two
-attestations never collide and the same one stored twice is one file). The folder sits outside
-the model: adding an attestation never changes the model's files, its OMS root digest, or a
-signature made before (``model-signing`` verifies the model as it was).
+``KIND-HASH.sigstore.json`` (``HASH``: the first 16 hex digits of the signed statement's
+SHA-256: the same statement stored twice is one file, and a re-signed one replaces it only with
+``force``). The folder sits outside the model: adding an attestation never changes the model's
+files, its OMS root digest, or a signature made before (``model-signing`` verifies the model as
+it was).
 """
 
 from __future__ import annotations
@@ -88,8 +89,7 @@ def store_attestation(
                 folder.mkdir()
                 created = folder
                 _interrupt.record_created(folder)
-        name = hashlib.sha256(bundle_json).hexdigest()[:16]
-        target = folder / f"{kind}-{name}{_FILE_SUFFIX}"
+        target = folder / f"{kind}-{_statement_name(bundle_json)}{_FILE_SUFFIX}"
         if target.exists() and target.read_bytes() == bundle_json:
             return target  # the same attestation stored twice is one file
     try:
@@ -101,6 +101,14 @@ def store_attestation(
                 created.rmdir()
         raise
     return target
+
+
+def _statement_name(bundle_json: bytes) -> str:
+    """The first 16 hex digits of the SHA-256 of the signed statement: the same statement
+    (re-signed) keeps its name, so it replaces the old one only when asked to."""
+    from weightvault.oms.bundle import parse_bundle
+
+    return hashlib.sha256(parse_bundle(bundle_json).payload).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,7 @@ def _peek(path: Path, data: bytes) -> StoredAttestation:
     except FormatError as exc:
         return StoredAttestation(path, None, (), None, error=exc.message)
     material = bundle.verification_material
-    claimed = material.public_key_hint
+    claimed = f"EC key {material.public_key_hint[:16]}" if material.public_key_hint else None
     if material.certificates:
         from cryptography import x509
 

@@ -153,7 +153,9 @@ def add_command(
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Write here instead of MODEL.attestations/."
     ),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --output file."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace the file of the same statement signed before."
+    ),
     as_json: bool = _JSON,
 ) -> None:
     """Sign a statement about the model (its root digest) and store it beside the model."""
