@@ -164,15 +164,30 @@ def _from_pretrained(original: str) -> Any:
     return classmethod(from_pretrained)
 
 
+def _auto_classes() -> list[type]:
+    """Every ``AutoModel...`` class with its own ``from_pretrained`` (transformers copies the
+    method into each one, so hooking their common base is not enough)."""
+    import transformers.models.auto.modeling_auto  # noqa: F401 - defines the Auto classes
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    found: list[type] = []
+    pending: list[type] = [_BaseAutoModelClass]
+    while pending:
+        cls = pending.pop()
+        if "from_pretrained" in cls.__dict__:
+            found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
 def _targets() -> list[tuple[Any, str, str, Any]]:
     """(owner, attribute, name in the originals, replacement) for every hooked function."""
     import safetensors.torch
     import torch as torch_module
     import torch.serialization
     from transformers import PreTrainedModel
-    from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
-    return [
+    targets: list[tuple[Any, str, str, Any]] = [
         (safetensors.torch, "load_file", "safetensors.torch.load_file", _load_file),
         (torch_module, "load", "torch.load", _torch_load),
         (torch.serialization, "load", "torch.serialization.load", _torch_load),
@@ -182,13 +197,11 @@ def _targets() -> list[tuple[Any, str, str, Any]]:
             "PreTrainedModel.from_pretrained",
             _from_pretrained("PreTrainedModel.from_pretrained"),
         ),
-        (
-            _BaseAutoModelClass,
-            "from_pretrained",
-            "AutoModel.from_pretrained",
-            _from_pretrained("PreTrainedModel.from_pretrained"),
-        ),
     ]
+    for cls in _auto_classes():
+        name = f"{cls.__module__}.{cls.__qualname__}.from_pretrained"
+        targets.append((cls, "from_pretrained", name, _from_pretrained(name)))
+    return targets
 
 
 def install_hooks(policy: LoadPolicy) -> HookHandle:
