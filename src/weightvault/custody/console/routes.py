@@ -55,7 +55,7 @@ SECURITY_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make form posts say Origin: null
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
@@ -159,9 +159,9 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
             custody.auditing.record_denial(ctx, message)
         return status, message
 
-    def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         ctx: RequestContext = request.state.wv_ctx
-        html = templates.get_template(name).render(
+        html = templates.get_template(template).render(
             principal=ctx.principal, path=request.url.path, **context
         )
         return _headers(HTMLResponse(html, status_code=status))

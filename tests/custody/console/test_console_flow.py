@@ -1,0 +1,151 @@
+"""The approver console end to end, in a real browser: passkey registration and sign-in, a
+request filed from the command line approved in the browser by two approvers and pulled, a
+denial, a revocation, and the audit log checked offline (every passkey approval verified
+against the public key logged at its registration)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.custody.console.browser import Approver
+from tests.custody.helpers import World
+
+from weightvault.custody.audit import verify_audit
+
+
+def cli(world: World, who: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "WEIGHTVAULT_URL": world.service.url,
+        "WEIGHTVAULT_TOKEN": world.people[who].token,
+        "WEIGHTVAULT_HOME": str(home),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "weightvault", "vault", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def file_request(world: World, home: Path, *, who: str = "rita", budget: str = "2M") -> str:
+    done = cli(
+        world,
+        who,
+        "request",
+        "--model",
+        "llama",
+        "--version",
+        "v1",
+        "--duration-s",
+        "3600",
+        "--bytes",
+        budget,
+        "--justification",
+        "red-team eval, ticket SEC-42",
+        "--json",
+        home=home,
+    )
+    assert done.returncode == 0, done.stderr
+    return str(json.loads(done.stdout)["id"])
+
+
+def test_passkey_session_cookie_is_secure_httponly_strict(approvers: dict[str, Approver]) -> None:
+    alice = approvers["alice"]
+    cookie = next(c for c in alice.context.cookies() if c["name"] == "wv_session")
+    assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/console" and cookie["domain"] == "localhost"
+    assert len(alice.credentials()) == 1  # one resident passkey in alice's authenticator
+    response = alice.page.goto(f"{alice.origin}/console/requests")
+    assert response is not None
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+
+
+def test_two_approvers_approve_in_the_browser_and_the_pull_succeeds(
+    world: World, approvers: dict[str, Approver], tmp_path: Path
+) -> None:
+    request_id = file_request(world, tmp_path)
+    alice, bob = approvers["alice"], approvers["bob"]
+    alice.page.goto(f"{alice.origin}/console/requests")
+    card = alice.page.locator(".card", has_text="red-team eval, ticket SEC-42").first
+    assert "red-team eval, ticket SEC-42" in card.inner_text()
+    alice.screenshot("pending")
+    alice.open_request(request_id)
+    alice.screenshot("request")
+    assert alice.decide(request_id) == "Status: pending"
+    assert bob.decide(request_id) == "Status: active"
+    bob.screenshot("request-approved")
+    rows = bob.page.locator("table tbody tr").all_inner_texts()
+    assert any("alice" in r and "passkey" in r for r in rows)
+    assert any("bob" in r and "passkey" in r for r in rows)
+
+    identity = world.people["rita"].identity_path
+    assert identity is not None
+    pulled = cli(
+        world, "rita", "pull", request_id, "-o", str(tmp_path / "out"),
+        "--identity", str(identity), home=tmp_path,
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    assert (tmp_path / "out" / "model.safetensors").exists()
+
+    with world.client("audrey") as auditor:
+        export = auditor.audit_export()
+        key = auditor.audit_key()["log_key"]
+    report = verify_audit(export, key)
+    assert report.passkey_approvals >= 2
+
+
+def test_deny_needs_a_reason_and_refuses_the_pull(
+    world: World, approvers: dict[str, Approver], tmp_path: Path
+) -> None:
+    request_id = file_request(world, tmp_path)
+    alice = approvers["alice"]
+    alice.open_request(request_id)
+    # The browser will not submit an empty reason, and the service refuses a short one itself.
+    alice.page.get_by_role("button", name="Deny with passkey").click()
+    assert alice.page.locator(".badge").inner_text() == "Status: pending"
+    digest = alice.page.locator("#request-digest").inner_text()
+    refused = alice.fetch(
+        f"/console/requests/{request_id}/options",
+        {"decision": "deny", "reason": "no", "digest": digest},
+    )
+    assert refused["status"] == 400 and "reason" in refused["body"]["error"]
+    assert alice.decide(request_id, "deny", "no ticket covers this model") == "Status: denied"
+    identity = world.people["rita"].identity_path
+    assert identity is not None
+    pulled = cli(
+        world, "rita", "pull", request_id, "-o", str(tmp_path / "out"),
+        "--identity", str(identity), home=tmp_path,
+    )  # fmt: skip
+    assert pulled.returncode != 0 and "denied" in pulled.stderr
+
+
+def test_revoke_from_the_grants_page(
+    world: World, approvers: dict[str, Approver], tmp_path: Path
+) -> None:
+    grant_id = world.granted("ravi")  # approved with Ed25519 keys from the command line
+    alice = approvers["alice"]
+    alice.page.goto(f"{alice.origin}/console/grants")
+    alice.screenshot("grants")
+    button = alice.page.get_by_role("button", name="Revoke ravi's grant to llama@v1")
+    assert button.count() >= 1
+    with alice.page.expect_navigation():
+        alice.page.locator(f"form[action='/console/grants/{grant_id}/revoke'] button").click()
+    assert alice.page.url.endswith("/console/grants"), alice.page.content()
+    with world.client("ravi") as ravi:
+        assert ravi.get_request(grant_id)["status"] == "revoked"
+
+
+def test_a_passkey_approval_and_a_cli_approval_make_a_grant(
+    world: World, approvers: dict[str, Approver], tmp_path: Path
+) -> None:
+    request_id = file_request(world, tmp_path)
+    assert approvers["alice"].decide(request_id) == "Status: pending"
+    assert world.approve("bob", request_id)["status"] == "active"
