@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import torch
 
@@ -21,6 +21,8 @@ __all__ = [
     "SAFETENSORS_SUFFIXES",
     "TORCH_SUFFIXES",
     "ModelReader",
+    "StateReader",
+    "TensorSource",
     "open_model",
     "rewrite_safetensors",
 ]
@@ -154,6 +156,14 @@ def rewrite_safetensors(
     return written
 
 
+class TensorSource(Protocol):
+    """Tensors by name, loaded one at a time: a model on disk or a state dict in memory."""
+
+    infos: dict[str, TensorInfo]
+
+    def tensor(self, name: str) -> torch.Tensor: ...
+
+
 class ModelReader:
     """Tensors of one model (a file or a folder of weight files), by name, loaded one at a time."""
 
@@ -186,6 +196,19 @@ class ModelReader:
 
         with safe_open(str(file), framework="pt") as handle:
             return handle.get_tensor(name)  # type: ignore[no-any-return]
+
+
+class StateReader:
+    """The :class:`ModelReader` interface over tensors already in memory (a state dict)."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.state = state
+        self.infos = {
+            name: TensorInfo(name, tuple(t.shape), dtype_code(t.dtype)) for name, t in state.items()
+        }
+
+    def tensor(self, name: str) -> torch.Tensor:
+        return self.state[name]
 
 
 def _weight_files(path: Path) -> list[Path]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -38,7 +38,7 @@ from weightvault.fingerprint.marks import (
 )
 from weightvault.fingerprint.structure import MarkPlan, TensorInfo, plan_marks
 
-__all__ = ["IssuedCopy", "MarkOptions", "Marker", "issue_copy", "read_heads"]
+__all__ = ["IssuedCopy", "MarkOptions", "Marker", "issue_copy", "mark_state", "read_heads"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,25 @@ class Marker:
     def rewrite(self, source: BinaryIO, sink: BinaryIO, where: str) -> int:
         """Stream one safetensors file of the model from ``source`` to ``sink``, marked."""
         return rewrite_safetensors(source, sink, self.change, where)
+
+
+def mark_state(
+    state: Mapping[str, torch.Tensor],
+    key: FingerprintKey,
+    recipient: str,
+    options: MarkOptions | None = None,
+) -> dict[str, torch.Tensor]:
+    """``recipient``'s marked copy of a state dict in memory (the same marks as
+    :func:`issue_copy` writes for the same tensors)."""
+    from weightvault.fingerprint._io import StateReader
+
+    options = options or MarkOptions()
+    marker = Marker(plan_for(StateReader(state).infos, options), key, recipient, options)
+    out = {}
+    for name, tensor in state.items():
+        rewrite = marker.change(name)
+        out[name] = tensor if rewrite is None else rewrite(tensor)
+    return out
 
 
 def plan_for(

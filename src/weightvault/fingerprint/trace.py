@@ -29,7 +29,7 @@ Steps (numbers are referred to in the code):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from weightvault.errors import InputError, UsageError
-from weightvault.fingerprint._io import ModelReader
+from weightvault.fingerprint._io import ModelReader, StateReader, TensorSource
 from weightvault.fingerprint.keys import FingerprintKey, check_recipient
 from weightvault.fingerprint.structure import AxisOp, MarkPlan, plan_marks
 
@@ -47,10 +47,13 @@ __all__ = [
     "Attribution",
     "Residual",
     "TraceResult",
+    "align_state",
     "match_names",
     "residual",
     "score_recipients",
     "trace_copy",
+    "trace_sources",
+    "trace_state",
 ]
 
 #: Significance level for naming a recipient (after correction for the number of recipients).
@@ -229,7 +232,9 @@ class _Tensors:
     """Original and suspect tensors by original name, float64, loaded on demand (one group's
     worth at a time: nothing is kept beyond the group or tensor being processed)."""
 
-    def __init__(self, original: ModelReader, suspect: ModelReader, names: dict[str, str]) -> None:
+    def __init__(
+        self, original: TensorSource, suspect: TensorSource, names: dict[str, str]
+    ) -> None:
         self.original, self.suspect, self.names = original, suspect, names
 
     def pair(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -291,7 +296,7 @@ def _align(plan: MarkPlan, tensors: _Tensors, result: Residual) -> dict[str, np.
     return perms
 
 
-def residual(original: ModelReader, suspect: ModelReader, plan: MarkPlan) -> Residual:
+def residual(original: TensorSource, suspect: TensorSource, plan: MarkPlan) -> Residual:
     """Steps 1-3: the suspect's clipped residual against the original, per robust tensor."""
     result = Residual()
     names = match_names(original.infos, suspect.infos)
@@ -357,7 +362,40 @@ def trace_copy(
     alpha: float = DEFAULT_ALPHA,
     top: int = 5,
 ) -> TraceResult:
-    """Trace ``suspect`` against ``recipients``' marks on the custody original ``model``."""
+    """Trace ``suspect`` (a file or folder, any supported format) against ``recipients``' marks
+    on the custody original ``model``."""
+    return trace_sources(
+        ModelReader(Path(suspect)), ModelReader(Path(model)), key, recipients,
+        alpha=alpha, top=top, where=f"{suspect}",
+    )  # fmt: skip
+
+
+def trace_state(
+    suspect: Mapping[str, torch.Tensor],
+    original: Mapping[str, torch.Tensor],
+    key: FingerprintKey,
+    recipients: Sequence[str],
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    top: int = 5,
+) -> TraceResult:
+    """:func:`trace_copy` for state dicts already in memory."""
+    return trace_sources(
+        StateReader(suspect), StateReader(original), key, recipients, alpha=alpha, top=top
+    )
+
+
+def trace_sources(
+    suspect: TensorSource,
+    original: TensorSource,
+    key: FingerprintKey,
+    recipients: Sequence[str],
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    top: int = 5,
+    where: str = "suspect",
+) -> TraceResult:
+    """Steps 1-6 over any two tensor sources."""
     if not recipients:
         raise UsageError("no candidate recipients to trace against")
     if not 0 < alpha < 1:
@@ -365,14 +403,10 @@ def trace_copy(
     recipients = [check_recipient(r) for r in recipients]
     if len(set(recipients)) != len(recipients):
         raise UsageError("a candidate recipient is listed twice")
-    original_reader = ModelReader(Path(model))
-    suspect_reader = ModelReader(Path(suspect))
-    plan = plan_marks(original_reader.infos)
-    found = residual(original_reader, suspect_reader, plan)
+    plan = plan_marks(original.infos)
+    found = residual(original, suspect, plan)
     if not found.vectors:
-        raise InputError(
-            f"{suspect}: shares no marked tensor with {model} (no name and shape in common)"
-        )
+        raise InputError(f"{where}: shares no marked tensor with the original (name and shape)")
     ranking = score_recipients(key, recipients, found.vectors, alpha=alpha)
     return TraceResult(
         candidates=len(recipients),
@@ -385,3 +419,23 @@ def trace_copy(
         groups_aligned=found.groups_aligned,
         groups_rearranged=found.groups_rearranged,
     )
+
+
+def align_state(
+    state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], plan: MarkPlan
+) -> dict[str, torch.Tensor]:
+    """``state`` with its units matched to ``reference``'s order and scales (step 2), e.g. to
+    compare or average two copies; tensors outside every group come back as they are."""
+    result = Residual()
+    names = {name: name for name in reference if name in state}
+    tensors = _Tensors(StateReader(reference), StateReader(state), names)
+    perms = _align(plan, tensors, result)
+    out = {}
+    for name, tensor in state.items():
+        ops = plan.ops(name, issuing=False)
+        if ops and name in reference and reference[name].shape == tensor.shape:
+            undone = _undo(tensor.to(torch.float64), reference[name].to(torch.float64), ops, perms)
+            out[name] = undone.to(tensor.dtype)
+        else:
+            out[name] = tensor
+    return out
