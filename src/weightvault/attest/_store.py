@@ -65,7 +65,9 @@ MAX_ATTESTATION_BYTES = 16 * 1024 * 1024
 
 def attestations_dir(model_path: str | os.PathLike[str]) -> Path:
     """``MODEL.attestations`` beside the model (a folder or a single file)."""
-    root = Path(os.path.abspath(model_path))
+    root = Path(model_path)
+    if root.name in ("", ".", ".."):
+        root = Path(os.path.abspath(root))
     return root.parent / f"{root.name}{ATTESTATIONS_SUFFIX}"
 
 
