@@ -5,15 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from weightvault.tamper.attacks import (
-    curve_steps,
-    decode_hits,
-    loss_status,
-    retry_lrs,
-    run_attack,
-    schedule_factor,
-)
+from weightvault.tamper.attacks import run_attack
 from weightvault.tamper.digits import DigitsTestbed
+from weightvault.tamper.finetune import curve_steps, loss_status, retry_lrs, schedule_factor
+from weightvault.tamper.runs import decode_hits
 from weightvault.tamper.spec import AttackSpec, ProbeSpec, SearchSpec
 from weightvault.tamper.testbed import random_init_model
 
@@ -119,7 +114,7 @@ def test_attacks_leave_the_model_untouched(digits: DigitsTestbed) -> None:
 def test_top_and_reinit_top_modes_touch_only_the_top_layer(digits: DigitsTestbed) -> None:
     """``top`` trains only the trunk's top layer; ``reinit-top`` re-initializes it (and only it)
     before training everything."""
-    from weightvault.tamper.attacks import _Attacker
+    from weightvault.tamper.finetune import _Attacker
 
     release = digits.release(0)
     state = release.trunk.state_dict()

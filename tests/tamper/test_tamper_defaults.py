@@ -19,7 +19,6 @@ import pytest
 from weightvault.errors import FormatError, InputError
 from weightvault.tamper import defaults as defaults_module
 from weightvault.tamper import evaluate as evaluate_module
-from weightvault.tamper.attacks import AttackRun
 from weightvault.tamper.defaults import (
     LabDefaults,
     builtin_defaults_path,
@@ -30,6 +29,7 @@ from weightvault.tamper.defaults import (
 from weightvault.tamper.digits import DigitsTestbed
 from weightvault.tamper.grid import AttackGrid, default_grid
 from weightvault.tamper.lab import run_lab
+from weightvault.tamper.runs import AttackRun
 
 TINY_CANDIDATES: dict[str, list[dict[str, Any]]] = {
     "mlac": [

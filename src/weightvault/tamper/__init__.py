@@ -27,7 +27,7 @@ import importlib
 from typing import Any
 
 _LAZY: dict[str, str] = {
-    "AttackRun": "weightvault.tamper.attacks",
+    "AttackRun": "weightvault.tamper.runs",
     "run_attack": "weightvault.tamper.attacks",
     "DefenseRecord": "weightvault.tamper.defenses",
     "MLACConfig": "weightvault.tamper.defenses",
@@ -44,7 +44,7 @@ _LAZY: dict[str, str] = {
     "load_defaults": "weightvault.tamper.defaults",
     "tune": "weightvault.tamper.defaults",
     "run_lab": "weightvault.tamper.lab",
-    "summarize": "weightvault.tamper.report",
+    "summarize": "weightvault.tamper.summary",
     "write_report": "weightvault.tamper.report",
     "AttackSpec": "weightvault.tamper.spec",
     "AttackSuite": "weightvault.tamper.spec",

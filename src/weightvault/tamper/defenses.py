@@ -41,8 +41,8 @@ from torch.func import functional_call
 
 from weightvault.errors import FormatError, UsageError
 from weightvault.tamper._determinism import deterministic
-from weightvault.tamper.attacks import schedule_factor
 from weightvault.tamper.base import Split, TamperData, TamperModel, Testbed
+from weightvault.tamper.finetune import schedule_factor
 from weightvault.tamper.grid import GridSplit
 from weightvault.tamper.spec import AttackSpec
 

@@ -25,9 +25,10 @@ from typing import Any
 import torch
 
 from weightvault.errors import FormatError, UsageError
-from weightvault.tamper.attacks import AttackRun, FrozenFeatures, run_attack
+from weightvault.tamper.attacks import FrozenFeatures, run_attack
 from weightvault.tamper.base import TamperModel, Testbed, random_init_model
 from weightvault.tamper.defenses import DefenseRecord, desired_accuracy
+from weightvault.tamper.runs import AttackRun
 from weightvault.tamper.spec import AnySpec, AttackSuite
 
 __all__ = [
