@@ -45,7 +45,9 @@ def main() -> int:
 
     from weightvault.tamper._determinism import set_default_threads
     from weightvault.tamper.lab import run_lab
-    from weightvault.tamper.report import summarize, to_markdown, write_report
+    from weightvault.tamper.markdown import to_markdown
+    from weightvault.tamper.report import write_report
+    from weightvault.tamper.summary import summarize
     from weightvault.tamper.testbed import load_adapter
 
     torch.set_num_threads(args.threads)

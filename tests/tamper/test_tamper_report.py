@@ -12,7 +12,6 @@ import torch
 from tests.tamper.tiny import TINY_SUITE
 
 from weightvault.errors import FormatError, InputError
-from weightvault.tamper.attacks import AttackRun, encode_hits
 from weightvault.tamper.defenses import MLACConfig, train_mlac
 from weightvault.tamper.digits import DigitsTestbed
 from weightvault.tamper.evaluate import (
@@ -22,8 +21,11 @@ from weightvault.tamper.evaluate import (
     SuiteResult,
     run_suite,
 )
-from weightvault.tamper.report import summarize, to_markdown, write_report
+from weightvault.tamper.markdown import to_markdown
+from weightvault.tamper.report import write_report
+from weightvault.tamper.runs import AttackRun, encode_hits
 from weightvault.tamper.spec import AttackSpec, AttackSuite
+from weightvault.tamper.summary import summarize
 
 # -- a real (tiny) run -----------------------------------------------------------------------
 

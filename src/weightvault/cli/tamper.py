@@ -231,8 +231,8 @@ def attack_command(
     from weightvault.tamper.defenses import DefenseRecord
     from weightvault.tamper.evaluate import run_suite
     from weightvault.tamper.grid import default_grid, evaluation_suite
-    from weightvault.tamper.report import summarize
     from weightvault.tamper.spec import AttackSuite, preset_suite
+    from weightvault.tamper.summary import summarize
     from weightvault.tamper.testbed import load_adapter, load_model
 
     if sum(x is not None for x in (suite_file, preset, grid_file)) != 1:
