@@ -295,7 +295,7 @@ class _Collector:
                 f"{detail.get('signer')}, scan {detail.get('scan')}{root}"
             )
         elif action == "request.create" and grant is not None:
-            kind, nbytes = "request", grant["byte_budget"]
+            kind = "request"
             summary = (
                 f"{who} requested {subject} (request {grant_id}, {grant['duration_s']} s, "
                 f"{grant['byte_budget']} bytes): {grant['justification']!r}"
