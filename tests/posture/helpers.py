@@ -31,9 +31,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
-
 from tests.custody.helpers import make_model, public_pem, sign_model, start_service
 from tests.softhsm import SoftHsmToken, make_token
+
 from weightvault.crypt.recipients import X25519Identity
 from weightvault.custody.approvals import ApprovalSigner
 from weightvault.custody.config import ServiceConfig
@@ -181,8 +181,15 @@ def build_sl3(root: Path) -> tuple[Sl3World, TlsFront]:
     token = make_token(root)
     kek_uri = token.generate_aes_kek("kek")
     subprocess.run(
-        [sys.executable, "-c", _EXTRACTABLE_KEY_SCRIPT, token.module, token.label, token.pin,
-         "loose-kek"],
+        [
+            sys.executable,
+            "-c",
+            _EXTRACTABLE_KEY_SCRIPT,
+            token.module,
+            token.label,
+            token.pin,
+            "loose-kek",
+        ],
         check=True,
         env=token.env(),
     )

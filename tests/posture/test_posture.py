@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.posture.helpers import Sl3World, build_sl3
+
 from weightvault.cli.app import run
 from weightvault.crypt.recipients.keyring import create_keyring
 from weightvault.custody.breakglass_files import split_keyring
@@ -47,11 +47,11 @@ def _result(report: PostureReport, measure_id: str) -> Any:
     return next(r for r in report.results if r.measure.id == measure_id)
 
 
-def test_sl3_deployment_reaches_sl3_and_lists_its_sl4_gaps(
-    world: Sl3World, tmp_path: Path
-) -> None:
+def test_sl3_deployment_reaches_sl3_and_lists_its_sl4_gaps(world: Sl3World, tmp_path: Path) -> None:
     report = _assess(world, world.deployment(world.copy(tmp_path / "custody")))
-    assert report.level == 3, [(r.measure.id, r.evidence) for r in report.results if r.status is Status.FAIL]
+    assert report.level == 3, [
+        (r.measure.id, r.evidence) for r in report.results if r.status is Status.FAIL
+    ]
     gaps = {g.measure.id for g in report.gaps()}
     assert gaps == {
         "sl4.short-grants",
@@ -101,7 +101,6 @@ def _plaintext_blob(world: Sl3World, data: Path) -> dict[str, object]:
 
 def _signer_removed(world: Sl3World, data: Path) -> dict[str, object]:
     from cryptography.hazmat.primitives.asymmetric import ec
-
     from tests.custody.helpers import public_pem
 
     other = public_pem(ec.generate_private_key(ec.SECP256R1()))
@@ -171,7 +170,9 @@ CONTROLS: list[tuple[str, str, Callable[[Sl3World, Path], dict[str, object]]]] =
 ]
 
 
-@pytest.mark.parametrize(("check", "measure_id", "turn_off"), CONTROLS, ids=[c[0] for c in CONTROLS])
+@pytest.mark.parametrize(
+    ("check", "measure_id", "turn_off"), CONTROLS, ids=[c[0] for c in CONTROLS]
+)
 def test_turning_off_a_checked_control_drops_the_level_and_names_the_gap(
     world: Sl3World,
     tmp_path: Path,
@@ -229,7 +230,9 @@ def test_attested_controls_need_a_valid_signed_attestation(world: Sl3World, tmp_
 
     edited = tmp_path / "attestation.yaml"
     edited.write_text(world.attestation.read_text().replace("Dana Reyes", "Someone Else"))
-    shutil.copy(world.attestation.with_name("attestation.yaml.sig"), tmp_path / "attestation.yaml.sig")
+    shutil.copy(
+        world.attestation.with_name("attestation.yaml.sig"), tmp_path / "attestation.yaml.sig"
+    )
     report = assess(
         world.deployment(data),
         attestation=edited,
@@ -291,7 +294,9 @@ def test_cli_writes_reports_and_enforces_the_required_level(
     assert "not a custody data folder" in capsys.readouterr().err
 
 
-def test_cli_signs_an_attestation(world: Sl3World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_signs_an_attestation(
+    world: Sl3World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.keyfiles import write_ec_key_pair
 
     private, public = write_ec_key_pair(tmp_path, "ciso")

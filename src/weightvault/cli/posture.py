@@ -43,9 +43,7 @@ def check_command(
     attestation_key: Path | None = typer.Option(
         None, "--attestation-key", help="Public key (PEM) the attestation must be signed with."
     ),
-    output_format: str = typer.Option(
-        "text", "--format", help="text (summary), md, html or json."
-    ),
+    output_format: str = typer.Option("text", "--format", help="text (summary), md, html or json."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the report here."),
     force: bool = typer.Option(False, "--force", help="Overwrite --output if it exists."),
     require: str | None = typer.Option(
@@ -100,11 +98,12 @@ def check_command(
     else:
         import json
 
-        text = {
-            "md": report.to_markdown,
-            "html": report.to_html,
-            "json": lambda: json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n",
-        }[output_format]()
+        if output_format == "md":
+            text = report.to_markdown()
+        elif output_format == "html":
+            text = report.to_html()
+        else:
+            text = json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
         if output is None:
             sys.stdout.write(text)
             sys.stdout.flush()
