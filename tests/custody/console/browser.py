@@ -99,7 +99,7 @@ class Approver:
 
     def session_cookie(self) -> str | None:
         for cookie in self.context.cookies():
-            if cookie["name"] == "wv_session":
+            if cookie["name"] == "wv_session" and cookie["path"] == "/console":
                 return str(cookie["value"])
         return None
 

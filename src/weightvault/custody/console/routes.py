@@ -117,6 +117,16 @@ def _set_cookie(response: Response, name: str, value: str, max_age: int | None =
     )
 
 
+def _cookie(request: Request, name: str) -> str | None:
+    """The first cookie called ``name``: browsers send the one with the longest path first, so
+    a cookie planted for ``/`` (cookie tossing) cannot shadow the console's own."""
+    for part in request.headers.get("cookie", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
 def _check_origin(request: Request, rp: RelyingParty) -> None:
     """A state change must come from the console's own pages."""
     if request.headers.get("origin") != rp.origin:
@@ -206,7 +216,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
         rp = relying_party(request)
         if request.method == "GET" and request.headers.get("host") != urlsplit(rp.origin).netloc:
             raise _Redirect(rp.origin + str(request.url.path))
-        view = console.find(request.cookies.get(SESSION_COOKIE), "session")
+        view = console.find(_cookie(request, SESSION_COOKIE), "session")
         if view is None:
             if request.method == "GET":
                 raise _Redirect("/console/login")
@@ -217,7 +227,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     def page_row(request: Request, ctx: RequestContext, name: str) -> SessionView:
         """The sign-in or registration page's row, for its JSON steps."""
         ctx.action = name
-        view = console.find(request.cookies.get(PAGE_COOKIE), "ceremony")
+        view = console.find(_cookie(request, PAGE_COOKIE), "ceremony")
         if view is None:
             raise AuthenticationError("this page expired; reload it")
         return view
