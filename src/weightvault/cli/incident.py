@@ -194,8 +194,7 @@ def report_command(
     typer.echo(
         f"wrote the {fmt} report on {summary['model']} to {output}: {summary['events']} events, "
         f"{len(document['versions'])} versions, {len(document['indicators'])} indicators, "
-        f"{len(document['actions_taken'])} actions taken"
-        + (" (redacted)" if redact else "")
+        f"{len(document['actions_taken'])} actions taken" + (" (redacted)" if redact else "")
     )
 
 

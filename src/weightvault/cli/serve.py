@@ -57,6 +57,16 @@ def _check_listen(host: str, port: int) -> None:
             ) from exc
 
 
+def _hours(text: str) -> tuple[int, int]:
+    """``8-18`` -> (8, 18): UTC hours, end exclusive; ``22-6`` wraps midnight."""
+    from weightvault.errors import UsageError
+
+    start, _, end = text.partition("-")
+    if not (start.isdigit() and end.isdigit() and int(start) < 24 and 0 < int(end) <= 24):
+        raise UsageError(f"--working-hours: expected UTC hours like 8-18, not {text!r}")
+    return int(start), int(end)
+
+
 def serve(
     data: Path = typer.Option(..., "--data", help="Data folder (keys, SQLite, blobs)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
@@ -80,6 +90,9 @@ def serve(
     ready_file: Path | None = typer.Option(
         None, "--ready-file", help="Touch this file once the service listens."
     ),
+    working_hours: str | None = typer.Option(
+        None, "--working-hours", help="UTC hours when pulls are expected (e.g. 8-18); others alert."
+    ),
 ) -> None:
     """Run the custody service (FastAPI + uvicorn)."""
     from weightvault import _interrupt
@@ -100,6 +113,7 @@ def serve(
         replica=replica,
         window_s=window,
         principal_egress_bytes_per_window=principal_bytes,
+        working_hours_utc=_hours(working_hours) if working_hours else None,
     )
     created = not data.exists()
     started: list[bool] = []

@@ -1,4 +1,7 @@
-"""Alerts: budget exhaustion, unusual volume, a first-time principal, repeated denials.
+"""Alerts: budget exhaustion, unusual volume, a first-time principal, repeated denials, and the
+incident signals: egress past a fraction of a grant's or a model's budget, pulls outside working
+hours, the same pair of approvers releasing again and again, uploads whose signature fails, and
+uploads the scanner refuses.
 
 An alert is three things at once: a row in the ``alerts`` table (inside the transaction of the
 request that caused it), an entry in the audit log, and a JSON POST to the configured webhook.
@@ -28,9 +31,29 @@ from weightvault.custody.approvals import format_time
 from weightvault.custody.store import Alert
 from weightvault.errors import UsageError
 
-__all__ = ["ALERT_KINDS", "AlertEvent", "AlertSink", "AuditAppend"]
+__all__ = [
+    "ALERT_KINDS",
+    "INCIDENT_SIGNALS",
+    "AlertEvent",
+    "AlertSink",
+    "AuditAppend",
+    "crossed",
+    "outside_hours",
+]
 
-ALERT_KINDS = ("budget.exhausted", "volume.unusual", "principal.first_pull", "denials.repeated")
+ALERT_KINDS = (
+    "budget.exhausted",
+    "volume.unusual",
+    "principal.first_pull",
+    "denials.repeated",
+    "egress.budget_fraction",
+    "pull.off_hours",
+    "approvals.same_pair",
+    "upload.signature_failed",
+    "scan.finding",
+)
+INCIDENT_SIGNALS = ALERT_KINDS[4:]
+"""The kinds that make an incident candidate (``weightvault incident`` lists them first)."""
 
 AuditAppend = Callable[[dict[str, Any]], object]
 """Appends one event to the audit log durably (raises when it cannot)."""
@@ -49,6 +72,23 @@ class AlertEvent:
     def __post_init__(self) -> None:
         if self.kind not in ALERT_KINDS:
             raise ValueError(f"unknown alert kind {self.kind!r}")
+
+
+def outside_hours(when: dt.datetime, hours: tuple[int, int] | None) -> bool:
+    """Whether ``when`` (UTC) falls outside ``(start, end)`` hours; a window may wrap midnight
+    (``(22, 6)``). No window: never outside."""
+    if hours is None:
+        return False
+    start, end = hours
+    hour = when.astimezone(dt.UTC).hour
+    inside = start <= hour < end if start <= end else hour >= start or hour < end
+    return not inside
+
+
+def crossed(before: int, after: int, budget: int, fraction: float) -> bool:
+    """Whether a count went from below ``fraction`` of ``budget`` to at or above it."""
+    threshold = budget * fraction
+    return budget > 0 and before < threshold <= after
 
 
 class AlertSink:

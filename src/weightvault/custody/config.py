@@ -50,6 +50,16 @@ class ServiceConfig:
     max_upload_bytes: int = 1 << 42
     unusual_volume_fraction: float = 0.5
     """Alert when a principal's egress in the window passes this fraction of its budget."""
+    budget_alert_fraction: float = 0.8
+    """Alert when a grant's bytes, or a model's egress in the window, pass this fraction of its
+    budget (an incident signal)."""
+    working_hours_utc: tuple[int, int] | None = None
+    """``(start, end)`` UTC hours when pulls are expected (end exclusive; may wrap midnight);
+    a pull outside them raises an alert. None: no working hours."""
+    same_pair_approvals: int = 3
+    """Alert when the same two approvers have released this many grants of a model..."""
+    same_pair_window_s: int = 30 * 24 * 3600
+    """... within this many seconds."""
     repeated_denials: int = 5
     denials_window_s: int = 600
     checkpoint_every: int = 1000

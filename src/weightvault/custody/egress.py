@@ -23,14 +23,16 @@ from sqlalchemy.orm import Session
 
 from weightvault.crypt import Identity, X25519Recipient, rewrap_header, unlock_header
 from weightvault.custody import _names
-from weightvault.custody.alerts import AlertEvent, AlertSink
+from weightvault.custody.alerts import AlertEvent, AlertSink, crossed, outside_hours
 from weightvault.custody.audit import AuditTrail
 from weightvault.custody.blobs import BlobStore
 from weightvault.custody.context import RequestContext, Room, Shared
 from weightvault.custody.errors import NotFoundError
 from weightvault.custody.grants import GrantUse, active_grant, authorize_grant_use
 from weightvault.custody.models import load_model
+from weightvault.custody.policy import ModelPolicy
 from weightvault.custody.store import (
+    Alert,
     Approval,
     DeliveryHeader,
     Egress,
@@ -161,7 +163,7 @@ class Pulls(Room):
         start, end = byte_range(total) if byte_range is not None else (0, total)
         # (4)
         first = min(end - start, self._config.debit_slice_bytes)
-        self._debit(ctx, grant_id, first)
+        self._debit(ctx, grant_id, first, starting=True)
         ctx.detail.update(
             {"grant_id": grant_id, "file": vfile.path, "range": [start, end], "total": total}
         )
@@ -251,8 +253,11 @@ class Pulls(Room):
         except WeightvaultError:
             pass
 
-    def _debit(self, ctx: RequestContext, grant_id: str, nbytes: int) -> None:
-        """Charge ``nbytes`` to the grant and to the principal's and model's window budgets."""
+    def _debit(
+        self, ctx: RequestContext, grant_id: str, nbytes: int, *, starting: bool = False
+    ) -> None:
+        """Charge ``nbytes`` to the grant and to the principal's and model's window budgets
+        (``starting``: the first debit of a pull request)."""
         if nbytes <= 0:
             return
         now = self._clock()
@@ -295,6 +300,7 @@ class Pulls(Room):
                     break
             if refusal is None:
                 self._charge(session, grant, nbytes, now, principal_used)
+                self._signals(session, grant, nbytes, now, starting, model_used, policy)
         if refusal is not None:
             raise refusal
 
@@ -368,3 +374,65 @@ class Pulls(Room):
                     detail={"window_bytes": used + nbytes, "budget": budget},
                 ),
             )
+
+    def _signals(
+        self,
+        session: Session,
+        grant: GrantRequest,
+        nbytes: int,
+        now: dt.datetime,
+        starting: bool,
+        model_used: int,
+        policy: ModelPolicy,
+    ) -> None:
+        """Incident signals of a debit: a grant or a model past a fraction of its budget, a pull
+        outside working hours (once per grant and hour)."""
+        fraction = self._config.budget_alert_fraction
+        budgets = (
+            ("grant", grant.bytes_used - nbytes, grant.bytes_used, grant.byte_budget),
+            ("model", model_used, model_used + nbytes, policy.egress_bytes_per_window),
+        )
+        for name, before, after, budget in budgets:
+            if crossed(before, after, budget, fraction):
+                self._alerts.emit(
+                    session,
+                    AlertEvent(
+                        "egress.budget_fraction",
+                        now,
+                        principal=grant.requester,
+                        model=grant.model,
+                        detail={
+                            "budget": name,
+                            "grant_id": grant.id,
+                            "used": after,
+                            "limit": budget,
+                            "fraction": fraction,
+                        },
+                    ),
+                )
+        if starting and outside_hours(now, self._config.working_hours_utc):
+            recent = session.scalar(
+                select(func.count())
+                .select_from(Alert)
+                .where(
+                    Alert.kind == "pull.off_hours",
+                    Alert.principal == grant.requester,
+                    Alert.time > now - dt.timedelta(hours=1),
+                    Alert.detail.contains(grant.id),
+                )
+            )
+            if not recent:
+                self._alerts.emit(
+                    session,
+                    AlertEvent(
+                        "pull.off_hours",
+                        now,
+                        principal=grant.requester,
+                        model=grant.model,
+                        detail={
+                            "grant_id": grant.id,
+                            "hour_utc": now.astimezone(dt.UTC).hour,
+                            "working_hours_utc": list(self._config.working_hours_utc or ()),
+                        },
+                    ),
+                )

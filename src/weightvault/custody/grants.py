@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import itertools
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from weightvault import _b64 as b64
 from weightvault.custody import _names
+from weightvault.custody.alerts import AlertEvent, AlertSink
 from weightvault.custody.approvals import (
     ApprovalStatement,
     RequestTerms,
@@ -165,6 +167,8 @@ class Grants(Room):
 
     on_pending: Callable[[dict[str, Any]], None] | None = None
     """Told of each new request once it is committed (the console notifies approvers)."""
+    alerts: AlertSink | None = None
+    """Where incident signals go (the same pair approving again and again); set by the service."""
 
     def _view(self, grant: GrantRequest, approvals: list[Approval]) -> dict[str, Any]:
         now = self._clock()
@@ -406,8 +410,52 @@ class Grants(Room):
                 session.flush()
             except IntegrityError as exc:
                 raise ConflictError("this approver has already decided this request") from exc
+            if record["status"] == "active":
+                released_by = {a.approver for a in valid} | {principal.name}
+                self._same_pair_signal(session, grant, sorted(released_by), now)
             view = self._view(grant, [*approvals, approval])
         return view
+
+    def _same_pair_signal(
+        self, session: Session, grant: GrantRequest, approvers: list[str], now: dt.datetime
+    ) -> None:
+        """Alert each time two approvers have together released ``same_pair_approvals`` more
+        grants of this model within the window (collusion or rubber-stamping looks like this)."""
+        every = self._config.same_pair_approvals
+        if self.alerts is None or every < 1:
+            return
+        since = now - dt.timedelta(seconds=self._config.same_pair_window_s)
+        for first, second in itertools.combinations(approvers, 2):
+            together = (
+                select(Approval.request_id)
+                .join(GrantRequest, GrantRequest.id == Approval.request_id)
+                .where(
+                    Approval.approver.in_((first, second)),
+                    Approval.decision == "approve",
+                    GrantRequest.model == grant.model,
+                    GrantRequest.activated_at > since,
+                )
+                .group_by(Approval.request_id)
+                .having(func.count(func.distinct(Approval.approver)) == 2)
+                .subquery()
+            )
+            count = session.scalar(select(func.count()).select_from(together)) or 0
+            if count and count % every == 0:
+                self.alerts.emit(
+                    session,
+                    AlertEvent(
+                        "approvals.same_pair",
+                        now,
+                        principal=grant.requester,
+                        model=grant.model,
+                        detail={
+                            "approvers": [first, second],
+                            "grants": count,
+                            "window_s": self._config.same_pair_window_s,
+                            "grant_id": grant.id,
+                        },
+                    ),
+                )
 
     def revoke(self, ctx: RequestContext, request_id: str) -> dict[str, Any]:
         principal = require_role(ctx, *ROLES)

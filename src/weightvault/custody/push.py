@@ -25,12 +25,19 @@ from weightvault import _b64 as b64
 from weightvault._json import load_object
 from weightvault.crypt import FileContext, Recipient, encrypt_file
 from weightvault.custody import _integrations, _names
+from weightvault.custody.alerts import AlertEvent, AlertSink
 from weightvault.custody.blobs import BlobStore
 from weightvault.custody.context import RequestContext, Room, Shared, require_role
 from weightvault.custody.errors import ConflictError
 from weightvault.custody.models import load_model
 from weightvault.custody.store import ModelVersion, VersionFile
-from weightvault.errors import FormatError, PolicyError
+from weightvault.errors import (
+    FormatError,
+    PolicyError,
+    UnsafeFileError,
+    VerificationError,
+    WeightvaultError,
+)
 
 __all__ = ["Push", "PushManifest", "ReadableBody", "parse_push_manifest"]
 
@@ -99,6 +106,9 @@ def parse_push_manifest(line: bytes) -> PushManifest:
 class Push(Room):
     """Registers versions: receive, verify, scan, encrypt, store, register."""
 
+    alerts: AlertSink | None = None
+    """Where incident signals go (a failed signature, a scan finding); set by the service."""
+
     def __init__(self, shared: Shared, blobs: BlobStore, kek: Recipient, staging: Path) -> None:
         super().__init__(shared)
         self._blobs = blobs
@@ -145,8 +155,18 @@ class Push(Room):
             ]
             model_root = root / manifest.files[0][0] if manifest.single_file else root
             # (3), (4), (5)
-            signer = _integrations.verify_model_signature(model_root, manifest.signature, policy)
-            scan_summary = _integrations.scan_clean(model_root)
+            try:
+                signer = _integrations.verify_model_signature(
+                    model_root, manifest.signature, policy
+                )
+            except VerificationError as exc:
+                self._signal(ctx, "upload.signature_failed", model_name, exc)
+                raise
+            try:
+                scan_summary = _integrations.scan_clean(model_root)
+            except UnsafeFileError as exc:
+                self._signal(ctx, "scan.finding", model_name, exc)
+                raise
             stored = self._encrypt_and_store(model_root, upload_id, model_name, manifest)
         except BaseException:
             self._blobs.delete_prefix(upload_id)
@@ -196,6 +216,26 @@ class Push(Room):
             "signer": signer,
             "scan": scan_summary,
         }
+
+    def _signal(
+        self, ctx: RequestContext, kind: str, model_name: str, exc: WeightvaultError
+    ) -> None:
+        """An incident signal for a refused upload (the refusal itself is audited as usual)."""
+        if self.alerts is None:
+            return
+        detail = {
+            "version": ctx.detail.get("version"),
+            "upload_id": ctx.detail.get("upload_id"),
+            "reason": exc.one_line()[:300],
+            "received": ctx.detail.get("received", []),
+        }
+        with self._store.session() as session:
+            self.alerts.emit(
+                session,
+                AlertEvent(
+                    kind, self._clock(), principal=ctx.name or None, model=model_name, detail=detail
+                ),
+            )
 
     def _register(
         self, ctx: RequestContext, version: ModelVersion, files: list[VersionFile]

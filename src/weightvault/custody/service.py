@@ -76,6 +76,7 @@ class Custody:
         self.push = Push(shared, self.blobs, self.kek, self.staging)
         self.grants = Grants(shared)
         self.egress = Pulls(shared, self.blobs, self.kek, self.trail, self.alerts)
+        self.push.alerts = self.grants.alerts = self.alerts  # incident signals
         self.sweep_orphans()
 
     def bootstrap_admin(self, name: str, *, via: str = "serve --init-admin") -> str | None:

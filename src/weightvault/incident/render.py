@@ -82,9 +82,7 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
         [str(u["version"]), u["time"], str(u["by"]), u["reason"], str(u["log_index"])]
         for u in doc["refused_uploads"]
     ]
-    indicators = [
-        [i["type"], i["value"], i.get("path", "-"), i["why"]] for i in doc["indicators"]
-    ]
+    indicators = [[i["type"], i["value"], i.get("path", "-"), i["why"]] for i in doc["indicators"]]
     grants = [
         [
             g["grant_id"],
@@ -239,7 +237,7 @@ def _html(doc: dict[str, Any]) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'; img-src data:\">"
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{_e(title)}</h1>"

@@ -322,7 +322,7 @@ class _Collector:
             summary = f"{who} listed the files of {on_grant}"
         elif action == "pull" and grant is not None:
             span = detail.get("range")
-            start, end = (span if isinstance(span, list) and len(span) == 2 else (0, 0))
+            start, end = span if isinstance(span, list) and len(span) == 2 else (0, 0)
             kind, nbytes = "pull", (_int(end) or 0) - (_int(start) or 0)
             grant["bytes_pulled"] += nbytes
             summary = (
