@@ -9,9 +9,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-from tests.custody.console.browser import Approver
+from tests.custody.console.browser import Approver, axe_source, axe_violations, new_approver
 from tests.custody.helpers import World
 
 from weightvault.custody.audit import verify_audit
@@ -149,3 +151,64 @@ def test_a_passkey_approval_and_a_cli_approval_make_a_grant(
     request_id = file_request(world, tmp_path)
     assert approvers["alice"].decide(request_id) == "Status: pending"
     assert world.approve("bob", request_id)["status"] == "active"
+
+
+def test_approvers_are_told_when_a_request_waits(
+    world: World, webhook: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    request_id = file_request(world, tmp_path)
+    deadline = time.monotonic() + 10
+    while not any(n.get("request_id") == request_id for n in webhook[1]):
+        assert time.monotonic() < deadline, webhook[1]
+        time.sleep(0.05)
+    notice = next(n for n in webhook[1] if n.get("request_id") == request_id)
+    assert notice["notification"] == "approval.needed"
+    assert notice["path"] == f"/console/requests/{request_id}"
+    assert (notice["requester"], notice["model"], notice["byte_budget"]) == ("rita", "llama", 2 << 20)
+
+
+def test_pages_are_accessible_and_fit_a_phone(
+    world: World, approvers: dict[str, Approver], tmp_path: Path
+) -> None:
+    """axe-core (WCAG 2.1 A/AA and best practices) finds nothing serious or critical on any
+    page; on a phone-sized screen nothing is wider than the screen; screenshots of each page."""
+    axe = axe_source()
+    request_id = file_request(world, tmp_path)
+    carol = approvers["carol"]
+    pages = {
+        "requests": "/console/requests",
+        "request-phone": f"/console/requests/{request_id}",
+        "grants-phone": "/console/grants",
+        "audit": "/console/audit",
+        "alerts": "/console/alerts",
+        "refused": "/console/requests/" + "0" * 32,
+    }
+    carol.page.set_viewport_size({"width": 390, "height": 844})
+    for name, path in pages.items():
+        carol.page.goto(carol.origin + path)
+        assert axe_violations(carol.page, axe) == [], name
+        width = carol.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, (name, width)
+        carol.screenshot(name)
+    # The decision forms work from the keyboard alone: tab to the reason, type, submit.
+    carol.page.goto(f"{carol.origin}/console/requests/{request_id}")
+    carol.page.get_by_label("Reason for denying").focus()
+    carol.page.keyboard.type("not before the review board meets")
+    carol.page.keyboard.press("Tab")
+    focused = carol.page.evaluate("document.activeElement.textContent")
+    assert focused == "Deny with passkey"
+    carol.page.keyboard.press("Enter")
+    assert carol.outcome() == "Status: denied"
+    carol.page.set_viewport_size({"width": 1100, "height": 900})
+
+    # The pages before sign-in, in a fresh browser context.
+    visitor = new_approver(carol.context.browser, "visitor", "", carol.origin)  # type: ignore[arg-type]
+    try:
+        visitor.page.goto(f"{carol.origin}/console/login")
+        assert axe_violations(visitor.page, axe) == []
+        visitor.screenshot("login")
+        visitor.page.goto(approvers["bob"].enrol_link(world.service.url))
+        assert axe_violations(visitor.page, axe) == []
+        visitor.screenshot("register")
+    finally:
+        visitor.context.close()
