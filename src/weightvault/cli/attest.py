@@ -19,6 +19,7 @@ from weightvault.errors import UsageError
 
 if TYPE_CHECKING:
     from weightvault.attest import AttestationCheck
+    from weightvault.signing import Verifier
 
 ORDER = 12
 
@@ -95,6 +96,38 @@ def _key_fingerprint(path: Path, password: str | None) -> str | None:
             return public_key_hint(private.public_key())
     except (OSError, ValueError, TypeError):
         return None  # the verifier reports the key problem in its own words
+
+
+def _verifier_and_signers(
+    key: Path | None,
+    password: str | None,
+    trust_root: Path | None,
+    identity: str | None,
+    issuer: str | None,
+    pkcs11_uri: str | None,
+    sigstore: bool,
+    trust_config: Path | None,
+    unsafe_no_identity: bool,
+    signer: list[str],
+) -> tuple[Verifier, list[str]]:
+    """The verifier (as ``verify`` builds it) and the accepted signers: ``--signer`` values,
+    else, with ``--key``, that key's fingerprint."""
+    verifier = _build_verifier(
+        key,
+        password,
+        trust_root,
+        identity,
+        issuer,
+        pkcs11_uri,
+        sigstore,
+        trust_config,
+        unsafe_no_identity,
+    )
+    signers = list(signer)
+    if key is not None and not signers:
+        fingerprint = _key_fingerprint(key, password)
+        signers = [fingerprint] if fingerprint else []
+    return verifier, signers
 
 
 def _print_checks(checks: list[AttestationCheck]) -> None:
@@ -280,21 +313,10 @@ def verify_command(
     from weightvault.errors import VerificationError
 
     kinds = [_kind(k) for k in predicate]
-    verifier = _build_verifier(
-        key,
-        password,
-        trust_root,
-        identity,
-        issuer,
-        pkcs11_uri,
-        sigstore,
-        trust_config,
-        unsafe_no_identity,
-    )
-    signers = list(signer)
-    if key is not None and not signers:
-        fingerprint = _key_fingerprint(key, password)
-        signers = [fingerprint] if fingerprint else []
+    verifier, signers = _verifier_and_signers(
+        key, password, trust_root, identity, issuer, pkcs11_uri, sigstore, trust_config,
+        unsafe_no_identity, signer,
+    )  # fmt: skip
     checks = check_attestations(
         model_path, verifier=verifier, signers=signers or None, directory=attestations
     )
@@ -351,21 +373,10 @@ def rows_command(
     from weightvault.attest import verify_dataset_rows
     from weightvault.cli._ui import emit_json, out_console
 
-    verifier = _build_verifier(
-        key,
-        password,
-        trust_root,
-        identity,
-        issuer,
-        pkcs11_uri,
-        sigstore,
-        trust_config,
-        unsafe_no_identity,
-    )
-    signers = list(signer)
-    if key is not None and not signers:
-        fingerprint = _key_fingerprint(key, password)
-        signers = [fingerprint] if fingerprint else []
+    verifier, signers = _verifier_and_signers(
+        key, password, trust_root, identity, issuer, pkcs11_uri, sigstore, trust_config,
+        unsafe_no_identity, signer,
+    )  # fmt: skip
     ranges = verify_dataset_rows(
         dataset_path,
         file,
