@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from tests.attest.conftest import eval_predicate, provenance_predicate
 from tests.signing._pki import Pki
+from tests.softhsm import SoftHsmToken
 
 from weightvault.attest import (
     EVAL_RESULTS,
@@ -340,3 +341,26 @@ def test_logged_attestation_carries_an_inclusion_proof(
         expected_subject_digest=digest_subject(model).digest,
     )
     assert record.kind == "eval-results"
+
+
+def test_pkcs11_signed_attestation(model: Path, token: SoftHsmToken, tmp_path: Path) -> None:
+    """A key on a real SoftHSM2 token signs; the token's public key (or a PEM of it) verifies."""
+    from weightvault.signing.pkcs11 import Pkcs11Signer, Pkcs11Verifier
+
+    uri = token.generate_ec_key("attester", curve="P-384")
+    bundle = sign_attestation(
+        make_statement(digest_subject(model), "eval-results", eval_predicate()),
+        Pkcs11Signer.from_uri(uri),
+    )
+    digest = digest_subject(model).digest
+    record = verify_attestation(
+        bundle, verifier=Pkcs11Verifier.from_uri(uri), expected_subject_digest=digest, now=NOW
+    )
+    assert record.signer.method in ("key", "pkcs11")
+    pem = Pkcs11Verifier.from_public_key_pem(token.public_key_pem("attester"))
+    assert verify_attestation(bundle, verifier=pem, expected_subject_digest=digest, now=NOW)
+    other = token.generate_ec_key("other", curve="P-384")
+    failure = _refusal(
+        bundle, verifier=Pkcs11Verifier.from_uri(other), expected_subject_digest=digest, now=NOW
+    )
+    assert failure is AttestationFailure.BAD_SIGNATURE
