@@ -94,6 +94,10 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
         ]
         for g in doc["grants"]
     ]
+    signals = [
+        [x["time"], x["signal"], str(x["principal"] or "-"), x["summary"], str(x["log_index"])]
+        for x in doc["incident_signals"]
+    ]
     people = [[str(p["name"]), ", ".join(p["did"])] for p in doc["principals"]]
     keys = [[k] for k in doc["approval_keys"]]
     signers = [[s["signer"], s["signature_sha256"]] for s in doc["signing_identities"]]
@@ -118,6 +122,7 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
         ("Affected versions", ["version", "root digest", "bytes", "signer", "registered",
                                "pulled under grants"], versions),
         ("Refused uploads", ["version", "time", "by", "reason", "log index"], refused),
+        ("Incident signals", ["time", "signal", "principal", "what", "log index"], signals),
         ("Indicators", ["type", "value", "file", "why"], indicators),
         ("Grants", ["grant", "version", "grantee", "approvers", "status",
                     "bytes pulled / budget"], grants),

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from weightvault import _b64
+from weightvault.custody.alerts import INCIDENT_SIGNALS
 from weightvault.incident.evidence import AuditEntry
 from weightvault.incident.timeline import Timeline, TimelineEvent
 
@@ -217,6 +218,17 @@ def build_report(timeline: Timeline, *, redact: bool = False) -> dict[str, Any]:
             for g in timeline.grants.values()
         ],
         "indicators": _indicators(timeline, versions, refused),
+        "incident_signals": [
+            {
+                "signal": event.entry.action[len("alert.") :],
+                "time": event.time,
+                "principal": event.principal,
+                "summary": event.summary,
+                "log_index": event.proof.index,
+            }
+            for event in timeline.events
+            if event.kind == "alert" and event.entry.action[len("alert.") :] in INCIDENT_SIGNALS
+        ],
         "principals": [
             {"name": name, "did": sorted(kinds)} for name, kinds in sorted(roles.items())
         ],
@@ -322,6 +334,9 @@ def _redacted(doc: dict[str, Any], timeline: Timeline) -> dict[str, Any]:
         for s in doc["signing_identities"]
     ]
     doc["client_addresses"] = []
+    for signal in doc["incident_signals"]:
+        signal["principal"] = names.name(signal["principal"])
+        signal["summary"] = names.text(signal["summary"])
     for action in doc["actions_taken"]:
         action["by"] = names.name(action["by"])
         action["summary"] = names.text(action["summary"])
