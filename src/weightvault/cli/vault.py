@@ -474,12 +474,19 @@ def audit_verify(
     except OSError as exc:
         raise FileSystemError.from_os_error(exc) from exc
     result = verify_audit(data, key_text, trusted_checkpoint=trusted)
+    passkeys = result.passkey_approvals
     _show(
-        {"size": result.size, "origin": result.origin, "counts": result.counts},
+        {
+            "size": result.size,
+            "origin": result.origin,
+            "counts": result.counts,
+            "passkey_approvals": passkeys,
+        },
         as_json,
         [
             f"audit log OK: {result.size} entries under {result.origin}, "
             f"{result.denied} denied requests"
+            + (f", {passkeys} passkey approvals verified" if passkeys else "")
         ],
     )
 

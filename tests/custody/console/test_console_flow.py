@@ -19,7 +19,9 @@ from tests.custody.helpers import World
 from weightvault.custody.audit import verify_audit
 
 
-def cli(world: World, who: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
+def cli(
+    world: World, who: str, *args: str, home: Path, group: str = "vault"
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "WEIGHTVAULT_URL": world.service.url,
@@ -27,7 +29,7 @@ def cli(world: World, who: str, *args: str, home: Path) -> subprocess.CompletedP
         "WEIGHTVAULT_HOME": str(home),
     }
     return subprocess.run(
-        [sys.executable, "-m", "weightvault", "vault", *args],
+        [sys.executable, "-m", "weightvault", group, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -164,7 +166,11 @@ def test_approvers_are_told_when_a_request_waits(
     notice = next(n for n in webhook[1] if n.get("request_id") == request_id)
     assert notice["notification"] == "approval.needed"
     assert notice["path"] == f"/console/requests/{request_id}"
-    assert (notice["requester"], notice["model"], notice["byte_budget"]) == ("rita", "llama", 2 << 20)
+    assert (notice["requester"], notice["model"], notice["byte_budget"]) == (
+        "rita",
+        "llama",
+        2 << 20,
+    )
 
 
 def test_pages_are_accessible_and_fit_a_phone(
@@ -207,7 +213,12 @@ def test_pages_are_accessible_and_fit_a_phone(
         visitor.page.goto(f"{carol.origin}/console/login")
         assert axe_violations(visitor.page, axe) == []
         visitor.screenshot("login")
-        visitor.page.goto(approvers["bob"].enrol_link(world.service.url))
+        linked = cli(world, "bob", "link", "--json", home=tmp_path, group="console")
+        assert linked.returncode == 0, linked.stderr
+        link = json.loads(linked.stdout)["url"]
+        assert link.startswith(f"{carol.origin}/console/register?code=")
+        visitor.page.goto(link)
+        assert "Register a passkey for bob" in visitor.page.content()
         assert axe_violations(visitor.page, axe) == []
         visitor.screenshot("register")
     finally:

@@ -210,11 +210,11 @@ def test_the_ledger_checks_approvals_against_the_logged_key() -> None:
     assert _ledger(_events(device, device.assert_(statement()))).checked == 1
 
     unregistered = _events(device, device.assert_(statement()))[1:]
-    with pytest.raises(VerificationError, match="entry 1: .*never registered"):
+    with pytest.raises(VerificationError, match=r"entry 1: .*never registered"):
         _ledger(unregistered)
 
     other_terms = RequestTerms(**{**TERMS.__dict__, "byte_budget": 1 << 40})
-    with pytest.raises(VerificationError, match="entry 2: .*other terms"):
+    with pytest.raises(VerificationError, match=r"entry 2: .*other terms"):
         _ledger(_events(device, device.assert_(statement(terms=other_terms))))
 
     forged = _events(device, device.assert_(statement()))

@@ -212,6 +212,11 @@ class VaultClient:
         result: dict[str, Any] = self._call("GET", f"/v1/requests/{request_id}")
         return result
 
+    def console_link(self) -> dict[str, Any]:
+        """A one-time link (15 minutes) to register a passkey in the approver console."""
+        result: dict[str, Any] = self._call("POST", "/v1/console/enrol")
+        return result
+
     def list_requests(self, status: str | None = None) -> list[dict[str, Any]]:
         params = {"status": status} if status else {}
         result: list[dict[str, Any]] = self._call("GET", "/v1/requests", params=params)
