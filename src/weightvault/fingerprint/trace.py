@@ -2,9 +2,10 @@
 
 Steps (numbers are referred to in the code):
 
-1. **Names.** Each tensor of the custody original is found in the suspect by name, or by the
-   longest dotted suffix that names exactly one suspect tensor (another container format, a
-   prefix added or stripped); a missing tensor is skipped (a subset of layers still traces).
+1. **Names.** Each tensor of the custody original is found in the suspect under one prefix
+   rewrite for the whole model (the one that pairs the most names: a prefix added or stripped
+   by another container or framework); a missing tensor is skipped (a subset of layers still
+   traces).
 2. **Alignment.** For every unit group (:mod:`weightvault.fingerprint.structure`) the suspect's
    units are matched to the original's by cosine similarity of their weights (summed over the
    group's tensors; greedy assignment, best pairs first). This undoes the function-preserving
@@ -29,6 +30,7 @@ Steps (numbers are referred to in the code):
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,33 +144,28 @@ class TraceResult:
 
 
 def match_names(original: Iterable[str], suspect: Iterable[str]) -> dict[str, str]:
-    """Step 1: original name -> suspect name (exact, else the unique longest dotted suffix)."""
-    suspect_names = list(suspect)
-    exact = set(suspect_names)
-    by_suffix: dict[str, list[str]] = {}
-    for name in suspect_names:
+    """Step 1: original name -> suspect name, under the one prefix rewrite (``bert.`` dropped,
+    ``model.`` added, or none) that pairs the most names; never a guess per tensor."""
+    original_names, suspect_names = list(original), set(suspect)
+    votes: Counter[tuple[str, str]] = Counter()
+    original_set = set(original_names)
+    for name in suspect_names:  # the suspect adds a prefix (or none)
         parts = name.split(".")
         for i in range(len(parts)):
-            by_suffix.setdefault(".".join(parts[i:]), []).append(name)
-    out: dict[str, str] = {}
-    used: set[str] = set()
-    for name in original:
-        if name in exact:
-            out[name] = name
-            used.add(name)
-    for name in original:
-        if name in out:
-            continue
+            if ".".join(parts[i:]) in original_set:
+                votes[("", ".".join(parts[:i]) + "." if i else "")] += 1
+    for name in original_names:  # the suspect drops a prefix
         parts = name.split(".")
-        for i in range(len(parts) - 1):  # at least two components ("0.weight" is too short)
-            found = by_suffix.get(".".join(parts[i:]), [])
-            if len(found) == 1:
-                if found[0] not in used:
-                    out[name] = found[0]
-                    used.add(found[0])
-                break
-            if len(found) > 1:
-                break
+        for i in range(1, len(parts) - 1):
+            if ".".join(parts[i:]) in suspect_names:
+                votes[(".".join(parts[:i]) + ".", "")] += 1
+    if not votes:
+        return {}
+    (drop, add), _count = min(votes.items(), key=lambda kv: (-kv[1], len(kv[0][0]) + len(kv[0][1])))
+    out = {}
+    for name in original_names:
+        if name.startswith(drop) and add + name[len(drop) :] in suspect_names:
+            out[name] = add + name[len(drop) :]
     return out
 
 
