@@ -105,6 +105,9 @@ def test_grid_json_round_trips_and_is_strict() -> None:
             AttackGrid.from_json(json.dumps(doc | change).encode())
     with pytest.raises(FormatError, match="not valid JSON"):
         AttackGrid.from_json(b"{")
+    # A required axis left out is a format error naming it (it once escaped as a TypeError).
+    with pytest.raises(FormatError, match=r"grid\.lrs: missing"):
+        AttackGrid.from_json(json.dumps({k: v for k, v in doc.items() if k != "lrs"}).encode())
     with pytest.raises(FormatError, match="no built-in attack grid"):
         default_grid("nonesuch")
 

@@ -20,8 +20,6 @@ Built-in files: ``data/defaults-<testbed>.json`` beside this module.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,8 +28,8 @@ from typing import Any
 
 import torch
 
-from weightvault._json import reject_duplicate_keys
 from weightvault.errors import FormatError, InputError
+from weightvault.tamper._jsonfiles import JsonDocument, parse_json, require_object
 from weightvault.tamper.attacks import run_attack
 from weightvault.tamper.base import Split, TamperData, Testbed
 from weightvault.tamper.defenses import (
@@ -103,7 +101,7 @@ METHODS = ("mlac", "tar")
 
 
 @dataclass(frozen=True)
-class LabDefaults:
+class LabDefaults(JsonDocument):
     """A defaults file: per-method hyperparameters, the grid they were tuned under, provenance."""
 
     testbed: str
@@ -162,30 +160,10 @@ class LabDefaults:
             "tuning": self.tuning,
         }
 
-    def to_json(self) -> bytes:
-        return (json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n").encode()
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.to_json()).hexdigest()
-
     @classmethod
     def from_json(cls, data: bytes, source: str = "defaults") -> LabDefaults:
-        if len(data) > MAX_DEFAULTS_BYTES:
-            raise FormatError(f"{source}: larger than {MAX_DEFAULTS_BYTES} bytes")
-        try:
-            obj = json.loads(data, object_pairs_hook=reject_duplicate_keys(source))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FormatError(f"{source}: not valid JSON ({exc})") from exc
         keys = {"version", "testbed", "grid_sha256", "grid", "defenses", "quick", "tuning"}
-        if not isinstance(obj, dict):
-            raise FormatError(f"{source}: expected an object")
-        missing = sorted(keys - set(obj))
-        if missing:
-            raise FormatError(f"{source}.{missing[0]}: missing")
-        extra = sorted(set(obj) - keys)
-        if extra:
-            raise FormatError(f"{source}.{extra[0]}: unknown field")
+        obj = require_object(parse_json(data, source, MAX_DEFAULTS_BYTES), source, keys)
         if obj["version"] != 1:
             raise FormatError(f"{source}.version: unsupported version {obj['version']!r}")
         grid = AttackGrid.from_dict(obj["grid"])

@@ -41,6 +41,7 @@ from torch.func import functional_call
 
 from weightvault.errors import FormatError, UsageError
 from weightvault.tamper._determinism import deterministic
+from weightvault.tamper._jsonfiles import field_values
 from weightvault.tamper.base import Split, TamperData, TamperModel, Testbed
 from weightvault.tamper.finetune import schedule_factor
 from weightvault.tamper.grid import GridSplit
@@ -149,13 +150,7 @@ class DefenseRecord:
     history: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "config": self.config,
-            "training_families": list(self.training_families),
-            "sampled_families": list(self.sampled_families),
-            "history": self.history,
-        }
+        return field_values(self)
 
     @classmethod
     def from_dict(cls, obj: Any) -> DefenseRecord:

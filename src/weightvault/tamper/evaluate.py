@@ -24,7 +24,9 @@ from typing import Any
 
 import torch
 
+from weightvault._json import require_fields
 from weightvault.errors import FormatError, UsageError
+from weightvault.tamper._jsonfiles import JsonDocument
 from weightvault.tamper.attacks import FrozenFeatures, run_attack
 from weightvault.tamper.base import TamperModel, Testbed, random_init_model
 from weightvault.tamper.defenses import DefenseRecord, desired_accuracy
@@ -119,7 +121,7 @@ def held_out_families(defense: DefenseRecord | None, suite: AttackSuite) -> list
 
 
 @dataclass(frozen=True)
-class SuiteResult:
+class SuiteResult(JsonDocument):
     """Everything one evaluation measured; the input of :mod:`weightvault.tamper.report`."""
 
     testbed: str
@@ -168,9 +170,6 @@ class SuiteResult:
             "runs": [r.to_dict() for r in self.runs],
         }
 
-    def to_json(self) -> bytes:
-        return (json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n").encode()
-
     @classmethod
     def from_json(cls, data: bytes) -> SuiteResult:
         if len(data) > MAX_RESULT_BYTES:
@@ -201,12 +200,7 @@ class SuiteResult:
                 f"results.version: unsupported version {obj.get('version')!r}; expected "
                 f"{RESULTS_VERSION} (results of an older lab: run tamper attack again)"
             )
-        missing = sorted(keys - set(obj))
-        if missing:
-            raise FormatError(f"results.{missing[0]}: missing")
-        extra = sorted(set(obj) - keys)
-        if extra:
-            raise FormatError(f"results.{extra[0]}: unknown field")
+        require_fields(obj, keys, "results")
         if not isinstance(obj["models"], list) or not isinstance(obj["runs"], list):
             raise FormatError("results.models / results.runs: expected lists")
         if not isinstance(obj["quick"], bool):

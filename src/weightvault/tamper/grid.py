@@ -23,17 +23,16 @@ Nothing in this module looks at a result: the split and the suite depend on the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field, replace
 from itertools import product
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
-from weightvault._json import reject_duplicate_keys
 from weightvault.errors import FormatError
+from weightvault.tamper._jsonfiles import JsonDocument, field_values, parse_json
 from weightvault.tamper.spec import (
+    _REQUIRED,
     DATA_KINDS,
     MODES,
     OPTIMIZERS,
@@ -60,6 +59,8 @@ MAX_GRID_BYTES = 1 << 16
 Label = Literal["train-time", "held-out", "held-out-hparams", "held-out-budget", "probe", "other"]
 _SGD_FAMILY = ("sgd", "sgd-momentum")
 _SHORT = {"harmful": "h", "benign-then-harmful": "bh"}
+#: The categorical axes, each with a train-time subset (``train_<axis>``).
+_CATEGORICAL = ("optimizers", "modes", "schedules", "datas")
 
 
 def _sorted_unique(values: tuple[float, ...]) -> tuple[float, ...]:
@@ -80,8 +81,10 @@ def split_axis(values: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[floa
 
 
 @dataclass(frozen=True)
-class AttackGrid:
+class AttackGrid(JsonDocument):
     """A declared attack grid (see the module docstring); JSON round-trips byte for byte."""
+
+    INDENT: ClassVar[int] = 2
 
     name: str
     optimizers: tuple[str, ...]
@@ -150,38 +153,10 @@ class AttackGrid:
     # -- serialisation ---------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "name": self.name,
-            "optimizers": list(self.optimizers),
-            "lrs": list(self.lrs),
-            "sgd_lr_scale": self.sgd_lr_scale,
-            "batch_sizes": list(self.batch_sizes),
-            "steps": list(self.steps),
-            "budgets": list(self.budgets),
-            "modes": list(self.modes),
-            "schedules": list(self.schedules),
-            "datas": list(self.datas),
-            "train_time": {
-                "optimizers": list(self.train_optimizers),
-                "modes": list(self.train_modes),
-                "schedules": list(self.train_schedules),
-                "datas": list(self.train_datas),
-            },
-            "per_budget": self.per_budget,
-            "probes": self.probes,
-            "curve_points": self.curve_points,
-            "lora_rank": self.lora_rank,
-            "seeds": list(self.seeds),
-        }
-
-    def to_json(self) -> bytes:
-        return (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode()
-
-    @property
-    def sha256(self) -> str:
-        """Digest of the canonical JSON: defaults files name the grid they were tuned under."""
-        return hashlib.sha256(self.to_json()).hexdigest()
+        doc = field_values(self)
+        del doc["extra"]
+        doc["train_time"] = {axis: doc.pop(f"train_{axis}") for axis in _CATEGORICAL}
+        return doc
 
     @classmethod
     def from_dict(cls, obj: Any) -> AttackGrid:
@@ -247,13 +222,7 @@ class AttackGrid:
 
     @classmethod
     def from_json(cls, data: bytes) -> AttackGrid:
-        if len(data) > MAX_GRID_BYTES:
-            raise FormatError(f"grid: larger than {MAX_GRID_BYTES} bytes")
-        try:
-            obj = json.loads(data, object_pairs_hook=reject_duplicate_keys("grid JSON"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FormatError(f"grid: not valid JSON ({exc})") from exc
-        return cls.from_dict(obj)
+        return cls.from_dict(parse_json(data, "grid", MAX_GRID_BYTES))
 
     # -- the split -----------------------------------------------------------------------------
 
@@ -291,9 +260,6 @@ class AttackGrid:
 
     def with_seeds(self, seeds: tuple[int, ...]) -> AttackGrid:
         return replace(self, seeds=seeds)
-
-
-_REQUIRED: Any = object()
 
 
 def lr_scale(grid: AttackGrid, optimizer: str) -> float:
@@ -418,28 +384,35 @@ class GridSplit:
             self.train_batches,
             self.train_budgets,
         ):
-            scaled = lr * lr_scale(grid, opt)
-            out.append(
-                AttackSpec(
-                    name=_name(opt, mode, sched, data, scaled, batch, budget, steps),
-                    examples=budget,
-                    optimizer=cast(Any, opt),
-                    lr=scaled,
-                    schedule=cast(Any, sched),
-                    steps=steps,
-                    batch_size=batch,
-                    mode=cast(Any, mode),
-                    data=cast(Any, data),
-                    lora_rank=grid.lora_rank,
-                )
-            )
+            out.append(_grid_attack(grid, opt, mode, sched, data, lr, batch, budget, steps))
         return out
 
 
-def _name(
-    opt: str, mode: str, sched: str, data: str, lr: float, batch: int, budget: int, steps: int
-) -> str:
-    return f"{opt}-{mode}-{sched}-{_SHORT[data]}-lr{lr:g}-b{batch}-n{budget}-s{steps}"
+def _grid_attack(
+    grid: AttackGrid,
+    opt: str,
+    mode: str,
+    sched: str,
+    data: str,
+    lr: float,
+    batch: int,
+    budget: int,
+    steps: int,
+) -> AttackSpec:
+    """One attack of the grid, named after its settings (``lr``: the base learning rate)."""
+    scaled = lr * lr_scale(grid, opt)
+    return AttackSpec(
+        name=f"{opt}-{mode}-{sched}-{_SHORT[data]}-lr{scaled:g}-b{batch}-n{budget}-s{steps}",
+        examples=budget,
+        optimizer=cast(Any, opt),
+        lr=scaled,
+        schedule=cast(Any, sched),
+        steps=steps,
+        batch_size=batch,
+        mode=cast(Any, mode),
+        data=cast(Any, data),
+        lora_rank=grid.lora_rank,
+    )
 
 
 def _held_combo(grid: AttackGrid, i: int) -> tuple[str, str, str, str]:
@@ -484,21 +457,7 @@ def evaluation_suite(grid: AttackGrid, pool_size: int) -> tuple[AttackSuite, Gri
                 batch = _held_batch(split, budget, held_index)
                 steps = grid.steps[held_index % len(grid.steps)]
                 held_index += 1
-            scaled = lr * lr_scale(grid, opt)
-            attacks.append(
-                AttackSpec(
-                    name=_name(opt, mode, sched, data, scaled, batch, budget, steps),
-                    examples=budget,
-                    optimizer=cast(Any, opt),
-                    lr=scaled,
-                    schedule=cast(Any, sched),
-                    steps=steps,
-                    batch_size=batch,
-                    mode=cast(Any, mode),
-                    data=cast(Any, data),
-                    lora_rank=grid.lora_rank,
-                )
-            )
+            attacks.append(_grid_attack(grid, opt, mode, sched, data, lr, batch, budget, steps))
         if grid.probes:
             attacks.append(ProbeSpec(f"probe-n{budget}", budget))
     suite = AttackSuite(grid.name, tuple(attacks), seeds=grid.seeds, curve_points=grid.curve_points)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from weightvault.errors import FormatError
+from weightvault.tamper._jsonfiles import field_values, require_object
 
 __all__ = [
     "STATUSES",
@@ -43,17 +44,12 @@ class Attempt:
     best_acc: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "lr": self.lr,
-            "status": self.status,
-            "loss_first": _num(self.loss_first),
-            "loss_last": _num(self.loss_last),
-            "best_acc": self.best_acc,
-        }
+        losses = {"loss_first": _num(self.loss_first), "loss_last": _num(self.loss_last)}
+        return field_values(self) | losses
 
     @classmethod
     def from_dict(cls, obj: Any, path: str) -> Attempt:
-        _keys(obj, path, {"lr", "status", "loss_first", "loss_last", "best_acc"})
+        require_object(obj, path, {"lr", "status", "loss_first", "loss_last", "best_acc"})
         status = obj["status"]
         if status not in STATUSES:
             raise FormatError(f"{path}.status: expected one of {', '.join(STATUSES)}")
@@ -100,40 +96,16 @@ class AttackRun:
         return max(acc for _, acc in self.curve)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "attack": self.attack,
-            "kind": self.kind,
-            "family": self.family,
-            "examples": self.examples,
-            "steps": self.steps,
-            "seed": self.seed,
-            "status": self.status,
-            "curve": [[s, a] for s, a in self.curve],
-            "retain_acc": self.retain_acc,
+        curve = [[step, acc] for step, acc in self.curve]
+        return field_values(self) | {
+            "curve": curve,
             "attempts": [a.to_dict() for a in self.attempts],
-            "selected": self.selected,
-            "hits": list(self.hits),
         }
 
     @classmethod
     def from_dict(cls, obj: Any, path: str) -> AttackRun:
-        keys = {
-            "model",
-            "attack",
-            "kind",
-            "family",
-            "examples",
-            "steps",
-            "seed",
-            "status",
-            "curve",
-            "retain_acc",
-            "attempts",
-            "selected",
-            "hits",
-        }
-        _keys(obj, path, keys)
+        keys = {f.name for f in fields(cls)}
+        require_object(obj, path, keys)
         try:
             curve = tuple((int(s), float(a)) for s, a in obj["curve"])
             attempts = tuple(
@@ -165,17 +137,6 @@ class AttackRun:
             )
         except (TypeError, ValueError) as exc:
             raise FormatError(f"{path}: malformed attack run ({exc})") from exc
-
-
-def _keys(obj: Any, path: str, keys: set[str]) -> None:
-    if not isinstance(obj, dict):
-        raise FormatError(f"{path}: expected an object")
-    missing = sorted(keys - set(obj))
-    if missing:
-        raise FormatError(f"{path}.{missing[0]}: missing")
-    extra = sorted(set(obj) - keys)
-    if extra:
-        raise FormatError(f"{path}.{extra[0]}: unknown field")
 
 
 def _num(value: float) -> float | str:

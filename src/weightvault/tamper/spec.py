@@ -20,13 +20,12 @@ raise :class:`~weightvault.errors.FormatError` naming the field.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
-from weightvault._json import reject_duplicate_keys
 from weightvault.errors import FormatError
+from weightvault.tamper._jsonfiles import JsonDocument, field_values, parse_json
 
 __all__ = [
     "DATA_KINDS",
@@ -185,24 +184,7 @@ class AttackSpec:
         return replace(self, lr=lr)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "examples": self.examples,
-            "optimizer": self.optimizer,
-            "lr": self.lr,
-            "schedule": self.schedule,
-            "steps": self.steps,
-            "batch_size": self.batch_size,
-            "mode": self.mode,
-            "data": self.data,
-            "seed": self.seed,
-            "benign_fraction": self.benign_fraction,
-            "lora_rank": self.lora_rank,
-            "weight_decay": self.weight_decay,
-            "warmup_fraction": self.warmup_fraction,
-            "restarts": self.restarts,
-        }
+        return field_values(self)
 
     @classmethod
     def from_dict(cls, obj: Any, path: str = "attack") -> AttackSpec:
@@ -253,13 +235,7 @@ class ProbeSpec:
         return "probe/linear"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "examples": self.examples,
-            "seed": self.seed,
-            "c": self.c,
-        }
+        return field_values(self)
 
     @classmethod
     def from_dict(cls, obj: Any, path: str = "attack") -> ProbeSpec:
@@ -358,19 +334,7 @@ class SearchSpec:
         return max(2, round(self.examples * self.validation_fraction))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "examples": self.examples,
-            "optimizers": list(self.optimizers),
-            "lrs": list(self.lrs),
-            "steps": list(self.steps),
-            "modes": list(self.modes),
-            "schedule": self.schedule,
-            "batch_size": self.batch_size,
-            "validation_fraction": self.validation_fraction,
-            "seed": self.seed,
-        }
+        return field_values(self)
 
     @classmethod
     def from_dict(cls, obj: Any, path: str = "attack") -> SearchSpec:
@@ -426,8 +390,10 @@ def spec_from_dict(obj: Any, path: str) -> AnySpec:
 
 
 @dataclass(frozen=True)
-class AttackSuite:
+class AttackSuite(JsonDocument):
     """A named list of attacks plus the attack seeds every attack is repeated with."""
+
+    INDENT: ClassVar[int] = 2
 
     name: str
     attacks: tuple[AnySpec, ...]
@@ -464,9 +430,6 @@ class AttackSuite:
             "attacks": [a.to_dict() for a in self.attacks],
         }
 
-    def to_json(self) -> bytes:
-        return (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode()
-
     @classmethod
     def from_dict(cls, obj: Any) -> AttackSuite:
         f = _Fields(obj, "suite")
@@ -491,13 +454,7 @@ class AttackSuite:
 
     @classmethod
     def from_json(cls, data: bytes) -> AttackSuite:
-        if len(data) > MAX_SUITE_BYTES:
-            raise FormatError(f"suite: larger than {MAX_SUITE_BYTES} bytes")
-        try:
-            obj = json.loads(data, object_pairs_hook=reject_duplicate_keys("suite JSON"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FormatError(f"suite: not valid JSON ({exc})") from exc
-        return cls.from_dict(obj)
+        return cls.from_dict(parse_json(data, "suite", MAX_SUITE_BYTES))
 
     def with_seeds(self, seeds: tuple[int, ...]) -> AttackSuite:
         return replace(self, seeds=seeds)
