@@ -10,6 +10,8 @@ import model_signing
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from weightvault.attest import (
     AttestationError,
@@ -242,3 +244,37 @@ def test_not_a_shard(tmp_path: Path) -> None:
         (tmp_path / "only").mkdir()
         (tmp_path / "only" / "notes.txt").write_text("x")
         row_groups_predicate(tmp_path / "only")
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(st.binary(max_size=9).map(lambda b: b.replace(b"\n", b"")), max_size=40),
+    trailing=st.booleans(),
+    per_group=st.integers(min_value=1, max_value=12),
+    chunk=st.integers(min_value=1, max_value=16),
+)
+def test_jsonl_groups_match_a_plain_line_split(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lines: list[bytes],
+    trailing: bool,
+    per_group: int,
+    chunk: int,
+) -> None:
+    """Whatever the chunk size (lines cut across reads), groups are whole lines, in order."""
+    import weightvault.attest._rowgroups as rowgroups
+
+    monkeypatch.setattr(rowgroups, "_CHUNK", chunk)
+    data = b"\n".join(lines) + (b"\n" if trailing and lines else b"")
+    path = tmp_path / "lines.jsonl"
+    path.write_bytes(data)
+    groups = layout_shard(path, lines_per_group=per_group).groups
+    split = [line + b"\n" for line in data.split(b"\n")]  # lines as \n alone ends them
+    split[-1] = split[-1][:-1]
+    if not split[-1]:
+        split.pop()
+    expected = [split[i : i + per_group] for i in range(0, len(split), per_group)]
+    assert [data[g.start : g.end] for g in groups] == [b"".join(e) for e in expected]
+    assert [g.rows for g in groups] == [len(e) for e in expected]

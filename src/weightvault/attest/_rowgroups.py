@@ -31,7 +31,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from weightvault.errors import FormatError, InputError, VerificationError
 
@@ -268,23 +268,35 @@ def _check_arrow_count(path: Path, groups: list[ByteRange]) -> None:
         raise FormatError(f"{path}: record batches do not match the IPC messages found")
 
 
+def _newline_ends(chunk: bytes) -> Sequence[int]:
+    """The offset just past each ``\n`` in ``chunk`` (NumPy when present: JSONL files of short
+    lines have millions of them)."""
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - NumPy is there wherever pyarrow is
+        ends, offset = [], chunk.find(b"\n")
+        while offset >= 0:
+            ends.append(offset + 1)
+            offset = chunk.find(b"\n", offset + 1)
+        return ends
+    found = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 0x0A) + 1
+    return cast("Sequence[int]", found)
+
+
 def _jsonl_groups(path: Path, lines_per_group: int) -> list[ByteRange]:
     """Ranges of ``lines_per_group`` whole lines (the last may be shorter)."""
     groups: list[ByteRange] = []
     start = position = lines = 0
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
-            offset = 0
-            while True:
-                newline = chunk.find(b"\n", offset)
-                if newline < 0:
-                    break
-                lines += 1
-                offset = newline + 1
-                if lines == lines_per_group:
-                    end = position + offset
-                    groups.append(ByteRange(start, end, lines))
-                    start, lines = end, 0
+            ends = _newline_ends(chunk)
+            # the lines that close a group: the (lines_per_group - lines)-th newline, then every
+            # lines_per_group-th one
+            for index in range(lines_per_group - lines - 1, len(ends), lines_per_group):
+                end = position + int(ends[index])
+                groups.append(ByteRange(start, end, lines_per_group))
+                start = end
+            lines = (lines + len(ends)) % lines_per_group
             position += len(chunk)
     if position > start:
         tail = lines + 1 if not _ends_with_newline(path, position) else lines
