@@ -56,6 +56,7 @@ class GrantFacts:
     requested_at: str
     approvers: tuple[str, ...] = ()
     approval_keys: tuple[str, ...] = ()
+    """Ids of the Ed25519 keys that signed decisions on it (approvals and denials)."""
     status: str = "pending"
     revoked_by: str | None = None
     bytes_pulled: int = 0
@@ -307,7 +308,7 @@ class _Collector:
             key_id = str(detail.get("key_id", ""))
             if kind == "approval":
                 grant["approvers"].append(principal or "?")
-                grant["approval_keys"].append(key_id)
+            grant["approval_keys"].append(key_id)  # every key that signed a decision
             grant["status"] = status
             summary = (
                 f"{who} {verb} request {grant_id} of {grant['grantee']} for {subject} "
