@@ -77,11 +77,11 @@ def _no_tensors_built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real_safetensors = loaders.safetensors_from_buffer
     real_torch = loaders.torch_from_buffer
 
-    def spy_safetensors(buffer: bytearray, name: str, *args: Any) -> Any:
+    def spy_safetensors(buffer: memoryview, name: str, *args: Any) -> Any:
         built.append(name)
         return real_safetensors(buffer, name, *args)
 
-    def spy_torch(buffer: bytearray, name: str, *args: Any) -> Any:
+    def spy_torch(buffer: memoryview, name: str, *args: Any) -> Any:
         built.append(name)
         return real_torch(buffer, name, *args)
 

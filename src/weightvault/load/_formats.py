@@ -46,7 +46,7 @@ _DTYPES: dict[str, tuple[str, int]] = {
 class BufferFile(io.RawIOBase):
     """A read-only, seekable file over a buffer (``io.BytesIO`` would copy it first)."""
 
-    def __init__(self, buffer: bytearray | memoryview) -> None:
+    def __init__(self, buffer: memoryview) -> None:
         super().__init__()
         self._view = memoryview(buffer).cast("B")
         self._position = 0
@@ -83,7 +83,7 @@ class BufferFile(io.RawIOBase):
 
 
 def safetensors_from_buffer(
-    buffer: bytearray, name: str, device: str | torch.device = "cpu"
+    buffer: memoryview, name: str, device: str | torch.device = "cpu"
 ) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file held in ``buffer`` (views of it on the CPU)."""
     import torch
@@ -152,7 +152,7 @@ def safetensors_from_buffer(
 
 
 def torch_from_buffer(
-    buffer: bytearray,
+    buffer: memoryview,
     name: str,
     torch_load: Callable[..., Any],
     map_location: Any = None,

@@ -78,7 +78,7 @@ class VerifiedModel:
     signature_path: Path
     signer: SignerIdentity
     manifest: Manifest
-    files: dict[str, bytearray] = field(repr=False)
+    files: dict[str, memoryview] = field(repr=False)
 
     def names(self) -> list[str]:
         return sorted(self.files, key=component_key)
@@ -269,7 +269,7 @@ def _extents(local: LocalFile, manifest: Manifest, want: dict[str, bytes]) -> li
     return extents
 
 
-def _read_one(local: LocalFile, manifest: Manifest, want: dict[str, bytes]) -> bytearray:
+def _read_one(local: LocalFile, manifest: Manifest, want: dict[str, bytes]) -> memoryview:
     extents = _extents(local, manifest, want)
     fd, size = open_inside(local.path, local.name, local.folder)
     try:

@@ -151,7 +151,7 @@ def build_pretrained(model_class: Any, verified: VerifiedModel, kwargs: dict[str
         if config_bytes is None:
             raise InputError(f"{verified.model_path}: has no config.json")
         try:
-            config_dict = json.loads(config_bytes)
+            config_dict = json.loads(bytes(config_bytes))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise FormatError(f"{verified.model_path}/config.json: not JSON ({exc})") from exc
         config_class = getattr(model_class, "config_class", None)
