@@ -230,3 +230,23 @@ def test_interrupting_attest_add_leaves_nothing_behind(
 
     scenario = Scenario("attest-add", prepare, watch, complete, 12)
     _check(_run_all([scenario], tmp_path, seed=17), min_mid_work={"attest-add": 1})
+
+
+def test_verify_json_carries_the_required_attestations(
+    tmp_path: Path, keys: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = tmp_path / "corpus"
+    dataset.mkdir()
+    (dataset / "train.jsonl").write_text("".join(f'{{"n": {i}}}\n' for i in range(50)))
+    assert run(["sign", str(dataset), "--key", str(keys[0]), "--row-groups",
+                "--lines-per-group", "20"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert run(["verify", str(dataset), "--key", str(keys[1]), "--require-attestation",
+                "row-groups", "--json"]) == 0  # fmt: skip
+    document = json.loads(capsys.readouterr().out)
+    assert document["ok"] is True
+    record = document["attestations"]["row-groups"]
+    assert record["subject"]["role"] == "dataset"
+    assert record["subject"]["root_digest"] == document["root_digest"]
+    groups = record["predicate"]["files"][0]["groups"]
+    assert [g["rows"] for g in groups] == [20, 20, 10]

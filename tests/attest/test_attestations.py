@@ -364,3 +364,26 @@ def test_pkcs11_signed_attestation(model: Path, token: SoftHsmToken, tmp_path: P
         bundle, verifier=Pkcs11Verifier.from_uri(other), expected_subject_digest=digest, now=NOW
     )
     assert failure is AttestationFailure.BAD_SIGNATURE
+
+
+def test_another_packages_predicate_type(model: Path, keys: tuple[Path, Path]) -> None:
+    """Other packages (structured-access results, incident reports) sign their own statements
+    through the same API, under their own predicate type URI."""
+    uri = "https://weightvault.dev/attestation/example-result/v1"
+    statement = make_statement(digest_subject(model), uri, {"job": "eval-17", "outputs": 3})
+    bundle = sign_attestation(statement, KeySigner.from_file(keys[0]))
+    verifier = KeyVerifier.from_file(keys[1])
+    digest = digest_subject(model).digest
+    record = verify_attestation(
+        bundle, verifier=verifier, expected_subject_digest=digest, expected_predicate_type=uri
+    )
+    assert record.kind is None and record.predicate == {"job": "eval-17", "outputs": 3}
+    failure = _refusal(
+        bundle,
+        verifier=verifier,
+        expected_subject_digest=digest,
+        expected_predicate_type="eval-results",
+    )
+    assert failure is AttestationFailure.WRONG_PREDICATE_TYPE
+    with pytest.raises(ValueError, match="unknown attestation kind"):
+        make_statement(digest_subject(model), "benchmark", {})

@@ -46,10 +46,10 @@ KINDS: dict[str, str] = {
 
 
 def predicate_type_for(kind: str) -> str:
-    """The URI of a short name (a URI is returned as it is)."""
+    """The URI of a short name; a URI (another package's predicate type) is returned as it is."""
     if kind in KINDS:
         return KINDS[kind]
-    if kind in KINDS.values():
+    if "://" in kind:
         return kind
     raise ValueError(f"unknown attestation kind {kind!r} (expected one of {', '.join(KINDS)})")
 

@@ -207,7 +207,7 @@ def make_statement(
     ``buildDefinition.resolvedDependencies`` when not already there)."""
     from weightvault.attest._predicates import predicate_type_for
 
-    uri = predicate_type_for(predicate_type) if "://" not in predicate_type else predicate_type
+    uri = predicate_type_for(predicate_type)
     body = dict(predicate)
     dataset_subjects = tuple(
         d if d.role == "dataset" else Subject(d.name, d.digest, "dataset", d.serialization)

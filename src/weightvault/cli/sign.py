@@ -438,7 +438,7 @@ def register(app: typer.Typer) -> None:
             [],
             "--require-attestation",
             help="Also require a valid attestation of this kind (eval-results, model-card,"
-            " training-provenance), signed by the same signer; repeatable.",
+            " training-provenance, row-groups), signed by the same signer; repeatable.",
         ),
     ) -> None:
         """Verify a model against its signature; exit 1 naming each changed/missing/extra file.
@@ -455,7 +455,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--witness-key and --min-witnesses need --require-log")
         for kind in require_attestation:
             _check_choice(
-                kind, ("eval-results", "model-card", "training-provenance"), "--require-attestation"
+                kind,
+                ("eval-results", "model-card", "training-provenance", "row-groups"),
+                "--require-attestation",
             )
         verifier = _build_verifier(
             key,
