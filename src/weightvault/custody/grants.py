@@ -51,6 +51,7 @@ __all__ = [
     "Grants",
     "active_grant",
     "authorize_grant_use",
+    "effective_status",
     "terms_of",
 ]
 
@@ -114,6 +115,17 @@ def active_grant(
     return grant
 
 
+def effective_status(grant: GrantRequest, now: dt.datetime) -> str:
+    """The stored status, or ``expired`` for an active grant or a pending request past its time
+    (expiry is computed, not stored)."""
+    status = grant.status
+    if status == "active" and grant.grant_expires_at and grant.grant_expires_at <= now:
+        return "expired"
+    if status == "pending" and grant.request_expires_at <= now:
+        return "expired"
+    return status
+
+
 def terms_of(grant: GrantRequest) -> RequestTerms:
     """The terms an approval of ``grant`` must bind."""
     return RequestTerms(
@@ -171,12 +183,7 @@ class Grants(Room):
     """Where incident signals go (the same pair approving again and again); set by the service."""
 
     def _view(self, grant: GrantRequest, approvals: list[Approval]) -> dict[str, Any]:
-        now = self._clock()
-        status = grant.status
-        if status == "active" and grant.grant_expires_at and grant.grant_expires_at <= now:
-            status = "expired"
-        if status == "pending" and grant.request_expires_at <= now:
-            status = "expired"
+        status = effective_status(grant, self._clock())
         return {
             "id": grant.id,
             "model": grant.model,

@@ -112,6 +112,11 @@ def _user_id(name: str) -> bytes:
     return hashlib.sha256(b"weightvault custody principal\0" + name.encode()).digest()
 
 
+def _past(deadline: dt.datetime, now: dt.datetime) -> bool:
+    """Whether a session, page or enrolment code ``deadline`` has passed (never a grant's)."""
+    return deadline <= now
+
+
 def _webauthn_failure(exc: Exception) -> VerificationError:
     return VerificationError(f"the passkey's answer does not verify ({exc})")
 
@@ -168,7 +173,7 @@ class Console(Room):
         if not isinstance(code, str) or not 20 <= len(code) <= 100:
             raise AuthenticationError("registration code is invalid, used or expired")
         row = session.get(EnrolmentCode, _sha256(code), with_for_update=True)
-        if row is None or row.used_at is not None or row.expires_at <= self._clock():
+        if row is None or row.used_at is not None or _past(row.expires_at, self._clock()):
             raise AuthenticationError("registration code is invalid, used or expired")
         return row
 
@@ -193,7 +198,7 @@ class Console(Room):
             expires_at=now + CEREMONY_LIFETIME,
         )
         with self._store.session() as session:
-            session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
+            session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at.op("<=")(now)))
             session.add(row)
         return cookie, SessionView(row.id_sha256, row.kind, None, row.csrf)
 
@@ -203,7 +208,7 @@ class Console(Room):
             return None
         with self._store.session(read_only=True) as session:
             row = session.get(ConsoleSession, _sha256(cookie))
-            if row is None or row.kind != kind or row.expires_at <= self._clock():
+            if row is None or row.kind != kind or _past(row.expires_at, self._clock()):
                 return None
             return SessionView(row.id_sha256, row.kind, row.principal, row.csrf)
 
@@ -228,7 +233,7 @@ class Console(Room):
     def _take_ceremony(self, session: Session, view: SessionView, kind: str) -> dict[str, Any]:
         """Remove and return the ceremony under way (an answer is accepted once)."""
         row = session.get(ConsoleSession, view.cookie_sha256, with_for_update=True)
-        if row is None or row.expires_at <= self._clock():
+        if row is None or _past(row.expires_at, self._clock()):
             raise AuthenticationError("page expired; reload it")
         if row.ceremony is None:
             raise ConflictError("no passkey request is under way (it was answered already)")

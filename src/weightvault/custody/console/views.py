@@ -22,7 +22,7 @@ from weightvault.custody.audit import AuditTrail
 from weightvault.custody.console.room import version_digest
 from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
 from weightvault.custody.errors import NotFoundError
-from weightvault.custody.grants import terms_of
+from weightvault.custody.grants import effective_status, terms_of
 from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
 from weightvault.custody.store import (
@@ -131,11 +131,7 @@ class Pages(Room):
         approvals = session.scalars(
             select(Approval).where(Approval.request_id == grant.id).order_by(Approval.id)
         ).all()
-        status = grant.status
-        if status == "pending" and grant.request_expires_at <= now:
-            status = "expired"
-        if status == "active" and grant.grant_expires_at and grant.grant_expires_at <= now:
-            status = "expired"
+        status = effective_status(grant, now)
         whole_copy = budget_share >= 1.0
         return {
             "id": grant.id,
