@@ -250,3 +250,12 @@ def test_verify_json_carries_the_required_attestations(
     assert record["subject"]["root_digest"] == document["root_digest"]
     groups = record["predicate"]["files"][0]["groups"]
     assert [g["rows"] for g in groups] == [20, 20, 10]
+
+
+@pytest.mark.parametrize("command", ["list", "verify"])
+def test_a_missing_model_is_named(
+    tmp_path: Path, keys: tuple[Path, Path], capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    extra = ["--key", str(keys[1])] if command == "verify" else []
+    assert run(["attest", command, str(tmp_path / "nope"), *extra]) == 2
+    assert "nope: no such file or folder" in _err_line(capsys)

@@ -194,6 +194,13 @@ def test_expired(model: Path, keys: tuple[Path, Path]) -> None:
     assert failure is AttestationFailure.EXPIRED
     failure = _refusal(bundle, verifier=verifier, expected_subject_digest=digest, now=lambda: NOW)
     assert failure is AttestationFailure.EXPIRED
+    with pytest.raises(ValueError, match="aware datetime"):
+        verify_attestation(
+            bundle,
+            verifier=verifier,
+            expected_subject_digest=digest,
+            now=datetime.datetime(2027, 1, 1),
+        )
 
 
 def test_malformed(model: Path, keys: tuple[Path, Path]) -> None:

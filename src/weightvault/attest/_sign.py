@@ -301,6 +301,8 @@ def verify_attestation(
     moment = now() if callable(now) else now
     if moment is None:
         moment = datetime.datetime.now(datetime.UTC)
+    if moment.tzinfo is None:
+        raise ValueError("now: give an aware datetime (with a time zone)")
     if expires is not None and moment >= expires:
         raise AttestationError(AttestationFailure.EXPIRED, f"expired at {expires.isoformat()}")
     return VerifiedAttestation(statement, verified.signer, subject, expires, bytes(bundle_json))

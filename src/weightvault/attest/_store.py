@@ -176,6 +176,10 @@ def _peek(path: Path, data: bytes) -> StoredAttestation:
 
 
 def _files(model_path: str | os.PathLike[str], directory: Path | None) -> list[Path]:
+    if not os.path.lexists(model_path):
+        raise InputError(
+            f"{model_path}: no such file or folder; check the model path", reason=Reason.NOT_FOUND
+        )
     folder = directory if directory is not None else attestations_dir(model_path)
     if not folder.is_dir():
         return []
@@ -295,8 +299,6 @@ def require_attestations(
     wanted = [predicate_type_for(k) for k in kinds]
     if not wanted:
         raise ValueError("kinds: name at least one attestation kind to require")
-    if not Path(model_path).exists():
-        raise InputError(f"{model_path}: no such file or folder", reason=Reason.NOT_FOUND)
     checks = check_attestations(
         model_path,
         verifier=verifier,
