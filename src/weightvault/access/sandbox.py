@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,15 @@ from typing import Any
 from weightvault.access import _landlock
 from weightvault.errors import PolicyError
 
-__all__ = ["Isolation", "Limits", "WorkerOutcome", "check_isolation", "isolation", "run_worker"]
+__all__ = [
+    "Isolation",
+    "Limits",
+    "WorkerOutcome",
+    "check_isolation",
+    "isolation",
+    "run_worker",
+    "stop_worker",
+]
 
 DEFAULT_ENTRY = "weightvault.access.kinds:run_job"
 _STDERR_TAIL = 2000
@@ -141,12 +150,14 @@ def run_worker(
     allow_unisolated: bool = False,
     entry: str = DEFAULT_ENTRY,
     extra_env: dict[str, str] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> WorkerOutcome:
     """Run one job in a fresh, isolated worker and collect its declared outputs.
 
     ``message`` (JSON) goes to the worker's standard input, data keys included: they never
     touch the disk or the command line. ``entry`` (``module:function``) is what the worker runs
-    once confined; the service always uses the default, tests pass probes.
+    once confined; the service always uses the default, tests pass probes. ``on_start``
+    receives the worker's process group id (:func:`stop_worker` ends it, to cancel a job).
     """
     found = check_isolation(allow_unisolated=allow_unisolated)
     command = [
@@ -169,6 +180,8 @@ def run_worker(
         env=_worker_env(scratch, extra_env),
         start_new_session=True,
     )
+    if on_start is not None:
+        on_start(process.pid)
     killed_for_time = False
     try:
         stdout, stderr = process.communicate(payload, timeout=limits.wall_s)
@@ -221,8 +234,13 @@ def run_worker(
     return WorkerOutcome("succeeded", outputs, "", environment, seconds, tail)
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
+def stop_worker(group: int) -> None:
+    """Kill a worker's whole process group (a cancelled job); nothing it made is kept."""
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(group, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    stop_worker(process.pid)

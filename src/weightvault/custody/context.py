@@ -24,7 +24,7 @@ from weightvault.errors import PolicyError
 
 __all__ = ["ROLES", "Recorder", "RequestContext", "Room", "Shared", "require_role"]
 
-ROLES = ("admin", "owner", "approver", "reader", "auditor")
+ROLES = ("admin", "owner", "approver", "reader", "auditor", "researcher")
 
 
 @dataclass

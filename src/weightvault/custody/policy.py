@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weightvault._json import load_object
+from weightvault.access.policy import AccessPolicy
 from weightvault.custody import _names
 from weightvault.errors import FormatError
 
@@ -68,6 +69,8 @@ class ModelPolicy:
     """A pending request expires after this long."""
     egress_bytes_per_window: int = 1 << 40
     """Model-wide egress budget over the service's window."""
+    access: AccessPolicy | None = None
+    """Structured access (jobs next to the weights); None: no jobs."""
 
     def __post_init__(self) -> None:
         if self.approvals_required < 1:
@@ -91,6 +94,8 @@ class ModelPolicy:
             "request_ttl_s": self.request_ttl_s,
             "signers": [s.to_dict() for s in self.signers],
         }
+        if self.access is not None:
+            doc["access"] = self.access.to_dict()
         return json.dumps(doc, sort_keys=True)
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +111,7 @@ class ModelPolicy:
         if not isinstance(doc, dict):
             raise FormatError("policy: expected a JSON object")
         known = {
+            "access",
             "approval_validity_s",
             "approvals_required",
             "approvers",
@@ -145,7 +151,11 @@ class ModelPolicy:
                 raise FormatError(f"{where}: must be between 1 and {_MAX_APPROVERS}")
             return value
 
+        access = AccessPolicy.from_dict(doc["access"]) if "access" in doc else None
+        if access is not None and max(access.approvals.values()) > len(names):
+            raise FormatError("policy.access.approvals: more than the number of approvers")
         return cls(
+            access=access,
             approvers=names,
             approvals_required=integer("approvals_required", 2, count),
             signers=signers,

@@ -21,6 +21,7 @@ state change follows is in :mod:`.context`.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from weightvault.custody.context import RequestContext, Shared
 from weightvault.custody.egress import Pulls
 from weightvault.custody.grants import Grants
 from weightvault.custody.identities import Identities
+from weightvault.custody.jobs import Jobs
+from weightvault.custody.jobs_runner import JobRunner
 from weightvault.custody.kek import ServiceKek
 from weightvault.custody.models import Models
 from weightvault.custody.push import Push
@@ -77,7 +80,26 @@ class Custody:
         self.grants = Grants(shared)
         self.egress = Pulls(shared, self.blobs, self.kek, self.trail, self.alerts)
         self.push.alerts = self.grants.alerts = self.alerts  # incident signals
+        self.jobs = self._jobs_room(shared)
         self.sweep_orphans()
+
+    def _jobs_room(self, shared: Shared) -> Jobs:
+        """Structured access: jobs next to the weights, results signed with the log key."""
+        signer = self.config.load_log_signer()
+        unisolated = self.config.extra.get("allow_unisolated_jobs", "") == "true" or (
+            os.environ.get("WEIGHTVAULT_ALLOW_UNISOLATED_JOBS") == "1"
+        )
+        runner = JobRunner(
+            shared,
+            self.blobs,
+            self.kek,
+            signer.sign_message,
+            signer.public_key,
+            workers=int(self.config.extra.get("job_workers", "1")),
+            allow_unisolated=unisolated,
+        )
+        runner.resume()
+        return Jobs(shared, runner, signer.sign_message, signer.public_key)
 
     def bootstrap_admin(self, name: str, *, via: str = "serve --init-admin") -> str | None:
         """Create the first admin and return its token; None if principals exist already."""

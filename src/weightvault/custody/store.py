@@ -43,6 +43,8 @@ __all__ = [
     "Egress",
     "EnrolmentCode",
     "GrantRequest",
+    "Job",
+    "JobApproval",
     "Model",
     "ModelVersion",
     "Principal",
@@ -293,6 +295,58 @@ class EnrolmentCode(Base):
     created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
     used_at: Mapped[dt.datetime | None] = mapped_column(_UtcDateTime(), nullable=True)
+
+
+class Job(Base):
+    """A structured-access job (:mod:`.jobs`): the request as it will run, its state, and what
+    it produced (kept here until released once)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("jobs_requester_model_time", "requester", "model", "created_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    requester: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    justification: Mapped[str] = mapped_column(Text)
+    request_json: Mapped[bytes] = mapped_column(LargeBinary)
+    request_digest: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(16))
+    approvals_required: Mapped[int] = mapped_column(Integer)
+    wall_s: Mapped[int] = mapped_column(Integer)
+    output_limit: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    started_at: Mapped[dt.datetime | None] = mapped_column(_UtcDateTime(), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(_UtcDateTime(), nullable=True)
+    outputs: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    outputs_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    environment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    derived_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    released_at: Mapped[dt.datetime | None] = mapped_column(_UtcDateTime(), nullable=True)
+    released_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    release_log_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class JobApproval(Base):
+    """A signed approval (or denial) of a job, exactly as the approver's key signed it."""
+
+    __tablename__ = "job_approvals"
+    __table_args__ = (
+        UniqueConstraint("job_id", "approver", name="one_job_approval_per_approver"),
+        UniqueConstraint("job_id", "key_id", name="one_job_approval_per_key"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    approver: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    log_index: Mapped[int] = mapped_column(BigInteger)
+    log_entry: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 def _sqlite_setup(engine: Engine, *, begin: str) -> None:

@@ -281,6 +281,94 @@ class VaultClient:
         result: dict[str, Any] = self._call("POST", f"/v1/requests/{request_id}/revoke")
         return result
 
+    # -- jobs (structured access) ----------------------------------------------------------------
+
+    def submit_job(self, job: dict[str, Any], justification: str) -> dict[str, Any]:
+        """File a job (``model``, ``version``, ``kind``, ``parameters``, ``inputs``)."""
+        result: dict[str, Any] = self._call(
+            "POST", "/v1/jobs", json={**job, "justification": justification}
+        )
+        return result
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}")
+        return result
+
+    def list_jobs(self, status: str | None = None) -> list[dict[str, Any]]:
+        params = {"status": status} if status else {}
+        result: list[dict[str, Any]] = self._call("GET", "/v1/jobs", params=params)
+        return result
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/jobs/{job_id}/cancel")
+        return result
+
+    def job_result(self, job_id: str) -> bytes:
+        """The job's signed result (released once; a second call is refused)."""
+        import httpx
+
+        try:
+            response = self._http.post(f"/v1/jobs/{job_id}/result")
+        except httpx.HTTPError as exc:
+            raise InputError(f"cannot reach {self.config.url}: {exc}") from exc
+        if response.status_code >= 400:
+            self._decode(response)
+        content: bytes = response.content  # the exact signed bytes, not re-encoded
+        return content
+
+    def decide_job(
+        self,
+        job_id: str,
+        signer: Any,
+        *,
+        approver: str,
+        decision: str = "approve",
+        valid_for: dt.timedelta = dt.timedelta(hours=1),
+        now: dt.datetime | None = None,
+        announce: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Fetch the job, recompute its request digest from the full request and the terms
+        digest from that, then sign an approval (or denial) of exactly those terms."""
+        from weightvault.access.spec import parse_job_request
+        from weightvault.custody.approvals import ApprovalStatement, RequestTerms, sign_statement
+
+        job = self.get_job(job_id)
+        request = parse_job_request(job["request"])
+        if request.digest() != job["request_digest"]:
+            raise VerificationError("the server's job digest does not match the job it shows")
+        terms = RequestTerms(
+            request_id=job["id"],
+            model=request.model,
+            version=request.version,
+            grantee=job["requester"],
+            justification=f"{request.kind} job {request.digest()}: {job['justification']}",
+            duration_s=job["wall_s"],
+            byte_budget=job["output_limit"],
+        )
+        if terms.digest() != job.get("terms_digest"):
+            raise VerificationError("the server's terms digest does not match the job's terms")
+        if announce is not None:
+            announce(
+                f"signing {'an approval' if decision == 'approve' else 'a denial'} of "
+                f"{request.kind} job {job_id} on {request.model}@{request.version} for "
+                f"{job['requester']}: parameters {json.dumps(request.parameters, sort_keys=True)}, "
+                f"inputs {request.inputs_digest()}; justification: {job['justification']!r}"
+            )
+        statement = ApprovalStatement.for_request(
+            terms,
+            approver=approver,
+            decision=decision,
+            issued_at=now or dt.datetime.now(dt.UTC),
+            valid_for=valid_for,
+        )
+        envelope = sign_statement(statement, signer)
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/v1/jobs/{job_id}/approvals",
+            json={"envelope": base64.b64encode(envelope).decode("ascii")},
+        )
+        return result
+
     # -- pull ----------------------------------------------------------------------------------
 
     def grant_files(self, grant_id: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from weightvault.custody.http.errors import install_error_handler
 from weightvault.custody.http.grants import grants_router
 from weightvault.custody.http.guard import AuditMiddleware
 from weightvault.custody.http.identities import identities_router
+from weightvault.custody.http.jobs import jobs_router
 from weightvault.custody.http.models import models_router
 from weightvault.custody.service import Custody
 
@@ -38,6 +39,7 @@ def create_app(custody: Custody) -> AuditMiddleware:
     app.include_router(grants_router(custody.grants, action))
     app.include_router(egress_router(custody.egress, action))
     app.include_router(audit_router(custody.auditing, action))
+    app.include_router(jobs_router(custody.jobs, action))
     from weightvault.custody.console.routes import console_router  # imports http: keep it late
 
     app.include_router(console_router(custody, action))
