@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 from pathlib import Path
@@ -20,6 +21,7 @@ from weightvault.attest import (
     digest_subject,
     layout_shard,
     make_statement,
+    open_dataset_shard,
     row_groups_predicate,
     sign_attestation,
     verify_attestation,
@@ -278,3 +280,39 @@ def test_jsonl_groups_match_a_plain_line_split(
     expected = [split[i : i + per_group] for i in range(0, len(split), per_group)]
     assert [data[g.start : g.end] for g in groups] == [b"".join(e) for e in expected]
     assert [g.rows for g in groups] == [len(e) for e in expected]
+
+
+def test_a_reader_parses_only_checked_bytes(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """open_dataset_shard: pyarrow reads through it; a group is checked by the read that
+    delivers it, so a rotten group fails inside the reader and intact ones read normally."""
+    dataset = make_dataset(tmp_path / "corpus")
+    name = "train/big.parquet"  # groups of about 160 KB: larger than pyarrow's first read
+    big = pa.table({"id": pa.array(range(100_000), pa.int64()), "x": pa.array(range(100_000))})
+    pq.write_table(big, dataset / name, row_group_size=20_000, compression="none")
+    _signed_rows(dataset, keys)
+    verifier = KeyVerifier.from_file(keys[1])
+    reference = pq.ParquetFile(dataset / name).read_row_groups([1, 3])
+    with open_dataset_shard(dataset, name, verifier=verifier) as shard:
+        assert pq.ParquetFile(shard).read_row_groups([1, 3]).equals(reference)
+    layout = layout_shard(dataset / name)
+    assert min(g.end - g.start for g in layout.groups[:-1]) > 65536
+    _flip(dataset / name, (layout.groups[2].start + layout.groups[2].end) // 2)
+    with open_dataset_shard(dataset, name, verifier=verifier) as shard:
+        parquet = pq.ParquetFile(shard)
+        assert parquet.read_row_groups([1, 3]).equals(reference)
+        with pytest.raises(VerificationError, match=r"row group 2 \(bytes"):
+            parquet.read_row_groups([2])
+    # Arrow IPC (file format) and JSONL read the same way.
+    with open_dataset_shard(dataset, "train/part-2.arrow", verifier=verifier) as shard:
+        batch = pa.ipc.open_file(shard).get_batch(2)
+        assert batch.num_rows == 1500 and batch.column(0)[0].as_py() == 3000
+    with open_dataset_shard(dataset, "eval.jsonl", verifier=verifier) as shard:
+        lines = io.BufferedReader(shard).read().splitlines()
+        assert len(lines) == 95 and json.loads(lines[94]) == {"q": "question 94", "a": 94}
+    # A footer changed after the attestation: refused before the reader sees any of it.
+    _flip(dataset / name, (dataset / name).stat().st_size - 20)
+    with (
+        open_dataset_shard(dataset, name, verifier=verifier) as shard,
+        pytest.raises(VerificationError, match="metadata bytes"),
+    ):
+        pq.ParquetFile(shard)

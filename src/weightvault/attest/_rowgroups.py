@@ -25,8 +25,10 @@ afterwards reads checked bytes as long as the file does not change in between.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
+import io
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,8 +44,10 @@ __all__ = [
     "ROW_GROUP_FORMATS",
     "ByteRange",
     "ShardLayout",
+    "VerifiedShard",
     "check_row_groups_predicate",
     "layout_shard",
+    "open_verified_shard",
     "row_groups_predicate",
     "shard_format",
     "verify_row_groups",
@@ -333,19 +337,28 @@ def layout_shard(
     return ShardLayout(kind, size, tuple(groups))
 
 
-def _hash_ranges(handle: BinaryIO, ranges: Iterable[ByteRange]) -> list[bytes]:
+def _hash_ranges(
+    handle: BinaryIO, ranges: Iterable[ByteRange], kept: list[bytes] | None = None
+) -> list[bytes]:
+    """The SHA-256 of each range; with ``kept``, the bytes hashed are appended to it too (one
+    read: what is checked is what the caller gets)."""
     digests = []
     for item in ranges:
         hasher = hashlib.sha256()
         handle.seek(item.start)
         left = item.end - item.start
+        pieces: list[bytes] = []
         while left:
             chunk = handle.read(min(_CHUNK, left))
             if not chunk:
                 break  # the file shrank: the digest will differ
             hasher.update(chunk)
+            if kept is not None:
+                pieces.append(chunk)
             left -= len(chunk)
         digests.append(hasher.digest())
+        if kept is not None:
+            kept.append(b"".join(pieces))
     return digests
 
 
@@ -394,35 +407,31 @@ def row_groups_predicate(
     return {"hashType": "sha256", "files": files}
 
 
-def verify_row_groups(
-    path: str | os.PathLike[str],
-    row_group_indices: Iterable[int],
-    attestation: VerifiedAttestation,
-    *,
-    name: str | None = None,
-) -> tuple[ByteRange, ...]:
-    """Check the metadata and the given row groups of one shard against a *verified* row-group
-    attestation (:func:`~weightvault.attest.verify_attestation`), reading only those bytes.
-
-    ``name`` is the shard's name inside the dataset (``train/part-0.parquet``); it may be left
-    out when the attestation covers one file. Returns the groups' byte ranges (with their row
-    counts); raises :class:`VerificationError` naming the first range that differs.
-    """
+def _shard_entry(attestation: VerifiedAttestation, name: str | None) -> dict[str, Any]:
     from weightvault.attest._predicates import ROW_GROUPS
 
     if attestation.predicate_type != ROW_GROUPS:
         raise ValueError("attestation: not a row-groups attestation")
-    entries = attestation.predicate["files"]
-    shard = Path(path)
+    entries: list[dict[str, Any]] = attestation.predicate["files"]
     if name is None:
         if len(entries) != 1:
             raise InputError("the row-groups attestation covers several files; name one")
-        entry = entries[0]
-    else:
-        matching = [e for e in entries if e["name"] == name]
-        if not matching:
-            raise InputError(f"{name}: not among the attested files")
-        entry = matching[0]
+        return entries[0]
+    for entry in entries:
+        if entry["name"] == name:
+            return entry
+    raise InputError(f"{name}: not among the attested files")
+
+
+def _check_shard(
+    path: str | os.PathLike[str],
+    row_group_indices: Iterable[int],
+    attestation: VerifiedAttestation,
+    name: str | None,
+) -> list[ByteRange]:
+    """Read and check the metadata ranges and the chosen groups (returned)."""
+    entry = _shard_entry(attestation, name)
+    shard = Path(path)
     indices = list(row_group_indices)
     groups = entry["groups"]
     for index in indices:
@@ -441,9 +450,8 @@ def verify_row_groups(
         # 1. The metadata (how the groups are read), then 2. each requested group.
         metadata = [ByteRange(m["start"], m["end"]) for m in entry["metadata"]]
         wanted = [bytes.fromhex(m["digest"]) for m in entry["metadata"]]
-        for item, digest, want in zip(
-            metadata, _hash_ranges(handle, metadata), wanted, strict=True
-        ):
+        digests = _hash_ranges(handle, metadata)
+        for item, digest, want in zip(metadata, digests, wanted, strict=True):
             if not hmac.compare_digest(digest, want):
                 raise VerificationError(
                     f"{shard}: metadata bytes {item.start}-{item.end} do not match the attestation"
@@ -451,10 +459,135 @@ def verify_row_groups(
         chosen = [
             ByteRange(groups[i]["start"], groups[i]["end"], groups[i]["rows"]) for i in indices
         ]
-        for index, item, digest in zip(indices, chosen, _hash_ranges(handle, chosen), strict=True):
+        digests = _hash_ranges(handle, chosen)
+        for index, item, digest in zip(indices, chosen, digests, strict=True):
             if not hmac.compare_digest(digest, bytes.fromhex(groups[index]["digest"])):
                 raise VerificationError(
                     f"{shard}: row group {index} (bytes {item.start}-{item.end}) does not match"
                     " the attestation"
                 )
-    return tuple(chosen)
+    return chosen
+
+
+def verify_row_groups(
+    path: str | os.PathLike[str],
+    row_group_indices: Iterable[int],
+    attestation: VerifiedAttestation,
+    *,
+    name: str | None = None,
+) -> tuple[ByteRange, ...]:
+    """Check the metadata and the given row groups of one shard against a *verified* row-group
+    attestation (:func:`~weightvault.attest.verify_attestation`), reading only those bytes.
+
+    ``name`` is the shard's name inside the dataset (``train/part-0.parquet``); it may be left
+    out when the attestation covers one file. Returns the groups' byte ranges (with their row
+    counts); raises :class:`VerificationError` naming the first range that differs.
+    """
+    return tuple(_check_shard(path, row_group_indices, attestation, name))
+
+
+class VerifiedShard(io.RawIOBase):
+    """A shard opened for a reader (``pyarrow.parquet.ParquetFile``, ``pyarrow.ipc.open_file``,
+    line by line) that only ever hands out checked bytes: the first read that touches a row
+    group (or a metadata range) reads that whole range once, hashes it and compares it with the
+    attestation, then serves it from memory; a range that differs raises
+    :class:`VerificationError` before any of its bytes are returned. The metadata ranges and
+    the last :data:`KEPT_GROUPS` groups stay in memory (a group read again is checked again).
+
+    Readers may read more than they parse: pyarrow opens a Parquet file by reading its last
+    64 KiB, so the group(s) there are checked on opening, whichever groups are read later."""
+
+    KEPT_GROUPS = 2
+
+    def __init__(self, path: Path, entry: dict[str, Any]) -> None:
+        super().__init__()
+        self._path = path
+        try:
+            self._handle = open(path, "rb")
+            size = os.fstat(self._handle.fileno()).st_size
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be read ({exc.strerror})") from exc
+        if size != entry["size"]:
+            self._handle.close()
+            raise VerificationError(
+                f"{path}: {size} bytes, the attestation says {entry['size']}; the file changed"
+            )
+        self._size = size
+        spans: list[tuple[int, int, str, str | int]] = [
+            (m["start"], m["end"], m["digest"], "metadata") for m in entry["metadata"]
+        ]
+        spans += [(g["start"], g["end"], g["digest"], i) for i, g in enumerate(entry["groups"])]
+        self._spans = sorted((s for s in spans if s[1] > s[0]), key=lambda span: span[0])
+        self._starts = [span[0] for span in self._spans]
+        self._loaded: dict[int, bytes] = {}
+        self._recent: list[int] = []
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._position = base + offset
+        return self._position
+
+    def close(self) -> None:
+        self._handle.close()
+        self._loaded.clear()
+        super().close()
+
+    def _span_bytes(self, index: int) -> bytes:
+        """The bytes of span ``index``, read and checked on first use."""
+        if index in self._loaded:
+            return self._loaded[index]
+        start, end, digest, label = self._spans[index]
+        kept: list[bytes] = []
+        [actual] = _hash_ranges(self._handle, [ByteRange(start, end)], kept)
+        if not hmac.compare_digest(actual, bytes.fromhex(digest)):
+            what = (
+                f"metadata bytes {start}-{end} do not"
+                if label == "metadata"
+                else f"row group {label} (bytes {start}-{end}) does not"
+            )
+            raise VerificationError(f"{self._path}: {what} match the attestation")
+        self._loaded[index] = kept[0]
+        if label != "metadata":
+            self._recent.append(index)
+            while len(self._recent) > self.KEPT_GROUPS:
+                self._loaded.pop(self._recent.pop(0), None)
+        return kept[0]
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view) and self._position < self._size:
+            index = bisect.bisect_right(self._starts, self._position) - 1
+            data = self._span_bytes(index)
+            offset = self._position - self._spans[index][0]
+            count = min(len(view) - done, len(data) - offset)
+            view[done : done + count] = data[offset : offset + count]
+            done += count
+            self._position += count
+        return done
+
+
+def open_verified_shard(
+    path: str | os.PathLike[str],
+    attestation: VerifiedAttestation,
+    *,
+    name: str | None = None,
+) -> VerifiedShard:
+    """Open a shard so that every byte a reader gets was checked against a *verified*
+    row-groups attestation, by the same read that delivers it (no second pass, and no window
+    for the file to change between a check and the read). ``name`` as for
+    :func:`verify_row_groups`. Use it as a file: ``pq.ParquetFile(shard).read_row_groups([3])``.
+    """
+    return VerifiedShard(Path(path), _shard_entry(attestation, name))

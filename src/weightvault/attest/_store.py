@@ -39,7 +39,7 @@ from weightvault.attest._statement import Subject, digest_subject
 from weightvault.errors import FormatError, InputError, Reason
 
 if TYPE_CHECKING:
-    from weightvault.attest._rowgroups import ByteRange
+    from weightvault.attest._rowgroups import ByteRange, VerifiedShard
     from weightvault.oms.manifest import Manifest, Serialization
     from weightvault.signing import Signer, Verifier
 
@@ -51,6 +51,7 @@ __all__ = [
     "attestations_dir",
     "check_attestations",
     "list_attestations",
+    "open_dataset_shard",
     "require_attestations",
     "select_required",
     "store_attestation",
@@ -378,6 +379,44 @@ def attest_row_groups(
     return store_attestation(dataset_path, bundle, "row-groups")
 
 
+def _dataset_rows_attestation(
+    dataset_path: str | os.PathLike[str],
+    file_name: str | None,
+    *,
+    verifier: Verifier,
+    signature_path: str | os.PathLike[str] | None,
+    signers: Collection[str] | None,
+    now: datetime.datetime | Callable[[], datetime.datetime] | None,
+    directory: str | os.PathLike[str] | None,
+) -> tuple[VerifiedAttestation, Path, str]:
+    """Steps 1 and 2 of :func:`verify_dataset_rows`: the attestation, the shard's path and its
+    name in the attestation."""
+    from weightvault.attest._predicates import ROW_GROUPS
+    from weightvault.oms.manifest import parse_statement as parse_oms_statement
+    from weightvault.signing import default_signature_path, read_signature
+
+    root = Path(dataset_path)
+    sig = Path(signature_path) if signature_path is not None else default_signature_path(root)
+    # 1. The dataset's signature: authentic, and the root digest it vouches for.
+    verified = verifier.verify(read_signature(sig))
+    manifest = parse_oms_statement(verified.payload)
+    shard_name = file_name if file_name is not None else "."
+    if shard_name not in {r.name for r in manifest.resources}:
+        raise InputError(f"{shard_name}: not a file the dataset's signature covers")
+    # 2. A row-groups attestation for that digest.
+    checks = check_attestations(
+        root,
+        verifier=verifier,
+        expected_subject_digest=manifest.root_digest,
+        kinds=[ROW_GROUPS],
+        signers=signers,
+        now=now,
+        directory=directory,
+    )
+    record = select_required(checks, [ROW_GROUPS], root)["row-groups"]
+    return record, (root if file_name is None else root / file_name), shard_name
+
+
 def verify_dataset_rows(
     dataset_path: str | os.PathLike[str],
     file_name: str | None,
@@ -396,31 +435,43 @@ def verify_dataset_rows(
     that digest; (3) the shard's metadata and the requested groups match it. ``file_name`` is
     the shard's name inside the dataset folder (``None`` for a single-file dataset).
     """
-    from weightvault.attest._predicates import ROW_GROUPS
     from weightvault.attest._rowgroups import verify_row_groups
-    from weightvault.oms.manifest import parse_statement as parse_oms_statement
-    from weightvault.signing import default_signature_path, read_signature
 
-    root = Path(dataset_path)
-    sig = Path(signature_path) if signature_path is not None else default_signature_path(root)
-    # 1. The dataset's signature: authentic, and the root digest it vouches for.
-    verified = verifier.verify(read_signature(sig))
-    manifest = parse_oms_statement(verified.payload)
-    names = {r.name for r in manifest.resources}
-    shard_name = file_name if file_name is not None else "."
-    if shard_name not in names:
-        raise InputError(f"{shard_name}: not a file the dataset's signature covers")
-    # 2. A row-groups attestation for that digest.
-    checks = check_attestations(
-        root,
+    record, shard, shard_name = _dataset_rows_attestation(
+        dataset_path,
+        file_name,
         verifier=verifier,
-        expected_subject_digest=manifest.root_digest,
-        kinds=[ROW_GROUPS],
+        signature_path=signature_path,
         signers=signers,
         now=now,
         directory=directory,
     )
-    record = select_required(checks, [ROW_GROUPS], root)["row-groups"]
     # 3. The bytes read.
-    shard = root if file_name is None else root / file_name
     return verify_row_groups(shard, row_group_indices, record, name=shard_name)
+
+
+def open_dataset_shard(
+    dataset_path: str | os.PathLike[str],
+    file_name: str | None,
+    *,
+    verifier: Verifier,
+    signature_path: str | os.PathLike[str] | None = None,
+    signers: Collection[str] | None = None,
+    now: datetime.datetime | Callable[[], datetime.datetime] | None = None,
+    directory: str | os.PathLike[str] | None = None,
+) -> VerifiedShard:
+    """Steps 1 and 2 of :func:`verify_dataset_rows`, then the shard opened so that every byte
+    a reader gets is checked by the read that delivers it
+    (:func:`~weightvault.attest.open_verified_shard`)."""
+    from weightvault.attest._rowgroups import open_verified_shard
+
+    record, shard, shard_name = _dataset_rows_attestation(
+        dataset_path,
+        file_name,
+        verifier=verifier,
+        signature_path=signature_path,
+        signers=signers,
+        now=now,
+        directory=directory,
+    )
+    return open_verified_shard(shard, record, name=shard_name)
