@@ -82,17 +82,22 @@ def _check_device(device: str) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
+def _read_input(path: Path) -> bytes:
+    """The bytes of an input file (a suite, grid, results or candidates file)."""
+    from weightvault.errors import InputError
+
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
 def _read_grid(path: Path | None) -> Any:
     if path is None:
         return None
-    from weightvault.errors import InputError
     from weightvault.tamper.grid import AttackGrid
 
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
-    return AttackGrid.from_json(raw)
+    return AttackGrid.from_json(_read_input(path))
 
 
 def _configure_cache() -> None:
@@ -227,7 +232,7 @@ def attack_command(
     _import_lab()
     from weightvault._fs import ensure_writable_destination, write_bytes_atomic
     from weightvault.cli._ui import emit_json, out_console
-    from weightvault.errors import InputError, UsageError
+    from weightvault.errors import UsageError
     from weightvault.tamper.defenses import DefenseRecord
     from weightvault.tamper.evaluate import run_suite
     from weightvault.tamper.grid import default_grid, evaluation_suite
@@ -255,11 +260,7 @@ def attack_command(
         split_doc = split.to_dict()
         labels = {spec.name: split.label(spec) for spec in suite.attacks}
     elif suite_file is not None:
-        try:
-            raw = suite_file.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{suite_file}: cannot read ({exc.strerror})") from exc
-        suite = AttackSuite.from_json(raw)
+        suite = AttackSuite.from_json(_read_input(suite_file))
     else:
         assert preset is not None
         suite = preset_suite(preset)
@@ -378,11 +379,7 @@ def report_command(
         given = [flag for flag, used in lab_only.items() if used]
         if given:
             raise UsageError(f"{given[0]} applies to a lab run; drop it or drop RESULTS")
-        try:
-            raw = results.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{results}: cannot read ({exc.strerror})") from exc
-        result = SuiteResult.from_json(raw)
+        result = SuiteResult.from_json(_read_input(results))
     else:
         from weightvault.tamper.lab import run_lab
         from weightvault.tamper.testbed import load_adapter
@@ -440,7 +437,7 @@ def tune_command(
 
     from weightvault._fs import ensure_writable_destination, write_bytes_atomic
     from weightvault.cli._ui import out_console
-    from weightvault.errors import FormatError, InputError, UsageError
+    from weightvault.errors import FormatError, UsageError
     from weightvault.tamper.defaults import BUILTIN_CANDIDATES, BUILTIN_QUICK, tune
     from weightvault.tamper.grid import default_grid
     from weightvault.tamper.testbed import load_adapter
@@ -451,10 +448,9 @@ def tune_command(
     bed = load_adapter(testbed)
     grid = _read_grid(grid_file) or default_grid(bed.name)
     if candidates_file is not None:
+        raw = _read_input(candidates_file)
         try:
-            candidates = json.loads(candidates_file.read_bytes())
-        except OSError as exc:
-            raise InputError(f"{candidates_file}: cannot read ({exc.strerror})") from exc
+            candidates = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise FormatError(f"{candidates_file}: not valid JSON ({exc})") from exc
         if not isinstance(candidates, dict):

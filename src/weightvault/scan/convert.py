@@ -23,6 +23,7 @@ import struct
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -394,20 +395,28 @@ def _tensor_info(name: str, tensor: _TensorRef) -> TensorInfo:
     return TensorInfo(name, dtype, tensor.size, numel * element)
 
 
-def checkpoint_tensors(
-    checkpoint: str | os.PathLike[str], *, allow: Iterable[str] = ()
-) -> Iterator[tuple[TensorInfo, Iterator[bytes]]]:
-    """Each tensor of a PyTorch checkpoint (sorted by name) with its bytes, C-contiguous, as
-    :func:`convert_checkpoint` would write them: scanned first, loaded by the same restricted
-    unpickler, nothing written. Consume each tensor's bytes before asking for the next."""
-    source = Path(checkpoint)
+@contextmanager
+def _opened_checkpoint(
+    source: Path, allow: Iterable[str]
+) -> Iterator[tuple[BinaryIO, dict[str, _TensorRef], dict[str, tuple[int, int]], list[str]]]:
+    """``source`` scanned, then open, with its tensors listed by the restricted unpickler
+    (:func:`_tensor_refs`); closed when the block ends."""
     fmt, policy = _scanned_checkpoint(source, allow)
     try:
         handle = open(source, "rb")
     except OSError as exc:
         raise InputError(f"{source}: cannot read: {exc.strerror}") from exc
     with handle:
-        tensors, offsets, _skipped = _tensor_refs(source, handle, fmt, policy)
+        yield handle, *_tensor_refs(source, handle, fmt, policy)
+
+
+def checkpoint_tensors(
+    checkpoint: str | os.PathLike[str], *, allow: Iterable[str] = ()
+) -> Iterator[tuple[TensorInfo, Iterator[bytes]]]:
+    """Each tensor of a PyTorch checkpoint (sorted by name) with its bytes, C-contiguous, as
+    :func:`convert_checkpoint` would write them: scanned first, loaded by the same restricted
+    unpickler, nothing written. Consume each tensor's bytes before asking for the next."""
+    with _opened_checkpoint(Path(checkpoint), allow) as (handle, tensors, offsets, _skipped):
         for name in sorted(tensors):
             yield _tensor_info(name, tensors[name]), _tensor_bytes(handle, tensors[name], offsets)
 
@@ -425,15 +434,8 @@ def convert_checkpoint(
     convert does not admit, :class:`FormatError` for malformed input, :class:`InputError` for
     unreadable paths or an existing output without ``force``.
     """
-    source = Path(checkpoint)
     target = Path(output)
-    fmt, policy = _scanned_checkpoint(source, allow)
-    try:
-        handle = open(source, "rb")
-    except OSError as exc:
-        raise InputError(f"{source}: cannot read: {exc.strerror}") from exc
-    with handle:
-        tensors, offsets, skipped = _tensor_refs(source, handle, fmt, policy)
+    with _opened_checkpoint(Path(checkpoint), allow) as (handle, tensors, offsets, skipped):
         infos: list[TensorInfo] = []
         header: dict[str, Any] = {}
         cursor = 0

@@ -10,8 +10,7 @@ validation split prefers. Each returns an :class:`~weightvault.tamper.runs.Attac
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from torch import nn
 from weightvault.errors import FormatError
 from weightvault.tamper._determinism import deterministic
 from weightvault.tamper.base import Split, TamperData, TamperModel
-from weightvault.tamper.finetune import Trained, finetune
+from weightvault.tamper.finetune import AttackerSample, Trained, finetune
 from weightvault.tamper.runs import AttackRun, Attempt, Status, encode_hits
 from weightvault.tamper.spec import AnySpec, AttackSpec, ProbeSpec, SearchSpec
 
@@ -94,36 +93,42 @@ def run_attack(
             return _probe(model, model_name, spec, data, seed, generator, frozen)
         if isinstance(spec, SearchSpec):
             return _search(model, model_name, spec, data, seed, generator, points)
-        run_spec = AttackSpec(**{**_spec_fields(spec), "seed": seed})
         train, order = _sample(data.attacker, spec.examples, generator)
         benign = _benign_set(data.attacker, order, spec.examples)
         cached = None
         if frozen is not None:
             rows = order[: spec.examples].to(frozen.attacker.device)
             cached = (frozen.attacker[rows], frozen.test)
-        trained, attempts, status = finetune(
-            model, run_spec, train, benign, data, points, cached=cached
-        )
-        return AttackRun(
-            model=model_name,
-            attack=spec.name,
-            kind="finetune",
-            family=spec.family,
-            examples=spec.examples,
-            steps=spec.steps,
-            seed=seed,
-            status=status,
-            curve=tuple(trained.curve),
-            retain_acc=trained.retain_acc,
-            attempts=tuple(attempts),
-            hits=tuple(trained.hits),
-        )
+        sample = AttackerSample(train, benign, cached=cached)
+        outcome = finetune(model, replace(spec, seed=seed), sample, data, points)
+        return _finetuned_run(model_name, spec, seed, spec.steps, outcome)
 
 
-def _spec_fields(spec: AttackSpec) -> dict[str, Any]:
-    fields = spec.to_dict()
-    fields.pop("kind")
-    return fields
+def _finetuned_run(
+    model_name: str,
+    spec: AttackSpec | SearchSpec,
+    seed: int,
+    steps: int,
+    outcome: tuple[Trained, list[Attempt], Status],
+    selected: str | None = None,
+) -> AttackRun:
+    """The record of a fine-tuning or search attack: its best attempt's curve, every attempt."""
+    trained, attempts, status = outcome
+    return AttackRun(
+        model=model_name,
+        attack=spec.name,
+        kind=spec.kind,
+        family=spec.family,
+        examples=spec.examples,
+        steps=steps,
+        seed=seed,
+        status=status,
+        curve=tuple(trained.curve),
+        retain_acc=trained.retain_acc,
+        attempts=tuple(attempts),
+        selected=selected,
+        hits=tuple(trained.hits),
+    )
 
 
 def _probe(
@@ -179,34 +184,22 @@ def _search(
     generator: torch.Generator,
     points: int,
 ) -> AttackRun:
-    sample, order = _sample(data.attacker, spec.examples, generator)
+    drawn, order = _sample(data.attacker, spec.examples, generator)
     n_val = spec.validation_examples
     device = data.attacker.x.device
-    validation = sample.take(torch.arange(n_val, device=device))
-    train = sample.take(torch.arange(n_val, len(sample), device=device))
-    benign = _benign_set(data.attacker, order, spec.examples)
-    best: tuple[float, AttackSpec, Trained, list[Attempt], Status] | None = None
+    validation = drawn.take(torch.arange(n_val, device=device))
+    train = drawn.take(torch.arange(n_val, len(drawn), device=device))
+    sample = AttackerSample(train, _benign_set(data.attacker, order, spec.examples), validation)
+    best: tuple[float, AttackSpec, tuple[Trained, list[Attempt], Status]] | None = None
     for candidate in spec.candidates():
-        cand = AttackSpec(**{**_spec_fields(candidate), "seed": seed})
-        trained, attempts, status = finetune(model, cand, train, benign, data, points, validation)
+        cand = replace(candidate, seed=seed)
+        outcome = finetune(model, cand, sample, data, points)
+        trained, _, status = outcome
         val = trained.val_acc if status != "diverged" and trained.val_acc is not None else -1.0
         # Selection uses only the attacker's validation split; ties keep the earlier candidate.
         if best is None or val > best[0]:
-            best = (val, cand, trained, attempts, status)
+            best = (val, cand, outcome)
     assert best is not None
-    _, chosen, trained, attempts, status = best
-    return AttackRun(
-        model=model_name,
-        attack=spec.name,
-        kind="search",
-        family=spec.family,
-        examples=spec.examples,
-        steps=chosen.steps,
-        seed=seed,
-        status=status,
-        curve=tuple(trained.curve),
-        retain_acc=trained.retain_acc,
-        attempts=tuple(attempts),
-        selected=f"{chosen.optimizer}, lr {chosen.lr:g}, {chosen.steps} steps, {chosen.mode}",
-        hits=tuple(trained.hits),
-    )
+    _, chosen, outcome = best
+    selected = f"{chosen.optimizer}, lr {chosen.lr:g}, {chosen.steps} steps, {chosen.mode}"
+    return _finetuned_run(model_name, spec, seed, chosen.steps, outcome, selected)

@@ -42,7 +42,7 @@ from weightvault._fs import write_bytes_atomic
 from weightvault.errors import UsageError, WeightvaultError
 from weightvault.tamper._determinism import deterministic
 from weightvault.tamper.base import Split, TamperData, TamperModel
-from weightvault.tamper.minilm import CITIES, LAST_NAMES, PROFESSIONS, _names
+from weightvault.tamper.minilm import CITIES, LAST_NAMES, PROFESSIONS, _names, name_pools
 
 __all__ = ["SIZES", "BertTrunk", "BiosSize", "BiosTestbed", "pretraining_text", "tokenize"]
 
@@ -189,19 +189,6 @@ class _World:
     pretraining: list[str]
 
 
-def _name_pools(names: dict[str, list[str]]) -> list[dict[str, list[str]]]:
-    """Disjoint first-name pools (45 / 30 / 25 %) for the defender, attacker and test bios."""
-    pools: list[dict[str, list[str]]] = [{}, {}, {}]
-    for gender, all_names in names.items():
-        shuffled = list(all_names)
-        random.Random(11).shuffle(shuffled)  # noqa: S311 (data split, not security)
-        n = len(shuffled)
-        cut1, cut2 = int(0.45 * n), int(0.75 * n)
-        for i, part in enumerate((shuffled[:cut1], shuffled[cut1:cut2], shuffled[cut2:])):
-            pools[i][gender] = part
-    return pools
-
-
 @lru_cache(maxsize=2)
 def _world(size_name: str) -> _World:
     size = SIZES[size_name]
@@ -209,7 +196,7 @@ def _world(size_name: str) -> _World:
     pretraining = pretraining_text(names, size.sentences_per_name)
     splits_text = [
         _bios(count, pool, seed=300 + i)
-        for i, (count, pool) in enumerate(zip(size.sizes, _name_pools(names), strict=True))
+        for i, (count, pool) in enumerate(zip(size.sizes, name_pools(names, seed=11), strict=True))
     ]
     vocab = Vocabulary(pretraining + [b[0] for part in splits_text for b in part])
     splits = []

@@ -33,6 +33,7 @@ from weightvault.tamper.spec import AttackSpec
 
 __all__ = [
     "MAX_RETRIES",
+    "AttackerSample",
     "Trained",
     "curve_steps",
     "finetune",
@@ -230,16 +231,22 @@ class Trained:
     val_acc: float | None
 
 
+@dataclass(frozen=True)
+class AttackerSample:
+    """What an attacker trains on: its harmful examples, benign (desired-task) examples, for a
+    search adversary its validation split, and when already computed, the unmodified trunk's
+    features of ``train`` and of the test split."""
+
+    train: Split
+    benign: Split
+    validation: Split | None = None
+    cached: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
 def _finetune_once(
-    model: TamperModel,
-    spec: AttackSpec,
-    train: Split,
-    benign: Split,
-    data: TamperData,
-    points: int,
-    validation: Split | None,
-    cached: tuple[torch.Tensor, torch.Tensor] | None = None,
+    model: TamperModel, spec: AttackSpec, sample: AttackerSample, data: TamperData, points: int
 ) -> Trained:
+    train, benign, cached = sample.train, sample.benign, sample.cached
     device = data.test.x.device
     torch.manual_seed(spec.seed)
     attacker = _Attacker(model, spec, data.num_harmful, device)
@@ -310,20 +317,13 @@ def _finetune_once(
         test_feats = last[0] if finished and last else attacker.features(data.test.x)
         retain = _accuracy(attacker.desired_head(test_feats), data.test.desired)
         val_acc = None
-        if validation is not None:
+        if (validation := sample.validation) is not None:
             val_acc = _accuracy(attacker.head(attacker.features(validation.x)), validation.harmful)
     return Trained(curve, hits, losses, retain, val_acc)
 
 
 def finetune(
-    model: TamperModel,
-    spec: AttackSpec,
-    train: Split,
-    benign: Split,
-    data: TamperData,
-    points: int,
-    validation: Split | None = None,
-    cached: tuple[torch.Tensor, torch.Tensor] | None = None,
+    model: TamperModel, spec: AttackSpec, sample: AttackerSample, data: TamperData, points: int
 ) -> tuple[Trained, list[Attempt], Status]:
     """Train; while the loss diverges, retry at half the learning rate (module docstring).
 
@@ -334,10 +334,8 @@ def finetune(
     attempts: list[Attempt] = []
     tried: list[Trained] = []
     for lr in retry_lrs(spec.lr):
-        trained = _finetune_once(
-            model, spec.with_lr(lr), train, benign, data, points, validation, cached
-        )
-        status = loss_status(trained.losses, label_entropy(train.harmful))
+        trained = _finetune_once(model, spec.with_lr(lr), sample, data, points)
+        status = loss_status(trained.losses, label_entropy(sample.train.harmful))
         first = trained.losses[0] if trained.losses else math.nan
         last = trained.losses[-1] if trained.losses else math.nan
         best = max(acc for _, acc in trained.curve)
@@ -349,7 +347,7 @@ def finetune(
     overall: Status = (
         "ok" if "ok" in statuses else "stalled" if "stalled" in statuses else "diverged"
     )
-    if validation is not None:
+    if sample.validation is not None:
         pick = max(range(len(tried)), key=lambda i: (tried[i].val_acc or 0.0, -i))
     else:
         pick = max(range(len(tried)), key=lambda i: (attempts[i].best_acc, -i))

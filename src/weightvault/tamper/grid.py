@@ -161,9 +161,7 @@ class AttackGrid(JsonDocument):
     @classmethod
     def from_dict(cls, obj: Any) -> AttackGrid:
         f = _Fields(obj, "grid")
-        version = f.integer("version", 1, minimum=1)
-        if version != 1:
-            raise FormatError(f"grid.version: unsupported version {version}; expected 1")
+        f.check_version()
         train = _Fields(f._get("train_time", {}), "grid.train_time")
 
         def strings(reader: _Fields, key: str, default: tuple[str, ...]) -> tuple[str, ...]:

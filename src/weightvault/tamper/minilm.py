@@ -262,19 +262,26 @@ def _embed_and_encode(texts: list[str], max_tokens: int, frozen_layers: int) -> 
     return torch.cat(out)
 
 
+def name_pools(names: dict[str, list[str]], seed: int) -> list[dict[str, list[str]]]:
+    """Disjoint first-name pools (45 / 30 / 25 % of each gender's names, shuffled by ``seed``)
+    for the defender, attacker and test splits."""
+    pools: list[dict[str, list[str]]] = [{}, {}, {}]
+    for gender, all_names in names.items():
+        shuffled = list(all_names)
+        random.Random(seed).shuffle(shuffled)  # noqa: S311 (data split, not security)
+        n = len(shuffled)
+        cut1, cut2 = int(0.45 * n), int(0.75 * n)
+        for i, part in enumerate((shuffled[:cut1], shuffled[cut1:cut2], shuffled[cut2:])):
+            pools[i][gender] = part
+    return pools
+
+
 @lru_cache(maxsize=2)
 def _minilm_data(sizes: tuple[int, int, int], max_tokens: int, top_layers: int) -> TamperData:
     names = _names()
     splits = []
     # Disjoint first-name pools per split: gender must come from what the model knows of names.
-    pools: list[dict[str, list[str]]] = [{}, {}, {}]
-    for gender, all_names in names.items():
-        shuffled = list(all_names)
-        random.Random(1).shuffle(shuffled)  # noqa: S311 (data split, not security)
-        n = len(shuffled)
-        cut1, cut2 = int(0.45 * n), int(0.75 * n)
-        for i, part in enumerate((shuffled[:cut1], shuffled[cut1:cut2], shuffled[cut2:])):
-            pools[i][gender] = part
+    pools = name_pools(names, seed=1)
     with deterministic(0):
         for i, size in enumerate(sizes):
             bios = make_bios(size, pools[i], seed=100 + i)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from itertools import product
 from typing import Any, ClassVar, Literal, cast
 
 from weightvault.errors import FormatError
@@ -113,6 +114,12 @@ class _Fields:
             raise FormatError(f"{self.path}.{key}: expected a non-empty list")
         return value
 
+    def check_version(self) -> None:
+        """Refuse a document of another format version than 1 (a missing ``version`` is 1)."""
+        version = self.integer("version", 1, minimum=1)
+        if version != 1:
+            raise FormatError(f"{self.path}.version: unsupported version {version}; expected 1")
+
     def done(self) -> None:
         extra = sorted(set(self.obj) - self.seen)
         if extra:
@@ -120,6 +127,13 @@ class _Fields:
 
 
 _REQUIRED: Any = object()
+
+
+def _spec_path(kind: str, name: str) -> str:
+    """How errors name an attack (``attack 'adam-full'``); an empty name is refused."""
+    if not name:
+        raise FormatError(f"{kind} name: must not be empty")
+    return f"{kind} {name!r}"
 
 
 def _check_range(path: str, value: float, low: float, high: float) -> None:
@@ -153,9 +167,7 @@ class AttackSpec:
     kind: Literal["finetune"] = "finetune"
 
     def __post_init__(self) -> None:
-        path = f"attack {self.name!r}"
-        if not self.name:
-            raise FormatError("attack name: must not be empty")
+        path = _spec_path("attack", self.name)
         if min(self.examples, self.steps, self.batch_size, self.lora_rank, self.restarts) < 1:
             raise FormatError(
                 f"{path}: examples, steps, batch_size, lora_rank and restarts must be >= 1"
@@ -223,12 +235,11 @@ class ProbeSpec:
     kind: Literal["probe"] = "probe"
 
     def __post_init__(self) -> None:
-        if not self.name:
-            raise FormatError("probe name: must not be empty")
+        path = _spec_path("probe", self.name)
         if self.examples < 2:
-            raise FormatError(f"probe {self.name!r}.examples: must be >= 2")
+            raise FormatError(f"{path}.examples: must be >= 2")
         if not (math.isfinite(self.c) and self.c > 0):
-            raise FormatError(f"probe {self.name!r}.c: must be a finite number > 0")
+            raise FormatError(f"{path}.c: must be a finite number > 0")
 
     @property
     def family(self) -> str:
@@ -273,9 +284,7 @@ class SearchSpec:
     kind: Literal["search"] = "search"
 
     def __post_init__(self) -> None:
-        path = f"search {self.name!r}"
-        if not self.name:
-            raise FormatError("search name: must not be empty")
+        path = _spec_path("search", self.name)
         if self.examples < 4:
             raise FormatError(f"{path}.examples: must be >= 4 (some are kept for validation)")
         if not (self.optimizers and self.lrs and self.steps and self.modes):
@@ -308,26 +317,20 @@ class SearchSpec:
 
     def candidates(self) -> list[AttackSpec]:
         """The grid, as fine-tuning specs (examples = the training part only)."""
-        n_val = self.validation_examples
-        out: list[AttackSpec] = []
-        for opt in self.optimizers:
-            for lr in self.lrs:
-                for steps in self.steps:
-                    for mode in self.modes:
-                        out.append(
-                            AttackSpec(
-                                name=f"{self.name}[{opt},{lr:g},{steps},{mode}]",
-                                examples=self.examples - n_val,
-                                optimizer=opt,
-                                lr=lr,
-                                schedule=self.schedule,
-                                steps=steps,
-                                batch_size=self.batch_size,
-                                mode=mode,
-                                seed=self.seed,
-                            )
-                        )
-        return out
+        shared = AttackSpec(
+            name=self.name,
+            examples=self.examples - self.validation_examples,
+            schedule=self.schedule,
+            batch_size=self.batch_size,
+            seed=self.seed,
+        )
+        grid = product(self.optimizers, self.lrs, self.steps, self.modes)
+        return [
+            replace(
+                shared, name=f"{self.name}[{o},{lr:g},{s},{m}]", optimizer=o, lr=lr, steps=s, mode=m
+            )
+            for o, lr, s, m in grid
+        ]
 
     @property
     def validation_examples(self) -> int:
@@ -433,9 +436,7 @@ class AttackSuite(JsonDocument):
     @classmethod
     def from_dict(cls, obj: Any) -> AttackSuite:
         f = _Fields(obj, "suite")
-        version = f.integer("version", 1, minimum=1)
-        if version != 1:
-            raise FormatError(f"suite.version: unsupported version {version}; expected 1")
+        f.check_version()
         attacks_raw = f.items("attacks", _REQUIRED)
         seeds = f.items("seeds", [0, 1, 2])
         for i, seed in enumerate(seeds):

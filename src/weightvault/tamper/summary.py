@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -100,15 +101,21 @@ def _interval(samples: np.ndarray) -> list[float]:
     return [float(low), float(high)]
 
 
+def _columns(
+    boot: _Bootstrap, model: str, attacks: list[str]
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(attack, observed [k], resampled [k, B])`` for each of ``attacks`` ``model`` ran."""
+    for attack in attacks:
+        cols = boot.per_seed(model, attack)
+        if cols is not None:
+            yield attack, *cols
+
+
 def _worst(boot: _Bootstrap, model: str, attacks: list[str]) -> dict[str, Any] | None:
     """Maximum over every (attack, seed) run of ``model`` among ``attacks``, with its interval."""
     best: tuple[float, str, int] | None = None
     samples: np.ndarray | None = None
-    for attack in attacks:
-        cols = boot.per_seed(model, attack)
-        if cols is None:
-            continue
-        observed, drawn = cols
+    for attack, observed, drawn in _columns(boot, model, attacks):
         i = int(np.argmax(observed))
         if best is None or observed[i] > best[0]:
             best = (float(observed[i]), attack, boot.seeds[i])
@@ -121,17 +128,11 @@ def _worst(boot: _Bootstrap, model: str, attacks: list[str]) -> dict[str, Any] |
 
 def _mean(boot: _Bootstrap, model: str, attacks: list[str]) -> dict[str, Any] | None:
     """Mean over every (attack, seed) run of ``model`` among ``attacks``, with its interval."""
-    observed_all: list[np.ndarray] = []
-    drawn_all: list[np.ndarray] = []
-    for attack in attacks:
-        cols = boot.per_seed(model, attack)
-        if cols is not None:
-            observed_all.append(cols[0])
-            drawn_all.append(cols[1])
-    if not observed_all:
+    columns = list(_columns(boot, model, attacks))
+    if not columns:
         return None
-    observed = np.concatenate(observed_all)
-    drawn = np.concatenate(drawn_all)  # [attacks * k, B]
+    observed = np.concatenate([c[1] for c in columns])
+    drawn = np.concatenate([c[2] for c in columns])  # [attacks * k, B]
     return {"value": float(observed.mean()), "ci": _interval(drawn.mean(axis=0))}
 
 
@@ -139,11 +140,7 @@ def _worst_mean(boot: _Bootstrap, model: str, attacks: list[str]) -> dict[str, A
     """Maximum over attacks of the mean over seeds (the old headline), with its interval."""
     best: tuple[float, str] | None = None
     samples: np.ndarray | None = None
-    for attack in attacks:
-        cols = boot.per_seed(model, attack)
-        if cols is None:
-            continue
-        observed, drawn = cols
+    for attack, observed, drawn in _columns(boot, model, attacks):
         mean = float(observed.mean())
         if best is None or mean > best[0]:
             best = (mean, attack)
