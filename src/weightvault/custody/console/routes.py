@@ -47,6 +47,7 @@ _HERE = Path(__file__).parent
 _STATIC = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
