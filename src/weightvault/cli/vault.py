@@ -415,6 +415,9 @@ def inventory(url: str | None = _URL, token: str | None = _TOKEN, as_json: bool 
                 f"access {','.join(version['access']) or '-'}  "
                 f"time to exfiltrate at budget {_duration(version['time_to_exfiltrate_s'])}"
             )
+            if "days_to_emit_size_through_jobs" in version:  # structured access (vault job)
+                days = version["days_to_emit_size_through_jobs"]
+                lines[-1] += f"  jobs emit its size in {_duration(days * 86400)}"
     _show(result, as_json, lines or ["no models"])
 
 

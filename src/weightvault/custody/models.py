@@ -46,6 +46,19 @@ def check_approvers(session: Session, policy: ModelPolicy) -> None:
             raise PolicyError(f"policy.approvers: {approver!r} has no approval key")
 
 
+def _structured_access(policy: ModelPolicy, size: int, window_s: int) -> dict[str, Any]:
+    """Extraction arithmetic of the model's job output budget (none without jobs)."""
+    if policy.access is None:
+        return {}
+    from weightvault.access.policy import extraction_days
+
+    budget = policy.access.output_bytes_per_window
+    return {
+        "job_output_bytes_per_window": budget,
+        "days_to_emit_size_through_jobs": extraction_days(size, budget, window_s),
+    }
+
+
 class Models(Room):
     """Model registration, policies, and the inventory."""
 
@@ -160,6 +173,7 @@ class Models(Room):
                     "registered_at": format_time(version.registered_at),
                     "access": access,
                     "time_to_exfiltrate_s": version.size / rate,
+                    **_structured_access(policy, version.size, self._config.window_s),
                 }
             )
         return versions

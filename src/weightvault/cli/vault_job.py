@@ -1,0 +1,280 @@
+"""``weightvault vault job submit|approve|deny|status|list|result|cancel|verify-result``:
+structured access, jobs that run next to the weights inside custody.
+
+Registered as a sub-group of ``vault`` (this module's ORDER comes after :mod:`.vault`'s).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from weightvault.cli.vault import _JSON, _KEY, _PKCS11, _TOKEN, _URL, _VALID, _client, _show
+
+ORDER = 61
+
+job_app = typer.Typer(
+    name="job",
+    help="Jobs next to the weights (query, evaluate, finetune, inspect): only results leave.",
+    no_args_is_help=True,
+)
+
+
+def _read_text(path: Path, option: str) -> str:
+    from weightvault._fs import read_small_file
+    from weightvault.access.spec import MAX_DATASET_BYTES
+
+    data: bytes = read_small_file(path, option, MAX_DATASET_BYTES)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        from weightvault.errors import InputError
+
+        raise InputError(f"{option} {path}: not UTF-8 text") from exc
+
+
+def _ids(text: str, option: str) -> list[int]:
+    from weightvault.errors import UsageError
+
+    try:
+        return [int(token) for token in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise UsageError(
+            f"{option}: expected token ids separated by spaces, like '5 9 13'"
+        ) from exc
+
+
+def _parameters(pairs: list[str]) -> dict[str, Any]:
+    from weightvault.errors import UsageError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param {pair!r}: expected NAME=VALUE")
+        try:
+            out[name] = json.loads(value)
+        except ValueError:
+            out[name] = value
+    return out
+
+
+def _summary(job: dict[str, Any]) -> str:
+    approvals = sum(1 for a in job.get("approvals", []) if a["decision"] == "approve")
+    line = (
+        f"job {job['id']}: {job['kind']} on {job['model']}@{job['version']} for "
+        f"{job['requester']}: {job['status']}, {approvals}/{job['approvals_required']} approvals"
+    )
+    if job.get("reason"):
+        line += f" ({job['reason']})"
+    if job.get("derived_version"):
+        line += f"; tuned version {job['model']}@{job['derived_version']} stays in custody"
+    return line
+
+
+@job_app.command("submit")
+def submit(
+    model_name: str = typer.Option(..., "--model", help="Model name."),
+    version: str = typer.Option(..., "--version", help="Model version."),
+    kind: str = typer.Option(..., "--kind", help="query, evaluate, finetune or inspect."),
+    justification: str = typer.Option(..., "--justification", help="Why you run this job."),
+    prompts: list[str] = typer.Option(
+        [], "--prompt", help="Token ids of one prompt ('5 9 13'); repeat for more."
+    ),
+    dataset: Path | None = typer.Option(None, "--dataset", help="JSON Lines dataset (evaluate)."),
+    train: Path | None = typer.Option(None, "--train", help="JSON Lines training set (finetune)."),
+    held_out: Path | None = typer.Option(
+        None, "--eval", help="JSON Lines held-out set (finetune)."
+    ),
+    params: list[str] = typer.Option(
+        [], "--param", help="A parameter, NAME=VALUE (e.g. temperature=0.7); repeat."
+    ),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Submit a job; it runs once the model's policy's approvals for its kind are in."""
+    inputs: dict[str, Any] = {}
+    if prompts:
+        inputs["prompts"] = [_ids(p, "--prompt") for p in prompts]
+    for name, path, option in (
+        ("dataset", dataset, "--dataset"),
+        ("train", train, "--train"),
+        ("eval", held_out, "--eval"),
+    ):
+        if path is not None:
+            inputs[name] = _read_text(path, option)
+    job = {
+        "model": model_name,
+        "version": version,
+        "kind": kind,
+        "parameters": _parameters(params),
+        "inputs": inputs,
+    }
+    with _client(url, token) as client:
+        result = client.submit_job(job, justification)
+    _show(result, as_json, [_summary(result)])
+
+
+def _decide(job_id: str, key: Path | None, pkcs11_uri: str | None, valid_for: int,
+            url: str | None, token: str | None, as_json: bool, decision: str) -> None:  # fmt: skip
+    import datetime as dt
+
+    from weightvault.custody.approvals import load_approval_signer
+
+    signer = load_approval_signer(key, pkcs11_uri)
+    with _client(url, token) as client:
+        me = client.whoami()
+        result = client.decide_job(
+            job_id,
+            signer,
+            approver=me["name"],
+            decision=decision,
+            valid_for=dt.timedelta(seconds=valid_for),
+            announce=lambda line: typer.echo(line, err=True),
+        )
+    _show(result, as_json, [_summary(result)])
+
+
+@job_app.command("approve")
+def approve(
+    job_id: str = typer.Argument(..., help="Job id."),
+    key: Path | None = _KEY,
+    pkcs11_uri: str | None = _PKCS11,
+    valid_for: int = _VALID,
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Sign an approval of exactly this job (its request digest) and submit it."""
+    _decide(job_id, key, pkcs11_uri, valid_for, url, token, as_json, "approve")
+
+
+@job_app.command("deny")
+def deny(
+    job_id: str = typer.Argument(..., help="Job id."),
+    key: Path | None = _KEY,
+    pkcs11_uri: str | None = _PKCS11,
+    valid_for: int = _VALID,
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Sign a denial of this job and submit it (one denial closes it)."""
+    _decide(job_id, key, pkcs11_uri, valid_for, url, token, as_json, "deny")
+
+
+@job_app.command("status")
+def status(
+    job_id: str = typer.Argument(..., help="Job id."),
+    wait: float = typer.Option(0.0, "--wait", help="Wait up to this many seconds for it to end."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """A job's state (pending, approved, running, succeeded, failed, killed, released, ...)."""
+    import time
+
+    deadline = time.monotonic() + wait
+    with _client(url, token) as client:
+        result = client.get_job(job_id)
+        while result["status"] in ("approved", "running") and time.monotonic() < deadline:
+            time.sleep(0.25)
+            result = client.get_job(job_id)
+    _show(result, as_json, [_summary(result)])
+
+
+@job_app.command("list")
+def list_jobs(
+    status_filter: str | None = typer.Option(None, "--status", help="Only jobs in this state."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """The jobs you may see (yours; all of a model's for its owner and approvers)."""
+    with _client(url, token) as client:
+        result = client.list_jobs(status_filter)
+    _show(result, as_json, [_summary(job) for job in result] or ["no jobs"])
+
+
+def _outputs_lines(outputs: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, value in sorted(outputs.items()):
+        text = json.dumps(value, sort_keys=True)
+        lines.append(f"  {name}: {text if len(text) <= 200 else text[:197] + '...'}")
+    return lines
+
+
+@job_app.command("result")
+def result(
+    job_id: str = typer.Argument(..., help="Job id."),
+    output: Path = typer.Option(..., "-o", "--output", help="Write the signed result here."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Receive a finished job's signed result (once: it counts against your output budget)."""
+    import base64
+
+    from weightvault._fs import ensure_writable_destination, write_bytes_atomic
+
+    ensure_writable_destination(output, force=force)
+    with _client(url, token) as client:
+        signed = client.job_result(job_id)
+    write_bytes_atomic(output, signed, force=force)
+    predicate = json.loads(base64.b64decode(json.loads(signed)["payload"]))["predicate"]
+    lines = [
+        f"wrote the signed result of {predicate['kind']} job {job_id} to {output} "
+        f"({len(signed)} bytes, log entry {predicate['log']['index']})",
+        *_outputs_lines(predicate["outputs"]),
+    ]
+    _show({"output": str(output), "bytes": len(signed), "predicate": predicate}, as_json, lines)
+
+
+@job_app.command("cancel")
+def cancel(
+    job_id: str = typer.Argument(..., help="Job id."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Cancel a job that was not released (a running worker is killed)."""
+    with _client(url, token) as client:
+        result = client.cancel_job(job_id)
+    _show(result, as_json, [_summary(result)])
+
+
+@job_app.command("verify-result")
+def verify_result(
+    result_path: Path = typer.Argument(..., help="A signed result from 'vault job result'."),
+    log_export: Path = typer.Option(..., "--log-export", help="An export from 'vault audit'."),
+    log_key: Path = typer.Option(..., "--log-key", help="The log's public key (audit.pub)."),
+    as_json: bool = _JSON,
+) -> None:
+    """Check a job result offline: its signature, its outputs, and its entry in the log."""
+    from weightvault._fs import read_small_file
+    from weightvault.access.result import MAX_RESULT_BYTES, verify_job_result
+
+    signed = read_small_file(result_path, "job result", MAX_RESULT_BYTES)
+    export = read_small_file(log_export, "--log-export", 1 << 34)
+    key_text = read_small_file(log_key, "--log-key", 4096).decode("ascii", "replace")
+    verified = verify_job_result(signed, export, key_text)
+    p = verified.predicate
+    lines = [
+        f"job result OK: {p['kind']} job {p['job_id']} on {p['model']}@{p['version']} "
+        f"(root {p['model_root_digest'][:23]}...), released to {p['requester']} at log entry "
+        f"{verified.log_index} of {verified.log_size}",
+        *_outputs_lines(verified.outputs),
+    ]
+    _show({"log_index": verified.log_index, "predicate": p}, as_json, lines)
+
+
+def register(app: typer.Typer) -> None:
+    from weightvault.cli.vault import vault_app
+
+    del app  # a sub-group of 'vault'
+    vault_app.add_typer(job_app, name="job")
