@@ -316,3 +316,28 @@ def test_a_reader_parses_only_checked_bytes(tmp_path: Path, keys: tuple[Path, Pa
         pytest.raises(VerificationError, match="metadata bytes"),
     ):
         pq.ParquetFile(shard)
+
+
+def test_parquet_file_reads_only_the_groups_asked_for(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """Small groups, all within pyarrow's first 64 KiB read: given the checked footer, the
+    reader touches only the groups it reads, so a rotten group elsewhere does not matter."""
+    dataset = make_dataset(tmp_path / "corpus")
+    _signed_rows(dataset, keys)
+    name = "train/part-0.parquet"
+    reference = pq.ParquetFile(dataset / name).read_row_groups([1, 3])
+    layout = layout_shard(dataset / name)
+    _flip(dataset / name, (layout.groups[2].start + layout.groups[2].end) // 2)
+    verifier = KeyVerifier.from_file(keys[1])
+    with open_dataset_shard(dataset, name, verifier=verifier) as shard:
+        with pytest.raises(VerificationError, match=r"row group 2 \("):
+            pq.ParquetFile(shard)  # its 64 KiB tail read reaches group 2
+    with open_dataset_shard(dataset, name, verifier=verifier) as shard:
+        parquet = shard.parquet_file()
+        assert parquet.read_row_groups([1, 3]).equals(reference)
+        with pytest.raises(VerificationError, match=r"row group 2 \("):
+            parquet.read_row_groups([2])
+    with open_dataset_shard(dataset, "eval.jsonl", verifier=verifier) as shard:
+        with pytest.raises(ValueError, match="not Parquet"):
+            shard.parquet_file()

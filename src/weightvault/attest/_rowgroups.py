@@ -495,7 +495,9 @@ class VerifiedShard(io.RawIOBase):
     the last :data:`KEPT_GROUPS` groups stay in memory (a group read again is checked again).
 
     Readers may read more than they parse: pyarrow opens a Parquet file by reading its last
-    64 KiB, so the group(s) there are checked on opening, whichever groups are read later."""
+    64 KiB, which may reach into the last row groups (they are then checked too, read or not);
+    :meth:`parquet_file` hands pyarrow the checked footer instead, so only the groups read are.
+    """
 
     KEPT_GROUPS = 2
 
@@ -513,6 +515,7 @@ class VerifiedShard(io.RawIOBase):
                 f"{path}: {size} bytes, the attestation says {entry['size']}; the file changed"
             )
         self._size = size
+        self._format = entry["format"]
         spans: list[tuple[int, int, str, str | int]] = [
             (m["start"], m["end"], m["digest"], "metadata") for m in entry["metadata"]
         ]
@@ -564,6 +567,18 @@ class VerifiedShard(io.RawIOBase):
             while len(self._recent) > self.KEPT_GROUPS:
                 self._loaded.pop(self._recent.pop(0), None)
         return kept[0]
+
+    def parquet_file(self, **options: Any) -> Any:
+        """A ``pyarrow.parquet.ParquetFile`` over this shard, given its footer (checked) so
+        that it reads nothing but the row groups asked for (``options``: ParquetFile's)."""
+        import pyarrow.parquet as pq
+
+        if self._format != "parquet":
+            raise ValueError(f"{self._path}: a {self._format} file, not Parquet")
+        last = len(self._spans) - 1
+        footer = self._span_bytes(last)  # the span that ends the file: the Thrift footer
+        metadata = pq.read_metadata(io.BytesIO(b"PAR1" + footer))
+        return pq.ParquetFile(self, metadata=metadata, **options)
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
