@@ -50,12 +50,14 @@ __all__ = [
     "Residual",
     "TraceResult",
     "align_state",
+    "attributions",
     "match_names",
     "residual",
     "score_recipients",
     "trace_copy",
     "trace_sources",
     "trace_state",
+    "z_scores",
 ]
 
 #: Significance level for naming a recipient (after correction for the number of recipients).
@@ -323,31 +325,66 @@ def residual(original: TensorSource, suspect: TensorSource, plan: MarkPlan) -> R
     return result
 
 
+def z_scores(
+    key: FingerprintKey,
+    recipients: Sequence[str],
+    residuals: Sequence[dict[str, np.ndarray]],
+    *,
+    chunk: int = 16,
+) -> np.ndarray:
+    """Step 4 for several suspects at once: ``z[s, r] = <P_r, g_s> / ||g_s||`` (0 when a
+    suspect's residual is all zero). Each recipient's pattern is generated once per tensor and
+    used for every suspect; ``chunk`` recipients' patterns are unpacked at a time."""
+    z = np.zeros((len(residuals), len(recipients)))
+    names = sorted({name for vectors in residuals for name in vectors})
+    norms = np.array(
+        [
+            math.sqrt(sum(float(np.dot(v, v.astype(np.float64))) for v in r.values()))
+            for r in residuals
+        ]
+    )
+    for name in names:
+        n = next(len(r[name]) for r in residuals if name in r)
+        g = np.stack([r.get(name, np.zeros(n, np.float32)) for r in residuals]).astype(np.float32)
+        totals = g.sum(axis=1, dtype=np.float64)
+        for start in range(0, len(recipients), chunk):
+            group = recipients[start : start + chunk]
+            bits = np.stack(
+                [np.unpackbits(key.stream(r, "robust", name, (n + 7) // 8))[:n] for r in group]
+            ).astype(np.float32)
+            # sum of P * g = 2 * (sum of g where the bit is 1) - sum of g
+            z[:, start : start + len(group)] += (
+                2.0 * (g @ bits.T).astype(np.float64) - totals[:, None]
+            )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norms[:, None] > 0, z / norms[:, None], 0.0)
+
+
+def attributions(
+    recipients: Sequence[str], z: np.ndarray, *, alpha: float = DEFAULT_ALPHA
+) -> list[Attribution]:
+    """Steps 5-6: p-values from z scores (one suspect), Bonferroni over ``len(recipients)``,
+    best first."""
+    scores = []
+    for recipient, value in zip(recipients, z.tolist(), strict=True):
+        log10_p = -(value * value) / 2.0 * _LOG10_E if value > 0 else 0.0
+        corrected = min(0.0, log10_p + math.log10(len(recipients)))
+        scores.append(
+            Attribution(recipient, value, log10_p, corrected, corrected < math.log10(alpha))
+        )
+    scores.sort(key=lambda a: (-a.z, a.recipient))
+    return scores
+
+
 def score_recipients(
     key: FingerprintKey,
     recipients: Sequence[str],
     vectors: dict[str, np.ndarray],
     *,
     alpha: float = DEFAULT_ALPHA,
-    correction: int | None = None,
 ) -> list[Attribution]:
-    """Steps 4-6 for each recipient, best first. ``correction``: the number of candidates to
-    correct for (default: ``len(recipients)``)."""
-    count = correction or len(recipients)
-    norm = math.sqrt(sum(float(np.dot(v.astype(np.float64), v)) for v in vectors.values()))
-    totals = {name: float(v.sum(dtype=np.float64)) for name, v in vectors.items()}
-    scores = []
-    for recipient in recipients:
-        dot = 0.0
-        for name, g in vectors.items():
-            bits = np.unpackbits(key.stream(recipient, "robust", name, (len(g) + 7) // 8))
-            dot += 2.0 * float(g[bits[: len(g)].view(bool)].sum(dtype=np.float64)) - totals[name]
-        z = dot / norm if norm > 0 else 0.0
-        log10_p = -(z * z) / 2.0 * _LOG10_E if z > 0 else 0.0
-        corrected = min(0.0, log10_p + math.log10(count))
-        scores.append(Attribution(recipient, z, log10_p, corrected, corrected < math.log10(alpha)))
-    scores.sort(key=lambda a: (-a.z, a.recipient))
-    return scores
+    """Steps 4-6 for one suspect's residual, best first."""
+    return attributions(recipients, z_scores(key, recipients, [vectors])[0], alpha=alpha)
 
 
 def trace_copy(
