@@ -316,3 +316,62 @@ def test_cli_signs_an_attestation(
     broken.write_text("format: nope\n")
     assert run(["posture", "sign", str(broken), "--key", str(private)]) == 2
     assert not (tmp_path / "broken.yaml.sig").exists()
+
+
+def test_the_measure_table_in_the_docs_is_the_data_file() -> None:
+    from weightvault.posture import CHECKS, level_name, load_measures
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "posture.md").read_text()
+    table = doc.split("## The measures")[1].split("```text\n")[1].split("```")[0]
+    rows = [line.split() for line in table.splitlines()[1:]]
+    measures = load_measures(known_checks=frozenset(CHECKS))
+    expected = [
+        [
+            m.id,
+            level_name(m.level),
+            "check" if m.check else "attested",
+            m.check_key or m.attest or "",
+            *m.category.split(),
+        ]
+        for m in measures
+    ]
+    assert rows == expected
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        ('[[measure]]\nid = "a"\nlevel = 1\ncategory = "c"\ndescription = "d"\n', "exactly one"),
+        (
+            '[[measure]]\nid = "a"\nlevel = 6\ncategory = "c"\ndescription = "d"\ncheck = "tls"\n',
+            "level",
+        ),
+        (
+            '[[measure]]\nid = "a"\nlevel = 1\ncategory = "c"\ndescription = "d"\ncheck = "nope"\n',
+            "unknown check",
+        ),
+        (
+            '[[measure]]\nid = "a"\nlevel = 1\ncategory = "c"\ndescription = "d"\nattest = "x"\n'
+            "params = { n = 1 }\n",
+            "only checks",
+        ),
+        (
+            '[[measure]]\nid = "a"\nlevel = 1\ncategory = "c"\ndescription = "d"\ncheck = "tls"\n'
+            "extra = 1\n",
+            "unknown key",
+        ),
+        (
+            '[[measure]]\nid = "a"\nlevel = 1\ncategory = "c"\ndescription = "d"\ncheck = "tls"\n'
+            '[[measure]]\nid = "a"\nlevel = 2\ncategory = "c"\ndescription = "d"\ncheck = "tls"\n',
+            "repeated",
+        ),
+    ],
+)
+def test_the_measure_table_is_parsed_strictly(tmp_path: Path, table: str, words: str) -> None:
+    from weightvault.errors import FormatError
+    from weightvault.posture import CHECKS, load_measures
+
+    path = tmp_path / "measures.toml"
+    path.write_text(table)
+    with pytest.raises(FormatError, match=words):
+        load_measures(path, known_checks=frozenset(CHECKS))

@@ -114,9 +114,10 @@ def check_command(
                 markup=False,
             )
     if required is not None and report.level < required:
+        gaps = len(report.gaps())
         raise PolicyError(
             f"posture {level_name(report.level)} is below the required {level_name(required)} "
-            f"({len(report.gaps())} gaps to {level_name(report.level + 1)})"
+            f"({gaps} {'gap' if gaps == 1 else 'gaps'} to {level_name(report.level + 1)})"
         )
 
 

@@ -203,7 +203,8 @@ def _walk(roots: Sequence[Path], errors: list[tuple[str, str]]) -> Iterable[_Ent
             ]
         else:
             listing = os.walk(root, onerror=on_error, followlinks=False)
-        for folder, _dirs, names in listing:
+        for folder, dirs, names in listing:
+            dirs.sort()  # a stable order, whatever the file system's
             for name in sorted(names):
                 path = Path(folder, name)
                 try:
