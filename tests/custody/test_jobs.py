@@ -231,3 +231,134 @@ def test_replayed_or_altered_job_approvals_are_refused(jw: JobsWorld) -> None:
     with jw.client("rosa") as rosa, pytest.raises(VaultHTTPError) as self_approval:
         rosa.decide_job(first["id"], ApprovalSigner(private_key=jw.keys["bob"]), approver="rosa")
     assert self_approval.value.status in (403, 409)
+
+
+def _run_approved(
+    jw: JobsWorld, who: str, job: dict[str, Any], justification: str
+) -> dict[str, Any]:
+    with jw.client(who) as client:
+        submitted = client.submit_job(job, justification)
+        approvers = ["alice", "bob"][: submitted["approvals_required"]]
+        for approver in approvers:
+            jw.approve(approver, submitted["id"])
+        return wait_for(client, submitted["id"])
+
+
+def _released_entries(export: bytes, job_id: str) -> list[dict[str, Any]]:
+    events = [json.loads(base64.b64decode(e)) for e in json.loads(export)["entries"]]
+    return [
+        e for e in events if e["action"] == "job.release" and e["detail"].get("job_id") == job_id
+    ]
+
+
+def test_the_output_budget_refuses_before_anything_leaves_and_nothing_leaves_twice(
+    jw: JobsWorld,
+) -> None:
+    jw.set_access(output_bytes_per_window=300)  # smaller than any signed result
+    try:
+        job = {
+            "model": "tiny",
+            "version": "v1",
+            "kind": "evaluate",
+            "inputs": {"dataset": lm_dataset(3)},
+        }
+        done = _run_approved(jw, "rosa", job, "held-out loss for the audit report")
+        assert done["status"] == "succeeded", done
+        with jw.client("rosa") as rosa:
+            for _attempt in range(2):
+                with pytest.raises(VaultHTTPError) as refused:
+                    rosa.job_result(done["id"])
+                assert refused.value.status == 403
+                assert "output byte budget would be exceeded" in refused.value.message
+            assert rosa.get_job(done["id"])["status"] == "succeeded"
+            assert _released_entries(_export(jw)[0], done["id"]) == []
+            jw.set_access(output_bytes_per_window=1 << 20)
+            result = rosa.job_result(done["id"])
+            with pytest.raises(VaultHTTPError) as twice:
+                rosa.job_result(done["id"])
+            assert twice.value.status == 409
+            assert rosa.get_job(done["id"])["status"] == "released"
+    finally:
+        jw.set_access(output_bytes_per_window=ACCESS["output_bytes_per_window"])
+    export, log_key = _export(jw)
+    verified = verify_job_result(result, export, log_key)
+    assert set(verified.outputs["metrics"]) == {"loss", "accuracy", "perplexity", "scored"}
+    entries = _released_entries(export, done["id"])
+    assert len(entries) == 1 and entries[0]["detail"]["released_bytes"] >= len(result)
+
+
+def test_finetune_keeps_the_tuned_weights_in_custody_and_releases_only_metrics(
+    jw: JobsWorld,
+) -> None:
+    job = {
+        "model": "tiny",
+        "version": "v1",
+        "kind": "finetune",
+        "parameters": {"steps": 3, "batch_size": 2, "learning_rate": 0.01},
+        "inputs": {"train": lm_dataset(2)},
+    }
+    done = _run_approved(jw, "aude", job, "pre-deployment audit: fine-tuning attack")
+    assert done["status"] == "succeeded" and done["approvals_required"] == 2, done
+    derived = done["derived_version"]
+    assert derived == f"v1-ft-{done['id'][:8]}"
+    with jw.client("aude") as aude:
+        result = aude.job_result(done["id"])
+    export, log_key = _export(jw)
+    outputs = verify_job_result(result, export, log_key).outputs
+    assert set(outputs) == {"metrics_before", "metrics_after", "steps", "derived_version"}
+    with jw.client("olivia") as olivia:
+        versions = {v["version"]: v for v in olivia.inventory()[0]["versions"]}
+    assert versions[derived]["signer"] == f"custody:finetune job {done['id']}"
+    assert [f["path"] for f in versions[derived]["files"]] == ["config.json", "model.safetensors"]
+    assert scan_for_marker(jw.service.data_dir) == []
+    # The derived version is a model like any other: jobs run on it.
+    query = {"model": "tiny", "version": derived, "kind": "query", "inputs": {"prompts": [[5]]}}
+    assert _run_approved(jw, "aude", query, "compare the tuned model")["status"] == "succeeded"
+
+
+def test_inspect_outputs_are_bounded_by_the_inspect_budget(jw: JobsWorld) -> None:
+    jw.set_access(inspect_bytes_total=500)
+    try:
+        job = {
+            "model": "tiny",
+            "version": "v1",
+            "kind": "inspect",
+            "parameters": {"logit_lens_top_k": 2},
+            "inputs": {"prompts": [REPEAT[:4]]},
+        }
+        done = _run_approved(jw, "aude", job, "logit lens on the repeat prompt")
+        assert done["status"] == "succeeded", done
+        with jw.client("aude") as aude:
+            with pytest.raises(VaultHTTPError) as refused:
+                aude.job_result(done["id"])
+            assert "inspect byte budget" in refused.value.message
+            jw.set_access(inspect_bytes_total=64 * 1024)
+            result = aude.job_result(done["id"])
+    finally:
+        jw.set_access(inspect_bytes_total=ACCESS["inspect_bytes_total"])
+    outputs = verify_job_result(result, *_export(jw)).outputs
+    assert outputs["layers"] == 3 and len(outputs["activation_statistics"][0]) == 3
+    lens = outputs["logit_lens"][0]
+    assert len(lens) == 3 and all(len(position) == 2 for layer in lens for position in layer)
+    assert lens[-1][0][0][0] == REPEAT[1]  # the last layer predicts the next token of REPEAT
+
+
+def test_a_job_over_its_wall_time_is_killed_logged_and_releases_nothing(jw: JobsWorld) -> None:
+    jw.set_access(wall_s=1)
+    try:
+        with jw.client("rosa") as rosa:
+            job = _query(rosa)
+            jw.approve("alice", job["id"])
+            done = wait_for(rosa, job["id"])
+            assert done["status"] == "killed" and "wall-time" in done["reason"]
+            with pytest.raises(VaultHTTPError) as refused:
+                rosa.job_result(job["id"])
+            assert refused.value.status == 409
+    finally:
+        jw.set_access(wall_s=ACCESS["wall_s"])
+    events = [json.loads(base64.b64decode(e)) for e in json.loads(_export(jw)[0])["entries"]]
+    finished = [
+        e for e in events if e["action"] == "job.finished" and e["detail"]["job_id"] == job["id"]
+    ]
+    assert [e["outcome"] for e in finished] == ["failed"]
+    assert finished[0]["detail"]["status"] == "killed"
