@@ -1,8 +1,8 @@
 """Inventory benchmark: walking a tree for copies of a custody model vs signing's hash speed.
 
 Builds a tree of ``--files`` weight files (default 1,000) totalling ``--size-gb`` (default 10 GB)
-in 10 folders: safetensors files of random tensors, 10 exact copies of a model registered in a
-real custody deployment (started for the run), and 10 re-saved copies of it (tensors renamed,
+in 10 folders: safetensors files of random tensors, 20 exact copies of a model registered in a
+real custody deployment (started for the run), and 20 re-saved copies of it (tensors renamed,
 another file). Then, in ONE run and interleaved so a burst of load on the shared machine does
 not fall on one side only, times (best of ``--rounds``):
 
@@ -13,7 +13,7 @@ not fall on one side only, times (best of ``--rounds``):
   for the files whose dtypes and shapes could hold the model's tensors).
 
 Prints the ratio (walk speed / signing speed; target >= 0.8) and what the walk found (it must
-find the 10 exact and 10 re-saved copies). Both read from the page cache when the tree fits in
+find the 20 exact and 20 re-saved copies). Both read from the page cache when the tree fits in
 memory; the tree is read once before timing. Usage::
 
     .venv/bin/python benchmarks/inventory.py                      # 10 GB, 1,000 files
