@@ -160,16 +160,21 @@ class DefenseRecord:
         if set(obj) != keys:
             diff = sorted(set(obj) ^ keys)
             raise FormatError(f"defense.{diff[0]}: missing or unknown field")
-        for key in ("training_families", "sampled_families"):
-            if not isinstance(obj[key], list) or not all(isinstance(x, str) for x in obj[key]):
-                raise FormatError(f"defense.{key}: expected a list of strings")
         return cls(
             method=str(obj["method"]),
             config=dict(obj["config"]),
-            training_families=tuple(obj["training_families"]),
-            sampled_families=tuple(obj["sampled_families"]),
+            training_families=_families(obj, "training_families"),
+            sampled_families=_families(obj, "sampled_families"),
             history={k: list(v) for k, v in obj["history"].items()},
         )
+
+
+def _families(record: dict[str, Any], key: str) -> tuple[str, ...]:
+    """``record[key]``, a list of attack family names, as a tuple."""
+    value = record[key]
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise FormatError(f"defense.{key}: expected a list of strings")
+    return tuple(value)
 
 
 def calibrated_loss(

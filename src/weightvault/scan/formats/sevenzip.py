@@ -16,6 +16,7 @@ import io
 import os
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -92,23 +93,20 @@ class _MemberWriter(Py7zIO):
         return self.size_written
 
 
+@dataclass(eq=False)
 class _ScanningFactory(WriterFactory):
     """Gives py7zr one writer per member; a member is scanned once the next one starts (or the
     extraction ends), so this works whether or not the installed py7zr calls ``close()``."""
 
-    def __init__(
-        self, ctx: FileContext, location: str, depth: int, limit: int, members: dict[str, _Member],
-        spool: BinaryIO,
-    ) -> None:
-        self.ctx = ctx
-        self.location = location
-        self.depth = depth
-        self.limit = limit
-        self.members = members
-        self.spool = spool
-        self.produced = 0
-        self.pending: _MemberWriter | None = None
-        self.scan_failure: BaseException | None = None
+    ctx: FileContext
+    location: str
+    depth: int
+    limit: int
+    members: dict[str, _Member]
+    spool: BinaryIO
+    produced: int = 0
+    pending: _MemberWriter | None = None
+    scan_failure: BaseException | None = None
 
     def create(self, filename: str) -> Py7zIO:
         self.finish()
