@@ -191,11 +191,26 @@ def report_command(
     if as_json:
         emit_json(result)
         return
-    typer.echo(
-        f"wrote the {fmt} report on {summary['model']} to {output}: {summary['events']} events, "
-        f"{len(document['versions'])} versions, {len(document['indicators'])} indicators, "
-        f"{len(document['actions_taken'])} actions taken" + (" (redacted)" if redact else "")
+    counts = ", ".join(
+        _count(len(document[key]), word)
+        for key, word in (
+            ("versions", "version"),
+            ("indicators", "indicator"),
+            ("incident_signals", "incident signal"),
+            ("actions_taken", "action taken"),
+        )
     )
+    typer.echo(
+        f"wrote the {fmt} report on {summary['model']} to {output}: "
+        f"{_count(summary['events'], 'event')}, {counts}" + (" (redacted)" if redact else "")
+    )
+
+
+def _count(number: int, word: str) -> str:
+    if number == 1:
+        return f"1 {word}"
+    plural = word.replace("action taken", "actions taken") if "action" in word else word + "s"
+    return f"{number} {plural}"
 
 
 @incident_app.command("check")

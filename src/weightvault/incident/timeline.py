@@ -38,6 +38,9 @@ TIMELINE_FORMAT = "weightvault.dev/incident-timeline@v1"
 
 _GRANT_PATH = re.compile(r"^/v1/(?:grants|requests)/([0-9a-f]{32})(?:/|$)")
 _MODEL_PATH = re.compile(r"^/v1/models/([^/]+)(?:/versions/([^/]+))?(?:/|$)")
+_STAGING_PATH = re.compile(r"(?<![\w./-])/?(?:[^\s/:(]+/)+[^\s/:]*: ")
+"""A server-side folder at the start of a refusal's reason (where the service staged an upload):
+the entry keeps it, the line leaves it out."""
 _QUIET_READS = frozenset({"request.get", "request.list", "whoami", "healthz", "inventory"})
 """Allowed reads that change nothing and release nothing: left out of a timeline."""
 
@@ -277,7 +280,9 @@ class _Collector:
         kind = action
         if outcome == "denied":
             kind = "push.refused" if action == "version.upload" else "denied"
-            reason = str(detail.get("error") or f"HTTP {detail.get('status', '?')}")
+            reason = _STAGING_PATH.sub(
+                "", str(detail.get("error") or f"HTTP {detail.get('status')}")
+            )
             target = on_grant if grant_id else subject
             summary = f"{who} was denied {action} on {target}: {reason}"
             if action == "version.upload":
@@ -311,8 +316,7 @@ class _Collector:
             grant["approval_keys"].append(key_id)  # every key that signed a decision
             grant["status"] = status
             summary = (
-                f"{who} {verb} request {grant_id} of {grant['grantee']} for {subject} "
-                f"(key {key_id[:16]}; now {status})"
+                f"{who} {verb} request {grant_id} of {grant['grantee']} for {subject} ({status})"
             )
         elif action == "grant.revoke" and grant is not None:
             kind = "revocation"
@@ -339,7 +343,9 @@ class _Collector:
         elif action.startswith("alert."):
             kind = "alert"
             summary = f"alert {action[len('alert.') :]} about {principal or '-'}: " + ", ".join(
-                f"{k}={v}" for k, v in sorted(detail.items()) if k != "model"
+                f"{k}={_STAGING_PATH.sub('', v) if isinstance(v, str) else v}"
+                for k, v in sorted(detail.items())
+                if k not in ("model", "received")  # the digests are in the report's indicators
             )
         elif action == "model.create":
             kind, summary = "model", f"{who} registered model {self.model}"
