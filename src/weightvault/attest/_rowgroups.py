@@ -492,14 +492,16 @@ class VerifiedShard(io.RawIOBase):
     group (or a metadata range) reads that whole range once, hashes it and compares it with the
     attestation, then serves it from memory; a range that differs raises
     :class:`VerificationError` before any of its bytes are returned. The metadata ranges and
-    the last :data:`KEPT_GROUPS` groups stay in memory (a group read again is checked again).
+    the groups last read (up to :attr:`KEPT_BYTES`) stay in memory.
 
     Readers may read more than they parse: pyarrow opens a Parquet file by reading its last
     64 KiB, which may reach into the last row groups (they are then checked too, read or not);
     :meth:`parquet_file` hands pyarrow the checked footer instead, so only the groups read are.
     """
 
-    KEPT_GROUPS = 2
+    KEPT_BYTES = 256 << 20
+    """Row groups kept in memory once checked, oldest dropped first beyond this many bytes
+    (always at least the last one); a group dropped and read again is checked again."""
 
     def __init__(self, path: Path, entry: dict[str, Any]) -> None:
         super().__init__()
@@ -522,8 +524,11 @@ class VerifiedShard(io.RawIOBase):
         spans += [(g["start"], g["end"], g["digest"], i) for i, g in enumerate(entry["groups"])]
         self._spans = sorted((s for s in spans if s[1] > s[0]), key=lambda span: span[0])
         self._starts = [span[0] for span in self._spans]
-        self._loaded: dict[int, bytes] = {}
+        self._loaded: dict[int, memoryview] = {}
         self._recent: list[int] = []
+        self._kept_bytes = 0
+        self.checks = 0
+        """Ranges read and checked so far (a range evicted and read again counts twice)."""
         self._position = 0
 
     def readable(self) -> bool:
@@ -547,26 +552,36 @@ class VerifiedShard(io.RawIOBase):
         self._loaded.clear()
         super().close()
 
-    def _span_bytes(self, index: int) -> bytes:
-        """The bytes of span ``index``, read and checked on first use."""
+    def _span_bytes(self, index: int) -> memoryview:
+        """The bytes of span ``index``, read (once, into one buffer) and checked on first use."""
         if index in self._loaded:
             return self._loaded[index]
         start, end, digest, label = self._spans[index]
-        kept: list[bytes] = []
-        [actual] = _hash_ranges(self._handle, [ByteRange(start, end)], kept)
-        if not hmac.compare_digest(actual, bytes.fromhex(digest)):
+        data = bytearray(end - start)
+        view = memoryview(data)
+        self._handle.seek(start)
+        filled = 0
+        while filled < len(data):
+            count = self._handle.readinto(view[filled:])
+            if not count:
+                break  # the file shrank: the digest below differs
+            filled += count
+        if not hmac.compare_digest(hashlib.sha256(view[:filled]).digest(), bytes.fromhex(digest)):
             what = (
                 f"metadata bytes {start}-{end} do not"
                 if label == "metadata"
                 else f"row group {label} (bytes {start}-{end}) does not"
             )
             raise VerificationError(f"{self._path}: {what} match the attestation")
-        self._loaded[index] = kept[0]
+        self.checks += 1
+        self._loaded[index] = view.toreadonly()
         if label != "metadata":
             self._recent.append(index)
-            while len(self._recent) > self.KEPT_GROUPS:
-                self._loaded.pop(self._recent.pop(0), None)
-        return kept[0]
+            self._kept_bytes += len(data)
+            while len(self._recent) > 1 and self._kept_bytes > self.KEPT_BYTES:
+                evicted = self._loaded.pop(self._recent.pop(0))
+                self._kept_bytes -= len(evicted)
+        return self._loaded[index]
 
     def parquet_file(self, **options: Any) -> Any:
         """A ``pyarrow.parquet.ParquetFile`` over this shard, given its footer (checked) so
@@ -592,6 +607,27 @@ class VerifiedShard(io.RawIOBase):
             done += count
             self._position += count
         return done
+
+    def read_buffer(self, size: int | None = -1) -> memoryview:
+        """Up to ``size`` checked bytes as a read-only view, not copied where they lie in one
+        range (pyarrow calls this, when a file has it, instead of ``read``)."""
+        left = self._size - self._position
+        wanted = left if size is None or size < 0 else min(size, left)
+        if wanted <= 0:
+            return memoryview(b"")
+        index = bisect.bisect_right(self._starts, self._position) - 1
+        data = self._span_bytes(index)
+        offset = self._position - self._spans[index][0]
+        if offset + wanted <= len(data):
+            self._position += wanted
+            return data[offset : offset + wanted]
+        out = bytearray(wanted)
+        got = self.readinto(out)
+        return memoryview(out)[:got].toreadonly()
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` checked bytes (all that is left for ``-1``/``None``)."""
+        return bytes(self.read_buffer(size))
 
 
 def open_verified_shard(
