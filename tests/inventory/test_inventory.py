@@ -237,3 +237,53 @@ def test_cli_json_and_exit_codes(
     assert run(["inventory", str(tmp_path), "--no-tensors"]) == 2
     assert run(["inventory", str(tmp_path / "tree"), "--data", str(tmp_path)]) == 2
     assert "not a custody data folder" in capsys.readouterr().err
+
+
+def test_fifos_symlinks_and_vanishing_files_do_not_stop_the_walk(
+    custody: Custody, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    os.mkfifo(tree / "pipe.safetensors")  # opening it would block: it must not be opened
+    (tree / "loop").symlink_to(tree)
+    shutil.copy(custody.model / "model.safetensors", tree / "a.safetensors")
+    shutil.copy(custody.model / "model.safetensors", tree / "b.safetensors")
+    # A file that disappears between the listing and the hashing is an error, not the end.
+    from weightvault.inventory import walk as walk_module
+
+    listed = walk_module._walk
+
+    def vanishing(roots: list[Path], errors: list[tuple[str, str]]) -> Iterator[object]:
+        entries = list(listed(roots, errors))
+        (tree / "a.safetensors").unlink()
+        return iter(entries)
+
+    monkeypatch.setattr(walk_module, "_walk", vanishing)
+    report = take_inventory([tree], custody_references(custody.config))
+    assert [(f.path.name, f.kind) for f in report.findings] == [
+        ("a.safetensors", "unknown-weights"),
+        ("b.safetensors", "exact-copy"),
+    ]
+    assert report.findings[0].sha256 is None
+    assert [Path(p).name for p, _e in report.errors] == ["a.safetensors"]
+
+
+def test_hostile_safetensors_headers_are_unknown_weights(custody: Custody, tmp_path: Path) -> None:
+    """Headers that lie (tensors past the end, offsets that overlap the header, a shape that
+    matches a registered tensor but data that does not) never crash the walk or match."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shape = list(load_file(str(custody.model / "model.safetensors"))["embed.weight"].shape)
+    nbytes = shape[0] * shape[1] * 4
+    header = json.dumps(
+        {"embed": {"dtype": "F32", "shape": shape, "data_offsets": [0, nbytes]}}
+    ).encode()
+    header += b" " * (-len(header) % 8)
+    prefix = len(header).to_bytes(8, "little") + header
+    (tree / "past-end.safetensors").write_bytes(prefix + b"\0" * 100)
+    (tree / "same-shape.safetensors").write_bytes(prefix + b"\0" * nbytes)
+    report = take_inventory([tree], custody_references(custody.config))
+    assert {f.path.name: f.kind for f in report.findings} == {
+        "past-end.safetensors": "unknown-weights",
+        "same-shape.safetensors": "unknown-weights",
+    }

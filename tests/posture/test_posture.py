@@ -375,3 +375,25 @@ def test_the_measure_table_is_parsed_strictly(tmp_path: Path, table: str, words:
     path.write_text(table)
     with pytest.raises(FormatError, match=words):
         load_measures(path, known_checks=frozenset(CHECKS))
+
+
+def test_an_attestation_signed_by_another_key_is_refused(world: Sl3World, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from weightvault.posture import sign_attestation
+    from weightvault.signing import KeySigner
+
+    attestation = tmp_path / "attestation.yaml"
+    attestation.write_bytes(world.attestation.read_bytes())
+    forged = sign_attestation(
+        attestation.read_bytes(), KeySigner(ec.generate_private_key(ec.SECP256R1()))
+    )
+    (tmp_path / "attestation.yaml.sig").write_bytes(forged)
+    report = assess(
+        world.deployment(world.copy(tmp_path / "custody")),
+        attestation=attestation,
+        attestation_verifier=KeyVerifier.from_file(world.attestation_key),
+    )
+    assert report.level == 2 and report.attestation_problem
+    assert "different key" in report.attestation_problem
+    assert all(r.status is not Status.ATTESTED for r in report.results)

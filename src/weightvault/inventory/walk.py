@@ -326,8 +326,8 @@ def _match_tensors(entry: _Entry, refs: References, workers: int | None) -> None
     wanted = refs.tensor_keys()
     try:
         digests = _tensor_digests(entry, wanted, workers)
-    except WeightvaultError:
-        return  # not parseable as tensors: stays unknown weights
+    except (WeightvaultError, OSError):
+        return  # unreadable, or not parseable as tensors: stays unknown weights
     if not digests:
         return
     index = refs.tensor_index({_key_of(d) for d, _n in digests})
@@ -412,6 +412,7 @@ def take_inventory(
         entry.kind = "unknown-weights"
         if (
             references is not None
+            and entry.sha256 is not None
             and entry.format in ("safetensors", "pytorch-zip", "pytorch-legacy")
             and not references.tensor_note
         ):
