@@ -292,6 +292,9 @@ class EnrolmentCode(Base):
     __tablename__ = "console_enrolments"
     code_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     principal: Mapped[str] = mapped_column(ForeignKey("principals.name"))
+    issued_by: Mapped[str] = mapped_column(String(64))
+    proof_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    """SHA-256 of the signed enrolment request that asked for it (each is accepted once)."""
     created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
     used_at: Mapped[dt.datetime | None] = mapped_column(_UtcDateTime(), nullable=True)

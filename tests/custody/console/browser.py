@@ -9,6 +9,8 @@ Content-Security-Policy, which stays on, refuses inline scripts).
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -20,6 +22,9 @@ from typing import Any
 
 import httpx
 from playwright.sync_api import Browser, BrowserContext, CDPSession, Page
+
+from weightvault.custody.approvals import ApprovalSigner
+from weightvault.custody.console.signatures import sign_enrolment
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -52,10 +57,18 @@ class Approver:
     page: Page
     cdp: CDPSession
     authenticator: str
+    signer: ApprovalSigner | None = None
 
     def enrol_link(self, api_url: str) -> str:
+        """A registration link, asked for with the token and signed with the approval key."""
+        proof = ""
+        if self.signer is not None:
+            signed = sign_enrolment(self.name, self.signer, dt.datetime.now(dt.UTC))
+            proof = base64.b64encode(signed).decode()
         response = httpx.post(
-            f"{api_url}/v1/console/enrol", headers={"Authorization": f"Bearer {self.token}"}
+            f"{api_url}/v1/console/enrol",
+            headers={"Authorization": f"Bearer {self.token}"},
+            json={"proof": proof},
         )
         response.raise_for_status()
         return str(response.json()["url"])
@@ -127,7 +140,13 @@ class Approver:
 
 
 def new_approver(
-    browser: Browser, name: str, token: str, origin: str, *, viewport: dict[str, int] | None = None
+    browser: Browser,
+    name: str,
+    token: str,
+    origin: str,
+    *,
+    signer: ApprovalSigner | None = None,
+    viewport: dict[str, int] | None = None,
 ) -> Approver:
     context = browser.new_context(viewport=viewport or {"width": 1100, "height": 900})
     context.set_default_timeout(15_000)
@@ -146,7 +165,7 @@ def new_approver(
             }
         },
     )["authenticatorId"]
-    return Approver(name, token, origin, context, page, cdp, authenticator)
+    return Approver(name, token, origin, context, page, cdp, authenticator, signer)
 
 
 def axe_source() -> str:

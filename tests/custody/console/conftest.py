@@ -73,7 +73,8 @@ def approvers(world: World, browser: Browser) -> Iterator[dict[str, Approver]]:
     origin = console_origin(world.service.url)
     people = {}
     for name in ("alice", "bob", "carol"):
-        person = new_approver(browser, name, world.people[name].token, origin)
+        who = world.people[name]
+        person = new_approver(browser, name, who.token, origin, signer=who.signer)
         person.register(world.service.url)
         person.login()
         people[name] = person

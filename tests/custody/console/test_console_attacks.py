@@ -241,3 +241,18 @@ def test_decisions_need_a_session(world: World, approvers: dict[str, Approver]) 
     )
     assert answer.status_code == 401
     assert status_of(world, request_id)["approvals"] == []
+
+
+def test_a_revoked_passkey_signs_in_no_more(world: World, approvers: dict[str, Approver]) -> None:
+    carol = approvers["carol"]
+    with world.client("carol") as client:
+        mine = client.passkeys()
+    assert [p["principal"] for p in mine] == ["carol"] and mine[0]["revoked_at"] is None
+    with world.client("admin") as admin:
+        assert admin.revoke_passkey(mine[0]["key_id"])["revoked"] is True
+        assert any(p["key_id"] == mine[0]["key_id"] and p["revoked_at"] for p in admin.passkeys())
+    carol.page.goto(f"{carol.origin}/console/requests")
+    assert carol.page.url.endswith("/console/login")  # the session ended with the passkey
+    carol.page.get_by_role("button", name="Sign in with a passkey").click()
+    carol.page.wait_for_selector("#status.error")
+    assert "unknown or revoked passkey" in carol.page.locator("#status").inner_text()

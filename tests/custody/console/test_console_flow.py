@@ -5,6 +5,7 @@ against the public key logged at its registration)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -13,10 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from cryptography.hazmat.primitives import serialization
 from tests.custody.console.browser import Approver, axe_source, axe_violations, new_approver
 from tests.custody.helpers import World
 
 from weightvault.custody.audit import verify_audit
+from weightvault.custody.client.errors import VaultHTTPError
+from weightvault.custody.console.signatures import sign_enrolment
 
 
 def cli(
@@ -195,7 +200,10 @@ def test_pages_are_accessible_and_fit_a_phone(
         assert axe_violations(carol.page, axe) == [], name
         width = carol.page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, (name, width)
+        if not name.endswith("-phone"):
+            carol.page.set_viewport_size({"width": 1100, "height": 900})
         carol.screenshot(name)
+        carol.page.set_viewport_size({"width": 390, "height": 844})
     # The decision forms work from the keyboard alone: tab to the reason, type, submit.
     carol.page.goto(f"{carol.origin}/console/requests/{request_id}")
     carol.page.get_by_label("Reason for denying").focus()
@@ -213,7 +221,17 @@ def test_pages_are_accessible_and_fit_a_phone(
         visitor.page.goto(f"{carol.origin}/console/login")
         assert axe_violations(visitor.page, axe) == []
         visitor.screenshot("login")
-        linked = cli(world, "bob", "link", "--json", home=tmp_path, group="console")
+        key = tmp_path / "bob.pem"
+        key.write_bytes(
+            world.people["bob"].approval_key.private_bytes(  # type: ignore[union-attr]
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        linked = cli(
+            world, "bob", "link", "--key", str(key), "--json", home=tmp_path, group="console"
+        )
         assert linked.returncode == 0, linked.stderr
         link = json.loads(linked.stdout)["url"]
         assert link.startswith(f"{carol.origin}/console/register?code=")
@@ -223,3 +241,44 @@ def test_pages_are_accessible_and_fit_a_phone(
         visitor.screenshot("register")
     finally:
         visitor.context.close()
+
+
+def test_a_token_alone_cannot_register_an_approvers_passkey(world: World) -> None:
+    """A stolen API token must not become a passkey that approves: approvers prove they hold
+    their approval key (once per request for a link), or an admin issues the link."""
+    now = dt.datetime.now(dt.UTC)
+    alice, bob = world.people["alice"], world.people["bob"]
+
+    def refused(who: str, proof: bytes | None, principal: str | None = None) -> str:
+        with world.client(who) as client:
+            with pytest.raises(VaultHTTPError) as caught:
+                client.console_link(proof, principal)
+        return f"{caught.value.status} {caught.value}"
+
+    assert "403" in refused("alice", None) and "approval key" in refused("alice", None)
+    assert "not signed by your approval key" in refused(
+        "alice", sign_enrolment("alice", bob.signer, now)
+    )
+    assert "for someone else" in refused("alice", sign_enrolment("bob", alice.signer, now))
+    stale = sign_enrolment("alice", alice.signer, now - dt.timedelta(minutes=10))
+    assert "too old" in refused("alice", stale)
+    proof = sign_enrolment("alice", alice.signer, now)
+    with world.client("alice") as client:
+        assert client.console_link(proof)["principal"] == "alice"
+    assert "409" in refused("alice", proof)  # each signed request gives one link
+    assert "403" in refused("alice", None, "bob")  # only admins ask for someone else
+
+    with world.client("admin") as admin:
+        admin.create_principal("dana", ["approver"])  # an approver with no approval key
+        assert admin.console_link(None, "dana")["principal"] == "dana"
+    dana_token = admin_token_for(world, "dana")
+    with world.service.client(dana_token) as dana:
+        with pytest.raises(VaultHTTPError, match="from an admin"):
+            dana.console_link()
+    with world.client("ravi") as ravi:  # a reader: the console only shows them their own
+        assert ravi.console_link()["principal"] == "ravi"
+
+
+def admin_token_for(world: World, name: str) -> str:
+    with world.client("admin") as admin:
+        return str(admin.issue_token(name, "console test")["token"])

@@ -227,6 +227,12 @@ def test_the_ledger_checks_approvals_against_the_logged_key() -> None:
     with pytest.raises(VerificationError, match="key id does not match"):
         _ledger(wrong_key_id)
 
+    revoked = _events(device, device.assert_(statement()))
+    revoked.insert(2, {"action": "console.passkey.revoke", "outcome": "allowed",
+                       "detail": {"key_id": passkey_key_id(device.public_der)}})  # fmt: skip
+    with pytest.raises(VerificationError, match=r"entry 3: .*\(or revoked\)"):
+        _ledger(revoked)
+
     as_denial = _events(device, device.assert_(statement()))
     as_denial[2]["action"] = "request.deny"
     with pytest.raises(VerificationError, match="another decision"):

@@ -212,9 +212,25 @@ class VaultClient:
         result: dict[str, Any] = self._call("GET", f"/v1/requests/{request_id}")
         return result
 
-    def console_link(self) -> dict[str, Any]:
-        """A one-time link (15 minutes) to register a passkey in the approver console."""
-        result: dict[str, Any] = self._call("POST", "/v1/console/enrol")
+    def console_link(
+        self, proof: bytes | None = None, principal: str | None = None
+    ) -> dict[str, Any]:
+        """A one-time link (15 minutes) to register a passkey in the approver console.
+        ``proof``: the request signed with one's approval key (``sign_enrolment``); an admin
+        may ask for ``principal`` instead."""
+        body = {
+            "proof": base64.b64encode(proof).decode("ascii") if proof else "",
+            "principal": principal or "",
+        }
+        result: dict[str, Any] = self._call("POST", "/v1/console/enrol", json=body)
+        return result
+
+    def passkeys(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/v1/console/passkeys")
+        return result
+
+    def revoke_passkey(self, key_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/console/passkeys/{key_id}/revoke")
         return result
 
     def list_requests(self, status: str | None = None) -> list[dict[str, Any]]:

@@ -23,9 +23,10 @@ from weightvault.custody.console.signatures import (
 )
 from weightvault.errors import VerificationError, WeightvaultError
 
-__all__ = ["DECISION_ACTIONS", "REGISTER_ACTION", "PasskeyLedger"]
+__all__ = ["DECISION_ACTIONS", "REGISTER_ACTION", "REVOKE_ACTION", "PasskeyLedger"]
 
 REGISTER_ACTION = "console.passkey.register"
+REVOKE_ACTION = "console.passkey.revoke"
 DECISION_ACTIONS = ("request.approve", "request.deny")
 
 
@@ -67,6 +68,8 @@ class PasskeyLedger:
         try:
             if action == REGISTER_ACTION:
                 self._register(detail)
+            elif action == REVOKE_ACTION:
+                self._credentials.pop(str(detail.get("key_id")), None)
             elif action == "request.create" and isinstance(detail.get("request"), dict):
                 view = detail["request"]
                 self._requests[str(view.get("id"))] = _terms(view).digest()
@@ -96,7 +99,9 @@ class PasskeyLedger:
             return  # an Ed25519 DSSE approval (its public key is not in the log)
         credential = self._credentials.get(str(detail.get("key_id")))
         if credential is None:
-            raise VerificationError("passkey approval by a credential the log never registered")
+            raise VerificationError(
+                "passkey approval by a credential the log never registered (or revoked)"
+            )
         statement, _assertion = verify_passkey_envelope(
             envelope, credential.public_key, credential.algorithm
         )

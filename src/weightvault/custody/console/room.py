@@ -52,12 +52,13 @@ from webauthn.helpers.structs import (
 
 from weightvault import _b64 as b64
 from weightvault.custody import _names
-from weightvault.custody.approvals import ApprovalStatement
-from weightvault.custody.console.ledger import REGISTER_ACTION
+from weightvault.custody.approvals import ApprovalStatement, format_time
+from weightvault.custody.console.ledger import REGISTER_ACTION, REVOKE_ACTION
 from weightvault.custody.console.signatures import (
     COSE_ALGORITHMS,
     PasskeyApproval,
     challenge_of,
+    open_enrolment,
     passkey_key_id,
     statement_for,
     verify_passkey_envelope,
@@ -151,23 +152,109 @@ class Console(Room):
 
     # -- enrolment (with an API token) ---------------------------------------------------------
 
-    def enrol(self, ctx: RequestContext) -> dict[str, Any]:
-        """A one-time code (15 minutes) with which the caller registers a passkey."""
-        principal = require_role(ctx, *ROLES)
+    def enrol(
+        self, ctx: RequestContext, *, proof: bytes | None = None, principal: str | None = None
+    ) -> dict[str, Any]:
+        """A one-time code (15 minutes) that registers a passkey.
+
+        For oneself: an API token is not enough when one can approve. A principal with an
+        Ed25519 approval key proves it holds it (``proof``, from :func:`sign_enrolment`, each
+        accepted once); an approver without one asks an admin. For ``principal`` (someone
+        else): admins only, as they may already register approval keys for anyone.
+        """
+        caller = require_role(ctx, *ROLES)
+        target = principal or caller.name
+        _names.check_principal_name(target, "principal")
         code = secrets.token_urlsafe(32)
         now = self._clock()
-        expires = now + ENROLMENT_LIFETIME
+        proof_sha256 = None
         with self._store.session() as session:
+            who = session.get(Principal, target)
+            if target != caller.name:
+                require_role(ctx, "admin")
+                if who is None:
+                    raise NotFoundError(f"principal {target!r} not found")
+            else:
+                assert who is not None
+                if who.approval_key is not None:
+                    if proof is None:
+                        raise PolicyError(
+                            "a registration link for an approver needs a request signed with "
+                            "their approval key",
+                            hint="give your approval key",
+                        )
+                    open_enrolment(proof, who.approval_key, target, now)
+                    proof_sha256 = hashlib.sha256(proof).hexdigest()
+                    used = session.scalar(
+                        select(EnrolmentCode).where(EnrolmentCode.proof_sha256 == proof_sha256)
+                    )
+                    if used is not None:
+                        raise ConflictError("this enrolment request was used already")
+                elif "approver" in who.role_set:
+                    raise PolicyError(
+                        "an approver without an approval key gets a registration link from an admin"
+                    )
             session.add(
                 EnrolmentCode(
                     code_sha256=_sha256(code),
-                    principal=principal.name,
+                    principal=target,
+                    issued_by=caller.name,
+                    proof_sha256=proof_sha256,
                     created_at=now,
-                    expires_at=expires,
+                    expires_at=now + ENROLMENT_LIFETIME,
                 )
             )
-            self._audit(ctx, "allowed", {"principal": principal.name})
-        return {"code": code, "path": f"/console/register?code={code}", "expires_in_s": 900}
+            self._audit(
+                ctx,
+                "allowed",
+                {"principal": target, "proof": "approval key" if proof_sha256 else None},
+            )
+        return {
+            "principal": target,
+            "code": code,
+            "path": f"/console/register?code={code}",
+            "expires_in_s": int(ENROLMENT_LIFETIME.total_seconds()),
+        }
+
+    def passkeys(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        """Registered passkeys: every one for admins and auditors, else the caller's own."""
+        caller = require_role(ctx, *ROLES)
+        with self._store.session(read_only=True) as session:
+            query = select(WebAuthnCredential).order_by(WebAuthnCredential.created_at)
+            if not caller.role_set & {"admin", "auditor"}:
+                query = query.where(WebAuthnCredential.principal == caller.name)
+            out = [
+                {
+                    "key_id": c.key_id,
+                    "principal": c.principal,
+                    "algorithm": COSE_ALGORITHMS.get(c.algorithm, str(c.algorithm)),
+                    "created_at": format_time(c.created_at),
+                    "revoked_at": format_time(c.revoked_at) if c.revoked_at else None,
+                }
+                for c in session.scalars(query)
+            ]
+        self._audit(ctx, "allowed", {"count": len(out)})
+        return out
+
+    def revoke_passkey(self, ctx: RequestContext, key_id: str) -> dict[str, Any]:
+        """Revoke a passkey (its owner or an admin) and end its owner's console sessions.
+        Its earlier approvals stop counting towards pending requests' M."""
+        caller = require_role(ctx, *ROLES)
+        ctx.action = REVOKE_ACTION
+        with self._store.session() as session:
+            credential = session.get(WebAuthnCredential, key_id[:64], with_for_update=True)
+            if credential is None or (
+                credential.principal != caller.name and "admin" not in caller.role_set
+            ):
+                raise NotFoundError("passkey not found")
+            if credential.revoked_at is not None:
+                raise ConflictError("passkey is revoked already")
+            credential.revoked_at = self._clock()
+            session.execute(
+                delete(ConsoleSession).where(ConsoleSession.principal == credential.principal)
+            )
+            self._audit(ctx, "allowed", {"key_id": key_id, "principal": credential.principal})
+        return {"key_id": key_id, "principal": credential.principal, "revoked": True}
 
     def _enrolment(self, session: Session, code: str) -> EnrolmentCode:
         if not isinstance(code, str) or not 20 <= len(code) <= 100:

@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
+from weightvault import _b64 as b64
 from weightvault.custody.console.notify import PendingNotifier
 from weightvault.custody.console.room import Console, RelyingParty, SessionView
 from weightvault.custody.console.views import Pages
@@ -83,6 +84,13 @@ class CodeIn(BaseModel):
 class CredentialIn(BaseModel):
     credential: str = Field(..., max_length=16384)
     code: str = Field("", max_length=100)
+
+
+class EnrolIn(BaseModel):
+    proof: str = Field("", max_length=4096)
+    """Base64 of the enrolment request signed with the caller's approval key."""
+    principal: str = Field("", max_length=64)
+    """Whom the link is for, when an admin asks for someone else."""
 
 
 class DecisionIn(BaseModel):
@@ -338,11 +346,27 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
         return _headers(JSONResponse({"next": "/console/login", **result}))
 
     @router.post("/v1/console/enrol", status_code=201)
-    def enrol(request: Request, ctx: RequestContext = Depends(action("console.enrol"))) -> Any:
-        """A one-time link (15 minutes) to register a passkey for the caller."""
-        result = console.enrol(ctx)
+    def enrol(
+        request: Request,
+        body: EnrolIn | None = None,
+        ctx: RequestContext = Depends(action("console.enrol")),
+    ) -> Any:
+        """A one-time link (15 minutes) to register a passkey."""
+        body = body or EnrolIn(proof="", principal="")
+        proof = b64.decode(body.proof, "proof", max_size=3072) if body.proof else None
+        result = console.enrol(ctx, proof=proof, principal=body.principal or None)
         result["url"] = relying_party(request).origin + result["path"]
         return result
+
+    @router.get("/v1/console/passkeys")
+    def passkeys(ctx: RequestContext = Depends(action("console.passkeys"))) -> Any:
+        return console.passkeys(ctx)
+
+    @router.post("/v1/console/passkeys/{key_id}/revoke")
+    def revoke_passkey(
+        key_id: str, ctx: RequestContext = Depends(action("console.passkey.revoke"))
+    ) -> Any:
+        return console.revoke_passkey(ctx, key_id)
 
     # -- pages --------------------------------------------------------------------------------
 

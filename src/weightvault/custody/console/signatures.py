@@ -16,8 +16,10 @@ checks every logged passkey approval with it offline.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -27,17 +29,27 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from weightvault import _b64 as b64
 from weightvault._json import canonical, load_object, require_fields
 from weightvault.custody import _names
-from weightvault.custody.approvals import ApprovalStatement, format_time, parse_time
+from weightvault.custody.approvals import (
+    ApprovalSigner,
+    ApprovalStatement,
+    format_time,
+    key_id_of,
+    pae,
+    parse_time,
+)
 from weightvault.errors import FormatError, VerificationError
 
 __all__ = [
     "COSE_ALGORITHMS",
+    "ENROLMENT_PAYLOAD_TYPE",
     "ENVELOPE_TYPE",
     "STATEMENT_TYPE",
     "PasskeyApproval",
     "PasskeyStatement",
     "challenge_of",
+    "open_enrolment",
     "passkey_key_id",
+    "sign_enrolment",
     "statement_for",
     "verify_passkey_envelope",
     "verify_signature",
@@ -293,3 +305,61 @@ def statement_for(
 ) -> PasskeyStatement:
     """A :class:`PasskeyStatement` (keyword arguments, so no two strings trade places)."""
     return PasskeyStatement(approval, version_digest, reason, nonce, origin, rp_id)
+
+
+ENROLMENT_PAYLOAD_TYPE = "application/vnd.weightvault.passkey-enrolment+json"
+_ENROLMENT_TYPE = "https://weightvault.dev/custody/passkey-enrolment/v1"
+ENROLMENT_VALIDITY = dt.timedelta(minutes=5)
+
+
+def sign_enrolment(principal: str, signer: ApprovalSigner, now: dt.datetime) -> bytes:
+    """A DSSE envelope in which an approver's Ed25519 key asks for a passkey registration link:
+    with it, a stolen API token alone cannot add a passkey that approves."""
+    payload = canonical(
+        {
+            "_type": _ENROLMENT_TYPE,
+            "issued_at": format_time(now),
+            "nonce": secrets.token_hex(16),
+            "principal": principal,
+        },
+        ascii_only=True,
+    )
+    signature = signer.sign(pae(ENROLMENT_PAYLOAD_TYPE, payload))
+    return canonical(
+        {
+            "payload": b64.encode(payload),
+            "payloadType": ENROLMENT_PAYLOAD_TYPE,
+            "signatures": [{"keyid": signer.key_id, "sig": b64.encode(signature)}],
+        },
+        ascii_only=True,
+    )
+
+
+def open_enrolment(envelope: bytes, public_key: bytes, principal: str, now: dt.datetime) -> None:
+    """Check an enrolment request signed with ``principal``'s approval key, issued within
+    :data:`ENROLMENT_VALIDITY` of ``now``; raise :class:`VerificationError` otherwise."""
+    doc = load_object(envelope, "enrolment proof", max_bytes=4096)
+    require_fields(doc, ("payload", "payloadType", "signatures"), "enrolment proof")
+    if doc["payloadType"] != ENROLMENT_PAYLOAD_TYPE:
+        raise FormatError(f"enrolment proof.payloadType: expected {ENROLMENT_PAYLOAD_TYPE}")
+    payload = b64.decode(doc["payload"], "enrolment proof.payload", max_size=2048)
+    signatures = doc["signatures"]
+    if not isinstance(signatures, list) or len(signatures) != 1:
+        raise FormatError("enrolment proof.signatures: expected exactly one signature")
+    entry = signatures[0]
+    if not isinstance(entry, dict) or entry.get("keyid") != key_id_of(public_key):
+        raise VerificationError("enrolment proof is not signed by your approval key")
+    signature = b64.decode(entry.get("sig"), "enrolment proof.signatures[0].sig", max_size=128)
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(
+            signature, pae(ENROLMENT_PAYLOAD_TYPE, payload)
+        )
+    except InvalidSignature as exc:
+        raise VerificationError("enrolment proof signature does not verify") from exc
+    statement = load_object(payload, "enrolment proof.payload")
+    require_fields(statement, ("_type", "issued_at", "nonce", "principal"), "enrolment proof")
+    if statement["_type"] != _ENROLMENT_TYPE or statement["principal"] != principal:
+        raise VerificationError("enrolment proof is for someone else")
+    issued = parse_time(statement["issued_at"], "enrolment proof.issued_at")
+    if abs(now - issued) > ENROLMENT_VALIDITY:
+        raise VerificationError("enrolment proof is too old (or from the future); make a new one")
