@@ -397,3 +397,74 @@ def test_an_attestation_signed_by_another_key_is_refused(world: Sl3World, tmp_pa
     assert report.level == 2 and report.attestation_problem
     assert "different key" in report.attestation_problem
     assert all(r.status is not Status.ATTESTED for r in report.results)
+
+
+def test_html_report_renders_in_chromium_and_escapes_attested_text(
+    world: Sl3World, tmp_path: Path
+) -> None:
+    """The page loads with no script error and no request; text from the attestation file
+    (a person's input) is shown as text, never run as markup."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from weightvault.posture import sign_attestation
+    from weightvault.signing import KeySigner
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    assert chromium.exists(), "Debian chromium is part of the test environment"
+    hostile = '<img src="http://127.0.0.1:9/x" onerror="alert(1)"><script>alert(2)</script>'
+    attestation = tmp_path / "attestation.yaml"
+    attestation.write_text(
+        world.attestation.read_text().replace(
+            "program charter SEC-7, reviewed quarterly", json.dumps(hostile)
+        )
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "attestation.yaml.sig").write_bytes(
+        sign_attestation(attestation.read_bytes(), KeySigner(key))
+    )
+    from tests.custody.helpers import public_pem
+
+    (tmp_path / "ciso.pub").write_text(public_pem(key))
+    report = assess(
+        world.deployment(world.copy(tmp_path / "custody")),
+        attestation=attestation,
+        attestation_verifier=KeyVerifier.from_file(tmp_path / "ciso.pub"),
+    )
+    assert report.level == 3
+    page_file = tmp_path / "posture.html"
+    page_file.write_text(report.to_html())
+    problems: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(chromium), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("dialog", lambda d: problems.append(f"dialog {d.message}"))
+            page.on(
+                "request",
+                lambda r: (
+                    problems.append(f"fetched {r.url}") if not r.url.startswith("file:") else None
+                ),
+            )
+            page.goto(page_file.as_uri())
+            assert page.title() == "Security posture: SL3"
+            assert page.locator("svg rect").count() >= 10
+            assert page.locator("tr.fail").count() == len(
+                [r for r in report.results if r.status is Status.FAIL]
+            )
+            assert hostile in page.locator("tr.attested").first.inner_text()
+            page.screenshot(path=str(tmp_path / "posture.png"), full_page=True)
+        finally:
+            browser.close()
+    assert problems == []
+    assert (tmp_path / "posture.png").stat().st_size > 10_000
+
+
+def test_markdown_cells_cannot_break_the_table_or_carry_html() -> None:
+    from weightvault.posture.report import _md_cell
+
+    assert _md_cell("a | b\n<script>") == "a \\| b &lt;script&gt;"

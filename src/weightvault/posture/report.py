@@ -191,7 +191,15 @@ _MARK = {
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Text from files and people, safe in a table cell: no column breaks, no raw HTML."""
+    return (
+        text.replace("\\", "\\\\")
+        .replace("|", "\\|")
+        .replace("\n", " ")
+        .replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+    )
 
 
 def _markdown(report: PostureReport) -> str:
@@ -203,12 +211,13 @@ def _markdown(report: PostureReport) -> str:
         "",
     ]
     if report.attestation_problem:
-        lines += [f"**Attestation not accepted:** {report.attestation_problem}", ""]
+        lines += [f"**Attestation not accepted:** {_md_cell(report.attestation_problem)}", ""]
     elif report.attestation is not None:
         a = report.attestation
+        who = _md_cell(f"{a.organization} ({a.attested_by}")
         lines += [
-            f"Attested controls: signed by {a.signer} for {a.organization} ({a.attested_by}, "
-            f"{a.attested_at}, valid until {a.valid_until}). Attested is not verified.",
+            f"Attested controls: signed by {a.signer} for {who}, {a.attested_at}, valid until "
+            f"{a.valid_until}). Attested is not verified.",
             "",
         ]
     gaps = report.gaps()
