@@ -181,7 +181,7 @@ class Console(Room):
                         raise PolicyError(
                             "a registration link for an approver needs a request signed with "
                             "their approval key",
-                            hint="give your approval key",
+                            hint="or ask an admin for one",
                         )
                     open_enrolment(proof, who.approval_key, target, now)
                     proof_sha256 = hashlib.sha256(proof).hexdigest()
