@@ -208,7 +208,8 @@ def test_interrupting_attest_add_leaves_nothing_behind(
     tmp_path: Path, keys: tuple[Path, Path]
 ) -> None:
     """SIGINT / SIGTERM at random points of ``attest add`` (hashing a 24 MB model, then
-    creating MODEL.attestations/ and the file): the folder is as it was, or complete."""
+    creating MODEL.attestations/ and the file) and of ``sign --row-groups`` (the signature,
+    then the attestation): the folder is as it was, or complete."""
     from tests.test_interrupts import Scenario, _check, _run_all
 
     results = _write(tmp_path / "eval.json", eval_predicate())
@@ -228,8 +229,30 @@ def test_interrupting_attest_add_leaves_nothing_behind(
         [stored] = list((point / "model.attestations").iterdir())
         assert stored.name.startswith("eval-results-") and json.loads(stored.read_bytes())
 
-    scenario = Scenario("attest-add", prepare, watch, complete, 12)
-    _check(_run_all([scenario], tmp_path, seed=17), min_mid_work={"attest-add": 1})
+    def prepare_dataset(point: Path) -> list[str]:
+        dataset = point / "corpus"
+        dataset.mkdir()
+        line = b'{"text": "' + b"x" * 90 + b'"}\n'
+        for index in range(2):
+            (dataset / f"part-{index}.jsonl").write_bytes(line * 120_000)
+        return ["sign", str(dataset), "--key", str(keys[0]), "--row-groups"]
+
+    def dataset_done(point: Path) -> None:
+        assert json.loads((point / "corpus" / "model.sig").read_bytes())
+        [stored] = list((point / "corpus.attestations").iterdir())
+        assert stored.name.startswith("row-groups-")
+
+    scenarios = [
+        Scenario("attest-add", prepare, watch, complete, 12),
+        Scenario(
+            "sign-row-groups",
+            prepare_dataset,
+            lambda point: point / "corpus.attestations",
+            dataset_done,
+            10,
+        ),
+    ]
+    _check(_run_all(scenarios, tmp_path, seed=17), min_mid_work={"attest-add": 1})
 
 
 def test_verify_json_carries_the_required_attestations(
