@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,8 +101,9 @@ def test_redaction_drops_names_and_addresses_and_keeps_digests(history: History)
     assert digests == {i["value"] for i in redacted["indicators"]}
     for fmt in ("md", "html", "json", "stix"):
         text = render_report(redacted, fmt).decode()
-        for name in NAMES:
-            assert name not in text, (fmt, name)
+        for name in NAMES:  # as a word: base64 proof hashes may hold any short string
+            found = re.search(rf"(?<![A-Za-z0-9+/=]){re.escape(name)}(?![A-Za-z0-9+/=])", text)
+            assert found is None, (fmt, name, text[max(0, found.start() - 80) : found.end() + 80])
         assert "incident test for" not in text  # justifications
         assert "/tmp" not in text and str(history.root) not in text
         for digest in digests:
