@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(softhsm2 opensc postgresql chromium)
+APT_PACKAGES=(softhsm2 opensc postgresql chromium npm)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -43,4 +43,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 # Byte-compile once: with PYTHONDONTWRITEBYTECODE set, every CLI start would recompile the sources.
 .venv/bin/python -m compileall -q src >/dev/null
+.venv/bin/python -c 'from tests.custody.console.browser import axe_source; axe_source()'  # axe-core from npm, into ~/.cache/weightvault/npm
 echo "setup: ready (.venv/bin/weightvault)"
