@@ -59,6 +59,7 @@ def custody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Custody]:
             client.push("llama", "v1", model, signature.read_bytes())
     finally:
         service.stop()
+    (root / "release.pub").write_text(public_pem(key))
     yield Custody(root, data, model, signature)
 
 
@@ -230,7 +231,7 @@ def test_cli_json_and_exit_codes(
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
     assert doc["stray_copies"] == 8 and doc["references"]["tensor_matching"] == "on"
-    assert "8 copies of custody models outside the approved folders" in captured.err
+    assert "8 copies of known models outside the approved folders" in captured.err
     assert {f["path"] for f in doc["findings"]} == {str(p) for p in paths.values()}
     assert run(["inventory", str(tmp_path / "nowhere")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
@@ -287,3 +288,42 @@ def test_hostile_safetensors_headers_are_unknown_weights(custody: Custody, tmp_p
         "past-end.safetensors": "unknown-weights",
         "same-shape.safetensors": "unknown-weights",
     }
+
+
+def test_signed_manifests_as_references(
+    custody: Custody, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the data folder, a signed OMS manifest finds exact copies of the weight files and
+    files encrypted with it as their manifest (the service's blobs are); it knows no tensors."""
+    from weightvault.errors import VerificationError
+    from weightvault.inventory import References, add_signed_manifest
+    from weightvault.signing import KeyVerifier
+
+    paths = _tree(custody, tmp_path / "tree")
+    refs = References("", tensor_note="signed manifests list no tensor digests")
+    label = add_signed_manifest(
+        refs, custody.signature.read_bytes(), KeyVerifier.from_file(custody.root / "release.pub")
+    )
+    assert label.startswith("llama-v1@sha256:")
+    report = take_inventory([tmp_path / "tree"], refs)
+    kinds = {f.path: f.kind for f in report.findings}
+    assert kinds[paths["exact"]] == kinds[paths["approved"]] == "exact-copy"
+    assert kinds[paths["encrypted"]] == "encrypted-copy"
+    assert kinds[paths["stolen-blob"]] == "encrypted-copy"  # the service records it too
+    assert kinds[paths["resaved"]] == "unknown-weights"
+    assert paths["config"] not in kinds  # not a weight file, and manifests record no sizes
+
+    other = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "other.pub").write_text(public_pem(other))
+    with pytest.raises(VerificationError):
+        add_signed_manifest(
+            refs, custody.signature.read_bytes(), KeyVerifier.from_file(tmp_path / "other.pub")
+        )
+    base = ["inventory", str(tmp_path / "tree"), "--signature", str(custody.signature)]
+    assert run([*base, "--signature-key", str(tmp_path / "other.pub")]) == 1
+    assert "different key" in capsys.readouterr().err
+    assert run([*base, "--signature-key", str(custody.root / "release.pub"), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["references"]["source"] == "signed manifest of llama-v1"
+    assert doc["stray_copies"] == 4
+    assert run(base) == 2

@@ -24,6 +24,12 @@ def inventory_command(
     approved: list[Path] = typer.Option(
         [], "--approved", help="A folder where copies may be (repeatable)."
     ),
+    signatures: list[Path] = typer.Option(
+        [], "--signature", help="A signed OMS manifest whose files to look for (repeatable)."
+    ),
+    signature_key: Path | None = typer.Option(
+        None, "--signature-key", help="Public key (PEM) the --signature files must verify with."
+    ),
     no_tensors: bool = typer.Option(
         False, "--no-tensors", help="Do not look for re-saved copies (no KEK needed)."
     ),
@@ -37,16 +43,31 @@ def inventory_command(
     """
     from weightvault.cli._ui import emit_json, err_console, out_console, progress_display
     from weightvault.errors import PolicyError, UsageError
-    from weightvault.inventory import custody_references, take_inventory
+    from weightvault.inventory import (
+        References,
+        add_signed_manifest,
+        custody_references,
+        take_inventory,
+    )
 
     if data is None and (database or blobs or kek or no_tensors):
         raise UsageError("--database, --blobs, --kek and --no-tensors need --data")
+    if bool(signatures) != (signature_key is not None):
+        raise UsageError("--signature and --signature-key go together")
     references = None
     if data is not None:
         from weightvault.custody.config import ServiceConfig
 
         config = ServiceConfig(data_dir=data, database=database, blobs=blobs, kek=kek)
         references = custody_references(config, tensors=not no_tensors)
+    if signature_key is not None:
+        from weightvault.signing import KeyVerifier, read_signature
+
+        verifier = KeyVerifier.from_file(signature_key)
+        if references is None:
+            references = References("", tensor_note="signed manifests list no tensor digests")
+        for signature in signatures:
+            add_signed_manifest(references, read_signature(signature), verifier)
     report = take_inventory(
         roots,
         references,
@@ -68,7 +89,7 @@ def inventory_command(
         copies = sum(f.is_custody_copy for f in report.findings)
         console.print(
             f"{report.files_seen} files, {report.bytes_hashed} bytes hashed; "
-            f"{copies} copies of custody models ({len(report.stray_copies)} stray), "
+            f"{copies} copies of known models ({len(report.stray_copies)} stray), "
             f"{sum(not f.is_custody_copy for f in report.findings)} other weight files",
             markup=False,
         )
@@ -78,7 +99,7 @@ def inventory_command(
             err_console().print(f"warning: {path}: {error}", markup=False)
     if report.stray_copies:
         raise PolicyError(
-            f"{len(report.stray_copies)} copies of custody models outside the approved folders"
+            f"{len(report.stray_copies)} copies of known models outside the approved folders"
         )
 
 

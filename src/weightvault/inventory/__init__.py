@@ -18,6 +18,7 @@ from __future__ import annotations
 from weightvault.inventory.references import (
     ReferenceFile,
     References,
+    add_signed_manifest,
     custody_references,
     tensor_digest,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "InventoryReport",
     "ReferenceFile",
     "References",
+    "add_signed_manifest",
     "custody_references",
     "sniff",
     "take_inventory",

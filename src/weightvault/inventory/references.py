@@ -30,11 +30,13 @@ from weightvault.errors import InputError, WeightvaultError
 if TYPE_CHECKING:
     from weightvault.crypt import Identity
     from weightvault.custody.config import ServiceConfig
+    from weightvault.signing import Verifier
 
 __all__ = [
     "ReferenceFile",
     "References",
     "TensorKey",
+    "add_signed_manifest",
     "custody_references",
     "tensor_digest",
 ]
@@ -94,6 +96,7 @@ class References:
 
     @property
     def sizes(self) -> frozenset[int]:
+        """Sizes of the reference files (manifests record none: their entry is -1)."""
         return frozenset(f.size for files in self.by_sha256.values() for f in files)
 
     @property
@@ -217,3 +220,42 @@ def _load_stored_tensors(
             for name, t in sorted(index.items(), key=lambda item: item[1].start)
         )
         refs._stored.append(_StoredTensors(ref, blob, tensors))
+
+
+def add_signed_manifest(refs: References, signature: bytes, verifier: Verifier) -> str:
+    """Add the files a signed OMS manifest lists (``files`` serialization, SHA-256) to ``refs``;
+    returns the version label (``MODEL@sha256:ROOT12``).
+
+    The signature must verify with ``verifier`` first: a manifest is only a reference once its
+    signer vouches for it. Manifests list digests only (no sizes, no tensors), so they find
+    exact copies of weight files and files encrypted with the signature as their manifest
+    (``encrypt --manifest``), nothing else.
+    """
+    from weightvault.errors import UsageError
+    from weightvault.oms.manifest import parse_statement
+
+    verified = verifier.verify(signature)
+    manifest = parse_statement(verified.payload)
+    if manifest.serialization.method != "files":
+        raise UsageError(
+            f"manifest of {manifest.model_name}: {manifest.serialization.method} serialization; "
+            "only whole-file (files) manifests can be matched"
+        )
+    version = f"sha256:{manifest.root_digest.hex()[:12]}"
+    for resource in manifest.resources:
+        if resource.algorithm != "sha256":
+            raise UsageError(
+                f"manifest of {manifest.model_name}: hashed with {resource.algorithm}; "
+                "inventory compares SHA-256 digests (sign with the default hash)"
+            )
+        ref = ReferenceFile(manifest.model_name, version, resource.name, -1, resource.digest.hex())
+        refs.by_sha256.setdefault(ref.sha256, []).append(ref)
+    refs.versions_by_manifest["sha256:" + hashlib.sha256(signature).hexdigest()] = (
+        manifest.model_name,
+        version,
+    )
+    refs.version_count += 1
+    refs.model_count += 1
+    described = f"signed manifest of {manifest.model_name}"
+    refs.source = f"{refs.source}; {described}" if refs.source else described
+    return f"{manifest.model_name}@{version}"
