@@ -341,3 +341,17 @@ def test_parquet_file_reads_only_the_groups_asked_for(
     with open_dataset_shard(dataset, "eval.jsonl", verifier=verifier) as shard:
         with pytest.raises(ValueError, match="not Parquet"):
             shard.parquet_file()
+
+
+def test_worker_count_does_not_change_the_predicate(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "corpus")
+    one = row_groups_predicate(dataset, lines_per_group=7, max_workers=1)
+    many = row_groups_predicate(dataset, lines_per_group=7, max_workers=4)
+    assert one == many
+    assert [f["name"] for f in one["files"]] == [
+        "cache.arrow",
+        "eval.jsonl",
+        "train/part-0.parquet",
+        "train/part-1.parquet",
+        "train/part-2.arrow",
+    ]

@@ -33,9 +33,10 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from weightvault.errors import FormatError, InputError, VerificationError
+from weightvault.hashing import HashAlgorithm, HashJob, hash_jobs
 
 if TYPE_CHECKING:
     from weightvault.attest._sign import VerifiedAttestation
@@ -337,49 +338,13 @@ def layout_shard(
     return ShardLayout(kind, size, tuple(groups))
 
 
-def _hash_ranges(
-    handle: BinaryIO, ranges: Iterable[ByteRange], kept: list[bytes] | None = None
-) -> list[bytes]:
-    """The SHA-256 of each range; with ``kept``, the bytes hashed are appended to it too (one
-    read: what is checked is what the caller gets)."""
-    digests = []
-    for item in ranges:
-        hasher = hashlib.sha256()
-        handle.seek(item.start)
-        left = item.end - item.start
-        pieces: list[bytes] = []
-        while left:
-            chunk = handle.read(min(_CHUNK, left))
-            if not chunk:
-                break  # the file shrank: the digest will differ
-            hasher.update(chunk)
-            if kept is not None:
-                pieces.append(chunk)
-            left -= len(chunk)
-        digests.append(hasher.digest())
-        if kept is not None:
-            kept.append(b"".join(pieces))
-    return digests
+def _range_jobs(path: Path, name: str, ranges: Iterable[ByteRange]) -> list[HashJob]:
+    return [HashJob(path, name, r.end - r.start, r.start, r.end) for r in ranges]
 
 
-def _file_entry(name: str, path: Path, lines_per_group: int) -> dict[str, Any]:
-    layout = layout_shard(path, lines_per_group=lines_per_group)
-    with open(path, "rb") as handle:
-        metadata = _hash_ranges(handle, layout.metadata)
-        groups = _hash_ranges(handle, layout.groups)
-    return {
-        "name": name,
-        "format": layout.format,
-        "size": layout.size,
-        "metadata": [
-            {"start": r.start, "end": r.end, "digest": d.hex()}
-            for r, d in zip(layout.metadata, metadata, strict=True)
-        ],
-        "groups": [
-            {"start": r.start, "end": r.end, "rows": r.rows, "digest": d.hex()}
-            for r, d in zip(layout.groups, groups, strict=True)
-        ],
-    }
+def _digests(jobs: list[HashJob], max_workers: int | None) -> list[bytes]:
+    """SHA-256 of each range, by the shared hashing engine (parallel, interruptible)."""
+    return hash_jobs(jobs, HashAlgorithm.SHA256, max_workers=max_workers) if jobs else []
 
 
 def row_groups_predicate(
@@ -387,23 +352,48 @@ def row_groups_predicate(
     *,
     lines_per_group: int = DEFAULT_LINES_PER_GROUP,
     ignore_paths: Sequence[str] = (),
+    max_workers: int | None = None,
 ) -> dict[str, Any]:
     """The row-group predicate of a dataset: every Parquet, Arrow and JSONL file in it (a
     folder, listed as signing lists it), or the one file it is (named ``"."``, as OMS names a
-    single-file model's resource)."""
+    single-file model's resource). The ranges are hashed in parallel (``max_workers``
+    threads, default every core), which does not change the result."""
     from weightvault.signing import default_signature_path, plan_model
 
     root = Path(dataset_path)
     plan = plan_model(
         root, signature_path=default_signature_path(root), ignore_paths=tuple(ignore_paths)
     )
-    files = [
-        _file_entry(f.name, f.path, lines_per_group)
+    shards = [
+        (f.name, f.path, layout_shard(f.path, lines_per_group=lines_per_group))
         for f in plan.tree.files
         if shard_format(f.path if plan.tree.is_single_file else f.name) is not None
     ]
-    if not files:
+    if not shards:
         raise InputError(f"{root}: no Parquet, Arrow or JSONL files to take row groups of")
+    jobs = [
+        job
+        for name, path, layout in shards
+        for job in _range_jobs(path, name, (*layout.metadata, *layout.groups))
+    ]
+    digests = iter(_digests(jobs, max_workers))
+    files = []
+    for name, _path, layout in shards:
+        files.append(
+            {
+                "name": name,
+                "format": layout.format,
+                "size": layout.size,
+                "metadata": [
+                    {"start": r.start, "end": r.end, "digest": next(digests).hex()}
+                    for r in layout.metadata
+                ],
+                "groups": [
+                    {"start": r.start, "end": r.end, "rows": r.rows, "digest": next(digests).hex()}
+                    for r in layout.groups
+                ],
+            }
+        )
     return {"hashType": "sha256", "files": files}
 
 
@@ -439,33 +429,27 @@ def _check_shard(
             raise InputError(f"row group {index}: {entry['name']} has {len(groups)} row groups")
     try:
         size = shard.stat().st_size
-        handle = open(shard, "rb")
     except OSError as exc:
         raise InputError(f"{shard}: cannot be read ({exc.strerror})") from exc
-    with handle:
-        if size != entry["size"]:
+    if size != entry["size"]:
+        raise VerificationError(
+            f"{shard}: {size} bytes, the attestation says {entry['size']}; the file changed"
+        )
+    metadata = [ByteRange(m["start"], m["end"]) for m in entry["metadata"]]
+    chosen = [ByteRange(groups[i]["start"], groups[i]["end"], groups[i]["rows"]) for i in indices]
+    digests = _digests(_range_jobs(shard, str(shard), (*metadata, *chosen)), max_workers=None)
+    # 1. The metadata (how the groups are read), then 2. each requested group.
+    for item, digest, recorded in zip(metadata, digests, entry["metadata"], strict=False):
+        if not hmac.compare_digest(digest, bytes.fromhex(recorded["digest"])):
             raise VerificationError(
-                f"{shard}: {size} bytes, the attestation says {entry['size']}; the file changed"
+                f"{shard}: metadata bytes {item.start}-{item.end} do not match the attestation"
             )
-        # 1. The metadata (how the groups are read), then 2. each requested group.
-        metadata = [ByteRange(m["start"], m["end"]) for m in entry["metadata"]]
-        wanted = [bytes.fromhex(m["digest"]) for m in entry["metadata"]]
-        digests = _hash_ranges(handle, metadata)
-        for item, digest, want in zip(metadata, digests, wanted, strict=True):
-            if not hmac.compare_digest(digest, want):
-                raise VerificationError(
-                    f"{shard}: metadata bytes {item.start}-{item.end} do not match the attestation"
-                )
-        chosen = [
-            ByteRange(groups[i]["start"], groups[i]["end"], groups[i]["rows"]) for i in indices
-        ]
-        digests = _hash_ranges(handle, chosen)
-        for index, item, digest in zip(indices, chosen, digests, strict=True):
-            if not hmac.compare_digest(digest, bytes.fromhex(groups[index]["digest"])):
-                raise VerificationError(
-                    f"{shard}: row group {index} (bytes {item.start}-{item.end}) does not match"
-                    " the attestation"
-                )
+    for index, item, digest in zip(indices, chosen, digests[len(metadata) :], strict=True):
+        if not hmac.compare_digest(digest, bytes.fromhex(groups[index]["digest"])):
+            raise VerificationError(
+                f"{shard}: row group {index} (bytes {item.start}-{item.end}) does not match"
+                " the attestation"
+            )
     return chosen
 
 

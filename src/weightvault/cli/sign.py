@@ -326,7 +326,10 @@ def register(app: typer.Typer) -> None:
             from weightvault.attest import row_groups_predicate as make_row_groups
 
             row_groups_predicate = make_row_groups(
-                model_path, lines_per_group=lines_per_group, ignore_paths=[str(p) for p in ignore]
+                model_path,
+                lines_per_group=lines_per_group,
+                ignore_paths=[str(p) for p in ignore],
+                max_workers=workers,
             )
         elif lines_per_group != 10_000:
             raise UsageError("--lines-per-group applies to --row-groups only")
