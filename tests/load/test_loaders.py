@@ -227,3 +227,19 @@ def test_tensors_share_the_verified_buffer(model: Path, keys: Keys) -> None:
     before = {name: tensor.clone() for name, tensor in tensors.items()}
     buffer[-1] ^= 0x01  # the tensors are views: no copy was made after the verified read
     assert any(not torch.equal(tensors[n], before[n]) for n in tensors)
+
+
+@pytest.mark.parametrize("serialization", ["files", "shards"])
+def test_workers_do_not_change_the_outcome(model: Path, keys: Keys, serialization: str) -> None:
+    sign(model, keys.signer, serialization=serialization, shard_size=SHARD)
+    one = load.read_verified(model, verifier=keys.verifier, max_workers=1)
+    many = load.read_verified(model, verifier=keys.verifier, max_workers=8)
+    assert {n: bytes(b) for n, b in one.files.items()} == {
+        n: bytes(b) for n, b in many.files.items()
+    }
+    _flip_bit(model / "model.safetensors", 2500)  # inside a middle shard
+    for workers in (1, 8):
+        with pytest.raises(DigestMismatchError):
+            load.read_verified(
+                model / "model.safetensors", verifier=keys.verifier, max_workers=workers
+            )

@@ -78,8 +78,8 @@ def test_swap_after_the_read_changes_nothing_loaded(
     folder, evil = _model(tmp_path, keys)
     real_read = verified_module.read_hashed
 
-    def read_then_swap(*args: Any) -> Any:
-        result = real_read(*args)
+    def read_then_swap(*args: Any, **kwargs: Any) -> Any:
+        result = real_read(*args, **kwargs)
         os.replace(evil, folder / "model.safetensors")
         return result
 

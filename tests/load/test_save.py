@@ -133,3 +133,24 @@ def test_trainer_checkpoints_are_signed_as_written(
     from safetensors.torch import save_file
 
     assert modeling_utils.__dict__["safe_save_file"] is save_file  # writer put back
+
+
+def test_interrupted_write_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    real = save_module._tensor_bytes
+    calls = 0
+
+    def interrupted(tensor: torch.Tensor) -> memoryview:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the weights
+        return real(tensor)
+
+    monkeypatch.setattr(save_module, "_tensor_bytes", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load.save_safetensors(weights(), folder / "model.safetensors")
+    assert list(folder.iterdir()) == []  # neither the file nor its temporary

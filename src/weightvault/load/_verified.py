@@ -269,7 +269,9 @@ def _extents(local: LocalFile, manifest: Manifest, want: dict[str, bytes]) -> li
     return extents
 
 
-def _read_one(local: LocalFile, manifest: Manifest, want: dict[str, bytes]) -> memoryview:
+def _read_one(
+    local: LocalFile, manifest: Manifest, want: dict[str, bytes], workers: int = 1
+) -> memoryview:
     extents = _extents(local, manifest, want)
     fd, size = open_inside(local.path, local.name, local.folder)
     try:
@@ -278,7 +280,7 @@ def _read_one(local: LocalFile, manifest: Manifest, want: dict[str, bytes]) -> m
                 f"{local.name}: size changed since the model was listed", names=[local.name]
             )
         buffer, digests = read_hashed(
-            fd, size, local.name, manifest.serialization.hash_type, extents
+            fd, size, local.name, manifest.serialization.hash_type, extents, workers=workers
         )
     finally:
         os.close(fd)
@@ -335,14 +337,17 @@ def read_verified(
     else:
         local = _list_member(root, sig, signed)
 
-    workers = max(1, min(len(local), max_workers or default_workers()))
+    cores = max_workers or default_workers()
+    workers = max(1, min(len(local), cores))
+    per_file = max(1, cores // workers)  # threads left for the shards of one file
     if workers == 1:
-        buffers = [_read_one(f, manifest, signed[f.name]) for f in local]
+        buffers = [_read_one(f, manifest, signed[f.name], per_file) for f in local]
     else:
         largest_first = sorted(local, key=lambda f: -f.size)
         with ThreadPoolExecutor(workers, thread_name_prefix="weightvault-load") as pool:
             futures = {
-                f.name: pool.submit(_read_one, f, manifest, signed[f.name]) for f in largest_first
+                f.name: pool.submit(_read_one, f, manifest, signed[f.name], per_file)
+                for f in largest_first
             }
             buffers = [futures[f.name].result() for f in local]
     files = {f.name: buffer for f, buffer in zip(local, buffers, strict=True)}
