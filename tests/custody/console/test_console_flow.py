@@ -190,6 +190,7 @@ def test_pages_are_accessible_and_fit_a_phone(
         "requests": "/console/requests",
         "request-phone": f"/console/requests/{request_id}",
         "grants-phone": "/console/grants",
+        "jobs": "/console/jobs",
         "audit": "/console/audit",
         "alerts": "/console/alerts",
         "refused": "/console/requests/" + "0" * 32,

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from weightvault import _b64 as b64
 from weightvault.custody.console.notify import PendingNotifier
 from weightvault.custody.console.room import Console, RelyingParty, SessionView
-from weightvault.custody.console.views import Pages
+from weightvault.custody.console.views import Pages, size_text
 from weightvault.custody.context import RequestContext, Shared
 from weightvault.custody.errors import AuthenticationError
 from weightvault.custody.http.deps import Action
@@ -430,6 +430,17 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
         _check_csrf(view, csrf)
         custody.grants.revoke(ctx, request_id[:64])
         return _headers(RedirectResponse("/console/grants", status_code=303))
+
+    @router.get("/console/jobs", include_in_schema=False)
+    @page
+    def jobs_page(request: Request) -> Response:
+        ctx = context(request)
+        view = signed_in(request, ctx, "console.jobs")
+        items = list(reversed(custody.jobs.list(ctx, None)))[:200]
+        for item in items:
+            item["output_limit_text"] = size_text(item["output_limit"])
+            item["approved"] = sum(1 for a in item["approvals"] if a["decision"] == "approve")
+        return render(request, "jobs.html", csrf=view.csrf, items=items)
 
     @router.get("/console/audit", include_in_schema=False)
     @page
