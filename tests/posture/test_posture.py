@@ -468,3 +468,22 @@ def test_markdown_cells_cannot_break_the_table_or_carry_html() -> None:
     from weightvault.posture.report import _md_cell
 
     assert _md_cell("a | b\n<script>") == "a \\| b &lt;script&gt;"
+
+
+def test_tls_failures_are_named(world: Sl3World, tmp_path: Path) -> None:
+    """Another CA, a missing CA file and a closed port each fail the TLS measure, saying why."""
+    from tests.custody.helpers import free_port
+    from tests.posture.helpers import _self_signed
+
+    data = world.copy(tmp_path / "custody")
+    other_ca, _key = _self_signed(tmp_path)
+    cases = [
+        ({"ca_file": other_ca}, "certificate verify failed"),
+        ({"ca_file": tmp_path / "missing.pem"}, "cannot be used as CA certificates"),
+        ({"service_url": f"https://127.0.0.1:{free_port()}"}, "Connection refused"),
+    ]
+    for changes, words in cases:
+        report = _assess(world, world.deployment(data, **changes))
+        tls = _result(report, "sl2.tls")
+        assert tls.status is Status.FAIL and report.level == 1, words
+        assert words in tls.evidence[0], tls.evidence

@@ -352,9 +352,11 @@ def _tls(facts: _Facts, params: dict[str, int]) -> CheckResult:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         return _failed(f"{url}: clients reach the service without TLS")
-    context = ssl.create_default_context(
-        cafile=str(facts.deployment.ca_file) if facts.deployment.ca_file else None
-    )
+    ca_file = facts.deployment.ca_file
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        return _failed(f"{ca_file}: cannot be used as CA certificates ({exc})")
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         with (
@@ -588,6 +590,8 @@ def run_check(facts: _Facts, check: str, params: dict[str, int]) -> CheckResult:
         return CHECKS[check](facts, params)
     except WeightvaultError as exc:
         return _failed(f"could not be checked: {exc.one_line()}")
+    except OSError as exc:  # a file that vanished or cannot be read while checking
+        return _failed(f"could not be checked: {exc.filename or ''}: {exc.strerror or exc}")
 
 
 def open_facts(deployment: Deployment) -> _Facts:
