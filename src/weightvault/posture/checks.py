@@ -520,7 +520,7 @@ def _time_to_exfiltrate(facts: _Facts, params: dict[str, int]) -> CheckResult:
                 select(func.max(ModelVersion.size)).where(ModelVersion.model == name)
             )
             if size:
-                rate = min(policy.egress_bytes_per_window, policy.max_grant_bytes) / window
+                rate = policy.egress_bytes_per_window / window  # every principal together
                 rows.append((name, int(size), size / rate))
     if not rows:
         return _not_applicable("no model version is stored")
