@@ -9,6 +9,7 @@ Large fields (``raw_data``) are skipped by seeking.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from weightvault.scan._engine import FileContext
@@ -82,6 +83,14 @@ def _fields(r: ByteReader, end: int):  # type: ignore[no-untyped-def]
         raise _Bad("message fields run past the message end")
 
 
+def _delimited(r: ByteReader, end: int) -> Iterator[tuple[int, int]]:
+    """Yield ``(field, length)`` for a message's length-delimited fields (strings, bytes,
+    sub-messages: all this scanner reads); :func:`_fields` consumes the others."""
+    for number, wire, value in _fields(r, end):
+        if wire == 2:
+            yield number, value
+
+
 def _string(r: ByteReader, length: int) -> str:
     if length > (1 << 16):
         r.skip(length)
@@ -90,30 +99,28 @@ def _string(r: ByteReader, length: int) -> str:
 
 
 def _opset(r: ByteReader, end: int, found: _Found, where: str) -> None:
-    for number, wire, value in _fields(r, end):
-        if number == 1 and wire == 2:
+    for number, value in _delimited(r, end):
+        if number == 1:
             found.domains.setdefault(_string(r, value), where)
-        elif wire == 2:
+        else:
             r.skip(value)
 
 
 def _tensor(r: ByteReader, end: int, found: _Found) -> None:
     name = ""
     locations: list[str] = []
-    for number, wire, value in _fields(r, end):
-        if wire != 2:
-            continue
+    for number, value in _delimited(r, end):
         if number == 8:
             name = _string(r, value)
         elif number == 13:
             key = val = ""
             entry_end = r.tell() + value
-            for n2, w2, v2 in _fields(r, entry_end):
-                if w2 == 2 and n2 == 1:
+            for n2, v2 in _delimited(r, entry_end):
+                if n2 == 1:
                     key = _string(r, v2)
-                elif w2 == 2 and n2 == 2:
+                elif n2 == 2:
                     val = _string(r, v2)
-                elif w2 == 2:
+                else:
                     r.skip(v2)
             if key == "location":
                 locations.append(val)
@@ -125,9 +132,7 @@ def _tensor(r: ByteReader, end: int, found: _Found) -> None:
 
 def _node(r: ByteReader, end: int, found: _Found, depth: int) -> None:
     op_type = domain = ""
-    for number, wire, value in _fields(r, end):
-        if wire != 2:
-            continue
+    for number, value in _delimited(r, end):
         if number == 4:
             op_type = _string(r, value)
         elif number == 7:
@@ -141,9 +146,7 @@ def _node(r: ByteReader, end: int, found: _Found, depth: int) -> None:
 
 
 def _attribute(r: ByteReader, end: int, found: _Found, depth: int) -> None:
-    for number, wire, value in _fields(r, end):
-        if wire != 2:
-            continue
+    for number, value in _delimited(r, end):
         if number in (6, 11):
             _graph(r, r.tell() + value, found, depth + 1)
         elif number in (5, 10):
@@ -155,28 +158,24 @@ def _attribute(r: ByteReader, end: int, found: _Found, depth: int) -> None:
 def _graph(r: ByteReader, end: int, found: _Found, depth: int) -> None:
     if depth > _MAX_DEPTH:
         raise _Bad(f"subgraphs nested deeper than {_MAX_DEPTH}")
-    for number, wire, value in _fields(r, end):
-        if wire != 2:
-            continue
+    for number, value in _delimited(r, end):
         if number == 1:
             _node(r, r.tell() + value, found, depth)
         elif number == 5:
             _tensor(r, r.tell() + value, found)
         elif number == 15:
             sparse_end = r.tell() + value
-            for n2, w2, v2 in _fields(r, sparse_end):
-                if w2 == 2 and n2 in (1, 2):
+            for n2, v2 in _delimited(r, sparse_end):
+                if n2 in (1, 2):
                     _tensor(r, r.tell() + v2, found)
-                elif w2 == 2:
+                else:
                     r.skip(v2)
         else:
             r.skip(value)
 
 
 def _function(r: ByteReader, end: int, found: _Found) -> None:
-    for number, wire, value in _fields(r, end):
-        if wire != 2:
-            continue
+    for number, value in _delimited(r, end):
         if number == 7:
             _node(r, r.tell() + value, found, 1)
         elif number == 9:
