@@ -300,7 +300,7 @@ def test_finetune_keeps_the_tuned_weights_in_custody_and_releases_only_metrics(
     done = _run_approved(jw, "aude", job, "pre-deployment audit: fine-tuning attack")
     assert done["status"] == "succeeded" and done["approvals_required"] == 2, done
     derived = done["derived_version"]
-    assert derived == f"v1-ft-{done['id'][:8]}"
+    assert derived == "v1-ft1"
     with jw.client("aude") as aude:
         result = aude.job_result(done["id"])
     export, log_key = _export(jw)

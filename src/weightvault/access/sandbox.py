@@ -160,6 +160,7 @@ def run_worker(
     receives the worker's process group id (:func:`stop_worker` ends it, to cancel a job).
     """
     found = check_isolation(allow_unisolated=allow_unisolated)
+    scratch = scratch.resolve()
     command = [
         sys.executable,
         "-I" if "PYTHONPATH" not in (extra_env or {}) and "PYTHONPATH" not in os.environ else "-s",

@@ -228,8 +228,7 @@ def result(
     write_bytes_atomic(output, signed, force=force)
     predicate = json.loads(base64.b64decode(json.loads(signed)["payload"]))["predicate"]
     lines = [
-        f"wrote the signed result of {predicate['kind']} job {job_id} to {output} "
-        f"({len(signed)} bytes, log entry {predicate['log']['index']})",
+        f"wrote the signed result of {predicate['kind']} job {job_id} to {output}",
         *_outputs_lines(predicate["outputs"]),
     ]
     _show({"output": str(output), "bytes": len(signed), "predicate": predicate}, as_json, lines)
@@ -265,9 +264,10 @@ def verify_result(
     verified = verify_job_result(signed, export, key_text)
     p = verified.predicate
     lines = [
-        f"job result OK: {p['kind']} job {p['job_id']} on {p['model']}@{p['version']} "
-        f"(root {p['model_root_digest'][:23]}...), released to {p['requester']} at log entry "
-        f"{verified.log_index} of {verified.log_size}",
+        f"job result OK: {p['kind']} job {p['job_id']} on {p['model']}@{p['version']}, "
+        f"released to {p['requester']}",
+        f"  logged at entry {verified.log_index} of {verified.log_size}; model root "
+        f"{p['model_root_digest']}",
         *_outputs_lines(verified.outputs),
     ]
     _show({"log_index": verified.log_index, "predicate": p}, as_json, lines)

@@ -92,7 +92,7 @@ class JobRunner(Room):
         self._allow_unisolated = allow_unisolated
         self._groups: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.scratch_root = self._config.data_dir / "jobs"
+        self.scratch_root = (self._config.data_dir / "jobs").resolve()
         shutil.rmtree(self.scratch_root, ignore_errors=True)  # left by a killed service
         self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -209,7 +209,7 @@ class JobRunner(Room):
 
     def _ciphertext(self, f: VersionFile, scratch: Path) -> Path:
         if isinstance(self._blobs, FileBlobStore):
-            return self._blobs.root / f.blob_key
+            return (self._blobs.root / f.blob_key).resolve()
         copy = scratch / f"in-{f.index}.wvenc"
         with copy.open("xb") as out:
             for piece in self._blobs.read_range(f.blob_key, 0, f.header_size + f.body_size):
@@ -299,11 +299,15 @@ class JobRunner(Room):
         outputs: dict[str, Any],
         scratch: Path,
     ) -> str:
-        """Store a fine-tune's encrypted files as ``VERSION-ft-JOBID8``, signed with lineage."""
+        """Store a fine-tune's encrypted files as version ``VERSION-ftN``, signed with lineage."""
         written = outputs.get("files")
         if not isinstance(written, list) or not written:
             raise FormatError("the fine-tune wrote no files")
-        name = f"{job.version}-ft-{job.id[:8]}"
+        stem = f"{job.version}-ft"[:60]
+        number = 1
+        while session.get(ModelVersion, (job.model, f"{stem}{number}")) is not None:
+            number += 1
+        name = f"{stem}{number}"
         base = session.get(ModelVersion, (job.model, job.version))
         if base is None:
             raise FormatError("the base version is gone")
