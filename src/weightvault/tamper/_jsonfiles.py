@@ -23,7 +23,7 @@ def parse_json(data: bytes, what: str, max_bytes: int) -> Any:
     if len(data) > max_bytes:
         raise FormatError(f"{what}: larger than {max_bytes} bytes")
     try:
-        return json.loads(data, object_pairs_hook=reject_duplicate_keys(f"{what} JSON"))
+        return json.loads(data, object_pairs_hook=reject_duplicate_keys(what))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{what}: not valid JSON ({exc})") from exc
 
