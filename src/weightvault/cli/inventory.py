@@ -1,4 +1,4 @@
-"""``weightvault inventory``: find copies of custody models and stray weight files on this machine.
+"""``weightvault inventory``: find copies of known models and stray weight files on this machine.
 
 Parsing and printing only; the walk is :func:`weightvault.inventory.take_inventory`. Not to be
 confused with ``weightvault vault inventory``, which asks the custody service what it holds.
@@ -36,9 +36,10 @@ def inventory_command(
     workers: int | None = typer.Option(None, "--workers", min=1, help="Hashing threads."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Walk ROOTS for copies of custody models (exact, re-saved, encrypted) and weight files.
+    """Walk ROOTS for copies of known models (exact, re-saved, encrypted) and weight files.
 
-    Exit 1 when a copy of a custody model lies outside every --approved folder (and the data
+    Known models are the custody deployment's (--data) and those of signed manifests
+    (--signature). Exit 1 when a copy lies outside every --approved folder (and the data
     folder); weight files that match no model are listed but do not fail the run.
     """
     from weightvault.cli._ui import emit_json, err_console, out_console, progress_display
