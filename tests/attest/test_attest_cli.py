@@ -282,3 +282,30 @@ def test_a_missing_model_is_named(
     extra = ["--key", str(keys[1])] if command == "verify" else []
     assert run(["attest", command, str(tmp_path / "nope"), *extra]) == 2
     assert "nope: no such file or folder" in _err_line(capsys)
+
+
+def test_logged_attestation_and_require_log(
+    tmp_path: Path, model: Path, keys: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = "example.com/attestations"
+    log_key, database = tmp_path / "log.key", tmp_path / "log.db"
+    assert run(["log", "keygen", "--name", name, "--out", str(log_key)]) == 0
+    assert run(["log", "init", str(database), "--origin", name]) == 0
+    results = _write(tmp_path / "eval.json", eval_predicate())
+    card = _write(tmp_path / "card.json", {"content": "# tiny", "mediaType": "text/markdown"})
+    logging = ["--log", str(database), "--log-key", str(log_key)]
+    assert run(["attest", "add", str(model), str(results), "--predicate", "eval-results",
+                "--key", str(keys[0]), *logging]) == 0  # fmt: skip
+    assert run(["attest", "add", str(model), str(card), "--predicate", "model-card",
+                "--key", str(keys[0])]) == 0  # fmt: skip
+    capsys.readouterr()
+    verify = ["attest", "verify", str(model), "--key", str(keys[1]), "--require-log",
+              "--log-key", f"{log_key}.pub"]  # fmt: skip
+    assert run([*verify, "--predicate", "eval-results"]) == 0
+    assert "ok eval-results" in capsys.readouterr().out
+    assert run(verify) == 1  # the model card was not logged
+    captured = capsys.readouterr()
+    assert "refused (not-logged): model-card-" in captured.out
+    assert "1 of 2 attestations refused" in captured.err
+    assert run([*verify[:-3], "--log-key", f"{log_key}.pub"]) == 2
+    assert "--require-log and --log-key go together" in _err_line(capsys)

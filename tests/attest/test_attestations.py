@@ -394,3 +394,24 @@ def test_another_packages_predicate_type(model: Path, keys: tuple[Path, Path]) -
     assert failure is AttestationFailure.WRONG_PREDICATE_TYPE
     with pytest.raises(ValueError, match="unknown attestation kind"):
         make_statement(digest_subject(model), "benchmark", {})
+
+
+def test_a_required_log_entry(model: Path, keys: tuple[Path, Path], tmp_path: Path) -> None:
+    from weightvault.attest import LogCheck
+    from weightvault.tlog import Ed25519NoteSigner, TransparencyLog
+
+    origin = "example.com/attest-log"
+    log_key = Ed25519NoteSigner.generate(origin)
+    (tmp_path / "log.key").write_text(log_key.to_text())
+    TransparencyLog.create(tmp_path / "log.db", origin).close()
+    bundle = _signed_eval(model, keys[0])
+    logged = log_attestation(bundle, str(tmp_path / "log.db"), str(tmp_path / "log.key"))
+    verifier = KeyVerifier.from_file(keys[1])
+    digest = digest_subject(model).digest
+    check = LogCheck(log_key.verifier_key)
+    assert verify_attestation(logged, verifier=verifier, expected_subject_digest=digest, log=check)
+    failure = _refusal(bundle, verifier=verifier, expected_subject_digest=digest, log=check)
+    assert failure is AttestationFailure.NOT_LOGGED
+    other = LogCheck(Ed25519NoteSigner.generate(origin).verifier_key)
+    failure = _refusal(logged, verifier=verifier, expected_subject_digest=digest, log=other)
+    assert failure is AttestationFailure.NOT_LOGGED

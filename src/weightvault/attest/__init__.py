@@ -54,6 +54,7 @@ from weightvault.attest._rowgroups import (
 from weightvault.attest._sign import (
     AttestationError,
     AttestationFailure,
+    LogCheck,
     VerifiedAttestation,
     log_attestation,
     sign_attestation,
@@ -94,6 +95,7 @@ __all__ = [
     "AttestationError",
     "AttestationFailure",
     "ByteRange",
+    "LogCheck",
     "ShardLayout",
     "Statement",
     "StoredAttestation",

@@ -28,10 +28,13 @@ from weightvault.oms.dsse import INTOTO_PAYLOAD_TYPE
 if TYPE_CHECKING:
     from weightvault.oms.bundle import Bundle
     from weightvault.signing import Signer, SignerIdentity, Verifier
+    from weightvault.tlog.checkpoint import WitnessPolicy
+    from weightvault.tlog.note import VerifierKey
 
 __all__ = [
     "AttestationError",
     "AttestationFailure",
+    "LogCheck",
     "VerifiedAttestation",
     "log_attestation",
     "sign_attestation",
@@ -59,6 +62,9 @@ class AttestationFailure(StrEnum):
     """No attestation of the required kind is stored beside the model."""
     FAILED_THRESHOLDS = "failed-thresholds"
     """Evaluation results that miss their own thresholds (refused where results are required)."""
+    NOT_LOGGED = "not-logged"
+    """A log entry was required and the bundle has none that verifies (inclusion proof,
+    checkpoint signature, witnesses)."""
 
 
 class AttestationError(VerificationError):
@@ -74,6 +80,16 @@ class AttestationError(VerificationError):
         """The message without the leading ``attestation refused (failure):``."""
         if failure is AttestationFailure.MALFORMED:
             self.exit_code = 2
+
+
+@dataclass(frozen=True)
+class LogCheck:
+    """Require an attestation's entry in a weightvault transparency log (checked offline)."""
+
+    key: VerifierKey | str
+    """The log's public key (a ``VerifierKey`` or its text)."""
+    witnesses: WitnessPolicy | None = None
+    """Witness cosignatures the checkpoint needs, if any."""
 
 
 @dataclass(frozen=True)
@@ -223,6 +239,7 @@ def verify_attestation(
     expected_predicate_type: str | None = None,
     signers: Collection[str] | None = None,
     now: datetime.datetime | Callable[[], datetime.datetime] | None = None,
+    log: LogCheck | None = None,
 ) -> VerifiedAttestation:
     """Verify a signed attestation and return what it vouches for; raise
     :class:`AttestationError` (naming the failure) on the first problem.
@@ -232,7 +249,8 @@ def verify_attestation(
     ``expected_predicate_type`` is a kind (``eval-results``) or a URI; ``None`` accepts any.
     ``signers``, if given, lists the accepted signers: key fingerprints (the hex SHA-256 the
     bundle's ``publicKey.hint`` holds) or certificate / Sigstore identities. ``now`` (a time
-    or a clock) decides expiry; default: the current time.
+    or a clock) decides expiry; default: the current time. ``log``, if given, requires the
+    bundle's entry in that weightvault transparency log, checked offline (``not-logged``).
     """
     from weightvault.attest._predicates import predicate_type_for
     from weightvault.oms.bundle import parse_bundle
@@ -256,7 +274,14 @@ def verify_attestation(
         raise AttestationError(
             AttestationFailure.UNLISTED_SIGNER, f"signed by {shown}, not an accepted signer"
         )
-    # 3. The signature, by the verifier's method and trust.
+    # 3. The signature, by the verifier's method and trust (and, if asked, its log entry).
+    if log is not None:
+        from weightvault.tlog.bundle import verify_bundle_log_entry
+
+        try:
+            verify_bundle_log_entry(bundle_json, log.key, witnesses=log.witnesses)
+        except (VerificationError, FormatError) as exc:
+            raise AttestationError(AttestationFailure.NOT_LOGGED, exc.message) from exc
     try:
         verified = verifier.verify(bundle_json)
     except FormatError as exc:

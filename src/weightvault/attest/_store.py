@@ -32,6 +32,7 @@ from weightvault.attest._predicates import (
 from weightvault.attest._sign import (
     AttestationError,
     AttestationFailure,
+    LogCheck,
     VerifiedAttestation,
     verify_attestation,
 )
@@ -241,6 +242,7 @@ def check_attestations(
     signers: Collection[str] | None = None,
     now: datetime.datetime | Callable[[], datetime.datetime] | None = None,
     directory: str | os.PathLike[str] | None = None,
+    log: LogCheck | None = None,
 ) -> list[AttestationCheck]:
     """Check every stored attestation of a model (of ``kinds`` only, if given), reporting each
     verdict; never raises for a refused attestation.
@@ -273,6 +275,7 @@ def check_attestations(
                 expected_subject_digest=expected,
                 signers=signers,
                 now=now,
+                log=log,
             )
         except AttestationError as exc:
             results.append(AttestationCheck(path, None, exc.failure, exc.detail))
@@ -293,6 +296,7 @@ def require_attestations(
     signers: Collection[str] | None = None,
     now: datetime.datetime | Callable[[], datetime.datetime] | None = None,
     directory: str | os.PathLike[str] | None = None,
+    log: LogCheck | None = None,
 ) -> dict[str, VerifiedAttestation]:
     """One valid attestation of each kind, or :class:`AttestationError`: ``missing`` when none
     of that kind is stored, the refusal of the stored one(s) when none verifies, and
@@ -308,6 +312,7 @@ def require_attestations(
         signers=signers,
         now=now,
         directory=directory,
+        log=log,
     )
     return select_required(checks, wanted, model_path)
 

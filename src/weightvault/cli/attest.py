@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from weightvault.cli.log import _log_errors
+from weightvault.cli.log import _log_errors, _verifier_key, _witness_policy
 from weightvault.cli.sign import _build_signer, _build_verifier, _password
 from weightvault.errors import UsageError
 
@@ -301,6 +301,18 @@ def verify_command(
     unsafe_no_identity: bool = _UNSAFE_NO_IDENTITY,
     signer: list[str] = _SIGNER,
     attestations: Path | None = _ATTESTATIONS,
+    require_log: bool = typer.Option(
+        False, "--require-log", help="Each attestation must be in the log of --log-key."
+    ),
+    log_key: str | None = typer.Option(
+        None, "--log-key", help="With --require-log: the log's public key (text or file)."
+    ),
+    witness_key: list[str] = typer.Option(
+        [], "--witness-key", help="With --require-log: a witness public key, repeatable."
+    ),
+    min_witnesses: int = typer.Option(
+        0, "--min-witnesses", min=0, help="Witness cosignatures needed (default: all given)."
+    ),
     as_json: bool = _JSON,
 ) -> None:
     """Verify the attestations stored beside a model against its files as they are now.
@@ -313,12 +325,23 @@ def verify_command(
     from weightvault.errors import VerificationError
 
     kinds = [_kind(k) for k in predicate]
+    if require_log != (log_key is not None):
+        raise UsageError("--require-log and --log-key go together")
+    if (witness_key or min_witnesses) and not require_log:
+        raise UsageError("--witness-key and --min-witnesses need --require-log")
+    log = None
+    if log_key is not None:
+        from weightvault.attest import LogCheck
+
+        log = LogCheck(
+            _verifier_key(log_key, "--log-key"), _witness_policy(witness_key, min_witnesses)
+        )
     verifier, signers = _verifier_and_signers(
         key, password, trust_root, identity, issuer, pkcs11_uri, sigstore, trust_config,
         unsafe_no_identity, signer,
     )  # fmt: skip
     checks = check_attestations(
-        model_path, verifier=verifier, signers=signers or None, directory=attestations
+        model_path, verifier=verifier, signers=signers or None, directory=attestations, log=log
     )
     if as_json:
         emit_json({"model": str(model_path), "attestations": [c.to_json() for c in checks]})
