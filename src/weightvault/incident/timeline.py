@@ -37,11 +37,14 @@ __all__ = [
 TIMELINE_FORMAT = "weightvault.dev/incident-timeline@v1"
 
 _GRANT_PATH = re.compile(r"^/v1/(?:grants|requests)/([0-9a-f]{32})(?:/|$)")
+_JOB_PATH = re.compile(r"^/v1/jobs/([0-9a-f]{32})(?:/|$)")
 _MODEL_PATH = re.compile(r"^/v1/models/([^/]+)(?:/versions/([^/]+))?(?:/|$)")
 _STAGING_PATH = re.compile(r"(?<![\w./-])/?(?:[^\s/:(]+/)+[^\s/:]*: ")
 """A server-side folder at the start of a refusal's reason (where the service staged an upload):
 the entry keeps it, the line leaves it out."""
-_QUIET_READS = frozenset({"request.get", "request.list", "whoami", "healthz", "inventory"})
+_QUIET_READS = frozenset(
+    {"request.get", "request.list", "job.get", "job.list", "whoami", "healthz", "inventory"}
+)
 """Allowed reads that change nothing and release nothing: left out of a timeline."""
 
 
@@ -103,7 +106,8 @@ class TimelineEvent:
     kind: str
     """``push``, ``push.started``, ``push.refused``, ``request``, ``approval``, ``denial``,
     ``revocation``, ``files.listed``, ``pull``, ``pull.stopped``, ``denied``, ``alert``,
-    ``model``, ``policy`` or the audit action itself for anything else about the model."""
+    ``model``, ``policy``, ``job``, ``job.approval``, ``job.denial``, ``job.ran``,
+    ``job.release``, or the audit action itself for anything else about the model."""
     time: str
     principal: str | None
     client: str | None
@@ -186,11 +190,23 @@ def _grant_of(entry: AuditEntry) -> str | None:
     return match.group(1) if match else None
 
 
+def _job_of(entry: AuditEntry) -> str | None:
+    detail = entry.detail
+    if isinstance(detail.get("job_id"), str):
+        return str(detail["job_id"])
+    job = detail.get("job")
+    if isinstance(job, dict) and isinstance(job.get("id"), str):
+        return str(job["id"])
+    match = _JOB_PATH.match(str(entry.event.get("path", "")))
+    return match.group(1) if match else None
+
+
 def _model_version_of(entry: AuditEntry) -> tuple[str | None, str | None]:
     detail = entry.detail
-    request = detail.get("request")
-    if isinstance(request, dict):
-        return _str(request.get("model")), _str(request.get("version"))
+    for key in ("request", "job"):  # a grant request's or a job's view
+        view = detail.get(key)
+        if isinstance(view, dict):
+            return _str(view.get("model")), _str(view.get("version"))
     model, version = _str(detail.get("model")), _str(detail.get("version"))
     match = _MODEL_PATH.match(str(entry.event.get("path", "")))
     if match:
@@ -215,6 +231,8 @@ class _Collector:
         self.model = model
         self.grants: dict[str, dict[str, Any]] = {}
         self.versions: dict[str, VersionFacts] = {}
+        self.jobs: dict[str, dict[str, str]] = {}
+        """Job id -> model, version, requester, kind (from the jobs' submit entries)."""
 
     def learn(self, entries: Iterable[AuditEntry]) -> None:
         """Grants (from their request entries) and versions (from their push entries)."""
@@ -223,6 +241,13 @@ class _Collector:
             if model != self.model or entry.outcome not in ("allowed",):
                 continue
             grant_id = _grant_of(entry)
+            if entry.action == "job.submit" and isinstance(entry.detail.get("job"), dict):
+                job = entry.detail["job"]
+                self.jobs[str(job.get("id"))] = {
+                    "version": version or "",
+                    "requester": str(job.get("requester", "")),
+                    "kind": str(job.get("kind", "")),
+                }
             if entry.action == "request.create" and grant_id:
                 request = entry.detail.get("request", {})
                 self.grants[grant_id] = {
@@ -261,7 +286,10 @@ class _Collector:
         if model is not None:
             return model == self.model
         grant_id = _grant_of(entry)
-        return grant_id is not None and grant_id in self.grants
+        if grant_id is not None and grant_id in self.grants:
+            return True
+        job_id = _job_of(entry)
+        return job_id is not None and job_id in self.jobs
 
     def event(self, entry: AuditEntry) -> TimelineEvent | None:
         action, outcome, detail = entry.action, entry.outcome, entry.detail
@@ -274,6 +302,10 @@ class _Collector:
         _model, version = _model_version_of(entry)
         if version is None and grant is not None:
             version = grant["version"]
+        job_id = _job_of(entry) if action.startswith("job.") or grant is None else None
+        job = self.jobs.get(job_id or "")
+        if version is None and job is not None:
+            version = job["version"] or None
         nbytes: int | None = None
         subject = f"{self.model}@{version}" if version else self.model
         on_grant = f"grant {grant_id} ({grant['grantee']}, {subject})" if grant else subject
@@ -340,6 +372,8 @@ class _Collector:
                 f"pull of {detail.get('file')} by {who} under {on_grant} stopped after "
                 f"{nbytes} of {detail.get('expected')} bytes"
             )
+        elif action.startswith("job.") and job_id:
+            kind, summary, nbytes = _job_summary(action, outcome, detail, who, job_id, subject)
         elif action.startswith("alert."):
             kind = "alert"
             summary = f"alert {action[len('alert.') :]} about {principal or '-'}: " + ", ".join(
@@ -366,6 +400,32 @@ class _Collector:
             entry=entry,
             proof=self.evidence.prove(entry.index),
         )
+
+
+def _job_summary(
+    action: str, outcome: str, detail: dict[str, Any], who: str, job_id: str, subject: str
+) -> tuple[str, str, int | None]:
+    """Kind, line and bytes of a structured-access job's entry (submit, decide, run, release)."""
+    job = detail.get("job") if isinstance(detail.get("job"), dict) else {}
+    assert isinstance(job, dict)
+    kind_of_job = str(job.get("kind") or detail.get("kind") or "job")
+    if action == "job.submit":
+        return "job", f"{who} submitted {kind_of_job} job {job_id} on {subject}", None
+    if action in ("job.approve", "job.deny"):
+        verb = "approved" if action == "job.approve" else "denied"
+        line = f"{who} {verb} job {job_id} on {subject} ({detail.get('status', '?')})"
+        return ("job.approval" if action == "job.approve" else "job.denial"), line, None
+    if action == "job.finished":
+        line = (
+            f"job {job_id} ({kind_of_job}) on {subject} ran: {detail.get('status', outcome)}, "
+            f"{detail.get('seconds', '?')} s, {detail.get('output_bytes', 0)} output bytes"
+        )
+        return "job.ran", line, _int(detail.get("output_bytes"))
+    if action == "job.release":
+        released = _int(detail.get("released_bytes"))
+        line = f"{who} received the result of job {job_id} on {subject}: {released} bytes"
+        return "job.release", line, released
+    return action, f"{who}: {action} on job {job_id} ({subject}, {outcome})", None
 
 
 def build_timeline(evidence: Evidence, model: str, since: dt.datetime | None = None) -> Timeline:
