@@ -25,6 +25,13 @@ of ``malformed``, ``bad-signature``, ``unlisted-signer``, ``wrong-predicate-type
 ``wrong-subject``, ``expired`` (and ``missing``, ``failed-thresholds`` where attestations are
 required). Predicate types: :data:`MODEL_CARD`, :data:`EVAL_RESULTS`,
 :data:`TRAINING_PROVENANCE` (SLSA provenance v1), :data:`ROW_GROUPS`; see docs/attestations.md.
+
+Stored beside the model in ``MODEL.attestations/`` (:func:`store_attestation`,
+:func:`list_attestations`, :func:`check_attestations`, :func:`require_attestations`). Datasets
+(docs/datasets.md): :func:`row_groups_predicate` digests each Parquet row group, Arrow record
+batch or range of JSONL lines; :func:`verify_row_groups` / :func:`verify_dataset_rows` check a
+subset reading only those bytes; :func:`open_verified_shard` / :func:`open_dataset_shard` hand a
+reader (pyarrow) only bytes checked by the read that delivers them.
 """
 
 from __future__ import annotations
