@@ -114,6 +114,11 @@ def _plaintext_in_staging(world: Sl3World, data: Path) -> dict[str, object]:
     return {}
 
 
+def _plaintext_named_like_a_database(world: Sl3World, data: Path) -> dict[str, object]:
+    shutil.copy(world.root / "llama-v1" / "model.safetensors", data / "backup.db")
+    return {}
+
+
 def _loose_scan_policy(world: Sl3World, data: Path) -> dict[str, object]:
     policy = data.parent / "scan-policy.toml"
     policy.write_text('[safe]\n"mylib.layers.*" = "our own layers"\n')
@@ -159,6 +164,7 @@ CONTROLS: list[tuple[str, str, Callable[[Sl3World, Path], dict[str, object]]]] =
     ("encryption-at-rest", "sl1.encrypted-at-rest", _plaintext_blob),
     ("signing-required", "sl1.signed-versions", _signer_removed),
     ("no-plaintext-weights", "sl2.central-storage", _plaintext_in_staging),
+    ("no-plaintext-weights", "sl2.central-storage", _plaintext_named_like_a_database),
     ("scan-policy", "sl2.scan-default", _loose_scan_policy),
     ("tls", "sl2.tls", _plain_http),
     ("credentials-removed", "sl2.credentials-handed-out", _credentials_left),
@@ -171,7 +177,7 @@ CONTROLS: list[tuple[str, str, Callable[[Sl3World, Path], dict[str, object]]]] =
 
 
 @pytest.mark.parametrize(
-    ("check", "measure_id", "turn_off"), CONTROLS, ids=[c[0] for c in CONTROLS]
+    ("check", "measure_id", "turn_off"), CONTROLS, ids=[c[2].__name__.strip("_") for c in CONTROLS]
 )
 def test_turning_off_a_checked_control_drops_the_level_and_names_the_gap(
     world: Sl3World,

@@ -187,6 +187,9 @@ def _file_permissions(facts: _Facts, params: dict[str, int]) -> CheckResult:
     kek = facts.config.kek_spec
     if kek.startswith("keyring:"):
         candidates.append(Path(kek[len("keyring:") :]))
+    blobs = facts.config.blobs
+    if blobs and "://" not in blobs:
+        candidates.append(Path(blobs))  # a blob folder outside the data folder
     for path in dict.fromkeys(candidates):
         if not path.exists():
             continue
@@ -299,21 +302,24 @@ _WEIGHT_FORMATS = frozenset(
 
 def _no_plaintext_weights(facts: _Facts, params: dict[str, int]) -> CheckResult:
     """Nothing is left in staging, and no file outside the blob store is a weight file."""
+    from weightvault.custody.config import HMAC_KEY_FILE, KEK_FILE, LOG_KEY_FILE
     from weightvault.scan import scan_file
 
     data = facts.config.data_dir
     blob_dir = data / "blobs"
+    # The service's own files, by exact name (a weight file renamed to look like one is sniffed).
+    own = {
+        data / name
+        for base in ("custody.db", "audit.tlog")
+        for name in (base, f"{base}-wal", f"{base}-shm", f"{base}-journal")
+    } | {data / LOG_KEY_FILE, data / HMAC_KEY_FILE, data / KEK_FILE}
     problems: list[str] = []
     staged = [p for p in (data / "staging").rglob("*") if p.is_file()]
     if staged:
         problems.append(f"{len(staged)} files left in {data / 'staging'} (e.g. {staged[0]})")
     checked = 0
     for path in sorted(data.rglob("*")):
-        if not path.is_file() or path.is_symlink() or blob_dir in path.parents:
-            continue
-        if path.suffix in (".key", ".keyring", ".db", ".tlog", ".token", ".pem", ".pub"):
-            continue
-        if path.name.endswith(("-wal", "-shm")):
+        if not path.is_file() or path.is_symlink() or blob_dir in path.parents or path in own:
             continue
         checked += 1
         result = scan_file(path)
