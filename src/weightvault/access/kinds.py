@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -339,11 +340,20 @@ def run_job(message: dict[str, Any], files: Mapping[str, Any]) -> dict[str, Any]
 
     torch.set_num_threads(max(1, int(message.get("threads", 1))))
     job = parse_job_request(message["job"])
+    started = time.perf_counter()
     loaded = load_model(files)
+    loaded_at = time.perf_counter()
     if job.kind == "query":
-        return _query(loaded, job)
-    if job.kind == "evaluate":
-        return _evaluate(loaded, job)
-    if job.kind == "finetune":
-        return _finetune(loaded, job, message)
-    return _inspect(loaded, job)
+        outputs = _query(loaded, job)
+    elif job.kind == "evaluate":
+        outputs = _evaluate(loaded, job)
+    elif job.kind == "finetune":
+        outputs = _finetune(loaded, job, message)
+    else:
+        outputs = _inspect(loaded, job)
+    # Recorded in the worker's environment (the log), not in the outputs (what leaves).
+    message["timings"] = {
+        "load_s": round(loaded_at - started, 4),
+        "run_s": round(time.perf_counter() - loaded_at, 4),
+    }
+    return outputs

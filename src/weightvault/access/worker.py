@@ -116,7 +116,9 @@ def main() -> int:
         module_name, _, function_name = str(limits["entry"]).partition(":")
         function = getattr(importlib.import_module(module_name), function_name)
         outputs = function(message, files)
-        report = {"ok": True, "outputs": outputs, "environment": _environment(landlock_abi)}
+        environment = _environment(landlock_abi)
+        environment["timings"] = message.get("timings", {})
+        report = {"ok": True, "outputs": outputs, "environment": environment}
     except MemoryError:
         report = {"ok": False, "error": "memory limit reached", "environment": {}}
     except Exception as exc:  # the report names the failure; the parent decides
