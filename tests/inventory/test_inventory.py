@@ -163,7 +163,7 @@ def test_without_the_kek_resaved_copies_are_not_looked_for(
     by_path = {f.path: f for f in report.findings}
     assert by_path[paths["resaved"]].kind == "unknown-weights"
     assert by_path[paths["exact"]].kind == "exact-copy"
-    assert report.tensor_note == "tensor matching was turned off"
+    assert report.tensor_note == "not looked for: tensor matching was turned off"
 
 
 def test_custody_blobs_are_approved_and_stay_encrypted(custody: Custody, tmp_path: Path) -> None:

@@ -66,7 +66,9 @@ def inventory_command(
 
         verifier = KeyVerifier.from_file(signature_key)
         if references is None:
-            references = References("", tensor_note="signed manifests list no tensor digests")
+            references = References(
+                "", tensor_note="not looked for: signed manifests list no tensor digests"
+            )
         for signature in signatures:
             add_signed_manifest(references, read_signature(signature), verifier)
     report = take_inventory(
@@ -95,7 +97,7 @@ def inventory_command(
             markup=False,
         )
         if report.tensor_note and references is not None:
-            console.print(f"re-saved copies not looked for: {report.tensor_note}", markup=False)
+            console.print(f"re-saved copies {report.tensor_note}", markup=False)
         for path, error in report.errors:
             err_console().print(f"warning: {path}: {error}", markup=False)
     if report.stray_copies:

@@ -88,7 +88,8 @@ class References:
     version_count: int = 0
     model_count: int = 0
     tensor_note: str = ""
-    """Why re-saved copies cannot be found, when they cannot; empty when they can."""
+    """What stands in the way of finding re-saved copies (``not looked for: ...``), if anything;
+    read as "re-saved copies ..."."""
     _stored: list[_StoredTensors] = field(default_factory=list)
     _kek: Identity | None = None
     _digests: dict[int, list[str]] = field(default_factory=dict)
@@ -98,6 +99,11 @@ class References:
     def sizes(self) -> frozenset[int]:
         """Sizes of the reference files (manifests record none: their entry is -1)."""
         return frozenset(f.size for files in self.by_sha256.values() for f in files)
+
+    @property
+    def tensor_matching(self) -> bool:
+        """Whether re-saved copies can be looked for (the KEK opened)."""
+        return self._kek is not None
 
     @property
     def file_count(self) -> int:
@@ -184,7 +190,7 @@ def custody_references(config: ServiceConfig, *, tensors: bool = True) -> Refere
         refs.by_sha256.setdefault(f.sha256, []).append(ref)
         blob_files.append((ref, f.blob_key))
     if not tensors:
-        refs.tensor_note = "tensor matching was turned off"
+        refs.tensor_note = "not looked for: tensor matching was turned off"
         return refs
     _load_stored_tensors(refs, config, blob_files)
     return refs
@@ -197,13 +203,13 @@ def _load_stored_tensors(
     from weightvault.crypt import open_encrypted, parse_identity, read_safetensors_index
 
     if config.blobs.startswith("s3://"):
-        refs.tensor_note = "the blobs are in S3: re-saved copies are not looked for"
+        refs.tensor_note = "not looked for: the blobs are in S3"
         return
     blob_root = Path(config.blobs) if config.blobs else config.data_dir / "blobs"
     try:
         refs._kek = parse_identity(config.kek_spec)
     except WeightvaultError as exc:
-        refs.tensor_note = f"the service KEK cannot be opened ({exc.one_line()})"
+        refs.tensor_note = f"not looked for: the service KEK cannot be opened ({exc.one_line()})"
         return
     for ref, blob_key in blob_files:
         if not ref.path.endswith(".safetensors"):
@@ -213,7 +219,10 @@ def _load_stored_tensors(
             with open_encrypted(blob, [refs._kek], name=ref.label) as reader:
                 index, _metadata = read_safetensors_index(reader)
         except WeightvaultError as exc:
-            refs.tensor_note = f"{ref.label}: stored file cannot be read ({exc.one_line()})"
+            refs.tensor_note = (
+                f"not matched against {ref.label}: its stored file cannot be read "
+                f"({exc.one_line()})"
+            )
             continue
         tensors = tuple(
             (name, t.dtype, t.shape, t.start, t.end)

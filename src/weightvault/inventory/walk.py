@@ -414,7 +414,7 @@ def take_inventory(
             references is not None
             and entry.sha256 is not None
             and entry.format in ("safetensors", "pytorch-zip", "pytorch-legacy")
-            and not references.tensor_note
+            and references.tensor_matching
         ):
             _match_tensors(entry, references, workers)
     approved_dirs = tuple(Path(os.path.realpath(a)) for a in (*approved, *([home] if home else [])))
