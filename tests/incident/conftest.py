@@ -8,7 +8,8 @@ in order (each step is recorded in :class:`History` so tests can check the timel
 2. rita's request A (300,000-byte budget) is approved by alice and bob; rita pulls it all
    (past 80% of the grant's budget; off hours; her first pull);
 3. ravi's request B is denied by carol;
-4. ravi tries to list rita's grant A (denied: not his);
+4. ravi tries to list rita's grant A (denied: not his), then asks for more bytes than the
+   policy allows (denied);
 5. ravi's request C is approved by alice and bob; ravi pulls it;
 6. the admin revokes grant A; rita's next pull is denied;
 7. rita's request D is approved by alice and bob (their third release together: an alert);
@@ -107,6 +108,9 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
         with world.client("ravi") as ravi, pytest.raises(VaultHTTPError):
             ravi.grant_files(h.grants["A"])
         steps += [("denied", "ravi", "v1", "A")]
+        with world.client("ravi") as ravi, pytest.raises(VaultHTTPError):
+            ravi.request("llama", "v1", "everything, forever", 3600, 2 << 40)  # over the policy
+        steps += [("denied", "ravi", "v1", None)]
         # 5
         h.grants["C"] = _request(world, "ravi", "v1", 1 << 20)
         world.approve("alice", h.grants["C"])

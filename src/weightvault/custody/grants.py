@@ -216,6 +216,7 @@ class Grants(Room):
         principal = require_role(ctx, "reader")
         _names.check_model_name(model_name)
         _names.check_version_name(version)
+        ctx.detail.update(model=model_name, version=version)  # a refusal's entry names them too
         _names.check_justification(justification)
         _names.check_duration(duration_s)
         _names.check_byte_count(byte_budget, "byte_budget")
