@@ -149,7 +149,7 @@ def new_approver(
     viewport: dict[str, int] | None = None,
 ) -> Approver:
     context = browser.new_context(viewport=viewport or {"width": 1100, "height": 900})
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(30_000)
     page = context.new_page()
     cdp = context.new_cdp_session(page)
     cdp.send("WebAuthn.enable")
