@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from tests.access.helpers import REPEAT, lm_dataset, make_tiny_lm, scan_for_marker
 from tests.custody.helpers import Service, public_pem, sign_model, start_service
 
+from weightvault._json import canonical
 from weightvault.access.result import verify_job_result
 from weightvault.custody.approvals import ApprovalSigner
 from weightvault.custody.client import VaultClient, VaultHTTPError
@@ -162,9 +163,11 @@ def test_query_runs_isolated_is_released_once_and_verifies_offline(jw: JobsWorld
     envelope = json.loads(result)
     statement = json.loads(base64.b64decode(envelope["payload"]))
     statement["predicate"]["outputs"]["completions"][0][0] ^= 1
-    forged = dict(envelope, payload=base64.b64encode(json.dumps(statement).encode()).decode())
+    forged = dict(
+        envelope, payload=base64.b64encode(canonical(statement, ascii_only=True)).decode()
+    )
     with pytest.raises(VerificationError, match="signature"):
-        verify_job_result(json.dumps(forged).encode(), export, log_key)
+        verify_job_result(canonical(forged, ascii_only=True), export, log_key)
     doc = json.loads(export)
     event = json.loads(base64.b64decode(doc["entries"][verified.log_index]))
     event["detail"]["outputs_digest"] = "sha256:" + "0" * 64

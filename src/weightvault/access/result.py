@@ -120,13 +120,22 @@ def _open_envelope(result: bytes, public_key: bytes) -> dict[str, Any]:
     envelope = Envelope.from_json_obj(load_object(result, "job result"), "job result")
     if envelope.payload_type != INTOTO_PAYLOAD_TYPE or len(envelope.signatures) != 1:
         raise VerificationError("job result: expected one signature over an in-toto statement")
+    if envelope.signatures[0].keyid != public_key_id(public_key):
+        raise VerificationError("job result: not signed by the log key")
+    if canonical(envelope.to_json_obj(), ascii_only=True) != result:
+        raise FormatError(
+            "job result: not in canonical form (sorted keys, no spaces, strict base64)"
+        )
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(
             envelope.signatures[0].sig, pae(INTOTO_PAYLOAD_TYPE, envelope.payload)
         )
     except InvalidSignature as exc:
         raise VerificationError("job result: signature does not verify under the log key") from exc
-    return load_object(envelope.payload, "job result statement")
+    statement = load_object(envelope.payload, "job result statement")
+    if canonical(statement, ascii_only=True) != envelope.payload:
+        raise FormatError("job result statement: not in canonical JSON form")
+    return statement
 
 
 def _check_statement(statement: dict[str, Any]) -> dict[str, Any]:
