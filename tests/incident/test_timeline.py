@@ -195,3 +195,25 @@ def test_a_wrong_log_key_fails(history: History, tmp_path: Path) -> None:
                   other)  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_a_mangled_saved_timeline_fails_cleanly(history: History) -> None:
+    """Random one-character edits anywhere in a saved timeline: a one-line error of our own
+    (never another exception), unless the edit hit wording the proofs do not cover."""
+    import random
+
+    from weightvault.errors import WeightvaultError
+
+    timeline = _timeline(history)
+    key = read_log_key(str(history.log_key))
+    text = json.dumps(timeline.to_json())
+    rng = random.Random(16)
+    refused = 0
+    for _ in range(300):
+        position = rng.randrange(len(text))
+        mangled = text[:position] + rng.choice('x0{}",:]A=') + text[position + 1 :]
+        try:
+            verify_timeline_document(mangled.encode(), key)
+        except WeightvaultError:
+            refused += 1
+    assert refused > 150
