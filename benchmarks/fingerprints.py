@@ -42,8 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from weightvault.fingerprint import MarkOptions, attacks
-from weightvault.fingerprint._io import ModelReader, StateReader
+from weightvault.fingerprint import MarkOptions, ModelReader, StateReader, attacks
 from weightvault.fingerprint.issue import mark_state
 from weightvault.fingerprint.keys import FingerprintKey
 from weightvault.fingerprint.structure import MarkPlan, plan_marks

@@ -12,8 +12,7 @@ import torch
 from safetensors.torch import save_file
 from tests.fingerprint.models import HEADS, KEY, OTHER_KEY, state_of, tiny_bert
 
-from weightvault.fingerprint import MarkOptions, attacks, trace_copy
-from weightvault.fingerprint._io import StateReader
+from weightvault.fingerprint import MarkOptions, StateReader, attacks, trace_copy
 from weightvault.fingerprint.issue import mark_state
 from weightvault.fingerprint.structure import plan_marks
 from weightvault.fingerprint.trace import match_names, trace_state

@@ -28,6 +28,7 @@ from weightvault.custody.audit import AuditTrail
 from weightvault.custody.blobs import BlobStore
 from weightvault.custody.context import RequestContext, Room, Shared
 from weightvault.custody.errors import NotFoundError
+from weightvault.custody.fingerprints import Fingerprinter
 from weightvault.custody.grants import GrantUse, active_grant, authorize_grant_use
 from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
@@ -75,12 +76,14 @@ class Pulls(Room):
         kek: Identity,
         trail: AuditTrail,
         alerts: AlertSink,
+        fingerprints: Fingerprinter | None = None,
     ) -> None:
         super().__init__(shared)
         self._blobs = blobs
         self._kek = kek
         self._trail = trail
         self._alerts = alerts
+        self._fingerprints = fingerprints
 
     def grant_files(self, ctx: RequestContext, grant_id: str) -> dict[str, Any]:
         """What an active grant lets its holder pull: files, sizes as delivered, bytes left."""
@@ -91,6 +94,7 @@ class Pulls(Room):
                 .where(VersionFile.model == grant.model, VersionFile.version == grant.version)
                 .order_by(VersionFile.index)
             ).all()
+            files, fingerprint_id = self._fingerprinted(session, grant, list(files))
             listing = []
             for f in files:
                 header = self._delivery_header(session, grant, f)
@@ -103,7 +107,10 @@ class Pulls(Room):
                         "delivered_size": len(header) + f.body_size,
                     }
                 )
-            self._audit(ctx, "allowed", {"grant_id": grant_id, "files": len(listing)})
+            detail: dict[str, Any] = {"grant_id": grant_id, "files": len(listing)}
+            if fingerprint_id is not None:
+                detail["fingerprint_id"] = fingerprint_id
+            self._audit(ctx, "allowed", detail)
         return {
             "grant_id": grant_id,
             "model": grant.model,
@@ -111,6 +118,32 @@ class Pulls(Room):
             "bytes_remaining": grant.byte_budget - grant.bytes_used,
             "files": listing,
         }
+
+    def _fingerprinted(
+        self, session: Session, grant: GrantRequest, files: list[VersionFile]
+    ) -> tuple[list[VersionFile], str | None]:
+        """Under a ``fingerprint`` policy, the grant's own marked copies in place of the
+        originals (made on first use; see :mod:`weightvault.custody.fingerprints`)."""
+        if self._fingerprints is None or not load_model(session, grant.model)[1].fingerprint:
+            return files, None
+        every = session.scalars(
+            select(VersionFile)
+            .where(VersionFile.model == grant.model, VersionFile.version == grant.version)
+            .order_by(VersionFile.index)
+        ).all()
+        copies = self._fingerprints.copies(session, grant, list(every))
+        delivered = []
+        for f in files:
+            copy = copies.get(f.index)
+            if copy is not None:  # a detached stand-in, never added to the session
+                f = VersionFile(
+                    model=f.model, version=f.version, index=f.index, path=f.path,
+                    size=copy.size, sha256=copy.sha256, blob_key=copy.blob_key,
+                    header_size=copy.header_size, body_size=copy.body_size,
+                )  # fmt: skip
+            delivered.append(f)
+        ids = {c.fingerprint_id for c in copies.values()}
+        return delivered, ids.pop() if ids else None
 
     def _delivery_header(self, session: Session, grant: GrantRequest, vfile: VersionFile) -> bytes:
         """The file's header re-wrapped for the grantee (made once, then reused for resumes)."""
@@ -146,6 +179,7 @@ class Pulls(Room):
             vfile = session.get(VersionFile, (grant.model, grant.version, index))
             if vfile is None:
                 raise NotFoundError("file not found")
+            (vfile,), fingerprint_id = self._fingerprinted(session, grant, [vfile])
             approvals = list(
                 session.scalars(
                     select(Approval).where(
@@ -167,6 +201,8 @@ class Pulls(Room):
         ctx.detail.update(
             {"grant_id": grant_id, "file": vfile.path, "range": [start, end], "total": total}
         )
+        if fingerprint_id is not None:
+            ctx.detail["fingerprint_id"] = fingerprint_id
         # (5)
         self._audit(ctx, "allowed")
         body = self._stream(ctx, grant_id, vfile, header, start, end, first)

@@ -13,6 +13,7 @@ from typing import Any
 from weightvault._json import load_object
 from weightvault.access.policy import AccessPolicy
 from weightvault.custody import _names
+from weightvault.custody.gates_policy import ReleasePolicy
 from weightvault.errors import FormatError
 
 __all__ = ["MAX_POLICY_BYTES", "ModelPolicy", "SignerRule"]
@@ -71,6 +72,12 @@ class ModelPolicy:
     """Model-wide egress budget over the service's window."""
     access: AccessPolicy | None = None
     """Structured access (jobs next to the weights); None: no jobs."""
+    release: ReleasePolicy | None = None
+    """Release gate: attestations a version needs before ``deploy`` or ``release`` grants
+    (docs/release-gates.md); None: no gate."""
+    fingerprint: bool = False
+    """Pulls deliver each grant its own fingerprinted copy of the safetensors files
+    (``weightvault.fingerprint``); the fingerprint id is in the audit log."""
 
     def __post_init__(self) -> None:
         if self.approvals_required < 1:
@@ -96,6 +103,10 @@ class ModelPolicy:
         }
         if self.access is not None:
             doc["access"] = self.access.to_dict()
+        if self.release is not None:
+            doc["release"] = self.release.to_dict()
+        if self.fingerprint:
+            doc["fingerprint"] = True
         return json.dumps(doc, sort_keys=True)
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,8 +127,10 @@ class ModelPolicy:
             "approvals_required",
             "approvers",
             "egress_bytes_per_window",
+            "fingerprint",
             "max_grant_bytes",
             "max_grant_duration_s",
+            "release",
             "request_ttl_s",
             "signers",
         }
@@ -151,11 +164,16 @@ class ModelPolicy:
                 raise FormatError(f"{where}: must be between 1 and {_MAX_APPROVERS}")
             return value
 
+        fingerprint = doc.get("fingerprint", False)
+        if not isinstance(fingerprint, bool):
+            raise FormatError("policy.fingerprint: expected true or false")
         access = AccessPolicy.from_dict(doc["access"]) if "access" in doc else None
         if access is not None and max(access.approvals.values()) > len(names):
             raise FormatError("policy.access.approvals: more than the number of approvers")
         return cls(
             access=access,
+            release=ReleasePolicy.from_dict(doc["release"]) if "release" in doc else None,
+            fingerprint=fingerprint,
             approvers=names,
             approvals_required=integer("approvals_required", 2, count),
             signers=signers,

@@ -36,6 +36,8 @@ from weightvault.custody.blobs import BlobStore, open_blob_store
 from weightvault.custody.config import ServiceConfig
 from weightvault.custody.context import RequestContext, Shared
 from weightvault.custody.egress import Pulls
+from weightvault.custody.fingerprints import FINGERPRINT_KEY_FILE, Fingerprinter
+from weightvault.custody.gates import Gates
 from weightvault.custody.grants import Grants
 from weightvault.custody.identities import Identities
 from weightvault.custody.jobs import Jobs
@@ -43,7 +45,8 @@ from weightvault.custody.jobs_runner import JobRunner
 from weightvault.custody.kek import ServiceKek
 from weightvault.custody.models import Models
 from weightvault.custody.push import Push
-from weightvault.custody.store import ModelVersion, Store, utcnow
+from weightvault.custody.risk import RiskRegister
+from weightvault.custody.store import FingerprintedFile, ModelVersion, Store, utcnow
 
 __all__ = ["Custody", "RequestContext"]
 
@@ -78,9 +81,15 @@ class Custody:
         self.models = Models(shared)
         self.push = Push(shared, self.blobs, self.kek, self.staging)
         self.grants = Grants(shared)
-        self.egress = Pulls(shared, self.blobs, self.kek, self.trail, self.alerts)
+        marks = Fingerprinter(
+            self.blobs, self.kek, self.staging, config.data_dir / FINGERPRINT_KEY_FILE
+        )
+        self.egress = Pulls(shared, self.blobs, self.kek, self.trail, self.alerts, marks)
         self.push.alerts = self.grants.alerts = self.alerts  # incident signals
         self.jobs = self._jobs_room(shared)
+        self.gates = Gates(shared, self.trail)  # release gates of deploy/release grants
+        self.grants.gate, self.grants.gate_view = self.gates.gate_request, self.gates.request_view
+        self.risks = RiskRegister(shared)
         self.sweep_orphans()
 
     def _jobs_room(self, shared: Shared) -> Jobs:
@@ -110,6 +119,9 @@ class Custody:
         so uploads still running on another replica are left alone)."""
         with self.store.session(read_only=True) as session:
             referenced = set(session.scalars(select(ModelVersion.blob_prefix)))
+            referenced |= {  # grants' fingerprinted copies
+                key.split("/")[0] for key in session.scalars(select(FingerprintedFile.blob_key))
+            }
         try:
             return self.blobs.sweep(referenced, time.time() - grace_s)
         except Exception:  # a failed sweep must not stop the service; it runs at every start

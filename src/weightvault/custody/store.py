@@ -42,6 +42,7 @@ __all__ = [
     "DeliveryHeader",
     "Egress",
     "EnrolmentCode",
+    "FingerprintedFile",
     "GrantRequest",
     "Job",
     "JobApproval",
@@ -225,6 +226,22 @@ class DeliveryHeader(Base):
     grant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     file_index: Mapped[int] = mapped_column(Integer, primary_key=True)
     header: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class FingerprintedFile(Base):
+    """A grant's own marked copy of one file (``policy.fingerprint``), stored encrypted like
+    the original and made once, so every pull and resumed range of the grant sees the same
+    bytes."""
+
+    __tablename__ = "fingerprinted_files"
+    grant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    file_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint_id: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    blob_key: Mapped[str] = mapped_column(String(256))
+    header_size: Mapped[int] = mapped_column(Integer)
+    body_size: Mapped[int] = mapped_column(BigInteger)
 
 
 class Alert(Base):

@@ -10,6 +10,7 @@ candidates, or nobody. See ``docs/fingerprints.md``.
 
 from __future__ import annotations
 
+from weightvault.fingerprint._io import ModelReader, StateReader
 from weightvault.fingerprint.issue import IssuedCopy, Marker, MarkOptions, issue_copy
 from weightvault.fingerprint.keys import (
     FingerprintKey,
@@ -33,6 +34,8 @@ __all__ = [
     "MarkOptions",
     "MarkPlan",
     "Marker",
+    "ModelReader",
+    "StateReader",
     "TensorInfo",
     "TraceResult",
     "create_fingerprint_key",
