@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Unpack
 
 from weightvault._fs import ensure_writable_destination
+from weightvault.errors import UsageError
 from weightvault.hashing import ProgressDisplay, reporting
 from weightvault.signing import (
     ManifestKeywords,
@@ -35,6 +36,7 @@ from weightvault.signing import (
     write_signature,
 )
 from weightvault.signing.options import CheckKeywords, PathLike
+from weightvault.tree.s3 import is_object_url
 
 if TYPE_CHECKING:
     from weightvault.oms.manifest import Manifest
@@ -127,6 +129,10 @@ def sign_model(
     """
     sig = Path(signature_path) if signature_path is not None else default_signature_path(model_path)
     ensure_writable_destination(sig, force=force)
+    if scan_policy is not None and is_object_url(model_path):
+        raise UsageError(
+            f"{model_path}: scanning reads local files; scan a local copy of the model"
+        )
     plan = plan_model(model_path, signature_path=sig, options=options, **keywords)
     if scan_policy is not None:
         _scan(plan, scan_policy)
@@ -167,7 +173,7 @@ def digest_model(
 ) -> Manifest:
     """The manifest a signature would carry (as :func:`weightvault.signing.digest`), with
     ``progress_display`` opened once the number of bytes to hash is known."""
-    signature_path = default_signature_path(model_path)
+    signature_path = None if is_object_url(model_path) else default_signature_path(model_path)
     plan = plan_model(model_path, signature_path=signature_path, options=options, **keywords)
     with reporting(plan.total_size, progress_display) as advance:
         return plan.manifest(progress=advance)

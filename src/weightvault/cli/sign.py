@@ -220,12 +220,21 @@ def _manifest_options(
     )
 
 
+def _model_location(text: str) -> Path | str:
+    """A local path, or an ``s3://`` URL kept as text (a Path would fold its ``//``)."""
+    from weightvault.tree.s3 import is_object_url
+
+    return text if is_object_url(text) else Path(text)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``sign``, ``verify`` and ``digest`` to the application."""
 
     @app.command("sign")
     def sign_command(
-        model_path: Path = typer.Argument(..., help="Model file or folder to sign."),
+        model_arg: str = typer.Argument(
+            ..., metavar="MODEL_PATH", help="Model file or folder to sign, or s3://bucket/prefix."
+        ),
         signature: Path | None = typer.Option(
             None, "--signature", help="Where to write the signature (default MODEL/model.sig)."
         ),
@@ -300,7 +309,11 @@ def register(app: typer.Typer) -> None:
         from weightvault.pipeline import LogTarget, ScanPolicy, sign_model
         from weightvault.signing import default_signature_path
 
-        _interrupt.note_untouched(model_path)
+        model_path = _model_location(model_arg)
+        if isinstance(model_path, Path):
+            _interrupt.note_untouched(model_path)
+        elif row_groups or scan:
+            raise UsageError("--row-groups and --scan read local files; not an s3:// model")
         options = _manifest_options(
             hash_type, serialization, shard_size, ignore, no_ignore_git, allow_symlinks, workers
         )
@@ -377,7 +390,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("verify")
     def verify_command(
-        model_path: Path = typer.Argument(..., help="Model file or folder to verify."),
+        model_arg: str = typer.Argument(
+            ..., metavar="MODEL_PATH", help="Model file or folder to verify, or s3://bucket/prefix."
+        ),
         signature: Path | None = typer.Option(
             None, "--signature", help="Signature file (default MODEL/model.sig)."
         ),
@@ -452,6 +467,7 @@ def register(app: typer.Typer) -> None:
         from weightvault.errors import VerificationError
         from weightvault.pipeline import LogRequirement, check_model
 
+        model_path = _model_location(model_arg)
         if require_log != (log_key is not None):
             raise UsageError("--require-log and --log-key go together")
         if (witness_key or min_witnesses) and not require_log:
@@ -523,7 +539,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("digest")
     def digest_command(
-        model_path: Path = typer.Argument(..., help="Model file or folder."),
+        model_arg: str = typer.Argument(
+            ..., metavar="MODEL_PATH", help="Model file or folder, or s3://bucket/prefix."
+        ),
         hash_type: str = _HASH,
         serialization: str = _SERIALIZATION,
         shard_size: int = _SHARD_SIZE,
@@ -537,6 +555,7 @@ def register(app: typer.Typer) -> None:
         from weightvault.cli._ui import emit_json, out_console, progress_display
         from weightvault.pipeline import digest_model
 
+        model_path = _model_location(model_arg)
         options = _manifest_options(
             hash_type, serialization, shard_size, ignore, no_ignore_git, allow_symlinks, workers
         )

@@ -23,6 +23,10 @@ digests into a manifest. What makes it fast and lean:
   already open, a filesystem without leases, a ``SIGURG`` handler installed, not Linux) the job
   reads with ``preadv`` instead: slower for BLAKE3, never unsafe.
 
+A job whose bytes are not in a local file (an object in S3) carries a :class:`RangeReader`;
+the engine hashes what it yields, in order, and checks the count. The reader fetches ahead
+itself (parallel ranged requests), so the same schedule keeps the network busy.
+
 Digests never depend on ``max_workers`` or the chunk size (tested).
 """
 
@@ -39,7 +43,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from weightvault.errors import InputError
 
@@ -49,6 +53,7 @@ __all__ = [
     "HashJob",
     "ProgressCallback",
     "ProgressDisplay",
+    "RangeReader",
     "default_workers",
     "digest_size",
     "hash_jobs",
@@ -219,9 +224,24 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@runtime_checkable
+class RangeReader(Protocol):
+    """The bytes of one file that is not on the local disk (an object in a bucket).
+
+    ``chunks(start, end)`` yields the bytes from ``start`` to ``end`` (exclusive) in order, in
+    pieces of its choosing; it raises :class:`InputError` when they cannot be read (or changed
+    since they were listed). Closing the iterator early must stop any reads still in flight.
+    """
+
+    def chunks(self, start: int, end: int) -> Iterator[bytes | memoryview]: ...
+
+
 @dataclass(frozen=True)
 class HashJob:
-    """Hash ``path`` from ``start`` to ``end`` (exclusive), or to end of file if ``end`` is None."""
+    """Hash ``path`` from ``start`` to ``end`` (exclusive), or to end of file if ``end`` is None.
+
+    With a ``reader`` the bytes come from it instead of ``path`` (``end`` None means ``size``).
+    """
 
     path: Path
     name: str
@@ -230,6 +250,7 @@ class HashJob:
     """Expected number of bytes; orders the schedule and sizes the progress bar."""
     start: int = 0
     end: int | None = None
+    reader: RangeReader | None = None
 
 
 class _Stop(Exception):
@@ -288,6 +309,9 @@ class _Engine:
     def _hash_one(self, job: HashJob, buffer: bytearray, view: memoryview) -> bytes:
         threads = self.blake3_threads if job.size >= self.blake3_mt_size else 1
         hasher = self.algorithm.new_hasher(threads=threads)
+        if job.reader is not None:
+            self._hash_read(job, job.reader, hasher)
+            return hasher.digest()
         try:
             fd = os.open(job.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
@@ -338,6 +362,36 @@ class _Engine:
         finally:
             os.close(fd)
         return hasher.digest()
+
+    def _hash_read(self, job: HashJob, reader: RangeReader, hasher: _Hasher) -> None:
+        """Hash what ``reader`` yields for ``job``; a wrong byte count is an error."""
+        end = job.start + job.size if job.end is None else job.end
+        count = 0
+        unreported = 0
+        progress = self.progress
+        pieces = reader.chunks(job.start, end)
+        try:
+            for piece in pieces:
+                if self.error is not None:
+                    raise _Stop
+                hasher.update(piece)
+                count += len(piece)
+                if progress is not None:
+                    unreported += len(piece)
+                    if unreported >= _PROGRESS_STEP:
+                        progress(unreported)
+                        unreported = 0
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()  # a generator: stop its reads in flight
+        if progress is not None and unreported:
+            progress(unreported)
+        if count != end - job.start:
+            raise InputError(
+                f"{job.name}: read {count} bytes where {end - job.start} were expected "
+                "(changed while hashing?)"
+            )
 
     def _hash_mapped(self, job: HashJob, fd: int, hasher: _Hasher) -> None:
         """Hash ``job`` through read-only windows of a shared mapping (no copy).

@@ -27,6 +27,7 @@ from weightvault.oms.manifest import Manifest, Resource, Serialization, shard_na
 from weightvault.signing._base import Signer, SignerIdentity
 from weightvault.signing.options import ManifestKeywords, ManifestOptions, PathLike
 from weightvault.tree import ModelFile, ModelTree, normalize_ignore_path, walk_model
+from weightvault.tree.s3 import S3Object, is_object_url, walk_object_store
 
 __all__ = [
     "SIGNATURE_FILE_NAME",
@@ -54,7 +55,16 @@ _SNIFF_BYTES = 64 * 1024
 
 
 def default_signature_path(model_path: PathLike) -> Path:
-    """``MODEL/model.sig`` for a folder; ``model.sig`` beside a single-file model."""
+    """``MODEL/model.sig`` for a folder; ``model.sig`` beside a single-file model.
+
+    A model in a bucket has none: its signature is a local file whose path must be given.
+    """
+    if is_object_url(model_path):
+        raise UsageError(
+            f"{model_path}: a model in object storage has no default signature file;"
+            " give a local path for it",
+            remedy="signature-path",
+        )
     root = Path(model_path)
     if root.is_dir():
         return root / SIGNATURE_FILE_NAME
@@ -70,7 +80,7 @@ def _model_name(root: Path) -> str:
 
 def signature_ignore(root: Path, signature_path: Path | None) -> list[str]:
     """The signature file's name inside the model (so signing twice keeps working)."""
-    if signature_path is None or not root.is_dir():
+    if signature_path is None or is_object_url(str(signature_path)) or not root.is_dir():
         return []
     name = normalize_ignore_path(root, os.path.abspath(signature_path))
     return [name] if name else []
@@ -86,11 +96,19 @@ def is_signature_file(path: PathLike) -> bool:
     try:
         with open(path, "rb") as handle:
             head = handle.read(_SNIFF_BYTES)
-            if not head.lstrip().startswith(b"{") or _BUNDLE_MARK not in head:
+            if not _may_be_bundle(head):
                 return False
             data = head + handle.read(MAX_SIGNATURE_BYTES + 1 - len(head))
     except OSError:
         return False
+    return _is_bundle(data)
+
+
+def _may_be_bundle(head: bytes) -> bool:
+    return head.lstrip().startswith(b"{") and _BUNDLE_MARK in head
+
+
+def _is_bundle(data: bytes) -> bool:
     if len(data) > MAX_SIGNATURE_BYTES:
         return False
     from weightvault.oms.bundle import parse_bundle
@@ -102,19 +120,35 @@ def is_signature_file(path: PathLike) -> bool:
     return True
 
 
+def _is_signature_object(source: S3Object) -> bool:
+    """:func:`is_signature_file` for an object in a bucket (the same test, read by range)."""
+    if source.size > MAX_SIGNATURE_BYTES:
+        return False
+    head = b"".join(source.chunks(0, min(source.size, _SNIFF_BYTES)))
+    if not _may_be_bundle(head):
+        return False
+    return _is_bundle(head + b"".join(source.chunks(len(head), source.size)))
+
+
+def _is_signature(f: ModelFile) -> bool:
+    if f.size > MAX_SIGNATURE_BYTES or f.is_symlink:
+        return False
+    return _is_signature_object(f.source) if f.source is not None else is_signature_file(f.path)
+
+
 def _jobs(files: Iterable[ModelFile], shard_size: int | None) -> list[tuple[str, HashJob]]:
     """One job per file, or (``shard_size``) files cut into shards; an empty file is one empty
     shard (model-signing drops it, which lets an empty file be added or removed unnoticed)."""
     jobs: list[tuple[str, HashJob]] = []
     for f in files:
         if shard_size is None:
-            jobs.append((f.name, HashJob(f.path, f.name, f.size)))
+            jobs.append((f.name, HashJob(f.path, f.name, f.size, reader=f.source)))
         elif f.size == 0:
-            jobs.append((shard_name(f.name, 0, 0), HashJob(f.path, f.name, 0, 0, 0)))
+            jobs.append((shard_name(f.name, 0, 0), HashJob(f.path, f.name, 0, 0, 0, f.source)))
         else:
             for start in range(0, f.size, shard_size):
                 end = min(start + shard_size, f.size)
-                job = HashJob(f.path, f.name, end - start, start, end)
+                job = HashJob(f.path, f.name, end - start, start, end, f.source)
                 jobs.append((shard_name(f.name, start, end), job))
     return jobs
 
@@ -189,21 +223,23 @@ def plan_model(
     refused (:class:`UsageError`).
     """
     opts = ManifestOptions.merge(options, keywords)
-    root = Path(model_path)
-    sig = Path(signature_path) if signature_path is not None else None
-    if sig is not None and root.is_file() and os.path.realpath(sig) == os.path.realpath(root):
-        raise UsageError(f"{root}: the signature would overwrite the model it signs")
-    tree = walk_model(
-        root,
-        ignore_paths=[*opts.ignore_paths, *signature_ignore(root, sig)],
-        ignore_git_paths=opts.ignore_git_paths,
-        allow_symlinks=opts.allow_symlinks,
-    )
-    left_out = tuple(
-        f.name
-        for f in tree.files
-        if f.size <= MAX_SIGNATURE_BYTES and not f.is_symlink and is_signature_file(f.path)
-    )
+    if is_object_url(model_path):
+        tree = walk_object_store(
+            str(model_path), ignore_paths=opts.ignore_paths, ignore_git_paths=opts.ignore_git_paths
+        )
+        root = tree.root
+    else:
+        root = Path(model_path)
+        sig = Path(signature_path) if signature_path is not None else None
+        if sig is not None and root.is_file() and os.path.realpath(sig) == os.path.realpath(root):
+            raise UsageError(f"{root}: the signature would overwrite the model it signs")
+        tree = walk_model(
+            root,
+            ignore_paths=[*opts.ignore_paths, *signature_ignore(root, sig)],
+            ignore_git_paths=opts.ignore_git_paths,
+            allow_symlinks=opts.allow_symlinks,
+        )
+    left_out = tuple(f.name for f in tree.files if _is_signature(f))
     if left_out and tree.is_single_file:
         raise UsageError(f"{root}: is a signature (a Sigstore bundle), not a model to sign")
     return ModelPlan(root, tree.without(left_out) if left_out else tree, opts, left_out)

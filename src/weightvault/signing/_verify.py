@@ -29,6 +29,7 @@ from weightvault.signing._model import (
 from weightvault.signing._pem import read_input_file
 from weightvault.signing.options import CheckKeywords, PathLike
 from weightvault.tree import DEFAULT_IGNORED_NAMES, ModelTree, SymlinkError, walk_model
+from weightvault.tree.s3 import is_object_url, walk_object_store
 
 __all__ = ["VerificationResult", "check", "read_signature", "verify"]
 
@@ -204,12 +205,16 @@ def check(
     Raises :class:`InputError` / :class:`FormatError` when the check cannot run (missing model
     or signature, malformed bundle or payload).
     """
+    in_bucket = is_object_url(model_path)
     root = Path(model_path)
-    if not root.exists() and not root.is_symlink():
+    if not in_bucket and not root.exists() and not root.is_symlink():
         raise InputError(
             f"{root}: no such file or directory; check the model path", reason=Reason.NOT_FOUND
         )
-    sig = Path(signature_path) if signature_path is not None else default_signature_path(root)
+    if signature_path is not None:
+        sig = Path(signature_path)
+    else:
+        sig = default_signature_path(model_path if in_bucket else root)
     bundle_json = read_signature(sig)
     # 1. Authenticity: the method checks the bundle and returns the payload it vouches for.
     try:
@@ -228,6 +233,11 @@ def check(
     unsigned_links: list[str] = []
     while True:
         try:
+            if in_bucket:
+                tree = walk_object_store(
+                    str(model_path), ignore_paths=ignored, ignore_git_paths=False
+                )
+                break
             tree = walk_model(
                 root,
                 ignore_paths=[*ignored, *unsigned_links],

@@ -19,8 +19,12 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from weightvault.errors import InputError, Reason, UsageError
+
+if TYPE_CHECKING:
+    from weightvault.tree.s3 import S3Object
 
 __all__ = [
     "DEFAULT_IGNORED_NAMES",
@@ -65,6 +69,8 @@ class ModelFile:
     """Where to read it: the file itself, or the resolved target of a permitted symlink."""
     size: int
     is_symlink: bool = False
+    source: S3Object | None = None
+    """Where the bytes are when not on the local disk (then ``path`` is only a label)."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,7 @@ class ModelTree:
         )
 
 
-def _no_files(root: Path) -> InputError:
+def _no_files(root: Path | str) -> InputError:
     return InputError(
         f"{root}: the model has no files to process (empty or all ignored)",
         reason=Reason.NO_FILES,
