@@ -139,32 +139,28 @@ def _decide(job_id: str, key: Path | None, pkcs11_uri: str | None, valid_for: in
     _show(result, as_json, [_summary(result)])
 
 
-@job_app.command("approve")
-def approve(
-    job_id: str = typer.Argument(..., help="Job id."),
-    key: Path | None = _KEY,
-    pkcs11_uri: str | None = _PKCS11,
-    valid_for: int = _VALID,
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
-) -> None:
-    """Sign an approval of exactly this job (its request digest) and submit it."""
-    _decide(job_id, key, pkcs11_uri, valid_for, url, token, as_json, "approve")
+def _decision_command(decision: str, help_text: str) -> None:
+    """``vault job approve`` and ``vault job deny``: the same options, one decision each."""
+
+    def command(
+        job_id: str = typer.Argument(..., help="Job id."),
+        key: Path | None = _KEY,
+        pkcs11_uri: str | None = _PKCS11,
+        valid_for: int = _VALID,
+        url: str | None = _URL,
+        token: str | None = _TOKEN,
+        as_json: bool = _JSON,
+    ) -> None:
+        _decide(job_id, key, pkcs11_uri, valid_for, url, token, as_json, decision)
+
+    command.__name__ = decision
+    job_app.command(decision, help=help_text)(command)
 
 
-@job_app.command("deny")
-def deny(
-    job_id: str = typer.Argument(..., help="Job id."),
-    key: Path | None = _KEY,
-    pkcs11_uri: str | None = _PKCS11,
-    valid_for: int = _VALID,
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
-) -> None:
-    """Sign a denial of this job and submit it (one denial closes it)."""
-    _decide(job_id, key, pkcs11_uri, valid_for, url, token, as_json, "deny")
+_decision_command(
+    "approve", "Sign an approval of exactly this job (its request digest); submit it."
+)
+_decision_command("deny", "Sign a denial of this job and submit it (one denial closes it).")
 
 
 @job_app.command("status")
