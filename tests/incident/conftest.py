@@ -15,7 +15,9 @@ in order (each step is recorded in :class:`History` so tests can check the timel
 7. rita's request D is approved by alice and bob (their third release together: an alert);
 8. olivia uploads v2 with config.json changed after signing (refused: signature);
 9. olivia uploads v4 with a dangerous pickle (refused: scan);
-10. olivia pushes v3; the auditor exports the log.
+10. olivia pushes v3;
+11. the response: the admin revokes rita's token, rotates alice's approval key and disables
+    ravi; the auditor exports the log.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.custody.helpers import World, build_world, make_model, sign_model, start_service
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from tests.custody.helpers import (
+    World,
+    build_world,
+    make_model,
+    public_pem,
+    sign_model,
+    start_service,
+)
 
 from weightvault.custody.client import VaultHTTPError
 
@@ -55,6 +65,8 @@ class History:
     """Bytes the pulls under each grant received (delivered sizes, as the service sent them)."""
     steps: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
     """(kind, principal, version, grant letter) in the order they happened."""
+    rotated_key: ed25519.Ed25519PrivateKey | None = None
+    """alice's new approval key (the old one is retired in step 11)."""
 
     @property
     def data_dir(self) -> Path:
@@ -153,6 +165,13 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
             v3 = make_model(root / "llama-v3", seed=3)
             olivia.push("llama", "v3", v3, sign_model(v3, world.signing_key).read_bytes())
             steps += [("push.started", "olivia", "v3", None), ("push", "olivia", "v3", None)]
+        # 11: the response: rita's token revoked, alice's approval key rotated, ravi disabled
+        new_key = ed25519.Ed25519PrivateKey.generate()
+        with world.service.admin as admin:
+            admin.revoke_token(world.people["rita"].token.split("_")[1])
+            admin.update_principal("alice", approval_key_pem=public_pem(new_key))
+            admin.update_principal("ravi", disabled=True)
+        h.rotated_key = new_key
         with world.client("audrey") as auditor:
             h.export.write_bytes(auditor.audit_export())
             h.log_key.write_text(auditor.audit_key()["log_key"] + "\n")

@@ -3,6 +3,7 @@ redaction that hides names and keeps digests, and outputs that appear whole or n
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -17,7 +18,8 @@ import pytest
 import stix2
 from tests.incident.conftest import History
 
-from weightvault.incident import build_timeline, load_evidence, read_log_key
+from weightvault.incident import build_timeline, load_evidence, read_log_key, verify_line
+from weightvault.incident.evidence import LineProof
 from weightvault.incident.render import render_report
 from weightvault.incident.report import build_report
 
@@ -70,7 +72,19 @@ def test_report_names_versions_indicators_and_actions(history: History) -> None:
     changed = (history.root / "llama-v2" / "config.json").read_bytes()
     assert tampered["config.json"] == hashlib.sha256(changed).hexdigest()
     assert any(i["value"] == tampered["config.json"] for i in doc["indicators"])
-    assert [(a["kind"], a["by"]) for a in doc["actions_taken"]] == [("revocation", "admin")]
+    assert [(a["kind"], a["by"]) for a in doc["actions_taken"]] == [
+        ("revocation", "admin"),
+        ("token revocation", "admin"),
+        ("key rotation", "admin"),
+        ("principal disabled", "admin"),
+    ]
+    checkpoint = doc["timeline"]["checkpoint"].encode()
+    key = read_log_key(str(history.log_key))
+    for action in doc["actions_taken"]:  # each action is proven like a timeline line
+        proof = LineProof.from_json(action["proof"], "proof")
+        verify_line(base64.b64decode(action["entry"]), proof, checkpoint, key)
+    rotation = doc["actions_taken"][2]["summary"]
+    assert rotation.startswith("admin replaced the approval key of alice (now ")
     assert {"upload.signature_failed", "scan.finding", "approvals.same_pair"} <= {
         s["signal"] for s in doc["incident_signals"]
     }

@@ -69,8 +69,17 @@ def _actions(timeline: Timeline, people: Iterable[str]) -> list[tuple[AuditEntry
         elif entry.action == "token.revoke" and detail.get("owner") in people:
             text = f"{who} revoked token {detail.get('token_id')} of {detail.get('owner')}"
         elif entry.action == "principal.update" and detail.get("name") in people:
-            changes = ", ".join(sorted(k for k in detail if k != "name")) or "settings"
-            text = f"{who} changed principal {detail.get('name')}: {changes}"
+            name = detail.get("name")
+            if detail.get("approval_key_id"):
+                kind = "key rotation"
+                text = (
+                    f"{who} replaced the approval key of {name} (now {detail['approval_key_id']})"
+                )
+            elif detail.get("disabled") is True:
+                kind, text = "principal disabled", f"{who} disabled {name}"
+            else:
+                changes = ", ".join(sorted(k for k in detail if k != "name")) or "settings"
+                text = f"{who} changed principal {name}: {changes}"
         elif entry.action == "model.policy" and detail.get("model") == timeline.model:
             signers = [s.get("name") for s in (detail.get("policy") or {}).get("signers", [])]
             text = f"{who} changed the policy of {timeline.model} (signers: {signers})"
