@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,24 @@ def scan_for_marker(*roots: Path) -> list[Path]:
         for path in [root] if root.is_file() else root.rglob("*"):
             try:
                 if path.is_file() and not path.is_symlink() and MARKER in path.read_bytes():
+                    found.append(path)
+            except OSError:
+                continue
+    return found
+
+
+def scan_recent_for_marker(root: Path, since: float, *, max_bytes: int = 64 << 20) -> list[Path]:
+    """Files under ``root`` changed after ``since`` (epoch seconds) holding :data:`MARKER`: the
+    shared temporary folder, where a leak of plaintext would most likely land."""
+    found = []
+    for folder, _dirs, names in os.walk(root, onerror=lambda _error: None):
+        for name in names:
+            path = Path(folder) / name
+            try:
+                info = path.lstat()
+                if not path.is_file() or info.st_mtime < since or info.st_size > max_bytes:
+                    continue
+                if MARKER in path.read_bytes():
                     found.append(path)
             except OSError:
                 continue

@@ -29,6 +29,10 @@ def probe(message: dict[str, Any], files: dict[str, Any]) -> dict[str, Any]:
         report["write_outside"] = _attempt(lambda: open(args["write_outside"], "w").close())
     if "read_other" in args:
         report["read_other"] = _attempt(lambda: open(args["read_other"], "rb").read(1))
+    if "parent" in args:  # the service's memory and environment (data keys, KEK material)
+        for name in ("mem", "environ"):
+            path = f"/proc/{args['parent']}/{name}"
+            report[f"parent_{name}"] = _attempt(lambda p=path: open(p, "rb").read(1))
     if "write_scratch" in args:
         path = os.path.join(message["scratch"], "note.txt")
         report["write_scratch"] = _attempt(lambda: open(path, "w").write("x"))

@@ -69,6 +69,7 @@ def test_a_job_cannot_connect_read_other_files_or_write_outside_scratch(
             "read_other": str(other),
             "write_scratch": True,
             "read_given": True,
+            "parent": os.getpid(),
         },
         files=files,
     )
@@ -77,6 +78,8 @@ def test_a_job_cannot_connect_read_other_files_or_write_outside_scratch(
     assert report["connect"].startswith("refused")
     assert report["write_outside"].startswith("refused")
     assert report["read_other"].startswith("refused")
+    assert report["parent_mem"].startswith("refused")
+    assert report["parent_environ"].startswith("refused")
     assert report["write_scratch"] == "done"
     assert bytes.fromhex(report["read_given"]["config.json"]) == b'{"secret": "only'
     assert not (tmp_path / "escaped.txt").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +16,13 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from tests.access.helpers import REPEAT, lm_dataset, make_tiny_lm, scan_for_marker
+from tests.access.helpers import (
+    REPEAT,
+    lm_dataset,
+    make_tiny_lm,
+    scan_for_marker,
+    scan_recent_for_marker,
+)
 from tests.custody.helpers import Service, public_pem, sign_model, start_service
 
 from weightvault._json import canonical
@@ -128,6 +135,7 @@ def _export(jw: JobsWorld) -> tuple[bytes, str]:
 
 def test_query_runs_isolated_is_released_once_and_verifies_offline(jw: JobsWorld) -> None:
     data = jw.service.data_dir
+    started = time.time()
     with jw.client("rosa") as rosa:
         job = _query(rosa)
         assert job["status"] == "pending" and job["approvals_required"] == 1
@@ -148,6 +156,7 @@ def test_query_runs_isolated_is_released_once_and_verifies_offline(jw: JobsWorld
             rosa.job_result(job["id"])
         assert again.value.status == 409 and "released already" in again.value.message
     assert scan_for_marker(data) == []
+    assert scan_recent_for_marker(Path(tempfile.gettempdir()), started) == []
     export, log_key = _export(jw)
     verified = verify_job_result(result, export, log_key)
     completion = verified.outputs["completions"][0]
