@@ -262,6 +262,9 @@ def request(
     justification: str = typer.Option(..., "--justification", help="Why you need the weights."),
     duration: int = typer.Option(3600, "--duration-s", help="Grant window in seconds."),
     budget: str = typer.Option(..., "--bytes", help="Byte budget (e.g. 20G)."),
+    purpose: str = typer.Option(
+        "pull", "--purpose", help="pull, deploy or release (deploy/release: the release gate)."
+    ),
     url: str | None = _URL,
     token: str | None = _TOKEN,
     as_json: bool = _JSON,
@@ -269,7 +272,7 @@ def request(
     """File a grant request; it needs M approvals before you can pull."""
     with _client(url, token) as client:
         result = client.request(
-            model_name, version, justification, duration, _bytes(budget, "--bytes")
+            model_name, version, justification, duration, _bytes(budget, "--bytes"), purpose
         )
     _show(
         result,

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from weightvault import _b64 as b64
 from weightvault.custody import _names
@@ -181,10 +181,17 @@ class Grants(Room):
     """Told of each new request once it is committed (the console notifies approvers)."""
     alerts: AlertSink | None = None
     """Where incident signals go (the same pair approving again and again); set by the service."""
+    gate: Callable[[Session, RequestContext, GrantRequest, str, str], None] | None = None
+    """The release gate of deploy/release requests (:meth:`.gates.Gates.gate_request`): called
+    with the purpose when a request is filed and again before the approval that activates it;
+    raises to refuse. Set by the service."""
+    gate_view: Callable[[Session, str], dict[str, Any]] | None = None
+    """A request's purpose and gate findings, shown beside it
+    (:meth:`.gates.Gates.request_view`)."""
 
     def _view(self, grant: GrantRequest, approvals: list[Approval]) -> dict[str, Any]:
         status = effective_status(grant, self._clock())
-        return {
+        view: dict[str, Any] = {
             "id": grant.id,
             "model": grant.model,
             "version": grant.version,
@@ -203,6 +210,10 @@ class Grants(Room):
             "expires_at": format_time(grant.grant_expires_at) if grant.grant_expires_at else None,
             "request_digest": terms_of(grant).digest(),
         }
+        session = object_session(grant)
+        if self.gate_view is not None and session is not None:
+            view.update(self.gate_view(session, grant.id))
+        return view
 
     def create_request(
         self,
@@ -212,6 +223,7 @@ class Grants(Room):
         justification: str,
         duration_s: int,
         byte_budget: int,
+        purpose: str = "pull",
     ) -> dict[str, Any]:
         principal = require_role(ctx, "reader")
         _names.check_model_name(model_name)
@@ -254,6 +266,11 @@ class Grants(Room):
             )
             session.add(grant)
             session.flush()
+            if purpose != "pull" or self.gate is not None:
+                ctx.detail.update(purpose=purpose)
+                if self.gate is None:
+                    raise PolicyError(f"purpose {purpose!r}: this service has no release gate")
+                self.gate(session, ctx, grant, purpose, "request")
             view = self._view(grant, [])
             self._audit(ctx, "allowed", {"request": view})
         if self.on_pending is not None:
@@ -393,6 +410,8 @@ class Grants(Room):
                 grant.status = "denied"
                 record["status"] = "denied"
             elif len(valid) + 1 >= grant.approvals_required:
+                if self.gate is not None:  # attestations may have expired since the request
+                    self.gate(session, ctx, grant, "", "activation")
                 grant.status = "active"
                 grant.activated_at = now
                 grant.grant_expires_at = now + dt.timedelta(seconds=grant.duration_s)

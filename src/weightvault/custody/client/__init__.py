@@ -193,19 +193,56 @@ class VaultClient:
     # -- requests and approvals ----------------------------------------------------------------
 
     def request(
-        self, model: str, version: str, justification: str, duration_s: int, byte_budget: int
+        self,
+        model: str,
+        version: str,
+        justification: str,
+        duration_s: int,
+        byte_budget: int,
+        purpose: str = "pull",
     ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": model,
+            "version": version,
+            "justification": justification,
+            "duration_s": duration_s,
+            "byte_budget": byte_budget,
+        }
+        if purpose != "pull":
+            body["purpose"] = purpose
+        result: dict[str, Any] = self._call("POST", "/v1/requests", json=body)
+        return result
+
+    # -- release gates and the risk register ---------------------------------------------------
+
+    def attach_attestation(self, model: str, version: str, data: bytes) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST",
-            "/v1/requests",
-            json={
-                "model": model,
-                "version": version,
-                "justification": justification,
-                "duration_s": duration_s,
-                "byte_budget": byte_budget,
-            },
+            f"/v1/models/{model}/versions/{version}/attestations",
+            json={"attestation": base64.b64encode(data).decode("ascii")},
         )
+        return result
+
+    def list_attestations(self, model: str, version: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(
+            "GET", f"/v1/models/{model}/versions/{version}/attestations"
+        )
+        return result
+
+    def gate_check(self, model: str, version: str, purpose: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/models/{model}/versions/{version}/gate", json={"purpose": purpose}
+        )
+        return result
+
+    def add_risk(self, model: str, entry: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/models/{model}/risks", json={"entry": entry}
+        )
+        return result
+
+    def list_risks(self, model: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", f"/v1/models/{model}/risks")
         return result
 
     def get_request(self, request_id: str) -> dict[str, Any]:

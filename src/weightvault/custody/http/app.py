@@ -9,6 +9,7 @@ from weightvault.custody.http.audit import audit_router
 from weightvault.custody.http.deps import actions
 from weightvault.custody.http.egress import egress_router
 from weightvault.custody.http.errors import install_error_handler
+from weightvault.custody.http.gates import gates_router
 from weightvault.custody.http.grants import grants_router
 from weightvault.custody.http.guard import AuditMiddleware
 from weightvault.custody.http.identities import identities_router
@@ -40,6 +41,7 @@ def create_app(custody: Custody) -> AuditMiddleware:
     app.include_router(egress_router(custody.egress, action))
     app.include_router(audit_router(custody.auditing, action))
     app.include_router(jobs_router(custody.jobs, action))
+    app.include_router(gates_router(custody.gates, custody.risks, action))
     from weightvault.custody.console.routes import console_router  # imports http: keep it late
 
     app.include_router(console_router(custody, action))

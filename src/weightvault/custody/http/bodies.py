@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -54,6 +54,8 @@ class RequestIn(_Body):
     justification: str = Field(max_length=2000)
     duration_s: StrictInt = Field(ge=1, le=30 * 24 * 3600)
     byte_budget: StrictInt = Field(ge=1, le=1 << 50)
+    purpose: Literal["pull", "deploy", "release"] = "pull"
+    """``deploy`` and ``release`` go through the model's release gate (:mod:`..gates`)."""
 
 
 class ApprovalIn(_Body):

@@ -22,7 +22,13 @@ def grants_router(room: Grants, action: Action) -> APIRouter:
         body: RequestIn, ctx: RequestContext = Depends(action("request.create"))
     ) -> dict[str, Any]:
         return room.create_request(
-            ctx, body.model, body.version, body.justification, body.duration_s, body.byte_budget
+            ctx,
+            body.model,
+            body.version,
+            body.justification,
+            body.duration_s,
+            body.byte_budget,
+            body.purpose,
         )
 
     @router.get("/v1/requests")

@@ -1,0 +1,202 @@
+"""``weightvault gate attach|list|check|show``: release gates, the attestations a model version
+needs before a ``deploy`` or ``release`` grant (docs/release-gates.md).
+
+Parsing and printing only; the decisions are custody's (:mod:`weightvault.custody.gates`) or,
+offline, :func:`weightvault.custody.gates_policy.decide` over a folder of attestations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from weightvault.cli.vault import _JSON, _TOKEN, _URL, _client, _show
+
+ORDER = 63
+
+gate_app = typer.Typer(
+    name="gate",
+    help="Release gates: attestations a version needs before deploy or release grants.",
+    no_args_is_help=True,
+)
+
+_MAX_FILE = 512 * 1024
+
+
+def _split(target: str) -> tuple[str, str]:
+    from weightvault.errors import UsageError
+
+    model, sep, version = target.partition("@")
+    if not sep or not model or not version:
+        raise UsageError(f"{target!r}: expected MODEL@VERSION")
+    return model, version
+
+
+def _decision_lines(doc: dict[str, Any], what: str) -> list[str]:
+    verdict = "allowed" if doc["allowed"] else "refused"
+    lines = [f"{verdict}: {what} (root {doc['root_digest'][:23]}...)"]
+    for finding in doc["findings"]:
+        if finding["ok"]:
+            extra = ""
+            if finding.get("metrics"):
+                extra = " " + ", ".join(f"{k}={v}" for k, v in sorted(finding["metrics"].items()))
+            if finding.get("summary"):
+                extra = f" summary: {finding['summary']}"
+            lines.append(
+                f"  ok  {finding['requirement']}: {finding['digest']} by {finding['signer']}{extra}"
+            )
+        else:
+            cited = f" [{finding['digest']}]" if finding.get("digest") else ""
+            lines.append(
+                f"  NO  {finding['requirement']}: {finding['failure']}: {finding['message']}{cited}"
+            )
+    if "log_index" in doc:
+        lines.append(f"decision logged as entry {doc['log_index']}")
+    return lines
+
+
+@gate_app.command("attach")
+def attach(
+    target: str = typer.Argument(..., help="MODEL@VERSION the attestation is attached to."),
+    attestation: Path = typer.Argument(..., help="Sigstore bundle or custody job result."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Attach an evaluation, a risk assessment or an audit statement to a version."""
+    from weightvault._fs import read_small_file
+
+    model, version = _split(target)
+    data = read_small_file(attestation, "attestation", _MAX_FILE)
+    with _client(url, token) as client:
+        result = client.attach_attestation(model, version, data)
+    _show(result, as_json, [f"attached {result['kind']} {result['digest']} to {target}"])
+
+
+@gate_app.command("list")
+def list_attestations(
+    target: str = typer.Argument(..., help="MODEL@VERSION."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """List the attestations attached to a version."""
+    model, version = _split(target)
+    with _client(url, token) as client:
+        result = client.list_attestations(model, version)
+    lines = [
+        f"{a['digest']}  {a['kind']}  {a['suite'] or '-'}  {a['producer']}  by {a['added_by']}"
+        for a in result
+    ]
+    shown = [{k: v for k, v in a.items() if k != "attestation"} for a in result]
+    _show(shown, as_json, lines or ["no attestations"])
+
+
+def _offline(
+    model: str,
+    folder: Path,
+    policy_path: Path | None,
+    root_digest: str | None,
+    log_export: Path | None,
+    log_key: str | None,
+) -> dict[str, Any]:
+    import datetime as dt
+
+    from weightvault._fs import read_small_file
+    from weightvault._json import load_object
+    from weightvault.custody.gates_policy import ReleasePolicy, decide, parse_evidence
+    from weightvault.errors import FormatError, UsageError
+
+    if policy_path is None or root_digest is None:
+        raise UsageError("--offline needs --policy and --root-digest")
+    document = load_object(read_small_file(policy_path, "policy", 256 * 1024), "policy")
+    policy = ReleasePolicy.from_dict(document.get("release", document))
+    if not root_digest.startswith("sha256:") or len(root_digest) != 71:
+        raise UsageError("--root-digest: expected sha256:<64 hex digits>")
+    if not folder.is_dir():
+        raise UsageError(f"--offline {folder}: not a folder")
+    offered = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            try:
+                offered.append(parse_evidence(read_small_file(path, "attestation", _MAX_FILE)))
+            except FormatError as exc:
+                raise FormatError(f"{path}: {exc.message}") from exc
+    export = read_small_file(log_export, "log export", 1 << 30) if log_export else None
+    key_text = None
+    if log_key is not None:
+        key_path = Path(log_key)
+        key_text = key_path.read_text().strip() if key_path.is_file() else log_key
+    decision = decide(
+        policy,
+        root_digest,
+        offered,
+        now=dt.datetime.now(dt.UTC),
+        log_export=export,
+        log_key_text=key_text,
+    )
+    return {**decision.to_json(), "model": model, "offline": True}
+
+
+@gate_app.command("check")
+def check(
+    target: str = typer.Argument(..., help="MODEL@VERSION."),
+    purpose: str = typer.Option("deploy", "--purpose", help="deploy or release."),
+    offline: Path | None = typer.Option(
+        None, "--offline", help="Decide here over this folder of attestations (no service)."
+    ),
+    policy: Path | None = typer.Option(None, "--policy", help="Offline: the model's policy."),
+    root_digest: str | None = typer.Option(
+        None, "--root-digest", help="Offline: the version's root digest (sha256:HEX)."
+    ),
+    log_export: Path | None = typer.Option(
+        None, "--log-export", help="Offline: the custody's exported audit log."
+    ),
+    log_key: str | None = typer.Option(
+        None, "--log-key", help="Offline: the custody log's public key (file or text)."
+    ),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Would a deploy or release grant of this version pass its gate? Exit 0 yes, 1 no."""
+    from weightvault.errors import UsageError
+
+    if purpose not in ("deploy", "release"):
+        raise UsageError("--purpose: expected deploy or release")
+    model, version = _split(target)
+    if offline is not None:
+        result = _offline(model, offline, policy, root_digest, log_export, log_key)
+    else:
+        with _client(url, token) as client:
+            result = client.gate_check(model, version, purpose)
+    _show(result, as_json, _decision_lines(result, f"{purpose} of {target}"))
+    if not result["allowed"]:
+        raise typer.Exit(1)
+
+
+@gate_app.command("show")
+def show(
+    request_id: str = typer.Argument(..., help="Grant request id."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """A request with its purpose and the gate's findings (what an approver reads first)."""
+    with _client(url, token) as client:
+        result = client.get_request(request_id)
+    lines = [
+        f"request {result['id']}: {result.get('purpose', 'pull')} of "
+        f"{result['model']}@{result['version']} for {result['requester']}: {result['status']}",
+        f"justification: {result['justification']}",
+    ]
+    gate = result.get("gate")
+    if gate:
+        lines += _decision_lines(gate, "release gate")
+    _show(result, as_json, lines)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(gate_app, name="gate")

@@ -1,0 +1,299 @@
+"""The gates room: attestations attached to model versions, and the release gate every
+``deploy`` or ``release`` grant request goes through.
+
+Anyone who holds an evaluation, a risk assessment or an audit statement about a version (the
+model's owner, an auditor, a researcher with a custody ``evaluate`` job's signed result)
+attaches it; it is stored as offered and verified each time the gate decides, so an attestation
+that has expired, or whose signer was dropped from the policy, stops counting at once.
+
+The gate (:meth:`Gates.gate_request`) runs when a reader files a ``deploy`` or ``release``
+request, and again when the approval that would activate it arrives. Each decision, allowed or
+refused, is a ``gate.decision`` entry in the transparency log naming the version's root digest
+and the digests of the attestations relied on (refused: one line per missing or failing item).
+There is no override in the service: the way around a gate is break-glass (docs/release-gates.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Boolean, Integer, LargeBinary, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from weightvault import _b64 as b64
+from weightvault.custody import _names
+from weightvault.custody.approvals import format_time
+from weightvault.custody.audit import AuditTrail
+from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
+from weightvault.custody.errors import NotFoundError
+from weightvault.custody.gates_policy import (
+    GATED_PURPOSES,
+    Evidence,
+    GateDecision,
+    decide,
+    parse_evidence,
+)
+from weightvault.custody.jobs_runner import root_digest_of
+from weightvault.custody.models import load_model
+from weightvault.custody.store import Base, GrantRequest, ModelVersion, _UtcDateTime
+from weightvault.errors import FormatError, PolicyError
+
+__all__ = ["DECISION_ACTION", "PURPOSES", "GateRecord", "Gates", "VersionAttestation"]
+
+DECISION_ACTION = "gate.decision"
+"""The audit log action of every gate decision (the incident timeline shows it)."""
+PURPOSES = ("pull", *GATED_PURPOSES)
+_ATTACH_ROLES = ("admin", "owner", "auditor", "researcher", "approver")
+
+
+class VersionAttestation(Base):
+    """An attestation attached to a model version, stored exactly as offered."""
+
+    __tablename__ = "version_attestations"
+    digest: Mapped[str] = mapped_column(String(80), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    suite: Mapped[str] = mapped_column(String(256))
+    custody: Mapped[bool] = mapped_column(Boolean)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    added_by: Mapped[str] = mapped_column(String(64))
+    added_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    log_index: Mapped[int] = mapped_column(Integer)
+
+
+class GateRecord(Base):
+    """The gate decision a gated grant request was filed (and activated) under."""
+
+    __tablename__ = "gate_records"
+    request_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    decision_json: Mapped[str] = mapped_column(Text)
+    log_index: Mapped[int] = mapped_column(Integer)
+
+
+def _evidence(row: VersionAttestation) -> Evidence:
+    return parse_evidence(row.data)
+
+
+class Gates(Room):
+    """Attestations on versions, gate checks, and the gate of deploy/release requests."""
+
+    def __init__(self, shared: Shared, trail: AuditTrail) -> None:
+        super().__init__(shared)
+        self._trail = trail
+
+    # -- attestations --------------------------------------------------------------------------
+
+    def attach(
+        self, ctx: RequestContext, model_name: str, version: str, data_b64: str
+    ) -> dict[str, Any]:
+        """Attach an attestation (its format is checked now; its signature when the gate runs)."""
+        principal = require_role(ctx, *_ATTACH_ROLES)
+        _names.check_model_name(model_name)
+        _names.check_version_name(version)
+        ctx.detail.update(model=model_name, version=version)
+        data = b64.decode(data_b64, "attestation", max_size=512 * 1024, canonical=False)
+        evidence = parse_evidence(data)
+        now = self._clock()
+        with self._store.session() as session:
+            load_model(session, model_name)
+            if session.get(ModelVersion, (model_name, version)) is None:
+                raise NotFoundError(f"{model_name}@{version} not found")
+            if session.get(VersionAttestation, (evidence.digest, model_name, version)):
+                raise PolicyError(f"attestation {evidence.digest} is attached already")
+            index, _entry = self._audit(ctx, "allowed", {"attestation": evidence.summary()})
+            session.add(
+                VersionAttestation(
+                    digest=evidence.digest,
+                    model=model_name,
+                    version=version,
+                    kind=evidence.kind,
+                    suite=evidence.suite,
+                    custody=evidence.custody,
+                    data=data,
+                    added_by=principal.name,
+                    added_at=now,
+                    log_index=index,
+                )
+            )
+        return {
+            **evidence.summary(),
+            "model": model_name,
+            "version": version,
+            "added_by": principal.name,
+            "log_index": index,
+        }
+
+    def list_attestations(
+        self, ctx: RequestContext, model_name: str, version: str
+    ) -> list[dict[str, Any]]:
+        require_role(ctx, *ROLES)
+        _names.check_model_name(model_name)
+        _names.check_version_name(version)
+        with self._store.session(read_only=True) as session:
+            load_model(session, model_name)
+            rows = session.scalars(
+                select(VersionAttestation)
+                .where(VersionAttestation.model == model_name)
+                .where(VersionAttestation.version == version)
+                .order_by(VersionAttestation.added_at)
+            )
+            out = [
+                {
+                    **_evidence(r).summary(),
+                    "added_by": r.added_by,
+                    "added_at": format_time(r.added_at),
+                    "log_index": r.log_index,
+                    "attestation": base64.b64encode(r.data).decode("ascii"),
+                }
+                for r in rows
+            ]
+        self._audit(ctx, "allowed", {"model": model_name, "version": version, "count": len(out)})
+        return out
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def _decide(self, session: Session, model_name: str, version: str) -> GateDecision:
+        _model, policy = load_model(session, model_name)
+        row = session.get(ModelVersion, (model_name, version))
+        if row is None:
+            raise NotFoundError(f"{model_name}@{version} not found")
+        if policy.release is None:
+            raise PolicyError(
+                f"the policy of {model_name!r} has no release section; deploy and release "
+                "grants need one"
+            )
+        offered = [
+            _evidence(r)
+            for r in session.scalars(
+                select(VersionAttestation).where(VersionAttestation.model == model_name)
+            )
+        ]
+        needs_log = any(
+            r.after_enhancement or any(s.is_custody for s in r.signers)
+            for r in policy.release.requirements
+        )
+        export = self._trail.export() if needs_log else None
+        return decide(
+            policy.release,
+            root_digest_of(row.signature),
+            offered,
+            now=self._clock(),
+            log_export=export,
+            log_key_text=self._trail.verifier_key.to_text() if needs_log else None,
+        )
+
+    def _record(
+        self,
+        ctx: RequestContext,
+        decision: GateDecision,
+        model_name: str,
+        version: str,
+        purpose: str,
+        stage: str,
+        request_id: str | None,
+    ) -> int:
+        """Write the ``gate.decision`` entry (the action is restored afterwards)."""
+        action = ctx.action
+        ctx.action = DECISION_ACTION
+        try:
+            index, _entry = self._audit(
+                ctx,
+                "allowed" if decision.allowed else "refused",
+                {
+                    "model": model_name,
+                    "version": version,
+                    "purpose": purpose,
+                    "stage": stage,
+                    "request_id": request_id,
+                    "root_digest": decision.root_digest,
+                    "allowed": decision.allowed,
+                    "relied_on": decision.relied_on,
+                    "refusals": decision.refusal_lines(),
+                },
+            )
+        finally:
+            ctx.action = action
+        return index
+
+    def check(
+        self, ctx: RequestContext, model_name: str, version: str, purpose: str
+    ) -> dict[str, Any]:
+        """Decide the gate now without filing a request (logged like any decision)."""
+        require_role(ctx, *ROLES)
+        _names.check_model_name(model_name)
+        _names.check_version_name(version)
+        if purpose not in GATED_PURPOSES:
+            raise FormatError(f"purpose: expected {' or '.join(GATED_PURPOSES)}")
+        with self._store.session(read_only=True) as session:
+            decision = self._decide(session, model_name, version)
+        index = self._record(ctx, decision, model_name, version, purpose, "check", None)
+        return {
+            **decision.to_json(),
+            "model": model_name,
+            "version": version,
+            "purpose": purpose,
+            "log_index": index,
+        }
+
+    def gate_request(
+        self, session: Session, ctx: RequestContext, grant: GrantRequest, purpose: str, stage: str
+    ) -> None:
+        """The gate of a ``deploy``/``release`` request (``stage``: ``request`` when it is filed,
+        ``activation`` when the last approval arrives); raise :class:`PolicyError` naming every
+        missing or failing attestation (one item each, separated by `` | ``: error messages
+        are one line). A ``pull`` passes untouched."""
+        if stage == "activation":
+            record = session.get(GateRecord, grant.id)
+            if record is None:
+                return
+            purpose = record.purpose
+        if purpose not in PURPOSES:
+            raise FormatError(f"purpose: expected one of {', '.join(PURPOSES)}")
+        if purpose == "pull":
+            return
+        decision = self._decide(session, grant.model, grant.version)
+        index = self._record(ctx, decision, grant.model, grant.version, purpose, stage, grant.id)
+        if not decision.allowed:
+            raise PolicyError(
+                f"release gate: {purpose} of {grant.model}@{grant.version} refused "
+                f"(log entry {index}): " + " | ".join(decision.refusal_lines())
+            )
+        record = session.get(GateRecord, grant.id)
+        document = decision.to_json()
+        if record is None:
+            session.add(
+                GateRecord(
+                    request_id=grant.id,
+                    purpose=purpose,
+                    decision_json=_dumps(document),
+                    log_index=index,
+                )
+            )
+        else:
+            record.decision_json = _dumps(document)
+            record.log_index = index
+        session.flush()
+
+    @staticmethod
+    def request_view(session: Session, request_id: str) -> dict[str, Any]:
+        """What approvers see beside a request: its purpose and the gate's findings (the
+        assessment summary, the evaluation results, the digests relied on)."""
+        import json
+
+        record = session.get(GateRecord, request_id)
+        if record is None:
+            return {"purpose": "pull"}
+        return {
+            "purpose": record.purpose,
+            "gate": {**json.loads(record.decision_json), "log_index": record.log_index},
+        }
+
+
+def _dumps(document: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(document, sort_keys=True)

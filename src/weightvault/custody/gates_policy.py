@@ -1,0 +1,733 @@
+"""Release gates, the part without a service: a model's release policy and the decision over a
+set of attestations (used by custody's gate room and by ``weightvault gate check --offline``).
+
+A release policy (the ``release`` field of a model's policy, docs/release-gates.md) names what
+must exist before a version may be granted for ``deploy`` or ``release``: evaluation suites with
+thresholds (optionally run on a fine-tuned version derived from it: ``after_enhancement``), a
+risk assessment, and optionally an external auditor's statement. Each names who may sign it:
+``"custody"`` (the signed result of a custody ``evaluate`` job, verified against the custody's
+transparency log), a public key, or a certificate identity under a trust root.
+
+:func:`decide` verifies every attestation offered, matches them to the requirements and returns
+a :class:`GateDecision`: allowed, or the refusals, one line per requirement, naming why
+(``missing``, ``bad-signature``, ``unlisted-signer``, ``wrong-subject``, ``expired``,
+``failed-thresholds``, ``external-not-allowed``, ``not-logged``, ``objection``).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from weightvault._json import load_object
+from weightvault.attest import (
+    EVAL_RESULTS,
+    AttestationError,
+    AttestationFailure,
+    parse_statement,
+    verify_attestation,
+)
+from weightvault.errors import FormatError, VerificationError
+
+__all__ = [
+    "AUDIT_STATEMENT",
+    "CUSTODY",
+    "GATED_PURPOSES",
+    "RISK_ASSESSMENT",
+    "Evidence",
+    "GateDecision",
+    "ReleasePolicy",
+    "Requirement",
+    "SignerSpec",
+    "decide",
+    "parse_evidence",
+]
+
+RISK_ASSESSMENT = "https://weightvault.dev/attestation/risk-assessment/v1"
+AUDIT_STATEMENT = "https://weightvault.dev/attestation/audit-statement/v1"
+CUSTODY = "custody"
+"""The signer name of a custody ``evaluate`` job's own signed result."""
+GATED_PURPOSES = ("deploy", "release")
+_MAX_REQUIREMENTS = 32
+_MAX_SIGNERS = 16
+_MAX_PEM = 16384
+_MAX_EVIDENCE_BYTES = 512 * 1024
+
+
+def parse_time(value: object, where: str) -> dt.datetime:
+    """An RFC 3339 time with an offset, as attestations write them."""
+    if not isinstance(value, str) or "T" not in value:
+        raise FormatError(f"{where}: expected an RFC 3339 time (2026-12-06T06:00:00Z)")
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise FormatError(f"{where}: not an RFC 3339 time ({value[:40]!r})") from exc
+    if moment.tzinfo is None:
+        raise FormatError(f"{where}: the time needs an offset (Z or +00:00)")
+    return moment
+
+
+def _text(doc: dict[str, Any], name: str, where: str, *, required: bool = True) -> str:
+    value = doc.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value.strip() or len(value) > 4096:
+        raise FormatError(f"{where}.{name}: expected a non-empty string")
+    return value
+
+
+def _fields(doc: object, allowed: set[str], where: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise FormatError(f"{where}: expected an object")
+    extra = set(doc) - allowed
+    if extra:
+        raise FormatError(f"{where}: unknown field {sorted(extra)[0]}")
+    return doc
+
+
+def _seconds(doc: dict[str, Any], name: str, where: str) -> int | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10 * 366 * 86400:
+        raise FormatError(f"{where}.{name}: expected whole seconds between 1 and ten years")
+    return value
+
+
+@dataclass(frozen=True)
+class SignerSpec:
+    """One identity allowed to sign a requirement's attestation."""
+
+    name: str
+    """``custody``, or a label for a key or an identity (shown in decisions)."""
+    public_key_pem: str = ""
+    identity: str = ""
+    """A certificate identity (SAN e-mail, URI or DNS name), checked under ``trust_root_pem``."""
+    trust_root_pem: str = ""
+
+    @property
+    def is_custody(self) -> bool:
+        return self.name == CUSTODY and not self.public_key_pem and not self.identity
+
+    def to_json(self) -> object:
+        if self.is_custody:
+            return CUSTODY
+        doc = {"name": self.name}
+        if self.public_key_pem:
+            doc["public_key_pem"] = self.public_key_pem
+        else:
+            doc.update(identity=self.identity, trust_root_pem=self.trust_root_pem)
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: object, where: str) -> SignerSpec:
+        if doc == CUSTODY:
+            return cls(CUSTODY)
+        body = _fields(doc, {"name", "public_key_pem", "identity", "trust_root_pem"}, where)
+        name = _text(body, "name", where)
+        if name == CUSTODY:
+            raise FormatError(f"{where}.name: 'custody' is reserved for custody's own results")
+        pem = body.get("public_key_pem", "")
+        identity = body.get("identity", "")
+        if bool(pem) == bool(identity):
+            raise FormatError(f"{where}: give either public_key_pem or identity")
+        if pem:
+            if not isinstance(pem, str) or not pem.startswith("-----BEGIN PUBLIC KEY-----"):
+                raise FormatError(f"{where}.public_key_pem: expected a PEM public key")
+            if len(pem) > _MAX_PEM:
+                raise FormatError(f"{where}.public_key_pem: longer than {_MAX_PEM} characters")
+            cls._load_key(pem, where)
+            return cls(name, public_key_pem=pem)
+        identity = _text(body, "identity", where)
+        root = body.get("trust_root_pem")
+        if not isinstance(root, str) or "-----BEGIN CERTIFICATE-----" not in root:
+            raise FormatError(f"{where}.trust_root_pem: expected a PEM certificate")
+        if len(root) > _MAX_PEM:
+            raise FormatError(f"{where}.trust_root_pem: longer than {_MAX_PEM} characters")
+        return cls(name, identity=identity, trust_root_pem=root)
+
+    @staticmethod
+    def _load_key(pem: str, where: str) -> Any:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        try:
+            key = serialization.load_pem_public_key(pem.encode("ascii"))
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise FormatError(f"{where}.public_key_pem: not a public key") from exc
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise FormatError(f"{where}.public_key_pem: expected an EC public key")
+        return key
+
+    def verifier(self) -> Any:
+        """The :class:`~weightvault.signing.Verifier` for this signer's bundles."""
+        if self.public_key_pem:
+            from weightvault.signing import KeyVerifier
+
+            return KeyVerifier(self._load_key(self.public_key_pem, "signer"))
+        from cryptography import x509
+
+        from weightvault.signing.certificate import CertificateVerifier
+
+        roots = x509.load_pem_x509_certificates(self.trust_root_pem.encode("ascii"))
+        return CertificateVerifier(roots, identity=self.identity)
+
+    def accepted_ids(self) -> list[str]:
+        """What :func:`~weightvault.attest.verify_attestation` lists for this signer."""
+        if self.public_key_pem:
+            from weightvault.oms.bundle import public_key_hint
+
+            return [public_key_hint(self._load_key(self.public_key_pem, "signer"))]
+        return [self.identity]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One attestation a gated grant needs."""
+
+    kind: str
+    """``evaluation``, ``risk-assessment`` or ``audit-statement``."""
+    name: str
+    """How refusals name it (an evaluation's ``name``; the kind otherwise)."""
+    signers: tuple[SignerSpec, ...]
+    suite: str = ""
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    after_enhancement: bool = False
+    external_allowed: bool = False
+    """Evaluations produced outside custody count only when this is true (and signer listed)."""
+    max_age_s: int | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "evaluation":
+            after = " after enhancement" if self.after_enhancement else ""
+            return f"evaluation {self.name!r} (suite {self.suite}{after})"
+        return self.kind
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"signers": [s.to_json() for s in self.signers]}
+        if self.max_age_s is not None:
+            doc["max_age_s"] = self.max_age_s
+        if self.kind == "evaluation":
+            doc.update(
+                name=self.name,
+                suite=self.suite,
+                thresholds=self.thresholds,
+                after_enhancement=self.after_enhancement,
+                external_allowed=self.external_allowed,
+            )
+        return doc
+
+
+def _signers(doc: dict[str, Any], where: str, *, custody_ok: bool) -> tuple[SignerSpec, ...]:
+    raw = doc.get("signers")
+    if not isinstance(raw, list) or not 1 <= len(raw) <= _MAX_SIGNERS:
+        raise FormatError(f"{where}.signers: expected a list of 1 to {_MAX_SIGNERS} signers")
+    specs = tuple(SignerSpec.from_json(s, f"{where}.signers[{i}]") for i, s in enumerate(raw))
+    if not custody_ok and any(s.is_custody for s in specs):
+        raise FormatError(f"{where}.signers: only evaluations can be produced by custody")
+    if len({s.name for s in specs}) != len(specs):
+        raise FormatError(f"{where}.signers: a name is listed twice")
+    return specs
+
+
+def _thresholds(doc: object, where: str) -> dict[str, dict[str, float]]:
+    if not isinstance(doc, dict) or not doc:
+        raise FormatError(f"{where}: expected an object of metric: {{min, max}}")
+    out: dict[str, dict[str, float]] = {}
+    for metric, bounds in doc.items():
+        at = f"{where}.{metric}"
+        if not isinstance(bounds, dict) or not bounds or set(bounds) - {"min", "max"}:
+            raise FormatError(f"{at}: expected an object with min and/or max")
+        for bound, value in bounds.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise FormatError(f"{at}.{bound}: expected a number")
+        out[str(metric)] = {b: float(v) for b, v in bounds.items()}
+    return out
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    """What a version needs before a ``deploy`` or ``release`` grant (the policy's ``release``)."""
+
+    evaluations: tuple[Requirement, ...] = ()
+    risk_assessment: Requirement | None = None
+    auditor: Requirement | None = None
+
+    @property
+    def requirements(self) -> tuple[Requirement, ...]:
+        extra = tuple(r for r in (self.risk_assessment, self.auditor) if r is not None)
+        return (*self.evaluations, *extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"evaluations": [r.to_json() for r in self.evaluations]}
+        if self.risk_assessment is not None:
+            doc["risk_assessment"] = self.risk_assessment.to_json()
+        if self.auditor is not None:
+            doc["auditor"] = self.auditor.to_json()
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: object, where: str = "policy.release") -> ReleasePolicy:
+        body = _fields(doc, {"evaluations", "risk_assessment", "auditor"}, where)
+        raw = body.get("evaluations", [])
+        if not isinstance(raw, list) or len(raw) > _MAX_REQUIREMENTS:
+            raise FormatError(f"{where}.evaluations: expected a list of at most 32")
+        evaluations = []
+        allowed = {
+            "name",
+            "suite",
+            "thresholds",
+            "after_enhancement",
+            "external_allowed",
+            "signers",
+            "max_age_s",
+        }
+        for index, item in enumerate(raw):
+            at = f"{where}.evaluations[{index}]"
+            spec = _fields(item, allowed, at)
+            for flag in ("after_enhancement", "external_allowed"):
+                if not isinstance(spec.get(flag, False), bool):
+                    raise FormatError(f"{at}.{flag}: expected true or false")
+            signers = _signers(spec, at, custody_ok=True)
+            external = bool(spec.get("external_allowed", False))
+            if not external and not any(s.is_custody for s in signers):
+                raise FormatError(
+                    f"{at}.signers: without external_allowed only 'custody' can sign; "
+                    "list 'custody' or allow external evaluators"
+                )
+            evaluations.append(
+                Requirement(
+                    kind="evaluation",
+                    name=_text(spec, "name", at),
+                    signers=signers,
+                    suite=_text(spec, "suite", at),
+                    thresholds=_thresholds(spec.get("thresholds"), f"{at}.thresholds"),
+                    after_enhancement=bool(spec.get("after_enhancement", False)),
+                    external_allowed=external,
+                    max_age_s=_seconds(spec, "max_age_s", at),
+                )
+            )
+        if len({(r.name) for r in evaluations}) != len(evaluations):
+            raise FormatError(f"{where}.evaluations: a name is used twice")
+
+        def document(name: str) -> Requirement | None:
+            if name not in body:
+                return None
+            at = f"{where}.{name}"
+            spec = _fields(body[name], {"signers", "max_age_s"}, at)
+            kind = "risk-assessment" if name == "risk_assessment" else "audit-statement"
+            return Requirement(
+                kind=kind,
+                name=kind,
+                signers=_signers(spec, at, custody_ok=False),
+                max_age_s=_seconds(spec, "max_age_s", at),
+            )
+
+        policy = cls(tuple(evaluations), document("risk_assessment"), document("auditor"))
+        if not policy.requirements:
+            raise FormatError(f"{where}: names no requirement (leave it out instead)")
+        return policy
+
+
+# -- evidence -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """An attestation as offered (parsed, not yet verified): what it claims to be about."""
+
+    digest: str
+    """``sha256:<hex>`` of the exact bytes (how decisions and the risk register cite it)."""
+    data: bytes = field(repr=False)
+    kind: str
+    """``evaluation``, ``risk-assessment`` or ``audit-statement``."""
+    custody: bool
+    """A custody job result (DSSE envelope signed with the log key) rather than a bundle."""
+    suite: str = ""
+    subjects: tuple[str, ...] = ()
+    """The root digests it claims to be about (``sha256:<hex>``)."""
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "kind": self.kind,
+            "suite": self.suite or None,
+            "producer": CUSTODY if self.custody else "external",
+            "subjects": list(self.subjects),
+        }
+
+
+def parse_evidence(data: bytes) -> Evidence:
+    """Classify an offered attestation from its (unverified) content; refuse anything that is
+    not an evaluation, a risk assessment or an audit statement."""
+    from weightvault.access.result import PREDICATE_TYPE as JOB_RESULT
+
+    if len(data) > _MAX_EVIDENCE_BYTES:
+        raise FormatError(f"attestation: larger than {_MAX_EVIDENCE_BYTES} bytes")
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    doc = load_object(data, "attestation")
+    if "payloadType" in doc and "signatures" in doc:
+        try:
+            payload = base64.b64decode(str(doc.get("payload", "")), validate=True)
+        except ValueError as exc:
+            raise FormatError("attestation: payload is not base64") from exc
+        statement = load_object(payload, "attestation statement")
+        predicate = statement.get("predicate")
+        if statement.get("predicateType") != JOB_RESULT or not isinstance(predicate, dict):
+            raise FormatError("attestation: an envelope that is not a custody job result")
+        if predicate.get("kind") != "evaluate":
+            raise FormatError(
+                f"attestation: a custody {predicate.get('kind')} job result, not an evaluation"
+            )
+        parameters = predicate.get("parameters")
+        suite = parameters.get("evaluation") if isinstance(parameters, dict) else None
+        root = predicate.get("model_root_digest")
+        if not isinstance(suite, str) or not isinstance(root, str):
+            raise FormatError("attestation: a job result without an evaluation or root digest")
+        return Evidence(digest, data, "evaluation", True, suite, (root,))
+    from weightvault.oms.bundle import parse_bundle
+
+    bundle = parse_bundle(data)
+    parsed = parse_statement(bundle.payload)
+    subjects = tuple("sha256:" + s.digest.hex() for s in parsed.subjects)
+    if parsed.predicate_type == EVAL_RESULTS:
+        return Evidence(digest, data, "evaluation", False, parsed.predicate["suite"], subjects)
+    if parsed.predicate_type == RISK_ASSESSMENT:
+        _check_document(parsed.predicate, "risk-assessment")
+        return Evidence(digest, data, "risk-assessment", False, "", subjects)
+    if parsed.predicate_type == AUDIT_STATEMENT:
+        _check_document(parsed.predicate, "audit-statement")
+        return Evidence(digest, data, "audit-statement", False, "", subjects)
+    raise FormatError(
+        f"attestation: a {parsed.predicate_type} statement is not an evaluation, a risk "
+        "assessment or an audit statement"
+    )
+
+
+_DOCUMENT_FIELDS = {
+    "risk-assessment": (
+        {"summary", "assessor", "assessedOn"},
+        {"expires", "document", "misuse", "notes"},
+    ),
+    "audit-statement": (
+        {"summary", "auditor", "auditedOn", "conclusion"},
+        {"expires", "document", "notes"},
+    ),
+}
+
+
+def _check_document(predicate: dict[str, Any], kind: str) -> dt.datetime:
+    """Check a risk assessment's or audit statement's fields; return when it was made."""
+    required, optional = _DOCUMENT_FIELDS[kind]
+    where = "predicate"
+    _fields(predicate, required | optional, where)
+    for name in sorted(required):
+        if name not in predicate:
+            raise FormatError(f"{where}.{name}: missing")
+    _text(predicate, "summary", where)
+    made = parse_time(
+        predicate["assessedOn" if kind == "risk-assessment" else "auditedOn"], f"{where}.made"
+    )
+    if "expires" in predicate:
+        parse_time(predicate["expires"], f"{where}.expires")
+    if kind == "audit-statement" and predicate["conclusion"] not in ("no-objection", "objection"):
+        raise FormatError(f"{where}.conclusion: expected no-objection or objection")
+    return made
+
+
+# -- the decision -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One requirement's outcome."""
+
+    requirement: str
+    ok: bool
+    failure: str = ""
+    """The named failure when not ok (``missing``, ``bad-signature`` ...)."""
+    message: str = ""
+    digest: str | None = None
+    """The attestation relied on (ok) or the closest one refused."""
+    signer: str | None = None
+    made: str | None = None
+    metrics: dict[str, float] | None = None
+    summary: str | None = None
+
+    def line(self) -> str:
+        if self.ok:
+            return f"{self.requirement}: satisfied by {self.digest} (signed by {self.signer})"
+        cited = f" [{self.digest}]" if self.digest else ""
+        return f"{self.requirement}: {self.failure}: {self.message}{cited}"
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "requirement": self.requirement,
+            "ok": self.ok,
+            "digest": self.digest,
+        }
+        if not self.ok:
+            doc.update(failure=self.failure, message=self.message)
+        else:
+            doc.update(signer=self.signer, made=self.made)
+            if self.metrics is not None:
+                doc["metrics"] = self.metrics
+            if self.summary is not None:
+                doc["summary"] = self.summary
+        return doc
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a version passes its release gate, and why (one finding per requirement)."""
+
+    allowed: bool
+    root_digest: str
+    findings: tuple[Finding, ...]
+
+    @property
+    def relied_on(self) -> list[str]:
+        return [f.digest for f in self.findings if f.ok and f.digest]
+
+    def refusal_lines(self) -> list[str]:
+        return [f.line() for f in self.findings if not f.ok]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "allowed": self.allowed,
+            "root_digest": self.root_digest,
+            "relied_on": self.relied_on,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+@dataclass(frozen=True)
+class _Verified:
+    signer: str
+    made: dt.datetime
+    expires: dt.datetime | None
+    predicate: dict[str, Any]
+    subject: str
+
+
+class _Refused(Exception):
+    def __init__(self, failure: str, message: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.message = message
+
+
+@dataclass
+class _Log:
+    """The custody's transparency log, verified once: job results are checked against it and
+    fine-tuned versions' lineage is read from it."""
+
+    export: bytes
+    key_text: str
+    times: dict[int, dt.datetime] = field(default_factory=dict)
+    derived: dict[str, str] = field(default_factory=dict)
+    """Root digest of each fine-tuned version -> the root digest of its base version."""
+
+    @classmethod
+    def load(cls, export: bytes, key_text: str) -> _Log:
+        from weightvault.tlog import LogExport, VerifierKey, verify_export
+
+        verified = verify_export(export, VerifierKey.from_text(key_text))
+        log = cls(export, key_text)
+        for index, entry in enumerate(LogExport.from_json(export).entries[: verified.size]):
+            try:
+                event = json.loads(entry)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            detail = event.get("detail")
+            if event.get("action") == "version.derived" and isinstance(detail, dict):
+                lineage = detail.get("lineage", {})
+                base = lineage.get("base", {}) if isinstance(lineage, dict) else {}
+                if isinstance(base, dict) and isinstance(lineage.get("root_digest"), str):
+                    log.derived[lineage["root_digest"]] = str(base.get("root_digest"))
+            if event.get("action") == "job.release" and isinstance(event.get("time"), str):
+                log.times[index] = parse_time(event["time"], f"log entry {index}.time")
+        return log
+
+
+def _verify_custody(evidence: Evidence, log: _Log | None) -> _Verified:
+    from weightvault.access.result import verify_job_result
+
+    if log is None:
+        raise _Refused("not-logged", "a custody result needs the custody's log to verify")
+    try:
+        result = verify_job_result(evidence.data, log.export, log.key_text)
+    except (VerificationError, FormatError) as exc:
+        failure = "not-logged" if "log" in exc.message else "bad-signature"
+        raise _Refused(failure, exc.message) from exc
+    predicate = result.predicate
+    metrics = predicate["outputs"].get("metrics")
+    if not isinstance(metrics, dict):
+        raise _Refused("malformed", "the job result holds no metrics")
+    made = log.times.get(result.log_index)
+    if made is None:
+        raise _Refused("not-logged", "the job's release entry has no time")
+    return _Verified(CUSTODY, made, None, {"metrics": metrics}, predicate["model_root_digest"])
+
+
+def _verify_bundle(
+    evidence: Evidence, requirement: Requirement, subject: str, now: dt.datetime
+) -> _Verified:
+    specs = [s for s in requirement.signers if not s.is_custody]
+    if not specs:
+        raise _Refused("unlisted-signer", "only custody's own results are accepted")
+    errors: list[AttestationError] = []
+    for spec in specs:
+        try:
+            record = verify_attestation(
+                evidence.data,
+                verifier=spec.verifier(),
+                expected_subject_digest=subject,
+                signers=spec.accepted_ids(),
+                now=now,
+            )
+        except AttestationError as exc:
+            errors.append(exc)
+            continue
+        predicate = record.predicate
+        if requirement.kind == "evaluation":
+            made = parse_time(predicate["evaluatedOn"], "predicate.evaluatedOn")
+        else:
+            made = _check_document(predicate, requirement.kind)
+        expires = parse_time(predicate["expires"], "expires") if "expires" in predicate else None
+        return _Verified(spec.name, made, expires, predicate, subject)
+    # The most telling refusal: the one from the signer it claims to be (not "unlisted").
+    telling = [e for e in errors if e.failure is not AttestationFailure.UNLISTED_SIGNER]
+    chosen = (telling or errors)[0]
+    raise _Refused(chosen.failure.value, chosen.detail)
+
+
+def _check(
+    evidence: Evidence,
+    requirement: Requirement,
+    acceptable: set[str],
+    now: dt.datetime,
+    log: _Log | None,
+) -> Finding:
+    """Verify one attestation against one requirement; a Finding either way."""
+    label = requirement.label
+    try:
+        if evidence.custody:
+            if not any(s.is_custody for s in requirement.signers):
+                raise _Refused("unlisted-signer", "custody is not a listed signer here")
+            verified = _verify_custody(evidence, log)
+        else:
+            if requirement.kind == "evaluation" and not requirement.external_allowed:
+                raise _Refused(
+                    "external-not-allowed",
+                    "produced outside custody and the policy allows only custody evaluations",
+                )
+            subject = next((s for s in evidence.subjects if s in acceptable), "")
+            target = subject or (sorted(acceptable)[0] if acceptable else "")
+            if not target:
+                raise _Refused("wrong-subject", "no fine-tuned version of this version is known")
+            verified = _verify_bundle(evidence, requirement, target, now)
+        if verified.subject not in acceptable:
+            what = (
+                "a fine-tuned version of this version"
+                if requirement.after_enhancement
+                else ("this version")
+            )
+            raise _Refused("wrong-subject", f"about {verified.subject[:23]}..., not {what}")
+        if verified.expires is not None and now >= verified.expires:
+            raise _Refused("expired", f"expired at {verified.expires.isoformat()}")
+        if requirement.max_age_s is not None:
+            limit = verified.made + dt.timedelta(seconds=requirement.max_age_s)
+            if now >= limit:
+                raise _Refused(
+                    "expired",
+                    f"older than the policy's {requirement.max_age_s} s "
+                    f"(made {verified.made.isoformat()})",
+                )
+        metrics: dict[str, float] | None = None
+        summary: str | None = None
+        if requirement.kind == "evaluation":
+            metrics = {str(k): float(v) for k, v in verified.predicate["metrics"].items()}
+            misses = _threshold_misses(requirement, metrics)
+            if misses:
+                raise _Refused("failed-thresholds", ", ".join(misses))
+        else:
+            summary = str(verified.predicate["summary"])
+            if verified.predicate.get("conclusion") == "objection":
+                raise _Refused("objection", "the auditor's conclusion is objection")
+    except _Refused as refused:
+        return Finding(label, False, refused.failure, refused.message, evidence.digest)
+    return Finding(
+        label,
+        True,
+        digest=evidence.digest,
+        signer=verified.signer,
+        made=verified.made.astimezone(dt.UTC).isoformat(),
+        metrics=metrics,
+        summary=summary,
+    )
+
+
+def _threshold_misses(requirement: Requirement, metrics: dict[str, float]) -> list[str]:
+    misses = []
+    for name, bounds in sorted(requirement.thresholds.items()):
+        if name not in metrics:
+            misses.append(f"no metric {name}")
+            continue
+        value = metrics[name]
+        if "min" in bounds and value < bounds["min"]:
+            misses.append(f"{name} {value} < min {bounds['min']}")
+        if "max" in bounds and value > bounds["max"]:
+            misses.append(f"{name} {value} > max {bounds['max']}")
+    return misses
+
+
+_SEVERITY = ("wrong-subject", "external-not-allowed", "unlisted-signer", "malformed")
+"""Failures that say the attestation is probably not meant for this requirement; any other
+failure of an attestation that is about the right subject is the more telling one."""
+
+
+def decide(
+    policy: ReleasePolicy,
+    root_digest: str,
+    offered: Sequence[Evidence],
+    *,
+    now: dt.datetime,
+    log_export: bytes | None = None,
+    log_key_text: str | None = None,
+) -> GateDecision:
+    """Decide the gate for the version whose root digest is ``root_digest`` (``sha256:<hex>``).
+
+    ``log_export`` and ``log_key_text``: the custody's transparency log and its key, needed for
+    custody job results and for ``after_enhancement`` evaluations (the lineage of fine-tuned
+    versions is read from the verified log).
+    """
+    log = _Log.load(log_export, log_key_text) if log_export and log_key_text else None
+    derived = {d for d, base in (log.derived.items() if log else ()) if base == root_digest}
+    findings = []
+    for requirement in policy.requirements:
+        acceptable = derived if requirement.after_enhancement else {root_digest}
+        candidates = [
+            e
+            for e in offered
+            if e.kind == requirement.kind
+            and (requirement.kind != "evaluation" or e.suite == requirement.suite)
+        ]
+        checked = [_check(e, requirement, acceptable, now, log) for e in candidates]
+        passing = [f for f in checked if f.ok]
+        if passing:
+            findings.append(passing[-1])
+        elif checked:
+            checked.sort(key=lambda f: f.failure in _SEVERITY)
+            findings.append(checked[0])
+        else:
+            findings.append(Finding(requirement.label, False, "missing", "no attestation offered"))
+    return GateDecision(all(f.ok for f in findings), root_digest, tuple(findings))

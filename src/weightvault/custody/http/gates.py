@@ -1,0 +1,77 @@
+"""Routes of the gates room (attestations on versions, gate checks) and of the risk register."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from weightvault.custody.context import RequestContext
+from weightvault.custody.gates import Gates
+from weightvault.custody.http.deps import Action
+from weightvault.custody.risk import RiskRegister
+
+__all__ = ["gates_router"]
+
+
+class AttestationIn(BaseModel):
+    """An attestation to attach: a Sigstore bundle or a custody job result, base64."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    attestation: str = Field(max_length=700_000)
+
+
+class GateCheckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    purpose: Literal["deploy", "release"]
+
+
+class RiskIn(BaseModel):
+    """A risk entry (:func:`weightvault.custody.risk.parse_entry` checks its fields)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    entry: dict[str, Any]
+
+
+def gates_router(gates: Gates, risks: RiskRegister, action: Action) -> APIRouter:
+    router = APIRouter()
+    base = "/v1/models/{model}/versions/{version}"
+
+    @router.post(f"{base}/attestations", status_code=201)
+    def attach(
+        model: str,
+        version: str,
+        body: AttestationIn,
+        ctx: RequestContext = Depends(action("gate.attach")),
+    ) -> dict[str, Any]:
+        return gates.attach(ctx, model, version, body.attestation)
+
+    @router.get(f"{base}/attestations")
+    def list_attestations(
+        model: str, version: str, ctx: RequestContext = Depends(action("gate.attestations"))
+    ) -> list[dict[str, Any]]:
+        return gates.list_attestations(ctx, model, version)
+
+    @router.post(f"{base}/gate")
+    def check(
+        model: str,
+        version: str,
+        body: GateCheckIn,
+        ctx: RequestContext = Depends(action("gate.check")),
+    ) -> dict[str, Any]:
+        return gates.check(ctx, model, version, body.purpose)
+
+    @router.post("/v1/models/{model}/risks", status_code=201)
+    def add_risk(
+        model: str, body: RiskIn, ctx: RequestContext = Depends(action("risk.add"))
+    ) -> dict[str, Any]:
+        return risks.add(ctx, model, body.entry)
+
+    @router.get("/v1/models/{model}/risks")
+    def list_risks(
+        model: str, ctx: RequestContext = Depends(action("risk.list"))
+    ) -> list[dict[str, Any]]:
+        return risks.list(ctx, model)
+
+    return router
