@@ -17,7 +17,8 @@ plain read of the weights right after it (``evicted read`` column, vs the warm o
 the best of ``--repeats`` runs, interleaved across the ways, so a burst of load on a shared
 machine does not fall on one way only. Ratios are to ``plain`` on the same row.
 
-Usage: ``.venv/bin/python benchmarks/loading.py [--gb 1] [--repeats 3] [--hash sha256]``
+Usage: ``.venv/bin/python benchmarks/loading.py [--gb 1] [--repeats 3] [--hash sha256]
+[--serialization files|shards] [--shard-mb 1000]``
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _tensors(total_bytes: int, count: int = 16) -> dict[str, torch.Tensor]:
     return {f"layer{i}.weight": torch.rand(per, generator=generator) for i in range(count)}
 
 
-def _build(folder: Path, gb: float, hash_type: str, key: ec.EllipticCurvePrivateKey) -> None:
+def _build(folder: Path, gb: float, key: ec.EllipticCurvePrivateKey, **options: Any) -> None:
     from safetensors.torch import save_file
 
     if folder.exists():
@@ -62,7 +63,7 @@ def _build(folder: Path, gb: float, hash_type: str, key: ec.EllipticCurvePrivate
             save_file(tensors, model / "model.safetensors")
         else:
             torch.save(tensors, model / "pytorch_model.bin")
-        sign(model, KeySigner(key), hash_type=hash_type)
+        sign(model, KeySigner(key), **options)
     os.sync()
 
 
@@ -160,14 +161,24 @@ def main() -> int:
     parser.add_argument("--gb", type=float, default=1.0, help="model size in GB (default 1)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hash", default="sha256", choices=["sha256", "blake2", "blake3"])
+    parser.add_argument("--serialization", default="files", choices=["files", "shards"])
+    parser.add_argument("--shard-mb", type=int, default=1000, help="shard size (MB) for shards")
     parser.add_argument("--dir", type=Path, default=REPO / "bench-data" / "loading")
     args = parser.parse_args()
 
     key = ec.generate_private_key(ec.SECP256R1())
     verifier = KeyVerifier(key.public_key())
-    _build(args.dir, args.gb, args.hash, key)
+    _build(
+        args.dir,
+        args.gb,
+        key,
+        hash_type=args.hash,
+        serialization=args.serialization,
+        shard_size=args.shard_mb * 1_000_000,
+    )
     print(
-        f"model {args.gb:g} GB, {args.hash}, {os.cpu_count()} CPUs, load average before "
+        f"model {args.gb:g} GB, {args.serialization}/{args.hash}, {os.cpu_count()} CPUs, "
+        f"load average before "
         f"{os.getloadavg()[0]:.2f}; best of {args.repeats}; times include touching every page"
     )
     print(

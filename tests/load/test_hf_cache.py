@@ -110,3 +110,23 @@ def test_tampered_blob_is_refused(tmp_path: Path, keys: Keys, signed_source: tup
     blob.write_bytes(bytes(data))
     with pytest.raises(load.DigestMismatchError):
         load.from_pretrained(AutoModelForCausalLM, snapshot, verifier=keys.verifier)
+
+
+def test_one_file_of_a_snapshot(tmp_path: Path, keys: Keys, signed_source: tuple) -> None:
+    source, model = signed_source
+    snapshot = make_cache(tmp_path / "hub", source)
+    tensors = load.safetensors(snapshot / "model.safetensors", verifier=keys.verifier)
+    assert torch.equal(tensors["transformer.wte.weight"], model.transformer.wte.weight)
+    import safetensors.torch
+
+    import weightvault
+
+    with weightvault.install_hooks(weightvault.LoadPolicy(keys.verifier)):
+        hooked = safetensors.torch.load_file(snapshot / "model.safetensors")
+    assert torch.equal(hooked["transformer.wte.weight"], model.transformer.wte.weight)
+    outside = tmp_path / "copy.safetensors"
+    shutil.copyfile(source / "model.safetensors", outside)
+    (snapshot / "model.safetensors").unlink()
+    (snapshot / "model.safetensors").symlink_to(outside)
+    with pytest.raises(load.SymlinkEscapeError):
+        load.safetensors(snapshot / "model.safetensors", verifier=keys.verifier)

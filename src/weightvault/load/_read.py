@@ -13,12 +13,12 @@ overlaps the disk with the hashing. Several files are read by several threads at
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from weightvault.errors import InputError, Reason
 from weightvault.hashing import HashAlgorithm, default_workers
@@ -85,11 +85,16 @@ def open_inside(path: Path, shown: str, folder: Path) -> tuple[int, int]:
 
 
 def new_buffer(size: int) -> memoryview:
-    """``size`` bytes of private, writable memory, not zero-filled (every byte is read into)."""
-    import numpy
+    """``size`` bytes of private, writable memory, not zero-filled by us (every byte is read
+    into).
 
-    array: Any = numpy.empty(size, dtype=numpy.uint8)
-    return memoryview(array).cast("B")
+    An anonymous mapping, not a NumPy array: NumPy asks for transparent huge pages on large
+    arrays, and on a busy machine the kernel's compaction for them made the read 3-4x slower
+    (measured: 8.9 s vs 2.3 s for 1 GB). The mapping has no link to any file.
+    """
+    if size == 0:
+        return memoryview(bytearray())
+    return memoryview(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
 
 
 def read_hashed(

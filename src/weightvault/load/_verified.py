@@ -310,9 +310,9 @@ def read_verified(
     root = Path(model_path)
     if not root.exists() and not root.is_symlink():
         raise InputError(f"{root}: no such file or folder", reason=Reason.NOT_FOUND)
-    cache = hf_snapshot_root(root) if root.is_dir() else None
-    cache_real = real_folder(cache) if cache is not None else None
     sig = Path(signature) if signature is not None else default_signature_path(root)
+    cache = hf_snapshot_root(root if root.is_dir() else sig.parent)
+    cache_real = real_folder(cache) if cache is not None else None
     signer, manifest = _verified_manifest(sig, verifier, cache_real)
     signed = _signed_files(manifest)
 
@@ -335,7 +335,7 @@ def read_verified(
                 f"{root}: files the signature does not cover: {listed(extra)}", names=extra
             )
     else:
-        local = _list_member(root, sig, signed)
+        local = _list_member(root, sig, signed, cache_real)
 
     cores = max_workers or default_workers()
     workers = max(1, min(len(local), cores))
@@ -355,22 +355,33 @@ def read_verified(
 
 
 def _list_member(
-    root: Path, signature_path: Path, signed: dict[str, dict[str, bytes]]
+    root: Path, signature_path: Path, signed: dict[str, dict[str, bytes]], cache: Path | None
 ) -> list[LocalFile]:
     """A single file: the whole model (the signature covers ``.``) or one file of a signed
-    folder (named relative to the signature's folder)."""
-    if root.is_symlink():
-        raise LoadRefusedError(f"{root}: is a symlink", names=["."], reason=Reason.SYMLINK)
-    size = root.stat().st_size
+    folder (named relative to the signature's folder). In a cache snapshot (``cache`` is the
+    repository's real path) the file is a link, followed only into that repository."""
     if set(signed) == {"."}:
-        return [LocalFile(".", root, size, real_folder(root.parent))]
-    folder = real_folder(signature_path.parent)
-    target = Path(os.path.realpath(root))
-    if folder not in target.parents:
+        if root.is_symlink():
+            raise LoadRefusedError(f"{root}: is a symlink", names=["."], reason=Reason.SYMLINK)
+        return [LocalFile(".", root, root.stat().st_size, real_folder(root.parent))]
+    if cache is not None:
+        folder = Path(os.path.abspath(signature_path.parent))
+        where = Path(os.path.abspath(root))
+        inside = cache
+    else:
+        if root.is_symlink():
+            raise LoadRefusedError(f"{root}: is a symlink", names=["."], reason=Reason.SYMLINK)
+        folder = real_folder(signature_path.parent)
+        where = Path(os.path.realpath(root))
+        inside = folder
+    if folder not in where.parents:
         raise ExtraFileError(
             f"{root}: is not inside the folder its signature covers ({folder})", names=[root.name]
         )
-    name = target.relative_to(folder).as_posix()
+    name = where.relative_to(folder).as_posix()
     if name not in signed:
         raise ExtraFileError(f"{root}: the signature does not cover {name}", names=[name])
-    return [LocalFile(name, root, size, folder)]
+    target = Path(os.path.realpath(root))
+    if target != inside and inside not in target.parents:
+        raise SymlinkEscapeError(f"{root}: symlink leaves the cache ({target})", names=[name])
+    return [LocalFile(name, target, target.stat().st_size, inside)]

@@ -94,12 +94,12 @@ def _is_path(value: Any) -> bool:
     return isinstance(value, str | bytes | os.PathLike)
 
 
-def _load_file(filename: Any, device: Any = "cpu") -> Any:
+def _load_file(filename: Any, device: Any = "cpu", **kwargs: Any) -> Any:
     policy = _current()
     path = Path(os.fsdecode(filename))
     signature = _signed(policy, path)
     if signature is None:
-        return _originals.real("safetensors.torch.load_file")(filename, device=device)
+        return _originals.real("safetensors.torch.load_file")(filename, device=device, **kwargs)
     return safetensors(path, signature=signature, verifier=policy.verifier, device=str(device))
 
 
