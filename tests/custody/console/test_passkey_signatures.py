@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from weightvault import _b64 as b64
-from weightvault.custody.approvals import ApprovalStatement, RequestTerms
+from weightvault.custody.approvals import ApprovalStatement, RequestTerms, format_time
 from weightvault.custody.audit import AuditTrail, verify_audit
 from weightvault.custody.console.ledger import PasskeyLedger
 from weightvault.custody.console.signatures import (
@@ -188,6 +188,7 @@ def _events(device: SoftAuthenticator, envelope: bytes, **approve: Any) -> list[
             "action": "request.approve",
             "outcome": "allowed",
             "principal": "alice",
+            "time": format_time(NOW + dt.timedelta(minutes=1)),
             "detail": {
                 "request_id": TERMS.request_id,
                 "key_id": key_id,
@@ -232,6 +233,16 @@ def test_the_ledger_checks_approvals_against_the_logged_key() -> None:
                        "detail": {"key_id": passkey_key_id(device.public_der)}})  # fmt: skip
     with pytest.raises(VerificationError, match=r"entry 3: .*\(or revoked\)"):
         _ledger(revoked)
+
+    never_filed = _events(device, device.assert_(statement()))
+    del never_filed[1]
+    with pytest.raises(VerificationError, match="request the log never filed"):
+        _ledger(never_filed)
+
+    late = _events(device, device.assert_(statement()))
+    late[2]["time"] = format_time(NOW + dt.timedelta(hours=2))  # valid for one hour
+    with pytest.raises(VerificationError, match="outside its validity"):
+        _ledger(late)
 
     as_denial = _events(device, device.assert_(statement()))
     as_denial[2]["action"] = "request.deny"

@@ -2,20 +2,22 @@
 
 Walking the log in order: a passkey registration entry logs the credential's public key; a
 request's creation entry logs its terms; a passkey approval entry must then carry an assertion
-that verifies under the logged key of a credential registered earlier to the same approver,
-over a statement for exactly those terms. A service that wrote an approval nobody's
-authenticator signed (or edited one) is caught here, with only the log and its key in hand.
+that verifies under the logged key of a credential registered earlier to the same approver (and
+not revoked since), over a statement for exactly those terms, logged while it was valid. A
+service that wrote an approval nobody's authenticator signed (or edited one) is caught here, with
+only the log and its key in hand.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 from weightvault import _b64 as b64
-from weightvault.custody.approvals import RequestTerms
+from weightvault.custody.approvals import RequestTerms, parse_time
 from weightvault.custody.console.signatures import (
     PasskeyApproval,
     passkey_key_id,
@@ -25,6 +27,8 @@ from weightvault.errors import VerificationError, WeightvaultError
 
 __all__ = ["DECISION_ACTIONS", "REGISTER_ACTION", "REVOKE_ACTION", "PasskeyLedger"]
 
+_CLOCK_SKEW = dt.timedelta(minutes=5)
+"""As the service allows between an approver's clock and its own."""
 REGISTER_ACTION = "console.passkey.register"
 REVOKE_ACTION = "console.passkey.revoke"
 DECISION_ACTIONS = ("request.approve", "request.deny")
@@ -114,6 +118,11 @@ class PasskeyLedger:
         if event.get("action") != expected:
             raise VerificationError("passkey approval logged as another decision")
         digest = self._requests.get(approval.request_id)
-        if digest is not None and digest != approval.request_digest:
+        if digest is None:
+            raise VerificationError("passkey approval of a request the log never filed")
+        if digest != approval.request_digest:
             raise VerificationError("passkey approval signed other terms than the request's")
+        logged_at = parse_time(event.get("time"), "time")
+        if not approval.issued_at - _CLOCK_SKEW <= logged_at < approval.expires_at:
+            raise VerificationError("passkey approval recorded outside its validity")
         self.checked += 1
