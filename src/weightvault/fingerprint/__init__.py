@@ -11,7 +11,7 @@ candidates, or nobody. See ``docs/fingerprints.md``.
 from __future__ import annotations
 
 from weightvault.fingerprint._io import ModelReader, StateReader
-from weightvault.fingerprint.issue import IssuedCopy, Marker, MarkOptions, issue_copy
+from weightvault.fingerprint.issue import IssuedCopy, Marker, MarkOptions, issue_copy, mark_state
 from weightvault.fingerprint.keys import (
     FingerprintKey,
     create_fingerprint_key,
@@ -22,8 +22,10 @@ from weightvault.fingerprint.trace import (
     DEFAULT_ALPHA,
     Attribution,
     TraceResult,
+    align_state,
     score_recipients,
     trace_copy,
+    trace_state,
 )
 
 __all__ = [
@@ -38,10 +40,13 @@ __all__ = [
     "StateReader",
     "TensorInfo",
     "TraceResult",
+    "align_state",
     "create_fingerprint_key",
     "issue_copy",
     "load_fingerprint_key",
+    "mark_state",
     "plan_marks",
     "score_recipients",
     "trace_copy",
+    "trace_state",
 ]
