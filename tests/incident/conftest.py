@@ -15,7 +15,7 @@ in order (each step is recorded in :class:`History` so tests can check the timel
 7. rita's request D is approved by alice and bob (their third release together: an alert);
 8. olivia uploads v2 with config.json changed after signing (refused: signature);
 9. olivia uploads v4 with a dangerous pickle (refused: scan);
-10. olivia pushes v3;
+10. olivia pushes v3 (safetensors) and v5 (a PyTorch ``.bin``);
 11. the response: the admin revokes rita's token, rotates alice's approval key and disables
     ravi; the auditor exports the log.
 """
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from tests.custody.helpers import (
     World,
@@ -165,6 +166,12 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
             v3 = make_model(root / "llama-v3", seed=3)
             olivia.push("llama", "v3", v3, sign_model(v3, world.signing_key).read_bytes())
             steps += [("push.started", "olivia", "v3", None), ("push", "olivia", "v3", None)]
+            v5 = root / "llama-v5"  # a PyTorch checkpoint, as some labs still store them
+            v5.mkdir()
+            torch.manual_seed(5)
+            torch.save({"layer.weight": torch.randn(128, 64)}, v5 / "pytorch_model.bin")
+            olivia.push("llama", "v5", v5, sign_model(v5, world.signing_key).read_bytes())
+            steps += [("push.started", "olivia", "v5", None), ("push", "olivia", "v5", None)]
         # 11: the response: rita's token revoked, alice's approval key rotated, ravi disabled
         new_key = ed25519.Ed25519PrivateKey.generate()
         with world.service.admin as admin:

@@ -75,6 +75,24 @@ def test_resaved_copies_are_identified_by_their_tensors(history: History, tmp_pa
     assert result.matches[2].tensors_matched == 1 and 0.99 < result.matches[2].bytes_fraction < 1
 
 
+def test_a_stored_pytorch_checkpoint_is_found_in_its_safetensors_copy(
+    history: History, tmp_path: Path
+) -> None:
+    """The other direction: custody holds a ``.bin`` (decrypted only into a private temporary
+    folder, read through the scanner's converter); the suspect is a safetensors re-save."""
+    original = torch.load(history.root / "llama-v5" / "pytorch_model.bin", weights_only=True)
+    save_file({"w": original["layer.weight"]}, str(tmp_path / "model.safetensors"))
+    result = check_files([tmp_path / "model.safetensors"], _timeline(history),
+                         data_dir=history.data_dir)  # fmt: skip
+    (match,) = result.matches
+    assert (match.match, match.version, match.version_file) == (
+        "tensors",
+        "v5",
+        "pytorch_model.bin",
+    )
+    assert match.grants == ()  # nobody pulled v5
+
+
 def test_other_weights_and_other_files_match_nothing(history: History, tmp_path: Path) -> None:
     torch.save({"w": torch.randn(64, 64)}, tmp_path / "other.bin")
     (tmp_path / "notes.txt").write_text("nothing to see")

@@ -57,7 +57,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_report_names_versions_indicators_and_actions(history: History) -> None:
     doc = _report(history)
     versions = {v["version"]: v for v in doc["versions"]}
-    assert set(versions) == {"v1", "v3"}
+    assert set(versions) == {"v1", "v3", "v5"}
     v1 = versions["v1"]
     assert v1["root_digest"].startswith("sha256:") and len(v1["root_digest"]) == 71
     assert set(v1["pulled_under"]) == {history.grants["A"], history.grants["C"]}
