@@ -249,6 +249,10 @@ class Jobs(Room):
             ):
                 raise ConflictError("this approver (or this key) has already decided this job")
             valid = [a for a in approvals if a.decision == "approve" and a.expires_at > now]
+            if policy.access is not None:  # a policy tightened meanwhile applies (never loosened)
+                job.approvals_required = max(
+                    job.approvals_required, policy.access.approvals[job.kind]
+                )
             record: dict[str, Any] = {
                 "job_id": job_id,
                 "model": job.model,
