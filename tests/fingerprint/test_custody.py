@@ -93,3 +93,23 @@ def test_models_without_the_policy_are_delivered_as_stored(world: World, tmp_pat
     pulled = (tmp_path / "llama" / "model.safetensors").read_bytes()
     original = (world.model_dir / "model.safetensors").read_bytes()
     assert hashlib.sha256(pulled).digest() == hashlib.sha256(original).digest()
+
+
+def test_ranges_of_a_fingerprinted_file_resume_onto_the_same_bytes(world: World) -> None:
+    """A download that stops half-way and resumes with a Range gets the rest of the same copy:
+    the copy is made once per grant and stored, not re-marked (or re-encrypted) per request."""
+    import httpx
+
+    grant = _grant(world, "carol")
+    headers = {"Authorization": f"Bearer {world.people['carol'].token}"}
+    with world.client("carol") as client:
+        listing = client.grant_files(grant)
+    entry = next(f for f in listing["files"] if f["path"] == "model.safetensors")
+    url = f"{world.service.url}/v1/grants/{grant}/files/{entry['index']}"
+    whole = httpx.get(url, headers=headers).content
+    assert len(whole) == entry["delivered_size"]
+    half = len(whole) // 2
+    first = httpx.get(url, headers={**headers, "Range": f"bytes=0-{half - 1}"})
+    rest = httpx.get(url, headers={**headers, "Range": f"bytes={half}-"})
+    assert first.status_code == rest.status_code == 206
+    assert first.content + rest.content == whole
