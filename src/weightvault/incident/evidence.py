@@ -21,7 +21,7 @@ a fresh checkpoint for every export).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,7 +133,9 @@ class Evidence:
 
     log_key: VerifierKey
     checkpoint: VerifiedCheckpoint
-    entries: tuple[AuditEntry, ...]
+    entries: tuple[bytes, ...] = field(repr=False)
+    """Every entry under the checkpoint, as logged (parsed on demand: a big log's parsed
+    events would take several times its size in memory)."""
     source: str
     """Where the log came from (a file, a data folder, a service URL), for the report."""
     unproven_tail: int = 0
@@ -147,6 +149,18 @@ class Evidence:
     @property
     def root(self) -> bytes:
         return self.checkpoint.checkpoint.root
+
+    def entry(self, index: int) -> AuditEntry:
+        """Entry ``index``, parsed."""
+        return _parse_entry(index, self.entries[index])
+
+    def iter_entries(self, containing: tuple[bytes, ...] = ()) -> Iterator[AuditEntry]:
+        """Every entry in log order, parsed one at a time (only those whose bytes contain one
+        of ``containing``, when given: a cheap filter before parsing)."""
+        for index, raw in enumerate(self.entries):
+            if containing and not any(needle in raw for needle in containing):
+                continue
+            yield _parse_entry(index, raw)
 
     def prove(self, index: int) -> LineProof:
         """The inclusion proof of entry ``index``, checked against the signed root first."""
@@ -197,11 +211,10 @@ def _evidence(
     verified = verify_export(export, log_key, trusted_checkpoint=trusted_checkpoint)
     size = verified.size
     leaves = [leaf_hash(e) for e in export.entries[:size]]
-    entries = tuple(_parse_entry(i, raw) for i, raw in enumerate(export.entries[:size]))
     return Evidence(
         log_key=log_key,
         checkpoint=verified.checkpoint,
-        entries=entries,
+        entries=tuple(export.entries[:size]),
         source=source,
         unproven_tail=unproven_tail,
         _levels=_levels_of(leaves),

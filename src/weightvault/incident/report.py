@@ -57,7 +57,8 @@ def _actions(timeline: Timeline, people: Iterable[str]) -> list[tuple[AuditEntry
     people = set(people)
     out = []
     grant_ids = set(timeline.grants)
-    for entry in timeline.evidence.entries:
+    wanted = tuple(f'"action":"{action}"'.encode() for action in _ACTIONS_TAKEN)
+    for entry in timeline.evidence.iter_entries(wanted):
         kind = _ACTIONS_TAKEN.get(entry.action)
         if kind is None or entry.outcome != "allowed":
             continue

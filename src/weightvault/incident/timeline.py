@@ -433,9 +433,11 @@ def build_timeline(evidence: Evidence, model: str, since: dt.datetime | None = N
     if not model:
         raise ValueError("model must be named")
     collector = _Collector(evidence, model)
-    collector.learn(evidence.entries)
     events = []
-    for entry in evidence.entries:
+    # One pass: a grant's request (a job's submission, a version's push) comes before every
+    # entry that refers to it, so what is learnt from an entry serves the entries after it.
+    for entry in evidence.iter_entries():
+        collector.learn((entry,))
         if not collector.about_model(entry):
             continue
         event = collector.event(entry)  # every entry updates the grants' state
