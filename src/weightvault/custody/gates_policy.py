@@ -566,7 +566,8 @@ def _verify_custody(evidence: Evidence, log: _Log | None) -> _Verified:
     try:
         result = verify_job_result(evidence.data, log.export, log.key_text)
     except (VerificationError, FormatError) as exc:
-        failure = "not-logged" if "log" in exc.message else "bad-signature"
+        signature = "signature" in exc.message or "do not match" in exc.message
+        failure = "bad-signature" if signature or "log" not in exc.message else "not-logged"
         raise _Refused(failure, exc.message) from exc
     predicate = result.predicate
     metrics = predicate["outputs"].get("metrics")
