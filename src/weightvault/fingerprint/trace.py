@@ -265,8 +265,10 @@ def _align(plan: MarkPlan, tensors: _Tensors, result: Residual) -> dict[str, np.
                 original, suspect = pair
                 if others:
                     suspect = _undo(suspect, original, others, perms)
-                o_units = torch.nn.functional.normalize(_units(original, op), dim=1)
-                s_units = torch.nn.functional.normalize(_units(suspect, op), dim=1)
+                # cosine similarities in float32: units x units can be large (11008^2 in a 7B
+                # model's feed-forward block), and matching needs ranks, not digits
+                o_units = torch.nn.functional.normalize(_units(original, op), dim=1).float()
+                s_units = torch.nn.functional.normalize(_units(suspect, op), dim=1).float()
                 contribution = (s_units @ o_units.T).numpy()
                 similarity = contribution if similarity is None else similarity + contribution
                 usable += 1
