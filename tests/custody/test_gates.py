@@ -196,6 +196,18 @@ def test_a_version_with_every_attestation_is_granted_for_deploy(world: World, ke
     with world.client("rita") as rita:
         pull = rita.request("gated-ok", "v1", "pull for offline analysis", 3600, 1 << 20)
     assert pull["purpose"] == "pull" and "gate" not in pull
+    # The incident timeline of the model shows the decisions, each with its proof.
+    from weightvault.incident.evidence import evidence_from_export
+    from weightvault.incident.timeline import build_timeline
+    from weightvault.tlog import VerifierKey
+
+    with world.client("audrey") as audrey:
+        export, key = audrey.audit_export(), audrey.audit_key()["log_key"]
+    timeline = build_timeline(
+        evidence_from_export(export, VerifierKey.from_text(key), source="export"), "gated-ok"
+    )
+    decisions = [e for e in timeline.events if e.entry.action == "gate.decision"]
+    assert [e.outcome for e in decisions][-2:] == ["allowed", "allowed"]
 
 
 def _defects(keys: Keys) -> dict[str, Callable[[str, str], list[bytes]]]:
