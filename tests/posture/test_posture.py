@@ -493,3 +493,23 @@ def test_tls_failures_are_named(world: Sl3World, tmp_path: Path) -> None:
         tls = _result(report, "sl2.tls")
         assert tls.status is Status.FAIL and report.level == 1, words
         assert words in tls.evidence[0], tls.evidence
+
+
+def test_assessing_writes_nothing_into_the_data_folder(world: Sl3World, tmp_path: Path) -> None:
+    """Posture reads: no file appears, disappears or changes content in the data folder (the
+    database's WAL side files excepted, which SQLite manages for any reader)."""
+    import hashlib
+
+    data = world.copy(tmp_path / "custody")
+
+    def snapshot() -> dict[str, str]:
+        return {
+            str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(data.rglob("*"))
+            if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+        }
+
+    before = snapshot()
+    report = _assess(world, world.deployment(data))
+    assert report.level == 3
+    assert snapshot() == before
