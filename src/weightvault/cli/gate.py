@@ -41,16 +41,13 @@ def _decision_lines(doc: dict[str, Any], what: str) -> list[str]:
         if finding["ok"]:
             extra = ""
             if finding.get("metrics"):
-                extra = " " + ", ".join(f"{k}={v}" for k, v in sorted(finding["metrics"].items()))
+                extra = ": " + ", ".join(f"{k}={v}" for k, v in sorted(finding["metrics"].items()))
             if finding.get("summary"):
-                extra = f" summary: {finding['summary']}"
-            lines.append(
-                f"  ok  {finding['requirement']}: {finding['digest']} by {finding['signer']}{extra}"
-            )
+                extra = f": {finding['summary']}"
+            lines.append(f"  ok  {finding['requirement']}, signed by {finding['signer']}{extra}")
         else:
-            cited = f" [{finding['digest']}]" if finding.get("digest") else ""
             lines.append(
-                f"  NO  {finding['requirement']}: {finding['failure']}: {finding['message']}{cited}"
+                f"  NO  {finding['requirement']}: {finding['failure']}: {finding['message']}"
             )
     if "log_index" in doc:
         lines.append(f"decision logged as entry {doc['log_index']}")

@@ -213,6 +213,7 @@ class Gates(Room):
                     "allowed": decision.allowed,
                     "relied_on": decision.relied_on,
                     "refusals": decision.refusal_lines(),
+                    "findings": [f.to_json() for f in decision.findings],
                 },
             )
         finally:

@@ -463,8 +463,7 @@ class Finding:
     def line(self) -> str:
         if self.ok:
             return f"{self.requirement}: satisfied by {self.digest} (signed by {self.signer})"
-        cited = f" [{self.digest}]" if self.digest else ""
-        return f"{self.requirement}: {self.failure}: {self.message}{cited}"
+        return f"{self.requirement}: {self.failure}: {self.message}"
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
