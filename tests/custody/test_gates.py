@@ -355,3 +355,66 @@ def test_gate_check_cli_exit_codes_and_json(world: World, keys: Keys) -> None:
     bad = cli("gate", "check", "gated-ok", "--purpose", "deploy")
     assert bad.returncode == 2 and "expected MODEL@VERSION" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_break_glass_override_is_one_time_and_logged_as_such(
+    world: World, keys: Keys, tmp_path: Path
+) -> None:
+    """The only way past a refusing gate: k shares of the service KEK, by an admin, once."""
+    from weightvault.crypt.recipients.keyring import create_keyring
+    from weightvault.custody.breakglass_files import split_keyring
+
+    new_model(world, "gated-glass", release_policy(keys))  # nothing attested
+    kek = world.service.data_dir / "service-kek.keyring"
+    shares_dir = tmp_path / "shares"
+    paths = split_keyring(kek, 2, 3, shares_dir)
+    texts = [
+        next(line for line in p.read_text().splitlines() if line.startswith("wvshare1:"))
+        for p in paths
+    ]
+    reason = "incident INC-7: hotfix must ship before the audit completes"
+    with world.client("admin") as admin:
+        # Too few shares, or shares of another key, rebuild nothing this service accepts.
+        with pytest.raises(VaultHTTPError) as few:
+            admin.gate_override("gated-glass", "v1", "deploy", texts[:1], reason)
+        assert few.value.status == 400 and "2 needed" in few.value.message
+        other = tmp_path / "other.keyring"
+        create_keyring(other)
+        wrong = split_keyring(other, 2, 2, tmp_path / "other-shares")
+        wrong_texts = [
+            next(line for line in p.read_text().splitlines() if line.startswith("wvshare1:"))
+            for p in wrong
+        ]
+        with pytest.raises(VaultHTTPError) as foreign:
+            admin.gate_override("gated-glass", "v1", "deploy", wrong_texts, reason)
+        assert "not this service's KEK" in foreign.value.message
+    with world.client("olivia") as olivia, pytest.raises(VaultHTTPError) as owner:
+        olivia.gate_override("gated-glass", "v1", "deploy", texts[1:], reason)
+    assert owner.value.status == 403  # admins only
+    with world.client("admin") as admin:
+        waiver = admin.gate_override("gated-glass", "v1", "deploy", texts[1:], reason)
+    assert len(waiver["overrides"]) == 3  # evaluation, risk assessment, audit statement
+    request = request_deploy(world, "gated-glass")
+    assert request["gate"]["override"]["waiver"] == waiver["waiver"]
+    assert not request["gate"]["allowed"]  # the findings still say what was missing
+    world.approve("alice", request["id"])
+    assert world.approve("bob", request["id"])["status"] == "active"
+    # Used up: the next request is refused again.
+    with pytest.raises(VaultHTTPError):
+        request_deploy(world, "gated-glass")
+    with world.client("audrey") as audrey:
+        events = [
+            json.loads(base64.b64decode(e)) for e in json.loads(audrey.audit_export())["entries"]
+        ]
+    overrides = [e for e in events if e["action"] == "gate.override" and e["outcome"] == "allowed"]
+    assert len(overrides) == 1 and overrides[0]["detail"]["breakglass"] is True
+    assert overrides[0]["detail"]["reason"] == reason
+    assert not any("wvshare1" in json.dumps(e) for e in events)  # shares never reach the log
+    decisions = [e for e in gate_entries(world, "gated-glass")]
+    assert [(e["detail"]["stage"], e["outcome"], e["detail"].get("override")) for e in decisions][
+        -3:
+    ] == [
+        ("request", "allowed", waiver["waiver"]),
+        ("activation", "allowed", waiver["waiver"]),
+        ("request", "refused", None),
+    ]

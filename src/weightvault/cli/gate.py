@@ -174,6 +174,45 @@ def check(
         raise typer.Exit(1)
 
 
+@gate_app.command("override")
+def override(
+    target: str = typer.Argument(..., help="MODEL@VERSION."),
+    purpose: str = typer.Option(..., "--purpose", help="deploy or release."),
+    shares: list[Path] = typer.Option(
+        ..., "--share", help="A break-glass share file (weightvault breakglass split); repeat."
+    ),
+    reason: str = typer.Option(..., "--reason", help="Why the gate is overridden."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Break-glass: waive one version's gate once (k shares of the service KEK; logged)."""
+    from weightvault._fs import read_small_file
+    from weightvault.errors import FormatError
+
+    model, version = _split(target)
+    texts = []
+    for path in shares:
+        found = [
+            line.strip()
+            for line in read_small_file(path, "share file", 4096)
+            .decode("ascii", "replace")
+            .splitlines()
+            if line.startswith("wvshare1:")
+        ]
+        if len(found) != 1:
+            raise FormatError(f"{path}: expected exactly one share line (wvshare1:...)")
+        texts.append(found[0])
+    with _client(url, token) as client:
+        result = client.gate_override(model, version, purpose, texts, reason)
+    lines = [
+        f"break-glass override of {purpose} for {target}: waiver {result['waiver']} until "
+        f"{result['expires_at']} (log entry {result['log_index']})",
+        *(f"  overrides {line}" for line in result["overrides"]),
+    ]
+    _show(result, as_json, lines)
+
+
 @gate_app.command("show")
 def show(
     request_id: str = typer.Argument(..., help="Grant request id."),

@@ -10,13 +10,19 @@ The gate (:meth:`Gates.gate_request`) runs when a reader files a ``deploy`` or `
 request, and again when the approval that would activate it arrives. Each decision, allowed or
 refused, is a ``gate.decision`` entry in the transparency log naming the version's root digest
 and the digests of the attestations relied on (refused: one line per missing or failing item).
-There is no override in the service: the way around a gate is break-glass (docs/release-gates.md).
+The only override is break-glass (:meth:`Gates.override`): an admin presents k of the officers'
+Shamir shares of the service KEK; the service rebuilds the key, proves it is its own KEK, and
+records a one-time waiver for one version and purpose (``gate.override`` in the log, marked
+``breakglass``). The next gated request for that version uses it up, and its decision entry
+says ``override``.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
+import secrets
 from typing import Any
 
 from sqlalchemy import Boolean, Integer, LargeBinary, String, Text, select
@@ -40,11 +46,22 @@ from weightvault.custody.models import load_model
 from weightvault.custody.store import Base, GrantRequest, ModelVersion, _UtcDateTime
 from weightvault.errors import FormatError, PolicyError
 
-__all__ = ["DECISION_ACTION", "PURPOSES", "GateRecord", "Gates", "VersionAttestation"]
+__all__ = [
+    "DECISION_ACTION",
+    "OVERRIDE_ACTION",
+    "PURPOSES",
+    "GateRecord",
+    "GateWaiver",
+    "Gates",
+    "VersionAttestation",
+]
 
 DECISION_ACTION = "gate.decision"
 """The audit log action of every gate decision (the incident timeline shows it)."""
+OVERRIDE_ACTION = "gate.override"
+"""The audit log action of a break-glass override (a one-time waiver of a version's gate)."""
 PURPOSES = ("pull", *GATED_PURPOSES)
+_WAIVER_TTL = dt.timedelta(hours=1)
 _ATTACH_ROLES = ("admin", "owner", "auditor", "researcher", "approver")
 
 
@@ -74,6 +91,21 @@ class GateRecord(Base):
     log_index: Mapped[int] = mapped_column(Integer)
 
 
+class GateWaiver(Base):
+    """A one-time break-glass waiver of one version's gate for one purpose."""
+
+    __tablename__ = "gate_waivers"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    used_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    log_index: Mapped[int] = mapped_column(Integer)
+
+
 def _evidence(row: VersionAttestation) -> Evidence:
     return parse_evidence(row.data)
 
@@ -84,6 +116,9 @@ class Gates(Room):
     def __init__(self, shared: Shared, trail: AuditTrail) -> None:
         super().__init__(shared)
         self._trail = trail
+        self.kek: Any = None
+        """The service KEK (:class:`~weightvault.custody.kek.ServiceKek`): break-glass shares
+        must rebuild this very key. Set by the service."""
 
     # -- attestations --------------------------------------------------------------------------
 
@@ -202,7 +237,7 @@ class Gates(Room):
         try:
             index, _entry = self._audit(
                 ctx,
-                "allowed" if decision.allowed else "refused",
+                "allowed" if decision.allowed or "override" in ctx.detail else "refused",
                 {
                     "model": model_name,
                     "version": version,
@@ -257,14 +292,28 @@ class Gates(Room):
         if purpose == "pull":
             return
         decision = self._decide(session, grant.model, grant.version)
+        waiver = None if decision.allowed else self._waiver(session, grant, purpose)
+        if waiver is not None:
+            waiver.used_by = grant.id
+            ctx.detail.update(override=waiver.id, override_log_index=waiver.log_index)
         index = self._record(ctx, decision, grant.model, grant.version, purpose, stage, grant.id)
-        if not decision.allowed:
+        if waiver is not None:
+            ctx.detail.pop("override")
+            ctx.detail.pop("override_log_index")
+        if not decision.allowed and waiver is None:
             raise PolicyError(
                 f"release gate: {purpose} of {grant.model}@{grant.version} refused "
                 f"(log entry {index}): " + " | ".join(decision.refusal_lines())
             )
         record = session.get(GateRecord, grant.id)
         document = decision.to_json()
+        if waiver is not None:
+            document["override"] = {
+                "waiver": waiver.id,
+                "log_index": waiver.log_index,
+                "by": waiver.created_by,
+                "reason": waiver.reason,
+            }
         if record is None:
             session.add(
                 GateRecord(
@@ -278,6 +327,98 @@ class Gates(Room):
             record.decision_json = _dumps(document)
             record.log_index = index
         session.flush()
+
+    def override(
+        self,
+        ctx: RequestContext,
+        model_name: str,
+        version: str,
+        purpose: str,
+        shares: list[str],
+        reason: str,
+    ) -> dict[str, Any]:
+        """Break-glass: waive the gate of one version for one purpose, once, within the hour.
+
+        Checks, in order: admin; the shares combine (their commitment holds) into a keyring
+        key that unwraps what this service's KEK wrapped, i.e. it is the service KEK; then the
+        waiver and a ``gate.override`` entry (``breakglass``: true, with the refusals it
+        overrides). Officers should split the KEK anew afterwards: the shares were used.
+        """
+        from weightvault.crypt.recipients.keyring import parse_keyring_text
+        from weightvault.custody.breakglass import Share, recover
+        from weightvault.errors import VerificationError
+
+        principal = require_role(ctx, "admin")
+        _names.check_model_name(model_name)
+        _names.check_version_name(version)
+        _names.check_justification(reason, "reason")
+        ctx.detail.update(model=model_name, version=version, purpose=purpose, breakglass=True)
+        if purpose not in GATED_PURPOSES:
+            raise FormatError(f"purpose: expected {' or '.join(GATED_PURPOSES)}")
+        if not 1 <= len(shares) <= 255:
+            raise FormatError("shares: expected 1 to 255 break-glass shares")
+        secret = recover([Share.from_text(s) for s in shares])
+        try:
+            rebuilt = parse_keyring_text(secret.decode("ascii") + "\n", "break-glass shares")
+        except (UnicodeDecodeError, FormatError) as exc:
+            raise VerificationError("the shares do not rebuild a keyring key") from exc
+        probe = os.urandom(32)
+        if rebuilt is None or self.kek is None or self.kek.unwrap(rebuilt.wrap(probe)) != probe:
+            raise VerificationError("the shares rebuild a key that is not this service's KEK")
+        now = self._clock()
+        with self._store.session() as session:
+            decision = self._decide(session, model_name, version)
+            action = ctx.action
+            ctx.action = OVERRIDE_ACTION
+            index, _entry = self._audit(
+                ctx,
+                "allowed",
+                {
+                    "breakglass": True,
+                    "reason": reason,
+                    "shares": len(shares),
+                    "root_digest": decision.root_digest,
+                    "gate_allowed": decision.allowed,
+                    "overrides": decision.refusal_lines(),
+                },
+            )
+            ctx.action = action
+            waiver = GateWaiver(
+                id=secrets.token_hex(16),
+                model=model_name,
+                version=version,
+                purpose=purpose,
+                reason=reason,
+                created_by=principal.name,
+                expires_at=now + _WAIVER_TTL,
+                log_index=index,
+            )
+            session.add(waiver)
+        return {
+            "waiver": waiver.id,
+            "model": model_name,
+            "version": version,
+            "purpose": purpose,
+            "expires_at": format_time(waiver.expires_at),
+            "overrides": decision.refusal_lines(),
+            "log_index": index,
+        }
+
+    def _waiver(self, session: Session, grant: GrantRequest, purpose: str) -> GateWaiver | None:
+        """The unused, unexpired waiver for this request's version and purpose (or the one this
+        request took already, at its activation)."""
+        rows = session.scalars(
+            select(GateWaiver).where(
+                GateWaiver.model == grant.model,
+                GateWaiver.version == grant.version,
+                GateWaiver.purpose == purpose,
+            )
+        )
+        now = self._clock()
+        for row in rows:
+            if row.used_by == grant.id or (row.used_by is None and row.expires_at > now):
+                return row
+        return None
 
     @staticmethod
     def request_view(session: Session, request_id: str) -> dict[str, Any]:

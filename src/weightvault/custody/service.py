@@ -88,6 +88,7 @@ class Custody:
         self.push.alerts = self.grants.alerts = self.alerts  # incident signals
         self.jobs = self._jobs_room(shared)
         self.gates = Gates(shared, self.trail)  # release gates of deploy/release grants
+        self.gates.kek = self.kek  # break-glass overrides prove the shares rebuild this KEK
         self.grants.gate, self.grants.gate_view = self.gates.gate_request, self.gates.request_view
         self.risks = RiskRegister(shared)
         self.sweep_orphans()

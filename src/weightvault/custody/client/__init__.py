@@ -235,6 +235,16 @@ class VaultClient:
         )
         return result
 
+    def gate_override(
+        self, model: str, version: str, purpose: str, shares: list[str], reason: str
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/v1/models/{model}/versions/{version}/gate/override",
+            json={"purpose": purpose, "shares": shares, "reason": reason},
+        )
+        return result
+
     def add_risk(self, model: str, entry: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST", f"/v1/models/{model}/risks", json={"entry": entry}

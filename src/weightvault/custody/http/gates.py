@@ -27,6 +27,15 @@ class GateCheckIn(BaseModel):
     purpose: Literal["deploy", "release"]
 
 
+class OverrideIn(BaseModel):
+    """Break-glass: k Shamir shares of the service KEK and the reason."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    purpose: Literal["deploy", "release"]
+    shares: list[str] = Field(max_length=255)
+    reason: str = Field(max_length=2000)
+
+
 class RiskIn(BaseModel):
     """A risk entry (:func:`weightvault.custody.risk.parse_entry` checks its fields)."""
 
@@ -61,6 +70,15 @@ def gates_router(gates: Gates, risks: RiskRegister, action: Action) -> APIRouter
         ctx: RequestContext = Depends(action("gate.check")),
     ) -> dict[str, Any]:
         return gates.check(ctx, model, version, body.purpose)
+
+    @router.post(f"{base}/gate/override", status_code=201)
+    def override(
+        model: str,
+        version: str,
+        body: OverrideIn,
+        ctx: RequestContext = Depends(action("gate.override")),
+    ) -> dict[str, Any]:
+        return gates.override(ctx, model, version, body.purpose, body.shares, body.reason)
 
     @router.post("/v1/models/{model}/risks", status_code=201)
     def add_risk(
