@@ -1,0 +1,109 @@
+"""The release policy's strict parsing and the offline decision's refusals, without a service."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from tests.custody.helpers import public_pem
+
+from weightvault.custody.gates_policy import ReleasePolicy, decide, parse_evidence
+from weightvault.custody.policy import ModelPolicy
+from weightvault.errors import FormatError
+
+KEY = public_pem(ec.generate_private_key(ec.SECP256R1()))
+
+
+def good() -> dict[str, Any]:
+    return {
+        "evaluations": [
+            {
+                "name": "uplift",
+                "suite": "bio-v2",
+                "thresholds": {"uplift": {"max": 0.2}},
+                "signers": ["custody", {"name": "evals", "public_key_pem": KEY}],
+                "external_allowed": True,
+                "max_age_s": 86400,
+                "after_enhancement": True,
+                "inputs_digest": "sha256:" + "a" * 64,
+            }
+        ],
+        "risk_assessment": {"signers": [{"name": "board", "public_key_pem": KEY}]},
+        "auditor": {"signers": [{"name": "audit", "public_key_pem": KEY}], "max_age_s": 10},
+    }
+
+
+def test_a_release_policy_round_trips_inside_the_model_policy() -> None:
+    policy = ModelPolicy.from_dict({"approvers": ["a", "b"], "release": good()})
+    assert policy.release is not None and len(policy.release.requirements) == 3
+    again = ModelPolicy.from_json(policy.to_json())
+    assert again == policy
+    assert json.loads(policy.to_json())["release"]["evaluations"][0]["inputs_digest"].startswith(
+        "sha256:"
+    )
+
+
+def _broken(change: Any) -> str:
+    doc = good()
+    change(doc)
+    with pytest.raises(FormatError) as refused:
+        ReleasePolicy.from_dict(doc)
+    return refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda d: d.update(extra=1), "policy.release: unknown field extra"),
+        (lambda d: d["evaluations"][0].update(thresholds={"x": {"above": 1}}), "thresholds.x"),
+        (lambda d: d["evaluations"][0].update(thresholds={"x": {"max": True}}), "thresholds.x.max"),
+        (lambda d: d["evaluations"][0].update(max_age_s=True), "evaluations[0].max_age_s"),
+        (lambda d: d["evaluations"][0].update(external_allowed="yes"), "external_allowed"),
+        (lambda d: d["evaluations"][0].update(signers=[]), "evaluations[0].signers"),
+        (lambda d: d["evaluations"][0].update(inputs_digest="md5:1"), "inputs_digest"),
+        (lambda d: d["evaluations"].append(dict(d["evaluations"][0])), "a name is used twice"),
+        (lambda d: d["risk_assessment"].update(signers=["custody"]), "only evaluations"),
+        (
+            lambda d: d["auditor"]["signers"][0].update(identity="x@example.com"),
+            "either public_key_pem or identity",
+        ),
+        (
+            lambda d: d["auditor"]["signers"][0].update(
+                public_key_pem=public_pem(ed25519.Ed25519PrivateKey.generate())
+            ),
+            "expected an EC public key",
+        ),
+        (
+            lambda d: d["evaluations"][0].update(
+                external_allowed=False, signers=[{"name": "evals", "public_key_pem": KEY}]
+            ),
+            "only 'custody' can sign",
+        ),
+        (lambda d: d.clear(), "names no requirement"),
+    ],
+)
+def test_strict_parsing_names_the_field(change: Any, named: str) -> None:
+    assert named in _broken(change)
+
+
+def test_anything_but_an_evaluation_assessment_or_audit_is_refused_as_evidence() -> None:
+    with pytest.raises(FormatError):
+        parse_evidence(b"not json")
+    with pytest.raises(FormatError) as other:
+        parse_evidence(
+            json.dumps({"payloadType": "x", "payload": "e30=", "signatures": []}).encode()
+        )
+    assert "not a custody job result" in other.value.message
+
+
+def test_without_any_evidence_every_requirement_is_missing() -> None:
+    policy = ReleasePolicy.from_dict(good())
+    decision = decide(policy, "sha256:" + "1" * 64, [], now=dt.datetime.now(dt.UTC))
+    assert not decision.allowed and decision.relied_on == []
+    assert [f.failure for f in decision.findings] == ["missing"] * 3
+    assert decision.refusal_lines()[0].startswith(
+        "evaluation 'uplift' (suite bio-v2 after enhancement): missing"
+    )
