@@ -201,6 +201,9 @@ class Requirement:
     external_allowed: bool = False
     """Evaluations produced outside custody count only when this is true (and signer listed)."""
     max_age_s: int | None = None
+    inputs_digest: str = ""
+    """For custody results: the job's inputs must be exactly these (``sha256:<hex>`` of the
+    job's inputs, as its result records), so a requester cannot pick an easy dataset."""
 
     @property
     def label(self) -> str:
@@ -221,6 +224,8 @@ class Requirement:
                 after_enhancement=self.after_enhancement,
                 external_allowed=self.external_allowed,
             )
+            if self.inputs_digest:
+                doc["inputs_digest"] = self.inputs_digest
         return doc
 
 
@@ -287,6 +292,7 @@ class ReleasePolicy:
             "external_allowed",
             "signers",
             "max_age_s",
+            "inputs_digest",
         }
         for index, item in enumerate(raw):
             at = f"{where}.evaluations[{index}]"
@@ -301,6 +307,13 @@ class ReleasePolicy:
                     f"{at}.signers: without external_allowed only 'custody' can sign; "
                     "list 'custody' or allow external evaluators"
                 )
+            inputs_digest = spec.get("inputs_digest", "")
+            if inputs_digest and (
+                not isinstance(inputs_digest, str)
+                or not inputs_digest.startswith("sha256:")
+                or len(inputs_digest) != 71
+            ):
+                raise FormatError(f"{at}.inputs_digest: expected sha256:<64 hex digits>")
             evaluations.append(
                 Requirement(
                     kind="evaluation",
@@ -311,6 +324,7 @@ class ReleasePolicy:
                     after_enhancement=bool(spec.get("after_enhancement", False)),
                     external_allowed=external,
                     max_age_s=_seconds(spec, "max_age_s", at),
+                    inputs_digest=inputs_digest,
                 )
             )
         if len({(r.name) for r in evaluations}) != len(evaluations):
@@ -575,7 +589,13 @@ def _verify_custody(evidence: Evidence, log: _Log | None) -> _Verified:
     made = log.times.get(result.log_index)
     if made is None:
         raise _Refused("not-logged", "the job's release entry has no time")
-    return _Verified(CUSTODY, made, None, {"metrics": metrics}, predicate["model_root_digest"])
+    return _Verified(
+        CUSTODY,
+        made,
+        None,
+        {"metrics": metrics, "inputs_digest": predicate.get("inputs_digest")},
+        predicate["model_root_digest"],
+    )
 
 
 def _verify_bundle(
@@ -624,6 +644,9 @@ def _check(
             if not any(s.is_custody for s in requirement.signers):
                 raise _Refused("unlisted-signer", "custody is not a listed signer here")
             verified = _verify_custody(evidence, log)
+            pinned = requirement.inputs_digest
+            if pinned and verified.predicate["inputs_digest"] != pinned:
+                raise _Refused("wrong-inputs", f"the job's inputs are not {pinned[:23]}...")
         else:
             if requirement.kind == "evaluation" and not requirement.external_allowed:
                 raise _Refused(
