@@ -202,6 +202,18 @@ def test_custody_evaluations_pass_the_gate_and_verify_offline(tmp_path: Path) ->
     failing = [f for f in json.loads(refused.stdout)["findings"] if not f["ok"]]
     assert [f["failure"] for f in failing] == ["failed-thresholds"]
     assert "> max 0.001" in failing[0]["message"]
+    # A policy can pin the evaluation's inputs, so a requester cannot choose an easy dataset.
+    inputs = json.loads(base64.b64decode(json.loads(base_result)["payload"]))["predicate"][
+        "inputs_digest"
+    ]
+    for pinned, expected in ((inputs, 0), ("sha256:" + "0" * 64, 1)):
+        strict["release"]["evaluations"][0].update(
+            thresholds={"loss": {"max": 50}}, inputs_digest=pinned
+        )
+        (tmp_path / "pinned.json").write_text(json.dumps(strict))
+        checked = offline(tmp_path / "pinned.json", folder)
+        assert checked.returncode == expected, checked.stdout
+    assert "wrong-inputs" in checked.stdout
     # An edited metric in a custody result: its signature no longer verifies.
     envelope = json.loads(base_result)
     statement = json.loads(base64.b64decode(envelope["payload"]))
