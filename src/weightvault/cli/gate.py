@@ -207,7 +207,7 @@ def override(
         result = client.gate_override(model, version, purpose, texts, reason)
     lines = [
         f"break-glass override of {purpose} for {target}: waiver {result['waiver']} until "
-        f"{result['expires_at']} (log entry {result['log_index']})",
+        f"{result['valid_until']} (log entry {result['log_index']})",
         *(f"  overrides {line}" for line in result["overrides"]),
     ]
     _show(result, as_json, lines)

@@ -101,7 +101,7 @@ class GateWaiver(Base):
     purpose: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(64))
-    expires_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
+    valid_until: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
     used_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     log_index: Mapped[int] = mapped_column(Integer)
 
@@ -390,7 +390,7 @@ class Gates(Room):
                 purpose=purpose,
                 reason=reason,
                 created_by=principal.name,
-                expires_at=now + _WAIVER_TTL,
+                valid_until=now + _WAIVER_TTL,
                 log_index=index,
             )
             session.add(waiver)
@@ -399,7 +399,7 @@ class Gates(Room):
             "model": model_name,
             "version": version,
             "purpose": purpose,
-            "expires_at": format_time(waiver.expires_at),
+            "valid_until": format_time(waiver.valid_until),
             "overrides": decision.refusal_lines(),
             "log_index": index,
         }
@@ -416,7 +416,7 @@ class Gates(Room):
         )
         now = self._clock()
         for row in rows:
-            if row.used_by == grant.id or (row.used_by is None and row.expires_at > now):
+            if row.used_by == grant.id or (row.used_by is None and row.valid_until > now):
                 return row
         return None
 
