@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,3 +108,47 @@ def test_without_any_evidence_every_requirement_is_missing() -> None:
     assert decision.refusal_lines()[0].startswith(
         "evaluation 'uplift' (suite bio-v2 after enhancement): missing"
     )
+
+
+def test_an_auditor_named_by_certificate_identity(tmp_path: Path) -> None:
+    """An external auditor listed by identity under a trust root: their certificate counts; a
+    certificate from another root, or for another identity, does not."""
+    from tests.signing._pki import build_pki
+
+    from weightvault.attest import Subject, make_statement, sign_attestation
+    from weightvault.custody.gates_policy import AUDIT_STATEMENT
+    from weightvault.signing import CertificateSigner
+
+    pki = build_pki(tmp_path / "pki")
+    root = "sha256:" + "2" * 64
+    statement = make_statement(
+        Subject("model", bytes.fromhex(root.removeprefix("sha256:"))),
+        AUDIT_STATEMENT,
+        {
+            "summary": "no objection to deployment",
+            "auditor": pki.email,
+            "auditedOn": "2026-12-01T00:00:00Z",
+            "conclusion": "no-objection",
+        },
+    )
+
+    def policy(identity: str) -> ReleasePolicy:
+        signer = {"name": "acme", "identity": identity, "trust_root_pem": pki.root.read_text()}
+        return ReleasePolicy.from_dict({"auditor": {"signers": [signer]}})
+
+    now = dt.datetime.now(dt.UTC)
+    good_bundle = sign_attestation(
+        statement, CertificateSigner.from_files(pki.leaf_key, pki.leaf, [pki.chain])
+    )
+    evidence = [parse_evidence(good_bundle)]
+    allowed = decide(policy(pki.email), root, evidence, now=now)
+    assert allowed.allowed and allowed.findings[0].signer == "acme"
+    assert allowed.relied_on == [evidence[0].digest]
+    other_identity = decide(policy("mallory@example.com"), root, evidence, now=now)
+    assert [f.failure for f in other_identity.findings] == ["unlisted-signer"]
+    foreign = sign_attestation(
+        statement, CertificateSigner.from_files(pki.other_key, pki.other_leaf, [pki.other_chain])
+    )
+    refused = decide(policy(pki.email), root, [parse_evidence(foreign)], now=now)
+    assert not refused.allowed
+    assert refused.findings[0].failure in ("unlisted-signer", "bad-signature")
