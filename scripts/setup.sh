@@ -38,7 +38,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   pip_quiet --upgrade pip
   # The CPU build of PyTorch first, so nothing later pulls a multi-GB CUDA build.
   pip_quiet "torch==2.13.0"
-  pip_quiet -e ".[test,pkcs11,sigstore,scan,server,tamper,datasets,report]"
+  pip_quiet -e ".[test,pkcs11,sigstore,scan,server,tamper,datasets,report,ray]"
   echo "$want" > "$stamp"
 fi
 # Byte-compile once: with PYTHONDONTWRITEBYTECODE set, every CLI start would recompile the sources.

@@ -21,9 +21,6 @@ from weightvault.errors import InputError, UsageError
 from weightvault.signing import KeySigner, KeyVerifier, check, compute_manifest, sign
 from weightvault.tree.s3 import S3Object, walk_object_store
 
-sys.path.insert(0, os.path.dirname(__file__))
-from conftest import make_model
-
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
@@ -53,7 +50,11 @@ def _upload(server: SeaweedS3, bucket: str, root: Path, prefix: str) -> str:
 def _realistic_model(root: Path) -> Path:
     """Safetensors weights over several 8 MiB parts, config, tokenizer, nested and empty files,
     names that sort differently by component (``a/b`` before ``a-c``), a git folder."""
-    make_model(root, weights_size=300_000)
+    (root / "sub").mkdir(parents=True)
+    (root / "model.safetensors").write_bytes(os.urandom(300_000))
+    (root / "config.json").write_text(json.dumps({"hidden_size": 64, "layers": 2}))
+    (root / "tokenizer.json").write_text(json.dumps({"vocab": {"a": 0, "b": 1}}))
+    (root / "sub" / "adapter.bin").write_bytes(os.urandom(5000))
     (root / "model-00001-of-00002.safetensors").write_bytes(os.urandom((8 << 20) * 2 + 12345))
     (root / "model-00002-of-00002.safetensors").write_bytes(os.urandom(3 << 20))
     (root / "a" / "b").mkdir(parents=True)

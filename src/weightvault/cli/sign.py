@@ -41,6 +41,12 @@ _ALLOW_SYMLINKS = typer.Option(
 )
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 _WORKERS = typer.Option(None, "--workers", min=1, help="Hashing threads (default: all cores).")
+_RAY = typer.Option(
+    None,
+    "--ray",
+    metavar="ADDRESS",
+    help="Hash on a Ray cluster (its address, or auto); needs weightvault[ray].",
+)
 
 
 def _method_unavailable(method: str, exc: ImportError) -> UsageError:
@@ -201,6 +207,7 @@ def _manifest_options(
     no_ignore_git: bool,
     allow_symlinks: bool,
     workers: int | None,
+    ray: str | None = None,
 ) -> ManifestOptions:
     """The ``sign`` and ``digest`` options as one checked object (a wrong choice is a usage
     error naming the option)."""
@@ -217,6 +224,7 @@ def _manifest_options(
         ignore_git_paths=not no_ignore_git,
         allow_symlinks=allow_symlinks,
         max_workers=workers,
+        cluster=ray,
     )
 
 
@@ -269,6 +277,7 @@ def register(app: typer.Typer) -> None:
         ),
         allow_symlinks: bool = _ALLOW_SYMLINKS,
         workers: int | None = _WORKERS,
+        ray: str | None = _RAY,
         as_json: bool = _JSON,
         scan: bool = typer.Option(
             False, "--scan", help="Scan every file first; refuse to sign if anything is found."
@@ -315,7 +324,14 @@ def register(app: typer.Typer) -> None:
         elif row_groups or scan:
             raise UsageError("--row-groups and --scan read local files; not an s3:// model")
         options = _manifest_options(
-            hash_type, serialization, shard_size, ignore, no_ignore_git, allow_symlinks, workers
+            hash_type,
+            serialization,
+            shard_size,
+            ignore,
+            no_ignore_git,
+            allow_symlinks,
+            workers,
+            ray,
         )
         _check_choice(fail_on, ("unknown", "dangerous", "suspicious"), "--fail-on")
         if (log is None) != (log_key is None):
@@ -437,6 +453,7 @@ def register(app: typer.Typer) -> None:
             ),
         ),
         workers: int | None = _WORKERS,
+        ray: str | None = _RAY,
         as_json: bool = _JSON,
         require_log: bool = typer.Option(
             False,
@@ -502,6 +519,7 @@ def register(app: typer.Typer) -> None:
             ignore_paths=ignore,
             ignore_unsigned_files=ignore_unsigned_files,
             max_workers=workers,
+            cluster=ray,
             progress_display=progress_display("verifying"),
         )
         attested = {}
@@ -549,6 +567,7 @@ def register(app: typer.Typer) -> None:
         no_ignore_git: bool = typer.Option(False, "--no-ignore-git", help="Include git files."),
         allow_symlinks: bool = _ALLOW_SYMLINKS,
         workers: int | None = typer.Option(None, "--workers", min=1, help="Hashing threads."),
+        ray: str | None = _RAY,
         as_json: bool = _JSON,
     ) -> None:
         """Print the model's root digest and per-file digests (what a signature would hold)."""
@@ -557,7 +576,14 @@ def register(app: typer.Typer) -> None:
 
         model_path = _model_location(model_arg)
         options = _manifest_options(
-            hash_type, serialization, shard_size, ignore, no_ignore_git, allow_symlinks, workers
+            hash_type,
+            serialization,
+            shard_size,
+            ignore,
+            no_ignore_git,
+            allow_symlinks,
+            workers,
+            ray,
         )
         manifest = digest_model(
             model_path, options=options, progress_display=progress_display("hashing")

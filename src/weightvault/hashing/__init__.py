@@ -456,12 +456,19 @@ def hash_jobs(
     progress: ProgressCallback | None = None,
     chunk_size: int | None = None,
     use_mmap: bool = True,
+    cluster: str | None = None,
 ) -> list[bytes]:
     """Hash every job; returns digests in the order of ``jobs`` (never completion order).
 
-    ``use_mmap=False`` makes BLAKE3 and BLAKE2 read through buffers like SHA-256.
+    ``use_mmap=False`` makes BLAKE3 and BLAKE2 read through buffers like SHA-256. ``cluster``
+    (a Ray address, or ``auto``) runs the jobs as Ray tasks instead (see
+    :mod:`weightvault.hashing.cluster`; same digests).
     Raises :class:`InputError` if a file cannot be read or is shorter than its job.
     """
+    if cluster is not None:
+        from weightvault.hashing.cluster import hash_jobs_on_ray
+
+        return hash_jobs_on_ray(jobs, hash_type, address=cluster, progress=progress)
     algorithm = HashAlgorithm.parse(hash_type)
     if max_workers is not None and max_workers < 1:
         raise ValueError("max_workers must be at least 1")

@@ -159,8 +159,10 @@ def hash_files(
     *,
     max_workers: int | None = None,
     progress: ProgressCallback | None = None,
+    cluster: str | None = None,
 ) -> list[Resource]:
-    """The resources ``files`` make under ``serialization`` (in the order of the jobs)."""
+    """The resources ``files`` make under ``serialization`` (in the order of the jobs);
+    ``cluster`` hashes them on a Ray cluster."""
     shard_size = serialization.shard_size if serialization.method == "shards" else None
     named = _jobs(files, shard_size)
     digests = hash_jobs(
@@ -168,6 +170,7 @@ def hash_files(
         serialization.hash_type,
         max_workers=max_workers,
         progress=progress,
+        cluster=cluster,
     )
     algorithm = serialization.resource_algorithm
     return [Resource(name, d, algorithm) for (name, _), d in zip(named, digests, strict=True)]
@@ -206,6 +209,7 @@ class ModelPlan:
             self.serialization(),
             max_workers=self.options.max_workers,
             progress=progress or self.options.progress,
+            cluster=self.options.cluster,
         )
         return Manifest.build(_model_name(self.model_path), resources, self.serialization())
 

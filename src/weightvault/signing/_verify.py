@@ -141,6 +141,7 @@ def _compare(
     *,
     max_workers: int | None,
     progress: ProgressCallback | None,
+    cluster: str | None = None,
 ) -> tuple[list[str], list[str], list[str]]:
     signed_files: dict[str, dict[str, bytes]] = {}
     for resource in signed.resources:
@@ -164,6 +165,7 @@ def _compare(
         signed.serialization,
         max_workers=max_workers,
         progress=progress,
+        cluster=cluster,
     )
     local_by_file: dict[str, dict[str, bytes]] = {}
     for resource in local:
@@ -192,6 +194,7 @@ def check(
     ignore_paths: Iterable[PathLike] = (),
     ignore_unsigned_files: bool = False,
     max_workers: int | None = None,
+    cluster: str | None = None,
     progress: ProgressCallback | None = None,
     progress_display: ProgressDisplay | None = None,
 ) -> VerificationResult:
@@ -199,7 +202,8 @@ def check(
 
     ``ignore_unsigned_files`` (``model-signing``'s option of that name) checks only the files the
     signature covers: files added since are listed as ``unsigned``, not as ``extra``. Every
-    signed file must still be present and unchanged. ``progress_display``, if given, is opened
+    signed file must still be present and unchanged. ``cluster`` (a Ray address or ``auto``)
+    rehashes on a Ray cluster. ``progress_display``, if given, is opened
     with the number of bytes to rehash once the model is listed (instead of ``progress``).
 
     Raises :class:`InputError` / :class:`FormatError` when the check cannot run (missing model
@@ -270,7 +274,9 @@ def check(
             f"{root}: is {kind}, but the signature covers {signed_kind}; check the model path"
         )
     with reporting(tree.total_size, progress_display, progress) as advance:
-        changed, missing, extra = _compare(signed, tree, max_workers=max_workers, progress=advance)
+        changed, missing, extra = _compare(
+            signed, tree, max_workers=max_workers, progress=advance, cluster=cluster
+        )
     unsigned: list[str] = []
     if ignore_unsigned_files:
         unsigned = sorted([*extra, *unsigned_links], key=component_key)

@@ -40,6 +40,8 @@ class ManifestOptions:
     allow_symlinks: bool = False
     max_workers: int | None = None
     """Hashing threads (default: every core this process may use)."""
+    cluster: str | None = None
+    """Hash on this Ray cluster (an address, or ``auto``) instead of local threads."""
     progress: ProgressCallback | None = field(default=None, compare=False, repr=False)
     """Called with each number of bytes hashed (from worker threads)."""
 
@@ -87,6 +89,7 @@ class ManifestKeywords(TypedDict, total=False):
     ignore_git_paths: bool
     allow_symlinks: bool
     max_workers: int | None
+    cluster: str | None
     progress: ProgressCallback | None
 
 
@@ -97,5 +100,6 @@ class CheckKeywords(TypedDict, total=False):
     ignore_paths: Iterable[PathLike]
     ignore_unsigned_files: bool
     max_workers: int | None
+    cluster: str | None
     progress: ProgressCallback | None
     progress_display: ProgressDisplay | None
