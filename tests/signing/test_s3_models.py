@@ -185,7 +185,7 @@ def test_cli_signs_and_verifies_in_the_bucket_and_needs_a_local_signature_path(
     )
     assert refused.returncode != 0
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
-    assert "no default signature file" in refused.stderr and "--signature" in refused.stderr
+    assert "signed into a local file" in refused.stderr and "--signature" in refused.stderr
     signed = subprocess.run(
         [*wv, "sign", url, "--key", str(keypair[0]), "--signature", str(signature), "--json"],
         capture_output=True,

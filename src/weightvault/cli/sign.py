@@ -323,6 +323,10 @@ def register(app: typer.Typer) -> None:
             _interrupt.note_untouched(model_path)
         elif row_groups or scan:
             raise UsageError("--row-groups and --scan read local files; not an s3:// model")
+        elif signature is None:
+            raise UsageError(
+                f"{model_path}: pass --signature: a model in a bucket is signed into a local file"
+            )
         options = _manifest_options(
             hash_type,
             serialization,
