@@ -168,7 +168,12 @@ def test_cli_report_formats_and_refusals(history: History, tmp_path: Path) -> No
     saved = json.loads((tmp_path / "report.json").read_text())
     check = _cli("verify", str(tmp_path / "report.json"), "--log-key", str(history.log_key))
     assert check.returncode == 0, check.stderr
-    assert saved["timeline"]["events"]
+    lines = len(saved["timeline"]["events"]) + len(saved["actions_taken"])
+    assert f"timeline OK: {lines} lines about llama" in check.stdout
+    saved["actions_taken"][0]["by"] = "olivia"  # someone else takes the credit
+    (tmp_path / "edited.json").write_text(json.dumps(saved))
+    edited = _cli("verify", str(tmp_path / "edited.json"), "--log-key", str(history.log_key))
+    assert edited.returncode == 1 and "author was changed" in edited.stderr
 
 
 def test_report_on_an_edited_log_writes_nothing(history: History, tmp_path: Path) -> None:

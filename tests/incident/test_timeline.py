@@ -119,11 +119,12 @@ def test_a_changed_proof_or_line_fails(history: History) -> None:
 
 def test_since_keeps_later_events_only(history: History) -> None:
     timeline = _timeline(history)
-    later = timeline.events[-1].time
     evidence = timeline.evidence
-    recent = build_timeline(evidence, "llama", parse_since(later))
-    assert recent.events and all(e.time >= later for e in recent.events)
-    assert len(recent.events) < len(timeline.events)
+    for event in (timeline.events[len(timeline.events) // 2], timeline.events[-1]):
+        recent = build_timeline(evidence, "llama", parse_since(event.time))
+        expected = [e.proof.index for e in timeline.events if e.time >= event.time]
+        assert [e.proof.index for e in recent.events] == expected
+        assert event.proof.index in expected
     assert build_timeline(evidence, "llama", parse_since("2999-01-01")).events == ()
 
 

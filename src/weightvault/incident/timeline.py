@@ -477,14 +477,19 @@ class TimelineCheck:
 
 
 def verify_timeline_document(data: bytes, log_key: VerifierKey) -> TimelineCheck:
-    """Check a saved timeline (or the timeline of a JSON report) with only the log key.
+    """Check a saved timeline (or a JSON report: its timeline and actions taken) with only the
+    log key.
 
     Every line's entry must hash to its leaf, its proof must reach the signed checkpoint's
-    root, and the line's facts must be what its entry says (kind, time, principal, client).
+    root, and the line's facts must be what its entry says (time, principal, client, action).
     """
     doc = load_object(data, "timeline", max_bytes=1 << 30)
+    actions: list[Any] = []
     if "timeline" in doc and isinstance(doc["timeline"], dict):
-        doc = doc["timeline"]  # a JSON incident report carries its timeline whole
+        # A JSON incident report carries its timeline whole, and its actions taken with proofs.
+        listed = doc.get("actions_taken")
+        actions = listed if isinstance(listed, list) else []
+        doc = doc["timeline"]
     if doc.get("format") != TIMELINE_FORMAT:
         raise FormatError(f"timeline: format is not {TIMELINE_FORMAT}")
     checkpoint = doc.get("checkpoint")
@@ -508,4 +513,15 @@ def verify_timeline_document(data: bytes, log_key: VerifierKey) -> TimelineCheck
         if line.get("action") != event.get("action"):
             raise VerificationError(f"log entry {proof.index}: the line's action was changed")
         tree_size = proof.tree_size
-    return TimelineCheck(model=str(doc.get("model", "")), lines=len(events), tree_size=tree_size)
+    for position, action in enumerate(actions):
+        where = f"actions_taken[{position}]"
+        if not isinstance(action, dict):
+            raise FormatError(f"{where}: not an object")
+        proof = LineProof.from_json(action.get("proof"), f"{where}.proof")
+        entry = _b64.decode(str(action.get("entry", "")), f"{where}.entry")
+        verify_line(entry, proof, checkpoint.encode("utf-8"), log_key)
+        if action.get("by") != json.loads(entry).get("principal"):
+            raise VerificationError(f"log entry {proof.index}: the action's author was changed")
+    return TimelineCheck(
+        model=str(doc.get("model", "")), lines=len(events) + len(actions), tree_size=tree_size
+    )
