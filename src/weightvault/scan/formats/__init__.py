@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from weightvault.scan._engine import FileContext
 from weightvault.scan._io import ByteReader, Truncated
-from weightvault.scan.formats import compressed, tar, zip_archive
+from weightvault.scan.formats import compressed, tar, template_files, zip_archive
 from weightvault.scan.formats.pickle import looks_like_pickle_start, scan_pickle_file
 from weightvault.scan.policy import Severity
 
@@ -161,6 +161,8 @@ def _scan_by_content(
 
         keras.scan_hdf5(ctx, RegionFile(raw, start, end), location)  # type: ignore[arg-type]
         return "hdf5"
+    if template_files.is_template_file(lower):  # text, by name (a pickle fails as text)
+        return template_files.scan_template_file(ctx, r, location, name=name)
     if len(head) >= 9 and head[8:9] == b"{":
         (header_len,) = struct.unpack("<Q", head[:8])
         if 2 <= header_len <= size - 8 or header_len < 100_000_000 or lower.endswith(
