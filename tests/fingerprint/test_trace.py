@@ -152,3 +152,25 @@ def test_names_are_matched_under_one_prefix_rewrite() -> None:
         "bert.encoder.layer.1.w": "encoder.layer.1.w"
     }
     assert match_names(original, ["unrelated"]) == {}
+
+
+def test_table_and_matrix_scoring_agree(original, alice, bob) -> None:  # type: ignore[no-untyped-def]
+    """One suspect is scored through nibble tables, several through a matrix product: the
+    same numbers (including a tensor longer than one table window and not a multiple of 8)."""
+    from weightvault.fingerprint import trace as trace_module
+    from weightvault.fingerprint.keys import keystream
+    from weightvault.fingerprint.trace import residual, z_scores
+
+    plan = plan_marks(StateReader(original).infos)
+    vectors = [residual(StateReader(original), StateReader(s), plan).vectors for s in (alice, bob)]
+    vectors[0]["odd"] = np.random.default_rng(1).standard_normal(1003).astype(np.float32)
+    candidates = ["alice", "bob", "carol"]
+    previous = trace_module._WINDOW
+    trace_module._WINDOW = 256  # many windows (a multiple of 128: whole AES blocks)
+    try:
+        single = z_scores(KEY, candidates, vectors[:1])
+    finally:
+        trace_module._WINDOW = previous
+    batched = z_scores(KEY, candidates, [vectors[0], vectors[1], vectors[1]])
+    assert np.allclose(single[0], batched[0], rtol=1e-5, atol=1e-3)
+    assert keystream(b"k" * 32, 48)[32:].tobytes() == keystream(b"k" * 32, 16, offset=32).tobytes()

@@ -83,9 +83,15 @@ class FingerprintKey:
         return self.seed("", "key-id", "").hex()[:16]
 
 
-def keystream(seed: bytes, nbytes: int) -> np.ndarray:
-    """AES-256-CTR keystream (counter from zero) under ``seed``: the one PRG of this package."""
-    encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+def keystream(seed: bytes, nbytes: int, *, offset: int = 0) -> np.ndarray:
+    """AES-256-CTR keystream (counter from zero) under ``seed``: the one PRG of this package.
+
+    ``offset`` (a multiple of 16) starts the stream that many bytes in, without computing them.
+    """
+    if offset % 16:
+        raise ValueError("offset must be a multiple of 16")
+    counter = (offset // 16).to_bytes(16, "big")
+    encryptor = Cipher(algorithms.AES(seed), modes.CTR(counter)).encryptor()
     out = encryptor.update(bytes(nbytes)) + encryptor.finalize()
     return np.frombuffer(out, dtype=np.uint8)
 
