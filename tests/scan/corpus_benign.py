@@ -18,9 +18,9 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from scan_corpus import Sample
+from scan_corpus import Sample, write_hf_tokenizer
 
-__all__ = ["CHAT_TEMPLATES", "build_benign"]
+__all__ = ["CHAT_TEMPLATES", "LLAMA3_TOOLS_TEMPLATE", "build_benign", "transformers_template"]
 
 # Chat templates in the styles mainstream GGUF models ship (written for this corpus).
 CHAT_TEMPLATES = {
@@ -63,6 +63,75 @@ CHAT_TEMPLATES = {
         "{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|assistant|>' }}{%- endif -%}"
     ),
 }
+
+
+# A Llama-3.1-style tool-calling template (written for this corpus): namespace(), loops over
+# tools and tool calls, raise_exception, strftime_now, tojson.
+LLAMA3_TOOLS_TEMPLATE = """{{- bos_token }}
+{%- set ns = namespace(system='', date=strftime_now('%d %b %Y')) %}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set ns.system = messages[0]['content'] | trim %}
+    {%- set messages = messages[1:] %}
+{%- endif %}
+{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}
+{{- 'Cutting Knowledge Date: December 2023\\nToday Date: ' + ns.date + '\\n\\n' }}
+{%- if tools is not none and tools | length > 0 %}
+    {{- 'You have access to the following functions:\\n\\n' }}
+    {%- for tool in tools %}
+        {{- tool | tojson(indent=4) }}{{- '\\n\\n' }}
+    {%- endfor %}
+{%- endif %}
+{{- ns.system + '<|eot_id|>' }}
+{%- for message in messages %}
+    {%- if message.role not in ['user', 'assistant', 'tool', 'ipython'] %}
+        {{- raise_exception('Unknown role: ' + message.role) }}
+    {%- endif %}
+    {%- if message.tool_calls is defined and message.tool_calls %}
+        {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}
+        {%- for call in message.tool_calls %}
+            {%- set fn = call.function if call.function is defined else call %}
+            {{- '{"name": "' + fn.name + '", "parameters": ' + (fn.arguments | tojson) + '}' }}
+        {%- endfor %}
+        {{- '<|eot_id|>' }}
+    {%- else %}
+        {{- '<|start_header_id|>' + message.role + '<|end_header_id|>\\n\\n' }}
+        {{- message.content | trim + '<|eot_id|>' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}
+{%- endif %}
+"""
+
+#: Templates that ship inside the installed transformers package: (file under the package,
+#: name of the assignment or property that holds it).
+TRANSFORMERS_TEMPLATES = {
+    "smolvlm": ("models/smolvlm/processing_smolvlm.py", "DEFAULT_CHAT_TEMPLATE"),
+    "llama4": ("models/llama4/processing_llama4.py", "chat_template"),
+    "qwen2_audio": ("models/qwen2_audio/processing_qwen2_audio.py", "default_chat_template"),
+}
+
+
+def transformers_template(which: str) -> str:
+    """A chat template as the installed transformers ships it, read from its source file (a
+    module-level string, or the string a property returns) without importing transformers."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("transformers")
+    assert spec is not None and spec.origin is not None
+    relative, name = TRANSFORMERS_TEMPLATES[which]
+    tree = ast.parse((Path(spec.origin).parent / relative).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            return node.value.value
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Return) and isinstance(inner.value, ast.Constant):
+                    return str(inner.value.value)
+    raise LookupError(f"{name} not found in transformers/{relative}")
 
 
 def _hparams() -> argparse.Namespace:
@@ -332,6 +401,33 @@ def build_benign(root: Path, only: set[str] | None = None) -> list[Sample]:
     for style in CHAT_TEMPLATES:
         add(f"gguf_{style}.gguf", lambda p, s=style: _gguf_model(p, CHAT_TEMPLATES[s]),
             loader="gguf-jinja-sandboxed", category="GGUF chat template")
+    # 8. Hugging Face chat templates outside GGUF: tokenizer_config.json (a string, or a list
+    # of named templates), chat_template.jinja, chat_template.json / processor_config.json;
+    # each folder is a tokenizer transformers loads, rendered by apply_chat_template.
+    cat = "Hugging Face chat template"
+    hf_loader = "transformers-chat-template"
+    for style, template in {**CHAT_TEMPLATES, "llama3_tools": LLAMA3_TOOLS_TEMPLATE}.items():
+        add(f"hf_{style}/tokenizer_config.json",
+            lambda p, t=template: write_hf_tokenizer(p.parent, chat_template=t),
+            loader=hf_loader, category=cat)
+    add("hf_named_templates/tokenizer_config.json", lambda p: write_hf_tokenizer(
+        p.parent, chat_template=[{"name": "default", "template": CHAT_TEMPLATES["chatml"]},
+                                 {"name": "tool_use", "template": LLAMA3_TOOLS_TEMPLATE}]),
+        loader=hf_loader, category=cat, note="a list of {name, template} objects")
+    add("hf_llama3_jinja/chat_template.jinja", lambda p: write_hf_tokenizer(
+        p.parent, jinja=LLAMA3_TOOLS_TEMPLATE), loader=hf_loader, category=cat)
+    add("hf_mistral_jinja/chat_template.jinja", lambda p: write_hf_tokenizer(
+        p.parent, jinja=CHAT_TEMPLATES["mistral"]), loader=hf_loader, category=cat)
+    for which in TRANSFORMERS_TEMPLATES:
+        add(f"hf_transformers_{which}/tokenizer_config.json",
+            lambda p, w=which: write_hf_tokenizer(p.parent, chat_template=transformers_template(w)),
+            loader=hf_loader, category=cat, note="template shipped in the transformers package")
+    add("hf_processor_llama4/chat_template.json", lambda p: _json_file(
+        p, {"chat_template": transformers_template("llama4")}), loader=hf_loader, category=cat,
+        note="the legacy processor template file")
+    add("hf_processor_smolvlm/processor_config.json", lambda p: _json_file(
+        p, {"processor_class": "SmolVLMProcessor", "image_seq_len": 64,
+            "chat_template": transformers_template("smolvlm")}), loader=hf_loader, category=cat)
     add("mlp_external.onnx", _onnx_mlp, loader="onnx", category="ONNX",
         note="weights in mlp_external.onnx.data next to it, as onnx writes large models")
     samples_by_name = {s.name for s in samples}
@@ -386,6 +482,13 @@ def _torch_tar_checkpoint(path: Path) -> None:
             info = tarfile.TarInfo(member)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
+
+
+def _json_file(path: Path, document: object) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")
 
 
 def _gguf_model(path: Path, template: str) -> None:

@@ -63,6 +63,53 @@ def _render(template: str, *, sandboxed: bool) -> str:
     )
 
 
+def _hf_templates(path: str) -> list[tuple[str, str]]:
+    """``(name, template)`` of a Hugging Face chat-template file, read as transformers reads it
+    (a ``.jinja`` file, or the ``chat_template`` of a JSON file: a string, a list of
+    ``{"name", "template"}`` objects or a ``{name: template}`` object)."""
+    file = Path(path)
+    if file.suffix == ".jinja":
+        return [("default", file.read_text())]
+    value = json.loads(file.read_text())["chat_template"]
+    if isinstance(value, str):
+        return [("default", value)]
+    if isinstance(value, dict):
+        return list(value.items())
+    return [(entry["name"], entry["template"]) for entry in value]
+
+
+def _transformers_chat(path: str) -> list[str]:
+    """What transformers renders: a tokenizer folder (``tokenizer_config.json`` or
+    ``chat_template.jinja`` beside ``tokenizer.json``) through ``AutoTokenizer`` and
+    ``apply_chat_template``; a processor's ``chat_template.json`` / ``processor_config.json``
+    through ``render_jinja_template``. Both use its ``ImmutableSandboxedEnvironment``."""
+    file = Path(path)
+    tools = [{"type": "function", "function": {"name": "f", "description": "d",
+                                               "parameters": {"type": "object"}}}]
+    out = []
+    if file.name in ("tokenizer_config.json", "chat_template.jinja"):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), local_files_only=True)
+        templates = tokenizer.chat_template
+        names = list(templates) if isinstance(templates, dict) else [None]
+        for name in names:
+            source = templates[name] if name is not None else templates
+            messages = MESSAGES[1:] if "raise_exception" in source else MESSAGES
+            out.append(tokenizer.apply_chat_template(
+                messages, tools=tools, add_generation_prompt=True, tokenize=False,
+                chat_template=name))
+        return out
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    for _, template in _hf_templates(path):
+        messages = MESSAGES[1:] if "raise_exception" in template else MESSAGES
+        out.append(render_jinja_template(
+            conversations=[messages], tools=tools, chat_template=template,
+            add_generation_prompt=True, bos_token="<s>", eos_token="</s>"))
+    return out
+
+
 def _zip_member_pickles(path: str) -> None:
     """What a loader built on ``zipfile`` runs: every ``.pkl`` member unpickled (persistent ids,
     the tensor storages, answered with None)."""
@@ -113,6 +160,10 @@ def load(loader: str, path: str) -> object:
         return _render(_chat_template(path), sandboxed=False)
     if loader == "gguf-jinja-sandboxed":
         return _render(_chat_template(path), sandboxed=True)
+    if loader == "hf-template-jinja":
+        return [_render(template, sandboxed=False) for _, template in _hf_templates(path)]
+    if loader == "transformers-chat-template":
+        return _transformers_chat(path)
     if loader == "safetensors":
         from safetensors.torch import load_file
 

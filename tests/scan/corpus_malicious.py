@@ -620,6 +620,24 @@ def build_malicious(root: Path, only: set[str] | None = None) -> list[Sample]:
             category="GGUF chat template reaches os (CVE-2024-34359 class)",
             subject="chat_template", note=note)
 
+    # 10b. The same payloads in Hugging Face form: the second of a tokenizer_config.json's named
+    # templates (beside a mainstream ChatML one), and a chat_template.jinja beside the config.
+    # They fire when the template is rendered without a sandbox (the Jinja2 default) and are
+    # refused by transformers' own rendering (ImmutableSandboxedEnvironment): the same threat
+    # model as GGUF's, a sandbox escape through a gadget the sandbox misses.
+    cat = "Hugging Face chat template reaches os (sandbox escape class)"
+    for form in ("json", "jinja"):
+        for gguf_name, (template, note) in _templates(
+            lambda n, f=form: m(f"hf_{f}_{n.removesuffix('.gguf')}")
+        ).items():
+            stem = gguf_name.removeprefix("gguf_").removesuffix(".gguf")
+            file = "tokenizer_config.json" if form == "json" else "chat_template.jinja"
+            add(f"hf_{form}_{stem}/{file}",
+                lambda p, f=form, t=template: _hf_template_folder(p.parent, f, t),
+                loader="hf-template-jinja", inert_under="transformers-chat-template",
+                category=cat, marker=m(f"hf_{form}_{gguf_name.removesuffix('.gguf')}"),
+                subject="chat_template[1].template" if form == "json" else file, note=note)
+
     # 11. FRAME boundary divergence between pickle.load(file) and pickle.loads(bytes).
     cat = "FRAME divergence: file vs bytes unpickler"
     name = "frame_straddle_file_only.pkl"
@@ -917,6 +935,21 @@ def _joblib_dump(obj: object, path: Path, compress: tuple[str, int]) -> None:
     import joblib
 
     joblib.dump(obj, path, compress=compress)
+
+
+def _hf_template_folder(folder: Path, form: str, template: str) -> None:
+    """A tokenizer folder whose chat template is ``template``: the second named template of its
+    ``tokenizer_config.json`` after a plain ChatML one (``form="json"``), or its
+    ``chat_template.jinja`` (``form="jinja"``)."""
+    from scan_corpus import write_hf_tokenizer
+
+    if form == "jinja":
+        write_hf_tokenizer(folder, jinja=template)
+        return
+    chatml = (_CHATML_HEAD + "{% if add_generation_prompt %}"
+              "{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    write_hf_tokenizer(folder, chat_template=[{"name": "default", "template": chatml},
+                                              {"name": "tool_use", "template": template}])
 
 
 def _gguf(path: Path, template: str) -> None:

@@ -687,6 +687,29 @@ def _gguf(path: Path, *, template: str) -> None:
     writer.close()
 
 
+def write_hf_tokenizer(folder: Path, *, chat_template: object = None,
+                       jinja: str | None = None, jinja_name: str = "chat_template.jinja") -> None:
+    """A tiny Hugging Face tokenizer folder that ``AutoTokenizer.from_pretrained`` loads
+    (``tokenizer.json`` from the ``tokenizers`` library, a ``tokenizer_config.json``), with its
+    chat template in the config (``chat_template``: a string or a list of ``{"name",
+    "template"}``) or in a ``.jinja`` file beside it. Written without importing transformers."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "hello": 3, "weather": 4}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()  # type: ignore[assignment]
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config: dict[str, object] = {"tokenizer_class": "PreTrainedTokenizerFast",
+                                 "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                                 "model_max_length": 128}
+    if chat_template is not None:
+        config["chat_template"] = chat_template
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if jinja is not None:
+        (folder / jinja_name).write_text(jinja)
+
+
 if __name__ == "__main__":  # pragma: no cover - manual use
     import sys
 
