@@ -169,9 +169,16 @@ def test_bad_urls_and_missing_objects_are_one_line_errors(s3: SeaweedS3) -> None
         compute_manifest("s3://no-such-bucket-wv/m")
     with pytest.raises(InputError, match="no bucket named"):
         compute_manifest("s3:///m")
-    s3.client().put_object(Bucket=bucket, Key="m/../escape.bin", Body=b"x")
+
+
+@pytest.mark.parametrize("name", ["a//b.bin", "../escape.bin", "a/./b.bin", "a\\b.bin", "a/"])
+def test_keys_no_folder_could_hold_are_refused(name: str) -> None:
+    # SeaweedFS normalizes such keys on upload (AWS S3 keeps them), so the check is called here
+    from weightvault.tree.s3 import _check_key_name
+
     with pytest.raises(InputError, match="cannot be a file's path"):
-        compute_manifest(f"s3://{bucket}/m")
+        _check_key_name(name, "s3://bucket/m")
+    _check_key_name("a/b-c/w.bin", "s3://bucket/m")
 
 
 def test_cli_signs_and_verifies_in_the_bucket_and_needs_a_local_signature_path(
@@ -194,6 +201,7 @@ def test_cli_signs_and_verifies_in_the_bucket_and_needs_a_local_signature_path(
     )
     assert signed.returncode == 0, signed.stderr
     assert json.loads(signed.stdout)["resources"] >= 8
+    assert json.loads(signed.stdout)["model"] == url
     verified = subprocess.run(
         [*wv, "verify", url, "--key", str(keypair[1]), "--signature", str(signature)],
         capture_output=True,

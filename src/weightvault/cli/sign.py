@@ -390,7 +390,7 @@ def register(app: typer.Typer) -> None:
                     log=(log, log_key) if log is not None and log_key is not None else None,
                 )
         if as_json:
-            document = result.to_json()
+            document = {**result.to_json(), "model": str(model_path)}  # s3:// keeps its //
             if row_groups_path is not None:
                 document["row_groups_attestation"] = str(row_groups_path)
             emit_json(document)
@@ -537,7 +537,7 @@ def register(app: typer.Typer) -> None:
                 expected_subject_digest=result.manifest.root_digest,
             )
         if as_json:
-            document = result.to_json()
+            document = {**result.to_json(), "model": str(model_path)}  # s3:// keeps its //
             if require_attestation:
                 document["attestations"] = {k: r.to_json() for k, r in attested.items()}
             emit_json(document)
