@@ -144,3 +144,21 @@ def test_cli_digest_on_the_running_cluster_and_a_bad_address(tmp_path: Path) -> 
     assert refused.returncode == 2
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "cannot connect to the Ray cluster" in refused.stderr
+
+
+def test_verification_on_ray_finds_a_changed_file(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from weightvault.signing import KeySigner, KeyVerifier, check, sign
+
+    root = _tree(tmp_path / "model", 3, 200_000)
+    key = ec.generate_private_key(ec.SECP256R1())
+    signature = tmp_path / "model.sig"
+    sign(root, KeySigner(key), signature_path=signature, serialization="shards", shard_size=50_000)
+    verifier = KeyVerifier(key.public_key())
+    assert check(root, signature, verifier, cluster="auto").ok
+    data = bytearray((root / "shards" / "part-1.bin").read_bytes())
+    data[-1] ^= 1
+    (root / "shards" / "part-1.bin").write_bytes(bytes(data))
+    result = check(root, signature, verifier, cluster="auto")
+    assert result.changed == ("shards/part-1.bin",)
