@@ -32,9 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-from signing import Run, build_model, run_child, warm_page_cache  # noqa: E402
-
 from tests.s3 import start_seaweedfs  # noqa: E402
+
+from signing import Run, build_model, run_child, warm_page_cache  # noqa: E402
 
 GB = 1_000_000_000
 WV = [sys.executable, "-m", "weightvault"]
@@ -81,9 +81,7 @@ def main() -> None:
     size = sum(p.stat().st_size for p in model.iterdir())
     key = data / "key.pem"
     if not key.exists():
-        subprocess.run(
-            [*WV, "keygen", "--out", str(key)], check=True, capture_output=True
-        )
+        subprocess.run([*WV, "keygen", "--out", str(key)], check=True, capture_output=True)
     server = start_seaweedfs(data)
     os.environ.update(server.env())
     try:
