@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -29,11 +29,15 @@ from weightvault._json import canonical, load_object
 from weightvault.errors import FormatError, VerificationError
 from weightvault.oms.dsse import INTOTO_PAYLOAD_TYPE, Envelope, EnvelopeSignature, pae
 
+if TYPE_CHECKING:
+    from weightvault.tlog import VerifierKey
+
 __all__ = [
     "MAX_RESULT_BYTES",
     "PREDICATE_TYPE",
     "RELEASE_ACTION",
     "STATEMENT_TYPE",
+    "JobResultNotLoggedError",
     "JobResultVerification",
     "digest_of",
     "make_result_statement",
@@ -161,12 +165,36 @@ def _check_statement(statement: dict[str, Any]) -> dict[str, Any]:
     return predicate
 
 
+class JobResultNotLoggedError(VerificationError):
+    """The result itself verifies, but the log does not (steps 3 and 4): its release is unproven.
+
+    Callers that grade refusals (release gates) tell "not logged" from "bad signature" by type.
+    """
+
+
 def verify_job_result(result: bytes, log_export: bytes, log_key_text: str) -> JobResultVerification:
-    """Verify a released job result offline (see the module docstring); raise on any mismatch."""
-    from weightvault.tlog import LogExport, VerifierKey, verify_export
+    """Verify a released job result offline (see the module docstring); raise on any mismatch.
+
+    Steps 1-2 raise :class:`VerificationError` or :class:`FormatError`; steps 3-4 raise
+    :class:`JobResultNotLoggedError`.
+    """
+    from weightvault.tlog import VerifierKey
 
     key = VerifierKey.from_text(log_key_text)
     predicate = _check_statement(_open_envelope(result, key.public_key))
+    try:
+        return _check_logged(predicate, log_export, key)
+    except (VerificationError, FormatError) as exc:
+        if isinstance(exc, JobResultNotLoggedError):
+            raise
+        raise JobResultNotLoggedError(exc.message) from exc
+
+
+def _check_logged(
+    predicate: dict[str, Any], log_export: bytes, key: VerifierKey
+) -> JobResultVerification:
+    from weightvault.tlog import LogExport, verify_export
+
     # Step 3.
     verified = verify_export(log_export, key)
     entries = LogExport.from_json(log_export).entries

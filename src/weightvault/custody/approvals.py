@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from weightvault import _b64 as b64
 from weightvault._json import canonical, load_object
 from weightvault.custody import _names
-from weightvault.errors import FormatError, KeyMaterialError, VerificationError
+from weightvault.errors import FormatError, KeyMaterialError, PolicyError, VerificationError
 
 __all__ = [
+    "CLOCK_SKEW",
     "MAX_ENVELOPE_BYTES",
     "PAYLOAD_TYPE",
     "STATEMENT_TYPE",
@@ -43,6 +44,8 @@ __all__ = [
 PAYLOAD_TYPE = "application/vnd.weightvault.approval+json"
 STATEMENT_TYPE = "https://weightvault.dev/custody/approval/v1"
 MAX_ENVELOPE_BYTES = 16 * 1024
+#: How far in the future an approval's ``issued_at`` may lie (approvers' clocks drift).
+CLOCK_SKEW = dt.timedelta(minutes=5)
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -235,6 +238,21 @@ class ApprovalStatement:
                 f"approval is for another request ({mismatches[0]} differs)",
                 hint="sign a fresh approval for this request",
             )
+
+    def check_acceptable(
+        self, approver: str, terms: RequestTerms, now: dt.datetime, max_validity_s: int
+    ) -> None:
+        """Raise unless this statement is ``approver``'s, for exactly ``terms``, valid at ``now``
+        and no longer-lived than the policy allows: the one check grants and jobs both apply."""
+        if self.approver != approver:
+            raise VerificationError("approval names another approver")
+        self.check_binds(terms)
+        if self.issued_at > now + CLOCK_SKEW:
+            raise VerificationError("approval is issued in the future")
+        if self.expires_at <= now:
+            raise VerificationError("approval has expired; sign a fresh one")
+        if self.expires_at - self.issued_at > dt.timedelta(seconds=max_validity_s):
+            raise PolicyError(f"approval is valid for longer than the policy's {max_validity_s} s")
 
 
 def open_envelope(envelope: bytes, public_key: bytes) -> ApprovalStatement:

@@ -572,16 +572,16 @@ class _Log:
 
 
 def _verify_custody(evidence: Evidence, log: _Log | None) -> _Verified:
-    from weightvault.access.result import verify_job_result
+    from weightvault.access.result import JobResultNotLoggedError, verify_job_result
 
     if log is None:
         raise _Refused("not-logged", "a custody result needs the custody's log to verify")
     try:
         result = verify_job_result(evidence.data, log.export, log.key_text)
+    except JobResultNotLoggedError as exc:
+        raise _Refused("not-logged", exc.message) from exc
     except (VerificationError, FormatError) as exc:
-        signature = "signature" in exc.message or "do not match" in exc.message
-        failure = "bad-signature" if signature or "log" not in exc.message else "not-logged"
-        raise _Refused(failure, exc.message) from exc
+        raise _Refused("bad-signature", exc.message) from exc
     predicate = result.predicate
     metrics = predicate["outputs"].get("metrics")
     if not isinstance(metrics, dict):

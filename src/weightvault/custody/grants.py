@@ -360,21 +360,10 @@ class Grants(Room):
                 key_id = approver.approval_key_id
             else:
                 statement, key_id = opener(session, approver, envelope)
-            # (5)
-            if statement.approver != principal.name:
-                raise VerificationError("approval names another approver")
-            statement.check_binds(terms_of(grant))
-            # (6)
-            if statement.issued_at > now + _CLOCK_SKEW:
-                raise VerificationError("approval is issued in the future")
-            if statement.expires_at <= now:
-                raise VerificationError("approval has expired; sign a fresh one")
-            if statement.expires_at - statement.issued_at > dt.timedelta(
-                seconds=policy.approval_validity_s
-            ):
-                raise PolicyError(
-                    f"approval is valid for longer than the policy's {policy.approval_validity_s} s"
-                )
+            # (5) (6)
+            statement.check_acceptable(
+                principal.name, terms_of(grant), now, policy.approval_validity_s
+            )
             # (7)
             earlier = session.scalars(
                 select(Approval).where(

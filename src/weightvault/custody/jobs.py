@@ -229,19 +229,9 @@ class Jobs(Room):
             if job.expires_at <= now:
                 raise PolicyError("job request has expired; submit it again")
             statement = open_envelope(envelope, approver.approval_key)
-            if statement.approver != principal.name:
-                raise VerificationError("approval names another approver")
-            statement.check_binds(job_terms(job))
-            if statement.issued_at > now + _CLOCK_SKEW:
-                raise VerificationError("approval is issued in the future")
-            if statement.expires_at <= now:
-                raise VerificationError("approval has expired; sign a fresh one")
-            if statement.expires_at - statement.issued_at > dt.timedelta(
-                seconds=policy.approval_validity_s
-            ):
-                raise PolicyError(
-                    f"approval is valid for longer than the policy's {policy.approval_validity_s} s"
-                )
+            statement.check_acceptable(
+                principal.name, job_terms(job), now, policy.approval_validity_s
+            )
             approvals = self._approvals(session, job_id)
             if any(
                 a.approver == principal.name or a.key_id == approver.approval_key_id

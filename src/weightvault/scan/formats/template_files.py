@@ -11,11 +11,9 @@ every ``.json`` it holds. A finding names the file and the JSON path of the temp
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
-from weightvault._json import reject_duplicate_keys
 from weightvault.scan._engine import FileContext
 from weightvault.scan._io import ByteReader
 from weightvault.scan.policy import Severity
@@ -51,6 +49,10 @@ def scan_template_file(ctx: FileContext, r: ByteReader, location: str, *, name: 
     if base.lower().endswith(".jinja"):
         _judge(ctx, base, "", text, location)
         return "chat-template"
+    import json  # only folders with template files pay for it (a lone pickle scan stays lean)
+
+    from weightvault._json import reject_duplicate_keys
+
     try:
         document = json.loads(text, object_pairs_hook=reject_duplicate_keys(base))
     except (ValueError, RecursionError) as exc:
@@ -59,10 +61,10 @@ def scan_template_file(ctx: FileContext, r: ByteReader, location: str, *, name: 
     if not isinstance(document, dict):
         ctx.error(location, f"{base}: a JSON object was expected, found {type(document).__name__}")
         return "json"
-    if "chat_template" not in document:
+    value = document.get("chat_template")
+    if value is None:  # absent, or null as transformers writes for "no template"
         return "json"
-    value = document["chat_template"]
-    if value is not None and not isinstance(value, str | list | dict):
+    if not isinstance(value, str | list | dict):
         ctx.error(location, f"{base}: chat_template is neither a string nor a list of "
                   "{name, template} objects")
     for path, template in _templates(value, "chat_template"):
