@@ -43,7 +43,7 @@ from weightvault.custody.store import (
     Principal,
     WebAuthnCredential,
 )
-from weightvault.errors import FormatError, PolicyError, VerificationError
+from weightvault.errors import FormatError, PolicyError
 
 __all__ = [
     "EnvelopeOpener",
@@ -55,7 +55,6 @@ __all__ = [
     "terms_of",
 ]
 
-_CLOCK_SKEW = dt.timedelta(minutes=5)
 
 EnvelopeOpener = Callable[[Session, Principal, bytes], tuple[ApprovalStatement, str]]
 """Checks a signed decision by ``approver`` and returns its statement and the signing key's id

@@ -57,7 +57,6 @@ JOB_STATUSES = (
     "pending", "approved", "running", "succeeded", "failed", "killed", "denied", "cancelled",
     "released",
 )  # fmt: skip
-_CLOCK_SKEW = dt.timedelta(minutes=5)
 _JOB_ROLES = ("researcher", "auditor")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from weightvault import _b64 as b64
-from weightvault.custody.approvals import RequestTerms, parse_time
+from weightvault.custody.approvals import CLOCK_SKEW, RequestTerms, parse_time
 from weightvault.custody.console.signatures import (
     PasskeyApproval,
     passkey_key_id,
@@ -27,8 +27,6 @@ from weightvault.errors import VerificationError, WeightvaultError
 
 __all__ = ["DECISION_ACTIONS", "REGISTER_ACTION", "REVOKE_ACTION", "PasskeyLedger"]
 
-_CLOCK_SKEW = dt.timedelta(minutes=5)
-"""As the service allows between an approver's clock and its own."""
 REGISTER_ACTION = "console.passkey.register"
 REVOKE_ACTION = "console.passkey.revoke"
 DECISION_ACTIONS = ("request.approve", "request.deny")
@@ -123,6 +121,6 @@ class PasskeyLedger:
         if digest != approval.request_digest:
             raise VerificationError("passkey approval signed other terms than the request's")
         logged_at = parse_time(event.get("time"), "time")
-        if not approval.issued_at - _CLOCK_SKEW <= logged_at < approval.expires_at:
+        if not approval.issued_at - CLOCK_SKEW <= logged_at < approval.expires_at:
             raise VerificationError("passkey approval recorded outside its validity")
         self.checked += 1
