@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from weightvault.cli.log import _log_errors, _verifier_key, _witness_policy
-from weightvault.cli.sign import _build_signer, _build_verifier, _password
+from weightvault.cli import _methods as m
+from weightvault.cli.log import _log_errors
 from weightvault.errors import UsageError
 
 if TYPE_CHECKING:
@@ -31,18 +31,6 @@ attest_app = typer.Typer(
 
 _KINDS_HELP = "model-card, eval-results, training-provenance or row-groups."
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
-_KEY_VERIFY = typer.Option(None, "--key", help="EC public key (PEM) of the signer.")
-_TRUST_ROOT = typer.Option(None, "--trust-root", help="Trusted root certificates (PEM).")
-_IDENTITY = typer.Option(
-    None, "--identity", help="Expected signer: certificate SAN/CN, or Sigstore identity."
-)
-_ISSUER = typer.Option(None, "--issuer", help="Expected Sigstore OIDC issuer.")
-_PKCS11 = typer.Option(None, "--pkcs11-uri", help="Verify with the public key on a token.")
-_SIGSTORE = typer.Option(False, "--sigstore", help="Verify Sigstore signatures.")
-_TRUST_CONFIG = typer.Option(None, "--trust-config", help="Sigstore client trust config (JSON).")
-_UNSAFE_NO_IDENTITY = typer.Option(
-    False, "--unsafe-no-identity", help="Accept any signer the trust roots vouch for (unsafe)."
-)
 _SIGNER = typer.Option(
     [],
     "--signer",
@@ -112,7 +100,7 @@ def _verifier_and_signers(
 ) -> tuple[Verifier, list[str]]:
     """The verifier (as ``verify`` builds it) and the accepted signers: ``--signer`` values,
     else, with ``--key``, that key's fingerprint."""
-    verifier = _build_verifier(
+    verifier = m.build_verifier(
         key,
         password,
         trust_root,
@@ -163,26 +151,18 @@ def add_command(
     signature: Path | None = typer.Option(
         None, "--signature", help="The model's signature, whose hashing parameters to use."
     ),
-    key: Path | None = typer.Option(None, "--key", help="EC private key (PEM)."),
-    password: str | None = typer.Option(
-        None, "--password", envvar="WEIGHTVAULT_KEY_PASSWORD", help="Private key password."
-    ),
-    password_file: Path | None = typer.Option(
-        None, "--password-file", help="Read the private key password from this file."
-    ),
-    certificate: Path | None = typer.Option(
-        None, "--certificate", help="Signing certificate (PEM) matching --key."
-    ),
-    chain: list[Path] = typer.Option([], "--chain", help="Intermediate certificates, repeatable."),
-    pkcs11_uri: str | None = typer.Option(None, "--pkcs11-uri", help="Sign with a token key."),
-    sigstore: bool = typer.Option(False, "--sigstore", help="Keyless signing via Sigstore."),
-    trust_config: Path | None = _TRUST_CONFIG,
+    key: Path | None = m.KEY_SIGN,
+    password: str | None = m.PASSWORD_SIGN,
+    password_file: Path | None = m.PASSWORD_FILE_SIGN,
+    certificate: Path | None = m.CERTIFICATE,
+    chain: list[Path] = m.CHAIN,
+    pkcs11_uri: str | None = m.PKCS11_SIGN,
+    sigstore: bool = m.SIGSTORE_SIGN,
+    trust_config: Path | None = m.TRUST_CONFIG,
     log: str | None = typer.Option(
         None, "--log", help="Record the attestation in this transparency log (file or URL)."
     ),
-    log_key: str | None = typer.Option(
-        None, "--log-key", help="With --log: the log's checkpoint key (file or pkcs11: URI)."
-    ),
+    log_key: str | None = m.LOG_KEY_SIGN,
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Write here instead of MODEL.attestations/."
     ),
@@ -207,14 +187,13 @@ def add_command(
     kind = _kind(predicate)
     if dataset and kind != "training-provenance":
         raise UsageError("--dataset applies to --predicate training-provenance only")
-    if (log is None) != (log_key is None):
-        raise UsageError("--log and --log-key go together: the log signs a checkpoint")
+    log_pair = m.check_log_pair(log, log_key)
     if output is not None:
         ensure_writable_destination(output, force=force)
     body = _read_predicate(kind, predicate_file)
-    signer = _build_signer(
+    signer = m.build_signer(
         key,
-        _password(password, password_file),
+        m.key_password(password, password_file),
         certificate,
         chain,
         pkcs11_uri,
@@ -225,9 +204,9 @@ def add_command(
     datasets = [digest_subject(d, role="dataset") for d in dataset]
     statement = make_statement(subject, kind, body, datasets=datasets)
     bundle = sign_attestation(statement, signer)
-    if log is not None and log_key is not None:
-        with _log_errors(log):
-            bundle = log_attestation(bundle, log, log_key)
+    if log_pair is not None:
+        with _log_errors(log_pair[0]):
+            bundle = log_attestation(bundle, *log_pair)
     path = store_attestation(model_path, bundle, kind, output=output, force=force)
     if as_json:
         emit_json(
@@ -237,7 +216,7 @@ def add_command(
                 "predicate_type": statement.predicate_type,
                 "subjects": [s.to_json_obj() for s in statement.subjects],
                 "signer": signer.identity.subject,
-                "logged": log is not None,
+                "logged": log_pair is not None,
             }
         )
         return
@@ -288,31 +267,23 @@ def verify_command(
     predicate: list[str] = typer.Option(
         [], "--predicate", help=f"Require a valid one of this kind, repeatable: {_KINDS_HELP}"
     ),
-    key: Path | None = _KEY_VERIFY,
-    password: str | None = typer.Option(
-        None, "--password", envvar="WEIGHTVAULT_KEY_PASSWORD", help="If --key is a private key."
-    ),
-    trust_root: Path | None = _TRUST_ROOT,
-    identity: str | None = _IDENTITY,
-    issuer: str | None = _ISSUER,
-    pkcs11_uri: str | None = _PKCS11,
-    sigstore: bool = _SIGSTORE,
-    trust_config: Path | None = _TRUST_CONFIG,
-    unsafe_no_identity: bool = _UNSAFE_NO_IDENTITY,
+    key: Path | None = m.KEY_VERIFY,
+    password: str | None = m.PASSWORD_VERIFY,
+    trust_root: Path | None = m.TRUST_ROOT,
+    identity: str | None = m.IDENTITY,
+    issuer: str | None = m.ISSUER,
+    pkcs11_uri: str | None = m.PKCS11_VERIFY,
+    sigstore: bool = m.SIGSTORE_VERIFY,
+    trust_config: Path | None = m.TRUST_CONFIG,
+    unsafe_no_identity: bool = m.UNSAFE_NO_IDENTITY,
     signer: list[str] = _SIGNER,
     attestations: Path | None = _ATTESTATIONS,
     require_log: bool = typer.Option(
         False, "--require-log", help="Each attestation must be in the log of --log-key."
     ),
-    log_key: str | None = typer.Option(
-        None, "--log-key", help="With --require-log: the log's public key (text or file)."
-    ),
-    witness_key: list[str] = typer.Option(
-        [], "--witness-key", help="With --require-log: a witness public key, repeatable."
-    ),
-    min_witnesses: int = typer.Option(
-        0, "--min-witnesses", min=0, help="Witness cosignatures needed (default: all given)."
-    ),
+    log_key: str | None = m.LOG_KEY_VERIFY,
+    witness_key: list[str] = m.WITNESS_KEY,
+    min_witnesses: int = m.MIN_WITNESSES,
     as_json: bool = _JSON,
 ) -> None:
     """Verify the attestations stored beside a model against its files as they are now.
@@ -325,17 +296,12 @@ def verify_command(
     from weightvault.errors import VerificationError
 
     kinds = [_kind(k) for k in predicate]
-    if require_log != (log_key is not None):
-        raise UsageError("--require-log and --log-key go together")
-    if (witness_key or min_witnesses) and not require_log:
-        raise UsageError("--witness-key and --min-witnesses need --require-log")
+    required_log = m.log_requirement(require_log, log_key, witness_key, min_witnesses)
     log = None
-    if log_key is not None:
+    if required_log is not None:
         from weightvault.attest import LogCheck
 
-        log = LogCheck(
-            _verifier_key(log_key, "--log-key"), _witness_policy(witness_key, min_witnesses)
-        )
+        log = LogCheck(*required_log)
     verifier, signers = _verifier_and_signers(
         key, password, trust_root, identity, issuer, pkcs11_uri, sigstore, trust_config,
         unsafe_no_identity, signer,
@@ -373,17 +339,15 @@ def rows_command(
     signature: Path | None = typer.Option(
         None, "--signature", help="The dataset's signature (default DATASET/model.sig)."
     ),
-    key: Path | None = _KEY_VERIFY,
-    password: str | None = typer.Option(
-        None, "--password", envvar="WEIGHTVAULT_KEY_PASSWORD", help="If --key is a private key."
-    ),
-    trust_root: Path | None = _TRUST_ROOT,
-    identity: str | None = _IDENTITY,
-    issuer: str | None = _ISSUER,
-    pkcs11_uri: str | None = _PKCS11,
-    sigstore: bool = _SIGSTORE,
-    trust_config: Path | None = _TRUST_CONFIG,
-    unsafe_no_identity: bool = _UNSAFE_NO_IDENTITY,
+    key: Path | None = m.KEY_VERIFY,
+    password: str | None = m.PASSWORD_VERIFY,
+    trust_root: Path | None = m.TRUST_ROOT,
+    identity: str | None = m.IDENTITY,
+    issuer: str | None = m.ISSUER,
+    pkcs11_uri: str | None = m.PKCS11_VERIFY,
+    sigstore: bool = m.SIGSTORE_VERIFY,
+    trust_config: Path | None = m.TRUST_CONFIG,
+    unsafe_no_identity: bool = m.UNSAFE_NO_IDENTITY,
     signer: list[str] = _SIGNER,
     attestations: Path | None = _ATTESTATIONS,
     as_json: bool = _JSON,

@@ -134,11 +134,11 @@ def sign_command(
 ) -> None:
     """Sign an attestation file (controls software cannot check) with a weightvault key."""
     from weightvault._fs import read_small_file, write_bytes_atomic
+    from weightvault.cli._methods import build_signer
     from weightvault.cli._ui import out_console
-    from weightvault.cli.sign import _build_signer
     from weightvault.posture import parse_attestation, sign_attestation, signature_path_for
 
-    signer = _build_signer(key, None, None, [], pkcs11_uri, False, None)
+    signer = build_signer(key, None, None, [], pkcs11_uri, False, None)
     data = read_small_file(attestation, "attestation", 1 << 20)
     parsed = parse_attestation(data)
     target = output or signature_path_for(attestation)

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from weightvault.cli.log import _log_errors, _verifier_key, _witness_policy
+from weightvault.cli import _methods as m
+from weightvault.cli.log import _log_errors
 from weightvault.errors import UsageError
 
 if TYPE_CHECKING:
-    from weightvault.signing import ManifestOptions, Signer, Verifier
+    from weightvault.signing import ManifestOptions
 
 ORDER = 10
 
@@ -47,150 +48,6 @@ _RAY = typer.Option(
     metavar="ADDRESS",
     help="Hash on a Ray cluster (its address, or auto); needs weightvault[ray].",
 )
-
-
-def _method_unavailable(method: str, exc: ImportError) -> UsageError:
-    return UsageError(
-        f"the {method} method is unavailable in this installation ({exc})",
-        hint=f"install weightvault[{method}]",
-    )
-
-
-def _pick_one(given: dict[str, bool], command: str) -> str:
-    """The one method option given (``{"--key": key is not None, ...}``), or a usage error."""
-    chosen = [flag for flag, present in given.items() if present]
-    if len(chosen) != 1:
-        what = ", ".join(chosen) if chosen else "none"
-        raise UsageError(
-            f"{command} needs exactly one signing method (given: {what})",
-            hint="use one of --key, --certificate with --key, --pkcs11-uri, --sigstore"
-            if command == "sign"
-            else "use one of --key, --trust-root, --pkcs11-uri, --sigstore",
-        )
-    return chosen[0]
-
-
-def _build_signer(
-    key: Path | None,
-    password: str | None,
-    certificate: Path | None,
-    chain: list[Path],
-    pkcs11_uri: str | None,
-    sigstore: bool,
-    trust_config: Path | None,
-) -> Signer:
-    method = _pick_one(
-        {"--key": key is not None, "--pkcs11-uri": pkcs11_uri is not None, "--sigstore": sigstore},
-        "sign",
-    )
-    if (certificate is None) and chain:
-        raise UsageError("--chain needs --certificate (the signing certificate)")
-    if method != "--sigstore" and trust_config is not None:
-        raise UsageError("--trust-config applies to --sigstore only")
-    if method == "--key":
-        assert key is not None
-        if certificate is not None:
-            from weightvault.signing.certificate import CertificateSigner
-
-            return CertificateSigner.from_files(key, certificate, chain, password)
-        from weightvault.signing.key import KeySigner
-
-        return KeySigner.from_file(key, password)
-    if method == "--pkcs11-uri":
-        assert pkcs11_uri is not None
-        if len(chain) > 1:
-            raise UsageError("--pkcs11-uri takes at most one --chain file")
-        try:
-            from weightvault.signing.pkcs11 import Pkcs11Signer
-        except ImportError as exc:
-            raise _method_unavailable("pkcs11", exc) from exc
-        return Pkcs11Signer.from_uri(
-            pkcs11_uri, certificate=certificate, chain=chain[0] if chain else None
-        )
-    if certificate is not None:
-        raise UsageError("--certificate does not apply to --sigstore (Fulcio issues one)")
-    try:
-        from weightvault.signing.sigstore import SigstoreSigner
-    except ImportError as exc:
-        raise _method_unavailable("sigstore", exc) from exc
-    return SigstoreSigner(trust_config=trust_config)
-
-
-def _build_verifier(
-    key: Path | None,
-    password: str | None,
-    trust_root: Path | None,
-    identity: str | None,
-    issuer: str | None,
-    pkcs11_uri: str | None,
-    sigstore: bool,
-    trust_config: Path | None,
-    unsafe_no_identity: bool = False,
-) -> Verifier:
-    method = _pick_one(
-        {
-            "--key": key is not None,
-            "--trust-root": trust_root is not None,
-            "--pkcs11-uri": pkcs11_uri is not None,
-            "--sigstore": sigstore,
-        },
-        "verify",
-    )
-    if identity is not None and method not in ("--trust-root", "--sigstore"):
-        raise UsageError("--identity applies to --trust-root and --sigstore only")
-    if unsafe_no_identity and method not in ("--trust-root", "--sigstore"):
-        raise UsageError("--unsafe-no-identity applies to --trust-root and --sigstore only")
-    if unsafe_no_identity and (identity is not None or issuer is not None):
-        raise UsageError(
-            "--unsafe-no-identity drops the identity policy; it cannot go with --identity or "
-            "--issuer"
-        )
-    if issuer is not None and method != "--sigstore":
-        raise UsageError("--issuer applies to --sigstore only")
-    if trust_config is not None and method != "--sigstore":
-        raise UsageError("--trust-config applies to --sigstore only")
-    if method == "--key":
-        assert key is not None
-        from weightvault.signing.key import KeyVerifier
-
-        return KeyVerifier.from_file(key, password)
-    if method == "--trust-root":
-        assert trust_root is not None
-        from weightvault.signing.certificate import CertificateVerifier
-
-        return CertificateVerifier.from_file(
-            trust_root, identity=identity, unsafe_no_identity=unsafe_no_identity
-        )
-    if method == "--pkcs11-uri":
-        assert pkcs11_uri is not None
-        try:
-            from weightvault.signing.pkcs11 import Pkcs11Verifier
-        except ImportError as exc:
-            raise _method_unavailable("pkcs11", exc) from exc
-        return Pkcs11Verifier.from_uri(pkcs11_uri)
-    if not unsafe_no_identity and (identity is None or issuer is None):
-        raise UsageError(
-            "--sigstore verification needs the expected --identity and --issuer",
-            hint="for example --identity you@example.com --issuer https://accounts.google.com; "
-            "--unsafe-no-identity accepts any signer the trusted root vouches for",
-        )
-    try:
-        from weightvault.signing.sigstore import SigstoreVerifier
-    except ImportError as exc:
-        raise _method_unavailable("sigstore", exc) from exc
-    return SigstoreVerifier(identity, issuer, trust_config, unsafe_no_identity=unsafe_no_identity)
-
-
-def _password(password: str | None, password_file: Path | None) -> str | None:
-    """The key password: given, or the first line of ``--password-file`` (keeps it out of
-    the process list and shell history)."""
-    if password_file is None:
-        return password
-    if password is not None:
-        raise UsageError("--password and --password-file are exclusive; pick one")
-    from weightvault.signing.keygen import read_passphrase_file
-
-    return read_passphrase_file(password_file).decode("utf-8")
 
 
 def _check_choice(value: str, allowed: tuple[str, ...], option: str) -> str:
@@ -246,26 +103,14 @@ def register(app: typer.Typer) -> None:
         signature: Path | None = typer.Option(
             None, "--signature", help="Where to write the signature (default MODEL/model.sig)."
         ),
-        key: Path | None = typer.Option(None, "--key", help="EC private key (PEM)."),
-        password: str | None = typer.Option(
-            None, "--password", envvar="WEIGHTVAULT_KEY_PASSWORD", help="Private key password."
-        ),
-        password_file: Path | None = typer.Option(
-            None, "--password-file", help="Read the private key password from this file."
-        ),
-        certificate: Path | None = typer.Option(
-            None, "--certificate", help="Signing certificate (PEM) matching --key."
-        ),
-        chain: list[Path] = typer.Option(
-            [], "--chain", help="Intermediate certificates (PEM), repeatable."
-        ),
-        pkcs11_uri: str | None = typer.Option(
-            None, "--pkcs11-uri", help="Sign with a key on a PKCS#11 token (RFC 7512 URI)."
-        ),
-        sigstore: bool = typer.Option(False, "--sigstore", help="Keyless signing via Sigstore."),
-        trust_config: Path | None = typer.Option(
-            None, "--trust-config", help="Sigstore client trust config (JSON)."
-        ),
+        key: Path | None = m.KEY_SIGN,
+        password: str | None = m.PASSWORD_SIGN,
+        password_file: Path | None = m.PASSWORD_FILE_SIGN,
+        certificate: Path | None = m.CERTIFICATE,
+        chain: list[Path] = m.CHAIN,
+        pkcs11_uri: str | None = m.PKCS11_SIGN,
+        sigstore: bool = m.SIGSTORE_SIGN,
+        trust_config: Path | None = m.TRUST_CONFIG,
         hash_type: str = _HASH,
         serialization: str = _SERIALIZATION,
         shard_size: int = _SHARD_SIZE,
@@ -293,9 +138,7 @@ def register(app: typer.Typer) -> None:
         log: str | None = typer.Option(
             None, "--log", help="Record the signature in this transparency log (file or URL)."
         ),
-        log_key: str | None = typer.Option(
-            None, "--log-key", help="With --log: the log's checkpoint key (file or pkcs11: URI)."
-        ),
+        log_key: str | None = m.LOG_KEY_SIGN,
         force: bool = typer.Option(False, "--force", help="Replace an existing signature file."),
         row_groups: bool = typer.Option(
             False,
@@ -338,22 +181,21 @@ def register(app: typer.Typer) -> None:
             ray,
         )
         _check_choice(fail_on, ("unknown", "dangerous", "suspicious"), "--fail-on")
-        if (log is None) != (log_key is None):
-            raise UsageError("--log and --log-key go together: the log signs a checkpoint")
+        log_pair = m.check_log_pair(log, log_key)
         if not scan and allow:
             raise UsageError("--allow only makes sense with --scan")
         sig_path = signature if signature is not None else default_signature_path(model_path)
         ensure_writable_destination(sig_path, force=force)  # before asking for a key, too
-        signer = _build_signer(
+        signer = m.build_signer(
             key,
-            _password(password, password_file),
+            m.key_password(password, password_file),
             certificate,
             chain,
             pkcs11_uri,
             sigstore,
             trust_config,
         )
-        target = LogTarget(log, log_key) if log is not None and log_key is not None else None
+        target = LogTarget(*log_pair) if log_pair is not None else None
         row_groups_predicate = None
         if row_groups:  # before signing: a dataset without shards is refused with nothing written
             from weightvault.attest import row_groups_predicate as make_row_groups
@@ -387,7 +229,7 @@ def register(app: typer.Typer) -> None:
                     result.manifest,
                     signer,
                     row_groups_predicate,
-                    log=(log, log_key) if log is not None and log_key is not None else None,
+                    log=log_pair,
                 )
         if as_json:
             document = {**result.to_json(), "model": str(model_path)}  # s3:// keeps its //
@@ -416,30 +258,17 @@ def register(app: typer.Typer) -> None:
         signature: Path | None = typer.Option(
             None, "--signature", help="Signature file (default MODEL/model.sig)."
         ),
-        key: Path | None = typer.Option(None, "--key", help="EC public key (PEM)."),
-        password: str | None = typer.Option(
-            None,
-            "--password",
-            envvar="WEIGHTVAULT_KEY_PASSWORD",
-            help="Password, if --key is an encrypted private key.",
-        ),
+        key: Path | None = m.KEY_VERIFY,
+        password: str | None = m.PASSWORD_VERIFY,
         password_file: Path | None = typer.Option(
             None, "--password-file", help="Read that password from this file."
         ),
-        trust_root: Path | None = typer.Option(
-            None, "--trust-root", help="Trusted root certificates (PEM) for the certificate method."
-        ),
-        identity: str | None = typer.Option(
-            None, "--identity", help="Expected signer: certificate SAN/CN, or Sigstore identity."
-        ),
-        issuer: str | None = typer.Option(None, "--issuer", help="Expected Sigstore OIDC issuer."),
-        pkcs11_uri: str | None = typer.Option(
-            None, "--pkcs11-uri", help="Verify with the public key on a PKCS#11 token."
-        ),
-        sigstore: bool = typer.Option(False, "--sigstore", help="Verify a Sigstore signature."),
-        trust_config: Path | None = typer.Option(
-            None, "--trust-config", help="Sigstore client trust config (JSON), for offline use."
-        ),
+        trust_root: Path | None = m.TRUST_ROOT,
+        identity: str | None = m.IDENTITY,
+        issuer: str | None = m.ISSUER,
+        pkcs11_uri: str | None = m.PKCS11_VERIFY,
+        sigstore: bool = m.SIGSTORE_VERIFY,
+        trust_config: Path | None = m.TRUST_CONFIG,
         ignore: list[Path] = typer.Option(
             [], "--ignore", help="Also leave this path out when checking, repeatable."
         ),
@@ -448,14 +277,7 @@ def register(app: typer.Typer) -> None:
             "--ignore-unsigned-files",
             help="Check only the files the signature covers; list files added since.",
         ),
-        unsafe_no_identity: bool = typer.Option(
-            False,
-            "--unsafe-no-identity",
-            help=(
-                "With --trust-root or --sigstore: accept any signer the roots vouch for "
-                "(no --identity policy). Unsafe: anyone those roots certify passes."
-            ),
-        ),
+        unsafe_no_identity: bool = m.UNSAFE_NO_IDENTITY,
         workers: int | None = _WORKERS,
         ray: str | None = _RAY,
         as_json: bool = _JSON,
@@ -464,15 +286,9 @@ def register(app: typer.Typer) -> None:
             "--require-log",
             help="Also require an inclusion proof in the log named by --log-key (offline).",
         ),
-        log_key: str | None = typer.Option(
-            None, "--log-key", help="With --require-log: the log's public key (text or file)."
-        ),
-        witness_key: list[str] = typer.Option(
-            [], "--witness-key", help="With --require-log: a witness public key, repeatable."
-        ),
-        min_witnesses: int = typer.Option(
-            0, "--min-witnesses", min=0, help="Witness cosignatures needed (default: all given)."
-        ),
+        log_key: str | None = m.LOG_KEY_VERIFY,
+        witness_key: list[str] = m.WITNESS_KEY,
+        min_witnesses: int = m.MIN_WITNESSES,
         require_attestation: list[str] = typer.Option(
             [],
             "--require-attestation",
@@ -489,19 +305,16 @@ def register(app: typer.Typer) -> None:
         from weightvault.pipeline import LogRequirement, check_model
 
         model_path = _model_location(model_arg)
-        if require_log != (log_key is not None):
-            raise UsageError("--require-log and --log-key go together")
-        if (witness_key or min_witnesses) and not require_log:
-            raise UsageError("--witness-key and --min-witnesses need --require-log")
+        required_log = m.log_requirement(require_log, log_key, witness_key, min_witnesses)
         for kind in require_attestation:
             _check_choice(
                 kind,
                 ("eval-results", "model-card", "training-provenance", "row-groups"),
                 "--require-attestation",
             )
-        verifier = _build_verifier(
+        verifier = m.build_verifier(
             key,
-            _password(password, password_file),
+            m.key_password(password, password_file),
             trust_root,
             identity,
             issuer,
@@ -510,11 +323,7 @@ def register(app: typer.Typer) -> None:
             trust_config,
             unsafe_no_identity,
         )
-        log = None
-        if require_log and log_key is not None:
-            log = LogRequirement(
-                _verifier_key(log_key, "--log-key"), _witness_policy(witness_key, min_witnesses)
-            )
+        log = LogRequirement(*required_log) if required_log is not None else None
         result = check_model(
             model_path,
             verifier,
