@@ -266,9 +266,9 @@ def test_jsonl_groups_match_a_plain_line_split(
     chunk: int,
 ) -> None:
     """Whatever the chunk size (lines cut across reads), groups are whole lines, in order."""
-    import weightvault.attest._rowgroups as rowgroups
+    import weightvault.attest._layouts as layouts
 
-    monkeypatch.setattr(rowgroups, "_CHUNK", chunk)
+    monkeypatch.setattr(layouts, "_CHUNK", chunk)
     data = b"\n".join(lines) + (b"\n" if trailing and lines else b"")
     path = tmp_path / "lines.jsonl"
     path.write_bytes(data)

@@ -36,6 +36,7 @@ reader (pyarrow) only bytes checked by the read that delivers them.
 
 from __future__ import annotations
 
+from weightvault.attest._layouts import ByteRange, ShardLayout, layout_shard, shard_format
 from weightvault.attest._predicates import (
     EVAL_RESULTS,
     KINDS,
@@ -49,13 +50,9 @@ from weightvault.attest._predicates import (
     threshold_failures,
 )
 from weightvault.attest._rowgroups import (
-    ByteRange,
-    ShardLayout,
     VerifiedShard,
-    layout_shard,
     open_verified_shard,
     row_groups_predicate,
-    shard_format,
     verify_row_groups,
 )
 from weightvault.attest._sign import (

@@ -40,7 +40,8 @@ from weightvault.attest._statement import Subject, digest_subject
 from weightvault.errors import FormatError, InputError, Reason
 
 if TYPE_CHECKING:
-    from weightvault.attest._rowgroups import ByteRange, VerifiedShard
+    from weightvault.attest._layouts import ByteRange
+    from weightvault.attest._rowgroups import VerifiedShard
     from weightvault.oms.manifest import Manifest, Serialization
     from weightvault.signing import Signer, Verifier
 
