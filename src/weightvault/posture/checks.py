@@ -6,6 +6,9 @@ token is asked for its attributes, never used. Each check returns :class:`CheckR
 fail or not applicable, with the evidence a reviewer needs to agree (counts, paths, modes,
 attribute values). A check that cannot read what it needs fails and says why: an unknown is
 never a pass.
+
+What a check reads (:class:`Deployment`, opened as ``Facts``) and what it returns
+(:class:`CheckResult`) are defined in :mod:`weightvault.posture._deployment` and named here too.
 """
 
 from __future__ import annotations
@@ -17,48 +20,14 @@ import socket
 import ssl
 import stat
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from weightvault.errors import InputError, WeightvaultError
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from weightvault.custody.config import ServiceConfig
-    from weightvault.custody.policy import ModelPolicy
-    from weightvault.tlog import TransparencyLog, VerifierKey
+from weightvault.posture._deployment import CheckResult, Deployment, Facts, Status
 
 __all__ = ["CHECKS", "CheckResult", "Deployment", "Status", "run_check"]
-
-
-class Status(StrEnum):
-    """The outcome of a check or a measure."""
-
-    PASS = "pass"  # noqa: S105 - an outcome, not a password
-    FAIL = "fail"
-    NOT_APPLICABLE = "not-applicable"
-    ATTESTED = "attested"
-    """A person vouches for it in the signed attestation; weightvault did not verify it."""
-
-    @property
-    def met(self) -> bool:
-        return self is not Status.FAIL
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """A check's outcome and the facts it rests on."""
-
-    status: Status
-    evidence: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"status": self.status.value, "evidence": list(self.evidence)}
 
 
 def _passed(*evidence: str) -> CheckResult:
@@ -73,85 +42,10 @@ def _not_applicable(*evidence: str) -> CheckResult:
     return CheckResult(Status.NOT_APPLICABLE, evidence)
 
 
-@dataclass(frozen=True)
-class Deployment:
-    """What posture looks at: the service's configuration (the same settings ``serve`` takes)
-    plus what lives outside the data folder (the service's address, witness keys, a break-glass
-    share, the scan policy the organisation uses)."""
-
-    config: ServiceConfig
-    service_url: str | None = None
-    """The address clients use (``https://...``)."""
-    ca_file: Path | None = None
-    """Certificates to verify the service's TLS certificate with (default: the system's)."""
-    witness_keys: tuple[VerifierKey, ...] = ()
-    """Cosignature keys of the witnesses that watch the audit log."""
-    breakglass_share: Path | None = None
-    """One share file of the KEK's break-glass split (it names the KEK and the k of n)."""
-    scan_policy: Path | None = None
-    """The scan policy file used when models are signed or converted, if any."""
-    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
-
-    def __post_init__(self) -> None:
-        if self.now.tzinfo is None:
-            raise ValueError("Deployment.now must be timezone-aware")
-
-
-class _Facts:
-    """Lazily opened views of the deployment, shared by the checks and closed once."""
-
-    def __init__(self, deployment: Deployment) -> None:
-        from weightvault.custody.bootstrap import is_custody_folder
-
-        self.deployment = deployment
-        self.config = deployment.config
-        data = self.config.data_dir
-        if not data.is_dir() or not is_custody_folder(data):
-            raise InputError(f"{data}: not a custody data folder")
-        if self.config.database_url.startswith("sqlite:///"):
-            db_file = Path(self.config.database_url[len("sqlite:///") :])
-            if not db_file.is_file():
-                raise InputError(f"{db_file}: no custody database there")
-        from weightvault.custody.store import Store
-
-        self.store = Store(self.config.database_url)
-        self._log: TransparencyLog | None = None
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self.store.session(read_only=True) as session:
-            yield session
-
-    def log(self) -> TransparencyLog:
-        if self._log is None:
-            from weightvault.tlog import TransparencyLog
-
-            self._log = TransparencyLog.open(self.config.log_location)
-        return self._log
-
-    def log_key(self) -> VerifierKey:
-        return self.config.load_log_signer().verifier_key
-
-    def models(self) -> list[tuple[str, ModelPolicy]]:
-        from sqlalchemy import select
-
-        from weightvault.custody.policy import ModelPolicy
-        from weightvault.custody.store import Model
-
-        with self.session() as session:
-            rows = session.scalars(select(Model).order_by(Model.name)).all()
-            return [(m.name, ModelPolicy.from_json(m.policy_json)) for m in rows]
-
-    def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-        self.store.dispose()
-
-
 # -- the checks ---------------------------------------------------------------------------------
 
 
-def _audit_log_intact(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _audit_log_intact(facts: Facts, params: dict[str, int]) -> CheckResult:
     """Every entry of the audit log matches the log's signed checkpoints (offline verification
     of a full export with the log's own key)."""
     from weightvault.custody.audit import verify_audit
@@ -175,7 +69,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def _file_permissions(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _file_permissions(facts: Facts, params: dict[str, int]) -> CheckResult:
     """The data folder and the secret key files allow no group or other access, and belong to
     the account that runs posture (the service account)."""
     from weightvault.custody.config import HMAC_KEY_FILE, KEK_FILE, LOG_KEY_FILE
@@ -204,7 +98,7 @@ def _file_permissions(facts: _Facts, params: dict[str, int]) -> CheckResult:
     return _passed(*seen)
 
 
-def _encryption_at_rest(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _encryption_at_rest(facts: Facts, params: dict[str, int]) -> CheckResult:
     """Every stored file of every version starts with a well-formed weightvault header and has
     the size its row records."""
     from sqlalchemy import select
@@ -243,7 +137,7 @@ def _encryption_at_rest(facts: _Facts, params: dict[str, int]) -> CheckResult:
     )
 
 
-def _signing_required(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _signing_required(facts: Facts, params: dict[str, int]) -> CheckResult:
     """Every model names at least one signer, and every stored version's signature verifies
     with a key its model's policy names today (a signer removed from the policy flags the
     versions it signed)."""
@@ -300,7 +194,7 @@ _WEIGHT_FORMATS = frozenset(
 )
 
 
-def _no_plaintext_weights(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _no_plaintext_weights(facts: Facts, params: dict[str, int]) -> CheckResult:
     """Nothing is left in staging, and no file outside the blob store is a weight file."""
     from weightvault.custody.config import HMAC_KEY_FILE, KEK_FILE, LOG_KEY_FILE
     from weightvault.scan import scan_file
@@ -330,7 +224,7 @@ def _no_plaintext_weights(facts: _Facts, params: dict[str, int]) -> CheckResult:
     return _passed(f"no plaintext weight file in {data} ({checked} other files sniffed)")
 
 
-def _scan_policy(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _scan_policy(facts: Facts, params: dict[str, int]) -> CheckResult:
     """The organisation's scan policy file, if any, trusts nothing beyond the knowledge base
     (entries that only make verdicts stricter are fine)."""
     from weightvault.scan import make_policy
@@ -350,7 +244,7 @@ def _scan_policy(facts: _Facts, params: dict[str, int]) -> CheckResult:
     return _passed(uploads, f"{path}: {len(policy.user_entries)} entries, none trusts more")
 
 
-def _tls(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _tls(facts: Facts, params: dict[str, int]) -> CheckResult:
     """The service's address is https, and a TLS 1.2+ handshake verifies its certificate."""
     url = facts.deployment.service_url
     if not url:
@@ -384,7 +278,7 @@ def _tls(facts: _Facts, params: dict[str, int]) -> CheckResult:
 _KID_RE = re.compile(r"^# keyring kid: ([0-9a-f]{16})$", re.MULTILINE)
 
 
-def _breakglass_split(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _breakglass_split(facts: Facts, params: dict[str, int]) -> CheckResult:
     """A keyring KEK has a break-glass split (k of n, k >= ``min_threshold``) whose share names
     the KEK in use; a KEK on a token is out of scope (it cannot be split)."""
     from weightvault.crypt.recipients.keyring import load_keyring
@@ -426,7 +320,7 @@ def _breakglass_split(facts: _Facts, params: dict[str, int]) -> CheckResult:
     return _passed(f"KEK {keyring.kid} split {share.threshold} of {share.count}")
 
 
-def _credentials_removed(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _credentials_removed(facts: Facts, params: dict[str, int]) -> CheckResult:
     """The credentials ``vault init`` wrote for handing out are gone from the host."""
     from weightvault.custody.bootstrap import CREDENTIALS_DIR
 
@@ -437,7 +331,7 @@ def _credentials_removed(facts: _Facts, params: dict[str, int]) -> CheckResult:
     return _passed(f"no setup credentials in {folder}")
 
 
-def _kek_hsm(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _kek_hsm(facts: Facts, params: dict[str, int]) -> CheckResult:
     """The KEK is a key on a PKCS#11 token that is sensitive and was never extractable."""
     from weightvault.keys.pkcs11 import Pkcs11Session, redacted_uri
 
@@ -460,7 +354,7 @@ def _kek_hsm(facts: _Facts, params: dict[str, int]) -> CheckResult:
     return _passed(f"KEK {shown}: {attributes}")
 
 
-def _approvals(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _approvals(facts: Facts, params: dict[str, int]) -> CheckResult:
     """Every model needs at least ``min_approvals`` distinct approvers (never the requester)."""
     wanted = params.get("min_approvals", 2)
     models = facts.models()
@@ -477,7 +371,7 @@ def _approvals(facts: _Facts, params: dict[str, int]) -> CheckResult:
     return _passed(f"{len(models)} models need at least {least} approvals from distinct people")
 
 
-def _grant_expiry(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _grant_expiry(facts: Facts, params: dict[str, int]) -> CheckResult:
     """Model policies cap grants at ``max_hours``, and no active grant outlives that."""
     from sqlalchemy import select
 
@@ -510,7 +404,7 @@ def _grant_expiry(facts: _Facts, params: dict[str, int]) -> CheckResult:
     )
 
 
-def _time_to_exfiltrate(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _time_to_exfiltrate(facts: Facts, params: dict[str, int]) -> CheckResult:
     """At each model's egress budget, its largest version takes at least ``min_hours`` to leave
     (size / (budget / window): the figure ``vault inventory`` shows)."""
     from sqlalchemy import func, select
@@ -543,7 +437,7 @@ def _time_to_exfiltrate(facts: _Facts, params: dict[str, int]) -> CheckResult:
     )
 
 
-def _audit_witnessed(facts: _Facts, params: dict[str, int]) -> CheckResult:
+def _audit_witnessed(facts: Facts, params: dict[str, int]) -> CheckResult:
     """The newest checkpoint carrying cosignatures has at least ``min_witnesses`` from the
     witness keys given (verified, not just present)."""
     from weightvault.tlog import verify_checkpoint
@@ -571,7 +465,7 @@ def _audit_witnessed(facts: _Facts, params: dict[str, int]) -> CheckResult:
     return _failed("no checkpoint of the audit log carries a cosignature by the given witnesses")
 
 
-CHECKS: dict[str, Callable[[_Facts, dict[str, int]], CheckResult]] = {
+CHECKS: dict[str, Callable[[Facts, dict[str, int]], CheckResult]] = {
     "audit-log-intact": _audit_log_intact,
     "file-permissions": _file_permissions,
     "encryption-at-rest": _encryption_at_rest,
@@ -590,7 +484,7 @@ CHECKS: dict[str, Callable[[_Facts, dict[str, int]], CheckResult]] = {
 """Check id -> check; ids are what ``measures.toml`` names."""
 
 
-def run_check(facts: _Facts, check: str, params: dict[str, int]) -> CheckResult:
+def run_check(facts: Facts, check: str, params: dict[str, int]) -> CheckResult:
     """Run one check; a library error while reading becomes a failure that says what broke."""
     try:
         return CHECKS[check](facts, params)
@@ -600,9 +494,9 @@ def run_check(facts: _Facts, check: str, params: dict[str, int]) -> CheckResult:
         return _failed(f"could not be checked: {exc.filename or ''}: {exc.strerror or exc}")
 
 
-def open_facts(deployment: Deployment) -> _Facts:
+def open_facts(deployment: Deployment) -> Facts:
     """The deployment opened for reading (raises :class:`InputError` if it is not one)."""
-    return _Facts(deployment)
+    return Facts(deployment)
 
 
 def describe_checks() -> Sequence[tuple[str, str]]:
