@@ -255,6 +255,18 @@ class VaultClient:
         result: list[dict[str, Any]] = self._call("GET", f"/v1/models/{model}/risks")
         return result
 
+    def update_risk(self, model: str, risk_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "PATCH", f"/v1/models/{model}/risks/{risk_id}", json={"changes": changes}
+        )
+        return result
+
+    def close_risk(self, model: str, risk_id: str, reason: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/models/{model}/risks/{risk_id}/close", json={"reason": reason}
+        )
+        return result
+
     def get_request(self, request_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/v1/requests/{request_id}")
         return result
