@@ -11,11 +11,11 @@ Only Typer is imported at load time; the signing classes are imported when a met
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import typer
-
+from weightvault.cli._groups import OptionGroup, option
 from weightvault.cli.log import _verifier_key, _witness_policy
 from weightvault.errors import UsageError
 
@@ -25,92 +25,168 @@ if TYPE_CHECKING:
     from weightvault.tlog.note import VerifierKey
 
 __all__ = [
-    "CERTIFICATE",
-    "CHAIN",
-    "IDENTITY",
-    "ISSUER",
-    "KEY_SIGN",
-    "KEY_VERIFY",
-    "LOG_KEY_SIGN",
-    "LOG_KEY_VERIFY",
-    "MIN_WITNESSES",
-    "PASSWORD_FILE_SIGN",
-    "PASSWORD_SIGN",
-    "PASSWORD_VERIFY",
-    "PKCS11_SIGN",
-    "PKCS11_VERIFY",
-    "SIGSTORE_SIGN",
-    "SIGSTORE_VERIFY",
-    "TRUST_CONFIG",
-    "TRUST_ROOT",
-    "UNSAFE_NO_IDENTITY",
-    "WITNESS_KEY",
+    "LogRequirementOptions",
+    "SignerOptions",
+    "VerifierOptions",
     "build_signer",
     "build_verifier",
     "check_log_pair",
     "key_password",
-    "log_requirement",
 ]
 
-# Signing.
-KEY_SIGN = typer.Option(None, "--key", help="EC private key (PEM).")
-PASSWORD_SIGN = typer.Option(
-    None, "--password", envvar="WEIGHTVAULT_KEY_PASSWORD", help="Private key password."
-)
-PASSWORD_FILE_SIGN = typer.Option(
-    None, "--password-file", help="Read the private key password from this file."
-)
-CERTIFICATE = typer.Option(None, "--certificate", help="Signing certificate (PEM) matching --key.")
-CHAIN = typer.Option([], "--chain", help="Intermediate certificates (PEM), repeatable.")
-PKCS11_SIGN = typer.Option(
-    None, "--pkcs11-uri", help="Sign with a key on a PKCS#11 token (RFC 7512 URI)."
-)
-SIGSTORE_SIGN = typer.Option(False, "--sigstore", help="Keyless signing via Sigstore.")
-LOG_KEY_SIGN = typer.Option(
-    None, "--log-key", help="With --log: the log's checkpoint key (file or pkcs11: URI)."
-)
-
-# Verifying.
-KEY_VERIFY = typer.Option(None, "--key", help="EC public key (PEM) of the signer.")
-PASSWORD_VERIFY = typer.Option(
-    None,
-    "--password",
-    envvar="WEIGHTVAULT_KEY_PASSWORD",
-    help="Password, if --key is an encrypted private key.",
-)
-TRUST_ROOT = typer.Option(
-    None, "--trust-root", help="Trusted root certificates (PEM) for the certificate method."
-)
-IDENTITY = typer.Option(
-    None, "--identity", help="Expected signer: certificate SAN/CN, or Sigstore identity."
-)
-ISSUER = typer.Option(None, "--issuer", help="Expected Sigstore OIDC issuer.")
-PKCS11_VERIFY = typer.Option(
-    None, "--pkcs11-uri", help="Verify with the public key on a PKCS#11 token."
-)
-SIGSTORE_VERIFY = typer.Option(False, "--sigstore", help="Verify a Sigstore signature.")
-UNSAFE_NO_IDENTITY = typer.Option(
-    False,
-    "--unsafe-no-identity",
-    help=(
-        "With --trust-root or --sigstore: accept any signer the roots vouch for "
-        "(no --identity policy). Unsafe: anyone those roots certify passes."
-    ),
-)
-LOG_KEY_VERIFY = typer.Option(
-    None, "--log-key", help="With --require-log: the log's public key (text or file)."
-)
-WITNESS_KEY = typer.Option(
-    [], "--witness-key", help="With --require-log: a witness public key, repeatable."
-)
-MIN_WITNESSES = typer.Option(
-    0, "--min-witnesses", min=0, help="Witness cosignatures needed (default: all given)."
-)
-
-# Both.
-TRUST_CONFIG = typer.Option(
+_TRUST_CONFIG = option(
     None, "--trust-config", help="Sigstore client trust config (JSON), for offline use too."
 )
+
+
+@dataclass(frozen=True)
+class SignerOptions(OptionGroup):
+    """The signing method's options (``sign``, ``attest add``): exactly one of ``--key``
+    (with ``--certificate``/``--chain`` for the certificate method), ``--pkcs11-uri`` or
+    ``--sigstore``."""
+
+    key: Path | None = field(metadata=option(None, "--key", help="EC private key (PEM)."))
+    password: str | None = field(
+        metadata=option(
+            None, "--password", envvar="WEIGHTVAULT_KEY_PASSWORD", help="Private key password."
+        )
+    )
+    password_file: Path | None = field(
+        metadata=option(
+            None, "--password-file", help="Read the private key password from this file."
+        )
+    )
+    certificate: Path | None = field(
+        metadata=option(None, "--certificate", help="Signing certificate (PEM) matching --key.")
+    )
+    chain: list[Path] = field(
+        metadata=option([], "--chain", help="Intermediate certificates (PEM), repeatable.")
+    )
+    pkcs11_uri: str | None = field(
+        metadata=option(
+            None, "--pkcs11-uri", help="Sign with a key on a PKCS#11 token (RFC 7512 URI)."
+        )
+    )
+    sigstore: bool = field(
+        metadata=option(False, "--sigstore", help="Keyless signing via Sigstore.")
+    )
+    trust_config: Path | None = field(metadata=_TRUST_CONFIG)
+
+    def build(self) -> Signer:
+        """The signer these options name (reads the key, asks the token), or a usage error."""
+        return build_signer(
+            self.key,
+            key_password(self.password, self.password_file),
+            self.certificate,
+            self.chain,
+            self.pkcs11_uri,
+            self.sigstore,
+            self.trust_config,
+        )
+
+
+@dataclass(frozen=True)
+class VerifierOptions(OptionGroup):
+    """The verifying method's options (``verify``, ``attest verify``, ``attest rows``):
+    exactly one of ``--key``, ``--trust-root``, ``--pkcs11-uri`` or ``--sigstore``, and the
+    identity policy that goes with the last two."""
+
+    key: Path | None = field(
+        metadata=option(None, "--key", help="EC public key (PEM) of the signer.")
+    )
+    password: str | None = field(
+        metadata=option(
+            None,
+            "--password",
+            envvar="WEIGHTVAULT_KEY_PASSWORD",
+            help="Password, if --key is an encrypted private key.",
+        )
+    )
+    trust_root: Path | None = field(
+        metadata=option(
+            None, "--trust-root", help="Trusted root certificates (PEM) for the certificate method."
+        )
+    )
+    identity: str | None = field(
+        metadata=option(
+            None, "--identity", help="Expected signer: certificate SAN/CN, or Sigstore identity."
+        )
+    )
+    issuer: str | None = field(
+        metadata=option(None, "--issuer", help="Expected Sigstore OIDC issuer.")
+    )
+    pkcs11_uri: str | None = field(
+        metadata=option(None, "--pkcs11-uri", help="Verify with the public key on a PKCS#11 token.")
+    )
+    sigstore: bool = field(
+        metadata=option(False, "--sigstore", help="Verify a Sigstore signature.")
+    )
+    trust_config: Path | None = field(metadata=_TRUST_CONFIG)
+    unsafe_no_identity: bool = field(
+        metadata=option(
+            False,
+            "--unsafe-no-identity",
+            help=(
+                "With --trust-root or --sigstore: accept any signer the roots vouch for "
+                "(no --identity policy). Unsafe: anyone those roots certify passes."
+            ),
+        )
+    )
+
+    def build(self, password: str | None = None) -> Verifier:
+        """The verifier these options name, or a usage error (``password``: one read from
+        elsewhere, such as ``--password-file``, in place of ``--password``)."""
+        return build_verifier(
+            self.key,
+            self.password if password is None else password,
+            self.trust_root,
+            self.identity,
+            self.issuer,
+            self.pkcs11_uri,
+            self.sigstore,
+            self.trust_config,
+            self.unsafe_no_identity,
+        )
+
+
+@dataclass(frozen=True)
+class LogRequirementOptions(OptionGroup):
+    """``--require-log`` and what it needs: the log's key and, optionally, witnesses."""
+
+    require_log: bool = field(
+        metadata=option(
+            False,
+            "--require-log",
+            help="Also require an inclusion proof in the log of --log-key (offline).",
+        )
+    )
+    log_key: str | None = field(
+        metadata=option(
+            None, "--log-key", help="With --require-log: the log's public key (text or file)."
+        )
+    )
+    witness_key: list[str] = field(
+        metadata=option(
+            [], "--witness-key", help="With --require-log: a witness public key, repeatable."
+        )
+    )
+    min_witnesses: int = field(
+        metadata=option(
+            0, "--min-witnesses", min=0, help="Witness cosignatures needed (default: all given)."
+        )
+    )
+
+    def requirement(self) -> tuple[VerifierKey, WitnessPolicy | None] | None:
+        """The log's key and the witness policy, or None without ``--require-log``. The log
+        options without ``--require-log`` are a usage error."""
+        if self.require_log != (self.log_key is not None):
+            raise UsageError("--require-log and --log-key go together")
+        if (self.witness_key or self.min_witnesses) and not self.require_log:
+            raise UsageError("--witness-key and --min-witnesses need --require-log")
+        if self.log_key is None:
+            return None
+        key = _verifier_key(self.log_key, "--log-key")
+        return key, _witness_policy(self.witness_key, self.min_witnesses)
 
 
 def _method_unavailable(method: str, exc: ImportError) -> UsageError:
@@ -267,17 +343,3 @@ def check_log_pair(log: str | None, log_key: str | None) -> tuple[str, str] | No
     if log is None or log_key is None:
         return None
     return log, log_key
-
-
-def log_requirement(
-    require_log: bool, log_key: str | None, witness_key: list[str], min_witnesses: int
-) -> tuple[VerifierKey, WitnessPolicy | None] | None:
-    """What ``--require-log`` asks of a verification: the log's key and the witness policy,
-    or None without it. The log options without ``--require-log`` are a usage error."""
-    if require_log != (log_key is not None):
-        raise UsageError("--require-log and --log-key go together")
-    if (witness_key or min_witnesses) and not require_log:
-        raise UsageError("--witness-key and --min-witnesses need --require-log")
-    if log_key is None:
-        return None
-    return _verifier_key(log_key, "--log-key"), _witness_policy(witness_key, min_witnesses)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from weightvault.cli import _methods as m
+from weightvault.cli._groups import GROUP, with_option_groups
 from weightvault.cli.log import _log_errors
 from weightvault.errors import UsageError
 
@@ -87,33 +88,14 @@ def _key_fingerprint(path: Path, password: str | None) -> str | None:
 
 
 def _verifier_and_signers(
-    key: Path | None,
-    password: str | None,
-    trust_root: Path | None,
-    identity: str | None,
-    issuer: str | None,
-    pkcs11_uri: str | None,
-    sigstore: bool,
-    trust_config: Path | None,
-    unsafe_no_identity: bool,
-    signer: list[str],
+    method: m.VerifierOptions, signer: list[str]
 ) -> tuple[Verifier, list[str]]:
     """The verifier (as ``verify`` builds it) and the accepted signers: ``--signer`` values,
     else, with ``--key``, that key's fingerprint."""
-    verifier = m.build_verifier(
-        key,
-        password,
-        trust_root,
-        identity,
-        issuer,
-        pkcs11_uri,
-        sigstore,
-        trust_config,
-        unsafe_no_identity,
-    )
+    verifier = method.build()
     signers = list(signer)
-    if key is not None and not signers:
-        fingerprint = _key_fingerprint(key, password)
+    if method.key is not None and not signers:
+        fingerprint = _key_fingerprint(method.key, method.password)
         signers = [fingerprint] if fingerprint else []
     return verifier, signers
 
@@ -139,6 +121,7 @@ def _print_checks(checks: list[AttestationCheck]) -> None:
 
 
 @attest_app.command("add")
+@with_option_groups
 def add_command(
     model_path: Path = typer.Argument(..., help="Model (or dataset) file or folder."),
     predicate_file: Path = typer.Argument(
@@ -151,18 +134,13 @@ def add_command(
     signature: Path | None = typer.Option(
         None, "--signature", help="The model's signature, whose hashing parameters to use."
     ),
-    key: Path | None = m.KEY_SIGN,
-    password: str | None = m.PASSWORD_SIGN,
-    password_file: Path | None = m.PASSWORD_FILE_SIGN,
-    certificate: Path | None = m.CERTIFICATE,
-    chain: list[Path] = m.CHAIN,
-    pkcs11_uri: str | None = m.PKCS11_SIGN,
-    sigstore: bool = m.SIGSTORE_SIGN,
-    trust_config: Path | None = m.TRUST_CONFIG,
+    method: m.SignerOptions = GROUP,
     log: str | None = typer.Option(
         None, "--log", help="Record the attestation in this transparency log (file or URL)."
     ),
-    log_key: str | None = m.LOG_KEY_SIGN,
+    log_key: str | None = typer.Option(
+        None, "--log-key", help="With --log: the log's checkpoint key (file or pkcs11: URI)."
+    ),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Write here instead of MODEL.attestations/."
     ),
@@ -191,15 +169,7 @@ def add_command(
     if output is not None:
         ensure_writable_destination(output, force=force)
     body = _read_predicate(kind, predicate_file)
-    signer = m.build_signer(
-        key,
-        m.key_password(password, password_file),
-        certificate,
-        chain,
-        pkcs11_uri,
-        sigstore,
-        trust_config,
-    )
+    signer = method.build()
     subject = digest_subject(model_path, signature_path=signature)
     datasets = [digest_subject(d, role="dataset") for d in dataset]
     statement = make_statement(subject, kind, body, datasets=datasets)
@@ -262,28 +232,16 @@ def list_command(
 
 
 @attest_app.command("verify")
+@with_option_groups
 def verify_command(
     model_path: Path = typer.Argument(..., help="Model (or dataset) file or folder."),
     predicate: list[str] = typer.Option(
         [], "--predicate", help=f"Require a valid one of this kind, repeatable: {_KINDS_HELP}"
     ),
-    key: Path | None = m.KEY_VERIFY,
-    password: str | None = m.PASSWORD_VERIFY,
-    trust_root: Path | None = m.TRUST_ROOT,
-    identity: str | None = m.IDENTITY,
-    issuer: str | None = m.ISSUER,
-    pkcs11_uri: str | None = m.PKCS11_VERIFY,
-    sigstore: bool = m.SIGSTORE_VERIFY,
-    trust_config: Path | None = m.TRUST_CONFIG,
-    unsafe_no_identity: bool = m.UNSAFE_NO_IDENTITY,
+    method: m.VerifierOptions = GROUP,
     signer: list[str] = _SIGNER,
     attestations: Path | None = _ATTESTATIONS,
-    require_log: bool = typer.Option(
-        False, "--require-log", help="Each attestation must be in the log of --log-key."
-    ),
-    log_key: str | None = m.LOG_KEY_VERIFY,
-    witness_key: list[str] = m.WITNESS_KEY,
-    min_witnesses: int = m.MIN_WITNESSES,
+    log_options: m.LogRequirementOptions = GROUP,
     as_json: bool = _JSON,
 ) -> None:
     """Verify the attestations stored beside a model against its files as they are now.
@@ -296,16 +254,13 @@ def verify_command(
     from weightvault.errors import VerificationError
 
     kinds = [_kind(k) for k in predicate]
-    required_log = m.log_requirement(require_log, log_key, witness_key, min_witnesses)
+    required_log = log_options.requirement()
     log = None
     if required_log is not None:
         from weightvault.attest import LogCheck
 
         log = LogCheck(*required_log)
-    verifier, signers = _verifier_and_signers(
-        key, password, trust_root, identity, issuer, pkcs11_uri, sigstore, trust_config,
-        unsafe_no_identity, signer,
-    )  # fmt: skip
+    verifier, signers = _verifier_and_signers(method, signer)
     checks = check_attestations(
         model_path, verifier=verifier, signers=signers or None, directory=attestations, log=log
     )
@@ -328,6 +283,7 @@ def verify_command(
 
 
 @attest_app.command("rows")
+@with_option_groups
 def rows_command(
     dataset_path: Path = typer.Argument(..., help="Signed dataset folder or file."),
     group: list[int] = typer.Option(
@@ -339,15 +295,7 @@ def rows_command(
     signature: Path | None = typer.Option(
         None, "--signature", help="The dataset's signature (default DATASET/model.sig)."
     ),
-    key: Path | None = m.KEY_VERIFY,
-    password: str | None = m.PASSWORD_VERIFY,
-    trust_root: Path | None = m.TRUST_ROOT,
-    identity: str | None = m.IDENTITY,
-    issuer: str | None = m.ISSUER,
-    pkcs11_uri: str | None = m.PKCS11_VERIFY,
-    sigstore: bool = m.SIGSTORE_VERIFY,
-    trust_config: Path | None = m.TRUST_CONFIG,
-    unsafe_no_identity: bool = m.UNSAFE_NO_IDENTITY,
+    method: m.VerifierOptions = GROUP,
     signer: list[str] = _SIGNER,
     attestations: Path | None = _ATTESTATIONS,
     as_json: bool = _JSON,
@@ -360,10 +308,7 @@ def rows_command(
     from weightvault.attest import verify_dataset_rows
     from weightvault.cli._ui import emit_json, out_console
 
-    verifier, signers = _verifier_and_signers(
-        key, password, trust_root, identity, issuer, pkcs11_uri, sigstore, trust_config,
-        unsafe_no_identity, signer,
-    )  # fmt: skip
+    verifier, signers = _verifier_and_signers(method, signer)
     ranges = verify_dataset_rows(
         dataset_path,
         file,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from weightvault.cli import _methods as m
+from weightvault.cli._groups import GROUP, with_option_groups
 from weightvault.cli.log import _log_errors
 from weightvault.errors import UsageError
 
@@ -96,6 +97,7 @@ def register(app: typer.Typer) -> None:
     """Add ``sign``, ``verify`` and ``digest`` to the application."""
 
     @app.command("sign")
+    @with_option_groups
     def sign_command(
         model_arg: str = typer.Argument(
             ..., metavar="MODEL_PATH", help="Model file or folder to sign, or s3://bucket/prefix."
@@ -103,14 +105,7 @@ def register(app: typer.Typer) -> None:
         signature: Path | None = typer.Option(
             None, "--signature", help="Where to write the signature (default MODEL/model.sig)."
         ),
-        key: Path | None = m.KEY_SIGN,
-        password: str | None = m.PASSWORD_SIGN,
-        password_file: Path | None = m.PASSWORD_FILE_SIGN,
-        certificate: Path | None = m.CERTIFICATE,
-        chain: list[Path] = m.CHAIN,
-        pkcs11_uri: str | None = m.PKCS11_SIGN,
-        sigstore: bool = m.SIGSTORE_SIGN,
-        trust_config: Path | None = m.TRUST_CONFIG,
+        method: m.SignerOptions = GROUP,
         hash_type: str = _HASH,
         serialization: str = _SERIALIZATION,
         shard_size: int = _SHARD_SIZE,
@@ -138,7 +133,9 @@ def register(app: typer.Typer) -> None:
         log: str | None = typer.Option(
             None, "--log", help="Record the signature in this transparency log (file or URL)."
         ),
-        log_key: str | None = m.LOG_KEY_SIGN,
+        log_key: str | None = typer.Option(
+            None, "--log-key", help="With --log: the log's checkpoint key (file or pkcs11: URI)."
+        ),
         force: bool = typer.Option(False, "--force", help="Replace an existing signature file."),
         row_groups: bool = typer.Option(
             False,
@@ -186,15 +183,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--allow only makes sense with --scan")
         sig_path = signature if signature is not None else default_signature_path(model_path)
         ensure_writable_destination(sig_path, force=force)  # before asking for a key, too
-        signer = m.build_signer(
-            key,
-            m.key_password(password, password_file),
-            certificate,
-            chain,
-            pkcs11_uri,
-            sigstore,
-            trust_config,
-        )
+        signer = method.build()
         target = LogTarget(*log_pair) if log_pair is not None else None
         row_groups_predicate = None
         if row_groups:  # before signing: a dataset without shards is refused with nothing written
@@ -251,6 +240,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"row groups attested -> {row_groups_path}", markup=False)
 
     @app.command("verify")
+    @with_option_groups
     def verify_command(
         model_arg: str = typer.Argument(
             ..., metavar="MODEL_PATH", help="Model file or folder to verify, or s3://bucket/prefix."
@@ -258,17 +248,10 @@ def register(app: typer.Typer) -> None:
         signature: Path | None = typer.Option(
             None, "--signature", help="Signature file (default MODEL/model.sig)."
         ),
-        key: Path | None = m.KEY_VERIFY,
-        password: str | None = m.PASSWORD_VERIFY,
+        method: m.VerifierOptions = GROUP,
         password_file: Path | None = typer.Option(
             None, "--password-file", help="Read that password from this file."
         ),
-        trust_root: Path | None = m.TRUST_ROOT,
-        identity: str | None = m.IDENTITY,
-        issuer: str | None = m.ISSUER,
-        pkcs11_uri: str | None = m.PKCS11_VERIFY,
-        sigstore: bool = m.SIGSTORE_VERIFY,
-        trust_config: Path | None = m.TRUST_CONFIG,
         ignore: list[Path] = typer.Option(
             [], "--ignore", help="Also leave this path out when checking, repeatable."
         ),
@@ -277,18 +260,10 @@ def register(app: typer.Typer) -> None:
             "--ignore-unsigned-files",
             help="Check only the files the signature covers; list files added since.",
         ),
-        unsafe_no_identity: bool = m.UNSAFE_NO_IDENTITY,
         workers: int | None = _WORKERS,
         ray: str | None = _RAY,
         as_json: bool = _JSON,
-        require_log: bool = typer.Option(
-            False,
-            "--require-log",
-            help="Also require an inclusion proof in the log named by --log-key (offline).",
-        ),
-        log_key: str | None = m.LOG_KEY_VERIFY,
-        witness_key: list[str] = m.WITNESS_KEY,
-        min_witnesses: int = m.MIN_WITNESSES,
+        log_options: m.LogRequirementOptions = GROUP,
         require_attestation: list[str] = typer.Option(
             [],
             "--require-attestation",
@@ -305,24 +280,14 @@ def register(app: typer.Typer) -> None:
         from weightvault.pipeline import LogRequirement, check_model
 
         model_path = _model_location(model_arg)
-        required_log = m.log_requirement(require_log, log_key, witness_key, min_witnesses)
+        required_log = log_options.requirement()
         for kind in require_attestation:
             _check_choice(
                 kind,
                 ("eval-results", "model-card", "training-provenance", "row-groups"),
                 "--require-attestation",
             )
-        verifier = m.build_verifier(
-            key,
-            m.key_password(password, password_file),
-            trust_root,
-            identity,
-            issuer,
-            pkcs11_uri,
-            sigstore,
-            trust_config,
-            unsafe_no_identity,
-        )
+        verifier = method.build(m.key_password(method.password, password_file))
         log = LogRequirement(*required_log) if required_log is not None else None
         result = check_model(
             model_path,

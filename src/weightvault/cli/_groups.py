@@ -1,0 +1,91 @@
+"""Option groups: several command-line options handed to a command as one typed object.
+
+Typer maps one function parameter to one option, so commands that share a set of options
+(the signing methods of ``sign`` and ``attest add``; the verifying methods of ``verify``,
+``attest verify`` and ``attest rows``) would each repeat the same parameters, and drift. A
+group is a frozen dataclass of :class:`OptionGroup` whose fields have Typer options as their
+defaults; a command decorated with :func:`with_option_groups` declares one parameter of that
+type, and Typer sees the group's fields in its place (same names, types and options, in that
+position of ``--help``). The command receives the dataclass, built from what was given.
+
+The fields have no defaults: a group object is always built from every option's value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import typer
+
+__all__ = ["GROUP", "OptionGroup", "option", "with_option_groups"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+GROUP: Any = None
+"""The default to write for a group parameter (it is never used: the decorator replaces it)."""
+
+
+class OptionGroup:
+    """Base of option groups (subclasses are frozen dataclasses whose fields are options)."""
+
+
+def option(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """A group field's metadata: the ``typer.Option(*args, **kwargs)`` it stands for."""
+    return {_OPTION: typer.Option(*args, **kwargs)}
+
+
+_OPTION = "weightvault.cli.option"
+
+
+def _group_type(annotation: Any) -> type[OptionGroup] | None:
+    if isinstance(annotation, type) and issubclass(annotation, OptionGroup):
+        return annotation
+    return None
+
+
+def with_option_groups(command: F) -> F:
+    """``command`` with each :class:`OptionGroup` parameter spread into the group's options.
+
+    Raises :class:`TypeError` (a programming error) when a group's field has the name of
+    another parameter of the command.
+    """
+    hints = typing.get_type_hints(command)
+    signature = inspect.signature(command)
+    parameters: list[inspect.Parameter] = []
+    groups: dict[str, tuple[type[OptionGroup], tuple[str, ...]]] = {}
+    for parameter in signature.parameters.values():
+        group = _group_type(hints.get(parameter.name))
+        if group is None:
+            parameters.append(parameter.replace(annotation=hints.get(parameter.name, Any)))
+            continue
+        field_types = typing.get_type_hints(group)
+        fields = dataclasses.fields(cast("Any", group))
+        for field in fields:
+            parameters.append(
+                inspect.Parameter(
+                    field.name,
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                    default=field.metadata[_OPTION],
+                    annotation=field_types[field.name],
+                )
+            )
+        groups[parameter.name] = (group, tuple(field.name for field in fields))
+    names = [parameter.name for parameter in parameters]
+    if len(set(names)) != len(names):
+        raise TypeError(f"{command.__name__}: an option group repeats a parameter name")
+
+    @functools.wraps(command)
+    def run(**given: Any) -> Any:
+        for name, (group, fields) in groups.items():
+            given[name] = group(**{field: given.pop(field) for field in fields})
+        return command(**given)
+
+    spread = signature.replace(parameters=parameters, return_annotation=hints.get("return"))
+    run.__signature__ = spread  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in parameters}
+    return cast("F", run)
