@@ -344,17 +344,35 @@ def test_gate_check_cli_exit_codes_and_json(world: World, keys: Keys) -> None:
             check=False,
         )
 
-    allowed = cli("gate", "check", "gated-ok@v1", "--purpose", "deploy")
+    # Its own models: the test must not depend on others having run (pytest -n 2).
+    root = new_model(world, "gated-cli-ok", release_policy(keys))
+    attach(
+        world,
+        "gated-cli-ok",
+        evaluation(root, keys.evals),
+        risk_assessment(root, keys.board),
+        audit_statement(root, keys.auditor),
+    )
+    root = new_model(world, "gated-cli-missing", release_policy(keys))
+    attach(world, "gated-cli-missing", risk_assessment(root, keys.board))
+    allowed = cli("gate", "check", "gated-cli-ok@v1", "--purpose", "deploy")
     assert allowed.returncode == 0, allowed.stderr
-    assert allowed.stdout.startswith("allowed: deploy of gated-ok@v1")
-    refused = cli("gate", "check", "gated-missing@v1", "--purpose", "release", "--json")
+    assert allowed.stdout.startswith("allowed: deploy of gated-cli-ok@v1")
+    as_json = cli("gate", "check", "gated-cli-ok@v1", "--purpose", "deploy", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)
+    assert doc["allowed"] is True and doc["purpose"] == "deploy" and len(doc["relied_on"]) == 3
+    refused = cli("gate", "check", "gated-cli-missing@v1", "--purpose", "release", "--json")
     assert refused.returncode == 1, refused.stderr
     doc = json.loads(refused.stdout)
     assert doc["allowed"] is False and doc["purpose"] == "release"
-    assert [f["failure"] for f in doc["findings"] if not f["ok"]] == ["missing"]
-    bad = cli("gate", "check", "gated-ok", "--purpose", "deploy")
+    assert [f["failure"] for f in doc["findings"] if not f["ok"]] == ["missing", "missing"]
+    assert isinstance(doc["log_index"], int)
+    bad = cli("gate", "check", "gated-cli-ok", "--purpose", "deploy")
     assert bad.returncode == 2 and "expected MODEL@VERSION" in bad.stderr
-    assert "Traceback" not in bad.stderr
+    wrong = cli("gate", "check", "gated-cli-ok@v1", "--purpose", "pull")
+    assert wrong.returncode == 2 and "--purpose: expected deploy or release" in wrong.stderr
+    assert "Traceback" not in bad.stderr + wrong.stderr
 
 
 def test_break_glass_override_is_one_time_and_logged_as_such(

@@ -69,7 +69,7 @@ def _broken(change: Any) -> str:
         (lambda d: d["risk_assessment"].update(signers=["custody"]), "only evaluations"),
         (
             lambda d: d["auditor"]["signers"][0].update(identity="x@example.com"),
-            "either public_key_pem or identity",
+            "exactly one of public_key_pem, identity or sigstore",
         ),
         (
             lambda d: d["auditor"]["signers"][0].update(

@@ -1,5 +1,5 @@
-"""``weightvault risk add|list|export``: a model's risk register, kept in custody
-(:mod:`weightvault.custody.risk`); each added entry is logged."""
+"""``weightvault risk add|update|close|list|export``: a model's risk register, kept in custody
+(:mod:`weightvault.custody.risk`); every change is logged with the whole entry."""
 
 from __future__ import annotations
 
@@ -53,6 +53,74 @@ def add(
     )
 
 
+@risk_app.command("update")
+def update(
+    model: str = typer.Argument(..., help="Model name."),
+    risk_id: str = typer.Argument(..., help="The entry's id (risk list)."),
+    hazard: str | None = typer.Option(None, "--hazard", help="The foreseeable misuse."),
+    likelihood: str | None = typer.Option(None, "--likelihood", help="A new likelihood."),
+    severity: str | None = typer.Option(None, "--severity", help="A new severity."),
+    owner: str | None = typer.Option(None, "--owner", help="A new owner."),
+    mitigations: list[str] = typer.Option(
+        [], "--mitigation", help="Replaces the mitigations; repeat for several."
+    ),
+    no_mitigations: bool = typer.Option(False, "--no-mitigations", help="Clear the mitigations."),
+    evidence: list[str] = typer.Option(
+        [], "--evidence", help="Replaces the evidence digests; repeat for several."
+    ),
+    no_evidence: bool = typer.Option(False, "--no-evidence", help="Clear the evidence."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Change fields of an open risk entry (the others stay as they are)."""
+    from weightvault.errors import UsageError
+
+    if (mitigations and no_mitigations) or (evidence and no_evidence):
+        raise UsageError("--no-mitigations/--no-evidence exclude --mitigation/--evidence")
+    changes: dict[str, object] = {
+        name: value
+        for name, value in (
+            ("hazard", hazard),
+            ("likelihood", likelihood),
+            ("severity", severity),
+            ("owner", owner),
+        )
+        if value is not None
+    }
+    if mitigations or no_mitigations:
+        changes["mitigations"] = mitigations
+    if evidence or no_evidence:
+        changes["evidence"] = evidence
+    if not changes:
+        raise UsageError("nothing to change: give at least one field option")
+    with _client(url, token) as client:
+        result = client.update_risk(model, risk_id, changes)
+    _show(
+        result,
+        as_json,
+        [
+            f"risk {risk_id} of {model} updated: {', '.join(sorted(changes))} "
+            f"(log entry {result['log_index']})"
+        ],
+    )
+
+
+@risk_app.command("close")
+def close(
+    model: str = typer.Argument(..., help="Model name."),
+    risk_id: str = typer.Argument(..., help="The entry's id (risk list)."),
+    reason: str = typer.Option(..., "--reason", help="Why the risk no longer applies."),
+    url: str | None = _URL,
+    token: str | None = _TOKEN,
+    as_json: bool = _JSON,
+) -> None:
+    """Close a risk entry, saying why (it stays in the register, marked closed)."""
+    with _client(url, token) as client:
+        result = client.close_risk(model, risk_id, reason)
+    _show(result, as_json, [f"risk {risk_id} of {model} closed (log entry {result['log_index']})"])
+
+
 @risk_app.command("list")
 def list_risks(
     model: str = typer.Argument(..., help="Model name."),
@@ -64,8 +132,8 @@ def list_risks(
     with _client(url, token) as client:
         result = client.list_risks(model)
     lines = [
-        f"{r['id']}  {r['likelihood']}/{r['severity']}  {r['hazard']}  owner {r['owner']}  "
-        f"{len(r['evidence'])} evidence"
+        f"{r['id']}  {r.get('status', 'open')}  {r['likelihood']}/{r['severity']}  {r['hazard']}  "
+        f"owner {r['owner']}  {len(r['evidence'])} evidence"
         for r in result
     ]
     _show(result, as_json, lines or ["no risks"])
@@ -80,7 +148,7 @@ def export(
     url: str | None = _URL,
     token: str | None = _TOKEN,
 ) -> None:
-    """Export a model's risk register as JSON or Markdown."""
+    """Export a model's risk register (open and closed entries) as JSON or Markdown."""
     from weightvault.custody.risk import render_register
     from weightvault.errors import UsageError
 

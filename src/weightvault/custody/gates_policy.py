@@ -1,17 +1,13 @@
-"""Release gates, the part without a service: a model's release policy and the decision over a
-set of attestations (used by custody's gate room and by ``weightvault gate check --offline``).
+"""Release gates, the part without a service: the decision over a set of attestations (used
+by custody's gate room and by ``weightvault gate check --offline``).
 
-A release policy (the ``release`` field of a model's policy, docs/release-gates.md) names what
-must exist before a version may be granted for ``deploy`` or ``release``: evaluation suites with
-thresholds (optionally run on a fine-tuned version derived from it: ``after_enhancement``), a
-risk assessment, and optionally an external auditor's statement. Each names who may sign it:
-``"custody"`` (the signed result of a custody ``evaluate`` job, verified against the custody's
-transparency log), a public key, or a certificate identity under a trust root.
-
-:func:`decide` verifies every attestation offered, matches them to the requirements and returns
-a :class:`GateDecision`: allowed, or the refusals, one line per requirement, naming why
-(``missing``, ``bad-signature``, ``unlisted-signer``, ``wrong-subject``, ``expired``,
-``failed-thresholds``, ``external-not-allowed``, ``not-logged``, ``objection``).
+The release policy itself (what a version needs, who may sign it) is
+:mod:`weightvault.custody.gates_spec`, re-exported here. :func:`decide` verifies every
+attestation offered, matches them to the requirements and returns a :class:`GateDecision`:
+allowed, or the refusals, one line per requirement, naming why (``missing``,
+``bad-signature``, ``unlisted-signer``, ``wrong-subject``, ``expired``, ``failed-thresholds``,
+``external-not-allowed``, ``not-logged``, ``objection``, ``wrong-inputs``,
+``signer-unusable``).
 """
 
 from __future__ import annotations
@@ -32,7 +28,19 @@ from weightvault.attest import (
     parse_statement,
     verify_attestation,
 )
-from weightvault.errors import FormatError, VerificationError
+from weightvault.custody.gates_spec import (
+    AUDIT_STATEMENT,
+    CUSTODY,
+    GATED_PURPOSES,
+    RISK_ASSESSMENT,
+    ReleasePolicy,
+    Requirement,
+    SignerSpec,
+    _fields,
+    _text,
+    parse_time,
+)
+from weightvault.errors import FormatError, KeyMaterialError, UsageError, VerificationError
 
 __all__ = [
     "AUDIT_STATEMENT",
@@ -48,308 +56,9 @@ __all__ = [
     "parse_evidence",
 ]
 
-RISK_ASSESSMENT = "https://weightvault.dev/attestation/risk-assessment/v1"
-AUDIT_STATEMENT = "https://weightvault.dev/attestation/audit-statement/v1"
-CUSTODY = "custody"
-"""The signer name of a custody ``evaluate`` job's own signed result."""
-GATED_PURPOSES = ("deploy", "release")
-_MAX_REQUIREMENTS = 32
-_MAX_SIGNERS = 16
-_MAX_PEM = 16384
-_MAX_EVIDENCE_BYTES = 512 * 1024
-
-
-def parse_time(value: object, where: str) -> dt.datetime:
-    """An RFC 3339 time with an offset, as attestations write them."""
-    if not isinstance(value, str) or "T" not in value:
-        raise FormatError(f"{where}: expected an RFC 3339 time (2026-12-06T06:00:00Z)")
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise FormatError(f"{where}: not an RFC 3339 time ({value[:40]!r})") from exc
-    if moment.tzinfo is None:
-        raise FormatError(f"{where}: the time needs an offset (Z or +00:00)")
-    return moment
-
-
-def _text(doc: dict[str, Any], name: str, where: str, *, required: bool = True) -> str:
-    value = doc.get(name)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or not value.strip() or len(value) > 4096:
-        raise FormatError(f"{where}.{name}: expected a non-empty string")
-    return value
-
-
-def _fields(doc: object, allowed: set[str], where: str) -> dict[str, Any]:
-    if not isinstance(doc, dict):
-        raise FormatError(f"{where}: expected an object")
-    extra = set(doc) - allowed
-    if extra:
-        raise FormatError(f"{where}: unknown field {sorted(extra)[0]}")
-    return doc
-
-
-def _seconds(doc: dict[str, Any], name: str, where: str) -> int | None:
-    value = doc.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10 * 366 * 86400:
-        raise FormatError(f"{where}.{name}: expected whole seconds between 1 and ten years")
-    return value
-
-
-@dataclass(frozen=True)
-class SignerSpec:
-    """One identity allowed to sign a requirement's attestation."""
-
-    name: str
-    """``custody``, or a label for a key or an identity (shown in decisions)."""
-    public_key_pem: str = ""
-    identity: str = ""
-    """A certificate identity (SAN e-mail, URI or DNS name), checked under ``trust_root_pem``."""
-    trust_root_pem: str = ""
-
-    @property
-    def is_custody(self) -> bool:
-        return self.name == CUSTODY and not self.public_key_pem and not self.identity
-
-    def to_json(self) -> object:
-        if self.is_custody:
-            return CUSTODY
-        doc = {"name": self.name}
-        if self.public_key_pem:
-            doc["public_key_pem"] = self.public_key_pem
-        else:
-            doc.update(identity=self.identity, trust_root_pem=self.trust_root_pem)
-        return doc
-
-    @classmethod
-    def from_json(cls, doc: object, where: str) -> SignerSpec:
-        if doc == CUSTODY:
-            return cls(CUSTODY)
-        body = _fields(doc, {"name", "public_key_pem", "identity", "trust_root_pem"}, where)
-        name = _text(body, "name", where)
-        if name == CUSTODY:
-            raise FormatError(f"{where}.name: 'custody' is reserved for custody's own results")
-        pem = body.get("public_key_pem", "")
-        identity = body.get("identity", "")
-        if bool(pem) == bool(identity):
-            raise FormatError(f"{where}: give either public_key_pem or identity")
-        if pem:
-            if not isinstance(pem, str) or not pem.startswith("-----BEGIN PUBLIC KEY-----"):
-                raise FormatError(f"{where}.public_key_pem: expected a PEM public key")
-            if len(pem) > _MAX_PEM:
-                raise FormatError(f"{where}.public_key_pem: longer than {_MAX_PEM} characters")
-            cls._load_key(pem, where)
-            return cls(name, public_key_pem=pem)
-        identity = _text(body, "identity", where)
-        root = body.get("trust_root_pem")
-        if not isinstance(root, str) or "-----BEGIN CERTIFICATE-----" not in root:
-            raise FormatError(f"{where}.trust_root_pem: expected a PEM certificate")
-        if len(root) > _MAX_PEM:
-            raise FormatError(f"{where}.trust_root_pem: longer than {_MAX_PEM} characters")
-        return cls(name, identity=identity, trust_root_pem=root)
-
-    @staticmethod
-    def _load_key(pem: str, where: str) -> Any:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        try:
-            key = serialization.load_pem_public_key(pem.encode("ascii"))
-        except (ValueError, UnicodeEncodeError) as exc:
-            raise FormatError(f"{where}.public_key_pem: not a public key") from exc
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise FormatError(f"{where}.public_key_pem: expected an EC public key")
-        return key
-
-    def verifier(self) -> Any:
-        """The :class:`~weightvault.signing.Verifier` for this signer's bundles."""
-        if self.public_key_pem:
-            from weightvault.signing import KeyVerifier
-
-            return KeyVerifier(self._load_key(self.public_key_pem, "signer"))
-        from cryptography import x509
-
-        from weightvault.signing.certificate import CertificateVerifier
-
-        roots = x509.load_pem_x509_certificates(self.trust_root_pem.encode("ascii"))
-        return CertificateVerifier(roots, identity=self.identity)
-
-    def accepted_ids(self) -> list[str]:
-        """What :func:`~weightvault.attest.verify_attestation` lists for this signer."""
-        if self.public_key_pem:
-            from weightvault.oms.bundle import public_key_hint
-
-            return [public_key_hint(self._load_key(self.public_key_pem, "signer"))]
-        return [self.identity]
-
-
-@dataclass(frozen=True)
-class Requirement:
-    """One attestation a gated grant needs."""
-
-    kind: str
-    """``evaluation``, ``risk-assessment`` or ``audit-statement``."""
-    name: str
-    """How refusals name it (an evaluation's ``name``; the kind otherwise)."""
-    signers: tuple[SignerSpec, ...]
-    suite: str = ""
-    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
-    after_enhancement: bool = False
-    external_allowed: bool = False
-    """Evaluations produced outside custody count only when this is true (and signer listed)."""
-    max_age_s: int | None = None
-    inputs_digest: str = ""
-    """For custody results: the job's inputs must be exactly these (``sha256:<hex>`` of the
-    job's inputs, as its result records), so a requester cannot pick an easy dataset."""
-
-    @property
-    def label(self) -> str:
-        if self.kind == "evaluation":
-            after = " after enhancement" if self.after_enhancement else ""
-            return f"evaluation {self.name!r} (suite {self.suite}{after})"
-        return self.kind
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"signers": [s.to_json() for s in self.signers]}
-        if self.max_age_s is not None:
-            doc["max_age_s"] = self.max_age_s
-        if self.kind == "evaluation":
-            doc.update(
-                name=self.name,
-                suite=self.suite,
-                thresholds=self.thresholds,
-                after_enhancement=self.after_enhancement,
-                external_allowed=self.external_allowed,
-            )
-            if self.inputs_digest:
-                doc["inputs_digest"] = self.inputs_digest
-        return doc
-
-
-def _signers(doc: dict[str, Any], where: str, *, custody_ok: bool) -> tuple[SignerSpec, ...]:
-    raw = doc.get("signers")
-    if not isinstance(raw, list) or not 1 <= len(raw) <= _MAX_SIGNERS:
-        raise FormatError(f"{where}.signers: expected a list of 1 to {_MAX_SIGNERS} signers")
-    specs = tuple(SignerSpec.from_json(s, f"{where}.signers[{i}]") for i, s in enumerate(raw))
-    if not custody_ok and any(s.is_custody for s in specs):
-        raise FormatError(f"{where}.signers: only evaluations can be produced by custody")
-    if len({s.name for s in specs}) != len(specs):
-        raise FormatError(f"{where}.signers: a name is listed twice")
-    return specs
-
-
-def _thresholds(doc: object, where: str) -> dict[str, dict[str, float]]:
-    if not isinstance(doc, dict) or not doc:
-        raise FormatError(f"{where}: expected an object of metric: {{min, max}}")
-    out: dict[str, dict[str, float]] = {}
-    for metric, bounds in doc.items():
-        at = f"{where}.{metric}"
-        if not isinstance(bounds, dict) or not bounds or set(bounds) - {"min", "max"}:
-            raise FormatError(f"{at}: expected an object with min and/or max")
-        for bound, value in bounds.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise FormatError(f"{at}.{bound}: expected a number")
-        out[str(metric)] = {b: float(v) for b, v in bounds.items()}
-    return out
-
-
-@dataclass(frozen=True)
-class ReleasePolicy:
-    """What a version needs before a ``deploy`` or ``release`` grant (the policy's ``release``)."""
-
-    evaluations: tuple[Requirement, ...] = ()
-    risk_assessment: Requirement | None = None
-    auditor: Requirement | None = None
-
-    @property
-    def requirements(self) -> tuple[Requirement, ...]:
-        extra = tuple(r for r in (self.risk_assessment, self.auditor) if r is not None)
-        return (*self.evaluations, *extra)
-
-    def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"evaluations": [r.to_json() for r in self.evaluations]}
-        if self.risk_assessment is not None:
-            doc["risk_assessment"] = self.risk_assessment.to_json()
-        if self.auditor is not None:
-            doc["auditor"] = self.auditor.to_json()
-        return doc
-
-    @classmethod
-    def from_dict(cls, doc: object, where: str = "policy.release") -> ReleasePolicy:
-        body = _fields(doc, {"evaluations", "risk_assessment", "auditor"}, where)
-        raw = body.get("evaluations", [])
-        if not isinstance(raw, list) or len(raw) > _MAX_REQUIREMENTS:
-            raise FormatError(f"{where}.evaluations: expected a list of at most 32")
-        evaluations = []
-        allowed = {
-            "name",
-            "suite",
-            "thresholds",
-            "after_enhancement",
-            "external_allowed",
-            "signers",
-            "max_age_s",
-            "inputs_digest",
-        }
-        for index, item in enumerate(raw):
-            at = f"{where}.evaluations[{index}]"
-            spec = _fields(item, allowed, at)
-            for flag in ("after_enhancement", "external_allowed"):
-                if not isinstance(spec.get(flag, False), bool):
-                    raise FormatError(f"{at}.{flag}: expected true or false")
-            signers = _signers(spec, at, custody_ok=True)
-            external = bool(spec.get("external_allowed", False))
-            if not external and not any(s.is_custody for s in signers):
-                raise FormatError(
-                    f"{at}.signers: without external_allowed only 'custody' can sign; "
-                    "list 'custody' or allow external evaluators"
-                )
-            inputs_digest = spec.get("inputs_digest", "")
-            if inputs_digest and (
-                not isinstance(inputs_digest, str)
-                or not inputs_digest.startswith("sha256:")
-                or len(inputs_digest) != 71
-            ):
-                raise FormatError(f"{at}.inputs_digest: expected sha256:<64 hex digits>")
-            evaluations.append(
-                Requirement(
-                    kind="evaluation",
-                    name=_text(spec, "name", at),
-                    signers=signers,
-                    suite=_text(spec, "suite", at),
-                    thresholds=_thresholds(spec.get("thresholds"), f"{at}.thresholds"),
-                    after_enhancement=bool(spec.get("after_enhancement", False)),
-                    external_allowed=external,
-                    max_age_s=_seconds(spec, "max_age_s", at),
-                    inputs_digest=inputs_digest,
-                )
-            )
-        if len({(r.name) for r in evaluations}) != len(evaluations):
-            raise FormatError(f"{where}.evaluations: a name is used twice")
-
-        def document(name: str) -> Requirement | None:
-            if name not in body:
-                return None
-            at = f"{where}.{name}"
-            spec = _fields(body[name], {"signers", "max_age_s"}, at)
-            kind = "risk-assessment" if name == "risk_assessment" else "audit-statement"
-            return Requirement(
-                kind=kind,
-                name=kind,
-                signers=_signers(spec, at, custody_ok=False),
-                max_age_s=_seconds(spec, "max_age_s", at),
-            )
-
-        policy = cls(tuple(evaluations), document("risk_assessment"), document("auditor"))
-        if not policy.requirements:
-            raise FormatError(f"{where}: names no requirement (leave it out instead)")
-        return policy
-
-
 # -- evidence -----------------------------------------------------------------------------------
+
+_MAX_EVIDENCE_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -605,11 +314,19 @@ def _verify_bundle(
     if not specs:
         raise _Refused("unlisted-signer", "only custody's own results are accepted")
     errors: list[AttestationError] = []
+    unusable: list[str] = []
     for spec in specs:
+        try:
+            verifier = spec.verifier()
+        except (KeyMaterialError, UsageError) as exc:
+            # A signer this service cannot check (no Sigstore support installed, a trust
+            # config sigstore-python refuses): never a pass, and said as such.
+            unusable.append(f"signer {spec.name}: {exc.message}")
+            continue
         try:
             record = verify_attestation(
                 evidence.data,
-                verifier=spec.verifier(),
+                verifier=verifier,
                 expected_subject_digest=subject,
                 signers=spec.accepted_ids(),
                 now=now,
@@ -626,6 +343,8 @@ def _verify_bundle(
         return _Verified(spec.name, made, expires, predicate, subject)
     # The most telling refusal: the one from the signer it claims to be (not "unlisted").
     telling = [e for e in errors if e.failure is not AttestationFailure.UNLISTED_SIGNER]
+    if not telling and unusable:
+        raise _Refused("signer-unusable", "; ".join(unusable))
     chosen = (telling or errors)[0]
     raise _Refused(chosen.failure.value, chosen.detail)
 

@@ -7,7 +7,8 @@ mail client's sandbox), and every value in it is escaped: names, paths and error
 from the audit log, which records what clients sent. The STIX bundle is built with the ``stix2``
 library (OASIS STIX 2.1): an Incident, an Indicator per digest worth watching for (with the File
 it describes), the people and addresses involved (unless redacted), the actions taken as
-Courses of Action, and a Report that refers to all of them.
+Courses of Action, the risk register's entries and the release-gate decisions as Notes on the
+Incident, and a Report that refers to all of them.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def _summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
         ("Denied or refused requests", str(s["denied_requests"])),
         ("Alerts", str(s["alerts"])),
         ("Revocations", str(s["revocations"])),
+        ("Release-gate decisions", str(s.get("gate_decisions", 0))),
+        ("Open risks in the register", str(s.get("open_risks", 0))),
         (
             "Evidence",
             f"every line proven in the log {timeline['log_key'].split('+')[0]} at tree size "
@@ -106,6 +109,31 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
         [a["time"], a["kind"], str(a["by"]), a["summary"], str(a["log_index"])]
         for a in doc["actions_taken"]
     ]
+    gates = [
+        [
+            g["time"],
+            str(g["version"]),
+            f"{g['purpose']} ({g['stage']})",
+            g["outcome"] + (" (break-glass override)" if g.get("override") else ""),
+            ", ".join(g["relied_on"]) or "-",
+            " | ".join(g["refusals"]) or "-",
+            str(g["log_index"]),
+        ]
+        for g in doc.get("gate_decisions", [])
+    ]
+    risks = [
+        [
+            str(r["hazard"]),
+            f"{r['likelihood']} / {r['severity']}",
+            "; ".join(str(m) for m in r["mitigations"]) or "-",
+            str(r.get("owner") or "-"),
+            ", ".join(r["evidence"]) or "-",
+            str(r.get("status", "open"))
+            + (f": {r['close_reason']}" if r.get("close_reason") else ""),
+            str(r["log_index"]),
+        ]
+        for r in doc.get("risk_register", [])
+    ]
     lines = [
         [
             e["time"],
@@ -131,6 +159,10 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
         ("Signing identities", ["signer", "signature SHA-256"], signers),
         ("Client addresses", ["address"], addresses),
         ("Actions taken", ["time", "action", "by", "what", "log index"], actions),
+        ("Release-gate decisions", ["time", "version", "purpose (stage)", "outcome",
+                                    "attestations relied on", "refusals", "log index"], gates),
+        ("Risk register", ["hazard", "likelihood / severity", "mitigations", "owner",
+                           "evidence (attestation digests)", "status", "log index"], risks),
         ("Timeline", ["time", "event", "principal", "client", "bytes", "what",
                       "log index (leaf hash)"], lines),
     ]  # fmt: skip
@@ -325,6 +357,7 @@ def _stix(doc: dict[str, Any]) -> str:
                 description=action["summary"],
             )
         )
+    objects += _stix_gates_and_risks(stix2, doc, producer, incident)
     objects.append(
         stix2.Note(
             created_by_ref=producer,
@@ -354,3 +387,50 @@ def _stix(doc: dict[str, Any]) -> str:
     )
     bundle = stix2.Bundle(objects=[*objects, report])
     return str(bundle.serialize(pretty=True)) + "\n"
+
+
+def _stix_gates_and_risks(
+    stix2: Any, doc: dict[str, Any], producer: Any, incident: Any
+) -> list[Any]:
+    """A Note per risk-register entry and one for the release-gate decisions, about the
+    Incident (STIX has no risk object; a Note is the object meant for added context)."""
+    notes = []
+    for risk in doc.get("risk_register", []):
+        status = str(risk.get("status", "open"))
+        if risk.get("close_reason"):
+            status += f" ({risk['close_reason']})"
+        notes.append(
+            stix2.Note(
+                created_by_ref=producer,
+                abstract=f"Risk register: {risk['hazard']}"[:250],
+                content=(
+                    f"Foreseeable misuse: {risk['hazard']}. Likelihood {risk['likelihood']}, "
+                    f"severity {risk['severity']}; status {status}; owner "
+                    f"{risk.get('owner') or '-'}. Mitigations: "
+                    + ("; ".join(str(m) for m in risk["mitigations"]) or "none")
+                    + ". Evidence (attestation digests): "
+                    + (", ".join(risk["evidence"]) or "none")
+                    + f". Last change: custody log entry {risk['log_index']}."
+                ),
+                object_refs=[incident],
+            )
+        )
+    decisions = doc.get("gate_decisions", [])
+    if decisions:
+        lines = [
+            f"{g['time']} {g['purpose']} of {g['version']} ({g['stage']}): {g['outcome']}"
+            + (" by break-glass override" if g.get("override") else "")
+            + f", relied on {', '.join(g['relied_on']) or 'nothing'}"
+            + (f"; refused: {' | '.join(g['refusals'])}" if g["refusals"] else "")
+            + f" (log entry {g['log_index']})"
+            for g in decisions
+        ]
+        notes.append(
+            stix2.Note(
+                created_by_ref=producer,
+                abstract="Release-gate decisions",
+                content="\n".join(lines),
+                object_refs=[incident],
+            )
+        )
+    return notes

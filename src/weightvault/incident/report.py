@@ -2,7 +2,10 @@
 
 :func:`build_report` turns a :class:`~weightvault.incident.timeline.Timeline` (and the rest of
 the verified log, for actions taken against the people involved) into one JSON document:
-summary, timeline, affected versions with their root digests, indicators and actions taken.
+summary, timeline, affected versions with their root digests, indicators, actions taken, the
+release-gate decisions (with the attestation digests each relied on) and the model's risk
+register as the log records it (every ``risk.*`` entry holds the whole entry after its change,
+so the register is rebuilt from the verified log, not taken from the service's database).
 :mod:`weightvault.incident.render` writes it as Markdown, self-contained HTML or a STIX 2.1
 bundle; every rendering says the same things because they all read this document.
 
@@ -22,6 +25,7 @@ from typing import Any
 
 from weightvault import _b64
 from weightvault.custody.alerts import INCIDENT_SIGNALS
+from weightvault.custody.risk import RISK_ACTIONS, register_from_events
 from weightvault.incident.evidence import AuditEntry
 from weightvault.incident.timeline import Timeline, TimelineEvent
 
@@ -178,6 +182,42 @@ def _indicators(
     return indicators
 
 
+def _gate_decisions(timeline: Timeline) -> list[dict[str, Any]]:
+    """The model's release-gate decisions in the timeline (allowed, refused, overridden)."""
+    out = []
+    for event in timeline.events:
+        if event.entry.action != "gate.decision":
+            continue
+        detail = event.entry.detail
+        out.append(
+            {
+                "time": event.time,
+                "version": event.version,
+                "purpose": str(detail.get("purpose", "")),
+                "stage": str(detail.get("stage", "")),
+                "outcome": event.outcome,
+                "by": event.principal,
+                "override": detail.get("override"),
+                "root_digest": detail.get("root_digest"),
+                "relied_on": [str(d) for d in detail.get("relied_on") or []],
+                "refusals": [str(r) for r in detail.get("refusals") or []],
+                "log_index": event.proof.index,
+            }
+        )
+    return out
+
+
+def _risk_register(timeline: Timeline) -> list[dict[str, Any]]:
+    """The model's risk register as of the log's signed checkpoint (a ``since`` does not cut
+    it: the register is a state, not a span), each entry with the proof of its last change."""
+    wanted = tuple(f'"action":"{action}"'.encode() for action in RISK_ACTIONS)
+    events = ((e.index, e.event) for e in timeline.evidence.iter_entries(wanted))
+    register = register_from_events(events, timeline.model)
+    for entry in register:
+        entry["proof"] = timeline.evidence.prove(int(entry["log_index"])).to_json()
+    return register
+
+
 def build_report(timeline: Timeline, *, redact: bool = False) -> dict[str, Any]:
     """The report as one JSON document (see the module docstring for ``redact``)."""
     versions = _versions(timeline)
@@ -191,6 +231,7 @@ def build_report(timeline: Timeline, *, redact: bool = False) -> dict[str, Any]:
     counts = Counter(event.kind for event in timeline.events)
     times = [event.time for event in timeline.events]
     released = sum(event.nbytes or 0 for event in timeline.events if event.kind == "pull")
+    risks = _risk_register(timeline)
     summary = {
         "model": timeline.model,
         "first_event": min(times) if times else None,
@@ -203,6 +244,8 @@ def build_report(timeline: Timeline, *, redact: bool = False) -> dict[str, Any]:
         "denied_requests": counts.get("denied", 0) + counts.get("push.refused", 0),
         "alerts": counts.get("alert", 0),
         "revocations": sum(1 for _e, kind, _t in actions if kind == "revocation"),
+        "gate_decisions": counts.get("gate.decision", 0),
+        "open_risks": sum(1 for r in risks if r.get("status", "open") == "open"),
     }
     doc: dict[str, Any] = {
         "format": REPORT_FORMAT,
@@ -257,6 +300,8 @@ def build_report(timeline: Timeline, *, redact: bool = False) -> dict[str, Any]:
             }
             for entry, kind, text in actions
         ],
+        "gate_decisions": _gate_decisions(timeline),
+        "risk_register": risks,
         "timeline": timeline.to_json(),
     }
     return _redacted(doc, timeline) if redact else doc
@@ -307,6 +352,10 @@ def _people(doc: dict[str, Any], timeline: Timeline) -> set[str]:
         people.add(version["registered_by"])
     for action in doc["actions_taken"]:
         people.add(str(action["by"] or ""))
+    for decision in doc["gate_decisions"]:
+        people.add(str(decision["by"] or ""))
+    for risk in doc["risk_register"]:
+        people.update(str(risk.get(k) or "") for k in ("owner", "created_by", "updated_by"))
     people.discard("")
     return people
 
@@ -351,6 +400,18 @@ def _redacted(doc: dict[str, Any], timeline: Timeline) -> dict[str, Any]:
         action["by"] = names.name(action["by"])
         action["summary"] = names.text(action["summary"])
         del action["entry"]
+    for decision in doc["gate_decisions"]:
+        decision["version"] = names.name(decision["version"])
+        decision["by"] = names.name(decision["by"])
+        decision["refusals"] = [names.text(r) for r in decision["refusals"]]
+    for risk in doc["risk_register"]:
+        risk["model"] = names.name(risk["model"])
+        for key in ("owner", "created_by", "updated_by"):
+            risk[key] = names.name(risk.get(key))
+        for key in ("hazard", "close_reason"):
+            if isinstance(risk.get(key), str):
+                risk[key] = names.text(risk[key])
+        risk["mitigations"] = [names.text(m) for m in risk["mitigations"]]
     doc["timeline"] = _redacted_timeline(doc["timeline"], timeline.events, names)
     return doc
 

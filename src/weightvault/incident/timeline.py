@@ -381,6 +381,8 @@ class _Collector:
                 for k, v in sorted(detail.items())
                 if k not in ("model", "received")  # the digests are in the report's indicators
             )
+        elif action.startswith(("gate.", "risk.")) and outcome in ("allowed", "refused"):
+            summary = _gate_or_risk_summary(action, outcome, detail, who, subject)
         elif action == "model.create":
             kind, summary = "model", f"{who} registered model {self.model}"
         elif action == "model.policy":
@@ -426,6 +428,45 @@ def _job_summary(
         line = f"{who} received the result of job {job_id} on {subject}: {released} bytes"
         return "job.release", line, released
     return action, f"{who}: {action} on job {job_id} ({subject}, {outcome})", None
+
+
+def _gate_or_risk_summary(
+    action: str, outcome: str, detail: dict[str, Any], who: str, subject: str
+) -> str:
+    """The line of a release-gate or risk-register entry: a gate decision names the digests of
+    the attestations it relied on (and what it refused), so the timeline alone shows what
+    every deploy or release rested on."""
+    if action == "gate.decision":
+        relied = [str(d) for d in detail.get("relied_on") or []]
+        refusals = [str(r) for r in detail.get("refusals") or []]
+        override = f" by break-glass waiver {detail['override']}" if detail.get("override") else ""
+        line = (
+            f"release gate {outcome}{override}: {detail.get('purpose')} of {subject} "
+            f"({detail.get('stage')}, asked by {who}); relied on {', '.join(relied) or 'nothing'}"
+        )
+        return line + (f"; refused: {' | '.join(refusals)}" if refusals else "")
+    if action == "gate.override":
+        return (
+            f"{who} overrode the release gate of {subject} for {detail.get('purpose')} by "
+            f"break-glass ({detail.get('shares')} shares): {detail.get('reason')!r}"
+        )
+    if action == "gate.attach":
+        attestation = detail.get("attestation")
+        facts = attestation if isinstance(attestation, dict) else {}
+        return f"{who} attached {facts.get('kind')} {facts.get('digest')} to {subject}"
+    risk = detail.get("risk")
+    if action.startswith("risk.") and isinstance(risk, dict):
+        verb = {"risk.add": "added", "risk.update": "updated", "risk.close": "closed"}.get(
+            action, action
+        )
+        line = (
+            f"{who} {verb} risk {risk.get('id')} of {subject}: {risk.get('hazard')} "
+            f"({risk.get('likelihood')}/{risk.get('severity')})"
+        )
+        if action == "risk.close":
+            line += f": {risk.get('close_reason')!r}"
+        return line
+    return f"{who}: {action} on {subject} ({outcome})"
 
 
 def build_timeline(evidence: Evidence, model: str, since: dt.datetime | None = None) -> Timeline:

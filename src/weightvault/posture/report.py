@@ -68,6 +68,10 @@ class PostureReport:
     results: tuple[MeasureResult, ...]
     attestation: Attestation | None
     attestation_problem: str | None
+    risk_registers: tuple[dict[str, Any], ...] = ()
+    """Per model: whether a release gate guards deploy/release grants, and its risk register
+    (open and closed entries), as the custody database holds them. Context for the reader, not
+    a measure: a register's content is people's judgement, which software cannot rate."""
 
     def gaps(self, level: int | None = None) -> list[MeasureResult]:
         """Unmet measures at ``level`` (default: the next level up)."""
@@ -88,6 +92,7 @@ class PostureReport:
             "attestation": self.attestation.to_json() if self.attestation else None,
             "attestation_problem": self.attestation_problem,
             "measures": [r.to_json() for r in self.results],
+            "risk_registers": list(self.risk_registers),
         }
 
     def to_markdown(self) -> str:
@@ -132,6 +137,7 @@ def assess(
                 results.append(MeasureResult(measure, outcome.status, outcome.evidence))
             else:
                 results.append(_attested(measure, verified, problem, deployment.now.date()))
+        registers = _risk_registers(facts)
     finally:
         facts.close()
     level = 0
@@ -147,7 +153,52 @@ def assess(
         results=tuple(results),
         attestation=verified,
         attestation_problem=problem,
+        risk_registers=registers,
     )
+
+
+def _risk_registers(facts: Any) -> tuple[dict[str, Any], ...]:
+    """Each model's release gate (present or not) and risk register, read from the database."""
+    from weightvault.custody.risk import entries_of
+
+    out = []
+    models = facts.models()
+    with facts.session() as session:
+        for name, policy in models:
+            out.append(
+                {
+                    "model": name,
+                    "release_gate": policy.release is not None,
+                    "risks": entries_of(session, name),
+                }
+            )
+    return tuple(out)
+
+
+def _register_lines(report: PostureReport) -> list[str]:
+    """The Markdown section of the models' release gates and risk registers."""
+    from weightvault.custody.risk import register_markdown
+
+    if not report.risk_registers:
+        return []
+    lines = ["## Release gates and risk registers", ""]
+    for register in report.risk_registers:
+        gate = "release gate" if register["release_gate"] else "no release gate"
+        opened = sum(1 for r in register["risks"] if r.get("status") == "open")
+        lines += [
+            f"### {_md_cell(register['model'])}: {gate}, {opened} open of "
+            f"{len(register['risks'])} risks",
+            "",
+        ]
+        if register["risks"]:
+            rows = register_markdown(register["risks"])
+            lines += [rows[0], rows[1], *(_md_cell_row(r) for r in rows[2:]), ""]
+    return lines
+
+
+def _md_cell_row(row: str) -> str:
+    """A register row with raw HTML neutralised (its cells come from people)."""
+    return row.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _attested(
@@ -229,6 +280,7 @@ def _markdown(report: PostureReport) -> str:
             for g in gaps
         ] or ["- none"]
         lines.append("")
+    lines += _register_lines(report)
     for level in LEVELS:
         rows = [r for r in report.results if r.measure.level == level]
         met = sum(r.status.met for r in rows)
@@ -336,8 +388,36 @@ def _html(report: PostureReport) -> str:
         f"<h1>Security posture: {level_name(report.level)}</h1>"
         f"<p>Data folder <code>{e(report.data_dir)}</code>, assessed "
         f"{report.generated_at:%Y-%m-%d %H:%M} UTC.</p>{note}{_chart(report)}{next_level}"
-        "<h2>Every measure</h2><table><tr><th>level</th><th>measure</th><th>what</th>"
+        + _registers_html(report)
+        + "<h2>Every measure</h2><table><tr><th>level</th><th>measure</th><th>what</th>"
         "<th>shown by</th><th>status</th><th>evidence</th></tr>"
         + "".join(rows)
         + "</table></body></html>\n"
     )
+
+
+def _registers_html(report: PostureReport) -> str:
+    """The models' release gates and risk registers as HTML (every value escaped)."""
+    e = html.escape
+    if not report.risk_registers:
+        return ""
+    parts = ["<h2>Release gates and risk registers</h2>"]
+    for register in report.risk_registers:
+        gate = "release gate" if register["release_gate"] else "no release gate"
+        parts.append(f"<h3>{e(register['model'])}: {gate}</h3>")
+        if not register["risks"]:
+            parts.append("<p>No risk entries.</p>")
+            continue
+        rows = "".join(
+            f"<tr><td>{e(r['hazard'])}</td><td>{e(r['likelihood'])}</td>"
+            f"<td>{e(r['severity'])}</td><td>{'<br>'.join(e(m) for m in r['mitigations'])}</td>"
+            f"<td>{e(r['owner'])}</td><td>{'<br>'.join(e(d) for d in r['evidence'])}</td>"
+            f"<td>{e(r['status'])}{': ' + e(r['close_reason']) if r.get('close_reason') else ''}"
+            f"</td><td>{r['log_index']}</td></tr>"
+            for r in register["risks"]
+        )
+        parts.append(
+            "<table><tr><th>hazard</th><th>likelihood</th><th>severity</th><th>mitigations</th>"
+            "<th>owner</th><th>evidence</th><th>status</th><th>log</th></tr>" + rows + "</table>"
+        )
+    return "".join(parts)

@@ -43,6 +43,20 @@ class RiskIn(BaseModel):
     entry: dict[str, Any]
 
 
+class RiskChangesIn(BaseModel):
+    """The fields of a risk entry to replace (:func:`~weightvault.custody.risk.parse_entry`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    changes: dict[str, Any]
+
+
+class RiskCloseIn(BaseModel):
+    """Why a risk entry is closed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    reason: str = Field(max_length=2000)
+
+
 def gates_router(gates: Gates, risks: RiskRegister, action: Action) -> APIRouter:
     router = APIRouter()
     base = "/v1/models/{model}/versions/{version}"
@@ -85,6 +99,24 @@ def gates_router(gates: Gates, risks: RiskRegister, action: Action) -> APIRouter
         model: str, body: RiskIn, ctx: RequestContext = Depends(action("risk.add"))
     ) -> dict[str, Any]:
         return risks.add(ctx, model, body.entry)
+
+    @router.patch("/v1/models/{model}/risks/{risk_id}")
+    def update_risk(
+        model: str,
+        risk_id: str,
+        body: RiskChangesIn,
+        ctx: RequestContext = Depends(action("risk.update")),
+    ) -> dict[str, Any]:
+        return risks.update(ctx, model, risk_id, body.changes)
+
+    @router.post("/v1/models/{model}/risks/{risk_id}/close")
+    def close_risk(
+        model: str,
+        risk_id: str,
+        body: RiskCloseIn,
+        ctx: RequestContext = Depends(action("risk.close")),
+    ) -> dict[str, Any]:
+        return risks.close(ctx, model, risk_id, body.reason)
 
     @router.get("/v1/models/{model}/risks")
     def list_risks(
