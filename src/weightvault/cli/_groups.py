@@ -22,9 +22,12 @@ from typing import Any, TypeVar, cast
 
 import typer
 
-__all__ = ["GROUP", "OptionGroup", "option", "with_option_groups"]
+__all__ = ["GROUP", "OPTION", "OptionGroup", "option", "with_option_groups"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+OPTION = "weightvault.cli.option"
+"""The metadata key of a group field's option (for one built elsewhere: ``{OPTION: ...}``)."""
 
 GROUP: Any = None
 """The default to write for a group parameter (it is never used: the decorator replaces it)."""
@@ -36,10 +39,7 @@ class OptionGroup:
 
 def option(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """A group field's metadata: the ``typer.Option(*args, **kwargs)`` it stands for."""
-    return {_OPTION: typer.Option(*args, **kwargs)}
-
-
-_OPTION = "weightvault.cli.option"
+    return {OPTION: typer.Option(*args, **kwargs)}
 
 
 def _group_type(annotation: Any) -> type[OptionGroup] | None:
@@ -70,7 +70,7 @@ def with_option_groups(command: F) -> F:
                 inspect.Parameter(
                     field.name,
                     inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                    default=field.metadata[_OPTION],
+                    default=field.metadata[OPTION],
                     annotation=field_types[field.name],
                 )
             )

@@ -14,13 +14,14 @@ Only Typer is imported at load time; everything else is imported inside the comm
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from weightvault.cli import _methods as m
-from weightvault.cli._groups import GROUP, with_option_groups
+from weightvault.cli._groups import GROUP, OPTION, OptionGroup, option, with_option_groups
 from weightvault.cli.log import _log_errors
 from weightvault.errors import UsageError
 
@@ -29,18 +30,6 @@ if TYPE_CHECKING:
 
 ORDER = 10
 
-_HASH_HELP = "Hash for each file or shard: sha256 (default), blake2 (BLAKE2b-512) or blake3."
-_SERIALIZATION_HELP = (
-    "files (one digest per file, default) or shards (files cut into --shard-size pieces)."
-)
-_HASH = typer.Option("sha256", "--hash", help=_HASH_HELP)
-_SERIALIZATION = typer.Option("files", "--serialization", help=_SERIALIZATION_HELP)
-_SHARD_SIZE = typer.Option(
-    1_000_000_000, "--shard-size", min=1, help="Shard size in bytes (with shards)."
-)
-_ALLOW_SYMLINKS = typer.Option(
-    False, "--allow-symlinks", help="Follow symlinks to files inside the model."
-)
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 _WORKERS = typer.Option(None, "--workers", min=1, help="Hashing threads (default: all cores).")
 _RAY = typer.Option(
@@ -57,33 +46,65 @@ def _check_choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     return value
 
 
-def _manifest_options(
-    hash_type: str,
-    serialization: str,
-    shard_size: int,
-    ignore: list[Path],
-    no_ignore_git: bool,
-    allow_symlinks: bool,
-    workers: int | None,
-    ray: str | None = None,
-) -> ManifestOptions:
-    """The ``sign`` and ``digest`` options as one checked object (a wrong choice is a usage
-    error naming the option)."""
-    from weightvault.hashing import HASH_TYPES, HashAlgorithm
-    from weightvault.signing import ManifestOptions
+@dataclass(frozen=True)
+class HashingOptions(OptionGroup):
+    """How ``sign`` and ``digest`` list and hash a model (``verify`` reads them from the
+    signature)."""
 
-    algorithm = HashAlgorithm(_check_choice(hash_type, HASH_TYPES, "--hash"))
-    shards = _check_choice(serialization, ("files", "shards"), "--serialization") == "shards"
-    return ManifestOptions(
-        hash_type=algorithm,
-        serialization="shards" if shards else "files",
-        shard_size=shard_size,
-        ignore_paths=tuple(ignore),
-        ignore_git_paths=not no_ignore_git,
-        allow_symlinks=allow_symlinks,
-        max_workers=workers,
-        cluster=ray,
+    hash_type: str = field(
+        metadata=option(
+            "sha256",
+            "--hash",
+            help="Hash for each file or shard: sha256 (default), blake2 (BLAKE2b-512) or blake3.",
+        )
     )
+    serialization: str = field(
+        metadata=option(
+            "files",
+            "--serialization",
+            help="files (one digest per file, default) or shards (files cut into --shard-size"
+            " pieces).",
+        )
+    )
+    shard_size: int = field(
+        metadata=option(
+            1_000_000_000, "--shard-size", min=1, help="Shard size in bytes (with shards)."
+        )
+    )
+    ignore: list[Path] = field(
+        metadata=option([], "--ignore", help="Path to leave out of the digests, repeatable.")
+    )
+    no_ignore_git: bool = field(
+        metadata=option(
+            False, "--no-ignore-git", help="Include .git, .github, .gitattributes, .gitignore."
+        )
+    )
+    allow_symlinks: bool = field(
+        metadata=option(
+            False, "--allow-symlinks", help="Follow symlinks to files inside the model."
+        )
+    )
+    workers: int | None = field(metadata={OPTION: _WORKERS})
+    ray: str | None = field(metadata={OPTION: _RAY})
+
+    def manifest_options(self) -> ManifestOptions:
+        """These options as one checked object (a wrong choice is a usage error naming the
+        option)."""
+        from weightvault.hashing import HASH_TYPES, HashAlgorithm
+        from weightvault.signing import ManifestOptions
+
+        algorithm = HashAlgorithm(_check_choice(self.hash_type, HASH_TYPES, "--hash"))
+        serialization = _check_choice(self.serialization, ("files", "shards"), "--serialization")
+        return ManifestOptions(
+            hash_type=algorithm,
+            serialization="shards" if serialization == "shards" else "files",
+            shard_size=self.shard_size,
+            ignore_paths=tuple(self.ignore),
+            ignore_git_paths=not self.no_ignore_git,
+            allow_symlinks=self.allow_symlinks,
+            max_workers=self.workers,
+            cluster=self.ray,
+        )
 
 
 def _model_location(text: str) -> Path | str:
@@ -106,18 +127,7 @@ def register(app: typer.Typer) -> None:
             None, "--signature", help="Where to write the signature (default MODEL/model.sig)."
         ),
         method: m.SignerOptions = GROUP,
-        hash_type: str = _HASH,
-        serialization: str = _SERIALIZATION,
-        shard_size: int = _SHARD_SIZE,
-        ignore: list[Path] = typer.Option(
-            [], "--ignore", help="Path to leave out of the signature, repeatable."
-        ),
-        no_ignore_git: bool = typer.Option(
-            False, "--no-ignore-git", help="Sign .git, .github, .gitattributes, .gitignore too."
-        ),
-        allow_symlinks: bool = _ALLOW_SYMLINKS,
-        workers: int | None = _WORKERS,
-        ray: str | None = _RAY,
+        hashing: HashingOptions = GROUP,
         as_json: bool = _JSON,
         scan: bool = typer.Option(
             False, "--scan", help="Scan every file first; refuse to sign if anything is found."
@@ -167,16 +177,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(
                 f"{model_path}: pass --signature: a model in a bucket is signed into a local file"
             )
-        options = _manifest_options(
-            hash_type,
-            serialization,
-            shard_size,
-            ignore,
-            no_ignore_git,
-            allow_symlinks,
-            workers,
-            ray,
-        )
+        options = hashing.manifest_options()
         _check_choice(fail_on, ("unknown", "dangerous", "suspicious"), "--fail-on")
         log_pair = m.check_log_pair(log, log_key)
         if not scan and allow:
@@ -192,8 +193,8 @@ def register(app: typer.Typer) -> None:
             row_groups_predicate = make_row_groups(
                 model_path,
                 lines_per_group=lines_per_group,
-                ignore_paths=[str(p) for p in ignore],
-                max_workers=workers,
+                ignore_paths=[str(p) for p in hashing.ignore],
+                max_workers=hashing.workers,
             )
         elif lines_per_group != 10_000:
             raise UsageError("--lines-per-group applies to --row-groups only")
@@ -334,18 +335,12 @@ def register(app: typer.Typer) -> None:
             console.print(f"{kind} attestation OK (signer: {record.signer.subject})", markup=False)
 
     @app.command("digest")
+    @with_option_groups
     def digest_command(
         model_arg: str = typer.Argument(
             ..., metavar="MODEL_PATH", help="Model file or folder, or s3://bucket/prefix."
         ),
-        hash_type: str = _HASH,
-        serialization: str = _SERIALIZATION,
-        shard_size: int = _SHARD_SIZE,
-        ignore: list[Path] = typer.Option([], "--ignore", help="Path to leave out, repeatable."),
-        no_ignore_git: bool = typer.Option(False, "--no-ignore-git", help="Include git files."),
-        allow_symlinks: bool = _ALLOW_SYMLINKS,
-        workers: int | None = typer.Option(None, "--workers", min=1, help="Hashing threads."),
-        ray: str | None = _RAY,
+        hashing: HashingOptions = GROUP,
         as_json: bool = _JSON,
     ) -> None:
         """Print the model's root digest and per-file digests (what a signature would hold)."""
@@ -353,16 +348,7 @@ def register(app: typer.Typer) -> None:
         from weightvault.pipeline import digest_model
 
         model_path = _model_location(model_arg)
-        options = _manifest_options(
-            hash_type,
-            serialization,
-            shard_size,
-            ignore,
-            no_ignore_git,
-            allow_symlinks,
-            workers,
-            ray,
-        )
+        options = hashing.manifest_options()
         manifest = digest_model(
             model_path, options=options, progress_display=progress_display("hashing")
         )
