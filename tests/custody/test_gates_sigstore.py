@@ -11,6 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from tests.custody.helpers import World
+from tests.custody.test_gates import (
+    Keys,
+    attach,
+    evaluation,
+    new_model,
+    release_policy,
+    request_deploy,
+    risk_assessment,
+)
 from tests.signing.test_sigstore_private_deployment import (
     IDENTITY,
     ISSUER,
@@ -19,6 +30,7 @@ from tests.signing.test_sigstore_private_deployment import (
 )
 
 from weightvault.attest import Subject, make_statement, sign_attestation
+from weightvault.custody.client import VaultHTTPError
 from weightvault.custody.gates_policy import AUDIT_STATEMENT, ReleasePolicy, decide, parse_evidence
 from weightvault.custody.policy import ModelPolicy
 from weightvault.errors import FormatError
@@ -131,3 +143,42 @@ def test_a_trust_config_sigstore_python_refuses_is_never_a_pass(
     refused = decide(_policy(IDENTITY, ISSUER, config), ROOT, evidence, now=dt.datetime.now(dt.UTC))
     assert [f.failure for f in refused.findings] == ["signer-unusable"]
     assert "signer acme:" in refused.findings[0].message
+
+
+def test_the_service_grants_deploy_on_a_sigstore_auditors_statement_and_names_a_stranger(
+    deployment: tuple[object, Path],  # noqa: F811
+    world: World,
+) -> None:
+    """Through custody: the policy (with its inline trust config) is stored and enforced; the
+    statement of an identity the policy does not list is refused at the request, named."""
+    _state, trust_path = deployment
+    config = json.loads(trust_path.read_text())
+    keys = Keys(*(ec.generate_private_key(ec.SECP256R1()) for _ in range(4)))
+    policy = release_policy(keys)
+    policy["auditor"] = {
+        "signers": [
+            {
+                "name": "acme-ci",
+                "sigstore": {"identity": IDENTITY, "issuer": ISSUER, "trust_config": config},
+            }
+        ]
+    }
+    for model, token in (
+        ("gated-sigstore", _token()),
+        ("gated-sigstore-x", _token("eve@example.com")),
+    ):
+        root = new_model(world, model, policy)
+        signer = SigstoreSigner(token, trust_config=trust_path, use_ambient_credentials=False)
+        attach(
+            world,
+            model,
+            evaluation(root, keys.evals),
+            risk_assessment(root, keys.board),
+            sign_attestation(_statement(root), signer),
+        )
+    request = request_deploy(world, "gated-sigstore")
+    audit = next(f for f in request["gate"]["findings"] if f["requirement"] == "audit-statement")
+    assert request["gate"]["allowed"] and audit["signer"] == "acme-ci"
+    with pytest.raises(VaultHTTPError) as refused:
+        request_deploy(world, "gated-sigstore-x")
+    assert "audit-statement: unlisted-signer: signed by eve@example.com" in refused.value.message
