@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -176,6 +177,45 @@ def test_issue_is_deterministic_per_recipient_and_keeps_the_layout(tmp_path: Pat
     assert first.robust_tensors == 14 and first.permuted_groups == 2
 
 
+def _golden_layer(folder: Path) -> Path:
+    """One BERT-shaped layer (4 heads, hidden 32, feed-forward 64, an fp16 tensor too) from
+    numpy's PCG64, whose values no library version changes."""
+    import numpy as np
+    from safetensors.numpy import save_file as save_numpy
+
+    rng = np.random.default_rng(21)
+    prefix = "encoder.layer.0."
+    shapes = {
+        "attention.self.query": (32, 32), "attention.self.key": (32, 32),
+        "attention.self.value": (32, 32), "attention.output.dense": (32, 32),
+        "intermediate.dense": (64, 32), "output.dense": (32, 64),
+    }  # fmt: skip
+    state = {}
+    for name, shape in shapes.items():
+        state[f"{prefix}{name}.weight"] = rng.standard_normal(shape, dtype=np.float32)
+        state[f"{prefix}{name}.bias"] = rng.standard_normal(shape[0], dtype=np.float32)
+    state[f"{prefix}output.dense.weight"] = state[f"{prefix}output.dense.weight"].astype(np.float16)
+    path = folder / "layer.safetensors"
+    save_numpy(state, str(path))
+    return path
+
+
+def test_marked_bytes_are_pinned(tmp_path: Path) -> None:
+    """Golden bytes: a copy issued today is byte for byte the copy issued by every later
+    version (a recipient's re-download and custody's stored copies stay consistent), and a
+    change to the arithmetic of either mark shows here first."""
+    import hashlib
+
+    model = _golden_layer(tmp_path)
+    issued = issue_copy(model, tmp_path / "alice.safetensors", KEY, "alice", MarkOptions(heads=4))
+    digest = hashlib.sha256((tmp_path / "alice.safetensors").read_bytes()).hexdigest()
+    assert issued.permuted_groups == 3 and issued.robust_tensors == 6
+    assert digest == GOLDEN_SHA256
+
+
+GOLDEN_SHA256 = "7205d6c6ac914e4bba05085875ce62f96482e29b652735fd1c515df0df56ee08"
+
+
 def test_rewrite_reads_one_tensor_at_a_time() -> None:
     """Streaming: the largest single read is the largest tensor, never the model."""
     state = state_of(tiny_bert())
@@ -189,6 +229,11 @@ def test_rewrite_reads_one_tensor_at_a_time() -> None:
             data = super().read(size)
             reads.append(len(data))
             return data
+
+        def readinto(self, buffer: Any) -> int:
+            count = super().readinto(buffer)
+            reads.append(count)
+            return count
 
     marker = Marker(plan_marks(StateReader(state).infos), KEY, "alice", MarkOptions())
     sink = io.BytesIO()

@@ -117,6 +117,22 @@ def _tensor_from(data: bytes, entry: _Entry) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=_DTYPES[entry.dtype]).reshape(entry.shape)
 
 
+def _read_tensor(stream: BinaryIO, entry: _Entry, where: str) -> torch.Tensor:
+    """One tensor read straight into its own buffer (one copy of its bytes in memory)."""
+    size = entry.end - entry.begin
+    if not size:
+        return torch.empty(entry.shape, dtype=_DTYPES[entry.dtype])
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < size:
+        count = stream.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not count:
+            raise FormatError(f"{where}: truncated safetensors file")
+        filled += count
+    return torch.frombuffer(buffer, dtype=_DTYPES[entry.dtype]).reshape(entry.shape)
+
+
 def rewrite_safetensors(
     source: BinaryIO,
     sink: BinaryIO,
@@ -144,12 +160,12 @@ def rewrite_safetensors(
                 sink.write(chunk)
                 left -= len(chunk)
         else:
-            original = _tensor_from(_read_exact(source, size, where), entry)
+            original = _read_tensor(source, entry, where)
             marked = rewrite(original)
             if marked.dtype != original.dtype or tuple(marked.shape) != entry.shape:
                 raise AssertionError(f"{entry.name}: a mark changed dtype or shape")
-            data = marked.contiguous().view(torch.uint8).numpy().tobytes() if size else b""
-            sink.write(data)
+            if size:  # written from the tensor's own memory: no bytes copy of a large tensor
+                sink.write(marked.contiguous().view(torch.uint8).numpy().data)
         written += size
     if source.read(1):
         raise FormatError(f"{where}: trailing bytes after the last tensor")

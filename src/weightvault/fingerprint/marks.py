@@ -127,10 +127,11 @@ def mark_tensor(
     if robust:
         std = float(work.std()) if work.numel() > 1 else 0.0
         if std > 0 and math.isfinite(std):
-            pattern = robust_pattern(key, recipient, name, work.numel())
-            work = work + (strength * std) * torch.from_numpy(pattern).to(torch.float64).reshape(
-                work.shape
-            )
+            pattern = torch.from_numpy(robust_pattern(key, recipient, name, work.numel()))
+            # in place, the int8 signs promoted element by element: no float64 copy of the
+            # pattern (a streamed tensor's peak memory), the same bytes (alpha * +-1 is exact)
+            work = work if work is not tensor else work.clone()
+            work.add_(pattern.reshape(work.shape), alpha=strength * std)
     if ops:
         work = apply_ops(work, ops, transforms)
     return work.to(tensor.dtype).contiguous()
