@@ -159,11 +159,19 @@ def torch_from_buffer(
 ) -> Any:
     """``torch.load(weights_only=True)`` of a checkpoint held in ``buffer``.
 
-    ``torch_load`` is the real ``torch.load`` (the hooks may have replaced the module's).
+    A zip checkpoint (every ``torch.save`` since PyTorch 1.6) is unpickled by PyTorch's
+    weights-only unpickler with its storages as views of ``buffer``, as ``torch.load(mmap=True)``
+    makes them views of a mapped file: nothing is copied after the verified read. Older
+    checkpoints, or a PyTorch without that loading step, go through ``torch_load`` (the real
+    ``torch.load``; the hooks may have replaced the module's) over a file object on the buffer,
+    which copies each storage once.
     """
     import pickle
 
     try:
+        views = _torch_views(buffer, name, map_location)
+        if views is not _NO_VIEWS:
+            return views
         return torch_load(
             io.BufferedReader(BufferFile(buffer)), map_location=map_location, weights_only=True
         )
@@ -172,3 +180,28 @@ def torch_from_buffer(
         raise UnsafeFileError(f"{name}: refused by the weights-only unpickler: {first}") from exc
     except (RuntimeError, EOFError, ValueError) as exc:
         raise FormatError(f"{name}: not a loadable PyTorch checkpoint ({exc})") from exc
+
+
+_NO_VIEWS = object()
+
+
+def _torch_views(buffer: memoryview, name: str, map_location: Any) -> Any:
+    """The checkpoint in ``buffer`` with storages that are views of it, or ``_NO_VIEWS`` when
+    that is not possible (not a zip checkpoint, or a PyTorch without ``serialization._load``).
+
+    This is ``torch.load``'s own path for ``weights_only=True, mmap=True``, with the buffer in
+    place of the mapped file: the same unpickler (``torch._weights_only_unpickler``), the same
+    refusal of TorchScript archives.
+    """
+    import torch
+    import torch.serialization as serialization
+
+    load = getattr(serialization, "_load", None)
+    unpickler = getattr(serialization, "_weights_only_unpickler", None)
+    if load is None or unpickler is None or bytes(buffer[:4]) != b"PK\x03\x04":
+        return _NO_VIEWS
+    reader = torch._C.PyTorchFileReader(io.BufferedReader(BufferFile(buffer)))
+    if "constants.pkl" in reader.get_all_records():
+        raise UnsafeFileError(f"{name}: is a TorchScript archive, not a weights-only checkpoint")
+    storage = torch.frombuffer(buffer, dtype=torch.uint8).untyped_storage()
+    return load(reader, map_location, unpickler, overall_storage=storage, encoding="utf-8")

@@ -16,9 +16,12 @@ import errno
 import mmap
 import os
 import stat
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from weightvault.errors import InputError, Reason
 from weightvault.hashing import HashAlgorithm, default_workers
@@ -33,6 +36,20 @@ __all__ = ["Extent", "open_inside", "read_hashed"]
 
 #: BLAKE3 spreads one update over its own threads from this size on.
 _BLAKE3_THREADED = 64 << 20
+
+#: Extents from this size on are read on one thread and hashed on another.
+_PIPELINE_FROM = 16 << 20
+#: Bytes per pipelined read: large enough that handing a piece over costs nothing, small enough
+#: to still be in the (shared) L3 cache when the hashing thread reaches it.
+_PIPELINE_CHUNK = 2 << 20
+#: Pieces read ahead of the hashing thread at most.
+_PIPELINE_DEPTH = 4
+
+
+class _Hasher(Protocol):
+    def update(self, data: Any, /) -> Any: ...
+
+    def digest(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -125,8 +142,6 @@ def read_hashed(
         raise DigestMismatchError(f"{shown}: does not match its signed layout", names=[shown])
     threads = default_workers() if size >= _BLAKE3_THREADED and len(extents) == 1 else 1
     if workers > 1 and len(extents) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(min(workers, len(extents))) as pool:
             digests = list(
                 pool.map(lambda e: _read_extent(fd, view, e, algorithm, 1, shown), extents)
@@ -141,20 +156,56 @@ def read_hashed(
 def _read_extent(
     fd: int, view: memoryview, extent: Extent, algorithm: HashAlgorithm, threads: int, shown: str
 ) -> bytes:
-    """Read ``extent`` into its place in ``view`` and hash it, one piece at a time."""
+    """Read ``extent`` into its place in ``view`` and hash it, one piece at a time.
+
+    A large extent is pipelined: this thread reads piece *k+1* while a second thread hashes
+    piece *k* (``preadv`` and ``hashlib`` both release the GIL), so the pass costs about the
+    slower of reading and hashing instead of their sum. What is hashed is the piece of our own
+    buffer the read landed in, never the file: a writer can change the file, not the buffer.
+    """
     hasher = algorithm.new_hasher(threads=threads)
-    chunk = algorithm.chunk_size
-    position = extent.start
-    while position < extent.end:
-        piece = view[position : min(position + chunk, extent.end)]
+    if extent.end - extent.start < _PIPELINE_FROM:
+        position = extent.start
+        while position < extent.end:
+            count = _read_piece(fd, view, position, extent.end, algorithm.chunk_size, shown)
+            hasher.update(view[position : position + count])
+            position += count
+        return hasher.digest()
+    return _read_pipelined(fd, view, extent, hasher, shown)
+
+
+def _read_piece(fd: int, view: memoryview, position: int, end: int, chunk: int, shown: str) -> int:
+    piece = view[position : min(position + chunk, end)]
+    try:
+        count = os.preadv(fd, [piece], position)
+    except OSError as exc:
+        raise InputError(f"{shown}: read failed ({exc.strerror})") from exc
+    if count == 0:
+        raise _changed(shown, shorter=True)
+    return count
+
+
+def _read_pipelined(
+    fd: int, view: memoryview, extent: Extent, hasher: _Hasher, shown: str
+) -> bytes:
+    """Read on this thread, hash on another, at most ``_PIPELINE_DEPTH`` pieces apart (so a
+    piece is still in the shared cache when it is hashed, and an error stops the reader soon).
+    """
+    pending: deque[Future[object]] = deque()
+    with ThreadPoolExecutor(1, thread_name_prefix="weightvault-hash") as pool:
         try:
-            count = os.preadv(fd, [piece], position)
-        except OSError as exc:
-            raise InputError(f"{shown}: read failed ({exc.strerror})") from exc
-        if count == 0:
-            raise _changed(shown, shorter=True)
-        hasher.update(piece[:count])
-        position += count
+            position = extent.start
+            while position < extent.end:
+                count = _read_piece(fd, view, position, extent.end, _PIPELINE_CHUNK, shown)
+                pending.append(pool.submit(hasher.update, view[position : position + count]))
+                position += count
+                if len(pending) >= _PIPELINE_DEPTH:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
     return hasher.digest()
 
 
