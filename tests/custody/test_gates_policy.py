@@ -152,3 +152,92 @@ def test_an_auditor_named_by_certificate_identity(tmp_path: Path) -> None:
     refused = decide(policy(pki.email), root, [parse_evidence(foreign)], now=now)
     assert not refused.allowed
     assert refused.findings[0].failure in ("unlisted-signer", "bad-signature")
+
+
+def _edited(bundle: bytes) -> bytes:
+    """The bundle with one fact of its signed statement changed (signature left as it was)."""
+    import base64
+
+    doc = json.loads(bundle)
+    envelope = doc["dsseEnvelope"]
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    predicate = statement["predicate"]
+    if "metrics" in predicate:
+        predicate["metrics"]["uplift"] = 0.0
+    else:
+        predicate["summary"] = "nothing to see here"
+    envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["evaluation", "risk-assessment", "audit"])
+@pytest.mark.parametrize(
+    "defect", ["missing", "bad-signature", "expired", "unlisted-signer", "wrong-subject"]
+)
+def test_any_one_attestation_removed_altered_expired_or_resigned_refuses_naming_it(
+    which: int, defect: str
+) -> None:
+    """Each of the three attestations in turn, each defect in turn: the gate refuses, and
+    names exactly that requirement and that failure (the other two still pass)."""
+    from tests.custody.test_gates import (
+        NOW,
+        Keys,
+        audit_statement,
+        evaluation,
+        release_policy,
+        risk_assessment,
+    )
+
+    keys = Keys(*(ec.generate_private_key(ec.SECP256R1()) for _ in range(4)))
+    root, other = "sha256:" + "5" * 64, "sha256:" + "6" * 64
+    policy = ReleasePolicy.from_dict(release_policy(keys))
+    makers = [
+        lambda digest, key, old: evaluation(digest, key or keys.evals, age_days=45 if old else 1),
+        lambda digest, key, old: risk_assessment(
+            digest, key or keys.board, expires=NOW - dt.timedelta(hours=1) if old else None
+        ),
+        lambda digest, key, old: (
+            _expired_audit(digest, key or keys.auditor)
+            if old
+            else audit_statement(digest, key or keys.auditor)
+        ),
+    ]
+    offered = [make(root, None, False) for make in makers]
+    assert decide(policy, root, [parse_evidence(b) for b in offered], now=NOW).allowed
+    if defect == "missing":
+        del offered[which]
+    elif defect == "bad-signature":
+        offered[which] = _edited(offered[which])
+    elif defect == "expired":
+        offered[which] = makers[which](root, None, True)
+    elif defect == "unlisted-signer":
+        offered[which] = makers[which](root, keys.stranger, False)
+    else:
+        offered[which] = makers[which](other, None, False)
+    decision = decide(policy, root, [parse_evidence(b) for b in offered], now=NOW)
+    assert not decision.allowed
+    failing = [f for f in decision.findings if not f.ok]
+    assert [f.failure for f in failing] == [defect], decision.refusal_lines()
+    named = ["evaluation 'bio-uplift'", "risk-assessment", "audit-statement"][which]
+    assert failing[0].requirement.startswith(named)
+    assert len(decision.relied_on) == 2
+
+
+def _expired_audit(root: str, key: Any) -> bytes:
+    """An audit statement whose own ``expires`` has passed."""
+    from weightvault.attest import Subject, make_statement, sign_attestation
+    from weightvault.custody.gates_policy import AUDIT_STATEMENT
+    from weightvault.signing import KeySigner
+
+    statement = make_statement(
+        Subject("model", bytes.fromhex(root.removeprefix("sha256:"))),
+        AUDIT_STATEMENT,
+        {
+            "summary": "third-party pre-deployment audit",
+            "auditor": "acme-audit",
+            "auditedOn": "2026-01-01T00:00:00Z",
+            "conclusion": "no-objection",
+            "expires": "2026-02-01T00:00:00Z",
+        },
+    )
+    return sign_attestation(statement, KeySigner(key))
