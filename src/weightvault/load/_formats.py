@@ -2,7 +2,8 @@
 
 safetensors: the header is parsed here and each tensor is a view of the buffer
 (``torch.frombuffer``), so loading copies nothing after the one read. PyTorch checkpoints:
-``torch.load(weights_only=True)`` over a read-only file object on the buffer.
+PyTorch's weights-only unpickler with each storage a view of the buffer (as ``mmap=True``
+makes them views of a mapped file), copied out of it only for pre-zip checkpoints.
 """
 
 from __future__ import annotations

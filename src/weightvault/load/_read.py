@@ -5,9 +5,12 @@ hashed a moment ago may differ from bytes parsed later (another process writes t
 between). Bytes copied into our own memory cannot change after they are hashed; the loader
 parses exactly those bytes, so the check and the use see the same data by construction.
 
-Each piece is hashed right after it is read, while it is still in the CPU cache (a separate
-hashing thread measured slower: the bytes had to move between cores); the kernel's read-ahead
-overlaps the disk with the hashing. Several files are read by several threads at once.
+A large file is pipelined: one thread reads the next piece into the buffer while another
+hashes the piece before it (``preadv`` and ``hashlib`` release the GIL), a few pieces apart so
+the bytes are still in the shared cache; the pass then costs about the slower of the read and
+the hash, not their sum (the hash of one ``files`` digest is one sequential stream, the floor).
+Small files are hashed inline, right after each read. The kernel's read-ahead overlaps the disk
+with both. Several files (or shards) are read by several threads at once.
 """
 
 from __future__ import annotations
