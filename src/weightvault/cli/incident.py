@@ -9,10 +9,13 @@ The log comes from one of: ``--audit FILE`` (an export from ``vault audit -o``, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from weightvault.cli._groups import GROUP, OptionGroup, option, with_option_groups
 
 if TYPE_CHECKING:
     from weightvault.incident.evidence import Evidence
@@ -30,65 +33,77 @@ incident_app = typer.Typer(
 )
 
 _MODEL = typer.Option(..., "--model", help="The custody model the incident is about.")
-_AUDIT = typer.Option(
-    None, "--audit", help="Exported audit log (from 'weightvault vault audit -o FILE')."
-)
-_DATA = typer.Option(None, "--data", help="Custody data folder (read only).")
-_LOG_KEY = typer.Option(
-    None,
-    "--log-key",
-    help="The audit log's public key (name+id+key, or a file). Needed with --audit; with "
-    "--data or the service it defaults to their own key.",
-)
-_CHECKPOINT = typer.Option(
-    None, "--checkpoint", help="An earlier signed checkpoint you trust (detects rollbacks)."
-)
-_URL = typer.Option(None, "--url", help="Service URL (else WEIGHTVAULT_URL, else vault login).")
-_TOKEN = typer.Option(None, "--token", help="Auditor or admin token (else WEIGHTVAULT_TOKEN).")
 _SINCE = typer.Option(None, "--since", help="Only events at or after this ISO 8601 time.")
 _JSON = typer.Option(False, "--json", help="Print JSON.")
 _FORCE = typer.Option(False, "--force", help="Overwrite the output file if it exists.")
 
 
-def _evidence(
-    audit: Path | None,
-    data: Path | None,
-    url: str | None,
-    token: str | None,
-    log_key: str | None,
-    checkpoint: Path | None,
-) -> Evidence:
-    from weightvault._fs import read_small_file
-    from weightvault.errors import UsageError
-    from weightvault.incident.evidence import load_evidence, read_log_key
+@dataclass(frozen=True)
+class EvidenceOptions(OptionGroup):
+    """Where the audit log comes from: an export, a data folder, or the service."""
 
-    if audit is not None and data is not None:
-        raise UsageError("give --audit or --data, not both")
-    if (audit is not None or data is not None) and (url or token):
-        raise UsageError("--url/--token read the log from the service; not with --audit/--data")
-    if audit is not None and log_key is None:
-        raise UsageError("--audit needs --log-key (the audit log's public key)")
-    key = read_log_key(log_key) if log_key else None
-    trusted = read_small_file(checkpoint, "checkpoint", 64 * 1024) if checkpoint else None
-    service = None
-    if audit is None and data is None:
-        from weightvault.custody.client import resolve_config
-
-        service = resolve_config(url, token)
-    return load_evidence(
-        audit=audit, data_dir=data, service=service, log_key=key, trusted_checkpoint=trusted
+    audit: Path | None = field(
+        metadata=option(
+            None, "--audit", help="Exported audit log (from 'weightvault vault audit -o FILE')."
+        )
+    )
+    data: Path | None = field(
+        metadata=option(None, "--data", help="Custody data folder (read only).")
+    )
+    url: str | None = field(
+        metadata=option(None, "--url", help="Service URL (else WEIGHTVAULT_URL, else vault login).")
+    )
+    token: str | None = field(
+        metadata=option(None, "--token", help="Auditor or admin token (else WEIGHTVAULT_TOKEN).")
+    )
+    log_key: str | None = field(
+        metadata=option(
+            None,
+            "--log-key",
+            help="The audit log's public key (name+id+key, or a file). Needed with --audit;"
+            " with --data or the service it defaults to their own key.",
+        )
+    )
+    checkpoint: Path | None = field(
+        metadata=option(
+            None,
+            "--checkpoint",
+            help="An earlier signed checkpoint you trust (detects rollbacks).",
+        )
     )
 
+    def load(self) -> Evidence:
+        """The log, its signed checkpoint and proofs, from the one source given."""
+        from weightvault._fs import read_small_file
+        from weightvault.errors import UsageError
+        from weightvault.incident.evidence import load_evidence, read_log_key
 
-def _timeline(
-    model: str,
-    since: str | None,
-    sources: tuple[Path | None, Path | None, str | None, str | None, str | None, Path | None],
-) -> Timeline:
-    from weightvault.incident.timeline import build_timeline, parse_since
+        audit, data = self.audit, self.data
+        if audit is not None and data is not None:
+            raise UsageError("give --audit or --data, not both")
+        if (audit is not None or data is not None) and (self.url or self.token):
+            raise UsageError("--url/--token read the log from the service; not with --audit/--data")
+        if audit is not None and self.log_key is None:
+            raise UsageError("--audit needs --log-key (the audit log's public key)")
+        key = read_log_key(self.log_key) if self.log_key else None
+        trusted = (
+            read_small_file(self.checkpoint, "checkpoint", 64 * 1024) if self.checkpoint else None
+        )
+        service = None
+        if audit is None and data is None:
+            from weightvault.custody.client import resolve_config
 
-    when = parse_since(since) if since else None
-    return build_timeline(_evidence(*sources), model, when)
+            service = resolve_config(self.url, self.token)
+        return load_evidence(
+            audit=audit, data_dir=data, service=service, log_key=key, trusted_checkpoint=trusted
+        )
+
+    def timeline(self, model: str, since: str | None) -> Timeline:
+        """``model``'s events in the log (at or after ``since``), each with its proof."""
+        from weightvault.incident.timeline import build_timeline, parse_since
+
+        when = parse_since(since) if since else None
+        return build_timeline(self.load(), model, when)
 
 
 def _header(timeline: Timeline) -> str:
@@ -104,6 +119,7 @@ def _header(timeline: Timeline) -> str:
 
 
 @incident_app.command("timeline")
+@with_option_groups
 def timeline_command(
     model: str = _MODEL,
     since: str | None = _SINCE,
@@ -111,12 +127,7 @@ def timeline_command(
         None, "-o", "--output", help="Also write the timeline with its proofs (JSON) here."
     ),
     force: bool = _FORCE,
-    audit: Path | None = _AUDIT,
-    data: Path | None = _DATA,
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    log_key: str | None = _LOG_KEY,
-    checkpoint: Path | None = _CHECKPOINT,
+    sources: EvidenceOptions = GROUP,
     as_json: bool = _JSON,
 ) -> None:
     """Who pushed, requested, approved, pulled or was denied which version, when, from where."""
@@ -127,7 +138,7 @@ def timeline_command(
 
     if output is not None:
         ensure_writable_destination(output, force=force)
-    timeline = _timeline(model, since, (audit, data, url, token, log_key, checkpoint))
+    timeline = sources.timeline(model, since)
     document = timeline.to_json()
     if output is not None:
         data_bytes = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
@@ -145,6 +156,7 @@ def timeline_command(
 
 
 @incident_app.command("report")
+@with_option_groups
 def report_command(
     model: str = _MODEL,
     fmt: str = typer.Option(
@@ -159,12 +171,7 @@ def report_command(
     ),
     force: bool = _FORCE,
     since: str | None = _SINCE,
-    audit: Path | None = _AUDIT,
-    data: Path | None = _DATA,
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    log_key: str | None = _LOG_KEY,
-    checkpoint: Path | None = _CHECKPOINT,
+    sources: EvidenceOptions = GROUP,
     as_json: bool = _JSON,
 ) -> None:
     """A shareable report: summary, timeline, affected versions, indicators, actions taken."""
@@ -177,7 +184,7 @@ def report_command(
     if fmt not in FORMATS:
         raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, not {fmt!r}")
     ensure_writable_destination(output, force=force)
-    timeline = _timeline(model, since, (audit, data, url, token, log_key, checkpoint))
+    timeline = sources.timeline(model, since)
     document = build_report(timeline, redact=redact)
     write_bytes_atomic(output, render_report(document, fmt), force=force)
     summary = document["summary"]
@@ -214,15 +221,11 @@ def _count(number: int, word: str) -> str:
 
 
 @incident_app.command("check")
+@with_option_groups
 def check_command(
     files: list[Path] = typer.Argument(..., help="Suspect files or folders found elsewhere."),
     model: str = _MODEL,
-    audit: Path | None = _AUDIT,
-    data: Path | None = _DATA,
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    log_key: str | None = _LOG_KEY,
-    checkpoint: Path | None = _CHECKPOINT,
+    sources: EvidenceOptions = GROUP,
     as_json: bool = _JSON,
 ) -> None:
     """Which version (and grant) suspect files match: root, file or tensor digest.
@@ -233,8 +236,8 @@ def check_command(
     from weightvault.cli._ui import emit_json
     from weightvault.incident.check import check_files
 
-    timeline = _timeline(model, None, (audit, data, url, token, log_key, checkpoint))
-    result = check_files(files, timeline, data_dir=data)
+    timeline = sources.timeline(model, None)
+    result = check_files(files, timeline, data_dir=sources.data)
     if as_json:
         emit_json(result.to_json())
     else:
