@@ -130,6 +130,13 @@ def test_a_sigstore_signer_round_trips_and_is_parsed_strictly(
     both = {"name": "acme", "public_key_pem": "x", "sigstore": {"identity": IDENTITY}}
     with pytest.raises(FormatError, match="exactly one of"):
         ReleasePolicy.from_dict({"auditor": {"signers": [both]}})
+    stray = {
+        "name": "acme",
+        "trust_root_pem": "-----BEGIN CERTIFICATE-----",
+        "sigstore": {"identity": IDENTITY, "issuer": ISSUER},
+    }
+    with pytest.raises(FormatError, match=r"signers\[0\]\.trust_root_pem: not used with sigstore"):
+        ReleasePolicy.from_dict({"auditor": {"signers": [stray]}})
 
 
 def test_a_trust_config_sigstore_python_refuses_is_never_a_pass(

@@ -135,6 +135,14 @@ class SignerSpec:
         given = [k for k in ("public_key_pem", "identity", "sigstore") if body.get(k)]
         if len(given) != 1:
             raise FormatError(f"{where}: give exactly one of public_key_pem, identity or sigstore")
+        # A field the chosen kind does not use would be ignored: refuse it instead (a reader of
+        # the policy must see exactly what is checked).
+        uses = {"public_key_pem": {"public_key_pem"}, "sigstore": {"sigstore"}}.get(
+            given[0], {"identity", "trust_root_pem"}
+        )
+        stray = set(body) - uses - {"name"}
+        if stray:
+            raise FormatError(f"{where}.{sorted(stray)[0]}: not used with {given[0]}")
         if "sigstore" in body:
             return cls._sigstore(name, body["sigstore"], f"{where}.sigstore")
         pem = body.get("public_key_pem", "")
