@@ -5,6 +5,7 @@ is deterministic, streamed and format-preserving."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,29 @@ def test_gpt2_outputs_are_unchanged_conv1d_layout_and_fused_qkv() -> None:
     copy.load_state_dict(marked)
     x = ids(1)
     assert torch.allclose(hidden(model, x), hidden(copy, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("build", [tiny_bert, tiny_gpt2])
+def test_the_leakers_permutations_keep_the_function_and_sorting_is_canonical(
+    build: Callable[[], torch.nn.Module],
+) -> None:
+    """The removal attempts the table measures are honest: a re-permutation (heads, dimensions
+    within heads, feed-forward units) and the canonical sort compute the model's function, and
+    the sort ends in one order whatever order the units were in."""
+    from weightvault.fingerprint import attacks
+
+    model = build()
+    state = state_of(model)
+    plan = plan_marks(StateReader(state).infos, heads=HEADS)
+    shuffled = [attacks.repermute(state, plan, seed=s) for s in (1, 2)]
+    assert len(_changed(state, shuffled[0])) >= 8
+    sorted_copies = [attacks.canonicalize(s, plan) for s in (state, *shuffled)]
+    for copy_state in (*shuffled, *sorted_copies):
+        copy = build()
+        copy.load_state_dict(copy_state)
+        assert torch.allclose(hidden(model, ids()), hidden(copy, ids()), atol=1e-5)
+    assert not _changed(sorted_copies[0], sorted_copies[1])
+    assert not _changed(sorted_copies[0], sorted_copies[2])
 
 
 def test_wrong_head_count_is_caught_by_the_output_check() -> None:

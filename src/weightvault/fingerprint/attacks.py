@@ -78,28 +78,53 @@ def magnitude_prune(state: State, fraction: float = 0.5) -> dict[str, torch.Tens
 
 def repermute(state: State, plan: MarkPlan, seed: int = 0) -> dict[str, torch.Tensor]:
     """Permute every unit group at random (function-preserving: a second, unkeyed permutation
-    laid over the recipient's)."""
+    laid over the recipient's): feed-forward units freely; attention, where the head count is
+    known, by whole heads (one head order per attention block, for query/key and value/output
+    alike) and dimensions within each head."""
     rng = np.random.default_rng(seed)
-    transforms = {
-        name: GroupTransform(rng.permutation(group.size), None)
-        for name, group in plan.groups.items()
-        if group.kind == "ffn" or group.heads is None
-    }
+    head_orders: dict[str, np.ndarray] = {}
+    transforms = {}
+    for name, group in sorted(plan.groups.items()):
+        if group.kind == "ffn":
+            transforms[name] = GroupTransform(rng.permutation(group.size), None)
+        elif group.heads is not None:
+            order = head_orders.setdefault(group.block, rng.permutation(group.heads))
+            width = group.size // group.heads
+            within = [rng.permutation(width) for _ in range(group.heads)]
+            transforms[name] = GroupTransform(_by_heads(order, within, width), None)
     return _apply(state, plan, transforms)
 
 
 def canonicalize(state: State, plan: MarkPlan) -> dict[str, torch.Tensor]:
-    """Sort the units of every feed-forward group by the norm of their incoming weights (and
-    attention dimensions likewise): the canonical order a leaker uses to erase permutations."""
+    """Sort units into the canonical order a leaker uses to erase permutations: feed-forward
+    units by the norm of their incoming weights; attention (head count known) heads by the
+    norm of their weights in the block's first group, then dimensions within each head by
+    norm. The result does not depend on how the units were arranged before."""
+    head_orders: dict[str, np.ndarray] = {}
     transforms = {}
-    for name, group in plan.groups.items():
-        if group.kind != "ffn" and group.heads is not None:
+    for name, group in sorted(plan.groups.items()):
+        if group.kind != "ffn" and group.heads is None:
             continue
         member, op = group.members[0]
         units = state[member].narrow(op.axis, op.start, op.stop - op.start).movedim(op.axis, 0)
         norms = units.reshape(group.size, -1).to(torch.float64).norm(dim=1).numpy()
-        transforms[name] = GroupTransform(np.argsort(norms, kind="stable"), None)
+        if group.kind == "ffn" or group.heads is None:
+            transforms[name] = GroupTransform(np.argsort(norms, kind="stable"), None)
+            continue
+        width = group.size // group.heads
+        per_head = norms.reshape(group.heads, width)
+        order = head_orders.setdefault(
+            group.block, np.argsort((per_head**2).sum(axis=1), kind="stable")
+        )
+        within = [np.argsort(per_head[h], kind="stable") for h in order]
+        transforms[name] = GroupTransform(_by_heads(order, within, width), None)
     return _apply(state, plan, transforms)
+
+
+def _by_heads(order: np.ndarray, within: list[np.ndarray], width: int) -> np.ndarray:
+    """The unit permutation that puts original head ``order[h]`` in slot ``h``, its dimensions
+    in the order ``within[h]`` (unit ``j`` of the result is unit ``perm[j]`` of the input)."""
+    return np.concatenate([order[h] * width + within[h] for h in range(len(order))])
 
 
 def _apply(
