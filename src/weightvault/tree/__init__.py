@@ -119,6 +119,30 @@ def _no_files(root: Path | str) -> InputError:
     )
 
 
+def _folder_tree(
+    root: Path,
+    where: Path | str,
+    files: list[ModelFile],
+    ignored: Iterable[str],
+    *,
+    allow_symlinks: bool = False,
+    empty_dirs: Iterable[str] = (),
+) -> ModelTree:
+    """A folder's (or a bucket prefix's) tree in canonical order, the one way both walks end;
+    a folder with nothing to sign is an error naming ``where``."""
+    if not files:
+        raise _no_files(where)
+    files.sort(key=lambda f: sort_key(f.name))
+    return ModelTree(
+        root=root,
+        files=tuple(files),
+        ignored=tuple(sorted(ignored)),
+        is_single_file=False,
+        allow_symlinks=allow_symlinks,
+        empty_dirs=tuple(sorted(empty_dirs)),
+    )
+
+
 def normalize_ignore_path(root: Path, ignored: str | os.PathLike[str]) -> str | None:
     """Turn an ignore path (absolute, relative to cwd, or relative to the root) into a root name.
 
@@ -265,16 +289,13 @@ def walk_model(
         if kept == 0 and prefix:
             empty_dirs.append(prefix.rstrip("/"))
 
-    if not files:
-        raise _no_files(root)
-    files.sort(key=lambda f: sort_key(f.name))
-    return ModelTree(
-        root=root,
-        files=tuple(files),
-        ignored=tuple(sorted(ignored)),
-        is_single_file=False,
+    return _folder_tree(
+        root,
+        root,
+        files,
+        ignored,
         allow_symlinks=allow_symlinks,
-        empty_dirs=tuple(sorted(empty_dirs)),
+        empty_dirs=empty_dirs,
     )
 
 

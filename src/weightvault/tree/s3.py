@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from weightvault.errors import InputError, Reason
-from weightvault.tree import DEFAULT_IGNORED_NAMES, ModelFile, ModelTree, _no_files, sort_key
+from weightvault.tree import DEFAULT_IGNORED_NAMES, ModelFile, ModelTree, _folder_tree
 
 __all__ = [
     "ENDPOINT_VARIABLE",
@@ -286,12 +286,4 @@ def walk_object_store(
             continue
         source = S3Object(location.bucket, key, int(entry["Size"]), str(entry["ETag"]), endpoint)
         files.append(ModelFile(name, Path(source.url), source.size, source=source))
-    if not files:
-        raise _no_files(location.url)
-    files.sort(key=lambda f: sort_key(f.name))
-    return ModelTree(
-        root=root,
-        files=tuple(files),
-        ignored=tuple(sorted(ignored_names)),
-        is_single_file=False,
-    )
+    return _folder_tree(root, location.url, files, ignored_names)
