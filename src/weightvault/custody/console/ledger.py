@@ -3,7 +3,9 @@
 Walking the log in order: a passkey registration entry logs the credential's public key; a
 request's creation entry logs its terms; a passkey approval entry must then carry an assertion
 that verifies under the logged key of a credential registered earlier to the same approver (and
-not revoked since), over a statement for exactly those terms, logged while it was valid. A
+not revoked since), over a statement for exactly those terms, logged while it was valid. Jobs
+the same way: a ``job.submit`` entry logs the job's terms digest, and a passkey ``job.approve``
+or ``job.deny`` entry must sign exactly it. A
 service that wrote an approval nobody's authenticator signed (or edited one) is caught here, with
 only the log and its key in hand.
 """
@@ -24,11 +26,18 @@ from weightvault.custody.console.signatures import (
 )
 from weightvault.errors import VerificationError, WeightvaultError
 
-__all__ = ["DECISION_ACTIONS", "REGISTER_ACTION", "REVOKE_ACTION", "PasskeyLedger"]
+__all__ = [
+    "DECISION_ACTIONS",
+    "JOB_DECISION_ACTIONS",
+    "REGISTER_ACTION",
+    "REVOKE_ACTION",
+    "PasskeyLedger",
+]
 
 REGISTER_ACTION = "console.passkey.register"
 REVOKE_ACTION = "console.passkey.revoke"
 DECISION_ACTIONS = ("request.approve", "request.deny")
+JOB_DECISION_ACTIONS = ("job.approve", "job.deny")
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class PasskeyLedger:
     def __init__(self) -> None:
         self._credentials: dict[str, _Credential] = {}
         self._requests: dict[str, str] = {}
+        self._jobs: dict[str, str] = {}
         self.checked = 0
 
     def check(self, index: int, event: dict[str, Any]) -> None:
@@ -74,8 +84,13 @@ class PasskeyLedger:
             elif action == "request.create" and isinstance(detail.get("request"), dict):
                 view = detail["request"]
                 self._requests[str(view.get("id"))] = _terms(view).digest()
+            elif action == "job.submit" and isinstance(detail.get("job"), dict):
+                if isinstance(detail.get("terms_digest"), str):
+                    self._jobs[str(detail["job"].get("id"))] = detail["terms_digest"]
             elif action in DECISION_ACTIONS and isinstance(detail.get("envelope"), str):
-                self._decision(event, detail)
+                self._decision(event, detail, "request", self._requests)
+            elif action in JOB_DECISION_ACTIONS and isinstance(detail.get("envelope"), str):
+                self._decision(event, detail, "job", self._jobs)
         except WeightvaultError as exc:
             raise VerificationError(f"entry {index}: {exc.message}") from exc
         except (KeyError, TypeError, ValueError) as exc:
@@ -91,7 +106,11 @@ class PasskeyLedger:
             raise VerificationError("passkey registration: algorithm is not an integer")
         self._credentials[key_id] = _Credential(str(detail["principal"]), public_key, algorithm)
 
-    def _decision(self, event: dict[str, Any], detail: dict[str, Any]) -> None:
+    def _decision(
+        self, event: dict[str, Any], detail: dict[str, Any], what: str, filed: dict[str, str]
+    ) -> None:
+        """Check one passkey decision on a ``what`` (request or job) whose terms digests, by
+        id, are ``filed``."""
         try:
             envelope = base64.b64decode(detail["envelope"], validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -109,16 +128,16 @@ class PasskeyLedger:
         approval = statement.approval
         if approval.approver != credential.principal or event.get("principal") != approval.approver:
             raise VerificationError("passkey approval by someone else's credential")
-        if approval.request_id != detail.get("request_id"):
-            raise VerificationError("passkey approval logged for another request")
-        expected = "request.deny" if approval.decision == "deny" else "request.approve"
+        if approval.request_id != detail.get(f"{what}_id"):
+            raise VerificationError(f"passkey approval logged for another {what}")
+        expected = f"{what}.deny" if approval.decision == "deny" else f"{what}.approve"
         if event.get("action") != expected:
             raise VerificationError("passkey approval logged as another decision")
-        digest = self._requests.get(approval.request_id)
+        digest = filed.get(approval.request_id)
         if digest is None:
-            raise VerificationError("passkey approval of a request the log never filed")
+            raise VerificationError(f"passkey approval of a {what} the log never filed")
         if digest != approval.request_digest:
-            raise VerificationError("passkey approval signed other terms than the request's")
+            raise VerificationError(f"passkey approval signed other terms than the {what}'s")
         logged_at = parse_time(event.get("time"), "time")
         if not approval.issued_at - CLOCK_SKEW <= logged_at < approval.expires_at:
             raise VerificationError("passkey approval recorded outside its validity")

@@ -1,16 +1,12 @@
-"""The console room: passkey registration and sign-in, console sessions, and passkey decisions.
+"""The console room: passkey registration and sign-in, and console sessions.
 
 WebAuthn ceremonies use the ``webauthn`` library (py_webauthn). State lives in the database so
 replicas share it: a page's ceremony row (before sign-in) or the session row holds the CSRF token
 and the one ceremony under way; a ceremony is taken out of its row when its answer arrives, so
 an answer counts once. Cookies are random 256-bit values; the database keeps their SHA-256.
 
-A decision (approve or deny) is a fresh assertion whose challenge is the SHA-256 of a
-:class:`~.signatures.PasskeyStatement` built from the request as the approver's page showed it:
-if the request's terms changed since the page was loaded the digests differ and nothing is
-asked; if they change between the question and the answer, the grants room's binding check
-refuses the statement. The decision is recorded by :meth:`Grants.submit_approval` itself, with
-this room's opener in place of the Ed25519 one, so every rule of the two-person check applies.
+Decisions (a fresh assertion over a request's or a job's terms) are :mod:`.decisions`' work;
+they use this room's ceremonies and its assertion check.
 """
 
 from __future__ import annotations
@@ -43,7 +39,6 @@ from webauthn.helpers.cose import COSEAlgorithmIdentifier
 from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticationCredential,
-    AuthenticatorAssertionResponse,
     AuthenticatorSelectionCriteria,
     PublicKeyCredentialDescriptor,
     ResidentKeyRequirement,
@@ -52,32 +47,24 @@ from webauthn.helpers.structs import (
 
 from weightvault import _b64 as b64
 from weightvault.custody import _names
-from weightvault.custody.approvals import ApprovalStatement, format_time
+from weightvault.custody.approvals import format_time
 from weightvault.custody.console.ledger import REGISTER_ACTION, REVOKE_ACTION
 from weightvault.custody.console.signatures import (
     COSE_ALGORITHMS,
-    PasskeyApproval,
-    challenge_of,
     open_enrolment,
     passkey_key_id,
-    statement_for,
-    verify_passkey_envelope,
 )
-from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
+from weightvault.custody.context import ROLES, RequestContext, Room, require_role
 from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError
-from weightvault.custody.grants import Grants, terms_of
-from weightvault.custody.models import load_model
 from weightvault.custody.store import (
     ConsoleSession,
     EnrolmentCode,
-    GrantRequest,
-    ModelVersion,
     Principal,
     WebAuthnCredential,
 )
 from weightvault.errors import FormatError, PolicyError, VerificationError
 
-__all__ = ["Console", "RelyingParty", "SessionView"]
+__all__ = ["Console", "RelyingParty", "SessionView", "credential_json", "webauthn_failure"]
 
 SESSION_LIFETIME = dt.timedelta(hours=4)
 CEREMONY_LIFETIME = dt.timedelta(minutes=10)
@@ -118,11 +105,11 @@ def _past(deadline: dt.datetime, now: dt.datetime) -> bool:
     return deadline <= now
 
 
-def _webauthn_failure(exc: Exception) -> VerificationError:
+def webauthn_failure(exc: Exception) -> VerificationError:
     return VerificationError(f"the passkey's answer does not verify ({exc})")
 
 
-def _credential_json(text: str) -> dict[str, Any]:
+def credential_json(text: str) -> dict[str, Any]:
     if len(text) > _MAX_CREDENTIAL_JSON:
         raise FormatError("credential: too large")
     try:
@@ -134,21 +121,8 @@ def _credential_json(text: str) -> dict[str, Any]:
     return doc
 
 
-def version_digest(version: ModelVersion) -> str:
-    """``sha256:<hex>``: the root digest of the version's signed OMS manifest."""
-    from weightvault.oms.bundle import parse_bundle
-    from weightvault.oms.manifest import parse_statement
-
-    manifest = parse_statement(parse_bundle(version.signature).payload)
-    return f"sha256:{manifest.root_digest.hex()}"
-
-
 class Console(Room):
     """Enrolment codes, passkeys, console sessions and passkey-signed decisions."""
-
-    def __init__(self, shared: Shared, grants: Grants) -> None:
-        super().__init__(shared)
-        self._grants = grants
 
     # -- enrolment (with an API token) ---------------------------------------------------------
 
@@ -310,14 +284,14 @@ class Console(Room):
         ctx.token_hmac = f"console-session:{view.cookie_sha256[:16]}"
         return principal
 
-    def _put_ceremony(self, view: SessionView, ceremony: dict[str, Any]) -> None:
+    def put_ceremony(self, view: SessionView, ceremony: dict[str, Any]) -> None:
         with self._store.session() as session:
             row = session.get(ConsoleSession, view.cookie_sha256, with_for_update=True)
             if row is None:
                 raise AuthenticationError("page expired; reload it")
             row.ceremony = json.dumps(ceremony, sort_keys=True)
 
-    def _take_ceremony(self, session: Session, view: SessionView, kind: str) -> dict[str, Any]:
+    def take_ceremony(self, session: Session, view: SessionView, kind: str) -> dict[str, Any]:
         """Remove and return the ceremony under way (an answer is accepted once)."""
         row = session.get(ConsoleSession, view.cookie_sha256, with_for_update=True)
         if row is None or _past(row.expires_at, self._clock()):
@@ -352,7 +326,7 @@ class Console(Room):
             ],
             supported_pub_key_algs=_ALGORITHMS,
         )
-        self._put_ceremony(
+        self.put_ceremony(
             view,
             {"kind": "register", "challenge": b64.encode(options.challenge), "code": _sha256(code)},
         )
@@ -365,13 +339,13 @@ class Console(Room):
         ctx.action = REGISTER_ACTION
         now = self._clock()
         with self._store.session() as session:
-            ceremony = self._take_ceremony(session, view, "register")
+            ceremony = self.take_ceremony(session, view, "register")
             enrolment = self._enrolment(session, code)
             if ceremony["code"] != enrolment.code_sha256:
                 raise ConflictError("registration code changed; reload the page")
             try:
                 verified = verify_registration_response(
-                    credential=_credential_json(credential),
+                    credential=credential_json(credential),
                     expected_challenge=b64.decode(ceremony["challenge"], "challenge"),
                     expected_rp_id=rp.rp_id,
                     expected_origin=rp.origin,
@@ -379,7 +353,7 @@ class Console(Room):
                     supported_pub_key_algs=_ALGORITHMS,
                 )
             except WebAuthnException as exc:
-                raise _webauthn_failure(exc) from exc
+                raise webauthn_failure(exc) from exc
             decoded = decode_credential_public_key(verified.credential_public_key)
             public_key = decoded_public_key_to_cryptography(decoded).public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -429,7 +403,7 @@ class Console(Room):
 
     # -- sign-in -------------------------------------------------------------------------------
 
-    def _credentials(self, session: Session, name: str) -> list[WebAuthnCredential]:
+    def credentials(self, session: Session, name: str) -> list[WebAuthnCredential]:
         return list(
             session.scalars(
                 select(WebAuthnCredential).where(
@@ -446,17 +420,17 @@ class Console(Room):
             with self._store.session(read_only=True) as session:
                 allowed = [
                     PublicKeyCredentialDescriptor(id=base64url_to_bytes(c.credential_id))
-                    for c in self._credentials(session, name)
+                    for c in self.credentials(session, name)
                 ]
         options = generate_authentication_options(
             rp_id=rp.rp_id,
             allow_credentials=allowed,
             user_verification=UserVerificationRequirement.REQUIRED,
         )
-        self._put_ceremony(view, {"kind": "login", "challenge": b64.encode(options.challenge)})
+        self.put_ceremony(view, {"kind": "login", "challenge": b64.encode(options.challenge)})
         return options_to_json(options)
 
-    def _verify_assertion(
+    def verify_assertion(
         self,
         session: Session,
         credential: AuthenticationCredential,
@@ -482,7 +456,7 @@ class Console(Room):
                 require_user_verification=True,
             )
         except WebAuthnException as exc:
-            raise _webauthn_failure(exc) from exc
+            raise webauthn_failure(exc) from exc
         stored.sign_count = verified.new_sign_count
         return stored
 
@@ -493,14 +467,14 @@ class Console(Room):
         browser brought: no session fixation). Returns (cookie value, session)."""
         ctx.action = "console.login"
         try:
-            parsed = parse_authentication_credential_json(_credential_json(credential))
+            parsed = parse_authentication_credential_json(credential_json(credential))
         except WebAuthnException as exc:
-            raise _webauthn_failure(exc) from exc
+            raise webauthn_failure(exc) from exc
         now = self._clock()
         cookie = secrets.token_urlsafe(32)
         with self._store.session() as session:
-            ceremony = self._take_ceremony(session, view, "login")
-            stored = self._verify_assertion(
+            ceremony = self.take_ceremony(session, view, "login")
+            stored = self.verify_assertion(
                 session, parsed, b64.decode(ceremony["challenge"], "challenge"), rp
             )
             principal = session.get(Principal, stored.principal)
@@ -529,136 +503,3 @@ class Console(Room):
                 delete(ConsoleSession).where(ConsoleSession.id_sha256 == view.cookie_sha256)
             )
             self._audit(ctx, "allowed")
-
-    # -- decisions -----------------------------------------------------------------------------
-
-    def decision_options(
-        self,
-        ctx: RequestContext,
-        view: SessionView,
-        request_id: str,
-        decision: str,
-        reason: str,
-        shown_digest: str,
-        rp: RelyingParty,
-    ) -> str:
-        """Assertion options whose challenge is the digest of this decision's statement.
-
-        ``shown_digest`` is the request digest the approver's page displayed: a request whose
-        terms changed since then is refused before anything is signed.
-        """
-        principal = require_role(ctx, "approver")
-        _names.check_request_id(request_id)
-        if decision not in ("approve", "deny"):
-            raise FormatError("decision: expected approve or deny")
-        reason = reason.strip()
-        if decision == "deny":
-            _names.check_justification(reason, "reason")
-        elif reason:
-            raise FormatError("reason: only a denial takes a reason")
-        now = self._clock()
-        with self._store.session(read_only=True) as session:
-            grant = session.get(GrantRequest, request_id)
-            if grant is None:
-                raise NotFoundError("request not found")
-            _model, policy = load_model(session, grant.model)
-            if principal.name not in policy.approvers:
-                raise PolicyError(f"{principal.name!r} is not an approver for {grant.model!r}")
-            if grant.requester == principal.name:
-                raise PolicyError("self-approval: the requester cannot approve their own request")
-            if grant.status != "pending":
-                raise ConflictError(f"request is {grant.status}, not pending")
-            terms = terms_of(grant)
-            if shown_digest != terms.digest():
-                raise ConflictError(
-                    "the request changed after this page was loaded; reload it and read it again"
-                )
-            version = session.get(ModelVersion, (grant.model, grant.version))
-            if version is None:
-                raise NotFoundError(f"{grant.model}@{grant.version} not found")
-            credentials = self._credentials(session, principal.name)
-            if not credentials:
-                raise PolicyError(f"{principal.name!r} has no passkey")
-            statement = statement_for(
-                ApprovalStatement.for_request(
-                    terms,
-                    approver=principal.name,
-                    decision=decision,
-                    issued_at=now,
-                    valid_for=dt.timedelta(seconds=policy.approval_validity_s),
-                ),
-                version_digest=version_digest(version),
-                reason=reason,
-                nonce=secrets.token_hex(16),
-                origin=rp.origin,
-                rp_id=rp.rp_id,
-            )
-            allowed = [
-                PublicKeyCredentialDescriptor(id=base64url_to_bytes(c.credential_id))
-                for c in credentials
-            ]
-        payload = statement.to_json()
-        options = generate_authentication_options(
-            rp_id=rp.rp_id,
-            challenge=challenge_of(payload),
-            allow_credentials=allowed,
-            user_verification=UserVerificationRequirement.REQUIRED,
-        )
-        self._put_ceremony(
-            view, {"kind": "decide", "request_id": request_id, "statement": b64.encode(payload)}
-        )
-        self._audit(ctx, "allowed", {"request_id": request_id, "decision": decision})
-        return options_to_json(options)
-
-    def decide(
-        self,
-        ctx: RequestContext,
-        view: SessionView,
-        request_id: str,
-        credential: str,
-        rp: RelyingParty,
-    ) -> dict[str, Any]:
-        """Record the decision the passkey signed, through the grants room's own checks."""
-        require_role(ctx, "approver")
-        _names.check_request_id(request_id)
-        try:
-            parsed = parse_authentication_credential_json(_credential_json(credential))
-        except WebAuthnException as exc:
-            raise _webauthn_failure(exc) from exc
-        with self._store.session() as session:
-            ceremony = self._take_ceremony(session, view, "decide")
-        if ceremony.get("request_id") != request_id:
-            raise ConflictError("the passkey answered for another request; reload the page")
-        envelope = PasskeyApproval(
-            statement_bytes=b64.decode(ceremony["statement"], "statement"),
-            credential_id=parsed.raw_id,
-            authenticator_data=parsed.response.authenticator_data,
-            client_data_json=parsed.response.client_data_json,
-            signature=parsed.response.signature,
-        ).to_json()
-
-        def opener(
-            session: Session, approver: Principal, data: bytes
-        ) -> tuple[ApprovalStatement, str]:
-            approval = PasskeyApproval.from_json(data)
-            challenge = challenge_of(approval.statement_bytes)
-            assertion = AuthenticationCredential(
-                id=bytes_to_base64url(approval.credential_id),
-                raw_id=approval.credential_id,
-                response=AuthenticatorAssertionResponse(
-                    client_data_json=approval.client_data_json,
-                    authenticator_data=approval.authenticator_data,
-                    signature=approval.signature,
-                ),
-            )
-            stored = self._verify_assertion(session, assertion, challenge, rp)
-            if stored.principal != approver.name:
-                raise VerificationError("the passkey belongs to someone else")
-            statement, _ = verify_passkey_envelope(data, stored.public_key, stored.algorithm)
-            if statement.origin != rp.origin or statement.rp_id != rp.rp_id:
-                raise VerificationError("the statement names another console")
-            if statement.reason:
-                ctx.detail["reason"] = statement.reason
-            return statement.approval, stored.key_id
-
-        return self._grants.submit_approval(ctx, request_id, b64.encode(envelope), opener=opener)

@@ -29,9 +29,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
 from weightvault import _b64 as b64
+from weightvault.custody.console.decisions import Decisions
+from weightvault.custody.console.jobviews import JOB_GROUPS, JobPages
 from weightvault.custody.console.notify import PendingNotifier
 from weightvault.custody.console.room import Console, RelyingParty, SessionView
-from weightvault.custody.console.views import Pages, size_text
+from weightvault.custody.console.views import Pages
 from weightvault.custody.context import RequestContext, Shared
 from weightvault.custody.errors import AuthenticationError
 from weightvault.custody.http.deps import Action
@@ -153,8 +155,10 @@ def _check_csrf(view: SessionView, token: str | None) -> None:
 def console_router(custody: Custody, action: Action) -> APIRouter:
     """The console's routes over ``custody`` (its own rooms, sharing the service's parts)."""
     shared = Shared(custody.config, custody.store, custody.clock, custody.auditing.record)
-    console = Console(shared, custody.grants)
+    console = Console(shared)
+    decisions = Decisions(shared, console, custody.grants, custody.jobs)
     pages = Pages(shared, custody.trail)
+    job_pages = JobPages(shared, custody.jobs)
     templates = Environment(
         loader=FileSystemLoader(_HERE / "templates"),
         autoescape=select_autoescape(["html"]),
@@ -396,7 +400,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
         rp = relying_party(request)
         _check_origin(request, rp)
         _check_csrf(view, request.headers.get("x-csrf-token"))
-        options = console.decision_options(
+        options = decisions.request_options(
             ctx, view, request_id[:64], body.decision, body.reason, body.digest, rp
         )
         return _headers(Response(options, media_type="application/json"))
@@ -409,7 +413,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
         rp = relying_party(request)
         _check_origin(request, rp)
         _check_csrf(view, request.headers.get("x-csrf-token"))
-        result = console.decide(ctx, view, request_id[:64], body.credential, rp)
+        result = decisions.decide_request(ctx, view, request_id[:64], body.credential, rp)
         return _headers(
             JSONResponse({"next": f"/console/requests/{result['id']}", "status": result["status"]})
         )
@@ -433,14 +437,47 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
 
     @router.get("/console/jobs", include_in_schema=False)
     @page
-    def jobs_page(request: Request) -> Response:
+    def jobs_page(request: Request, status: str = "pending") -> Response:
         ctx = context(request)
         view = signed_in(request, ctx, "console.jobs")
-        items = list(reversed(custody.jobs.list(ctx, None)))[:200]
-        for item in items:
-            item["output_limit_text"] = size_text(item["output_limit"])
-            item["approved"] = sum(1 for a in item["approvals"] if a["decision"] == "approve")
-        return render(request, "jobs.html", csrf=view.csrf, items=items)
+        if status not in JOB_GROUPS:
+            status = "pending"
+        items = job_pages.jobs(ctx, status)
+        return render(request, "jobs.html", csrf=view.csrf, items=items, shown=status)
+
+    @router.get("/console/jobs/{job_id}", include_in_schema=False)
+    @page
+    def job_page(request: Request, job_id: str) -> Response:
+        ctx = context(request)
+        view = signed_in(request, ctx, "console.job")
+        job = job_pages.job(ctx, job_id[:64])
+        return render(request, "job.html", csrf=view.csrf, job=job)
+
+    @router.post("/console/jobs/{job_id}/options", include_in_schema=False)
+    @step
+    def job_options(request: Request, job_id: str, body: DecisionIn) -> Response:
+        ctx = context(request)
+        view = signed_in(request, ctx, "console.job.options")
+        rp = relying_party(request)
+        _check_origin(request, rp)
+        _check_csrf(view, request.headers.get("x-csrf-token"))
+        options = decisions.job_options(
+            ctx, view, job_id[:64], body.decision, body.reason, body.digest, rp
+        )
+        return _headers(Response(options, media_type="application/json"))
+
+    @router.post("/console/jobs/{job_id}/decision", include_in_schema=False)
+    @step
+    def job_decision(request: Request, job_id: str, body: CredentialIn) -> Response:
+        ctx = context(request)
+        view = signed_in(request, ctx, "job.decide")
+        rp = relying_party(request)
+        _check_origin(request, rp)
+        _check_csrf(view, request.headers.get("x-csrf-token"))
+        result = decisions.decide_job(ctx, view, job_id[:64], body.credential, rp)
+        return _headers(
+            JSONResponse({"next": f"/console/jobs/{result['id']}", "status": result["status"]})
+        )
 
     @router.get("/console/audit", include_in_schema=False)
     @page

@@ -19,10 +19,11 @@ from sqlalchemy.orm import Session
 
 from weightvault.custody.approvals import format_time
 from weightvault.custody.audit import AuditTrail
-from weightvault.custody.console.room import version_digest
 from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
 from weightvault.custody.errors import NotFoundError
+from weightvault.custody.gates import Gates
 from weightvault.custody.grants import effective_status, terms_of
+from weightvault.custody.jobs_runner import root_digest_of
 from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
 from weightvault.custody.store import (
@@ -57,6 +58,32 @@ def duration_text(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def _number(value: object) -> str:
+    """A metric as people read it (``0.05``, ``12``), whatever the attestation held."""
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return f"{value:g}"
+    return str(value)
+
+
+def _gate(session: Session, request_id: str) -> dict[str, Any]:
+    """The request's purpose and, for a deploy or release, the release gate's decision as it
+    was recorded (:meth:`Gates.request_view`), with metrics and dates ready to show."""
+    view = Gates.request_view(session, request_id)
+    gate = view.get("gate")
+    if gate is None:
+        return {"purpose": view["purpose"], "gate": None}
+    findings = []
+    for finding in gate.get("findings", []):
+        metrics = finding.get("metrics") or {}
+        findings.append(
+            {
+                **finding,
+                "metrics_text": ", ".join(f"{k} {_number(v)}" for k, v in sorted(metrics.items())),
+            }
+        )
+    return {"purpose": view["purpose"], "gate": {**gate, "findings": findings}}
 
 
 @dataclass(frozen=True)
@@ -170,7 +197,8 @@ class Pages(Room):
             "approved": sum(1 for a in approvals if a.decision == "approve"),
             "approvers": list(policy.approvers),
             "digest": terms_of(grant).digest(),
-            "version_digest": version_digest(version) if version is not None else "",
+            "version_digest": root_digest_of(version.signature) if version is not None else "",
+            **_gate(session, grant.id),
         }
 
     def requests(self, ctx: RequestContext, status: str) -> list[dict[str, Any]]:

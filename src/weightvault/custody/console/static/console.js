@@ -99,20 +99,21 @@ async function register(form, csrf) {
 }
 
 async function decide(form, csrf) {
-  const request = form.dataset.request;
+  // data-base: the request's or the job's page (/console/requests/ID, /console/jobs/ID).
+  const base = form.dataset.base;
   const decision = form.dataset.decision;
   const reason = form.elements.reason ? form.elements.reason.value : "";
   say(`Sign the ${decision === "approve" ? "approval" : "denial"} with your passkey…`);
-  const options = await post(`/console/requests/${request}/options`, csrf, {
+  const options = await post(`${base}/options`, csrf, {
     decision,
     reason,
     digest: form.dataset.digest,
   });
   const credential = await assertion(options);
-  const done = await post(`/console/requests/${request}/decision`, csrf, {
+  const done = await post(`${base}/decision`, csrf, {
     credential: credentialJSON(credential),
   });
-  say(`Recorded: request is now ${done.status}.`);
+  say(`Recorded: now ${done.status}.`);
   window.location.assign(done.next);
 }
 
