@@ -250,6 +250,41 @@ def test_the_ledger_checks_approvals_against_the_logged_key() -> None:
         _ledger(as_denial)
 
 
+def _job_events(device: SoftAuthenticator, envelope: bytes, digest: str) -> list[dict[str, Any]]:
+    """A job filed with terms digest ``digest`` and a passkey approval of it, as logged."""
+    events = _events(device, envelope)
+    events[1] = {
+        "action": "job.submit",
+        "outcome": "allowed",
+        "detail": {"job": {"id": TERMS.request_id}, "terms_digest": digest},
+    }
+    events[2]["action"] = "job.approve"
+    detail = events[2]["detail"]
+    detail["job_id"] = detail.pop("request_id")
+    return events
+
+
+def test_the_ledger_checks_passkey_job_approvals_the_same_way() -> None:
+    """A job's passkey approval signs the job's terms digest (logged when it was submitted)."""
+    device = SoftAuthenticator(ec.generate_private_key(ec.SECP256R1()), -7)
+    assert _ledger(_job_events(device, device.assert_(statement()), TERMS.digest())).checked == 1
+
+    with pytest.raises(VerificationError, match=r"entry 2: .*other terms than the job's"):
+        _ledger(_job_events(device, device.assert_(statement()), "0" * 64))
+    as_request = _job_events(device, device.assert_(statement()), TERMS.digest())
+    as_request[2]["action"] = "job.deny"
+    with pytest.raises(VerificationError, match="another decision"):
+        _ledger(as_request)
+    never_filed = _job_events(device, device.assert_(statement()), TERMS.digest())
+    del never_filed[1]
+    with pytest.raises(VerificationError, match="job the log never filed"):
+        _ledger(never_filed)
+    flipped = bytearray(device.assert_(statement()))
+    flipped[-40] ^= 1
+    with pytest.raises(VerificationError):
+        _ledger(_job_events(device, bytes(flipped), TERMS.digest()))
+
+
 def test_audit_verify_catches_an_approval_the_service_made_up(tmp_path: Path) -> None:
     """A service that signs its own log could append an approval nobody's passkey signed; the
     log verifies, the approval does not."""
