@@ -57,6 +57,10 @@ def test_defaults_are_filled_in_before_the_digest() -> None:
         ({"inputs": {}}, "job.inputs: missing field prompts"),
         ({"inputs": {"prompts": [[-1]]}}, "job.inputs.prompts[0][0]"),
         ({"inputs": {"prompts": [[]]}}, "job.inputs.prompts[0]"),
+        ({"inputs": {"prompts": [[1]], "features": [[0.5]]}}, "prompts or features, not both"),
+        ({"inputs": {"features": [[0.5, float("inf")]]}}, "job.inputs.features[0][1]: expected a"),
+        ({"inputs": {"features": [[True]]}}, "job.inputs.features[0][0]"),
+        ({"inputs": {"features": []}}, "job.inputs.features: expected a list of 1 to 64"),
     ],
 )
 def test_bad_job_requests_are_refused_naming_the_field(
@@ -69,7 +73,14 @@ def test_bad_job_requests_are_refused_naming_the_field(
 def test_datasets_are_json_lines_with_limits() -> None:
     rows = parse_dataset('{"input_ids": [1, 2]}\n\n{"input_ids": [3], "label": 1}\n', "d")
     assert rows == [{"input_ids": [1, 2]}, {"input_ids": [3], "label": 1}]
+    # A testbed's numeric inputs (tamper-lab models): features and a label, nothing else.
+    assert parse_dataset('{"features": [0.5, 1], "label": 0}', "d") == [
+        {"features": [0.5, 1.0], "label": 0}
+    ]
     for text, message in (
+        ('{"features": [0.5]}', "d line 1: expected features and label"),
+        ('{"features": [0.5], "input_ids": [1], "label": 0}', "expected features and label"),
+        ('{"features": ["a"], "label": 0}', r"d line 1.features\[0\]"),
         ('{"input_ids": [1]}\n{"ids": [2]}', "d line 2"),
         ('{"input_ids": [1], "input_ids": [2]}', "duplicate key"),
         ("", "no rows"),
@@ -97,7 +108,7 @@ _json = st.recursive(
         max_size=3,
     ),
     inputs=st.dictionaries(
-        st.sampled_from(["prompts", "dataset", "train", "eval"]), _json, max_size=2
+        st.sampled_from(["prompts", "features", "dataset", "train", "eval"]), _json, max_size=2
     ),
 )
 def test_any_request_parses_or_is_refused_with_a_format_error(

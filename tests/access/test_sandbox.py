@@ -94,7 +94,7 @@ def test_a_job_cannot_connect_read_other_files_or_write_outside_scratch(
         (
             {"allocate": 1 << 31},
             Limits(cpu_s=20, wall_s=30, memory_bytes=512 << 20),
-            "failed",
+            "killed",
             "memory limit",
         ),
         (

@@ -4,8 +4,12 @@ evaluate, fine-tune or inspect it, and return only the kind's declared outputs.
 Models are ``transformers`` architectures named by the version's ``config.json``
 (``architectures[0]``, a class of the ``transformers`` package itself: no remote code), with
 weights from the version's safetensors files, read through the decrypting reader straight into
-tensors. Numbers that leave are rounded (probabilities to 4 decimals, statistics to 4
-significant digits): every digit is extraction bandwidth.
+tensors; or a tamper-lab model (one safetensors file whose metadata names a built-in testbed,
+as ``weightvault tamper`` saves them), built as that testbed's architecture (query and evaluate
+only: its inputs are the testbed's, numbers or token ids, and its outputs the desired head's).
+
+Numbers that leave are rounded (probabilities to 4 decimals, statistics to 4 significant
+digits): every digit is extraction bandwidth.
 """
 
 from __future__ import annotations
@@ -40,42 +44,44 @@ def _round(value: float, digits: int = 4) -> float:
 class LoadedModel:
     """A model built from decrypted memory, with the names its weights were stored under."""
 
-    def __init__(self, model: Any, config: dict[str, Any], stored_names: dict[str, list[str]]):
+    def __init__(
+        self,
+        model: Any,
+        config: dict[str, Any],
+        stored_names: dict[str, list[str]],
+        testbed: Any = None,
+    ):
         self.model = model
         self.config = config
         self.stored_names = stored_names
         """Per safetensors file, the tensor names it held (a derived version keeps them)."""
+        self.testbed = testbed
+        """The tamper-lab testbed a tamper model was built for (None: a transformers model)."""
 
     @property
     def is_classifier(self) -> bool:
+        if self.testbed is not None:
+            return True
         return str(self.config.get("architectures", [""])[0]).endswith("ForSequenceClassification")
 
 
-def load_model(files: Mapping[str, Any]) -> LoadedModel:
-    """Build the model from ``config.json`` and every ``*.safetensors`` file (random-access
-    readers of the ciphertext): tensors are decrypted into memory only."""
+def _read_state(
+    files: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, list[str]], dict[str, str]]:
+    """Every tensor of every ``*.safetensors`` file, decrypted into memory; the names per file;
+    the metadata of the last file read."""
     import torch
-    import transformers
 
     from weightvault.crypt.safetensors import read_safetensors_index
     from weightvault.errors import FormatError
 
-    if "config.json" not in files:
-        raise FormatError("the model version has no config.json")
-    config_doc = json.loads(files["config.json"].read_all())
-    architectures = config_doc.get("architectures") or []
-    name = str(architectures[0]) if architectures else ""
-    if not name.endswith(_SUFFIXES) or not hasattr(transformers, name):
-        raise FormatError(
-            f"config.json: architecture {name!r} is not a supported transformers class"
-        )
-    config = transformers.AutoConfig.for_model(**config_doc)
     state: dict[str, Any] = {}
     stored: dict[str, list[str]] = {}
+    metadata: dict[str, str] = {}
     for path, reader in files.items():
         if not path.endswith(".safetensors"):
             continue
-        tensors, _metadata = read_safetensors_index(reader)
+        tensors, metadata = read_safetensors_index(reader)
         stored[path] = list(tensors)
         for tensor_name, info in tensors.items():
             dtype = getattr(torch, _TORCH_DTYPES.get(info.dtype, ""), None)
@@ -88,6 +94,64 @@ def load_model(files: Mapping[str, Any]) -> LoadedModel:
             state[tensor_name] = tensor.reshape(info.shape)
     if not state:
         raise FormatError("the model version has no safetensors weights")
+    return state, stored, metadata
+
+
+def _load_testbed_model(
+    state: dict[str, Any], stored: dict[str, list[str]], metadata: dict[str, str]
+) -> LoadedModel:
+    """A tamper-lab model: the named built-in testbed's trunk and a desired head sized by the
+    stored weights, loaded strictly (every tensor, every shape)."""
+    from weightvault.errors import FormatError
+    from weightvault.tamper.testbed import BUILTIN_TESTBEDS, METADATA_KEY, TamperModel
+
+    try:
+        saved = json.loads(metadata[METADATA_KEY])
+        name = str(saved["testbed"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"safetensors metadata {METADATA_KEY}: no testbed named") from exc
+    if name not in BUILTIN_TESTBEDS:
+        raise FormatError(
+            f"testbed {name!r} is not built in (jobs run {', '.join(sorted(BUILTIN_TESTBEDS))})"
+        )
+    head = state.get("desired_head.weight")
+    if head is None or head.dim() != 2:
+        raise FormatError("the tamper model has no desired_head.weight")
+    testbed = BUILTIN_TESTBEDS[name]()
+    model = TamperModel(testbed.make_trunk(0), testbed.feature_dim, int(head.shape[0]))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise FormatError(
+            f"weights do not match the {name} testbed: {str(exc).splitlines()[0]}"
+        ) from exc
+    model.eval()
+    return LoadedModel(model, {"testbed": name, "num_labels": int(head.shape[0])}, stored, testbed)
+
+
+def load_model(files: Mapping[str, Any]) -> LoadedModel:
+    """Build the model from ``config.json`` and every ``*.safetensors`` file (random-access
+    readers of the ciphertext): tensors are decrypted into memory only."""
+    from weightvault.errors import FormatError
+
+    if "config.json" not in files:
+        from weightvault.tamper.testbed import METADATA_KEY
+
+        state, stored, metadata = _read_state(files)
+        if len(stored) == 1 and METADATA_KEY in metadata:
+            return _load_testbed_model(state, stored, metadata)
+        raise FormatError("the model version has no config.json")
+    import transformers
+
+    config_doc = json.loads(files["config.json"].read_all())
+    architectures = config_doc.get("architectures") or []
+    name = str(architectures[0]) if architectures else ""
+    if not name.endswith(_SUFFIXES) or not hasattr(transformers, name):
+        raise FormatError(
+            f"config.json: architecture {name!r} is not a supported transformers class"
+        )
+    config = transformers.AutoConfig.for_model(**config_doc)
+    state, stored, _metadata = _read_state(files)
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # older transformers
@@ -121,6 +185,10 @@ def _query(loaded: LoadedModel, job: JobRequest) -> dict[str, Any]:
     p = job.parameters
     torch.manual_seed(p["seed"])
     model = loaded.model
+    if loaded.testbed is not None:
+        return {"probabilities": _testbed_probabilities(loaded, job), "tokens_out": 0}
+    if "prompts" not in job.inputs:
+        raise ValueError("this model takes prompts (token ids); features are for testbeds")
     results: list[Any] = []
     tokens_out = 0
     with torch.no_grad():
@@ -145,6 +213,49 @@ def _query(loaded: LoadedModel, job: JobRequest) -> dict[str, Any]:
     return {key: results, "tokens_out": tokens_out}
 
 
+def _testbed_input(loaded: LoadedModel, row: dict[str, Any], key: str) -> Any:
+    """One input of a tamper-lab model as a batch of one: numbers (``features``, checked against
+    the testbed's input width) or token ids (``input_ids``)."""
+    import torch
+
+    if key == "input_ids":
+        return torch.tensor([row[key]], dtype=torch.long)
+    x = torch.tensor([row[key]], dtype=torch.float32)
+    shape = loaded.testbed.data().test.x.shape[1:]
+    if x.shape[1:] != shape:
+        raise ValueError(
+            f"the {loaded.config['testbed']} testbed takes rows of {shape.numel()} numbers, "
+            f"not {x.shape[1]}"
+        )
+    return x
+
+
+def _testbed_probabilities(loaded: LoadedModel, job: JobRequest) -> list[list[float]]:
+    import torch
+
+    rows = job.inputs.get("features") or job.inputs["prompts"]
+    key = "features" if "features" in job.inputs else "input_ids"
+    out = []
+    with torch.no_grad():
+        for row in rows:
+            x = _testbed_input(loaded, {key: row}, key)
+            probs = torch.softmax(loaded.model(x)[0], dim=-1).tolist()
+            out.append([round(v, 4) for v in probs])
+    return out
+
+
+def _testbed_split_metrics(loaded: LoadedModel) -> dict[str, float]:
+    """Desired-task loss and accuracy on the testbed's own test split (``builtin:testbed``)."""
+    import torch
+
+    split = loaded.testbed.data().test
+    with torch.no_grad():
+        logits = torch.cat([loaded.model(split.x[i : i + 256]) for i in range(0, len(split), 256)])
+    loss = float(torch.nn.functional.cross_entropy(logits, split.desired))
+    accuracy = float((logits.argmax(-1) == split.desired).float().mean())
+    return {"loss": _round(loss), "accuracy": _round(accuracy), "scored": float(len(split))}
+
+
 def _dataset_metrics(loaded: LoadedModel, rows: list[dict[str, Any]]) -> dict[str, float]:
     """LM: mean token loss, perplexity, next-token accuracy; classifier: loss and accuracy."""
     import torch
@@ -155,8 +266,14 @@ def _dataset_metrics(loaded: LoadedModel, rows: list[dict[str, Any]]) -> dict[st
     count = 0
     with torch.no_grad():
         for row in rows:
-            ids = torch.tensor([row["input_ids"]], dtype=torch.long)
-            logits = model(input_ids=ids).logits[0]
+            if loaded.testbed is not None:
+                key = "features" if "features" in row else "input_ids"
+                logits = model(_testbed_input(loaded, row, key))[0]
+            elif "input_ids" not in row:
+                raise ValueError("this model takes input_ids rows; features are for testbeds")
+            else:
+                ids = torch.tensor([row["input_ids"]], dtype=torch.long)
+                logits = model(input_ids=ids).logits[0]
             if loaded.is_classifier:
                 label = int(row.get("label", 0))
                 if label >= logits.shape[-1]:
@@ -189,6 +306,10 @@ def _evaluate(loaded: LoadedModel, job: JobRequest) -> dict[str, Any]:
     if name == "builtin:dataset":
         assert rows is not None  # the request parser insists
         return {"evaluation": name, "metrics": _dataset_metrics(loaded, rows)}
+    if name == "builtin:testbed":
+        if loaded.testbed is None:
+            raise ValueError("builtin:testbed evaluates tamper-lab models; this is not one")
+        return {"evaluation": name, "metrics": _testbed_split_metrics(loaded)}
     from importlib.metadata import entry_points
 
     found = [e for e in entry_points(group=EVALUATION_GROUP) if e.name == name]
@@ -212,6 +333,8 @@ def _finetune(loaded: LoadedModel, job: JobRequest, message: dict[str, Any]) -> 
     p = job.parameters
     train = parse_dataset(job.inputs["train"], "train")
     held_out = parse_dataset(job.inputs["eval"], "eval") if "eval" in job.inputs else train
+    if any("input_ids" not in row for row in (*train, *held_out)):
+        raise ValueError("fine-tuning data are input_ids rows; features are for testbeds")
     before = _dataset_metrics(loaded, held_out)
     torch.manual_seed(p["seed"])
     order = random.Random(p["seed"])  # noqa: S311 - reproducible batches, not secrets
@@ -343,6 +466,11 @@ def run_job(message: dict[str, Any], files: Mapping[str, Any]) -> dict[str, Any]
     started = time.perf_counter()
     loaded = load_model(files)
     loaded_at = time.perf_counter()
+    if loaded.testbed is not None and job.kind in ("finetune", "inspect"):
+        raise ValueError(
+            f"{job.kind} jobs run on transformers models; this is a tamper-lab "
+            f"{loaded.config['testbed']} model (query and evaluate it)"
+        )
     if job.kind == "query":
         outputs = _query(loaded, job)
     elif job.kind == "evaluate":

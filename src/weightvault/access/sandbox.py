@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from weightvault.access import _landlock
+from weightvault.access.worker import MEMORY_LIMIT
 from weightvault.errors import PolicyError
 
 __all__ = [
@@ -224,9 +225,10 @@ def run_worker(
         return WorkerOutcome("failed", {}, reason, environment, seconds, tail)
     environment.update(report.get("environment") or {})
     if code != 0 or not report.get("ok"):
-        return WorkerOutcome(
-            "failed", {}, str(report.get("error", "job failed"))[:500], environment, seconds, tail
-        )
+        error = str(report.get("error", "job failed"))[:500]
+        # A limit stopped it, as for CPU and wall time: the job was killed, not wrong.
+        status = "killed" if error == MEMORY_LIMIT else "failed"
+        return WorkerOutcome(status, {}, error, environment, seconds, tail)
     outputs = report.get("outputs")
     if not isinstance(outputs, dict):
         return WorkerOutcome(

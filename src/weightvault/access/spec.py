@@ -7,7 +7,8 @@ log records. Inputs are token ids (the model's own vocabulary) and datasets in J
 
 * one row per line, a JSON object ``{"input_ids": [int, ...]}`` (language models: loss, perplexity
   and next-token accuracy are measured on it), or ``{"input_ids": [...], "label": int}``
-  (sequence classifiers: accuracy and loss);
+  (sequence classifiers: accuracy and loss), or ``{"features": [number, ...], "label": int}``
+  (a tamper-lab testbed whose inputs are numbers, such as ``digits``: accuracy and loss);
 * at most :data:`MAX_DATASET_BYTES` bytes and :data:`MAX_ROWS` rows, at most
   :data:`MAX_SEQUENCE` ids a row.
 """
@@ -43,6 +44,8 @@ _MAX_PROMPTS = 64
 _MAX_INSPECT_PROMPTS = 8
 _MAX_INSPECT_TOKENS = 64
 _MAX_TOKEN_ID = 1 << 24
+MAX_FEATURES = 4096
+"""Numbers in one ``features`` row (a tamper-lab testbed's input, such as 64 pixels)."""
 
 
 def _integer(low: int, high: int) -> Callable[[object, str], int]:
@@ -90,6 +93,23 @@ def _ids(value: object, where: str, limit: int = MAX_SEQUENCE) -> list[int]:
     return list(value)
 
 
+def _features(value: object, where: str) -> list[float]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_FEATURES:
+        raise FormatError(f"{where}: expected a list of 1 to {MAX_FEATURES} numbers")
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item):
+            raise FormatError(f"{where}[{i}]: expected a finite number")
+        if abs(item) > 1e6:
+            raise FormatError(f"{where}[{i}]: expected a number from -1e6 to 1e6")
+    return [float(item) for item in value]
+
+
+def _feature_rows(value: object, where: str) -> list[list[float]]:
+    if not isinstance(value, list) or not 1 <= len(value) <= _MAX_PROMPTS:
+        raise FormatError(f"{where}: expected a list of 1 to {_MAX_PROMPTS} rows of numbers")
+    return [_features(row, f"{where}[{i}]") for i, row in enumerate(value)]
+
+
 def _prompts(count: int, length: int) -> Callable[[object, str], list[list[int]]]:
     def check(value: object, where: str) -> list[list[int]]:
         if not isinstance(value, list) or not 1 <= len(value) <= count:
@@ -109,9 +129,14 @@ def parse_dataset(value: object, where: str) -> list[dict[str, Any]]:
             continue
         at = f"{where} line {number}"
         doc = load_object(line, at)
-        if not {"input_ids"} <= set(doc) <= {"input_ids", "label"}:
+        if "features" in doc:
+            if set(doc) != {"features", "label"}:
+                raise FormatError(f"{at}: expected features and label")
+            row: dict[str, Any] = {"features": _features(doc["features"], f"{at}.features")}
+        elif {"input_ids"} <= set(doc) <= {"input_ids", "label"}:
+            row = {"input_ids": _ids(doc["input_ids"], f"{at}.input_ids")}
+        else:
             raise FormatError(f"{at}: expected input_ids and, for classifiers, label")
-        row: dict[str, Any] = {"input_ids": _ids(doc["input_ids"], f"{at}.input_ids")}
         if "label" in doc:
             row["label"] = _integer(0, 1 << 16)(doc["label"], f"{at}.label")
         rows.append(row)
@@ -146,7 +171,10 @@ _PARAMETERS: dict[str, dict[str, Field]] = {
     },
 }
 _INPUTS: dict[str, dict[str, Field]] = {
-    "query": {"prompts": (_prompts(_MAX_PROMPTS, MAX_SEQUENCE), ...)},
+    "query": {
+        "prompts": (_prompts(_MAX_PROMPTS, MAX_SEQUENCE), None),
+        "features": (_feature_rows, None),
+    },
     "evaluate": {"dataset": (parse_dataset, None)},
     "finetune": {"train": (parse_dataset, ...), "eval": (parse_dataset, None)},
     "inspect": {"prompts": (_prompts(_MAX_INSPECT_PROMPTS, _MAX_INSPECT_TOKENS), ...)},
@@ -220,6 +248,12 @@ def parse_job_request(doc: object, *, where: str = "job") -> JobRequest:
     version = _text(64)(doc.get("version"), f"{where}.version")
     parameters = _fields(doc.get("parameters", {}), _PARAMETERS[kind], f"{where}.parameters")
     inputs = _fields(doc.get("inputs", {}), _INPUTS[kind], f"{where}.inputs")
+    if kind == "query" and len(inputs) != 1:
+        raise FormatError(
+            f"{where}.inputs: missing field prompts (or features, for a tamper-lab testbed)"
+            if not inputs
+            else f"{where}.inputs: expected prompts or features, not both"
+        )
     if (
         kind == "evaluate"
         and parameters["evaluation"] == "builtin:dataset"

@@ -25,7 +25,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "open_file"]
+__all__ = ["MEMORY_LIMIT", "main", "open_file"]
+
+MEMORY_LIMIT = "memory limit reached"
+"""The report's error when an allocation failed under the address-space limit."""
+_OUT_OF_MEMORY = ("can't allocate memory", "Cannot allocate memory", "failed to map segment")
 
 
 def _set_limits(limits: dict[str, Any]) -> None:
@@ -120,10 +124,12 @@ def main() -> int:
         environment["timings"] = message.get("timings", {})
         report = {"ok": True, "outputs": outputs, "environment": environment}
     except MemoryError:
-        report = {"ok": False, "error": "memory limit reached", "environment": {}}
+        report = {"ok": False, "error": MEMORY_LIMIT, "environment": {}}
     except Exception as exc:  # the report names the failure; the parent decides
-        text = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        report = {"ok": False, "error": str(text)[:500], "environment": _environment(landlock_abi)}
+        text = str(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+        if any(sign in text for sign in _OUT_OF_MEMORY):  # PyTorch's allocator, the loader
+            text = MEMORY_LIMIT
+        report = {"ok": False, "error": text[:500], "environment": _environment(landlock_abi)}
     sys.stdout.buffer.write(json.dumps(report, sort_keys=True).encode("utf-8"))
     sys.stdout.flush()
     return 0 if report["ok"] else 1
