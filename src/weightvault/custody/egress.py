@@ -2,9 +2,10 @@
 
 Three byte budgets cap a pull: the grant's own, the principal's over the service's sliding
 window, and the model's over the same window (every principal together). Bytes are debited in
-slices *before* they are sent; each debit, and each piece of a stream between debits, goes
-through the one grant check (:func:`~weightvault.custody.grants.authorize_grant_use`), so a
-revoked or expired grant, a revoked token or a disabled principal stops a transfer in flight.
+slices *before* they are sent, each budget by one conditional statement (:mod:`.budgets`);
+each debit, and each piece of a stream between debits, goes through the one grant check
+(:func:`~weightvault.custody.grants.authorize_grant_use`), so a revoked or expired grant, a
+revoked token or a disabled principal stops a transfer in flight.
 
 Files are delivered as stored, except for their header, which is re-wrapped for the grantee's
 X25519 recipient through crypt's public header functions (made once per grant and file, then
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from weightvault.crypt import Identity, X25519Recipient, rewrap_header, unlock_header
@@ -26,6 +27,7 @@ from weightvault.custody import _names
 from weightvault.custody.alerts import AlertEvent, AlertSink, crossed, outside_hours
 from weightvault.custody.audit import AuditTrail
 from weightvault.custody.blobs import BlobStore
+from weightvault.custody.budgets import spend, window_used
 from weightvault.custody.context import RequestContext, Room, Shared
 from weightvault.custody.errors import NotFoundError
 from weightvault.custody.fingerprints import Fingerprinter
@@ -293,52 +295,83 @@ class Pulls(Room):
         self, ctx: RequestContext, grant_id: str, nbytes: int, *, starting: bool = False
     ) -> None:
         """Charge ``nbytes`` to the grant and to the principal's and model's window budgets
-        (``starting``: the first debit of a pull request)."""
+        (``starting``: the first debit of a pull request).
+
+        Each budget is spent by one conditional ``UPDATE`` (:mod:`.budgets`), in a savepoint:
+        the first one that refuses undoes the others, and its refusal is what the caller sees.
+        No row is locked before: replicas debiting the same grant, principal or model never
+        spend the same bytes twice, because the database checks each budget on the row it
+        raises.
+        """
         if nbytes <= 0:
             return
         now = self._clock()
         since = now - dt.timedelta(seconds=self._config.window_s)
         with self._store.session() as session:
-            grant = session.get(GrantRequest, grant_id, with_for_update=True)
-            policy = None
-            if grant is not None:
-                # Lock the model and principal rows too: replicas debiting other grants of the
-                # same model or principal queue here, so the window sums below cannot race
-                # (PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes writers).
-                _model, policy = load_model(session, grant.model, lock=True)
-                session.get(Principal, grant.requester, with_for_update=True)
-            authorize_grant_use(self._grant_use_in(session, ctx, grant), now, in_flight=True)
-            assert grant is not None and policy is not None  # refused above otherwise
-            principal_used = self._window_sum(session, Egress.principal == grant.requester, since)
-            model_used = self._window_sum(session, Egress.model == grant.model, since)
-            limits = (
-                ("grant", grant.bytes_used, grant.byte_budget),
-                ("principal", principal_used, self._config.principal_egress_bytes_per_window),
-                ("model", model_used, policy.egress_bytes_per_window),
+            grant = session.get(GrantRequest, grant_id)
+            use = self._grant_use_in(session, ctx, grant)
+            authorize_grant_use(use, now, in_flight=True)
+            assert grant is not None  # refused above otherwise
+            _model, policy = load_model(session, grant.model)
+            windows = (
+                ("principal", grant.requester, self._config.principal_egress_bytes_per_window),
+                ("model", grant.model, policy.egress_bytes_per_window),
             )
-            refusal = None
-            for name, used, budget in limits:
-                if used + nbytes > budget:
-                    self._alerts.emit(
-                        session,
-                        AlertEvent(
-                            "budget.exhausted",
-                            now,
-                            principal=grant.requester,
-                            model=grant.model,
-                            detail={"budget": name, "used": used, "limit": budget, "asked": nbytes},
-                        ),
-                    )
-                    refusal = PolicyError(
-                        f"pull refused: the {name} byte budget is exhausted "
-                        f"({used} of {budget} bytes used, {nbytes} more asked)"
-                    )
-                    break
-            if refusal is None:
-                self._charge(session, grant, nbytes, now, principal_used)
-                self._signals(session, grant, nbytes, now, starting, model_used, policy)
+            first_pull = (
+                session.scalar(
+                    select(Egress.id).where(Egress.principal == grant.requester).limit(1)
+                )
+                is None
+            )
+            debit = spend(session, grant_id, nbytes, now, since, windows)
+            refusal: tuple[str, int, int] | None = None
+            if debit.refused == "grant":
+                fresh = session.execute(
+                    select(
+                        GrantRequest.status,
+                        GrantRequest.grant_expires_at,
+                        GrantRequest.bytes_used,
+                        GrantRequest.byte_budget,
+                    ).where(GrantRequest.id == grant_id)
+                ).one_or_none()
+                if fresh is None:
+                    authorize_grant_use(GrantUse(None, None), now, in_flight=True)
+                assert fresh is not None
+                # Revoked or expired since it was read: that refusal, not the budget's.
+                authorize_grant_use(
+                    GrantUse(fresh[0], fresh[1], use.token_valid, use.principal_enabled),
+                    now,
+                    in_flight=True,
+                )
+                refusal = ("grant", int(fresh[2]), int(fresh[3]))
+            elif debit.refused is not None:
+                for kind, subject, budget in windows:
+                    if kind == debit.refused:
+                        refusal = (kind, window_used(session, kind, subject, since), budget)
+            if refusal is not None:
+                name, used, budget = refusal
+                self._alerts.emit(
+                    session,
+                    AlertEvent(
+                        "budget.exhausted",
+                        now,
+                        principal=grant.requester,
+                        model=grant.model,
+                        detail={"budget": name, "used": used, "limit": budget, "asked": nbytes},
+                    ),
+                )
+            else:
+                before = debit.window_before
+                self._charge(session, grant, nbytes, now, before["principal"], first_pull)
+                self._signals(
+                    session, grant, debit.grant_used, nbytes, now, starting, before["model"], policy
+                )
         if refusal is not None:
-            raise refusal
+            name, used, budget = refusal
+            raise PolicyError(
+                f"pull refused: the {name} byte budget is exhausted "
+                f"({used} of {budget} bytes used, {nbytes} more asked)"
+            )
 
     @staticmethod
     def _grant_use_in(
@@ -361,31 +394,16 @@ class Pulls(Room):
             principal_enabled = principal is not None and not principal.disabled
         return GrantUse(grant.status, grant.grant_expires_at, token_valid, principal_enabled)
 
-    @staticmethod
-    def _window_sum(session: Session, where: ColumnElement[bool], since: dt.datetime) -> int:
-        """Bytes released in the window, to a principal or of a model (``where``)."""
-        used = session.scalar(
-            select(func.coalesce(func.sum(Egress.nbytes), 0)).where(where, Egress.time > since)
-        )
-        return int(used or 0)
-
     def _charge(
-        self, session: Session, grant: GrantRequest, nbytes: int, now: dt.datetime, used: int
+        self,
+        session: Session,
+        grant: GrantRequest,
+        nbytes: int,
+        now: dt.datetime,
+        used: int,
+        first_pull: bool,
     ) -> None:
-        """Record the egress and raise the volume and first-time alerts."""
-        first_pull = not session.scalar(
-            select(func.count()).select_from(Egress).where(Egress.principal == grant.requester)
-        )
-        grant.bytes_used += nbytes
-        session.add(
-            Egress(
-                time=now,
-                principal=grant.requester,
-                model=grant.model,
-                grant_id=grant.id,
-                nbytes=nbytes,
-            )
-        )
+        """Raise the volume and first-time alerts of a debit."""
         if first_pull:
             self._alerts.emit(
                 session,
@@ -415,6 +433,7 @@ class Pulls(Room):
         self,
         session: Session,
         grant: GrantRequest,
+        spent: int,
         nbytes: int,
         now: dt.datetime,
         starting: bool,
@@ -425,7 +444,7 @@ class Pulls(Room):
         outside working hours (once per grant and hour)."""
         fraction = self._config.budget_alert_fraction
         budgets = (
-            ("grant", grant.bytes_used - nbytes, grant.bytes_used, grant.byte_budget),
+            ("grant", spent - nbytes, spent, grant.byte_budget),
             ("model", model_used, model_used + nbytes, policy.egress_bytes_per_window),
         )
         for name, before, after, budget in budgets:

@@ -3,7 +3,8 @@
 Everything the service knows except the ciphertext lives here: principals and their token hashes,
 models and versions, grant requests, signed approvals, egress records and alert events. Several
 service replicas may share one PostgreSQL database; rows that must not be updated concurrently
-(a grant's byte counter) are read ``FOR UPDATE``. SQLite runs in WAL mode and every transaction
+(a job's state) are read ``FOR UPDATE``, and byte budgets are spent by one conditional ``UPDATE``
+each (:mod:`.budgets`) on the counters kept here. SQLite runs in WAL mode and every transaction
 starts ``BEGIN IMMEDIATE``, so concurrent writers queue instead of failing on lock upgrades.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -23,13 +24,18 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
     create_engine,
     event,
+    func,
+    select,
+    update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from weightvault.errors import UsageError
@@ -41,6 +47,7 @@ __all__ = [
     "ConsoleSession",
     "DeliveryHeader",
     "Egress",
+    "EgressTotal",
     "EnrolmentCode",
     "FingerprintedFile",
     "GrantRequest",
@@ -53,6 +60,8 @@ __all__ = [
     "Token",
     "VersionFile",
     "WebAuthnCredential",
+    "core_table",
+    "create_egress_total",
     "utcnow",
 ]
 
@@ -217,6 +226,65 @@ class Egress(Base):
     model: Mapped[str] = mapped_column(String(128))
     grant_id: Mapped[str] = mapped_column(String(32))
     nbytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class EgressTotal(Base):
+    """Every byte ever released to a principal (``kind`` ``principal``) or of a model
+    (``model``): the counter a debit raises with one conditional ``UPDATE``.
+
+    Bytes in a sliding window are this total less the egress rows older than the window (rows
+    that no longer change), so the budget check needs no sum over rows other writers are adding.
+    """
+
+    __tablename__ = "egress_totals"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(128), primary_key=True)
+    total: Mapped[int] = mapped_column(BigInteger)
+
+
+def core_table(model: type[Base]) -> Table:
+    """The table of an ORM class, for Core statements (single conditional updates)."""
+    return cast(Table, model.__table__)
+
+
+def egress_subject(kind: str) -> Any:
+    """The egress column a counter of ``kind`` sums."""
+    return {"principal": Egress.principal, "model": Egress.model}[kind]
+
+
+def create_egress_total(connection: Connection, kind: str, subject: str) -> bool:
+    """Create the counter of ``kind``/``subject`` from the egress rows, unless it exists; whether
+    this call created it.
+
+    ``INSERT ... ON CONFLICT DO NOTHING``: replicas creating it at once agree (the loser waits
+    for the winner's row, then does nothing), and a database made before the counters existed
+    starts from its own history.
+    """
+    table = core_table(EgressTotal)
+    column = egress_subject(kind)
+    history = select(func.coalesce(func.sum(Egress.nbytes), 0)).where(column == subject)
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(table)
+        .values(kind=kind, subject=subject, total=history.scalar_subquery())
+        .on_conflict_do_nothing(index_elements=["kind", "subject"])
+        .returning(table.c.total)
+    )
+    return connection.execute(statement).first() is not None
+
+
+@event.listens_for(Egress, "after_insert")
+def _count_egress(_mapper: Any, connection: Connection, target: Egress) -> None:
+    """Egress recorded through the ORM (a job's released result) is counted too; pulls insert
+    their rows with Core after raising the counters themselves, so they do not pass here."""
+    table = core_table(EgressTotal)
+    for kind, subject in (("principal", target.principal), ("model", target.model)):
+        if not create_egress_total(connection, kind, subject):  # else: counted from the rows
+            connection.execute(
+                update(table)
+                .where(table.c.kind == kind, table.c.subject == subject)
+                .values(total=table.c.total + target.nbytes)
+            )
 
 
 class DeliveryHeader(Base):
