@@ -151,7 +151,11 @@ class _SqlWriter(StoreWriter):
     def __init__(self, conn: Any, dialect: SqlDialect) -> None:
         self._conn = conn
         self._dialect = dialect
-        self._update_size = _bind("UPDATE tlog_state SET size = ? WHERE id = 1", dialect)
+        # Fencing: the new size is written only over the size this writer read under the
+        # lock, so a writer that lost its lock (or a store that took none) cannot commit.
+        self._update_size = _bind(
+            "UPDATE tlog_state SET size = ? WHERE id = 1 AND size = ?", dialect
+        )
 
     def size(self) -> int:
         row = self._conn.execute(_SELECT_SIZE + self._dialect.lock_size).fetchone()
@@ -170,7 +174,9 @@ class _SqlWriter(StoreWriter):
             ((first_index + i, e) for i, e in enumerate(entries)),
         )
         self._dialect.insert_rows(self._conn, "tlog_hashes", ("id", "hash"), hashes)
-        self._conn.execute(self._update_size, (first_index + len(entries),))
+        updated = self._conn.execute(self._update_size, (first_index + len(entries), first_index))
+        if updated.rowcount != 1:
+            raise FormatError("the log's size moved under its sequencer; nothing was appended")
 
     def latest_checkpoint(self) -> tuple[int, bytes] | None:
         row = self._conn.execute(_SELECT_LATEST_CHECKPOINT).fetchone()
