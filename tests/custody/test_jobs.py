@@ -488,14 +488,18 @@ def test_the_job_commands_work_end_to_end_with_json(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     # Cancel a pending job; list shows both; a bad prompt is a one-line usage error.
-    assert as_("rosa", *submit, "--prompt", "1 2", "--justification", "to cancel", "--json") == 0
+    assert (
+        as_("rosa", *submit, "--prompt", "1 2", "--justification", "to be cancelled", "--json") == 0
+    )
     second = json.loads(capsys.readouterr().out)["id"]
     assert as_("rosa", "cancel", second, "--json") == 0
     assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
     assert as_("rosa", "list", "--json") == 0
     statuses = {j["id"]: j["status"] for j in json.loads(capsys.readouterr().out)}
     assert statuses[job["id"]] == "released" and statuses[second] == "cancelled"
-    assert as_("rosa", *submit, "--prompt", "five nine", "--justification", "bad ids") == 2
+    assert (
+        as_("rosa", *submit, "--prompt", "five nine", "--justification", "ids that are words") == 2
+    )
     err = capsys.readouterr().err
     assert "--prompt: expected token ids" in err and "Traceback" not in err
 
