@@ -32,7 +32,7 @@ from weightvault.custody.store import (
     egress_subject,
 )
 
-__all__ = ["Debit", "debit_grant", "debit_window", "spend", "window_used"]
+__all__ = ["Debit", "debit_grant", "debit_window", "record_release", "spend", "window_used"]
 
 
 @dataclass(frozen=True)
@@ -149,3 +149,24 @@ def spend(
     )
     savepoint.commit()
     return Debit(None, grant_used, before)
+
+
+def record_release(
+    session: Session, principal: str, model: str, job_id: str, nbytes: int, now: dt.datetime
+) -> None:
+    """Record a job result's egress once the model window was debited for it
+    (:func:`debit_window`): the egress row goes in through Core (the ORM hook would count the
+    model's bytes a second time) and the principal's counter is raised (a release counts against
+    the requester's pull window; its own output budget decided whether it may leave)."""
+    session.execute(
+        insert(core_table(Egress)).values(
+            time=now, principal=principal, model=model, grant_id=job_id, nbytes=nbytes
+        )
+    )
+    if not create_egress_total(session.connection(), "principal", principal):
+        table = core_table(EgressTotal)
+        session.execute(
+            update(table)
+            .where(table.c.kind == "principal", table.c.subject == principal)
+            .values(total=table.c.total + nbytes)
+        )

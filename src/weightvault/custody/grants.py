@@ -367,8 +367,7 @@ class Grants(Room):
             earlier = session.scalars(
                 select(Approval).where(
                     Approval.request_id == request_id,
-                    (Approval.approver == principal.name)
-                    | (Approval.key_id == key_id),
+                    (Approval.approver == principal.name) | (Approval.key_id == key_id),
                 )
             ).first()
             if earlier is not None:

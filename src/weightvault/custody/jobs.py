@@ -43,12 +43,13 @@ from weightvault.access.result import (
 from weightvault.access.spec import JobRequest, parse_job_request
 from weightvault.custody import _names
 from weightvault.custody.approvals import RequestTerms, format_time, open_envelope
+from weightvault.custody.budgets import debit_window, record_release, window_used
 from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
 from weightvault.custody.errors import ConflictError, NotFoundError
 from weightvault.custody.jobs_runner import JobRunner, root_digest_of
 from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
-from weightvault.custody.store import Egress, Job, JobApproval, ModelVersion, Principal
+from weightvault.custody.store import Job, JobApproval, ModelVersion, Principal
 from weightvault.errors import FormatError, PolicyError, VerificationError
 
 __all__ = ["JOB_STATUSES", "Jobs", "job_terms"]
@@ -409,15 +410,7 @@ class Jobs(Room):
             detail.update(environment=environment, released_bytes=nbytes)
             index, entry = self._audit(ctx, "allowed", detail)
             # (4)
-            session.add(
-                Egress(
-                    time=now,
-                    principal=job.requester,
-                    model=job.model,
-                    grant_id=job.id,
-                    nbytes=nbytes,
-                )
-            )
+            record_release(session, job.requester, job.model, job.id, nbytes, now)
             job.status = "released"
             job.released_at = now
             job.released_bytes = nbytes
@@ -448,20 +441,24 @@ class Jobs(Room):
             )
             return int(total or 0)
 
-        model_egress = session.scalar(
-            select(func.coalesce(func.sum(Egress.nbytes), 0)).where(
-                Egress.model == job.model, Egress.time > since
-            )
-        )
-        limits = [
-            ("output", released(Job.released_at > since), access.output_bytes_per_window),
-            ("model egress", int(model_egress or 0), policy.egress_bytes_per_window),
-        ]
+        # The output and inspect budgets are the requester's own, read under the requester's
+        # row lock (taken by release); the model window is shared with pulls on every replica,
+        # so it is spent by one conditional UPDATE (budgets.debit_window), last: a refusal
+        # before it spends nothing, and any refusal rolls the whole release back.
+        limits = [("output", released(Job.released_at > since), access.output_bytes_per_window)]
         if job.kind == "inspect":
             limits.append(("inspect", released(Job.kind == "inspect"), access.inspect_bytes_total))
         for name, used, budget in limits:
             if used + nbytes > budget:
-                raise PolicyError(
-                    f"release refused: the {name} byte budget would be exceeded ({used} of "
-                    f"{budget} bytes used, {nbytes} more needed); nothing was released"
-                )
+                raise _over_budget(name, used, budget, nbytes)
+        model_budget = policy.egress_bytes_per_window
+        if debit_window(session, "model", job.model, nbytes, model_budget, since) is None:
+            used = window_used(session, "model", job.model, since)
+            raise _over_budget("model egress", used, model_budget, nbytes)
+
+
+def _over_budget(name: str, used: int, budget: int, nbytes: int) -> PolicyError:
+    return PolicyError(
+        f"release refused: the {name} byte budget would be exceeded ({used} of "
+        f"{budget} bytes used, {nbytes} more needed); nothing was released"
+    )
