@@ -76,7 +76,10 @@ def test_the_grant_check_is_written_once() -> None:
     access now, for the inventory): egress decides through authorize_grant_use alone.
 
     A grant's expiry is ``grant_expires_at`` on the row or ``expires_at`` on a grant (or its
-    ``use``); a job request's or an approval statement's own ``expires_at`` is another clock."""
+    ``use``); a job request's or an approval statement's own ``expires_at`` is another clock.
+    budgets.py guards the spending ``UPDATE`` with the grant's status and expiry (so a grant
+    revoked or expired after it was authorized spends nothing); when that guard refuses, egress
+    asks authorize_grant_use for the refusal, so the decision is still made in one place."""
 
     def grant_expiry(side: ast.expr) -> bool:
         if not isinstance(side, ast.Attribute):
@@ -97,7 +100,7 @@ def test_the_grant_check_is_written_once() -> None:
                 grant_expiry(side) for side in (node.left, *node.comparators)
             ):
                 readers.add(path.name)
-    assert readers == {"grants.py", "models.py"}
+    assert readers == {"grants.py", "models.py", "budgets.py"}
 
 
 @pytest.mark.parametrize(
