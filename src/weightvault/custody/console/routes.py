@@ -152,6 +152,15 @@ def _check_csrf(view: SessionView, token: str | None) -> None:
         raise PolicyError("missing or wrong CSRF token; reload the page")
 
 
+def _json_step(request: Request, view: SessionView) -> RelyingParty:
+    """What every JSON step of a ceremony checks first: the request comes from the console's own
+    origin and carries the page's CSRF token in its header; the relying party for the step."""
+    rp = relying_party(request)
+    _check_origin(request, rp)
+    _check_csrf(view, request.headers.get("x-csrf-token"))
+    return rp
+
+
 def console_router(custody: Custody, action: Action) -> APIRouter:
     """The console's routes over ``custody`` (its own rooms, sharing the service's parts)."""
     shared = Shared(custody.config, custody.store, custody.clock, custody.auditing.record)
@@ -289,9 +298,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     @step
     def login_options(request: Request, body: OptionsIn) -> Response:
         view = page_row(request, context(request), "console.login.options")
-        rp = relying_party(request)
-        _check_origin(request, rp)
-        _check_csrf(view, request.headers.get("x-csrf-token"))
+        rp = _json_step(request, view)
         options = console.login_options(view, body.name.strip(), rp)
         return _headers(Response(options, media_type="application/json"))
 
@@ -300,9 +307,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     def login(request: Request, body: CredentialIn) -> Response:
         ctx = context(request)
         view = page_row(request, ctx, "console.login")
-        rp = relying_party(request)
-        _check_origin(request, rp)
-        _check_csrf(view, request.headers.get("x-csrf-token"))
+        rp = _json_step(request, view)
         cookie, _session = console.login(ctx, view, body.credential, rp)
         response = _headers(JSONResponse({"next": "/console/requests"}))
         _set_cookie(response, SESSION_COOKIE, cookie)
@@ -332,9 +337,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     @step
     def register_options(request: Request, body: CodeIn) -> Response:
         view = page_row(request, context(request), "console.register.options")
-        rp = relying_party(request)
-        _check_origin(request, rp)
-        _check_csrf(view, request.headers.get("x-csrf-token"))
+        rp = _json_step(request, view)
         options = console.registration_options(view, body.code, rp)
         return _headers(Response(options, media_type="application/json"))
 
@@ -343,9 +346,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     def register(request: Request, body: CredentialIn) -> Response:
         ctx = context(request)
         view = page_row(request, ctx, "console.register")
-        rp = relying_party(request)
-        _check_origin(request, rp)
-        _check_csrf(view, request.headers.get("x-csrf-token"))
+        rp = _json_step(request, view)
         result = console.register(ctx, view, body.code, body.credential, rp)
         return _headers(JSONResponse({"next": "/console/login", **result}))
 
@@ -397,9 +398,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     def decision_options(request: Request, request_id: str, body: DecisionIn) -> Response:
         ctx = context(request)
         view = signed_in(request, ctx, "console.decision.options")
-        rp = relying_party(request)
-        _check_origin(request, rp)
-        _check_csrf(view, request.headers.get("x-csrf-token"))
+        rp = _json_step(request, view)
         options = decisions.request_options(
             ctx, view, request_id[:64], body.decision, body.reason, body.digest, rp
         )
@@ -410,9 +409,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     def decision(request: Request, request_id: str, body: CredentialIn) -> Response:
         ctx = context(request)
         view = signed_in(request, ctx, "request.decide")
-        rp = relying_party(request)
-        _check_origin(request, rp)
-        _check_csrf(view, request.headers.get("x-csrf-token"))
+        rp = _json_step(request, view)
         result = decisions.decide_request(ctx, view, request_id[:64], body.credential, rp)
         return _headers(
             JSONResponse({"next": f"/console/requests/{result['id']}", "status": result["status"]})
@@ -458,9 +455,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     def job_options(request: Request, job_id: str, body: DecisionIn) -> Response:
         ctx = context(request)
         view = signed_in(request, ctx, "console.job.options")
-        rp = relying_party(request)
-        _check_origin(request, rp)
-        _check_csrf(view, request.headers.get("x-csrf-token"))
+        rp = _json_step(request, view)
         options = decisions.job_options(
             ctx, view, job_id[:64], body.decision, body.reason, body.digest, rp
         )
@@ -471,9 +466,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     def job_decision(request: Request, job_id: str, body: CredentialIn) -> Response:
         ctx = context(request)
         view = signed_in(request, ctx, "job.decide")
-        rp = relying_party(request)
-        _check_origin(request, rp)
-        _check_csrf(view, request.headers.get("x-csrf-token"))
+        rp = _json_step(request, view)
         result = decisions.decide_job(ctx, view, job_id[:64], body.credential, rp)
         return _headers(
             JSONResponse({"next": f"/console/jobs/{result['id']}", "status": result["status"]})
