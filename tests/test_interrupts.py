@@ -794,7 +794,8 @@ def test_interrupting_tamper_runs_leaves_nothing_behind(tmp_path: Path) -> None:
         assert len(_snapshot(out(point))) == 4
 
     # A signal that arrives while PyTorch is being imported (a second or more of C code on a
-    # loaded machine) is handled when the import returns: a longer stop limit here.
+    # loaded machine) is handled when the import returns: a longer stop limit here (a clean-clone
+    # CI run on the shared 2-core machine measured 6.41 s once; quiet, it is about 1 s).
     scenarios = [
         Scenario(
             "tamper-defend",
@@ -803,10 +804,10 @@ def test_interrupting_tamper_runs_leaves_nothing_behind(tmp_path: Path) -> None:
             defend_done,
             3,
             duration=3.0,
-            stop_limit=6.0,
+            stop_limit=12.0,
             progress_lines=1,
         ),
-        Scenario("tamper-report", report, out, report_done, 6, duration=2.0, stop_limit=6.0),
+        Scenario("tamper-report", report, out, report_done, 6, duration=2.0, stop_limit=12.0),
     ]
     before = _file_hash(results)
     points = _points(scenarios, tmp_path / "points", seed=7)
