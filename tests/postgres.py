@@ -20,11 +20,13 @@ What :func:`start_postgres` does: runs Debian's ``initdb`` (``/usr/lib/postgresq
 fresh folder, starts ``postgres`` listening on a random free port on 127.0.0.1 and on a unix
 socket in that folder, and waits until it accepts connections. PostgreSQL refuses to run as root,
 so when the tests run as root the folder is owned by, and the server runs as, the ``postgres``
-system user (``runuser -u postgres --``). The folder lives in the system temp dir (pytest's
-``tmp_path`` is private to root), and :meth:`PostgresServer.stop` stops the server (immediate
-shutdown: nothing is kept, so no final checkpoint) and deletes it. Each call gives an
-independent server, so ``pytest -n`` workers never share one. Authentication is ``trust`` on
-the loopback and the socket only.
+system user (``runuser -u postgres --``). :meth:`PostgresServer.stop_server` and
+:meth:`PostgresServer.start_server` stop and start the same server on the same data folder and
+port (a fault test restarts the database under live clients). The folder lives in the system
+temp dir (pytest's ``tmp_path`` is private to root), and :meth:`PostgresServer.stop` stops the
+server (immediate shutdown: nothing is kept, so no final checkpoint) and deletes it. Each call
+gives an independent server, so ``pytest -n`` workers never share one. Authentication is
+``trust`` on the loopback and the socket only.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class PostgresServer:
     log_path: Path
     bin_dir: Path
     prefix: list[str]
+    max_connections: int = 100
     _databases: list[str] = field(default_factory=list)
 
     @property
@@ -118,8 +121,10 @@ class PostgresServer:
             conn.execute(f'CREATE SCHEMA "{name}"')
         return f"{self.dsn}?options=-csearch_path%3D{name}"
 
-    def stop(self) -> None:
-        """Immediate shutdown (the data is thrown away: no checkpoint), then delete the folder."""
+    def stop_server(self, mode: str = "immediate") -> None:
+        """Stop the server, keeping its data folder: ``immediate`` is a crash (no checkpoint; the
+        next start replays the WAL, so committed transactions survive), ``fast`` a clean stop.
+        Returns once the server process has exited and clients are refused."""
         if self.process.poll() is None:
             subprocess.run(
                 [
@@ -129,7 +134,7 @@ class PostgresServer:
                     str(self.root / "data"),
                     "stop",
                     "-m",
-                    "immediate",
+                    mode,
                     "-w",
                     "-t",
                     "30",
@@ -142,6 +147,20 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+    def start_server(self, timeout: float = 60.0) -> None:
+        """Start the server again on its data folder and port (after :meth:`stop_server`);
+        returns once it accepts connections."""
+        if self.process.poll() is None:
+            raise RuntimeError("postgres is already running")
+        self.process = _launch(
+            self.bin_dir, self.root, self.port, self.prefix, self.log_path, self.max_connections
+        )
+        _wait_ready(self, timeout)
+
+    def stop(self) -> None:
+        """Immediate shutdown (the data is thrown away: no checkpoint), then delete the folder."""
+        self.stop_server("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PostgresServer:
@@ -151,7 +170,9 @@ class PostgresServer:
         self.stop()
 
 
-def start_postgres(tmp_path_factory: Any = None, *, timeout: float = 60.0) -> PostgresServer:
+def start_postgres(
+    tmp_path_factory: Any = None, *, timeout: float = 60.0, max_connections: int = 100
+) -> PostgresServer:
     """Initialise and start a private PostgreSQL server; the caller must :meth:`stop` it.
 
     ``tmp_path_factory`` is accepted for a pytest-friendly signature; the server's files live in
@@ -198,33 +219,10 @@ def start_postgres(tmp_path_factory: Any = None, *, timeout: float = 60.0) -> Po
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
     port = _free_port()
-    log_handle = open(log_path, "wb")
+    log_path.touch()
     if as_root:
         os.chown(log_path, entry.pw_uid, entry.pw_gid)
-    process = subprocess.Popen(
-        [
-            *prefix,
-            str(bin_dir / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-            "-k",
-            str(root),
-            "-c",
-            "fsync=on",
-            "-c",
-            "max_connections=100",
-            "-c",
-            "shared_buffers=64MB",
-        ],
-        stdout=log_handle,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    log_handle.close()
+    process = _launch(bin_dir, root, port, prefix, log_path, max_connections)
     server = PostgresServer(
         root=root,
         port=port,
@@ -233,21 +231,58 @@ def start_postgres(tmp_path_factory: Any = None, *, timeout: float = 60.0) -> Po
         log_path=log_path,
         bin_dir=bin_dir,
         prefix=prefix,
+        max_connections=max_connections,
     )
+    _wait_ready(server, timeout)
+    return server
+
+
+def _launch(
+    bin_dir: Path, root: Path, port: int, prefix: list[str], log_path: Path, max_connections: int
+) -> subprocess.Popen[bytes]:
+    """Start ``postgres`` on ``root/data`` (the server log appended to ``log_path``)."""
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    with open(log_path, "ab") as log_handle:
+        return subprocess.Popen(
+            [
+                *prefix,
+                str(bin_dir / "postgres"),
+                "-D",
+                str(root / "data"),
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(root),
+                "-c",
+                "fsync=on",
+                "-c",
+                f"max_connections={max_connections}",
+                "-c",
+                "shared_buffers=64MB",
+            ],
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def _wait_ready(server: PostgresServer, timeout: float) -> None:
+    """Wait until ``server`` accepts connections; stop it and raise if it exits or times out."""
+    import psycopg
+
     deadline = time.monotonic() + timeout
     while True:
-        if process.poll() is not None:
-            text = log_path.read_text(errors="replace")[-2000:]
+        if server.process.poll() is not None:
+            text = server.log_path.read_text(errors="replace")[-2000:]
             server.stop()
             raise RuntimeError(f"postgres exited during start-up: {text}")
         try:
-            import psycopg
-
             with psycopg.connect(server.dsn, connect_timeout=2):
-                break
+                return
         except Exception:  # not accepting connections yet
             if time.monotonic() > deadline:
                 server.stop()
                 raise RuntimeError("postgres did not accept connections in time") from None
             time.sleep(0.1)
-    return server
