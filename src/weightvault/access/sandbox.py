@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from weightvault._dataclass_json import field_dict
 from weightvault.access import _landlock
 from weightvault.access.worker import MEMORY_LIMIT
 from weightvault.errors import PolicyError
@@ -58,13 +59,7 @@ class Limits:
     output_bytes: int = 4 << 20
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "cpu_s": self.cpu_s,
-            "wall_s": self.wall_s,
-            "memory_bytes": self.memory_bytes,
-            "scratch_bytes": self.scratch_bytes,
-            "output_bytes": self.output_bytes,
-        }
+        return field_dict(self)
 
 
 @dataclass(frozen=True)
@@ -79,7 +74,7 @@ class Isolation:
         return self.network_namespace and self.landlock_abi >= 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"network_namespace": self.network_namespace, "landlock_abi": self.landlock_abi}
+        return field_dict(self)
 
 
 @functools.cache

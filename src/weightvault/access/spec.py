@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from weightvault._dataclass_json import field_dict
 from weightvault._json import canonical, load_object
 from weightvault.errors import FormatError
 
@@ -210,13 +211,7 @@ class JobRequest:
     inputs: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "inputs": self.inputs,
-            "kind": self.kind,
-            "model": self.model,
-            "parameters": self.parameters,
-            "version": self.version,
-        }
+        return field_dict(self, sort_keys=True)
 
     def to_json(self) -> bytes:
         """Canonical JSON: the bytes :meth:`digest` hashes."""
