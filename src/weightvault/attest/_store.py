@@ -388,15 +388,15 @@ def attest_row_groups(
 def _dataset_rows_attestation(
     dataset_path: str | os.PathLike[str],
     file_name: str | None,
-    *,
     verifier: Verifier,
     signature_path: str | os.PathLike[str] | None,
     signers: Collection[str] | None,
     now: datetime.datetime | Callable[[], datetime.datetime] | None,
     directory: str | os.PathLike[str] | None,
 ) -> tuple[VerifiedAttestation, Path, str]:
-    """Steps 1 and 2 of :func:`verify_dataset_rows`: the attestation, the shard's path and its
-    name in the attestation."""
+    """Steps 1 and 2 of :func:`verify_dataset_rows` and :func:`open_dataset_shard` (their own
+    arguments, in their order): the attestation, the shard's path and its name in the
+    attestation."""
     from weightvault.attest._predicates import ROW_GROUPS
     from weightvault.oms.manifest import parse_statement as parse_oms_statement
     from weightvault.signing import default_signature_path, read_signature
@@ -444,13 +444,7 @@ def verify_dataset_rows(
     from weightvault.attest._rowgroups import verify_row_groups
 
     record, shard, shard_name = _dataset_rows_attestation(
-        dataset_path,
-        file_name,
-        verifier=verifier,
-        signature_path=signature_path,
-        signers=signers,
-        now=now,
-        directory=directory,
+        dataset_path, file_name, verifier, signature_path, signers, now, directory
     )
     # 3. The bytes read.
     return verify_row_groups(shard, row_group_indices, record, name=shard_name)
@@ -472,12 +466,6 @@ def open_dataset_shard(
     from weightvault.attest._rowgroups import open_verified_shard
 
     record, shard, shard_name = _dataset_rows_attestation(
-        dataset_path,
-        file_name,
-        verifier=verifier,
-        signature_path=signature_path,
-        signers=signers,
-        now=now,
-        directory=directory,
+        dataset_path, file_name, verifier, signature_path, signers, now, directory
     )
     return open_verified_shard(shard, record, name=shard_name)
