@@ -517,6 +517,20 @@ class TimelineCheck:
     tree_size: int
 
 
+def _proven_line(
+    line: object, where: str, checkpoint: bytes, log_key: VerifierKey
+) -> tuple[LineProof, Any]:
+    """A saved line (an event or an action taken) whose log entry reaches the signed
+    checkpoint: its proof and the entry it carries, parsed. Lines and actions are proven the
+    same way; only the facts compared with the entry differ."""
+    if not isinstance(line, dict):
+        raise FormatError(f"{where}: not an object")
+    proof = LineProof.from_json(line.get("proof"), f"{where}.proof")
+    entry = _b64.decode(str(line.get("entry", "")), f"{where}.entry")
+    verify_line(entry, proof, checkpoint, log_key)
+    return proof, json.loads(entry)
+
+
 def verify_timeline_document(data: bytes, log_key: VerifierKey) -> TimelineCheck:
     """Check a saved timeline (or a JSON report: its timeline and actions taken) with only the
     log key.
@@ -538,14 +552,9 @@ def verify_timeline_document(data: bytes, log_key: VerifierKey) -> TimelineCheck
     if not isinstance(checkpoint, str) or not isinstance(events, list):
         raise FormatError("timeline: checkpoint and events are required")
     tree_size = 0
+    signed = checkpoint.encode("utf-8")
     for position, line in enumerate(events):
-        where = f"timeline.events[{position}]"
-        if not isinstance(line, dict):
-            raise FormatError(f"{where}: not an object")
-        proof = LineProof.from_json(line.get("proof"), f"{where}.proof")
-        entry = _b64.decode(str(line.get("entry", "")), f"{where}.entry")
-        verify_line(entry, proof, checkpoint.encode("utf-8"), log_key)
-        event = json.loads(entry)
+        proof, event = _proven_line(line, f"timeline.events[{position}]", signed, log_key)
         for name, key in (("time", "time"), ("principal", "principal"), ("client", "client")):
             if line.get(name) != event.get(key):
                 raise VerificationError(
@@ -555,13 +564,8 @@ def verify_timeline_document(data: bytes, log_key: VerifierKey) -> TimelineCheck
             raise VerificationError(f"log entry {proof.index}: the line's action was changed")
         tree_size = proof.tree_size
     for position, action in enumerate(actions):
-        where = f"actions_taken[{position}]"
-        if not isinstance(action, dict):
-            raise FormatError(f"{where}: not an object")
-        proof = LineProof.from_json(action.get("proof"), f"{where}.proof")
-        entry = _b64.decode(str(action.get("entry", "")), f"{where}.entry")
-        verify_line(entry, proof, checkpoint.encode("utf-8"), log_key)
-        if action.get("by") != json.loads(entry).get("principal"):
+        proof, event = _proven_line(action, f"actions_taken[{position}]", signed, log_key)
+        if action.get("by") != event.get("principal"):
             raise VerificationError(f"log entry {proof.index}: the action's author was changed")
     return TimelineCheck(
         model=str(doc.get("model", "")), lines=len(events) + len(actions), tree_size=tree_size
