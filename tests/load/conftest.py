@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,3 +118,24 @@ def tiny_gpt2() -> Any:
 def same_parameters(a: Any, b: Any) -> bool:
     mine, theirs = a.state_dict(), b.state_dict()
     return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+@contextmanager
+def rewriting(target: Path, good: bytes, evil: bytes) -> Iterator[None]:
+    """A thread that rewrites ``target`` in place, tampered then signed bytes, until the block
+    ends: the race a verified load must never lose."""
+    stop = threading.Event()
+
+    def attacker() -> None:
+        while not stop.is_set():
+            for data in (evil, good):
+                with open(target, "r+b") as handle:
+                    handle.write(data)
+
+    thread = threading.Thread(target=attacker, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

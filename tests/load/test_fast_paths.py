@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
-from tests.load.conftest import Keys
+from tests.load.conftest import Keys, rewriting
 
 import weightvault.load as load
 import weightvault.load._read as read_module
@@ -93,18 +92,8 @@ def test_race_harness_against_the_pipelined_read(tmp_path: Path, keys: Keys) -> 
     sign(folder, keys.signer)
     good = target.read_bytes()
     evil = bytes(b ^ 0x55 if i > 200 else b for i, b in enumerate(good))
-    stop = threading.Event()
-
-    def attacker() -> None:
-        while not stop.is_set():
-            for data in (evil, good):
-                with open(target, "r+b") as handle:
-                    handle.write(data)
-
-    thread = threading.Thread(target=attacker, daemon=True)
-    thread.start()
     accepted = refused = 0
-    try:
+    with rewriting(target, good, evil):
         for _ in range(100):
             try:
                 tensors = load.safetensors(folder, verifier=keys.verifier, max_workers=1)
@@ -113,9 +102,6 @@ def test_race_harness_against_the_pipelined_read(tmp_path: Path, keys: Keys) -> 
                 continue
             accepted += 1
             assert all(torch.equal(tensors[n], WEIGHTS[n]) for n in WEIGHTS)
-    finally:
-        stop.set()
-        thread.join()
     assert refused > 0
 
 

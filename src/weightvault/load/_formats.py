@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from weightvault.errors import FormatError, UnsafeFileError
@@ -19,7 +21,14 @@ from weightvault.errors import FormatError, UnsafeFileError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BufferFile", "safetensors_from_buffer", "torch_from_buffer"]
+__all__ = [
+    "BufferFile",
+    "TensorEntry",
+    "header_size",
+    "parse_header",
+    "safetensors_from_buffer",
+    "torch_from_buffer",
+]
 
 #: A header longer than this is refused before it is parsed (safetensors' own limit).
 _MAX_HEADER = 100_000_000
@@ -83,27 +92,46 @@ class BufferFile(io.RawIOBase):
         return self._position
 
 
-def safetensors_from_buffer(
-    buffer: memoryview, name: str, device: str | torch.device = "cpu"
-) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file held in ``buffer`` (views of it on the CPU)."""
-    import torch
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of a safetensors header: where its bytes lie in the data section."""
 
-    if len(buffer) < 8:
+    key: str
+    dtype: str  # a torch attribute name
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def count(self) -> int:
+        return math.prod(self.shape)
+
+
+def header_size(prefix: memoryview | bytes | bytearray, name: str, file_size: int) -> int:
+    """Where a safetensors file's data starts (8 + its header's length), from its first 8 bytes."""
+    if file_size < 8 or len(prefix) < 8:
         raise FormatError(f"{name}: too short for a safetensors file")
-    (header_size,) = struct.unpack_from("<Q", buffer, 0)
-    if header_size > min(_MAX_HEADER, len(buffer) - 8):
+    (size,) = struct.unpack_from("<Q", prefix, 0)
+    if size > min(_MAX_HEADER, file_size - 8):
         raise FormatError(f"{name}: safetensors header size is out of range")
-    data_start = 8 + header_size
+    return 8 + int(size)
+
+
+def parse_header(
+    prefix: memoryview | bytes | bytearray, name: str, file_size: int
+) -> list[TensorEntry]:
+    """The tensors a safetensors header lays out, checked: each entry fits its shape, and the
+    data tiles the rest of a ``file_size``-byte file with no overlap and no hole (safetensors'
+    own rules). ``prefix`` holds at least the 8-byte length and the header."""
+    data_start = header_size(prefix, name, file_size)
     try:
-        header = json.loads(bytes(buffer[8:data_start]))
+        header = json.loads(bytes(prefix[8:data_start]))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{name}: safetensors header is not JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise FormatError(f"{name}: safetensors header is not an object")
-    data_size = len(buffer) - data_start
-    tensors: dict[str, torch.Tensor] = {}
-    spans: list[tuple[int, int]] = []
+    data_size = file_size - data_start
+    entries: list[TensorEntry] = []
     for key, entry in header.items():
         if key == "__metadata__":
             continue
@@ -125,28 +153,36 @@ def safetensors_from_buffer(
             raise FormatError(f"{where}: data_offsets is not two integers")
         start, end = offsets
         torch_name, element = _DTYPES[dtype_name]
-        count = 1
-        for dim in shape:
-            count *= dim
-        if not 0 <= start <= end <= data_size or end - start != count * element:
+        if not 0 <= start <= end <= data_size or end - start != math.prod(shape) * element:
             raise FormatError(f"{where}: data_offsets do not fit its shape and the file")
-        spans.append((start, end))
-        dtype = getattr(torch, torch_name)
-        if count == 0:
-            tensor = torch.empty(shape, dtype=dtype)
-        else:
-            tensor = torch.frombuffer(
-                buffer, dtype=dtype, count=count, offset=data_start + start
-            ).reshape(shape)
-        tensors[key] = tensor
-    spans.sort()
+        entries.append(TensorEntry(key, torch_name, tuple(shape), start, end))
     cursor = 0
-    for start, end in spans:  # safetensors' own rule: data tiles the byte buffer, no overlap
-        if start != cursor:
+    for entry in sorted(entries, key=lambda e: (e.start, e.end)):
+        if entry.start != cursor:  # data tiles the byte buffer, no overlap
             raise FormatError(f"{name}: tensor data overlaps or leaves a hole")
-        cursor = end
+        cursor = entry.end
     if cursor != data_size:
         raise FormatError(f"{name}: tensor data does not cover the file")
+    return entries
+
+
+def safetensors_from_buffer(
+    buffer: memoryview, name: str, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file held in ``buffer`` (views of it on the CPU)."""
+    import torch
+
+    data_start = header_size(buffer, name, len(buffer))
+    tensors: dict[str, torch.Tensor] = {}
+    for entry in parse_header(buffer, name, len(buffer)):
+        dtype = getattr(torch, entry.dtype)
+        if entry.count == 0:
+            tensor = torch.empty(entry.shape, dtype=dtype)
+        else:
+            tensor = torch.frombuffer(
+                buffer, dtype=dtype, count=entry.count, offset=data_start + entry.start
+            ).reshape(entry.shape)
+        tensors[entry.key] = tensor
     if str(device) != "cpu":
         tensors = {key: tensor.to(device) for key, tensor in tensors.items()}
     return tensors

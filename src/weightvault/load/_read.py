@@ -19,12 +19,12 @@ import errno
 import mmap
 import os
 import stat
+from bisect import bisect_right
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 from weightvault.errors import InputError, Reason
 from weightvault.hashing import HashAlgorithm, default_workers
@@ -35,7 +35,16 @@ from weightvault.load._errors import (
     SymlinkEscapeError,
 )
 
-__all__ = ["Extent", "open_inside", "read_hashed"]
+__all__ = [
+    "Extent",
+    "Placement",
+    "Placer",
+    "Segment",
+    "open_inside",
+    "read_at",
+    "read_hashed",
+    "read_into",
+]
 
 #: BLAKE3 spreads one update over its own threads from this size on.
 _BLAKE3_THREADED = 64 << 20
@@ -52,12 +61,6 @@ _PIPELINE_DEPTH = 16
 #: ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14): gives a range of the buffer its pages in one
 #: call instead of one fault per page during the read (measured: 15% less CPU for the read).
 _MADV_POPULATE_WRITE = 23
-
-
-class _Hasher(Protocol):
-    def update(self, data: Any, /) -> Any: ...
-
-    def digest(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -115,11 +118,27 @@ def new_buffer(size: int) -> memoryview:
 
     An anonymous mapping, not a NumPy array: NumPy asks for transparent huge pages on large
     arrays, and on a busy machine the kernel's compaction for them made the read 3-4x slower
-    (measured: 8.9 s vs 2.3 s for 1 GB). The mapping has no link to any file.
+    (measured: 8.9 s vs 2.3 s for 1 GB; again at 20:35 UTC: 9.7 s vs 0.6 s of CPU to give 2 GB
+    its pages). The mapping has no link to any file.
     """
     if size == 0:
         return memoryview(bytearray())
     return memoryview(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where the file's bytes ``[start, start + len(view))`` land: a range of memory we own
+    (our buffer, or a tensor the caller handed over to be filled)."""
+
+    start: int
+    view: memoryview
+    #: Our own anonymous mapping behind ``view`` (whose pages are given ahead of the read).
+    mapping: mmap.mmap | None = None
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.view)
 
 
 def read_hashed(
@@ -131,59 +150,157 @@ def read_hashed(
     *,
     workers: int = 1,
 ) -> tuple[memoryview, list[bytes]]:
-    """Read ``size`` bytes of ``fd`` into a new buffer, hashing each piece right after it lands
-    (while it is still in the CPU cache), extent by extent.
-
-    ``extents`` tile ``[0, size)`` in order; with ``workers`` > 1 several extents (shards) are
-    read and hashed at once, each by one thread. A file that ends early or holds more than
-    ``size`` bytes changed while it was read: :class:`DigestMismatchError`. The kernel's
-    read-ahead (asked for with ``POSIX_FADV_SEQUENTIAL``) fetches the next pieces while one is
-    hashed.
-    """
+    """Read ``size`` bytes of ``fd`` into a new buffer of our own, hashing them as they land;
+    the buffer and one digest per extent (see :func:`read_into`)."""
     view = new_buffer(size)
+    mapping = view.obj if isinstance(view.obj, mmap.mmap) else None
+    segments = [Segment(0, view, mapping)]
+    return view, read_into(fd, size, shown, algorithm, extents, segments, workers=workers)
+
+
+def read_into(
+    fd: int,
+    size: int,
+    shown: str,
+    algorithm: HashAlgorithm,
+    extents: Sequence[Extent],
+    segments: Sequence[Segment],
+    *,
+    filled: int = 0,
+    workers: int = 1,
+) -> list[bytes]:
+    """Read ``size`` bytes of ``fd`` into ``segments``, hashing each piece right after it lands
+    (from the memory it landed in, never from the file), extent by extent; one digest per extent.
+
+    ``segments`` tile ``[0, size)`` in order (a tensor's final storage can be one, so the bytes
+    are read once, straight to where they are used); the first ``filled`` bytes are already in
+    them (read through the same ``fd``, e.g. a header parsed to place the rest) and are hashed,
+    not read again. ``extents`` tile ``[0, size)`` in order; with ``workers`` > 1 several
+    extents (shards) are read and hashed at once, each by one thread. A file that ends early or
+    holds more than ``size`` bytes changed while it was read: :class:`DigestMismatchError`.
+    The kernel's read-ahead (asked for with ``POSIX_FADV_SEQUENTIAL``) fetches the next pieces
+    while one is hashed.
+    """
     if hasattr(os, "posix_fadvise") and size:
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         except OSError:
             pass
-    if sum(e.end - e.start for e in extents) != size:  # pragma: no cover - caller's bug
+    if _tiled(extents) != size or _tiled(segments) != size:  # pragma: no cover - caller's bug
         raise DigestMismatchError(f"{shown}: does not match its signed layout", names=[shown])
     threads = default_workers() if size >= _BLAKE3_THREADED and len(extents) == 1 else 1
+    job = _Job(fd, segments, filled, algorithm, shown)
     if workers > 1 and len(extents) > 1:
         with ThreadPoolExecutor(min(workers, len(extents))) as pool:
-            digests = list(
-                pool.map(lambda e: _read_extent(fd, view, e, algorithm, 1, shown), extents)
-            )
+            digests = list(pool.map(lambda e: job.extent(e, 1), extents))
     else:
-        digests = [_read_extent(fd, view, e, algorithm, threads, shown) for e in extents]
+        digests = [job.extent(e, threads) for e in extents]
     if os.pread(fd, 1, size):
         raise _changed(shown, shorter=False)
-    return view, digests
+    return digests
 
 
-def _read_extent(
-    fd: int, view: memoryview, extent: Extent, algorithm: HashAlgorithm, threads: int, shown: str
-) -> bytes:
-    """Read ``extent`` into its place in ``view`` and hash it, one piece at a time.
+def _tiled(ranges: Sequence[Extent] | Sequence[Segment]) -> int:
+    """The end of ``ranges`` if each starts where the one before ends, else -1."""
+    cursor = 0
+    for item in ranges:
+        if item.start != cursor:
+            return -1
+        cursor = item.end
+    return cursor
 
-    A large extent is pipelined: this thread reads piece *k+1* while a second thread hashes
-    piece *k* (``preadv`` and ``hashlib`` both release the GIL), so the pass costs about the
-    slower of reading and hashing instead of their sum. What is hashed is the piece of our own
-    buffer the read landed in, never the file: a writer can change the file, not the buffer.
-    """
-    hasher = algorithm.new_hasher(threads=threads)
-    if extent.end - extent.start < _PIPELINE_FROM:
-        position = extent.start
+
+@dataclass(frozen=True)
+class _Job:
+    """One file being read into its segments and hashed."""
+
+    fd: int
+    segments: Sequence[Segment]
+    filled: int
+    algorithm: HashAlgorithm
+    shown: str
+
+    def pieces(self, extent: Extent, chunk: int) -> list[tuple[int, memoryview, Segment]]:
+        """``extent`` cut at segment boundaries and every ``chunk`` bytes: (file offset, where
+        those bytes go)."""
+        starts = [s.start for s in self.segments]
+        index = max(0, bisect_right(starts, extent.start) - 1)
+        position, pieces = extent.start, []
         while position < extent.end:
-            count = _read_piece(fd, view, position, extent.end, algorithm.chunk_size, shown)
-            hasher.update(view[position : position + count])
-            position += count
+            segment = self.segments[index]
+            if position >= segment.end:
+                index += 1
+                continue
+            stop = min(extent.end, segment.end, position + chunk)
+            where = segment.view[position - segment.start : stop - segment.start]
+            pieces.append((position, where, segment))
+            position = stop
+        return pieces
+
+    def fill(self, position: int, piece: memoryview) -> None:
+        """Read the file's bytes at ``position`` into all of ``piece`` (unless already there)."""
+        if position < self.filled:
+            return
+        done = 0
+        while done < len(piece):
+            done += _read_piece(self.fd, piece[done:], position + done, self.shown)
+
+    def extent(self, extent: Extent, threads: int) -> bytes:
+        """Read ``extent`` into place and hash it, one piece at a time.
+
+        A large extent is pipelined: this thread reads piece *k+1* while a second thread hashes
+        piece *k* (``preadv`` and ``hashlib`` both release the GIL), so the pass costs about the
+        slower of reading and hashing instead of their sum. What is hashed is the memory the
+        read landed in, never the file: a writer can change the file, not that memory.
+        """
+        hasher = self.algorithm.new_hasher(threads=threads)
+        if extent.end - extent.start < _PIPELINE_FROM:
+            for position, piece, _ in self.pieces(extent, self.algorithm.chunk_size):
+                self.fill(position, piece)
+                hasher.update(piece)
+            return hasher.digest()
+        pending: deque[Future[object]] = deque()
+        with ThreadPoolExecutor(1, thread_name_prefix="weightvault-hash") as pool:
+            try:
+                for position, piece, segment in self.pieces(extent, _PIPELINE_CHUNK):
+                    _populate(segment, position, len(piece))
+                    self.fill(position, piece)
+                    pending.append(pool.submit(hasher.update, piece))
+                    if len(pending) >= _PIPELINE_DEPTH:
+                        pending.popleft().result()
+                while pending:
+                    pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
         return hasher.digest()
-    return _read_pipelined(fd, view, extent, hasher, shown)
 
 
-def _read_piece(fd: int, view: memoryview, position: int, end: int, chunk: int, shown: str) -> int:
-    piece = view[position : min(position + chunk, end)]
+def read_at(fd: int, position: int, count: int, shown: str) -> bytearray:
+    """``count`` bytes of ``fd`` from ``position`` in memory of our own (a header to parse and
+    then hash with the rest: :func:`read_into` is told they are ``filled``)."""
+    data = bytearray(count)
+    _Job(fd, (), 0, HashAlgorithm.SHA256, shown).fill(position, memoryview(data))
+    return data
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a file's bytes go instead of a new buffer: ``segments`` tiling the file, of which
+    the first ``filled`` bytes were read already (through the same descriptor); ``kept`` is
+    what the verified model holds for the file (the part read to decide the placement)."""
+
+    segments: list[Segment]
+    filled: int
+    kept: memoryview
+
+
+#: Decides, for a file opened for a verified load (signed name, descriptor, size), where its
+#: bytes go; None: into a new buffer of our own.
+Placer = Callable[[str, int, int], Placement | None]
+
+
+def _read_piece(fd: int, piece: memoryview, position: int, shown: str) -> int:
     try:
         count = os.preadv(fd, [piece], position)
     except OSError as exc:
@@ -193,41 +310,18 @@ def _read_piece(fd: int, view: memoryview, position: int, end: int, chunk: int, 
     return count
 
 
-def _populate(view: memoryview, start: int, end: int) -> None:
-    """Fault ``[start, end)`` of the buffer in at once, if the kernel can (else the read does)."""
-    buffer = view.obj
-    if not isinstance(buffer, mmap.mmap):
+def _populate(segment: Segment, position: int, length: int) -> None:
+    """Give ``length`` bytes of our own buffer from file offset ``position`` their pages in one
+    call, if the kernel can (else the read faults them in one by one); a caller's tensor is left
+    alone (its pages were given when it was made)."""
+    if segment.mapping is None:
         return
+    start = position - segment.start
     first = start - start % mmap.PAGESIZE
     try:
-        buffer.madvise(_MADV_POPULATE_WRITE, first, end - first)
+        segment.mapping.madvise(_MADV_POPULATE_WRITE, first, start + length - first)
     except (OSError, ValueError, OverflowError):
         pass
-
-
-def _read_pipelined(
-    fd: int, view: memoryview, extent: Extent, hasher: _Hasher, shown: str
-) -> bytes:
-    """Read on this thread, hash on another, at most ``_PIPELINE_DEPTH`` pieces apart (so a
-    piece is still in the shared cache when it is hashed, and an error stops the reader soon).
-    """
-    pending: deque[Future[object]] = deque()
-    with ThreadPoolExecutor(1, thread_name_prefix="weightvault-hash") as pool:
-        try:
-            position = extent.start
-            while position < extent.end:
-                _populate(view, position, min(position + _PIPELINE_CHUNK, extent.end))
-                count = _read_piece(fd, view, position, extent.end, _PIPELINE_CHUNK, shown)
-                pending.append(pool.submit(hasher.update, view[position : position + count]))
-                position += count
-                if len(pending) >= _PIPELINE_DEPTH:
-                    pending.popleft().result()
-            while pending:
-                pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
-    return hasher.digest()
 
 
 def _changed(shown: str, *, shorter: bool) -> DigestMismatchError:

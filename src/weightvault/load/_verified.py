@@ -38,8 +38,10 @@ from weightvault.load._errors import (
 )
 from weightvault.load._read import (
     Extent,
+    Placer,
     open_inside,
     read_hashed,
+    read_into,
     real_folder,
     shard_extents,
     whole_file,
@@ -270,7 +272,11 @@ def _extents(local: LocalFile, manifest: Manifest, want: dict[str, bytes]) -> li
 
 
 def _read_one(
-    local: LocalFile, manifest: Manifest, want: dict[str, bytes], workers: int = 1
+    local: LocalFile,
+    manifest: Manifest,
+    want: dict[str, bytes],
+    workers: int = 1,
+    place: Placer | None = None,
 ) -> memoryview:
     extents = _extents(local, manifest, want)
     fd, size = open_inside(local.path, local.name, local.folder)
@@ -279,9 +285,22 @@ def _read_one(
             raise DigestMismatchError(
                 f"{local.name}: size changed since the model was listed", names=[local.name]
             )
-        buffer, digests = read_hashed(
-            fd, size, local.name, manifest.serialization.hash_type, extents, workers=workers
-        )
+        algorithm = manifest.serialization.hash_type
+        placement = place(local.name, fd, size) if place is not None else None
+        if placement is None:
+            buffer, digests = read_hashed(fd, size, local.name, algorithm, extents, workers=workers)
+        else:
+            buffer = placement.kept
+            digests = read_into(
+                fd,
+                size,
+                local.name,
+                algorithm,
+                extents,
+                placement.segments,
+                filled=placement.filled,
+                workers=workers,
+            )
     finally:
         os.close(fd)
     for extent, digest in zip(extents, digests, strict=True):
@@ -298,6 +317,7 @@ def read_verified(
     signature: PathLike | None = None,
     verifier: Verifier,
     max_workers: int | None = None,
+    place: Placer | None = None,
 ) -> VerifiedModel:
     """Verify ``model_path`` against ``signature`` while reading it; nothing is returned unless
     every file matches.
@@ -306,6 +326,10 @@ def read_verified(
     file of a signed folder (its signature, by default ``model.sig`` beside it, covers the
     folder: then only that file is read and checked). Raises a :class:`LoadRefusedError`
     subclass naming the reason, :class:`InputError` when the model or signature cannot be read.
+
+    ``place`` may send a file's bytes somewhere other than a new buffer (a tensor's final
+    storage): they are still read once, through the one descriptor, and hashed from where they
+    landed; ``files`` then holds what ``place`` kept (see :class:`Placement`).
     """
     root = Path(model_path)
     if not root.exists() and not root.is_symlink():
@@ -341,12 +365,12 @@ def read_verified(
     workers = max(1, min(len(local), cores))
     per_file = max(1, cores // workers)  # threads left for the shards of one file
     if workers == 1:
-        buffers = [_read_one(f, manifest, signed[f.name], per_file) for f in local]
+        buffers = [_read_one(f, manifest, signed[f.name], per_file, place) for f in local]
     else:
         largest_first = sorted(local, key=lambda f: -f.size)
         with ThreadPoolExecutor(workers, thread_name_prefix="weightvault-load") as pool:
             futures = {
-                f.name: pool.submit(_read_one, f, manifest, signed[f.name], per_file)
+                f.name: pool.submit(_read_one, f, manifest, signed[f.name], per_file, place)
                 for f in largest_first
             }
             buffers = [futures[f.name].result() for f in local]

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from weightvault.errors import FormatError, InputError
+from weightvault.load._errors import listed
 from weightvault.load._formats import safetensors_from_buffer, torch_from_buffer
 from weightvault.load._originals import real
+from weightvault.load._place import TensorPlacer
 from weightvault.load._verified import VerifiedModel, read_verified
 from weightvault.oms.manifest import component_key
 from weightvault.signing import Verifier
@@ -49,6 +52,8 @@ def safetensors(
     verifier: Verifier,
     device: str = "cpu",
     max_workers: int | None = None,
+    into: torch_module.nn.Module | Mapping[str, torch_module.Tensor] | None = None,
+    strict: bool = True,
 ) -> dict[str, torch_module.Tensor]:
     """Load safetensors tensors after verifying them in the pass that reads them.
 
@@ -56,13 +61,77 @@ def safetensors(
     model folder / cache snapshot (every file verified; the top-level ``.safetensors`` files
     merged). The tensors are views of the verified buffer. Raises a
     :class:`~weightvault.load.LoadRefusedError` subclass before returning anything.
+
+    ``into`` (a module, or a mapping of names to CPU tensors) loads the tensors into the
+    destination's tensors of the same names instead, as ``load_state_dict`` would, and returns
+    those: their bytes are read straight into them and hashed there, skipping a buffer of our
+    own and the copy out of it. A load that raises leaves every tensor it wrote zeroed. A
+    tensor of the file without a destination of its dtype and shape is refused (after the
+    verification); so is, with ``strict``, a destination tensor the files do not fill.
     """
+    if into is not None:
+        if device != "cpu":
+            raise ValueError("into= loads into the destination's own tensors: leave device out")
+        return _safetensors_into(path, signature, verifier, max_workers, into, strict)
     verified = read_verified(path, signature=signature, verifier=verifier, max_workers=max_workers)
     tensors: dict[str, torch_module.Tensor] = {}
     for name in _only_or_all(verified, (".safetensors",)):
         loaded = safetensors_from_buffer(verified.files[name], name, device)
         _merge(tensors, loaded, name)
     return tensors
+
+
+def _safetensors_into(
+    path: PathLike,
+    signature: PathLike | None,
+    verifier: Verifier,
+    max_workers: int | None,
+    into: torch_module.nn.Module | Mapping[str, torch_module.Tensor],
+    strict: bool,
+) -> dict[str, torch_module.Tensor]:
+    """:func:`safetensors` with ``into``: files placed by a :class:`TensorPlacer`, any other
+    chosen file copied in from its verified buffer."""
+    destinations = dict(into.state_dict() if hasattr(into, "state_dict") else into)
+    folder = os.path.isdir(path)
+    placer = TensorPlacer(
+        destinations,
+        lambda name: name.endswith(".safetensors") and not (folder and "/" in name),
+    )
+    copied: list[str] = []
+    try:
+        verified = read_verified(
+            path, signature=signature, verifier=verifier, max_workers=max_workers, place=placer
+        )
+        loaded: dict[str, torch_module.Tensor] = {}
+        for name in _only_or_all(verified, (".safetensors",)):
+            keys = placer.placed.get(name)
+            if keys is not None:
+                _merge(loaded, {key: destinations[key] for key in keys}, name)
+                continue
+            part = safetensors_from_buffer(verified.files[name], name)
+            for key, tensor in part.items():
+                target = destinations.get(key)
+                if target is None or target.dtype != tensor.dtype or target.shape != tensor.shape:
+                    raise FormatError(
+                        f"{name}: tensor {key!r} ({tensor.dtype}, {list(tensor.shape)}) has no "
+                        "place of that dtype and shape in the destination"
+                    )
+            _merge(loaded, {key: destinations[key] for key in part}, name)
+            for key, tensor in part.items():
+                copied.append(key)
+                destinations[key].detach().copy_(tensor)
+        filled = {tensor.data_ptr() for tensor in loaded.values()}
+        missing = [
+            k for k, t in destinations.items() if k not in loaded and t.data_ptr() not in filled
+        ]
+        if strict and missing:
+            raise FormatError(f"{verified.model_path}: no tensor for {listed(missing)}")
+    except BaseException:
+        placer.erase()
+        for key in copied:
+            destinations[key].detach().zero_()
+        raise
+    return loaded
 
 
 def torch(
