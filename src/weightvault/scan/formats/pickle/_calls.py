@@ -23,6 +23,7 @@ from weightvault.scan.formats.pickle._values import (
     Persistent,
     PickleError,
     PickleRun,
+    PSet,
     finding_offset,
     global_name,
     reachable_globals,
@@ -31,6 +32,12 @@ from weightvault.scan.policy import Severity
 from weightvault.scan.report import Finding
 
 __all__ = ["MachineBase"]
+
+#: The opcodes that add marked items to a container: their name and the container they fill.
+_ADDERS: dict[int, tuple[str, type[list[Any]]]] = {
+    0x65: ("APPENDS", list),
+    0x90: ("ADDITEMS", PSet),
+}
 
 
 class MachineBase:
@@ -222,6 +229,17 @@ class MachineBase:
             if target.items is None:
                 target.items = []
             target.items.extend(items)
+
+    def _add_items(
+        self, run: PickleRun, target: Any, offset: int, op: int, items: list[Any]
+    ) -> None:
+        """APPENDS (``op`` 0x65) and ADDITEMS (0x90): the method call judged, then the items
+        kept when the target is a restored list (APPENDS) or set (ADDITEMS), so that a global
+        stored in it is still seen when the container is used later."""
+        opname, container = _ADDERS[op]
+        self._method_target(run, target, offset, opname, items)
+        if isinstance(target, container):
+            target.extend(items)
 
     def _extension(self, run: PickleRun, code: bytes, offset: int) -> Opaque:
         """EXT1/2/4 (``code``: 1, 2 or 4 bytes): an import of whatever the loading process

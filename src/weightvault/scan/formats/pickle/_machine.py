@@ -74,6 +74,7 @@ class PickleMachine(MachineBase):
         call = self._call
         reduce = self._reduce
         method_target = self._method_target
+        add_items = self._add_items
         string_at = self._text
         blob_at = self._blob
 
@@ -320,12 +321,9 @@ class PickleMachine(MachineBase):
                         i += 4
                         memo[idx] = top(offset)
                         continue
-                elif op == 0x65:  # APPENDS
+                elif op == 0x65 or op == 0x90:  # APPENDS, ADDITEMS
                     items = pop_mark(offset)
-                    target = top(offset)
-                    method_target(run, target, offset, "APPENDS", items)
-                    if isinstance(target, list):
-                        target.extend(items)
+                    add_items(run, top(offset), offset, op, items)
                     continue
                 elif op == 0x5D:  # EMPTY_LIST
                     stack.append(PList())
@@ -436,13 +434,6 @@ class PickleMachine(MachineBase):
                     if len(items) % 2:
                         raise fail("odd number of items for DICT", offset)
                     stack.append(PDict(list(zip(items[0::2], items[1::2], strict=True))))
-                    continue
-                elif op == 0x90:  # ADDITEMS
-                    items = pop_mark(offset)
-                    target = top(offset)
-                    method_target(run, target, offset, "ADDITEMS", items)
-                    if isinstance(target, PSet):
-                        target.extend(items)
                     continue
                 elif op == 0x97:  # NEXT_BUFFER
                     stack.append(Opaque("buffer"))
