@@ -22,10 +22,13 @@ import stat
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weightvault.errors import InputError, WeightvaultError
 from weightvault.posture._deployment import CheckResult, Deployment, Facts, Status
+
+if TYPE_CHECKING:
+    from weightvault.custody.policy import ModelPolicy
 
 __all__ = ["CHECKS", "CheckResult", "Deployment", "Status", "run_check"]
 
@@ -354,17 +357,27 @@ def _kek_hsm(facts: Facts, params: dict[str, int]) -> CheckResult:
     return _passed(f"KEK {shown}: {attributes}")
 
 
+def _policy_problems(
+    facts: Facts, breaks: Callable[[ModelPolicy], bool], problem: Callable[[ModelPolicy], str]
+) -> tuple[list[tuple[str, ModelPolicy]], list[str]]:
+    """The registered models, and ``name: problem`` for each whose policy ``breaks`` the
+    measure's limit (the policy-limit checks differ only in the limit and its wording)."""
+    models = facts.models()
+    return models, [f"{name}: {problem(policy)}" for name, policy in models if breaks(policy)]
+
+
 def _approvals(facts: Facts, params: dict[str, int]) -> CheckResult:
     """Every model needs at least ``min_approvals`` distinct approvers (never the requester)."""
     wanted = params.get("min_approvals", 2)
-    models = facts.models()
+    models, problems = _policy_problems(
+        facts,
+        lambda policy: policy.approvals_required < wanted,
+        lambda policy: (
+            f"{policy.approvals_required} of {len(policy.approvers)} approvals release it"
+        ),
+    )
     if not models:
         return _not_applicable("no model is registered")
-    problems = [
-        f"{name}: {policy.approvals_required} of {len(policy.approvers)} approvals release it"
-        for name, policy in models
-        if policy.approvals_required < wanted
-    ]
     if problems:
         return _failed(*problems)
     least = min(policy.approvals_required for _, policy in models)
@@ -378,14 +391,13 @@ def _grant_expiry(facts: Facts, params: dict[str, int]) -> CheckResult:
     from weightvault.custody.store import GrantRequest
 
     limit_s = params.get("max_hours", 168) * 3600
-    models = facts.models()
+    models, problems = _policy_problems(
+        facts,
+        lambda policy: policy.max_grant_duration_s > limit_s,
+        lambda policy: f"grants may last {policy.max_grant_duration_s / 3600:g} h",
+    )
     if not models:
         return _not_applicable("no model is registered")
-    problems = [
-        f"{name}: grants may last {policy.max_grant_duration_s / 3600:g} h"
-        for name, policy in models
-        if policy.max_grant_duration_s > limit_s
-    ]
     now = facts.deployment.now
     with facts.session() as session:
         active = session.scalars(select(GrantRequest).where(GrantRequest.status == "active")).all()
