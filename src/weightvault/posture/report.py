@@ -11,7 +11,7 @@ import datetime as dt
 import html
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightvault.errors import VerificationError
 from weightvault.posture.checks import (
@@ -233,11 +233,19 @@ def _attested(
 
 # -- rendering ----------------------------------------------------------------------------------
 
-_MARK = {
-    Status.PASS: "pass",
-    Status.FAIL: "FAIL",
-    Status.NOT_APPLICABLE: "n/a",
-    Status.ATTESTED: "attested",
+class _Look(NamedTuple):
+    mark: str
+    """In the Markdown table."""
+    colour: str
+    """In the chart and the HTML table."""
+
+
+#: How each status is shown, in the order the chart stacks and lists them.
+_LOOKS = {
+    Status.PASS: _Look("pass", "#2e7d32"),
+    Status.NOT_APPLICABLE: _Look("n/a", "#9e9e9e"),
+    Status.ATTESTED: _Look("attested", "#1565c0"),
+    Status.FAIL: _Look("FAIL", "#c62828"),
 }
 
 
@@ -293,17 +301,9 @@ def _markdown(report: PostureReport) -> str:
         for r in rows:
             shown = f"check `{r.measure.check_key}`" if r.measure.check else "attestation"
             evidence = _md_cell("; ".join(r.evidence))
-            lines.append(f"| {r.measure.id} | {shown} | {_MARK[r.status]} | {evidence} |")
+            lines.append(f"| {r.measure.id} | {shown} | {_LOOKS[r.status].mark} | {evidence} |")
         lines.append("")
     return "\n".join(lines)
-
-
-_COLOURS = {
-    Status.PASS: "#2e7d32",
-    Status.NOT_APPLICABLE: "#9e9e9e",
-    Status.ATTESTED: "#1565c0",
-    Status.FAIL: "#c62828",
-}
 
 
 def _chart(report: PostureReport) -> str:
@@ -319,7 +319,7 @@ def _chart(report: PostureReport) -> str:
         x = gap + i * (bar_width + gap)
         y = float(top + height)
         rows = [r for r in report.results if r.measure.level == level]
-        for status in (Status.PASS, Status.NOT_APPLICABLE, Status.ATTESTED, Status.FAIL):
+        for status in _LOOKS:
             count = sum(1 for r in rows if r.status is status)
             if not count:
                 continue
@@ -327,7 +327,7 @@ def _chart(report: PostureReport) -> str:
             y -= h
             parts.append(
                 f'<rect x="{x}" y="{y:.1f}" width="{bar_width}" height="{h:.1f}" '
-                f'fill="{_COLOURS[status]}"><title>{level_name(level)}: {count} '
+                f'fill="{_LOOKS[status].colour}"><title>{level_name(level)}: {count} '
                 f"{status.value}</title></rect>"
             )
         weight = "bold" if level <= report.level else "normal"
@@ -337,10 +337,10 @@ def _chart(report: PostureReport) -> str:
             f"{level_name(level)}</text>"
         )
     legend_y = top + height + 40
-    for i, status in enumerate((Status.PASS, Status.NOT_APPLICABLE, Status.ATTESTED, Status.FAIL)):
+    for i, status in enumerate(_LOOKS):
         x = gap + i * 100
         parts.append(
-            f'<rect x="{x}" y="{legend_y}" width="12" height="12" fill="{_COLOURS[status]}"/>'
+            f'<rect x="{x}" y="{legend_y}" width="12" height="12" fill="{_LOOKS[status].colour}"/>'
         )
         parts.append(
             f'<text x="{x + 16}" y="{legend_y + 11}" font-family="sans-serif" '
@@ -358,7 +358,7 @@ def _html(report: PostureReport) -> str:
         rows.append(
             f'<tr class="{r.status.value}"><td>{e(level_name(r.measure.level))}</td>'
             f"<td>{e(r.measure.id)}</td><td>{e(r.measure.description)}</td><td>{e(shown)}</td>"
-            f'<td style="color:{_COLOURS[r.status]}">{e(r.status.value)}</td>'
+            f'<td style="color:{_LOOKS[r.status].colour}">{e(r.status.value)}</td>'
             f"<td>{'<br>'.join(e(x) for x in r.evidence)}</td></tr>"
         )
     gaps = "".join(
