@@ -31,6 +31,7 @@ from weightvault.custody.audit import AUDIT_FORMAT
 from weightvault.errors import FormatError, InputError, UsageError, VerificationError
 from weightvault.tlog import (
     LogExport,
+    ProvenUnder,
     TransparencyLog,
     VerifiedCheckpoint,
     VerifierKey,
@@ -128,7 +129,7 @@ class AuditEntry:
 
 
 @dataclass(frozen=True)
-class Evidence:
+class Evidence(ProvenUnder):
     """A verified audit log: its entries, its latest signed checkpoint, and proofs on demand."""
 
     log_key: VerifierKey
@@ -141,14 +142,6 @@ class Evidence:
     unproven_tail: int = 0
     """Entries the log holds after its latest signed checkpoint (not evidence yet; left out)."""
     _levels: list[list[bytes]] = field(default_factory=list, repr=False, compare=False)
-
-    @property
-    def tree_size(self) -> int:
-        return self.checkpoint.checkpoint.size
-
-    @property
-    def root(self) -> bytes:
-        return self.checkpoint.checkpoint.root
 
     def entry(self, index: int) -> AuditEntry:
         """Entry ``index``, parsed."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 from weightvault.tlog.bundle import record_bundle, verify_bundle_log_entry
 from weightvault.tlog.checkpoint import (
     Checkpoint,
+    ProvenUnder,
     VerifiedCheckpoint,
     WitnessPolicy,
     verify_checkpoint,
@@ -51,6 +52,7 @@ __all__ = [
     "LogExport",
     "Note",
     "NoteSigner",
+    "ProvenUnder",
     "TlogProof",
     "TransparencyLog",
     "VerifiedCheckpoint",

@@ -25,6 +25,7 @@ from weightvault.tlog.note import (
 
 __all__ = [
     "Checkpoint",
+    "ProvenUnder",
     "VerifiedCheckpoint",
     "WitnessPolicy",
     "verify_checkpoint",
@@ -114,6 +115,21 @@ class VerifiedCheckpoint:
     witnesses: tuple[str, ...] = field(default=())
     """Names of the witnesses whose cosignatures verified."""
     cosignature_times: dict[str, int] = field(default_factory=dict)
+
+
+class ProvenUnder:
+    """Mixed into a record that holds the verified ``checkpoint`` it was proven under (an entry's
+    inclusion proof, a whole verified log): that tree's size and root, named once."""
+
+    checkpoint: VerifiedCheckpoint
+
+    @property
+    def tree_size(self) -> int:
+        return self.checkpoint.checkpoint.size
+
+    @property
+    def root(self) -> bytes:
+        return self.checkpoint.checkpoint.root
 
 
 def verify_checkpoint(

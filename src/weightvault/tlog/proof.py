@@ -15,6 +15,7 @@ from weightvault import _b64
 from weightvault.errors import FormatError, VerificationError
 from weightvault.tlog.checkpoint import (
     Checkpoint,
+    ProvenUnder,
     VerifiedCheckpoint,
     WitnessPolicy,
     _parse_size,
@@ -98,20 +99,12 @@ class TlogProof:
 
 
 @dataclass(frozen=True)
-class LogEntryProof:
+class LogEntryProof(ProvenUnder):
     """An entry proven to be in a log: where, under which verified checkpoint."""
 
     index: int
     leaf_hash: bytes
     checkpoint: VerifiedCheckpoint
-
-    @property
-    def tree_size(self) -> int:
-        return self.checkpoint.checkpoint.size
-
-    @property
-    def root(self) -> bytes:
-        return self.checkpoint.checkpoint.root
 
 
 def verify_tlog_proof(
