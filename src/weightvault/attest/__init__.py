@@ -46,6 +46,7 @@ from weightvault.attest._predicates import (
     check_predicate,
     format_time,
     kind_of,
+    metric_misses,
     predicate_type_for,
     threshold_failures,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "list_attestations",
     "log_attestation",
     "make_statement",
+    "metric_misses",
     "open_dataset_shard",
     "open_verified_shard",
     "parse_statement",

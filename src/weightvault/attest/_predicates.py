@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from weightvault.errors import FormatError
@@ -25,6 +25,7 @@ __all__ = [
     "check_predicate",
     "format_time",
     "kind_of",
+    "metric_misses",
     "parse_time",
     "predicate_expiry",
     "predicate_type_for",
@@ -234,12 +235,25 @@ def predicate_expiry(predicate_type: str, predicate: dict[str, Any]) -> datetime
 def threshold_failures(predicate: dict[str, Any]) -> list[str]:
     """The metrics of (checked) evaluation results outside their own thresholds, one line
     each (``accuracy 0.41 < min 0.5``); empty when every threshold holds."""
-    failures: list[str] = []
-    metrics = predicate.get("metrics", {})
-    for name, bounds in sorted(predicate.get("thresholds", {}).items()):
+    return metric_misses(predicate.get("thresholds", {}), predicate.get("metrics", {}))
+
+
+def metric_misses(
+    thresholds: Mapping[str, Mapping[str, float]], metrics: Mapping[str, float]
+) -> list[str]:
+    """Each way ``metrics`` miss ``thresholds`` (name -> ``{"min", "max"}``), one line each in
+    name order: ``no metric accuracy``, ``accuracy 0.41 < min 0.5``; empty when all hold.
+
+    One wording for every place that holds results to thresholds: evaluation results to their
+    own, and a release gate's requirement to the results it relies on."""
+    misses: list[str] = []
+    for name, bounds in sorted(thresholds.items()):
+        if name not in metrics:
+            misses.append(f"no metric {name}")
+            continue
         value = metrics[name]
         if "min" in bounds and value < bounds["min"]:
-            failures.append(f"{name} {value} < min {bounds['min']}")
+            misses.append(f"{name} {value} < min {bounds['min']}")
         if "max" in bounds and value > bounds["max"]:
-            failures.append(f"{name} {value} > max {bounds['max']}")
-    return failures
+            misses.append(f"{name} {value} > max {bounds['max']}")
+    return misses
