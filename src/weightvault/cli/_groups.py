@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 
 import typer
 
-__all__ = ["GROUP", "OPTION", "OptionGroup", "option", "with_option_groups"]
+__all__ = ["GROUP", "OPTION", "OptionGroup", "command_group", "option", "with_option_groups"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +54,7 @@ def with_option_groups(command: F) -> F:
     Raises :class:`TypeError` (a programming error) when a group's field has the name of
     another parameter of the command.
     """
-    hints = typing.get_type_hints(command)
+    hints = typing.get_type_hints(command, include_extras=True)
     signature = inspect.signature(command)
     parameters: list[inspect.Parameter] = []
     groups: dict[str, tuple[type[OptionGroup], tuple[str, ...]]] = {}
@@ -63,7 +63,7 @@ def with_option_groups(command: F) -> F:
         if group is None:
             parameters.append(parameter.replace(annotation=hints.get(parameter.name, Any)))
             continue
-        field_types = typing.get_type_hints(group)
+        field_types = typing.get_type_hints(group, include_extras=True)
         fields = dataclasses.fields(cast("Any", group))
         for field in fields:
             parameters.append(
@@ -89,3 +89,22 @@ def with_option_groups(command: F) -> F:
     run.__signature__ = spread  # type: ignore[attr-defined]
     run.__annotations__ = {p.name: p.annotation for p in parameters}
     return cast("F", run)
+
+
+class _GroupedTyper(typer.Typer):
+    """A Typer command group whose commands may take option groups."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(command: F) -> F:
+            return register(with_option_groups(command))
+
+        return decorator
+
+
+def command_group(name: str, help_text: str) -> typer.Typer:
+    """A command group (``weightvault NAME ...``): without a command it prints its help, and its
+    commands' :class:`OptionGroup` parameters are spread (no :func:`with_option_groups` to
+    forget on one of them)."""
+    return _GroupedTyper(name=name, help=help_text, no_args_is_help=True)

@@ -12,14 +12,13 @@ from typing import Any
 
 import typer
 
-from weightvault.cli.vault import _JSON, _TOKEN, _URL, _client, _show
+from weightvault.cli._groups import GROUP, command_group
+from weightvault.cli._options import Client
 
 ORDER = 63
 
-gate_app = typer.Typer(
-    name="gate",
-    help="Release gates: attestations a version needs before deploy or release grants.",
-    no_args_is_help=True,
+gate_app = command_group(
+    "gate", "Release gates: attestations a version needs before deploy or release grants."
 )
 
 _MAX_FILE = 512 * 1024
@@ -58,37 +57,36 @@ def _decision_lines(doc: dict[str, Any], what: str) -> list[str]:
 def attach(
     target: str = typer.Argument(..., help="MODEL@VERSION the attestation is attached to."),
     attestation: Path = typer.Argument(..., help="Sigstore bundle or custody job result."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Attach an evaluation, a risk assessment or an audit statement to a version."""
     from weightvault._fs import read_small_file
 
     model, version = _split(target)
     data = read_small_file(attestation, "attestation", _MAX_FILE)
-    with _client(url, token) as client:
-        result = client.attach_attestation(model, version, data)
-    _show(result, as_json, [f"attached {result['kind']} {result['digest']} to {target}"])
+    service.call(
+        lambda client: client.attach_attestation(model, version, data),
+        lambda result: [f"attached {result['kind']} {result['digest']} to {target}"],
+    )
 
 
 @gate_app.command("list")
 def list_attestations(
     target: str = typer.Argument(..., help="MODEL@VERSION."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """List the attestations attached to a version."""
     model, version = _split(target)
-    with _client(url, token) as client:
-        result = client.list_attestations(model, version)
-    lines = [
-        f"{a['digest']}  {a['kind']}  {a['suite'] or '-'}  {a['producer']}  by {a['added_by']}"
-        for a in result
-    ]
-    shown = [{k: v for k, v in a.items() if k != "attestation"} for a in result]
-    _show(shown, as_json, lines or ["no attestations"])
+    service.listing(
+        lambda client: [  # the listing, without each attestation's bytes
+            {k: v for k, v in a.items() if k != "attestation"}
+            for a in client.list_attestations(model, version)
+        ],
+        lambda a: (
+            f"{a['digest']}  {a['kind']}  {a['suite'] or '-'}  {a['producer']}  by {a['added_by']}"
+        ),
+        "no attestations",
+    )
 
 
 def _offline(
@@ -154,9 +152,7 @@ def check(
     log_key: str | None = typer.Option(
         None, "--log-key", help="Offline: the custody log's public key (file or text)."
     ),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Would a deploy or release grant of this version pass its gate? Exit 0 yes, 1 no."""
     from weightvault.errors import UsageError
@@ -167,9 +163,9 @@ def check(
     if offline is not None:
         result = _offline(model, offline, policy, root_digest, log_export, log_key)
     else:
-        with _client(url, token) as client:
+        with service.client() as client:
             result = client.gate_check(model, version, purpose)
-    _show(result, as_json, _decision_lines(result, f"{purpose} of {target}"))
+    service.show(result, _decision_lines(result, f"{purpose} of {target}"))
     if not result["allowed"]:
         raise typer.Exit(1)
 
@@ -182,9 +178,7 @@ def override(
         ..., "--share", help="A break-glass share file (weightvault breakglass split); repeat."
     ),
     reason: str = typer.Option(..., "--reason", help="Why the gate is overridden."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Break-glass: waive one version's gate once (k shares of the service KEK; logged)."""
     from weightvault._fs import read_small_file
@@ -203,35 +197,36 @@ def override(
         if len(found) != 1:
             raise FormatError(f"{path}: expected exactly one share line (wvshare1:...)")
         texts.append(found[0])
-    with _client(url, token) as client:
-        result = client.gate_override(model, version, purpose, texts, reason)
-    lines = [
-        f"break-glass override of {purpose} for {target}: waiver {result['waiver']} until "
-        f"{result['valid_until']} (log entry {result['log_index']})",
-        *(f"  overrides {line}" for line in result["overrides"]),
-    ]
-    _show(result, as_json, lines)
+    service.call(
+        lambda client: client.gate_override(model, version, purpose, texts, reason),
+        lambda result: [
+            f"break-glass override of {purpose} for {target}: waiver {result['waiver']} until "
+            f"{result['valid_until']} (log entry {result['log_index']})",
+            *(f"  overrides {line}" for line in result["overrides"]),
+        ],
+    )
 
 
 @gate_app.command("show")
 def show(
     request_id: str = typer.Argument(..., help="Grant request id."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """A request with its purpose and the gate's findings (what an approver reads first)."""
-    with _client(url, token) as client:
-        result = client.get_request(request_id)
+    service.call(lambda client: client.get_request(request_id), _request_lines)
+
+
+def _request_lines(request: dict[str, Any]) -> list[str]:
     lines = [
-        f"request {result['id']}: {result.get('purpose', 'pull')} of "
-        f"{result['model']}@{result['version']} for {result['requester']}: {result['status']}",
-        f"justification: {result['justification']}",
+        f"request {request['id']}: {request.get('purpose', 'pull')} of "
+        f"{request['model']}@{request['version']} for {request['requester']}: "
+        f"{request['status']}",
+        f"justification: {request['justification']}",
     ]
-    gate = result.get("gate")
+    gate = request.get("gate")
     if gate:
         lines += _decision_lines(gate, "release gate")
-    _show(result, as_json, lines)
+    return lines
 
 
 def register(app: typer.Typer) -> None:

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import typer
 
-from weightvault.cli.vault import _JSON, _TOKEN, _URL, _client, _show
+from weightvault.cli._groups import GROUP, command_group
+from weightvault.cli._options import Client, Connection
 
 ORDER = 64
 
-risk_app = typer.Typer(
-    name="risk",
-    help="Risk register: foreseeable misuse per model, with evidence attestations.",
-    no_args_is_help=True,
+risk_app = command_group(
+    "risk", "Risk register: foreseeable misuse per model, with evidence attestations."
 )
 
 
@@ -33,9 +32,7 @@ def add(
     evidence: list[str] = typer.Option(
         [], "--evidence", help="Digest of an attached attestation (sha256:HEX); repeat."
     ),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Add a risk entry to a model's register."""
     entry = {
@@ -46,10 +43,9 @@ def add(
         "mitigations": mitigations,
         "evidence": evidence,
     }
-    with _client(url, token) as client:
-        result = client.add_risk(model, entry)
-    _show(
-        result, as_json, [f"risk {result['id']} added to {model} (log entry {result['log_index']})"]
+    service.call(
+        lambda client: client.add_risk(model, entry),
+        lambda result: [f"risk {result['id']} added to {model} (log entry {result['log_index']})"],
     )
 
 
@@ -69,9 +65,7 @@ def update(
         [], "--evidence", help="Replaces the evidence digests; repeat for several."
     ),
     no_evidence: bool = typer.Option(False, "--no-evidence", help="Clear the evidence."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Change fields of an open risk entry (the others stay as they are)."""
     from weightvault.errors import UsageError
@@ -94,12 +88,9 @@ def update(
         changes["evidence"] = evidence
     if not changes:
         raise UsageError("nothing to change: give at least one field option")
-    with _client(url, token) as client:
-        result = client.update_risk(model, risk_id, changes)
-    _show(
-        result,
-        as_json,
-        [
+    service.call(
+        lambda client: client.update_risk(model, risk_id, changes),
+        lambda result: [
             f"risk {risk_id} of {model} updated: {', '.join(sorted(changes))} "
             f"(log entry {result['log_index']})"
         ],
@@ -111,32 +102,29 @@ def close(
     model: str = typer.Argument(..., help="Model name."),
     risk_id: str = typer.Argument(..., help="The entry's id (risk list)."),
     reason: str = typer.Option(..., "--reason", help="Why the risk no longer applies."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Close a risk entry, saying why (it stays in the register, marked closed)."""
-    with _client(url, token) as client:
-        result = client.close_risk(model, risk_id, reason)
-    _show(result, as_json, [f"risk {risk_id} of {model} closed (log entry {result['log_index']})"])
+    service.call(
+        lambda client: client.close_risk(model, risk_id, reason),
+        lambda result: [f"risk {risk_id} of {model} closed (log entry {result['log_index']})"],
+    )
 
 
 @risk_app.command("list")
 def list_risks(
     model: str = typer.Argument(..., help="Model name."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """List a model's risk entries."""
-    with _client(url, token) as client:
-        result = client.list_risks(model)
-    lines = [
-        f"{r['id']}  {r.get('status', 'open')}  {r['likelihood']}/{r['severity']}  {r['hazard']}  "
-        f"owner {r['owner']}  {len(r['evidence'])} evidence"
-        for r in result
-    ]
-    _show(result, as_json, lines or ["no risks"])
+    service.listing(
+        lambda client: client.list_risks(model),
+        lambda r: (
+            f"{r['id']}  {r.get('status', 'open')}  {r['likelihood']}/{r['severity']}  "
+            f"{r['hazard']}  owner {r['owner']}  {len(r['evidence'])} evidence"
+        ),
+        "no risks",
+    )
 
 
 @risk_app.command("export")
@@ -145,8 +133,7 @@ def export(
     fmt: str = typer.Option("json", "--format", help="json or md."),
     output: Path | None = typer.Option(None, "--output", "-o", help="File (else stdout)."),
     force: bool = typer.Option(False, "--force", help="Overwrite --output."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
+    server: Connection = GROUP,
 ) -> None:
     """Export a model's risk register (open and closed entries) as JSON or Markdown."""
     from weightvault.custody.risk import render_register
@@ -154,7 +141,7 @@ def export(
 
     if fmt not in ("json", "md"):
         raise UsageError("--format: expected json or md")
-    with _client(url, token) as client:
+    with server.client() as client:
         data = render_register(model, client.list_risks(model), fmt)
     if output is None:
         typer.echo(data.decode("utf-8"), nl=False)

@@ -8,29 +8,31 @@ the commands.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from weightvault.cli._groups import GROUP, command_group, with_option_groups
+from weightvault.cli._options import Client, Json, show
+
+if TYPE_CHECKING:
+    from weightvault.custody.client import VaultClient
+
 ORDER = 60
 
-vault_app = typer.Typer(
-    name="vault",
-    help="Client of the custody service: push, request, approve, pull, revoke, audit.",
-    no_args_is_help=True,
+vault_app = command_group(
+    "vault", "Client of the custody service: push, request, approve, pull, revoke, audit."
 )
 audit_app = typer.Typer(name="audit", help="Check an exported custody audit log offline.")
 breakglass_app = typer.Typer(
     name="breakglass", help="Split the service KEK into Shamir shares, or recover it."
 )
 
-_URL = typer.Option(None, "--url", help="Server URL (else WEIGHTVAULT_URL, else vault login).")
-_TOKEN = typer.Option(None, "--token", help="API token (else WEIGHTVAULT_TOKEN, else login).")
-_JSON = typer.Option(False, "--json", help="Print JSON.")
 _SIZE_RE = re.compile(r"([0-9]+)\s*([kKmMgGtT]?)(i?[bB])?")
 
 
@@ -56,12 +58,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def _client(url: str | None, token: str | None) -> Any:
-    from weightvault.custody.client import VaultClient, resolve_config
-
-    return VaultClient(resolve_config(url, token))
-
-
 @contextlib.contextmanager
 def _undo_new_files(folder: Path) -> Iterator[None]:
     """If the block fails, remove what it added to ``folder`` (the folder too, if it made it):
@@ -80,16 +76,6 @@ def _undo_new_files(folder: Path) -> Iterator[None]:
         raise
 
 
-def _show(doc: Any, as_json: bool, lines: list[str]) -> None:
-    from weightvault.cli._ui import emit_json
-
-    if as_json:
-        emit_json(doc)
-    else:
-        for line in lines:
-            typer.echo(line)
-
-
 # -- vault --------------------------------------------------------------------------------------
 
 
@@ -104,7 +90,7 @@ def init(
     force: bool = typer.Option(
         False, "--force", help="Replace an existing custody data folder (deletes it)."
     ),
-    as_json: bool = _JSON,
+    as_json: Json = False,
 ) -> None:
     """Create a custody data folder with its first admin, owner and approvers: tokens and
     approval keys are written to DATA/credentials (0600), to hand out."""
@@ -137,7 +123,7 @@ def init(
         f"audit log key: {result.audit_log_key}",
         f"hand out the files in {result.credentials_dir}, then delete them: the service needs none",
     ]
-    _show(
+    show(
         {
             "data": str(result.data_dir),
             "credentials": str(result.credentials_dir),
@@ -153,7 +139,7 @@ def init(
 def login(
     url: str = typer.Option(..., "--url", help="Server URL."),
     token: str = typer.Option(..., "--token", prompt=True, hide_input=True, help="API token."),
-    as_json: bool = _JSON,
+    as_json: Json = False,
 ) -> None:
     """Check the token against the server and save URL + token to $WEIGHTVAULT_HOME/vault.json."""
     from weightvault.custody.client import ClientConfig, VaultClient, save_config
@@ -162,7 +148,7 @@ def login(
     with VaultClient(config) as client:
         me = client.whoami()
     path = save_config(config)
-    _show(
+    show(
         {"name": me["name"], "roles": me["roles"], "url": config.url, "config": str(path)},
         as_json,
         [f"logged in as {me['name']} ({', '.join(me['roles'])}); saved to {path}"],
@@ -170,11 +156,11 @@ def login(
 
 
 @vault_app.command("whoami")
-def whoami(url: str | None = _URL, token: str | None = _TOKEN, as_json: bool = _JSON) -> None:
+def whoami(service: Client = GROUP) -> None:
     """Show the principal behind the token."""
-    with _client(url, token) as client:
-        me = client.whoami()
-    _show(me, as_json, [f"{me['name']}: {', '.join(me['roles'])}"])
+    service.call(
+        lambda client: client.whoami(), lambda me: [f"{me['name']}: {', '.join(me['roles'])}"]
+    )
 
 
 @vault_app.command("principal")
@@ -185,9 +171,7 @@ def principal(
     approval_key: Path | None = typer.Option(
         None, "--approval-key", help="PEM Ed25519 public key that signs this approver's decisions."
     ),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Create a principal (admin only); prints its first token once."""
     from weightvault.errors import InputError
@@ -198,18 +182,19 @@ def principal(
             pem = approval_key.read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{approval_key}: cannot read the public key") from exc
-    with _client(url, token) as client:
-        result = client.create_principal(name, roles, recipient=recipient, approval_key_pem=pem)
-    _show(result, as_json, [f"created {name}; token (shown once): {result['token']}"])
+    service.call(
+        lambda client: client.create_principal(
+            name, roles, recipient=recipient, approval_key_pem=pem
+        ),
+        lambda result: [f"created {name}; token (shown once): {result['token']}"],
+    )
 
 
 @vault_app.command("model")
 def model(
     name: str = typer.Argument(..., help="Model name."),
     policy: Path = typer.Option(..., "--policy", help="Policy JSON file."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Register a model with its custody policy (owner or admin)."""
     from weightvault._json import load_object
@@ -219,9 +204,9 @@ def model(
         doc = load_object(policy.read_bytes(), f"{policy}: policy")
     except OSError as exc:
         raise InputError(f"{policy}: not a readable JSON policy ({exc.strerror})") from exc
-    with _client(url, token) as client:
-        result = client.create_model(name, doc)
-    _show(result, as_json, [f"registered model {name}"])
+    service.call(
+        lambda client: client.create_model(name, doc), lambda result: [f"registered model {name}"]
+    )
 
 
 @vault_app.command("push")
@@ -230,9 +215,7 @@ def push(
     model_name: str = typer.Option(..., "--model", help="Registered model name."),
     version: str = typer.Option(..., "--version", help="New version name."),
     signature: Path = typer.Option(..., "--signature", help="OMS signature bundle (model.sig)."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Upload a signed model version; the server verifies, scans and encrypts it."""
     from weightvault.errors import InputError
@@ -243,12 +226,9 @@ def push(
         raise InputError(f"{signature}: cannot read the signature") from exc
     if not model_path.exists():
         raise InputError(f"{model_path}: no such file or folder")
-    with _client(url, token) as client:
-        result = client.push(model_name, version, model_path, bundle, ignore=(signature,))
-    _show(
-        result,
-        as_json,
-        [
+    service.call(
+        lambda client: client.push(model_name, version, model_path, bundle, ignore=(signature,)),
+        lambda result: [
             f"registered {result['model']}@{result['version']}: {result['files']} files, "
             f"{result['size']} bytes, signer {result['signer']}, scan {result['scan']}"
         ],
@@ -265,98 +245,121 @@ def request(
     purpose: str = typer.Option(
         "pull", "--purpose", help="pull, deploy or release (deploy/release: the release gate)."
     ),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """File a grant request; it needs M approvals before you can pull."""
-    with _client(url, token) as client:
-        result = client.request(
+    service.call(
+        lambda client: client.request(
             model_name, version, justification, duration, _bytes(budget, "--bytes"), purpose
-        )
-    _show(
-        result,
-        as_json,
-        [f"request {result['id']}: pending, needs {result['approvals_required']} approvals"],
+        ),
+        lambda result: [
+            f"request {result['id']}: pending, needs {result['approvals_required']} approvals"
+        ],
     )
-
-
-def _decide(
-    request_id: str,
-    key: Path | None,
-    pkcs11_uri: str | None,
-    valid_for: int,
-    url: str | None,
-    token: str | None,
-    as_json: bool,
-    decision: str,
-) -> None:
-    import datetime as dt
-
-    from weightvault.custody.approvals import load_approval_signer
-
-    signer = load_approval_signer(key, pkcs11_uri)
-    with _client(url, token) as client:
-        me = client.whoami()
-        result = client.decide(
-            request_id,
-            signer,
-            approver=me["name"],
-            decision=decision,
-            valid_for=dt.timedelta(seconds=valid_for),
-            announce=lambda line: typer.echo(line, err=True),
-        )
-    _show(result, as_json, [f"request {request_id}: {decision}d; status {result['status']}"])
 
 
 _KEY = typer.Option(None, "--key", help="Ed25519 private key (PEM) that signs the decision.")
 _PKCS11 = typer.Option(None, "--pkcs11-uri", help="Ed25519 key on a PKCS#11 token.")
 _VALID = typer.Option(3600, "--valid-for-s", help="How long the signed decision stays valid.")
 
+Submit = Callable[["VaultClient"], Callable[..., dict[str, Any]]]
+"""Which of the client's calls submits a signed decision (on a request, on a job)."""
 
-def _decision_command(decision: str, help_text: str) -> None:
-    """``vault approve`` and ``vault deny``: the same options, one decision each."""
 
+def add_decision_commands(
+    app: typer.Typer,
+    subject: tuple[str, str],
+    submit: Submit,
+    summary: Callable[[str, str, dict[str, Any]], str],
+    helps: dict[str, str],
+) -> None:
+    """``approve`` and ``deny`` on ``app`` (``vault``, ``vault job``): the same options and the
+    same ceremony (sign the decision with the approver's key, submit it with ``submit``), one
+    decision each. ``subject`` is the argument's name and help (``request_id``, ``Request id.``);
+    ``summary(id, decision, result)`` is the line printed without ``--json``."""
+    for decision, help_text in helps.items():
+        _add_decision_command(app, decision, help_text, *subject, submit, summary)
+
+
+def _add_decision_command(
+    app: typer.Typer,
+    decision: str,
+    help_text: str,
+    subject: str,
+    subject_help: str,
+    submit: Submit,
+    summary: Callable[[str, str, dict[str, Any]], str],
+) -> None:
     def command(
-        request_id: str = typer.Argument(..., help="Request id."),
+        target: str,
         key: Path | None = _KEY,
         pkcs11_uri: str | None = _PKCS11,
         valid_for: int = _VALID,
-        url: str | None = _URL,
-        token: str | None = _TOKEN,
-        as_json: bool = _JSON,
+        service: Client = GROUP,
     ) -> None:
-        _decide(request_id, key, pkcs11_uri, valid_for, url, token, as_json, decision)
+        import datetime as dt
 
-    command.__name__ = decision
-    vault_app.command(decision, help=help_text)(command)
+        from weightvault.custody.approvals import load_approval_signer
+
+        signer = load_approval_signer(key, pkcs11_uri)
+        with service.client() as client:
+            me = client.whoami()
+            result = submit(client)(
+                target,
+                signer,
+                approver=me["name"],
+                decision=decision,
+                valid_for=dt.timedelta(seconds=valid_for),
+                announce=lambda line: typer.echo(line, err=True),
+            )
+        service.show(result, [summary(target, decision, result)])
+
+    spread = with_option_groups(command)
+    parameters = list(inspect.signature(spread).parameters.values())
+    parameters[0] = parameters[0].replace(  # the argument's name is what --help shows
+        name=subject, default=typer.Argument(..., help=subject_help)
+    )
+
+    def run(**given: Any) -> None:
+        spread(target=given.pop(subject), **given)
+
+    run.__name__ = decision
+    run.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    run.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    app.command(decision, help=help_text)(run)
 
 
-_decision_command(
-    "approve", "Sign an approval of exactly this request with your approval key, and submit it."
-)
-_decision_command(
-    "deny", "Sign a denial of this request and submit it (one denial closes the request)."
+add_decision_commands(
+    vault_app,
+    ("request_id", "Request id."),
+    lambda client: client.decide,
+    lambda request_id, decision, result: (
+        f"request {request_id}: {decision}d; status {result['status']}"
+    ),
+    {
+        "approve": (
+            "Sign an approval of exactly this request with your approval key, and submit it."
+        ),
+        "deny": "Sign a denial of this request and submit it (one denial closes the request).",
+    },
 )
 
 
 @vault_app.command("grants")
 def grants(
     status: str | None = typer.Option(None, "--status", help="pending, active, denied, revoked."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """List requests and grants you may see."""
-    with _client(url, token) as client:
-        result = client.list_requests(status)
-    lines = [
-        f"{g['id']}  {g['model']}@{g['version']}  {g['requester']}  {g['status']}  "
-        f"{len(g['approvals'])}/{g['approvals_required']} approvals  "
-        f"{g['bytes_used']}/{g['byte_budget']} bytes"
-        for g in result
-    ]
-    _show(result, as_json, lines or ["no requests"])
+    service.listing(
+        lambda client: client.list_requests(status),
+        lambda g: (
+            f"{g['id']}  {g['model']}@{g['version']}  {g['requester']}  {g['status']}  "
+            f"{len(g['approvals'])}/{g['approvals_required']} approvals  "
+            f"{g['bytes_used']}/{g['byte_budget']} bytes"
+        ),
+        "no requests",
+    )
 
 
 @vault_app.command("pull")
@@ -366,9 +369,7 @@ def pull(
     identity: Path | None = typer.Option(
         None, "--identity", help="Your X25519 identity file (decrypts and checks digests)."
     ),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Download a granted version (encrypted to you), then decrypt and check it locally.
 
@@ -379,14 +380,13 @@ def pull(
     from weightvault.crypt.recipients import parse_identity
 
     ident = parse_identity(str(identity)) if identity is not None else None
-    with _client(url, token) as client:
+    with service.client() as client:
         listing = client.grant_files(grant_id)
         total = sum(f["delivered_size"] for f in listing["files"])
         with progress_bytes("pull", total) as advance:
             result = client.pull(grant_id, output, ident, progress=advance)
-    _show(
+    service.show(
         result,
-        as_json,
         [f"pulled {len(result['files'])} files of {result['model']} into {output}"],
     )
 
@@ -394,23 +394,23 @@ def pull(
 @vault_app.command("revoke")
 def revoke(
     request_id: str = typer.Argument(..., help="Request or grant id."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Revoke a grant (or withdraw a request) at once."""
-    with _client(url, token) as client:
-        result = client.revoke(request_id)
-    _show(result, as_json, [f"request {request_id}: revoked"])
+    service.call(
+        lambda client: client.revoke(request_id), lambda result: [f"request {request_id}: revoked"]
+    )
 
 
 @vault_app.command("inventory")
-def inventory(url: str | None = _URL, token: str | None = _TOKEN, as_json: bool = _JSON) -> None:
+def inventory(service: Client = GROUP) -> None:
     """Every model version: owner, size, signer, who has access, time to exfiltrate."""
-    with _client(url, token) as client:
-        result = client.inventory()
+    service.call(lambda client: client.inventory(), _inventory_lines)
+
+
+def _inventory_lines(inventory: list[dict[str, Any]]) -> list[str]:
     lines = []
-    for entry in result:
+    for entry in inventory:
         for version in entry["versions"]:
             lines.append(
                 f"{entry['model']}@{version['version']}  owner {entry['owner']}  "
@@ -421,7 +421,7 @@ def inventory(url: str | None = _URL, token: str | None = _TOKEN, as_json: bool 
             if "days_to_emit_size_through_jobs" in version:  # structured access (vault job)
                 days = version["days_to_emit_size_through_jobs"]
                 lines[-1] += f"  jobs emit its size in {_duration(days * 86400)}"
-    _show(result, as_json, lines or ["no models"])
+    return lines or ["no models"]
 
 
 @vault_app.command("audit")
@@ -431,9 +431,7 @@ def audit_export(
         None, "--key-output", help="Also write the log's public key here."
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Export the audit log (auditor or admin) for 'weightvault audit verify'."""
     from weightvault._fs import ensure_writable_destination, staged_outputs
@@ -441,21 +439,20 @@ def audit_export(
     ensure_writable_destination(output, force=force)  # before asking the server for the log
     if key_output is not None:
         ensure_writable_destination(key_output, force=force)
-    with _client(url, token) as client:
+    with service.client() as client:
         data = client.audit_export()
         key = client.audit_key()["log_key"]
     with staged_outputs() as files:  # the export and its key appear together, or neither
         files.write_bytes(output, data, force=force)
         if key_output is not None:
             files.write_bytes(key_output, (key + "\n").encode(), force=force)
-    _show(
+    service.show(
         {
             "file": str(output),
             "key_file": None if key_output is None else str(key_output),
             "log_key": key,
             "bytes": len(data),
         },
-        as_json,
         [f"exported the audit log to {output}; log key: {key}"],
     )
 
@@ -467,7 +464,7 @@ def audit_verify(
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="An earlier checkpoint you trust (detects rollbacks)."
     ),
-    as_json: bool = _JSON,
+    as_json: Json = False,
 ) -> None:
     """Verify an exported audit log offline: signatures, every entry, consistency."""
     from weightvault.custody.audit import verify_audit
@@ -481,7 +478,7 @@ def audit_verify(
         raise FileSystemError.from_os_error(exc) from exc
     result = verify_audit(data, key_text, trusted_checkpoint=trusted)
     passkeys = result.passkey_approvals
-    _show(
+    show(
         {
             "size": result.size,
             "origin": result.origin,
@@ -503,14 +500,14 @@ def breakglass_split(
     threshold: int = typer.Option(..., "-k", "--threshold", help="Shares needed to recover."),
     count: int = typer.Option(..., "-n", "--shares", help="Shares to make."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for share-N.txt files."),
-    as_json: bool = _JSON,
+    as_json: Json = False,
 ) -> None:
     """Split the KEK into n Shamir shares, any k of which recover it."""
     from weightvault.custody.breakglass_files import split_keyring
 
     with _undo_new_files(output):
         paths = split_keyring(kek, threshold, count, output)
-    _show(
+    show(
         {"folder": str(output), "threshold": threshold, "shares": [str(p) for p in paths]},
         as_json,
         [f"wrote {len(paths)} shares ({threshold} needed) to {output}"],
@@ -521,14 +518,14 @@ def breakglass_split(
 def breakglass_recover(
     shares: list[Path] = typer.Argument(..., help="Share files."),
     output: Path = typer.Option(..., "-o", "--output", help="Recovered keyring file (0600)."),
-    as_json: bool = _JSON,
+    as_json: Json = False,
 ) -> None:
     """Recover the KEK from k shares; refuses a result that does not authenticate."""
     from weightvault.custody.breakglass_files import recover_keyring
 
     with _undo_new_files(output.parent):
         kid = recover_keyring(shares, output)
-    _show(
+    show(
         {"file": str(output), "kid": kid},
         as_json,
         [f"recovered keyring {kid} to {output}"],

@@ -12,14 +12,14 @@ from typing import Any
 
 import typer
 
-from weightvault.cli.vault import _JSON, _KEY, _PKCS11, _TOKEN, _URL, _VALID, _client, _show
+from weightvault.cli._groups import GROUP, command_group
+from weightvault.cli._options import Client, Json, show
+from weightvault.cli.vault import add_decision_commands
 
 ORDER = 61
 
-job_app = typer.Typer(
-    name="job",
-    help="Jobs next to the weights (query, evaluate, finetune, inspect): only results leave.",
-    no_args_is_help=True,
+job_app = command_group(
+    "job", "Jobs next to the weights (query, evaluate, finetune, inspect): only results leave."
 )
 
 
@@ -92,9 +92,7 @@ def submit(
     params: list[str] = typer.Option(
         [], "--param", help="A parameter, NAME=VALUE (e.g. temperature=0.7); repeat."
     ),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Submit a job; it runs once the model's policy's approvals for its kind are in."""
     inputs: dict[str, Any] = {}
@@ -114,86 +112,48 @@ def submit(
         "parameters": _parameters(params),
         "inputs": inputs,
     }
-    with _client(url, token) as client:
-        result = client.submit_job(job, justification)
-    _show(result, as_json, [_summary(result)])
+    service.call(
+        lambda client: client.submit_job(job, justification), lambda result: [_summary(result)]
+    )
 
 
-def _decide(job_id: str, key: Path | None, pkcs11_uri: str | None, valid_for: int,
-            url: str | None, token: str | None, as_json: bool, decision: str) -> None:  # fmt: skip
-    import datetime as dt
-
-    from weightvault.custody.approvals import load_approval_signer
-
-    signer = load_approval_signer(key, pkcs11_uri)
-    with _client(url, token) as client:
-        me = client.whoami()
-        result = client.decide_job(
-            job_id,
-            signer,
-            approver=me["name"],
-            decision=decision,
-            valid_for=dt.timedelta(seconds=valid_for),
-            announce=lambda line: typer.echo(line, err=True),
-        )
-    _show(result, as_json, [_summary(result)])
-
-
-def _decision_command(decision: str, help_text: str) -> None:
-    """``vault job approve`` and ``vault job deny``: the same options, one decision each."""
-
-    def command(
-        job_id: str = typer.Argument(..., help="Job id."),
-        key: Path | None = _KEY,
-        pkcs11_uri: str | None = _PKCS11,
-        valid_for: int = _VALID,
-        url: str | None = _URL,
-        token: str | None = _TOKEN,
-        as_json: bool = _JSON,
-    ) -> None:
-        _decide(job_id, key, pkcs11_uri, valid_for, url, token, as_json, decision)
-
-    command.__name__ = decision
-    job_app.command(decision, help=help_text)(command)
-
-
-_decision_command(
-    "approve", "Sign an approval of exactly this job (its request digest); submit it."
+add_decision_commands(
+    job_app,
+    ("job_id", "Job id."),
+    lambda client: client.decide_job,
+    lambda _job_id, _decision, result: _summary(result),
+    {
+        "approve": "Sign an approval of exactly this job (its request digest); submit it.",
+        "deny": "Sign a denial of this job and submit it (one denial closes it).",
+    },
 )
-_decision_command("deny", "Sign a denial of this job and submit it (one denial closes it).")
 
 
 @job_app.command("status")
 def status(
     job_id: str = typer.Argument(..., help="Job id."),
     wait: float = typer.Option(0.0, "--wait", help="Wait up to this many seconds for it to end."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """A job's state (pending, approved, running, succeeded, failed, killed, released, ...)."""
     import time
 
     deadline = time.monotonic() + wait
-    with _client(url, token) as client:
+    with service.client() as client:
         result = client.get_job(job_id)
         while result["status"] in ("approved", "running") and time.monotonic() < deadline:
             time.sleep(0.25)
             result = client.get_job(job_id)
-    _show(result, as_json, [_summary(result)])
+    service.show(result, [_summary(result)])
 
 
 @job_app.command("list")
 def list_jobs(
     status_filter: str | None = typer.Option(None, "--status", help="Only jobs in this state."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """The jobs you may see (yours; all of a model's for its owner and approvers)."""
-    with _client(url, token) as client:
-        result = client.list_jobs(status_filter)
-    _show(result, as_json, [_summary(job) for job in result] or ["no jobs"])
+    service.listing(lambda client: client.list_jobs(status_filter), _summary, "no jobs")
 
 
 def _outputs_lines(outputs: dict[str, Any]) -> list[str]:
@@ -209,9 +169,7 @@ def result(
     job_id: str = typer.Argument(..., help="Job id."),
     output: Path = typer.Option(..., "-o", "--output", help="Write the signed result here."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Receive a finished job's signed result (once: it counts against your output budget)."""
     import base64
@@ -219,7 +177,7 @@ def result(
     from weightvault._fs import ensure_writable_destination, write_bytes_atomic
 
     ensure_writable_destination(output, force=force)
-    with _client(url, token) as client:
+    with service.client() as client:
         signed = client.job_result(job_id)
     write_bytes_atomic(output, signed, force=force)
     predicate = json.loads(base64.b64decode(json.loads(signed)["payload"]))["predicate"]
@@ -227,20 +185,16 @@ def result(
         f"wrote the signed result of {predicate['kind']} job {job_id} to {output}",
         *_outputs_lines(predicate["outputs"]),
     ]
-    _show({"output": str(output), "bytes": len(signed), "predicate": predicate}, as_json, lines)
+    service.show({"output": str(output), "bytes": len(signed), "predicate": predicate}, lines)
 
 
 @job_app.command("cancel")
 def cancel(
     job_id: str = typer.Argument(..., help="Job id."),
-    url: str | None = _URL,
-    token: str | None = _TOKEN,
-    as_json: bool = _JSON,
+    service: Client = GROUP,
 ) -> None:
     """Cancel a job that was not released (a running worker is killed)."""
-    with _client(url, token) as client:
-        result = client.cancel_job(job_id)
-    _show(result, as_json, [_summary(result)])
+    service.call(lambda client: client.cancel_job(job_id), lambda result: [_summary(result)])
 
 
 @job_app.command("verify-result")
@@ -248,7 +202,7 @@ def verify_result(
     result_path: Path = typer.Argument(..., help="A signed result from 'vault job result'."),
     log_export: Path = typer.Option(..., "--log-export", help="An export from 'vault audit'."),
     log_key: Path = typer.Option(..., "--log-key", help="The log's public key (audit.pub)."),
-    as_json: bool = _JSON,
+    as_json: Json = False,
 ) -> None:
     """Check a job result offline: its signature, its outputs, and its entry in the log."""
     from weightvault._fs import read_small_file
@@ -266,7 +220,7 @@ def verify_result(
         f"{p['model_root_digest']}",
         *_outputs_lines(verified.outputs),
     ]
-    _show({"log_index": verified.log_index, "predicate": p}, as_json, lines)
+    show({"log_index": verified.log_index, "predicate": p}, as_json, lines)
 
 
 def register(app: typer.Typer) -> None:
