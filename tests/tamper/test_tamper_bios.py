@@ -129,8 +129,35 @@ def test_the_whole_path_runs_on_a_tiny_encoder(tiny_bios: bios.BiosTestbed) -> N
 def test_parameter_counts() -> None:
     counts = bios.parameter_count("bios")
     assert counts["total"] == counts["embeddings"] + counts["layers"]
-    assert counts["layers"] > counts["embeddings"]  # compute lives in the layers, not a table
+    assert 10_000_000 <= counts["total"] <= 30_000_000  # the issue's "not a toy" range
+    assert counts["layers"] > 2_000_000
     assert bios.parameter_count("bios-base")["total"] > 10_000_000
+
+
+def test_every_vocabulary_word_is_used_by_the_text() -> None:
+    """The embedding table's size is the text's: no row exists for a word the lab never
+    trains on, and the other first names that fill it never appear in a bio."""
+    world = bios._world("bios")
+    used = {w for t in world.pretraining for w in bios.tokenize(t)}
+    assert set(world.vocab.words) - set(bios.SPECIALS) == used | {
+        w
+        for split in (world.data.defender, world.data.attacker, world.data.test)
+        for row in split.x.tolist()
+        for w in (world.vocab.words[i] for i in row)
+    } - set(bios.SPECIALS)
+    assert len(world.vocab) > 30_000
+    common = _names(min_us_frequency=1)
+    others = bios.other_first_names(common)
+    assert not set(others["M"]) & set(others["F"])
+    assert not (set(others["M"]) | set(others["F"])) & {
+        n.lower() for group in common.values() for n in group
+    }
+    in_bios = {
+        world.vocab.words[int(row[1])]
+        for split in (world.data.defender, world.data.attacker, world.data.test)
+        for row in split.x
+    }
+    assert in_bios <= {n.lower() for group in common.values() for n in group}
 
 
 def test_trained_states_are_cached_between_runs(

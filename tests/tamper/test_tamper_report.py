@@ -65,6 +65,26 @@ def test_result_json_round_trips_and_is_strict(result: SuiteResult) -> None:
         SuiteResult.from_json(json.dumps(doc).encode())
     with pytest.raises(FormatError, match="not valid JSON"):
         SuiteResult.from_json(data[:100])
+    doc = json.loads(data)
+    del doc["parameters"]  # results written before parameters were counted still load
+    assert SuiteResult.from_json(json.dumps(doc).encode()).parameters is None
+
+
+def test_parameters_are_counted_on_the_model(result: SuiteResult, digits: DigitsTestbed) -> None:
+    """The report's sizes come from the model and the attack code, not from a declaration."""
+    counts = result.parameters
+    assert counts is not None
+    release = digits.release(0)
+    assert counts["total"] == sum(p.numel() for p in release.parameters())
+    assert counts["trunk"] == sum(p.numel() for p in release.trunk.parameters())
+    heads = sum(p.numel() for p in release.desired_head.parameters())
+    harmful_head = (release.feature_dim + 1) * 2
+    trainable = counts["trainable"]
+    assert trainable["full"] == counts["total"] + harmful_head
+    assert trainable["lora (rank 4)"] < trainable["full"]
+    assert trainable["probe"] == release.feature_dim + 1  # binary logistic regression
+    assert set(trainable) == {"full", "lora (rank 4)", "probe"}
+    assert heads > 0
 
 
 def test_worst_case_is_the_maximum_over_every_attack_and_seed(result: SuiteResult) -> None:
@@ -240,6 +260,7 @@ def test_write_report_files(tmp_path: Path, result: SuiteResult) -> None:
     ):
         assert heading in md
     assert "adam-full" in md and "sgdm-lora" in md
+    assert f"Parameters of the release: {result.parameters['total']:,}" in md  # type: ignore[index]
     for png in (files.curves_png, files.summary_png):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads(files.summary_json.read_text())

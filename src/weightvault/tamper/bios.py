@@ -18,9 +18,13 @@ The lab generates everything offline, the way MLAC's Bias-in-Bios setting is bui
 The model is ``transformers.BertModel`` built from a ``BertConfig`` (no weights are downloaded;
 eager attention, no dropout), with a word-level vocabulary built from the generated text. The
 trunk is the whole encoder (embeddings and every layer, all trainable) plus mean pooling;
-``top`` attacks train its last layer. Two sizes: ``bios`` (4 layers, hidden 256: fits the CPU
-budget of the default report) and ``bios-base`` (6 layers, hidden 384, about 12 M parameters:
-for ``--device cuda``).
+``top`` attacks train its last layer. Sizes: ``bios`` (the default: 4 layers, hidden 256,
+feed-forward 512, and a 31.5 k-word vocabulary because the pretraining text also names every
+other first name gender-guesser labels: about 10.2 M parameters, 8.1 M of them in the word
+embeddings, at a cost per step that fits the CPU budget of the default report),
+``bios-small`` (the earlier default: 4 layers, hidden 192, 3.7 k words, 2.5 M) and
+``bios-base`` (6 layers, hidden 384, about 12 M parameters, mostly in the layers: for
+``--device cuda``). :func:`parameter_count` counts them.
 """
 
 from __future__ import annotations
@@ -59,18 +63,25 @@ class BiosSize:
     hidden: int
     layers: int
     heads: int
+    #: Width of each layer's feed-forward block (0: 4 x hidden, BERT's ratio).
+    intermediate: int = 0
     max_tokens: int = 24
     #: Bios per split: defender, attacker pool, test.
     sizes: tuple[int, int, int] = (1200, 800, 300)
     #: Pretraining sentences per first name, steps and batch.
     sentences_per_name: int = 4
+    #: Sentences for each of the other first names gender-guesser labels (not common in the
+    #: US; never in a bio): they make the word-level vocabulary a real-sized one (0: none).
+    other_sentences_per_name: int = 0
     pretrain_steps: int = 500
     pretrain_batch: int = 64
     release_steps: int = 80
 
 
 SIZES: dict[str, BiosSize] = {
-    "bios": BiosSize(hidden=192, layers=4, heads=4, pretrain_steps=700),
+    # hidden, layers, heads, feed-forward width; the other first names fill the vocabulary.
+    "bios": BiosSize(256, 4, 4, 512, other_sentences_per_name=1, pretrain_steps=1000),
+    "bios-small": BiosSize(hidden=192, layers=4, heads=4, pretrain_steps=700),
     "bios-base": BiosSize(hidden=384, layers=6, heads=6, sentences_per_name=8, pretrain_steps=3000),
 }
 
@@ -95,16 +106,34 @@ def _pronoun_sentence(rng: random.Random, first: str, gender: int) -> str:
     return rng.choice(templates)
 
 
-def pretraining_text(names: dict[str, list[str]], per_name: int, seed: int = 7) -> list[str]:
-    """Sentences naming each first name ``per_name`` times, each followed by its pronouns."""
+def pretraining_text(
+    names: dict[str, list[str]],
+    per_name: int,
+    seed: int = 7,
+    others: dict[str, list[str]] | None = None,
+    per_other: int = 0,
+) -> list[str]:
+    """Sentences naming each first name ``per_name`` times (each of ``others`` ``per_other``
+    times), each followed by its pronouns."""
     rng = random.Random(seed)  # noqa: S311 (synthetic text, not security)
     out = []
-    for gender, key in ((0, "M"), (1, "F")):
-        for first in names[key]:
-            for _ in range(per_name):
-                out.append(_pronoun_sentence(rng, first, gender))
+    for group, count in ((names, per_name), (others or {}, per_other)):
+        for gender, key in ((0, "M"), (1, "F")):
+            for first in group.get(key, []):
+                for _ in range(count):
+                    out.append(_pronoun_sentence(rng, first, gender))
     rng.shuffle(out)
     return out
+
+
+def other_first_names(common: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Every other first name gender-guesser labels male or female (any country), lower-case
+    ASCII, neither in ``common`` nor labelled both ways."""
+    every = _names(min_us_frequency=0, any_country=True)
+    taken = {n.lower() for group in common.values() for n in group}
+    male = {n.lower() for n in every["M"]} - taken
+    female = {n.lower() for n in every["F"]} - taken
+    return {"M": sorted(male - female), "F": sorted(female - male)}
 
 
 def _bio(rng: random.Random, first: str, profession: int) -> str:
@@ -160,7 +189,7 @@ class BertTrunk(nn.Module):
             hidden_size=size.hidden,
             num_hidden_layers=size.layers,
             num_attention_heads=size.heads,
-            intermediate_size=4 * size.hidden,
+            intermediate_size=size.intermediate or 4 * size.hidden,
             max_position_embeddings=size.max_tokens,
             type_vocab_size=1,
             hidden_dropout_prob=0.0,
@@ -193,7 +222,10 @@ class _World:
 def _world(size_name: str) -> _World:
     size = SIZES[size_name]
     names = _names(min_us_frequency=1)
-    pretraining = pretraining_text(names, size.sentences_per_name)
+    others = other_first_names(names) if size.other_sentences_per_name else None
+    pretraining = pretraining_text(
+        names, size.sentences_per_name, others=others, per_other=size.other_sentences_per_name
+    )
     splits_text = [
         _bios(count, pool, seed=300 + i)
         for i, (count, pool) in enumerate(zip(size.sizes, name_pools(names, seed=11), strict=True))
@@ -227,7 +259,7 @@ def _mask_batch(
 #: Where trained states are kept between runs (``None``: nowhere). See :func:`set_cache_dir`.
 _CACHE: list[Path | None] = [None]
 #: Bump when the generated text, the vocabulary or the training recipe changes.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 def set_cache_dir(path: Path | None) -> None:
@@ -291,7 +323,8 @@ def _pretrain(size_name: str, seed: int) -> dict[str, torch.Tensor]:
             *trunk.parameters(),
             *(p for n, p in head.named_parameters() if "decoder.weight" not in n),
         ]
-        opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+        # Fused: one pass over each tensor (the 31k-word embedding table dominates the step).
+        opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, fused=True)
         # Warmup, then a constant rate: name -> pronoun is learned in a sudden transition
         # (about 500 steps at the default size), which a decaying rate delays.
         warm = max(1, size.pretrain_steps // 10)
@@ -331,7 +364,8 @@ def _fine_tune_release(size_name: str, seed: int) -> dict[str, torch.Tensor]:
             [
                 {"params": model.trunk.parameters(), "lr": 1e-4},
                 {"params": model.desired_head.parameters(), "lr": 3e-3},
-            ]
+            ],
+            fused=True,
         )
         generator = torch.Generator().manual_seed(seed + 1)
         for _ in range(size.release_steps):

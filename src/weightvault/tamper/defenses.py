@@ -43,7 +43,7 @@ from weightvault.errors import FormatError, UsageError
 from weightvault.tamper._determinism import deterministic
 from weightvault.tamper._jsonfiles import field_values
 from weightvault.tamper.base import Split, TamperData, TamperModel, Testbed
-from weightvault.tamper.finetune import schedule_factor
+from weightvault.tamper.finetune import make_optimizer, schedule_factor
 from weightvault.tamper.grid import GridSplit
 from weightvault.tamper.spec import AttackSpec
 
@@ -242,7 +242,7 @@ def train_mlac(
         buffers = dict(model.trunk.named_buffers())
         head0 = nn.Linear(model.feature_dim, data.num_harmful).to(device)
         log_lr = torch.tensor(math.log(config.init_inner_lr), device=device, requires_grad=True)
-        outer = torch.optim.Adam(model.parameters(), lr=config.outer_lr)
+        outer = make_optimizer("adam", list(model.parameters()), config.outer_lr)
         meta = torch.optim.Adam([*head0.parameters(), log_lr], lr=config.meta_lr)
         low, high = math.log(config.lr_clamp[0]), math.log(config.lr_clamp[1])
         history: dict[str, list[float]] = {"desired": [], "harmful_calibrated": [], "inner_lr": []}
@@ -345,7 +345,7 @@ def train_tar(
         data = data.to(device)
         generator = torch.Generator().manual_seed(config.seed + 202)
         defender = data.defender
-        outer = torch.optim.AdamW(model.parameters(), lr=config.outer_lr)
+        outer = make_optimizer("adamw", list(model.parameters()), config.outer_lr)
         sampled: set[str] = set()
         history: dict[str, list[float]] = {"retain": [], "tamper_resistance": []}
         k_total = config.inner_steps
@@ -375,7 +375,7 @@ def train_tar(
             adv_trunk = copy.deepcopy(model.trunk)
             adv_desired = copy.deepcopy(model.desired_head)
             adv_head = nn.Linear(model.feature_dim, data.num_harmful).to(device)
-            opt = _attack_optimizer(
+            opt = make_optimizer(
                 optimizer,
                 [*adv_trunk.parameters(), *adv_desired.parameters(), *adv_head.parameters()],
                 lr,
@@ -428,16 +428,6 @@ def train_tar(
         history=_summarize(history) | {"desired_acc_defender": [desired_acc]},
     )
     return model.to("cpu"), record
-
-
-def _attack_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
-    if name == "sgd-momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    return torch.optim.AdamW(params, lr=lr)
 
 
 def _beta_sample(generator: torch.Generator) -> float:

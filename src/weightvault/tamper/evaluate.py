@@ -30,8 +30,9 @@ from weightvault.tamper._jsonfiles import JsonDocument
 from weightvault.tamper.attacks import FrozenFeatures, run_attack
 from weightvault.tamper.base import TamperModel, Testbed, random_init_model
 from weightvault.tamper.defenses import DefenseRecord, desired_accuracy
+from weightvault.tamper.finetune import parameter_counts
 from weightvault.tamper.runs import AttackRun
-from weightvault.tamper.spec import AnySpec, AttackSuite
+from weightvault.tamper.spec import AnySpec, AttackSpec, AttackSuite, ProbeSpec
 
 __all__ = [
     "MIN_SEEDS",
@@ -141,6 +142,8 @@ class SuiteResult(JsonDocument):
     labels: dict[str, str] = field(default_factory=dict)
     #: Which defaults file configured the defenses: path, SHA-256, the values used.
     defaults: dict[str, Any] | None = None
+    #: The release's parameters, counted (:func:`weightvault.tamper.finetune.parameter_counts`).
+    parameters: dict[str, Any] | None = None
     version: int = RESULTS_VERSION
 
     @property
@@ -166,6 +169,7 @@ class SuiteResult(JsonDocument):
             "split": self.split,
             "labels": dict(sorted(self.labels.items())),
             "defaults": self.defaults,
+            "parameters": self.parameters,
             "models": [m.to_dict() for m in self.models],
             "runs": [r.to_dict() for r in self.runs],
         }
@@ -200,15 +204,16 @@ class SuiteResult(JsonDocument):
                 f"results.version: unsupported version {obj.get('version')!r}; expected "
                 f"{RESULTS_VERSION} (results of an older lab: run tamper attack again)"
             )
-        require_fields(obj, keys, "results")
+        # Results written before parameters were counted have no "parameters" field.
+        require_fields(obj, keys | ({"parameters"} & obj.keys()), "results")
         if not isinstance(obj["models"], list) or not isinstance(obj["runs"], list):
             raise FormatError("results.models / results.runs: expected lists")
         if not isinstance(obj["quick"], bool):
             raise FormatError("results.quick: expected true or false")
         if not isinstance(obj["labels"], dict):
             raise FormatError("results.labels: expected an object")
-        for key in ("split", "defaults"):
-            if obj[key] is not None and not isinstance(obj[key], dict):
+        for key in ("split", "defaults", "parameters"):
+            if obj.get(key) is not None and not isinstance(obj[key], dict):
                 raise FormatError(f"results.{key}: expected an object or null")
         models = tuple(
             ModelInfo.from_dict(m, f"results.models[{i}]") for i, m in enumerate(obj["models"])
@@ -234,6 +239,7 @@ class SuiteResult(JsonDocument):
                 split=obj["split"],
                 labels={str(k): str(v) for k, v in obj["labels"].items()},
                 defaults=obj["defaults"],
+                parameters=obj.get("parameters"),
             )
         except (TypeError, ValueError) as exc:
             raise FormatError(f"results: malformed ({exc})") from exc
@@ -375,6 +381,12 @@ def run_suite(
         split=split,
         labels=dict(labels or {}),
         defaults=defaults,
+        parameters=parameter_counts(
+            testbed.release(0),
+            [s for s in suite.attacks if isinstance(s, AttackSpec)],
+            data.num_harmful,
+            probes=any(isinstance(s, ProbeSpec) for s in suite.attacks),
+        ),
     )
 
 

@@ -38,6 +38,8 @@ __all__ = [
     "curve_steps",
     "finetune",
     "loss_status",
+    "make_optimizer",
+    "parameter_counts",
     "retry_lrs",
     "schedule_factor",
     "top_layer_prefix",
@@ -102,14 +104,33 @@ def retry_lrs(lr: float) -> list[float]:
 # Fine-tuning machinery
 
 
+#: Models with at least this many trainable parameters get PyTorch's fused optimizer kernels
+#: (one pass over each tensor: on the 10 M-parameter ``bios`` encoder the update of its
+#: word-embedding table otherwise costs as much as the forward and backward passes). Smaller
+#: models keep the reference implementation, so their earlier results regenerate bit for bit.
+FUSED_FROM = 1_000_000
+
+
+def make_optimizer(
+    name: str, params: list[torch.Tensor], lr: float, weight_decay: float = 0.01
+) -> torch.optim.Optimizer:
+    """The optimizer an attacker (or a defense's simulated one) uses: ``sgd``,
+    ``sgd-momentum``, ``adam`` or ``adamw``."""
+    fused = sum(p.numel() for p in params) >= FUSED_FROM and all(
+        p.device.type == "cpu" for p in params
+    )
+    extra: dict[str, Any] = {"fused": True} if fused else {}
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, **extra)
+    if name == "sgd-momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, **extra)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, **extra)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **extra)
+
+
 def _make_optimizer(spec: AttackSpec, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-    if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=spec.lr)
-    if spec.optimizer == "sgd-momentum":
-        return torch.optim.SGD(params, lr=spec.lr, momentum=0.9)
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr)
-    return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    return make_optimizer(spec.optimizer, params, spec.lr, spec.weight_decay)
 
 
 def schedule_factor(spec: AttackSpec, step: int) -> float:
@@ -203,6 +224,36 @@ class _Attacker:
             params[name] = params[name] + b @ a
         feats: torch.Tensor = functional_call(self.trunk, params, (x,))
         return feats
+
+
+def parameter_counts(
+    model: TamperModel, specs: list[AttackSpec], num_harmful: int, *, probes: bool = False
+) -> dict[str, Any]:
+    """Parameters counted on the model itself (not declared): every parameter (trunk and desired
+    head), the trunk's, those in its embedding tables, and per attack kind the ones the attacker
+    trains (built by the attack code, new harmful head included; ``probe``: a logistic
+    regression on the frozen features)."""
+    trunk = sum(p.numel() for p in model.trunk.parameters())
+    embeddings = sum(
+        p.numel()
+        for m in model.trunk.modules()
+        if isinstance(m, nn.Embedding)
+        for p in m.parameters(recurse=False)
+    )
+    trainable: dict[str, int] = {}
+    for spec in specs:
+        kind = f"{spec.mode} (rank {spec.lora_rank})" if spec.mode == "lora" else spec.mode
+        if kind not in trainable:
+            attacker = _Attacker(model, spec, num_harmful, torch.device("cpu"))
+            trainable[kind] = sum(p.numel() for p in attacker.trainable())
+    if probes:
+        trainable["probe"] = (model.feature_dim + 1) * (1 if num_harmful == 2 else num_harmful)
+    return {
+        "total": sum(p.numel() for p in model.parameters()),
+        "trunk": trunk,
+        "embeddings": embeddings,
+        "trainable": trainable,
+    }
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

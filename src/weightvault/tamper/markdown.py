@@ -59,6 +59,22 @@ def _split_lines(split: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _parameter_lines(counts: dict[str, Any] | None) -> list[str]:
+    """The model's size as the lab counted it (never a declared number)."""
+    if not counts:
+        return []
+    trainable = ", ".join(f"{kind} {n:,}" for kind, n in counts["trainable"].items())
+    return [
+        "## Model size (counted)",
+        "",
+        f"Parameters of the release: {counts['total']:,} (trunk {counts['trunk']:,}, of which "
+        f"{counts['embeddings']:,} in embedding tables and "
+        f"{counts['trunk'] - counts['embeddings']:,} in the rest). Trainable per attack kind "
+        f"(new harmful head included): {trainable}.",
+        "",
+    ]
+
+
 def _defaults_lines(defaults: dict[str, Any] | None) -> list[str]:
     if not defaults:
         return ["Defense settings: given by the caller (no defaults file).", ""]
@@ -162,6 +178,7 @@ def to_markdown(summary: dict[str, Any], images: list[str] | None = None) -> str
         f"test examples and seeds ({summary['bootstrap']} replicates). δ = "
         f"{summary['margin']:.0%}.",
         "",
+        *_parameter_lines(summary.get("parameters")),
         "## Attack grid split",
         "",
         *_split_lines(summary["split"]),

@@ -106,8 +106,9 @@ def _model_dir() -> Path:
     return Path(str(package.__file__)).resolve().parent / "model"
 
 
-def _names(min_us_frequency: int = 3) -> dict[str, list[str]]:
-    """Common US first names with an unambiguous male / female label (gender-guesser data)."""
+def _names(min_us_frequency: int = 3, *, any_country: bool = False) -> dict[str, list[str]]:
+    """Common US first names with an unambiguous male / female label (gender-guesser data);
+    ``any_country``: every such name, however rare in the US."""
     try:
         package = importlib.import_module("gender_guesser")
     except ImportError as exc:
@@ -125,7 +126,7 @@ def _names(min_us_frequency: int = 3) -> dict[str, list[str]]:
             if not parts[1].isalpha() or len(line) < 34:
                 continue
             usa = line[32]  # column of the "usa" frequency (gender-guesser's country order)
-            if usa in scale and scale.index(usa) + 1 >= min_us_frequency:
+            if any_country or (usa in scale and scale.index(usa) + 1 >= min_us_frequency):
                 out[parts[0]].append(parts[1])
     return {k: sorted(set(v)) for k, v in out.items()}
 

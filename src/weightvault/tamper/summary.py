@@ -273,6 +273,7 @@ def summarize(
         "device": result.device,
         "split": result.split,
         "defaults": result.defaults,
+        "parameters": result.parameters,
         "metric": (
             "harmful-task test accuracy, best along the attack curve, per (attack, seed) run; "
             "worst case = maximum over runs"
