@@ -135,6 +135,9 @@ class Segment:
     view: memoryview
     #: Our own anonymous mapping behind ``view`` (whose pages are given ahead of the read).
     mapping: mmap.mmap | None = None
+    #: Already read through the same descriptor (to parse where the rest goes): hashed from
+    #: ``view`` as it is, not read again.
+    filled: bool = False
 
     @property
     def end(self) -> int:
@@ -166,15 +169,14 @@ def read_into(
     extents: Sequence[Extent],
     segments: Sequence[Segment],
     *,
-    filled: int = 0,
     workers: int = 1,
 ) -> list[bytes]:
     """Read ``size`` bytes of ``fd`` into ``segments``, hashing each piece right after it lands
     (from the memory it landed in, never from the file), extent by extent; one digest per extent.
 
     ``segments`` tile ``[0, size)`` in order (a tensor's final storage can be one, so the bytes
-    are read once, straight to where they are used); the first ``filled`` bytes are already in
-    them (read through the same ``fd``, e.g. a header parsed to place the rest) and are hashed,
+    are read once, straight to where they are used); a segment marked ``filled`` holds bytes
+    already read through the same ``fd`` (a header parsed to place the rest): they are hashed,
     not read again. ``extents`` tile ``[0, size)`` in order; with ``workers`` > 1 several
     extents (shards) are read and hashed at once, each by one thread. A file that ends early or
     holds more than ``size`` bytes changed while it was read: :class:`DigestMismatchError`.
@@ -189,7 +191,7 @@ def read_into(
     if _tiled(extents) != size or _tiled(segments) != size:  # pragma: no cover - caller's bug
         raise DigestMismatchError(f"{shown}: does not match its signed layout", names=[shown])
     threads = default_workers() if size >= _BLAKE3_THREADED and len(extents) == 1 else 1
-    job = _Job(fd, segments, filled, algorithm, shown)
+    job = _Job(fd, segments, algorithm, shown)
     if workers > 1 and len(extents) > 1:
         with ThreadPoolExecutor(min(workers, len(extents))) as pool:
             digests = list(pool.map(lambda e: job.extent(e, 1), extents))
@@ -216,7 +218,6 @@ class _Job:
 
     fd: int
     segments: Sequence[Segment]
-    filled: int
     algorithm: HashAlgorithm
     shown: str
 
@@ -238,9 +239,7 @@ class _Job:
         return pieces
 
     def fill(self, position: int, piece: memoryview) -> None:
-        """Read the file's bytes at ``position`` into all of ``piece`` (unless already there)."""
-        if position < self.filled:
-            return
+        """Read the file's bytes at ``position`` into all of ``piece``."""
         done = 0
         while done < len(piece):
             done += _read_piece(self.fd, piece[done:], position + done, self.shown)
@@ -255,16 +254,18 @@ class _Job:
         """
         hasher = self.algorithm.new_hasher(threads=threads)
         if extent.end - extent.start < _PIPELINE_FROM:
-            for position, piece, _ in self.pieces(extent, self.algorithm.chunk_size):
-                self.fill(position, piece)
+            for position, piece, segment in self.pieces(extent, self.algorithm.chunk_size):
+                if not segment.filled:
+                    self.fill(position, piece)
                 hasher.update(piece)
             return hasher.digest()
         pending: deque[Future[object]] = deque()
         with ThreadPoolExecutor(1, thread_name_prefix="weightvault-hash") as pool:
             try:
                 for position, piece, segment in self.pieces(extent, _PIPELINE_CHUNK):
-                    _populate(segment, position, len(piece))
-                    self.fill(position, piece)
+                    if not segment.filled:
+                        _populate(segment, position, len(piece))
+                        self.fill(position, piece)
                     pending.append(pool.submit(hasher.update, piece))
                     if len(pending) >= _PIPELINE_DEPTH:
                         pending.popleft().result()
@@ -278,20 +279,19 @@ class _Job:
 
 def read_at(fd: int, position: int, count: int, shown: str) -> bytearray:
     """``count`` bytes of ``fd`` from ``position`` in memory of our own (a header to parse and
-    then hash with the rest: :func:`read_into` is told they are ``filled``)."""
+    then hash with the rest: a ``filled`` :class:`Segment`)."""
     data = bytearray(count)
-    _Job(fd, (), 0, HashAlgorithm.SHA256, shown).fill(position, memoryview(data))
+    _Job(fd, (), HashAlgorithm.SHA256, shown).fill(position, memoryview(data))
     return data
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a file's bytes go instead of a new buffer: ``segments`` tiling the file, of which
-    the first ``filled`` bytes were read already (through the same descriptor); ``kept`` is
-    what the verified model holds for the file (the part read to decide the placement)."""
+    """Where a file's bytes go instead of a new buffer: ``segments`` tiling the file (those
+    ``filled`` were read already, through the same descriptor); ``kept`` is what the verified
+    model holds for the file (the part read to decide the placement)."""
 
     segments: list[Segment]
-    filled: int
     kept: memoryview
 
 

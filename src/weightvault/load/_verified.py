@@ -298,7 +298,6 @@ def _read_one(
                 algorithm,
                 extents,
                 placement.segments,
-                filled=placement.filled,
                 workers=workers,
             )
     finally:

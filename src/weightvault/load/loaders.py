@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from weightvault.errors import FormatError, InputError
 from weightvault.load._errors import listed
 from weightvault.load._formats import safetensors_from_buffer, torch_from_buffer
 from weightvault.load._originals import real
-from weightvault.load._place import TensorPlacer
+from weightvault.load._place import CheckpointPlacer, TensorPlacer
 from weightvault.load._verified import VerifiedModel, read_verified
 from weightvault.oms.manifest import component_key
 from weightvault.signing import Verifier
@@ -72,66 +73,14 @@ def safetensors(
     if into is not None:
         if device != "cpu":
             raise ValueError("into= loads into the destination's own tensors: leave device out")
-        return _safetensors_into(path, signature, verifier, max_workers, into, strict)
+        options = _Into(signature, verifier, max_workers, strict)
+        return options.load(path, into, TensorPlacer, (".safetensors",), safetensors_from_buffer)
     verified = read_verified(path, signature=signature, verifier=verifier, max_workers=max_workers)
     tensors: dict[str, torch_module.Tensor] = {}
     for name in _only_or_all(verified, (".safetensors",)):
         loaded = safetensors_from_buffer(verified.files[name], name, device)
         _merge(tensors, loaded, name)
     return tensors
-
-
-def _safetensors_into(
-    path: PathLike,
-    signature: PathLike | None,
-    verifier: Verifier,
-    max_workers: int | None,
-    into: torch_module.nn.Module | Mapping[str, torch_module.Tensor],
-    strict: bool,
-) -> dict[str, torch_module.Tensor]:
-    """:func:`safetensors` with ``into``: files placed by a :class:`TensorPlacer`, any other
-    chosen file copied in from its verified buffer."""
-    destinations = dict(into.state_dict() if hasattr(into, "state_dict") else into)
-    folder = os.path.isdir(path)
-    placer = TensorPlacer(
-        destinations,
-        lambda name: name.endswith(".safetensors") and not (folder and "/" in name),
-    )
-    copied: list[str] = []
-    try:
-        verified = read_verified(
-            path, signature=signature, verifier=verifier, max_workers=max_workers, place=placer
-        )
-        loaded: dict[str, torch_module.Tensor] = {}
-        for name in _only_or_all(verified, (".safetensors",)):
-            keys = placer.placed.get(name)
-            if keys is not None:
-                _merge(loaded, {key: destinations[key] for key in keys}, name)
-                continue
-            part = safetensors_from_buffer(verified.files[name], name)
-            for key, tensor in part.items():
-                target = destinations.get(key)
-                if target is None or target.dtype != tensor.dtype or target.shape != tensor.shape:
-                    raise FormatError(
-                        f"{name}: tensor {key!r} ({tensor.dtype}, {list(tensor.shape)}) has no "
-                        "place of that dtype and shape in the destination"
-                    )
-            _merge(loaded, {key: destinations[key] for key in part}, name)
-            for key, tensor in part.items():
-                copied.append(key)
-                destinations[key].detach().copy_(tensor)
-        filled = {tensor.data_ptr() for tensor in loaded.values()}
-        missing = [
-            k for k, t in destinations.items() if k not in loaded and t.data_ptr() not in filled
-        ]
-        if strict and missing:
-            raise FormatError(f"{verified.model_path}: no tensor for {listed(missing)}")
-    except BaseException:
-        placer.erase()
-        for key in copied:
-            destinations[key].detach().zero_()
-        raise
-    return loaded
 
 
 def torch(
@@ -141,16 +90,33 @@ def torch(
     verifier: Verifier,
     map_location: Any = None,
     max_workers: int | None = None,
+    into: torch_module.nn.Module | Mapping[str, torch_module.Tensor] | None = None,
+    strict: bool = True,
 ) -> Any:
     """``torch.load(path, weights_only=True)`` of a verified checkpoint.
 
     The checkpoint is unpickled from the verified buffer by PyTorch's weights-only unpickler
     (tensors, containers and plain values only). A folder loads its top-level ``.bin`` /
     ``.pt`` / ``.pth`` files and merges their (dictionary) contents.
+
+    ``into`` loads a state dict into the destination's tensors, as for :func:`safetensors`:
+    the storages of a zip checkpoint (one tensor each) are read straight into them.
     """
-    verified = read_verified(path, signature=signature, verifier=verifier, max_workers=max_workers)
-    names = _only_or_all(verified, (".bin", ".pt", ".pth"))
+    suffixes = (".bin", ".pt", ".pth")
     load = real("torch.load")
+    if into is not None:
+        if map_location is not None:
+            raise ValueError("into= loads into the destination's own tensors: no map_location")
+        options = _Into(signature, verifier, max_workers, strict)
+        return options.load(
+            path,
+            into,
+            CheckpointPlacer,
+            suffixes,
+            lambda buffer, name: _state_dict(torch_from_buffer(buffer, name, load, "cpu"), name),
+        )
+    verified = read_verified(path, signature=signature, verifier=verifier, max_workers=max_workers)
+    names = _only_or_all(verified, suffixes)
     if len(names) == 1:
         return torch_from_buffer(verified.files[names[0]], names[0], load, map_location)
     merged: dict[str, Any] = {}
@@ -160,6 +126,84 @@ def torch(
             raise FormatError(f"{name}: holds no dictionary to merge with the other checkpoints")
         _merge(merged, part, name)
     return merged
+
+
+def _state_dict(part: Any, name: str) -> dict[str, torch_module.Tensor]:
+    import torch as torch_module
+
+    if not isinstance(part, dict) or not all(
+        isinstance(v, torch_module.Tensor) for v in part.values()
+    ):
+        raise FormatError(f"{name}: is not a state dict (names to tensors)")
+    return part
+
+
+@dataclass(frozen=True)
+class _Into:
+    """A verified load into a destination's own tensors (``into=``)."""
+
+    signature: PathLike | None
+    verifier: Verifier
+    max_workers: int | None
+    strict: bool
+
+    def load(
+        self,
+        path: PathLike,
+        into: torch_module.nn.Module | Mapping[str, torch_module.Tensor],
+        placer_class: type[TensorPlacer] | type[CheckpointPlacer],
+        suffixes: tuple[str, ...],
+        parse: Callable[[memoryview, str], dict[str, torch_module.Tensor]],
+    ) -> dict[str, torch_module.Tensor]:
+        """Files placed by ``placer_class`` where they fit; any other chosen file parsed from
+        its verified buffer and copied in. Whatever fails zeroes what was written."""
+        destinations = dict(into.state_dict() if hasattr(into, "state_dict") else into)
+        folder = os.path.isdir(path)
+        placer = placer_class(
+            destinations, lambda name: name.endswith(suffixes) and not (folder and "/" in name)
+        )
+        copied: list[str] = []
+        try:
+            verified = read_verified(
+                path,
+                signature=self.signature,
+                verifier=self.verifier,
+                max_workers=self.max_workers,
+                place=placer,
+            )
+            loaded: dict[str, torch_module.Tensor] = {}
+            for name in _only_or_all(verified, suffixes):
+                keys = placer.placed.get(name)
+                if keys is not None:
+                    _merge(loaded, {key: destinations[key] for key in keys}, name)
+                    continue
+                part = parse(verified.files[name], name)
+                for key, tensor in part.items():
+                    target = destinations.get(key)
+                    if target is None or (target.dtype, target.shape) != (
+                        tensor.dtype,
+                        tensor.shape,
+                    ):
+                        raise FormatError(
+                            f"{name}: tensor {key!r} ({tensor.dtype}, {list(tensor.shape)}) has "
+                            "no place of that dtype and shape in the destination"
+                        )
+                _merge(loaded, {key: destinations[key] for key in part}, name)
+                for key, tensor in part.items():
+                    copied.append(key)
+                    destinations[key].detach().copy_(tensor)
+            filled = {tensor.data_ptr() for tensor in loaded.values()}
+            missing = [
+                k for k, t in destinations.items() if k not in loaded and t.data_ptr() not in filled
+            ]
+            if self.strict and missing:
+                raise FormatError(f"{verified.model_path}: no tensor for {listed(missing)}")
+        except BaseException:
+            placer.erase()
+            for key in copied:
+                destinations[key].detach().zero_()
+            raise
+        return loaded
 
 
 def _merge(into: dict[str, Any], part: dict[str, Any], name: str) -> None:
