@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from weightvault.cli import _methods as m
-from weightvault.cli._groups import GROUP, with_option_groups
+from weightvault.cli._groups import GROUP, command_group
+from weightvault.cli._options import JsonResult
 from weightvault.cli.log import _log_errors
 from weightvault.errors import UsageError
 
@@ -24,14 +25,11 @@ if TYPE_CHECKING:
 
 ORDER = 12
 
-attest_app = typer.Typer(
-    name="attest",
-    help="Signed attestations bound to a model: model card, evaluation results, provenance.",
-    no_args_is_help=True,
+attest_app = command_group(
+    "attest", "Signed attestations bound to a model: model card, evaluation results, provenance."
 )
 
 _KINDS_HELP = "model-card, eval-results, training-provenance or row-groups."
-_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 _SIGNER = typer.Option(
     [],
     "--signer",
@@ -121,7 +119,6 @@ def _print_checks(checks: list[AttestationCheck]) -> None:
 
 
 @attest_app.command("add")
-@with_option_groups
 def add_command(
     model_path: Path = typer.Argument(..., help="Model (or dataset) file or folder."),
     predicate_file: Path = typer.Argument(
@@ -147,7 +144,7 @@ def add_command(
     force: bool = typer.Option(
         False, "--force", help="Replace the file of the same statement signed before."
     ),
-    as_json: bool = _JSON,
+    as_json: JsonResult = False,
 ) -> None:
     """Sign a statement about the model (its root digest) and store it beside the model."""
     from weightvault import _interrupt
@@ -203,7 +200,7 @@ def add_command(
 def list_command(
     model_path: Path = typer.Argument(..., help="Model (or dataset) file or folder."),
     attestations: Path | None = _ATTESTATIONS,
-    as_json: bool = _JSON,
+    as_json: JsonResult = False,
 ) -> None:
     """List the attestations stored beside a model (what they claim; not verified)."""
     from weightvault.attest import attestations_dir, list_attestations
@@ -232,7 +229,6 @@ def list_command(
 
 
 @attest_app.command("verify")
-@with_option_groups
 def verify_command(
     model_path: Path = typer.Argument(..., help="Model (or dataset) file or folder."),
     predicate: list[str] = typer.Option(
@@ -242,7 +238,7 @@ def verify_command(
     signer: list[str] = _SIGNER,
     attestations: Path | None = _ATTESTATIONS,
     log_options: m.LogRequirementOptions = GROUP,
-    as_json: bool = _JSON,
+    as_json: JsonResult = False,
 ) -> None:
     """Verify the attestations stored beside a model against its files as they are now.
 
@@ -283,7 +279,6 @@ def verify_command(
 
 
 @attest_app.command("rows")
-@with_option_groups
 def rows_command(
     dataset_path: Path = typer.Argument(..., help="Signed dataset folder or file."),
     group: list[int] = typer.Option(
@@ -298,7 +293,7 @@ def rows_command(
     method: m.VerifierOptions = GROUP,
     signer: list[str] = _SIGNER,
     attestations: Path | None = _ATTESTATIONS,
-    as_json: bool = _JSON,
+    as_json: JsonResult = False,
 ) -> None:
     """Verify some row groups of a signed dataset's shard, reading only those bytes.
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from weightvault.cli._options import JsonResult, show
+
 if TYPE_CHECKING:
     from weightvault.crypt import CryptResult, Identity, Recipient
 
@@ -92,19 +94,14 @@ def _identities(specs: list[str] | None, passphrase_env: str | None) -> list[Ide
 
 
 def _report(verb: str, result: CryptResult, as_json: bool) -> None:
-    from weightvault.cli._ui import emit_json, out_console
-
-    if as_json:
-        emit_json(result.to_json())
-        return
-    console = out_console()
     count = len(result.files)
-    console.print(
+    lines = [
         f"{verb} {count} file{'s' if count != 1 else ''} of model {result.model!r} "
         f"({result.plaintext_size:,} bytes of weights) -> {result.output}"
-    )
+    ]
     if result.recipients:
-        console.print("recipients: " + ", ".join(result.recipients))
+        lines.append("recipients: " + ", ".join(result.recipients))
+    show(result.to_json(), as_json, lines, console=True)
 
 
 def _check_output_name(model_path: Path, output: Path | None) -> str | None:
@@ -186,7 +183,7 @@ def register(app: typer.Typer) -> None:
         scrypt_log_n: int = typer.Option(
             18, "--scrypt-log-n", help="scrypt work factor for passphrase recipients (2^N)."
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        as_json: JsonResult = False,
     ) -> None:
         """Encrypt a model file or folder (one data key per file, wrapped for each recipient).
 
@@ -247,7 +244,7 @@ def register(app: typer.Typer) -> None:
         passphrase_env: str | None = typer.Option(
             None, "--passphrase-env", help=_PASSPHRASE_ENV_HELP
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        as_json: JsonResult = False,
     ) -> None:
         """Decrypt a .wvenc file or folder; nothing is written unless every chunk authenticates.
 
@@ -304,7 +301,7 @@ def register(app: typer.Typer) -> None:
         scrypt_log_n: int = typer.Option(
             18, "--scrypt-log-n", help="scrypt work factor for passphrase recipients (2^N)."
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        as_json: JsonResult = False,
     ) -> None:
         """Re-wrap the data keys for new recipients (rotate, add, remove); bodies stay untouched.
 
@@ -368,18 +365,19 @@ def register(app: typer.Typer) -> None:
     def keygen_command(
         output: Path = typer.Option(..., "-o", "--output", help="Identity file to create (0600)."),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        as_json: JsonResult = False,
     ) -> None:
         """Create an X25519 identity for encryption and print its recipient (public key)."""
-        from weightvault.cli._ui import emit_json, out_console
         from weightvault.crypt.recipients.x25519 import generate_identity_file
 
         identity = generate_identity_file(output, force=force)
         recipient = identity.recipient().to_string()
-        if as_json:
-            emit_json({"identity_file": str(output), "recipient": recipient})
-        else:
-            out_console().print(recipient, markup=False)
+        show(
+            {"identity_file": str(output), "recipient": recipient},
+            as_json,
+            [recipient],
+            console=True,
+        )
 
 
 def _describe(entry: dict[str, Any]) -> str:

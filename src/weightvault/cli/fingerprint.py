@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from weightvault.cli._options import JsonResult, show
+
 ORDER = 34
 
 #: A recipients file is a list of ids; a megabyte is about 50,000 of them.
@@ -56,17 +58,18 @@ def register(app: typer.Typer) -> None:
     def keygen_command(
         out: Path = typer.Option(..., "--out", "-o", help="Key file to write (mode 0600)."),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing key file."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        as_json: JsonResult = False,
     ) -> None:
         """Create the fingerprint secret (32 random bytes) every mark is derived from."""
-        from weightvault.cli._ui import emit_json, out_console
         from weightvault.fingerprint import create_fingerprint_key
 
         key = create_fingerprint_key(out, force=force)
-        if as_json:
-            emit_json({"key_file": str(out), "key_id": key.key_id()})
-            return
-        out_console().print(f"wrote {out} (fingerprint key {key.key_id()}, mode 0600)")
+        show(
+            {"key_file": str(out), "key_id": key.key_id()},
+            as_json,
+            [f"wrote {out} (fingerprint key {key.key_id()}, mode 0600)"],
+            console=True,
+        )
 
     @group.command("issue")
     def issue_command(
@@ -84,11 +87,10 @@ def register(app: typer.Typer) -> None:
             False, "--relu", help="The MLP activation is ReLU: also rescale units."
         ),
         force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        as_json: JsonResult = False,
     ) -> None:
         """Write RECIPIENT's fingerprinted copy of MODEL (same function, keyed marks)."""
         from weightvault import _interrupt
-        from weightvault.cli._ui import emit_json, out_console
         from weightvault.errors import UsageError
 
         if not 0 <= strength <= 0.5:
@@ -102,15 +104,16 @@ def register(app: typer.Typer) -> None:
         issued = issue_copy(
             model, out, key, recipient, MarkOptions(strength, heads, relu), force=force
         )
-        if as_json:
-            emit_json(issued.to_json())
-            return
-        console = out_console()
-        console.print(f"wrote {out} for recipient {recipient}", markup=False)
-        console.print(f"fingerprint id: {issued.fingerprint_id}", markup=False)
-        console.print(
-            f"function-preserving mark: {issued.permuted_groups} unit groups permuted; "
-            f"robust mark: {issued.robust_tensors} tensors, {issued.robust_elements} weights"
+        show(
+            issued.to_json(),
+            as_json,
+            [
+                f"wrote {out} for recipient {recipient}",
+                f"fingerprint id: {issued.fingerprint_id}",
+                f"function-preserving mark: {issued.permuted_groups} unit groups permuted; "
+                f"robust mark: {issued.robust_tensors} tensors, {issued.robust_elements} weights",
+            ],
+            console=True,
         )
 
     app.add_typer(group)
@@ -129,7 +132,7 @@ def register(app: typer.Typer) -> None:
         alpha: float = typer.Option(
             1e-6, "--alpha", help="Name recipients whose corrected p-value is below this."
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        as_json: JsonResult = False,
     ) -> None:
         """Name the recipient whose marks SUSPECT carries, with a corrected p-value.
 

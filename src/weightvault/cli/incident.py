@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from weightvault.cli._groups import GROUP, OptionGroup, option, with_option_groups
+from weightvault.cli._groups import GROUP, OptionGroup, command_group, option
+from weightvault.cli._options import Json, show
 
 if TYPE_CHECKING:
     from weightvault.incident.evidence import Evidence
@@ -23,18 +24,16 @@ if TYPE_CHECKING:
 
 ORDER = 72
 
-incident_app = typer.Typer(
-    name="incident",
-    help=(
+incident_app = command_group(
+    "incident",
+    (
         "Incident response over the custody audit log: a model's timeline with inclusion "
         "proofs, shareable reports (Markdown, HTML, JSON, STIX 2.1), suspect-file checks."
     ),
-    no_args_is_help=True,
 )
 
 _MODEL = typer.Option(..., "--model", help="The custody model the incident is about.")
 _SINCE = typer.Option(None, "--since", help="Only events at or after this ISO 8601 time.")
-_JSON = typer.Option(False, "--json", help="Print JSON.")
 _FORCE = typer.Option(False, "--force", help="Overwrite the output file if it exists.")
 
 
@@ -119,7 +118,6 @@ def _header(timeline: Timeline) -> str:
 
 
 @incident_app.command("timeline")
-@with_option_groups
 def timeline_command(
     model: str = _MODEL,
     since: str | None = _SINCE,
@@ -128,7 +126,7 @@ def timeline_command(
     ),
     force: bool = _FORCE,
     sources: EvidenceOptions = GROUP,
-    as_json: bool = _JSON,
+    as_json: Json = False,
 ) -> None:
     """Who pushed, requested, approved, pulled or was denied which version, when, from where."""
     import json
@@ -156,7 +154,6 @@ def timeline_command(
 
 
 @incident_app.command("report")
-@with_option_groups
 def report_command(
     model: str = _MODEL,
     fmt: str = typer.Option(
@@ -172,7 +169,7 @@ def report_command(
     force: bool = _FORCE,
     since: str | None = _SINCE,
     sources: EvidenceOptions = GROUP,
-    as_json: bool = _JSON,
+    as_json: Json = False,
 ) -> None:
     """A shareable report: summary, timeline, affected versions, indicators, actions taken."""
     from weightvault._fs import ensure_writable_destination, write_bytes_atomic
@@ -221,12 +218,11 @@ def _count(number: int, word: str) -> str:
 
 
 @incident_app.command("check")
-@with_option_groups
 def check_command(
     files: list[Path] = typer.Argument(..., help="Suspect files or folders found elsewhere."),
     model: str = _MODEL,
     sources: EvidenceOptions = GROUP,
-    as_json: bool = _JSON,
+    as_json: Json = False,
 ) -> None:
     """Which version (and grant) suspect files match: root, file or tensor digest.
 
@@ -264,22 +260,22 @@ def check_command(
 def verify_command(
     document: Path = typer.Argument(..., help="A saved timeline or JSON report (unredacted)."),
     log_key: str = typer.Option(..., "--log-key", help="The audit log's public key."),
-    as_json: bool = _JSON,
+    as_json: Json = False,
 ) -> None:
     """Re-check every line of a saved timeline or JSON report against the signed checkpoint."""
     from weightvault._fs import read_small_file
-    from weightvault.cli._ui import emit_json
     from weightvault.incident.evidence import read_log_key
     from weightvault.incident.timeline import verify_timeline_document
 
     data = read_small_file(document, "timeline", 1 << 30)
     result = verify_timeline_document(data, read_log_key(log_key))
-    if as_json:
-        emit_json({"model": result.model, "lines": result.lines, "tree_size": result.tree_size})
-        return
-    typer.echo(
-        f"timeline OK: {result.lines} lines about {result.model}, each in the signed log "
-        f"(tree size {result.tree_size})"
+    show(
+        {"model": result.model, "lines": result.lines, "tree_size": result.tree_size},
+        as_json,
+        [
+            f"timeline OK: {result.lines} lines about {result.model}, each in the signed log "
+            f"(tree size {result.tree_size})"
+        ],
     )
 
 

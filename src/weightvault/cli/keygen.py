@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from weightvault.cli._options import JsonResult, show
+
 ORDER = 15
 
 _TYPE_HELP = (
@@ -65,11 +67,10 @@ def register(app: typer.Typer) -> None:
             False, "--passphrase", help="Encrypt the private key; ask for the passphrase."
         ),
         force: bool = typer.Option(False, "--force", help="Overwrite existing key files."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        as_json: JsonResult = False,
     ) -> None:
         """Create a signing key pair: ECDSA for model signatures, Ed25519 for approvals."""
         from weightvault._fs import staged_outputs
-        from weightvault.cli._ui import emit_json, out_console
         from weightvault.errors import UsageError
         from weightvault.signing.keygen import KEY_TYPES, generate_key, read_passphrase_file
 
@@ -96,11 +97,10 @@ def register(app: typer.Typer) -> None:
             "encrypted": secret is not None,
             "fingerprint": generated.fingerprint,
         }
-        if as_json:
-            emit_json(doc)
-            return
-        console = out_console()
         protected = "encrypted" if secret is not None else "not encrypted"
-        console.print(f"wrote {out} (private, {protected}, mode 0600) and {public_path}")
-        console.print(f"type {key_type}: {KEY_TYPES[key_type]}")
-        console.print(f"fingerprint: {generated.fingerprint}")
+        lines = [
+            f"wrote {out} (private, {protected}, mode 0600) and {public_path}",
+            f"type {key_type}: {KEY_TYPES[key_type]}",
+            f"fingerprint: {generated.fingerprint}",
+        ]
+        show(doc, as_json, lines, console=True)

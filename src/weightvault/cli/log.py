@@ -11,10 +11,14 @@ import errno
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from weightvault.cli._groups import GROUP, OptionGroup, command_group, option
+from weightvault.cli._options import show
 
 if TYPE_CHECKING:
     from weightvault.tlog.checkpoint import WitnessPolicy
@@ -22,20 +26,15 @@ if TYPE_CHECKING:
 
 ORDER = 50
 
-log_app = typer.Typer(
-    name="log",
-    help=(
-        "Tamper-evident transparency log (RFC 9162 Merkle tree, C2SP signed checkpoints). "
-        "LOG is a SQLite file or a postgresql:// URL."
-    ),
-    no_args_is_help=True,
+log_app = command_group(
+    "log",
+    "Tamper-evident transparency log (RFC 9162 Merkle tree, C2SP signed checkpoints). "
+    "LOG is a SQLite file or a postgresql:// URL.",
 )
 
 _JSON = typer.Option(False, "--json", help="Print a JSON document instead of text.")
 _FORCE = typer.Option(False, "--force", help="Overwrite the output file if it exists.")
 _LOG_VKEY = typer.Option(..., "--key", help="The log's verifier key (name+id+key, or a file).")
-_WITNESS_KEYS = typer.Option([], "--witness-key", help="Witness verifier key (repeatable).")
-_MIN_WITNESSES = typer.Option(0, "--min-witnesses", min=0, help="k of the n witness keys.")
 
 
 def _read_file(path: Path, what: str, limit: int = 1 << 30) -> bytes:
@@ -80,6 +79,23 @@ def _witness_policy(witness_keys: list[str], min_witnesses: int) -> WitnessPolic
         return WitnessPolicy(witnesses=keys, threshold=threshold)
     except ValueError as exc:
         raise UsageError(f"witness policy: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class WitnessOptions(OptionGroup):
+    """The witnesses a checked log must be cosigned by: ``--witness-key`` (repeatable) and
+    ``--min-witnesses`` (k of those n)."""
+
+    witness_key: list[str] = field(
+        metadata=option([], "--witness-key", help="Witness verifier key (repeatable).")
+    )
+    min_witnesses: int = field(
+        metadata=option(0, "--min-witnesses", min=0, help="k of the n witness keys.")
+    )
+
+    def policy(self) -> WitnessPolicy | None:
+        """The witness policy, or None without ``--witness-key``."""
+        return _witness_policy(self.witness_key, self.min_witnesses)
 
 
 def _write_or_print(
@@ -177,7 +193,6 @@ def _open_log(location: str) -> Iterator[Any]:
 
 def _keygen(name: str, out: Path, force: bool, witness: bool, as_json: bool) -> None:
     from weightvault._fs import write_bytes_atomic
-    from weightvault.cli._ui import emit_json
     from weightvault.errors import UsageError
     from weightvault.tlog.note import SIG_COSIGNATURE_V1, SIG_ED25519, Ed25519NoteSigner
 
@@ -192,11 +207,11 @@ def _keygen(name: str, out: Path, force: bool, witness: bool, as_json: bool) -> 
     vkey = signer.verifier_key.to_text()
     write_bytes_atomic(out, (signer.to_text() + "\n").encode(), force=force, mode=0o600)
     write_bytes_atomic(public_path, (vkey + "\n").encode(), force=force)
-    if as_json:
-        emit_json({"private_key_file": str(out), "public_key_file": str(public_path), "vkey": vkey})
-    else:
-        typer.echo(f"wrote {out} (secret) and {public_path}")
-        typer.echo(vkey)
+    show(
+        {"private_key_file": str(out), "public_key_file": str(public_path), "vkey": vkey},
+        as_json,
+        [f"wrote {out} (secret) and {public_path}", vkey],
+    )
 
 
 def _keygen_command(app: typer.Typer, *, witness: bool, name_help: str, help_text: str) -> None:
@@ -232,16 +247,12 @@ def log_vkey(
     as_json: bool = _JSON,
 ) -> None:
     """Print the verifier key (name+id+key) that checks signatures of a key file or token key."""
-    from weightvault.cli._ui import emit_json
     from weightvault.tlog.note import SIG_COSIGNATURE_V1, SIG_ED25519, load_note_signer
 
     signer = load_note_signer(
         key, name=name, sig_type=SIG_COSIGNATURE_V1 if witness else SIG_ED25519
     )
-    if as_json:
-        emit_json({"vkey": signer.verifier_key.to_text()})
-    else:
-        typer.echo(signer.verifier_key.to_text())
+    show({"vkey": signer.verifier_key.to_text()}, as_json, [signer.verifier_key.to_text()])
 
 
 @log_app.command("init")
@@ -255,7 +266,6 @@ def log_init(
     as_json: bool = _JSON,
 ) -> None:
     """Create a new, empty log."""
-    from weightvault.cli._ui import emit_json
     from weightvault.errors import UsageError
     from weightvault.tlog import TransparencyLog
 
@@ -264,10 +274,7 @@ def log_init(
             TransparencyLog.create(log, origin).close()
     except ValueError as exc:
         raise UsageError(f"--origin: {exc}") from exc
-    if as_json:
-        emit_json({"log": log, "origin": origin, "size": 0})
-    else:
-        typer.echo(f"created log {origin!r} at {log}")
+    show({"log": log, "origin": origin, "size": 0}, as_json, [f"created log {origin!r} at {log}"])
 
 
 @log_app.command("append")
@@ -278,7 +285,6 @@ def log_append(
     as_json: bool = _JSON,
 ) -> None:
     """Append entries durably (one transaction) and print their indices."""
-    from weightvault.cli._ui import emit_json
     from weightvault.errors import UsageError
 
     entries = [_read_file(f, "entry", 1 << 20) for f in files or []]
@@ -288,11 +294,11 @@ def log_append(
     with _open_log(log) as opened:
         first = opened.append_many(entries)
     indices = list(range(first, first + len(entries)))
-    if as_json:
-        emit_json({"indices": indices, "size": first + len(entries)})
-    else:
-        for index in indices:
-            typer.echo(f"appended entry {index}")
+    show(
+        {"indices": indices, "size": first + len(entries)},
+        as_json,
+        (f"appended entry {index}" for index in indices),
+    )
 
 
 @log_app.command("checkpoint")
@@ -324,7 +330,6 @@ def log_add_cosignatures(
     as_json: bool = _JSON,
 ) -> None:
     """Store witness cosignatures with the log's checkpoint (proofs and exports carry them)."""
-    from weightvault.cli._ui import emit_json
     from weightvault.tlog.note import parse_note
 
     note_in = _read_file(checkpoint, "checkpoint", 1 << 16)
@@ -332,10 +337,11 @@ def log_add_cosignatures(
     with _open_log(log) as opened:
         note = opened.add_cosignatures(note_in, verifier)
     lines = len(parse_note(note).signatures)
-    if as_json:
-        emit_json({**_checkpoint_json(note), "signatures": lines})
-    else:
-        typer.echo(f"stored checkpoint with {lines} signature line(s)")
+    show(
+        {**_checkpoint_json(note), "signatures": lines},
+        as_json,
+        [f"stored checkpoint with {lines} signature line(s)"],
+    )
 
 
 @log_app.command("prove")
@@ -395,39 +401,36 @@ def log_verify(
     trusted: Path = typer.Option(
         None, "--trusted-checkpoint", help="An earlier checkpoint you trust (detects rewrites)."
     ),
-    witness_key: list[str] = _WITNESS_KEYS,
-    min_witnesses: int = _MIN_WITNESSES,
+    witnesses: WitnessOptions = GROUP,
     as_json: bool = _JSON,
 ) -> None:
     """Check an exported log end to end: signatures, every root, the trusted checkpoint."""
-    from weightvault.cli._ui import emit_json
     from weightvault.tlog import verify_export
 
     log_key = _verifier_key(key)
-    policy = _witness_policy(witness_key, min_witnesses)
+    policy = witnesses.policy()
     trusted_note = _read_file(trusted, "checkpoint", 1 << 16) if trusted else None
     result = verify_export(
         _read_file(export, "export"), log_key, trusted_checkpoint=trusted_note, witnesses=policy
     )
-    if as_json:
-        emit_json(
-            {
-                "ok": True,
-                **_tree_json(result.origin, result.size, result.root),
-                "trusted_size": result.trusted_size,
-                "witnesses": list(result.checkpoint.witnesses),
-            }
-        )
-    else:
-        against = (
-            f", consistent with the trusted checkpoint at size {result.trusted_size}"
-            if result.trusted_size is not None
-            else ""
-        )
-        typer.echo(
+    against = (
+        f", consistent with the trusted checkpoint at size {result.trusted_size}"
+        if result.trusted_size is not None
+        else ""
+    )
+    show(
+        {
+            "ok": True,
+            **_tree_json(result.origin, result.size, result.root),
+            "trusted_size": result.trusted_size,
+            "witnesses": list(result.checkpoint.witnesses),
+        },
+        as_json,
+        [
             f"OK: {result.size} entries of {result.origin} match "
             f"{result.checkpoints_checked} signed checkpoint(s){against}"
-        )
+        ],
+    )
 
 
 @log_app.command("verify-proof")
@@ -435,35 +438,27 @@ def log_verify_proof(
     proof: Path = typer.Argument(..., help="A .tlog-proof file."),
     entry: Path = typer.Option(..., "--entry", help="The entry's bytes (a file)."),
     key: str = _LOG_VKEY,
-    witness_key: list[str] = _WITNESS_KEYS,
-    min_witnesses: int = _MIN_WITNESSES,
+    witnesses: WitnessOptions = GROUP,
     as_json: bool = _JSON,
 ) -> None:
     """Check a tlog-proof offline with only the log's (and witnesses') public keys."""
-    from weightvault.cli._ui import emit_json
     from weightvault.tlog import verify_tlog_proof
 
     result = verify_tlog_proof(
         _read_file(proof, "proof", 1 << 17),
         _read_file(entry, "entry", 1 << 20),
         _verifier_key(key),
-        witnesses=_witness_policy(witness_key, min_witnesses),
+        witnesses=witnesses.policy(),
     )
-    if as_json:
-        emit_json(
-            {
-                "ok": True,
-                "index": result.index,
-                "tree_size": result.tree_size,
-                "witnesses": list(result.checkpoint.witnesses),
-            }
-        )
-    else:
-        witnesses = ", ".join(result.checkpoint.witnesses) or "none"
-        typer.echo(
+    cosigners = list(result.checkpoint.witnesses)
+    show(
+        {"ok": True, "index": result.index, "tree_size": result.tree_size, "witnesses": cosigners},
+        as_json,
+        [
             f"OK: entry {result.index} is in {result.checkpoint.checkpoint.origin} "
-            f"(tree size {result.tree_size}); witnesses: {witnesses}"
-        )
+            f"(tree size {result.tree_size}); witnesses: {', '.join(cosigners) or 'none'}"
+        ],
+    )
 
 
 @log_app.command("export")
@@ -476,7 +471,6 @@ def log_export(
     """Export entries, leaf hashes and signed checkpoints, up to the latest checkpoint."""
     from weightvault import _interrupt
     from weightvault._fs import ensure_writable_destination, write_bytes_atomic
-    from weightvault.cli._ui import emit_json
 
     if "://" not in log:  # a database URL may hold a password: never echo it
         _interrupt.note_untouched(log)
@@ -485,10 +479,11 @@ def log_export(
     with _open_log(log) as opened:
         exported = opened.export()
     write_bytes_atomic(out, exported.to_json(), force=force)
-    if as_json:
-        emit_json({"file": str(out), "origin": exported.origin, "entries": len(exported.entries)})
-    else:
-        typer.echo(f"exported {len(exported.entries)} entries to {out}")
+    show(
+        {"file": str(out), "origin": exported.origin, "entries": len(exported.entries)},
+        as_json,
+        [f"exported {len(exported.entries)} entries to {out}"],
+    )
 
 
 @log_app.command("import")
@@ -504,7 +499,6 @@ def log_import(
     as_json: bool = _JSON,
 ) -> None:
     """Verify an export end to end, then load it into a new log."""
-    from weightvault.cli._ui import emit_json
     from weightvault.tlog import LogExport, TransparencyLog
 
     parsed = LogExport.from_json(_read_file(export, "export"))
@@ -516,10 +510,11 @@ def log_import(
         )
         size = imported.size()
         imported.close()
-    if as_json:
-        emit_json({"log": log, "origin": parsed.origin, "entries": size})
-    else:
-        typer.echo(f"imported {size} entries of {parsed.origin} into {log}")
+    show(
+        {"log": log, "origin": parsed.origin, "entries": size},
+        as_json,
+        [f"imported {size} entries of {parsed.origin} into {log}"],
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,7 @@ import typer
 
 from weightvault.cli import _methods as m
 from weightvault.cli._groups import GROUP, OPTION, OptionGroup, option, with_option_groups
+from weightvault.cli._options import JsonResult
 from weightvault.cli.log import _log_errors
 from weightvault.errors import UsageError
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 ORDER = 10
 
-_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 _WORKERS = typer.Option(None, "--workers", min=1, help="Hashing threads (default: all cores).")
 _RAY = typer.Option(
     None,
@@ -128,7 +128,7 @@ def register(app: typer.Typer) -> None:
         ),
         method: m.SignerOptions = GROUP,
         hashing: HashingOptions = GROUP,
-        as_json: bool = _JSON,
+        as_json: JsonResult = False,
         scan: bool = typer.Option(
             False, "--scan", help="Scan every file first; refuse to sign if anything is found."
         ),
@@ -263,7 +263,7 @@ def register(app: typer.Typer) -> None:
         ),
         workers: int | None = _WORKERS,
         ray: str | None = _RAY,
-        as_json: bool = _JSON,
+        as_json: JsonResult = False,
         log_options: m.LogRequirementOptions = GROUP,
         require_attestation: list[str] = typer.Option(
             [],
@@ -341,7 +341,7 @@ def register(app: typer.Typer) -> None:
             ..., metavar="MODEL_PATH", help="Model file or folder, or s3://bucket/prefix."
         ),
         hashing: HashingOptions = GROUP,
-        as_json: bool = _JSON,
+        as_json: JsonResult = False,
     ) -> None:
         """Print the model's root digest and per-file digests (what a signature would hold)."""
         from weightvault.cli._ui import emit_json, out_console, progress_display

@@ -10,11 +10,13 @@ from typing import Any
 
 import typer
 
+from weightvault.cli._groups import command_group
+
 ORDER = 90
 
-tamper_app = typer.Typer(
-    name="tamper",
-    help=(
+tamper_app = command_group(
+    "tamper",
+    (
         "Tamper-resistance lab: how much does it cost to fine-tune a safeguard away?\n\n"
         "report runs the whole lab (attack grid split before training, defenses from a defaults "
         "file, every attack on every seed against random init, the undefended release and the "
@@ -22,7 +24,6 @@ tamper_app = typer.Typer(
         "runs a suite against saved models; tune writes defense defaults from train-time "
         "adversaries only. Needs the tamper extra (torch)."
     ),
-    no_args_is_help=True,
 )
 
 _TESTBED_HELP = "digits, bios, minilm, or module:callable returning your own Testbed adapter."

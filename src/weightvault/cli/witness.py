@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from weightvault.cli._groups import command_group
+from weightvault.cli._options import show
 from weightvault.cli.log import (
     _FORCE,
     _JSON,
@@ -26,10 +28,8 @@ from weightvault.cli.log import (
 
 ORDER = 51
 
-witness_app = typer.Typer(
-    name="witness",
-    help="Witness a log: verify consistency with the last checkpoint seen, then cosign.",
-    no_args_is_help=True,
+witness_app = command_group(
+    "witness", "Witness a log: verify consistency with the last checkpoint seen, then cosign."
 )
 
 
@@ -94,7 +94,6 @@ def witness_verify(
     as_json: bool = _JSON,
 ) -> None:
     """Check a checkpoint's log signature and at least k of n witness cosignatures."""
-    from weightvault.cli._ui import emit_json
     from weightvault.tlog import verify_checkpoint
 
     result = verify_checkpoint(
@@ -102,20 +101,17 @@ def witness_verify(
         _verifier_key(log_key, "--log-key"),
         witnesses=_witness_policy(witness_key, min_witnesses),
     )
-    if as_json:
-        emit_json(
-            {
-                "ok": True,
-                **_tree_json(
-                    result.checkpoint.origin, result.checkpoint.size, result.checkpoint.root
-                ),
-                "witnesses": list(result.witnesses),
-            }
-        )
-        return
-    typer.echo(
-        f"OK: {result.checkpoint.origin} size {result.checkpoint.size}, cosigned by "
-        f"{', '.join(result.witnesses)}"
+    show(
+        {
+            "ok": True,
+            **_tree_json(result.checkpoint.origin, result.checkpoint.size, result.checkpoint.root),
+            "witnesses": list(result.witnesses),
+        },
+        as_json,
+        [
+            f"OK: {result.checkpoint.origin} size {result.checkpoint.size}, cosigned by "
+            f"{', '.join(result.witnesses)}"
+        ],
     )
 
 
