@@ -11,7 +11,6 @@ pieces of a stream.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import itertools
 import secrets
@@ -20,19 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
-from weightvault import _b64 as b64
-from weightvault.custody import _names
+from weightvault.custody import _names, deciding
 from weightvault.custody.alerts import AlertEvent, AlertSink
-from weightvault.custody.approvals import (
-    ApprovalStatement,
-    RequestTerms,
-    format_time,
-    open_envelope,
-)
+from weightvault.custody.approvals import RequestTerms, format_time
 from weightvault.custody.context import ROLES, RequestContext, Room, require_role
+from weightvault.custody.deciding import EnvelopeOpener
 from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError
 from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
@@ -46,6 +39,7 @@ from weightvault.custody.store import (
 from weightvault.errors import FormatError, PolicyError
 
 __all__ = [
+    "REQUEST_STATUSES",
     "EnvelopeOpener",
     "GrantUse",
     "Grants",
@@ -56,9 +50,8 @@ __all__ = [
 ]
 
 
-EnvelopeOpener = Callable[[Session, Principal, bytes], tuple[ApprovalStatement, str]]
-"""Checks a signed decision by ``approver`` and returns its statement and the signing key's id
-(an Ed25519 DSSE envelope by default; the approver console passes its WebAuthn opener)."""
+REQUEST_STATUSES = ("pending", "active", "denied", "revoked")
+"""The statuses requests are listed by (expiry is computed, see :func:`effective_status`)."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +160,14 @@ def _passkey_is_current(session: Session, name: str, key_id: str) -> bool:
     """Whether ``key_id`` names a passkey of ``name`` that is not revoked."""
     credential = session.get(WebAuthnCredential, key_id)
     return credential is not None and credential.principal == name and not credential.revoked_at
+
+
+def _check_open(name: str, grant: GrantRequest, now: dt.datetime) -> None:
+    """Checks (2)-(3) of :meth:`Grants.submit_approval`: not ``name``'s own request; pending,
+    not expired."""
+    deciding.check_pending(name, grant.requester, grant.status, "request")
+    if grant.request_expires_at <= now:
+        raise PolicyError("request has expired; file a new one")
 
 
 def _approvals(session: Session, request_id: str) -> list[Approval]:
@@ -292,7 +293,7 @@ class Grants(Room):
 
     def list_requests(self, ctx: RequestContext, status: str | None) -> list[dict[str, Any]]:
         principal = require_role(ctx, *ROLES)
-        if status is not None and status not in ("pending", "active", "denied", "revoked"):
+        if status is not None and status not in REQUEST_STATUSES:
             raise FormatError("status: expected pending, active, denied or revoked")
         out = []
         with self._store.session() as session:
@@ -329,40 +330,19 @@ class Grants(Room):
         """
         principal = require_role(ctx, "approver")
         _names.check_request_id(request_id)
-        envelope = b64.decode(envelope_b64, "envelope", max_size=16 * 1024, canonical=False)
+        envelope = deciding.decode_envelope(envelope_b64)
         now = self._clock()
         with self._store.session() as session:
             grant = session.get(GrantRequest, request_id, with_for_update=True)
             if grant is None:
                 raise NotFoundError("request not found")
             _model, policy = load_model(session, grant.model)
-            # (1)
-            if principal.name not in policy.approvers:
-                raise PolicyError(f"{principal.name!r} is not an approver for {grant.model!r}")
-            approver = session.get(Principal, principal.name)
-            if approver is None or (
-                opener is None and (approver.approval_key is None or not approver.approval_key_id)
-            ):
-                raise PolicyError(f"{principal.name!r} has no registered approval key")
-            # (2)
-            if grant.requester == principal.name:
-                raise PolicyError("self-approval: the requester cannot approve their own request")
-            # (3)
-            if grant.status != "pending":
-                raise ConflictError(f"request is {grant.status}, not pending")
-            if grant.request_expires_at <= now:
-                raise PolicyError("request has expired; file a new one")
-            # (4)
-            if opener is None:
-                assert approver.approval_key is not None and approver.approval_key_id
-                statement = open_envelope(envelope, approver.approval_key)
-                key_id = approver.approval_key_id
-            else:
-                statement, key_id = opener(session, approver, envelope)
-            # (5) (6)
-            statement.check_acceptable(
-                principal.name, terms_of(grant), now, policy.approval_validity_s
-            )
+            decision = deciding.check_decision(
+                session, principal.name, what="request", model=grant.model, policy=policy,
+                check_open=lambda: _check_open(principal.name, grant, now), terms=terms_of(grant),
+                envelope=envelope, opener=opener, now=now,
+            )  # fmt: skip
+            statement, key_id = decision.statement, decision.key_id
             # (7)
             earlier = session.scalars(
                 select(Approval).where(
@@ -387,9 +367,7 @@ class Grants(Room):
                 "model": grant.model,
                 "version": grant.version,
                 "grantee": grant.requester,
-                "decision": statement.decision,
-                "key_id": key_id,
-                "envelope": base64.b64encode(envelope).decode("ascii"),
+                **decision.record(),
             }
             # A policy tightened while the request was pending applies to it (never loosened).
             grant.approvals_required = max(grant.approvals_required, policy.approvals_required)
@@ -406,24 +384,9 @@ class Grants(Room):
                 record["grant_expires_at"] = format_time(grant.grant_expires_at)
             else:
                 record["status"] = "pending"
-            ctx.action = "request.deny" if statement.decision == "deny" else "request.approve"
-            index, entry = self._audit(ctx, "allowed", record)
-            approval = Approval(
-                request_id=request_id,
-                approver=principal.name,
-                key_id=key_id,
-                decision=statement.decision,
-                envelope=envelope,
-                expires_at=statement.expires_at,
-                created_at=now,
-                log_index=index,
-                log_entry=entry,
+            approval = decision.file(
+                session, ctx, self._audit, record, Approval, request_id=request_id
             )
-            session.add(approval)
-            try:
-                session.flush()
-            except IntegrityError as exc:
-                raise ConflictError("this approver has already decided this request") from exc
             if record["status"] == "active":
                 released_by = {a.approver for a in valid} | {principal.name}
                 self._same_pair_signal(session, grant, sorted(released_by), now)

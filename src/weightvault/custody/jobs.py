@@ -20,7 +20,6 @@ exists; (4) the job is marked released in the same transaction, so a retry gets 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
@@ -28,10 +27,8 @@ import secrets
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from weightvault import _b64 as b64
 from weightvault._json import load_object
 from weightvault.access.policy import AccessPolicy
 from weightvault.access.result import (
@@ -41,10 +38,11 @@ from weightvault.access.result import (
     sign_result,
 )
 from weightvault.access.spec import JobRequest, parse_job_request
-from weightvault.custody import _names
-from weightvault.custody.approvals import RequestTerms, format_time, open_envelope
+from weightvault.custody import _names, deciding
+from weightvault.custody.approvals import RequestTerms, format_time
 from weightvault.custody.budgets import debit_window, record_release, window_used
 from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
+from weightvault.custody.deciding import EnvelopeOpener
 from weightvault.custody.errors import ConflictError, NotFoundError
 from weightvault.custody.jobs_runner import JobRunner, root_digest_of
 from weightvault.custody.models import load_model
@@ -52,7 +50,7 @@ from weightvault.custody.policy import ModelPolicy
 from weightvault.custody.store import Job, JobApproval, ModelVersion, Principal
 from weightvault.errors import FormatError, PolicyError, VerificationError
 
-__all__ = ["JOB_STATUSES", "Jobs", "job_terms"]
+__all__ = ["JOB_STATUSES", "Jobs", "check_job_open", "job_terms"]
 
 JOB_STATUSES = (
     "pending", "approved", "running", "succeeded", "failed", "killed", "denied", "cancelled",
@@ -72,6 +70,13 @@ def job_terms(job: Job) -> RequestTerms:
         duration_s=job.wall_s,
         byte_budget=job.output_limit,
     )
+
+
+def check_job_open(name: str, job: Job, now: dt.datetime) -> None:
+    """Checks (2)-(3) of :meth:`Jobs.decide`: not ``name``'s own job; pending, not expired."""
+    deciding.check_pending(name, job.requester, job.status, "job")
+    if job.expires_at <= now:
+        raise PolicyError("job request has expired; submit it again")
 
 
 class Jobs(Room):
@@ -204,12 +209,26 @@ class Jobs(Room):
 
     # -- approvals -----------------------------------------------------------------------------
 
-    def decide(self, ctx: RequestContext, job_id: str, envelope_b64: str) -> dict[str, Any]:
-        """Record a signed approval or denial of a job (the checks of
-        :meth:`~weightvault.custody.grants.Grants.submit_approval`, against :func:`job_terms`)."""
+    def decide(
+        self,
+        ctx: RequestContext,
+        job_id: str,
+        envelope_b64: str,
+        *,
+        opener: EnvelopeOpener | None = None,
+    ) -> dict[str, Any]:
+        """Record a signed approval or denial of a job; start it with its last approval.
+
+        Checks, in order (those of :meth:`~weightvault.custody.grants.Grants.submit_approval`,
+        against :func:`job_terms`): (1) a named approver, with a registered key unless
+        ``opener`` (the console's passkey opener) opens the envelope; (2) not the requester;
+        (3) the job pending and unexpired; (4) the envelope opens under the approver's own key;
+        (5) the statement binds exactly this job's terms, (6) is current and not valid longer
+        than the policy allows; (7) no earlier decision by this principal or this key.
+        """
         principal = require_role(ctx, "approver")
         _names.check_request_id(job_id, "job_id")
-        envelope = b64.decode(envelope_b64, "envelope", max_size=16 * 1024, canonical=False)
+        envelope = deciding.decode_envelope(envelope_b64)
         now = self._clock()
         start = False
         with self._store.session() as session:
@@ -217,26 +236,14 @@ class Jobs(Room):
             if job is None:
                 raise NotFoundError("job not found")
             _model, policy = load_model(session, job.model)
-            if principal.name not in policy.approvers:
-                raise PolicyError(f"{principal.name!r} is not an approver for {job.model!r}")
-            approver = session.get(Principal, principal.name)
-            if approver is None or approver.approval_key is None or not approver.approval_key_id:
-                raise PolicyError(f"{principal.name!r} has no registered approval key")
-            if job.requester == principal.name:
-                raise PolicyError("self-approval: the requester cannot approve their own job")
-            if job.status != "pending":
-                raise ConflictError(f"job is {job.status}, not pending")
-            if job.expires_at <= now:
-                raise PolicyError("job request has expired; submit it again")
-            statement = open_envelope(envelope, approver.approval_key)
-            statement.check_acceptable(
-                principal.name, job_terms(job), now, policy.approval_validity_s
-            )
+            decision = deciding.check_decision(
+                session, principal.name, what="job", model=job.model, policy=policy,
+                check_open=lambda: check_job_open(principal.name, job, now), terms=job_terms(job),
+                envelope=envelope, opener=opener, now=now,
+            )  # fmt: skip
+            # (7)
             approvals = self._approvals(session, job_id)
-            if any(
-                a.approver == principal.name or a.key_id == approver.approval_key_id
-                for a in approvals
-            ):
+            if any(a.approver == principal.name or a.key_id == decision.key_id for a in approvals):
                 raise ConflictError("this approver (or this key) has already decided this job")
             valid = [a for a in approvals if a.decision == "approve" and a.expires_at > now]
             if policy.access is not None:  # a policy tightened meanwhile applies (never loosened)
@@ -249,34 +256,15 @@ class Jobs(Room):
                 "version": job.version,
                 "requester": job.requester,
                 "request_digest": job.request_digest,
-                "decision": statement.decision,
-                "key_id": approver.approval_key_id,
-                "envelope": base64.b64encode(envelope).decode("ascii"),
+                **decision.record(),
             }
-            if statement.decision == "deny":
+            if decision.statement.decision == "deny":
                 job.status = "denied"
             elif len(valid) + 1 >= job.approvals_required:
                 job.status = "approved"
                 start = True
             record["status"] = job.status
-            ctx.action = "job.deny" if statement.decision == "deny" else "job.approve"
-            index, entry = self._audit(ctx, "allowed", record)
-            approval = JobApproval(
-                job_id=job_id,
-                approver=principal.name,
-                key_id=approver.approval_key_id,
-                decision=statement.decision,
-                envelope=envelope,
-                expires_at=statement.expires_at,
-                created_at=now,
-                log_index=index,
-                log_entry=entry,
-            )
-            session.add(approval)
-            try:
-                session.flush()
-            except IntegrityError as exc:
-                raise ConflictError("this approver has already decided this job") from exc
+            approval = decision.file(session, ctx, self._audit, record, JobApproval, job_id=job_id)
             view = self._view(job, [*approvals, approval], full=False)
         if start:
             self.runner.start(job_id)

@@ -56,6 +56,7 @@ __all__ = [
     "Model",
     "ModelVersion",
     "Principal",
+    "SignedDecision",
     "Store",
     "Token",
     "VersionFile",
@@ -192,16 +193,21 @@ class GrantRequest(Base):
     revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
-class Approval(Base):
-    """A signed approval (or denial) statement, exactly as the approver's key signed it."""
-
-    __tablename__ = "approvals"
-    __table_args__ = (
-        UniqueConstraint("request_id", "approver", name="one_approval_per_approver"),
-        UniqueConstraint("request_id", "key_id", name="one_approval_per_key"),
+def _one_decision_each(parent: str, prefix: str) -> tuple[UniqueConstraint, ...]:
+    """One decision per approver and one per key on each request or job (``parent``): a second
+    or replayed decision is refused by the database too, whatever the checks before missed."""
+    return (
+        UniqueConstraint(parent, "approver", name=f"{prefix}_per_approver"),
+        UniqueConstraint(parent, "key_id", name=f"{prefix}_per_key"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(ForeignKey("grant_requests.id"), index=True)
+
+
+class SignedDecision:
+    """The columns of every signed decision (a request's :class:`Approval`, a job's
+    :class:`JobApproval`): the envelope exactly as the approver's key signed it, what it
+    decided until when, and the audit entry that logged it."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True, sort_order=-1)
     approver: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str] = mapped_column(String(64))
     decision: Mapped[str] = mapped_column(String(16))
@@ -210,6 +216,14 @@ class Approval(Base):
     created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
     log_index: Mapped[int] = mapped_column(BigInteger)
     log_entry: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Approval(SignedDecision, Base):
+    """A signed approval (or denial) statement, exactly as the approver's key signed it."""
+
+    __tablename__ = "approvals"
+    __table_args__ = _one_decision_each("request_id", "one_approval")
+    request_id: Mapped[str] = mapped_column(ForeignKey("grant_requests.id"), index=True)
 
 
 class Egress(Base):
@@ -417,24 +431,12 @@ class Job(Base):
     release_log_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
-class JobApproval(Base):
+class JobApproval(SignedDecision, Base):
     """A signed approval (or denial) of a job, exactly as the approver's key signed it."""
 
     __tablename__ = "job_approvals"
-    __table_args__ = (
-        UniqueConstraint("job_id", "approver", name="one_job_approval_per_approver"),
-        UniqueConstraint("job_id", "key_id", name="one_job_approval_per_key"),
-    )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    __table_args__ = _one_decision_each("job_id", "one_job_approval")
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
-    approver: Mapped[str] = mapped_column(String(64))
-    key_id: Mapped[str] = mapped_column(String(64))
-    decision: Mapped[str] = mapped_column(String(16))
-    envelope: Mapped[bytes] = mapped_column(LargeBinary)
-    expires_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
-    created_at: Mapped[dt.datetime] = mapped_column(_UtcDateTime())
-    log_index: Mapped[int] = mapped_column(BigInteger)
-    log_entry: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 def _sqlite_setup(engine: Engine, *, begin: str) -> None:
