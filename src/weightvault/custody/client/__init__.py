@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weightvault.custody.client import transfer
 from weightvault.custody.client.config import (
@@ -25,6 +25,9 @@ from weightvault.custody.client.config import (
 )
 from weightvault.custody.client.errors import TransferError, VaultHTTPError
 from weightvault.errors import InputError, VerificationError
+
+if TYPE_CHECKING:
+    from weightvault.custody.approvals import RequestTerms
 
 __all__ = [
     "CONFIG_FILE",
@@ -40,6 +43,32 @@ __all__ = [
 ]
 
 _PIECE = 4 * 1024 * 1024
+
+
+def _sign_decision(
+    terms: RequestTerms,
+    signer: Any,
+    approver: str,
+    decision: str,
+    valid_for: dt.timedelta,
+    now: dt.datetime | None,
+) -> bytes:
+    """The DSSE envelope of ``approver``'s statement on exactly ``terms``, signed here (the
+    key never leaves the approver's machine)."""
+    from weightvault.custody.approvals import ApprovalStatement, sign_statement
+
+    statement = ApprovalStatement.for_request(
+        terms,
+        approver=approver,
+        decision=decision,
+        issued_at=now or dt.datetime.now(dt.UTC),
+        valid_for=valid_for,
+    )
+    return sign_statement(statement, signer)
+
+
+def _envelope_body(envelope: bytes) -> dict[str, str]:
+    return {"envelope": base64.b64encode(envelope).decode("ascii")}
 
 
 class VaultClient:
@@ -64,14 +93,35 @@ class VaultClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The response (any status); a service out of reach is an input error, one line."""
         import httpx
 
         try:
-            response = self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise InputError(f"cannot reach {self.config.url}: {exc}") from exc
-        return self._decode(response)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._decode(self._send(method, path, **kwargs))
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A call the service answers with one JSON object."""
+        result: dict[str, Any] = self._call(method, path, **kwargs)
+        return result
+
+    def _list(self, method: str, path: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """A call the service answers with a JSON list of objects."""
+        result: list[dict[str, Any]] = self._call(method, path, **kwargs)
+        return result
+
+    def _raw(self, method: str, path: str, **kwargs: Any) -> bytes:
+        """The body's exact bytes (a signed result, an export: never decoded and re-encoded)."""
+        response = self._send(method, path, **kwargs)
+        if response.status_code >= 400:
+            self._decode(response)
+        content: bytes = response.content
+        return content
 
     @staticmethod
     def _decode(response: Any) -> Any:
@@ -88,8 +138,7 @@ class VaultClient:
     # -- identity and admin --------------------------------------------------------------------
 
     def whoami(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/v1/whoami")
-        return result
+        return self._object("GET", "/v1/whoami")
 
     def create_principal(
         self,
@@ -104,40 +153,28 @@ class VaultClient:
             body["recipient"] = recipient
         if approval_key_pem:
             body["approval_key_pem"] = approval_key_pem
-        result: dict[str, Any] = self._call("POST", "/v1/principals", json=body)
-        return result
+        return self._object("POST", "/v1/principals", json=body)
 
     def update_principal(self, name: str, **changes: Any) -> None:
         self._call("PATCH", f"/v1/principals/{name}", json=changes)
 
     def issue_token(self, name: str, label: str = "") -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
-            "POST", f"/v1/principals/{name}/tokens", json={"label": label}
-        )
-        return result
+        return self._object("POST", f"/v1/principals/{name}/tokens", json={"label": label})
 
     def revoke_token(self, token_id: str) -> None:
         self._call("DELETE", f"/v1/tokens/{token_id}")
 
     def create_model(self, name: str, policy: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
-            "POST", "/v1/models", json={"name": name, "policy": policy}
-        )
-        return result
+        return self._object("POST", "/v1/models", json={"name": name, "policy": policy})
 
     def set_policy(self, name: str, policy: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
-            "PUT", f"/v1/models/{name}/policy", json={"policy": policy}
-        )
-        return result
+        return self._object("PUT", f"/v1/models/{name}/policy", json={"policy": policy})
 
     def inventory(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/v1/inventory")
-        return result
+        return self._list("GET", "/v1/inventory")
 
     def alerts(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/v1/alerts")
-        return result
+        return self._list("GET", "/v1/alerts")
 
     # -- push ----------------------------------------------------------------------------------
 
@@ -181,14 +218,13 @@ class VaultClient:
                     raise InputError(f"{source}: changed size while being uploaded")
 
         total = len(head) + sum(size for _, _, size in files)
-        result: dict[str, Any] = self._call(
+        return self._object(
             "POST",
             f"/v1/models/{model}/versions/{version}/upload",
             content=body(),
             headers={"Content-Length": str(total), "Content-Type": "application/octet-stream"},
             timeout=None,
         )
-        return result
 
     # -- requests and approvals ----------------------------------------------------------------
 
@@ -210,66 +246,52 @@ class VaultClient:
         }
         if purpose != "pull":
             body["purpose"] = purpose
-        result: dict[str, Any] = self._call("POST", "/v1/requests", json=body)
-        return result
+        return self._object("POST", "/v1/requests", json=body)
 
     # -- release gates and the risk register ---------------------------------------------------
 
     def attach_attestation(self, model: str, version: str, data: bytes) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
+        return self._object(
             "POST",
             f"/v1/models/{model}/versions/{version}/attestations",
             json={"attestation": base64.b64encode(data).decode("ascii")},
         )
-        return result
 
     def list_attestations(self, model: str, version: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call(
-            "GET", f"/v1/models/{model}/versions/{version}/attestations"
-        )
-        return result
+        return self._list("GET", f"/v1/models/{model}/versions/{version}/attestations")
 
     def gate_check(self, model: str, version: str, purpose: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
+        return self._object(
             "POST", f"/v1/models/{model}/versions/{version}/gate", json={"purpose": purpose}
         )
-        return result
 
     def gate_override(
         self, model: str, version: str, purpose: str, shares: list[str], reason: str
     ) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
+        return self._object(
             "POST",
             f"/v1/models/{model}/versions/{version}/gate/override",
             json={"purpose": purpose, "shares": shares, "reason": reason},
         )
-        return result
 
     def add_risk(self, model: str, entry: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
-            "POST", f"/v1/models/{model}/risks", json={"entry": entry}
-        )
-        return result
+        return self._object("POST", f"/v1/models/{model}/risks", json={"entry": entry})
 
     def list_risks(self, model: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", f"/v1/models/{model}/risks")
-        return result
+        return self._list("GET", f"/v1/models/{model}/risks")
 
     def update_risk(self, model: str, risk_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
+        return self._object(
             "PATCH", f"/v1/models/{model}/risks/{risk_id}", json={"changes": changes}
         )
-        return result
 
     def close_risk(self, model: str, risk_id: str, reason: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
+        return self._object(
             "POST", f"/v1/models/{model}/risks/{risk_id}/close", json={"reason": reason}
         )
-        return result
 
     def get_request(self, request_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/requests/{request_id}")
-        return result
+        return self._object("GET", f"/v1/requests/{request_id}")
 
     def console_link(
         self, proof: bytes | None = None, principal: str | None = None
@@ -281,21 +303,17 @@ class VaultClient:
             "proof": base64.b64encode(proof).decode("ascii") if proof else "",
             "principal": principal or "",
         }
-        result: dict[str, Any] = self._call("POST", "/v1/console/enrol", json=body)
-        return result
+        return self._object("POST", "/v1/console/enrol", json=body)
 
     def passkeys(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/v1/console/passkeys")
-        return result
+        return self._list("GET", "/v1/console/passkeys")
 
     def revoke_passkey(self, key_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/v1/console/passkeys/{key_id}/revoke")
-        return result
+        return self._object("POST", f"/v1/console/passkeys/{key_id}/revoke")
 
     def list_requests(self, status: str | None = None) -> list[dict[str, Any]]:
         params = {"status": status} if status else {}
-        result: list[dict[str, Any]] = self._call("GET", "/v1/requests", params=params)
-        return result
+        return self._list("GET", "/v1/requests", params=params)
 
     def decide(
         self,
@@ -313,7 +331,7 @@ class VaultClient:
         ``announce`` receives a one-line description of exactly what is being signed (the CLI
         prints it), so an approver sees the terms their key vouches for.
         """
-        from weightvault.custody.approvals import ApprovalStatement, RequestTerms, sign_statement
+        from weightvault.custody.approvals import RequestTerms
 
         request = self.get_request(request_id)
         terms = RequestTerms(
@@ -334,62 +352,36 @@ class VaultClient:
                 f"{terms.version} for {terms.grantee}, {terms.duration_s} s, "
                 f"{terms.byte_budget} bytes; justification: {terms.justification!r}"
             )
-        statement = ApprovalStatement.for_request(
-            terms,
-            approver=approver,
-            decision=decision,
-            issued_at=now or dt.datetime.now(dt.UTC),
-            valid_for=valid_for,
-        )
-        envelope = sign_statement(statement, signer)
+        envelope = _sign_decision(terms, signer, approver, decision, valid_for, now)
         return self.submit_envelope(request_id, envelope)
 
     def submit_envelope(self, request_id: str, envelope: bytes) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
-            "POST",
-            f"/v1/requests/{request_id}/approvals",
-            json={"envelope": base64.b64encode(envelope).decode("ascii")},
+        return self._object(
+            "POST", f"/v1/requests/{request_id}/approvals", json=_envelope_body(envelope)
         )
-        return result
 
     def revoke(self, request_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/v1/requests/{request_id}/revoke")
-        return result
+        return self._object("POST", f"/v1/requests/{request_id}/revoke")
 
     # -- jobs (structured access) ----------------------------------------------------------------
 
     def submit_job(self, job: dict[str, Any], justification: str) -> dict[str, Any]:
         """File a job (``model``, ``version``, ``kind``, ``parameters``, ``inputs``)."""
-        result: dict[str, Any] = self._call(
-            "POST", "/v1/jobs", json={**job, "justification": justification}
-        )
-        return result
+        return self._object("POST", "/v1/jobs", json={**job, "justification": justification})
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}")
-        return result
+        return self._object("GET", f"/v1/jobs/{job_id}")
 
     def list_jobs(self, status: str | None = None) -> list[dict[str, Any]]:
         params = {"status": status} if status else {}
-        result: list[dict[str, Any]] = self._call("GET", "/v1/jobs", params=params)
-        return result
+        return self._list("GET", "/v1/jobs", params=params)
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/v1/jobs/{job_id}/cancel")
-        return result
+        return self._object("POST", f"/v1/jobs/{job_id}/cancel")
 
     def job_result(self, job_id: str) -> bytes:
         """The job's signed result (released once; a second call is refused)."""
-        import httpx
-
-        try:
-            response = self._http.post(f"/v1/jobs/{job_id}/result")
-        except httpx.HTTPError as exc:
-            raise InputError(f"cannot reach {self.config.url}: {exc}") from exc
-        if response.status_code >= 400:
-            self._decode(response)
-        content: bytes = response.content  # the exact signed bytes, not re-encoded
-        return content
+        return self._raw("POST", f"/v1/jobs/{job_id}/result")
 
     def decide_job(
         self,
@@ -405,7 +397,7 @@ class VaultClient:
         """Fetch the job, recompute its request digest from the full request and the terms
         digest from that, then sign an approval (or denial) of exactly those terms."""
         from weightvault.access.spec import parse_job_request
-        from weightvault.custody.approvals import ApprovalStatement, RequestTerms, sign_statement
+        from weightvault.custody.approvals import RequestTerms
 
         job = self.get_job(job_id)
         request = parse_job_request(job["request"])
@@ -429,26 +421,13 @@ class VaultClient:
                 f"{job['requester']}: parameters {json.dumps(request.parameters, sort_keys=True)}, "
                 f"inputs {request.inputs_digest()}; justification: {job['justification']!r}"
             )
-        statement = ApprovalStatement.for_request(
-            terms,
-            approver=approver,
-            decision=decision,
-            issued_at=now or dt.datetime.now(dt.UTC),
-            valid_for=valid_for,
-        )
-        envelope = sign_statement(statement, signer)
-        result: dict[str, Any] = self._call(
-            "POST",
-            f"/v1/jobs/{job_id}/approvals",
-            json={"envelope": base64.b64encode(envelope).decode("ascii")},
-        )
-        return result
+        envelope = _sign_decision(terms, signer, approver, decision, valid_for, now)
+        return self._object("POST", f"/v1/jobs/{job_id}/approvals", json=_envelope_body(envelope))
 
     # -- pull ----------------------------------------------------------------------------------
 
     def grant_files(self, grant_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/grants/{grant_id}/files")
-        return result
+        return self._object("GET", f"/v1/grants/{grant_id}/files")
 
     # The pull is in :mod:`.transfer` (ranged, resumable downloads; all or nothing).
     download_file = transfer.download_file
@@ -457,17 +436,7 @@ class VaultClient:
     # -- audit ---------------------------------------------------------------------------------
 
     def audit_export(self) -> bytes:
-        import httpx
-
-        try:
-            response = self._http.get("/v1/audit/export", timeout=None)
-        except httpx.HTTPError as exc:
-            raise InputError(f"cannot reach {self.config.url}: {exc}") from exc
-        if response.status_code >= 400:
-            self._decode(response)
-        content: bytes = response.content
-        return content
+        return self._raw("GET", "/v1/audit/export", timeout=None)
 
     def audit_key(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/v1/audit/key")
-        return result
+        return self._object("GET", "/v1/audit/key")
