@@ -15,12 +15,14 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from weightvault import _b64 as b64
+from weightvault._dataclass_json import field_dict
 from weightvault._json import canonical, load_object
 from weightvault.custody import _names
 from weightvault.errors import FormatError, KeyMaterialError, PolicyError, VerificationError
@@ -92,16 +94,7 @@ class RequestTerms:
 
     def digest(self) -> str:
         """Hex SHA-256 over the canonical JSON of every term."""
-        doc = {
-            "byte_budget": self.byte_budget,
-            "duration_s": self.duration_s,
-            "grantee": self.grantee,
-            "justification": self.justification,
-            "model": self.model,
-            "request_id": self.request_id,
-            "version": self.version,
-        }
-        return hashlib.sha256(canonical(doc)).hexdigest()
+        return hashlib.sha256(canonical(field_dict(self))).hexdigest()
 
 
 _STATEMENT_FIELDS = frozenset(
@@ -163,23 +156,35 @@ class ApprovalStatement:
             expires_at=(issued_at + valid_for).replace(microsecond=0),
         )
 
+    def fields(self) -> dict[str, Any]:
+        """Every field as signed documents spell it (times by :func:`format_time`); a
+        document adds its own ``_type`` (and a passkey statement its own fields)."""
+        doc = field_dict(self)
+        doc["issued_at"] = format_time(self.issued_at)
+        doc["expires_at"] = format_time(self.expires_at)
+        return doc
+
+    @classmethod
+    def from_fields(cls, doc: dict[str, Any], where: str) -> ApprovalStatement:
+        """The statement in a parsed document whose ``decision`` and ``request_digest`` the
+        caller has checked: names, numbers and times checked here, named ``{where}.field``."""
+        return cls(
+            request_id=_names.check_request_id(doc["request_id"], f"{where}.request_id"),
+            request_digest=str(doc["request_digest"]),
+            model=_names.check_model_name(doc["model"], f"{where}.model"),
+            version=_names.check_version_name(doc["version"], f"{where}.version"),
+            grantee=_names.check_principal_name(doc["grantee"], f"{where}.grantee"),
+            duration_s=_names.check_duration(doc["duration_s"], f"{where}.duration_s"),
+            byte_budget=_names.check_byte_count(doc["byte_budget"], f"{where}.byte_budget"),
+            approver=_names.check_principal_name(doc["approver"], f"{where}.approver"),
+            decision=doc["decision"],
+            issued_at=parse_time(doc["issued_at"], f"{where}.issued_at"),
+            expires_at=parse_time(doc["expires_at"], f"{where}.expires_at"),
+        )
+
     def to_json(self) -> bytes:
         """Canonical JSON (sorted keys, no spaces): the exact bytes that get signed."""
-        doc = {
-            "_type": STATEMENT_TYPE,
-            "approver": self.approver,
-            "byte_budget": self.byte_budget,
-            "decision": self.decision,
-            "duration_s": self.duration_s,
-            "expires_at": format_time(self.expires_at),
-            "grantee": self.grantee,
-            "issued_at": format_time(self.issued_at),
-            "model": self.model,
-            "request_digest": self.request_digest,
-            "request_id": self.request_id,
-            "version": self.version,
-        }
-        return canonical(doc, ascii_only=True)
+        return canonical({"_type": STATEMENT_TYPE, **self.fields()}, ascii_only=True)
 
     @classmethod
     def from_json(cls, data: bytes) -> ApprovalStatement:
@@ -199,21 +204,7 @@ class ApprovalStatement:
         digest = doc["request_digest"]
         if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
             raise FormatError("approval statement.request_digest: expected 64 lowercase hex")
-        statement = cls(
-            request_id=_names.check_request_id(doc["request_id"], "approval statement.request_id"),
-            request_digest=digest,
-            model=_names.check_model_name(doc["model"], "approval statement.model"),
-            version=_names.check_version_name(doc["version"], "approval statement.version"),
-            grantee=_names.check_principal_name(doc["grantee"], "approval statement.grantee"),
-            duration_s=_names.check_duration(doc["duration_s"], "approval statement.duration_s"),
-            byte_budget=_names.check_byte_count(
-                doc["byte_budget"], "approval statement.byte_budget"
-            ),
-            approver=_names.check_principal_name(doc["approver"], "approval statement.approver"),
-            decision=decision,
-            issued_at=parse_time(doc["issued_at"], "approval statement.issued_at"),
-            expires_at=parse_time(doc["expires_at"], "approval statement.expires_at"),
-        )
+        statement = cls.from_fields(doc, "approval statement")
         if statement.to_json() != data:
             raise FormatError("approval statement: not in canonical JSON form")
         return statement

@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from weightvault import _b64 as b64
 from weightvault._json import canonical, load_object, require_fields
-from weightvault.custody import _names
 from weightvault.custody.approvals import (
     ApprovalSigner,
     ApprovalStatement,
@@ -93,8 +92,8 @@ _ENVELOPE_FIELDS = (
 
 
 def passkey_key_id(public_key_der: bytes) -> str:
-    """Hex SHA-256 of a credential's SubjectPublicKeyInfo: its key id in approvals."""
-    return hashlib.sha256(public_key_der).hexdigest()
+    """A credential's key id in approvals: :func:`key_id_of` its SubjectPublicKeyInfo."""
+    return key_id_of(public_key_der)
 
 
 @dataclass(frozen=True)
@@ -114,24 +113,13 @@ class PasskeyStatement:
 
     def to_json(self) -> bytes:
         """Canonical JSON: the bytes whose SHA-256 is the WebAuthn challenge."""
-        a = self.approval
         doc = {
+            **self.approval.fields(),
             "_type": STATEMENT_TYPE,
-            "approver": a.approver,
-            "byte_budget": a.byte_budget,
-            "decision": a.decision,
-            "duration_s": a.duration_s,
-            "expires_at": format_time(a.expires_at),
-            "grantee": a.grantee,
-            "issued_at": format_time(a.issued_at),
-            "model": a.model,
             "nonce": self.nonce,
             "origin": self.origin,
             "reason": self.reason,
-            "request_digest": a.request_digest,
-            "request_id": a.request_id,
             "rp_id": self.rp_id,
-            "version": a.version,
             "version_digest": self.version_digest,
         }
         return canonical(doc, ascii_only=True)
@@ -148,20 +136,7 @@ class PasskeyStatement:
                 raise FormatError(f"passkey statement.{name}: expected a string")
         if doc["decision"] not in ("approve", "deny"):
             raise FormatError("passkey statement.decision: expected 'approve' or 'deny'")
-        where = "passkey statement"
-        approval = ApprovalStatement(
-            request_id=_names.check_request_id(doc["request_id"], f"{where}.request_id"),
-            request_digest=str(doc["request_digest"]),
-            model=_names.check_model_name(doc["model"], f"{where}.model"),
-            version=_names.check_version_name(doc["version"], f"{where}.version"),
-            grantee=_names.check_principal_name(doc["grantee"], f"{where}.grantee"),
-            duration_s=_names.check_duration(doc["duration_s"], f"{where}.duration_s"),
-            byte_budget=_names.check_byte_count(doc["byte_budget"], f"{where}.byte_budget"),
-            approver=_names.check_principal_name(doc["approver"], f"{where}.approver"),
-            decision=doc["decision"],
-            issued_at=parse_time(doc["issued_at"], f"{where}.issued_at"),
-            expires_at=parse_time(doc["expires_at"], f"{where}.expires_at"),
-        )
+        approval = ApprovalStatement.from_fields(doc, "passkey statement")
         statement = cls(
             approval,
             doc["version_digest"],
