@@ -37,6 +37,7 @@ __all__ = [
     "AlertEvent",
     "AlertSink",
     "AuditAppend",
+    "alert_view",
     "crossed",
     "outside_hours",
 ]
@@ -83,6 +84,17 @@ def outside_hours(when: dt.datetime, hours: tuple[int, int] | None) -> bool:
     hour = when.astimezone(dt.UTC).hour
     inside = start <= hour < end if start <= end else hour >= start or hour < end
     return not inside
+
+
+def alert_view(alert: Alert) -> dict[str, Any]:
+    """A stored alert as the API and the console show it."""
+    return {
+        "time": format_time(alert.time),
+        "kind": alert.kind,
+        "principal": alert.principal,
+        "model": alert.model,
+        "detail": json.loads(alert.detail),
+    }
 
 
 def crossed(before: int, after: int, budget: int, fraction: float) -> bool:

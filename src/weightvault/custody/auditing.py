@@ -8,13 +8,12 @@ the log's group committer; secrets never enter them (tokens appear as HMACs).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
 
-from weightvault.custody.alerts import AlertEvent, AlertSink
+from weightvault.custody.alerts import AlertEvent, AlertSink, alert_view
 from weightvault.custody.approvals import format_time
 from weightvault.custody.audit import AuditTrail
 from weightvault.custody.config import ServiceConfig
@@ -106,15 +105,6 @@ class Auditing(Room):
         require_role(ctx, "auditor", "admin")
         with self._store.session() as session:
             rows = session.scalars(select(Alert).order_by(Alert.id.desc()).limit(1000)).all()
-            out = [
-                {
-                    "time": format_time(a.time),
-                    "kind": a.kind,
-                    "principal": a.principal,
-                    "model": a.model,
-                    "detail": json.loads(a.detail),
-                }
-                for a in rows
-            ]
+            out = [alert_view(a) for a in rows]
             self._audit(ctx, "allowed", {"count": len(out)})
         return out
