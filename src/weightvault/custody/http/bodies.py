@@ -13,42 +13,45 @@ __all__ = [
     "PrincipalIn",
     "PrincipalPatch",
     "RequestIn",
+    "StrictBody",
     "TokenIn",
 ]
 
 
-class _Body(BaseModel):
+class StrictBody(BaseModel):
+    """Every JSON body: an unknown field or a value of the wrong type is refused, not coerced."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class PrincipalIn(_Body):
+class PrincipalIn(StrictBody):
     name: str = Field(max_length=64)
     roles: list[str] = Field(max_length=5)
     recipient: str | None = Field(default=None, max_length=200)
     approval_key_pem: str | None = Field(default=None, max_length=4096)
 
 
-class PrincipalPatch(_Body):
+class PrincipalPatch(StrictBody):
     roles: list[str] | None = Field(default=None, max_length=5)
     recipient: str | None = Field(default=None, max_length=200)
     approval_key_pem: str | None = Field(default=None, max_length=4096)
     disabled: StrictBool | None = None
 
 
-class TokenIn(_Body):
+class TokenIn(StrictBody):
     label: str = Field(default="", max_length=128)
 
 
-class ModelIn(_Body):
+class ModelIn(StrictBody):
     name: str = Field(max_length=128)
     policy: dict[str, Any]
 
 
-class PolicyIn(_Body):
+class PolicyIn(StrictBody):
     policy: dict[str, Any]
 
 
-class RequestIn(_Body):
+class RequestIn(StrictBody):
     model: str = Field(max_length=128)
     version: str = Field(max_length=64)
     justification: str = Field(max_length=2000)
@@ -58,5 +61,5 @@ class RequestIn(_Body):
     """``deploy`` and ``release`` go through the model's release gate (:mod:`..gates`)."""
 
 
-class ApprovalIn(_Body):
+class ApprovalIn(StrictBody):
     envelope: str = Field(max_length=24_000)

@@ -5,55 +5,50 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from weightvault.custody.context import RequestContext
 from weightvault.custody.gates import Gates
+from weightvault.custody.http.bodies import StrictBody
 from weightvault.custody.http.deps import Action
 from weightvault.custody.risk import RiskRegister
 
 __all__ = ["gates_router"]
 
 
-class AttestationIn(BaseModel):
+class AttestationIn(StrictBody):
     """An attestation to attach: a Sigstore bundle or a custody job result, base64."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
     attestation: str = Field(max_length=700_000)
 
 
-class GateCheckIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class GateCheckIn(StrictBody):
     purpose: Literal["deploy", "release"]
 
 
-class OverrideIn(BaseModel):
+class OverrideIn(StrictBody):
     """Break-glass: k Shamir shares of the service KEK and the reason."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
     purpose: Literal["deploy", "release"]
     shares: list[str] = Field(max_length=255)
     reason: str = Field(max_length=2000)
 
 
-class RiskIn(BaseModel):
+class RiskIn(StrictBody):
     """A risk entry (:func:`weightvault.custody.risk.parse_entry` checks its fields)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
     entry: dict[str, Any]
 
 
-class RiskChangesIn(BaseModel):
+class RiskChangesIn(StrictBody):
     """The fields of a risk entry to replace (:func:`~weightvault.custody.risk.parse_entry`)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
     changes: dict[str, Any]
 
 
-class RiskCloseIn(BaseModel):
+class RiskCloseIn(StrictBody):
     """Why a risk entry is closed."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
     reason: str = Field(max_length=2000)
 
 

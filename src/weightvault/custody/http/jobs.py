@@ -7,20 +7,19 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from weightvault.custody.context import RequestContext
-from weightvault.custody.http.bodies import ApprovalIn
+from weightvault.custody.http.bodies import ApprovalIn, StrictBody
 from weightvault.custody.http.deps import Action
 from weightvault.custody.jobs import Jobs
 
 __all__ = ["JobIn", "jobs_router"]
 
 
-class JobIn(BaseModel):
+class JobIn(StrictBody):
     """A job: model version, kind, parameters and inputs (:mod:`weightvault.access.spec`)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
     model: str = Field(max_length=128)
     version: str = Field(max_length=64)
     kind: Literal["query", "evaluate", "finetune", "inspect"]
