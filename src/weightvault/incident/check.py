@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from weightvault._dataclass_json import field_dict
 from weightvault.errors import FormatError, InputError, WeightvaultError
 from weightvault.incident.timeline import Timeline
 
@@ -65,16 +66,9 @@ class FileMatch:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "path": self.path,
-            "sha256": self.sha256,
-            "match": self.match,
-            "version": self.version,
-            "version_file": self.version_file,
-            "tensors_matched": self.tensors_matched,
-            "tensors_total": self.tensors_total,
+            **field_dict(self),
             "bytes_fraction": round(self.bytes_fraction, 4),
             "grants": list(self.grants),
-            "note": self.note,
         }
 
 
@@ -93,9 +87,8 @@ class SuspectCheck:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "model": self.model,
+            **field_dict(self),
             "identified": self.identified,
-            "tensor_reference": self.tensor_reference,
             "matches": [m.to_json() for m in self.matches],
         }
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from weightvault._dataclass_json import field_dict
 from weightvault.errors import FormatError
 
 __all__ = ["LEVELS", "MEASURES_PATH", "Measure", "level_name", "load_measures"]
@@ -49,15 +50,7 @@ class Measure:
         return f"{self.check}({inner})"
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "level": self.level,
-            "category": self.category,
-            "description": self.description,
-            "check": self.check,
-            "attest": self.attest,
-            "params": dict(self.params),
-        }
+        return {**field_dict(self), "params": dict(self.params)}
 
 
 def load_measures(path: Path = MEASURES_PATH, *, known_checks: frozenset[str]) -> list[Measure]:

@@ -121,9 +121,7 @@ class FileResult(NamedTuple):
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "path": self.path,
-            "format": self.format,
-            "size": self.size,
+            **self._asdict(),
             "status": self.status,
             "severity": self.status,  # format 1's field: now the status, never "safe" on error
             "findings": [f.to_json() for f in self.findings],
