@@ -116,6 +116,12 @@ def _write_or_print(
         sys.stdout.flush()
 
 
+def _show_ok(document: dict[str, Any], as_json: bool, line: str) -> None:
+    """A check that passed (``log verify``, ``verify-proof``, ``witness verify``): the JSON
+    document with ``"ok": true``, or ``OK: line``."""
+    show({"ok": True, **document}, as_json, [f"OK: {line}"])
+
+
 def _tree_json(origin: str, size: int, root: bytes) -> dict[str, Any]:
     """A tree's origin, size and root (base64), as every ``--json`` output names them."""
     import base64
@@ -418,18 +424,15 @@ def log_verify(
         if result.trusted_size is not None
         else ""
     )
-    show(
+    _show_ok(
         {
-            "ok": True,
             **_tree_json(result.origin, result.size, result.root),
             "trusted_size": result.trusted_size,
             "witnesses": list(result.checkpoint.witnesses),
         },
         as_json,
-        [
-            f"OK: {result.size} entries of {result.origin} match "
-            f"{result.checkpoints_checked} signed checkpoint(s){against}"
-        ],
+        f"{result.size} entries of {result.origin} match "
+        f"{result.checkpoints_checked} signed checkpoint(s){against}",
     )
 
 
@@ -451,13 +454,11 @@ def log_verify_proof(
         witnesses=witnesses.policy(),
     )
     cosigners = list(result.checkpoint.witnesses)
-    show(
-        {"ok": True, "index": result.index, "tree_size": result.tree_size, "witnesses": cosigners},
+    _show_ok(
+        {"index": result.index, "tree_size": result.tree_size, "witnesses": cosigners},
         as_json,
-        [
-            f"OK: entry {result.index} is in {result.checkpoint.checkpoint.origin} "
-            f"(tree size {result.tree_size}); witnesses: {', '.join(cosigners) or 'none'}"
-        ],
+        f"entry {result.index} is in {result.checkpoint.checkpoint.origin} "
+        f"(tree size {result.tree_size}); witnesses: {', '.join(cosigners) or 'none'}",
     )
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import typer
 
 from weightvault.cli._groups import command_group
-from weightvault.cli._options import show
 from weightvault.cli.log import (
     _FORCE,
     _JSON,
     _checkpoint_json,
     _keygen_command,
     _read_file,
+    _show_ok,
     _tree_json,
     _verifier_key,
     _witness_policy,
@@ -101,17 +101,14 @@ def witness_verify(
         _verifier_key(log_key, "--log-key"),
         witnesses=_witness_policy(witness_key, min_witnesses),
     )
-    show(
+    checked = result.checkpoint
+    _show_ok(
         {
-            "ok": True,
-            **_tree_json(result.checkpoint.origin, result.checkpoint.size, result.checkpoint.root),
+            **_tree_json(checked.origin, checked.size, checked.root),
             "witnesses": list(result.witnesses),
         },
         as_json,
-        [
-            f"OK: {result.checkpoint.origin} size {result.checkpoint.size}, cosigned by "
-            f"{', '.join(result.witnesses)}"
-        ],
+        f"{checked.origin} size {checked.size}, cosigned by {', '.join(result.witnesses)}",
     )
 
 
