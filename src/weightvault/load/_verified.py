@@ -14,8 +14,9 @@ from __future__ import annotations
 import hmac
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,15 +28,8 @@ from weightvault.errors import (
     VerificationError,
 )
 from weightvault.hashing import default_workers
-from weightvault.load._errors import (
-    BadSignatureError,
-    DigestMismatchError,
-    ExtraFileError,
-    LoadRefusedError,
-    MissingFileError,
-    SymlinkEscapeError,
-    listed,
-)
+from weightvault.load import _errors as refusal
+from weightvault.load._errors import listed
 from weightvault.load._read import (
     Extent,
     Placer,
@@ -124,7 +118,7 @@ def _verified_manifest(
     if cache is not None and signature_path.is_symlink():
         target = os.path.realpath(signature_path)
         if not (target + "/").startswith(str(cache) + "/"):
-            raise SymlinkEscapeError(
+            raise refusal.SymlinkEscapeError(
                 f"{signature_path}: signature links outside the cache ({target})",
                 names=[signature_path.name],
             )
@@ -132,17 +126,17 @@ def _verified_manifest(
     try:
         verified = verifier.verify(bundle)
     except (VerificationError, FormatError) as exc:
-        raise BadSignatureError(
+        raise refusal.BadSignatureError(
             f"{signature_path}: signature does not verify: {exc.message}"
         ) from exc
     if verified.payload_type != INTOTO_PAYLOAD_TYPE:
-        raise BadSignatureError(
+        raise refusal.BadSignatureError(
             f"{signature_path}: payload is {verified.payload_type!r}, not an in-toto statement"
         )
     try:
         manifest = parse_statement(verified.payload)
     except FormatError as exc:
-        raise BadSignatureError(
+        raise refusal.BadSignatureError(
             f"{signature_path}: signed payload is not a model manifest: {exc.message}"
         ) from exc
     return verified.signer, manifest
@@ -157,37 +151,48 @@ def _list_folder(
     if name:
         ignore.append(name)
     folder = real_folder(root)
-    try:
-        tree = walk_model(
-            root,
-            ignore_paths=ignore,
-            ignore_git_paths=False,
-            allow_symlinks=manifest.serialization.allow_symlinks,
-        )
-    except SymlinkError as exc:
-        link = root / exc.name if exc.name != "." else root
-        target = Path(os.path.realpath(link))
-        if target != folder and folder not in target.parents:
-            raise SymlinkEscapeError(
-                f"{link}: symlink points outside the model ({target})", names=[exc.name]
+    with _listing(root, "model"):
+        try:
+            tree = walk_model(
+                root,
+                ignore_paths=ignore,
+                ignore_git_paths=False,
+                allow_symlinks=manifest.serialization.allow_symlinks,
+            )
+        except SymlinkError as exc:
+            link = root / exc.name if exc.name != "." else root
+            target = Path(os.path.realpath(link))
+            if target != folder and folder not in target.parents:
+                raise refusal.SymlinkEscapeError(
+                    f"{link}: symlink points outside the model ({target})", names=[exc.name]
+                ) from exc
+            raise refusal.LoadRefusedError(
+                exc.message, names=[exc.name], reason=Reason.SYMLINK
             ) from exc
-        raise LoadRefusedError(exc.message, names=[exc.name], reason=Reason.SYMLINK) from exc
-    except FileNotFoundError as exc:
-        raise MissingFileError(
-            f"{root}: a file disappeared while the model was listed ({exc.filename})"
-        ) from exc
-    except OSError as exc:
-        raise FileSystemError.from_os_error(exc) from exc
-    except InputError as exc:
-        if exc.reason is not Reason.NO_FILES:
-            raise
-        missing = sorted(signed, key=component_key)
-        raise MissingFileError(
-            f"{root}: signed files are missing: {listed(missing)}", names=missing
-        ) from exc
+        except InputError as exc:
+            if exc.reason is not Reason.NO_FILES:
+                raise
+            missing = sorted(signed, key=component_key)
+            raise refusal.MissingFileError(
+                f"{root}: signed files are missing: {listed(missing)}", names=missing
+            ) from exc
     if tree.is_single_file:
         return [LocalFile(".", tree.files[0].path, tree.files[0].size, real_folder(root.parent))]
     return [LocalFile(f.name, f.path, f.size, folder) for f in tree.files]
+
+
+@contextmanager
+def _listing(root: Path, what: str) -> Iterator[None]:
+    """A file that vanishes while ``root`` is listed is a missing file; other I/O errors say
+    what the system said."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise refusal.MissingFileError(
+            f"{root}: a file disappeared while the {what} was listed ({exc.filename})"
+        ) from exc
+    except OSError as exc:
+        raise FileSystemError.from_os_error(exc) from exc
 
 
 def _list_snapshot(
@@ -206,14 +211,8 @@ def _list_snapshot(
     sig_name = normalize_ignore_path(root, os.path.abspath(signature_path))
     if sig_name:
         ignored.add(sig_name)
-    try:
+    with _listing(root, "snapshot"):
         return _walk_snapshot(root, cache, ignored)
-    except FileNotFoundError as exc:
-        raise MissingFileError(
-            f"{root}: a file disappeared while the snapshot was listed ({exc.filename})"
-        ) from exc
-    except OSError as exc:
-        raise FileSystemError.from_os_error(exc) from exc
 
 
 def _walk_snapshot(root: Path, cache: Path, ignored: set[str]) -> list[LocalFile]:
@@ -230,15 +229,17 @@ def _walk_snapshot(root: Path, cache: Path, ignored: set[str]) -> list[LocalFile
             if entry.is_symlink():
                 target = Path(os.path.realpath(where))
                 if target != cache and cache not in target.parents:
-                    raise SymlinkEscapeError(
+                    raise refusal.SymlinkEscapeError(
                         f"{where}: symlink leaves the cache ({target})", names=[name]
                     )
                 try:
                     status = target.stat()
                 except OSError as exc:
-                    raise MissingFileError(f"{where}: dangling symlink", names=[name]) from exc
+                    raise refusal.MissingFileError(
+                        f"{where}: dangling symlink", names=[name]
+                    ) from exc
                 if not stat.S_ISREG(status.st_mode):
-                    raise LoadRefusedError(
+                    raise refusal.LoadRefusedError(
                         f"{where}: symlink to something other than a file",
                         names=[name],
                         reason=Reason.SYMLINK,
@@ -252,7 +253,7 @@ def _walk_snapshot(root: Path, cache: Path, ignored: set[str]) -> list[LocalFile
                 size = entry.stat(follow_symlinks=False).st_size
                 files.append(LocalFile(name, where, size, cache))
             else:
-                raise LoadRefusedError(f"{where}: special file in the model", names=[name])
+                raise refusal.LoadRefusedError(f"{where}: special file in the model", names=[name])
     return sorted(files, key=lambda f: component_key(f.name))
 
 
@@ -264,7 +265,7 @@ def _extents(local: LocalFile, manifest: Manifest, want: dict[str, bytes]) -> li
     assert serialization.shard_size is not None
     extents = shard_extents(local.name, local.size, serialization.shard_size)
     if {e.resource for e in extents} != set(want):
-        raise DigestMismatchError(
+        raise refusal.DigestMismatchError(
             f"{local.name}: size differs from the signed one ({local.size} bytes)",
             names=[local.name],
         )
@@ -282,7 +283,7 @@ def _read_one(
     fd, size = open_inside(local.path, local.name, local.folder)
     try:
         if size != local.size:
-            raise DigestMismatchError(
+            raise refusal.DigestMismatchError(
                 f"{local.name}: size changed since the model was listed", names=[local.name]
             )
         algorithm = manifest.serialization.hash_type
@@ -304,7 +305,7 @@ def _read_one(
         os.close(fd)
     for extent, digest in zip(extents, digests, strict=True):
         if not hmac.compare_digest(digest, want[extent.resource]):
-            raise DigestMismatchError(
+            raise refusal.DigestMismatchError(
                 f"{local.name}: does not match its signed digest", names=[local.name]
             )
     return buffer
@@ -323,7 +324,7 @@ def read_verified(
 
     ``model_path`` is a model folder, a Hugging Face cache snapshot, a single-file model, or one
     file of a signed folder (its signature, by default ``model.sig`` beside it, covers the
-    folder: then only that file is read and checked). Raises a :class:`LoadRefusedError`
+    folder: then only that file is read and checked). Raises a :class:`refusal.LoadRefusedError`
     subclass naming the reason, :class:`InputError` when the model or signature cannot be read.
 
     ``place`` may send a file's bytes somewhere other than a new buffer (a tensor's final
@@ -349,12 +350,12 @@ def read_verified(
         names = {f.name for f in local}
         missing = sorted(set(signed) - names, key=component_key)
         if missing:
-            raise MissingFileError(
+            raise refusal.MissingFileError(
                 f"{root}: signed files are missing: {listed(missing)}", names=missing
             )
         extra = sorted(names - set(signed), key=component_key)
         if extra:
-            raise ExtraFileError(
+            raise refusal.ExtraFileError(
                 f"{root}: files the signature does not cover: {listed(extra)}", names=extra
             )
     else:
@@ -385,7 +386,9 @@ def _list_member(
     repository's real path) the file is a link, followed only into that repository."""
     if set(signed) == {"."}:
         if root.is_symlink():
-            raise LoadRefusedError(f"{root}: is a symlink", names=["."], reason=Reason.SYMLINK)
+            raise refusal.LoadRefusedError(
+                f"{root}: is a symlink", names=["."], reason=Reason.SYMLINK
+            )
         return [LocalFile(".", root, root.stat().st_size, real_folder(root.parent))]
     if cache is not None:
         folder = Path(os.path.abspath(signature_path.parent))
@@ -393,18 +396,22 @@ def _list_member(
         inside = cache
     else:
         if root.is_symlink():
-            raise LoadRefusedError(f"{root}: is a symlink", names=["."], reason=Reason.SYMLINK)
+            raise refusal.LoadRefusedError(
+                f"{root}: is a symlink", names=["."], reason=Reason.SYMLINK
+            )
         folder = real_folder(signature_path.parent)
         where = Path(os.path.realpath(root))
         inside = folder
     if folder not in where.parents:
-        raise ExtraFileError(
+        raise refusal.ExtraFileError(
             f"{root}: is not inside the folder its signature covers ({folder})", names=[root.name]
         )
     name = where.relative_to(folder).as_posix()
     if name not in signed:
-        raise ExtraFileError(f"{root}: the signature does not cover {name}", names=[name])
+        raise refusal.ExtraFileError(f"{root}: the signature does not cover {name}", names=[name])
     target = Path(os.path.realpath(root))
     if target != inside and inside not in target.parents:
-        raise SymlinkEscapeError(f"{root}: symlink leaves the cache ({target})", names=[name])
+        raise refusal.SymlinkEscapeError(
+            f"{root}: symlink leaves the cache ({target})", names=[name]
+        )
     return [LocalFile(name, target, target.stat().st_size, inside)]

@@ -22,21 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
+from weightvault import signing
 from weightvault._fs import atomic_output
 from weightvault.errors import UsageError
 from weightvault.hashing import HashAlgorithm, HashJob, hash_jobs
 from weightvault.load._read import Extent, shard_extents, whole_file
 from weightvault.oms.manifest import Manifest, Resource
-from weightvault.signing import (
-    ManifestKeywords,
-    ManifestOptions,
-    Signer,
-    SignResult,
-    default_signature_path,
-    plan_model,
-    sign_manifest,
-    write_signature,
-)
+from weightvault.signing import ManifestKeywords, ManifestOptions, Signer, SignResult
 
 if TYPE_CHECKING:
     import torch
@@ -212,8 +204,12 @@ def sign_written(
 ) -> SignResult:
     """Sign ``model_path`` as :func:`weightvault.signing.sign` would, reusing the digests of
     ``written`` files that are unchanged and match the options (the rest is hashed)."""
-    sig = Path(signature_path) if signature_path is not None else default_signature_path(model_path)
-    plan = plan_model(model_path, signature_path=sig, options=options, **keywords)
+    sig = (
+        Path(signature_path)
+        if signature_path is not None
+        else signing.default_signature_path(model_path)
+    )
+    plan = signing.plan_model(model_path, signature_path=sig, options=options, **keywords)
     serialization = plan.serialization()
     shard_size = serialization.shard_size if serialization.method == "shards" else None
     algorithm = serialization.resource_algorithm
@@ -246,8 +242,8 @@ def sign_written(
         Resource(name, digest, algorithm) for (name, _), digest in zip(jobs, digests, strict=True)
     ]
     manifest = Manifest.build(_model_name(plan.model_path), resources, serialization)
-    signed = sign_manifest(manifest, signer, left_out=plan.left_out)
-    write_signature(signed, sig)
+    signed = signing.sign_manifest(manifest, signer, left_out=plan.left_out)
+    signing.write_signature(signed, sig)
     return SignResult(plan.model_path, sig, manifest, signed.signer, signed.left_out)
 
 
