@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from weightvault.access.policy import AccessPolicy
-from weightvault.custody.console.views import size_text
+from weightvault.custody.console.views import may_decide, signed_with, size_text
 from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
 from weightvault.custody.jobs import Jobs
 from weightvault.custody.jobs_runner import root_digest_of
 from weightvault.custody.models import load_model
-from weightvault.custody.store import Job, JobApproval, ModelVersion, WebAuthnCredential
+from weightvault.custody.store import Job, JobApproval, ModelVersion
 
 __all__ = ["JOB_GROUPS", "JobPages"]
 
@@ -111,17 +111,10 @@ class JobPages(Room):
             version = session.get(ModelVersion, (view["model"], view["version"]))
             view["version_digest"] = root_digest_of(version.signature) if version else ""
             for approval in view["approvals"]:
-                key = session.get(WebAuthnCredential, _key_id(session, view["id"], approval))
-                approval["kind"] = "passkey" if key is not None else "Ed25519 key"
+                approval["kind"] = signed_with(session, _key_id(session, view["id"], approval))
             view["approvers"] = list(policy.approvers)
         view["mine"] = view["requester"] == principal.name
-        view["may_decide"] = (
-            "approver" in principal.role_set
-            and principal.name in view["approvers"]
-            and not view["mine"]
-            and view["status"] == "pending"
-            and not any(a["approver"] == principal.name for a in view["approvals"])
-        )
+        view["may_decide"] = may_decide(principal, view)
         return view
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -29,13 +30,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
 from weightvault import _b64 as b64
-from weightvault.custody.console.decisions import Decisions
+from weightvault.custody.console.decisions import Decisions, Queue
 from weightvault.custody.console.jobviews import JOB_GROUPS, JobPages
 from weightvault.custody.console.notify import PendingNotifier
 from weightvault.custody.console.room import Console, RelyingParty, SessionView
 from weightvault.custody.console.views import Pages
 from weightvault.custody.context import RequestContext, Shared
 from weightvault.custody.errors import AuthenticationError
+from weightvault.custody.grants import REQUEST_STATUSES
 from weightvault.custody.http.deps import Action
 from weightvault.custody.http.errors import status_for
 from weightvault.custody.service import Custody
@@ -99,6 +101,22 @@ class DecisionIn(BaseModel):
     decision: str = Field(..., max_length=16)
     reason: str = Field("", max_length=2000)
     digest: str = Field(..., max_length=64)
+
+
+@dataclass(frozen=True)
+class _Queue:
+    """One queue approvers decide with a passkey (grant requests, jobs): its pages.
+
+    ``name`` spells its URLs (``/console/{name}s/{id}``) and pages (``{name}s.html``,
+    ``{name}.html``, which shows the item as ``item``)."""
+
+    name: Queue
+    groups: Collection[str]
+    """The list page's ``status`` choices (anything else shows ``pending``)."""
+    actions: tuple[str, str, str, str]
+    """Audit actions of the list page, an item's page, the question and the answer."""
+    listing: Callable[[RequestContext, str], list[dict[str, Any]]]
+    item: Callable[[RequestContext, str], dict[str, Any]]
 
 
 def relying_party(request: Request) -> RelyingParty:
@@ -375,52 +393,87 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
 
     # -- pages --------------------------------------------------------------------------------
 
-    @router.get("/console/requests", include_in_schema=False)
-    @page
-    def requests_page(request: Request, status: str = "pending") -> Response:
+    def decision_step(
+        request: Request, name: str
+    ) -> tuple[RequestContext, SessionView, RelyingParty]:
+        """A signed-in JSON step of a decision: the request, the session, the console."""
         ctx = context(request)
-        view = signed_in(request, ctx, "console.requests")
-        if status not in ("pending", "active", "denied", "revoked"):
-            status = "pending"
-        items = pages.requests(ctx, status)
-        return render(request, "requests.html", csrf=view.csrf, items=items, shown=status)
+        view = signed_in(request, ctx, name)
+        return ctx, view, _json_step(request, view)
 
-    @router.get("/console/requests/{request_id}", include_in_schema=False)
-    @page
-    def request_page(request: Request, request_id: str) -> Response:
-        ctx = context(request)
-        view = signed_in(request, ctx, "console.request")
-        item = pages.request(ctx, request_id[:64])
-        return render(request, "request.html", csrf=view.csrf, item=item)
+    def decision_queue(queue: _Queue) -> None:
+        """The routes of one queue approvers decide with a passkey: its list, one item, the
+        question (assertion options) and the answer."""
+        base = f"/console/{queue.name}s"
 
-    @router.post("/console/requests/{request_id}/options", include_in_schema=False)
-    @step
-    def decision_options(request: Request, request_id: str, body: DecisionIn) -> Response:
-        ctx = context(request)
-        view = signed_in(request, ctx, "console.decision.options")
-        rp = _json_step(request, view)
-        options = decisions.request_options(
-            ctx, view, request_id[:64], body.decision, body.reason, body.digest, rp
+        @router.get(base, include_in_schema=False)
+        @page
+        def listing(request: Request, status: str = "pending") -> Response:
+            ctx = context(request)
+            view = signed_in(request, ctx, queue.actions[0])
+            if status not in queue.groups:
+                status = "pending"
+            items = queue.listing(ctx, status)
+            return render(request, f"{queue.name}s.html", csrf=view.csrf, items=items, shown=status)
+
+        @router.get(base + "/{item_id}", include_in_schema=False)
+        @page
+        def item_page(request: Request, item_id: str) -> Response:
+            ctx = context(request)
+            view = signed_in(request, ctx, queue.actions[1])
+            item = queue.item(ctx, item_id[:64])
+            return render(request, f"{queue.name}.html", csrf=view.csrf, item=item)
+
+        @router.post(base + "/{item_id}/options", include_in_schema=False)
+        @step
+        def question(request: Request, item_id: str, body: DecisionIn) -> Response:
+            ctx, view, rp = decision_step(request, queue.actions[2])
+            options = decisions.options(
+                queue.name, ctx, view, item_id[:64], body.decision, body.reason, body.digest, rp
+            )
+            return _headers(Response(options, media_type="application/json"))
+
+        @router.post(base + "/{item_id}/decision", include_in_schema=False)
+        @step
+        def answer(request: Request, item_id: str, body: CredentialIn) -> Response:
+            ctx, view, rp = decision_step(request, queue.actions[3])
+            result = decisions.decide(queue.name, ctx, view, item_id[:64], body.credential, rp)
+            return _headers(
+                JSONResponse({"next": f"{base}/{result['id']}", "status": result["status"]})
+            )
+
+    decision_queue(
+        _Queue(
+            "request",
+            REQUEST_STATUSES,
+            ("console.requests", "console.request", "console.decision.options", "request.decide"),
+            pages.requests,
+            pages.request,
         )
-        return _headers(Response(options, media_type="application/json"))
-
-    @router.post("/console/requests/{request_id}/decision", include_in_schema=False)
-    @step
-    def decision(request: Request, request_id: str, body: CredentialIn) -> Response:
-        ctx = context(request)
-        view = signed_in(request, ctx, "request.decide")
-        rp = _json_step(request, view)
-        result = decisions.decide_request(ctx, view, request_id[:64], body.credential, rp)
-        return _headers(
-            JSONResponse({"next": f"/console/requests/{result['id']}", "status": result["status"]})
+    )
+    decision_queue(
+        _Queue(
+            "job",
+            JOB_GROUPS,
+            ("console.jobs", "console.job", "console.job.options", "job.decide"),
+            job_pages.jobs,
+            job_pages.job,
         )
+    )
 
-    @router.get("/console/grants", include_in_schema=False)
-    @page
-    def grants_page(request: Request) -> Response:
-        ctx = context(request)
-        view = signed_in(request, ctx, "console.grants")
-        return render(request, "grants.html", csrf=view.csrf, items=pages.grants(ctx))
+    def read_page(name: str, key: str, read: Callable[[RequestContext], Any]) -> None:
+        """``/console/{name}``: what ``read`` returns, shown as ``key`` by ``{name}.html``."""
+
+        @router.get(f"/console/{name}", include_in_schema=False)
+        @page
+        def shown(request: Request) -> Response:
+            ctx = context(request)
+            view = signed_in(request, ctx, f"console.{name}")
+            return render(request, f"{name}.html", csrf=view.csrf, **{key: read(ctx)})
+
+    read_page("grants", "items", pages.grants)
+    read_page("audit", "log", pages.timeline)
+    read_page("alerts", "items", pages.alerts)
 
     @router.post("/console/grants/{request_id}/revoke", include_in_schema=False)
     @page
@@ -431,59 +484,5 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
         _check_csrf(view, csrf)
         custody.grants.revoke(ctx, request_id[:64])
         return _headers(RedirectResponse("/console/grants", status_code=303))
-
-    @router.get("/console/jobs", include_in_schema=False)
-    @page
-    def jobs_page(request: Request, status: str = "pending") -> Response:
-        ctx = context(request)
-        view = signed_in(request, ctx, "console.jobs")
-        if status not in JOB_GROUPS:
-            status = "pending"
-        items = job_pages.jobs(ctx, status)
-        return render(request, "jobs.html", csrf=view.csrf, items=items, shown=status)
-
-    @router.get("/console/jobs/{job_id}", include_in_schema=False)
-    @page
-    def job_page(request: Request, job_id: str) -> Response:
-        ctx = context(request)
-        view = signed_in(request, ctx, "console.job")
-        job = job_pages.job(ctx, job_id[:64])
-        return render(request, "job.html", csrf=view.csrf, job=job)
-
-    @router.post("/console/jobs/{job_id}/options", include_in_schema=False)
-    @step
-    def job_options(request: Request, job_id: str, body: DecisionIn) -> Response:
-        ctx = context(request)
-        view = signed_in(request, ctx, "console.job.options")
-        rp = _json_step(request, view)
-        options = decisions.job_options(
-            ctx, view, job_id[:64], body.decision, body.reason, body.digest, rp
-        )
-        return _headers(Response(options, media_type="application/json"))
-
-    @router.post("/console/jobs/{job_id}/decision", include_in_schema=False)
-    @step
-    def job_decision(request: Request, job_id: str, body: CredentialIn) -> Response:
-        ctx = context(request)
-        view = signed_in(request, ctx, "job.decide")
-        rp = _json_step(request, view)
-        result = decisions.decide_job(ctx, view, job_id[:64], body.credential, rp)
-        return _headers(
-            JSONResponse({"next": f"/console/jobs/{result['id']}", "status": result["status"]})
-        )
-
-    @router.get("/console/audit", include_in_schema=False)
-    @page
-    def audit_page(request: Request) -> Response:
-        ctx = context(request)
-        view = signed_in(request, ctx, "console.audit")
-        return render(request, "audit.html", csrf=view.csrf, log=pages.timeline(ctx))
-
-    @router.get("/console/alerts", include_in_schema=False)
-    @page
-    def alerts_page(request: Request) -> Response:
-        ctx = context(request)
-        view = signed_in(request, ctx, "console.alerts")
-        return render(request, "alerts.html", csrf=view.csrf, items=pages.alerts(ctx))
 
     return router

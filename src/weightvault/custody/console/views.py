@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from weightvault.custody.alerts import alert_view
 from weightvault.custody.approvals import format_time
 from weightvault.custody.audit import AuditTrail
 from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
@@ -36,7 +37,24 @@ from weightvault.custody.store import (
     WebAuthnCredential,
 )
 
-__all__ = ["Pages", "duration_text", "size_text"]
+__all__ = ["Pages", "duration_text", "may_decide", "signed_with", "size_text"]
+
+
+def may_decide(principal: Principal, item: dict[str, Any]) -> bool:
+    """Whether the page of a request or job (``item``: its approvers, status, approvals and
+    ``mine``) offers ``principal`` the passkey buttons; the room checks again on the answer."""
+    return bool(
+        "approver" in principal.role_set
+        and principal.name in item["approvers"]
+        and not item["mine"]
+        and item["status"] == "pending"
+        and not any(a["approver"] == principal.name for a in item["approvals"])
+    )
+
+
+def signed_with(session: Session, key_id: str) -> str:
+    """What kind of key signed a decision: a registered passkey, else an Ed25519 key."""
+    return "passkey" if session.get(WebAuthnCredential, key_id) is not None else "Ed25519 key"
 
 
 def size_text(nbytes: float) -> str:
@@ -188,9 +206,7 @@ class Pages(Room):
                     "decision": a.decision,
                     "at": format_time(a.created_at),
                     "log_index": a.log_index,
-                    "kind": "passkey"
-                    if session.get(WebAuthnCredential, a.key_id) is not None
-                    else "Ed25519 key",
+                    "kind": signed_with(session, a.key_id),
                 }
                 for a in approvals
             ],
@@ -240,13 +256,7 @@ class Pages(Room):
             summary = self._summary(session, grant, now)
             summary["history"] = self._history(session, grant.requester, grant.id)
             summary["mine"] = grant.requester == principal.name
-            summary["may_decide"] = (
-                "approver" in principal.role_set
-                and principal.name in summary["approvers"]
-                and not summary["mine"]
-                and summary["status"] == "pending"
-                and not any(a["approver"] == principal.name for a in summary["approvals"])
-            )
+            summary["may_decide"] = may_decide(principal, summary)
         self._audit(ctx, "allowed", {"request_id": request_id})
         return summary
 
@@ -282,13 +292,7 @@ class Pages(Room):
             scope = self._scope(session, principal)
             rows = session.scalars(select(Alert).order_by(Alert.id.desc()).limit(200)).all()
             out = [
-                {
-                    "time": format_time(a.time),
-                    "kind": a.kind,
-                    "principal": a.principal,
-                    "model": a.model,
-                    "detail": json.loads(a.detail),
-                }
+                alert_view(a)
                 for a in rows
                 if scope.sees_all or (a.model in scope.models) or a.principal == principal.name
             ]
