@@ -8,22 +8,28 @@ permuted). For each transformation the benchmark
 * traces the leaker's transformed copy against every recipient's key (one residual, 1,000
   correlations) and reports the leaker's rank, z and Bonferroni-corrected p-value, and whether
   anyone else is named;
-* traces the same transformation of the *unmarked* original and of ``--outsiders`` copies
-  issued to recipients outside the candidate list, against the same 1,000 keys: every
-  (copy, key) pair there is innocent, and any name is a false attribution.
+* traces ``--outsiders + 1`` *innocent copies* (default 1,000) against the same 1,000 keys: the
+  unmarked original, then copies issued to recipients outside the candidate list and to
+  recipients on it (never the leaker or the colluder), by turns, each put through the same
+  transformation with its own seed (noise, fine-tuning head, re-permutation). Every pair of a
+  copy and a key other than its own is innocent, and any name there is a false attribution;
+  an on-list copy's own recipient should be named (the last column).
 
-Why innocent pairs can be counted per key: under H0 a key's pattern is a keyed PRF output
-independent of the suspect, so "1,000 keys against one innocent copy" and "one key against
-1,000 innocent copies" are the same experiment; the table gives both kinds of pairs and their
-largest z, next to the z a name needs (6.44 for 1,000 recipients at 1e-6).
+Innocent copies are traced ``--batch`` at a time: one matrix product per batch against every
+key's pattern (generated once a batch, piece by piece), and every score from ``EXACT_ABOVE``
+(4.0; a name needs 6.44) up recomputed through the single-suspect path ``weightvault trace``
+uses (:func:`weightvault.fingerprint.trace.screen_scores`), so each false name and the largest
+innocent z are trace's own numbers, bit for bit. The fine-tuning row trains 16 copies at once
+(stacked parameters under ``torch.func.vmap``, the single-copy recipe; the tests hold the two
+equal). ``--jobs N`` shares the rows out to N processes.
 
 It then measures what breaks the marks (distillation into a fresh network, heavier
 fine-tuning, more colluders, rotations inside attention heads) for the honest-limits section.
 
 Usage::
 
-    .venv/bin/python benchmarks/fingerprints.py               # defaults (a few minutes)
-    .venv/bin/python benchmarks/fingerprints.py --recipients 200 --outsiders 2   # quick
+    .venv/bin/python benchmarks/fingerprints.py --jobs 2      # the full specification
+    .venv/bin/python benchmarks/fingerprints.py --outsiders 19 --stream-gb 0   # quick
 
 The bios encoder is trained on first use (minutes) and cached in ~/.cache/weightvault/tamper.
 """
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import math
 import sys
 import tempfile
@@ -52,6 +59,7 @@ from weightvault.fingerprint.trace import (
     align_state,
     attributions,
     residual,
+    screen_scores,
     z_scores,
 )
 from weightvault.tamper import bios
@@ -69,27 +77,104 @@ def _accuracy(bed: bios.BiosTestbed, state: State) -> float:
         return float((model(test.x).argmax(1) == test.desired).float().mean()) * 100
 
 
-def _fine_tune(bed: bios.BiosTestbed, state: State, lr: float = 1e-4, epochs: int = 1) -> State:
-    """``epochs`` over the attacker pool (800 bios, batch 32) on another task, gender, with a
-    new head: AdamW at the release recipe's learning rate unless told otherwise."""
+def _fine_tune(
+    bed: bios.BiosTestbed, state: State, lr: float = 1e-4, epochs: int = 1, seed: int = 0
+) -> State:
+    """``epochs`` over the attacker pool (800 bios, batch 32, one fixed order) on another task,
+    gender, with a new head (initialised from ``seed``): AdamW at the release recipe's
+    learning rate unless told otherwise. One copy, as a leaker would run it; the table's rows
+    run :func:`_fine_tune_many`, which the tests hold to this."""
     model = bed.release(0)
     model.load_state_dict(state)
-    head = nn.Linear(bed.feature_dim, 2)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        head = nn.Linear(bed.feature_dim, 2)
     optimizer = torch.optim.AdamW(
         [{"params": model.trunk.parameters(), "lr": lr}, {"params": head.parameters(), "lr": 3e-3}]
     )
+    for x, y in _batches(bed, epochs):
+        loss = nn.functional.cross_entropy(head(model.trunk(x)), y)
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+    out = dict(state)
+    out.update({f"trunk.{k}": v.detach().clone() for k, v in model.trunk.state_dict().items()})
+    return out
+
+
+def _batches(bed: bios.BiosTestbed, epochs: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The fine-tuning batches: the attacker pool in one fixed order an epoch, 32 at a time,
+    labelled with the other task (gender)."""
     pool = bed.data().attacker
     generator = torch.Generator().manual_seed(1)
     for _ in range(epochs):
         order = torch.randperm(len(pool), generator=generator)
         for start in range(0, len(pool), 32):
             idx = order[start : start + 32]
-            loss = nn.functional.cross_entropy(head(model.trunk(pool.x[idx])), pool.harmful[idx])
-            optimizer.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-    out = dict(state)
-    out.update({f"trunk.{k}": v.detach().clone() for k, v in model.trunk.state_dict().items()})
+            yield pool.x[idx], pool.harmful[idx]
+
+
+def _fine_tune_many(
+    bed: bios.BiosTestbed,
+    states: list[State],
+    seeds: list[int],
+    lr: float = 1e-4,
+    epochs: int = 1,
+) -> list[State]:
+    """:func:`_fine_tune` for many copies at once (copy ``i`` with head seed ``seeds[i]``).
+
+    They train together: their parameters are stacked along a new first axis, the trunk
+    runs on each copy's slice (``torch.func.vmap`` over ``functional_call``), and the loss is
+    the sum of the copies' losses, so each slice gets its own copy's gradient. AdamW works
+    element by element (weight decay included), so one AdamW over the stacked tensors is each
+    copy's own AdamW: every copy follows the single-copy recipe, to float rounding.
+    """
+    from torch.func import functional_call, vmap
+
+    trunk = bed.release(0).trunk
+    names = [name for name, _ in trunk.named_parameters()]
+    stacked = {
+        name: torch.stack([s[f"trunk.{name}"] for s in states]).clone().requires_grad_(True)
+        for name in names
+    }
+    heads = []
+    for seed in seeds:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            heads.append(nn.Linear(bed.feature_dim, 2))
+    weight = torch.stack([h.weight.detach() for h in heads]).requires_grad_(True)
+    bias = torch.stack([h.bias.detach() for h in heads]).requires_grad_(True)
+    optimizer = torch.optim.AdamW(
+        [{"params": list(stacked.values()), "lr": lr}, {"params": [weight, bias], "lr": 3e-3}]
+    )
+
+    def logits(params: State, w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(trunk, params, (x,)) @ w.T + b  # type: ignore[no-any-return]
+
+    every = vmap(logits, in_dims=(0, 0, 0, None))
+    for x, y in _batches(bed, epochs):
+        out = every(stacked, weight, bias, x)
+        loss = nn.functional.cross_entropy(
+            out.reshape(-1, 2), y.repeat(len(states)), reduction="sum"
+        )
+        (loss / len(y)).backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        optimizer.zero_grad()
+    result = []
+    for i, state in enumerate(states):
+        copy = dict(state)
+        copy.update({f"trunk.{name}": stacked[name][i].detach().clone() for name in names})
+        result.append(copy)
+    return result
+
+
+def _fine_tune_groups(
+    bed: bios.BiosTestbed, states: list[State], seeds: list[int], group: int = 16
+) -> list[State]:
+    """:func:`_fine_tune_many`, ``group`` copies at a time (memory grows with the group)."""
+    out: list[State] = []
+    for start in range(0, len(states), group):
+        out += _fine_tune_many(bed, states[start : start + group], seeds[start : start + group])
     return out
 
 
@@ -158,13 +243,18 @@ def _p_text(log10_p: float) -> str:
 
 
 class _Innocents:
-    """Running count over innocent (copy, key) pairs: how many, how many named, the largest z."""
+    """Running count over innocent (copy, key) pairs: how many, how many named, the largest z;
+    and over the copies issued to recipients on the list, how many of them were named."""
 
     def __init__(self) -> None:
         self.copies = 0
         self.pairs = 0
         self.false = 0
         self.largest = -math.inf
+        self.insiders = 0
+        self.insiders_named = 0
+        self.recomputed = 0
+        self.gap = 0.0
 
     def add(
         self, candidates: list[str], z: np.ndarray, guilty: frozenset[str] = frozenset()
@@ -179,19 +269,204 @@ class _Innocents:
         )
 
 
-def main() -> None:
+#: Innocent scores from this z up are recomputed through ``trace``'s own path (a name needs
+#: 6.44 at 1,000 recipients; the largest innocent z of a row is near 5).
+EXACT_ABOVE = 4.0
+
+Attack = Callable[[list[State], list[int]], list[State]]
+
+
+def _each(change: Callable[[State, int], State]) -> Attack:
+    """A per-copy attack as a batch attack (copy ``i`` gets seed ``seeds[i]``)."""
+    return lambda states, seeds: [change(s, seed) for s, seed in zip(states, seeds, strict=True)]
+
+
+def _rows(bed: bios.BiosTestbed, plan: MarkPlan) -> list[tuple[str, Attack, int]]:
+    """(label, attack, the leaker's seed): each attack takes copies and one seed per copy (its
+    own randomness: noise, a fine-tuning head, a re-permutation)."""
+    return [
+        ("as issued", _each(lambda s, _: s), 0),
+        ("Gaussian noise, 1% of std", _each(lambda s, i: attacks.gaussian_noise(s, 0.01, i)), 1),
+        ("int8 (per tensor)", _each(lambda s, _: attacks.quantize(s, 8)), 0),
+        ("4-bit (per row)", _each(lambda s, _: attacks.quantize(s, 4, per_row=True)), 0),
+        ("50% magnitude pruning", _each(lambda s, _: attacks.magnitude_prune(s, 0.5)), 0),
+        ("fine-tune 1 epoch, other task", lambda s, i: _fine_tune_groups(bed, s, i), 0),
+        ("re-permuted units", _each(lambda s, i: attacks.repermute(s, plan, seed=i)), 7),
+        ("canonicalized (units sorted)", _each(lambda s, _: attacks.canonicalize(s, plan)), 0),
+        ("half the tensors, torch file",
+         _each(lambda s, _: _via_torch_file(attacks.subset(s, 0.5))), 0),
+    ]  # fmt: skip
+
+
+def _innocent_copies(
+    original: State,
+    key: FingerprintKey,
+    candidates: list[str],
+    options: MarkOptions,
+    count: int,
+    plan: MarkPlan | None = None,
+) -> Iterator[tuple[State, frozenset[str]]]:
+    """``count`` innocent copies with the keys that are their own: the unmarked original, then
+    copies issued to recipients outside the list (``outsider-i``) and on it (never the leaker
+    or the colluder) by turns. With ``plan``, each copy is instead the average of two such
+    copies (the collusion row's innocents: two other recipients colluding)."""
+    insiders = [c for c in candidates if c not in (LEAKER, COLLUDER)]
+
+    def one(i: int, tag: str) -> tuple[State, frozenset[str]]:
+        if i % 2:
+            return mark_state(original, key, f"outsider{tag}-{i}", options), frozenset()
+        recipient = insiders[(2 * (i // 2 - 1) + len(tag)) % len(insiders)]
+        return mark_state(original, key, recipient, options), frozenset({recipient})
+
+    for i in range(count):
+        if i == 0:
+            yield (original if plan is None else attacks.average_copies(original, original, plan),
+                   frozenset())  # fmt: skip
+        elif plan is None:
+            yield one(i, "")
+        else:
+            (a, own_a), (b, own_b) = one(i, ""), one(i, "b")
+            yield attacks.average_copies(a, b, plan), own_a | own_b
+
+
+def _trace_row(
+    key: FingerprintKey,
+    candidates: list[str],
+    original: State,
+    copies: Iterator[tuple[State, frozenset[str]]],
+    attack: Attack,
+    need: float,
+    batch: int,
+) -> _Innocents:
+    """Attack every innocent copy (with its own seed) and trace it against every key, ``batch``
+    copies at a time: one matrix product per batch against each key's pattern (made once a
+    batch), and every score from ``EXACT_ABOVE`` up recomputed the way ``trace`` computes it;
+    no copy is kept after its residual is taken."""
+    plan = plan_marks(StateReader(original).infos)
+    innocents = _Innocents()
+    index = {r: j for j, r in enumerate(candidates)}
+    seed = 1000
+    while True:
+        chunk = list(itertools.islice(copies, batch))
+        if not chunk:
+            return innocents
+        seeds = list(range(seed, seed + len(chunk)))
+        seed += len(chunk)
+        attacked = attack([c for c, _ in chunk], seeds)
+        residuals = [
+            residual(StateReader(original), StateReader(c), plan).vectors for c in attacked
+        ]
+        del attacked
+        own = np.zeros((len(chunk), len(candidates)), dtype=bool)
+        for row, (_, guilty) in enumerate(chunk):
+            own[row, [index[g] for g in guilty]] = True
+        screen = screen_scores(key, candidates, residuals, exact_above=EXACT_ABOVE, skip=own)
+        for row, (_, guilty) in enumerate(chunk):
+            innocents.add(candidates, screen.z[row], guilty)
+            innocents.copies += 1
+            innocents.insiders += len(guilty)
+            innocents.insiders_named += int((screen.z[row][own[row]] > need).sum())
+        innocents.recomputed += screen.recomputed
+        innocents.gap = max(innocents.gap, screen.largest_gap)
+
+
+def _run(index: int) -> str:
+    """Row ``index`` of the table (the last one is the collusion row); worker processes
+    inherit the context and are sent only the index."""
+    ctx = _CONTEXT
+    rows = _rows(ctx.bed, ctx.plan)
+    if index == len(rows):
+        return _run_collusion_row(ctx.innocent_count)
+    label, attack, leaker_seed = rows[index]
+    t0 = time.time()
+    leaked = attack([ctx.marked], [leaker_seed])[0]
+    z_leak = _score(ctx.key, ctx.candidates, ctx.original, [leaked])[0]
+    accuracy = "-" if label.startswith("half") else f"{_accuracy(ctx.bed, leaked):.1f}%"
+    del leaked
+    copies = _innocent_copies(
+        ctx.original, ctx.key, ctx.candidates, ctx.options, ctx.innocent_count
+    )
+    innocents = _trace_row(
+        ctx.key, ctx.candidates, ctx.original, copies, attack, ctx.need, ctx.batch
+    )
+    innocents.add(ctx.candidates, z_leak, frozenset({LEAKER}))
+    return _row(label, ctx.candidates, z_leak, accuracy, innocents, t0, [LEAKER])
+
+
+def _run_collusion_row(innocent_count: int) -> str:
+    t0 = time.time()
+    ctx = _CONTEXT
+    colluder = mark_state(ctx.original, ctx.key, COLLUDER, ctx.options)
+    averaged = attacks.average_copies(ctx.marked, colluder, ctx.plan)
+    z_pair = _score(ctx.key, ctx.candidates, ctx.original, [averaged])[0]
+    copies = _innocent_copies(
+        ctx.original, ctx.key, ctx.candidates, ctx.options, innocent_count, ctx.plan
+    )
+    innocents = _trace_row(
+        ctx.key, ctx.candidates, ctx.original, copies, _each(lambda s, _: s), ctx.need, ctx.batch
+    )
+    innocents.add(ctx.candidates, z_pair, frozenset({LEAKER, COLLUDER}))
+    accuracy = f"{_accuracy(ctx.bed, averaged):.1f}%"
+    guilty = [LEAKER, COLLUDER]
+    return _row("collusion: 2 copies averaged", ctx.candidates, z_pair, accuracy, innocents, t0,
+                guilty)  # fmt: skip
+
+
+class _Context:
+    """What every row needs; set before the rows run (inherited by forked workers)."""
+
+    def __init__(self, bed: bios.BiosTestbed, key: FingerprintKey, candidates: list[str],
+                 original: State, options: MarkOptions, plan: MarkPlan, need: float,
+                 batch: int, innocent_count: int) -> None:  # fmt: skip
+        self.bed, self.key, self.candidates, self.original = bed, key, candidates, original
+        self.options, self.plan, self.need, self.batch = options, plan, need, batch
+        self.innocent_count = innocent_count
+        self.marked = mark_state(original, key, LEAKER, options)
+
+
+_CONTEXT: _Context
+
+
+def _table(jobs: int) -> list[str]:
+    """The table's lines, rows in order (``jobs`` worker processes share them out)."""
+    count = len(_rows(_CONTEXT.bed, _CONTEXT.plan)) + 1
+    if jobs <= 1:
+        lines = []
+        for index in range(count):
+            lines.append(_run(index))
+            print(lines[-1], flush=True)
+        return lines
+    import multiprocessing
+
+    done: dict[int, str] = {}
+    with multiprocessing.get_context("fork").Pool(jobs, initializer=_one_thread) as pool:
+        for index, line in pool.imap_unordered(_indexed, range(count)):
+            done[index] = line
+            print(line, flush=True)  # as it comes; the table in order follows
+    return [done[i] for i in range(count)]
+
+
+def _indexed(index: int) -> tuple[int, str]:
+    return index, _run(index)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
         epilog="The full specification is the defaults: --recipients 1000 --outsiders 999 "
-        "--pairs 20 --stream-gb 4 (1,000 innocent copies a row; hours on 2 cores).",
+        "--pairs 20 --stream-gb 4 (1,000 innocent copies a row).",
     )
     parser.add_argument("--recipients", type=int, default=1000, help="candidate recipients")
     parser.add_argument(
         "--outsiders",
         type=int,
         default=999,
-        help="copies issued to recipients outside the list, per row (with the unmarked "
-        "original: the innocent copies of a row)",
+        help="copies issued to other recipients (outside the list and on it, by turns), per "
+        "row; with the unmarked original: the innocent copies of a row",
     )
     parser.add_argument(
         "--pairs", type=int, default=20, help="colluding pairs of recipients for the rate"
@@ -205,24 +480,29 @@ def main() -> None:
     )
     parser.add_argument("--no-limits", action="store_true", help="skip the honest-limits runs")
     parser.add_argument(
+        "--no-task-metrics", action="store_true", help="skip the task-metric lines (digits)"
+    )
+    parser.add_argument(
         "--null-copies",
         type=int,
         default=0,
         help="only run the null sweep: this many outsiders' copies (1%% noise) against every key",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--batch", type=int, default=200, help="innocent copies traced per matrix product"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes for the rows")
+    parser.add_argument("--size", default="bios", help="bios testbed size (tests use a tiny one)")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.time()
     print("command: .venv/bin/python benchmarks/fingerprints.py " + " ".join(sys.argv[1:]))
-    bios.set_cache_dir(Path.home() / ".cache" / "weightvault" / "tamper")
-    bed = bios.BiosTestbed()
+    bed = bios.BiosTestbed(args.size)
     original = {k: v.detach().clone() for k, v in bed.release(0).state_dict().items()}
     key = FingerprintKey(hashlib.sha256(b"weightvault fingerprint benchmark").digest())
     candidates = [f"recipient-{i:04d}" for i in range(args.recipients)]
     options = MarkOptions(strength=args.strength, heads=bed.size.heads)
     plan = plan_marks(StateReader(original).infos, heads=bed.size.heads)
-    marked = mark_state(original, key, LEAKER, options)
-    colluder = mark_state(original, key, COLLUDER, options)
     n = sum(plan.tensors[name].numel for name in plan.robust)
     need = math.sqrt(2 * (math.log(len(candidates)) - math.log(DEFAULT_ALPHA)))
     print(
@@ -234,108 +514,47 @@ def main() -> None:
     if args.null_copies:
         _null_sweep(key, candidates, original, options, args.null_copies, need)
         return
-    _task_metrics(bed, key, original, marked)
+    global _CONTEXT
+    _CONTEXT = _Context(bed, key, candidates, original, options, plan, need, args.batch,
+                        args.outsiders + 1)  # fmt: skip
+    if not args.no_task_metrics:
+        _task_metrics(bed, key, original, _CONTEXT.marked, args.size == "bios")
     if args.stream_gb > 0:
         _streaming(args.stream_gb)
     print(
         f"\neach row: the leaker's copy and {args.outsiders + 1} innocent copies (the unmarked "
-        f"original and {args.outsiders} outsiders' copies, transformed the same way), each "
-        f"traced against all {len(candidates)} keys\n"
+        f"original, then copies issued to recipients outside the list and on it by turns, "
+        f"each transformed the same way with its own seed), each traced against all "
+        f"{len(candidates)} keys\n"
     )
-
-    rows: list[tuple[str, Callable[[State], State]]] = [
-        ("as issued", lambda s: s),
-        ("Gaussian noise, 1% of std", lambda s: attacks.gaussian_noise(s, 0.01, seed=1)),
-        ("int8 (per tensor)", lambda s: attacks.quantize(s, 8)),
-        ("4-bit (per row)", lambda s: attacks.quantize(s, 4, per_row=True)),
-        ("50% magnitude pruning", lambda s: attacks.magnitude_prune(s, 0.5)),
-        ("fine-tune 1 epoch, other task", lambda s: _fine_tune(bed, s)),
-        ("re-permuted units", lambda s: attacks.repermute(s, plan, seed=7)),
-        ("canonicalized (units sorted)", lambda s: attacks.canonicalize(s, plan)),
-        ("half the tensors, torch file", lambda s: _via_torch_file(attacks.subset(s, 0.5))),
-    ]
     header = (
         f"| {'transformation':<32} | leaker rank | leaker z | corrected p | named "
-        f"| task acc | innocent copies | innocent pairs | false names | max innocent z |"
+        f"| task acc | innocent copies | innocent pairs | false names | max innocent z "
+        f"| on-list copies named |"
     )
     print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for label, change in rows:
-        t0 = time.time()
-        leaked = change(marked)
-        z_leak = _score(key, candidates, original, [leaked])[0]
-        innocents = _Innocents()
-        innocents.add(candidates, z_leak, frozenset({LEAKER}))
-        innocent_copies = (
-            change(original)
-            if i < 0
-            else change(mark_state(original, key, f"outsider-{i}", options))
-            for i in range(-1, args.outsiders)
-        )
-        _score_innocents(key, candidates, original, innocent_copies, innocents)
-        accuracy = "-" if label.startswith("half") else f"{_accuracy(bed, leaked):.1f}%"
-        _row(label, candidates, z_leak, accuracy, innocents, t0, [LEAKER])
-    t0 = time.time()
-    averaged = attacks.average_copies(marked, colluder, plan)
-    z_pair = _score(key, candidates, original, [averaged])[0]
-    innocents = _Innocents()
-    innocents.add(candidates, z_pair, frozenset({LEAKER, COLLUDER}))
-    pairs_copies = (
-        attacks.average_copies(original, original, plan)
-        if i < 0
-        else attacks.average_copies(
-            mark_state(original, key, f"outsider-{i}", options),
-            mark_state(original, key, f"outsider-b{i}", options),
-            plan,
-        )
-        for i in range(-1, args.outsiders)
-    )
-    _score_innocents(key, candidates, original, pairs_copies, innocents)
-    _row("collusion: 2 copies averaged", candidates, z_pair, f"{_accuracy(bed, averaged):.1f}%",
-         innocents, t0, [LEAKER, COLLUDER])  # fmt: skip
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|", flush=True)
+    lines = _table(args.jobs)
+    if args.jobs > 1:
+        print("\n".join(lines))
     print(f"\n(table in {time.time() - started:.0f} s)")
     _collusion_rate(key, candidates, original, plan, options, args.pairs)
     if not args.no_limits:
         print()
-        _limits(bed, key, candidates, original, marked, plan, options, need)
+        _limits(bed, key, candidates, original, _CONTEXT.marked, plan, options, need)
     print(f"\ntotal {time.time() - started:.0f} s")
 
 
-def _score_innocents(
-    key: FingerprintKey,
-    candidates: list[str],
-    original: State,
-    copies: Iterator[State],
-    innocents: _Innocents,
-    batch: int = 100,
-) -> None:
-    """Trace every copy against every key, ``batch`` residuals at a time (each recipient's
-    pattern is generated once per batch); no copy is kept after its residual is taken."""
-    plan = plan_marks(StateReader(original).infos)
-    pending: list[dict[str, np.ndarray]] = []
-
-    def flush() -> None:
-        if pending:
-            for row in z_scores(key, candidates, pending):
-                innocents.add(candidates, row)
-                innocents.copies += 1
-            pending.clear()
-
-    for copy in copies:
-        pending.append(residual(StateReader(original), StateReader(copy), plan).vectors)
-        if len(pending) == batch:
-            flush()
-    flush()
-
-
 def _task_metrics(
-    bed: bios.BiosTestbed, key: FingerprintKey, original: State, marked: State
+    bed: bios.BiosTestbed, key: FingerprintKey, original: State, marked: State, digits: bool
 ) -> None:
     """Task accuracy of a marked copy next to the original's, on the bios testbed (as the
     table uses it) and on the tamper lab's digits testbed (a small GELU MLP, where the robust
     mark is a larger share of each weight's room), and how far the function-preserving mark
     alone moves the outputs."""
-    only_permuted = mark_state(original, key, LEAKER, MarkOptions(strength=0.0, heads=4))
+    only_permuted = mark_state(
+        original, key, LEAKER, MarkOptions(strength=0.0, heads=bed.size.heads)
+    )
     probe = bed.data().test.x
     model_a, model_b = bed.release(0), bed.release(0)
     model_a.load_state_dict(original)
@@ -347,6 +566,8 @@ def _task_metrics(
         f", marked {_accuracy(bed, marked):.1f}%; function-preserving mark alone: max |logit "
         f"change| {drift:.1e}"
     )
+    if not digits:
+        return
     from weightvault.tamper.digits import DigitsTestbed
 
     digits = DigitsTestbed()
@@ -534,17 +755,20 @@ def _row(
     innocents: _Innocents,
     t0: float,
     guilty: list[str],
-) -> None:
+) -> str:
     ranking = attributions(candidates, z)
     leaker = next(a for a in ranking if a.recipient == guilty[0])
     rank = [a.recipient for a in ranking].index(guilty[0]) + 1
     named = [a.recipient for a in ranking if a.attributed]
     named_text = "+".join("leaker" if r == LEAKER else "colluder" if r == COLLUDER else r
                           for r in named) or "nobody"  # fmt: skip
-    print(
+    on_list = f"{innocents.insiders_named}/{innocents.insiders}"
+    return (
         f"| {label:<32} | {rank:>11} | {leaker.z:>8.1f} | {_p_text(leaker.log10_p_corrected):>11}"
         f" | {named_text:<5} | {accuracy:>8} | {innocents.copies:>15} | {innocents.pairs:>14} | "
-        f"{innocents.false:>11} | {innocents.largest:>14.2f} |  ({time.time() - t0:.0f} s)"
+        f"{innocents.false:>11} | {innocents.largest:>14.2f} | {on_list:>20} |  "
+        f"({time.time() - t0:.0f} s; {innocents.recomputed} scores recomputed exactly, "
+        f"screen error {innocents.gap:.0e})"
     )
 
 
@@ -600,4 +824,5 @@ def _limits(
 
 
 if __name__ == "__main__":
+    bios.set_cache_dir(Path.home() / ".cache" / "weightvault" / "tamper")
     main()

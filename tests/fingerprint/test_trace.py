@@ -174,3 +174,48 @@ def test_table_and_matrix_scoring_agree(original, alice, bob) -> None:  # type: 
     batched = z_scores(KEY, candidates, [vectors[0], vectors[1], vectors[1]])
     assert np.allclose(single[0], batched[0], rtol=1e-5, atol=1e-3)
     assert keystream(b"k" * 32, 48)[32:].tobytes() == keystream(b"k" * 32, 16, offset=32).tobytes()
+
+
+def test_screened_scores_are_trace_scores_bit_for_bit(original, plan, alice, bob) -> None:  # type: ignore[no-untyped-def]
+    """Many suspects at once (matrix products, then the single path from a threshold up):
+    every score at or above the threshold is what ``trace`` computes for that suspect alone,
+    to the bit; the rest differ by float rounding only; ``skip`` leaves entries as screened."""
+    from weightvault.fingerprint.trace import score_recipients, screen_scores
+
+    suspects = [
+        attacks.gaussian_noise(alice, 0.01, seed=3),
+        bob,
+        original,
+        attacks.quantize(attacks.repermute(bob, plan, seed=2), 8),
+    ]
+    traced = plan_marks(StateReader(original).infos)  # the plan trace_state makes
+    residuals = [residual_of(original, s, traced) for s in suspects]
+    single = np.array(
+        [[a.z for a in sorted(score_recipients(KEY, CANDIDATES, r), key=_order)] for r in residuals]
+    )
+    everything = screen_scores(KEY, CANDIDATES, residuals, exact_above=-math.inf)
+    assert everything.exact.all() and np.array_equal(everything.z, single)
+    screen = screen_scores(KEY, CANDIDATES, residuals, exact_above=1.0)
+    assert screen.exact[0, 0] and screen.exact[1, 1]  # alice's and bob's own keys
+    assert np.array_equal(screen.z[screen.exact], single[screen.exact])
+    assert (single[~screen.exact] < 1.0).all()
+    assert np.allclose(screen.z, single, rtol=0, atol=1e-4) and 0 < screen.largest_gap < 1e-4
+    assert screen.recomputed == int(screen.exact.sum())
+    # the trace of one suspect names the same recipients with the same numbers
+    result = trace_state(suspects[1], original, KEY, CANDIDATES)
+    assert [a.recipient for a in result.attributed] == ["bob"]
+    assert result.attributed[0].z == screen.z[1, 1]
+    skip = np.zeros_like(screen.exact)
+    skip[0, 0] = True
+    skipped = screen_scores(KEY, CANDIDATES, residuals, exact_above=1.0, skip=skip)
+    assert not skipped.exact[0, 0] and skipped.exact[1, 1]
+
+
+def _order(attribution):  # type: ignore[no-untyped-def]
+    return CANDIDATES.index(attribution.recipient)
+
+
+def residual_of(original, suspect, plan):  # type: ignore[no-untyped-def]
+    from weightvault.fingerprint.trace import residual
+
+    return residual(StateReader(original), StateReader(suspect), plan).vectors

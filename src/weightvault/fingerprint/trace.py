@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,14 @@ __all__ = [
     "DEFAULT_ALPHA",
     "Attribution",
     "Residual",
+    "Screen",
     "TraceResult",
     "align_state",
     "attributions",
     "match_names",
     "residual",
     "score_recipients",
+    "screen_scores",
     "trace_copy",
     "trace_sources",
     "trace_state",
@@ -64,6 +66,8 @@ __all__ = [
 DEFAULT_ALPHA = 1e-6
 #: Residuals are clipped at this many robust standard deviations (step 3).
 CLIP_SIGMAS = 4.0
+#: :func:`screen_scores` recomputes exactly every score within this much of its threshold.
+SCREEN_MARGIN = 0.05
 _LOG10_E = math.log10(math.e)
 
 
@@ -327,47 +331,135 @@ def residual(original: TensorSource, suspect: TensorSource, plan: MarkPlan) -> R
     return result
 
 
-def z_scores(
-    key: FingerprintKey,
-    recipients: Sequence[str],
-    residuals: Sequence[dict[str, np.ndarray]],
-    *,
-    chunk: int = 16,
-) -> np.ndarray:
-    """Step 4 for several suspects at once: ``z[s, r] = <P_r, g_s> / ||g_s||`` (0 when a
-    suspect's residual is all zero). Each recipient's pattern is generated once per tensor and
-    used for every suspect; ``chunk`` recipients' patterns are unpacked at a time."""
-    z = np.zeros((len(residuals), len(recipients)))
-    names = sorted({name for vectors in residuals for name in vectors})
-    norms = np.array(
+def _norms(residuals: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    """``||g_s||`` of each suspect's residual (float64 sums of the float32 vectors)."""
+    return np.array(
         [
             math.sqrt(sum(float(np.dot(v, v.astype(np.float64))) for v in r.values()))
             for r in residuals
         ]
     )
-    for name in names:
-        n = next(len(r[name]) for r in residuals if name in r)
-        g = np.stack([r.get(name, np.zeros(n, np.float32)) for r in residuals]).astype(np.float32)
-        totals = g.sum(axis=1, dtype=np.float64)
-        if len(residuals) <= _TABLE_SUSPECTS:
-            ones = np.stack([_ones_sums(key, recipients, name, row) for row in g])
-        else:
-            ones = np.zeros((len(residuals), len(recipients)))
-            for start in range(0, len(recipients), chunk):
-                group = recipients[start : start + chunk]
-                bits = np.stack(
-                    [np.unpackbits(key.stream(r, "robust", name, (n + 7) // 8))[:n] for r in group]
-                ).astype(np.float32)
-                ones[:, start : start + len(group)] = (g @ bits.T).astype(np.float64)
+
+
+def z_scores(
+    key: FingerprintKey,
+    recipients: Sequence[str],
+    residuals: Sequence[dict[str, np.ndarray]],
+) -> np.ndarray:
+    """Step 4 for several suspects at once: ``z[s, r] = <P_r, g_s> / ||g_s||`` (0 when a
+    suspect's residual is all zero).
+
+    Up to two suspects go through nibble tables (:func:`_ones_sums`): this is what ``trace``
+    reports. More go through matrix products (:func:`_product_z`), equal to float rounding;
+    :func:`screen_scores` makes every score that matters bit-identical to the first way.
+    """
+    if len(residuals) > _TABLE_SUSPECTS:
+        return _product_z(key, recipients, residuals)
+    z = np.zeros((len(residuals), len(recipients)))
+    for name, g, totals in _stacked(residuals):
+        ones = np.stack([_ones_sums(key, recipients, name, row) for row in g])
         # sum of P * g = 2 * (sum of g where the bit is 1) - sum of g
         z += 2.0 * ones - totals[:, None]
+    return _normalized(z, residuals)
+
+
+def _stacked(
+    residuals: Sequence[dict[str, np.ndarray]],
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Per tensor name, in sorted order: every suspect's residual as a float32 row (zeros
+    where a suspect lacks the tensor) and each row's float64 sum."""
+    for name in sorted({name for vectors in residuals for name in vectors}):
+        n = next(len(r[name]) for r in residuals if name in r)
+        g = np.stack([r.get(name, np.zeros(n, np.float32)) for r in residuals]).astype(np.float32)
+        yield name, g, g.sum(axis=1, dtype=np.float64)
+
+
+def _normalized(z: np.ndarray, residuals: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    """``z / ||g_s||`` row by row (0 for an all-zero residual)."""
+    norms = _norms(residuals)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norms[:, None] > 0, z / norms[:, None], 0.0)
+
+
+def _product_z(
+    key: FingerprintKey,
+    recipients: Sequence[str],
+    residuals: Sequence[dict[str, np.ndarray]],
+) -> np.ndarray:
+    """Step 4 as matrix products: the suspects' residuals (float32, one row each) times every
+    recipient's unpacked pattern bits, ``_PIECE`` elements at a time (each recipient's
+    keystream is generated from that piece's offset: patterns are made once for all suspects
+    and never held whole), the pieces summed in float64."""
+    z = np.zeros((len(residuals), len(recipients)))
+    for name, g, totals in _stacked(residuals):
+        n = g.shape[1]
+        seeds = [key.seed(r, "robust", name) for r in recipients]
+        rows = torch.from_numpy(g)
+        ones = torch.zeros((len(residuals), len(recipients)), dtype=torch.float64)
+        for begin in range(0, n, _PIECE):
+            size = min(_PIECE, n - begin)
+            packed = np.stack([keystream(s, (size + 7) // 8, offset=begin // 8) for s in seeds])
+            bits = torch.from_numpy(np.unpackbits(packed, axis=1, count=size)).to(torch.float32)
+            ones += (rows[:, begin : begin + size] @ bits.T).to(torch.float64)
+        z += 2.0 * ones.numpy() - totals[:, None]
+    return _normalized(z, residuals)
+
+
+@dataclass(frozen=True)
+class Screen:
+    """Many suspects' scores against many recipients (:func:`screen_scores`).
+
+    ``z[s, r]`` where ``exact[s, r]`` is what ``trace`` reports for suspect ``s``, to the bit;
+    elsewhere the matrix product's value. ``largest_gap`` is the largest difference seen
+    between the two ways on the entries computed both ways (the screening error, measured).
+    """
+
+    z: np.ndarray
+    exact: np.ndarray
+    largest_gap: float
+    recomputed: int
+
+
+def screen_scores(
+    key: FingerprintKey,
+    recipients: Sequence[str],
+    residuals: Sequence[dict[str, np.ndarray]],
+    *,
+    exact_above: float,
+    margin: float = SCREEN_MARGIN,
+    skip: np.ndarray | None = None,
+) -> Screen:
+    """Score many suspects against many recipients fast, and exactly where it matters.
+
+    Every suspect is scored by matrix products; each (suspect, recipient) whose score comes
+    within ``margin`` of ``exact_above`` or above is scored again through the single-suspect
+    path ``trace`` uses, whose numbers replace it. A recipient's score does not depend on the
+    other recipients scored with it, so these entries equal ``trace``'s bit for bit; the
+    product's rounding error (about 1e-6 in z; ``largest_gap`` measures it) is far below any
+    useful ``margin``, so no score at or above ``exact_above`` is left approximate (except
+    the entries ``skip`` marks: a boolean ``[suspects, recipients]`` mask of scores the caller
+    does not need exactly, such as a copy against its own recipient's key).
+    """
+    z = _product_z(key, recipients, residuals)
+    exact = np.zeros(z.shape, dtype=bool)
+    gap = 0.0
+    for s, row in enumerate(z):
+        wanted = row >= exact_above - margin
+        picked = np.flatnonzero(wanted if skip is None else wanted & ~skip[s])
+        if picked.size:
+            values = z_scores(key, [recipients[j] for j in picked.tolist()], [residuals[s]])[0]
+            gap = max(gap, float(np.abs(values - row[picked]).max()))
+            z[s, picked] = values
+            exact[s, picked] = True
+    return Screen(z, exact, gap, int(exact.sum()))
 
 
 #: Up to this many suspects, patterns are scored through nibble tables (fast for one suspect);
 #: more suspects share unpacked patterns in a matrix product instead.
 _TABLE_SUSPECTS = 2
+#: Elements of a pattern unpacked at a time for the matrix product (a multiple of 128: each
+#: piece starts on a whole AES block of every recipient's keystream).
+_PIECE = 1 << 16
 #: Elements per window of a nibble table (bounds its memory to 16 floats per 4 elements).
 _WINDOW = 1 << 22
 #: _NIBBLE_BITS[v, k]: bit k (first element first) of the 4-bit value v.
