@@ -134,17 +134,17 @@ _BERT = {
     "output.dense.weight": ("ffn", "out", 1),
 }
 # The tamper lab's MiniLM testbed names its BERT layers' parts directly.
+_LAB_PARTS = {
+    "attention.self.query": "query",
+    "attention.self.key": "key",
+    "attention.self.value": "value",
+    "attention.output.dense": "attn_out",
+    "intermediate.dense": "ffn_in",
+    "output.dense": "ffn_out",
+}
 _LAB_BERT = {
-    "query.weight": ("qk", "q", 0),
-    "query.bias": ("qk", "q", 0),
-    "key.weight": ("qk", "k", 0),
-    "key.bias": ("qk", "k", 0),
-    "value.weight": ("vo", "v", 0),
-    "value.bias": ("vo", "v", 0),
-    "attn_out.weight": ("vo", "o", 1),
-    "ffn_in.weight": ("ffn", "in", 0),
-    "ffn_in.bias": ("ffn", "in", 0),
-    "ffn_out.weight": ("ffn", "out", 1),
+    _LAB_PARTS[name.rpartition(".")[0]] + name[name.rindex(".") :]: role
+    for name, role in _BERT.items()
 }
 _GPT2 = {
     "mlp.c_fc.weight": ("ffn", "in", 1),
