@@ -22,7 +22,7 @@ from weightvault.cli._groups import OptionGroup, option
 if TYPE_CHECKING:
     from weightvault.custody.client import VaultClient
 
-__all__ = ["Client", "Connection", "Json", "JsonResult", "Pkcs11Uri", "show"]
+__all__ = ["Client", "Connection", "Json", "JsonResult", "show"]
 
 R = TypeVar("R")
 
@@ -31,12 +31,6 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 JsonResult = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 """``--json`` worded for commands whose text output is a report."""
-
-Pkcs11Uri = Annotated[
-    str | None,
-    typer.Option("--pkcs11-uri", help="Sign with a key on a PKCS#11 token (RFC 7512 URI)."),
-]
-"""``--pkcs11-uri`` of the commands that sign with a token key."""
 
 
 def show(document: Any, as_json: bool, lines: Iterable[str], *, console: bool = False) -> None:

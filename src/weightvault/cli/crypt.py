@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -29,6 +29,10 @@ _IDENTITY_HELP = (
     "Identity that opens the files (repeatable): keyring (default), keyring:PATH, an X25519 "
     "identity or keyring file, passphrase, pkcs11:URI."
 )
+EncryptedPath = Annotated[Path, typer.Argument(help="A .wvenc file or folder of them.")]
+"""The argument of ``decrypt``, ``rewrap`` and ``inspect``."""
+Identities = Annotated[list[str] | None, typer.Option("--identity", "-i", help=_IDENTITY_HELP)]
+"""``--identity`` of ``decrypt`` and ``rewrap``: what opens the files (default: the keyring)."""
 _PASSPHRASE_ENV_HELP = (
     "Read the passphrase from this environment variable instead of prompting "  # noqa: S105
     "(never put a passphrase itself on the command line)."
@@ -221,11 +225,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("decrypt")
     def decrypt_command(
-        encrypted_path: Path = typer.Argument(..., help="A .wvenc file or folder of them."),
+        encrypted_path: EncryptedPath,
         output: Path | None = typer.Option(
             None, "-o", "--output", help="Output file or folder (default: name without .wvenc)."
         ),
-        identity: list[str] | None = typer.Option(None, "--identity", "-i", help=_IDENTITY_HELP),
+        identity: Identities = None,
         workers: int = typer.Option(
             None,
             "--workers",
@@ -280,8 +284,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("rewrap")
     def rewrap_command(
-        encrypted_path: Path = typer.Argument(..., help="A .wvenc file or folder of them."),
-        identity: list[str] | None = typer.Option(None, "--identity", "-i", help=_IDENTITY_HELP),
+        encrypted_path: EncryptedPath,
+        identity: Identities = None,
         to: list[str] | None = typer.Option(None, "--to", "-r", help=_TO_HELP),
         add: bool = typer.Option(
             False, "--add", help="Keep the current recipients and add the --to ones."
@@ -329,7 +333,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("inspect")
     def inspect_command(
-        encrypted_path: Path = typer.Argument(..., help="A .wvenc file or folder of them."),
+        encrypted_path: EncryptedPath,
         as_json: bool = typer.Option(False, "--json", help="Print the headers as JSON."),
     ) -> None:
         """Show the headers of encrypted files: context, recipients, sizes (no key, no secrets)."""
