@@ -337,6 +337,7 @@ def _trace_row(
     attack: Attack,
     need: float,
     batch: int,
+    label: str = "",
 ) -> _Innocents:
     """Attack every innocent copy (with its own seed) and trace it against every key, ``batch``
     copies at a time: one matrix product per batch against each key's pattern (made once a
@@ -346,6 +347,7 @@ def _trace_row(
     innocents = _Innocents()
     index = {r: j for j, r in enumerate(candidates)}
     seed = 1000
+    t0 = time.time()
     while True:
         chunk = list(itertools.islice(copies, batch))
         if not chunk:
@@ -368,6 +370,14 @@ def _trace_row(
             innocents.insiders_named += int((screen.z[row][own[row]] > need).sum())
         innocents.recomputed += screen.recomputed
         innocents.gap = max(innocents.gap, screen.largest_gap)
+        if label:
+            print(
+                f"  ... {label}: {innocents.copies} innocent copies, {innocents.pairs} pairs, "
+                f"{innocents.false} false names, max z {innocents.largest:.2f}, on-list copies "
+                f"named {innocents.insiders_named}/{innocents.insiders} "
+                f"({time.time() - t0:.0f} s)",
+                flush=True,
+            )
 
 
 def _run(index: int) -> str:
@@ -387,8 +397,9 @@ def _run(index: int) -> str:
         ctx.original, ctx.key, ctx.candidates, ctx.options, ctx.innocent_count
     )
     innocents = _trace_row(
-        ctx.key, ctx.candidates, ctx.original, copies, attack, ctx.need, ctx.batch
-    )
+        ctx.key, ctx.candidates, ctx.original, copies, attack, ctx.need, ctx.batch,
+        label if ctx.progress else "",
+    )  # fmt: skip
     innocents.add(ctx.candidates, z_leak, frozenset({LEAKER}))
     return _row(label, ctx.candidates, z_leak, accuracy, innocents, t0, [LEAKER])
 
@@ -403,8 +414,9 @@ def _run_collusion_row(innocent_count: int) -> str:
         ctx.original, ctx.key, ctx.candidates, ctx.options, innocent_count, ctx.plan
     )
     innocents = _trace_row(
-        ctx.key, ctx.candidates, ctx.original, copies, _each(lambda s, _: s), ctx.need, ctx.batch
-    )
+        ctx.key, ctx.candidates, ctx.original, copies, _each(lambda s, _: s), ctx.need, ctx.batch,
+        "collusion" if ctx.progress else "",
+    )  # fmt: skip
     innocents.add(ctx.candidates, z_pair, frozenset({LEAKER, COLLUDER}))
     accuracy = f"{_accuracy(ctx.bed, averaged):.1f}%"
     guilty = [LEAKER, COLLUDER]
@@ -421,6 +433,7 @@ class _Context:
         self.bed, self.key, self.candidates, self.original = bed, key, candidates, original
         self.options, self.plan, self.need, self.batch = options, plan, need, batch
         self.innocent_count = innocent_count
+        self.progress = False
         self.marked = mark_state(original, key, LEAKER, options)
 
 
@@ -429,7 +442,8 @@ _CONTEXT: _Context
 
 def _table(jobs: int) -> list[str]:
     """The table's lines, rows in order (``jobs`` worker processes share them out)."""
-    count = len(_rows(_CONTEXT.bed, _CONTEXT.plan)) + 1
+    rows = _rows(_CONTEXT.bed, _CONTEXT.plan)
+    count = len(rows) + 1
     if jobs <= 1:
         lines = []
         for index in range(count):
@@ -440,7 +454,9 @@ def _table(jobs: int) -> list[str]:
 
     done: dict[int, str] = {}
     with multiprocessing.get_context("fork").Pool(jobs, initializer=_one_thread) as pool:
-        for index, line in pool.imap_unordered(_indexed, range(count)):
+        # the longest row (fine-tuning) first, so that it is not the one left running alone
+        order = sorted(range(count), key=lambda i: i >= len(rows) or "fine-tune" not in rows[i][0])
+        for index, line in pool.imap_unordered(_indexed, order):
             done[index] = line
             print(line, flush=True)  # as it comes; the table in order follows
     return [done[i] for i in range(count)]
@@ -492,6 +508,9 @@ def main(argv: list[str] | None = None) -> None:
         "--batch", type=int, default=200, help="innocent copies traced per matrix product"
     )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for the rows")
+    parser.add_argument(
+        "--progress", action="store_true", help="a line per batch of innocent copies"
+    )
     parser.add_argument("--size", default="bios", help="bios testbed size (tests use a tiny one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -517,6 +536,7 @@ def main(argv: list[str] | None = None) -> None:
     global _CONTEXT
     _CONTEXT = _Context(bed, key, candidates, original, options, plan, need, args.batch,
                         args.outsiders + 1)  # fmt: skip
+    _CONTEXT.progress = args.progress
     if not args.no_task_metrics:
         _task_metrics(bed, key, original, _CONTEXT.marked, args.size == "bios")
     if args.stream_gb > 0:
