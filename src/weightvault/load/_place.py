@@ -199,6 +199,7 @@ class _Cached(io.RawIOBase):
         self._fd, self._size, self._shown = fd, size, shown
         self._position = 0
         self.ranges: list[tuple[int, bytearray]] = []  # disjoint, sorted by start
+        self._starts: list[int] = []
 
     def readable(self) -> bool:
         return True
@@ -224,7 +225,7 @@ class _Cached(io.RawIOBase):
     def bytes(self, start: int, count: int) -> bytes:
         """Bytes ``[start, start + count)`` of the file, read only where not read before."""
         end, position, parts = start + count, start, []
-        index = max(0, bisect.bisect_right([s for s, _ in self.ranges], start) - 1)
+        index = max(0, bisect.bisect_right(self._starts, start) - 1)
         while position < end:
             held = self.ranges[index] if index < len(self.ranges) else None
             if held is not None and held[0] <= position < held[0] + len(held[1]):
@@ -238,6 +239,7 @@ class _Cached(io.RawIOBase):
                 stop = min(end, held[0]) if held is not None else end
                 data = read_at(self._fd, position, stop - position, self._shown)
                 self.ranges.insert(index, (position, data))
+                self._starts.insert(index, position)
                 parts.append(bytes(data))
                 index += 1
             position = stop
@@ -257,9 +259,10 @@ def _tile(
         edges.update((start, start + len(view)))
     held = sorted(cached, key=lambda r: r[0])
     placed = sorted(claimed, key=lambda r: r[0])
+    starts = {id(held): [s for s, _ in held], id(placed): [s for s, _ in placed]}
 
     def find(ranges: list[Any], position: int) -> Any:
-        index = bisect.bisect_right([s for s, _ in ranges], position) - 1
+        index = bisect.bisect_right(starts[id(ranges)], position) - 1
         if index >= 0 and position < ranges[index][0] + len(ranges[index][1]):
             return ranges[index]
         return None
