@@ -43,6 +43,7 @@ __all__ = [
 BUILTIN_TESTBEDS: dict[str, Callable[[], Testbed]] = {
     "digits": DigitsTestbed,
     "bios": BiosTestbed,
+    "bios-small": lambda: BiosTestbed("bios-small"),
     "bios-base": lambda: BiosTestbed("bios-base"),
     "minilm": MiniLMTestbed,
 }
@@ -50,7 +51,8 @@ BUILTIN_TESTBEDS: dict[str, Callable[[], Testbed]] = {
 
 
 def load_adapter(reference: str) -> Testbed:
-    """Build a testbed from built-in names (``digits``, ``bios``, ``bios-base``, ``minilm``) or
+    """Build a testbed from built-in names (``digits``, ``bios``, ``bios-small``, ``bios-base``,
+    ``minilm``) or
     ``module:callable``.
 
     ``module:callable`` is imported and called with no arguments; it must return an object
@@ -62,8 +64,8 @@ def load_adapter(reference: str) -> Testbed:
     module_name, sep, attr = reference.partition(":")
     if not sep or not module_name or not attr:
         raise UsageError(
-            f"testbed {reference!r}: use digits, bios, bios-base, minilm or module:callable for "
-            "your own adapter"
+            f"testbed {reference!r}: use digits, bios, bios-small, bios-base, minilm or "
+            "module:callable for your own adapter"
         )
     try:
         factory = getattr(importlib.import_module(module_name), attr)
