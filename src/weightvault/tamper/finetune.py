@@ -231,8 +231,8 @@ def parameter_counts(
 ) -> dict[str, Any]:
     """Parameters counted on the model itself (not declared): every parameter (trunk and desired
     head), the trunk's, those in its embedding tables, and per attack kind the ones the attacker
-    trains (built by the attack code, new harmful head included; ``probe``: a logistic
-    regression on the frozen features)."""
+    trains, built by the attack code (the new harmful head and the desired head, which every
+    attacker also trains, included; ``probe``: a logistic regression on the frozen features)."""
     trunk = sum(p.numel() for p in model.trunk.parameters())
     embeddings = sum(
         p.numel()

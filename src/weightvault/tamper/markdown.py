@@ -70,7 +70,7 @@ def _parameter_lines(counts: dict[str, Any] | None) -> list[str]:
         f"Parameters of the release: {counts['total']:,} (trunk {counts['trunk']:,}, of which "
         f"{counts['embeddings']:,} in embedding tables and "
         f"{counts['trunk'] - counts['embeddings']:,} in the rest). Trainable per attack kind "
-        f"(new harmful head included): {trainable}.",
+        f"(the new harmful head and the desired head included): {trainable}.",
         "",
     ]
 
