@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from weightvault.custody.client import transfer
 from weightvault.custody.client.config import (
@@ -34,6 +34,7 @@ __all__ = [
     "TOKEN_ENV",
     "URL_ENV",
     "ClientConfig",
+    "Deciding",
     "TransferError",
     "VaultClient",
     "VaultHTTPError",
@@ -45,24 +46,37 @@ __all__ = [
 _PIECE = 4 * 1024 * 1024
 
 
+class Deciding(TypedDict, total=False):
+    """How an approver decides (:meth:`VaultClient.decide`, :meth:`VaultClient.decide_job`)."""
+
+    decision: str
+    """``approve`` (the default) or ``deny``."""
+    valid_for: dt.timedelta
+    """How long the signed statement counts (an hour by default; the policy caps it)."""
+    now: dt.datetime | None
+    """When it is signed (now by default; tests fix the clock)."""
+    announce: Callable[[str], None] | None
+    """Receives one line saying exactly what is being signed (the CLI prints it), so an
+    approver sees the terms their key vouches for."""
+
+
 def _sign_decision(
-    terms: RequestTerms,
-    signer: Any,
-    approver: str,
-    decision: str,
-    valid_for: dt.timedelta,
-    now: dt.datetime | None,
+    terms: RequestTerms, described: str, signer: Any, approver: str, how: Deciding
 ) -> bytes:
-    """The DSSE envelope of ``approver``'s statement on exactly ``terms``, signed here (the
-    key never leaves the approver's machine)."""
+    """The DSSE envelope of ``approver``'s statement on exactly ``terms`` (``described`` to
+    ``announce`` first), signed here: the key never leaves the approver's machine."""
     from weightvault.custody.approvals import ApprovalStatement, sign_statement
 
+    decision = how.get("decision", "approve")
+    announce = how.get("announce")
+    if announce is not None:
+        announce(f"signing {'an approval' if decision == 'approve' else 'a denial'} of {described}")
     statement = ApprovalStatement.for_request(
         terms,
         approver=approver,
         decision=decision,
-        issued_at=now or dt.datetime.now(dt.UTC),
-        valid_for=valid_for,
+        issued_at=how.get("now") or dt.datetime.now(dt.UTC),
+        valid_for=how.get("valid_for", dt.timedelta(hours=1)),
     )
     return sign_statement(statement, signer)
 
@@ -321,16 +335,10 @@ class VaultClient:
         signer: Any,
         *,
         approver: str,
-        decision: str = "approve",
-        valid_for: dt.timedelta = dt.timedelta(hours=1),
-        now: dt.datetime | None = None,
-        announce: Callable[[str], None] | None = None,
+        **how: Unpack[Deciding],
     ) -> dict[str, Any]:
-        """Fetch the request, check what it asks, sign a statement for it locally, submit it.
-
-        ``announce`` receives a one-line description of exactly what is being signed (the CLI
-        prints it), so an approver sees the terms their key vouches for.
-        """
+        """Fetch the request, check what it asks, sign a statement for it locally, submit it
+        (``how``: see :class:`Deciding`)."""
         from weightvault.custody.approvals import RequestTerms
 
         request = self.get_request(request_id)
@@ -345,15 +353,14 @@ class VaultClient:
         )
         if terms.digest() != request.get("request_digest"):
             raise VerificationError("the server's request digest does not match its terms")
-        if announce is not None:
-            announce(
-                f"signing {'an approval' if decision == 'approve' else 'a denial'} of request "
-                f"{terms.request_id}: {terms.model}@"
-                f"{terms.version} for {terms.grantee}, {terms.duration_s} s, "
-                f"{terms.byte_budget} bytes; justification: {terms.justification!r}"
-            )
-        envelope = _sign_decision(terms, signer, approver, decision, valid_for, now)
-        return self.submit_envelope(request_id, envelope)
+        described = (
+            f"request {terms.request_id}: {terms.model}@{terms.version} for {terms.grantee}, "
+            f"{terms.duration_s} s, {terms.byte_budget} bytes; "
+            f"justification: {terms.justification!r}"
+        )
+        return self.submit_envelope(
+            request_id, _sign_decision(terms, described, signer, approver, how)
+        )
 
     def submit_envelope(self, request_id: str, envelope: bytes) -> dict[str, Any]:
         return self._object(
@@ -389,10 +396,7 @@ class VaultClient:
         signer: Any,
         *,
         approver: str,
-        decision: str = "approve",
-        valid_for: dt.timedelta = dt.timedelta(hours=1),
-        now: dt.datetime | None = None,
-        announce: Callable[[str], None] | None = None,
+        **how: Unpack[Deciding],
     ) -> dict[str, Any]:
         """Fetch the job, recompute its request digest from the full request and the terms
         digest from that, then sign an approval (or denial) of exactly those terms."""
@@ -414,14 +418,12 @@ class VaultClient:
         )
         if terms.digest() != job.get("terms_digest"):
             raise VerificationError("the server's terms digest does not match the job's terms")
-        if announce is not None:
-            announce(
-                f"signing {'an approval' if decision == 'approve' else 'a denial'} of "
-                f"{request.kind} job {job_id} on {request.model}@{request.version} for "
-                f"{job['requester']}: parameters {json.dumps(request.parameters, sort_keys=True)}, "
-                f"inputs {request.inputs_digest()}; justification: {job['justification']!r}"
-            )
-        envelope = _sign_decision(terms, signer, approver, decision, valid_for, now)
+        described = (
+            f"{request.kind} job {job_id} on {request.model}@{request.version} for "
+            f"{job['requester']}: parameters {json.dumps(request.parameters, sort_keys=True)}, "
+            f"inputs {request.inputs_digest()}; justification: {job['justification']!r}"
+        )
+        envelope = _sign_decision(terms, described, signer, approver, how)
         return self._object("POST", f"/v1/jobs/{job_id}/approvals", json=_envelope_body(envelope))
 
     # -- pull ----------------------------------------------------------------------------------
