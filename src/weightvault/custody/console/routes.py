@@ -134,6 +134,11 @@ def _headers(response: R) -> R:
     return response
 
 
+def _json_text(document: str) -> Response:
+    """A JSON document already encoded (WebAuthn options), with the console's headers."""
+    return _headers(Response(document, media_type="application/json"))
+
+
 def _set_cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
     response.set_cookie(
         name,
@@ -216,39 +221,41 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
         )
         return _headers(HTMLResponse(html, status_code=status))
 
-    def page(
-        handler: Callable[P, Response],
-    ) -> Callable[P, Response]:
-        """An HTML route: refusals become an error page, no session a redirect to sign-in."""
+    def answering(
+        refused: Callable[[Request, int, str], Response],
+    ) -> Callable[[Callable[P, Response]], Callable[P, Response]]:
+        """A route decorator: a refusal is audited and answered by ``refused(request, status,
+        message)``; a page that needs a session, without one, redirects to sign-in."""
 
-        @functools.wraps(handler)
-        def wrapped(*args: P.args, **kwargs: P.kwargs) -> Response:
-            request = kwargs["request"]
-            assert isinstance(request, Request)
-            try:
-                return handler(*args, **kwargs)
-            except _Redirect as redirect:
-                return _headers(RedirectResponse(redirect.location, status_code=303))
-            except WeightvaultError as exc:
-                status, message = refusal(request.state.wv_ctx, exc)
-                return render(request, "error.html", status, message=message, csrf="")
+        def decorate(handler: Callable[P, Response]) -> Callable[P, Response]:
+            @functools.wraps(handler)
+            def wrapped(*args: P.args, **kwargs: P.kwargs) -> Response:
+                request = kwargs["request"]
+                assert isinstance(request, Request)
+                try:
+                    return handler(*args, **kwargs)
+                except _Redirect as redirect:
+                    return _headers(RedirectResponse(redirect.location, status_code=303))
+                except WeightvaultError as exc:
+                    status, message = refusal(request.state.wv_ctx, exc)
+                    return refused(request, status, message)
 
-        return wrapped
+            return wrapped
 
-    def step(handler: Callable[P, Response]) -> Callable[P, Response]:
-        """A JSON step of a ceremony: refusals become ``{"error": ...}`` with their status."""
+        return decorate
 
-        @functools.wraps(handler)
-        def wrapped(*args: P.args, **kwargs: P.kwargs) -> Response:
-            request = kwargs["request"]
-            assert isinstance(request, Request)
-            try:
-                return handler(*args, **kwargs)
-            except WeightvaultError as exc:
-                status, message = refusal(request.state.wv_ctx, exc)
-                return _headers(JSONResponse({"error": message}, status_code=status))
-
-        return wrapped
+    page = answering(
+        lambda request, status, message: render(
+            request, "error.html", status, message=message, csrf=""
+        )
+    )
+    """An HTML route: refusals become an error page."""
+    step = answering(
+        lambda _request, status, message: _headers(
+            JSONResponse({"error": message}, status_code=status)
+        )
+    )
+    """A JSON step of a ceremony: refusals become ``{"error": ...}`` with their status."""
 
     def signed_in(request: Request, ctx: RequestContext, name: str) -> SessionView:
         """The request's console session (else a redirect to sign-in, for pages)."""
@@ -275,6 +282,23 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     def context(request: Request) -> RequestContext:
         ctx: RequestContext = request.state.wv_ctx
         return ctx
+
+    def json_step(
+        request: Request, name: str, row: Callable[[Request, RequestContext, str], SessionView]
+    ) -> tuple[RequestContext, SessionView, RelyingParty]:
+        """A JSON step of a ceremony named ``name``, on its row (``signed_in``: the session;
+        ``page_row``: the sign-in or registration page), from this origin with its CSRF token."""
+        ctx = context(request)
+        view = row(request, ctx, name)
+        return ctx, view, _json_step(request, view)
+
+    def form_step(request: Request, name: str, csrf: str) -> tuple[RequestContext, SessionView]:
+        """A signed-in form post named ``name``, from this origin with the session's CSRF token."""
+        ctx = context(request)
+        view = signed_in(request, ctx, name)
+        _check_origin(request, relying_party(request))
+        _check_csrf(view, csrf)
+        return ctx, view
 
     # -- static files and the front door ------------------------------------------------------
 
@@ -315,17 +339,14 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     @router.post("/console/login/options", include_in_schema=False)
     @step
     def login_options(request: Request, body: OptionsIn) -> Response:
-        view = page_row(request, context(request), "console.login.options")
-        rp = _json_step(request, view)
+        _ctx, view, rp = json_step(request, "console.login.options", page_row)
         options = console.login_options(view, body.name.strip(), rp)
-        return _headers(Response(options, media_type="application/json"))
+        return _json_text(options)
 
     @router.post("/console/login", include_in_schema=False)
     @step
     def login(request: Request, body: CredentialIn) -> Response:
-        ctx = context(request)
-        view = page_row(request, ctx, "console.login")
-        rp = _json_step(request, view)
+        ctx, view, rp = json_step(request, "console.login", page_row)
         cookie, _session = console.login(ctx, view, body.credential, rp)
         response = _headers(JSONResponse({"next": "/console/requests"}))
         _set_cookie(response, SESSION_COOKIE, cookie)
@@ -335,10 +356,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     @router.post("/console/logout", include_in_schema=False)
     @page
     def logout(request: Request, csrf: str = Form("", max_length=100)) -> Response:
-        ctx = context(request)
-        view = signed_in(request, ctx, "console.logout")
-        _check_origin(request, relying_party(request))
-        _check_csrf(view, csrf)
+        ctx, view = form_step(request, "console.logout", csrf)
         console.logout(ctx, view)
         response = _headers(RedirectResponse("/console/login", status_code=303))
         response.delete_cookie(SESSION_COOKIE, path="/console", secure=True, httponly=True)
@@ -354,17 +372,14 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     @router.post("/console/register/options", include_in_schema=False)
     @step
     def register_options(request: Request, body: CodeIn) -> Response:
-        view = page_row(request, context(request), "console.register.options")
-        rp = _json_step(request, view)
+        _ctx, view, rp = json_step(request, "console.register.options", page_row)
         options = console.registration_options(view, body.code, rp)
-        return _headers(Response(options, media_type="application/json"))
+        return _json_text(options)
 
     @router.post("/console/register", include_in_schema=False)
     @step
     def register(request: Request, body: CredentialIn) -> Response:
-        ctx = context(request)
-        view = page_row(request, ctx, "console.register")
-        rp = _json_step(request, view)
+        ctx, view, rp = json_step(request, "console.register", page_row)
         result = console.register(ctx, view, body.code, body.credential, rp)
         return _headers(JSONResponse({"next": "/console/login", **result}))
 
@@ -393,14 +408,6 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
 
     # -- pages --------------------------------------------------------------------------------
 
-    def decision_step(
-        request: Request, name: str
-    ) -> tuple[RequestContext, SessionView, RelyingParty]:
-        """A signed-in JSON step of a decision: the request, the session, the console."""
-        ctx = context(request)
-        view = signed_in(request, ctx, name)
-        return ctx, view, _json_step(request, view)
-
     def decision_queue(queue: _Queue) -> None:
         """The routes of one queue approvers decide with a passkey: its list, one item, the
         question (assertion options) and the answer."""
@@ -427,16 +434,16 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
         @router.post(base + "/{item_id}/options", include_in_schema=False)
         @step
         def question(request: Request, item_id: str, body: DecisionIn) -> Response:
-            ctx, view, rp = decision_step(request, queue.actions[2])
+            ctx, view, rp = json_step(request, queue.actions[2], signed_in)
             options = decisions.options(
                 queue.name, ctx, view, item_id[:64], body.decision, body.reason, body.digest, rp
             )
-            return _headers(Response(options, media_type="application/json"))
+            return _json_text(options)
 
         @router.post(base + "/{item_id}/decision", include_in_schema=False)
         @step
         def answer(request: Request, item_id: str, body: CredentialIn) -> Response:
-            ctx, view, rp = decision_step(request, queue.actions[3])
+            ctx, view, rp = json_step(request, queue.actions[3], signed_in)
             result = decisions.decide(queue.name, ctx, view, item_id[:64], body.credential, rp)
             return _headers(
                 JSONResponse({"next": f"{base}/{result['id']}", "status": result["status"]})
@@ -478,10 +485,7 @@ def console_router(custody: Custody, action: Action) -> APIRouter:
     @router.post("/console/grants/{request_id}/revoke", include_in_schema=False)
     @page
     def revoke(request: Request, request_id: str, csrf: str = Form("", max_length=100)) -> Response:
-        ctx = context(request)
-        view = signed_in(request, ctx, "grant.revoke")
-        _check_origin(request, relying_party(request))
-        _check_csrf(view, csrf)
+        ctx, _view = form_step(request, "grant.revoke", csrf)
         custody.grants.revoke(ctx, request_id[:64])
         return _headers(RedirectResponse("/console/grants", status_code=303))
 
