@@ -28,6 +28,7 @@ from weightvault.custody.approvals import (
 )
 from weightvault.custody.context import Recorder, RequestContext
 from weightvault.custody.errors import ConflictError
+from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
 from weightvault.custody.store import Principal
 from weightvault.errors import PolicyError
@@ -96,6 +97,8 @@ class Decision:
     what: str
     """``request`` or ``job``: what was decided (its audit actions are ``{what}.approve``
     and ``{what}.deny``)."""
+    policy: ModelPolicy
+    """The model's policy as it is now (a policy tightened meanwhile applies)."""
     approver: str
     statement: ApprovalStatement
     key_id: str
@@ -151,7 +154,6 @@ def check_decision(
     *,
     what: str,
     model: str,
-    policy: ModelPolicy,
     check_open: Callable[[], None],
     terms: RequestTerms,
     envelope: bytes,
@@ -159,12 +161,13 @@ def check_decision(
     now: dt.datetime,
 ) -> Decision:
     """Checks (1)-(6) of a decision by ``name`` on a request or job of ``model``, in order:
-    (1) an approver named in the model's ``policy``, with a registered key unless ``opener``
+    (1) an approver named in the model's policy, with a registered key unless ``opener``
     opens the envelope; (2)-(3) ``check_open`` (not the requester's own, still pending, not
     expired); (4) the envelope opens under the approver's own key; (5) the statement names
     this approver and binds exactly ``terms``, (6) is current and not valid longer than the
     policy allows."""
     # (1)
+    _model, policy = load_model(session, model)
     check_approver(name, policy.approvers, model)
     approver = approver_row(session, name, keyed=opener is None)
     # (2) (3)
@@ -173,4 +176,4 @@ def check_decision(
     statement, key_id = open_decision(session, approver, envelope, opener)
     # (5) (6)
     statement.check_acceptable(name, terms, now, policy.approval_validity_s)
-    return Decision(what, name, statement, key_id, envelope, now)
+    return Decision(what, policy, name, statement, key_id, envelope, now)

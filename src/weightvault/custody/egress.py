@@ -29,7 +29,7 @@ from weightvault.custody.audit import AuditTrail
 from weightvault.custody.blobs import BlobStore
 from weightvault.custody.budgets import spend, window_used
 from weightvault.custody.context import RequestContext, Room, Shared
-from weightvault.custody.errors import NotFoundError
+from weightvault.custody.errors import found
 from weightvault.custody.fingerprints import Fingerprinter
 from weightvault.custody.grants import GrantUse, active_grant, authorize_grant_use
 from weightvault.custody.models import load_model
@@ -178,9 +178,7 @@ class Pulls(Room):
             grant = active_grant(session, ctx, grant_id, self._clock())
             if isinstance(index, bool) or not 0 <= index < _names.MAX_FILES:
                 raise FormatError("index: out of range")
-            vfile = session.get(VersionFile, (grant.model, grant.version, index))
-            if vfile is None:
-                raise NotFoundError("file not found")
+            vfile = found(session.get(VersionFile, (grant.model, grant.version, index)), "file")
             (vfile,), fingerprint_id = self._fingerprinted(session, grant, [vfile])
             approvals = list(
                 session.scalars(

@@ -5,9 +5,13 @@ Everything else it raises is a :class:`~weightvault.errors.WeightvaultError` of 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from weightvault.errors import InputError, PolicyError
 
-__all__ = ["AuthenticationError", "ConflictError", "NotFoundError"]
+__all__ = ["AuthenticationError", "ConflictError", "NotFoundError", "found"]
+
+T = TypeVar("T")
 
 
 class AuthenticationError(PolicyError):
@@ -20,3 +24,10 @@ class NotFoundError(InputError):
 
 class ConflictError(PolicyError):
     """The object exists already or the request was already decided (HTTP 409)."""
+
+
+def found(row: T | None, what: str) -> T:
+    """``row`` as looked up, or :class:`NotFoundError` ``{what} not found`` if there is none."""
+    if row is None:
+        raise NotFoundError(f"{what} not found")
+    return row

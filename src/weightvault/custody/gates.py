@@ -33,7 +33,7 @@ from weightvault.custody import _names
 from weightvault.custody.approvals import format_time
 from weightvault.custody.audit import AuditTrail
 from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
-from weightvault.custody.errors import NotFoundError
+from weightvault.custody.errors import NotFoundError, found
 from weightvault.custody.gates_policy import (
     GATED_PURPOSES,
     Evidence,
@@ -193,9 +193,7 @@ class Gates(Room):
 
     def _decide(self, session: Session, model_name: str, version: str) -> GateDecision:
         _model, policy = load_model(session, model_name)
-        row = session.get(ModelVersion, (model_name, version))
-        if row is None:
-            raise NotFoundError(f"{model_name}@{version} not found")
+        row = found(session.get(ModelVersion, (model_name, version)), f"{model_name}@{version}")
         if policy.release is None:
             raise PolicyError(
                 f"the policy of {model_name!r} has no release section; deploy and release "

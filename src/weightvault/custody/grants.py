@@ -26,7 +26,7 @@ from weightvault.custody.alerts import AlertEvent, AlertSink
 from weightvault.custody.approvals import RequestTerms, format_time
 from weightvault.custody.context import ROLES, RequestContext, Room, require_role
 from weightvault.custody.deciding import EnvelopeOpener
-from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError
+from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError, found
 from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
 from weightvault.custody.store import (
@@ -281,9 +281,7 @@ class Grants(Room):
         principal = require_role(ctx, *ROLES)
         _names.check_request_id(request_id)
         with self._store.session() as session:
-            grant = session.get(GrantRequest, request_id)
-            if grant is None:
-                raise NotFoundError("request not found")
+            grant = found(session.get(GrantRequest, request_id), "request")
             _model, policy = load_model(session, grant.model)
             if not _sees(principal, grant, policy):
                 raise NotFoundError("request not found")
@@ -333,16 +331,13 @@ class Grants(Room):
         envelope = deciding.decode_envelope(envelope_b64)
         now = self._clock()
         with self._store.session() as session:
-            grant = session.get(GrantRequest, request_id, with_for_update=True)
-            if grant is None:
-                raise NotFoundError("request not found")
-            _model, policy = load_model(session, grant.model)
+            grant = found(session.get(GrantRequest, request_id, with_for_update=True), "request")
             decision = deciding.check_decision(
-                session, principal.name, what="request", model=grant.model, policy=policy,
+                session, principal.name, what="request", model=grant.model,
                 check_open=lambda: _check_open(principal.name, grant, now), terms=terms_of(grant),
                 envelope=envelope, opener=opener, now=now,
             )  # fmt: skip
-            statement, key_id = decision.statement, decision.key_id
+            policy, statement, key_id = decision.policy, decision.statement, decision.key_id
             # (7)
             earlier = session.scalars(
                 select(Approval).where(
@@ -438,9 +433,7 @@ class Grants(Room):
         principal = require_role(ctx, *ROLES)
         _names.check_request_id(request_id)
         with self._store.session() as session:
-            grant = session.get(GrantRequest, request_id, with_for_update=True)
-            if grant is None:
-                raise NotFoundError("request not found")
+            grant = found(session.get(GrantRequest, request_id, with_for_update=True), "request")
             model, policy = load_model(session, grant.model)
             allowed = (
                 "admin" in principal.role_set

@@ -19,7 +19,7 @@ from weightvault.crypt import X25519Recipient
 from weightvault.custody import _names
 from weightvault.custody.approvals import key_id_of, load_public_key_bytes
 from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
-from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError
+from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError, found
 from weightvault.custody.store import Principal, Token
 from weightvault.custody.tokens import IssuedToken, issue_token, parse_token, secret_matches
 from weightvault.errors import FormatError, PolicyError, WeightvaultError
@@ -151,9 +151,7 @@ class Identities(Room):
         require_role(ctx, "admin")
         _names.check_principal_name(name, "name")
         with self._store.session() as session:
-            principal = session.get(Principal, name)
-            if principal is None:
-                raise NotFoundError(f"principal {name!r} not found")
+            principal = found(session.get(Principal, name), f"principal {name!r}")
             record: dict[str, Any] = {"name": name}
             if changes.get("roles") is not None:
                 principal.roles = _check_roles(changes["roles"])
@@ -199,9 +197,7 @@ class Identities(Room):
     def revoke_token(self, ctx: RequestContext, token_id: str) -> None:
         principal = require_role(ctx, *ROLES)
         with self._store.session() as session:
-            token = session.get(Token, token_id)
-            if token is None:
-                raise NotFoundError("token not found")
+            token = found(session.get(Token, token_id), "token")
             if token.principal != principal.name and "admin" not in principal.role_set:
                 raise PolicyError("only an admin may revoke another principal's token")
             token.revoked_at = token.revoked_at or self._clock()

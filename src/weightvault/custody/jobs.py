@@ -43,7 +43,7 @@ from weightvault.custody.approvals import RequestTerms, format_time
 from weightvault.custody.budgets import debit_window, record_release, window_used
 from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
 from weightvault.custody.deciding import EnvelopeOpener
-from weightvault.custody.errors import ConflictError, NotFoundError
+from weightvault.custody.errors import ConflictError, NotFoundError, found
 from weightvault.custody.jobs_runner import JobRunner, root_digest_of
 from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
@@ -232,15 +232,13 @@ class Jobs(Room):
         now = self._clock()
         start = False
         with self._store.session() as session:
-            job = session.get(Job, job_id, with_for_update=True)
-            if job is None:
-                raise NotFoundError("job not found")
-            _model, policy = load_model(session, job.model)
+            job = found(session.get(Job, job_id, with_for_update=True), "job")
             decision = deciding.check_decision(
-                session, principal.name, what="job", model=job.model, policy=policy,
+                session, principal.name, what="job", model=job.model,
                 check_open=lambda: check_job_open(principal.name, job, now), terms=job_terms(job),
                 envelope=envelope, opener=opener, now=now,
             )  # fmt: skip
+            policy = decision.policy
             # (7)
             approvals = self._approvals(session, job_id)
             if any(a.approver == principal.name or a.key_id == decision.key_id for a in approvals):
@@ -276,9 +274,7 @@ class Jobs(Room):
         principal = require_role(ctx, *ROLES)
         _names.check_request_id(job_id, "job_id")
         with self._store.session(read_only=True) as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise NotFoundError("job not found")
+            job = found(session.get(Job, job_id), "job")
             model, policy = load_model(session, job.model)
             if not self._sees(principal, job, model.owner, policy):
                 raise NotFoundError("job not found")
@@ -308,9 +304,7 @@ class Jobs(Room):
         principal = require_role(ctx, *ROLES)
         _names.check_request_id(job_id, "job_id")
         with self._store.session() as session:
-            job = session.get(Job, job_id, with_for_update=True)
-            if job is None:
-                raise NotFoundError("job not found")
+            job = found(session.get(Job, job_id, with_for_update=True), "job")
             model, _policy = load_model(session, job.model)
             if not (
                 job.requester == principal.name

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from weightvault.custody import _names
 from weightvault.custody.approvals import format_time
 from weightvault.custody.context import RequestContext, Room, require_role
-from weightvault.custody.errors import ConflictError, NotFoundError
+from weightvault.custody.errors import ConflictError, found
 from weightvault.custody.policy import ModelPolicy
 from weightvault.custody.store import GrantRequest, Model, ModelVersion, Principal, VersionFile
 from weightvault.errors import PolicyError
@@ -28,9 +28,9 @@ __all__ = ["Models", "check_approvers", "load_model"]
 
 def load_model(session: Session, name: str, *, lock: bool = False) -> tuple[Model, ModelPolicy]:
     """A registered model and its policy (``lock``: the row is held ``FOR UPDATE``)."""
-    model = session.get(Model, _names.check_model_name(name), with_for_update=lock)
-    if model is None:
-        raise NotFoundError(f"model {name!r} not found")
+    model = found(
+        session.get(Model, _names.check_model_name(name), with_for_update=lock), f"model {name!r}"
+    )
     return model, ModelPolicy.from_json(model.policy_json)
 
 
@@ -86,9 +86,7 @@ class Models(Room):
         _names.check_model_name(name, "model")
         policy = ModelPolicy.from_dict(policy_doc)
         with self._store.session() as session:
-            model = session.get(Model, name)
-            if model is None:
-                raise NotFoundError(f"model {name!r} not found")
+            model = found(session.get(Model, name), f"model {name!r}")
             if model.owner != principal.name and "admin" not in principal.role_set:
                 raise PolicyError(f"only the owner of {name!r} or an admin may change its policy")
             check_approvers(session, policy)

@@ -49,7 +49,7 @@ from weightvault.custody.console.signatures import (
 )
 from weightvault.custody.context import RequestContext, Room, Shared, require_role
 from weightvault.custody.deciding import EnvelopeOpener, check_approver, check_pending
-from weightvault.custody.errors import ConflictError, NotFoundError
+from weightvault.custody.errors import ConflictError, NotFoundError, found
 from weightvault.custody.grants import Grants, terms_of
 from weightvault.custody.jobs import Jobs, check_job_open, job_terms
 from weightvault.custody.jobs_runner import root_digest_of
@@ -123,9 +123,10 @@ class Decisions(Room):
                 raise ConflictError(
                     f"the {what} changed after this page was loaded; reload it and read it again"
                 )
-            version = session.get(ModelVersion, (item.model, item.version))
-            if version is None:
-                raise NotFoundError(f"{terms.model}@{terms.version} not found")
+            version = found(
+                session.get(ModelVersion, (item.model, item.version)),
+                f"{terms.model}@{terms.version}",
+            )
             credentials = self._console.credentials(session, principal.name)
             if not credentials:
                 raise PolicyError(f"{principal.name!r} has no passkey")
