@@ -1,6 +1,6 @@
 """Leak-attribution robustness table: 1,000 recipients, one leaked copy, each removal attempt.
 
-The model is the tamper lab's ``bios`` testbed (a 4-layer BERT encoder trained from scratch,
+The model is the tamper lab's ``bios-small`` testbed (a 4-layer BERT encoder trained from scratch,
 hidden 192, 4 heads, 2.5 M parameters, profession head; ``docs/tamper.md``), marked for one
 recipient among ``--recipients`` (default 1,000) with the default options (strength 0.02, heads
 permuted). For each transformation the benchmark
@@ -511,7 +511,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--progress", action="store_true", help="a line per batch of innocent copies"
     )
-    parser.add_argument("--size", default="bios", help="bios testbed size (tests use a tiny one)")
+    parser.add_argument(
+        "--size", default="bios-small", help="bios testbed size (tests use a tiny one)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.time()
@@ -538,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
                         args.outsiders + 1)  # fmt: skip
     _CONTEXT.progress = args.progress
     if not args.no_task_metrics:
-        _task_metrics(bed, key, original, _CONTEXT.marked, args.size == "bios")
+        _task_metrics(bed, key, original, _CONTEXT.marked, not args.size.endswith("tiny"))
     if args.stream_gb > 0:
         _streaming(args.stream_gb)
     print(
