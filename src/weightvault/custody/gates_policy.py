@@ -25,6 +25,7 @@ from weightvault.attest import (
     EVAL_RESULTS,
     AttestationError,
     AttestationFailure,
+    metric_misses,
     parse_statement,
     verify_attestation,
 )
@@ -398,7 +399,7 @@ def _check(
         summary: str | None = None
         if requirement.kind == "evaluation":
             metrics = {str(k): float(v) for k, v in verified.predicate["metrics"].items()}
-            misses = _threshold_misses(requirement, metrics)
+            misses = metric_misses(requirement.thresholds, metrics)
             if misses:
                 raise _Refused("failed-thresholds", ", ".join(misses))
         else:
@@ -416,20 +417,6 @@ def _check(
         metrics=metrics,
         summary=summary,
     )
-
-
-def _threshold_misses(requirement: Requirement, metrics: dict[str, float]) -> list[str]:
-    misses = []
-    for name, bounds in sorted(requirement.thresholds.items()):
-        if name not in metrics:
-            misses.append(f"no metric {name}")
-            continue
-        value = metrics[name]
-        if "min" in bounds and value < bounds["min"]:
-            misses.append(f"{name} {value} < min {bounds['min']}")
-        if "max" in bounds and value > bounds["max"]:
-            misses.append(f"{name} {value} > max {bounds['max']}")
-    return misses
 
 
 _SEVERITY = ("wrong-subject", "external-not-allowed", "unlisted-signer", "malformed")
