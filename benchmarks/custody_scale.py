@@ -195,6 +195,7 @@ def measure(
     seconds: float,
     idle_s: float,
     kind: str,
+    warmup_s: float,
 ) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix=f"replicas-{count}-", dir=work))
     blobs = root / "blobs"
@@ -209,7 +210,10 @@ def measure(
         (weights,) = [f for f in listing if f["path"] == "model.safetensors"]
         token = world.people["rita"].token
         urls = [s.url for s in services]
-        drive(urls, token, grant, int(weights["index"]), clients, 2.0)  # warm up connections
+        # Warm up: every client's connections, and every database connection of every replica
+        # (psycopg prepares a statement after its fifth use on a connection; N replicas hold N
+        # times the connections, so a short run would charge N times the warm-up to N).
+        drive(urls, token, grant, int(weights["index"]), clients, warmup_s, kind)
         log = TransparencyLog.open(dsn)
         size_before = log.size()
         replica_pids = [s.process.pid for s in services]
@@ -250,6 +254,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="run per replica count")
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds of load first")
     parser.add_argument(
         "--requests",
         choices=("both", "whoami", "pull"),
@@ -283,7 +288,14 @@ def main() -> None:
         )
         for count in [c for _round in range(args.rounds) for c in args.replicas]:
             row = measure(
-                postgres, work, count, args.clients, args.seconds, args.idle_seconds, args.requests
+                postgres,
+                work,
+                count,
+                args.clients,
+                args.seconds,
+                args.idle_seconds,
+                args.requests,
+                args.warmup,
             )
             rows.append(row)
             print(
