@@ -168,8 +168,12 @@ def _fine_tune_many(
     return result
 
 
+#: Copies made and attacked at a time (the fine-tuning row trains this many together).
+_GROUP = 16
+
+
 def _fine_tune_groups(
-    bed: bios.BiosTestbed, states: list[State], seeds: list[int], group: int = 16
+    bed: bios.BiosTestbed, states: list[State], seeds: list[int], group: int = _GROUP
 ) -> list[State]:
     """:func:`_fine_tune_many`, ``group`` copies at a time (memory grows with the group)."""
     out: list[State] = []
@@ -349,21 +353,25 @@ def _trace_row(
     seed = 1000
     t0 = time.time()
     while True:
-        chunk = list(itertools.islice(copies, batch))
-        if not chunk:
+        residuals: list[dict[str, np.ndarray]] = []
+        chunk: list[frozenset[str]] = []
+        while len(residuals) < batch:  # a few copies alive at a time, only residuals kept
+            group = list(itertools.islice(copies, min(_GROUP, batch - len(residuals))))
+            if not group:
+                break
+            seeds = list(range(seed, seed + len(group)))
+            seed += len(group)
+            for state in attack([c for c, _ in group], seeds):
+                residuals.append(residual(StateReader(original), StateReader(state), plan).vectors)
+            chunk += [guilty for _, guilty in group]
+            del group
+        if not residuals:
             return innocents
-        seeds = list(range(seed, seed + len(chunk)))
-        seed += len(chunk)
-        attacked = attack([c for c, _ in chunk], seeds)
-        residuals = [
-            residual(StateReader(original), StateReader(c), plan).vectors for c in attacked
-        ]
-        del attacked
         own = np.zeros((len(chunk), len(candidates)), dtype=bool)
-        for row, (_, guilty) in enumerate(chunk):
+        for row, guilty in enumerate(chunk):
             own[row, [index[g] for g in guilty]] = True
         screen = screen_scores(key, candidates, residuals, exact_above=EXACT_ABOVE, skip=own)
-        for row, (_, guilty) in enumerate(chunk):
+        for row, guilty in enumerate(chunk):
             innocents.add(candidates, screen.z[row], guilty)
             innocents.copies += 1
             innocents.insiders += len(guilty)
