@@ -81,14 +81,34 @@ def test_each_grant_gets_its_own_traceable_copy(world: World, tmp_path: Path) ->
 
     with world.client("audrey") as client:
         entries = [json.loads(e) for e in LogExport.from_json(client.audit_export()).entries]
-    logged = [e for e in entries if key.fingerprint_id(f"rita:{rita_grant}") in json.dumps(e)]
+    mark = key.fingerprint_id(f"rita:{rita_grant}")
+    logged = [e for e in entries if mark in json.dumps(e)]
     assert logged and all(rita_grant in json.dumps(e) for e in logged)
+    # The approval that activated the grant already names the mark, before any byte left.
+    activations = [e for e in entries if _activates(e, rita_grant)]
+    assert len(activations) == 1 and mark in json.dumps(activations[0])
+    assert key.fingerprint_id(f"ravi:{ravi_grant}") not in json.dumps(activations[0])
+
+
+def _activates(entry: object, grant: str) -> bool:
+    """Whether a log entry is the approval record that made ``grant`` active."""
+    if isinstance(entry, dict):
+        if entry.get("status") == "active" and str(entry.get("request_id")) == grant:
+            return True
+        return any(_activates(v, grant) for v in entry.values())
+    if isinstance(entry, list):
+        return any(_activates(v, grant) for v in entry)
+    return False
 
 
 def test_models_without_the_policy_are_delivered_as_stored(world: World, tmp_path: Path) -> None:
     grant = world.granted("rita")
     with world.client("rita") as client:
         client.pull(grant, tmp_path / "llama", world.people["rita"].identity)
+    with world.client("audrey") as client:
+        entries = [json.loads(e) for e in LogExport.from_json(client.audit_export()).entries]
+    activations = [e for e in entries if _activates(e, grant)]
+    assert len(activations) == 1 and "fingerprint_id" not in json.dumps(activations[0])
     assert world.model_dir is not None
     pulled = (tmp_path / "llama" / "model.safetensors").read_bytes()
     original = (world.model_dir / "model.safetensors").read_bytes()

@@ -36,6 +36,7 @@ from weightvault.crypt import (
     unlock_header,
 )
 from weightvault.custody.blobs import BlobStore
+from weightvault.custody.models import load_model
 from weightvault.custody.store import FingerprintedFile, GrantRequest, VersionFile
 
 if TYPE_CHECKING:  # torch and numpy load only when a fingerprinted copy is made
@@ -74,6 +75,13 @@ class Fingerprinter:
             else:
                 self._key = create_fingerprint_key(self._key_path)
         return self._key
+
+    def grant_mark(self, session: Session, grant: GrantRequest) -> str | None:
+        """The public id of the mark ``grant``'s copies carry, or None when its model has no
+        ``fingerprint`` policy (then its pulls are delivered as stored)."""
+        if not load_model(session, grant.model)[1].fingerprint:
+            return None
+        return self.key().fingerprint_id(recipient_id(grant))
 
     def copies(
         self, session: Session, grant: GrantRequest, files: list[VersionFile]

@@ -185,6 +185,11 @@ class Grants(Room):
     """The release gate of deploy/release requests (:meth:`.gates.Gates.gate_request`): called
     with the purpose when a request is filed and again before the approval that activates it;
     raises to refuse. Set by the service."""
+    fingerprint_id: Callable[[Session, GrantRequest], str | None] | None = None
+    """The public id of the mark a grant's copies carry (None without a ``fingerprint``
+    policy), logged with the approval that activates the grant, so the log ties a leaked copy's
+    mark to the grant before any byte leaves (:meth:`.fingerprints.Fingerprinter.grant_mark`).
+    Set by the service."""
     gate_view: Callable[[Session, str], dict[str, Any]] | None = None
     """A request's purpose and gate findings, shown beside it
     (:meth:`.gates.Gates.request_view`)."""
@@ -377,6 +382,9 @@ class Grants(Room):
                 grant.grant_expires_at = now + dt.timedelta(seconds=grant.duration_s)
                 record["status"] = "active"
                 record["grant_expires_at"] = format_time(grant.grant_expires_at)
+                mark = self.fingerprint_id(session, grant) if self.fingerprint_id else None
+                if mark is not None:
+                    record["fingerprint_id"] = mark
             else:
                 record["status"] = "pending"
             approval = decision.file(

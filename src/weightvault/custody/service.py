@@ -90,6 +90,7 @@ class Custody:
         self.gates = Gates(shared, self.trail)  # release gates of deploy/release grants
         self.gates.kek = self.kek  # break-glass overrides prove the shares rebuild this KEK
         self.grants.gate, self.grants.gate_view = self.gates.gate_request, self.gates.request_view
+        self.grants.fingerprint_id = marks.grant_mark
         self.risks = RiskRegister(shared)
         self.sweep_orphans()
 
