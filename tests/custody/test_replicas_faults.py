@@ -301,15 +301,7 @@ class Client:
         if response is None or response.status_code != 200:
             return
         request = response.json()
-        terms = RequestTerms(
-            request_id=request["id"],
-            model=request["model"],
-            version=request["version"],
-            grantee=request["requester"],
-            justification=request["justification"],
-            duration_s=request["duration_s"],
-            byte_budget=request["byte_budget"],
-        )
+        terms = RequestTerms.of_view(request)
         assert terms.digest() == request["request_digest"]
         statement = ApprovalStatement.for_request(
             terms,
@@ -591,6 +583,11 @@ def _run(replicas: Replicas, postgres: PostgresServer, tmp_path: Path, t0: float
     setup = Counter(e["principal"] for e in entries[: faults.get("setup_size", 0)])
     for who in load_principals:
         assert logged[who] - setup[who] >= ledger.answered[who], who
+    # Entries beyond the answered requests come from requests whose answer was lost (a replica
+    # killed after its entry was durable) or from in-doubt commits: when PostgreSQL crashes
+    # during a COMMIT, the replica cannot know whether the entry landed and answers 503 (fail
+    # closed), though the entry may be in the log. Over-logging, never under-logging (above).
     surplus = sum(logged.values()) - sum(setup.values()) - sum(ledger.answered.values())
-    assert surplus <= ledger.unanswered, (surplus, ledger.unanswered)
+    in_doubt = ledger.unanswered + ledger.audit_refused
+    assert surplus <= in_doubt, (surplus, ledger.unanswered, ledger.audit_refused)
     print(f"checks {time.monotonic() - t0:.1f} s after the start")

@@ -96,6 +96,20 @@ class RequestTerms:
         """Hex SHA-256 over the canonical JSON of every term."""
         return hashlib.sha256(canonical(field_dict(self))).hexdigest()
 
+    @classmethod
+    def of_view(cls, view: dict[str, Any]) -> RequestTerms:
+        """The terms a request's view (``GET /v1/requests/ID``) states, values as given: an
+        approver recomputes the digest from what it was shown, never from what it assumes."""
+        return cls(
+            request_id=view["id"],
+            model=view["model"],
+            version=view["version"],
+            grantee=view["requester"],
+            justification=view["justification"],
+            duration_s=view["duration_s"],
+            byte_budget=view["byte_budget"],
+        )
+
 
 _STATEMENT_FIELDS = frozenset(
     {

@@ -342,15 +342,7 @@ class VaultClient:
         from weightvault.custody.approvals import RequestTerms
 
         request = self.get_request(request_id)
-        terms = RequestTerms(
-            request_id=request["id"],
-            model=request["model"],
-            version=request["version"],
-            grantee=request["requester"],
-            justification=request["justification"],
-            duration_s=request["duration_s"],
-            byte_budget=request["byte_budget"],
-        )
+        terms = RequestTerms.of_view(request)
         if terms.digest() != request.get("request_digest"):
             raise VerificationError("the server's request digest does not match its terms")
         described = (

@@ -47,18 +47,6 @@ class _Credential:
     algorithm: int
 
 
-def _terms(view: dict[str, Any]) -> RequestTerms:
-    return RequestTerms(
-        request_id=str(view["id"]),
-        model=str(view["model"]),
-        version=str(view["version"]),
-        grantee=str(view["requester"]),
-        justification=str(view["justification"]),
-        duration_s=int(view["duration_s"]),
-        byte_budget=int(view["byte_budget"]),
-    )
-
-
 class PasskeyLedger:
     """Feed it every audit event in log order (:meth:`check`); it raises on the first passkey
     approval that does not verify and counts those that do."""
@@ -83,7 +71,7 @@ class PasskeyLedger:
                 self._credentials.pop(str(detail.get("key_id")), None)
             elif action == "request.create" and isinstance(detail.get("request"), dict):
                 view = detail["request"]
-                self._requests[str(view.get("id"))] = _terms(view).digest()
+                self._requests[str(view.get("id"))] = RequestTerms.of_view(view).digest()
             elif action == "job.submit" and isinstance(detail.get("job"), dict):
                 if isinstance(detail.get("terms_digest"), str):
                     self._jobs[str(detail["job"].get("id"))] = detail["terms_digest"]
