@@ -260,6 +260,17 @@ class _Innocents:
         self.recomputed = 0
         self.gap = 0.0
 
+    def merge(self, other: _Innocents) -> None:
+        """Add another part's counts (the same row, other copies)."""
+        self.copies += other.copies
+        self.pairs += other.pairs
+        self.false += other.false
+        self.largest = max(self.largest, other.largest)
+        self.insiders += other.insiders
+        self.insiders_named += other.insiders_named
+        self.recomputed += other.recomputed
+        self.gap = max(self.gap, other.gap)
+
     def add(
         self, candidates: list[str], z: np.ndarray, guilty: frozenset[str] = frozenset()
     ) -> None:
@@ -307,13 +318,15 @@ def _innocent_copies(
     key: FingerprintKey,
     candidates: list[str],
     options: MarkOptions,
-    count: int,
+    copies: range,
     plan: MarkPlan | None = None,
 ) -> Iterator[tuple[State, frozenset[str]]]:
-    """``count`` innocent copies with the keys that are their own: the unmarked original, then
-    copies issued to recipients outside the list (``outsider-i``) and on it (never the leaker
-    or the colluder) by turns. With ``plan``, each copy is instead the average of two such
-    copies (the collusion row's innocents: two other recipients colluding)."""
+    """Innocent copies number ``copies`` with the keys that are their own: copy 0 is the
+    unmarked original, then copies issued to recipients outside the list (``outsider-i``) and
+    on it (never the leaker or the colluder) by turns; copy ``i`` depends only on ``i``, so a
+    row split into ranges traces the same copies. With ``plan``, each copy is instead the
+    average of two such copies (the collusion row's innocents: two other recipients
+    colluding)."""
     insiders = [c for c in candidates if c not in (LEAKER, COLLUDER)]
 
     def one(i: int, tag: str) -> tuple[State, frozenset[str]]:
@@ -322,7 +335,7 @@ def _innocent_copies(
         recipient = insiders[(2 * (i // 2 - 1) + len(tag)) % len(insiders)]
         return mark_state(original, key, recipient, options), frozenset({recipient})
 
-    for i in range(count):
+    for i in copies:
         if i == 0:
             yield (original if plan is None else attacks.average_copies(original, original, plan),
                    frozenset())  # fmt: skip
@@ -342,15 +355,17 @@ def _trace_row(
     need: float,
     batch: int,
     label: str = "",
+    first: int = 0,
 ) -> _Innocents:
     """Attack every innocent copy (with its own seed) and trace it against every key, ``batch``
     copies at a time: one matrix product per batch against each key's pattern (made once a
     batch), and every score from ``EXACT_ABOVE`` up recomputed the way ``trace`` computes it;
-    no copy is kept after its residual is taken."""
+    no copy is kept after its residual is taken. Innocent copy ``i`` gets seed ``1000 + i``
+    (``first`` is the number of the first copy), however the row is split."""
     plan = plan_marks(StateReader(original).infos)
     innocents = _Innocents()
     index = {r: j for j, r in enumerate(candidates)}
-    seed = 1000
+    seed = 1000 + first
     t0 = time.time()
     while True:
         residuals: list[dict[str, np.ndarray]] = []
@@ -388,48 +403,73 @@ def _trace_row(
             )
 
 
-def _run(index: int) -> str:
-    """Row ``index`` of the table (the last one is the collusion row); worker processes
-    inherit the context and are sent only the index."""
+class _Part:
+    """One part of a row: its innocent copies' counts, the seconds it took and, in part 0, the
+    leaked copy's scores and task accuracy."""
+
+    def __init__(self, innocents: _Innocents, seconds: float, leak: np.ndarray | None,
+                 accuracy: str) -> None:  # fmt: skip
+        self.innocents, self.seconds, self.leak, self.accuracy = innocents, seconds, leak, accuracy
+
+
+def _copy_range(count: int, parts: int, part: int) -> range:
+    """Part ``part`` of ``parts`` contiguous ranges of the ``count`` innocent copies."""
+    step = -(-count // parts)
+    return range(min(count, part * step), min(count, (part + 1) * step))
+
+
+def _leaked(index: int) -> tuple[np.ndarray, str]:
+    """Row ``index``'s leaked copy scored against every key, and its task accuracy: the
+    leaker's copy transformed, or (the collusion row) the leaker's and colluder's averaged."""
     ctx = _CONTEXT
     rows = _rows(ctx.bed, ctx.plan)
     if index == len(rows):
-        return _run_collusion_row(ctx.innocent_count)
-    label, attack, leaker_seed = rows[index]
-    t0 = time.time()
-    leaked = attack([ctx.marked], [leaker_seed])[0]
-    z_leak = _score(ctx.key, ctx.candidates, ctx.original, [leaked])[0]
+        colluder = mark_state(ctx.original, ctx.key, COLLUDER, ctx.options)
+        leaked = attacks.average_copies(ctx.marked, colluder, ctx.plan)
+        label = "collusion"
+    else:
+        label, attack, leaker_seed = rows[index]
+        leaked = attack([ctx.marked], [leaker_seed])[0]
+    z = _score(ctx.key, ctx.candidates, ctx.original, [leaked])[0]
     accuracy = "-" if label.startswith("half") else f"{_accuracy(ctx.bed, leaked):.1f}%"
-    del leaked
-    copies = _innocent_copies(
-        ctx.original, ctx.key, ctx.candidates, ctx.options, ctx.innocent_count
-    )
+    return z, accuracy
+
+
+def _run_part(index: int, part: int) -> _Part:
+    """Part ``part`` of row ``index`` (the last row is the collusion row); worker processes
+    inherit the context and are sent only the two numbers."""
+    ctx = _CONTEXT
+    rows = _rows(ctx.bed, ctx.plan)
+    t0 = time.time()
+    collusion = index == len(rows)
+    label, attack = ("collusion", _each(lambda s, _: s)) if collusion else rows[index][:2]
+    leak, accuracy = _leaked(index) if part == 0 else (None, "")
+    numbers = _copy_range(ctx.innocent_count, ctx.parts, part)
+    copies = _innocent_copies(ctx.original, ctx.key, ctx.candidates, ctx.options, numbers,
+                              ctx.plan if collusion else None)  # fmt: skip
+    shown = label if ctx.parts == 1 else f"{label} [part {part + 1}/{ctx.parts}]"
     innocents = _trace_row(
         ctx.key, ctx.candidates, ctx.original, copies, attack, ctx.need, ctx.batch,
-        label if ctx.progress else "",
+        shown if ctx.progress else "", first=numbers.start,
     )  # fmt: skip
-    innocents.add(ctx.candidates, z_leak, frozenset({LEAKER}))
-    return _row(label, ctx.candidates, z_leak, accuracy, innocents, t0, [LEAKER])
+    return _Part(innocents, time.time() - t0, leak, accuracy)
 
 
-def _run_collusion_row(innocent_count: int) -> str:
-    t0 = time.time()
+def _row_line(index: int, parts: list[_Part]) -> str:
+    """Row ``index``'s table line from all its parts."""
     ctx = _CONTEXT
-    colluder = mark_state(ctx.original, ctx.key, COLLUDER, ctx.options)
-    averaged = attacks.average_copies(ctx.marked, colluder, ctx.plan)
-    z_pair = _score(ctx.key, ctx.candidates, ctx.original, [averaged])[0]
-    copies = _innocent_copies(
-        ctx.original, ctx.key, ctx.candidates, ctx.options, innocent_count, ctx.plan
-    )
-    innocents = _trace_row(
-        ctx.key, ctx.candidates, ctx.original, copies, _each(lambda s, _: s), ctx.need, ctx.batch,
-        "collusion" if ctx.progress else "",
-    )  # fmt: skip
-    innocents.add(ctx.candidates, z_pair, frozenset({LEAKER, COLLUDER}))
-    accuracy = f"{_accuracy(ctx.bed, averaged):.1f}%"
-    guilty = [LEAKER, COLLUDER]
-    return _row("collusion: 2 copies averaged", ctx.candidates, z_pair, accuracy, innocents, t0,
-                guilty)  # fmt: skip
+    rows = _rows(ctx.bed, ctx.plan)
+    collusion = index == len(rows)
+    guilty = [LEAKER, COLLUDER] if collusion else [LEAKER]
+    innocents = _Innocents()
+    for piece in parts:
+        innocents.merge(piece.innocents)
+    first = parts[0]
+    assert first.leak is not None
+    innocents.add(ctx.candidates, first.leak, frozenset(guilty))
+    label = "collusion: 2 copies averaged" if collusion else rows[index][0]
+    return _row(label, ctx.candidates, first.leak, first.accuracy, innocents,
+                sum(piece.seconds for piece in parts), guilty)  # fmt: skip
 
 
 class _Context:
@@ -442,36 +482,44 @@ class _Context:
         self.options, self.plan, self.need, self.batch = options, plan, need, batch
         self.innocent_count = innocent_count
         self.progress = False
+        self.parts = 1
         self.marked = mark_state(original, key, LEAKER, options)
 
 
 _CONTEXT: _Context
 
 
-def _table(jobs: int) -> list[str]:
-    """The table's lines, rows in order (``jobs`` worker processes share them out)."""
+def _table(jobs: int, selected: list[int]) -> list[str]:
+    """The selected rows' lines, in order (``jobs`` worker processes share out the rows'
+    parts; a line is printed as soon as all parts of its row are done)."""
     rows = _rows(_CONTEXT.bed, _CONTEXT.plan)
-    count = len(rows) + 1
+    parts = _CONTEXT.parts
+    # the longest row (fine-tuning) first, so that it is not the one left running alone
+    tasks = sorted(((i, p) for i in selected for p in range(parts)),
+                   key=lambda t: t[0] >= len(rows) or "fine-tune" not in rows[t[0]][0])  # fmt: skip
+    done: dict[int, dict[int, _Part]] = {i: {} for i in selected}
+    lines: dict[int, str] = {}
+
+    def finished(index: int, part: int, result: _Part) -> None:
+        done[index][part] = result
+        if len(done[index]) == parts:
+            lines[index] = _row_line(index, [done[index][p] for p in range(parts)])
+            print(lines[index], flush=True)
+
     if jobs <= 1:
-        lines = []
-        for index in range(count):
-            lines.append(_run(index))
-            print(lines[-1], flush=True)
-        return lines
-    import multiprocessing
+        for index, part in tasks:
+            finished(index, part, _run_part(index, part))
+    else:
+        import multiprocessing
 
-    done: dict[int, str] = {}
-    with multiprocessing.get_context("fork").Pool(jobs, initializer=_one_thread) as pool:
-        # the longest row (fine-tuning) first, so that it is not the one left running alone
-        order = sorted(range(count), key=lambda i: i >= len(rows) or "fine-tune" not in rows[i][0])
-        for index, line in pool.imap_unordered(_indexed, order):
-            done[index] = line
-            print(line, flush=True)  # as it comes; the table in order follows
-    return [done[i] for i in range(count)]
+        with multiprocessing.get_context("fork").Pool(jobs, initializer=_one_thread) as pool:
+            for index, part, result in pool.imap_unordered(_indexed, tasks):
+                finished(index, part, result)
+    return [lines[i] for i in selected]
 
 
-def _indexed(index: int) -> tuple[int, str]:
-    return index, _run(index)
+def _indexed(task: tuple[int, int]) -> tuple[int, int, _Part]:
+    return task[0], task[1], _run_part(*task)
 
 
 def _one_thread() -> None:
@@ -517,12 +565,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for the rows")
     parser.add_argument(
+        "--parts",
+        type=int,
+        default=1,
+        help="split each row's innocent copies into this many ranges, run as separate jobs "
+        "(the same copies and seeds as one range; counts are summed)",
+    )
+    parser.add_argument(
+        "--rows",
+        default="",
+        help="comma-separated row numbers to run (1 = as issued ... 10 = collusion; default "
+        "all): a long table can be measured in several runs",
+    )
+    parser.add_argument(
         "--progress", action="store_true", help="a line per batch of innocent copies"
     )
     parser.add_argument(
         "--size", default="bios-small", help="bios testbed size (tests use a tiny one)"
     )
     args = parser.parse_args(argv)
+    if args.parts < 1 or args.jobs < 1:
+        parser.error("--parts and --jobs must be at least 1")
     torch.set_num_threads(1)
     started = time.time()
     print("command: .venv/bin/python benchmarks/fingerprints.py " + " ".join(sys.argv[1:]))
@@ -547,6 +610,16 @@ def main(argv: list[str] | None = None) -> None:
     _CONTEXT = _Context(bed, key, candidates, original, options, plan, need, args.batch,
                         args.outsiders + 1)  # fmt: skip
     _CONTEXT.progress = args.progress
+    _CONTEXT.parts = args.parts
+    count = len(_rows(bed, plan)) + 1
+    try:
+        selected = sorted({int(n) - 1 for n in args.rows.split(",") if n.strip()}) or list(
+            range(count)
+        )
+    except ValueError:
+        parser.error(f"--rows {args.rows!r}: give row numbers 1 to {count}, comma-separated")
+    if not all(0 <= i < count for i in selected):
+        parser.error(f"--rows {args.rows!r}: rows are numbered 1 to {count}")
     if not args.no_task_metrics:
         _task_metrics(bed, key, original, _CONTEXT.marked, not args.size.endswith("tiny"))
     if args.stream_gb > 0:
@@ -564,7 +637,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|", flush=True)
-    lines = _table(args.jobs)
+    lines = _table(args.jobs, selected)
     if args.jobs > 1:
         print("\n".join(lines))
     print(f"\n(table in {time.time() - started:.0f} s)")
@@ -783,7 +856,7 @@ def _row(
     z: np.ndarray,
     accuracy: str,
     innocents: _Innocents,
-    t0: float,
+    seconds: float,
     guilty: list[str],
 ) -> str:
     ranking = attributions(candidates, z)
@@ -797,7 +870,7 @@ def _row(
         f"| {label:<32} | {rank:>11} | {leaker.z:>8.1f} | {_p_text(leaker.log10_p_corrected):>11}"
         f" | {named_text:<5} | {accuracy:>8} | {innocents.copies:>15} | {innocents.pairs:>14} | "
         f"{innocents.false:>11} | {innocents.largest:>14.2f} | {on_list:>20} |  "
-        f"({time.time() - t0:.0f} s; {innocents.recomputed} scores recomputed exactly, "
+        f"({seconds:.0f} s; {innocents.recomputed} scores recomputed exactly, "
         f"screen error {innocents.gap:.0e})"
     )
 

@@ -85,3 +85,27 @@ def test_batched_fine_tune_is_the_single_copy_recipe(bench: ModuleType) -> None:
     assert max(moved) > 1e-4  # it did train
     differs = [float((together[0][k] - together[2][k]).abs().max()) for k in original]
     assert max(differs) > 1e-6  # own head, own result
+
+
+def test_rows_split_into_parts_count_the_same_copies(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--rows 3,10 --parts 3`` (int8 and collusion, each row's 7 innocent copies in three
+    ranges) prints exactly the numbers of one unsplit run of those rows: the same copies, the
+    same seeds, the counts summed and the largest z kept."""
+    common = ["--size", "bios-tiny", "--recipients", "50", "--outsiders", "6", "--pairs", "1",
+              "--stream-gb", "0", "--no-limits", "--no-task-metrics", "--batch", "2",
+              "--rows", "3,10"]  # fmt: skip
+
+    def table(extra: list[str]) -> list[str]:
+        bench.main([*common, *extra])
+        lines = [line for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("| ") and "(" in line]  # fmt: skip
+        return [line.split("|  (")[0] for line in lines]  # without the seconds
+
+    whole, split = table([]), table(["--parts", "3"])
+    assert len(whole) == 2 and whole[0].startswith("| int8") and "collusion" in whole[1]
+    assert split == whole
+    assert all(line.split("|")[7].strip() == "7" for line in whole)  # innocent copies
+    with pytest.raises(SystemExit):
+        bench.main([*common[:-1], "11"])
