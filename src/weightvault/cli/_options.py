@@ -22,7 +22,7 @@ from weightvault.cli._groups import OptionGroup, option
 if TYPE_CHECKING:
     from weightvault.custody.client import VaultClient
 
-__all__ = ["Client", "Connection", "Json", "JsonResult", "show"]
+__all__ = ["Client", "Connection", "ForceOutput", "Json", "JsonResult", "ModelName", "show"]
 
 R = TypeVar("R")
 
@@ -31,6 +31,14 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 JsonResult = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 """``--json`` worded for commands whose text output is a report."""
+
+ForceOutput = Annotated[
+    bool, typer.Option("--force", help="Overwrite the output file if it exists.")
+]
+"""``--force`` of commands that write one output file."""
+
+ModelName = Annotated[str, typer.Argument(help="Model name.")]
+"""The argument naming a model in custody (``risk``, ``vault model``)."""
 
 
 def show(document: Any, as_json: bool, lines: Iterable[str], *, console: bool = False) -> None:

@@ -8,7 +8,7 @@ offline, :func:`weightvault.custody.gates_policy.decide` over a folder of attest
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -22,6 +22,9 @@ gate_app = command_group(
 )
 
 _MAX_FILE = 512 * 1024
+
+Target = Annotated[str, typer.Argument(help="MODEL@VERSION.")]
+"""The version a gate command works on, as ``MODEL@VERSION`` (see :func:`_split`)."""
 
 
 def _split(target: str) -> tuple[str, str]:
@@ -72,7 +75,7 @@ def attach(
 
 @gate_app.command("list")
 def list_attestations(
-    target: str = typer.Argument(..., help="MODEL@VERSION."),
+    target: Target,
     service: Client = GROUP,
 ) -> None:
     """List the attestations attached to a version."""
@@ -137,7 +140,7 @@ def _offline(
 
 @gate_app.command("check")
 def check(
-    target: str = typer.Argument(..., help="MODEL@VERSION."),
+    target: Target,
     purpose: str = typer.Option("deploy", "--purpose", help="deploy or release."),
     offline: Path | None = typer.Option(
         None, "--offline", help="Decide here over this folder of attestations (no service)."
@@ -172,7 +175,7 @@ def check(
 
 @gate_app.command("override")
 def override(
-    target: str = typer.Argument(..., help="MODEL@VERSION."),
+    target: Target,
     purpose: str = typer.Option(..., "--purpose", help="deploy or release."),
     shares: list[Path] = typer.Option(
         ..., "--share", help="A break-glass share file (weightvault breakglass split); repeat."

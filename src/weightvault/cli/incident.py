@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from weightvault.cli._groups import GROUP, OptionGroup, command_group, option
-from weightvault.cli._options import Json, show
+from weightvault.cli._options import ForceOutput, Json, show
 
 if TYPE_CHECKING:
     from weightvault.incident.evidence import Evidence
@@ -34,7 +34,6 @@ incident_app = command_group(
 
 _MODEL = typer.Option(..., "--model", help="The custody model the incident is about.")
 _SINCE = typer.Option(None, "--since", help="Only events at or after this ISO 8601 time.")
-_FORCE = typer.Option(False, "--force", help="Overwrite the output file if it exists.")
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,7 @@ def timeline_command(
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Also write the timeline with its proofs (JSON) here."
     ),
-    force: bool = _FORCE,
+    force: ForceOutput = False,
     sources: EvidenceOptions = GROUP,
     as_json: Json = False,
 ) -> None:
@@ -166,7 +165,7 @@ def report_command(
         help="For sharing: drop names of people, the model, versions, addresses and "
         "justifications; keep digests, key ids, times and proofs.",
     ),
-    force: bool = _FORCE,
+    force: ForceOutput = False,
     since: str | None = _SINCE,
     sources: EvidenceOptions = GROUP,
     as_json: Json = False,

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from weightvault.cli._groups import GROUP, OptionGroup, command_group, option
-from weightvault.cli._options import show
+from weightvault.cli._options import ForceOutput, show
 
 if TYPE_CHECKING:
     from weightvault.tlog.checkpoint import WitnessPolicy
@@ -33,7 +33,8 @@ log_app = command_group(
 )
 
 _JSON = typer.Option(False, "--json", help="Print a JSON document instead of text.")
-_FORCE = typer.Option(False, "--force", help="Overwrite the output file if it exists.")
+LogLocation = Annotated[str, typer.Argument(help="The log.")]
+"""The log a command works on: a SQLite file or a ``postgresql://`` URL."""
 _LOG_VKEY = typer.Option(..., "--key", help="The log's verifier key (name+id+key, or a file).")
 
 
@@ -226,7 +227,7 @@ def _keygen_command(app: typer.Typer, *, witness: bool, name_help: str, help_tex
     def command(
         name: str = typer.Option(..., "--name", help=name_help),
         out: Path = typer.Option(..., "--out", help="Private key file to write (mode 0600)."),
-        force: bool = _FORCE,
+        force: ForceOutput = False,
         as_json: bool = _JSON,
     ) -> None:
         _keygen(name, out, force, witness, as_json)
@@ -285,7 +286,7 @@ def log_init(
 
 @log_app.command("append")
 def log_append(
-    log: str = typer.Argument(..., help="The log."),
+    log: LogLocation,
     files: list[Path] = typer.Argument(None, help="Files: each file's bytes become one entry."),
     text: list[str] = typer.Option([], "--text", help="An entry given as text (repeatable)."),
     as_json: bool = _JSON,
@@ -309,12 +310,12 @@ def log_append(
 
 @log_app.command("checkpoint")
 def log_checkpoint(
-    log: str = typer.Argument(..., help="The log."),
+    log: LogLocation,
     key: str = typer.Option(..., "--key", help="Signing key file, or a pkcs11: URI (Ed25519)."),
     out: Path = typer.Option(
         None, "--out", help="Write the signed checkpoint here (default: stdout)."
     ),
-    force: bool = _FORCE,
+    force: ForceOutput = False,
     as_json: bool = _JSON,
 ) -> None:
     """Sign a checkpoint of the current tree (refused if inconsistent with an earlier one)."""
@@ -330,7 +331,7 @@ def log_checkpoint(
 
 @log_app.command("add-cosignatures")
 def log_add_cosignatures(
-    log: str = typer.Argument(..., help="The log."),
+    log: LogLocation,
     checkpoint: Path = typer.Argument(..., help="A checkpoint of this log, cosigned by witnesses."),
     key: str = _LOG_VKEY,
     as_json: bool = _JSON,
@@ -352,7 +353,7 @@ def log_add_cosignatures(
 
 @log_app.command("prove")
 def log_prove(
-    log: str = typer.Argument(..., help="The log."),
+    log: LogLocation,
     index: int = typer.Option(
         None, "--index", min=0, help="Entry to prove (inclusion, tlog-proof)."
     ),
@@ -368,7 +369,7 @@ def log_prove(
         help="Prove under this (e.g. cosigned) checkpoint; default the latest.",
     ),
     out: Path = typer.Option(None, "--out", help="Output file (default: stdout)."),
-    force: bool = _FORCE,
+    force: ForceOutput = False,
     as_json: bool = _JSON,
 ) -> None:
     """Write a tlog-proof for one entry (--index) or a consistency proof (--from-size)."""
@@ -464,9 +465,9 @@ def log_verify_proof(
 
 @log_app.command("export")
 def log_export(
-    log: str = typer.Argument(..., help="The log."),
+    log: LogLocation,
     out: Path = typer.Option(..., "--out", help="Export file to write (JSON)."),
-    force: bool = _FORCE,
+    force: ForceOutput = False,
     as_json: bool = _JSON,
 ) -> None:
     """Export entries, leaf hashes and signed checkpoints, up to the latest checkpoint."""

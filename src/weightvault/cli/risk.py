@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from weightvault.cli._groups import GROUP, command_group
-from weightvault.cli._options import Client, Connection
+from weightvault.cli._options import Client, Connection, ModelName
 
 ORDER = 64
 
@@ -19,7 +19,7 @@ risk_app = command_group(
 
 @risk_app.command("add")
 def add(
-    model: str = typer.Argument(..., help="Model name."),
+    model: ModelName,
     hazard: str = typer.Option(..., "--hazard", help="The foreseeable misuse."),
     likelihood: str = typer.Option(
         ..., "--likelihood", help="rare, unlikely, possible, likely or almost-certain."
@@ -51,7 +51,7 @@ def add(
 
 @risk_app.command("update")
 def update(
-    model: str = typer.Argument(..., help="Model name."),
+    model: ModelName,
     risk_id: str = typer.Argument(..., help="The entry's id (risk list)."),
     hazard: str | None = typer.Option(None, "--hazard", help="The foreseeable misuse."),
     likelihood: str | None = typer.Option(None, "--likelihood", help="A new likelihood."),
@@ -99,7 +99,7 @@ def update(
 
 @risk_app.command("close")
 def close(
-    model: str = typer.Argument(..., help="Model name."),
+    model: ModelName,
     risk_id: str = typer.Argument(..., help="The entry's id (risk list)."),
     reason: str = typer.Option(..., "--reason", help="Why the risk no longer applies."),
     service: Client = GROUP,
@@ -113,7 +113,7 @@ def close(
 
 @risk_app.command("list")
 def list_risks(
-    model: str = typer.Argument(..., help="Model name."),
+    model: ModelName,
     service: Client = GROUP,
 ) -> None:
     """List a model's risk entries."""
@@ -129,7 +129,7 @@ def list_risks(
 
 @risk_app.command("export")
 def export(
-    model: str = typer.Argument(..., help="Model name."),
+    model: ModelName,
     fmt: str = typer.Option("json", "--format", help="json or md."),
     output: Path | None = typer.Option(None, "--output", "-o", help="File (else stdout)."),
     force: bool = typer.Option(False, "--force", help="Overwrite --output."),

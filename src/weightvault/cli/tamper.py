@@ -6,7 +6,7 @@ Only Typer is imported at load time; torch and the lab are imported inside the c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -26,6 +26,8 @@ tamper_app = command_group(
     ),
 )
 
+ForceOut = Annotated[bool, typer.Option("--force", help="Overwrite --out.")]
+"""``--force`` of the commands that write one ``--out`` file."""
 _TESTBED_HELP = "digits, bios, minilm, or module:callable returning your own Testbed adapter."
 _QUICK_HELP = (
     "Small grid and short training; seeds below 3 allowed; the report says NOT FOR CLAIMS."
@@ -144,7 +146,7 @@ def defend_command(
         1, "--threads", min=1, help="Torch threads (results depend on it)."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (same code path)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite --out."),
+    force: ForceOut = False,
     json_out: bool = typer.Option(False, "--json", help="Print the defense record as JSON."),
 ) -> None:
     """Train a defense from the testbed's undefended release and save it (safetensors)."""
@@ -226,7 +228,7 @@ def attack_command(
     ),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes (same results)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (same code path)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite --out."),
+    force: ForceOut = False,
     json_out: bool = typer.Option(False, "--json", help="Print the worst cases as JSON."),
 ) -> None:
     """Run an attack suite against models (plus random init and the undefended release)."""
@@ -429,7 +431,7 @@ def tune_command(
     ),
     threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    force: bool = typer.Option(False, "--force", help="Overwrite --out."),
+    force: ForceOut = False,
 ) -> None:
     """Choose defense hyperparameters with train-time adversaries on the defender's own data
     (never the attacker pool, the test split or a held-out family) and write a defaults file."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from weightvault.cli._groups import GROUP, command_group, with_option_groups
-from weightvault.cli._options import Client, Json, show
+from weightvault.cli._options import Client, Json, ModelName, show
 
 if TYPE_CHECKING:
     from weightvault.custody.client import VaultClient
@@ -192,7 +192,7 @@ def principal(
 
 @vault_app.command("model")
 def model(
-    name: str = typer.Argument(..., help="Model name."),
+    name: ModelName,
     policy: Path = typer.Option(..., "--policy", help="Policy JSON file."),
     service: Client = GROUP,
 ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -21,6 +21,9 @@ ORDER = 61
 job_app = command_group(
     "job", "Jobs next to the weights (query, evaluate, finetune, inspect): only results leave."
 )
+
+JobId = Annotated[str, typer.Argument(help="Job id.")]
+"""The job a command acts on (``job status | result | cancel``)."""
 
 
 def _read_text(path: Path, option: str) -> str:
@@ -131,7 +134,7 @@ add_decision_commands(
 
 @job_app.command("status")
 def status(
-    job_id: str = typer.Argument(..., help="Job id."),
+    job_id: JobId,
     wait: float = typer.Option(0.0, "--wait", help="Wait up to this many seconds for it to end."),
     service: Client = GROUP,
 ) -> None:
@@ -166,7 +169,7 @@ def _outputs_lines(outputs: dict[str, Any]) -> list[str]:
 
 @job_app.command("result")
 def result(
-    job_id: str = typer.Argument(..., help="Job id."),
+    job_id: JobId,
     output: Path = typer.Option(..., "-o", "--output", help="Write the signed result here."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
     service: Client = GROUP,
@@ -190,7 +193,7 @@ def result(
 
 @job_app.command("cancel")
 def cancel(
-    job_id: str = typer.Argument(..., help="Job id."),
+    job_id: JobId,
     service: Client = GROUP,
 ) -> None:
     """Cancel a job that was not released (a running worker is killed)."""

@@ -13,8 +13,8 @@ from pathlib import Path
 import typer
 
 from weightvault.cli._groups import command_group
+from weightvault.cli._options import ForceOutput
 from weightvault.cli.log import (
-    _FORCE,
     _JSON,
     _checkpoint_json,
     _keygen_command,
@@ -32,6 +32,9 @@ witness_app = command_group(
     "witness", "Witness a log: verify consistency with the last checkpoint seen, then cosign."
 )
 
+_LOG_KEY = typer.Option(..., "--log-key", help="The log's verifier key.")
+"""``--log-key`` of ``cosign`` and ``verify``: the log whose checkpoints are witnessed."""
+
 
 _keygen_command(
     witness_app,
@@ -48,7 +51,7 @@ def witness_cosign(
     checkpoint: Path = typer.Argument(..., help="The log's signed checkpoint."),
     key: str = typer.Option(..., "--key", help="Witness key file, or a pkcs11: URI (with --name)."),
     name: str = typer.Option(None, "--name", help="Witness name (needed with a pkcs11: key)."),
-    log_key: str = typer.Option(..., "--log-key", help="The log's verifier key."),
+    log_key: str = _LOG_KEY,
     state: Path = typer.Option(..., "--state", help="State file: the last checkpoint cosigned."),
     proof: Path = typer.Option(
         None,
@@ -58,7 +61,7 @@ def witness_cosign(
     out: Path = typer.Option(
         None, "--out", help="Write the cosigned checkpoint here (default: stdout)."
     ),
-    force: bool = _FORCE,
+    force: ForceOutput = False,
     as_json: bool = _JSON,
 ) -> None:
     """Verify a checkpoint is consistent with the last one seen, remember it, and cosign it."""
@@ -84,7 +87,7 @@ def witness_cosign(
 @witness_app.command("verify")
 def witness_verify(
     checkpoint: Path = typer.Argument(..., help="A signed (and cosigned) checkpoint."),
-    log_key: str = typer.Option(..., "--log-key", help="The log's verifier key."),
+    log_key: str = _LOG_KEY,
     witness_key: list[str] = typer.Option(
         ..., "--witness-key", help="Witness verifier key (repeatable)."
     ),
