@@ -55,9 +55,10 @@ def dtype_code(dtype: torch.dtype) -> str:
 
 @dataclass(frozen=True)
 class _Entry:
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
+    """A tensor of a safetensors header: the package's own :class:`TensorInfo` (one record of
+    name, shape and dtype for every reader) and where its bytes lie in the data section."""
+
+    info: TensorInfo
     begin: int
     end: int
 
@@ -99,29 +100,23 @@ def read_header(stream: BinaryIO, where: str) -> tuple[bytes, list[_Entry]]:
         itemsize = torch.empty((), dtype=_DTYPES[dtype]).element_size()
         if not (isinstance(begin, int) and isinstance(end, int)) or end - begin != count * itemsize:
             raise FormatError(f"{where}: tensor {name!r}: data offsets do not match its shape")
-        entries.append(_Entry(name, dtype, shape, begin, end))
+        entries.append(_Entry(TensorInfo(name, shape, dtype), begin, end))
     entries.sort(key=lambda e: (e.begin, e.end))
     position = 0
     for entry in entries:
         if entry.begin != position:
             raise FormatError(
-                f"{where}: tensor {entry.name!r}: data offsets leave a gap or overlap"
+                f"{where}: tensor {entry.info.name!r}: data offsets leave a gap or overlap"
             )
         position = entry.end
     return prefix + raw, entries
-
-
-def _tensor_from(data: bytes, entry: _Entry) -> torch.Tensor:
-    if not data:
-        return torch.empty(entry.shape, dtype=_DTYPES[entry.dtype])
-    return torch.frombuffer(bytearray(data), dtype=_DTYPES[entry.dtype]).reshape(entry.shape)
 
 
 def _read_tensor(stream: BinaryIO, entry: _Entry, where: str) -> torch.Tensor:
     """One tensor read straight into its own buffer (one copy of its bytes in memory)."""
     size = entry.end - entry.begin
     if not size:
-        return torch.empty(entry.shape, dtype=_DTYPES[entry.dtype])
+        return torch.empty(entry.info.shape, dtype=_DTYPES[entry.info.dtype])
     buffer = bytearray(size)
     view = memoryview(buffer)
     filled = 0
@@ -130,7 +125,7 @@ def _read_tensor(stream: BinaryIO, entry: _Entry, where: str) -> torch.Tensor:
         if not count:
             raise FormatError(f"{where}: truncated safetensors file")
         filled += count
-    return torch.frombuffer(buffer, dtype=_DTYPES[entry.dtype]).reshape(entry.shape)
+    return torch.frombuffer(buffer, dtype=_DTYPES[entry.info.dtype]).reshape(entry.info.shape)
 
 
 def rewrite_safetensors(
@@ -150,7 +145,7 @@ def rewrite_safetensors(
     written = len(header)
     for entry in entries:
         size = entry.end - entry.begin
-        rewrite = change(entry.name)
+        rewrite = change(entry.info.name)
         if rewrite is None:
             left = size
             while left:
@@ -162,8 +157,8 @@ def rewrite_safetensors(
         else:
             original = _read_tensor(source, entry, where)
             marked = rewrite(original)
-            if marked.dtype != original.dtype or tuple(marked.shape) != entry.shape:
-                raise AssertionError(f"{entry.name}: a mark changed dtype or shape")
+            if marked.dtype != original.dtype or tuple(marked.shape) != entry.info.shape:
+                raise AssertionError(f"{entry.info.name}: a mark changed dtype or shape")
             if size:  # written from the tensor's own memory: no bytes copy of a large tensor
                 sink.write(marked.contiguous().view(torch.uint8).numpy().data)
         written += size
@@ -254,7 +249,7 @@ def _file_infos(file: Path, torch_cache: dict[Path, dict[str, torch.Tensor]]) ->
                 _header, entries = read_header(handle, str(file))
         except OSError as exc:
             raise InputError(f"{file}: cannot read ({exc.strerror or exc})") from exc
-        return [TensorInfo(e.name, e.shape, e.dtype) for e in entries]
+        return [e.info for e in entries]
     state = load_torch_state(file)
     torch_cache[file] = state
     return [TensorInfo(n, tuple(t.shape), dtype_code(t.dtype)) for n, t in state.items()]

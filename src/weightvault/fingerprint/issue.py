@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import torch
 
 from weightvault import _interrupt
+from weightvault._dataclass_json import field_dict
 from weightvault._fs import atomic_output, ensure_writable_destination, fsync_dir, temporary_name
 from weightvault.errors import InputError
 from weightvault.fingerprint._io import (
@@ -73,16 +74,7 @@ class IssuedCopy:
     robust_elements: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "recipient": self.recipient,
-            "fingerprint_id": self.fingerprint_id,
-            "key_id": self.key_id,
-            "output": str(self.output),
-            "files": list(self.files),
-            "permuted_groups": self.permuted_groups,
-            "robust_tensors": self.robust_tensors,
-            "robust_elements": self.robust_elements,
-        }
+        return {**field_dict(self), "output": str(self.output), "files": list(self.files)}
 
 
 def read_heads(model: Path) -> int | None:

@@ -227,6 +227,19 @@ def _add_group(
     groups[name] = group
 
 
+def _table_members(
+    parts: dict[str, TensorInfo], table: dict[str, tuple[str, str, int]]
+) -> dict[str, list[tuple[TensorInfo, str, int, int, int]]]:
+    """The whole-axis members a suffix table names, by group kind: one reading of the tables
+    for every architecture, so a table entry means the same wherever it is used."""
+    by_kind: dict[str, list[tuple[TensorInfo, str, int, int, int]]] = {}
+    for suffix, (kind, role, axis) in table.items():
+        info = parts.get(suffix)
+        if info is not None and axis < len(info.shape):
+            by_kind.setdefault(kind, []).append((info, role, axis, 0, info.shape[axis]))
+    return by_kind
+
+
 def _plan_table(
     groups: dict[str, UnitGroup],
     block: str,
@@ -235,13 +248,7 @@ def _plan_table(
     heads: int | None,
     relu: bool,
 ) -> None:
-    by_kind: dict[str, list[tuple[TensorInfo, str, int, int, int]]] = {}
-    for suffix, (kind, role, axis) in table.items():
-        info = parts.get(suffix)
-        if info is None or axis >= len(info.shape):
-            continue
-        by_kind.setdefault(kind, []).append((info, role, axis, 0, info.shape[axis]))
-    for kind, members in by_kind.items():
+    for kind, members in _table_members(parts, table).items():
         _add_group(groups, block, kind, members, heads, relu)
 
 
@@ -252,11 +259,7 @@ def _plan_gpt2(
     heads: int | None,
     relu: bool,
 ) -> None:
-    by_kind: dict[str, list[tuple[TensorInfo, str, int, int, int]]] = {}
-    for suffix, (kind, role, axis) in _GPT2.items():
-        info = parts.get(suffix)
-        if info is not None and axis < len(info.shape):
-            by_kind.setdefault(kind, []).append((info, role, axis, 0, info.shape[axis]))
+    by_kind = _table_members(parts, _GPT2)
     for suffix, axis in _GPT2_QKV.items():
         info = parts.get(suffix)
         if info is None or axis >= len(info.shape) or info.shape[axis] % 3:
