@@ -51,10 +51,19 @@ class InitializedPrincipal:
     """The principal's API token (0600), shown nowhere else."""
     approval_key: Path | None = None
     """Ed25519 private key (PKCS#8 PEM, 0600) that signs this approver's decisions."""
-    approval_public_key: Path | None = None
-    """The matching public key (PEM), as the service registered it."""
     approval_key_id: str | None = None
     """Hex SHA-256 of the raw public key (what approvals and the audit log name)."""
+
+    @property
+    def approval_public_key(self) -> Path | None:
+        """The matching public key (PEM), as the service registered it: written beside the
+        private key under the same name, so derived from it rather than stored twice."""
+        return None if self.approval_key is None else _public_key_path(self.approval_key)
+
+
+def _public_key_path(private_key: Path) -> Path:
+    """Where an approver's public key is written: beside ``NAME.pem``, as ``NAME.pub``."""
+    return private_key.with_suffix(".pub")
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,15 @@ class InitResult:
     """A data folder made by :func:`initialize_data_folder`."""
 
     data_dir: Path
-    credentials_dir: Path
-    """Tokens and approval keys to hand out, then delete (the service reads none of them)."""
     principals: tuple[InitializedPrincipal, ...]
     audit_log_key: str
     """The audit log's verifier key (``name+id+key``), for ``audit verify``."""
+
+    @property
+    def credentials_dir(self) -> Path:
+        """Tokens and approval keys to hand out, then delete (the service reads none of them):
+        always ``CREDENTIALS_DIR`` inside the data folder, so derived rather than stored."""
+        return self.data_dir / CREDENTIALS_DIR
 
 
 def is_custody_folder(path: Path) -> bool:
@@ -172,7 +185,6 @@ def _build(folder: Path, admin: str, owner: str, approvers: Sequence[str]) -> In
                 made.append(InitializedPrincipal(name, role, token_file))
                 continue
             private = credentials / f"{name}.pem"
-            public = credentials / f"{name}.pub"
             write_secret_file(
                 private,
                 key.private_bytes(
@@ -181,21 +193,16 @@ def _build(folder: Path, admin: str, owner: str, approvers: Sequence[str]) -> In
                     serialization.NoEncryption(),
                 ).decode("ascii"),
             )
-            public.write_bytes(public_pem)
+            _public_key_path(private).write_bytes(public_pem)
             made.append(
                 InitializedPrincipal(
-                    name,
-                    role,
-                    token_file,
-                    private,
-                    public,
-                    key_id_of(key.public_key().public_bytes_raw()),
+                    name, role, token_file, private, key_id_of(key.public_key().public_bytes_raw())
                 )
             )
         log_key = custody.trail.verifier_key.to_text()
     finally:
         custody.close()
-    return InitResult(folder, credentials, tuple(made), log_key)
+    return InitResult(folder, tuple(made), log_key)
 
 
 def _move_into_place(staging: Path, data_dir: Path, existing: bool) -> None:
@@ -226,9 +233,8 @@ def _relocate(result: InitResult, staging: Path, data_dir: Path) -> InitResult:
             p.role,
             data_dir / p.token_file.relative_to(staging),
             moved(p.approval_key),
-            moved(p.approval_public_key),
             p.approval_key_id,
         )
         for p in result.principals
     )
-    return InitResult(data_dir, data_dir / CREDENTIALS_DIR, principals, result.audit_log_key)
+    return InitResult(data_dir, principals, result.audit_log_key)
