@@ -34,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from weightvault._fs import SizedReader
 from weightvault.attest._layouts import (
     DEFAULT_LINES_PER_GROUP,
     ROW_GROUP_FORMATS,
@@ -251,7 +252,7 @@ def verify_row_groups(
     return tuple(_check_shard(path, row_group_indices, attestation, name))
 
 
-class VerifiedShard(io.RawIOBase):
+class VerifiedShard(SizedReader):
     """A shard opened for a reader (``pyarrow.parquet.ParquetFile``, ``pyarrow.ipc.open_file``,
     line by line) that only ever hands out checked bytes: the first read that touches a row
     group (or a metadata range) reads that whole range once, hashes it and compares it with the
@@ -294,23 +295,6 @@ class VerifiedShard(io.RawIOBase):
         self._kept_bytes = 0
         self.checks = 0
         """Ranges read and checked so far (a range evicted and read again counts twice)."""
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._position = base + offset
-        return self._position
 
     def close(self) -> None:
         self._handle.close()

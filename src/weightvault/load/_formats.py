@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from weightvault._fs import SizedReader
 from weightvault.errors import FormatError, UnsafeFileError
 
 if TYPE_CHECKING:
@@ -53,19 +54,13 @@ _DTYPES: dict[str, tuple[str, int]] = {
 }
 
 
-class BufferFile(io.RawIOBase):
+class BufferFile(SizedReader):
     """A read-only, seekable file over a buffer (``io.BytesIO`` would copy it first)."""
 
     def __init__(self, buffer: memoryview) -> None:
         super().__init__()
         self._view = memoryview(buffer).cast("B")
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
+        self._size = len(self._view)
 
     def readinto(self, target: Any) -> int:
         out = memoryview(target).cast("B")
@@ -79,17 +74,6 @@ class BufferFile(io.RawIOBase):
         data = bytes(self._view[self._position : end])
         self._position += len(data)
         return data
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}
-        position = base[whence] + offset
-        if position < 0:
-            raise ValueError("negative seek position")
-        self._position = position
-        return position
-
-    def tell(self) -> int:
-        return self._position
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any, cast
 
+from weightvault._fs import SizedReader
 from weightvault.errors import FormatError, WeightvaultError
 from weightvault.load._formats import header_size, parse_header
 from weightvault.load._read import Placement, Segment, read_at
@@ -189,7 +190,7 @@ class CheckpointPlacer(_Placer):
         return wanted
 
 
-class _Cached(io.RawIOBase):
+class _Cached(SizedReader):
     """A read-only file over ``fd`` that reads each byte at most once: a range read again is
     served from our memory, so the bytes a parser saw are the bytes hashed later (``ranges``
     become filled segments)."""
@@ -197,22 +198,13 @@ class _Cached(io.RawIOBase):
     def __init__(self, fd: int, size: int, shown: str) -> None:
         super().__init__()
         self._fd, self._size, self._shown = fd, size, shown
-        self._position = 0
         self.ranges: list[tuple[int, bytearray]] = []  # disjoint, sorted by start
         self._starts: list[int] = []
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """As :meth:`SizedReader.seek`, but a position before the start is the start."""
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
         self._position = max(0, base + offset)
-        return self._position
-
-    def tell(self) -> int:
         return self._position
 
     def readinto(self, target: Any) -> int:

@@ -7,10 +7,10 @@ is reported (a disguise is itself a finding).
 
 from __future__ import annotations
 
-import io
 import struct
 from typing import BinaryIO
 
+from weightvault._fs import SizedReader
 from weightvault.scan._engine import FileContext
 from weightvault.scan._io import ByteReader, Truncated
 from weightvault.scan.formats import compressed, tar, template_files, zip_archive
@@ -37,7 +37,7 @@ CLAIMED_FORMATS = {
 }
 
 
-class RegionFile(io.RawIOBase):
+class RegionFile(SizedReader):
     """A read-only, seekable file object over ``[start, end)`` of another seekable file.
 
     Lets ``zipfile``, ``tarfile`` and ``h5py`` open an archive member in place, without a copy.
@@ -47,39 +47,30 @@ class RegionFile(io.RawIOBase):
         super().__init__()
         self._raw = raw
         self._start = start
-        self._end = end
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
+        self._size = end - start
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        """As :meth:`SizedReader.seek`, but failing as a real file does (``OSError``), and any
+        ``whence`` other than 0 and 1 counts from the end."""
         if whence == 0:
             pos = offset
         elif whence == 1:
-            pos = self._pos + offset
+            pos = self._position + offset
         else:
-            pos = self._end - self._start + offset
+            pos = self._size + offset
         if pos < 0:
             raise OSError("negative seek position")
-        self._pos = pos
+        self._position = pos
         return pos
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        size = self._end - self._start
-        n = min(len(buffer), size - self._pos)
+        n = min(len(buffer), self._size - self._position)
         if n <= 0:
             return 0
-        self._raw.seek(self._start + self._pos)
+        self._raw.seek(self._start + self._position)
         data = self._raw.read(n)
         buffer[: len(data)] = data
-        self._pos += len(data)
+        self._position += len(data)
         return len(data)
 
 
