@@ -1,9 +1,11 @@
-"""JSON request bodies: strict (no extra fields, no type coercion), bounded."""
+"""JSON request bodies: strict (no extra fields, no type coercion), bounded; and the bounded
+``status`` query filter of the list routes."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 __all__ = [
@@ -13,9 +15,14 @@ __all__ = [
     "PrincipalIn",
     "PrincipalPatch",
     "RequestIn",
+    "StatusFilter",
     "StrictBody",
     "TokenIn",
 ]
+
+
+StatusFilter = Annotated[str | None, Query(max_length=16)]
+"""The optional ``status`` a list route filters by (``= None`` in the handler), kept short."""
 
 
 class StrictBody(BaseModel):

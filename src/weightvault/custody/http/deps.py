@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated, Any, Protocol, TypeVar
 
-from fastapi import Header, Request
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import Response
 
 from weightvault.custody.context import RequestContext
 from weightvault.custody.identities import Identities
 
-__all__ = ["Action", "actions"]
+__all__ = ["Action", "Ctx", "Route", "actions", "raw_answer", "room_routes"]
 
 Action = Callable[..., Callable[..., RequestContext]]
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+class Route(Protocol):
+    """What :func:`room_routes` gives: ``route(method, path, name, **options)(handler)``."""
+
+    def __call__(
+        self, method: str, path: str, name: str, **options: Any
+    ) -> Callable[[_Handler], _Handler]: ...
 
 
 def actions(identities: Identities) -> Action:
@@ -31,3 +43,33 @@ def actions(identities: Identities) -> Action:
         return dependency
 
     return action
+
+
+def _request_context(request: Request) -> RequestContext:
+    ctx: RequestContext = request.state.wv_ctx
+    return ctx
+
+
+Ctx = Annotated[RequestContext, Depends(_request_context)]
+"""A handler's ``ctx`` parameter under :func:`room_routes`: the context its route's action named
+and authenticated (a route-level dependency, which FastAPI solves before the handler's own)."""
+
+
+def room_routes(router: APIRouter, action: Action) -> Route:
+    """``route(method, path, name, **options)``: a decorator adding a handler to ``router`` whose
+    request is named ``name`` and authenticated before anything else, so that every route of a
+    room says its audit action beside its path, and its handler takes just ``ctx: Ctx`` and the
+    request's own parameters (``options`` as for :meth:`APIRouter.api_route`)."""
+
+    def route(method: str, path: str, name: str, **options: Any) -> Callable[[_Handler], _Handler]:
+        return router.api_route(
+            path, methods=[method], dependencies=[Depends(action(name))], **options
+        )
+
+    return route
+
+
+def raw_answer(response_class: type[Response], media_type: str) -> dict[str, Any]:
+    """The ``route`` options of a handler that answers with a response it makes itself (bytes or
+    a stream), so that the OpenAPI schema still names the media type of its 200 answer."""
+    return {"response_class": response_class, "responses": {200: {"content": {media_type: {}}}}}

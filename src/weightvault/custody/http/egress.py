@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 
-from weightvault.custody.context import RequestContext
 from weightvault.custody.egress import Pulls
-from weightvault.custody.http.deps import Action
+from weightvault.custody.http.deps import Action, Ctx, raw_answer, room_routes
 from weightvault.custody.http.ranges import pull_headers, range_of
 
 __all__ = ["egress_router"]
@@ -17,23 +16,20 @@ __all__ = ["egress_router"]
 
 def egress_router(room: Pulls, action: Action) -> APIRouter:
     router = APIRouter()
+    route = room_routes(router, action)
 
-    @router.get("/v1/grants/{grant_id}/files")
-    def grant_files(
-        grant_id: str, ctx: RequestContext = Depends(action("grant.files"))
-    ) -> dict[str, Any]:
+    @route("GET", "/v1/grants/{grant_id}/files", "grant.files")
+    def grant_files(ctx: Ctx, grant_id: str) -> dict[str, Any]:
         return room.grant_files(ctx, grant_id)
 
-    @router.get(
-        "/v1/grants/{grant_id}/files/{index}",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"application/octet-stream": {}}}},
-    )
+    pulled = raw_answer(StreamingResponse, "application/octet-stream")
+
+    @route("GET", "/v1/grants/{grant_id}/files/{index}", "pull", **pulled)
     def pull(
+        ctx: Ctx,
         grant_id: str,
         index: int,
         range_header: str | None = Header(default=None, alias="Range", max_length=100),
-        ctx: RequestContext = Depends(action("pull")),
     ) -> StreamingResponse:
         ranged = range_header is not None
         opened = room.open_pull(ctx, grant_id, index, range_of(range_header))

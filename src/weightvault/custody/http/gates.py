@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import Field
 
-from weightvault.custody.context import RequestContext
 from weightvault.custody.gates import Gates
 from weightvault.custody.http.bodies import StrictBody
-from weightvault.custody.http.deps import Action
+from weightvault.custody.http.deps import Action, Ctx, room_routes
 from weightvault.custody.risk import RiskRegister
 
 __all__ = ["gates_router"]
@@ -54,69 +53,40 @@ class RiskCloseIn(StrictBody):
 
 def gates_router(gates: Gates, risks: RiskRegister, action: Action) -> APIRouter:
     router = APIRouter()
+    route = room_routes(router, action)
     base = "/v1/models/{model}/versions/{version}"
+    risk = "/v1/models/{model}/risks/{risk_id}"
 
-    @router.post(f"{base}/attestations", status_code=201)
-    def attach(
-        model: str,
-        version: str,
-        body: AttestationIn,
-        ctx: RequestContext = Depends(action("gate.attach")),
-    ) -> dict[str, Any]:
+    @route("POST", f"{base}/attestations", "gate.attach", status_code=201)
+    def attach(ctx: Ctx, model: str, version: str, body: AttestationIn) -> dict[str, Any]:
         return gates.attach(ctx, model, version, body.attestation)
 
-    @router.get(f"{base}/attestations")
-    def list_attestations(
-        model: str, version: str, ctx: RequestContext = Depends(action("gate.attestations"))
-    ) -> list[dict[str, Any]]:
+    @route("GET", f"{base}/attestations", "gate.attestations")
+    def list_attestations(ctx: Ctx, model: str, version: str) -> list[dict[str, Any]]:
         return gates.list_attestations(ctx, model, version)
 
-    @router.post(f"{base}/gate")
-    def check(
-        model: str,
-        version: str,
-        body: GateCheckIn,
-        ctx: RequestContext = Depends(action("gate.check")),
-    ) -> dict[str, Any]:
+    @route("POST", f"{base}/gate", "gate.check")
+    def check(ctx: Ctx, model: str, version: str, body: GateCheckIn) -> dict[str, Any]:
         return gates.check(ctx, model, version, body.purpose)
 
-    @router.post(f"{base}/gate/override", status_code=201)
-    def override(
-        model: str,
-        version: str,
-        body: OverrideIn,
-        ctx: RequestContext = Depends(action("gate.override")),
-    ) -> dict[str, Any]:
+    @route("POST", f"{base}/gate/override", "gate.override", status_code=201)
+    def override(ctx: Ctx, model: str, version: str, body: OverrideIn) -> dict[str, Any]:
         return gates.override(ctx, model, version, body.purpose, body.shares, body.reason)
 
-    @router.post("/v1/models/{model}/risks", status_code=201)
-    def add_risk(
-        model: str, body: RiskIn, ctx: RequestContext = Depends(action("risk.add"))
-    ) -> dict[str, Any]:
+    @route("POST", "/v1/models/{model}/risks", "risk.add", status_code=201)
+    def add_risk(ctx: Ctx, model: str, body: RiskIn) -> dict[str, Any]:
         return risks.add(ctx, model, body.entry)
 
-    @router.patch("/v1/models/{model}/risks/{risk_id}")
-    def update_risk(
-        model: str,
-        risk_id: str,
-        body: RiskChangesIn,
-        ctx: RequestContext = Depends(action("risk.update")),
-    ) -> dict[str, Any]:
+    @route("PATCH", risk, "risk.update")
+    def update_risk(ctx: Ctx, model: str, risk_id: str, body: RiskChangesIn) -> dict[str, Any]:
         return risks.update(ctx, model, risk_id, body.changes)
 
-    @router.post("/v1/models/{model}/risks/{risk_id}/close")
-    def close_risk(
-        model: str,
-        risk_id: str,
-        body: RiskCloseIn,
-        ctx: RequestContext = Depends(action("risk.close")),
-    ) -> dict[str, Any]:
+    @route("POST", f"{risk}/close", "risk.close")
+    def close_risk(ctx: Ctx, model: str, risk_id: str, body: RiskCloseIn) -> dict[str, Any]:
         return risks.close(ctx, model, risk_id, body.reason)
 
-    @router.get("/v1/models/{model}/risks")
-    def list_risks(
-        model: str, ctx: RequestContext = Depends(action("risk.list"))
-    ) -> list[dict[str, Any]]:
+    @route("GET", "/v1/models/{model}/risks", "risk.list")
+    def list_risks(ctx: Ctx, model: str) -> list[dict[str, Any]]:
         return risks.list(ctx, model)
 
     return router

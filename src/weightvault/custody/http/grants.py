@@ -4,23 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter
 
-from weightvault.custody.context import RequestContext
 from weightvault.custody.grants import Grants
-from weightvault.custody.http.bodies import ApprovalIn, RequestIn
-from weightvault.custody.http.deps import Action
+from weightvault.custody.http.bodies import ApprovalIn, RequestIn, StatusFilter
+from weightvault.custody.http.deps import Action, Ctx, room_routes
 
 __all__ = ["grants_router"]
 
 
 def grants_router(room: Grants, action: Action) -> APIRouter:
     router = APIRouter()
+    route = room_routes(router, action)
 
-    @router.post("/v1/requests", status_code=201)
-    def create_request(
-        body: RequestIn, ctx: RequestContext = Depends(action("request.create"))
-    ) -> dict[str, Any]:
+    @route("POST", "/v1/requests", "request.create", status_code=201)
+    def create_request(ctx: Ctx, body: RequestIn) -> dict[str, Any]:
         return room.create_request(
             ctx,
             body.model,
@@ -31,31 +29,20 @@ def grants_router(room: Grants, action: Action) -> APIRouter:
             body.purpose,
         )
 
-    @router.get("/v1/requests")
-    def list_requests(
-        status: str | None = Query(default=None, max_length=16),
-        ctx: RequestContext = Depends(action("request.list")),
-    ) -> list[dict[str, Any]]:
+    @route("GET", "/v1/requests", "request.list")
+    def list_requests(ctx: Ctx, status: StatusFilter = None) -> list[dict[str, Any]]:
         return room.list_requests(ctx, status)
 
-    @router.get("/v1/requests/{request_id}")
-    def get_request(
-        request_id: str, ctx: RequestContext = Depends(action("request.get"))
-    ) -> dict[str, Any]:
+    @route("GET", "/v1/requests/{request_id}", "request.get")
+    def get_request(ctx: Ctx, request_id: str) -> dict[str, Any]:
         return room.get_request(ctx, request_id)
 
-    @router.post("/v1/requests/{request_id}/approvals", status_code=201)
-    def approve(
-        request_id: str,
-        body: ApprovalIn,
-        ctx: RequestContext = Depends(action("request.decide")),
-    ) -> dict[str, Any]:
+    @route("POST", "/v1/requests/{request_id}/approvals", "request.decide", status_code=201)
+    def approve(ctx: Ctx, request_id: str, body: ApprovalIn) -> dict[str, Any]:
         return room.submit_approval(ctx, request_id, body.envelope)
 
-    @router.post("/v1/requests/{request_id}/revoke")
-    def revoke(
-        request_id: str, ctx: RequestContext = Depends(action("grant.revoke"))
-    ) -> dict[str, Any]:
+    @route("POST", "/v1/requests/{request_id}/revoke", "grant.revoke")
+    def revoke(ctx: Ctx, request_id: str) -> dict[str, Any]:
         return room.revoke(ctx, request_id)
 
     return router

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import Field
 
-from weightvault.custody.context import RequestContext
-from weightvault.custody.http.bodies import ApprovalIn, StrictBody
-from weightvault.custody.http.deps import Action
+from weightvault.custody.http.bodies import ApprovalIn, StatusFilter, StrictBody
+from weightvault.custody.http.deps import Action, Ctx, raw_answer, room_routes
 from weightvault.custody.jobs import Jobs
 
 __all__ = ["JobIn", "jobs_router"]
@@ -30,39 +29,33 @@ class JobIn(StrictBody):
 
 def jobs_router(room: Jobs, action: Action) -> APIRouter:
     router = APIRouter()
+    route = room_routes(router, action)
 
-    @router.post("/v1/jobs", status_code=201)
-    def submit(body: JobIn, ctx: RequestContext = Depends(action("job.submit"))) -> dict[str, Any]:
+    @route("POST", "/v1/jobs", "job.submit", status_code=201)
+    def submit(ctx: Ctx, body: JobIn) -> dict[str, Any]:
         document = body.model_dump(exclude={"justification"})
         return room.submit(ctx, document, body.justification)
 
-    @router.get("/v1/jobs")
-    def list_jobs(
-        status: str | None = Query(default=None, max_length=16),
-        ctx: RequestContext = Depends(action("job.list")),
-    ) -> list[dict[str, Any]]:
+    @route("GET", "/v1/jobs", "job.list")
+    def list_jobs(ctx: Ctx, status: StatusFilter = None) -> list[dict[str, Any]]:
         return room.list(ctx, status)
 
-    @router.get("/v1/jobs/{job_id}")
-    def get_job(job_id: str, ctx: RequestContext = Depends(action("job.get"))) -> dict[str, Any]:
+    @route("GET", "/v1/jobs/{job_id}", "job.get")
+    def get_job(ctx: Ctx, job_id: str) -> dict[str, Any]:
         return room.get(ctx, job_id)
 
-    @router.post("/v1/jobs/{job_id}/approvals", status_code=201)
-    def decide(
-        job_id: str, body: ApprovalIn, ctx: RequestContext = Depends(action("job.decide"))
-    ) -> dict[str, Any]:
+    @route("POST", "/v1/jobs/{job_id}/approvals", "job.decide", status_code=201)
+    def decide(ctx: Ctx, job_id: str, body: ApprovalIn) -> dict[str, Any]:
         return room.decide(ctx, job_id, body.envelope)
 
-    @router.post("/v1/jobs/{job_id}/cancel")
-    def cancel(job_id: str, ctx: RequestContext = Depends(action("job.cancel"))) -> dict[str, Any]:
+    @route("POST", "/v1/jobs/{job_id}/cancel", "job.cancel")
+    def cancel(ctx: Ctx, job_id: str) -> dict[str, Any]:
         return room.cancel(ctx, job_id)
 
-    @router.post(
-        "/v1/jobs/{job_id}/result",
-        response_class=Response,
-        responses={200: {"content": {"application/json": {}}}},
-    )
-    def release(job_id: str, ctx: RequestContext = Depends(action("job.release"))) -> Response:
+    released = raw_answer(Response, "application/json")
+
+    @route("POST", "/v1/jobs/{job_id}/result", "job.release", **released)
+    def release(ctx: Ctx, job_id: str) -> Response:
         return Response(room.release(ctx, job_id), media_type="application/json")
 
     return router
