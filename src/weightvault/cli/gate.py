@@ -7,12 +7,13 @@ offline, :func:`weightvault.custody.gates_policy.decide` over a folder of attest
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from weightvault.cli._groups import GROUP, command_group
+from weightvault.cli._groups import GROUP, OptionGroup, command_group, option
 from weightvault.cli._options import Client
 
 ORDER = 63
@@ -92,69 +93,74 @@ def list_attestations(
     )
 
 
-def _offline(
-    model: str,
-    folder: Path,
-    policy_path: Path | None,
-    root_digest: str | None,
-    log_export: Path | None,
-    log_key: str | None,
-) -> dict[str, Any]:
-    import datetime as dt
+def _offline(flag: str, what: str) -> Any:
+    """A field of :class:`Offline`: an option that only ``--offline`` reads, and says so."""
+    return field(metadata=option(None, flag, help=f"Offline: {what}"))
 
-    from weightvault._fs import read_small_file
-    from weightvault._json import load_object
-    from weightvault.custody.gates_policy import ReleasePolicy, decide, parse_evidence
-    from weightvault.errors import FormatError, UsageError
 
-    if policy_path is None or root_digest is None:
-        raise UsageError("--offline needs --policy and --root-digest")
-    document = load_object(read_small_file(policy_path, "policy", 256 * 1024), "policy")
-    policy = ReleasePolicy.from_dict(document.get("release", document))
-    if not root_digest.startswith("sha256:") or len(root_digest) != 71:
-        raise UsageError("--root-digest: expected sha256:<64 hex digits>")
-    if not folder.is_dir():
-        raise UsageError(f"--offline {folder}: not a folder")
-    offered = []
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            try:
-                offered.append(parse_evidence(read_small_file(path, "attestation", _MAX_FILE)))
-            except FormatError as exc:
-                raise FormatError(f"{path}: {exc.message}") from exc
-    export = read_small_file(log_export, "log export", 1 << 30) if log_export else None
-    key_text = None
-    if log_key is not None:
-        key_path = Path(log_key)
-        key_text = key_path.read_text().strip() if key_path.is_file() else log_key
-    decision = decide(
-        policy,
-        root_digest,
-        offered,
-        now=dt.datetime.now(dt.UTC),
-        log_export=export,
-        log_key_text=key_text,
+@dataclass(frozen=True)
+class Offline(OptionGroup):
+    """``gate check --offline``: decide here, without the service, over a folder of
+    attestations, with the policy, root digest and audit log that the service would hold."""
+
+    folder: Path | None = field(
+        metadata=option(
+            None, "--offline", help="Decide here over this folder of attestations (no service)."
+        )
     )
-    return {**decision.to_json(), "model": model, "offline": True}
+    policy: Path | None = _offline("--policy", "the model's policy.")  # noqa: RUF009 (returns a field)
+    root_digest: str | None = _offline("--root-digest", "the version's root digest (sha256:HEX).")
+    log_export: Path | None = _offline("--log-export", "the custody's exported audit log.")  # noqa: RUF009 (returns a field)
+    log_key: str | None = _offline("--log-key", "the custody log's public key (file or text).")
+
+    def decide(self, model: str) -> dict[str, Any]:
+        """The gate's decision for ``model``'s version, as the service would answer it."""
+        import datetime as dt
+
+        from weightvault._fs import read_small_file
+        from weightvault._json import load_object
+        from weightvault.custody.gates_policy import ReleasePolicy, decide, parse_evidence
+        from weightvault.errors import FormatError, UsageError
+
+        if self.policy is None or self.root_digest is None:
+            raise UsageError("--offline needs --policy and --root-digest")
+        document = load_object(read_small_file(self.policy, "policy", 256 * 1024), "policy")
+        policy = ReleasePolicy.from_dict(document.get("release", document))
+        if not self.root_digest.startswith("sha256:") or len(self.root_digest) != 71:
+            raise UsageError("--root-digest: expected sha256:<64 hex digits>")
+        folder = self.folder
+        if folder is None or not folder.is_dir():
+            raise UsageError(f"--offline {folder}: not a folder")
+        offered = []
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                try:
+                    offered.append(parse_evidence(read_small_file(path, "attestation", _MAX_FILE)))
+                except FormatError as exc:
+                    raise FormatError(f"{path}: {exc.message}") from exc
+        export = (
+            read_small_file(self.log_export, "log export", 1 << 30) if self.log_export else None
+        )
+        key_text = None
+        if self.log_key is not None:
+            key_path = Path(self.log_key)
+            key_text = key_path.read_text().strip() if key_path.is_file() else self.log_key
+        decision = decide(
+            policy,
+            self.root_digest,
+            offered,
+            now=dt.datetime.now(dt.UTC),
+            log_export=export,
+            log_key_text=key_text,
+        )
+        return {**decision.to_json(), "model": model, "offline": True}
 
 
 @gate_app.command("check")
 def check(
     target: Target,
     purpose: str = typer.Option("deploy", "--purpose", help="deploy or release."),
-    offline: Path | None = typer.Option(
-        None, "--offline", help="Decide here over this folder of attestations (no service)."
-    ),
-    policy: Path | None = typer.Option(None, "--policy", help="Offline: the model's policy."),
-    root_digest: str | None = typer.Option(
-        None, "--root-digest", help="Offline: the version's root digest (sha256:HEX)."
-    ),
-    log_export: Path | None = typer.Option(
-        None, "--log-export", help="Offline: the custody's exported audit log."
-    ),
-    log_key: str | None = typer.Option(
-        None, "--log-key", help="Offline: the custody log's public key (file or text)."
-    ),
+    offline: Offline = GROUP,
     service: Client = GROUP,
 ) -> None:
     """Would a deploy or release grant of this version pass its gate? Exit 0 yes, 1 no."""
@@ -163,8 +169,8 @@ def check(
     if purpose not in ("deploy", "release"):
         raise UsageError("--purpose: expected deploy or release")
     model, version = _split(target)
-    if offline is not None:
-        result = _offline(model, offline, policy, root_digest, log_export, log_key)
+    if offline.folder is not None:
+        result = offline.decide(model)
     else:
         with service.client() as client:
             result = client.gate_check(model, version, purpose)
