@@ -12,9 +12,7 @@ The signature is an ordinary OMS signature: ``weightvault verify`` and ``model-s
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from weightvault import signing
 from weightvault._fs import atomic_output
+from weightvault._safetensors import safetensors_header
 from weightvault.errors import UsageError
 from weightvault.hashing import HashAlgorithm, HashJob, hash_jobs
 from weightvault.load._read import Extent, shard_extents, whole_file
@@ -151,34 +150,21 @@ def save_safetensors(
     for the file). The file appears under its name only once complete.
     """
     algorithm = HashAlgorithm.parse(hash_type)
-    entries: dict[str, Any] = {}
     order = sorted(tensors, key=lambda n: (-tensors[n].element_size(), n))
-    cursor = 0
+    layout: list[tuple[str, str, tuple[int, ...], int]] = []
     for name in order:
         tensor = tensors[name]
         dtype = _DTYPE_NAMES.get(str(tensor.dtype).removeprefix("torch."))
         if dtype is None:
             raise UsageError(f"tensor {name!r}: dtype {tensor.dtype} has no safetensors name")
-        nbytes = tensor.numel() * tensor.element_size()
-        entries[name] = {
-            "dtype": dtype,
-            "shape": list(tensor.shape),
-            "data_offsets": [cursor, cursor + nbytes],
-        }
-        cursor += nbytes
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = dict(metadata)
-    header.update(entries)
-    header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    header_bytes += b" " * (-len(header_bytes) % 8)
-    size = 8 + len(header_bytes) + cursor
+        layout.append((name, dtype, tuple(tensor.shape), tensor.numel() * tensor.element_size()))
+    header = safetensors_header(layout, metadata)
+    size = len(header) + sum(nbytes for _name, _dtype, _shape, nbytes in layout)
     target = Path(path)
     extents = _extents(target.name, size, shard_size)
     with atomic_output(target, force=True) as handle:
         writer = _HashingWriter(handle, algorithm, extents)
-        writer.write(memoryview(struct.pack("<Q", len(header_bytes))))
-        writer.write(memoryview(header_bytes))
+        writer.write(memoryview(header))
         for name in order:
             data = _tensor_bytes(tensors[name])
             for start in range(0, len(data), _WRITE_CHUNK):

@@ -16,7 +16,6 @@ NumPy) into a safetensors file written atomically.
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import struct
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from weightvault._fs import atomic_output
+from weightvault._safetensors import safetensors_header
 from weightvault.errors import FormatError, InputError, UnsafeFileError
 from weightvault.scan.policy import Policy, Severity, remap_python2
 
@@ -436,25 +436,15 @@ def convert_checkpoint(
     """
     target = Path(output)
     with _opened_checkpoint(Path(checkpoint), allow) as (handle, tensors, offsets, skipped):
-        infos: list[TensorInfo] = []
-        header: dict[str, Any] = {}
-        cursor = 0
-        for name in sorted(tensors):
-            info = _tensor_info(name, tensors[name])
-            header[name] = {"dtype": info.dtype, "shape": list(info.shape),
-                            "data_offsets": [cursor, cursor + info.nbytes]}
-            cursor += info.nbytes
-            infos.append(info)
-        header_bytes = json.dumps(header, separators=(",", ":")).encode()
-        header_bytes += b" " * (-len(header_bytes) % 8)
+        infos = [_tensor_info(name, tensors[name]) for name in sorted(tensors)]
+        header = safetensors_header((i.name, i.dtype, i.shape, i.nbytes) for i in infos)
         with atomic_output(target, force=force) as out:
-            out.write(struct.pack("<Q", len(header_bytes)))
-            out.write(header_bytes)
-            for name in sorted(tensors):
+            out.write(header)
+            for info in infos:
                 written = 0
-                for chunk in _tensor_bytes(handle, tensors[name], offsets):
+                for chunk in _tensor_bytes(handle, tensors[info.name], offsets):
                     out.write(chunk)
                     written += len(chunk)
-                if written != header[name]["data_offsets"][1] - header[name]["data_offsets"][0]:
-                    raise FormatError(f"tensor {name!r}: storage data is truncated")
+                if written != info.nbytes:
+                    raise FormatError(f"tensor {info.name!r}: storage data is truncated")
     return ConvertResult(target, tuple(infos), tuple(skipped))
