@@ -22,7 +22,8 @@ from weightvault.cli._groups import OptionGroup, option
 if TYPE_CHECKING:
     from weightvault.custody.client import VaultClient
 
-__all__ = ["Client", "Connection", "ForceOutput", "Json", "JsonResult", "ModelName", "show"]
+__all__ = ["Client", "Connection", "show"]  # option groups, and how they print
+__all__ += ["ForceFile", "ForceOutput", "Json", "JsonResult", "ModelName"]  # single options
 
 R = TypeVar("R")
 
@@ -36,6 +37,9 @@ ForceOutput = Annotated[
     bool, typer.Option("--force", help="Overwrite the output file if it exists.")
 ]
 """``--force`` of commands that write one output file."""
+
+ForceFile = Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")]
+"""``--force`` of commands that create one file (``x25519-keygen``, ``vault job result``)."""
 
 ModelName = Annotated[str, typer.Argument(help="Model name.")]
 """The argument naming a model in custody (``risk``, ``vault model``)."""

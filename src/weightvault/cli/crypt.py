@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from weightvault.cli._options import JsonResult, show
+from weightvault.cli._options import ForceFile, JsonResult, show
 
 if TYPE_CHECKING:
     from weightvault.crypt import CryptResult, Identity, Recipient
@@ -33,10 +33,25 @@ EncryptedPath = Annotated[Path, typer.Argument(help="A .wvenc file or folder of 
 """The argument of ``decrypt``, ``rewrap`` and ``inspect``."""
 Identities = Annotated[list[str] | None, typer.Option("--identity", "-i", help=_IDENTITY_HELP)]
 """``--identity`` of ``decrypt`` and ``rewrap``: what opens the files (default: the keyring)."""
-_PASSPHRASE_ENV_HELP = (
-    "Read the passphrase from this environment variable instead of prompting "  # noqa: S105
-    "(never put a passphrase itself on the command line)."
-)
+Recipients = Annotated[list[str] | None, typer.Option("--to", "-r", help=_TO_HELP)]
+"""``--to`` of ``encrypt`` and ``rewrap``: who can open the files (default: the keyring)."""
+PassphraseEnv = Annotated[
+    str | None,
+    typer.Option(
+        "--passphrase-env",
+        help=(
+            "Read the passphrase from this environment variable instead of prompting "
+            "(never put a passphrase itself on the command line)."
+        ),
+    ),
+]
+"""``--passphrase-env`` of ``encrypt`` and ``decrypt`` (``rewrap`` has two, worded for it)."""
+ScryptLogN = Annotated[
+    int, typer.Option("--scrypt-log-n", help="scrypt work factor for passphrase recipients (2^N).")
+]
+"""``--scrypt-log-n`` of ``encrypt`` and ``rewrap``: the cost of a passphrase recipient."""
+ForceOutputs = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+"""``--force`` of ``encrypt`` and ``decrypt``."""
 
 
 def _passphrase_source(
@@ -159,7 +174,7 @@ def register(app: typer.Typer) -> None:
                 "accepted with a warning (decrypt then needs -o)."
             ),
         ),
-        to: list[str] | None = typer.Option(None, "--to", "-r", help=_TO_HELP),
+        to: Recipients = None,
         model_name: str | None = typer.Option(
             None, "--model-name", help="Model name bound into every file (default: its name)."
         ),
@@ -180,13 +195,9 @@ def register(app: typer.Typer) -> None:
             "-j",
             help="Files encrypted in parallel (default: all cores for models over 64 MiB).",
         ),
-        force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
-        passphrase_env: str | None = typer.Option(
-            None, "--passphrase-env", help=_PASSPHRASE_ENV_HELP
-        ),
-        scrypt_log_n: int = typer.Option(
-            18, "--scrypt-log-n", help="scrypt work factor for passphrase recipients (2^N)."
-        ),
+        force: ForceOutputs = False,
+        passphrase_env: PassphraseEnv = None,
+        scrypt_log_n: ScryptLogN = 18,
         as_json: JsonResult = False,
     ) -> None:
         """Encrypt a model file or folder (one data key per file, wrapped for each recipient).
@@ -236,7 +247,7 @@ def register(app: typer.Typer) -> None:
             "-j",
             help="Files decrypted in parallel (default: all cores for models over 64 MiB).",
         ),
-        force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+        force: ForceOutputs = False,
         expect_model: str | None = typer.Option(
             None, "--expect-model", help="Refuse files encrypted for another model name."
         ),
@@ -245,9 +256,7 @@ def register(app: typer.Typer) -> None:
             "--unsafe-any-path",
             help="Skip the check that each file sits at the path it was encrypted for.",
         ),
-        passphrase_env: str | None = typer.Option(
-            None, "--passphrase-env", help=_PASSPHRASE_ENV_HELP
-        ),
+        passphrase_env: PassphraseEnv = None,
         as_json: JsonResult = False,
     ) -> None:
         """Decrypt a .wvenc file or folder; nothing is written unless every chunk authenticates.
@@ -286,7 +295,7 @@ def register(app: typer.Typer) -> None:
     def rewrap_command(
         encrypted_path: EncryptedPath,
         identity: Identities = None,
-        to: list[str] | None = typer.Option(None, "--to", "-r", help=_TO_HELP),
+        to: Recipients = None,
         add: bool = typer.Option(
             False, "--add", help="Keep the current recipients and add the --to ones."
         ),
@@ -302,9 +311,7 @@ def register(app: typer.Typer) -> None:
             "--new-passphrase-env",
             help="Environment variable holding the passphrase for a passphrase --to.",
         ),
-        scrypt_log_n: int = typer.Option(
-            18, "--scrypt-log-n", help="scrypt work factor for passphrase recipients (2^N)."
-        ),
+        scrypt_log_n: ScryptLogN = 18,
         as_json: JsonResult = False,
     ) -> None:
         """Re-wrap the data keys for new recipients (rotate, add, remove); bodies stay untouched.
@@ -368,7 +375,7 @@ def register(app: typer.Typer) -> None:
     @app.command("x25519-keygen")
     def keygen_command(
         output: Path = typer.Option(..., "-o", "--output", help="Identity file to create (0600)."),
-        force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+        force: ForceFile = False,
         as_json: JsonResult = False,
     ) -> None:
         """Create an X25519 identity for encryption and print its recipient (public key)."""

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from weightvault.cli._groups import GROUP, command_group
-from weightvault.cli._options import Client, Json, show
+from weightvault.cli._options import Client, ForceFile, Json, show
 from weightvault.cli.vault import add_decision_commands
 
 ORDER = 61
@@ -171,7 +171,7 @@ def _outputs_lines(outputs: dict[str, Any]) -> list[str]:
 def result(
     job_id: JobId,
     output: Path = typer.Option(..., "-o", "--output", help="Write the signed result here."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+    force: ForceFile = False,
     service: Client = GROUP,
 ) -> None:
     """Receive a finished job's signed result (once: it counts against your output budget)."""
