@@ -5,8 +5,9 @@ Only Typer is imported at load time; torch and the lab are imported inside the c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 import typer
 
@@ -83,6 +84,22 @@ def _check_device(device: str) -> None:
 
         # Deterministic cuBLAS needs a fixed workspace (set before the first CUDA call).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+class _Execution(TypedDict):
+    """How a lab run is executed, given to ``run_suite`` and ``run_lab`` as it is: torch threads,
+    worker processes, the device, and where progress lines go."""
+
+    threads: int
+    jobs: int
+    device: str
+    progress: Callable[[str], None]
+
+
+def _execution(threads: int, jobs: int, device: str) -> _Execution:
+    """``--threads``, ``--jobs`` and ``--device`` of a lab run, the device checked."""
+    _check_device(device)
+    return {"threads": threads, "jobs": jobs, "device": device, "progress": _progress()}
 
 
 def _read_input(path: Path) -> bytes:
@@ -248,7 +265,7 @@ def attack_command(
     from weightvault import _interrupt
 
     _interrupt.note_untouched(*models)
-    _check_device(device)
+    execution = _execution(threads, jobs, device)
     seed_list = None if seeds is None else _parse_seeds(seeds, quick=quick)
     ensure_writable_destination(out, force=force)
     _configure_cache()
@@ -279,16 +296,7 @@ def attack_command(
         defense = metadata.get("defense")
         candidates[name] = (model, None if defense is None else DefenseRecord.from_dict(defense))
     result = run_suite(
-        bed,
-        candidates,
-        suite,
-        threads=threads,
-        jobs=jobs,
-        device=device,
-        quick=quick,
-        split=split_doc,
-        labels=labels,
-        progress=_progress(),
+        bed, candidates, suite, **execution, quick=quick, split=split_doc, labels=labels
     )
     write_bytes_atomic(out, result.to_json(), force=force)
     summary = summarize(result, bootstrap=200)
@@ -387,7 +395,7 @@ def report_command(
         from weightvault.tamper.lab import run_lab
         from weightvault.tamper.testbed import load_adapter
 
-        _check_device(device)
+        execution = _execution(threads, jobs, device)
         seed_list = None if seeds is None else _parse_seeds(seeds, quick=quick)
         check_folder_writable(out_dir)
         results_path = out_dir / f"{prefix}-results.json"
@@ -397,15 +405,7 @@ def report_command(
         _configure_cache()
         bed = load_adapter(testbed or "bios")
         result = run_lab(
-            bed,
-            quick=quick,
-            seeds=seed_list,
-            grid=grid,
-            defaults_path=defaults_file,
-            threads=threads,
-            jobs=jobs,
-            device=device,
-            progress=_progress(),
+            bed, **execution, quick=quick, seeds=seed_list, grid=grid, defaults_path=defaults_file
         )
         paths.insert(0, results_path)
     with staged_outputs() as batch:
