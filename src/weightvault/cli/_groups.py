@@ -8,7 +8,9 @@ defaults; a command decorated with :func:`with_option_groups` declares one param
 type, and Typer sees the group's fields in its place (same names, types and options, in that
 position of ``--help``). The command receives the dataclass, built from what was given.
 
-The fields have no defaults: a group object is always built from every option's value.
+A field is an option in one of two spellings: ``name: T = field(metadata=option(...))``
+(``typer.Option``'s default-first form), or ``name: Annotated[T, typer.Option(...)] = default``
+(Typer's annotated form). Either way a group object is always built from every option's value.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def with_option_groups(command: F) -> F:
                 inspect.Parameter(
                     field.name,
                     inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                    default=field.metadata[OPTION],
+                    default=field.metadata.get(OPTION, field.default),
                     annotation=field_types[field.name],
                 )
             )

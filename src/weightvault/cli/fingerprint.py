@@ -6,11 +6,17 @@ Heavy imports (torch, numpy) happen inside the commands.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from weightvault.cli._groups import GROUP, OptionGroup, with_option_groups
 from weightvault.cli._options import JsonResult, show
+
+if TYPE_CHECKING:
+    from weightvault.fingerprint import MarkOptions
 
 ORDER = 34
 
@@ -37,6 +43,36 @@ def _candidates(recipients: list[str], recipients_file: Path | None) -> list[str
     if not out:
         raise UsageError("no candidate recipients", hint="give --recipient R or --recipients FILE")
     return out
+
+
+@dataclass(frozen=True)
+class Marks(OptionGroup):
+    """``fingerprint issue``'s options for how a copy is marked: the fields of
+    :class:`~weightvault.fingerprint.MarkOptions`, checked here so that a bad value is a one-line
+    usage error naming its option."""
+
+    strength: Annotated[
+        float,
+        typer.Option("--strength", help="Robust-mark amplitude, fraction of each tensor's std."),
+    ] = 0.02
+    heads: Annotated[
+        int | None,
+        typer.Option("--heads", help="Attention heads per layer (default: from config.json)."),
+    ] = None
+    relu: Annotated[
+        bool, typer.Option("--relu", help="The MLP activation is ReLU: also rescale units.")
+    ] = False
+
+    def options(self) -> MarkOptions:
+        """The library's marking options, once each value is in range."""
+        from weightvault.errors import UsageError
+        from weightvault.fingerprint import MarkOptions
+
+        if not 0 <= self.strength <= 0.5:
+            raise UsageError(f"--strength {self.strength}: give a value from 0 to 0.5")
+        if self.heads is not None and self.heads < 1:
+            raise UsageError(f"--heads {self.heads}: give a positive head count")
+        return MarkOptions(self.strength, self.heads, self.relu)
 
 
 def _p_text(log10_p: float) -> str:
@@ -72,38 +108,25 @@ def register(app: typer.Typer) -> None:
         )
 
     @group.command("issue")
+    @with_option_groups
     def issue_command(
         model: Path = typer.Argument(..., help="Model file (.safetensors, .pt, .bin) or folder."),
         recipient: str = typer.Option(..., "--recipient", "-r", help="Recipient id."),
         out: Path = typer.Option(..., "--out", "-o", help="The marked copy (same format)."),
         key_file: Path = typer.Option(..., "--key", "-k", help="Fingerprint key file."),
-        strength: float = typer.Option(
-            0.02, "--strength", help="Robust-mark amplitude, fraction of each tensor's std."
-        ),
-        heads: int | None = typer.Option(
-            None, "--heads", help="Attention heads per layer (default: from config.json)."
-        ),
-        relu: bool = typer.Option(
-            False, "--relu", help="The MLP activation is ReLU: also rescale units."
-        ),
+        marks: Marks = GROUP,
         force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
         as_json: JsonResult = False,
     ) -> None:
         """Write RECIPIENT's fingerprinted copy of MODEL (same function, keyed marks)."""
         from weightvault import _interrupt
-        from weightvault.errors import UsageError
 
-        if not 0 <= strength <= 0.5:
-            raise UsageError(f"--strength {strength}: give a value from 0 to 0.5")
-        if heads is not None and heads < 1:
-            raise UsageError(f"--heads {heads}: give a positive head count")
-        from weightvault.fingerprint import MarkOptions, issue_copy, load_fingerprint_key
+        options = marks.options()
+        from weightvault.fingerprint import issue_copy, load_fingerprint_key
 
         key = load_fingerprint_key(key_file)
         _interrupt.note_untouched(model)
-        issued = issue_copy(
-            model, out, key, recipient, MarkOptions(strength, heads, relu), force=force
-        )
+        issued = issue_copy(model, out, key, recipient, options, force=force)
         show(
             issued.to_json(),
             as_json,
