@@ -8,11 +8,16 @@ passkeys and revoke one. Only Typer is imported at load time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from weightvault.cli._groups import GROUP, command_group
+from weightvault.cli._groups import GROUP, OptionGroup, command_group
+
+if TYPE_CHECKING:
+    from weightvault.custody.approvals import ApprovalSigner
 from weightvault.cli._options import Client
 
 ORDER = 61
@@ -22,14 +27,32 @@ console_app = command_group(
 )
 
 
+@dataclass(frozen=True)
+class ApprovalKey(OptionGroup):
+    """``console link``'s proof of who asks: the approver's Ed25519 approval key, in a file or on
+    a PKCS#11 token. Optional: without it the link is asked for with the API token alone."""
+
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", help="Your Ed25519 approval key (PEM): proves the request is yours."),
+    ] = None
+    pkcs11_uri: Annotated[
+        str | None,
+        typer.Option("--pkcs11-uri", help="Your Ed25519 approval key on a PKCS#11 token."),
+    ] = None
+
+    def signer(self) -> ApprovalSigner | None:
+        """The key that signs the enrolment, or None when neither option is given."""
+        if self.key is None and self.pkcs11_uri is None:
+            return None
+        from weightvault.custody.approvals import load_approval_signer
+
+        return load_approval_signer(self.key, self.pkcs11_uri)
+
+
 @console_app.command("link")
 def link(
-    key: Path | None = typer.Option(
-        None, "--key", help="Your Ed25519 approval key (PEM): proves the request is yours."
-    ),
-    pkcs11_uri: str | None = typer.Option(
-        None, "--pkcs11-uri", help="Your Ed25519 approval key on a PKCS#11 token."
-    ),
+    approval: ApprovalKey = GROUP,
     for_name: str | None = typer.Option(
         None, "--for", help="Admins: a link for this principal instead of yourself."
     ),
@@ -38,13 +61,12 @@ def link(
     """Print a one-time link (valid 15 minutes) that registers a passkey."""
     import datetime as dt
 
-    from weightvault.custody.approvals import load_approval_signer
     from weightvault.custody.console.signatures import sign_enrolment
 
     with service.client() as client:
         proof = None
-        if key is not None or pkcs11_uri is not None:
-            signer = load_approval_signer(key, pkcs11_uri)
+        signer = approval.signer()
+        if signer is not None:
             name = client.whoami()["name"]
             proof = sign_enrolment(name, signer, dt.datetime.now(dt.UTC))
         result = client.console_link(proof, for_name)
