@@ -5,7 +5,8 @@ tensor's dtype, shape and ``data_offsets`` (relative to the end of the header), 
 bytes. Converting a checkpoint (:mod:`weightvault.scan.convert`) and saving a state dict
 (:mod:`weightvault.load.save`) both write it; building the header in one place keeps their files
 byte for byte alike (the same compact JSON, the same padding) and the offsets computed once.
-Reading stays with each reader, whose checks and messages serve its own caller.
+Reading stays with each reader, whose checks and messages serve its own caller; what a header
+says of one tensor is :class:`HeaderTensor`, the base of the records those readers return.
 """
 
 from __future__ import annotations
@@ -13,9 +14,21 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["safetensors_header"]
+__all__ = ["HeaderTensor", "safetensors_header"]
+
+
+@dataclass(frozen=True)
+class HeaderTensor:
+    """One tensor as a safetensors header names it; each reader's record adds what it needs
+    (where the bytes lie, their size, the element count)."""
+
+    name: str
+    dtype: str
+    """The safetensors dtype code (``F32``, ``BF16``, ``I64``, ...)."""
+    shape: tuple[int, ...]
 
 
 def safetensors_header(

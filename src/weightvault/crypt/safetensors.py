@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from weightvault._safetensors import HeaderTensor
 from weightvault.crypt.reader import EncryptedFile, open_encrypted
 from weightvault.crypt.recipients.base import Identity
 from weightvault.errors import FormatError, UsageError
@@ -42,12 +43,9 @@ _TORCH = {
 
 
 @dataclass(frozen=True)
-class TensorInfo:
+class TensorInfo(HeaderTensor):
     """Where one tensor lies in the plaintext."""
 
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
     start: int
     """Absolute plaintext offset of the tensor's first byte."""
     end: int

@@ -56,7 +56,7 @@ def dtype_code(dtype: torch.dtype) -> str:
 @dataclass(frozen=True)
 class _Entry:
     """A tensor of a safetensors header: the package's own :class:`TensorInfo` (one record of
-    name, shape and dtype for every reader) and where its bytes lie in the data section."""
+    name, dtype and shape for every reader) and where its bytes lie in the data section."""
 
     info: TensorInfo
     begin: int
@@ -100,7 +100,7 @@ def read_header(stream: BinaryIO, where: str) -> tuple[bytes, list[_Entry]]:
         itemsize = torch.empty((), dtype=_DTYPES[dtype]).element_size()
         if not (isinstance(begin, int) and isinstance(end, int)) or end - begin != count * itemsize:
             raise FormatError(f"{where}: tensor {name!r}: data offsets do not match its shape")
-        entries.append(_Entry(TensorInfo(name, shape, dtype), begin, end))
+        entries.append(_Entry(TensorInfo(name, dtype, shape), begin, end))
     entries.sort(key=lambda e: (e.begin, e.end))
     position = 0
     for entry in entries:
@@ -215,7 +215,7 @@ class StateReader:
     def __init__(self, state: Mapping[str, torch.Tensor]) -> None:
         self.state = state
         self.infos = {
-            name: TensorInfo(name, tuple(t.shape), dtype_code(t.dtype)) for name, t in state.items()
+            name: TensorInfo(name, dtype_code(t.dtype), tuple(t.shape)) for name, t in state.items()
         }
 
     def tensor(self, name: str) -> torch.Tensor:
@@ -252,7 +252,7 @@ def _file_infos(file: Path, torch_cache: dict[Path, dict[str, torch.Tensor]]) ->
         return [e.info for e in entries]
     state = load_torch_state(file)
     torch_cache[file] = state
-    return [TensorInfo(n, tuple(t.shape), dtype_code(t.dtype)) for n, t in state.items()]
+    return [TensorInfo(n, dtype_code(t.dtype), tuple(t.shape)) for n, t in state.items()]
 
 
 def load_torch_state(file: Path) -> dict[str, torch.Tensor]:

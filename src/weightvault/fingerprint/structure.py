@@ -35,9 +35,12 @@ A model that matches none of these gets only the robust mark.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from weightvault._safetensors import HeaderTensor
 
 __all__ = ["AxisOp", "MarkPlan", "TensorInfo", "UnitGroup", "plan_marks"]
 
@@ -49,19 +52,13 @@ FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
 
 
 @dataclass(frozen=True)
-class TensorInfo:
-    """Name, shape and safetensors dtype code (``F32``, ``BF16``, ...) of one tensor."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
+class TensorInfo(HeaderTensor):
+    """Name, safetensors dtype code (``?`` for one safetensors cannot hold) and shape of one
+    tensor, as a header names it, with the element count the planner sizes marks by."""
 
     @property
     def numel(self) -> int:
-        count = 1
-        for size in self.shape:
-            count *= size
-        return count
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from weightvault._fs import atomic_output
-from weightvault._safetensors import safetensors_header
+from weightvault._safetensors import HeaderTensor, safetensors_header
 from weightvault.errors import FormatError, InputError, UnsafeFileError
 from weightvault.scan.policy import Policy, Severity, remap_python2
 
@@ -46,10 +46,9 @@ _COPY_CHUNK = 16 << 20
 
 
 @dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
+class TensorInfo(HeaderTensor):
+    """A converted tensor and its size in bytes (the safetensors header places it)."""
+
     nbytes: int
 
     def to_json(self) -> dict[str, Any]:
