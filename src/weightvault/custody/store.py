@@ -56,6 +56,7 @@ __all__ = [
     "Model",
     "ModelVersion",
     "Principal",
+    "SealedFile",
     "SignedDecision",
     "Store",
     "Token",
@@ -155,7 +156,20 @@ class ModelVersion(Base):
     blob_prefix: Mapped[str] = mapped_column(String(128))
 
 
-class VersionFile(Base):
+class SealedFile:
+    """The columns of every file stored encrypted (a version's :class:`VersionFile`, a grant's
+    :class:`FingerprintedFile`): plaintext size and digest, where its ciphertext lives and how
+    that splits into header and body; the same five in both, since a grant's marked copy stands
+    in for its original when pulled."""
+
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    blob_key: Mapped[str] = mapped_column(String(256))
+    header_size: Mapped[int] = mapped_column(Integer)
+    body_size: Mapped[int] = mapped_column(BigInteger)
+
+
+class VersionFile(SealedFile, Base):
     """One file of a version: plaintext size and digest, where its ciphertext lives."""
 
     __tablename__ = "version_files"
@@ -163,11 +177,6 @@ class VersionFile(Base):
     version: Mapped[str] = mapped_column(String(64), primary_key=True)
     index: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(String(1024))
-    size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
-    blob_key: Mapped[str] = mapped_column(String(256))
-    header_size: Mapped[int] = mapped_column(Integer)
-    body_size: Mapped[int] = mapped_column(BigInteger)
 
 
 class GrantRequest(Base):
@@ -310,7 +319,7 @@ class DeliveryHeader(Base):
     header: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class FingerprintedFile(Base):
+class FingerprintedFile(SealedFile, Base):
     """A grant's own marked copy of one file (``policy.fingerprint``), stored encrypted like
     the original and made once, so every pull and resumed range of the grant sees the same
     bytes."""
@@ -319,11 +328,6 @@ class FingerprintedFile(Base):
     grant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     file_index: Mapped[int] = mapped_column(Integer, primary_key=True)
     fingerprint_id: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
-    blob_key: Mapped[str] = mapped_column(String(256))
-    header_size: Mapped[int] = mapped_column(Integer)
-    body_size: Mapped[int] = mapped_column(BigInteger)
 
 
 class Alert(Base):
