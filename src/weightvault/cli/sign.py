@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -114,15 +114,20 @@ def _model_location(text: str) -> Path | str:
     return text if is_object_url(text) else Path(text)
 
 
+def _model_argument(verb: str | None) -> Any:
+    """The ``MODEL_PATH`` argument of ``sign``, ``verify`` and ``digest`` (read it with
+    :func:`_model_location`); ``verb`` says in its help what the command does with the model."""
+    what = f"Model file or folder to {verb}" if verb else "Model file or folder"
+    return typer.Argument(..., metavar="MODEL_PATH", help=f"{what}, or s3://bucket/prefix.")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``sign``, ``verify`` and ``digest`` to the application."""
 
     @app.command("sign")
     @with_option_groups
     def sign_command(
-        model_arg: str = typer.Argument(
-            ..., metavar="MODEL_PATH", help="Model file or folder to sign, or s3://bucket/prefix."
-        ),
+        model_arg: str = _model_argument("sign"),
         signature: Path | None = typer.Option(
             None, "--signature", help="Where to write the signature (default MODEL/model.sig)."
         ),
@@ -243,9 +248,7 @@ def register(app: typer.Typer) -> None:
     @app.command("verify")
     @with_option_groups
     def verify_command(
-        model_arg: str = typer.Argument(
-            ..., metavar="MODEL_PATH", help="Model file or folder to verify, or s3://bucket/prefix."
-        ),
+        model_arg: str = _model_argument("verify"),
         signature: Path | None = typer.Option(
             None, "--signature", help="Signature file (default MODEL/model.sig)."
         ),
@@ -337,9 +340,7 @@ def register(app: typer.Typer) -> None:
     @app.command("digest")
     @with_option_groups
     def digest_command(
-        model_arg: str = typer.Argument(
-            ..., metavar="MODEL_PATH", help="Model file or folder, or s3://bucket/prefix."
-        ),
+        model_arg: str = _model_argument(None),
         hashing: HashingOptions = GROUP,
         as_json: JsonResult = False,
     ) -> None:
