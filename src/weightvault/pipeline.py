@@ -97,14 +97,9 @@ def _scan(plan: ModelPlan, policy: ScanPolicy) -> None:
 
 
 def _record(signed: SignedModel, log: LogTarget) -> SignedModel:
-    from weightvault.tlog import TransparencyLog
-    from weightvault.tlog.bundle import record_bundle
-    from weightvault.tlog.note import SIG_ED25519, load_note_signer
+    from weightvault.tlog.bundle import record_bundle_at
 
-    with TransparencyLog.open(log.location) as opened:
-        note_signer = load_note_signer(log.key, name=opened.origin, sig_type=SIG_ED25519)
-        bundle_json = record_bundle(opened, signed.bundle_json, note_signer)
-    return replace(signed, bundle_json=bundle_json)
+    return replace(signed, bundle_json=record_bundle_at(log.location, log.key, signed.bundle_json))
 
 
 def sign_model(

@@ -152,13 +152,9 @@ def log_attestation(bundle_json: bytes, log_location: str, log_key: str) -> byte
     """Record a signed attestation in a transparency log (a SQLite file or a PostgreSQL URL,
     signing a checkpoint with ``log_key``, a key file or ``pkcs11:`` URI); the returned bundle
     carries the entry and its inclusion proof."""
-    from weightvault.tlog import TransparencyLog
-    from weightvault.tlog.bundle import record_bundle
-    from weightvault.tlog.note import SIG_ED25519, load_note_signer
+    from weightvault.tlog.bundle import record_bundle_at
 
-    with TransparencyLog.open(log_location) as opened:
-        note_signer = load_note_signer(log_key, name=opened.origin, sig_type=SIG_ED25519)
-        return record_bundle(opened, bundle_json, note_signer)
+    return record_bundle_at(log_location, log_key, bundle_json)
 
 
 def _claimed_signers(bundle: Bundle) -> set[str] | None:

@@ -28,10 +28,23 @@ from weightvault.errors import FormatError, UsageError, VerificationError
 from weightvault.tlog.checkpoint import Checkpoint, WitnessPolicy, verify_checkpoint
 from weightvault.tlog.log import TransparencyLog
 from weightvault.tlog.merkle import leaf_hash, verify_inclusion
-from weightvault.tlog.note import NoteSigner, VerifierKey, parse_note
+from weightvault.tlog.note import (
+    SIG_ED25519,
+    NoteSigner,
+    VerifierKey,
+    load_note_signer,
+    parse_note,
+)
 from weightvault.tlog.proof import LogEntryProof
 
-__all__ = ["ENTRY_KIND", "ENTRY_VERSION", "log_id", "record_bundle", "verify_bundle_log_entry"]
+__all__ = [
+    "ENTRY_KIND",
+    "ENTRY_VERSION",
+    "log_id",
+    "record_bundle",
+    "record_bundle_at",
+    "verify_bundle_log_entry",
+]
 
 ENTRY_KIND = "weightvault.dev/dsse"
 """``kindVersion.kind`` of entries this module writes (deliberately not Rekor's ``dsse``)."""
@@ -189,6 +202,15 @@ def record_bundle(
     }
     material["tlogEntries"] = [entry]
     return json.dumps(doc, indent=2).encode() + b"\n"
+
+
+def record_bundle_at(location: str, log_key: str, bundle_json: bytes) -> bytes:
+    """:func:`record_bundle` into the log at ``location`` (a SQLite file or a PostgreSQL URL),
+    its checkpoint signed with ``log_key`` (a key file or ``pkcs11:`` URI) under the log's own
+    origin: what signing a model and logging an attestation both do, opened and closed here."""
+    with TransparencyLog.open(location) as opened:
+        note_signer = load_note_signer(log_key, name=opened.origin, sig_type=SIG_ED25519)
+        return record_bundle(opened, bundle_json, note_signer)
 
 
 def verify_bundle_log_entry(
