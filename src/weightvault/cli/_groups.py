@@ -50,6 +50,15 @@ def _group_type(annotation: Any) -> type[OptionGroup] | None:
     return None
 
 
+def _default(field: dataclasses.Field[Any]) -> Any:
+    """What Typer gets as a group field's default: its option, or (Annotated form) its value."""
+    if OPTION in field.metadata:
+        return field.metadata[OPTION]
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
 def with_option_groups(command: F) -> F:
     """``command`` with each :class:`OptionGroup` parameter spread into the group's options.
 
@@ -72,7 +81,7 @@ def with_option_groups(command: F) -> F:
                 inspect.Parameter(
                     field.name,
                     inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                    default=field.metadata.get(OPTION, field.default),
+                    default=_default(field),
                     annotation=field_types[field.name],
                 )
             )

@@ -10,15 +10,63 @@ software can see. The work is in :mod:`weightvault.posture`.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from weightvault.cli._groups import GROUP, OptionGroup, with_option_groups
+
+if TYPE_CHECKING:
+    from weightvault.custody.config import ServiceConfig
+    from weightvault.posture import Deployment
 
 ORDER = 70
 
 _FORMATS = ("text", "md", "html", "json")
 
 
+@dataclass(frozen=True)
+class Outside(OptionGroup):
+    """``posture check``'s options for what lives outside the data folder: the parts of a
+    :class:`~weightvault.posture.Deployment` that ``serve``'s settings do not hold."""
+
+    url: Annotated[
+        str | None, typer.Option("--url", help="The address clients use (https://...).")
+    ] = None
+    ca: Annotated[Path | None, typer.Option("--ca", help="CA certificates for --url (PEM).")] = None
+    witness_keys: Annotated[
+        list[str],
+        typer.Option(
+            "--witness-key", help="Verifier key of a witness of the audit log (repeatable)."
+        ),
+    ] = field(default_factory=list)
+    share: Annotated[
+        Path | None,
+        typer.Option("--breakglass-share", help="One share file of the KEK's break-glass split."),
+    ] = None
+    scan_policy: Annotated[
+        Path | None,
+        typer.Option("--scan-policy", help="The scan policy file your signing pipeline uses."),
+    ] = None
+
+    def deployment(self, config: ServiceConfig) -> Deployment:
+        """The deployment to rate: the service run with ``config``, and what these options name."""
+        from weightvault.cli.log import _verifier_key
+        from weightvault.posture import Deployment
+
+        return Deployment(
+            config,
+            service_url=self.url,
+            ca_file=self.ca,
+            witness_keys=tuple(_verifier_key(k, "--witness-key") for k in self.witness_keys),
+            breakglass_share=self.share,
+            scan_policy=self.scan_policy,
+        )
+
+
+@with_option_groups
 def check_command(
     data: Path = typer.Option(..., "--data", help="The custody data folder."),
     database: str = typer.Option("", "--database", help="As given to serve (default: SQLite)."),
@@ -26,17 +74,7 @@ def check_command(
     kek: str = typer.Option("", "--kek", help="As given to serve (keyring:PATH or pkcs11:URI)."),
     log: str = typer.Option("", "--log", help="As given to serve (audit log location)."),
     window: int = typer.Option(86400, "--window-s", min=1, help="As given to serve."),
-    url: str | None = typer.Option(None, "--url", help="The address clients use (https://...)."),
-    ca: Path | None = typer.Option(None, "--ca", help="CA certificates for --url (PEM)."),
-    witness_keys: list[str] = typer.Option(
-        [], "--witness-key", help="Verifier key of a witness of the audit log (repeatable)."
-    ),
-    share: Path | None = typer.Option(
-        None, "--breakglass-share", help="One share file of the KEK's break-glass split."
-    ),
-    scan_policy: Path | None = typer.Option(
-        None, "--scan-policy", help="The scan policy file your signing pipeline uses."
-    ),
+    outside: Outside = GROUP,
     attestation: Path | None = typer.Option(
         None, "--attestation", help="Signed attestation YAML (its signature: FILE.sig)."
     ),
@@ -53,10 +91,9 @@ def check_command(
     """Check a custody deployment against the SL1-SL5 measures and report the level reached."""
     from weightvault._fs import write_bytes_atomic
     from weightvault.cli._ui import out_console
-    from weightvault.cli.log import _verifier_key
     from weightvault.custody.config import ServiceConfig
     from weightvault.errors import PolicyError, UsageError
-    from weightvault.posture import Deployment, assess, level_name, parse_level
+    from weightvault.posture import assess, level_name, parse_level
 
     if output_format not in _FORMATS:
         raise UsageError(f"--format {output_format}: expected one of {', '.join(_FORMATS)}")
@@ -75,15 +112,10 @@ def check_command(
         from weightvault.signing import KeyVerifier
 
         verifier = KeyVerifier.from_file(attestation_key)
-    deployment = Deployment(
+    deployment = outside.deployment(
         ServiceConfig(
             data_dir=data, database=database, blobs=blobs, kek=kek, log=log, window_s=window
-        ),
-        service_url=url,
-        ca_file=ca,
-        witness_keys=tuple(_verifier_key(k, "--witness-key") for k in witness_keys),
-        breakglass_share=share,
-        scan_policy=scan_policy,
+        )
     )
     report = assess(deployment, attestation=attestation, attestation_verifier=verifier)
     console = out_console()
