@@ -8,13 +8,13 @@ passkeys and revoke one. Only Typer is imported at load time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
-from weightvault.cli._groups import GROUP, OptionGroup, command_group
+from weightvault.cli._groups import GROUP, OptionGroup, command_group, option
 
 if TYPE_CHECKING:
     from weightvault.custody.approvals import ApprovalSigner
@@ -32,14 +32,14 @@ class ApprovalKey(OptionGroup):
     """``console link``'s proof of who asks: the approver's Ed25519 approval key, in a file or on
     a PKCS#11 token. Optional: without it the link is asked for with the API token alone."""
 
-    key: Annotated[
-        Path | None,
-        typer.Option("--key", help="Your Ed25519 approval key (PEM): proves the request is yours."),
-    ] = None
-    pkcs11_uri: Annotated[
-        str | None,
-        typer.Option("--pkcs11-uri", help="Your Ed25519 approval key on a PKCS#11 token."),
-    ] = None
+    key: Path | None = field(
+        metadata=option(
+            None, "--key", help="Your Ed25519 approval key (PEM): proves the request is yours."
+        )
+    )
+    pkcs11_uri: str | None = field(
+        metadata=option(None, "--pkcs11-uri", help="Your Ed25519 approval key on a PKCS#11 token.")
+    )
 
     def signer(self) -> ApprovalSigner | None:
         """The key that signs the enrolment, or None when neither option is given."""
