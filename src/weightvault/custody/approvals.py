@@ -15,7 +15,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -31,9 +31,11 @@ __all__ = [
     "CLOCK_SKEW",
     "MAX_ENVELOPE_BYTES",
     "PAYLOAD_TYPE",
+    "STATEMENT_FIELDS",
     "STATEMENT_TYPE",
     "ApprovalSigner",
     "ApprovalStatement",
+    "AskedFor",
     "RequestTerms",
     "key_id_of",
     "load_approval_signer",
@@ -80,6 +82,19 @@ def key_id_of(public_key: bytes) -> str:
     return hashlib.sha256(public_key).hexdigest()
 
 
+class AskedFor(Protocol):
+    """A stored request of either kind (a grant request, a job): who asked for which version."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def requester(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class RequestTerms:
     """The terms of a grant request that an approval binds to."""
@@ -96,6 +111,24 @@ class RequestTerms:
         """Hex SHA-256 over the canonical JSON of every term."""
         return hashlib.sha256(canonical(field_dict(self))).hexdigest()
 
+    def summary(self) -> str:
+        """Every term in words, as an approver is told what it signs (the digest's contents)."""
+        return (
+            f"request {self.request_id}: {self.model}@{self.version} for {self.grantee}, "
+            f"{self.duration_s} s, {self.byte_budget} bytes; "
+            f"justification: {self.justification!r}"
+        )
+
+    @classmethod
+    def of_row(
+        cls, row: AskedFor, justification: str, duration_s: int, byte_budget: int
+    ) -> RequestTerms:
+        """The terms of a stored request: who asked for which version from the row itself,
+        what it asks for from the caller (a job words its justification and limits its way)."""
+        return cls(
+            row.id, row.model, row.version, row.requester, justification, duration_s, byte_budget
+        )
+
     @classmethod
     def of_view(cls, view: dict[str, Any]) -> RequestTerms:
         """The terms a request's view (``GET /v1/requests/ID``) states, values as given: an
@@ -111,22 +144,13 @@ class RequestTerms:
         )
 
 
-_STATEMENT_FIELDS = frozenset(
-    {
-        "_type",
-        "approver",
-        "byte_budget",
-        "decision",
-        "duration_s",
-        "expires_at",
-        "grantee",
-        "issued_at",
-        "model",
-        "request_digest",
-        "request_id",
-        "version",
-    }
+_CARRIED_TERMS = ("request_id", "model", "version", "grantee", "duration_s", "byte_budget")
+"""The terms a statement repeats, so that its signer sees them (the justification it binds
+through the digest only): one list, so what a statement carries is what it is checked on."""
+STATEMENT_FIELDS = frozenset(
+    {"_type", "approver", "decision", "expires_at", "issued_at", "request_digest", *_CARRIED_TERMS}
 )
+"""The fields of a signed approval statement, exactly (a passkey statement adds its own)."""
 
 
 @dataclass(frozen=True)
@@ -157,13 +181,8 @@ class ApprovalStatement:
     ) -> ApprovalStatement:
         """The statement an approver signs for ``terms``."""
         return cls(
-            request_id=terms.request_id,
+            **{name: getattr(terms, name) for name in _CARRIED_TERMS},
             request_digest=terms.digest(),
-            model=terms.model,
-            version=terms.version,
-            grantee=terms.grantee,
-            duration_s=terms.duration_s,
-            byte_budget=terms.byte_budget,
             approver=approver,
             decision=decision,
             issued_at=issued_at.replace(microsecond=0),
@@ -204,8 +223,8 @@ class ApprovalStatement:
     def from_json(cls, data: bytes) -> ApprovalStatement:
         """Strict parse: every field present, right types, nothing extra, canonical bytes."""
         doc = load_object(data, "approval statement")
-        missing = _STATEMENT_FIELDS - doc.keys()
-        extra = doc.keys() - _STATEMENT_FIELDS
+        missing = STATEMENT_FIELDS - doc.keys()
+        extra = doc.keys() - STATEMENT_FIELDS
         if missing:
             raise FormatError(f"approval statement: missing field {sorted(missing)[0]}")
         if extra:
@@ -225,19 +244,9 @@ class ApprovalStatement:
 
     def check_binds(self, terms: RequestTerms) -> None:
         """Raise :class:`VerificationError` unless this statement is for exactly ``terms``."""
-        mismatches = [
-            name
-            for name, ours, theirs in (
-                ("request_id", self.request_id, terms.request_id),
-                ("model", self.model, terms.model),
-                ("version", self.version, terms.version),
-                ("grantee", self.grantee, terms.grantee),
-                ("duration_s", self.duration_s, terms.duration_s),
-                ("byte_budget", self.byte_budget, terms.byte_budget),
-                ("request_digest", self.request_digest, terms.digest()),
-            )
-            if ours != theirs
-        ]
+        mismatches = [n for n in _CARRIED_TERMS if getattr(self, n) != getattr(terms, n)]
+        if self.request_digest != terms.digest():
+            mismatches.append("request_digest")
         if mismatches:
             raise VerificationError(
                 f"approval is for another request ({mismatches[0]} differs)",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from weightvault.custody.context import Recorder, RequestContext
 from weightvault.custody.errors import ConflictError
 from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
-from weightvault.custody.store import Principal
+from weightvault.custody.store import Principal, SignedDecision
 from weightvault.errors import PolicyError
 
 __all__ = [
@@ -104,6 +104,12 @@ class Decision:
     key_id: str
     envelope: bytes
     now: dt.datetime
+
+    def check_first(self, earlier: Iterable[SignedDecision]) -> None:
+        """Check (7): no ``earlier`` decision on the same item by this approver or signed with
+        this key (the rows' unique constraints still catch a race; this names the conflict)."""
+        if any(e.approver == self.approver or e.key_id == self.key_id for e in earlier):
+            raise ConflictError(f"this approver (or this key) has already decided this {self.what}")
 
     def record(self) -> dict[str, Any]:
         """What the audit entry says of the decision itself (the envelope whole, so

@@ -120,15 +120,7 @@ def effective_status(grant: GrantRequest, now: dt.datetime) -> str:
 
 def terms_of(grant: GrantRequest) -> RequestTerms:
     """The terms an approval of ``grant`` must bind."""
-    return RequestTerms(
-        request_id=grant.id,
-        model=grant.model,
-        version=grant.version,
-        grantee=grant.requester,
-        justification=grant.justification,
-        duration_s=grant.duration_s,
-        byte_budget=grant.byte_budget,
-    )
+    return RequestTerms.of_row(grant, grant.justification, grant.duration_s, grant.byte_budget)
 
 
 def _sees(principal: Principal, grant: GrantRequest, policy: ModelPolicy) -> bool:
@@ -342,17 +334,9 @@ class Grants(Room):
                 check_open=lambda: _check_open(principal.name, grant, now), terms=terms_of(grant),
                 envelope=envelope, opener=opener, now=now,
             )  # fmt: skip
-            policy, statement, key_id = decision.policy, decision.statement, decision.key_id
-            # (7)
-            earlier = session.scalars(
-                select(Approval).where(
-                    Approval.request_id == request_id,
-                    (Approval.approver == principal.name) | (Approval.key_id == key_id),
-                )
-            ).first()
-            if earlier is not None:
-                raise ConflictError("this approver (or this key) has already decided this request")
+            policy, statement = decision.policy, decision.statement
             approvals = _approvals(session, request_id)
+            decision.check_first(approvals)  # (7)
             # Only approvals from principals who are still eligible count: named in the current
             # policy, holding the approver role, not disabled, and signed with their current key.
             valid = [

@@ -61,15 +61,8 @@ _JOB_ROLES = ("researcher", "auditor")
 
 def job_terms(job: Job) -> RequestTerms:
     """The terms an approval of ``job`` binds (its justification carries the request digest)."""
-    return RequestTerms(
-        request_id=job.id,
-        model=job.model,
-        version=job.version,
-        grantee=job.requester,
-        justification=f"{job.kind} job {job.request_digest}: {job.justification}",
-        duration_s=job.wall_s,
-        byte_budget=job.output_limit,
-    )
+    justification = f"{job.kind} job {job.request_digest}: {job.justification}"
+    return RequestTerms.of_row(job, justification, job.wall_s, job.output_limit)
 
 
 def check_job_open(name: str, job: Job, now: dt.datetime) -> None:
@@ -239,10 +232,8 @@ class Jobs(Room):
                 envelope=envelope, opener=opener, now=now,
             )  # fmt: skip
             policy = decision.policy
-            # (7)
             approvals = self._approvals(session, job_id)
-            if any(a.approver == principal.name or a.key_id == decision.key_id for a in approvals):
-                raise ConflictError("this approver (or this key) has already decided this job")
+            decision.check_first(approvals)  # (7)
             valid = [a for a in approvals if a.decision == "approve" and a.expires_at > now]
             if policy.access is not None:  # a policy tightened meanwhile applies (never loosened)
                 job.approvals_required = max(

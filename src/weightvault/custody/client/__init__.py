@@ -345,13 +345,8 @@ class VaultClient:
         terms = RequestTerms.of_view(request)
         if terms.digest() != request.get("request_digest"):
             raise VerificationError("the server's request digest does not match its terms")
-        described = (
-            f"request {terms.request_id}: {terms.model}@{terms.version} for {terms.grantee}, "
-            f"{terms.duration_s} s, {terms.byte_budget} bytes; "
-            f"justification: {terms.justification!r}"
-        )
         return self.submit_envelope(
-            request_id, _sign_decision(terms, described, signer, approver, how)
+            request_id, _sign_decision(terms, terms.summary(), signer, approver, how)
         )
 
     def submit_envelope(self, request_id: str, envelope: bytes) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from weightvault import _b64 as b64
 from weightvault._json import canonical, load_object, require_fields
 from weightvault.custody.approvals import (
+    STATEMENT_FIELDS,
     ApprovalSigner,
     ApprovalStatement,
     format_time,
@@ -62,25 +63,8 @@ _MAX_ENVELOPE = 16 * 1024
 _FLAG_USER_PRESENT = 0x01
 _FLAG_USER_VERIFIED = 0x04
 
-_STATEMENT_FIELDS = (
-    "_type",
-    "approver",
-    "byte_budget",
-    "decision",
-    "duration_s",
-    "expires_at",
-    "grantee",
-    "issued_at",
-    "model",
-    "nonce",
-    "origin",
-    "reason",
-    "request_digest",
-    "request_id",
-    "rp_id",
-    "version",
-    "version_digest",
-)
+_STATEMENT_FIELDS = STATEMENT_FIELDS | {"nonce", "origin", "reason", "rp_id", "version_digest"}
+"""An approval statement's fields and the passkey's own: the same terms, signed another way."""
 _ENVELOPE_FIELDS = (
     "_type",
     "authenticator_data",
@@ -190,13 +174,8 @@ class PasskeyApproval:
             name: b64.decode(doc[name], f"passkey envelope.{name}", max_size=_MAX_ENVELOPE)
             for name in _ENVELOPE_FIELDS[1:]
         }
-        return cls(
-            statement_bytes=fields["statement"],
-            credential_id=fields["credential_id"],
-            authenticator_data=fields["authenticator_data"],
-            client_data_json=fields["client_data_json"],
-            signature=fields["signature"],
-        )
+        # the envelope names the other four fields as the class does
+        return cls(statement_bytes=fields.pop("statement"), **fields)
 
     @staticmethod
     def is_one(data: bytes) -> bool:
