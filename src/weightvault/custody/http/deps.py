@@ -19,10 +19,10 @@ _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
 
 class Route(Protocol):
-    """What :func:`room_routes` gives: ``route(method, path, name, **options)(handler)``."""
+    """What :func:`room_routes` gives: ``route(method, path, acting, **options)(handler)``."""
 
     def __call__(
-        self, method: str, path: str, name: str, **options: Any
+        self, method: str, path: str, acting: str, **options: Any
     ) -> Callable[[_Handler], _Handler]: ...
 
 
@@ -56,14 +56,17 @@ and authenticated (a route-level dependency, which FastAPI solves before the han
 
 
 def room_routes(router: APIRouter, action: Action) -> Route:
-    """``route(method, path, name, **options)``: a decorator adding a handler to ``router`` whose
-    request is named ``name`` and authenticated before anything else, so that every route of a
-    room says its audit action beside its path, and its handler takes just ``ctx: Ctx`` and the
-    request's own parameters (``options`` as for :meth:`APIRouter.api_route`)."""
+    """``route(method, path, acting, **options)``: a decorator adding a handler to ``router``
+    whose request is named ``acting`` and authenticated before anything else, so that every
+    route of a room says its audit action beside its path, and its handler takes just
+    ``ctx: Ctx`` and the request's own parameters (``options`` as for
+    :meth:`APIRouter.api_route`, ``name`` included)."""
 
-    def route(method: str, path: str, name: str, **options: Any) -> Callable[[_Handler], _Handler]:
+    def route(
+        method: str, path: str, acting: str, **options: Any
+    ) -> Callable[[_Handler], _Handler]:
         return router.api_route(
-            path, methods=[method], dependencies=[Depends(action(name))], **options
+            path, methods=[method], dependencies=[Depends(action(acting))], **options
         )
 
     return route

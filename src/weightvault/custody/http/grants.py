@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from weightvault.custody.grants import Grants
-from weightvault.custody.http.bodies import ApprovalIn, RequestIn, StatusFilter
+from weightvault.custody.http.bodies import RequestIn
 from weightvault.custody.http.deps import Action, Ctx, room_routes
+from weightvault.custody.http.queues import DecisionQueue, decision_routes
 
 __all__ = ["grants_router"]
 
@@ -29,17 +30,17 @@ def grants_router(room: Grants, action: Action) -> APIRouter:
             body.purpose,
         )
 
-    @route("GET", "/v1/requests", "request.list")
-    def list_requests(ctx: Ctx, status: StatusFilter = None) -> list[dict[str, Any]]:
-        return room.list_requests(ctx, status)
-
-    @route("GET", "/v1/requests/{request_id}", "request.get")
-    def get_request(ctx: Ctx, request_id: str) -> dict[str, Any]:
-        return room.get_request(ctx, request_id)
-
-    @route("POST", "/v1/requests/{request_id}/approvals", "request.decide", status_code=201)
-    def approve(ctx: Ctx, request_id: str, body: ApprovalIn) -> dict[str, Any]:
-        return room.submit_approval(ctx, request_id, body.envelope)
+    decision_routes(
+        route,
+        DecisionQueue(
+            "/v1/requests",
+            "request",
+            ("list_requests", "get_request", "approve"),
+            room.list_requests,
+            room.get_request,
+            room.submit_approval,
+        ),
+    )
 
     @route("POST", "/v1/requests/{request_id}/revoke", "grant.revoke")
     def revoke(ctx: Ctx, request_id: str) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import Field
 
-from weightvault.custody.http.bodies import ApprovalIn, StatusFilter, StrictBody
+from weightvault.custody.http.bodies import StrictBody
 from weightvault.custody.http.deps import Action, Ctx, raw_answer, room_routes
+from weightvault.custody.http.queues import DecisionQueue, decision_routes
 from weightvault.custody.jobs import Jobs
 
 __all__ = ["JobIn", "jobs_router"]
@@ -36,17 +37,12 @@ def jobs_router(room: Jobs, action: Action) -> APIRouter:
         document = body.model_dump(exclude={"justification"})
         return room.submit(ctx, document, body.justification)
 
-    @route("GET", "/v1/jobs", "job.list")
-    def list_jobs(ctx: Ctx, status: StatusFilter = None) -> list[dict[str, Any]]:
-        return room.list(ctx, status)
-
-    @route("GET", "/v1/jobs/{job_id}", "job.get")
-    def get_job(ctx: Ctx, job_id: str) -> dict[str, Any]:
-        return room.get(ctx, job_id)
-
-    @route("POST", "/v1/jobs/{job_id}/approvals", "job.decide", status_code=201)
-    def decide(ctx: Ctx, job_id: str, body: ApprovalIn) -> dict[str, Any]:
-        return room.decide(ctx, job_id, body.envelope)
+    decision_routes(
+        route,
+        DecisionQueue(
+            "/v1/jobs", "job", ("list_jobs", "get_job", "decide"), room.list, room.get, room.decide
+        ),
+    )
 
     @route("POST", "/v1/jobs/{job_id}/cancel", "job.cancel")
     def cancel(ctx: Ctx, job_id: str) -> dict[str, Any]:
