@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightvault._fs import SizedReader
+from weightvault._readers import SizedReader
 from weightvault.attest._layouts import (
     DEFAULT_LINES_PER_GROUP,
     ROW_GROUP_FORMATS,

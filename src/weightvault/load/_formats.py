@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from weightvault._fs import SizedReader
+from weightvault._readers import SizedReader
 from weightvault.errors import FormatError, UnsafeFileError
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from weightvault._fs import SizedReader
+from weightvault._readers import SizedReader
 from weightvault.errors import FormatError, WeightvaultError
 from weightvault.load._formats import header_size, parse_header
 from weightvault.load._read import Placement, Segment, read_at

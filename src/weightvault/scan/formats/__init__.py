@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
-from weightvault._fs import SizedReader
+from weightvault._readers import SizedReader
 from weightvault.scan._engine import FileContext
 from weightvault.scan._io import ByteReader, Truncated
 from weightvault.scan.formats import compressed, tar, template_files, zip_archive
