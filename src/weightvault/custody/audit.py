@@ -42,7 +42,14 @@ from weightvault.tlog import (
     verify_inclusion,
 )
 
-__all__ = ["AUDIT_FORMAT", "AuditTrail", "AuditUnavailable", "AuditVerification", "verify_audit"]
+__all__ = [
+    "AUDIT_FORMAT",
+    "AuditTrail",
+    "AuditUnavailable",
+    "AuditVerification",
+    "parse_audit_event",
+    "verify_audit",
+]
 
 AUDIT_FORMAT = "weightvault.dev/custody-audit@v1"
 _MAX_BATCH = 512
@@ -250,6 +257,21 @@ class AuditVerification:
     """Approvals signed with a passkey whose assertion was checked against the logged key."""
 
 
+def parse_audit_event(index: int, raw: bytes) -> dict[str, Any]:
+    """Log entry ``index`` as a custody audit event (a JSON object of :data:`AUDIT_FORMAT`).
+
+    Why one function: the offline verifier here and incident evidence read the same entries,
+    and a log that holds anything else must be refused the same way by both.
+    """
+    try:
+        event = json.loads(raw)
+    except ValueError as exc:
+        raise VerificationError(f"audit entry {index}: not a custody audit event") from exc
+    if not isinstance(event, dict) or event.get("format") != AUDIT_FORMAT:
+        raise VerificationError(f"audit entry {index}: not a custody audit event")
+    return event
+
+
 def verify_audit(
     export: bytes, log_key_text: str, *, trusted_checkpoint: bytes | None = None
 ) -> AuditVerification:
@@ -262,12 +284,7 @@ def verify_audit(
     denied = 0
     passkeys = PasskeyLedger()
     for index, entry in enumerate(parsed.entries[: result.size]):
-        try:
-            doc = json.loads(entry)
-        except ValueError as exc:
-            raise VerificationError(f"entry {index}: not an audit event") from exc
-        if not isinstance(doc, dict) or doc.get("format") != AUDIT_FORMAT:
-            raise VerificationError(f"entry {index}: not a weightvault custody audit event")
+        doc = parse_audit_event(index, entry)
         action = str(doc.get("action", "?"))
         counts[action] = counts.get(action, 0) + 1
         if doc.get("outcome") == "denied":

@@ -20,14 +20,13 @@ a fresh checkpoint for every export).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightvault import _b64
-from weightvault.custody.audit import AUDIT_FORMAT
+from weightvault.custody.audit import parse_audit_event
 from weightvault.errors import FormatError, InputError, UsageError, VerificationError
 from weightvault.tlog import (
     LogExport,
@@ -183,13 +182,7 @@ def _levels_of(leaves: Sequence[bytes]) -> list[list[bytes]]:
 
 
 def _parse_entry(index: int, raw: bytes) -> AuditEntry:
-    try:
-        event = json.loads(raw)
-    except ValueError as exc:
-        raise VerificationError(f"audit entry {index}: not a custody audit event") from exc
-    if not isinstance(event, dict) or event.get("format") != AUDIT_FORMAT:
-        raise VerificationError(f"audit entry {index}: not a custody audit event")
-    return AuditEntry(index=index, raw=raw, event=event)
+    return AuditEntry(index=index, raw=raw, event=parse_audit_event(index, raw))
 
 
 def _evidence(
