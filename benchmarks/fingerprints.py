@@ -21,7 +21,10 @@ key's pattern (generated once a batch, piece by piece), and every score from ``E
 uses (:func:`weightvault.fingerprint.trace.screen_scores`), so each false name and the largest
 innocent z are trace's own numbers, bit for bit. The fine-tuning row trains 16 copies at once
 (stacked parameters under ``torch.func.vmap``, the single-copy recipe; the tests hold the two
-equal). ``--jobs N`` shares the rows out to N processes.
+equal). ``--jobs N`` shares the rows out to N processes; ``--parts P`` splits each row's
+innocent copies into P ranges run as separate jobs (copy ``i`` and its seed depend only on
+``i``, so the counts are those of one range), and ``--rows`` picks rows, so the 1,000-copy
+table can be measured in several runs.
 
 It then measures what breaks the marks (distillation into a fresh network, heavier
 fine-tuning, more colluders, rotations inside attention heads) for the honest-limits section.
@@ -30,6 +33,8 @@ Usage::
 
     .venv/bin/python benchmarks/fingerprints.py --jobs 2      # the full specification
     .venv/bin/python benchmarks/fingerprints.py --outsiders 19 --stream-gb 0   # quick
+    .venv/bin/python benchmarks/fingerprints.py --outsiders 999 --pairs 10 --stream-gb 0 \
+        --no-limits --no-task-metrics --jobs 2 --parts 4 --batch 250   # docs' 1,000-copy table
 
 The bios encoder is trained on first use (minutes) and cached in ~/.cache/weightvault/tamper.
 """
