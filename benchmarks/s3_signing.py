@@ -99,6 +99,12 @@ def main() -> None:
         "--raw-depth", type=int, default=16, help="ranged GETs in flight for the server's limit"
     )
     parser.add_argument("--keep", action="store_true", help="keep bench-data/s3 afterwards")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the S3 server on the last CPU, this script and every signer on the others (local "
+        "signing too): the signer's own cost, with the server's CPU not taken from it",
+    )
     args = parser.parse_args()
 
     files = max(1, round(args.gb))
@@ -112,6 +118,14 @@ def main() -> None:
         subprocess.run([*WV, "keygen", "--out", str(key)], check=True, capture_output=True)
     server = start_seaweedfs(data)
     os.environ.update(server.env())
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs at least 2 CPUs")
+        for thread in Path(f"/proc/{server.process.pid}/task").iterdir():
+            os.sched_setaffinity(int(thread.name), {cpus[-1]})
+        os.sched_setaffinity(0, set(cpus[:-1]))  # children (every signer) inherit it
+        print(f"pinned: S3 server on CPU {cpus[-1]}, signers on CPUs {cpus[:-1]}")
     try:
         bucket = server.create_bucket()
         client = server.client()
