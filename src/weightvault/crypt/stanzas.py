@@ -70,16 +70,24 @@ class _StanzaFields:
         return {}
 
 
+@dataclass(frozen=True, kw_only=True)
+class _AesGcmWrap(_StanzaFields):
+    """The DEK wrapped with AES-256-GCM: the keyring, X25519 and scrypt stanzas differ only in
+    how they reach the wrapping key. Keyword-only, so a subclass's own fields stay first in its
+    constructor; the JSON is written with sorted keys, so field order does not reach the bytes."""
+
+    SIZES: ClassVar[dict[str, int]] = _AES_GCM_WRAP
+    nonce: bytes
+    wrapped: bytes
+
+
 @dataclass(frozen=True)
-class KeyringStanza(_StanzaFields):
+class KeyringStanza(_AesGcmWrap):
     """DEK wrapped with AES-256-GCM under a local keyring KEK, found by its key id."""
 
     TYPE: ClassVar[str] = "keyring"
-    SIZES: ClassVar[dict[str, int]] = _AES_GCM_WRAP
     kid: str
     """16 lowercase hex characters identifying the KEK (a hash, not the key)."""
-    nonce: bytes
-    wrapped: bytes
 
     @classmethod
     def _checked(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
@@ -90,26 +98,22 @@ class KeyringStanza(_StanzaFields):
 
 
 @dataclass(frozen=True)
-class X25519Stanza(_StanzaFields):
+class X25519Stanza(_AesGcmWrap):
     """DEK wrapped for an X25519 public key: ephemeral share + AES-256-GCM under HKDF(ECDH)."""
 
     TYPE: ClassVar[str] = "x25519"
     SIZES: ClassVar[dict[str, int]] = {"ephemeral": 32, **_AES_GCM_WRAP}
     ephemeral: bytes
-    nonce: bytes
-    wrapped: bytes
 
 
 @dataclass(frozen=True)
-class ScryptStanza(_StanzaFields):
+class ScryptStanza(_AesGcmWrap):
     """DEK wrapped with AES-256-GCM under scrypt(passphrase, salt, N=2**log_n, r=8, p=1)."""
 
     TYPE: ClassVar[str] = "scrypt"
     SIZES: ClassVar[dict[str, int]] = {"salt": 16, **_AES_GCM_WRAP}
     salt: bytes
     log_n: int
-    nonce: bytes
-    wrapped: bytes
 
     @classmethod
     def _checked(cls, data: dict[str, Any], where: str) -> dict[str, Any]:

@@ -66,10 +66,10 @@ def test_keyring_unwrap_refuses_other_kids_and_tampering() -> None:
     assert isinstance(stanza, KeyringStanza)
     assert KeyringKey(os.urandom(32)).unwrap(stanza) is None
     tampered = KeyringStanza(
-        stanza.kid, stanza.nonce, bytes([stanza.wrapped[0] ^ 1]) + stanza.wrapped[1:]
+        stanza.kid, nonce=stanza.nonce, wrapped=bytes([stanza.wrapped[0] ^ 1]) + stanza.wrapped[1:]
     )
     assert key.unwrap(tampered) is None
-    other_kid = KeyringStanza("0" * 16, stanza.nonce, stanza.wrapped)
+    other_kid = KeyringStanza("0" * 16, nonce=stanza.nonce, wrapped=stanza.wrapped)
     assert key.unwrap(other_kid) is None
 
 
@@ -106,7 +106,7 @@ def test_x25519_wrap_is_fresh_and_only_the_right_key_opens_it() -> None:
     assert first.ephemeral != second.ephemeral and first.wrapped != second.wrapped
     assert alice.unwrap(first) == DEK
     assert bob.unwrap(first) is None
-    broken = X25519Stanza(first.ephemeral, first.nonce, first.wrapped[:-1] + b"\x00")
+    broken = X25519Stanza(first.ephemeral, nonce=first.nonce, wrapped=first.wrapped[:-1] + b"\x00")
     assert alice.unwrap(broken) is None
 
 
@@ -114,7 +114,7 @@ def test_x25519_low_order_ephemeral_is_refused() -> None:
     alice = X25519Identity.generate()
     stanza = alice.recipient().wrap(DEK)
     assert isinstance(stanza, X25519Stanza)
-    zero_point = X25519Stanza(bytes(32), stanza.nonce, stanza.wrapped)
+    zero_point = X25519Stanza(bytes(32), nonce=stanza.nonce, wrapped=stanza.wrapped)
     assert alice.unwrap(zero_point) is None
 
 
