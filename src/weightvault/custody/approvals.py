@@ -33,6 +33,7 @@ __all__ = [
     "PAYLOAD_TYPE",
     "STATEMENT_FIELDS",
     "STATEMENT_TYPE",
+    "AccessRequest",
     "ApprovalSigner",
     "ApprovalStatement",
     "AskedFor",
@@ -93,6 +94,28 @@ class AskedFor(Protocol):
     def version(self) -> str: ...
     @property
     def requester(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    """What a reader asks for: one model version, for ``duration_s`` and ``byte_budget``, with a
+    justification; a ``purpose`` other than ``pull`` (``deploy``, ``release``) goes through the
+    model's release gate. One record for the client that files it and the service that checks
+    it, so the two cannot drift apart."""
+
+    model: str
+    version: str
+    justification: str
+    duration_s: int
+    byte_budget: int
+    purpose: str = "pull"
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``POST /v1/requests`` body (``purpose`` only when it is not the default)."""
+        body = field_dict(self)
+        if self.purpose == "pull":
+            del body["purpose"]
+        return body
 
 
 @dataclass(frozen=True)

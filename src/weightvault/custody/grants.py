@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, object_session
 
 from weightvault.custody import _names, deciding
 from weightvault.custody.alerts import AlertEvent, AlertSink
-from weightvault.custody.approvals import RequestTerms, format_time
+from weightvault.custody.approvals import AccessRequest, RequestTerms, format_time
 from weightvault.custody.context import ROLES, RequestContext, Room, require_role
 from weightvault.custody.deciding import EnvelopeOpener
 from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError, found
@@ -212,23 +212,15 @@ class Grants(Room):
             view.update(self.gate_view(session, grant.id))
         return view
 
-    def create_request(
-        self,
-        ctx: RequestContext,
-        model_name: str,
-        version: str,
-        justification: str,
-        duration_s: int,
-        byte_budget: int,
-        purpose: str = "pull",
-    ) -> dict[str, Any]:
+    def create_request(self, ctx: RequestContext, asked: AccessRequest) -> dict[str, Any]:
         principal = require_role(ctx, "reader")
-        _names.check_model_name(model_name)
-        _names.check_version_name(version)
-        ctx.detail.update(model=model_name, version=version)  # a refusal's entry names them too
-        _names.check_justification(justification)
-        _names.check_duration(duration_s)
-        _names.check_byte_count(byte_budget, "byte_budget")
+        _names.check_model_name(asked.model)
+        _names.check_version_name(asked.version)
+        # A refusal's entry names them too.
+        ctx.detail.update(model=asked.model, version=asked.version)
+        _names.check_justification(asked.justification)
+        _names.check_duration(asked.duration_s)
+        _names.check_byte_count(asked.byte_budget, "byte_budget")
         if principal.recipient is None:
             raise PolicyError(
                 f"principal {principal.name!r} has no X25519 recipient to encrypt pulls to",
@@ -236,25 +228,26 @@ class Grants(Room):
             )
         now = self._clock()
         with self._store.session() as session:
-            _model, policy = load_model(session, model_name)
-            if session.get(ModelVersion, (model_name, version)) is None:
-                raise NotFoundError(f"{model_name}@{version} not found")
-            if duration_s > min(policy.max_grant_duration_s, self._config.max_grant_duration_s):
+            _model, policy = load_model(session, asked.model)
+            if session.get(ModelVersion, (asked.model, asked.version)) is None:
+                raise NotFoundError(f"{asked.model}@{asked.version} not found")
+            longest = min(policy.max_grant_duration_s, self._config.max_grant_duration_s)
+            if asked.duration_s > longest:
                 raise PolicyError(
                     f"duration_s: the policy allows at most {policy.max_grant_duration_s} s"
                 )
-            if byte_budget > policy.max_grant_bytes:
+            if asked.byte_budget > policy.max_grant_bytes:
                 raise PolicyError(
                     f"byte_budget: the policy allows at most {policy.max_grant_bytes} bytes"
                 )
             grant = GrantRequest(
                 id=secrets.token_hex(16),
-                model=model_name,
-                version=version,
+                model=asked.model,
+                version=asked.version,
                 requester=principal.name,
-                justification=justification,
-                duration_s=duration_s,
-                byte_budget=byte_budget,
+                justification=asked.justification,
+                duration_s=asked.duration_s,
+                byte_budget=asked.byte_budget,
                 created_at=now,
                 request_expires_at=now + dt.timedelta(seconds=policy.request_ttl_s),
                 status="pending",
@@ -263,11 +256,13 @@ class Grants(Room):
             )
             session.add(grant)
             session.flush()
-            if purpose != "pull" or self.gate is not None:
-                ctx.detail.update(purpose=purpose)
+            if asked.purpose != "pull" or self.gate is not None:
+                ctx.detail.update(purpose=asked.purpose)
                 if self.gate is None:
-                    raise PolicyError(f"purpose {purpose!r}: this service has no release gate")
-                self.gate(session, ctx, grant, purpose, "request")
+                    raise PolicyError(
+                        f"purpose {asked.purpose!r}: this service has no release gate"
+                    )
+                self.gate(session, ctx, grant, asked.purpose, "request")
             view = self._view(grant, [])
             self._audit(ctx, "allowed", {"request": view})
         if self.on_pending is not None:

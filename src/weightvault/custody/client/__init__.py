@@ -251,16 +251,10 @@ class VaultClient:
         byte_budget: int,
         purpose: str = "pull",
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": model,
-            "version": version,
-            "justification": justification,
-            "duration_s": duration_s,
-            "byte_budget": byte_budget,
-        }
-        if purpose != "pull":
-            body["purpose"] = purpose
-        return self._object("POST", "/v1/requests", json=body)
+        from weightvault.custody.approvals import AccessRequest
+
+        asked = AccessRequest(model, version, justification, duration_s, byte_budget, purpose)
+        return self._object("POST", "/v1/requests", json=asked.to_json())
 
     # -- release gates and the risk register ---------------------------------------------------
 

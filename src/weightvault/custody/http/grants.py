@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from weightvault.custody.approvals import AccessRequest
 from weightvault.custody.grants import Grants
 from weightvault.custody.http.bodies import RequestIn
 from weightvault.custody.http.deps import Action, Ctx, room_routes
@@ -20,15 +21,7 @@ def grants_router(room: Grants, action: Action) -> APIRouter:
 
     @route("POST", "/v1/requests", "request.create", status_code=201)
     def create_request(ctx: Ctx, body: RequestIn) -> dict[str, Any]:
-        return room.create_request(
-            ctx,
-            body.model,
-            body.version,
-            body.justification,
-            body.duration_s,
-            body.byte_budget,
-            body.purpose,
-        )
+        return room.create_request(ctx, AccessRequest(**body.model_dump()))
 
     decision_routes(
         route,
