@@ -310,14 +310,7 @@ def decrypt_path(
     tasks = [
         FileTask(
             partial(decrypt_body, force=force),
-            (
-                str(u.path),
-                str(destination),
-                u.body_offset,
-                u.dek,
-                u.header.body_context(),
-                u.name,
-            ),
+            (u, destination),
             u.file_size,
             destination,
         )

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidTag
 
 from weightvault._fs import atomic_output
 from weightvault.crypt._plainout import plaintext_output
-from weightvault.crypt.envelope import cannot_decrypt, seal, unlock
+from weightvault.crypt.envelope import Unlocked, cannot_decrypt, seal, unlock
 from weightvault.crypt.format import (
     BODY_HEADER_SIZE,
     CHUNK_SIZE,
@@ -156,24 +156,6 @@ def encrypt_body(
     return len(header) + written
 
 
-def decrypt_body(
-    source: str,
-    destination: str,
-    body_offset: int,
-    dek: bytes,
-    body_context: bytes,
-    name: str,
-    *,
-    force: bool = False,
-    progress: Progress = _nothing,
-) -> int:
-    """Decrypt the body of ``source`` to ``destination``; the output gets its name only after
-    the final chunk authenticated. Returns the plaintext size."""
-    with _open_source(source, name) as src, plaintext_output(Path(destination), force=force) as out:
-        src.seek(body_offset)
-        return decrypt_stream(src, out, dek, body_context, name, progress=progress)
-
-
 def _open_source(path: str | os.PathLike[str], name: str) -> BinaryIO:
     """``path`` opened for unbuffered reading; an OS refusal is an input error naming ``name``."""
     try:
@@ -242,16 +224,35 @@ def decrypt_file(
     expected_sha256: str | None = None,
     progress: Progress = _nothing,
 ) -> int:
-    """Decrypt one ``.wvenc`` file to ``destination``; returns the plaintext size.
+    """Decrypt one ``.wvenc`` file to ``destination``, as :func:`decrypt_body` once its header
+    is unlocked; returns the plaintext size."""
+    return decrypt_body(
+        unlock(Path(source), identities),
+        destination,
+        force=force,
+        expected_sha256=expected_sha256,
+        progress=progress,
+    )
+
+
+def decrypt_body(
+    unlocked: Unlocked,
+    destination: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    expected_sha256: str | None = None,
+    progress: Progress = _nothing,
+) -> int:
+    """Decrypt the body of a file whose header is ``unlocked`` to ``destination``; returns the
+    plaintext size.
 
     The plaintext gets its name only after the final chunk authenticated and, with
     ``expected_sha256`` (lowercase hex), only if its SHA-256 matched: until then it has no name,
     so a failure leaves nothing behind (see :mod:`weightvault.crypt._plainout`).
     """
-    unlocked = unlock(Path(source), identities)
     name = unlocked.name
     with (
-        _open_source(source, name) as src,
+        _open_source(unlocked.path, name) as src,
         plaintext_output(Path(destination), force=force) as out,
     ):
         src.seek(unlocked.body_offset)
