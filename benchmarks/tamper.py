@@ -148,7 +148,7 @@ def cost() -> int:
     from weightvault.tamper.attacks import run_attack
     from weightvault.tamper.base import TamperModel
     from weightvault.tamper.defaults import load_defaults
-    from weightvault.tamper.defenses import defense_config, train_mlac, train_tar
+    from weightvault.tamper.defenses import defense_config, train_defense
     from weightvault.tamper.grid import default_grid, evaluation_suite
     from weightvault.tamper.spec import AttackSpec
 
@@ -198,14 +198,14 @@ def cost() -> int:
             slope = max(0.0, (four - two) / 2)
             attacks += max(0.0, two - 2 * slope) + slope * spec.steps
         defenses = 0.0
-        for method, train in (("mlac", train_mlac), ("tar", train_tar)):
+        for method in ("mlac", "tar"):
             used = dict(defaults.overrides(method, quick=False))
             outer = int(used.get("outer_steps", 40))
             used["outer_steps"] = 2
             config = defense_config(
                 method, used, split=split, defender_size=len(data.defender), seed=0
             )
-            defenses += cpu(train, model, data, config, threads=1) / 2 * outer
+            defenses += cpu(train_defense, model, data, config, threads=1) / 2 * outer
         total = pre + 3 * defenses + 12 * attacks
         wall = pre + (3 * defenses + 12 * attacks) / 2
         print(

@@ -15,7 +15,7 @@ import torch
 
 from weightvault.tamper import bios
 from weightvault.tamper.attacks import run_attack
-from weightvault.tamper.defenses import MLACConfig, TARConfig, train_mlac, train_tar
+from weightvault.tamper.defenses import MLACConfig, TARConfig, train_defense
 from weightvault.tamper.minilm import PROFESSIONS, _names
 from weightvault.tamper.spec import AttackSpec, ProbeSpec
 
@@ -106,7 +106,7 @@ def test_the_whole_path_runs_on_a_tiny_encoder(tiny_bios: bios.BiosTestbed) -> N
         release.state_dict()["trunk.bert.embeddings.word_embeddings.weight"],
         tiny_bios.release(0).state_dict()["trunk.bert.embeddings.word_embeddings.weight"],
     )
-    mlac, record = train_mlac(
+    mlac, record = train_defense(
         release,
         data,
         MLACConfig(outer_steps=1, inner_steps=2, inner_batch_sizes=(4,), eval_batch=8),
@@ -116,7 +116,7 @@ def test_the_whole_path_runs_on_a_tiny_encoder(tiny_bios: bios.BiosTestbed) -> N
         not torch.equal(a, b)
         for a, b in zip(mlac.state_dict().values(), release.state_dict().values(), strict=True)
     )
-    train_tar(release, data, TARConfig(outer_steps=1, inner_steps=2, tr_every=1, batch_size=8))
+    train_defense(release, data, TARConfig(outer_steps=1, inner_steps=2, tr_every=1, batch_size=8))
     for mode in ("full", "lora", "top", "reinit-top", "head"):
         spec = AttackSpec(mode, 20, mode=mode, lr=1e-3, steps=2, batch_size=8)  # type: ignore[arg-type]
         first = run_attack(release, "u", spec, data, seed=0, points=2)

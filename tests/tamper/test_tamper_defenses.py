@@ -13,8 +13,7 @@ from weightvault.tamper.defenses import (
     calibrated_loss,
     defend,
     defense_config,
-    train_mlac,
-    train_tar,
+    train_defense,
 )
 from weightvault.tamper.digits import DigitsTestbed
 from weightvault.tamper.evaluate import held_out_families, run_suite
@@ -45,7 +44,7 @@ def test_calibrated_loss_passes_gradient_to_the_logits() -> None:
 
 def test_mlac_trains_second_order_and_records_families(digits: DigitsTestbed) -> None:
     release = digits.release(0)
-    model, record = train_mlac(release, digits.data(), TINY_MLAC)
+    model, record = train_defense(release, digits.data(), TINY_MLAC)
     assert record.method == "mlac"
     assert record.training_families == ("adam/constant/full/harmful",)
     changed = any(
@@ -54,7 +53,7 @@ def test_mlac_trains_second_order_and_records_families(digits: DigitsTestbed) ->
     )
     assert changed
     assert set(record.history) >= {"desired", "harmful_calibrated", "inner_lr"}
-    again, _ = train_mlac(release, digits.data(), TINY_MLAC)
+    again, _ = train_defense(release, digits.data(), TINY_MLAC)
     assert all(
         torch.equal(a, b)
         for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
@@ -62,7 +61,7 @@ def test_mlac_trains_second_order_and_records_families(digits: DigitsTestbed) ->
 
 
 def test_tar_samples_only_declared_families(digits: DigitsTestbed) -> None:
-    _, record = train_tar(digits.release(0), digits.data(), TINY_TAR)
+    _, record = train_defense(digits.release(0), digits.data(), TINY_TAR)
     assert record.method == "tar"
     assert set(record.sampled_families) <= set(record.training_families)
     assert record.sampled_families  # it did sample adversaries
@@ -73,8 +72,8 @@ def test_held_out_families_are_never_seen_in_defense_training(
     digits: DigitsTestbed, tiny_suite: AttackSuite
 ) -> None:
     suite = tiny_suite
-    _, mlac = train_mlac(digits.release(0), digits.data(), TINY_MLAC)
-    _, tar = train_tar(digits.release(0), digits.data(), TINY_TAR)
+    _, mlac = train_defense(digits.release(0), digits.data(), TINY_MLAC)
+    _, tar = train_defense(digits.release(0), digits.data(), TINY_TAR)
     for record in (mlac, tar):
         held = held_out_families(record, suite)
         assert held  # the suite keeps families the defense never trained against
@@ -84,7 +83,7 @@ def test_held_out_families_are_never_seen_in_defense_training(
 
 
 def test_suite_without_held_out_finetune_family_is_refused(digits: DigitsTestbed) -> None:
-    model, record = train_mlac(digits.release(0), digits.data(), TINY_MLAC)
+    model, record = train_defense(digits.release(0), digits.data(), TINY_MLAC)
     only_trained = AttackSuite(
         "trained-only", (AttackSpec("adam", 20, optimizer="adam", steps=5),), seeds=(0, 1, 2)
     )

@@ -12,7 +12,7 @@ import torch
 from tests.tamper.tiny import TINY_SUITE
 
 from weightvault.errors import FormatError, InputError
-from weightvault.tamper.defenses import MLACConfig, train_mlac
+from weightvault.tamper.defenses import MLACConfig, train_defense
 from weightvault.tamper.digits import DigitsTestbed
 from weightvault.tamper.evaluate import (
     RANDOM_INIT,
@@ -33,7 +33,7 @@ from weightvault.tamper.summary import summarize
 @pytest.fixture(scope="module")
 def result(digits: DigitsTestbed) -> SuiteResult:
     config = MLACConfig(outer_steps=3, inner_steps=2, inner_batch_sizes=(8,), eval_batch=16)
-    model, record = train_mlac(digits.release(0), digits.data(), config)
+    model, record = train_defense(digits.release(0), digits.data(), config)
     return run_suite(digits, {"mlac": (model, record)}, TINY_SUITE)
 
 
@@ -290,6 +290,6 @@ def test_results_do_not_depend_on_the_number_of_worker_processes(
     digits: DigitsTestbed, result: SuiteResult
 ) -> None:
     config = MLACConfig(outer_steps=3, inner_steps=2, inner_batch_sizes=(8,), eval_batch=16)
-    model, record = train_mlac(digits.release(0), digits.data(), config)
+    model, record = train_defense(digits.release(0), digits.data(), config)
     parallel = run_suite(digits, {"mlac": (model, record)}, TINY_SUITE, jobs=2)
     assert parallel.to_json() == result.to_json()

@@ -10,7 +10,7 @@ names resolve lazily, so importing :mod:`weightvault.tamper.spec` alone does not
   :class:`TamperData`, :class:`Split`, :func:`load_adapter`, :func:`save_model`,
   :func:`load_model`;
 * attacks and evaluation: :func:`run_attack`, :func:`run_suite`, :class:`SuiteResult`;
-* defenses: :func:`defend`, :func:`train_mlac`, :func:`train_tar`, :class:`MLACConfig`,
+* defenses: :func:`defend`, :func:`train_defense`, :class:`MLACConfig`,
   :class:`TARConfig`, :class:`DefenseRecord`;
 * defaults (read from a file written before evaluation): :class:`LabDefaults`,
   :func:`load_defaults`, :func:`tune`;
@@ -33,8 +33,7 @@ _LAZY: dict[str, str] = {
     "MLACConfig": "weightvault.tamper.defenses",
     "TARConfig": "weightvault.tamper.defenses",
     "defend": "weightvault.tamper.defenses",
-    "train_mlac": "weightvault.tamper.defenses",
-    "train_tar": "weightvault.tamper.defenses",
+    "train_defense": "weightvault.tamper.defenses",
     "SuiteResult": "weightvault.tamper.evaluate",
     "run_suite": "weightvault.tamper.evaluate",
     "AttackGrid": "weightvault.tamper.grid",

@@ -38,8 +38,7 @@ from weightvault.tamper.defenses import (
     TARConfig,
     defense_config,
     desired_accuracy,
-    train_mlac,
-    train_tar,
+    train_defense,
 )
 from weightvault.tamper.grid import DATA_DIR, AttackGrid, GridSplit
 
@@ -291,10 +290,7 @@ def tune(
             config = defense_config(
                 method, overrides, split=split, defender_size=len(tune_data.defender), seed=0
             )
-            if isinstance(config, MLACConfig):
-                model, _ = train_mlac(release, tune_data, config, threads=threads, device=device)
-            else:
-                model, _ = train_tar(release, tune_data, config, threads=threads, device=device)
+            model, _ = train_defense(release, tune_data, config, threads=threads, device=device)
             model.eval()
             desired = desired_accuracy(model, tune_data)
             model = model.to(device)

@@ -56,8 +56,7 @@ __all__ = [
     "defend",
     "defense_config",
     "desired_accuracy",
-    "train_mlac",
-    "train_tar",
+    "train_defense",
 ]
 
 
@@ -224,101 +223,129 @@ def _accuracy(model: TamperModel, split: Split) -> float:
         return float((model(split.x).argmax(1) == split.desired).float().mean())
 
 
-def train_mlac(
+def train_defense(
     release: TamperModel,
     data: TamperData,
-    config: MLACConfig,
+    config: MLACConfig | TARConfig,
     *,
     threads: int | None = None,
     device: str | torch.device = "cpu",
 ) -> tuple[TamperModel, DefenseRecord]:
-    """Train the MLAC-style defense from ``release`` (see the module docstring)."""
+    """Train the defense ``config`` describes (MLAC or TAR, see the module docstring) from
+    ``release``, on the defender split only; returns the model (on the CPU) and its record.
+
+    Both methods train a copy of ``release`` on ``device`` under :func:`deterministic`, draw from
+    their own seeded generator and are recorded the same way.
+    """
+    method = "mlac" if isinstance(config, MLACConfig) else "tar"
     with deterministic(config.seed, threads):
         model = copy.deepcopy(release).to(device)
         data = data.to(device)
-        generator = torch.Generator().manual_seed(config.seed + 101)
-        defender = data.defender
-        names = [n for n, _ in model.trunk.named_parameters()]
-        buffers = dict(model.trunk.named_buffers())
-        head0 = nn.Linear(model.feature_dim, data.num_harmful).to(device)
-        log_lr = torch.tensor(math.log(config.init_inner_lr), device=device, requires_grad=True)
-        outer = make_optimizer("adam", list(model.parameters()), config.outer_lr)
-        meta = torch.optim.Adam([*head0.parameters(), log_lr], lr=config.meta_lr)
-        low, high = math.log(config.lr_clamp[0]), math.log(config.lr_clamp[1])
-        history: dict[str, list[float]] = {"desired": [], "harmful_calibrated": [], "inner_lr": []}
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
-        n_trunk = len(names)
-
-        def harmful_logits(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            trunk_params = dict(zip(names, params[:n_trunk], strict=True)) | buffers
-            feats: torch.Tensor = functional_call(model.trunk, trunk_params, (x,))
-            return feats @ params[n_trunk].T + params[n_trunk + 1]
-
-        for _ in range(config.outer_steps):
-            d_idx = _rows(defender, config.desired_batch, generator)
-            desired_loss = nn.functional.cross_entropy(
-                model(defender.x[d_idx]), defender.desired[d_idx]
-            )
-            pick = int(torch.randint(0, len(config.inner_batch_sizes), (1,), generator=generator))
-            batch = config.inner_batch_sizes[pick]
-            pool = _subset(defender, config.inner_budgets, generator)
-            e_idx = _rows(defender, config.eval_batch, generator)
-            x_eval, y_eval = defender.x[e_idx], defender.harmful[e_idx]
-            lr = torch.exp(log_lr.clamp(low, high))
-            # The simulated attacker's state: trunk params, head weight and bias (all in the graph).
-            state: list[torch.Tensor] = [p for p in model.trunk.parameters()]
-            state += [head0.weight, head0.bias]
-            m1 = [torch.zeros_like(p) for p in state]
-            m2 = [torch.zeros_like(p) for p in state]
-            adv_losses: list[torch.Tensor] = []
-            penalty = torch.zeros((), device=device)
-            for k in range(config.inner_steps):
-                i_idx = _rows(pool, batch, generator)
-                loss_k = nn.functional.cross_entropy(
-                    harmful_logits(state, pool.x[i_idx]), pool.harmful[i_idx]
-                )
-                grads = torch.autograd.grad(loss_k, state, create_graph=True)
-                if config.grad_penalty:
-                    penalty = penalty + sum((g * g).sum() for g in grads) / config.inner_steps
-                t = k + 1
-                new_state = []
-                for j, (p, g) in enumerate(zip(state, grads, strict=True)):
-                    m1[j] = beta1 * m1[j] + (1 - beta1) * g
-                    m2[j] = beta2 * m2[j] + (1 - beta2) * g * g
-                    m_hat = m1[j] / (1 - beta1**t)
-                    v_hat = m2[j] / (1 - beta2**t)
-                    new_state.append(p - lr * m_hat / (torch.sqrt(v_hat + 1e-16) + eps))
-                state = new_state
-                adv_losses.append(calibrated_loss(harmful_logits(state, x_eval), y_eval))
-            mean_adv = torch.stack(adv_losses).mean()
-            outer_loss = (
-                desired_loss - config.harm_weight * mean_adv + config.grad_penalty * penalty
-            )
-            params = list(model.parameters())
-            outer_grads = torch.autograd.grad(
-                outer_loss, params, retain_graph=True, allow_unused=True
-            )
-            meta_params = [head0.weight, head0.bias, log_lr]
-            meta_grads = torch.autograd.grad(mean_adv, meta_params, allow_unused=True)
-            for p, g in zip(params, outer_grads, strict=True):
-                p.grad = None if g is None else g.detach()
-            for p, g in zip(meta_params, meta_grads, strict=True):
-                p.grad = None if g is None else g.detach()
-            outer.step()
-            meta.step()
-            history["desired"].append(float(desired_loss.detach()))
-            history["harmful_calibrated"].append(float(mean_adv.detach()))
-            history["inner_lr"].append(float(lr.detach()))
+        generator = torch.Generator().manual_seed(config.seed + _SEED_OFFSETS[method])
+        run = _Run(model, data, generator, device)
+        if isinstance(config, MLACConfig):
+            history, sampled = _train_mlac(run, config), tuple(config.families)
+        else:
+            history, sampled = _train_tar(run, config, release)
         model.zero_grad(set_to_none=True)
-        desired_acc = _accuracy(model, defender)
+        desired_acc = _accuracy(model, data.defender)
     record = DefenseRecord(
-        method="mlac",
+        method=method,
         config=_config_dict(config),
         training_families=tuple(config.families),
-        sampled_families=tuple(config.families),
+        sampled_families=sampled,
         history=_summarize(history) | {"desired_acc_defender": [desired_acc]},
     )
     return model.to("cpu"), record
+
+
+#: Added to the configuration's seed for each method's generator.
+_SEED_OFFSETS = {"mlac": 101, "tar": 202}
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What :func:`train_defense` hands a method: the model being trained (a copy of the
+    release) and the data, both on ``device``, and the method's seeded generator."""
+
+    model: TamperModel
+    data: TamperData
+    generator: torch.Generator
+    device: str | torch.device
+
+
+def _train_mlac(run: _Run, config: MLACConfig) -> dict[str, list[float]]:
+    """The MLAC outer loop on ``run.model``; returns the loss history."""
+    model, data, generator, device = run.model, run.data, run.generator, run.device
+    defender = data.defender
+    names = [n for n, _ in model.trunk.named_parameters()]
+    buffers = dict(model.trunk.named_buffers())
+    head0 = nn.Linear(model.feature_dim, data.num_harmful).to(device)
+    log_lr = torch.tensor(math.log(config.init_inner_lr), device=device, requires_grad=True)
+    outer = make_optimizer("adam", list(model.parameters()), config.outer_lr)
+    meta = torch.optim.Adam([*head0.parameters(), log_lr], lr=config.meta_lr)
+    low, high = math.log(config.lr_clamp[0]), math.log(config.lr_clamp[1])
+    history: dict[str, list[float]] = {"desired": [], "harmful_calibrated": [], "inner_lr": []}
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    n_trunk = len(names)
+
+    def harmful_logits(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        trunk_params = dict(zip(names, params[:n_trunk], strict=True)) | buffers
+        feats: torch.Tensor = functional_call(model.trunk, trunk_params, (x,))
+        return feats @ params[n_trunk].T + params[n_trunk + 1]
+
+    for _ in range(config.outer_steps):
+        d_idx = _rows(defender, config.desired_batch, generator)
+        desired_loss = nn.functional.cross_entropy(
+            model(defender.x[d_idx]), defender.desired[d_idx]
+        )
+        pick = int(torch.randint(0, len(config.inner_batch_sizes), (1,), generator=generator))
+        batch = config.inner_batch_sizes[pick]
+        pool = _subset(defender, config.inner_budgets, generator)
+        e_idx = _rows(defender, config.eval_batch, generator)
+        x_eval, y_eval = defender.x[e_idx], defender.harmful[e_idx]
+        lr = torch.exp(log_lr.clamp(low, high))
+        # The simulated attacker's state: trunk params, head weight and bias (all in the graph).
+        state: list[torch.Tensor] = [p for p in model.trunk.parameters()]
+        state += [head0.weight, head0.bias]
+        m1 = [torch.zeros_like(p) for p in state]
+        m2 = [torch.zeros_like(p) for p in state]
+        adv_losses: list[torch.Tensor] = []
+        penalty = torch.zeros((), device=device)
+        for k in range(config.inner_steps):
+            i_idx = _rows(pool, batch, generator)
+            loss_k = nn.functional.cross_entropy(
+                harmful_logits(state, pool.x[i_idx]), pool.harmful[i_idx]
+            )
+            grads = torch.autograd.grad(loss_k, state, create_graph=True)
+            if config.grad_penalty:
+                penalty = penalty + sum((g * g).sum() for g in grads) / config.inner_steps
+            t = k + 1
+            new_state = []
+            for j, (p, g) in enumerate(zip(state, grads, strict=True)):
+                m1[j] = beta1 * m1[j] + (1 - beta1) * g
+                m2[j] = beta2 * m2[j] + (1 - beta2) * g * g
+                m_hat = m1[j] / (1 - beta1**t)
+                v_hat = m2[j] / (1 - beta2**t)
+                new_state.append(p - lr * m_hat / (torch.sqrt(v_hat + 1e-16) + eps))
+            state = new_state
+            adv_losses.append(calibrated_loss(harmful_logits(state, x_eval), y_eval))
+        mean_adv = torch.stack(adv_losses).mean()
+        outer_loss = desired_loss - config.harm_weight * mean_adv + config.grad_penalty * penalty
+        params = list(model.parameters())
+        outer_grads = torch.autograd.grad(outer_loss, params, retain_graph=True, allow_unused=True)
+        meta_params = [head0.weight, head0.bias, log_lr]
+        meta_grads = torch.autograd.grad(mean_adv, meta_params, allow_unused=True)
+        for p, g in zip(params, outer_grads, strict=True):
+            p.grad = None if g is None else g.detach()
+        for p, g in zip(meta_params, meta_grads, strict=True):
+            p.grad = None if g is None else g.detach()
+        outer.step()
+        meta.step()
+        history["desired"].append(float(desired_loss.detach()))
+        history["harmful_calibrated"].append(float(mean_adv.detach()))
+        history["inner_lr"].append(float(lr.detach()))
+    return history
 
 
 def _entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -330,104 +357,88 @@ def _pick(values: tuple[Any, ...], generator: torch.Generator) -> Any:
     return values[int(torch.randint(0, len(values), (1,), generator=generator))]
 
 
-def train_tar(
-    release: TamperModel,
-    data: TamperData,
-    config: TARConfig,
-    *,
-    threads: int | None = None,
-    device: str | torch.device = "cpu",
-) -> tuple[TamperModel, DefenseRecord]:
-    """Train the TAR-style defense from ``release`` (see the module docstring)."""
-    with deterministic(config.seed, threads):
-        model = copy.deepcopy(release).to(device)
-        original = copy.deepcopy(release).to(device)
-        data = data.to(device)
-        generator = torch.Generator().manual_seed(config.seed + 202)
-        defender = data.defender
-        outer = make_optimizer("adamw", list(model.parameters()), config.outer_lr)
-        sampled: set[str] = set()
-        history: dict[str, list[float]] = {"retain": [], "tamper_resistance": []}
-        k_total = config.inner_steps
-        batch_sizes = config.batch_sizes or (config.batch_size,)
-        for _ in range(config.outer_steps):
-            lr = _pick(config.lrs, generator)
-            sched = _pick(config.schedules, generator)
-            data_kind = _pick(config.datas, generator)
-            optimizer = _pick(config.optimizers, generator)
-            batch = _pick(batch_sizes, generator)
-            pool = _subset(defender, config.inner_budgets, generator)
-            family = f"{optimizer}/{sched}/full/{data_kind}"
-            if family not in config.families:
-                raise AssertionError(f"sampled family {family} outside the declared set")
-            sampled.add(family)
-            switch = 0
-            if data_kind == "benign-then-harmful":
-                switch = min(k_total - 1, int(_beta_sample(generator) * k_total))
-            spec = AttackSpec(
-                name="tar-adversary",
-                examples=1,
-                optimizer=optimizer,
-                lr=lr,
-                schedule=sched,
-                steps=k_total,
-            )
-            adv_trunk = copy.deepcopy(model.trunk)
-            adv_desired = copy.deepcopy(model.desired_head)
-            adv_head = nn.Linear(model.feature_dim, data.num_harmful).to(device)
-            opt = make_optimizer(
-                optimizer,
-                [*adv_trunk.parameters(), *adv_desired.parameters(), *adv_head.parameters()],
-                lr,
-            )
-            tr_grads = [torch.zeros_like(p) for p in model.trunk.parameters()]
-            tr_values: list[float] = []
-            for i in range(k_total):
-                for group in opt.param_groups:
-                    group["lr"] = lr * schedule_factor(spec, i)
-                opt.zero_grad(set_to_none=True)
-                if i < switch:
-                    idx = _rows(defender, batch, generator)
-                    feats = adv_trunk(defender.x[idx])
-                    loss = nn.functional.cross_entropy(adv_desired(feats), defender.desired[idx])
-                else:
-                    idx = _rows(pool, batch, generator)
-                    feats = adv_trunk(pool.x[idx])
-                    loss = nn.functional.cross_entropy(adv_head(feats), pool.harmful[idx])
-                loss.backward()  # type: ignore[no-untyped-call]
-                opt.step()
-                if (i + 1) % config.tr_every == 0 or i == k_total - 1:
-                    h_idx = _rows(defender, config.batch_size, generator)
-                    tr_loss = -_entropy(adv_head(adv_trunk(defender.x[h_idx])))
-                    grads = torch.autograd.grad(tr_loss, list(adv_trunk.parameters()))
-                    weight = config.tr_scale * math.exp(config.tr_decay * (i - k_total + 1))
-                    for acc, g in zip(tr_grads, grads, strict=True):
-                        acc.add_(weight * g)
-                    tr_values.append(float(tr_loss.detach()))
-            r_idx = _rows(defender, config.batch_size * 2, generator)
-            x_r = defender.x[r_idx]
-            feats = model.trunk(x_r)
-            with torch.no_grad():
-                ref = original.trunk(x_r)
-            retain = nn.functional.cross_entropy(model.desired_head(feats), defender.desired[r_idx])
-            retain = retain + config.retain_weight * ((feats - ref) ** 2).sum(dim=1).mean()
-            outer.zero_grad(set_to_none=True)
-            retain.backward()
-            for p, g in zip(model.trunk.parameters(), tr_grads, strict=True):
-                p.grad = g if p.grad is None else p.grad + g
-            outer.step()
-            history["retain"].append(float(retain.detach()))
-            history["tamper_resistance"].append(sum(tr_values) / max(1, len(tr_values)))
-        model.zero_grad(set_to_none=True)
-        desired_acc = _accuracy(model, defender)
-    record = DefenseRecord(
-        method="tar",
-        config=_config_dict(config),
-        training_families=tuple(config.families),
-        sampled_families=tuple(sorted(sampled)),
-        history=_summarize(history) | {"desired_acc_defender": [desired_acc]},
-    )
-    return model.to("cpu"), record
+def _train_tar(
+    run: _Run, config: TARConfig, release: TamperModel
+) -> tuple[dict[str, list[float]], tuple[str, ...]]:
+    """The TAR outer loop on ``run.model`` (its retain loss compares features with
+    ``release``'s); returns the loss history and the families sampled."""
+    model, data, generator, device = run.model, run.data, run.generator, run.device
+    original = copy.deepcopy(release).to(device)
+    defender = data.defender
+    outer = make_optimizer("adamw", list(model.parameters()), config.outer_lr)
+    sampled: set[str] = set()
+    history: dict[str, list[float]] = {"retain": [], "tamper_resistance": []}
+    k_total = config.inner_steps
+    batch_sizes = config.batch_sizes or (config.batch_size,)
+    for _ in range(config.outer_steps):
+        lr = _pick(config.lrs, generator)
+        sched = _pick(config.schedules, generator)
+        data_kind = _pick(config.datas, generator)
+        optimizer = _pick(config.optimizers, generator)
+        batch = _pick(batch_sizes, generator)
+        pool = _subset(defender, config.inner_budgets, generator)
+        family = f"{optimizer}/{sched}/full/{data_kind}"
+        if family not in config.families:
+            raise AssertionError(f"sampled family {family} outside the declared set")
+        sampled.add(family)
+        switch = 0
+        if data_kind == "benign-then-harmful":
+            switch = min(k_total - 1, int(_beta_sample(generator) * k_total))
+        spec = AttackSpec(
+            name="tar-adversary",
+            examples=1,
+            optimizer=optimizer,
+            lr=lr,
+            schedule=sched,
+            steps=k_total,
+        )
+        adv_trunk = copy.deepcopy(model.trunk)
+        adv_desired = copy.deepcopy(model.desired_head)
+        adv_head = nn.Linear(model.feature_dim, data.num_harmful).to(device)
+        opt = make_optimizer(
+            optimizer,
+            [*adv_trunk.parameters(), *adv_desired.parameters(), *adv_head.parameters()],
+            lr,
+        )
+        tr_grads = [torch.zeros_like(p) for p in model.trunk.parameters()]
+        tr_values: list[float] = []
+        for i in range(k_total):
+            for group in opt.param_groups:
+                group["lr"] = lr * schedule_factor(spec, i)
+            opt.zero_grad(set_to_none=True)
+            if i < switch:
+                idx = _rows(defender, batch, generator)
+                feats = adv_trunk(defender.x[idx])
+                loss = nn.functional.cross_entropy(adv_desired(feats), defender.desired[idx])
+            else:
+                idx = _rows(pool, batch, generator)
+                feats = adv_trunk(pool.x[idx])
+                loss = nn.functional.cross_entropy(adv_head(feats), pool.harmful[idx])
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            if (i + 1) % config.tr_every == 0 or i == k_total - 1:
+                h_idx = _rows(defender, config.batch_size, generator)
+                tr_loss = -_entropy(adv_head(adv_trunk(defender.x[h_idx])))
+                grads = torch.autograd.grad(tr_loss, list(adv_trunk.parameters()))
+                weight = config.tr_scale * math.exp(config.tr_decay * (i - k_total + 1))
+                for acc, g in zip(tr_grads, grads, strict=True):
+                    acc.add_(weight * g)
+                tr_values.append(float(tr_loss.detach()))
+        r_idx = _rows(defender, config.batch_size * 2, generator)
+        x_r = defender.x[r_idx]
+        feats = model.trunk(x_r)
+        with torch.no_grad():
+            ref = original.trunk(x_r)
+        retain = nn.functional.cross_entropy(model.desired_head(feats), defender.desired[r_idx])
+        retain = retain + config.retain_weight * ((feats - ref) ** 2).sum(dim=1).mean()
+        outer.zero_grad(set_to_none=True)
+        retain.backward()
+        for p, g in zip(model.trunk.parameters(), tr_grads, strict=True):
+            p.grad = g if p.grad is None else p.grad + g
+        outer.step()
+        history["retain"].append(float(retain.detach()))
+        history["tamper_resistance"].append(sum(tr_values) / max(1, len(tr_values)))
+    return history, tuple(sorted(sampled))
 
 
 def _beta_sample(generator: torch.Generator) -> float:
@@ -556,10 +567,7 @@ def defend(
             steps=steps,
             inner_steps=inner_steps,
         )
-        if isinstance(config, MLACConfig):
-            model, record = train_mlac(release, data, config, threads=threads, device=device)
-        else:
-            model, record = train_tar(release, data, config, threads=threads, device=device)
+        model, record = train_defense(release, data, config, threads=threads, device=device)
     model.eval()
     return model, record, desired_accuracy(model, data)
 
