@@ -110,12 +110,15 @@ class AccessRequest:
     byte_budget: int
     purpose: str = "pull"
 
+    def terms(self) -> dict[str, Any]:
+        """The terms asked for (every field but ``purpose``): what a stored request keeps."""
+        terms = field_dict(self)
+        del terms["purpose"]
+        return terms
+
     def to_json(self) -> dict[str, Any]:
         """The ``POST /v1/requests`` body (``purpose`` only when it is not the default)."""
-        body = field_dict(self)
-        if self.purpose == "pull":
-            del body["purpose"]
-        return body
+        return field_dict(self) if self.purpose != "pull" else self.terms()
 
 
 @dataclass(frozen=True)

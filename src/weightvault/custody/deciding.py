@@ -2,7 +2,7 @@
 (:mod:`.jobs`), signed with an Ed25519 approval key or a console passkey: who may decide, that
 the thing decided is still open, how the envelope is opened and checked
 (:func:`check_decision`), what the audit entry says of it and how its row is filed
-(:meth:`Decision.file`).
+(:meth:`Decision.file`), and the steps of taking one (:meth:`DecisionRoom.decide`).
 
 Why one module: the two rooms and the console (which checks before it asks the passkey the
 question) must accept exactly the same deciders; written once, they cannot drift apart.
@@ -12,29 +12,32 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from weightvault import _b64 as b64
+from weightvault.custody import _names
 from weightvault.custody.approvals import (
     MAX_ENVELOPE_BYTES,
     ApprovalStatement,
     RequestTerms,
     open_envelope,
 )
-from weightvault.custody.context import Recorder, RequestContext
-from weightvault.custody.errors import ConflictError
+from weightvault.custody.context import Recorder, RequestContext, Room, require_role
+from weightvault.custody.errors import ConflictError, found
 from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
-from weightvault.custody.store import Principal, SignedDecision
+from weightvault.custody.store import GrantRequest, Job, Principal, SignedDecision
 from weightvault.errors import PolicyError
 
 __all__ = [
     "Decision",
+    "DecisionRoom",
     "EnvelopeOpener",
     "approver_row",
     "check_approver",
@@ -45,6 +48,9 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+Item = TypeVar("Item", GrantRequest, Job)
+"""What approvers decide on: a grant request or a job."""
+Row = TypeVar("Row", bound=SignedDecision)
 
 EnvelopeOpener = Callable[[Session, Principal, bytes], tuple[ApprovalStatement, str]]
 """Checks a signed decision by ``approver`` and returns its statement and the signing key's id
@@ -183,3 +189,79 @@ def check_decision(
     # (5) (6)
     statement.check_acceptable(name, terms, now, policy.approval_validity_s)
     return Decision(what, policy, name, statement, key_id, envelope, now)
+
+
+class DecisionRoom(Room, ABC, Generic[Item, Row]):
+    """A room whose items approvers decide on: grant requests (:class:`.grants.Grants`) and jobs
+    (:class:`.jobs.Jobs`). :meth:`decide` is written once, so a decision on either goes through
+    the same steps in the same order; a room says what its items are and what a decision does
+    to one."""
+
+    what: ClassVar[str]
+    """``request`` or ``job``: names the item in messages, its id field (``{what}_id``) and its
+    decisions' audit actions."""
+
+    def decide(
+        self,
+        ctx: RequestContext,
+        item_id: str,
+        envelope_b64: str,
+        *,
+        opener: EnvelopeOpener | None = None,
+    ) -> dict[str, Any]:
+        """Record a signed approval or denial of item ``item_id``; return the item's view.
+
+        Checks, in order: (1) a named approver, with a registered key unless ``opener`` (the
+        console's passkey opener) opens the envelope; (2) not the requester; (3) the item is
+        pending and not expired; (4) the envelope opens under the approver's own key; (5) the
+        statement names this approver and binds exactly the item's terms; (6) it is current and
+        not valid longer than the policy allows; (7) no earlier decision by this principal or
+        this key. Then :meth:`_apply` files it, and :meth:`_committed` follows the commit.
+        """
+        principal = require_role(ctx, "approver")
+        _names.check_request_id(item_id, f"{self.what}_id")
+        envelope = decode_envelope(envelope_b64)
+        now = self._clock()
+        with self._store.session() as session:
+            item = found(self._locked(session, item_id), self.what)
+            decision = check_decision(
+                session, principal.name, what=self.what, model=item.model,
+                check_open=lambda: self._check_open(principal.name, item, now),
+                terms=self._terms(item), envelope=envelope, opener=opener, now=now,
+            )  # fmt: skip
+            approvals = self._approvals(session, item_id)
+            decision.check_first(approvals)  # (7)
+            view = self._apply(session, ctx, item, decision, approvals)
+        self._committed(view)
+        return view
+
+    @abstractmethod
+    def _locked(self, session: Session, item_id: str) -> Item | None:
+        """The item, locked for the decision (None if there is none)."""
+
+    @abstractmethod
+    def _check_open(self, name: str, item: Item, now: dt.datetime) -> None:
+        """Checks (2)-(3): not ``name``'s own item; pending, not expired."""
+
+    @abstractmethod
+    def _terms(self, item: Item) -> RequestTerms:
+        """The terms a decision on ``item`` must bind."""
+
+    @abstractmethod
+    def _approvals(self, session: Session, item_id: str) -> list[Row]:
+        """The decisions filed on the item so far."""
+
+    @abstractmethod
+    def _apply(
+        self,
+        session: Session,
+        ctx: RequestContext,
+        item: Item,
+        decision: Decision,
+        approvals: list[Row],
+    ) -> dict[str, Any]:
+        """What a checked ``decision`` does to ``item`` (``approvals``: the earlier ones); file
+        it (:meth:`Decision.file`) and return the item's view."""
+
+    def _committed(self, view: dict[str, Any]) -> None:
+        """Runs once the decision is committed (a job starts with its last approval)."""

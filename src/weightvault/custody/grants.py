@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session, object_session
 from weightvault.custody import _names, deciding
 from weightvault.custody.alerts import AlertEvent, AlertSink
 from weightvault.custody.approvals import AccessRequest, RequestTerms, format_time
-from weightvault.custody.context import ROLES, RequestContext, Room, require_role
-from weightvault.custody.deciding import EnvelopeOpener
+from weightvault.custody.context import ROLES, RequestContext, require_role
+from weightvault.custody.deciding import Decision, DecisionRoom, EnvelopeOpener
 from weightvault.custody.errors import AuthenticationError, ConflictError, NotFoundError, found
 from weightvault.custody.models import load_model
 from weightvault.custody.policy import ModelPolicy
@@ -154,20 +154,10 @@ def _passkey_is_current(session: Session, name: str, key_id: str) -> bool:
     return credential is not None and credential.principal == name and not credential.revoked_at
 
 
-def _check_open(name: str, grant: GrantRequest, now: dt.datetime) -> None:
-    """Checks (2)-(3) of :meth:`Grants.submit_approval`: not ``name``'s own request; pending,
-    not expired."""
-    deciding.check_pending(name, grant.requester, grant.status, "request")
-    if grant.request_expires_at <= now:
-        raise PolicyError("request has expired; file a new one")
-
-
-def _approvals(session: Session, request_id: str) -> list[Approval]:
-    return list(session.scalars(select(Approval).where(Approval.request_id == request_id)))
-
-
-class Grants(Room):
+class Grants(DecisionRoom[GrantRequest, Approval]):
     """Requests, approvals, denials and revocation."""
+
+    what = "request"
 
     on_pending: Callable[[dict[str, Any]], None] | None = None
     """Told of each new request once it is committed (the console notifies approvers)."""
@@ -242,12 +232,8 @@ class Grants(Room):
                 )
             grant = GrantRequest(
                 id=secrets.token_hex(16),
-                model=asked.model,
-                version=asked.version,
                 requester=principal.name,
-                justification=asked.justification,
-                duration_s=asked.duration_s,
-                byte_budget=asked.byte_budget,
+                **asked.terms(),
                 created_at=now,
                 request_expires_at=now + dt.timedelta(seconds=policy.request_ttl_s),
                 status="pending",
@@ -277,7 +263,7 @@ class Grants(Room):
             _model, policy = load_model(session, grant.model)
             if not _sees(principal, grant, policy):
                 raise NotFoundError("request not found")
-            view = self._view(grant, _approvals(session, request_id))
+            view = self._view(grant, self._approvals(session, request_id))
             self._audit(ctx, "allowed", {"request_id": request_id})
         return view
 
@@ -298,82 +284,75 @@ class Grants(Room):
                     _model, policy = load_model(session, grant.model)
                     if not _sees(principal, grant, policy):
                         continue
-                out.append(self._view(grant, _approvals(session, grant.id)))
+                out.append(self._view(grant, self._approvals(session, grant.id)))
             self._audit(ctx, "allowed", {"count": len(out)})
         return out
 
-    def submit_approval(
-        self,
-        ctx: RequestContext,
-        request_id: str,
-        envelope_b64: str,
-        *,
-        opener: EnvelopeOpener | None = None,
-    ) -> dict[str, Any]:
-        """Record a signed approval or denial.
+    # -- decisions (the steps: :meth:`.deciding.DecisionRoom.decide`) ----------------------------
 
-        Checks, in order: (1) approver role, named in the model's policy, with a registered key;
-        (2) not the requester; (3) the request is pending and not expired; (4) the envelope's
-        signature verifies under the approver's registered key; (5) the statement names this
-        approver and binds exactly this request's terms; (6) it is current and not valid longer
-        than the policy allows; (7) no earlier approval by this principal or this key.
-        """
-        principal = require_role(ctx, "approver")
-        _names.check_request_id(request_id)
-        envelope = deciding.decode_envelope(envelope_b64)
-        now = self._clock()
-        with self._store.session() as session:
-            grant = found(session.get(GrantRequest, request_id, with_for_update=True), "request")
-            decision = deciding.check_decision(
-                session, principal.name, what="request", model=grant.model,
-                check_open=lambda: _check_open(principal.name, grant, now), terms=terms_of(grant),
-                envelope=envelope, opener=opener, now=now,
-            )  # fmt: skip
-            policy, statement = decision.policy, decision.statement
-            approvals = _approvals(session, request_id)
-            decision.check_first(approvals)  # (7)
-            # Only approvals from principals who are still eligible count: named in the current
-            # policy, holding the approver role, not disabled, and signed with their current key.
-            valid = [
-                a
-                for a in approvals
-                if a.decision == "approve"
-                and a.expires_at > now
-                and _still_approver(session, policy, a)
-            ]
-            record: dict[str, Any] = {
-                "request_id": request_id,
-                "model": grant.model,
-                "version": grant.version,
-                "grantee": grant.requester,
-                **decision.record(),
-            }
-            # A policy tightened while the request was pending applies to it (never loosened).
-            grant.approvals_required = max(grant.approvals_required, policy.approvals_required)
-            if statement.decision == "deny":
-                grant.status = "denied"
-                record["status"] = "denied"
-            elif len(valid) + 1 >= grant.approvals_required:
-                if self.gate is not None:  # attestations may have expired since the request
-                    self.gate(session, ctx, grant, "", "activation")
-                grant.status = "active"
-                grant.activated_at = now
-                grant.grant_expires_at = now + dt.timedelta(seconds=grant.duration_s)
-                record["status"] = "active"
-                record["grant_expires_at"] = format_time(grant.grant_expires_at)
-                mark = self.fingerprint_id(session, grant) if self.fingerprint_id else None
-                if mark is not None:
-                    record["fingerprint_id"] = mark
-            else:
-                record["status"] = "pending"
-            approval = decision.file(
-                session, ctx, self._audit, record, Approval, request_id=request_id
-            )
-            if record["status"] == "active":
-                released_by = {a.approver for a in valid} | {principal.name}
-                self._same_pair_signal(session, grant, sorted(released_by), now)
-            view = self._view(grant, [*approvals, approval])
-        return view
+    def _locked(self, session: Session, item_id: str) -> GrantRequest | None:
+        return session.get(GrantRequest, item_id, with_for_update=True)
+
+    def _check_open(self, name: str, grant: GrantRequest, now: dt.datetime) -> None:
+        deciding.check_pending(name, grant.requester, grant.status, "request")
+        if grant.request_expires_at <= now:
+            raise PolicyError("request has expired; file a new one")
+
+    def _terms(self, grant: GrantRequest) -> RequestTerms:
+        return terms_of(grant)
+
+    def _approvals(self, session: Session, item_id: str) -> list[Approval]:
+        return list(session.scalars(select(Approval).where(Approval.request_id == item_id)))
+
+    def _apply(
+        self,
+        session: Session,
+        ctx: RequestContext,
+        grant: GrantRequest,
+        decision: Decision,
+        approvals: list[Approval],
+    ) -> dict[str, Any]:
+        """An approval that makes M activates the grant (the release gate is asked again)."""
+        policy, now = decision.policy, decision.now
+        # Only approvals from principals who are still eligible count: named in the current
+        # policy, holding the approver role, not disabled, and signed with their current key.
+        valid = [
+            a
+            for a in approvals
+            if a.decision == "approve"
+            and a.expires_at > now
+            and _still_approver(session, policy, a)
+        ]
+        record: dict[str, Any] = {
+            "request_id": grant.id,
+            "model": grant.model,
+            "version": grant.version,
+            "grantee": grant.requester,
+            **decision.record(),
+        }
+        # A policy tightened while the request was pending applies to it (never loosened).
+        grant.approvals_required = max(grant.approvals_required, policy.approvals_required)
+        if decision.statement.decision == "deny":
+            grant.status = "denied"
+            record["status"] = "denied"
+        elif len(valid) + 1 >= grant.approvals_required:
+            if self.gate is not None:  # attestations may have expired since the request
+                self.gate(session, ctx, grant, "", "activation")
+            grant.status = "active"
+            grant.activated_at = now
+            grant.grant_expires_at = now + dt.timedelta(seconds=grant.duration_s)
+            record["status"] = "active"
+            record["grant_expires_at"] = format_time(grant.grant_expires_at)
+            mark = self.fingerprint_id(session, grant) if self.fingerprint_id else None
+            if mark is not None:
+                record["fingerprint_id"] = mark
+        else:
+            record["status"] = "pending"
+        approval = decision.file(session, ctx, self._audit, record, Approval, request_id=grant.id)
+        if record["status"] == "active":
+            released_by = {a.approver for a in valid} | {decision.approver}
+            self._same_pair_signal(session, grant, sorted(released_by), now)
+        return self._view(grant, [*approvals, approval])
 
     def _same_pair_signal(
         self, session: Session, grant: GrantRequest, approvers: list[str], now: dt.datetime
@@ -439,4 +418,4 @@ class Grants(Room):
             grant.revoked_at = self._clock()
             grant.revoked_by = principal.name
             self._audit(ctx, "allowed", {"request_id": request_id, "model": grant.model})
-            return self._view(grant, _approvals(session, request_id))
+            return self._view(grant, self._approvals(session, request_id))

@@ -41,8 +41,8 @@ from weightvault.access.spec import JobRequest, parse_job_request
 from weightvault.custody import _names, deciding
 from weightvault.custody.approvals import RequestTerms, format_time
 from weightvault.custody.budgets import debit_window, record_release, window_used
-from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
-from weightvault.custody.deciding import EnvelopeOpener
+from weightvault.custody.context import ROLES, RequestContext, Shared, require_role
+from weightvault.custody.deciding import Decision, DecisionRoom
 from weightvault.custody.errors import ConflictError, NotFoundError, found
 from weightvault.custody.jobs_runner import JobRunner, root_digest_of
 from weightvault.custody.models import load_model
@@ -72,8 +72,10 @@ def check_job_open(name: str, job: Job, now: dt.datetime) -> None:
         raise PolicyError("job request has expired; submit it again")
 
 
-class Jobs(Room):
+class Jobs(DecisionRoom[Job, JobApproval]):
     """Submission, approval, status, cancellation and the one-time release of job results."""
+
+    what = "job"
 
     def __init__(self, shared: Shared, runner: JobRunner, sign: Any, public_key: bytes) -> None:
         super().__init__(shared)
@@ -122,9 +124,8 @@ class Jobs(Room):
             or principal.name in policy.approvers
         )
 
-    @staticmethod
-    def _approvals(session: Session, job_id: str) -> list[JobApproval]:
-        return list(session.scalars(select(JobApproval).where(JobApproval.job_id == job_id)))
+    def _approvals(self, session: Session, item_id: str) -> list[JobApproval]:
+        return list(session.scalars(select(JobApproval).where(JobApproval.job_id == item_id)))
 
     # -- submit --------------------------------------------------------------------------------
 
@@ -200,64 +201,49 @@ class Jobs(Room):
             self.runner.start(job.id)
         return view
 
-    # -- approvals -----------------------------------------------------------------------------
+    # -- decisions (the steps: :meth:`.deciding.DecisionRoom.decide`) ----------------------------
 
-    def decide(
+    def _locked(self, session: Session, item_id: str) -> Job | None:
+        return session.get(Job, item_id, with_for_update=True)
+
+    def _check_open(self, name: str, job: Job, now: dt.datetime) -> None:
+        check_job_open(name, job, now)
+
+    def _terms(self, job: Job) -> RequestTerms:
+        return job_terms(job)
+
+    def _apply(
         self,
+        session: Session,
         ctx: RequestContext,
-        job_id: str,
-        envelope_b64: str,
-        *,
-        opener: EnvelopeOpener | None = None,
+        job: Job,
+        decision: Decision,
+        approvals: list[JobApproval],
     ) -> dict[str, Any]:
-        """Record a signed approval or denial of a job; start it with its last approval.
+        """The job's last approval approves it (:meth:`_committed` starts it)."""
+        access = decision.policy.access
+        valid = [a for a in approvals if a.decision == "approve" and a.expires_at > decision.now]
+        if access is not None:  # a policy tightened meanwhile applies (never loosened)
+            job.approvals_required = max(job.approvals_required, access.approvals[job.kind])
+        record: dict[str, Any] = {
+            "job_id": job.id,
+            "model": job.model,
+            "version": job.version,
+            "requester": job.requester,
+            "request_digest": job.request_digest,
+            **decision.record(),
+        }
+        if decision.statement.decision == "deny":
+            job.status = "denied"
+        elif len(valid) + 1 >= job.approvals_required:
+            job.status = "approved"
+        record["status"] = job.status
+        approval = decision.file(session, ctx, self._audit, record, JobApproval, job_id=job.id)
+        return self._view(job, [*approvals, approval], full=False)
 
-        Checks, in order (those of :meth:`~weightvault.custody.grants.Grants.submit_approval`,
-        against :func:`job_terms`): (1) a named approver, with a registered key unless
-        ``opener`` (the console's passkey opener) opens the envelope; (2) not the requester;
-        (3) the job pending and unexpired; (4) the envelope opens under the approver's own key;
-        (5) the statement binds exactly this job's terms, (6) is current and not valid longer
-        than the policy allows; (7) no earlier decision by this principal or this key.
-        """
-        principal = require_role(ctx, "approver")
-        _names.check_request_id(job_id, "job_id")
-        envelope = deciding.decode_envelope(envelope_b64)
-        now = self._clock()
-        start = False
-        with self._store.session() as session:
-            job = found(session.get(Job, job_id, with_for_update=True), "job")
-            decision = deciding.check_decision(
-                session, principal.name, what="job", model=job.model,
-                check_open=lambda: check_job_open(principal.name, job, now), terms=job_terms(job),
-                envelope=envelope, opener=opener, now=now,
-            )  # fmt: skip
-            policy = decision.policy
-            approvals = self._approvals(session, job_id)
-            decision.check_first(approvals)  # (7)
-            valid = [a for a in approvals if a.decision == "approve" and a.expires_at > now]
-            if policy.access is not None:  # a policy tightened meanwhile applies (never loosened)
-                job.approvals_required = max(
-                    job.approvals_required, policy.access.approvals[job.kind]
-                )
-            record: dict[str, Any] = {
-                "job_id": job_id,
-                "model": job.model,
-                "version": job.version,
-                "requester": job.requester,
-                "request_digest": job.request_digest,
-                **decision.record(),
-            }
-            if decision.statement.decision == "deny":
-                job.status = "denied"
-            elif len(valid) + 1 >= job.approvals_required:
-                job.status = "approved"
-                start = True
-            record["status"] = job.status
-            approval = decision.file(session, ctx, self._audit, record, JobApproval, job_id=job_id)
-            view = self._view(job, [*approvals, approval], full=False)
-        if start:
-            self.runner.start(job_id)
-        return view
+    def _committed(self, view: dict[str, Any]) -> None:
+        if view["status"] == "approved":  # approved by this decision: it was pending before
+            self.runner.start(view["id"])
 
     # -- reads and cancel ----------------------------------------------------------------------
 

@@ -5,8 +5,8 @@ The statement is built from the terms as the approver's page showed them (their 
 back with the question): if the terms changed since the page was loaded the digests differ and
 nothing is asked; if they change between the question and the answer, the statement no longer
 binds them and is refused. A decision is recorded by the room itself
-(:meth:`Grants.submit_approval`, :meth:`Jobs.decide`), with this module's opener in place of the
-Ed25519 one, so every rule of the two-person check applies, and logged as the same entries
+(:meth:`~weightvault.custody.deciding.DecisionRoom.decide`), with this module's opener in place of
+the Ed25519 one, so every rule of the two-person check applies, and logged as the same entries
 (``request.approve``, ``job.deny``, ...) that ``audit verify`` checks offline.
 """
 
@@ -48,7 +48,12 @@ from weightvault.custody.console.signatures import (
     verify_passkey_envelope,
 )
 from weightvault.custody.context import RequestContext, Room, Shared, require_role
-from weightvault.custody.deciding import EnvelopeOpener, check_approver, check_pending
+from weightvault.custody.deciding import (
+    DecisionRoom,
+    EnvelopeOpener,
+    check_approver,
+    check_pending,
+)
 from weightvault.custody.errors import ConflictError, NotFoundError, found
 from weightvault.custody.grants import Grants, terms_of
 from weightvault.custody.jobs import Jobs, check_job_open, job_terms
@@ -230,13 +235,10 @@ class Decisions(Room):
         rp: RelyingParty,
     ) -> dict[str, Any]:
         """Record the decision the passkey signed, through the room's own checks
-        (:meth:`Grants.submit_approval`, :meth:`Jobs.decide`: a job starts with its last
+        (:meth:`~weightvault.custody.deciding.DecisionRoom.decide`: a job starts with its last
         approval)."""
         require_role(ctx, "approver")
         _names.check_request_id(item_id, f"{what}_id")
         envelope = b64.encode(self._envelope(view, what, item_id, credential))
-        if what == "request":
-            return self._grants.submit_approval(
-                ctx, item_id, envelope, opener=self._opener(ctx, rp)
-            )
-        return self._jobs.decide(ctx, item_id, envelope, opener=self._opener(ctx, rp))
+        room: DecisionRoom[Any, Any] = self._grants if what == "request" else self._jobs
+        return room.decide(ctx, item_id, envelope, opener=self._opener(ctx, rp))

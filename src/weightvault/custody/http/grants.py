@@ -31,7 +31,7 @@ def grants_router(room: Grants, action: Action) -> APIRouter:
             ("list_requests", "get_request", "approve"),
             room.list_requests,
             room.get_request,
-            room.submit_approval,
+            room.decide,
         ),
     )
 
