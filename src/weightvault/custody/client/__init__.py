@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import json
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
@@ -85,8 +86,9 @@ def _envelope_body(envelope: bytes) -> dict[str, str]:
     return {"envelope": base64.b64encode(envelope).decode("ascii")}
 
 
-class VaultClient:
-    """Thin typed wrapper over the service's HTTP API."""
+class VaultClient(AbstractContextManager["VaultClient"]):
+    """Thin typed wrapper over the service's HTTP API (``with`` closes its connections; the
+    base class's ``__enter__`` gives the client itself)."""
 
     def __init__(self, config: ClientConfig, *, timeout: float = 60.0) -> None:
         import httpx
@@ -100,9 +102,6 @@ class VaultClient:
 
     def close(self) -> None:
         self._http.close()
-
-    def __enter__(self) -> VaultClient:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
