@@ -80,6 +80,17 @@ class RelyingParty:
     origin: str
     rp_id: str
 
+    def expects(self, challenge: bytes) -> dict[str, Any]:
+        """What every ceremony's answer must show (``webauthn``'s ``expected_*`` arguments): this
+        challenge, this RP id and origin, and user verification (PIN or biometric, not mere
+        presence), for registration and assertion alike."""
+        return {
+            "expected_challenge": challenge,
+            "expected_rp_id": self.rp_id,
+            "expected_origin": self.origin,
+            "require_user_verification": True,
+        }
+
 
 @dataclass(frozen=True)
 class SessionView:
@@ -346,11 +357,8 @@ class Console(Room):
             try:
                 verified = verify_registration_response(
                     credential=credential_json(credential),
-                    expected_challenge=b64.decode(ceremony["challenge"], "challenge"),
-                    expected_rp_id=rp.rp_id,
-                    expected_origin=rp.origin,
-                    require_user_verification=True,
                     supported_pub_key_algs=_ALGORITHMS,
+                    **rp.expects(b64.decode(ceremony["challenge"], "challenge")),
                 )
             except WebAuthnException as exc:
                 raise webauthn_failure(exc) from exc
@@ -448,12 +456,9 @@ class Console(Room):
         try:
             verified = verify_authentication_response(
                 credential=credential,
-                expected_challenge=challenge,
-                expected_rp_id=rp.rp_id,
-                expected_origin=rp.origin,
                 credential_public_key=stored.cose_key,
                 credential_current_sign_count=stored.sign_count,
-                require_user_verification=True,
+                **rp.expects(challenge),
             )
         except WebAuthnException as exc:
             raise webauthn_failure(exc) from exc
