@@ -127,3 +127,16 @@ def test_the_architecture_picture_is_the_layers_contract() -> None:
         if line.strip() and not line.startswith(("```", " "))
     ]
     assert drawn == _contract_layers()
+
+
+#: docs/architecture.md: a module that grows past this is split along its seams.
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    too_long = {
+        str(path.relative_to(SRC)): count
+        for path in sorted(SRC.rglob("*.py"))
+        if (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert too_long == {}, f"split these along their seams (over {MAX_MODULE_LINES} lines)"
