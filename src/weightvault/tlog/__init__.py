@@ -8,6 +8,8 @@ Public nouns and verbs:
 * :func:`verify_tlog_proof`, :func:`verify_export`, :func:`verify_checkpoint` — offline checks
   with only the log's public key (and, optionally, k-of-n witness keys).
 * :func:`cosign_checkpoint` — what a witness does.
+* :func:`find_leaves` — where given entries landed, from a known size on (by leaf hash), for a
+  writer whose commit was in doubt.
 * :func:`record_bundle` / :func:`verify_bundle_log_entry` — a Sigstore bundle's log entry.
 """
 
@@ -24,6 +26,7 @@ from weightvault.tlog.checkpoint import (
 from weightvault.tlog.committer import GroupCommitter
 from weightvault.tlog.export import ExportVerification, LogExport, verify_export
 from weightvault.tlog.log import TransparencyLog
+from weightvault.tlog.lookup import find_leaves
 from weightvault.tlog.merkle import (
     leaf_hash,
     node_hash,
@@ -60,6 +63,7 @@ __all__ = [
     "WitnessPolicy",
     "WitnessState",
     "cosign_checkpoint",
+    "find_leaves",
     "leaf_hash",
     "node_hash",
     "open_note",
