@@ -42,9 +42,18 @@ class Auditing(Room):
         self._alerts = alerts
 
     def record(
-        self, ctx: RequestContext, outcome: str, detail: dict[str, Any] | None = None, /
+        self,
+        ctx: RequestContext,
+        outcome: str,
+        detail: dict[str, Any] | None = None,
+        /,
+        *,
+        void_in_doubt: bool = True,
     ) -> tuple[int, bytes]:
-        """Append this request's entry now (before the response and before any commit)."""
+        """Append this request's entry now (before the response and before any commit).
+
+        ``void_in_doubt``: see :meth:`AuditTrail.append` (False for an entry that records what
+        happened whether or not the request goes on)."""
         event = {
             "action": ctx.action or "http",
             "client": ctx.client,
@@ -57,7 +66,7 @@ class Auditing(Room):
             "time": format_time(self._clock()),
             "token": ctx.token_hmac,
         }
-        result = self._trail.append(event)
+        result = self._trail.append(event, void_in_doubt=void_in_doubt)
         ctx.audited = True
         return result
 

@@ -70,7 +70,13 @@ class Recorder(Protocol):
     """Writes a request's audit entry now (before the response and before any commit)."""
 
     def __call__(
-        self, ctx: RequestContext, outcome: str, detail: dict[str, Any] | None = None, /
+        self,
+        ctx: RequestContext,
+        outcome: str,
+        detail: dict[str, Any] | None = None,
+        /,
+        *,
+        void_in_doubt: bool = True,
     ) -> tuple[int, bytes]: ...
 
 

@@ -285,7 +285,8 @@ class Pulls(Room):
     def _note_incomplete(self, ctx: RequestContext, sent: int, length: int) -> None:
         try:
             ctx.action = "pull.incomplete"
-            self._audit(ctx, "stopped", {"sent": sent, "expected": length})
+            # What was sent stays sent: this entry stands even if its commit is in doubt.
+            self._audit(ctx, "stopped", {"sent": sent, "expected": length}, void_in_doubt=False)
         except WeightvaultError:
             pass
 
