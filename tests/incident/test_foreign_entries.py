@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from weightvault.custody.audit import AUDIT_FORMAT, verify_audit
+from weightvault.custody.audit import AUDIT_FORMAT, VOID_ACTION, verify_audit
 from weightvault.errors import VerificationError
 from weightvault.incident.evidence import evidence_from_export
-from weightvault.tlog import Ed25519NoteSigner, TransparencyLog
+from weightvault.tlog import Ed25519NoteSigner, TransparencyLog, leaf_hash
 
 ORIGIN = "weightvault.test/foreign-entries"
 
@@ -62,3 +62,82 @@ def test_an_all_audit_log_is_read_by_both(tmp_path: Path) -> None:
     assert verified.size == 2 and verified.counts == {"grant.request": 1, "pull": 1}
     evidence = evidence_from_export(export, key, source="export.json")
     assert [e.event["action"] for e in evidence.iter_entries()] == ["grant.request", "pull"]
+
+
+def _void(target: int, leaf: bytes) -> bytes:
+    from weightvault._json import canonical
+
+    detail = {"index": target, "leaf_hash": leaf.hex(), "reason": "refused"}
+    return canonical(
+        {"format": AUDIT_FORMAT, "action": VOID_ACTION, "outcome": "voided", "detail": detail}
+    )
+
+
+def _readers_refuse(tmp_path: Path, entries: list[bytes], expected: str) -> None:
+    export, signer = _export(tmp_path, entries)
+    key = signer.verifier_key
+    with pytest.raises(VerificationError, match=expected):
+        verify_audit(export, key.to_text())
+    evidence = evidence_from_export(export, key, source="export.json")
+    with pytest.raises(VerificationError, match=expected):  # what a timeline reads
+        _ = evidence.voided
+        list(evidence.iter_entries())
+
+
+def test_a_void_naming_an_entry_that_does_not_hold_its_leaf_hash_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Adversarial: a void could otherwise erase any entry (a pull that did happen) from the
+    tally; it must name the index of the entry whose leaf hash it gives."""
+    request, pull = _event("grant.request"), _event("pull")
+    _readers_refuse(
+        tmp_path,
+        [request, pull, _void(1, leaf_hash(request))],
+        "audit entry 2: voids entry 1, which does not hold that leaf hash",
+    )
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        (  # forward: a void can only cancel what came before it
+            [_event("pull"), _void(2, leaf_hash(_event("x"))), _event("x")],
+            "audit entry 1: a void entry must name an earlier entry and its leaf hash",
+        ),
+        (
+            [
+                _event("pull"),
+                _void(0, leaf_hash(_event("pull"))),
+                _void(0, leaf_hash(_event("pull"))),
+            ],
+            "audit entry 2: voids entry 0, a void or an entry voided already",
+        ),
+        (
+            [
+                _event("pull"),
+                _void(0, leaf_hash(_event("pull"))),
+                _void(1, leaf_hash(_void(0, leaf_hash(_event("pull"))))),
+            ],
+            "audit entry 2: voids entry 1, a void or an entry voided already",
+        ),
+        (  # not canonical: a byte search for voids would miss it
+            [_event("pull"), _void(0, leaf_hash(_event("pull"))).replace(b'":"', b'": "')],
+            "audit entry 1: a void entry must name an earlier entry and its leaf hash",
+        ),
+    ],
+    ids=["forward", "twice", "a-void", "not-canonical"],
+)
+def test_a_malformed_void_is_refused_by_both_readers(
+    tmp_path: Path, entries: list[bytes], expected: str
+) -> None:
+    _readers_refuse(tmp_path, entries, expected)
+
+
+def test_a_void_takes_its_entry_out_of_the_tally(tmp_path: Path) -> None:
+    pull = _event("pull")
+    export, signer = _export(tmp_path, [_event("grant.request"), pull, _void(1, leaf_hash(pull))])
+    verified = verify_audit(export, signer.verifier_key.to_text())
+    assert verified.voided == 1
+    assert verified.counts == {"grant.request": 1, VOID_ACTION: 1}
+    evidence = evidence_from_export(export, signer.verifier_key, source="export.json")
+    assert evidence.voided[1].index == 2

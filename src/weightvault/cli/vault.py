@@ -484,12 +484,14 @@ def audit_verify(
             "origin": result.origin,
             "counts": result.counts,
             "passkey_approvals": passkeys,
+            "voided": result.voided,
         },
         as_json,
         [
             f"audit log OK: {result.size} entries under {result.origin}, "
             f"{result.denied} denied requests"
             + (f", {passkeys} passkey approvals verified" if passkeys else "")
+            + (f", {result.voided} voided (commit in doubt, refused)" if result.voided else "")
         ],
     )
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightvault import _b64
-from weightvault.custody.audit import parse_audit_event
+from weightvault.custody.audit import parse_audit_event, voided_entries
 from weightvault.errors import FormatError, InputError, UsageError, VerificationError
 from weightvault.tlog import (
     LogExport,
@@ -145,6 +146,13 @@ class Evidence(ProvenUnder):
     def entry(self, index: int) -> AuditEntry:
         """Entry ``index``, parsed."""
         return _parse_entry(index, self.entries[index])
+
+    @cached_property
+    def voided(self) -> dict[int, AuditEntry]:
+        """Each voided entry's index -> the ``audit.void`` entry that voids it, checked
+        (:func:`~weightvault.custody.audit.voided_entries`). A voided entry's commit was in
+        doubt and its request was refused: it never took effect, and nothing counts it."""
+        return {target: self.entry(void) for target, void in voided_entries(self.entries).items()}
 
     def iter_entries(self, containing: tuple[bytes, ...] = ()) -> Iterator[AuditEntry]:
         """Every entry in log order, parsed one at a time (only those whose bytes contain one

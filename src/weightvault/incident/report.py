@@ -62,9 +62,10 @@ def _actions(timeline: Timeline, people: Iterable[str]) -> list[tuple[AuditEntry
     out = []
     grant_ids = set(timeline.grants)
     wanted = tuple(f'"action":"{action}"'.encode() for action in _ACTIONS_TAKEN)
+    voided = timeline.evidence.voided  # never took effect
     for entry in timeline.evidence.iter_entries(wanted):
         kind = _ACTIONS_TAKEN.get(entry.action)
-        if kind is None or entry.outcome != "allowed":
+        if kind is None or entry.outcome != "allowed" or entry.index in voided:
             continue
         detail = entry.detail
         who = str(entry.event.get("principal") or "?")
@@ -186,7 +187,7 @@ def _gate_decisions(timeline: Timeline) -> list[dict[str, Any]]:
     """The model's release-gate decisions in the timeline (allowed, refused, overridden)."""
     out = []
     for event in timeline.events:
-        if event.entry.action != "gate.decision":
+        if event.entry.action != "gate.decision" or event.kind == "voided":
             continue
         detail = event.entry.detail
         out.append(
@@ -211,7 +212,10 @@ def _risk_register(timeline: Timeline) -> list[dict[str, Any]]:
     """The model's risk register as of the log's signed checkpoint (a ``since`` does not cut
     it: the register is a state, not a span), each entry with the proof of its last change."""
     wanted = tuple(f'"action":"{action}"'.encode() for action in RISK_ACTIONS)
-    events = ((e.index, e.event) for e in timeline.evidence.iter_entries(wanted))
+    voided = timeline.evidence.voided
+    events = (
+        (e.index, e.event) for e in timeline.evidence.iter_entries(wanted) if e.index not in voided
+    )
     register = register_from_events(events, timeline.model)
     for entry in register:
         entry["proof"] = timeline.evidence.prove(int(entry["log_index"])).to_json()

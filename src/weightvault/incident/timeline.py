@@ -19,7 +19,10 @@ from typing import Any
 
 from weightvault import _b64
 from weightvault._json import load_object
+from weightvault.custody.audit import VOID_ACTION
 from weightvault.errors import FormatError, UsageError, VerificationError
+from weightvault.incident._summaries import gate_or_risk_summary, job_summary
+from weightvault.incident._summaries import whole as _int
 from weightvault.incident.evidence import AuditEntry, Evidence, LineProof, verify_line
 from weightvault.tlog import VerifierKey
 
@@ -107,7 +110,9 @@ class TimelineEvent:
     """``push``, ``push.started``, ``push.refused``, ``request``, ``approval``, ``denial``,
     ``revocation``, ``files.listed``, ``pull``, ``pull.stopped``, ``denied``, ``alert``,
     ``model``, ``policy``, ``job``, ``job.approval``, ``job.denial``, ``job.ran``,
-    ``job.release``, or the audit action itself for anything else about the model."""
+    ``job.release``, ``voided`` (an entry that never took effect: its commit was in doubt, its
+    request refused), ``void`` (the entry that says so), or the audit action itself for
+    anything else about the model."""
     time: str
     principal: str | None
     client: str | None
@@ -217,10 +222,6 @@ def _model_version_of(entry: AuditEntry) -> tuple[str | None, str | None]:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class _Collector:
@@ -373,7 +374,7 @@ class _Collector:
                 f"{nbytes} of {detail.get('expected')} bytes"
             )
         elif action.startswith("job.") and job_id:
-            kind, summary, nbytes = _job_summary(action, outcome, detail, who, job_id, subject)
+            kind, summary, nbytes = job_summary(action, outcome, detail, who, job_id, subject)
         elif action.startswith("alert."):
             kind = "alert"
             summary = f"alert {action[len('alert.') :]} about {principal or '-'}: " + ", ".join(
@@ -382,17 +383,29 @@ class _Collector:
                 if k not in ("model", "received")  # the digests are in the report's indicators
             )
         elif action.startswith(("gate.", "risk.")) and outcome in ("allowed", "refused"):
-            summary = _gate_or_risk_summary(action, outcome, detail, who, subject)
+            summary = gate_or_risk_summary(action, outcome, detail, who, subject)
         elif action == "model.create":
             kind, summary = "model", f"{who} registered model {self.model}"
         elif action == "model.policy":
             kind, summary = "policy", f"{who} changed the policy of {self.model}"
         else:
             summary = f"{who}: {action} on {on_grant if grant else subject} ({outcome})"
+        return self._line(entry, kind, outcome, summary, (version, grant_id, nbytes))
+
+    def _line(
+        self,
+        entry: AuditEntry,
+        kind: str,
+        outcome: str,
+        summary: str,
+        facts: tuple[str | None, str | None, int | None],
+    ) -> TimelineEvent:
+        """A line with its entry's proof; ``facts``: version, grant id, bytes."""
+        version, grant_id, nbytes = facts
         return TimelineEvent(
             kind=kind,
             time=str(entry.event.get("time", "")),
-            principal=principal,
+            principal=_str(entry.event.get("principal")),
             client=_str(entry.event.get("client")),
             version=version,
             grant_id=grant_id,
@@ -403,70 +416,27 @@ class _Collector:
             proof=self.evidence.prove(entry.index),
         )
 
-
-def _job_summary(
-    action: str, outcome: str, detail: dict[str, Any], who: str, job_id: str, subject: str
-) -> tuple[str, str, int | None]:
-    """Kind, line and bytes of a structured-access job's entry (submit, decide, run, release)."""
-    job = detail.get("job") if isinstance(detail.get("job"), dict) else {}
-    assert isinstance(job, dict)
-    kind_of_job = str(job.get("kind") or detail.get("kind") or "job")
-    if action == "job.submit":
-        return "job", f"{who} submitted {kind_of_job} job {job_id} on {subject}", None
-    if action in ("job.approve", "job.deny"):
-        verb = "approved" if action == "job.approve" else "denied"
-        line = f"{who} {verb} job {job_id} on {subject} ({detail.get('status', '?')})"
-        return ("job.approval" if action == "job.approve" else "job.denial"), line, None
-    if action == "job.finished":
-        line = (
-            f"job {job_id} ({kind_of_job}) on {subject} ran: {detail.get('status', outcome)}, "
-            f"{detail.get('seconds', '?')} s, {detail.get('output_bytes', 0)} output bytes"
-        )
-        return "job.ran", line, _int(detail.get("output_bytes"))
-    if action == "job.release":
-        released = _int(detail.get("released_bytes"))
-        line = f"{who} received the result of job {job_id} on {subject}: {released} bytes"
-        return "job.release", line, released
-    return action, f"{who}: {action} on job {job_id} ({subject}, {outcome})", None
-
-
-def _gate_or_risk_summary(
-    action: str, outcome: str, detail: dict[str, Any], who: str, subject: str
-) -> str:
-    """The line of a release-gate or risk-register entry: a gate decision names the digests of
-    the attestations it relied on (and what it refused), so the timeline alone shows what
-    every deploy or release rested on."""
-    if action == "gate.decision":
-        relied = [str(d) for d in detail.get("relied_on") or []]
-        refusals = [str(r) for r in detail.get("refusals") or []]
-        override = f" by break-glass waiver {detail['override']}" if detail.get("override") else ""
-        line = (
-            f"release gate {outcome}{override}: {detail.get('purpose')} of {subject} "
-            f"({detail.get('stage')}, asked by {who}); relied on {', '.join(relied) or 'nothing'}"
-        )
-        return line + (f"; refused: {' | '.join(refusals)}" if refusals else "")
-    if action == "gate.override":
-        return (
-            f"{who} overrode the release gate of {subject} for {detail.get('purpose')} by "
-            f"break-glass ({detail.get('shares')} shares): {detail.get('reason')!r}"
-        )
-    if action == "gate.attach":
-        attestation = detail.get("attestation")
-        facts = attestation if isinstance(attestation, dict) else {}
-        return f"{who} attached {facts.get('kind')} {facts.get('digest')} to {subject}"
-    risk = detail.get("risk")
-    if action.startswith("risk.") and isinstance(risk, dict):
-        verb = {"risk.add": "added", "risk.update": "updated", "risk.close": "closed"}.get(
-            action, action
-        )
-        line = (
-            f"{who} {verb} risk {risk.get('id')} of {subject}: {risk.get('hazard')} "
-            f"({risk.get('likelihood')}/{risk.get('severity')})"
-        )
-        if action == "risk.close":
-            line += f": {risk.get('close_reason')!r}"
-        return line
-    return f"{who}: {action} on {subject} ({outcome})"
+    def cancelled(
+        self, entry: AuditEntry, void: AuditEntry | None, shown: set[int]
+    ) -> TimelineEvent | None:
+        """The line of a voided entry of the model (``void`` voids it: it never took effect, so
+        nothing is learnt or counted from it), or of an ``audit.void`` entry whose voided entry
+        is ``shown`` (on the timeline); both carry their proofs, so a reader checks the void."""
+        if void is not None:
+            if not self.about_model(entry):
+                return None
+            who = _str(entry.event.get("principal")) or "an unauthenticated client"
+            summary = (
+                f"VOIDED by log entry {void.index} ({void.detail.get('reason')}): {who}: "
+                f"{entry.action} ({entry.outcome}) never took effect"
+            )
+            kind = "voided"
+        elif _int(entry.detail.get("index")) in shown:
+            kind, summary = "void", f"log entry {entry.detail['index']} voided"
+        else:
+            return None
+        facts = (_model_version_of(entry)[1], _grant_of(entry), None)
+        return self._line(entry, kind, "voided", summary, facts)
 
 
 def build_timeline(evidence: Evidence, model: str, since: dt.datetime | None = None) -> Timeline:
@@ -477,16 +447,23 @@ def build_timeline(evidence: Evidence, model: str, since: dt.datetime | None = N
     events = []
     # One pass: a grant's request (a job's submission, a version's push) comes before every
     # entry that refers to it, so what is learnt from an entry serves the entries after it.
+    voided, shown = evidence.voided, set[int]()
     for entry in evidence.iter_entries():
-        collector.learn((entry,))
-        if not collector.about_model(entry):
-            continue
-        event = collector.event(entry)  # every entry updates the grants' state
+        void = voided.get(entry.index)
+        if void is not None or entry.action == VOID_ACTION:
+            event = collector.cancelled(entry, void, shown)
+        else:
+            collector.learn((entry,))
+            if not collector.about_model(entry):
+                continue
+            event = collector.event(entry)  # every entry updates the grants' state
         if event is None:
             continue
         when = _entry_time(entry)
-        if since is not None and (when is None or when < since):
-            continue
+        if event.kind != "void" and since is not None and (when is None or when < since):
+            continue  # a void goes with the line it voids
+        if event.kind == "voided":
+            shown.add(entry.index)
         events.append(event)
     grants = {
         gid: GrantFacts(
@@ -536,7 +513,8 @@ def verify_timeline_document(data: bytes, log_key: VerifierKey) -> TimelineCheck
     log key.
 
     Every line's entry must hash to its leaf, its proof must reach the signed checkpoint's
-    root, and the line's facts must be what its entry says (time, principal, client, action).
+    root, and the line's facts must be what its entry says (time, principal, client, action);
+    a line shown as voided needs the line of the void entry that names it, and vice versa.
     """
     doc = load_object(data, "timeline", max_bytes=1 << 30)
     actions: list[Any] = []
@@ -553,8 +531,14 @@ def verify_timeline_document(data: bytes, log_key: VerifierKey) -> TimelineCheck
         raise FormatError("timeline: checkpoint and events are required")
     tree_size = 0
     signed = checkpoint.encode("utf-8")
+    marked: set[tuple[object, object]] = set()  # the voided lines, and what the void lines
+    named: set[tuple[object, object]] = set()  # name as voided: the same, or a line was altered
     for position, line in enumerate(events):
         proof, event = _proven_line(line, f"timeline.events[{position}]", signed, log_key)
+        if line.get("outcome") == "voided" and event.get("action") != VOID_ACTION:
+            marked.add((proof.index, proof.leaf_hash.hex()))
+        elif event.get("action") == VOID_ACTION and isinstance(event.get("detail"), dict):
+            named.add((event["detail"].get("index"), event["detail"].get("leaf_hash")))
         for name, key in (("time", "time"), ("principal", "principal"), ("client", "client")):
             if line.get(name) != event.get(key):
                 raise VerificationError(
@@ -563,6 +547,8 @@ def verify_timeline_document(data: bytes, log_key: VerifierKey) -> TimelineCheck
         if line.get("action") != event.get("action"):
             raise VerificationError(f"log entry {proof.index}: the line's action was changed")
         tree_size = proof.tree_size
+    if marked != named:
+        raise VerificationError("timeline: a voided line and the void entries do not match")
     for position, action in enumerate(actions):
         proof, event = _proven_line(action, f"actions_taken[{position}]", signed, log_key)
         if action.get("by") != event.get("principal"):

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from weightvault.custody.alerts import alert_view
 from weightvault.custody.approvals import format_time
-from weightvault.custody.audit import AuditTrail
+from weightvault.custody.audit import VOID_ACTION, AuditTrail
 from weightvault.custody.context import ROLES, RequestContext, Room, Shared, require_role
 from weightvault.custody.errors import NotFoundError
 from weightvault.custody.gates import Gates
@@ -307,8 +307,13 @@ class Pages(Room):
             scope = self._scope(session, principal)
             visible = {g.id for g in session.scalars(select(GrantRequest)) if self._sees(scope, g)}
         rows = []
-        for index, entry, proven in entries:
-            event = json.loads(entry)
+        events = [(index, json.loads(entry), proven) for index, entry, proven in entries]
+        voided = {  # within the window: an entry whose commit was in doubt, its request refused
+            e["detail"].get("index")
+            for _i, e, _p in events
+            if e.get("action") == VOID_ACTION and isinstance(e.get("detail"), dict)
+        }
+        for index, event, proven in events:
             detail = event.get("detail") if isinstance(event.get("detail"), dict) else {}
             request_id = detail.get("request_id") or (detail.get("request") or {}).get("id")
             if not (
@@ -321,7 +326,7 @@ class Pages(Room):
                     "time": event.get("time", ""),
                     "action": event.get("action", ""),
                     "principal": event.get("principal") or "-",
-                    "outcome": event.get("outcome", ""),
+                    "outcome": "voided" if index in voided else event.get("outcome", ""),
                     "request_id": request_id if request_id in visible else None,
                     "proven": proven,
                 }
