@@ -93,11 +93,14 @@ class VaultClient(AbstractContextManager["VaultClient"]):
     def __init__(self, config: ClientConfig, *, timeout: float = 60.0) -> None:
         import httpx
 
+        from weightvault.custody.client._tls import verified_context
+
         self.config = config
         self._http = httpx.Client(
             base_url=config.url,
             headers={"Authorization": f"Bearer {config.token}"},
             timeout=httpx.Timeout(timeout, connect=10.0),
+            verify=verified_context(),  # the process's, not a CA bundle loaded per client
         )
 
     def close(self) -> None:
