@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,27 @@ def test_derivations_are_pinned() -> None:
     # length-prefixed fields: moving a character between fields changes the seed
     assert KEY.seed("ab", "robust", "c") != KEY.seed("a", "robust", "bc")
     assert FingerprintKey(bytes(32)).key_id() != KEY.key_id()
+
+
+_MODULES_AFTER = (
+    "import sys; from weightvault.cli import run; code = run(sys.argv[1:]); "
+    "sys.stderr.write(' '.join(sorted(sys.modules))); sys.exit(code)"
+)
+"""The command line, then the names of every module it imported (``-X importtime`` does not see
+the command modules, which the application imports through :mod:`importlib`)."""
+
+
+@pytest.mark.parametrize(
+    "argv", [["fingerprint", "--help"], ["fingerprint", "issue", "--help"], ["trace", "--help"]]
+)
+def test_help_imports_neither_torch_nor_numpy(argv: list[str]) -> None:
+    """The commands and their help are built from Typer alone: PyTorch (seconds to import) and
+    NumPy are imported inside the commands, when they run."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _MODULES_AFTER, *argv],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "Usage: weightvault" in proc.stdout, proc.stderr[-2000:]
+    modules = set(proc.stderr.split())
+    assert "weightvault.cli.fingerprint" in modules
+    assert not {m.split(".")[0] for m in modules} & {"torch", "numpy", "safetensors", "scipy"}
