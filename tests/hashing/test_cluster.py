@@ -146,6 +146,31 @@ def test_cli_digest_on_the_running_cluster_and_a_bad_address(tmp_path: Path) -> 
     assert "cannot connect to the Ray cluster" in refused.stderr
 
 
+def test_an_explicit_address_needs_the_token_and_says_so(tmp_path: Path) -> None:
+    """Ray starts its clusters with token authentication, and a driver sends the token to an
+    explicit address only under ``RAY_AUTH_MODE=token``: without it the refusal names what to
+    set, in one line (Ray's C++ client logs a line a second while it retries; held back)."""
+    assert os.environ.get("RAY_AUTH_MODE") == "token", "this Ray started its cluster without tokens"
+    root = _tree(tmp_path / "model", 1, 100_000)
+    address = ray.get_runtime_context().gcs_address
+    wv = [sys.executable, "-m", "weightvault", "digest", str(root), "--json", "--ray", address]
+    without = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    refused = subprocess.run(wv, capture_output=True, text=True, timeout=180, env=without)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"error: cannot connect to the Ray cluster at {address}: it requires token "
+        "authentication; set RAY_AUTH_MODE=token and give its token in RAY_AUTH_TOKEN (or a file "
+        "named by RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token)"
+    ]
+    assert refused.stdout == ""
+    accepted = subprocess.run(
+        wv, capture_output=True, text=True, timeout=180, env={**without, "RAY_AUTH_MODE": "token"}
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    local = subprocess.run(wv[:-2], capture_output=True, text=True, timeout=180, check=True)
+    assert json.loads(accepted.stdout)["root_digest"] == json.loads(local.stdout)["root_digest"]
+
+
 def test_verification_on_ray_finds_a_changed_file(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 

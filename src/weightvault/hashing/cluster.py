@@ -15,9 +15,13 @@ imported here only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import socket
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from weightvault.errors import InputError, UsageError, WeightvaultError
@@ -65,17 +69,68 @@ def _connect(address: str) -> Any:
     try:
         if address == "auto":
             try:  # a cluster this machine runs (or RAY_ADDRESS names), else a local one
-                ray.init(address="auto", **options)
+                with _native_stderr_held():
+                    ray.init(address="auto", **options)
             except ConnectionError:
                 ray.init(**options)
         else:
-            ray.init(address=address, **options)
+            with _native_stderr_held():
+                ray.init(address=address, **options)
     except (ConnectionError, ValueError, RuntimeError) as exc:
+        if _refused_for_token(exc):
+            raise InputError(
+                f"cannot connect to the Ray cluster at {address}: it requires token "
+                "authentication; set RAY_AUTH_MODE=token and give its token in RAY_AUTH_TOKEN "
+                "(or a file named by RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token)"
+            ) from exc
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
             f"cannot connect to the Ray cluster at {address} ({detail[:200]})"
         ) from exc
     return ray
+
+
+@contextlib.contextmanager
+def _native_stderr_held() -> Iterator[None]:
+    """Hold what is written to file descriptor 2 while connecting, and pass it on if the
+    connection succeeds: a failed connect makes Ray's C++ client log a line a second for about
+    20 s, which the one-line error raised instead makes noise. Only around connecting to an
+    existing cluster: a cluster this process starts would inherit the held descriptor."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    held = tempfile.TemporaryFile()
+    os.dup2(held.fileno(), 2)
+    succeeded = False
+    try:
+        yield
+        succeeded = True
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        if succeeded:
+            held.seek(0)
+            sys.stderr.flush()
+            while chunk := held.read(1 << 16):
+                os.write(2, chunk)
+        held.close()
+
+
+def _refused_for_token(exc: BaseException) -> bool:
+    """Whether a failed ``ray.init`` was the cluster refusing a driver without its token.
+
+    Ray (2.5x and later) turns token authentication on for clusters it starts, and a driver
+    connecting to an explicit address sends the token only under ``RAY_AUTH_MODE=token``; Ray
+    then reports a generic "Failed to connect", with the reason in the exception's causes.
+    weightvault never sends a token on its own: the address might not be the cluster meant.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _reachable(address: str) -> None:
