@@ -179,3 +179,39 @@ def test_a_certificate_for_another_host_is_refused(
     ca_env.setenv("SSL_CERT_FILE", str(cert))  # a trusted CA, another host's certificate
     with _https(cert, key) as url, pytest.raises(InputError, match="mismatch"):
         _whoami(url)
+
+
+def test_bulk_transfers_trust_what_the_api_calls_trust(
+    tmp_path: Path, ca_env: pytest.MonkeyPatch
+) -> None:
+    """A pull's file transfers (the standard library's HTTP client) use the same verified
+    context as the API calls: a CA named by SSL_CERT_FILE is trusted by both, and a certificate
+    for another host is refused by both."""
+    from weightvault.custody.client.errors import TransferError
+    from weightvault.custody.client.transfer import download_file
+
+    body = json.dumps({"name": "rita"}).encode()  # what the test server answers to every GET
+    cert, key = _certificate(tmp_path, "service", LOOPBACK)
+    ca_env.setenv("SSL_CERT_FILE", str(cert))
+    contexts: list[ssl.SSLContext] = []
+    wrap = ssl.SSLContext.wrap_socket
+
+    def recorded(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("server_side"):
+            contexts.append(self)
+        return wrap(self, *args, **kwargs)
+
+    ca_env.setattr(ssl.SSLContext, "wrap_socket", recorded)
+    with _https(cert, key) as url, VaultClient(ClientConfig(url, "token")) as client:
+        target = tmp_path / "file.enc"
+        download_file(client, "grant", 0, target, len(body))
+        assert target.read_bytes() == body
+    assert contexts == [verified_context()]  # the API calls' context, not a default one
+    ca_env.setattr(ssl.SSLContext, "wrap_socket", wrap)
+    other, other_key = _certificate(tmp_path, "other", x509.DNSName("elsewhere.example"))
+    ca_env.setenv("SSL_CERT_FILE", str(other))
+    with _https(other, other_key) as url, VaultClient(ClientConfig(url, "token")) as client:
+        target = tmp_path / "refused.enc"
+        with pytest.raises(TransferError, match=r"CERTIFICATE_VERIFY_FAILED|mismatch"):
+            download_file(client, "grant", 0, target, len(body))
+        assert not target.exists() or target.stat().st_size == 0

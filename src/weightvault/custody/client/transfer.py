@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from weightvault import _interrupt
 from weightvault.custody._names import check_file_path
+from weightvault.custody.client._tls import verified_context
 from weightvault.custody.client.config import ClientConfig
 from weightvault.custody.client.errors import TransferError, VaultHTTPError
 from weightvault.errors import (
@@ -90,10 +91,13 @@ def _download_once(
     if have == expected_size:
         return
     parsed = urllib.parse.urlsplit(config.url)
-    connection_class = (
-        http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
-    )
-    connection = connection_class(parsed.hostname or "", parsed.port, timeout=120)
+    connection: http.client.HTTPConnection
+    if parsed.scheme == "https":  # trust what the API calls trust (one CA setting for both)
+        connection = http.client.HTTPSConnection(
+            parsed.hostname or "", parsed.port, timeout=120, context=verified_context()
+        )
+    else:
+        connection = http.client.HTTPConnection(parsed.hostname or "", parsed.port, timeout=120)
     headers = {"Authorization": f"Bearer {config.token}"}
     if have:
         headers["Range"] = f"bytes={have}-"
