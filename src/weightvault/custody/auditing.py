@@ -47,13 +47,12 @@ class Auditing(Room):
         outcome: str,
         detail: dict[str, Any] | None = None,
         /,
-        *,
-        void_in_doubt: bool = True,
     ) -> tuple[int, bytes]:
         """Append this request's entry now (before the response and before any commit).
 
-        ``void_in_doubt``: see :meth:`AuditTrail.append` (False for an entry that records what
-        happened whether or not the request goes on)."""
+        If the append fails, the request is refused and its entry, should it have landed, is
+        voided later; not once the response has begun (``ctx.responding``): that entry records
+        what happened and stands (:meth:`AuditTrail.append`)."""
         event = {
             "action": ctx.action or "http",
             "client": ctx.client,
@@ -66,7 +65,7 @@ class Auditing(Room):
             "time": format_time(self._clock()),
             "token": ctx.token_hmac,
         }
-        result = self._trail.append(event, void_in_doubt=void_in_doubt)
+        result = self._trail.append(event, void_in_doubt=not ctx.responding)
         ctx.audited = True
         return result
 

@@ -48,6 +48,9 @@ class RequestContext:
     """Facts gathered along the way, for the audit entry."""
     audited: bool = False
     """Whether this request's entry is written (the audit guard writes one otherwise)."""
+    responding: bool = False
+    """Whether the response has begun (bytes were sent): an entry written from then on records
+    what happened, and stands even if its commit is in doubt (:meth:`AuditTrail.append`)."""
 
     @property
     def name(self) -> str:
@@ -75,8 +78,6 @@ class Recorder(Protocol):
         outcome: str,
         detail: dict[str, Any] | None = None,
         /,
-        *,
-        void_in_doubt: bool = True,
     ) -> tuple[int, bytes]: ...
 
 

@@ -285,8 +285,8 @@ class Pulls(Room):
     def _note_incomplete(self, ctx: RequestContext, sent: int, length: int) -> None:
         try:
             ctx.action = "pull.incomplete"
-            # What was sent stays sent: this entry stands even if its commit is in doubt.
-            self._audit(ctx, "stopped", {"sent": sent, "expected": length}, void_in_doubt=False)
+            ctx.responding = True  # what was sent stays sent: the entry stands, in doubt or not
+            self._audit(ctx, "stopped", {"sent": sent, "expected": length})
         except WeightvaultError:
             pass
 
