@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +117,18 @@ class FileContext:
 
     def __post_init__(self) -> None:
         self.check("context")
+
+    @classmethod
+    def of_set(
+        cls, model: str, paths: Sequence[str], set_id: str, manifest_digest: str | None = None
+    ) -> list[FileContext]:
+        """The context of every file of one encrypted set, in the set's order: each binds its
+        position and the set's size, so a file moved, dropped or mixed in from another set (or
+        another encryption of the same model) fails to decrypt."""
+        return [
+            cls(model, path, index, len(paths), set_id, manifest_digest)
+            for index, path in enumerate(paths)
+        ]
 
     def check(self, where: str) -> None:
         """Raise :class:`FormatError` naming the first invalid field."""

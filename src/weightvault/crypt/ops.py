@@ -131,7 +131,6 @@ def encrypt_path(
     tree = walk_model(source, ignore_paths=ignore_paths)
     model = model_name if model_name is not None else Path(os.path.abspath(source)).name
     set_id = rng(16).hex()
-    count = len(tree.files)
     created: list[Path] = []
     try:
         if tree.is_single_file:
@@ -153,15 +152,8 @@ def encrypt_path(
                 for f in tree.files
             ]
         tasks: list[FileTask] = []
-        for index, (name, path, destination, size) in enumerate(plan):
-            context = FileContext(
-                model=model,
-                path=name,
-                file_index=index,
-                file_count=count,
-                set_id=set_id,
-                manifest_digest=manifest_digest,
-            )
+        contexts = FileContext.of_set(model, [name for name, *_ in plan], set_id, manifest_digest)
+        for (_name, path, destination, size), context in zip(plan, contexts, strict=True):
             header, dek = seal(context, recipients, rng=rng)
             encrypt = partial(encrypt_body, force=force, expected_size=size)
             args = (str(path), str(destination), header, dek, body_context_for(context))

@@ -264,16 +264,10 @@ class Push(Room):
         """Encrypt each staged file to the service KEK and store it; ``(header, body)`` sizes."""
         manifest_digest = "sha256:" + hashlib.sha256(manifest.signature).hexdigest()
         stored = []
-        for index, (path, _size) in enumerate(manifest.files):
+        paths = [path for path, _size in manifest.files]
+        contexts = FileContext.of_set(model_name, paths, upload_id, manifest_digest)
+        for index, (path, context) in enumerate(zip(paths, contexts, strict=True)):
             source = base if manifest.single_file else base / path
-            context = FileContext(
-                model=model_name,
-                path=path,
-                file_index=index,
-                file_count=len(manifest.files),
-                set_id=upload_id,
-                manifest_digest=manifest_digest,
-            )
             target = self._staging / f"{upload_id}-{index}.wvenc"
             sealed = encrypt_file(source, target, context, [self._kek])
             source.unlink()
