@@ -14,13 +14,14 @@ tuned weights become a derived version, signed with the log key, with its lineag
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,10 @@ class JobRunner(Room):
             derived = None
             if status == "succeeded" and job.kind == "finetune":
                 try:
-                    derived = self._register_derived(session, ctx, job, outputs, scratch)
+                    with self._derived_savepoint(session, ctx) as prefix:
+                        derived = self._register_derived(
+                            session, ctx, job, outputs, scratch, prefix
+                        )
                 except WeightvaultError as exc:
                     status, reason = "failed", f"the tuned version was not stored: {exc.message}"
                 outputs = {k: v for k, v in outputs.items() if k != "files"}
@@ -291,6 +295,26 @@ class JobRunner(Room):
                 detail["output_bytes"] = len(job.outputs)
             self._audit(ctx, "allowed" if status == "succeeded" else "failed", detail)
 
+    @contextlib.contextmanager
+    def _derived_savepoint(self, session: Any, ctx: RequestContext) -> Iterator[str]:
+        """A derived version's registration all or nothing; yields its new blob prefix.
+
+        In a savepoint, so a failure (its audit entry refused, say) rolls back the version rows
+        alone and the job's transaction goes on to record the failure; what was uploaded under
+        the prefix is deleted (best effort: the orphan sweep removes what is left)."""
+        prefix = secrets.token_hex(16)
+        savepoint = session.begin_nested()
+        try:
+            yield prefix
+        except Exception:
+            savepoint.rollback()
+            with contextlib.suppress(Exception):  # must not hide why the version was refused
+                self._blobs.delete_prefix(prefix)
+            raise
+        finally:
+            ctx.action = "job.finished"  # the entry that follows, whatever happened
+        savepoint.commit()
+
     def _register_derived(
         self,
         session: Any,
@@ -298,8 +322,10 @@ class JobRunner(Room):
         job: Job,
         outputs: dict[str, Any],
         scratch: Path,
+        prefix: str,
     ) -> str:
-        """Store a fine-tune's encrypted files as version ``VERSION-ftN``, signed with lineage."""
+        """Store a fine-tune's encrypted files as version ``VERSION-ftN`` under the blob
+        ``prefix``, signed with lineage."""
         written = outputs.get("files")
         if not isinstance(written, list) or not written:
             raise FormatError("the fine-tune wrote no files")
@@ -311,7 +337,6 @@ class JobRunner(Room):
         base = session.get(ModelVersion, (job.model, job.version))
         if base is None:
             raise FormatError("the base version is gone")
-        prefix = secrets.token_hex(16)
         digests = hashlib.sha256()
         rows = []
         for index, item in enumerate(written):
@@ -372,5 +397,4 @@ class JobRunner(Room):
         session.flush()
         ctx.action = "version.derived"
         self._audit(ctx, "allowed", {"model": job.model, "version": name, "lineage": lineage})
-        ctx.action = "job.finished"
         return name
