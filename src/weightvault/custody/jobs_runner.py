@@ -225,15 +225,8 @@ class JobRunner(Room):
         set_id = secrets.token_hex(16)
         manifest = "sha256:" + hashlib.sha256(f"{job_id}:{request.digest()}".encode()).hexdigest()
         slots = []
-        for index, f in enumerate(files):
-            context = FileContext(
-                model=request.model,
-                path=f.path,
-                file_index=index,
-                file_count=len(files),
-                set_id=set_id,
-                manifest_digest=manifest,
-            )
+        contexts = FileContext.of_set(request.model, [f.path for f in files], set_id, manifest)
+        for index, (f, context) in enumerate(zip(files, contexts, strict=True)):
             header, dek = seal(context, [self._kek])
             slots.append(
                 {
