@@ -33,6 +33,7 @@ from weightvault.signing import (
     plan_model,
     read_signature,
     sign_manifest,
+    signature_path_for,
     write_signature,
 )
 from weightvault.signing.options import CheckKeywords, PathLike
@@ -122,7 +123,7 @@ def sign_model(
     sign; record in ``log``; write the signature atomically. Options as for
     :func:`weightvault.signing.sign`.
     """
-    sig = Path(signature_path) if signature_path is not None else default_signature_path(model_path)
+    sig = signature_path_for(model_path, signature_path)
     ensure_writable_destination(sig, force=force)
     if scan_policy is not None and is_object_url(model_path):
         raise UsageError(
@@ -154,7 +155,7 @@ def check_model(
     if log is not None:
         from weightvault.tlog.bundle import verify_bundle_log_entry
 
-        sig = signature_path if signature_path is not None else default_signature_path(model_path)
+        sig = signature_path_for(model_path, signature_path)
         verify_bundle_log_entry(read_signature(sig), log.key, witnesses=log.witnesses)
     return check(model_path, signature_path, verifier, **keywords)
 

@@ -260,10 +260,10 @@ def digest_subject(
     one that signature vouches for; else sha256 over whole files. The signature is read only
     for its parameters (not trusted): the digest always comes from the files.
     """
-    from weightvault.signing import ManifestOptions, default_signature_path, plan_model
+    from weightvault.signing import ManifestOptions, plan_model, signature_path_for
 
     root = Path(path)
-    sig = Path(signature_path) if signature_path is not None else default_signature_path(root)
+    sig = signature_path_for(root, signature_path)
     params = serialization if serialization is not None else _signed_parameters(sig)
     if params is None:
         options = ManifestOptions(max_workers=max_workers)

@@ -399,10 +399,10 @@ def _dataset_rows_attestation(
     attestation."""
     from weightvault.attest._predicates import ROW_GROUPS
     from weightvault.oms.manifest import parse_statement as parse_oms_statement
-    from weightvault.signing import default_signature_path, read_signature
+    from weightvault.signing import read_signature, signature_path_for
 
     root = Path(dataset_path)
-    sig = Path(signature_path) if signature_path is not None else default_signature_path(root)
+    sig = signature_path_for(root, signature_path)
     # 1. The dataset's signature: authentic, and the root digest it vouches for.
     verified = verifier.verify(read_signature(sig))
     manifest = parse_oms_statement(verified.payload)

@@ -45,8 +45,8 @@ from weightvault.oms.manifest import Manifest, component_key, parse_statement, s
 from weightvault.signing import (
     SignerIdentity,
     Verifier,
-    default_signature_path,
     read_signature,
+    signature_path_for,
 )
 from weightvault.tree import DEFAULT_IGNORED_NAMES, SymlinkError, normalize_ignore_path, walk_model
 
@@ -334,7 +334,7 @@ def read_verified(
     root = Path(model_path)
     if not root.exists() and not root.is_symlink():
         raise InputError(f"{root}: no such file or folder", reason=Reason.NOT_FOUND)
-    sig = Path(signature) if signature is not None else default_signature_path(root)
+    sig = signature_path_for(root, signature)
     cache = hf_snapshot_root(root if root.is_dir() else sig.parent)
     cache_real = real_folder(cache) if cache is not None else None
     signer, manifest = _verified_manifest(sig, verifier, cache_real)

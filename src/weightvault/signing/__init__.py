@@ -36,6 +36,7 @@ from weightvault.signing._model import (
     prepare_signature,
     sign,
     sign_manifest,
+    signature_path_for,
     write_signature,
 )
 from weightvault.signing._verify import VerificationResult, check, read_signature, verify
@@ -72,6 +73,7 @@ __all__ = [
     "read_signature",
     "sign",
     "sign_manifest",
+    "signature_path_for",
     "verify",
     "write_signature",
 ]

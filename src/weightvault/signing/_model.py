@@ -43,6 +43,7 @@ __all__ = [
     "prepare_signature",
     "sign",
     "sign_manifest",
+    "signature_path_for",
     "write_signature",
 ]
 
@@ -69,6 +70,14 @@ def default_signature_path(model_path: PathLike) -> Path:
     if root.is_dir():
         return root / SIGNATURE_FILE_NAME
     return root.parent / SIGNATURE_FILE_NAME
+
+
+def signature_path_for(model_path: PathLike, signature_path: PathLike | None = None) -> Path:
+    """The signature file of a model: ``signature_path`` when one is given, else the model's
+    default (:func:`default_signature_path`)."""
+    if signature_path is not None:
+        return Path(signature_path)
+    return default_signature_path(model_path)
 
 
 def _model_name(root: Path) -> str:
@@ -344,7 +353,7 @@ def prepare_signature(
     **keywords: Unpack[ManifestKeywords],
 ) -> SignedModel:
     """Hash and sign a model, returning the bundle without writing it."""
-    sig = Path(signature_path) if signature_path is not None else default_signature_path(model_path)
+    sig = signature_path_for(model_path, signature_path)
     plan = plan_model(model_path, signature_path=sig, options=options, **keywords)
     return sign_manifest(plan.manifest(), signer, left_out=plan.left_out)
 
@@ -367,7 +376,7 @@ def sign(
     **keywords: Unpack[ManifestKeywords],
 ) -> SignResult:
     """Sign a model (a file or a folder) and write the signature (default ``model.sig``)."""
-    sig = Path(signature_path) if signature_path is not None else default_signature_path(model_path)
+    sig = signature_path_for(model_path, signature_path)
     signed = prepare_signature(model_path, signer, signature_path=sig, options=options, **keywords)
     write_signature(signed, sig)
     return SignResult(Path(model_path), sig, signed.manifest, signed.signer, signed.left_out)
