@@ -80,7 +80,7 @@ def read_header(stream: BinaryIO, where: str) -> tuple[bytes, list[_Entry]]:
     raw = _read_exact(stream, length, where)
     try:
         header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # also integers past Python's digit limit
         raise FormatError(f"{where}: not a safetensors file (header is not JSON)") from exc
     if not isinstance(header, dict):
         raise FormatError(f"{where}: not a safetensors file (header is not an object)")
@@ -92,7 +92,11 @@ def read_header(stream: BinaryIO, where: str) -> tuple[bytes, list[_Entry]]:
             dtype, shape, (begin, end) = spec["dtype"], tuple(spec["shape"]), spec["data_offsets"]
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"{where}: tensor {name!r}: malformed header entry") from exc
-        if dtype not in _DTYPES or not all(isinstance(s, int) and s >= 0 for s in shape):
+        if (
+            not isinstance(dtype, str)
+            or dtype not in _DTYPES
+            or not all(isinstance(s, int) and s >= 0 for s in shape)
+        ):
             raise FormatError(f"{where}: tensor {name!r}: unsupported dtype or shape")
         count = 1
         for size in shape:

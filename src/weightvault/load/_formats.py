@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from weightvault._json import reject_duplicate_keys
 from weightvault._readers import SizedReader
 from weightvault.errors import FormatError, UnsafeFileError
 
@@ -108,36 +109,34 @@ def parse_header(
     data tiles the rest of a ``file_size``-byte file with no overlap and no hole (safetensors'
     own rules). ``prefix`` holds at least the 8-byte length and the header."""
     data_start = header_size(prefix, name, file_size)
-    try:
-        header = json.loads(bytes(prefix[8:data_start]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{name}: safetensors header is not JSON: {exc}") from exc
-    if not isinstance(header, dict):
-        raise FormatError(f"{name}: safetensors header is not an object")
+    header = _load_header(bytes(prefix[8:data_start]), name)
     data_size = file_size - data_start
     entries: list[TensorEntry] = []
     for key, entry in header.items():
         if key == "__metadata__":
+            if entry is not None and not (
+                isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())
+            ):
+                raise FormatError(f"{name}: safetensors __metadata__ must map strings to strings")
             continue
         where = f"{name}: tensor {key!r}"
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise FormatError(f"{where}: malformed entry")
         dtype_name, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype_name not in _DTYPES:
+        if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
             raise FormatError(f"{where}: unsupported dtype {dtype_name!r}")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
+        if not isinstance(shape, list) or not all(_is_u64(d) for d in shape):
             raise FormatError(f"{where}: shape is not a list of non-negative integers")
-        if not (
-            isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-        ):
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_u64, offsets))):
             raise FormatError(f"{where}: data_offsets is not two integers")
         start, end = offsets
         torch_name, element = _DTYPES[dtype_name]
-        if not 0 <= start <= end <= data_size or end - start != math.prod(shape) * element:
+        count = 1
+        for dim in shape:  # safetensors multiplies in 64 bits and refuses an overflow
+            count *= dim
+            if count > _U64_MAX:
+                raise FormatError(f"{where}: shape has more elements than 64 bits can count")
+        if not 0 <= start <= end <= data_size or end - start != count * element:
             raise FormatError(f"{where}: data_offsets do not fit its shape and the file")
         entries.append(TensorEntry(key, torch_name, tuple(shape), start, end))
     cursor = 0
@@ -148,6 +147,69 @@ def parse_header(
     if cursor != data_size:
         raise FormatError(f"{name}: tensor data does not cover the file")
     return entries
+
+
+_U64_MAX = 2**64 - 1
+
+
+def _is_u64(value: object) -> bool:
+    """A JSON integer that safetensors reads as a ``usize`` (``true`` is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _U64_MAX
+
+
+def _json_int(text: str) -> int:
+    """A JSON integer literal as safetensors' parser reads it: a negative literal (``-0``
+    included, which it reads as a float) or one past 64 bits is never a size or an offset, so
+    each becomes a value the checks refuse instead of Python's exact (and, past 4300 digits,
+    failing) conversion."""
+    if text.startswith("-"):
+        return -1
+    return int(text) if len(text) <= 20 else _U64_MAX + 1
+
+
+def _text_pairs(name: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """The ``object_pairs_hook``: duplicate keys refused, and strings with a lone surrogate
+    (a ``\\ud800`` escape Python keeps but no UTF-8 reader accepts) in keys or values."""
+    no_duplicates = reject_duplicate_keys(f"{name}: safetensors header")
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        for key, value in pairs:
+            for text in (key, value) if isinstance(value, str) else (key,):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise FormatError(
+                        f"{name}: safetensors header holds a lone surrogate escape"
+                    ) from exc
+        return no_duplicates(pairs)
+
+    return hook
+
+
+def _load_header(raw: bytes, name: str) -> dict[str, Any]:
+    """The header JSON read as safetensors reads it: strict UTF-8 (``json.loads`` of bytes would
+    also take UTF-16 and surrogates), no duplicate keys (safetensors keeps the last tensor of a
+    name, other readers the first), no ``NaN``, bounded nesting; every refusal a FormatError."""
+
+    def no_constant(constant: str) -> Any:
+        raise FormatError(f"{name}: safetensors header holds {constant}, which is not JSON")
+
+    try:
+        header = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_text_pairs(name),
+            parse_int=_json_int,
+            parse_constant=no_constant,
+        )
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{name}: safetensors header is not UTF-8") from exc
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{name}: safetensors header is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise FormatError(f"{name}: safetensors header is nested too deeply") from exc
+    if not isinstance(header, dict):
+        raise FormatError(f"{name}: safetensors header is not an object")
+    return header
 
 
 def safetensors_from_buffer(

@@ -61,7 +61,7 @@ def check_header(header: Any, data_size: int) -> list[str]:
             problems.append(f"tensor {name!r}: expected exactly dtype, shape and data_offsets")
             continue
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in DTYPE_BITS:
+        if not isinstance(dtype, str) or dtype not in DTYPE_BITS:  # a list is unhashable
             problems.append(f"tensor {name!r}: unknown dtype {dtype!r}")
             continue
         count = 1
