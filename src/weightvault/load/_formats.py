@@ -1,23 +1,20 @@
 """Tensors built from verified buffers, never from the files again.
 
-safetensors: the header is parsed here and each tensor is a view of the buffer
-(``torch.frombuffer``), so loading copies nothing after the one read. PyTorch checkpoints:
-PyTorch's weights-only unpickler with each storage a view of the buffer (as ``mmap=True``
-makes them views of a mapped file), copied out of it only for pre-zip checkpoints.
+safetensors: the header is parsed by the one parser (:mod:`weightvault._safetensors`) and each
+tensor is a view of the buffer (``torch.frombuffer``), so loading copies nothing after the one
+read. PyTorch checkpoints: PyTorch's weights-only unpickler with each storage a view of the
+buffer (as ``mmap=True`` makes them views of a mapped file), copied out of it only for pre-zip
+checkpoints.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import math
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from weightvault._json import reject_duplicate_keys
 from weightvault._readers import SizedReader
+from weightvault._safetensors import TensorSpan, header_length, parse_header
 from weightvault.errors import FormatError, UnsafeFileError
 
 if TYPE_CHECKING:
@@ -25,33 +22,30 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BufferFile",
-    "TensorEntry",
-    "header_size",
-    "parse_header",
+    "layout",
     "safetensors_from_buffer",
+    "torch_dtype",
     "torch_from_buffer",
 ]
 
-#: A header longer than this is refused before it is parsed (safetensors' own limit).
-_MAX_HEADER = 100_000_000
-
-_DTYPES: dict[str, tuple[str, int]] = {
-    "F64": ("float64", 8),
-    "F32": ("float32", 4),
-    "F16": ("float16", 2),
-    "BF16": ("bfloat16", 2),
-    "I64": ("int64", 8),
-    "I32": ("int32", 4),
-    "I16": ("int16", 2),
-    "I8": ("int8", 1),
-    "U8": ("uint8", 1),
-    "BOOL": ("bool", 1),
-    "U16": ("uint16", 2),
-    "U32": ("uint32", 4),
-    "U64": ("uint64", 8),
-    "F8_E4M3": ("float8_e4m3fn", 1),
-    "F8_E5M2": ("float8_e5m2", 1),
-    "C64": ("complex64", 8),
+#: The dtypes the loader builds: safetensors code -> torch attribute name.
+_TORCH_DTYPES: dict[str, str] = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "U16": "uint16",
+    "U32": "uint32",
+    "U64": "uint64",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "C64": "complex64",
 }
 
 
@@ -77,139 +71,25 @@ class BufferFile(SizedReader):
         return data
 
 
-@dataclass(frozen=True)
-class TensorEntry:
-    """One tensor of a safetensors header: where its bytes lie in the data section."""
+def torch_dtype(entry: TensorSpan) -> torch.dtype:
+    """The torch dtype of a tensor :func:`layout` returned."""
+    import torch
 
-    key: str
-    dtype: str  # a torch attribute name
-    shape: tuple[int, ...]
-    start: int
-    end: int
-
-    @property
-    def count(self) -> int:
-        return math.prod(self.shape)
+    dtype: torch.dtype = getattr(torch, _TORCH_DTYPES[entry.dtype])
+    return dtype
 
 
-def header_size(prefix: memoryview | bytes | bytearray, name: str, file_size: int) -> int:
-    """Where a safetensors file's data starts (8 + its header's length), from its first 8 bytes."""
-    if file_size < 8 or len(prefix) < 8:
-        raise FormatError(f"{name}: too short for a safetensors file")
-    (size,) = struct.unpack_from("<Q", prefix, 0)
-    if size > min(_MAX_HEADER, file_size - 8):
-        raise FormatError(f"{name}: safetensors header size is out of range")
-    return 8 + int(size)
-
-
-def parse_header(
+def layout(
     prefix: memoryview | bytes | bytearray, name: str, file_size: int
-) -> list[TensorEntry]:
-    """The tensors a safetensors header lays out, checked: each entry fits its shape, and the
-    data tiles the rest of a ``file_size``-byte file with no overlap and no hole (safetensors'
-    own rules). ``prefix`` holds at least the 8-byte length and the header."""
-    data_start = header_size(prefix, name, file_size)
-    header = _load_header(bytes(prefix[8:data_start]), name)
-    data_size = file_size - data_start
-    entries: list[TensorEntry] = []
-    for key, entry in header.items():
-        if key == "__metadata__":
-            if entry is not None and not (
-                isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())
-            ):
-                raise FormatError(f"{name}: safetensors __metadata__ must map strings to strings")
-            continue
-        where = f"{name}: tensor {key!r}"
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise FormatError(f"{where}: malformed entry")
-        dtype_name, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
-            raise FormatError(f"{where}: unsupported dtype {dtype_name!r}")
-        if not isinstance(shape, list) or not all(_is_u64(d) for d in shape):
-            raise FormatError(f"{where}: shape is not a list of non-negative integers")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_u64, offsets))):
-            raise FormatError(f"{where}: data_offsets is not two integers")
-        start, end = offsets
-        torch_name, element = _DTYPES[dtype_name]
-        count = 1
-        for dim in shape:  # safetensors multiplies in 64 bits and refuses an overflow
-            count *= dim
-            if count > _U64_MAX:
-                raise FormatError(f"{where}: shape has more elements than 64 bits can count")
-        if not 0 <= start <= end <= data_size or end - start != count * element:
-            raise FormatError(f"{where}: data_offsets do not fit its shape and the file")
-        entries.append(TensorEntry(key, torch_name, tuple(shape), start, end))
-    cursor = 0
-    for entry in sorted(entries, key=lambda e: (e.start, e.end)):
-        if entry.start != cursor:  # data tiles the byte buffer, no overlap
-            raise FormatError(f"{name}: tensor data overlaps or leaves a hole")
-        cursor = entry.end
-    if cursor != data_size:
-        raise FormatError(f"{name}: tensor data does not cover the file")
-    return entries
-
-
-_U64_MAX = 2**64 - 1
-
-
-def _is_u64(value: object) -> bool:
-    """A JSON integer that safetensors reads as a ``usize`` (``true`` is not one)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _U64_MAX
-
-
-def _json_int(text: str) -> int:
-    """A JSON integer literal as safetensors' parser reads it: a negative literal (``-0``
-    included, which it reads as a float) or one past 64 bits is never a size or an offset, so
-    each becomes a value the checks refuse instead of Python's exact (and, past 4300 digits,
-    failing) conversion."""
-    if text.startswith("-"):
-        return -1
-    return int(text) if len(text) <= 20 else _U64_MAX + 1
-
-
-def _text_pairs(name: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
-    """The ``object_pairs_hook``: duplicate keys refused, and strings with a lone surrogate
-    (a ``\\ud800`` escape Python keeps but no UTF-8 reader accepts) in keys or values."""
-    no_duplicates = reject_duplicate_keys(f"{name}: safetensors header")
-
-    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        for key, value in pairs:
-            for text in (key, value) if isinstance(value, str) else (key,):
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError as exc:
-                    raise FormatError(
-                        f"{name}: safetensors header holds a lone surrogate escape"
-                    ) from exc
-        return no_duplicates(pairs)
-
-    return hook
-
-
-def _load_header(raw: bytes, name: str) -> dict[str, Any]:
-    """The header JSON read as safetensors reads it: strict UTF-8 (``json.loads`` of bytes would
-    also take UTF-16 and surrogates), no duplicate keys (safetensors keeps the last tensor of a
-    name, other readers the first), no ``NaN``, bounded nesting; every refusal a FormatError."""
-
-    def no_constant(constant: str) -> Any:
-        raise FormatError(f"{name}: safetensors header holds {constant}, which is not JSON")
-
-    try:
-        header = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_text_pairs(name),
-            parse_int=_json_int,
-            parse_constant=no_constant,
-        )
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"{name}: safetensors header is not UTF-8") from exc
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{name}: safetensors header is not JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise FormatError(f"{name}: safetensors header is nested too deeply") from exc
-    if not isinstance(header, dict):
-        raise FormatError(f"{name}: safetensors header is not an object")
-    return header
+) -> tuple[int, list[TensorSpan]]:
+    """Where the data of a ``file_size``-byte safetensors file starts, and the tensors its
+    header lays out, checked by safetensors' own rules (:func:`weightvault._safetensors.
+    parse_header`); ``prefix`` holds at least the 8-byte length and the header."""
+    data_start = 8 + header_length(prefix, name, file_size)
+    if len(prefix) < data_start:
+        raise FormatError(f"{name}: truncated safetensors header")
+    header = parse_header(prefix[8:data_start], name, file_size - data_start, dtypes=_TORCH_DTYPES)
+    return data_start, list(header.tensors)
 
 
 def safetensors_from_buffer(
@@ -218,17 +98,17 @@ def safetensors_from_buffer(
     """The tensors of a safetensors file held in ``buffer`` (views of it on the CPU)."""
     import torch
 
-    data_start = header_size(buffer, name, len(buffer))
+    data_start, entries = layout(buffer, name, len(buffer))
     tensors: dict[str, torch.Tensor] = {}
-    for entry in parse_header(buffer, name, len(buffer)):
-        dtype = getattr(torch, entry.dtype)
+    for entry in entries:
+        dtype = torch_dtype(entry)
         if entry.count == 0:
             tensor = torch.empty(entry.shape, dtype=dtype)
         else:
             tensor = torch.frombuffer(
-                buffer, dtype=dtype, count=entry.count, offset=data_start + entry.start
+                buffer, dtype=dtype, count=entry.count, offset=data_start + entry.begin
             ).reshape(entry.shape)
-        tensors[entry.key] = tensor
+        tensors[entry.name] = tensor
     if str(device) != "cpu":
         tensors = {key: tensor.to(device) for key, tensor in tensors.items()}
     return tensors

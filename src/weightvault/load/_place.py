@@ -30,8 +30,9 @@ from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from weightvault._readers import SizedReader
+from weightvault._safetensors import header_length
 from weightvault.errors import FormatError, WeightvaultError
-from weightvault.load._formats import header_size, parse_header
+from weightvault.load._formats import layout, torch_dtype
 from weightvault.load._read import Placement, Segment, read_at
 
 if TYPE_CHECKING:
@@ -134,13 +135,11 @@ class TensorPlacer(_Placer):
     parsed, each tensor's data goes to the destination tensor of its name."""
 
     def _layout(self, read: _Cached, name: str, size: int) -> list[_Wanted] | None:
-        import torch
-
-        data_start = header_size(read.bytes(0, min(8, size)), name, size)
-        prefix = read.bytes(0, data_start)
+        data_start = 8 + header_length(read.bytes(0, min(8, size)), name, size)
+        data_start, entries = layout(read.bytes(0, data_start), name, size)
         return [
-            _Wanted(entry.key, getattr(torch, entry.dtype), entry.shape, data_start + entry.start)
-            for entry in parse_header(prefix, name, size)
+            _Wanted(entry.name, torch_dtype(entry), entry.shape, data_start + entry.begin)
+            for entry in entries
         ]
 
 
