@@ -10,8 +10,10 @@ reads and Rust does not, an empty tensor list), and every outcome is compared:
 1. whatever ``weightvault.load.safetensors`` returns, the real library returns too, with the same
    names, dtypes, shapes and bytes;
 2. whatever the real library refuses, the verified loader refuses with a weightvault error;
-3. the fingerprint reader and the scanner raise nothing but weightvault's errors, and the scanner
-   never calls a file clean that the real library reads differently from the loader.
+3. the fingerprint reader and the scanner raise nothing but weightvault's errors;
+4. whatever the scanner calls clean, the loader loads as the real library does, or refuses only
+   a dtype it does not build (the scanner judges the layout of every dtype; the real library's
+   torch side lacks some too).
 
 Where weightvault is deliberately stricter than safetensors 0.8 (the real library loads the file,
 weightvault refuses it), and why:
@@ -21,14 +23,14 @@ weightvault refuses it), and why:
   names two models (scanner and loader both refuse);
 - a tensor entry with a field besides dtype, shape and data_offsets: room for a second reading;
 - dtypes the loader does not build (``F8_E8M0``, ``F4``, ``F6_*``): refused, not guessed;
-- the scanner alone: a header not starting with ``{`` (leading whitespace) and a null
-  ``__metadata__``, which no writer produces.
+- the scanner alone: a header not starting with ``{`` (leading whitespace), which no writer
+  produces: the scanner does not take the file for safetensors at all.
 
 Gaps, overlaps and bytes after the last tensor are refused by safetensors as well, so they are
-compared, not exempted. The scanner passes a few files safetensors refuses (a ``-0`` offset, a
-lone surrogate escape in a name): the loader refuses them too, so no second model can hide
-there. The fingerprint reader streams (it does not know the file's size), so it
-is held only to its errors; :func:`test_known_divergences` pins each finding as a minimal file.
+compared, not exempted. All four readers parse the header with one function
+(:func:`weightvault._safetensors.parse_header`), whose parameters are their only differences.
+The fingerprint reader streams (it does not know the file's size), so it is held only to its
+errors; :func:`test_known_divergences` pins each finding as a minimal file.
 """
 
 from __future__ import annotations
@@ -440,14 +442,18 @@ def check(blob: bytes) -> Outcomes:
     if not isinstance(got.real, dict):
         assert isinstance(got.loader, WeightvaultError), "safetensors refuses, weightvault loads"
         assert "\n" not in str(got.loader)
-    # 3. the other readers: only weightvault's errors, and no clean verdict on a file the real
-    # library reads differently from the loader
+    # 3. the other readers: only weightvault's errors
     assert got.fingerprint is None or isinstance(got.fingerprint, WeightvaultError), repr(
         got.fingerprint
     )
     assert not any("internal error" in e for e in got.scan_errors), got.scan_errors
-    if got.scan_status == "safe" and isinstance(got.loader, dict):
-        assert got.real == got.loader
+    # 4. a clean verdict: one reading, the loader's and the real library's, or a dtype the
+    # loader does not build
+    if got.scan_status == "safe":
+        if isinstance(got.loader, dict):
+            assert got.real == got.loader
+        else:
+            assert "unsupported dtype" in str(got.loader), got.loader
     return got
 
 
@@ -547,9 +553,11 @@ _E = b'{"dtype":"F32","shape":[1],"data_offsets":[0,4]}'
     ],
 )
 def test_known_divergences(header: bytes, data: bytes) -> None:
-    """Each finding, minimal: safetensors refuses the file and so, now, does the loader."""
+    """Each finding, minimal: safetensors refuses the file and so, now, do the loader and the
+    scanner (which passed the ``-0`` offset and the escaped surrogate)."""
     got = check(_file(header, data))
     assert not isinstance(got.real, dict) and isinstance(got.loader, WeightvaultError)
+    assert got.scan_status == "error", got.scan_errors
 
 
 @pytest.mark.parametrize(
@@ -566,3 +574,18 @@ def test_deliberately_stricter(header: bytes) -> None:
     got = check(_file(header, bytes(4)))
     assert isinstance(got.real, dict) and isinstance(got.loader, WeightvaultError)
     assert got.scan_status == "error"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "count", "nbytes", "real_loads"),
+    [("F8_E8M0", 4, 4, True), ("F4", 2, 1, True), ("F6_E2M3", 4, 3, False)],
+)
+def test_dtypes_the_loader_does_not_build(
+    dtype: str, count: int, nbytes: int, real_loads: bool
+) -> None:
+    """The scanner passes a well-formed file of any safetensors dtype; the loader refuses the
+    ones it does not build, by name (safetensors' torch side lacks ``F6_*`` as well)."""
+    entry = {"dtype": dtype, "shape": [count], "data_offsets": [0, nbytes]}
+    got = check(_file(json.dumps({"a": entry}).encode(), bytes(nbytes)))
+    assert got.scan_status == "safe" and isinstance(got.real, dict) is real_loads
+    assert isinstance(got.loader, WeightvaultError) and "unsupported dtype" in str(got.loader)
