@@ -74,7 +74,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
     _error(capsys, "recipient id ''")
     (world / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     assert run(["fingerprint", "issue", str(world / "junk.safetensors"), *issue[3:]]) == 2
-    _error(capsys, "not a safetensors file")
+    _error(capsys, "junk.safetensors: header is not valid JSON")
     assert not out.exists() and not list(world.glob(".copy*"))
     assert run(issue) == 0 and run(issue) == 2
     _error(capsys, "already exists; pass --force")

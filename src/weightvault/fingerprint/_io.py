@@ -4,8 +4,6 @@ rewriting safetensors as a stream: one tensor in memory at a time, never the who
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ from typing import Any, BinaryIO, Protocol
 
 import torch
 
+from weightvault._safetensors import header_length, parse_header
 from weightvault.errors import FormatError, InputError
 from weightvault.fingerprint.structure import TensorInfo
 
@@ -29,8 +28,6 @@ __all__ = [
 
 SAFETENSORS_SUFFIXES = frozenset({".safetensors"})
 TORCH_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt"})
-#: safetensors' own limit on the JSON header.
-MAX_HEADER = 100 * 1024 * 1024
 _COPY_CHUNK = 8 * 1024 * 1024
 
 _DTYPES: dict[str, torch.dtype] = {
@@ -71,48 +68,15 @@ def _read_exact(stream: BinaryIO, size: int, where: str) -> bytes:
 
 
 def read_header(stream: BinaryIO, where: str) -> tuple[bytes, list[_Entry]]:
-    """The raw header (length prefix included) and its tensors in data order, checked: known
-    dtypes, sizes that match shapes, offsets that tile the data without gaps or overlaps."""
+    """The raw header (length prefix included) and its tensors in data order, checked by the
+    one parser (:func:`weightvault._safetensors.parse_header`): known dtypes, sizes that match
+    shapes, offsets that tile the data without gaps or overlaps. The stream's size is not known
+    here: :func:`rewrite_safetensors` refuses bytes after the last tensor when it reaches them."""
     prefix = _read_exact(stream, 8, where)
-    (length,) = struct.unpack("<Q", prefix)
-    if length > MAX_HEADER or length < 2:
-        raise FormatError(f"{where}: not a safetensors file (header length {length})")
-    raw = _read_exact(stream, length, where)
-    try:
-        header = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # also integers past Python's digit limit
-        raise FormatError(f"{where}: not a safetensors file (header is not JSON)") from exc
-    if not isinstance(header, dict):
-        raise FormatError(f"{where}: not a safetensors file (header is not an object)")
-    entries = []
-    for name, spec in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (begin, end) = spec["dtype"], tuple(spec["shape"]), spec["data_offsets"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"{where}: tensor {name!r}: malformed header entry") from exc
-        if (
-            not isinstance(dtype, str)
-            or dtype not in _DTYPES
-            or not all(isinstance(s, int) and s >= 0 for s in shape)
-        ):
-            raise FormatError(f"{where}: tensor {name!r}: unsupported dtype or shape")
-        count = 1
-        for size in shape:
-            count *= size
-        itemsize = torch.empty((), dtype=_DTYPES[dtype]).element_size()
-        if not (isinstance(begin, int) and isinstance(end, int)) or end - begin != count * itemsize:
-            raise FormatError(f"{where}: tensor {name!r}: data offsets do not match its shape")
-        entries.append(_Entry(TensorInfo(name, dtype, shape), begin, end))
+    raw = _read_exact(stream, header_length(prefix, where, None), where)
+    header = parse_header(raw, where, None, dtypes=_DTYPES)
+    entries = [_Entry(TensorInfo(t.name, t.dtype, t.shape), t.begin, t.end) for t in header.tensors]
     entries.sort(key=lambda e: (e.begin, e.end))
-    position = 0
-    for entry in entries:
-        if entry.begin != position:
-            raise FormatError(
-                f"{where}: tensor {entry.info.name!r}: data offsets leave a gap or overlap"
-            )
-        position = entry.end
     return prefix + raw, entries
 
 
