@@ -9,26 +9,18 @@ decrypts that tensor's chunks and the header's, nothing else.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from weightvault._safetensors import HeaderTensor
+from weightvault._safetensors import HeaderTensor, header_length, parse_header
 from weightvault.crypt.reader import EncryptedFile, open_encrypted
 from weightvault.crypt.recipients.base import Identity
-from weightvault.errors import FormatError, UsageError
+from weightvault.errors import UsageError
 
 __all__ = ["TensorInfo", "load_encrypted_safetensors", "read_safetensors_index"]
 
-MAX_HEADER = 100 * 1024 * 1024
-
-_ITEM_SIZE = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
-    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
-}  # fmt: skip
 _NUMPY = {
     "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
     "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
@@ -52,57 +44,26 @@ class TensorInfo(HeaderTensor):
 
 
 def read_safetensors_index(
-    reader: EncryptedFile,
+    reader: EncryptedFile, *, exact: bool = False
 ) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Parse the safetensors header of an encrypted file: tensors by name, and metadata."""
+    """Parse the safetensors header of an encrypted file: tensors by name, and metadata.
+
+    The one parser reads it (:func:`weightvault._safetensors.parse_header`), by default only
+    locating the tensors (``locate_only``): this index also finds the tensors of suspect and
+    stray copies (incident, inventory), which may have been altered around them. ``exact``
+    asks for every rule the verified loader applies, as a loader of the tensors should.
+    """
     name = reader.name
-    if reader.size < 8:
-        raise FormatError(f"{name}: too short to be a safetensors file")
-    length = int.from_bytes(reader.read(0, 8), "little")
-    if length > min(MAX_HEADER, reader.size - 8):
-        raise FormatError(f"{name}: safetensors header length {length} is out of range")
-    try:
-        document = json.loads(reader.read(8, length).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FormatError(f"{name}: safetensors header is not valid JSON") from exc
-    if not isinstance(document, dict):
-        raise FormatError(f"{name}: safetensors header is not an object")
+    length = header_length(reader.read(0, min(8, reader.size)), name, reader.size)
     data_start = 8 + length
-    metadata = document.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        raise FormatError(f"{name}: __metadata__ must map strings to strings")
-    tensors: dict[str, TensorInfo] = {}
-    for tensor_name, entry in document.items():
-        where = f"{name}: tensor {tensor_name!r}"
-        if not isinstance(entry, dict):
-            raise FormatError(f"{where}: entry is not an object")
-        dtype = entry.get("dtype")
-        shape = entry.get("shape")
-        offsets = entry.get("data_offsets")
-        if dtype not in _ITEM_SIZE:
-            raise FormatError(f"{where}: unsupported dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise FormatError(f"{where}: shape must be a list of non-negative integers")
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]
-        ):
-            raise FormatError(f"{where}: data_offsets must be [begin, end] with begin <= end")
-        begin, end = offsets
-        if end - begin != math.prod(shape) * _ITEM_SIZE[dtype]:
-            raise FormatError(f"{where}: data_offsets do not match dtype and shape")
-        if data_start + end > reader.size:
-            raise FormatError(f"{where}: data lies beyond the end of the file")
-        tensors[tensor_name] = TensorInfo(
-            tensor_name, dtype, tuple(shape), data_start + begin, data_start + end
-        )
-    return tensors, metadata
+    header = parse_header(
+        reader.read(8, length), name, reader.size - data_start, dtypes=_TORCH, locate_only=not exact
+    )
+    tensors = {
+        t.name: TensorInfo(t.name, t.dtype, t.shape, data_start + t.begin, data_start + t.end)
+        for t in header.tensors
+    }
+    return tensors, dict(header.metadata or {})
 
 
 def _numpy_dtype(dtype: str) -> Any:
@@ -154,7 +115,7 @@ def load_encrypted_safetensors(
         raise UsageError(f"framework must be 'numpy' or 'torch', not {framework!r}")
     convert = _to_numpy if framework == "numpy" else _to_torch
     with open_encrypted(path, identities) as reader:
-        tensors, _metadata = read_safetensors_index(reader)
+        tensors, _metadata = read_safetensors_index(reader, exact=True)
         wanted = list(tensors) if names is None else list(names)
         missing = [n for n in wanted if n not in tensors]
         if missing:
