@@ -81,7 +81,7 @@ def _read_state(
     for path, reader in files.items():
         if not path.endswith(".safetensors"):
             continue
-        tensors, metadata = read_safetensors_index(reader)
+        tensors, metadata = read_safetensors_index(reader, exact=True)  # a loader: every rule
         stored[path] = list(tensors)
         for tensor_name, info in tensors.items():
             dtype = getattr(torch, _TORCH_DTYPES.get(info.dtype, ""), None)
