@@ -191,35 +191,60 @@ def sign_model(folder: Path, key: ec.EllipticCurvePrivateKey) -> Path:
     return signature
 
 
+@dataclass
+class Enrolled:
+    """Principals made by :func:`enroll`: tokens by name (the admin's too), the approvers'
+    Ed25519 approval keys and the readers' X25519 identities."""
+
+    tokens: dict[str, str]
+    approval_keys: dict[str, ed25519.Ed25519PrivateKey]
+    identities: dict[str, X25519Identity]
+
+
+def enroll(service: Service, people: dict[str, list[str]]) -> Enrolled:
+    """Create each principal with its roles, as an admin does: an approver registers a fresh
+    approval key, a reader the recipient of a fresh identity."""
+    enrolled = Enrolled({"admin": service.admin_token}, {}, {})
+    with service.admin as admin:
+        for name, roles in people.items():
+            if "approver" in roles:
+                enrolled.approval_keys[name] = ed25519.Ed25519PrivateKey.generate()
+            if "reader" in roles:
+                enrolled.identities[name] = X25519Identity.generate()
+            key, identity = enrolled.approval_keys.get(name), enrolled.identities.get(name)
+            made = admin.create_principal(
+                name,
+                roles,
+                recipient=identity.recipient().to_string() if identity else None,
+                approval_key_pem=public_pem(key) if key else None,
+            )
+            enrolled.tokens[name] = made["token"]
+    return enrolled
+
+
 def build_world(root: Path, service: Service) -> World:
     world = World(service=service, root=root)
-    world.people["admin"] = Person("admin", service.admin_token)
-    admin = service.admin
-    people_specs = {
-        "olivia": ["owner"],
-        "alice": ["approver"],
-        "bob": ["approver"],
-        "carol": ["approver", "reader"],
-        "rita": ["reader"],
-        "ravi": ["reader"],
-        "audrey": ["auditor"],
-    }
-    for name, roles in people_specs.items():
-        approval_key = ed25519.Ed25519PrivateKey.generate() if "approver" in roles else None
-        identity = X25519Identity.generate() if "reader" in roles else None
+    enrolled = enroll(
+        service,
+        {
+            "olivia": ["owner"],
+            "alice": ["approver"],
+            "bob": ["approver"],
+            "carol": ["approver", "reader"],
+            "rita": ["reader"],
+            "ravi": ["reader"],
+            "audrey": ["auditor"],
+        },
+    )
+    for name, token in enrolled.tokens.items():
+        identity = enrolled.identities.get(name)
         identity_path = None
         if identity is not None:
             identity_path = root / f"{name}.identity"
             identity_path.write_text(identity.to_file_text())
             identity_path.chmod(0o600)
-        result = admin.create_principal(
-            name,
-            roles,
-            recipient=identity.recipient().to_string() if identity else None,
-            approval_key_pem=public_pem(approval_key) if approval_key else None,
-        )
-        world.people[name] = Person(name, result["token"], approval_key, identity, identity_path)
-    admin.close()
+        approval_key = enrolled.approval_keys.get(name)
+        world.people[name] = Person(name, token, approval_key, identity, identity_path)
     world.signing_key = ec.generate_private_key(ec.SECP256R1())
     policy = {
         "approvers": ["alice", "bob", "carol"],

@@ -5,7 +5,6 @@ certificate no trusted CA issued, or issued for another host, is refused; a CA n
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import json
 import ssl
@@ -18,9 +17,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tests.keyfiles import write_self_signed_tls
 
 from weightvault.custody.client import ClientConfig, VaultClient
 from weightvault.custody.client._tls import verified_context
@@ -29,31 +26,7 @@ from weightvault.errors import InputError
 
 def _certificate(folder: Path, name: str, host: x509.GeneralName) -> tuple[Path, Path]:
     """A self-signed certificate for ``host`` (its own CA), and its key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([host]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return write_self_signed_tls(folder, name, host)
 
 
 class _WhoAmI(BaseHTTPRequestHandler):

@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 from tests.access.helpers import lm_dataset, make_tiny_lm
-from tests.custody.helpers import public_pem, sign_model, start_service
+from tests.custody.helpers import enroll, public_pem, sign_model, start_service
 
-from weightvault.crypt.recipients import X25519Identity
 from weightvault.custody.approvals import ApprovalSigner
 from weightvault.custody.client import VaultClient
 
@@ -75,27 +74,19 @@ def client_for(client: VaultClient, token: str) -> VaultClient:
 def test_custody_evaluations_pass_the_gate_and_verify_offline(tmp_path: Path) -> None:
     service = start_service(tmp_path / "data")
     try:
-        keys: dict[str, Any] = {}
-        TOKENS["admin"] = service.admin_token
-        with service.admin as admin:
-            for name, roles in {
+        enrolled = enroll(
+            service,
+            {
                 "olivia": ["owner"],
                 "alice": ["approver"],
                 "bob": ["approver"],
                 "rosa": ["researcher"],
                 "aude": ["auditor"],
                 "rita": ["reader"],
-            }.items():
-                key = ed25519.Ed25519PrivateKey.generate() if "approver" in roles else None
-                keys[name] = key
-                recipient = X25519Identity.generate().recipient().to_string()
-                made = admin.create_principal(
-                    name,
-                    roles,
-                    recipient=recipient if name == "rita" else None,
-                    approval_key_pem=public_pem(key) if key else None,
-                )
-                TOKENS[name] = made["token"]
+            },
+        )
+        TOKENS.update(enrolled.tokens)
+        keys: dict[str, Any] = dict(enrolled.approval_keys)
         signing_key = ec.generate_private_key(ec.SECP256R1())
         policy = {
             "approvers": ["alice", "bob"],

@@ -28,7 +28,7 @@ from tests.access.helpers import (
     scan_for_marker,
     scan_recent_for_marker,
 )
-from tests.custody.helpers import Service, public_pem, sign_model, start_service
+from tests.custody.helpers import Service, enroll, public_pem, sign_model, start_service
 
 from weightvault._json import canonical
 from weightvault.access.result import verify_job_result
@@ -92,23 +92,17 @@ def jw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobsWorld]:
     (root / "tmp").mkdir()
     service = start_service(root / "data", env={"TMPDIR": str(root / "tmp")})
     try:
-        tokens = {"admin": service.admin_token}
-        keys = {}
-        with service.admin as admin:
-            for name, roles in {
+        enrolled = enroll(
+            service,
+            {
                 "olivia": ["owner"],
                 "alice": ["approver"],
                 "bob": ["approver"],
                 "rosa": ["researcher"],
                 "aude": ["auditor"],
-            }.items():
-                key = ed25519.Ed25519PrivateKey.generate() if "approver" in roles else None
-                if key is not None:
-                    keys[name] = key
-                made = admin.create_principal(
-                    name, roles, approval_key_pem=public_pem(key) if key else None
-                )
-                tokens[name] = made["token"]
+            },
+        )
+        tokens, keys = enrolled.tokens, enrolled.approval_keys
         signing_key = ec.generate_private_key(ec.SECP256R1())
         policy = {
             "approvers": ["alice", "bob"],

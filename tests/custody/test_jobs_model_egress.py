@@ -20,10 +20,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sqlalchemy import select
 from tests.access.helpers import REPEAT, make_tiny_lm
-from tests.custody.helpers import Service, public_pem, sign_model, start_service
+from tests.custody.helpers import Service, enroll, public_pem, sign_model, start_service
 from tests.custody.test_jobs import ACCESS, wait_for
 
-from weightvault.crypt.recipients import X25519Identity
 from weightvault.custody.approvals import ApprovalSigner
 from weightvault.custody.client import VaultClient, VaultHTTPError
 from weightvault.custody.store import Egress, Store
@@ -141,28 +140,18 @@ def ew(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgressWorld]:
     (root / "tmp").mkdir()
     service = start_service(root / "data", env={"TMPDIR": str(root / "tmp")})
     try:
-        tokens = {"admin": service.admin_token}
-        keys = {}
-        with service.admin as admin:
-            for name, roles in {
+        enrolled = enroll(
+            service,
+            {
                 "olivia": ["owner"],
                 "alice": ["approver"],
                 "bob": ["approver"],
                 "rosa": ["researcher"],
                 "remy": ["researcher"],
                 "rita": ["reader"],
-            }.items():
-                key = ed25519.Ed25519PrivateKey.generate() if "approver" in roles else None
-                if key is not None:
-                    keys[name] = key
-                recipient = X25519Identity.generate().recipient() if "reader" in roles else None
-                made = admin.create_principal(
-                    name,
-                    roles,
-                    recipient=recipient.to_string() if recipient else None,
-                    approval_key_pem=public_pem(key) if key else None,
-                )
-                tokens[name] = made["token"]
+            },
+        )
+        tokens, keys = enrolled.tokens, enrolled.approval_keys
         signing_key = ec.generate_private_key(ec.SECP256R1())
         yield EgressWorld(service, root, tokens, keys, signing_key, {})
     finally:

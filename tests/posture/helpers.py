@@ -15,7 +15,6 @@ What ``build_sl3`` makes (once per module; about 5 s):
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import os
 import shutil
@@ -28,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import NameOID
 from tests.custody.helpers import make_model, public_pem, sign_model, start_service
+from tests.keyfiles import write_self_signed_tls
 from tests.softhsm import SoftHsmToken, make_token
 
 from weightvault.crypt.recipients import X25519Identity
@@ -114,34 +112,10 @@ class Sl3World:
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "posture-test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    """``tls.crt``/``tls.key``: the loopback TLS front's self-signed certificate (30 days)."""
+    return write_self_signed_tls(
+        folder, "tls", x509.IPAddress(ipaddress.ip_address("127.0.0.1")), days=30
     )
-    cert_path, key_path = folder / "tls.crt", folder / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 class TlsFront:
